@@ -1,0 +1,70 @@
+/*
+ * config.h — the operator's configuration: `config/promod.lua` returns a
+ * table; every key has a default so the server starts with no file at all.
+ *
+ * The file runs in a throwaway Lua state with only the base, string, table
+ * and math libraries, plus `env(name)` to read an environment variable.
+ * Unknown keys and values of the wrong type or range are errors naming the
+ * key ("config/promod.lua: listen: expected \"HOST:PORT\""), and the server
+ * refuses to start.  The result is a plain C struct, read-only after start
+ * and shared by every thread.
+ */
+#ifndef PROMOD_CONFIG_H
+#define PROMOD_CONFIG_H
+#include <stddef.h>
+#include <jansson.h>
+
+enum config_role { ROLE_PUBLIC = 0, ROLE_DECIDE = 1, ROLE_MARKETER = 2, ROLE_ADMIN = 3 };
+
+struct config_key {
+    char *id;
+    char *key;
+    enum config_role role;
+};
+
+struct config {
+    char *listen_host;        /**< "127.0.0.1" */
+    int listen_port;          /**< 8080; 0 = any free port */
+    char *data_dir;           /**< "./data" */
+    char *rules_dir;          /**< "./rules" */
+    char *plugins_dir;        /**< "./plugins" */
+    int threads;              /**< worker threads; 0 = number of cores */
+    size_t map_size;          /**< LMDB map size, bytes (1 GiB) */
+    size_t max_body;          /**< request body limit, bytes (1 MiB) */
+    size_t max_import_body;   /**< bulk import/events body limit (64 MiB) */
+    int default_limit;        /**< decide: offers when "limit" is absent (3) */
+    int max_limit;            /**< decide: largest "limit" accepted (50) */
+    long instr_budget;        /**< Lua VM instructions per hook call (1,000,000) */
+    size_t lua_mem_limit;     /**< bytes per worker Lua state (256 MiB) */
+    int log_level;            /**< enum log_level (info) */
+    int access_log;           /**< 1 = one line per request (default 0) */
+    int require_approval;     /**< campaign script changes need approval (0) */
+    int test_clock;           /**< allow POST /api/v1/admin/clock (0) */
+    long global_daily_cap;    /**< offers per customer per day over all campaigns; 0 = none */
+    int reload_debounce_ms;   /**< quiet time after a file change before reloading (100) */
+    int event_retention_days; /**< raw events older than this are compacted (90) */
+    double request_timeout;   /**< seconds (30) */
+    struct config_key *keys;  /**< API keys */
+    int nkeys;
+    json_t *channels;         /**< per-channel provider settings (endpoints, secrets), or NULL */
+    char *source;             /**< path the config came from, or "(defaults)" */
+};
+
+/** Fill `c` with defaults. */
+void config_defaults(struct config *c);
+
+/** Load `path` over the defaults.  On error returns ERR_INVAL (or -errno
+ *  for an unreadable file) and writes "path: key: problem" into err. */
+int config_load(struct config *c, const char *path, char *err, size_t errlen);
+
+/** Parse "HOST:PORT" into the config.  @return 0 or ERR_INVAL. */
+int config_set_listen(struct config *c, const char *hostport);
+
+/** Find the key matching a bearer token (constant-time compare), or NULL. */
+const struct config_key *config_find_key(const struct config *c, const char *token);
+
+const char *config_role_name(enum config_role r);
+
+void config_free(struct config *c);
+
+#endif

@@ -1,0 +1,723 @@
+/* decide.c — candidate selection, hooks, ranking, content, reservation. */
+#include "decide.h"
+#include "app.h"
+#include "clock.h"
+#include "err.h"
+#include "hash.h"
+#include "log.h"
+#include "luavm.h"
+#include "metrics.h"
+#include "rules.h"
+#include "store.h"
+#include "throttle.h"
+#include "tmpl.h"
+#include "tz.h"
+#include <lauxlib.h>
+#include <lua.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------------- */
+/* per-campaign counters, kept across reloads                             */
+
+enum { H_ELIGIBLE, H_SCORE, H_CONTENT, H_THROTTLE, NHOOK };
+static const char *hook_names[NHOOK] = { "eligible", "score", "content", "throttle" };
+
+#define CSTAT_SLOTS 8192
+struct cstat {
+    char id[132];
+    long errors[NHOOK];
+    long budget[NHOOK];
+    long served;
+    long capped;
+};
+static struct cstat *g_cstat;
+static pthread_mutex_t g_cstat_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static struct cstat *cstat_get(const char *id)
+{
+    if (!g_cstat)
+        return NULL;
+    uint32_t h = hash_fnv1a(id, strlen(id), HASH_FNV_INIT);
+    for (int i = 0; i < 64; i++) {
+        struct cstat *c = &g_cstat[(h + (uint32_t)i) % CSTAT_SLOTS];
+        if (__atomic_load_n(&c->id[0], __ATOMIC_ACQUIRE) && !strcmp(c->id, id))
+            return c;
+        if (!__atomic_load_n(&c->id[0], __ATOMIC_ACQUIRE)) {
+            pthread_mutex_lock(&g_cstat_mu);
+            if (!c->id[0]) {
+                snprintf(c->id + 1, sizeof c->id - 1, "%s", id + 1);
+                __atomic_store_n(&c->id[0], id[0], __ATOMIC_RELEASE);
+            }
+            pthread_mutex_unlock(&g_cstat_mu);
+            if (!strcmp(c->id, id))
+                return c;
+        }
+    }
+    return NULL;
+}
+
+static void cstat_add(const char *id, long *(*field)(struct cstat *), long n)
+{
+    struct cstat *c = cstat_get(id);
+    if (c)
+        __atomic_fetch_add(field(c), n, __ATOMIC_RELAXED);
+}
+
+static void decide_collector(struct buf *out, void *ud)
+{
+    (void)ud;
+    buf_adds(out, "# HELP promod_hook_errors_total Hook calls that raised an error, by campaign.\n"
+                  "# TYPE promod_hook_errors_total counter\n");
+    for (int i = 0; i < CSTAT_SLOTS; i++) {
+        struct cstat *c = &g_cstat[i];
+        if (!c->id[0])
+            continue;
+        for (int h = 0; h < NHOOK; h++) {
+            long e = __atomic_load_n(&c->errors[h], __ATOMIC_RELAXED);
+            long b = __atomic_load_n(&c->budget[h], __ATOMIC_RELAXED);
+            if (e) {
+                buf_adds(out, "promod_hook_errors_total{campaign=\"");
+                metrics_label(out, c->id);
+                buf_printf(out, "\",hook=\"%s\",kind=\"error\"} %ld\n", hook_names[h], e);
+            }
+            if (b) {
+                buf_adds(out, "promod_hook_errors_total{campaign=\"");
+                metrics_label(out, c->id);
+                buf_printf(out, "\",hook=\"%s\",kind=\"budget\"} %ld\n", hook_names[h], b);
+            }
+        }
+    }
+    buf_adds(out, "# HELP promod_offers_served_total Offers served by decide (not dry runs).\n"
+                  "# TYPE promod_offers_served_total counter\n");
+    for (int i = 0; i < CSTAT_SLOTS; i++) {
+        struct cstat *c = &g_cstat[i];
+        long n = c->id[0] ? __atomic_load_n(&c->served, __ATOMIC_RELAXED) : 0;
+        if (n) {
+            buf_adds(out, "promod_offers_served_total{campaign=\"");
+            metrics_label(out, c->id);
+            buf_printf(out, "\"} %ld\n", n);
+        }
+    }
+}
+
+void decide_metrics_init(void)
+{
+    if (!g_cstat)
+        g_cstat = calloc(CSTAT_SLOTS, sizeof *g_cstat);
+    metrics_register(decide_collector, NULL);
+}
+
+static void count_hook_error(const char *id, int hook, int rc)
+{
+    struct cstat *c = cstat_get(id);
+    if (!c)
+        return;
+    if (rc == ERR_BUDGET)
+        __atomic_fetch_add(&c->budget[hook], 1, __ATOMIC_RELAXED);
+    else
+        __atomic_fetch_add(&c->errors[hook], 1, __ATOMIC_RELAXED);
+}
+
+static long *f_served(struct cstat *c) { return &c->served; }
+
+/* ---------------------------------------------------------------------- */
+
+struct cand {
+    int idx;           /* campaign index in the generation */
+    double score;
+    json_t *xp;        /* explain entry (borrowed from the explain array) */
+    int variant;       /* chosen variant index */
+    json_t *content;   /* rendered content (owned until moved into offers) */
+};
+
+static uint64_t next_rand(void)
+{
+    static __thread uint64_t s;
+    if (!s)
+        s = clock_mono_ns() ^ ((uint64_t)(uintptr_t)&s << 17) ^ 0x9E3779B97F4A7C15ull;
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    return s;
+}
+
+static int sched_open(const struct rules_schedule *s, int64_t now)
+{
+    if (s->starts && now < s->starts)
+        return 0;
+    if (s->ends && now > s->ends)
+        return 0;
+    if (s->days || s->hour_from >= 0) {
+        struct tm tm;
+        if (tz_local(s->tz, now, &tm))
+            return 0;
+        int wd = tm.tm_wday == 0 ? 7 : tm.tm_wday;
+        if (s->days && !(s->days & (1u << wd)))
+            return 0;
+        if (s->hour_from >= 0) {
+            int h = tm.tm_hour, a = s->hour_from, b = s->hour_to;
+            int in = a <= b ? (h >= a && h < b) : (h >= a || h < b);
+            if (!in)
+                return 0;
+        }
+    }
+    return 1;
+}
+
+/* Push the hook `name` of the campaign table `ref`; 0 if absent (nothing pushed). */
+static int push_hook(lua_State *L, int ref, const char *name)
+{
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+    lua_getfield(L, -1, name);
+    lua_remove(L, -2);
+    if (lua_isfunction(L, -1))
+        return 1;
+    lua_pop(L, 1);
+    return 0;
+}
+
+static void xp_error(json_t *xp, const char *hook, const char *msg)
+{
+    if (!xp)
+        return;
+    char b[600];
+    snprintf(b, sizeof b, "%s: %s", hook, msg);
+    json_object_set_new(xp, "error", json_string(b) ? json_string(b) : json_string("(error)"));
+}
+
+static json_t *xp_reason(json_t *xp, const char *reason)
+{
+    if (xp)
+        json_object_set_new(xp, "reason", json_string(reason));
+    return xp;
+}
+
+/* Render one Lua value (content field) to JSON, templating strings. */
+static json_t *render_value(lua_State *L, int idx, int p_idx, int escape, int depth);
+
+static int ends_raw(const char *k, size_t n) { return n >= 4 && !memcmp(k + n - 4, "_raw", 4); }
+
+static json_t *render_string(lua_State *L, int idx, int p_idx, int escape)
+{
+    size_t len;
+    const char *s = lua_tolstring(L, idx, &len);
+    if (!tmpl_has_placeholders(s, len))
+        return json_stringn(s, len);
+    struct buf b = BUF_INIT;
+    struct tmpl_lua_ctx tc = { L, p_idx };
+    json_t *out = NULL;
+    if (tmpl_render(s, len, escape, tmpl_lua_lookup, &tc, &b) == 0)
+        out = json_stringn(b.p ? b.p : "", b.len);
+    buf_free(&b);
+    return out;
+}
+
+static json_t *render_value(lua_State *L, int idx, int p_idx, int escape, int depth)
+{
+    if (idx < 0)
+        idx = lua_gettop(L) + idx + 1;
+    switch (lua_type(L, idx)) {
+    case LUA_TSTRING: return render_string(L, idx, p_idx, escape);
+    case LUA_TTABLE: {
+        if (depth > 16)
+            return NULL;
+        size_t n = lua_objlen(L, idx);
+        if (n > 0) {
+            json_t *a = json_array();
+            for (size_t i = 1; i <= n; i++) {
+                lua_rawgeti(L, idx, (int)i);
+                json_t *v = render_value(L, -1, p_idx, escape, depth + 1);
+                lua_pop(L, 1);
+                if (!v) {
+                    json_decref(a);
+                    return NULL;
+                }
+                json_array_append_new(a, v);
+            }
+            return a;
+        }
+        json_t *o = json_object();
+        lua_pushnil(L);
+        while (lua_next(L, idx)) {
+            if (lua_type(L, -2) != LUA_TSTRING) {
+                lua_pop(L, 2);
+                json_decref(o);
+                return NULL;
+            }
+            size_t kl;
+            const char *k = lua_tolstring(L, -2, &kl);
+            json_t *v = render_value(L, -1, p_idx, escape && !ends_raw(k, kl), depth + 1);
+            lua_pop(L, 1);
+            if (!v) {
+                lua_pop(L, 1);
+                json_decref(o);
+                return NULL;
+            }
+            json_object_setn_new(o, k, kl, v);
+        }
+        return o;
+    }
+    default: {
+        int err;
+        return luavm_to_json(L, idx, &err);
+    }
+    }
+}
+
+/* Choose a variant and render its content; 0 on success.  Stack-neutral. */
+static int choose_content(struct rules_worker *rw, const struct rules_campaign *c, int ref,
+                          const char *cust, int p_idx, int ctx_idx, struct cand *cd)
+{
+    lua_State *L = luavm_state(rw->vm);
+    int top = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+    lua_getfield(L, -1, "variants");
+    int vars = lua_gettop(L);
+    int chosen = -1;
+    char err[512];
+    if (c->hooks & RULES_HOOK_CONTENT) {
+        push_hook(L, ref, "content");
+        lua_pushvalue(L, p_idx);
+        lua_pushvalue(L, ctx_idx);
+        lua_pushvalue(L, vars);
+        int rc = luavm_call(rw->vm, 3, 1, err, sizeof err);
+        if (rc) {
+            count_hook_error(c->id, H_CONTENT, rc);
+            xp_error(cd->xp, "content", err);
+            lua_settop(L, top);
+            return rc;
+        }
+        const char *vid = NULL;
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            vid = lua_tostring(L, -1);
+        } else if (lua_istable(L, -1)) {
+            lua_getfield(L, -1, "id");
+            vid = lua_tostring(L, -1);
+            lua_pop(L, 1);
+        }
+        for (int i = 0; vid && i < c->nvariants; i++)
+            if (!strcmp(c->variants[i].id, vid))
+                chosen = i;
+        lua_pop(L, 1);
+        if (chosen < 0) {
+            count_hook_error(c->id, H_CONTENT, ERR_LUA);
+            xp_error(cd->xp, "content", "must return one of the variants (or its id)");
+            lua_settop(L, top);
+            return ERR_LUA;
+        }
+    } else {
+        double u = hash_unit(cust, strlen(cust), c->id, strlen(c->id)) * c->weight_sum;
+        double acc = 0;
+        chosen = c->nvariants - 1;
+        for (int i = 0; i < c->nvariants; i++) {
+            acc += c->variants[i].weight;
+            if (u < acc) {
+                chosen = i;
+                break;
+            }
+        }
+    }
+    lua_rawgeti(L, vars, chosen + 1);
+    lua_getfield(L, -1, "content");
+    cd->variant = chosen;
+    cd->content = render_value(L, -1, p_idx, 1, 0);
+    lua_settop(L, top);
+    if (!cd->content) {
+        xp_error(cd->xp, "content", "content could not be rendered");
+        return ERR_INVAL;
+    }
+    return 0;
+}
+
+/* Push the throttle hook's counts table. */
+static void push_counts(lua_State *L, const struct rules_campaign *c, const struct rules_channel *ch,
+                        const struct throttle_counts *n)
+{
+    static const char *std[4] = { "1h", "1d", "7d", "30d" };
+    lua_createtable(L, 0, 4);
+    lua_createtable(L, 0, 6);
+    for (int i = 0; i < 4; i++) {
+        lua_pushnumber(L, (lua_Number)n->cust_std[i]);
+        lua_setfield(L, -2, std[i]);
+    }
+    for (int i = 0; i < c->cust_caps.n; i++) {
+        lua_pushnumber(L, (lua_Number)n->cust[i]);
+        lua_setfield(L, -2, c->cust_caps.w[i].label);
+    }
+    lua_setfield(L, -2, "customer");
+    lua_createtable(L, 0, 2);
+    for (int i = 0; i < c->total_caps.n; i++) {
+        lua_pushnumber(L, (lua_Number)n->total[i]);
+        lua_setfield(L, -2, c->total_caps.w[i].label);
+    }
+    lua_setfield(L, -2, "total");
+    lua_createtable(L, 0, 2);
+    for (int i = 0; ch && i < ch->policy.n; i++) {
+        lua_pushnumber(L, (lua_Number)n->chan[i]);
+        lua_setfield(L, -2, ch->policy.w[i].label);
+    }
+    lua_setfield(L, -2, "channel");
+    lua_pushnumber(L, (lua_Number)n->global_day);
+    lua_setfield(L, -2, "global_1d");
+}
+
+static int cand_cmp(const void *a, const void *b)
+{
+    const struct cand *x = a, *y = b;
+    if (x->score != y->score)
+        return x->score < y->score ? 1 : -1;
+    return x->idx - y->idx; /* index order = priority order within a channel */
+}
+
+/* Is consent withdrawn for this channel?  p.consent[key] == false,
+ * p.consent[channel] == false, p.consent.all == false or p.opt_out == true. */
+static const char *consent_block(lua_State *L, int p_idx, const struct rules_channel *ch)
+{
+    lua_getfield(L, p_idx, "opt_out");
+    int out = lua_type(L, -1) == LUA_TBOOLEAN && lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (out)
+        return "consent: opted out";
+    lua_getfield(L, p_idx, "consent");
+    const char *why = NULL;
+    if (lua_istable(L, -1)) {
+        const char *keys[3] = { ch->consent, ch->name, "all" };
+        for (int i = 0; i < 3 && !why; i++) {
+            if (!keys[i])
+                continue;
+            lua_getfield(L, -1, keys[i]);
+            if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1))
+                why = i == 2 ? "consent: all withdrawn" : "consent withdrawn for this channel";
+            lua_pop(L, 1);
+        }
+    } else if (ch->consent) {
+        /* a channel that requires consent gets none without a record */
+        why = "consent: none recorded for this channel";
+    }
+    lua_pop(L, 1);
+    return why;
+}
+
+json_t *decide_run(const struct decide_req *q, struct decide_err *e)
+{
+    struct rules_worker *rw = rules_worker_self();
+    if (!rw || !rw->vm) {
+        e->status = 503;
+        e->code = "unavailable";
+        snprintf(e->message, sizeof e->message, "decide runs only on worker threads");
+        return NULL;
+    }
+    rules_worker_refresh(rw);
+    struct rules_gen *g = rw->gen;
+    int chi = rules_gen_find_channel(g, q->channel);
+    if (chi < 0) {
+        e->status = 422;
+        e->code = "unknown_channel";
+        e->field = "channel";
+        snprintf(e->message, sizeof e->message, "channel \"%.64s\" is not loaded (plugins/%.64s.lua)",
+                 q->channel, q->channel);
+        return NULL;
+    }
+    const struct rules_channel *ch = &g->chans[chi];
+    lua_State *L = luavm_state(rw->vm);
+    int top = lua_gettop(L);
+    int64_t now = clock_now();
+    long gcap = g_app->cfg.global_daily_cap;
+    struct store *st = g_app->store;
+    json_t *explain = q->explain ? json_array() : NULL;
+
+    /* profile → p */
+    struct store_txn *t;
+    int rc = store_rtxn_begin(st, &t);
+    if (rc) {
+        e->status = 503;
+        e->code = "store_unavailable";
+        snprintf(e->message, sizeof e->message, "%s", err_str(rc));
+        json_decref(explain);
+        return NULL;
+    }
+    const void *pv;
+    size_t pl;
+    if (store_get(t, STORE_PROFILES, q->customer_id, strlen(q->customer_id), &pv, &pl) == 0 &&
+        luavm_push_msgpack(L, pv, pl) == 0 && lua_istable(L, -1)) {
+        /* known customer */
+    } else {
+        lua_settop(L, top);
+        lua_createtable(L, 0, 2);
+    }
+    int p_idx = lua_gettop(L);
+    lua_pushstring(L, q->customer_id);
+    lua_setfield(L, p_idx, "id");
+    if (store_get(t, STORE_PSTATS, q->customer_id, strlen(q->customer_id), &pv, &pl) == 0 &&
+        luavm_push_msgpack(L, pv, pl) == 0) {
+        lua_setfield(L, p_idx, "stats");
+    }
+    lua_settop(L, p_idx);
+
+    /* ctx: request context + channel, placement, now */
+    if (q->context && luavm_push_json(L, q->context) == 0 && lua_istable(L, -1)) {
+    } else {
+        lua_settop(L, p_idx);
+        lua_createtable(L, 0, 4);
+    }
+    int ctx_idx = lua_gettop(L);
+    lua_pushstring(L, q->channel);
+    lua_setfield(L, ctx_idx, "channel");
+    if (q->placement) {
+        lua_pushstring(L, q->placement);
+        lua_setfield(L, ctx_idx, "placement");
+    }
+    lua_pushnumber(L, (lua_Number)now);
+    lua_setfield(L, ctx_idx, "now");
+
+    const char *blocked = consent_block(L, p_idx, ch);
+    if (!blocked && ch->quiet_from >= 0) {
+        lua_getfield(L, p_idx, "tz");
+        const char *tz = lua_tostring(L, -1);
+        if (throttle_quiet(ch, tz, now))
+            blocked = "quiet hours for this channel";
+        lua_pop(L, 1);
+    }
+
+    struct cand *cands = NULL;
+    int ncand = 0;
+    int nlist = g->nby_channel[chi];
+    const int *list = g->by_channel[chi];
+    char err[512];
+    if (!blocked && nlist)
+        cands = malloc(sizeof *cands * (size_t)nlist);
+    for (int k = 0; !blocked && cands && k < nlist; k++) {
+        int i = list[k];
+        const struct rules_campaign *c = &g->camps[i];
+        json_t *xp = NULL;
+        if (explain) {
+            xp = json_object();
+            json_object_set_new(xp, "campaign_id", json_string(c->id));
+            json_array_append_new(explain, xp);
+        }
+        if (c->status != CAMP_ACTIVE) {
+            if (xp) {
+                char b[64];
+                snprintf(b, sizeof b, "status %s", rules_status_name(c->status));
+                json_object_set_new(xp, "eligible", json_false());
+                xp_reason(xp, b);
+            }
+            continue;
+        }
+        if (!sched_open(&c->sched, now)) {
+            if (xp) {
+                json_object_set_new(xp, "eligible", json_false());
+                xp_reason(xp, "outside schedule");
+            }
+            continue;
+        }
+        if (q->placement && c->nplacements) {
+            int ok = 0;
+            for (int j = 0; j < c->nplacements && !ok; j++)
+                ok = !strcmp(c->placements[j], q->placement);
+            if (!ok) {
+                if (xp) {
+                    json_object_set_new(xp, "eligible", json_false());
+                    xp_reason(xp, "placement not targeted");
+                }
+                continue;
+            }
+        }
+        int ref = rw->refs[i];
+        if (ref == LUA_NOREF || ref == LUA_REFNIL) {
+            if (xp)
+                xp_error(xp, "load", "campaign not loaded in this worker");
+            continue;
+        }
+        /* eligible */
+        if (push_hook(L, ref, "eligible")) {
+            lua_pushvalue(L, p_idx);
+            lua_pushvalue(L, ctx_idx);
+            rc = luavm_call(rw->vm, 2, 2, err, sizeof err);
+            if (rc) {
+                count_hook_error(c->id, H_ELIGIBLE, rc);
+                if (xp) {
+                    json_object_set_new(xp, "eligible", json_false());
+                    xp_error(xp, "eligible", err);
+                }
+                continue;
+            }
+            int t1 = lua_type(L, -2);
+            if (t1 != LUA_TBOOLEAN && t1 != LUA_TNIL) {
+                lua_pop(L, 2);
+                count_hook_error(c->id, H_ELIGIBLE, ERR_LUA);
+                if (xp) {
+                    json_object_set_new(xp, "eligible", json_false());
+                    xp_error(xp, "eligible", "must return true or false (got a non-boolean)");
+                }
+                continue;
+            }
+            int yes = lua_toboolean(L, -2);
+            if (!yes) {
+                if (xp) {
+                    json_object_set_new(xp, "eligible", json_false());
+                    xp_reason(xp, lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
+                                                                 : "eligible returned false");
+                }
+                lua_pop(L, 2);
+                continue;
+            }
+            lua_pop(L, 2);
+        }
+        if (xp)
+            json_object_set_new(xp, "eligible", json_true());
+        /* caps on the read snapshot, then the throttle hook */
+        if (throttle_needed(c, ch, gcap)) {
+            struct throttle_counts n;
+            const char *why = NULL;
+            if (throttle_read(t, q->customer_id, c, ch, now, &n) == 0 &&
+                throttle_check(&n, c, ch, gcap, &why)) {
+                if (xp)
+                    json_object_set_new(xp, "capped", json_string(why));
+                continue;
+            }
+            if ((c->hooks & RULES_HOOK_THROTTLE) && push_hook(L, ref, "throttle")) {
+                lua_pushvalue(L, p_idx);
+                lua_pushvalue(L, ctx_idx);
+                push_counts(L, c, ch, &n);
+                rc = luavm_call(rw->vm, 3, 1, err, sizeof err);
+                if (rc) {
+                    count_hook_error(c->id, H_THROTTLE, rc);
+                    xp_error(xp, "throttle", err);
+                    continue;
+                }
+                int tt = lua_type(L, -1), pass = lua_toboolean(L, -1);
+                lua_pop(L, 1);
+                if (tt != LUA_TBOOLEAN) {
+                    count_hook_error(c->id, H_THROTTLE, ERR_LUA);
+                    xp_error(xp, "throttle", "must return true (allow) or false (hold back)");
+                    continue;
+                }
+                if (!pass) {
+                    if (xp)
+                        json_object_set_new(xp, "capped", json_string("throttle hook"));
+                    continue;
+                }
+            }
+        }
+        /* score */
+        double score = c->priority;
+        if ((c->hooks & RULES_HOOK_SCORE) && push_hook(L, ref, "score")) {
+            lua_pushvalue(L, p_idx);
+            lua_pushvalue(L, ctx_idx);
+            rc = luavm_call(rw->vm, 2, 1, err, sizeof err);
+            if (rc) {
+                count_hook_error(c->id, H_SCORE, rc);
+                xp_error(xp, "score", err);
+                continue;
+            }
+            int isnum = lua_type(L, -1) == LUA_TNUMBER;
+            score = lua_tonumber(L, -1);
+            lua_pop(L, 1);
+            if (!isnum || !isfinite(score)) {
+                count_hook_error(c->id, H_SCORE, ERR_LUA);
+                xp_error(xp, "score", "must return a finite number");
+                continue;
+            }
+        }
+        if (xp)
+            json_object_set_new(xp, "score", json_real(score));
+        cands[ncand++] = (struct cand){ i, score, xp, -1, NULL };
+    }
+    store_txn_end(t);
+    if (blocked && explain) {
+        json_t *x = json_object();
+        json_object_set_new(x, "channel", json_string(q->channel));
+        json_object_set_new(x, "reason", json_string(blocked));
+        json_array_append_new(explain, x);
+    }
+    qsort(cands, (size_t)ncand, sizeof *cands, cand_cmp);
+
+    /* content for the best candidates, then exact reservation, repeated
+     * while caps knock some out and candidates remain */
+    json_t *offers = json_array();
+    int accepted = 0, next = 0;
+    int limit = q->limit;
+    struct cand **batch = ncand ? malloc(sizeof *batch * (size_t)ncand) : NULL;
+    while (accepted < limit && next < ncand) {
+        int nb = 0;
+        while (nb < limit - accepted && next < ncand) {
+            struct cand *cd = &cands[next++];
+            const struct rules_campaign *c = &g->camps[cd->idx];
+            if (choose_content(rw, c, rw->refs[cd->idx], q->customer_id, p_idx, ctx_idx, cd) == 0)
+                batch[nb++] = cd;
+        }
+        if (!nb)
+            break;
+        int need = 0;
+        for (int b = 0; b < nb; b++)
+            need |= throttle_needed(&g->camps[batch[b]->idx], ch, gcap);
+        struct store_txn *wt = NULL;
+        if (!q->dry_run && need && (rc = store_wtxn_begin(st, &wt))) {
+            for (int b = 0; b < nb; b++)
+                json_decref(batch[b]->content);
+            break;
+        }
+        for (int b = 0; b < nb; b++) {
+            struct cand *cd = batch[b];
+            const struct rules_campaign *c = &g->camps[cd->idx];
+            const char *why = NULL;
+            if (wt && throttle_needed(c, ch, gcap)) {
+                rc = throttle_reserve(wt, q->customer_id, c, ch, now, gcap, &why);
+                if (rc) {
+                    if (cd->xp)
+                        json_object_set_new(cd->xp, "capped", json_string(why ? why : err_str(rc)));
+                    json_decref(cd->content);
+                    cd->content = NULL;
+                    if (rc != ERR_CAPPED) { /* store trouble: serve nothing more */
+                        next = ncand;
+                    }
+                    continue;
+                }
+            }
+            json_t *o = json_object();
+            json_object_set_new(o, "campaign_id", json_string(c->id));
+            json_object_set_new(o, "variant", json_string(c->variants[cd->variant].id));
+            json_object_set_new(o, "score", json_real(cd->score));
+            json_object_set_new(o, "content", cd->content);
+            cd->content = NULL;
+            json_array_append_new(offers, o);
+            if (cd->xp) {
+                json_object_set_new(cd->xp, "selected", json_true());
+                json_object_set_new(cd->xp, "variant", json_string(c->variants[cd->variant].id));
+            }
+            if (!q->dry_run)
+                cstat_add(c->id, f_served, 1);
+            accepted++;
+        }
+        if (wt) {
+            rc = store_txn_commit(wt, STORE_ASYNC);
+            if (rc) {
+                /* nothing was counted: serve nothing rather than exceed a cap */
+                json_array_clear(offers);
+                accepted = 0;
+                log_error("cap reservation failed", "customer=\"%s\" err=\"%s\"", q->customer_id,
+                          err_str(rc));
+                break;
+            }
+        }
+    }
+    free(batch);
+    free(cands);
+    lua_settop(L, top);
+
+    json_t *out = json_object();
+    char did[40];
+    snprintf(did, sizeof did, "d%011llx%08llx", (unsigned long long)clock_now_ms(),
+             (unsigned long long)(next_rand() & 0xffffffffu));
+    json_object_set_new(out, "decision_id", json_string(did));
+    json_object_set_new(out, "offers", offers);
+    if (explain)
+        json_object_set_new(out, "explain", explain);
+    if (q->dry_run)
+        json_object_set_new(out, "dry_run", json_true());
+    return out;
+}

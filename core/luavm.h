@@ -1,0 +1,139 @@
+/*
+ * luavm.h — one sandboxed LuaJIT state: the only module that creates Lua
+ * states and runs script code.
+ *
+ * Owns: a lua_State with a counting allocator (memory limit), the sandbox
+ * (an allow-listed, read-only base environment; one private environment per
+ * loaded file), the instruction budget, pcall + traceback, conversions
+ * between msgpack / jansson values and Lua values, and the `promo` library
+ * (luavm_promo.c).
+ *
+ * Threads: a struct luavm belongs to one thread at a time (each worker
+ * thread owns one; the rule checker uses throwaway ones).  Nothing here is
+ * shared between states.
+ *
+ * Sandbox: scripts see only assert error ipairs next pairs pcall xpcall
+ * select tonumber tostring type unpack rawequal rawget rawset setmetatable
+ * getmetatable (the string metatable is hidden), string, table, math, bit
+ * (read-only proxies), os.time os.date os.clock, load/loadstring (text only,
+ * the caller's environment), require (only modules under `lib_dir`, text
+ * only, cached per state), and promo.  Reading or writing an undeclared
+ * global raises "undeclared global 'x'".  No io, os.*, ffi, jit, debug,
+ * dofile, loadfile, package, collectgarbage, bytecode.
+ *
+ * Budgets: the JIT compiler is switched off for the state (LuaJIT does not
+ * run count hooks inside compiled traces, so `while true do end` would
+ * never be stopped); a count hook charges every 1000 VM instructions
+ * against the per-call budget.  Once a call is over budget the hook fires on
+ * every instruction and the sandbox's pcall/xpcall rethrow, so a script
+ * cannot swallow the kill.  Memory: the allocator refuses allocations past
+ * `mem_limit` bytes for the whole state, and past `call_mem_limit` bytes
+ * allocated during one call.
+ *
+ * Sandbox details (luavm.c):
+ *  - Each file's environment is empty; its __index chain is a per-file
+ *    table of *fresh* read-only proxies (string, table, math, bit, os, promo)
+ *    and then the shared base.  Writes to any global raise.  Proxies have a
+ *    hidden metatable (`__metatable = false`), writes through them raise,
+ *    and the sandbox's `rawset` refuses proxies.  What a file can still write
+ *    raw into a proxy (table.insert(string, x) fills the proxy's array part)
+ *    is seen by that file only, because proxies are per file.  `rawget` on a
+ *    proxy returns nil and `pairs(string)` iterates nothing (Lua 5.1 has no
+ *    __pairs).
+ *  - The string metatable's __index is the filtered string table (no
+ *    string.dump via ("").dump); getmetatable("") returns false.
+ *  - load(chunk [, name]) accepts a string or a reader function; loaded
+ *    chunks get the environment of the nearest sandboxed Lua caller.
+ *  - require results are cached per state and shared by every file of the
+ *    state (a module returning a table returns the same mutable table to
+ *    all of them); luavm_clear_modules() drops the cache.
+ *  - print(...) and promo.log(...) log at info level.
+ *  - Limits are enforced only while a luavm_call/luavm_load_chunk runs: host
+ *    C code pushing values between calls is never refused (a refusal
+ *    outside a protected call would abort the process).
+ *  - The per-call memory limit is net growth: bytes live now minus bytes
+ *    live when the call started (garbage not yet collected counts).
+ *  - C functions are not metered by instructions: a pathological pattern in
+ *    string.find/match/gsub can run long inside one instruction.
+ */
+#ifndef PROMOD_LUAVM_H
+#define PROMOD_LUAVM_H
+#include <stddef.h>
+#include <stdint.h>
+#include <jansson.h>
+
+struct lua_State;
+struct luavm;
+
+struct luavm_opts {
+    size_t mem_limit;       /**< whole state, bytes; 0 = 256 MiB */
+    size_t call_mem_limit;  /**< per luavm_call, bytes; 0 = 32 MiB */
+    long instr_budget;      /**< per luavm_call, VM instructions; 0 = 1,000,000 */
+    const char *lib_dir;    /**< directory `require` may load from (e.g. "rules/lib"); NULL = none */
+};
+
+/** Create a sandboxed state.  @return 0, ERR_NOMEM. */
+int luavm_new(const struct luavm_opts *opts, struct luavm **out);
+void luavm_free(struct luavm *vm);
+struct lua_State *luavm_state(struct luavm *vm);
+
+/** Compile `src` as text (bytecode is refused) under `chunkname` (the file
+ *  path as it should appear in messages, e.g. "rules/spring.lua"), give it a
+ *  fresh private environment and run it with the budgets.  On success the
+ *  chunk's first return value is pushed (nil when it returned nothing) and 0
+ *  is returned.  On failure nothing is pushed, `err` gets
+ *  "rules/spring.lua:12: message" and ERR_LUA (syntax/runtime),
+ *  ERR_BUDGET (instructions/memory) is returned. */
+int luavm_load_chunk(struct luavm *vm, const char *chunkname, const char *src,
+                     size_t len, char *err, size_t errlen);
+
+/** Call the function below `nargs` arguments on the stack, like lua_pcall,
+ *  with a traceback handler and fresh budgets.  On success `nresults`
+ *  values are pushed and 0 returned.  On failure the function and args are
+ *  popped, nothing is pushed, `err` gets "file:line: message" (first line
+ *  only, no traceback) and ERR_LUA or ERR_BUDGET is returned.  The stack
+ *  height below the function is preserved on every path. */
+int luavm_call(struct luavm *vm, int nargs, int nresults, char *err, size_t errlen);
+
+/** Bytes currently allocated by the state. */
+size_t luavm_mem_used(const struct luavm *vm);
+
+/** Push a msgpack-encoded value as Lua (maps → tables, arrays → 1-based
+ *  tables, nil inside arrays/maps is skipped, ints/floats → numbers, bin/ext
+ *  → strings).  Depth is limited to 64.  @return 0, ERR_PARSE (malformed
+ *  or truncated, nothing pushed), ERR_TOOBIG (too deep). */
+int luavm_push_msgpack(struct lua_State *L, const char *buf, size_t len);
+
+/** Push a jansson value as Lua (null → nil).  @return 0 or ERR_TOOBIG. */
+int luavm_push_json(struct lua_State *L, const json_t *v);
+
+/** Convert the Lua value at `idx` to a new jansson value: tables whose keys
+ *  are exactly 1..n become arrays (an empty table becomes {}), others become
+ *  objects (keys must be strings or numbers, numbers are stringified);
+ *  integral numbers become integers; nil → null.  Functions, userdata,
+ *  threads, NaN/inf, cycles and depth > 64 fail.  @return new reference, or
+ *  NULL with *err set (ERR_INVAL, ERR_TOOBIG, ERR_NOMEM). */
+json_t *luavm_to_json(struct lua_State *L, int idx, int *err);
+
+/** Register the `promo` library into the sandbox base (called by
+ *  luavm_new; exposed for tests).  Defined in luavm_promo.c. */
+void luavm_open_promo(struct lua_State *L);
+
+/** Pop the value on top of the stack and publish it to every sandboxed
+ *  file of `L` as global `name` (files loaded earlier see it too).  A table
+ *  is published as a library: each file gets its own read-only proxy of it.
+ *  On a state not made by luavm_new it becomes a plain global.  Call
+ *  between calls, never from script code. */
+void luavm_register(struct lua_State *L, const char *name);
+
+/** Log the arguments of the running C function (stack 1..top) with
+ *  log_info(what, "file=<caller file:line> msg=\"...\""): tostring of each
+ *  argument (honouring __tostring), space-separated, truncated to 512
+ *  bytes, quotes/control characters escaped.  May raise (a __tostring
+ *  that errors); for use inside Lua C functions (print, promo.log). */
+void luavm_log_args(struct lua_State *L, const char *what);
+
+/** Forget the `require` cache, so the next require re-reads the module. */
+void luavm_clear_modules(struct luavm *vm);
+
+#endif

@@ -1,0 +1,254 @@
+/*
+ * main.c — the promod command line: serve, check, import.
+ *
+ *   promod serve [-c config/promod.lua] [--listen HOST:PORT] [--data DIR]
+ *                [--rules DIR] [--plugins DIR] [--port-file FILE]
+ *   promod check [DIR|FILE ...]
+ *   promod import profiles FILE.ndjson [-c CONFIG] [--data DIR]
+ */
+#include "api.h"
+#include "app.h"
+#include "clock.h"
+#include "err.h"
+#include "log.h"
+#include "profiles.h"
+#include "rules.h"
+#include "server.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+struct app *g_app;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage:\n"
+            "  promod serve [-c CONFIG] [--listen HOST:PORT] [--data DIR] [--rules DIR]\n"
+            "               [--plugins DIR] [--port-file FILE]\n"
+            "  promod check [DIR|FILE ...]        (default: rules/ plugins/)\n"
+            "  promod import profiles FILE.ndjson [-c CONFIG] [--data DIR]\n"
+            "  promod version\n");
+}
+
+struct cli {
+    const char *config, *listen, *data, *rules, *plugins, *port_file;
+    const char *args[64];
+    int nargs;
+};
+
+static int parse_cli(int argc, char **argv, struct cli *c)
+{
+    memset(c, 0, sizeof *c);
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        const char **dst = NULL;
+        if (!strcmp(a, "-c") || !strcmp(a, "--config"))
+            dst = &c->config;
+        else if (!strcmp(a, "--listen"))
+            dst = &c->listen;
+        else if (!strcmp(a, "--data"))
+            dst = &c->data;
+        else if (!strcmp(a, "--rules"))
+            dst = &c->rules;
+        else if (!strcmp(a, "--plugins"))
+            dst = &c->plugins;
+        else if (!strcmp(a, "--port-file"))
+            dst = &c->port_file;
+        else if (a[0] == '-' && a[1]) {
+            fprintf(stderr, "promod: unknown option %s\n", a);
+            return -1;
+        }
+        if (dst) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "promod: %s needs a value\n", a);
+                return -1;
+            }
+            *dst = argv[++i];
+        } else {
+            if (c->nargs >= 64)
+                return -1;
+            c->args[c->nargs++] = a;
+        }
+    }
+    return 0;
+}
+
+static void set(char **dst, const char *v)
+{
+    free(*dst);
+    *dst = strdup(v);
+}
+
+/* Defaults, then the config file, then flags. */
+static int load_config(struct config *cfg, const struct cli *c)
+{
+    config_defaults(cfg);
+    const char *path = c->config;
+    if (!path && access("config/promod.lua", R_OK) == 0)
+        path = "config/promod.lua";
+    if (path) {
+        char err[512];
+        if (config_load(cfg, path, err, sizeof err)) {
+            fprintf(stderr, "promod: config error: %s\n", err);
+            log_error("config error", "error=\"%s\"", err);
+            return -1;
+        }
+    }
+    if (c->listen && config_set_listen(cfg, c->listen)) {
+        fprintf(stderr, "promod: --listen: expected HOST:PORT\n");
+        return -1;
+    }
+    if (c->data)
+        set(&cfg->data_dir, c->data);
+    if (c->rules)
+        set(&cfg->rules_dir, c->rules);
+    if (c->plugins)
+        set(&cfg->plugins_dir, c->plugins);
+    log_set_level((enum log_level)cfg->log_level);
+    return 0;
+}
+
+static int open_store(struct app *app)
+{
+    struct store_opts so = { .dir = app->cfg.data_dir, .map_size = app->cfg.map_size };
+    int rc = store_open(&so, &app->store);
+    if (rc)
+        fprintf(stderr, "promod: cannot open data dir %s: %s\n", app->cfg.data_dir, err_str(rc));
+    return rc;
+}
+
+static int cmd_serve(const struct cli *c)
+{
+    static struct app app;
+    g_app = &app;
+    app.started_at = clock_now();
+    if (load_config(&app.cfg, c))
+        return 2;
+    if (open_store(&app))
+        return 1;
+    int rc = rules_start(&app);
+    if (rc) {
+        store_close(app.store);
+        return 1;
+    }
+    app_register_routes();
+    struct server_opts so = { .cfg = &app.cfg, .thread_init = rules_thread_init,
+                              .thread_fini = rules_thread_fini };
+    rc = server_start(&so, &app.srv);
+    if (rc) {
+        fprintf(stderr, "promod: cannot start the server: %s\n", err_str(rc));
+        rules_stop(&app);
+        store_close(app.store);
+        return 1;
+    }
+    rules_attach(&app);
+    if (c->port_file) {
+        char tmp[4096];
+        snprintf(tmp, sizeof tmp, "%s.tmp", c->port_file);
+        FILE *f = fopen(tmp, "w");
+        if (f) {
+            fprintf(f, "%d\n", server_port(app.srv));
+            fclose(f);
+            rename(tmp, c->port_file);
+        }
+    }
+    server_run(app.srv);
+    rules_stop(&app);
+    server_free(app.srv);
+    store_close(app.store);
+    config_free(&app.cfg);
+    log_info("stopped", "%s", "");
+    return 0;
+}
+
+static int cmd_import(const struct cli *c)
+{
+    if (c->nargs != 3 || strcmp(c->args[1], "profiles") != 0) {
+        usage(stderr);
+        return 2;
+    }
+    static struct app app;
+    g_app = &app;
+    if (load_config(&app.cfg, c))
+        return 2;
+    FILE *f = strcmp(c->args[2], "-") ? fopen(c->args[2], "rb") : stdin;
+    if (!f) {
+        fprintf(stderr, "promod: cannot open %s: %m\n", c->args[2]);
+        return 1;
+    }
+    if (open_store(&app)) {
+        if (f != stdin)
+            fclose(f);
+        return 1;
+    }
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    struct profiles_import_result res = { 0 };
+    int rc = profiles_import_file(app.store, f, &res);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (f != stdin)
+        fclose(f);
+    double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    if (res.errors) {
+        size_t i;
+        json_t *e;
+        json_array_foreach(res.errors, i, e)
+            fprintf(stderr, "%s:%lld: %s\n", c->args[2],
+                    (long long)json_integer_value(json_object_get(e, "line")),
+                    json_string_value(json_object_get(e, "message")));
+        json_decref(res.errors);
+    }
+    printf("{\"imported\": %ld, \"failed\": %ld, \"seconds\": %.3f, \"per_second\": %.0f}\n",
+           res.imported, res.failed, secs, secs > 0 ? (double)res.imported / secs : 0.0);
+    store_close(app.store);
+    config_free(&app.cfg);
+    if (rc) {
+        fprintf(stderr, "promod: import stopped: %s\n", err_str(rc));
+        return 1;
+    }
+    return res.failed ? 3 : 0;
+}
+
+static int cmd_check(const struct cli *c)
+{
+    struct config cfg;
+    if (load_config(&cfg, c))
+        return 2;
+    int rc = rules_check_cli(&cfg, (const char **)(c->args + 1), c->nargs - 1);
+    config_free(&cfg);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    struct cli c;
+    if (parse_cli(argc - 1, argv + 1, &c) || c.nargs < 1) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = c.args[0];
+    if (!strcmp(cmd, "serve"))
+        return cmd_serve(&c);
+    if (!strcmp(cmd, "import"))
+        return cmd_import(&c);
+    if (!strcmp(cmd, "check"))
+        return cmd_check(&c);
+    if (!strcmp(cmd, "version")) {
+        printf("promod 0.1.0\n");
+        return 0;
+    }
+    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help")) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "promod: unknown command %s\n", cmd);
+    usage(stderr);
+    return 2;
+}

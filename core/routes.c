@@ -1,0 +1,11 @@
+/* routes.c — every resource's routes, in match order. */
+#include "api.h"
+#include "app.h"
+
+void app_register_routes(void)
+{
+    api_ops_register();
+    api_decide_register();
+    api_rules_register();
+    api_profiles_register();
+}

@@ -1,0 +1,1509 @@
+/*
+ * rules.c — loading and validating campaign files and channel plugins,
+ * building and publishing ruleset generations, watching the directories,
+ * and each worker's adoption of new generations.
+ *
+ * Why generations: a reload must never leave a worker with half a
+ * ruleset, and a request must finish on the ruleset it started with.  An
+ * immutable refcounted snapshot plus one pointer swap gives both without a
+ * lock on the request path (the swap lock is taken once per adoption).
+ */
+#include "rules.h"
+#include "app.h"
+#include "clock.h"
+#include "codec.h"
+#include "err.h"
+#include "hash.h"
+#include "http.h"
+#include "log.h"
+#include "luavm.h"
+#include "metrics.h"
+#include "server.h"
+#include "store.h"
+#include "tmpl.h"
+#include "tz.h"
+#include <ctype.h>
+#include <dirent.h>
+#include <stdarg.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MAX_FILE_BYTES (1u << 20)
+#define MAX_FILES 20000
+
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;   /* guards g_cur */
+static pthread_mutex_t g_reload = PTHREAD_MUTEX_INITIALIZER; /* one reload at a time */
+static struct rules_gen *g_cur;
+static uint64_t g_seq;                                       /* atomic: newest seq */
+static __thread struct rules_worker *tl_rw;
+
+static const char *status_names[CAMP_NSTATUS] = {
+    "draft", "pending_approval", "approved", "active", "paused", "stopped", "archived" };
+
+const char *rules_status_name(enum campaign_status s)
+{
+    return (unsigned)s < CAMP_NSTATUS ? status_names[s] : "?";
+}
+
+int rules_status_parse(const char *s)
+{
+    for (int i = 0; i < CAMP_NSTATUS; i++)
+        if (s && !strcmp(s, status_names[i]))
+            return i;
+    return -1;
+}
+
+/* ===================================================================== */
+/* generations                                                           */
+
+static void camp_free_fields(struct rules_campaign *c)
+{
+    free(c->id);
+    free(c->name);
+    for (int j = 0; j < c->nplacements; j++)
+        free(c->placements[j]);
+    free(c->placements);
+    for (int j = 0; j < c->nvariants; j++)
+        free(c->variants[j].id);
+    free(c->variants);
+    if (c->trigger)
+        json_decref(c->trigger);
+    memset(c, 0, sizeof *c);
+}
+
+static void chan_free_fields(struct rules_channel *ch)
+{
+    free(ch->name);
+    free(ch->consent);
+    memset(ch, 0, sizeof *ch);
+}
+
+static void gen_free(struct rules_gen *g)
+{
+    for (int i = 0; i < g->nfiles; i++) {
+        free(g->files[i].path);
+        free(g->files[i].source);
+        free(g->files[i].error);
+    }
+    free(g->files);
+    for (int i = 0; i < g->ncamps; i++)
+        camp_free_fields(&g->camps[i]);
+    free(g->camps);
+    for (int i = 0; i < g->nchans; i++)
+        chan_free_fields(&g->chans[i]);
+    free(g->chans);
+    for (int i = 0; i < 32; i++)
+        free(g->by_channel[i]);
+    free(g);
+}
+
+struct rules_gen *rules_gen_acquire(void)
+{
+    pthread_mutex_lock(&g_lock);
+    struct rules_gen *g = g_cur;
+    if (g)
+        g->refs++;
+    pthread_mutex_unlock(&g_lock);
+    return g;
+}
+
+void rules_gen_release(struct rules_gen *g)
+{
+    if (!g)
+        return;
+    pthread_mutex_lock(&g_lock);
+    int last = --g->refs == 0;
+    pthread_mutex_unlock(&g_lock);
+    if (last)
+        gen_free(g);
+}
+
+static void gen_publish(struct rules_gen *g)
+{
+    pthread_mutex_lock(&g_lock);
+    struct rules_gen *old = g_cur;
+    g->refs = 1;
+    g_cur = g;
+    __atomic_store_n(&g_seq, g->seq, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&g_lock);
+    rules_gen_release(old);
+}
+
+int rules_gen_find_campaign(const struct rules_gen *g, const char *id)
+{
+    for (int i = 0; g && i < g->ncamps; i++)
+        if (!strcmp(g->camps[i].id, id))
+            return i;
+    return -1;
+}
+
+int rules_gen_find_channel(const struct rules_gen *g, const char *name)
+{
+    for (int i = 0; g && i < g->nchans; i++)
+        if (!strcmp(g->chans[i].name, name))
+            return i;
+    return -1;
+}
+
+/* ===================================================================== */
+/* validation                                                            */
+
+struct vctx {
+    const char *path;
+    const char *src;
+    size_t len;
+    json_t *errors;
+    int nerr;
+};
+
+/* Best-effort line of `key =` in the source, so a validation error points
+ * at the field a marketer has to fix (the table itself has no positions). */
+static int find_line(const struct vctx *v, const char *key)
+{
+    size_t kl = strlen(key);
+    int line = 1;
+    for (size_t i = 0; i + kl < v->len; i++) {
+        if (v->src[i] == '\n') {
+            line++;
+            continue;
+        }
+        if (memcmp(v->src + i, key, kl) == 0 && (i == 0 || !(isalnum((unsigned char)v->src[i - 1]) ||
+                                                            v->src[i - 1] == '_'))) {
+            size_t j = i + kl;
+            while (j < v->len && (v->src[j] == ' ' || v->src[j] == '\t'))
+                j++;
+            if (j < v->len && v->src[j] == '=' && (j + 1 >= v->len || v->src[j + 1] != '='))
+                return line;
+        }
+    }
+    return 0;
+}
+
+static void verr(struct vctx *v, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void verr(struct vctx *v, const char *key, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    int line = key ? find_line(v, key) : 0;
+    char full[768];
+    snprintf(full, sizeof full, "%s:%d: %s", v->path, line ? line : 1, msg);
+    json_array_append_new(v->errors, json_string(full));
+    v->nerr++;
+}
+
+static char *xstrdup(const char *s)
+{
+    char *p = strdup(s);
+    if (!p)
+        abort();
+    return p;
+}
+
+/* caps = { { 3, "7d" }, { 1, "1d" } }: table at the top of the stack */
+static void parse_caps(lua_State *L, struct vctx *v, const char *what, const char *key,
+                       struct rules_caps *out)
+{
+    out->n = 0;
+    if (!lua_istable(L, -1)) {
+        verr(v, key, "%s: expected a list like { { 3, \"7d\" } }", what);
+        return;
+    }
+    int n = (int)lua_objlen(L, -1);
+    if (n > RULES_MAX_WINDOWS) {
+        verr(v, key, "%s: at most %d windows", what, RULES_MAX_WINDOWS);
+        return;
+    }
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, i);
+        lua_rawgeti(L, -1, 1);
+        lua_rawgeti(L, -2, 2);
+        double lim = lua_tonumber(L, -2);
+        const char *win = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+        struct rules_cap *c = &out->w[out->n];
+        if (lua_type(L, -2) != LUA_TNUMBER || lim < 0 || lim != (double)(long)lim || lim > 1e12) {
+            verr(v, key, "%s[%d]: the count must be a whole number >= 0", what, i);
+        } else if (!win) {
+            verr(v, key, "%s[%d]: the window must be a string like \"7d\" or \"life\"", what, i);
+        } else if (!strcmp(win, "life") || !strcmp(win, "lifetime")) {
+            c->limit = (long)lim;
+            c->secs = 0;
+            c->unit = 'L';
+            c->n = 0;
+            snprintf(c->label, sizeof c->label, "%s", win);
+            out->n++;
+        } else {
+            int64_t secs;
+            size_t wl = strlen(win);
+            char u = wl ? win[wl - 1] : 0;
+            if (tz_parse_duration(win, &secs) || (u != 'h' && u != 'd' && u != 'w') ||
+                secs > 366LL * 86400) {
+                verr(v, key, "%s[%d]: window \"%s\" is not N[hdw] (1h .. 366d) or \"life\"",
+                     what, i, win);
+            } else {
+                c->limit = (long)lim;
+                c->secs = secs;
+                c->unit = u;
+                c->n = (int)(secs / (u == 'h' ? 3600 : 86400));
+                snprintf(c->label, sizeof c->label, "%s", win);
+                out->n++;
+            }
+        }
+        lua_pop(L, 3);
+    }
+}
+
+static const char *camp_fields[] = { "id", "name", "channels", "placements", "priority", "schedule",
+                                     "caps", "variants", "eligible", "score", "content", "throttle",
+                                     "status", "trigger", "cost", "description", "owner", "tags",
+                                     NULL };
+static const char *plugin_fields[] = { "channel", "policy", "render", "deliver", "description",
+                                       NULL };
+
+static int in_list(const char *k, const char **list)
+{
+    for (; *list; list++)
+        if (!strcmp(k, *list))
+            return 1;
+    return 0;
+}
+
+static void check_unknown(lua_State *L, struct vctx *v, const char **allowed, const char *what)
+{
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        if (lua_type(L, -2) != LUA_TSTRING) {
+            verr(v, NULL, "%s: keys must be names", what);
+        } else if (!in_list(lua_tostring(L, -2), allowed)) {
+            const char *k = lua_tostring(L, -2);
+            verr(v, k, "unknown field '%s' in the %s (typo?)", k, what);
+        }
+        lua_pop(L, 1);
+    }
+}
+
+static int hook_field(lua_State *L, struct vctx *v, const char *name, unsigned bit, unsigned *hooks)
+{
+    lua_getfield(L, -1, name);
+    int t = lua_type(L, -1);
+    lua_pop(L, 1);
+    if (t == LUA_TFUNCTION) {
+        *hooks |= bit;
+        return 1;
+    }
+    if (t != LUA_TNIL)
+        verr(v, name, "%s must be a function", name);
+    return 0;
+}
+
+static void default_id(const char *path, char *out, size_t len)
+{
+    /* "rules/a/b.lua" → "a.b": path under rules/ without .lua, '/' → '.' */
+    const char *p = path;
+    const char *slash = strchr(p, '/');
+    p = slash ? slash + 1 : p;
+    snprintf(out, len, "%s", p);
+    size_t n = strlen(out);
+    if (n > 4 && !strcmp(out + n - 4, ".lua"))
+        out[n - 4] = 0;
+    for (char *q = out; *q; q++)
+        if (*q == '/')
+            *q = '.';
+}
+
+static const char *day_names[] = { "mon", "tue", "wed", "thu", "fri", "sat", "sun" };
+
+static void parse_schedule(lua_State *L, struct vctx *v, struct rules_schedule *s)
+{
+    memset(s, 0, sizeof *s);
+    s->hour_from = s->hour_to = -1;
+    strcpy(s->tz, "UTC");
+    if (lua_isnil(L, -1))
+        return;
+    if (!lua_istable(L, -1)) {
+        verr(v, "schedule", "schedule must be a table { starts = ..., ends = ... }");
+        return;
+    }
+    lua_getfield(L, -1, "tz");
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        int off;
+        if (tz_offset(lua_tostring(L, -1), 0, &off))
+            verr(v, "tz", "schedule.tz: unknown time zone \"%s\"", lua_tostring(L, -1));
+        else
+            snprintf(s->tz, sizeof s->tz, "%s", lua_tostring(L, -1));
+    } else if (!lua_isnil(L, -1)) {
+        verr(v, "tz", "schedule.tz must be a zone name like \"Europe/Paris\"");
+    }
+    lua_pop(L, 1);
+    static const char *ends[] = { "starts", "ends" };
+    for (int i = 0; i < 2; i++) {
+        lua_getfield(L, -1, ends[i]);
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            int64_t t;
+            if (tz_parse_iso8601(lua_tostring(L, -1), &t))
+                verr(v, ends[i], "schedule.%s: \"%s\" is not an ISO-8601 time like "
+                                 "\"2026-03-01T00:00:00Z\"", ends[i], lua_tostring(L, -1));
+            else if (i == 0)
+                s->starts = t;
+            else
+                s->ends = t;
+        } else if (lua_type(L, -1) == LUA_TNUMBER) {
+            if (i == 0)
+                s->starts = (int64_t)lua_tonumber(L, -1);
+            else
+                s->ends = (int64_t)lua_tonumber(L, -1);
+        } else if (!lua_isnil(L, -1)) {
+            verr(v, ends[i], "schedule.%s must be an ISO-8601 string", ends[i]);
+        }
+        lua_pop(L, 1);
+    }
+    if (s->starts && s->ends && s->ends <= s->starts)
+        verr(v, "ends", "schedule.ends must be after schedule.starts");
+    lua_getfield(L, -1, "days");
+    if (lua_istable(L, -1)) {
+        int n = (int)lua_objlen(L, -1);
+        for (int i = 1; i <= n; i++) {
+            lua_rawgeti(L, -1, i);
+            int d = 0;
+            if (lua_type(L, -1) == LUA_TNUMBER) {
+                d = (int)lua_tonumber(L, -1);
+            } else if (lua_type(L, -1) == LUA_TSTRING) {
+                for (int j = 0; j < 7; j++)
+                    if (!strncasecmp(lua_tostring(L, -1), day_names[j], 3))
+                        d = j + 1;
+            }
+            if (d < 1 || d > 7)
+                verr(v, "days", "schedule.days[%d]: use 1-7 (Monday=1) or \"mon\"..\"sun\"", i);
+            else
+                s->days |= 1u << d;
+            lua_pop(L, 1);
+        }
+    } else if (!lua_isnil(L, -1)) {
+        verr(v, "days", "schedule.days must be a list like { \"mon\", \"tue\" }");
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, -1, "hours");
+    if (lua_istable(L, -1)) {
+        lua_rawgeti(L, -1, 1);
+        lua_rawgeti(L, -2, 2);
+        if (lua_type(L, -2) != LUA_TNUMBER || lua_type(L, -1) != LUA_TNUMBER ||
+            lua_tonumber(L, -2) < 0 || lua_tonumber(L, -2) > 23 || lua_tonumber(L, -1) < 0 ||
+            lua_tonumber(L, -1) > 24)
+            verr(v, "hours", "schedule.hours must be { from, to } with hours 0-24");
+        else {
+            s->hour_from = (int)lua_tonumber(L, -2);
+            s->hour_to = (int)lua_tonumber(L, -1);
+        }
+        lua_pop(L, 2);
+    } else if (!lua_isnil(L, -1)) {
+        verr(v, "hours", "schedule.hours must be { from, to }");
+    }
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+        if (strcmp(k, "starts") && strcmp(k, "ends") && strcmp(k, "days") && strcmp(k, "hours") &&
+            strcmp(k, "tz"))
+            verr(v, k, "unknown field '%s' in schedule", k);
+        lua_pop(L, 1);
+    }
+}
+
+/* Validate the campaign table at the top of the stack into *c. */
+static void validate_campaign(lua_State *L, struct vctx *v, const char *const *chans, int nchans,
+                              struct rules_campaign *c)
+{
+    memset(c, 0, sizeof *c);
+    c->priority = 50;
+    c->status = c->file_status = CAMP_ACTIVE;
+    check_unknown(L, v, camp_fields, "campaign table");
+    char idbuf[256];
+    lua_getfield(L, -1, "id");
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        snprintf(idbuf, sizeof idbuf, "%s", lua_tostring(L, -1));
+        if (!http_valid_id(idbuf))
+            verr(v, "id", "id \"%.64s\" must be 1-128 characters of A-Z a-z 0-9 _ - . : @", idbuf);
+    } else if (lua_isnil(L, -1)) {
+        default_id(v->path, idbuf, sizeof idbuf);
+        if (!http_valid_id(idbuf))
+            verr(v, NULL, "the file name gives the id \"%.64s\", which is not valid: set id = \"...\"",
+                 idbuf);
+    } else {
+        verr(v, "id", "id must be a string");
+        idbuf[0] = 0;
+    }
+    c->id = xstrdup(idbuf);
+    lua_pop(L, 1);
+
+    lua_getfield(L, -1, "name");
+    if (lua_type(L, -1) == LUA_TSTRING)
+        c->name = xstrdup(lua_tostring(L, -1));
+    else if (!lua_isnil(L, -1))
+        verr(v, "name", "name must be a string");
+    if (!c->name)
+        c->name = xstrdup(c->id);
+    lua_pop(L, 1);
+
+    lua_getfield(L, -1, "channels");
+    if (!lua_istable(L, -1) || lua_objlen(L, -1) == 0) {
+        verr(v, "channels", "channels must be a non-empty list like { \"web\" }");
+    } else {
+        int n = (int)lua_objlen(L, -1);
+        for (int i = 1; i <= n; i++) {
+            lua_rawgeti(L, -1, i);
+            const char *ch = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+            int found = -1;
+            for (int j = 0; ch && j < nchans; j++)
+                if (!strcmp(chans[j], ch))
+                    found = j;
+            if (!ch)
+                verr(v, "channels", "channels[%d] must be a string", i);
+            else if (chans && found < 0)
+                verr(v, "channels", "unknown channel \"%s\" (loaded plugins: %d; add plugins/%s.lua)",
+                     ch, nchans, ch);
+            else if (found >= 0)
+                c->channels |= 1u << found;
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+
+    lua_getfield(L, -1, "placements");
+    if (lua_istable(L, -1)) {
+        int n = (int)lua_objlen(L, -1);
+        c->placements = calloc((size_t)n + 1, sizeof(char *));
+        for (int i = 1; i <= n; i++) {
+            lua_rawgeti(L, -1, i);
+            if (lua_type(L, -1) != LUA_TSTRING)
+                verr(v, "placements", "placements[%d] must be a string", i);
+            else
+                c->placements[c->nplacements++] = xstrdup(lua_tostring(L, -1));
+            lua_pop(L, 1);
+        }
+    } else if (!lua_isnil(L, -1)) {
+        verr(v, "placements", "placements must be a list of strings");
+    }
+    lua_pop(L, 1);
+
+    lua_getfield(L, -1, "priority");
+    if (lua_type(L, -1) == LUA_TNUMBER)
+        c->priority = lua_tonumber(L, -1);
+    else if (!lua_isnil(L, -1))
+        verr(v, "priority", "priority must be a number");
+    lua_pop(L, 1);
+
+    lua_getfield(L, -1, "status");
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        const char *s = lua_tostring(L, -1);
+        if (!strcmp(s, "draft"))
+            c->file_status = CAMP_DRAFT;
+        else if (!strcmp(s, "active"))
+            c->file_status = CAMP_ACTIVE;
+        else if (!strcmp(s, "paused"))
+            c->file_status = CAMP_PAUSED;
+        else
+            verr(v, "status", "status in a file may be \"draft\", \"active\" or \"paused\"");
+        c->status = c->file_status;
+    } else if (!lua_isnil(L, -1)) {
+        verr(v, "status", "status must be a string");
+    }
+    lua_pop(L, 1);
+
+    lua_getfield(L, -1, "schedule");
+    parse_schedule(L, v, &c->sched);
+    lua_pop(L, 1);
+
+    lua_getfield(L, -1, "caps");
+    if (lua_istable(L, -1)) {
+        lua_getfield(L, -1, "customer");
+        if (!lua_isnil(L, -1))
+            parse_caps(L, v, "caps.customer", "customer", &c->cust_caps);
+        lua_pop(L, 1);
+        lua_getfield(L, -1, "total");
+        if (!lua_isnil(L, -1))
+            parse_caps(L, v, "caps.total", "total", &c->total_caps);
+        lua_pop(L, 1);
+        lua_pushnil(L);
+        while (lua_next(L, -2)) {
+            const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+            if (strcmp(k, "customer") && strcmp(k, "total"))
+                verr(v, "caps", "unknown field '%s' in caps (use customer or total)", k);
+            lua_pop(L, 1);
+        }
+    } else if (!lua_isnil(L, -1)) {
+        verr(v, "caps", "caps must be a table { customer = ..., total = ... }");
+    }
+    lua_pop(L, 1);
+
+    lua_getfield(L, -1, "variants");
+    int nv = lua_istable(L, -1) ? (int)lua_objlen(L, -1) : 0;
+    if (nv == 0 || nv > RULES_MAX_VARIANTS) {
+        verr(v, "variants", "variants must be a list of 1-%d { id = ..., weight = ..., content = {...} }",
+             RULES_MAX_VARIANTS);
+    } else {
+        c->variants = calloc((size_t)nv, sizeof *c->variants);
+        for (int i = 1; i <= nv; i++) {
+            lua_rawgeti(L, -1, i);
+            if (!lua_istable(L, -1)) {
+                verr(v, "variants", "variants[%d] must be a table", i);
+                lua_pop(L, 1);
+                continue;
+            }
+            struct rules_variant *var = &c->variants[c->nvariants];
+            lua_getfield(L, -1, "id");
+            if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER) {
+                verr(v, "variants", "variants[%d].id must be a string", i);
+                lua_pop(L, 2);
+                continue;
+            }
+            var->id = xstrdup(lua_tostring(L, -1));
+            lua_pop(L, 1);
+            for (int j = 0; j < c->nvariants; j++)
+                if (!strcmp(c->variants[j].id, var->id))
+                    verr(v, "variants", "variants[%d]: duplicate id \"%s\"", i, var->id);
+            lua_getfield(L, -1, "weight");
+            var->weight = 1;
+            if (lua_type(L, -1) == LUA_TNUMBER) {
+                var->weight = lua_tonumber(L, -1);
+                if (!(var->weight > 0) || var->weight > 1e9)
+                    verr(v, "weight", "variants[%d].weight must be a positive number", i);
+            } else if (!lua_isnil(L, -1)) {
+                verr(v, "weight", "variants[%d].weight must be a number", i);
+            }
+            lua_pop(L, 1);
+            lua_getfield(L, -1, "content");
+            if (!lua_istable(L, -1)) {
+                verr(v, "content", "variants[%d].content must be a table of fields", i);
+            } else {
+                /* templates must parse */
+                lua_pushnil(L);
+                while (lua_next(L, -2)) {
+                    if (lua_type(L, -1) == LUA_TSTRING) {
+                        size_t tl;
+                        const char *t = lua_tolstring(L, -1, &tl);
+                        char terr[128];
+                        if (tmpl_check(t, tl, terr, sizeof terr))
+                            verr(v, "content", "variants[%d].content.%s: %s", i,
+                                 lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?", terr);
+                    }
+                    lua_pop(L, 1);
+                }
+                /* content must be representable as JSON */
+                int jerr = 0;
+                json_t *j = luavm_to_json(L, -1, &jerr);
+                if (!j)
+                    verr(v, "content", "variants[%d].content holds a value JSON cannot carry "
+                                       "(function, NaN, cycle)", i);
+                json_decref(j);
+            }
+            lua_pop(L, 1);
+            c->weight_sum += var->weight;
+            c->nvariants++;
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+
+    if (!hook_field(L, v, "eligible", RULES_HOOK_ELIGIBLE, &c->hooks)) {
+        lua_getfield(L, -1, "eligible");
+        if (lua_isnil(L, -1))
+            verr(v, NULL, "eligible is required: eligible = function(p, ctx) return true end");
+        lua_pop(L, 1);
+    }
+    hook_field(L, v, "score", RULES_HOOK_SCORE, &c->hooks);
+    hook_field(L, v, "content", RULES_HOOK_CONTENT, &c->hooks);
+    hook_field(L, v, "throttle", RULES_HOOK_THROTTLE, &c->hooks);
+
+    lua_getfield(L, -1, "trigger");
+    if (lua_istable(L, -1)) {
+        int jerr;
+        c->trigger = luavm_to_json(L, -1, &jerr);
+        const char *ev = json_string_value(json_object_get(c->trigger, "event"));
+        const char *delay = json_string_value(json_object_get(c->trigger, "delay"));
+        int64_t secs;
+        if (!ev)
+            verr(v, "trigger", "trigger.event must name an event type");
+        if (delay && tz_parse_duration(delay, &secs))
+            verr(v, "delay", "trigger.delay \"%s\" is not a duration like \"1h\"", delay);
+    } else if (!lua_isnil(L, -1)) {
+        verr(v, "trigger", "trigger must be a table { event = ..., delay = ..., cancel_on = ... }");
+    }
+    lua_pop(L, 1);
+
+    lua_getfield(L, -1, "cost");
+    if (lua_istable(L, -1)) {
+        lua_getfield(L, -1, "per_send");
+        c->cost_per_send = lua_tonumber(L, -1);
+        lua_pop(L, 1);
+        lua_getfield(L, -1, "per_impression");
+        c->cost_per_impression = lua_tonumber(L, -1);
+        lua_pop(L, 1);
+        if (c->cost_per_send < 0 || c->cost_per_impression < 0)
+            verr(v, "cost", "cost values must be >= 0");
+    } else if (!lua_isnil(L, -1)) {
+        verr(v, "cost", "cost must be a table { per_send = ..., per_impression = ... }");
+    }
+    lua_pop(L, 1);
+}
+
+static void validate_plugin(lua_State *L, struct vctx *v, struct rules_channel *ch)
+{
+    memset(ch, 0, sizeof *ch);
+    ch->quiet_from = ch->quiet_to = -1;
+    check_unknown(L, v, plugin_fields, "plugin table");
+    lua_getfield(L, -1, "channel");
+    const char *name = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    if (!name || !http_valid_id(name) || strlen(name) > 32)
+        verr(v, "channel", "channel must be a short name like \"email\"");
+    ch->name = xstrdup(name ? name : "");
+    lua_pop(L, 1);
+    lua_getfield(L, -1, "policy");
+    if (lua_istable(L, -1)) {
+        lua_getfield(L, -1, "customer");
+        if (!lua_isnil(L, -1))
+            parse_caps(L, v, "policy.customer", "customer", &ch->policy);
+        lua_pop(L, 1);
+        lua_getfield(L, -1, "quiet_hours");
+        if (lua_istable(L, -1)) {
+            lua_rawgeti(L, -1, 1);
+            lua_rawgeti(L, -2, 2);
+            double a = lua_tonumber(L, -2), b = lua_tonumber(L, -1);
+            if (lua_type(L, -2) != LUA_TNUMBER || lua_type(L, -1) != LUA_TNUMBER || a < 0 ||
+                a > 23 || b < 0 || b > 23)
+                verr(v, "quiet_hours", "policy.quiet_hours must be { from, to } hours 0-23");
+            else {
+                ch->quiet_from = (int)a;
+                ch->quiet_to = (int)b;
+            }
+            lua_pop(L, 2);
+        } else if (!lua_isnil(L, -1)) {
+            verr(v, "quiet_hours", "policy.quiet_hours must be { from, to }");
+        }
+        lua_pop(L, 1);
+        lua_getfield(L, -1, "consent");
+        if (lua_type(L, -1) == LUA_TSTRING)
+            ch->consent = xstrdup(lua_tostring(L, -1));
+        else if (!lua_isnil(L, -1))
+            verr(v, "consent", "policy.consent must name a consent key like \"email\"");
+        lua_pop(L, 1);
+        lua_pushnil(L);
+        while (lua_next(L, -2)) {
+            const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+            if (strcmp(k, "customer") && strcmp(k, "quiet_hours") && strcmp(k, "consent"))
+                verr(v, k, "unknown field '%s' in policy", k);
+            lua_pop(L, 1);
+        }
+    } else if (!lua_isnil(L, -1)) {
+        verr(v, "policy", "policy must be a table");
+    }
+    lua_pop(L, 1);
+    hook_field(L, v, "render", RULES_HOOK_RENDER, &ch->hooks);
+    ch->outbound = hook_field(L, v, "deliver", RULES_HOOK_DELIVER, &ch->hooks);
+}
+
+/* Load + validate one source in `vm`.  Leaves the stack as found. */
+static int validate_in(struct luavm *vm, const char *path, enum rules_kind kind, const char *src,
+                       size_t len, const char *const *chans, int nchans, json_t *errors,
+                       struct rules_campaign *camp, struct rules_channel *chan)
+{
+    lua_State *L = luavm_state(vm);
+    int top = lua_gettop(L);
+    struct vctx v = { path, src, len, errors, 0 };
+    if (camp)
+        memset(camp, 0, sizeof *camp);
+    if (chan)
+        memset(chan, 0, sizeof *chan);
+    char err[1024];
+    if (len > MAX_FILE_BYTES) {
+        verr(&v, NULL, "file larger than %u bytes", MAX_FILE_BYTES);
+        return ERR_TOOBIG;
+    }
+    if (memchr(src, 0, len)) {
+        verr(&v, NULL, "file contains a NUL byte (binary files are not accepted)");
+        return ERR_INVAL;
+    }
+    if (luavm_load_chunk(vm, path, src, len, err, sizeof err)) {
+        json_array_append_new(errors, json_string(err));
+        return ERR_LUA;
+    }
+    if (!lua_istable(L, -1)) {
+        verr(&v, NULL, "the file must return a table (return { ... })");
+        lua_settop(L, top);
+        return ERR_INVAL;
+    }
+    struct rules_campaign tmpc;
+    struct rules_channel tmpch;
+    if (kind == RULES_CAMPAIGN)
+        validate_campaign(L, &v, chans, nchans, camp ? camp : &tmpc);
+    else
+        validate_plugin(L, &v, chan ? chan : &tmpch);
+    lua_settop(L, top);
+    if (!camp && kind == RULES_CAMPAIGN)
+        camp_free_fields(&tmpc);
+    if (!chan && kind == RULES_PLUGIN)
+        chan_free_fields(&tmpch);
+    return v.nerr ? ERR_INVAL : 0;
+}
+
+static struct luavm *scratch_vm(const char *lib_dir)
+{
+    struct luavm_opts o = { .mem_limit = 512u << 20, .instr_budget = 10000000, .lib_dir = lib_dir };
+    struct luavm *vm;
+    return luavm_new(&o, &vm) ? NULL : vm;
+}
+
+int rules_validate_source(const char *path, enum rules_kind kind, const char *src, size_t len,
+                          const char *const *chans, int nchans, const char *lib_dir,
+                          json_t *errors)
+{
+    struct luavm *vm = scratch_vm(lib_dir);
+    if (!vm) {
+        json_array_append_new(errors, json_string("out of memory"));
+        return ERR_NOMEM;
+    }
+    int rc = validate_in(vm, path, kind, src, len, chans, nchans, errors, NULL, NULL);
+    luavm_free(vm);
+    return rc;
+}
+
+/* ===================================================================== */
+/* scanning                                                              */
+
+struct flist {
+    char **paths;
+    enum rules_kind *kinds;
+    int n, cap;
+};
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void flist_add(struct flist *l, const char *path, enum rules_kind k)
+{
+    if (l->n >= MAX_FILES)
+        return;
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 64;
+        l->paths = realloc(l->paths, (size_t)l->cap * sizeof *l->paths);
+        l->kinds = realloc(l->kinds, (size_t)l->cap * sizeof *l->kinds);
+        if (!l->paths || !l->kinds)
+            abort();
+    }
+    l->paths[l->n] = xstrdup(path);
+    l->kinds[l->n] = k;
+    l->n++;
+}
+
+static void flist_free(struct flist *l)
+{
+    for (int i = 0; i < l->n; i++)
+        free(l->paths[i]);
+    free(l->paths);
+    free(l->kinds);
+}
+
+/* Collect *.lua below dir; `recurse` for rules/ (skipping rules/lib). */
+static void scan_dir(const char *dir, const char *skip, int recurse, enum rules_kind k,
+                     struct flist *out, int depth)
+{
+    if (depth > 16)
+        return;
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue; /* hidden and editor temp files (.#x.lua, .x.lua.swp) */
+        char p[4096];
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        struct stat st;
+        if (lstat(p, &st))
+            continue;
+        if (S_ISDIR(st.st_mode)) {
+            if (recurse && (!skip || strcmp(p, skip) != 0))
+                scan_dir(p, skip, recurse, k, out, depth + 1);
+        } else if (S_ISREG(st.st_mode)) {
+            size_t n = strlen(e->d_name);
+            if (n > 4 && !strcmp(e->d_name + n - 4, ".lua"))
+                flist_add(out, p, k);
+        }
+    }
+    closedir(d);
+}
+
+static char *read_file(const char *path, size_t *len, int *rc)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        *rc = -errno;
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fileno(f), &st) || st.st_size > (off_t)MAX_FILE_BYTES) {
+        fclose(f);
+        *rc = ERR_TOOBIG;
+        return NULL;
+    }
+    char *buf = malloc((size_t)st.st_size + 1);
+    if (!buf) {
+        fclose(f);
+        *rc = ERR_NOMEM;
+        return NULL;
+    }
+    size_t n = fread(buf, 1, (size_t)st.st_size, f);
+    fclose(f);
+    buf[n] = 0;
+    *len = n;
+    *rc = 0;
+    return buf;
+}
+
+static uint32_t lib_hash(const char *lib_dir)
+{
+    struct flist l = { 0 };
+    scan_dir(lib_dir, NULL, 1, RULES_CAMPAIGN, &l, 0);
+    qsort(l.paths, (size_t)l.n, sizeof *l.paths, cmp_str);
+    uint32_t h = HASH_FNV_INIT;
+    for (int i = 0; i < l.n; i++) {
+        size_t len;
+        int rc;
+        char *s = read_file(l.paths[i], &len, &rc);
+        h = hash_fnv1a(l.paths[i], strlen(l.paths[i]), h);
+        if (s)
+            h = hash_fnv1a(s, len, h);
+        free(s);
+    }
+    flist_free(&l);
+    return h;
+}
+
+/* ===================================================================== */
+/* building a generation                                                 */
+
+static enum campaign_status stored_status(struct store_txn *t, const char *id, int *found)
+{
+    *found = 0;
+    const void *v;
+    size_t vl;
+    if (!t || store_get(t, STORE_CAMPAIGNS, id, strlen(id), &v, &vl))
+        return CAMP_ACTIVE;
+    int e;
+    json_t *o = codec_msgpack_to_json(v, vl, &e);
+    int s = rules_status_parse(json_string_value(json_object_get(o, "status")));
+    json_decref(o);
+    if (s < 0)
+        return CAMP_ACTIVE;
+    *found = 1;
+    return (enum campaign_status)s;
+}
+
+static void copy_camp(struct rules_campaign *dst, const struct rules_campaign *src)
+{
+    *dst = *src;
+}
+
+/* Build a new generation from disk, reusing the previous one's last good
+ * sources for files that fail.  Errors are logged. Returns error count. */
+static struct rules_gen *gen_build(struct app *app, int *nerrors)
+{
+    const struct config *cfg = &app->cfg;
+    struct rules_gen *prev = rules_gen_acquire();
+    struct rules_gen *g = calloc(1, sizeof *g);
+    if (!g)
+        abort();
+    uint64_t t0 = clock_mono_ns();
+    char lib_dir[4096];
+    snprintf(lib_dir, sizeof lib_dir, "%s/lib", cfg->rules_dir);
+    uint32_t libh = lib_hash(lib_dir);
+    struct flist fl = { 0 };
+    scan_dir(cfg->plugins_dir, NULL, 0, RULES_PLUGIN, &fl, 0);
+    int nplug = fl.n;
+    scan_dir(cfg->rules_dir, lib_dir, 1, RULES_CAMPAIGN, &fl, 0);
+    qsort(fl.paths, (size_t)nplug, sizeof *fl.paths, cmp_str);
+    qsort(fl.paths + nplug, (size_t)(fl.n - nplug), sizeof *fl.paths, cmp_str);
+    g->files = calloc((size_t)fl.n + 1, sizeof *g->files);
+    g->camps = calloc((size_t)fl.n + 1, sizeof *g->camps);
+    g->chans = calloc(32, sizeof *g->chans);
+    struct luavm *vm = scratch_vm(lib_dir);
+    if (!g->files || !g->camps || !g->chans || !vm)
+        abort();
+    const char *chan_names[32];
+    int errs = 0;
+    struct store_txn *st = NULL;
+    if (app->store)
+        store_rtxn_begin(app->store, &st);
+    for (int i = 0; i < fl.n; i++) {
+        enum rules_kind kind = fl.kinds[i];
+        if (kind == RULES_CAMPAIGN && i == nplug) {
+            for (int j = 0; j < g->nchans; j++)
+                chan_names[j] = g->chans[j].name;
+        }
+        struct rules_file *f = &g->files[g->nfiles];
+        f->path = xstrdup(fl.paths[i]);
+        f->kind = kind;
+        size_t len = 0;
+        int rc;
+        char *src = read_file(fl.paths[i], &len, &rc);
+        const struct rules_file *old = NULL;
+        for (int j = 0; prev && j < prev->nfiles; j++)
+            if (!strcmp(prev->files[j].path, f->path)) {
+                old = &prev->files[j];
+                break;
+            }
+        json_t *errors = json_array();
+        struct rules_campaign camp;
+        struct rules_channel chan;
+        int ok = 0;
+        if (!src) {
+            char m[600];
+            snprintf(m, sizeof m, "%s:1: cannot read: %s", f->path, err_str(rc));
+            json_array_append_new(errors, json_string(m));
+        } else {
+            f->disk_hash = hash_fnv1a(src, len, libh);
+            ok = validate_in(vm, f->path, kind, src, len, chan_names, g->nchans, errors,
+                             kind == RULES_CAMPAIGN ? &camp : NULL,
+                             kind == RULES_PLUGIN ? &chan : NULL) == 0;
+            if (ok && kind == RULES_CAMPAIGN && rules_gen_find_campaign(g, camp.id) >= 0) {
+                char m[600];
+                snprintf(m, sizeof m, "%s:%d: duplicate campaign id \"%s\" (also in %s)", f->path, 1,
+                         camp.id, g->files[g->camps[rules_gen_find_campaign(g, camp.id)].file].path);
+                json_array_append_new(errors, json_string(m));
+                ok = 0;
+            }
+            if (ok && kind == RULES_PLUGIN &&
+                (rules_gen_find_channel(g, chan.name) >= 0 || g->nchans >= 32)) {
+                char m[600];
+                snprintf(m, sizeof m, "%s:1: duplicate channel \"%s\" (or more than 32 channels)",
+                         f->path, chan.name);
+                json_array_append_new(errors, json_string(m));
+                ok = 0;
+            }
+            if (!ok) {
+                if (kind == RULES_CAMPAIGN)
+                    camp_free_fields(&camp);
+                else
+                    chan_free_fields(&chan);
+            }
+        }
+        if (ok) {
+            f->ok = 1;
+            f->source = src;
+            f->source_len = len;
+            f->hash = f->disk_hash;
+            f->loaded_at = old && old->hash == f->hash ? old->loaded_at : clock_now();
+            src = NULL;
+        } else {
+            errs++;
+            char *e = json_dumps(errors, JSON_COMPACT);
+            const char *first = json_string_value(json_array_get(errors, 0));
+            f->error = xstrdup(first ? first : "invalid");
+            log_warn("rule file rejected", "file=\"%s\" errors=%s kept_previous=%s", f->path,
+                     e ? e : "[]", old && old->source ? "yes" : "no");
+            free(e);
+            /* keep the previous good version live */
+            if (old && old->source) {
+                json_t *e2 = json_array();
+                int ok2 = validate_in(vm, f->path, kind, old->source, old->source_len, chan_names,
+                                      g->nchans, e2, kind == RULES_CAMPAIGN ? &camp : NULL,
+                                      kind == RULES_PLUGIN ? &chan : NULL) == 0;
+                json_decref(e2);
+                if (ok2 && kind == RULES_CAMPAIGN && rules_gen_find_campaign(g, camp.id) >= 0)
+                    ok2 = 0;
+                if (!ok2) {
+                    if (kind == RULES_CAMPAIGN)
+                        camp_free_fields(&camp);
+                    else
+                        chan_free_fields(&chan);
+                }
+                if (ok2) {
+                    f->source = malloc(old->source_len + 1);
+                    memcpy(f->source, old->source, old->source_len + 1);
+                    f->source_len = old->source_len;
+                    f->hash = old->hash;
+                    f->loaded_at = old->loaded_at;
+                    ok = 1;
+                }
+            }
+        }
+        json_decref(errors);
+        free(src);
+        if (ok && kind == RULES_CAMPAIGN) {
+            camp.file = g->nfiles;
+            int found;
+            enum campaign_status s = stored_status(st, camp.id, &found);
+            if (found)
+                camp.status = s;
+            copy_camp(&g->camps[g->ncamps++], &camp);
+        } else if (ok && kind == RULES_PLUGIN) {
+            chan.file = g->nfiles;
+            chan.settings = cfg->channels ? json_object_get(cfg->channels, chan.name) : NULL;
+            g->chans[g->nchans++] = chan;
+        }
+        g->nfiles++;
+    }
+    store_txn_end(st);
+    luavm_free(vm);
+    flist_free(&fl);
+    /* candidate index: per channel, campaigns by priority (desc), then id */
+    for (int ch = 0; ch < g->nchans; ch++) {
+        int *list = malloc(sizeof(int) * (size_t)(g->ncamps + 1));
+        int n = 0;
+        for (int i = 0; i < g->ncamps; i++)
+            if (g->camps[i].channels & (1u << ch))
+                list[n++] = i;
+        for (int a = 1; a < n; a++) { /* insertion sort: small n, stable */
+            int x = list[a], b = a - 1;
+            while (b >= 0 && (g->camps[list[b]].priority < g->camps[x].priority ||
+                              (g->camps[list[b]].priority == g->camps[x].priority &&
+                               strcmp(g->camps[list[b]].id, g->camps[x].id) > 0))) {
+                list[b + 1] = list[b];
+                b--;
+            }
+            list[b + 1] = x;
+        }
+        g->by_channel[ch] = list;
+        g->nby_channel[ch] = n;
+    }
+    g->built_at = clock_now();
+    g->build_ms = (double)(clock_mono_ns() - t0) / 1e6;
+    g->seq = (prev ? prev->seq : 0) + 1;
+    rules_gen_release(prev);
+    *nerrors = errs;
+    return g;
+}
+
+/* Did anything users can see change between two generations? */
+static int gen_same(const struct rules_gen *a, const struct rules_gen *b)
+{
+    if (!a || !b || a->nfiles != b->nfiles || a->ncamps != b->ncamps)
+        return 0;
+    for (int i = 0; i < a->nfiles; i++)
+        if (strcmp(a->files[i].path, b->files[i].path) || a->files[i].hash != b->files[i].hash ||
+            a->files[i].disk_hash != b->files[i].disk_hash || a->files[i].ok != b->files[i].ok)
+            return 0;
+    for (int i = 0; i < a->ncamps; i++)
+        if (a->camps[i].status != b->camps[i].status)
+            return 0;
+    return 1;
+}
+
+static _Atomic long g_reloads, g_reload_errors;
+
+int rules_reload(struct app *app, int force)
+{
+    pthread_mutex_lock(&g_reload);
+    int nerr;
+    struct rules_gen *g = gen_build(app, &nerr);
+    struct rules_gen *cur = rules_gen_acquire();
+    int same = gen_same(cur, g);
+    rules_gen_release(cur);
+    if (same && !force) {
+        gen_free(g);
+    } else {
+        log_info("rules loaded", "generation=%llu files=%d campaigns=%d channels=%d errors=%d ms=%.1f",
+                 (unsigned long long)g->seq, g->nfiles, g->ncamps, g->nchans, nerr, g->build_ms);
+        gen_publish(g);
+        g_reloads++;
+    }
+    if (nerr)
+        g_reload_errors++;
+    pthread_mutex_unlock(&g_reload);
+    return nerr;
+}
+
+void rules_refresh_status(struct app *app) { rules_reload(app, 0); }
+
+json_t *rules_status_json(void)
+{
+    struct rules_gen *g = rules_gen_acquire();
+    json_t *o = json_object();
+    json_t *files = json_array();
+    for (int i = 0; g && i < g->nfiles; i++) {
+        const struct rules_file *f = &g->files[i];
+        json_t *x = json_object();
+        char hb[16], iso[32];
+        json_object_set_new(x, "file", json_string(f->path));
+        json_object_set_new(x, "kind", json_string(f->kind == RULES_PLUGIN ? "plugin" : "campaign"));
+        json_object_set_new(x, "status", json_string(f->ok ? "ok" : f->source ? "error_previous_live"
+                                                                               : "error"));
+        if (f->source) {
+            snprintf(hb, sizeof hb, "%08x", f->hash);
+            json_object_set_new(x, "version", json_string(hb));
+            tz_format_iso8601(f->loaded_at, iso, sizeof iso);
+            json_object_set_new(x, "loaded_at", json_string(iso));
+        }
+        if (f->error) {
+            json_t *e = json_object();
+            json_object_set_new(e, "message", json_string(f->error));
+            /* "path:line: message" → line */
+            const char *p = f->error + strlen(f->path);
+            if (!strncmp(f->error, f->path, strlen(f->path)) && *p == ':')
+                json_object_set_new(e, "line", json_integer(atoi(p + 1)));
+            json_object_set_new(x, "error", e);
+        }
+        for (int c = 0; c < g->ncamps; c++)
+            if (g->camps[c].file == i)
+                json_object_set_new(x, "campaign_id", json_string(g->camps[c].id));
+        for (int c = 0; c < g->nchans; c++)
+            if (g->chans[c].file == i)
+                json_object_set_new(x, "channel", json_string(g->chans[c].name));
+        json_array_append_new(files, x);
+    }
+    json_object_set_new(o, "generation", json_integer(g ? (json_int_t)g->seq : 0));
+    json_object_set_new(o, "campaigns", json_integer(g ? g->ncamps : 0));
+    json_object_set_new(o, "channels", json_integer(g ? g->nchans : 0));
+    json_object_set_new(o, "build_ms", json_real(g ? g->build_ms : 0));
+    json_object_set_new(o, "files", files);
+    rules_gen_release(g);
+    return o;
+}
+
+/* ===================================================================== */
+/* watching                                                              */
+
+static int g_ifd = -1;
+static struct event *g_iev, *g_debounce;
+
+static void add_watches(const char *dir, int depth)
+{
+    if (depth > 16)
+        return;
+    inotify_add_watch(g_ifd, dir, IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE |
+                                      IN_CREATE | IN_ATTRIB);
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char p[4096];
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        struct stat st;
+        if (!lstat(p, &st) && S_ISDIR(st.st_mode))
+            add_watches(p, depth + 1);
+    }
+    closedir(d);
+}
+
+static void on_debounce(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct app *app = arg;
+    add_watches(app->cfg.rules_dir, 0); /* new subdirectories */
+    rules_reload(app, 0);
+}
+
+static void on_inotify(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    struct app *app = arg;
+    char buf[16384];
+    while (read(fd, buf, sizeof buf) > 0)
+        ;
+    struct timeval tv = { app->cfg.reload_debounce_ms / 1000,
+                          (app->cfg.reload_debounce_ms % 1000) * 1000 };
+    event_add(g_debounce, &tv);
+}
+
+/* ===================================================================== */
+/* workers                                                               */
+
+struct wfile {
+    char *path;
+    uint32_t hash;
+    int ref;   /* registry ref of the table the file returned */
+    int seen;
+};
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    rules_worker_refresh(arg);
+}
+
+int rules_thread_init(struct worker *w)
+{
+    struct rules_worker *rw = calloc(1, sizeof *rw);
+    if (!rw)
+        return ERR_NOMEM;
+    char lib_dir[4096];
+    snprintf(lib_dir, sizeof lib_dir, "%s/lib", g_app->cfg.rules_dir);
+    struct luavm_opts o = { .mem_limit = g_app->cfg.lua_mem_limit,
+                            .instr_budget = g_app->cfg.instr_budget, .lib_dir = lib_dir };
+    if (luavm_new(&o, &rw->vm)) {
+        free(rw);
+        return ERR_NOMEM;
+    }
+    w->ctx = rw;
+    tl_rw = rw;
+    rules_worker_refresh(rw);
+    rw->tick = event_new(w->base, -1, EV_PERSIST, on_tick, rw);
+    struct timeval tv = { 0, 250000 };
+    event_add(rw->tick, &tv);
+    return 0;
+}
+
+void rules_thread_fini(struct worker *w)
+{
+    struct rules_worker *rw = w->ctx;
+    if (!rw)
+        return;
+    if (rw->tick)
+        event_free(rw->tick);
+    rules_gen_release(rw->gen);
+    for (int i = 0; i < rw->nwfiles; i++)
+        free(rw->wfiles[i].path);
+    free(rw->wfiles);
+    free(rw->refs);
+    free(rw->chan_refs);
+    luavm_free(rw->vm);
+    free(rw);
+    w->ctx = NULL;
+    tl_rw = NULL;
+}
+
+struct rules_worker *rules_worker_self(void) { return tl_rw; }
+
+static int wfile_load(struct rules_worker *rw, const struct rules_file *f)
+{
+    for (int i = 0; i < rw->nwfiles; i++) {
+        struct wfile *w = &rw->wfiles[i];
+        if (!strcmp(w->path, f->path) && w->hash == f->hash) {
+            w->seen = 1;
+            return w->ref;
+        }
+    }
+    lua_State *L = luavm_state(rw->vm);
+    char err[512];
+    int ref = LUA_NOREF;
+    if (luavm_load_chunk(rw->vm, f->path, f->source, f->source_len, err, sizeof err) == 0) {
+        if (lua_istable(L, -1))
+            ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        else
+            lua_pop(L, 1);
+    } else {
+        log_warn("worker could not load a validated file", "file=\"%s\" error=\"%s\"", f->path, err);
+    }
+    if (rw->nwfiles == rw->capwfiles) {
+        rw->capwfiles = rw->capwfiles ? rw->capwfiles * 2 : 64;
+        rw->wfiles = realloc(rw->wfiles, (size_t)rw->capwfiles * sizeof *rw->wfiles);
+        if (!rw->wfiles)
+            abort();
+    }
+    rw->wfiles[rw->nwfiles++] = (struct wfile){ xstrdup(f->path), f->hash, ref, 1 };
+    return ref;
+}
+
+void rules_worker_refresh(struct rules_worker *rw)
+{
+    uint64_t seq = __atomic_load_n(&g_seq, __ATOMIC_ACQUIRE);
+    if (rw->gen && rw->gen->seq == seq)
+        return;
+    struct rules_gen *g = rules_gen_acquire();
+    if (!g)
+        return;
+    if (rw->gen == g) {
+        rules_gen_release(g);
+        return;
+    }
+    for (int i = 0; i < rw->nwfiles; i++)
+        rw->wfiles[i].seen = 0;
+    int *refs = malloc(sizeof(int) * (size_t)(g->ncamps + 1));
+    int *crefs = malloc(sizeof(int) * (size_t)(g->nchans + 1));
+    if (!refs || !crefs)
+        abort();
+    for (int i = 0; i < g->nchans; i++)
+        crefs[i] = wfile_load(rw, &g->files[g->chans[i].file]);
+    for (int i = 0; i < g->ncamps; i++)
+        refs[i] = wfile_load(rw, &g->files[g->camps[i].file]);
+    /* drop files no longer live */
+    lua_State *L = luavm_state(rw->vm);
+    int n = 0;
+    for (int i = 0; i < rw->nwfiles; i++) {
+        if (rw->wfiles[i].seen) {
+            rw->wfiles[n++] = rw->wfiles[i];
+        } else {
+            luaL_unref(L, LUA_REGISTRYINDEX, rw->wfiles[i].ref);
+            free(rw->wfiles[i].path);
+        }
+    }
+    rw->nwfiles = n;
+    free(rw->refs);
+    free(rw->chan_refs);
+    rw->refs = refs;
+    rw->chan_refs = crefs;
+    rules_gen_release(rw->gen);
+    rw->gen = g;
+    lua_gc(L, LUA_GCCOLLECT, 0);
+}
+
+/* ===================================================================== */
+/* lifecycle                                                             */
+
+static void rules_collector(struct buf *out, void *ud)
+{
+    (void)ud;
+    struct rules_gen *g = rules_gen_acquire();
+    buf_printf(out,
+               "# HELP promod_rules_generation Current ruleset generation.\n"
+               "# TYPE promod_rules_generation gauge\npromod_rules_generation %llu\n"
+               "# HELP promod_rules_campaigns Campaigns loaded.\n"
+               "# TYPE promod_rules_campaigns gauge\npromod_rules_campaigns %d\n"
+               "# HELP promod_rules_reloads_total Generations published.\n"
+               "# TYPE promod_rules_reloads_total counter\npromod_rules_reloads_total %ld\n"
+               "# HELP promod_rules_reload_errors_total Reloads that found a broken file.\n"
+               "# TYPE promod_rules_reload_errors_total counter\npromod_rules_reload_errors_total %ld\n",
+               g ? (unsigned long long)g->seq : 0ULL, g ? g->ncamps : 0, (long)g_reloads,
+               (long)g_reload_errors);
+    int bad = 0;
+    for (int i = 0; g && i < g->nfiles; i++)
+        bad += !g->files[i].ok;
+    buf_printf(out, "# HELP promod_rules_files_with_errors Files whose version on disk failed.\n"
+                    "# TYPE promod_rules_files_with_errors gauge\npromod_rules_files_with_errors %d\n",
+               bad);
+    rules_gen_release(g);
+}
+
+int rules_start(struct app *app)
+{
+    rules_reload(app, 1);
+    metrics_register(rules_collector, NULL);
+    return 0;
+}
+
+void rules_attach(struct app *app)
+{
+    struct event_base *base = server_main_base(app->srv);
+    g_ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (g_ifd < 0) {
+        log_warn("inotify unavailable: use POST /api/v1/rules/reload", "err=\"%s\"", strerror(errno));
+        return;
+    }
+    add_watches(app->cfg.rules_dir, 0);
+    add_watches(app->cfg.plugins_dir, 0);
+    g_iev = event_new(base, g_ifd, EV_READ | EV_PERSIST, on_inotify, app);
+    g_debounce = evtimer_new(base, on_debounce, app);
+    event_add(g_iev, NULL);
+}
+
+void rules_stop(struct app *app)
+{
+    (void)app;
+    if (g_iev)
+        event_free(g_iev);
+    if (g_debounce)
+        event_free(g_debounce);
+    g_iev = g_debounce = NULL;
+    if (g_ifd >= 0)
+        close(g_ifd);
+    g_ifd = -1;
+    pthread_mutex_lock(&g_lock);
+    struct rules_gen *g = g_cur;
+    g_cur = NULL;
+    pthread_mutex_unlock(&g_lock);
+    rules_gen_release(g);
+}
+
+/* ===================================================================== */
+/* promod check                                                          */
+
+int rules_check_cli(const struct config *cfg, const char **paths, int n)
+{
+    const char *defaults[2] = { cfg->rules_dir, cfg->plugins_dir };
+    if (n == 0) {
+        paths = defaults;
+        n = 2;
+    }
+    struct flist plugins = { 0 }, camps = { 0 };
+    for (int i = 0; i < n; i++) {
+        struct stat st;
+        if (stat(paths[i], &st)) {
+            fprintf(stderr, "%s:1: cannot read: %s\n", paths[i], strerror(errno));
+            flist_free(&plugins);
+            flist_free(&camps);
+            return 1;
+        }
+        /* a file or directory counts as plugins when it lives under plugins_dir */
+        int is_plugin = !strncmp(paths[i], cfg->plugins_dir, strlen(cfg->plugins_dir)) ||
+                        strstr(paths[i], "plugins") != NULL;
+        if (S_ISDIR(st.st_mode)) {
+            char lib[4096];
+            snprintf(lib, sizeof lib, "%s/lib", paths[i]);
+            scan_dir(paths[i], lib, !is_plugin, is_plugin ? RULES_PLUGIN : RULES_CAMPAIGN,
+                     is_plugin ? &plugins : &camps, 0);
+        } else {
+            flist_add(is_plugin ? &plugins : &camps, paths[i],
+                      is_plugin ? RULES_PLUGIN : RULES_CAMPAIGN);
+        }
+    }
+    /* channel names come from the plugins given, else from plugins_dir */
+    if (plugins.n == 0)
+        scan_dir(cfg->plugins_dir, NULL, 0, RULES_PLUGIN, &plugins, 0);
+    qsort(plugins.paths, (size_t)plugins.n, sizeof(char *), cmp_str);
+    qsort(camps.paths, (size_t)camps.n, sizeof(char *), cmp_str);
+    char lib_dir[4096];
+    snprintf(lib_dir, sizeof lib_dir, "%s/lib", cfg->rules_dir);
+    struct luavm *vm = scratch_vm(lib_dir);
+    if (!vm)
+        return 1;
+    json_t *errors = json_array();
+    char *names[32];
+    int nnames = 0, files = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        struct flist *l = pass ? &camps : &plugins;
+        for (int i = 0; i < l->n; i++) {
+            size_t len;
+            int rc;
+            char *src = read_file(l->paths[i], &len, &rc);
+            files++;
+            if (!src) {
+                char m[600];
+                snprintf(m, sizeof m, "%s:1: cannot read: %s", l->paths[i], err_str(rc));
+                json_array_append_new(errors, json_string(m));
+                continue;
+            }
+            struct rules_channel ch;
+            int ok = validate_in(vm, l->paths[i], pass ? RULES_CAMPAIGN : RULES_PLUGIN, src, len,
+                                 (const char *const *)names, nnames, errors, NULL,
+                                 pass ? NULL : &ch) == 0;
+            if (!pass && ok && nnames < 32) {
+                names[nnames++] = ch.name;
+                ch.name = NULL;
+            }
+            if (!pass)
+                chan_free_fields(&ch);
+            free(src);
+        }
+    }
+    size_t i;
+    json_t *e;
+    json_array_foreach(errors, i, e)
+        printf("%s\n", json_string_value(e));
+    size_t nerr = json_array_size(errors);
+    fprintf(stderr, "promod check: %d files, %zu problems\n", files, nerr);
+    json_decref(errors);
+    for (int k = 0; k < nnames; k++)
+        free(names[k]);
+    luavm_free(vm);
+    flist_free(&plugins);
+    flist_free(&camps);
+    return nerr ? 1 : 0;
+}

@@ -1,0 +1,124 @@
+/*
+ * store.h — the LMDB environment: every byte promod keeps.
+ *
+ * One environment under the data directory, one named database per record
+ * family (enum store_db), values msgpack.  The module hides MDB_env/MDB_dbi;
+ * callers hold a struct store_txn for the duration of a unit of work.
+ *
+ * Reads: store_rtxn_begin() hands out the calling thread's cached read
+ * transaction (renewed, not re-created), so a request costs no malloc.
+ * Values returned by store_get()/store_scan() point into the map and are
+ * valid until that transaction ends — copy what must outlive it.
+ *
+ * Writes: LMDB serialises write transactions (one writer at a time, any
+ * thread).  The environment runs with MDB_NOSYNC, so a commit is in the OS
+ * page cache (it survives a SIGKILL of the process) without an fsync.  A
+ * commit with STORE_DURABLE then waits for the group syncer thread, which
+ * fsyncs once for every commit that arrived meanwhile: many concurrent small
+ * writes share one fsync and each is acknowledged only once it is on disk.
+ * Non-durable commits (counters on the decide path) are synced by the same
+ * thread within `sync_interval_ms`.
+ *
+ * Errors: LMDB's codes map to ERR_NOTFOUND, ERR_FULL (map full — the caller
+ * answers 507), ERR_STORE; -errno passes through.
+ */
+#ifndef PROMOD_STORE_H
+#define PROMOD_STORE_H
+#include <stddef.h>
+#include <stdint.h>
+
+#define STORE_SCHEMA_VERSION 1
+
+enum store_db {
+    STORE_META = 0,   /**< schema version, sequences */
+    STORE_PROFILES,   /**< customer id → msgpack map of attributes */
+    STORE_CAMPAIGNS,  /**< campaign id → msgpack campaign record */
+    STORE_VERSIONS,   /**< campaign id \0 seq(be64) → msgpack version record */
+    STORE_COUNTERS,   /**< cap/budget counters */
+    STORE_EVENTS,     /**< event log */
+    STORE_AGGREGATES, /**< analytics aggregates */
+    STORE_AUDIT,      /**< append-only audit log, key = seq(be64) */
+    STORE_OUTBOX,     /**< durable outbound message queue */
+    STORE_IDEM,       /**< idempotency keys (event ids, sends) */
+    STORE_CUSTIDX,    /**< customer id \0 ... secondary index (events per customer) */
+    STORE_PSTATS,     /**< customer id → msgpack behavioural stats (p.stats) */
+    STORE_SEGMENTS,   /**< segment id → msgpack segment definition */
+    STORE_TIMERS,     /**< due time(be64) id → triggered sends, delayed work */
+    STORE_NDB
+};
+
+struct store;
+struct store_txn;
+
+struct store_opts {
+    const char *dir;          /**< created if missing */
+    size_t map_size;          /**< bytes; 0 = 1 GiB */
+    unsigned max_readers;     /**< 0 = 256 */
+    unsigned sync_interval_ms;/**< background sync of non-durable commits; 0 = 1000 */
+};
+
+enum { STORE_ASYNC = 0, STORE_DURABLE = 1 };
+
+/** Open (creating) the environment and every database, check the schema
+ *  version, start the syncer thread.  @return 0, ERR_STORE with a log line,
+ *  -errno. */
+int store_open(const struct store_opts *opts, struct store **out);
+/** Stop the syncer, fsync, close.  All transactions must be finished. */
+void store_close(struct store *s);
+
+/** Begin the calling thread's read transaction (snapshot).  One read txn
+ *  per thread at a time.  @return 0, ERR_STORE. */
+int store_rtxn_begin(struct store *s, struct store_txn **txn);
+/** Begin a write transaction (blocks while another writer is active). */
+int store_wtxn_begin(struct store *s, struct store_txn **txn);
+/** Commit a write txn (freed on every path); with STORE_DURABLE returns only
+ *  once the data is fsynced.  Read txns: same as store_txn_end. */
+int store_txn_commit(struct store_txn *txn, int durable);
+/** End a read txn or abort a write txn.  NULL is a no-op. */
+void store_txn_end(struct store_txn *txn);
+
+/** @return 0 and the value (valid until txn end), ERR_NOTFOUND, ERR_STORE. */
+int store_get(struct store_txn *txn, enum store_db db, const void *key, size_t klen,
+              const void **val, size_t *vlen);
+/** @return 0, ERR_FULL, ERR_TOOBIG (key > 511 bytes), ERR_STORE. */
+int store_put(struct store_txn *txn, enum store_db db, const void *key, size_t klen,
+              const void *val, size_t vlen);
+/** Reserve `vlen` bytes for a value and return where to write it. */
+int store_reserve(struct store_txn *txn, enum store_db db, const void *key, size_t klen,
+                  size_t vlen, void **dst);
+/** @return 0, ERR_NOTFOUND, ERR_STORE. */
+int store_del(struct store_txn *txn, enum store_db db, const void *key, size_t klen);
+
+/** Visit every record whose key starts with `prefix` (all when plen == 0),
+ *  in key order, starting at `start` when given (must be >= prefix).  The
+ *  callback returns 0 to go on, 1 to stop, <0 to abort with that code.
+ *  @return 0, the callback's error, ERR_STORE. */
+typedef int (*store_scan_fn)(void *ud, const void *key, size_t klen,
+                             const void *val, size_t vlen);
+int store_scan(struct store_txn *txn, enum store_db db, const void *prefix, size_t plen,
+               const void *start, size_t slen, store_scan_fn fn, void *ud);
+/** Delete every record whose key starts with prefix (write txn).  Returns
+ *  the count deleted (>= 0) or an error. */
+long store_del_prefix(struct store_txn *txn, enum store_db db, const void *prefix, size_t plen);
+
+/** Number of records in a database (within txn). */
+size_t store_count(struct store_txn *txn, enum store_db db);
+
+/** Next value of a named 64-bit sequence (write txn), starting at 1. */
+int store_seq_next(struct store_txn *txn, const char *name, uint64_t *out);
+
+struct store_stat {
+    size_t map_size, used_bytes;
+    size_t entries[STORE_NDB];
+    uint64_t syncs, durable_commits;
+};
+int store_stat(struct store *s, struct store_stat *st);
+
+/** Name of a database ("profiles", ...). */
+const char *store_db_name(enum store_db db);
+
+/** Big-endian encode/decode helpers for sortable keys. */
+void store_be64(uint64_t v, unsigned char out[8]);
+uint64_t store_get_be64(const unsigned char in[8]);
+
+#endif
