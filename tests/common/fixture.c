@@ -1,0 +1,358 @@
+/* fixture.c — real server processes and a tiny HTTP client for tests. */
+#include "fixture.h"
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef PROMOD_BIN
+#error PROMOD_BIN must be defined by the build
+#endif
+
+void tfx_rmrf(const char *path)
+{
+    if (!path || strlen(path) < 6 || strncmp(path, "/tmp/", 5) != 0)
+        return; /* never delete outside /tmp */
+    pid_t p = fork();
+    if (p == 0) {
+        execlp("rm", "rm", "-rf", path, (char *)NULL);
+        _exit(127);
+    }
+    int st;
+    waitpid(p, &st, 0);
+}
+
+void tfx_tmpdir(char *buf, size_t len)
+{
+    snprintf(buf, len, "/tmp/promod-test-XXXXXX");
+    if (!mkdtemp(buf))
+        abort();
+}
+
+static void mkdirs(const char *path)
+{
+    char tmp[512];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    for (char *p = tmp + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            mkdir(tmp, 0755);
+            *p = '/';
+        }
+    mkdir(tmp, 0755);
+}
+
+static void copy_dir(const char *from, const char *to)
+{
+    pid_t p = fork();
+    if (p == 0) {
+        char cmd[1200];
+        snprintf(cmd, sizeof cmd, "cp -r '%s'/. '%s'/ 2>/dev/null", from, to);
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    int st;
+    waitpid(p, &st, 0);
+}
+
+void tfx_server_init(struct tfx_server *s, const char *config_fields)
+{
+    memset(s, 0, sizeof *s);
+    s->pid = -1;
+    tfx_tmpdir(s->dir, sizeof s->dir);
+    snprintf(s->data, sizeof s->data, "%s/data", s->dir);
+    snprintf(s->rules, sizeof s->rules, "%s/rules", s->dir);
+    snprintf(s->plugins, sizeof s->plugins, "%s/plugins", s->dir);
+    snprintf(s->config, sizeof s->config, "%s/promod.lua", s->dir);
+    snprintf(s->log, sizeof s->log, "%s/server.log", s->dir);
+    mkdirs(s->rules);
+    mkdirs(s->plugins);
+    char lib[320];
+    snprintf(lib, sizeof lib, "%s/lib", s->rules);
+    mkdirs(lib);
+    copy_dir(PROMOD_SRC "/plugins", s->plugins);
+    copy_dir(PROMOD_SRC "/rules/lib", lib);
+    char cfg[8192];
+    snprintf(cfg, sizeof cfg,
+             "return {\n  data_dir = \"%s\",\n  rules_dir = \"%s\",\n  plugins_dir = \"%s\",\n"
+             "  threads = 2,\n  reload_debounce_ms = 50,\n  %s\n}\n",
+             s->data, s->rules, s->plugins, config_fields ? config_fields : "");
+    FILE *f = fopen(s->config, "w");
+    if (!f)
+        abort();
+    fputs(cfg, f);
+    fclose(f);
+}
+
+void tfx_write(struct tfx_server *s, const char *rel, const char *content)
+{
+    char path[600], tmp[620];
+    snprintf(path, sizeof path, "%s/%s", s->dir, rel);
+    char d[600];
+    snprintf(d, sizeof d, "%s", path);
+    char *slash = strrchr(d, '/');
+    if (slash) {
+        *slash = 0;
+        mkdirs(d);
+    }
+    snprintf(tmp, sizeof tmp, "%s/.tfx-tmp", d);
+    FILE *f = fopen(tmp, "w");
+    if (!f)
+        abort();
+    fputs(content, f);
+    fclose(f);
+    rename(tmp, path);
+}
+
+void tfx_unlink(struct tfx_server *s, const char *rel)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/%s", s->dir, rel);
+    unlink(path);
+}
+
+int tfx_server_start(struct tfx_server *s)
+{
+    char portfile[320];
+    snprintf(portfile, sizeof portfile, "%s/port", s->dir);
+    unlink(portfile);
+    pid_t p = fork();
+    if (p < 0)
+        return -1;
+    if (p == 0) {
+        int fd = open(s->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 2);
+            dup2(fd, 1);
+            close(fd);
+        }
+        execl(PROMOD_BIN, PROMOD_BIN, "serve", "-c", s->config, "--listen", "127.0.0.1:0",
+              "--port-file", portfile, (char *)NULL);
+        _exit(127);
+    }
+    s->pid = p;
+    for (int i = 0; i < 1000; i++) {
+        FILE *f = fopen(portfile, "r");
+        if (f) {
+            int port = 0;
+            if (fscanf(f, "%d", &port) == 1 && port > 0) {
+                fclose(f);
+                s->port = port;
+                return 0;
+            }
+            fclose(f);
+        }
+        int st;
+        if (waitpid(p, &st, WNOHANG) == p) {
+            s->pid = -1;
+            return -1;
+        }
+        usleep(10000);
+    }
+    tfx_server_kill(s);
+    return -1;
+}
+
+int tfx_server_alive(struct tfx_server *s)
+{
+    if (s->pid <= 0)
+        return 0;
+    int st;
+    if (waitpid(s->pid, &st, WNOHANG) == s->pid) {
+        s->pid = -1;
+        return 0;
+    }
+    return 1;
+}
+
+int tfx_server_stop(struct tfx_server *s)
+{
+    if (s->pid <= 0)
+        return -1;
+    kill(s->pid, SIGTERM);
+    int st = 0;
+    for (int i = 0; i < 1500; i++) { /* 15 s */
+        if (waitpid(s->pid, &st, WNOHANG) == s->pid) {
+            s->pid = -1;
+            return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+        }
+        usleep(10000);
+    }
+    kill(s->pid, SIGKILL);
+    waitpid(s->pid, &st, 0);
+    s->pid = -1;
+    return -1;
+}
+
+void tfx_server_kill(struct tfx_server *s)
+{
+    if (s->pid <= 0)
+        return;
+    kill(s->pid, SIGKILL);
+    int st;
+    waitpid(s->pid, &st, 0);
+    s->pid = -1;
+}
+
+void tfx_server_cleanup(struct tfx_server *s)
+{
+    if (s->pid > 0)
+        tfx_server_stop(s);
+    tfx_rmrf(s->dir);
+}
+
+char *tfx_server_log(struct tfx_server *s)
+{
+    FILE *f = fopen(s->log, "r");
+    if (!f)
+        return strdup("");
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)n + 1);
+    size_t r = fread(b, 1, (size_t)n, f);
+    b[r] = 0;
+    fclose(f);
+    return b;
+}
+
+static int connect_to(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a)) {
+        close(fd);
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return fd;
+}
+
+static char *read_all(int fd, size_t *outlen, int timeout_ms)
+{
+    size_t cap = 65536, len = 0;
+    char *b = malloc(cap);
+    for (;;) {
+        struct pollfd p = { fd, POLLIN, 0 };
+        if (poll(&p, 1, timeout_ms) <= 0)
+            break;
+        if (len + 65536 > cap) {
+            cap *= 2;
+            b = realloc(b, cap);
+        }
+        ssize_t n = read(fd, b + len, cap - len - 1);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    b[len] = 0;
+    *outlen = len;
+    return b;
+}
+
+static int send_all(int fd, const void *data, size_t len)
+{
+    const char *p = data;
+    while (len) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        if (n <= 0)
+            return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+char *tfx_raw(struct tfx_server *s, const void *data, size_t len)
+{
+    int fd = connect_to(s->port);
+    if (fd < 0)
+        return strdup("");
+    send_all(fd, data, len);
+    size_t n;
+    char *out = read_all(fd, &n, 5000);
+    close(fd);
+    return out;
+}
+
+int tfx_http(struct tfx_server *s, const char *method, const char *path, const char *headers,
+             const char *body, size_t len, struct tfx_resp *r)
+{
+    memset(r, 0, sizeof *r);
+    int fd = connect_to(s->port);
+    if (fd < 0) {
+        r->body = strdup("");
+        return 0;
+    }
+    char head[8192];
+    int hl = snprintf(head, sizeof head,
+                      "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                      "Content-Length: %zu\r\n%s\r\n",
+                      method, path, body ? len : 0, headers ? headers : "");
+    if (send_all(fd, head, (size_t)hl) || (body && len && send_all(fd, body, len))) {
+        /* the server may answer and close early (413): read what it said */
+    }
+    size_t n;
+    char *all = read_all(fd, &n, 60000);
+    close(fd);
+    char *sep = strstr(all, "\r\n\r\n");
+    if (!sep || sscanf(all, "HTTP/1.%*d %d", &r->status) != 1) {
+        r->status = 0;
+        r->body = all;
+        return 0;
+    }
+    size_t hsz = (size_t)(sep - all);
+    snprintf(r->headers, sizeof r->headers, "%.*s", (int)(hsz < 4095 ? hsz : 4095), all);
+    const char *ct = strcasestr(r->headers, "\r\nContent-Type:");
+    if (ct) {
+        ct += 15;
+        while (*ct == ' ')
+            ct++;
+        size_t k = strcspn(ct, "\r\n");
+        snprintf(r->ctype, sizeof r->ctype, "%.*s", (int)(k < 127 ? k : 127), ct);
+    }
+    r->len = n - hsz - 4;
+    r->body = malloc(r->len + 1);
+    memcpy(r->body, sep + 4, r->len);
+    r->body[r->len] = 0;
+    free(all);
+    if (strstr(r->ctype, "json"))
+        r->json = json_loadb(r->body, r->len, 0, NULL);
+    return r->status;
+}
+
+int tfx_req(struct tfx_server *s, const char *method, const char *path, const char *json,
+            struct tfx_resp *r)
+{
+    return tfx_http(s, method, path, json ? "Content-Type: application/json\r\n" : NULL, json,
+                    json ? strlen(json) : 0, r);
+}
+
+void tfx_resp_free(struct tfx_resp *r)
+{
+    free(r->body);
+    if (r->json)
+        json_decref(r->json);
+    memset(r, 0, sizeof *r);
+}
+
+const char *tfx_err_code(const struct tfx_resp *r)
+{
+    const char *c = json_string_value(json_object_get(json_object_get(r->json, "error"), "code"));
+    return c ? c : "";
+}
