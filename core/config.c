@@ -64,7 +64,8 @@ void config_free(struct config *c)
     free(c->rules_dir);
     free(c->plugins_dir);
     free(c->source);
-    for (int i = 0; i < c->nkeys; i++) {
+    /* <= nkeys: an entry rejected half-way (id read, key bad) is at keys[nkeys] */
+    for (int i = 0; c->keys && i <= c->nkeys; i++) {
         free(c->keys[i].id);
         free(c->keys[i].key);
     }
@@ -151,7 +152,8 @@ static int get_int(lua_State *L, struct cerr *e, const char *key, long lo, long 
     if (lua_type(L, -1) != LUA_TNUMBER)
         return bad(e, key, "expected a number");
     double d = lua_tonumber(L, -1);
-    if (d != (double)(long)d || d < (double)lo || d > (double)hi) {
+    /* range first: casting NaN or 1e300 to long is undefined behaviour */
+    if (!(d >= (double)lo && d <= (double)hi) || d != (double)(long)d) {
         char m[128];
         snprintf(m, sizeof m, "expected an integer from %ld to %ld", lo, hi);
         return bad(e, key, m);
@@ -229,7 +231,14 @@ static int load_keys(lua_State *L, struct cerr *e, struct config *c)
 {
     if (!lua_istable(L, -1))
         return bad(e, "api_keys", "expected a list of { id = ..., key = ..., role = ... }");
-    int n = (int)lua_objlen(L, -1);
+    int n = (int)lua_objlen(L, -1), count = 0;
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        count++;
+        lua_pop(L, 1);
+    }
+    if (count != n) /* { site = {...} } would otherwise load no key at all */
+        return bad(e, "api_keys", "expected a list of { id = ..., key = ..., role = ... }");
     c->keys = calloc((size_t)n + 1, sizeof *c->keys);
     if (!c->keys)
         return ERR_NOMEM;
@@ -291,9 +300,12 @@ static int load_keys(lua_State *L, struct cerr *e, struct config *c)
             }
             lua_pop(L, 1);
         }
-        for (int j = 0; j < c->nkeys; j++)
+        for (int j = 0; j < c->nkeys; j++) {
             if (!strcmp(c->keys[j].id, k->id))
                 return bad(e, where, "duplicate id");
+            if (!strcmp(c->keys[j].key, k->key))
+                return bad(e, where, "key: same key as another entry");
+        }
         c->nkeys++;
         lua_pop(L, 1);
     }

@@ -401,6 +401,54 @@ static const char *consent_block(lua_State *L, int p_idx, const struct rules_cha
     return why;
 }
 
+/* Caps on the read snapshot, then the campaign's throttle hook.  Returns 1
+ * when the candidate is held back (explain says why), 0 when it may go on
+ * to reservation.  Stack-neutral. */
+static int cap_gate(struct rules_worker *rw, const struct rules_gen *g, struct cand *cd,
+                    const struct rules_channel *ch, const char *cust, struct store_txn *t,
+                    int64_t now, long gcap, const struct throttle_counts *shared, int p_idx,
+                    int ctx_idx)
+{
+    const struct rules_campaign *c = &g->camps[cd->idx];
+    json_t *xp = cd->xp;
+    if (!throttle_needed(c, ch, gcap))
+        return 0;
+    lua_State *L = luavm_state(rw->vm);
+    int ref = rw->refs[cd->idx];
+    struct throttle_counts n;
+    const char *why = NULL;
+    char err[512];
+    if (throttle_read(t, cust, c, ch, now, &n, shared) == 0 && throttle_check(&n, c, ch, gcap, &why)) {
+        if (xp)
+            json_object_set_new(xp, "capped", json_string(why));
+        return 1;
+    }
+    if ((c->hooks & RULES_HOOK_THROTTLE) && push_hook(L, ref, "throttle")) {
+        lua_pushvalue(L, p_idx);
+        lua_pushvalue(L, ctx_idx);
+        push_counts(L, c, ch, &n);
+        int rc = luavm_call(rw->vm, 3, 1, err, sizeof err);
+        if (rc) {
+            count_hook_error(c->id, H_THROTTLE, rc);
+            xp_error(xp, "throttle", err);
+            return 1;
+        }
+        int tt = lua_type(L, -1), pass = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+        if (tt != LUA_TBOOLEAN) {
+            count_hook_error(c->id, H_THROTTLE, ERR_LUA);
+            xp_error(xp, "throttle", "must return true (allow) or false (hold back)");
+            return 1;
+        }
+        if (!pass) {
+            if (xp)
+                json_object_set_new(xp, "capped", json_string("throttle hook"));
+            return 1;
+        }
+    }
+    return 0;
+}
+
 json_t *decide_run(const struct decide_req *q, struct decide_err *e)
 {
     struct rules_worker *rw = rules_worker_self();
@@ -482,10 +530,13 @@ json_t *decide_run(const struct decide_req *q, struct decide_err *e)
         lua_pop(L, 1);
     }
 
+    struct throttle_counts shared;
+    throttle_read_shared(t, q->customer_id, ch, now, gcap, &shared);
     struct cand *cands = NULL;
     int ncand = 0;
     int nlist = g->nby_channel[chi];
     const int *list = g->by_channel[chi];
+    uint64_t pbit = q->placement ? rules_gen_placement_bit(g, q->placement) : 0;
     char err[512];
     if (!blocked && nlist)
         cands = malloc(sizeof *cands * (size_t)nlist);
@@ -514,11 +565,8 @@ json_t *decide_run(const struct decide_req *q, struct decide_err *e)
             }
             continue;
         }
-        if (q->placement && c->nplacements) {
-            int ok = 0;
-            for (int j = 0; j < c->nplacements && !ok; j++)
-                ok = !strcmp(c->placements[j], q->placement);
-            if (!ok) {
+        if (q->placement && c->placement_mask && !(c->placement_mask & pbit)) {
+            {
                 if (xp) {
                     json_object_set_new(xp, "eligible", json_false());
                     xp_reason(xp, "placement not targeted");
@@ -533,7 +581,8 @@ json_t *decide_run(const struct decide_req *q, struct decide_err *e)
             continue;
         }
         /* eligible */
-        if (push_hook(L, ref, "eligible")) {
+        if (rw->fn_refs[2 * i] != LUA_NOREF) {
+            lua_rawgeti(L, LUA_REGISTRYINDEX, rw->fn_refs[2 * i]);
             lua_pushvalue(L, p_idx);
             lua_pushvalue(L, ctx_idx);
             rc = luavm_call(rw->vm, 2, 2, err, sizeof err);
@@ -569,43 +618,10 @@ json_t *decide_run(const struct decide_req *q, struct decide_err *e)
         }
         if (xp)
             json_object_set_new(xp, "eligible", json_true());
-        /* caps on the read snapshot, then the throttle hook */
-        if (throttle_needed(c, ch, gcap)) {
-            struct throttle_counts n;
-            const char *why = NULL;
-            if (throttle_read(t, q->customer_id, c, ch, now, &n) == 0 &&
-                throttle_check(&n, c, ch, gcap, &why)) {
-                if (xp)
-                    json_object_set_new(xp, "capped", json_string(why));
-                continue;
-            }
-            if ((c->hooks & RULES_HOOK_THROTTLE) && push_hook(L, ref, "throttle")) {
-                lua_pushvalue(L, p_idx);
-                lua_pushvalue(L, ctx_idx);
-                push_counts(L, c, ch, &n);
-                rc = luavm_call(rw->vm, 3, 1, err, sizeof err);
-                if (rc) {
-                    count_hook_error(c->id, H_THROTTLE, rc);
-                    xp_error(xp, "throttle", err);
-                    continue;
-                }
-                int tt = lua_type(L, -1), pass = lua_toboolean(L, -1);
-                lua_pop(L, 1);
-                if (tt != LUA_TBOOLEAN) {
-                    count_hook_error(c->id, H_THROTTLE, ERR_LUA);
-                    xp_error(xp, "throttle", "must return true (allow) or false (hold back)");
-                    continue;
-                }
-                if (!pass) {
-                    if (xp)
-                        json_object_set_new(xp, "capped", json_string("throttle hook"));
-                    continue;
-                }
-            }
-        }
         /* score */
         double score = c->priority;
-        if ((c->hooks & RULES_HOOK_SCORE) && push_hook(L, ref, "score")) {
+        if (rw->fn_refs[2 * i + 1] != LUA_NOREF) {
+            lua_rawgeti(L, LUA_REGISTRYINDEX, rw->fn_refs[2 * i + 1]);
             lua_pushvalue(L, p_idx);
             lua_pushvalue(L, ctx_idx);
             rc = luavm_call(rw->vm, 2, 1, err, sizeof err);
@@ -627,7 +643,6 @@ json_t *decide_run(const struct decide_req *q, struct decide_err *e)
             json_object_set_new(xp, "score", json_real(score));
         cands[ncand++] = (struct cand){ i, score, xp, -1, NULL };
     }
-    store_txn_end(t);
     if (blocked && explain) {
         json_t *x = json_object();
         json_object_set_new(x, "channel", json_string(q->channel));
@@ -636,8 +651,10 @@ json_t *decide_run(const struct decide_req *q, struct decide_err *e)
     }
     qsort(cands, (size_t)ncand, sizeof *cands, cand_cmp);
 
-    /* content for the best candidates, then exact reservation, repeated
-     * while caps knock some out and candidates remain */
+    /* Walk the ranking: caps (read snapshot) and the throttle hook only for
+     * candidates that could still be served, content for those that pass,
+     * then exact reservation; repeat while reservations knock some out.
+     * With explain every candidate's caps are checked, for the report. */
     json_t *offers = json_array();
     int accepted = 0, next = 0;
     int limit = q->limit;
@@ -646,6 +663,8 @@ json_t *decide_run(const struct decide_req *q, struct decide_err *e)
         int nb = 0;
         while (nb < limit - accepted && next < ncand) {
             struct cand *cd = &cands[next++];
+            if (cap_gate(rw, g, cd, ch, q->customer_id, t, now, gcap, &shared, p_idx, ctx_idx))
+                continue;
             const struct rules_campaign *c = &g->camps[cd->idx];
             if (choose_content(rw, c, rw->refs[cd->idx], q->customer_id, p_idx, ctx_idx, cd) == 0)
                 batch[nb++] = cd;
@@ -672,9 +691,8 @@ json_t *decide_run(const struct decide_req *q, struct decide_err *e)
                         json_object_set_new(cd->xp, "capped", json_string(why ? why : err_str(rc)));
                     json_decref(cd->content);
                     cd->content = NULL;
-                    if (rc != ERR_CAPPED) { /* store trouble: serve nothing more */
+                    if (rc != ERR_CAPPED) /* store trouble: serve nothing more */
                         next = ncand;
-                    }
                     continue;
                 }
             }
@@ -705,6 +723,12 @@ json_t *decide_run(const struct decide_req *q, struct decide_err *e)
             }
         }
     }
+    /* explain: report caps for the candidates the walk did not reach */
+    for (int k = next; explain && k < ncand; k++)
+        if (!cap_gate(rw, g, &cands[k], ch, q->customer_id, t, now, gcap, &shared, p_idx, ctx_idx) &&
+            cands[k].xp)
+            json_object_set_new(cands[k].xp, "reason", json_string("ranked below the limit"));
+    store_txn_end(t);
     free(batch);
     free(cands);
     lua_settop(L, top);

@@ -55,7 +55,7 @@ void http_reply_json(struct http_req *r, int status, json_t *body)
         }
         buf_free(&b);
     }
-    char *s = json_dumps(body, JSON_COMPACT | JSON_ENSURE_ASCII * 0);
+    char *s = json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(15));
     json_decref(body);
     if (!s) {
         static const char oom[] = "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}";

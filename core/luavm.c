@@ -683,11 +683,14 @@ static int call_impl(struct luavm *vm, int nargs, int nresults, char *err, size_
         char loc[LUA_IDSIZE + 24];
         if (!where) {
             lua_Debug ar;
-            lua_pushvalue(L, fidx);
-            if (lua_getinfo(L, ">S", &ar) && ar.linedefined > 0)
-                snprintf(loc, sizeof loc, "%s:%d", ar.short_src, ar.linedefined);
-            else
-                snprintf(loc, sizeof loc, "%s", ar.short_src);
+            snprintf(loc, sizeof loc, "?");
+            if (lua_isfunction(L, fidx)) {
+                lua_pushvalue(L, fidx);
+                if (lua_getinfo(L, ">S", &ar) && ar.linedefined > 0)
+                    snprintf(loc, sizeof loc, "%s:%d", ar.short_src, ar.linedefined);
+                else
+                    snprintf(loc, sizeof loc, "%s", ar.short_src);
+            }
             where = loc;
         }
         if (err && errlen)
@@ -719,6 +722,53 @@ static int call_impl(struct luavm *vm, int nargs, int nresults, char *err, size_
 int luavm_call(struct luavm *vm, int nargs, int nresults, char *err, size_t errlen)
 {
     return call_impl(vm, nargs, nresults, err, errlen, NULL);
+}
+
+/* Coroutines (net.* in plugins' deliver): the same budgets as luavm_call,
+ * fresh for every resume.  LuaJIT's hook is global to the state, so the
+ * count hook set here also meters the coroutine. */
+int luavm_resume(struct luavm *vm, struct lua_State *co, int nargs, int *nres, char *err,
+                 size_t errlen)
+{
+    *nres = 0;
+    if (vm->armed)
+        return ERR_BUSY;
+    vm->instr_used = 0;
+    vm->killed = 0;
+    vm->call_base = vm->used;
+    lua_sethook(vm->L, vm_hook, LUA_MASKCOUNT, HOOK_EVERY);
+    vm->armed = 1;
+    int st = lua_resume(co, nargs);
+    vm->armed = 0;
+    int kill = vm->killed;
+    vm->killed = 0;
+    if (kill & KILL_INSTR)
+        lua_sethook(vm->L, vm_hook, LUA_MASKCOUNT, HOOK_EVERY);
+    if ((st == 0 || st == LUA_YIELD) && !kill) {
+        *nres = lua_gettop(co);
+        return st == LUA_YIELD ? LUAVM_YIELDED : 0;
+    }
+    int rc = ERR_LUA;
+    size_t len = 0;
+    const char *msg = lua_type(co, -1) == LUA_TSTRING ? lua_tolstring(co, -1, &len) : NULL;
+    if ((kill & KILL_MEM) || st == LUA_ERRMEM) {
+        rc = ERR_BUDGET;
+        if (err && errlen)
+            snprintf(err, errlen, "%s", "memory limit exceeded");
+    } else if (kill & KILL_INSTR) {
+        rc = ERR_BUDGET;
+        if (msg && strstr(msg, "instruction budget exceeded"))
+            set_err(err, errlen, msg, len);
+        else if (err && errlen)
+            snprintf(err, errlen, "%s", "instruction budget exceeded");
+    } else if (msg) {
+        set_err(err, errlen, msg, len);
+    } else if (err && errlen) {
+        snprintf(err, errlen, "(error object is a %s value)", luaL_typename(co, -1));
+    }
+    if (kill & KILL_MEM)
+        lua_gc(vm->L, LUA_GCCOLLECT, 0);
+    return rc;
 }
 
 struct chunk {

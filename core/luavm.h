@@ -95,13 +95,36 @@ int luavm_load_chunk(struct luavm *vm, const char *chunkname, const char *src,
  *  height below the function is preserved on every path. */
 int luavm_call(struct luavm *vm, int nargs, int nresults, char *err, size_t errlen);
 
+/** luavm_resume() result: the coroutine yielded and may be resumed. */
+#define LUAVM_YIELDED 1
+
+/** Resume coroutine `co` (a thread of this state) with the `nargs` values
+ *  on its stack, with fresh budgets for this resume (as luavm_call).
+ *  @return 0 (the function returned: its *nres results are on co's stack),
+ *  LUAVM_YIELDED (*nres yielded values on co's stack), ERR_LUA or
+ *  ERR_BUDGET with `err` set ("file:line: message"; the coroutine is dead),
+ *  ERR_BUSY when called from inside a luavm_call.  A yield across the
+ *  sandbox's pcall is an error ("attempt to yield across C-call
+ *  boundary").  Added for the outbox (core/luavm_net.c). */
+int luavm_resume(struct luavm *vm, struct lua_State *co, int nargs, int *nres, char *err,
+                 size_t errlen);
+
+/** Add promo.hmac_sha256 (core/luavm_crypto.c) to the table on top of the
+ *  stack (called by luavm_open_promo). */
+void luavm_open_crypto(struct lua_State *L);
+
 /** Bytes currently allocated by the state. */
 size_t luavm_mem_used(const struct luavm *vm);
 
 /** Push a msgpack-encoded value as Lua (maps → tables, arrays → 1-based
  *  tables, nil inside arrays/maps is skipped, ints/floats → numbers, bin/ext
- *  → strings).  Depth is limited to 64.  @return 0, ERR_PARSE (malformed
- *  or truncated, nothing pushed), ERR_TOOBIG (too deep). */
+ *  → strings).  Depth is limited to 64.  An array's nil leaves a hole (the
+ *  following elements keep their positions); a map pair with a nil key or
+ *  value is dropped; a map/array or NaN key, trailing bytes, the reserved
+ *  0xc1 byte are malformed.  Hand-rolled streaming reader (no msgpack-c
+ *  zone): pushes directly, tables presized.  Between calls the memory
+ *  limits do not apply, so callers bound `len`.  @return 0, ERR_PARSE (malformed or truncated,
+ *  nothing pushed), ERR_TOOBIG (too deep, nothing pushed). */
 int luavm_push_msgpack(struct lua_State *L, const char *buf, size_t len);
 
 /** Push a jansson value as Lua (null → nil).  @return 0 or ERR_TOOBIG. */
@@ -111,7 +134,9 @@ int luavm_push_json(struct lua_State *L, const json_t *v);
  *  are exactly 1..n become arrays (an empty table becomes {}), others become
  *  objects (keys must be strings or numbers, numbers are stringified);
  *  integral numbers become integers; nil → null.  Functions, userdata,
- *  threads, NaN/inf, cycles and depth > 64 fail.  @return new reference, or
+ *  threads, NaN/inf, strings that are not UTF-8, boolean/table keys,
+ *  cycles (a table inside itself; shared subtables are fine) and
+ *  depth > 64 fail.  @return new reference, or
  *  NULL with *err set (ERR_INVAL, ERR_TOOBIG, ERR_NOMEM). */
 json_t *luavm_to_json(struct lua_State *L, int idx, int *err);
 

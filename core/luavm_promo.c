@@ -441,5 +441,6 @@ void luavm_open_promo(lua_State *L)
 {
     lua_createtable(L, 0, (int)(sizeof promo_funcs / sizeof promo_funcs[0]) - 1);
     luaL_register(L, NULL, promo_funcs);
+    luavm_open_crypto(L);
     luavm_register(L, "promo");
 }

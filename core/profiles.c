@@ -247,7 +247,10 @@ int profiles_import_ndjson(struct store *s, const char *data, size_t len, long f
             add_error(res, line, msg);
         } else {
             buf_reset(&b);
-            json_object_del(o, "id"); /* id is the key */
+            char idbuf[130]; /* the key outlives the "id" member we drop */
+            snprintf(idbuf, sizeof idbuf, "%s", id);
+            id = idbuf;
+            json_object_del(o, "id"); /* id is the key, not an attribute */
             int e = codec_json_to_msgpack(o, &b);
             if (e) {
                 add_error(res, line, err_str(e));

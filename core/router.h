@@ -2,7 +2,8 @@
  * router.h — method + path patterns → handler, with the role each needs.
  *
  * Patterns are literal segments and `{name}` parameters that match one
- * non-empty segment: "/api/v1/campaigns/{id}/{action}".  Routes are added
+ * segment: "/api/v1/campaigns/{id}/{action}" (see router_match for empty
+ * segments and percent-decoding).  Routes are added
  * at start-up (single thread) and read-only afterwards, so matching is
  * lock-free from every worker.  First match in insertion order wins, so add
  * literal routes before parameterised ones that overlap.
@@ -31,10 +32,18 @@ struct router_route {
 /** Add a route.  @return its index, or ERR_FULL past ROUTER_MAX. */
 int router_add(int methods, const char *pattern, enum config_role role, router_fn fn, int flags);
 
-/** Match a decoded path.  On success returns the route index and fills
- *  r->params / r->nparams (strdup'd; the request frees them).  Returns -1
- *  when no pattern matches, -2 when a pattern matches but not the method
- *  (*allowed gets the methods that would). */
+/** Match a raw path (still percent-encoded, without the query).  Segments
+ *  are split on '/' first and decoded one by one, so an encoded "%2F"
+ *  stays inside its parameter ("/profiles/a%2Fb" gives id "a/b" for the
+ *  handler to refuse) and never selects another route; "%00" and invalid
+ *  escapes are left as written.  A trailing '/' is ignored.  On success
+ *  returns the route index and fills r->params / r->nparams (decoded,
+ *  malloc'd; the request frees them).  Returns -1 when no pattern matches,
+ *  -2 when a pattern matches but not the method (*allowed gets the methods
+ *  that would).  When nothing matches with non-empty parameters, a second
+ *  pass lets a parameter match an empty segment ("/profiles//export"), so
+ *  the handler answers 400 naming the empty id instead of a bare 404:
+ *  handlers must validate every parameter (http_valid_id). */
 int router_match(const char *path, enum http_method m, struct http_req *r, int *allowed);
 
 const struct router_route *router_get(int idx);

@@ -43,6 +43,8 @@
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;   /* guards g_cur */
 static pthread_mutex_t g_reload = PTHREAD_MUTEX_INITIALIZER; /* one reload at a time */
 static struct rules_gen *g_cur;
+static rules_source_filter_fn g_source_filter;               /* set once at start */
+static rules_reload_hook_fn g_reload_hook;                   /* set once at start */
 static uint64_t g_seq;                                       /* atomic: newest seq */
 static __thread struct rules_worker *tl_rw;
 
@@ -92,6 +94,7 @@ static void gen_free(struct rules_gen *g)
     for (int i = 0; i < g->nfiles; i++) {
         free(g->files[i].path);
         free(g->files[i].source);
+        free(g->files[i].disk_source);
         free(g->files[i].error);
     }
     free(g->files);
@@ -103,6 +106,8 @@ static void gen_free(struct rules_gen *g)
     free(g->chans);
     for (int i = 0; i < 32; i++)
         free(g->by_channel[i]);
+    for (int i = 0; i < g->nplacement_names; i++)
+        free(g->placement_names[i]);
     free(g);
 }
 
@@ -144,6 +149,14 @@ int rules_gen_find_campaign(const struct rules_gen *g, const char *id)
         if (!strcmp(g->camps[i].id, id))
             return i;
     return -1;
+}
+
+uint64_t rules_gen_placement_bit(const struct rules_gen *g, const char *placement)
+{
+    for (int i = 0; g && i < g->nplacement_names; i++)
+        if (!strcmp(g->placement_names[i], placement))
+            return 1ULL << i;
+    return 0;
 }
 
 int rules_gen_find_channel(const struct rules_gen *g, const char *name)
@@ -310,10 +323,20 @@ static int hook_field(lua_State *L, struct vctx *v, const char *name, unsigned b
 
 static void default_id(const char *path, char *out, size_t len)
 {
-    /* "rules/a/b.lua" → "a.b": path under rules/ without .lua, '/' → '.' */
+    /* "rules/a/b.lua" → "a.b": path under rules/ without .lua, '/' → '.'.
+     * The server's files are "<rules_dir>/...": strip that whole prefix (an
+     * absolute rules_dir would otherwise leak into the id). */
     const char *p = path;
-    const char *slash = strchr(p, '/');
-    p = slash ? slash + 1 : p;
+    const char *rd = g_app ? g_app->cfg.rules_dir : NULL;
+    size_t rl = rd ? strlen(rd) : 0;
+    if (rl && !strncmp(path, rd, rl) && path[rl] == '/') {
+        p = path + rl + 1;
+        while (*p == '/')
+            p++;
+    } else {
+        const char *slash = strchr(p, '/');
+        p = slash ? slash + 1 : p;
+    }
     snprintf(out, len, "%s", p);
     size_t n = strlen(out);
     if (n > 4 && !strcmp(out + n - 4, ".lua"))
@@ -764,6 +787,29 @@ static struct luavm *scratch_vm(const char *lib_dir)
     return luavm_new(&o, &vm) ? NULL : vm;
 }
 
+int rules_validate_campaign(const char *path, const char *src, size_t len,
+                            const char *const *chans, int nchans, const char *lib_dir,
+                            json_t *errors, struct rules_campaign *out)
+{
+    memset(out, 0, sizeof *out);
+    struct luavm *vm = scratch_vm(lib_dir);
+    if (!vm) {
+        json_array_append_new(errors, json_string("out of memory"));
+        return ERR_NOMEM;
+    }
+    int rc = validate_in(vm, path, RULES_CAMPAIGN, src, len, chans, nchans, errors, out, NULL);
+    if (rc)
+        camp_free_fields(out);
+    luavm_free(vm);
+    return rc;
+}
+
+void rules_campaign_free(struct rules_campaign *c) { camp_free_fields(c); }
+
+void rules_set_source_filter(rules_source_filter_fn fn) { g_source_filter = fn; }
+
+void rules_set_reload_hook(rules_reload_hook_fn fn) { g_reload_hook = fn; }
+
 int rules_validate_source(const char *path, enum rules_kind kind, const char *src, size_t len,
                           const char *const *chans, int nchans, const char *lib_dir,
                           json_t *errors)
@@ -999,12 +1045,38 @@ static struct rules_gen *gen_build(struct app *app, int *nerrors)
                 else
                     chan_free_fields(&chan);
             }
+            /* The source filter (campaigns.c, require_approval) may serve an
+             * approved version instead of a valid file still waiting for
+             * approval; the file's own text is kept as disk_source. */
+            if (ok && kind == RULES_CAMPAIGN && g_source_filter) {
+                size_t hl = 0;
+                char *held = g_source_filter(st, camp.id, f->path, src, len, &hl);
+                if (held) {
+                    struct rules_campaign hc;
+                    json_t *e2 = json_array();
+                    if (validate_in(vm, f->path, kind, held, hl, chan_names, g->nchans, e2, &hc,
+                                    NULL) == 0 && !strcmp(hc.id, camp.id)) {
+                        camp_free_fields(&camp);
+                        camp = hc;
+                        f->disk_source = src;
+                        f->disk_source_len = len;
+                        src = held;
+                        len = hl;
+                    } else {
+                        camp_free_fields(&hc);
+                        free(held);
+                        log_warn("approved version does not validate any more; serving the file",
+                                 "file=\"%s\"", f->path);
+                    }
+                    json_decref(e2);
+                }
+            }
         }
         if (ok) {
             f->ok = 1;
             f->source = src;
             f->source_len = len;
-            f->hash = f->disk_hash;
+            f->hash = f->disk_source ? hash_fnv1a(src, len, libh) : f->disk_hash;
             f->loaded_at = old && old->hash == f->hash ? old->loaded_at : clock_now();
             src = NULL;
         } else {
@@ -1079,7 +1151,24 @@ static struct rules_gen *gen_build(struct app *app, int *nerrors)
         g->by_channel[ch] = list;
         g->nby_channel[ch] = n;
     }
+    /* placements as bits, so decide filters with a mask test, not strcmp */
+    for (int i = 0; i < g->ncamps; i++) {
+        struct rules_campaign *c = &g->camps[i];
+        uint64_t mask = 0;
+        for (int j = 0; j < c->nplacements; j++) {
+            int k;
+            for (k = 0; k < g->nplacement_names; k++)
+                if (!strcmp(g->placement_names[k], c->placements[j]))
+                    break;
+            if (k == g->nplacement_names && k < 64)
+                g->placement_names[g->nplacement_names++] = xstrdup(c->placements[j]);
+            mask |= k < 64 ? (1ULL << k) : 0;
+        }
+        /* more than 64 distinct names: such a campaign falls back to "any" */
+        c->placement_mask = c->nplacements && mask ? mask : 0;
+    }
     g->built_at = clock_now();
+    g->lib_hash = libh;
     g->build_ms = (double)(clock_mono_ns() - t0) / 1e6;
     g->seq = (prev ? prev->seq : 0) + 1;
     rules_gen_release(prev);
@@ -1123,6 +1212,8 @@ int rules_reload(struct app *app, int force)
     if (nerr)
         g_reload_errors++;
     pthread_mutex_unlock(&g_reload);
+    if (!(same && !force) && g_reload_hook)
+        g_reload_hook(app); /* outside the lock: the hook may write the store */
     return nerr;
 }
 
@@ -1274,6 +1365,7 @@ void rules_thread_fini(struct worker *w)
     free(rw->wfiles);
     free(rw->refs);
     free(rw->chan_refs);
+    free(rw->fn_refs);
     luavm_free(rw->vm);
     free(rw);
     w->ctx = NULL;
@@ -1326,6 +1418,9 @@ void rules_worker_refresh(struct rules_worker *rw)
     }
     for (int i = 0; i < rw->nwfiles; i++)
         rw->wfiles[i].seen = 0;
+    if (rw->gen && rw->lib_hash != g->lib_hash)
+        luavm_clear_modules(rw->vm); /* files reload (their hash mixes lib's); modules must too */
+    rw->lib_hash = g->lib_hash;
     int *refs = malloc(sizeof(int) * (size_t)(g->ncamps + 1));
     int *crefs = malloc(sizeof(int) * (size_t)(g->nchans + 1));
     if (!refs || !crefs)
@@ -1334,8 +1429,29 @@ void rules_worker_refresh(struct rules_worker *rw)
         crefs[i] = wfile_load(rw, &g->files[g->chans[i].file]);
     for (int i = 0; i < g->ncamps; i++)
         refs[i] = wfile_load(rw, &g->files[g->camps[i].file]);
-    /* drop files no longer live */
     lua_State *L = luavm_state(rw->vm);
+    /* direct refs to the hot hooks: one registry lookup per call, no getfield */
+    for (int i = 0; rw->gen && rw->fn_refs && i < 2 * rw->gen->ncamps; i++)
+        luaL_unref(L, LUA_REGISTRYINDEX, rw->fn_refs[i]);
+    free(rw->fn_refs);
+    rw->fn_refs = malloc(sizeof(int) * (size_t)(2 * g->ncamps + 1));
+    if (!rw->fn_refs)
+        abort();
+    static const char *hot[2] = { "eligible", "score" };
+    for (int i = 0; i < g->ncamps; i++)
+        for (int h = 0; h < 2; h++) {
+            rw->fn_refs[2 * i + h] = LUA_NOREF;
+            if (refs[i] == LUA_NOREF)
+                continue;
+            lua_rawgeti(L, LUA_REGISTRYINDEX, refs[i]);
+            lua_getfield(L, -1, hot[h]);
+            if (lua_isfunction(L, -1))
+                rw->fn_refs[2 * i + h] = luaL_ref(L, LUA_REGISTRYINDEX);
+            else
+                lua_pop(L, 1);
+            lua_pop(L, 1);
+        }
+    /* drop files no longer live */
     int n = 0;
     for (int i = 0; i < rw->nwfiles; i++) {
         if (rw->wfiles[i].seen) {

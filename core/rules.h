@@ -30,6 +30,7 @@
 struct app;
 struct worker;
 struct luavm;
+struct store_txn;
 
 #define RULES_MAX_WINDOWS 8
 #define RULES_MAX_VARIANTS 64
@@ -78,6 +79,7 @@ struct rules_campaign {
     unsigned channels;              /**< bit per gen->channels index */
     char **placements;              /**< NULL = any */
     int nplacements;
+    uint64_t placement_mask;        /**< bits over gen->placement_names; 0 = any placement */
     double priority;
     struct rules_schedule sched;
     struct rules_caps cust_caps, total_caps;
@@ -115,6 +117,9 @@ struct rules_file {
     int ok;           /**< the file on disk loaded cleanly */
     char *error;      /**< "file:line: message" for the version on disk, or NULL */
     uint32_t disk_hash;
+    char *disk_source; /**< the file's text when `source` is an approved version served in
+                            its place (see rules_set_source_filter), else NULL */
+    size_t disk_source_len;
 };
 
 struct rules_gen {
@@ -130,7 +135,15 @@ struct rules_gen {
     int nby_channel[32];
     int64_t built_at;
     double build_ms;
+    uint32_t lib_hash;      /**< of rules/lib: a change invalidates require caches */
+    char *placement_names[64]; /**< every placement named by a campaign (first 64) */
+    int nplacement_names;
 };
+
+/** Bit of a placement name in this generation's campaign masks: 0 when no
+ *  campaign names it (then only campaigns without a placement filter
+ *  match). */
+uint64_t rules_gen_placement_bit(const struct rules_gen *g, const char *placement);
 
 /* --- lifecycle (main thread) ------------------------------------------- */
 int rules_start(struct app *app);            /**< first load; errors are reported, not fatal */
@@ -165,6 +178,35 @@ int rules_validate_source(const char *path, enum rules_kind kind, const char *sr
                           const char *const *chans, int nchans, const char *lib_dir,
                           json_t *errors);
 
+/** rules_validate_source() for a campaign that also returns what it parsed:
+ *  on success *out holds the campaign (id, name, channels as bits over
+ *  `chans`, schedule, file_status, cost...), owned by the caller, freed with
+ *  rules_campaign_free(); on failure *out is zeroed.  @return 0 when valid,
+ *  ERR_INVAL, ERR_LUA, ERR_TOOBIG, ERR_NOMEM. */
+int rules_validate_campaign(const char *path, const char *src, size_t len,
+                            const char *const *chans, int nchans, const char *lib_dir,
+                            json_t *errors, struct rules_campaign *out);
+void rules_campaign_free(struct rules_campaign *c);
+
+/** Source filter, consulted by the reloader for every campaign file whose
+ *  text on disk is valid: it may return a replacement source (malloc'd,
+ *  NUL-terminated, length in *outlen; the reloader takes it) to serve
+ *  instead, or NULL to serve the file.  `t` is the reloader's read txn (may
+ *  be NULL), `id` the campaign id the file declares.  Used by campaigns.c so
+ *  that, with require_approval, the approved version keeps serving while a
+ *  newer one waits.  A replacement that fails validation or declares another
+ *  id is ignored (logged).  Set once before rules_start(). */
+typedef char *(*rules_source_filter_fn)(struct store_txn *t, const char *id, const char *path,
+                                        const char *src, size_t len, size_t *outlen);
+void rules_set_source_filter(rules_source_filter_fn fn);
+
+/** Called after every reload that published a generation, on the reloading
+ *  thread, outside the reload lock (it may open a write txn; it must not be
+ *  called with one open).  campaigns.c records file saves as versions here.
+ *  Set once before rules_start(). */
+typedef void (*rules_reload_hook_fn)(struct app *app);
+void rules_set_reload_hook(rules_reload_hook_fn fn);
+
 /** `promod check`: validate the given dirs/files (default rules/ plugins/),
  *  print each problem, return the exit status. */
 int rules_check_cli(const struct config *cfg, const char **paths, int n);
@@ -178,9 +220,11 @@ struct rules_worker {
     struct rules_gen *gen;
     int *refs;
     int *chan_refs;
+    int *fn_refs;         /**< per campaign: eligible, score function refs (2 per campaign) */
     struct wfile *wfiles; /* loaded files by path/hash (internal) */
     int nwfiles, capwfiles;
     struct event *tick;
+    uint32_t lib_hash;
 };
 
 /** Adopt the newest generation if there is one (call between requests). */

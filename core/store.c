@@ -43,10 +43,16 @@ struct store {
     unsigned sync_interval_ms;
     pthread_t syncer;
     struct store_txn *readers; /* every thread's cached read txn */
+    uint64_t id;               /* unique per open: see tl_store_id */
 };
 
+/* The calling thread's cached read txn and the store it belongs to.  The
+ * store is remembered by a never-reused id, not its address: after a
+ * close, a new store may be allocated at the same address and must not
+ * inherit (renew) a transaction freed with the old one. */
 static __thread struct store_txn *tl_rtxn;
-static __thread struct store *tl_store;
+static __thread uint64_t tl_store_id;
+static uint64_t next_store_id;
 
 const char *store_db_name(enum store_db db)
 {
@@ -145,7 +151,7 @@ int store_open(const struct store_opts *o, struct store **out)
     rc = mdb_env_set_mapsize(s->env, o->map_size ? o->map_size : (size_t)1 << 30);
     if (rc)
         goto fail;
-    rc = mdb_env_open(s->env, o->dir, MDB_NOSYNC | MDB_NOTLS, 0640);
+    rc = mdb_env_open(s->env, o->dir, MDB_NOSYNC | MDB_NOTLS | (o->no_writemap ? 0 : MDB_WRITEMAP), 0640);
     if (rc)
         goto fail;
     MDB_txn *txn;
@@ -190,6 +196,7 @@ int store_open(const struct store_opts *o, struct store **out)
     pthread_cond_init(&s->work, NULL);
     pthread_cond_init(&s->done, NULL);
     s->running = 1;
+    s->id = __atomic_add_fetch(&next_store_id, 1, __ATOMIC_RELAXED);
     s->sync_interval_ms = o->sync_interval_ms ? o->sync_interval_ms : 1000;
     if (pthread_create(&s->syncer, NULL, syncer_main, s)) {
         mdb_env_close(s->env);
@@ -220,8 +227,8 @@ void store_close(struct store *s)
         mdb_txn_abort(t->txn);
         free(t);
     }
-    if (tl_store == s) {
-        tl_store = NULL;
+    if (tl_store_id == s->id) {
+        tl_store_id = 0;
         tl_rtxn = NULL;
     }
     mdb_env_sync(s->env, 1);
@@ -235,7 +242,7 @@ void store_close(struct store *s)
 int store_rtxn_begin(struct store *s, struct store_txn **out)
 {
     *out = NULL;
-    if (tl_store != s || !tl_rtxn) {
+    if (tl_store_id != s->id || !tl_rtxn) {
         struct store_txn *t = calloc(1, sizeof *t);
         if (!t)
             return ERR_NOMEM;
@@ -249,7 +256,7 @@ int store_rtxn_begin(struct store *s, struct store_txn **out)
         t->next = s->readers;
         s->readers = t;
         pthread_mutex_unlock(&s->mu);
-        tl_store = s;
+        tl_store_id = s->id;
         tl_rtxn = t;
         *out = t;
         return 0;

@@ -159,18 +159,54 @@ static int bucket_inc(struct store_txn *t, const char *camp, char unit, int64_t 
 
 /* --- public ----------------------------------------------------------- */
 
+#define THROTTLE_GLOBAL_ALWAYS 1 /* reservation re-reads everything */
+
 static const int64_t std_windows[4] = { 3600, 86400, 7 * 86400, 30 * 86400 };
 
-int throttle_read(struct store_txn *t, const char *cust, const struct rules_campaign *c,
-                  const struct rules_channel *ch, int64_t now, struct throttle_counts *out)
+int throttle_read_shared(struct store_txn *t, const char *cust, const struct rules_channel *ch,
+                         int64_t now, long global_cap, struct throttle_counts *out)
 {
     memset(out, 0, sizeof *out);
     char key[512];
-    int64_t s[THROTTLE_MAX_STAMPS];
+    static __thread int64_t s[THROTTLE_MAX_STAMPS];
+    int kl, n;
+    if (ch && ch->policy.n) {
+        kl = make_key(key, sizeof key, cust, 'h', ch->name);
+        n = kl < 0 ? 0 : stamps_get(t, key, kl, s, THROTTLE_MAX_STAMPS);
+        for (int i = 0; i < ch->policy.n; i++) {
+            const struct rules_cap *w = &ch->policy.w[i];
+            out->chan[i] = w->unit == 'L' ? n : count_since(s, n, now - w->secs);
+        }
+    }
+    if (global_cap <= 0) /* not recorded without a global cap */
+        return 0;
+    kl = make_key(key, sizeof key, cust, 'g', NULL);
+    n = kl < 0 ? 0 : stamps_get(t, key, kl, s, THROTTLE_MAX_STAMPS);
+    out->global_day = count_since(s, n, now - 86400);
+    return 0;
+}
+
+int throttle_read(struct store_txn *t, const char *cust, const struct rules_campaign *c,
+                  const struct rules_channel *ch, int64_t now, struct throttle_counts *out,
+                  const struct throttle_counts *shared)
+{
+    if (shared) {
+        *out = *shared;
+    } else {
+        int rc = throttle_read_shared(t, cust, ch, now, THROTTLE_GLOBAL_ALWAYS, out);
+        if (rc)
+            return rc;
+    }
+    memset(out->cust, 0, sizeof out->cust);
+    memset(out->total, 0, sizeof out->total);
+    memset(out->cust_std, 0, sizeof out->cust_std);
+    char key[512];
+    static __thread int64_t s[THROTTLE_MAX_STAMPS];
     int kl = make_key(key, sizeof key, cust, 'c', c->id);
     if (kl < 0)
         return ERR_TOOBIG;
-    int n = stamps_get(t, key, kl, s, THROTTLE_MAX_STAMPS);
+    int n = (c->cust_caps.n || (c->hooks & RULES_HOOK_THROTTLE))
+                ? stamps_get(t, key, kl, s, THROTTLE_MAX_STAMPS) : 0;
     for (int i = 0; i < c->cust_caps.n; i++) {
         const struct rules_cap *w = &c->cust_caps.w[i];
         out->cust[i] = w->unit == 'L' ? n : count_since(s, n, now - w->secs);
@@ -180,17 +216,6 @@ int throttle_read(struct store_txn *t, const char *cust, const struct rules_camp
     if (strlen(c->id) < 140)
         for (int i = 0; i < c->total_caps.n; i++)
             out->total[i] = total_count(t, c->id, &c->total_caps.w[i], now);
-    if (ch && ch->policy.n) {
-        kl = make_key(key, sizeof key, cust, 'h', ch->name);
-        n = kl < 0 ? 0 : stamps_get(t, key, kl, s, THROTTLE_MAX_STAMPS);
-        for (int i = 0; i < ch->policy.n; i++) {
-            const struct rules_cap *w = &ch->policy.w[i];
-            out->chan[i] = w->unit == 'L' ? n : count_since(s, n, now - w->secs);
-        }
-    }
-    kl = make_key(key, sizeof key, cust, 'g', NULL);
-    n = stamps_get(t, key, kl, s, THROTTLE_MAX_STAMPS);
-    out->global_day = count_since(s, n, now - 86400);
     return 0;
 }
 
@@ -254,7 +279,7 @@ int throttle_reserve(struct store_txn *wt, const char *cust, const struct rules_
                      const char **why)
 {
     struct throttle_counts n;
-    int rc = throttle_read(wt, cust, c, ch, now, &n);
+    int rc = throttle_read(wt, cust, c, ch, now, &n, NULL);
     if (rc)
         return rc;
     rc = throttle_check(&n, c, ch, global_cap, why);

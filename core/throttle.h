@@ -34,9 +34,17 @@ struct throttle_counts {
     long cust_std[4];              /**< customer × campaign over 1h 1d 7d 30d */
 };
 
-/** Read the counts for one customer × campaign × channel (any txn). */
+/** Read the counts for one customer × campaign × channel (any txn).
+ *  With `shared` (from throttle_read_shared for the same customer and
+ *  channel) the per-channel and global counts are copied from it instead of
+ *  read again: decide reads them once per request, not once per campaign. */
 int throttle_read(struct store_txn *t, const char *cust, const struct rules_campaign *c,
-                  const struct rules_channel *ch, int64_t now, struct throttle_counts *out);
+                  const struct rules_channel *ch, int64_t now, struct throttle_counts *out,
+                  const struct throttle_counts *shared);
+/** Read only the counts every campaign of a request shares: the channel
+ *  policy windows and the global 24 h count. */
+int throttle_read_shared(struct store_txn *t, const char *cust, const struct rules_channel *ch,
+                         int64_t now, long global_cap, struct throttle_counts *out);
 
 /** Would one more offer pass every cap?  On refusal returns ERR_CAPPED and
  *  *why names the limit ("customer 7d", "total 1d", "channel 1d",

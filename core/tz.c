@@ -533,7 +533,7 @@ static int zone_get(const char *name, const struct zone **out)
     if (rc)
         return rc;
     pthread_mutex_lock(&cache_mu);
-    size_t slot;
+    size_t slot = 0; /* set by cache_find_locked; -O2 cannot see it */
     z = cache_find_locked(name, NULL);
     if (!z) {
         if ((cache_n + 1) * 2 > cache_cap && (rc = cache_grow_locked())) {

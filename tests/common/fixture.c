@@ -42,7 +42,7 @@ void tfx_tmpdir(char *buf, size_t len)
 
 static void mkdirs(const char *path)
 {
-    char tmp[512];
+    char tmp[1024];
     snprintf(tmp, sizeof tmp, "%s", path);
     for (char *p = tmp + 1; *p; p++)
         if (*p == '/') {

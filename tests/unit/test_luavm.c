@@ -288,6 +288,36 @@ Test(luavm, whole_state_memory_limit)
     OK("return 1");
 }
 
+/* Allocation failure at every point of a script that allocates in many
+ * ways: each run either succeeds or fails with ERR_BUDGET, the stack stays
+ * balanced and the state keeps working. */
+Test(luavm, allocation_failure_sweep)
+{
+    const char *src =
+        "local t = {} for i = 1, 50 do t[#t + 1] = ('k' .. i):rep(3) end\n"
+        "local s = table.concat(t, ',') local u = s:upper():gsub('K', 'q')\n"
+        "local f = assert(loadstring('return function(a) return {a, a .. \"!\"} end'))()\n"
+        "local ok, e = pcall(function() return f(u)[2] end)\n"
+        "local m = require('util') local set = promo.set(t)\n"
+        "return promo.count(set) + #s + #(e or '')";
+    int succeeded = 0;
+    for (size_t limit = 256; limit <= 96 * 1024; limit += 768) {
+        luavm_free(vm);
+        struct luavm_opts o = { .call_mem_limit = limit, .lib_dir = libdir };
+        cr_assert_eq(luavm_new(&o, &vm), 0);
+        L = luavm_state(vm);
+        int rc = run(src);
+        cr_assert(rc == 0 || rc == ERR_BUDGET, "limit %zu: rc %d %s", limit, rc, err);
+        if (rc == ERR_BUDGET)
+            cr_assert_not_null(strstr(err, "memory limit exceeded"), "limit %zu: %s", limit, err);
+        succeeded += rc == 0;
+        cr_assert_eq(lua_gettop(L), 0);
+        if (limit >= 16 * 1024)  /* below that even compiling a one-liner is refused */
+            OK("assert(1 + 1 == 2)");
+    }
+    cr_assert_gt(succeeded, 0, "the largest limit must be enough");
+}
+
 /* ------------------------------------------------------------------ */
 /* protected calls                                                     */
 
@@ -363,6 +393,19 @@ Test(luavm, stack_balanced_on_every_path)
         lua_pop(L, 1);
     }
     cr_assert_str_eq(lua_tostring(L, -1), "sentinel");
+}
+
+Test(luavm, call_non_function)
+{
+    lua_pushliteral(L, "below");
+    lua_newtable(L);
+    lua_pushnumber(L, 1);
+    cr_assert_eq(luavm_call(vm, 1, 1, err, sizeof err), ERR_LUA);
+    cr_assert_not_null(strstr(err, "attempt to call"), "%s", err);
+    cr_assert_eq(lua_gettop(L), 1);
+    lua_pushnil(L);
+    cr_assert_eq(luavm_call(vm, 0, LUA_MULTRET, err, sizeof err), ERR_LUA);
+    cr_assert_eq(lua_gettop(L), 1);
 }
 
 Test(luavm, no_growth_over_10k_calls)

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# bench.sh — the reference workload (../shared/bench: 1M profiles, 500
+# campaigns) against a release build, with wrk on loopback.
+#
+#   scripts/bench.sh [--profiles N] [--duration S] [--connections C] [--out DIR]
+#
+# Prints, for the same server in the same run: GET /healthz throughput, then
+# POST /api/v1/decide (web/home_banner, limit 3) with caps on and caps off,
+# each as a ratio to healthz plus p50/p90/p99/p99.9 latency; the offline
+# import rate; the time to reload all 500 campaign files.  Figures drift on a
+# shared 2-core machine; ratios hold (see ../shared/bench/README.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+SHARED=${PROMOD_SHARED:-$ROOT/../shared}
+PROFILES=1000000
+DURATION=10
+CONNS=32
+OUT=$ROOT/bench-out
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --profiles) PROFILES=$2; shift 2 ;;
+    --duration) DURATION=$2; shift 2 ;;
+    --connections) CONNS=$2; shift 2 ;;
+    --out) OUT=$2; shift 2 ;;
+    *) echo "usage: $0 [--profiles N] [--duration S] [--connections C] [--out DIR]" >&2; exit 2 ;;
+  esac
+done
+
+bash scripts/setup.sh >/dev/null
+bash scripts/build.sh release >/dev/null
+BIN=$ROOT/build/promod
+WL=$OUT/workload-$PROFILES
+mkdir -p "$OUT"
+if [ ! -f "$WL/customers.txt" ]; then
+  echo "== generating the reference workload ($PROFILES profiles, 500 campaigns)"
+  python3 "$SHARED/bench/gen_workload.py" "$WL" --profiles "$PROFILES" >/dev/null
+fi
+
+PORT=${BENCH_PORT:-18181}
+DATA=$OUT/data
+RUN=$OUT/run
+rm -rf "$DATA" "$RUN"
+mkdir -p "$RUN/rules" "$RUN/plugins"
+cp -r "$ROOT/plugins/." "$RUN/plugins/"
+cp -r "$WL/rules/." "$RUN/rules/"
+
+echo "== offline import of $PROFILES profiles"
+"$BIN" import profiles "$WL/profiles.ndjson" --data "$DATA" | tee "$OUT/import.json"
+
+cat > "$RUN/promod.lua" <<CFG
+return {
+  listen = "127.0.0.1:$PORT", data_dir = "$DATA", rules_dir = "$RUN/rules",
+  plugins_dir = "$RUN/plugins", log_level = "warn", map_size_mb = 8192,
+}
+CFG
+
+SERVER_PID=
+start_server() {
+  "$BIN" serve -c "$RUN/promod.lua" 2>>"$OUT/server.log" &
+  SERVER_PID=$!
+  for _ in $(seq 1 200); do
+    curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && return 0
+    sleep 0.05
+  done
+  echo "server did not start; see $OUT/server.log" >&2
+  exit 1
+}
+stop_server() {
+  [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null || true
+  SERVER_PID=
+}
+trap stop_server EXIT
+
+# wrk: 1 thread (the server gets the other core), $CONNS connections
+run_wrk() { # name path-or-script...
+  local name=$1; shift
+  wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$@" > "$OUT/wrk-$name.txt" 2>&1 || true
+  local rps
+  rps=$(awk '/Requests\/sec/ {print $2}' "$OUT/wrk-$name.txt")
+  echo "$rps"
+}
+decide_wrk() { # name
+  CUSTOMERS=$WL/customers.txt CHANNEL=web PLACEMENT=home_banner \
+    run_wrk "$1" -s "$SHARED/bench/decide.wrk.lua" "http://127.0.0.1:$PORT"
+}
+pct() { awk -v k="$2" '$1 == k {print $2}' "$OUT/wrk-$1.txt"; }
+errors() { awk '/errors\(non-2xx/ {print $NF}' "$OUT/wrk-$1.txt"; }
+
+start_server
+echo "== warm-up"
+decide_wrk warmup >/dev/null
+echo "== GET /healthz"
+H=$(run_wrk healthz "http://127.0.0.1:$PORT/healthz")
+echo "== POST /api/v1/decide, caps on"
+D=$(decide_wrk decide-caps)
+
+echo "== reload of every campaign file (POST /api/v1/rules/reload, forced)"
+RELOAD_MS=$(curl -fs -XPOST "http://127.0.0.1:$PORT/api/v1/rules/reload" | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["build_ms"],1))')
+T0=$(date +%s%N)
+touch "$RUN"/rules/bench/*.lua
+GEN0=$(curl -fs "http://127.0.0.1:$PORT/api/v1/rules" | python3 -c 'import json,sys; print(json.load(sys.stdin)["generation"])')
+stop_server
+
+echo "== POST /api/v1/decide, caps off (same campaigns without caps)"
+sed -i -E 's/^  caps = .*$//' "$RUN"/rules/bench/*.lua
+start_server
+decide_wrk warmup2 >/dev/null
+D0=$(decide_wrk decide-nocaps)
+stop_server
+trap - EXIT
+
+ratio() { python3 -c "print('%.2f' % ($1 / $2))"; }
+echo
+echo "== results (wrk -t1 -c$CONNS -d${DURATION}s, server threads = cores, $(nproc) cores)"
+printf '%-34s %12s %8s %8s %8s %8s %8s %7s\n' endpoint req/s ratio p50_us p90_us p99_us p99.9_us errors
+printf '%-34s %12s %8s %8s %8s %8s %8s %7s\n' "GET /healthz" "$H" "1.00" "-" "-" "-" "-" "-"
+printf '%-34s %12s %8s %8s %8s %8s %8s %7s\n' "POST /api/v1/decide (caps on)" "$D" "$(ratio "$D" "$H")" \
+  "$(pct decide-caps p50_us)" "$(pct decide-caps p90_us)" "$(pct decide-caps p99_us)" "$(pct decide-caps p99.9_us)" "$(errors decide-caps)"
+printf '%-34s %12s %8s %8s %8s %8s %8s %7s\n' "POST /api/v1/decide (caps off)" "$D0" "$(ratio "$D0" "$H")" \
+  "$(pct decide-nocaps p50_us)" "$(pct decide-nocaps p90_us)" "$(pct decide-nocaps p99_us)" "$(pct decide-nocaps p99.9_us)" "$(errors decide-nocaps)"
+echo "caps on / caps off throughput: $(ratio "$D" "$D0")"
+echo "reload of all campaign files: ${RELOAD_MS} ms (generation build, forced)"
+echo "offline import: $(cat "$OUT/import.json")"
