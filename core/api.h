@@ -12,5 +12,10 @@ void api_ops_register(void);
 void api_profiles_register(void);
 void api_decide_register(void);
 void api_rules_register(void);
+void api_campaigns_register(void); /* campaigns, lifecycle, versions */
+void api_audit_register(void);     /* audit log */
+void api_events_register(void);    /* events, admin/compact */
+void api_analytics_register(void); /* analytics/... */
+void api_outbox_register(void);    /* outbox, dead letters, campaign sends */
 
 #endif

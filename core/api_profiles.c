@@ -1,6 +1,7 @@
 /* api_profiles.c — /api/v1/profiles: attributes, export, erase, import. */
 #include "api.h"
 #include "app.h"
+#include "audit.h"
 #include "err.h"
 #include "profiles.h"
 #include "router.h"
@@ -40,6 +41,10 @@ static void h_profile(struct http_req *r)
         json_t *o = json_object();
         json_object_set_new(o, "id", json_string(id));
         json_object_set_new(o, "erased_records", json_integer(n));
+        char obj[160];
+        snprintf(obj, sizeof obj, "profile:%s", id);
+        audit_log(g_app->store, audit_actor(r->key, http_header(r, "X-Actor")), "profile.erase", obj,
+                  NULL, o); /* the count erased, never the profile */
         http_reply_json(r, 200, o);
         return;
     }

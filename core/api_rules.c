@@ -1,6 +1,7 @@
 /* api_rules.c — /api/v1/rules: load status, forced reload, dry-compile. */
 #include "api.h"
 #include "app.h"
+#include "audit.h"
 #include "router.h"
 #include "rules.h"
 #include <string.h>
@@ -12,6 +13,10 @@ static void h_reload(struct http_req *r)
     int nerr = rules_reload(g_app, 1);
     json_t *o = rules_status_json();
     json_object_set_new(o, "errors", json_integer(nerr));
+    json_t *sum = json_pack("{s:O,s:i}", "generation", json_object_get(o, "generation"), "errors", nerr);
+    audit_log(g_app->store, audit_actor(r->key, http_header(r, "X-Actor")), "rules.reload", "rules",
+              NULL, sum);
+    json_decref(sum);
     http_reply_json(r, 200, o);
 }
 

@@ -108,8 +108,8 @@ struct qstate {
     const struct audit_query *q;
     json_t *entries;
     long examined;
-    uint64_t last_seq;   /* last seq examined */
-    int full;            /* page filled */
+    uint64_t last_seq; /* last seq examined */
+    int full;          /* page filled */
     int rc;
 };
 

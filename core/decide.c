@@ -127,10 +127,13 @@ static long *f_served(struct cstat *c) { return &c->served; }
 
 struct cand {
     int idx;           /* campaign index in the generation */
+    int rank;          /* position in the channel's index: priority desc, then id */
     double score;
     json_t *xp;        /* explain entry (borrowed from the explain array) */
     int variant;       /* chosen variant index */
     json_t *content;   /* rendered content (owned until moved into offers) */
+    int hooked;        /* the throttle hook passed it on the counts in `seen` */
+    struct throttle_counts seen;
 };
 
 static uint64_t next_rand(void)
@@ -309,7 +312,7 @@ static int choose_content(struct rules_worker *rw, const struct rules_campaign *
             return ERR_LUA;
         }
     } else {
-        double u = hash_unit(cust, strlen(cust), c->id, strlen(c->id)) * c->weight_sum;
+        double u = hash_bucket(cust, strlen(cust), c->id, strlen(c->id)) * c->weight_sum;
         double acc = 0;
         chosen = c->nvariants - 1;
         for (int i = 0; i < c->nvariants; i++) {
@@ -369,7 +372,7 @@ static int cand_cmp(const void *a, const void *b)
     const struct cand *x = a, *y = b;
     if (x->score != y->score)
         return x->score < y->score ? 1 : -1;
-    return x->idx - y->idx; /* index order = priority order within a channel */
+    return x->rank - y->rank; /* equal scores: priority order, then id (the channel index) */
 }
 
 /* Is consent withdrawn for this channel?  p.consent[key] == false,
@@ -385,14 +388,25 @@ static const char *consent_block(lua_State *L, int p_idx, const struct rules_cha
     const char *why = NULL;
     if (lua_istable(L, -1)) {
         const char *keys[3] = { ch->consent, ch->name, "all" };
+        int given = 0; /* the most specific recorded answer: 1 yes, -1 no */
         for (int i = 0; i < 3 && !why; i++) {
             if (!keys[i])
                 continue;
             lua_getfield(L, -1, keys[i]);
-            if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1))
-                why = i == 2 ? "consent: all withdrawn" : "consent withdrawn for this channel";
+            if (lua_type(L, -1) == LUA_TBOOLEAN) {
+                if (!lua_toboolean(L, -1))
+                    why = i == 2 ? "consent: all withdrawn" : "consent withdrawn for this channel";
+                else if (!given)
+                    given = 1;
+            }
             lua_pop(L, 1);
         }
+        /* a channel that requires consent needs a yes for it (or for all),
+         * not merely a consent record about other channels */
+        if (!why && ch->consent && given != 1)
+            why = "consent: none recorded for this channel";
+    } else if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
+        why = "consent: all withdrawn"; /* consent = false */
     } else if (ch->consent) {
         /* a channel that requires consent gets none without a record */
         why = "consent: none recorded for this channel";
@@ -445,8 +459,51 @@ static int cap_gate(struct rules_worker *rw, const struct rules_gen *g, struct c
                 json_object_set_new(xp, "capped", json_string("throttle hook"));
             return 1;
         }
+        cd->hooked = 1;
+        cd->seen = n;
     }
     return 0;
+}
+
+/* Inside the reservation's write txn: if the counts moved since the
+ * throttle hook judged the read snapshot (a concurrent decide, or an
+ * earlier offer of this request), ask the hook again with the fresh counts,
+ * so a hook that acts as a cap is exact like declared caps.  The hook then
+ * runs under the writer lock, bounded by its instruction budget.  Returns 1
+ * when the candidate is held back. */
+static int hook_recheck(struct rules_worker *rw, const struct rules_gen *g, struct cand *cd,
+                        const struct rules_channel *ch, const char *cust, struct store_txn *wt,
+                        int64_t now, int p_idx, int ctx_idx)
+{
+    if (!cd->hooked)
+        return 0;
+    const struct rules_campaign *c = &g->camps[cd->idx];
+    struct throttle_counts n;
+    if (throttle_read(wt, cust, c, ch, now, &n, NULL) || !memcmp(&n, &cd->seen, sizeof n))
+        return 0;
+    lua_State *L = luavm_state(rw->vm);
+    if (!push_hook(L, rw->refs[cd->idx], "throttle"))
+        return 0;
+    lua_pushvalue(L, p_idx);
+    lua_pushvalue(L, ctx_idx);
+    push_counts(L, c, ch, &n);
+    char err[512];
+    int rc = luavm_call(rw->vm, 3, 1, err, sizeof err);
+    if (rc) {
+        count_hook_error(c->id, H_THROTTLE, rc);
+        xp_error(cd->xp, "throttle", err);
+        return 1;
+    }
+    int tt = lua_type(L, -1), pass = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (tt != LUA_TBOOLEAN) {
+        count_hook_error(c->id, H_THROTTLE, ERR_LUA);
+        xp_error(cd->xp, "throttle", "must return true (allow) or false (hold back)");
+        return 1;
+    }
+    if (!pass && cd->xp)
+        json_object_set_new(cd->xp, "capped", json_string("throttle hook"));
+    return !pass;
 }
 
 json_t *decide_run(const struct decide_req *q, struct decide_err *e)
@@ -641,7 +698,7 @@ json_t *decide_run(const struct decide_req *q, struct decide_err *e)
         }
         if (xp)
             json_object_set_new(xp, "score", json_real(score));
-        cands[ncand++] = (struct cand){ i, score, xp, -1, NULL };
+        cands[ncand++] = (struct cand){ .idx = i, .rank = k, .score = score, .xp = xp, .variant = -1 };
     }
     if (blocked && explain) {
         json_t *x = json_object();
@@ -685,6 +742,11 @@ json_t *decide_run(const struct decide_req *q, struct decide_err *e)
             const struct rules_campaign *c = &g->camps[cd->idx];
             const char *why = NULL;
             if (wt && throttle_needed(c, ch, gcap)) {
+                if (hook_recheck(rw, g, cd, ch, q->customer_id, wt, now, p_idx, ctx_idx)) {
+                    json_decref(cd->content);
+                    cd->content = NULL;
+                    continue;
+                }
                 rc = throttle_reserve(wt, q->customer_id, c, ch, now, gcap, &why);
                 if (rc) {
                     if (cd->xp)
@@ -744,4 +806,19 @@ json_t *decide_run(const struct decide_req *q, struct decide_err *e)
     if (q->dry_run)
         json_object_set_new(out, "dry_run", json_true());
     return out;
+}
+
+const char *decide_consent_block(lua_State *L, int p_idx, const struct rules_channel *ch)
+{
+    return consent_block(L, p_idx, ch);
+}
+
+int decide_content(struct rules_worker *rw, const struct rules_campaign *c, int ref,
+                   const char *cust, int p_idx, int ctx_idx, int *variant, json_t **content)
+{
+    struct cand cd = { .variant = -1 };
+    int rc = choose_content(rw, c, ref, cust, p_idx, ctx_idx, &cd);
+    *variant = cd.variant;
+    *content = cd.content;
+    return rc;
 }

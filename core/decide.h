@@ -40,4 +40,27 @@ json_t *decide_run(const struct decide_req *q, struct decide_err *e);
 /** Register decide's per-campaign counters with /metrics. */
 void decide_metrics_init(void);
 
+/* Shared with outbound sends (core/sends.c, core/outbox.c), so a message
+ * follows exactly the rules an offer does. */
+struct lua_State;
+struct rules_worker;
+struct rules_campaign;
+struct rules_channel;
+
+/** Consent for channel `ch` of the profile table at `p_idx`: NULL when
+ *  allowed, else the reason (static string).  Blocked when p.opt_out is
+ *  true, p.consent is false, p.consent[<policy.consent>],
+ *  p.consent[<channel>] or p.consent.all is false, or the channel requires
+ *  consent (its policy names a consent key) and none of those three is
+ *  true. */
+const char *decide_consent_block(struct lua_State *L, int p_idx, const struct rules_channel *ch);
+
+/** Choose the variant of campaign `c` (Lua table ref `ref` in rw's state)
+ *  for customer `cust` (content hook or weighted bucketing) and render its
+ *  content templates against the profile at `p_idx`.  @return 0 with
+ *  *variant (index) and *content (new reference), or ERR_LUA / ERR_BUDGET /
+ *  ERR_INVAL (hook failed or content not renderable). */
+int decide_content(struct rules_worker *rw, const struct rules_campaign *c, int ref,
+                   const char *cust, int p_idx, int ctx_idx, int *variant, json_t **content);
+
 #endif

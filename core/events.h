@@ -47,6 +47,8 @@
 #include <stdint.h>
 #include "store.h"
 
+struct event_base;
+
 #define EVENTS_CHUNK 4000               /**< events per write transaction */
 #define EVENTS_MAX_ERRORS 1000          /**< errors listed in a result (all are counted) */
 #define EVENTS_MAX_LINE (64 * 1024)     /**< longest NDJSON line / encoded event */
@@ -99,6 +101,11 @@ long events_erase_customer(struct store_txn *t, const char *customer);
  *  or decode error. */
 json_t *events_customer_list(struct store_txn *t, const char *customer, size_t max);
 
+/** Which campaign × variant × channel × day cells the customer appears
+ *  in (their unique-customer markers): a new array of {"day", "campaign_id",
+ *  "variant", "channel", "types": [...]}.  NULL on a store error. */
+json_t *events_customer_activity(struct store_txn *t, const char *customer);
+
 /** Delete raw events older than `cutoff` (unix seconds) with their index
  *  and event_id keys, minute buckets older than two days, and unique-customer
  *  markers of days before the cutoff; batches of EVENTS_CHUNK deletions per
@@ -108,7 +115,6 @@ int events_compact(struct store *s, int64_t cutoff, long *deleted);
 
 /** Start the hourly compaction timer on an event base (the main thread's):
  *  removes events older than `retention_days`.  @return 0 or ERR_NOMEM. */
-struct event_base;
 int events_compactor_start(struct event_base *base, struct store *s, int retention_days);
 void events_compactor_stop(void);
 

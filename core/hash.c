@@ -1,5 +1,6 @@
 /* hash.c — FNV-1a and unit-interval bucketing. */
 #include "hash.h"
+#include <stdio.h>
 
 uint32_t hash_fnv1a(const void *data, size_t len, uint32_t h)
 {
@@ -17,4 +18,14 @@ double hash_unit(const char *a, size_t alen, const char *b, size_t blen)
     h = hash_fnv1a("/", 1, h);
     h = hash_fnv1a(b, blen, h);
     return (double)(h % 10000u) / 10000.0;
+}
+
+double hash_bucket(const char *a, size_t alen, const char *b, size_t blen)
+{
+    uint32_t h = hash_fnv1a(a, alen, HASH_FNV_INIT);
+    h = hash_fnv1a("/", 1, h);
+    h = hash_fnv1a(b, blen, h);
+    char dec[16];
+    int n = snprintf(dec, sizeof dec, "%u", (unsigned)h);
+    return (double)(hash_fnv1a(dec, (size_t)n, HASH_FNV_INIT) % 10000u) / 10000.0;
 }

@@ -39,6 +39,40 @@ void http_reply_raw(struct http_req *r, int status, const char *ctype, const voi
     send_buf(r, status, ctype, data, len);
 }
 
+/* Digits for printing the reals of `v`: 15 keeps computed numbers readable
+ * ("0.1", not "0.10000000000000001"), but when any real would change at 15
+ * digits (0.1 + 0.2, 1.7976931348623157e308 — which would even overflow
+ * when parsed back) the whole reply uses 17, so printing never alters a
+ * stored value. */
+static int real_digits(const json_t *v, int depth)
+{
+    if (depth > 64)
+        return 17;
+    switch (json_typeof(v)) {
+    case JSON_REAL: {
+        char b[40];
+        double d = json_real_value(v);
+        snprintf(b, sizeof b, "%.15g", d);
+        return strtod(b, NULL) == d ? 15 : 17;
+    }
+    case JSON_OBJECT: {
+        const char *k;
+        json_t *x;
+        json_object_foreach((json_t *)v, k, x)
+            if (real_digits(x, depth + 1) == 17)
+                return 17;
+        return 15;
+    }
+    case JSON_ARRAY:
+        for (size_t i = 0; i < json_array_size(v); i++)
+            if (real_digits(json_array_get(v, i), depth + 1) == 17)
+                return 17;
+        return 15;
+    default:
+        return 15;
+    }
+}
+
 void http_reply_json(struct http_req *r, int status, json_t *body)
 {
     if (!body) {
@@ -55,7 +89,7 @@ void http_reply_json(struct http_req *r, int status, json_t *body)
         }
         buf_free(&b);
     }
-    char *s = json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(15));
+    char *s = json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(real_digits(body, 0)));
     json_decref(body);
     if (!s) {
         static const char oom[] = "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}";

@@ -82,7 +82,7 @@ static void task_free(struct luavm_net_task *t)
     free(t);
 }
 
-static void step(struct luavm_net_task *t, int nargs);
+static int step(struct luavm_net_task *t, int nargs);
 
 static void on_net_done(void *ud, const struct net_result *res)
 {
@@ -115,8 +115,9 @@ static void on_task_timeout(evutil_socket_t fd, short what, void *arg)
     task_free(t);
 }
 
-/* Resume until the coroutine waits on the network, returns or fails. */
-static void step(struct luavm_net_task *t, int nargs)
+/* Resume until the coroutine waits on the network (returns 1, the task
+ * lives on), returns or fails (done is called, the task freed, returns 0). */
+static int step(struct luavm_net_task *t, int nargs)
 {
     for (;;) {
         char err[512];
@@ -133,7 +134,7 @@ static void step(struct luavm_net_task *t, int nargs)
                                  t->spec.len, t->request_timeout_ms, on_net_done, t, &nrc);
             spec_clear(&t->spec);
             if (t->req)
-                return; /* on_net_done resumes */
+                return 1; /* on_net_done resumes */
             lua_pushnil(t->co);
             lua_pushstring(t->co, nrc == ERR_INVAL ? "invalid request (url or header)"
                                                    : "out of memory");
@@ -149,7 +150,7 @@ static void step(struct luavm_net_task *t, int nargs)
         else
             t->done(t->ud, rc, t->co, 0, err);
         task_free(t);
-        return;
+        return 0;
     }
 }
 
@@ -185,15 +186,8 @@ int luavm_net_run(struct luavm *vm, struct net *net, int nargs, const struct lua
     lua_xmove(L, t->co, nargs + 1);
     struct timeval tv = { t->timeout_ms / 1000, (t->timeout_ms % 1000) * 1000 };
     evtimer_add(t->timer, &tv);
-    /* step() may finish (and free) the task before returning, so learn
-     * whether it is still pending through a sentinel in the task list. */
-    struct luavm_net_task *self = t;
-    step(t, nargs);
-    /* A finished task has been freed: we cannot look at it.  step() only
-     * returns with the task alive when a request is in flight, and then
-     * on_net_done still owns it, so report it as pending through the
-     * pointer we kept only when net has a request for it. */
-    (void)self;
+    if (step(t, nargs))
+        *out = t;
     return 0;
 }
 
@@ -341,6 +335,41 @@ static int l_net_http_request(lua_State *L)
     return luaL_argerror(L, 1, "method must be GET, POST, PUT, PATCH or DELETE");
 }
 
+/***
+ * net.json(value) -> string
+ * Encode a table (or scalar) as compact JSON, e.g. to sign the exact bytes
+ * that net.http_post sends:
+ *   local body = net.json(payload)
+ *   local sig = promo.hmac_sha256(settings.secret, body)
+ * Raises for values JSON cannot carry (functions, NaN, cycles).
+ */
+static int push_cstr(lua_State *L)
+{
+    lua_pushstring(L, lua_touserdata(L, 1));
+    return 1;
+}
+
+static int l_net_json(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    lua_settop(L, 1);
+    lua_pushcfunction(L, push_cstr); /* allocate before the malloc below */
+    int jerr;
+    json_t *j = luavm_to_json(L, 1, &jerr);
+    if (!j)
+        return luaL_argerror(L, 1, "value cannot be encoded as JSON");
+    char *s = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
+    json_decref(j);
+    if (!s)
+        return luaL_error(L, "out of memory");
+    lua_pushlightuserdata(L, s);
+    int st = lua_pcall(L, 1, 1, 0); /* a memory error must not leak s */
+    free(s);
+    if (st)
+        return lua_error(L);
+    return 1;
+}
+
 static int net_readonly(lua_State *L) { return luaL_error(L, "net is read-only"); }
 
 void luavm_net_push_lib(lua_State *L)
@@ -355,6 +384,8 @@ void luavm_net_push_lib(lua_State *L)
         lua_setfield(L, -2, "http_post");
         lua_pushcfunction(L, l_net_http_request);
         lua_setfield(L, -2, "http_request");
+        lua_pushcfunction(L, l_net_json);
+        lua_setfield(L, -2, "json");
         lua_setfield(L, -2, "__index");
         lua_pushcfunction(L, net_readonly);
         lua_setfield(L, -2, "__newindex");

@@ -8,11 +8,15 @@
  */
 #include "api.h"
 #include "app.h"
+#include "campaigns.h"
 #include "clock.h"
 #include "err.h"
+#include "events.h"
 #include "log.h"
+#include "outbox.h"
 #include "profiles.h"
 #include "rules.h"
+#include "sends.h"
 #include "server.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -129,22 +133,29 @@ static int cmd_serve(const struct cli *c)
         return 2;
     if (open_store(&app))
         return 1;
+    campaigns_start(&app); /* reloader hooks: before the first load */
     int rc = rules_start(&app);
     if (rc) {
         store_close(app.store);
         return 1;
     }
     app_register_routes();
+    if (sends_init(&app))
+        log_error("campaign sends unavailable", "%s", "cannot start the audience builder");
     struct server_opts so = { .cfg = &app.cfg, .thread_init = rules_thread_init,
                               .thread_fini = rules_thread_fini };
     rc = server_start(&so, &app.srv);
     if (rc) {
         fprintf(stderr, "promod: cannot start the server: %s\n", err_str(rc));
+        sends_shutdown();
         rules_stop(&app);
         store_close(app.store);
         return 1;
     }
     rules_attach(&app);
+    events_compactor_start(server_main_base(app.srv), app.store, app.cfg.event_retention_days);
+    if (outbox_init(&app)) /* after server_start: libevent is in threaded mode */
+        log_error("outbox unavailable", "%s", "cannot start the delivery thread");
     if (c->port_file) {
         char tmp[4096];
         snprintf(tmp, sizeof tmp, "%s.tmp", c->port_file);
@@ -156,6 +167,9 @@ static int cmd_serve(const struct cli *c)
         }
     }
     server_run(app.srv);
+    sends_shutdown();
+    outbox_shutdown();
+    events_compactor_stop();
     rules_stop(&app);
     server_free(app.srv);
     store_close(app.store);

@@ -104,6 +104,7 @@ void luavm_net_cancel(struct luavm_net_task *t);
 /** Push a fresh read-only `net` table for one deliver() call:
  *    net.http_post(url, body, headers)  -> status, body | nil, reason
  *    net.http_request(method, url, body, headers) -> status, body | nil, reason
+ *    net.json(value) -> string (compact JSON, to sign exact bytes)
  *  `body` is a string (sent as is) or a table (sent as JSON with
  *  Content-Type: application/json); `headers` a table of name = value
  *  strings.  Only usable inside a task started by luavm_net_run; elsewhere

@@ -2,9 +2,12 @@
 #include "profiles.h"
 #include "codec.h"
 #include "err.h"
+#include "events.h"
 #include "http.h"
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 int profiles_validate(const char *id, const json_t *attrs, int patch, char *msg, size_t msglen,
                       const char **field)
@@ -168,6 +171,11 @@ long profiles_erase_txn(struct store_txn *t, const char *id)
         total++;
     else if (rc != ERR_NOTFOUND)
         return rc;
+    /* raw events first: they are found through the index deleted below */
+    long ev = events_erase_customer(t, id);
+    if (ev < 0)
+        return ev;
+    total += ev;
     /* every per-customer family keys as "<id>\0..." */
     char *prefix = malloc(n + 1);
     if (!prefix)
@@ -187,7 +195,35 @@ long profiles_erase_txn(struct store_txn *t, const char *id)
     return total;
 }
 
-static void add_error(struct profiles_import_result *res, long line, const char *msg)
+/* ---- NDJSON import ------------------------------------------------------
+ *
+ * Two phases: parse_range() turns a range of lines into records (key +
+ * msgpack value, or line number + message), write_ranges() stores them in
+ * line order in batched write transactions.  Parsing is nearly all of the
+ * cost (JSON parse, checks, msgpack encode; the LMDB puts are a few per
+ * cent), so the offline import parses the ranges of a block on several
+ * threads while one writer keeps the order of a single pass: the same
+ * line numbers, the same "last line wins" for a repeated id. */
+
+struct irec {
+    long line;
+    size_t off;    /* into the range's data buffer */
+    size_t klen;   /* key bytes; 0 marks an error record */
+    size_t vlen;   /* msgpack bytes, or the message's bytes for an error */
+};
+
+struct irange {
+    const char *p; /* the input lines */
+    size_t len;
+    long first_line;
+    struct buf data; /* every record's key+value or message bytes */
+    struct irec *recs;
+    size_t n, cap;
+    long lines;    /* non-blank lines */
+    int rc;        /* ERR_NOMEM while parsing */
+};
+
+static void add_error(struct profiles_import_result *res, long line, const char *msg, size_t len)
 {
     res->failed++;
     if (!res->errors)
@@ -195,26 +231,44 @@ static void add_error(struct profiles_import_result *res, long line, const char 
     if (json_array_size(res->errors) < 100) {
         json_t *e = json_object();
         json_object_set_new(e, "line", json_integer(line));
-        json_object_set_new(e, "message", json_string(msg));
+        json_t *m = json_stringn(msg, len);
+        json_object_set_new(e, "message", m ? m : json_string("(message not valid UTF-8)"));
         json_array_append_new(res->errors, e);
     }
 }
 
-int profiles_import_ndjson(struct store *s, const char *data, size_t len, long first_line,
-                           int batch, struct profiles_import_result *res)
+static int add_rec(struct irange *g, long line, const char *key, size_t klen, const void *val,
+                   size_t vlen)
 {
-    if (batch <= 0)
-        batch = 5000;
-    struct store_txn *t = NULL;
-    int rc = 0, inbatch = 0;
+    if (g->n == g->cap) {
+        size_t nc = g->cap ? g->cap * 2 : 1024;
+        struct irec *nr = realloc(g->recs, nc * sizeof *nr);
+        if (!nr)
+            return ERR_NOMEM;
+        g->recs = nr;
+        g->cap = nc;
+    }
+    size_t off = g->data.len;
+    if (buf_add(&g->data, key, klen) || buf_add(&g->data, val, vlen))
+        return ERR_NOMEM;
+    g->recs[g->n++] = (struct irec){ line, off, klen, vlen };
+    return 0;
+}
+
+static int add_bad(struct irange *g, long line, const char *msg)
+{
+    return add_rec(g, line, "", 0, msg, strlen(msg));
+}
+
+static void parse_range(struct irange *g)
+{
     struct buf b = BUF_INIT;
-    long line = first_line - 1;
-    const char *p = data, *end = data + len;
-    while (p < end) {
+    long line = g->first_line - 1;
+    const char *p = g->p, *end = g->p + g->len;
+    while (p < end && !g->rc) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
         const char *le = nl ? nl : end;
         line++;
-        res->lines++;
         size_t ll = (size_t)(le - p);
         if (ll && p[ll - 1] == '\r')
             ll--;
@@ -223,61 +277,90 @@ int profiles_import_ndjson(struct store *s, const char *data, size_t len, long f
         size_t ws = 0;
         while (ws < ll && (q[ws] == ' ' || q[ws] == '\t'))
             ws++;
-        if (ws == ll) {
-            res->lines--;
-            continue;
-        }
+        if (ws == ll)
+            continue; /* blank */
+        g->lines++;
         int err;
         char msg[256];
         json_t *o = codec_parse_json(q, ll, &err, msg, sizeof msg);
         if (!o) {
-            add_error(res, line, msg);
+            g->rc = add_bad(g, line, msg);
             continue;
         }
-        json_t *idv = json_object_get(o, "id");
-        const char *id = json_string_value(idv);
+        const char *id = json_string_value(json_object_get(o, "id"));
         const char *field;
         if (!json_is_object(o)) {
-            add_error(res, line, "line must be a JSON object");
+            g->rc = add_bad(g, line, "line must be a JSON object");
         } else if (!id) {
-            add_error(res, line, "missing string \"id\"");
+            g->rc = add_bad(g, line, "missing string \"id\"");
         } else if (!http_valid_id(id)) {
-            add_error(res, line, "invalid id (1-128 characters of A-Z a-z 0-9 _ - . : @)");
+            g->rc = add_bad(g, line, "invalid id (1-128 characters of A-Z a-z 0-9 _ - . : @)");
         } else if (profiles_validate(id, o, 0, msg, sizeof msg, &field)) {
-            add_error(res, line, msg);
+            g->rc = add_bad(g, line, msg);
         } else {
             buf_reset(&b);
             char idbuf[130]; /* the key outlives the "id" member we drop */
             snprintf(idbuf, sizeof idbuf, "%s", id);
-            id = idbuf;
             json_object_del(o, "id"); /* id is the key, not an attribute */
             int e = codec_json_to_msgpack(o, &b);
-            if (e) {
-                add_error(res, line, err_str(e));
-            } else if (b.len > PROFILES_MAX_ATTRS_BYTES) {
-                add_error(res, line, "profile larger than 256 KiB");
-            } else {
-                if (!t && (rc = store_wtxn_begin(s, &t)))
-                    goto out;
-                rc = store_put(t, STORE_PROFILES, id, strlen(id), b.p, b.len);
-                if (rc) {
-                    json_decref(o);
-                    goto out;
-                }
-                res->imported++;
-                if (++inbatch >= batch) {
-                    rc = store_txn_commit(t, STORE_ASYNC);
-                    t = NULL;
-                    inbatch = 0;
-                    if (rc)
-                        goto out;
-                }
-            }
+            if (e)
+                g->rc = add_bad(g, line, err_str(e));
+            else if (b.len > PROFILES_MAX_ATTRS_BYTES)
+                g->rc = add_bad(g, line, "profile larger than 256 KiB");
+            else
+                g->rc = add_rec(g, line, idbuf, strlen(idbuf), b.p, b.len);
         }
         json_decref(o);
     }
-out:
     buf_free(&b);
+}
+
+static void *parse_thread(void *arg)
+{
+    parse_range(arg);
+    return NULL;
+}
+
+static void range_free(struct irange *g)
+{
+    buf_free(&g->data);
+    free(g->recs);
+}
+
+/* Store the parsed ranges in order: a write txn per `batch` records
+ * (async commits), the last one durable, so the call returns only once
+ * every imported record is on disk. */
+static int write_ranges(struct store *s, struct irange *gs, int ng, int batch,
+                        struct profiles_import_result *res)
+{
+    struct store_txn *t = NULL;
+    int rc = 0, inbatch = 0;
+    for (int i = 0; i < ng && !rc; i++) {
+        struct irange *g = &gs[i];
+        res->lines += g->lines;
+        for (size_t j = 0; j < g->n; j++) {
+            const struct irec *r = &g->recs[j];
+            const char *d = g->data.p + r->off;
+            if (!r->klen) {
+                add_error(res, r->line, d, r->vlen);
+                continue;
+            }
+            if (!t && (rc = store_wtxn_begin(s, &t)))
+                break;
+            if ((rc = store_put(t, STORE_PROFILES, d, r->klen, d + r->klen, r->vlen)))
+                break;
+            res->imported++;
+            if (++inbatch >= batch) {
+                rc = store_txn_commit(t, STORE_ASYNC);
+                t = NULL;
+                inbatch = 0;
+                if (rc)
+                    break;
+            }
+        }
+        if (!rc && g->rc)
+            rc = g->rc; /* out of memory parsing: stop after what was parsed */
+    }
     if (rc) {
         /* the failed batch is lost: count it so the caller's totals are honest */
         if (t) {
@@ -296,8 +379,62 @@ out:
     return rc;
 }
 
+#define IMPORT_MAX_THREADS 4
+
+/* Import whole lines data[0..len) numbered from first_line, parsing on up
+ * to `nthreads` threads (the caller's included). */
+static int import_block(struct store *s, const char *data, size_t len, long first_line, int batch,
+                        int nthreads, struct profiles_import_result *res)
+{
+    if (batch <= 0)
+        batch = 5000;
+    if (nthreads < 1 || len < (256u << 10))
+        nthreads = 1; /* not worth a thread */
+    if (nthreads > IMPORT_MAX_THREADS)
+        nthreads = IMPORT_MAX_THREADS;
+    struct irange gs[IMPORT_MAX_THREADS];
+    memset(gs, 0, sizeof gs);
+    int ng = 0;
+    size_t at = 0;
+    long line = first_line;
+    while (at < len && ng < nthreads) {
+        size_t want = ng == nthreads - 1 ? len - at : (len - at) / (size_t)(nthreads - ng);
+        size_t cut = at + (want ? want : 1);
+        while (cut < len && data[cut - 1] != '\n') /* end on a line boundary */
+            cut++;
+        gs[ng] = (struct irange){ .p = data + at, .len = cut - at, .first_line = line };
+        for (size_t i = at; i < cut; i++)
+            line += data[i] == '\n';
+        ng++;
+        at = cut;
+    }
+    pthread_t th[IMPORT_MAX_THREADS];
+    int started[IMPORT_MAX_THREADS] = { 0 };
+    for (int i = 1; i < ng; i++)
+        started[i] = pthread_create(&th[i], NULL, parse_thread, &gs[i]) == 0;
+    parse_range(&gs[0]);
+    for (int i = 1; i < ng; i++) {
+        if (started[i])
+            pthread_join(th[i], NULL);
+        else
+            parse_range(&gs[i]); /* no thread: parse it here */
+    }
+    int rc = write_ranges(s, gs, ng, batch, res);
+    for (int i = 0; i < ng; i++)
+        range_free(&gs[i]);
+    return rc;
+}
+
+int profiles_import_ndjson(struct store *s, const char *data, size_t len, long first_line,
+                           int batch, struct profiles_import_result *res)
+{
+    return import_block(s, data, len, first_line, batch, 1, res);
+}
+
 int profiles_import_file(struct store *s, FILE *f, struct profiles_import_result *res)
 {
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    int nthreads = ncpu < 1 ? 1 : ncpu > IMPORT_MAX_THREADS ? IMPORT_MAX_THREADS : (int)ncpu;
     size_t cap = 8 << 20, have = 0;
     char *blk = malloc(cap);
     if (!blk)
@@ -329,16 +466,10 @@ int profiles_import_file(struct store *s, FILE *f, struct profiles_import_result
             }
         }
         if (upto) {
-            long before = res->lines;
-            rc = profiles_import_ndjson(s, blk, upto, line, 10000, res);
+            rc = import_block(s, blk, upto, line, 10000, nthreads, res);
             /* count lines including blank ones for numbering */
-            long nl = 0;
             for (size_t i = 0; i < upto; i++)
-                nl += blk[i] == '\n';
-            if (upto && blk[upto - 1] != '\n')
-                nl++;
-            line += nl;
-            (void)before;
+                line += blk[i] == '\n';
             if (rc)
                 break;
             memmove(blk, blk + upto, have - upto);
@@ -455,16 +586,24 @@ json_t *profiles_export(struct store *s, const char *id, int *rc)
     size_t n = strlen(id);
     char *prefix = malloc(n + 1);
     memcpy(prefix, id, n + 1);
-    static const struct { enum store_db db; const char *name; } fams[] = {
-        { STORE_COUNTERS, "counters" }, { STORE_CUSTIDX, "events" } };
     int any = p != NULL;
-    for (size_t i = 0; i < 2; i++) {
-        struct export_ctx x = { json_array(), 0 };
-        store_scan(t, fams[i].db, prefix, n + 1, NULL, 0, export_cb, &x);
-        any |= json_array_size(x.arr) > 0;
-        json_object_set_new(out, fams[i].name, x.arr);
-    }
+    struct export_ctx x = { json_array(), 0 };
+    store_scan(t, STORE_COUNTERS, prefix, n + 1, NULL, 0, export_cb, &x);
+    any |= json_array_size(x.arr) > 0;
+    json_object_set_new(out, "counters", x.arr);
     free(prefix);
+    const void *sv;
+    size_t sl;
+    if (store_get(t, STORE_PSTATS, id, n, &sv, &sl) == 0) {
+        json_t *st = codec_msgpack_to_json(sv, sl, NULL);
+        any |= st != NULL;
+        json_object_set_new(out, "stats", st ? st : json_null());
+    }
+    json_t *evs = events_customer_list(t, id, 1000000);
+    json_t *act = events_customer_activity(t, id);
+    any |= json_array_size(evs) > 0 || json_array_size(act) > 0;
+    json_object_set_new(out, "events", evs ? evs : json_array());
+    json_object_set_new(out, "activity", act ? act : json_array());
     store_txn_end(t);
     if (!any) {
         json_decref(out);

@@ -50,7 +50,11 @@ struct profiles_import_result {
 int profiles_import_ndjson(struct store *s, const char *data, size_t len, long first_line,
                            int batch, struct profiles_import_result *res);
 
-/** Import a whole NDJSON file (streamed in blocks), for `promod import`. */
+/** Import a whole NDJSON file (streamed in 8 MiB blocks of whole lines),
+ *  for `promod import`.  Each block is parsed on up to 4 threads (one per
+ *  core) and written in line order by the calling thread, so the result
+ *  is the same as one pass: same line numbers, last line wins for an id.
+ *  Each block ends with a durable commit. */
 int profiles_import_file(struct store *s, FILE *f, struct profiles_import_result *res);
 
 

@@ -170,35 +170,298 @@ int rules_gen_find_channel(const struct rules_gen *g, const char *name)
 /* ===================================================================== */
 /* validation                                                            */
 
+struct loc {
+    char path[96];
+    int line;
+    int in_return;
+};
+
 struct vctx {
     const char *path;
     const char *src;
     size_t len;
     json_t *errors;
     int nerr;
+    struct loc *locs;   /* field positions, built on the first error */
+    int nlocs, caplocs, locs_built;
 };
 
-/* Best-effort line of `key =` in the source, so a validation error points
- * at the field a marketer has to fix (the table itself has no positions). */
-static int find_line(const struct vctx *v, const char *key)
+/* --- where is a field? -------------------------------------------------
+ * Validation sees the returned table, which has no positions, yet every
+ * error must say file:line.  A small Lua scanner (strings, comments, long
+ * brackets, block keywords) walks the source once and records, for each
+ * table field outside function bodies, its path ("variants[2].weight",
+ * "schedule.ends", "caps.customer[1]") and line.  The table after `return`
+ * wins over other top-level tables; a path that is not written out (a
+ * default, a value built in a local) falls back to its nearest written
+ * parent, and a field that is nowhere to be found reports line 1. */
+
+enum { TK_EOF, TK_NAME, TK_STR, TK_NUM, TK_SYM };
+struct tok {
+    int type;
+    const char *s;
+    size_t n;
+    int line;
+};
+
+/* At s[i] == '[': the level of a long bracket "[==[", or -1. */
+static int long_level(const char *s, size_t len, size_t i)
 {
-    size_t kl = strlen(key);
-    int line = 1;
-    for (size_t i = 0; i + kl < v->len; i++) {
-        if (v->src[i] == '\n') {
-            line++;
-            continue;
-        }
-        if (memcmp(v->src + i, key, kl) == 0 && (i == 0 || !(isalnum((unsigned char)v->src[i - 1]) ||
-                                                            v->src[i - 1] == '_'))) {
-            size_t j = i + kl;
-            while (j < v->len && (v->src[j] == ' ' || v->src[j] == '\t'))
+    size_t j = i + 1;
+    int lvl = 0;
+    while (j < len && s[j] == '=') {
+        lvl++;
+        j++;
+    }
+    return j < len && s[j] == '[' ? lvl : -1;
+}
+
+static size_t skip_long(const char *s, size_t len, size_t i, int lvl, int *line)
+{
+    for (i += (size_t)lvl + 2; i < len; i++) {
+        if (s[i] == '\n') {
+            (*line)++;
+        } else if (s[i] == ']') {
+            size_t j = i + 1;
+            int k = 0;
+            while (j < len && s[j] == '=') {
+                k++;
                 j++;
-            if (j < v->len && v->src[j] == '=' && (j + 1 >= v->len || v->src[j + 1] != '='))
-                return line;
+            }
+            if (k == lvl && j < len && s[j] == ']')
+                return j + 1;
         }
     }
-    return 0;
+    return len;
+}
+
+static void lex(const char *s, size_t len, size_t *pos, int *line, struct tok *t)
+{
+    size_t i = *pos;
+    for (;;) {
+        while (i < len && isspace((unsigned char)s[i]))
+            if (s[i++] == '\n')
+                (*line)++;
+        if (i + 1 < len && s[i] == '-' && s[i + 1] == '-') {
+            i += 2;
+            int lvl = i < len && s[i] == '[' ? long_level(s, len, i) : -1;
+            if (lvl >= 0)
+                i = skip_long(s, len, i, lvl, line);
+            else
+                while (i < len && s[i] != '\n')
+                    i++;
+            continue;
+        }
+        break;
+    }
+    t->line = *line;
+    t->s = s + i;
+    t->n = 1;
+    if (i >= len) {
+        t->type = TK_EOF;
+        t->n = 0;
+        *pos = len;
+        return;
+    }
+    unsigned char c = (unsigned char)s[i];
+    size_t j = i;
+    if (isalpha(c) || c == '_') {
+        while (j < len && (isalnum((unsigned char)s[j]) || s[j] == '_'))
+            j++;
+        t->type = TK_NAME;
+    } else if (isdigit(c) || (c == '.' && i + 1 < len && isdigit((unsigned char)s[i + 1]))) {
+        while (j < len && (isalnum((unsigned char)s[j]) || s[j] == '.'))
+            j++;
+        t->type = TK_NUM;
+    } else if (c == '"' || c == '\'') {
+        for (j = i + 1; j < len && s[j] != (char)c && s[j] != '\n'; j++)
+            if (s[j] == '\\' && j + 1 < len && s[++j] == '\n')
+                (*line)++;
+        t->type = TK_STR;
+        t->s = s + i + 1;
+        t->n = j - i - 1;
+        *pos = j < len ? j + 1 : len;
+        return;
+    } else if (c == '[' && long_level(s, len, i) >= 0) {
+        j = skip_long(s, len, i, long_level(s, len, i), line);
+        t->type = TK_STR;
+        t->n = 0;
+        *pos = j;
+        return;
+    } else {
+        j = i + 1;
+        if (j < len && s[j] == '=' && strchr("=~<>", c))
+            j++; /* ==, ~=, <=, >=: not an assignment */
+        t->type = TK_SYM;
+    }
+    t->n = j - i;
+    *pos = j;
+}
+
+static int tok_is(const struct tok *t, int type, const char *text)
+{
+    return t->type == type && t->n == strlen(text) && !memcmp(t->s, text, t->n);
+}
+
+static void loc_add(struct vctx *v, const char *path, int line, int in_return)
+{
+    if (path[0] == '\1' || v->nlocs >= 100000)
+        return; /* anonymous table (a call argument, a table inside a function) */
+    if (v->nlocs == v->caplocs) {
+        int cap = v->caplocs ? v->caplocs * 2 : 64;
+        struct loc *n = realloc(v->locs, (size_t)cap * sizeof *n);
+        if (!n)
+            return;
+        v->locs = n;
+        v->caplocs = cap;
+    }
+    struct loc *l = &v->locs[v->nlocs++];
+    snprintf(l->path, sizeof l->path, "%s", path);
+    l->line = line;
+    l->in_return = in_return;
+}
+
+#define LOC_DEPTH 64
+struct lframe {
+    int table;          /* 1 = table constructor, 0 = block (function, do, if, repeat) */
+    int in_return;
+    int pos;            /* positional items so far */
+    int item_start;     /* the next token starts an item */
+    char path[96];      /* this table's path ("" = the campaign table, "\1" = anonymous) */
+    char key[96];       /* path of the current keyed item */
+};
+
+static void join_path(char *out, size_t cap, const char *base, const char *name, size_t nl, int idx)
+{
+    if (base[0] == '\1')
+        snprintf(out, cap, "\1");
+    else if (name)
+        snprintf(out, cap, "%s%s%.*s", base, base[0] ? "." : "", (int)nl, name);
+    else
+        snprintf(out, cap, "%s[%d]", base, idx);
+}
+
+static void build_locs(struct vctx *v)
+{
+    v->locs_built = 1;
+    struct lframe *st = calloc(LOC_DEPTH, sizeof *st);
+    if (!st)
+        return;
+    int sp = 0, line = 1;
+    size_t pos = 0;
+    struct tok p2 = { 0 }, p1 = { 0 }, t, nx;
+    lex(v->src, v->len, &pos, &line, &t);
+    while (t.type != TK_EOF) {
+        lex(v->src, v->len, &pos, &line, &nx);
+        struct lframe *top = sp ? &st[sp - 1] : NULL;
+        int in_table = top && top->table;
+        if (t.type == TK_NAME && (tok_is(&t, TK_NAME, "function") || tok_is(&t, TK_NAME, "do") ||
+                                  tok_is(&t, TK_NAME, "if") || tok_is(&t, TK_NAME, "repeat"))) {
+            if (in_table && top->item_start) {
+                top->pos++;
+                top->item_start = 0;
+            }
+            if (sp == LOC_DEPTH)
+                break;
+            st[sp++] = (struct lframe){ .table = 0 };
+        } else if (tok_is(&t, TK_NAME, "end") || tok_is(&t, TK_NAME, "until")) {
+            if (top && !top->table)
+                sp--;
+        } else if (tok_is(&t, TK_SYM, "{")) {
+            struct lframe f = { .table = 1, .item_start = 1 };
+            if (!top) {
+                /* a top-level table: the campaign table after `return`, a
+                 * local, or `c.variants = {` (then its path is "variants") */
+                f.in_return = tok_is(&p1, TK_NAME, "return");
+                if (tok_is(&p1, TK_SYM, "=") && p2.type == TK_NAME) {
+                    const char *b = p2.s;
+                    int dotted = b > v->src && b[-1] == '.';
+                    snprintf(f.path, sizeof f.path, "%.*s", dotted ? (int)p2.n : 0, b);
+                    if (!dotted)
+                        f.path[0] = 0;
+                }
+            } else if (!top->table) {
+                f.path[0] = '\1';
+            } else if (top->item_start) {
+                top->pos++;
+                top->item_start = 0;
+                join_path(f.path, sizeof f.path, top->path, NULL, 0, top->pos);
+                loc_add(v, f.path, t.line, top->in_return);
+                f.in_return = top->in_return;
+            } else {
+                snprintf(f.path, sizeof f.path, "%s", tok_is(&p1, TK_SYM, "=") ? top->key : "\1");
+                f.in_return = top->in_return;
+            }
+            if (sp == LOC_DEPTH)
+                break;
+            st[sp++] = f;
+        } else if (tok_is(&t, TK_SYM, "}")) {
+            if (in_table)
+                sp--;
+        } else if (in_table) {
+            if (tok_is(&t, TK_SYM, ",") || tok_is(&t, TK_SYM, ";")) {
+                top->item_start = 1;
+            } else if (top->item_start) {
+                top->item_start = 0;
+                if (t.type == TK_NAME && tok_is(&nx, TK_SYM, "=")) {
+                    join_path(top->key, sizeof top->key, top->path, t.s, t.n, 0);
+                    loc_add(v, top->key, t.line, top->in_return);
+                } else if (tok_is(&t, TK_SYM, "[")) {
+                    snprintf(top->key, sizeof top->key, "\1"); /* [expr] = value */
+                } else {
+                    char p[96];
+                    join_path(p, sizeof p, top->path, NULL, 0, ++top->pos);
+                    loc_add(v, p, t.line, top->in_return);
+                }
+            }
+        }
+        p2 = p1;
+        p1 = t;
+        t = nx;
+    }
+    free(st);
+}
+
+static int loc_find(struct vctx *v, const char *path)
+{
+    int any = 0;
+    for (int i = 0; i < v->nlocs; i++)
+        if (!strcmp(v->locs[i].path, path)) {
+            if (v->locs[i].in_return)
+                return v->locs[i].line;
+            if (!any)
+                any = v->locs[i].line;
+        }
+    return any;
+}
+
+/* Line of the field at `path`, or of its nearest written parent; 0 when
+ * none is written in the source. */
+static int find_line(struct vctx *v, const char *path)
+{
+    if (!v->locs_built)
+        build_locs(v);
+    char p[96];
+    snprintf(p, sizeof p, "%s", path);
+    for (;;) {
+        int line = loc_find(v, p);
+        if (line)
+            return line;
+        char *dot = strrchr(p, '.'), *br = strrchr(p, '[');
+        char *cut = !dot ? br : !br ? dot : dot > br ? dot : br;
+        if (!cut || cut == p)
+            return 0;
+        *cut = 0;
+    }
+}
+
+/* Line of the campaign/plugin field `path` in a source (1 when not written). */
+static int line_of(const char *src, size_t len, const char *path)
+{
+    struct vctx v = { .path = "", .src = src, .len = len };
+    int line = find_line(&v, path);
+    free(v.locs);
+    return line ? line : 1;
 }
 
 static void verr(struct vctx *v, const char *key, const char *fmt, ...)
@@ -217,6 +480,18 @@ static void verr(struct vctx *v, const char *key, const char *fmt, ...)
     v->nerr++;
 }
 
+/* A field path with an index: pathf(b, "variants[%d].weight", 2). */
+static const char *pathf(char *buf, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static const char *pathf(char *buf, size_t len, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, len, fmt, ap);
+    va_end(ap);
+    return buf;
+}
+
 static char *xstrdup(const char *s)
 {
     char *p = strdup(s);
@@ -226,17 +501,17 @@ static char *xstrdup(const char *s)
 }
 
 /* caps = { { 3, "7d" }, { 1, "1d" } }: table at the top of the stack */
-static void parse_caps(lua_State *L, struct vctx *v, const char *what, const char *key,
-                       struct rules_caps *out)
+static void parse_caps(lua_State *L, struct vctx *v, const char *what, struct rules_caps *out)
 {
+    char pb[96];
     out->n = 0;
     if (!lua_istable(L, -1)) {
-        verr(v, key, "%s: expected a list like { { 3, \"7d\" } }", what);
+        verr(v, what, "%s: expected a list like { { 3, \"7d\" } }", what);
         return;
     }
     int n = (int)lua_objlen(L, -1);
     if (n > RULES_MAX_WINDOWS) {
-        verr(v, key, "%s: at most %d windows", what, RULES_MAX_WINDOWS);
+        verr(v, what, "%s: at most %d windows", what, RULES_MAX_WINDOWS);
         return;
     }
     for (int i = 1; i <= n; i++) {
@@ -247,9 +522,11 @@ static void parse_caps(lua_State *L, struct vctx *v, const char *what, const cha
         const char *win = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
         struct rules_cap *c = &out->w[out->n];
         if (lua_type(L, -2) != LUA_TNUMBER || lim < 0 || lim != (double)(long)lim || lim > 1e12) {
-            verr(v, key, "%s[%d]: the count must be a whole number >= 0", what, i);
+            verr(v, pathf(pb, sizeof pb, "%s[%d]", what, i),
+                 "%s[%d]: the count must be a whole number >= 0", what, i);
         } else if (!win) {
-            verr(v, key, "%s[%d]: the window must be a string like \"7d\" or \"life\"", what, i);
+            verr(v, pathf(pb, sizeof pb, "%s[%d]", what, i),
+                 "%s[%d]: the window must be a string like \"7d\" or \"life\"", what, i);
         } else if (!strcmp(win, "life") || !strcmp(win, "lifetime")) {
             c->limit = (long)lim;
             c->secs = 0;
@@ -263,7 +540,8 @@ static void parse_caps(lua_State *L, struct vctx *v, const char *what, const cha
             char u = wl ? win[wl - 1] : 0;
             if (tz_parse_duration(win, &secs) || (u != 'h' && u != 'd' && u != 'w') ||
                 secs > 366LL * 86400) {
-                verr(v, key, "%s[%d]: window \"%s\" is not N[hdw] (1h .. 366d) or \"life\"",
+                verr(v, pathf(pb, sizeof pb, "%s[%d]", what, i),
+                     "%s[%d]: window \"%s\" is not N[hdw] (1h .. 366d) or \"life\"",
                      what, i, win);
             } else {
                 c->limit = (long)lim;
@@ -321,13 +599,18 @@ static int hook_field(lua_State *L, struct vctx *v, const char *name, unsigned b
     return 0;
 }
 
+/* `promod check`: the campaign directory the file being validated was
+ * found in (default ids are relative to it); NULL = the server's rules_dir.
+ * Only the single-threaded CLI sets it. */
+static const char *g_id_root;
+
 static void default_id(const char *path, char *out, size_t len)
 {
     /* "rules/a/b.lua" → "a.b": path under rules/ without .lua, '/' → '.'.
      * The server's files are "<rules_dir>/...": strip that whole prefix (an
      * absolute rules_dir would otherwise leak into the id). */
     const char *p = path;
-    const char *rd = g_app ? g_app->cfg.rules_dir : NULL;
+    const char *rd = g_id_root ? g_id_root : g_app ? g_app->cfg.rules_dir : NULL;
     size_t rl = rd ? strlen(rd) : 0;
     if (rl && !strncmp(path, rd, rl) && path[rl] == '/') {
         p = path + rl + 1;
@@ -350,6 +633,7 @@ static const char *day_names[] = { "mon", "tue", "wed", "thu", "fri", "sat", "su
 
 static void parse_schedule(lua_State *L, struct vctx *v, struct rules_schedule *s)
 {
+    char pb[96];
     memset(s, 0, sizeof *s);
     s->hour_from = s->hour_to = -1;
     strcpy(s->tz, "UTC");
@@ -363,11 +647,11 @@ static void parse_schedule(lua_State *L, struct vctx *v, struct rules_schedule *
     if (lua_type(L, -1) == LUA_TSTRING) {
         int off;
         if (tz_offset(lua_tostring(L, -1), 0, &off))
-            verr(v, "tz", "schedule.tz: unknown time zone \"%s\"", lua_tostring(L, -1));
+            verr(v, "schedule.tz", "schedule.tz: unknown time zone \"%s\"", lua_tostring(L, -1));
         else
             snprintf(s->tz, sizeof s->tz, "%s", lua_tostring(L, -1));
     } else if (!lua_isnil(L, -1)) {
-        verr(v, "tz", "schedule.tz must be a zone name like \"Europe/Paris\"");
+        verr(v, "schedule.tz", "schedule.tz must be a zone name like \"Europe/Paris\"");
     }
     lua_pop(L, 1);
     static const char *ends[] = { "starts", "ends" };
@@ -376,7 +660,7 @@ static void parse_schedule(lua_State *L, struct vctx *v, struct rules_schedule *
         if (lua_type(L, -1) == LUA_TSTRING) {
             int64_t t;
             if (tz_parse_iso8601(lua_tostring(L, -1), &t))
-                verr(v, ends[i], "schedule.%s: \"%s\" is not an ISO-8601 time like "
+                verr(v, i ? "schedule.ends" : "schedule.starts", "schedule.%s: \"%s\" is not an ISO-8601 time like "
                                  "\"2026-03-01T00:00:00Z\"", ends[i], lua_tostring(L, -1));
             else if (i == 0)
                 s->starts = t;
@@ -388,12 +672,13 @@ static void parse_schedule(lua_State *L, struct vctx *v, struct rules_schedule *
             else
                 s->ends = (int64_t)lua_tonumber(L, -1);
         } else if (!lua_isnil(L, -1)) {
-            verr(v, ends[i], "schedule.%s must be an ISO-8601 string", ends[i]);
+            verr(v, i ? "schedule.ends" : "schedule.starts", "schedule.%s must be an ISO-8601 string",
+                 ends[i]);
         }
         lua_pop(L, 1);
     }
     if (s->starts && s->ends && s->ends <= s->starts)
-        verr(v, "ends", "schedule.ends must be after schedule.starts");
+        verr(v, "schedule.ends", "schedule.ends must be after schedule.starts");
     lua_getfield(L, -1, "days");
     if (lua_istable(L, -1)) {
         int n = (int)lua_objlen(L, -1);
@@ -408,13 +693,13 @@ static void parse_schedule(lua_State *L, struct vctx *v, struct rules_schedule *
                         d = j + 1;
             }
             if (d < 1 || d > 7)
-                verr(v, "days", "schedule.days[%d]: use 1-7 (Monday=1) or \"mon\"..\"sun\"", i);
+                verr(v, pathf(pb, sizeof pb, "schedule.days[%d]", i), "schedule.days[%d]: use 1-7 (Monday=1) or \"mon\"..\"sun\"", i);
             else
                 s->days |= 1u << d;
             lua_pop(L, 1);
         }
     } else if (!lua_isnil(L, -1)) {
-        verr(v, "days", "schedule.days must be a list like { \"mon\", \"tue\" }");
+        verr(v, "schedule.days", "schedule.days must be a list like { \"mon\", \"tue\" }");
     }
     lua_pop(L, 1);
     lua_getfield(L, -1, "hours");
@@ -424,14 +709,14 @@ static void parse_schedule(lua_State *L, struct vctx *v, struct rules_schedule *
         if (lua_type(L, -2) != LUA_TNUMBER || lua_type(L, -1) != LUA_TNUMBER ||
             lua_tonumber(L, -2) < 0 || lua_tonumber(L, -2) > 23 || lua_tonumber(L, -1) < 0 ||
             lua_tonumber(L, -1) > 24)
-            verr(v, "hours", "schedule.hours must be { from, to } with hours 0-24");
+            verr(v, "schedule.hours", "schedule.hours must be { from, to } with hours 0-24");
         else {
             s->hour_from = (int)lua_tonumber(L, -2);
             s->hour_to = (int)lua_tonumber(L, -1);
         }
         lua_pop(L, 2);
     } else if (!lua_isnil(L, -1)) {
-        verr(v, "hours", "schedule.hours must be { from, to }");
+        verr(v, "schedule.hours", "schedule.hours must be { from, to }");
     }
     lua_pop(L, 1);
     lua_pushnil(L);
@@ -439,7 +724,7 @@ static void parse_schedule(lua_State *L, struct vctx *v, struct rules_schedule *
         const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
         if (strcmp(k, "starts") && strcmp(k, "ends") && strcmp(k, "days") && strcmp(k, "hours") &&
             strcmp(k, "tz"))
-            verr(v, k, "unknown field '%s' in schedule", k);
+            verr(v, pathf(pb, sizeof pb, "schedule.%s", k), "unknown field '%s' in schedule", k);
         lua_pop(L, 1);
     }
 }
@@ -448,6 +733,7 @@ static void parse_schedule(lua_State *L, struct vctx *v, struct rules_schedule *
 static void validate_campaign(lua_State *L, struct vctx *v, const char *const *chans, int nchans,
                               struct rules_campaign *c)
 {
+    char pb[96];
     memset(c, 0, sizeof *c);
     c->priority = 50;
     c->status = c->file_status = CAMP_ACTIVE;
@@ -492,9 +778,9 @@ static void validate_campaign(lua_State *L, struct vctx *v, const char *const *c
                 if (!strcmp(chans[j], ch))
                     found = j;
             if (!ch)
-                verr(v, "channels", "channels[%d] must be a string", i);
+                verr(v, pathf(pb, sizeof pb, "channels[%d]", i), "channels[%d] must be a string", i);
             else if (chans && found < 0)
-                verr(v, "channels", "unknown channel \"%s\" (loaded plugins: %d; add plugins/%s.lua)",
+                verr(v, pathf(pb, sizeof pb, "channels[%d]", i), "unknown channel \"%s\" (loaded plugins: %d; add plugins/%s.lua)",
                      ch, nchans, ch);
             else if (found >= 0)
                 c->channels |= 1u << found;
@@ -510,7 +796,8 @@ static void validate_campaign(lua_State *L, struct vctx *v, const char *const *c
         for (int i = 1; i <= n; i++) {
             lua_rawgeti(L, -1, i);
             if (lua_type(L, -1) != LUA_TSTRING)
-                verr(v, "placements", "placements[%d] must be a string", i);
+                verr(v, pathf(pb, sizeof pb, "placements[%d]", i), "placements[%d] must be a string",
+                     i);
             else
                 c->placements[c->nplacements++] = xstrdup(lua_tostring(L, -1));
             lua_pop(L, 1);
@@ -552,17 +839,18 @@ static void validate_campaign(lua_State *L, struct vctx *v, const char *const *c
     if (lua_istable(L, -1)) {
         lua_getfield(L, -1, "customer");
         if (!lua_isnil(L, -1))
-            parse_caps(L, v, "caps.customer", "customer", &c->cust_caps);
+            parse_caps(L, v, "caps.customer", &c->cust_caps);
         lua_pop(L, 1);
         lua_getfield(L, -1, "total");
         if (!lua_isnil(L, -1))
-            parse_caps(L, v, "caps.total", "total", &c->total_caps);
+            parse_caps(L, v, "caps.total", &c->total_caps);
         lua_pop(L, 1);
         lua_pushnil(L);
         while (lua_next(L, -2)) {
             const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
             if (strcmp(k, "customer") && strcmp(k, "total"))
-                verr(v, "caps", "unknown field '%s' in caps (use customer or total)", k);
+                verr(v, pathf(pb, sizeof pb, "caps.%s", k),
+                     "unknown field '%s' in caps (use customer or total)", k);
             lua_pop(L, 1);
         }
     } else if (!lua_isnil(L, -1)) {
@@ -580,14 +868,15 @@ static void validate_campaign(lua_State *L, struct vctx *v, const char *const *c
         for (int i = 1; i <= nv; i++) {
             lua_rawgeti(L, -1, i);
             if (!lua_istable(L, -1)) {
-                verr(v, "variants", "variants[%d] must be a table", i);
+                verr(v, pathf(pb, sizeof pb, "variants[%d]", i), "variants[%d] must be a table", i);
                 lua_pop(L, 1);
                 continue;
             }
             struct rules_variant *var = &c->variants[c->nvariants];
             lua_getfield(L, -1, "id");
             if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER) {
-                verr(v, "variants", "variants[%d].id must be a string", i);
+                verr(v, pathf(pb, sizeof pb, "variants[%d].id", i), "variants[%d].id must be a string",
+                     i);
                 lua_pop(L, 2);
                 continue;
             }
@@ -595,20 +884,24 @@ static void validate_campaign(lua_State *L, struct vctx *v, const char *const *c
             lua_pop(L, 1);
             for (int j = 0; j < c->nvariants; j++)
                 if (!strcmp(c->variants[j].id, var->id))
-                    verr(v, "variants", "variants[%d]: duplicate id \"%s\"", i, var->id);
+                    verr(v, pathf(pb, sizeof pb, "variants[%d].id", i),
+                         "variants[%d]: duplicate id \"%s\"", i, var->id);
             lua_getfield(L, -1, "weight");
             var->weight = 1;
             if (lua_type(L, -1) == LUA_TNUMBER) {
                 var->weight = lua_tonumber(L, -1);
                 if (!(var->weight > 0) || var->weight > 1e9)
-                    verr(v, "weight", "variants[%d].weight must be a positive number", i);
+                    verr(v, pathf(pb, sizeof pb, "variants[%d].weight", i),
+                         "variants[%d].weight must be a positive number", i);
             } else if (!lua_isnil(L, -1)) {
-                verr(v, "weight", "variants[%d].weight must be a number", i);
+                verr(v, pathf(pb, sizeof pb, "variants[%d].weight", i),
+                     "variants[%d].weight must be a number", i);
             }
             lua_pop(L, 1);
             lua_getfield(L, -1, "content");
             if (!lua_istable(L, -1)) {
-                verr(v, "content", "variants[%d].content must be a table of fields", i);
+                verr(v, pathf(pb, sizeof pb, "variants[%d].content", i),
+                     "variants[%d].content must be a table of fields", i);
             } else {
                 /* templates must parse */
                 lua_pushnil(L);
@@ -617,9 +910,10 @@ static void validate_campaign(lua_State *L, struct vctx *v, const char *const *c
                         size_t tl;
                         const char *t = lua_tolstring(L, -1, &tl);
                         char terr[128];
+                        const char *fk = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
                         if (tmpl_check(t, tl, terr, sizeof terr))
-                            verr(v, "content", "variants[%d].content.%s: %s", i,
-                                 lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?", terr);
+                            verr(v, pathf(pb, sizeof pb, "variants[%d].content.%s", i, fk),
+                                 "variants[%d].content.%s: %s", i, fk, terr);
                     }
                     lua_pop(L, 1);
                 }
@@ -627,7 +921,8 @@ static void validate_campaign(lua_State *L, struct vctx *v, const char *const *c
                 int jerr = 0;
                 json_t *j = luavm_to_json(L, -1, &jerr);
                 if (!j)
-                    verr(v, "content", "variants[%d].content holds a value JSON cannot carry "
+                    verr(v, pathf(pb, sizeof pb, "variants[%d].content", i),
+                         "variants[%d].content holds a value JSON cannot carry "
                                        "(function, NaN, cycle)", i);
                 json_decref(j);
             }
@@ -657,9 +952,9 @@ static void validate_campaign(lua_State *L, struct vctx *v, const char *const *c
         const char *delay = json_string_value(json_object_get(c->trigger, "delay"));
         int64_t secs;
         if (!ev)
-            verr(v, "trigger", "trigger.event must name an event type");
+            verr(v, "trigger.event", "trigger.event must name an event type");
         if (delay && tz_parse_duration(delay, &secs))
-            verr(v, "delay", "trigger.delay \"%s\" is not a duration like \"1h\"", delay);
+            verr(v, "trigger.delay", "trigger.delay \"%s\" is not a duration like \"1h\"", delay);
     } else if (!lua_isnil(L, -1)) {
         verr(v, "trigger", "trigger must be a table { event = ..., delay = ..., cancel_on = ... }");
     }
@@ -683,6 +978,7 @@ static void validate_campaign(lua_State *L, struct vctx *v, const char *const *c
 
 static void validate_plugin(lua_State *L, struct vctx *v, struct rules_channel *ch)
 {
+    char pb[96];
     memset(ch, 0, sizeof *ch);
     ch->quiet_from = ch->quiet_to = -1;
     check_unknown(L, v, plugin_fields, "plugin table");
@@ -696,7 +992,7 @@ static void validate_plugin(lua_State *L, struct vctx *v, struct rules_channel *
     if (lua_istable(L, -1)) {
         lua_getfield(L, -1, "customer");
         if (!lua_isnil(L, -1))
-            parse_caps(L, v, "policy.customer", "customer", &ch->policy);
+            parse_caps(L, v, "policy.customer", &ch->policy);
         lua_pop(L, 1);
         lua_getfield(L, -1, "quiet_hours");
         if (lua_istable(L, -1)) {
@@ -705,27 +1001,27 @@ static void validate_plugin(lua_State *L, struct vctx *v, struct rules_channel *
             double a = lua_tonumber(L, -2), b = lua_tonumber(L, -1);
             if (lua_type(L, -2) != LUA_TNUMBER || lua_type(L, -1) != LUA_TNUMBER || a < 0 ||
                 a > 23 || b < 0 || b > 23)
-                verr(v, "quiet_hours", "policy.quiet_hours must be { from, to } hours 0-23");
+                verr(v, "policy.quiet_hours", "policy.quiet_hours must be { from, to } hours 0-23");
             else {
                 ch->quiet_from = (int)a;
                 ch->quiet_to = (int)b;
             }
             lua_pop(L, 2);
         } else if (!lua_isnil(L, -1)) {
-            verr(v, "quiet_hours", "policy.quiet_hours must be { from, to }");
+            verr(v, "policy.quiet_hours", "policy.quiet_hours must be { from, to }");
         }
         lua_pop(L, 1);
         lua_getfield(L, -1, "consent");
         if (lua_type(L, -1) == LUA_TSTRING)
             ch->consent = xstrdup(lua_tostring(L, -1));
         else if (!lua_isnil(L, -1))
-            verr(v, "consent", "policy.consent must name a consent key like \"email\"");
+            verr(v, "policy.consent", "policy.consent must name a consent key like \"email\"");
         lua_pop(L, 1);
         lua_pushnil(L);
         while (lua_next(L, -2)) {
             const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
             if (strcmp(k, "customer") && strcmp(k, "quiet_hours") && strcmp(k, "consent"))
-                verr(v, k, "unknown field '%s' in policy", k);
+                verr(v, pathf(pb, sizeof pb, "policy.%s", k), "unknown field '%s' in policy", k);
             lua_pop(L, 1);
         }
     } else if (!lua_isnil(L, -1)) {
@@ -743,7 +1039,7 @@ static int validate_in(struct luavm *vm, const char *path, enum rules_kind kind,
 {
     lua_State *L = luavm_state(vm);
     int top = lua_gettop(L);
-    struct vctx v = { path, src, len, errors, 0 };
+    struct vctx v = { .path = path, .src = src, .len = len, .errors = errors };
     if (camp)
         memset(camp, 0, sizeof *camp);
     if (chan)
@@ -758,7 +1054,15 @@ static int validate_in(struct luavm *vm, const char *path, enum rules_kind kind,
         return ERR_INVAL;
     }
     if (luavm_load_chunk(vm, path, src, len, err, sizeof err)) {
-        json_array_append_new(errors, json_string(err));
+        /* errors without a position (memory limit, binary chunk) still get
+         * the file:line: shape every consumer parses */
+        size_t pl = strlen(path);
+        if (!strncmp(err, path, pl) && !strncmp(err + pl, ": ", 2))
+            verr(&v, NULL, "%s", err + pl + 2);
+        else if (strncmp(err, path, pl) != 0 && !strstr(err, ".lua:"))
+            verr(&v, NULL, "%s", err);
+        else
+            json_array_append_new(errors, json_string(err));
         return ERR_LUA;
     }
     if (!lua_istable(L, -1)) {
@@ -773,6 +1077,7 @@ static int validate_in(struct luavm *vm, const char *path, enum rules_kind kind,
     else
         validate_plugin(L, &v, chan ? chan : &tmpch);
     lua_settop(L, top);
+    free(v.locs);
     if (!camp && kind == RULES_CAMPAIGN)
         camp_free_fields(&tmpc);
     if (!chan && kind == RULES_PLUGIN)
@@ -1026,7 +1331,8 @@ static struct rules_gen *gen_build(struct app *app, int *nerrors)
                              kind == RULES_PLUGIN ? &chan : NULL) == 0;
             if (ok && kind == RULES_CAMPAIGN && rules_gen_find_campaign(g, camp.id) >= 0) {
                 char m[600];
-                snprintf(m, sizeof m, "%s:%d: duplicate campaign id \"%s\" (also in %s)", f->path, 1,
+                snprintf(m, sizeof m, "%s:%d: duplicate campaign id \"%s\" (also in %s)", f->path,
+                         line_of(src, len, "id"),
                          camp.id, g->files[g->camps[rules_gen_find_campaign(g, camp.id)].file].path);
                 json_array_append_new(errors, json_string(m));
                 ok = 0;
@@ -1034,8 +1340,8 @@ static struct rules_gen *gen_build(struct app *app, int *nerrors)
             if (ok && kind == RULES_PLUGIN &&
                 (rules_gen_find_channel(g, chan.name) >= 0 || g->nchans >= 32)) {
                 char m[600];
-                snprintf(m, sizeof m, "%s:1: duplicate channel \"%s\" (or more than 32 channels)",
-                         f->path, chan.name);
+                snprintf(m, sizeof m, "%s:%d: duplicate channel \"%s\" (or more than 32 channels)",
+                         f->path, line_of(src, len, "channel"), chan.name);
                 json_array_append_new(errors, json_string(m));
                 ok = 0;
             }
@@ -1386,6 +1692,7 @@ static int wfile_load(struct rules_worker *rw, const struct rules_file *f)
     lua_State *L = luavm_state(rw->vm);
     char err[512];
     int ref = LUA_NOREF;
+    rw->ncompiled++;
     if (luavm_load_chunk(rw->vm, f->path, f->source, f->source_len, err, sizeof err) == 0) {
         if (lua_istable(L, -1))
             ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -1416,6 +1723,8 @@ void rules_worker_refresh(struct rules_worker *rw)
         rules_gen_release(g);
         return;
     }
+    uint64_t t0 = clock_mono_ns();
+    rw->ncompiled = 0;
     for (int i = 0; i < rw->nwfiles; i++)
         rw->wfiles[i].seen = 0;
     if (rw->gen && rw->lib_hash != g->lib_hash)
@@ -1469,6 +1778,9 @@ void rules_worker_refresh(struct rules_worker *rw)
     rules_gen_release(rw->gen);
     rw->gen = g;
     lua_gc(L, LUA_GCCOLLECT, 0);
+    log_info("worker adopted rules", "generation=%llu compiled=%d ms=%.1f lua_kb=%zu",
+             (unsigned long long)g->seq, rw->ncompiled,
+             (double)(clock_mono_ns() - t0) / 1e6, luavm_mem_used(rw->vm) / 1024);
 }
 
 /* ===================================================================== */
@@ -1541,6 +1853,26 @@ void rules_stop(struct app *app)
 /* ===================================================================== */
 /* promod check                                                          */
 
+/* Does `path` have a component named `name` ("x/plugins/web.lua")? */
+static int has_component(const char *path, const char *name)
+{
+    size_t nl = strlen(name);
+    for (const char *p = path; (p = strstr(p, name)); p += nl)
+        if ((p == path || p[-1] == '/') && (p[nl] == '/' || p[nl] == 0))
+            return 1;
+    return 0;
+}
+
+/* Copy of `dir` without trailing slashes. */
+static char *dir_dup(const char *dir)
+{
+    char *d = xstrdup(dir);
+    size_t n = strlen(d);
+    while (n > 1 && d[n - 1] == '/')
+        d[--n] = 0;
+    return d;
+}
+
 int rules_check_cli(const struct config *cfg, const char **paths, int n)
 {
     const char *defaults[2] = { cfg->rules_dir, cfg->plugins_dir };
@@ -1548,23 +1880,42 @@ int rules_check_cli(const struct config *cfg, const char **paths, int n)
         paths = defaults;
         n = 2;
     }
+    json_t *errors = json_array();
     struct flist plugins = { 0 }, camps = { 0 };
+    char *roots[64]; /* campaign directories given: default ids are relative to them */
+    int nroots = 0;
+    char lib_dir[4096];
+    snprintf(lib_dir, sizeof lib_dir, "%s/lib", cfg->rules_dir);
+    int lib_from_arg = 0;
     for (int i = 0; i < n; i++) {
         struct stat st;
         if (stat(paths[i], &st)) {
-            fprintf(stderr, "%s:1: cannot read: %s\n", paths[i], strerror(errno));
-            flist_free(&plugins);
-            flist_free(&camps);
-            return 1;
+            char m[600];
+            snprintf(m, sizeof m, "%s:1: cannot read: %s", paths[i], strerror(errno));
+            json_array_append_new(errors, json_string(m));
+            continue;
         }
-        /* a file or directory counts as plugins when it lives under plugins_dir */
-        int is_plugin = !strncmp(paths[i], cfg->plugins_dir, strlen(cfg->plugins_dir)) ||
-                        strstr(paths[i], "plugins") != NULL;
+        /* plugins: under plugins_dir, or a path with a "plugins" component */
+        size_t pl = strlen(cfg->plugins_dir);
+        int is_plugin = (!strncmp(paths[i], cfg->plugins_dir, pl) &&
+                         (paths[i][pl] == 0 || paths[i][pl] == '/')) ||
+                        has_component(paths[i], "plugins");
         if (S_ISDIR(st.st_mode)) {
+            char *root = dir_dup(paths[i]);
             char lib[4096];
-            snprintf(lib, sizeof lib, "%s/lib", paths[i]);
-            scan_dir(paths[i], lib, !is_plugin, is_plugin ? RULES_PLUGIN : RULES_CAMPAIGN,
+            snprintf(lib, sizeof lib, "%s/lib", root);
+            scan_dir(root, lib, !is_plugin, is_plugin ? RULES_PLUGIN : RULES_CAMPAIGN,
                      is_plugin ? &plugins : &camps, 0);
+            struct stat ls;
+            /* `require` resolves in the lib/ of the rules directory checked */
+            if (!is_plugin && !lib_from_arg && !stat(lib, &ls) && S_ISDIR(ls.st_mode)) {
+                snprintf(lib_dir, sizeof lib_dir, "%s", lib);
+                lib_from_arg = 1;
+            }
+            if (!is_plugin && nroots < 64)
+                roots[nroots++] = root;
+            else
+                free(root);
         } else {
             flist_add(is_plugin ? &plugins : &camps, paths[i],
                       is_plugin ? RULES_PLUGIN : RULES_CAMPAIGN);
@@ -1575,12 +1926,13 @@ int rules_check_cli(const struct config *cfg, const char **paths, int n)
         scan_dir(cfg->plugins_dir, NULL, 0, RULES_PLUGIN, &plugins, 0);
     qsort(plugins.paths, (size_t)plugins.n, sizeof(char *), cmp_str);
     qsort(camps.paths, (size_t)camps.n, sizeof(char *), cmp_str);
-    char lib_dir[4096];
-    snprintf(lib_dir, sizeof lib_dir, "%s/lib", cfg->rules_dir);
     struct luavm *vm = scratch_vm(lib_dir);
-    if (!vm)
+    if (!vm) {
+        fprintf(stderr, "promod check: out of memory\n");
         return 1;
-    json_t *errors = json_array();
+    }
+    char *rules_root = dir_dup(cfg->rules_dir);
+    json_t *ids = json_object(); /* campaign id → file, as the loader refuses duplicates */
     char *names[32];
     int nnames = 0, files = 0;
     for (int pass = 0; pass < 2; pass++) {
@@ -1596,16 +1948,54 @@ int rules_check_cli(const struct config *cfg, const char **paths, int n)
                 json_array_append_new(errors, json_string(m));
                 continue;
             }
+            /* default ids: relative to the longest campaign directory given
+             * that holds the file, else to rules_dir, as the server does */
+            g_id_root = NULL;
+            size_t best = 0;
+            for (int r = 0; pass && r < nroots; r++) {
+                size_t rl = strlen(roots[r]);
+                if (rl > best && !strncmp(l->paths[i], roots[r], rl) && l->paths[i][rl] == '/') {
+                    g_id_root = roots[r];
+                    best = rl;
+                }
+            }
+            if (pass && !g_id_root && !strncmp(l->paths[i], rules_root, strlen(rules_root)) &&
+                l->paths[i][strlen(rules_root)] == '/')
+                g_id_root = rules_root;
             struct rules_channel ch;
+            struct rules_campaign camp;
             int ok = validate_in(vm, l->paths[i], pass ? RULES_CAMPAIGN : RULES_PLUGIN, src, len,
-                                 (const char *const *)names, nnames, errors, NULL,
+                                 (const char *const *)names, nnames, errors, pass ? &camp : NULL,
                                  pass ? NULL : &ch) == 0;
-            if (!pass && ok && nnames < 32) {
-                names[nnames++] = ch.name;
-                ch.name = NULL;
+            g_id_root = NULL;
+            char m[1200];
+            if (!pass && ok) {
+                int dup = 0;
+                for (int k = 0; k < nnames; k++)
+                    dup |= !strcmp(names[k], ch.name);
+                if (dup || nnames >= 32) {
+                    snprintf(m, sizeof m, "%s:%d: duplicate channel \"%s\" (or more than 32 channels)",
+                             l->paths[i], line_of(src, len, "channel"), ch.name);
+                    json_array_append_new(errors, json_string(m));
+                } else {
+                    names[nnames++] = ch.name;
+                    ch.name = NULL;
+                }
             }
             if (!pass)
                 chan_free_fields(&ch);
+            if (pass && ok) {
+                const char *other = json_string_value(json_object_get(ids, camp.id));
+                if (other) {
+                    snprintf(m, sizeof m, "%s:%d: duplicate campaign id \"%s\" (also in %s)",
+                             l->paths[i], line_of(src, len, "id"), camp.id, other);
+                    json_array_append_new(errors, json_string(m));
+                } else {
+                    json_object_set_new(ids, camp.id, json_string(l->paths[i]));
+                }
+            }
+            if (pass)
+                camp_free_fields(&camp);
             free(src);
         }
     }
@@ -1616,8 +2006,12 @@ int rules_check_cli(const struct config *cfg, const char **paths, int n)
     size_t nerr = json_array_size(errors);
     fprintf(stderr, "promod check: %d files, %zu problems\n", files, nerr);
     json_decref(errors);
+    json_decref(ids);
     for (int k = 0; k < nnames; k++)
         free(names[k]);
+    for (int k = 0; k < nroots; k++)
+        free(roots[k]);
+    free(rules_root);
     luavm_free(vm);
     flist_free(&plugins);
     flist_free(&camps);

@@ -225,6 +225,7 @@ struct rules_worker {
     int nwfiles, capwfiles;
     struct event *tick;
     uint32_t lib_hash;
+    int ncompiled;        /**< files compiled by the last adoption */
 };
 
 /** Adopt the newest generation if there is one (call between requests). */

@@ -35,6 +35,8 @@
 #ifndef PROMOD_SENDS_H
 #define PROMOD_SENDS_H
 #include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
 
 struct app;
 
@@ -69,9 +71,49 @@ int sends_resume(const char *campaign_id, const char *actor);
  *  stopped), ERR_NOTFOUND, store errors. */
 int sends_stop(const char *campaign_id, const char *actor);
 
-/** Is the campaign's send paused or stopped (its messages must not be
- *  delivered now)?  Cheap (in-memory), any thread.  Used by the outbox. */
-int sends_held(const char *campaign_id);
+enum sends_gate {
+    SENDS_GATE_NONE = -1,   /**< never launched */
+    SENDS_GATE_OPEN = 0,    /**< launched: running or done */
+    SENDS_GATE_PAUSED = 1,  /**< messages wait (the outbox holds them) */
+    SENDS_GATE_STOPPED = 2  /**< messages are dropped */
+};
+/** The campaign's gate, from memory (any thread, cheap): the outbox holds
+ *  or drops messages by it, triggers fire only through an open gate. */
+int sends_gate(const char *campaign_id);
+
+/* --- one customer, shared with triggers.c -------------------------------- */
+struct rules_worker;
+struct rules_gen;
+struct store_txn;
+
+struct sends_item {
+    json_t *msg;            /**< rendered message (owned; sends_put takes it) */
+    int variant;            /**< chosen variant index */
+    char tz[64];            /**< p.tz or "" */
+    char error[200];        /**< hook/render error text when skipped for one */
+};
+
+/** Evaluate campaign `camp` on channel `chan` of generation `g` for one
+ *  customer (profile msgpack pv/pl, NULL when unknown; stats sv/sl or NULL)
+ *  with rw's Lua state: consent, eligible, content, the plugin's render.
+ *  @return 0 with *it filled, or 1 with *why one of "no_profile",
+ *  "consent", "not_eligible", "hook_error", "render_error",
+ *  "render_declined" (nothing to free). */
+int sends_eval(struct rules_worker *rw, const struct rules_gen *g, int camp, int chan,
+               const char *cust, const void *pv, size_t pl, const void *sv, size_t sl,
+               int64_t now, struct sends_item *it, const char **why);
+
+/** In write txn `wt`: reserve the caps and the channel policy exactly
+ *  (throttle_reserve) and enqueue under `key`, due now or when the
+ *  customer's quiet hours end.  Takes it->msg.  @return 0 (queued), 1 with
+ *  *why "duplicate" or "capped", or a store error. */
+int sends_put(struct store_txn *wt, const struct rules_gen *g, int camp, int chan,
+              const char *cust, struct sends_item *it, const char *key, int64_t now,
+              const char **why);
+
+/** Count one queued/skipped outcome of a triggered send in the campaign's
+ *  send record (write txn).  `why` NULL = queued. */
+int sends_count_txn(struct store_txn *wt, const char *campaign_id, const char *why);
 
 /** The send's progress as a new object: {"campaign_id", "state"
  *  (running|paused|done|stopped), "channels", "evaluated", "queued", "sent",

@@ -31,7 +31,8 @@ struct rules_worker;
 /** Look at one ingested event ({"type", "customer_id", "ts"?, ...},
  *  borrowed) inside the caller's write txn `t`: schedule a timer for every
  *  active campaign whose trigger.event equals the type (due = the event's
- *  ts, else now, + delay), and cancel this customer's pending timers of
+ *  ts, else now, + delay; none when that moment is more than an hour
+ *  past, as for backfilled events), and cancel this customer's pending timers of
  *  campaigns whose trigger.cancel_on equals the type.  Events without a
  *  string type or customer_id are ignored.  Cheap when no campaign has a
  *  trigger (no store access).  Nothing is committed here: the caller's

@@ -7,6 +7,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,7 +123,9 @@ void tfx_unlink(struct tfx_server *s, const char *rel)
     unlink(path);
 }
 
-int tfx_server_start(struct tfx_server *s)
+int tfx_server_start(struct tfx_server *s) { return tfx_server_start_listen(s, "127.0.0.1:0"); }
+
+int tfx_server_start_listen(struct tfx_server *s, const char *listen)
 {
     char portfile[320];
     snprintf(portfile, sizeof portfile, "%s/port", s->dir);
@@ -137,7 +140,7 @@ int tfx_server_start(struct tfx_server *s)
             dup2(fd, 1);
             close(fd);
         }
-        execl(PROMOD_BIN, PROMOD_BIN, "serve", "-c", s->config, "--listen", "127.0.0.1:0",
+        execl(PROMOD_BIN, PROMOD_BIN, "serve", "-c", s->config, "--listen", listen,
               "--port-file", portfile, (char *)NULL);
         _exit(127);
     }
@@ -355,4 +358,69 @@ const char *tfx_err_code(const struct tfx_resp *r)
 {
     const char *c = json_string_value(json_object_get(json_object_get(r->json, "error"), "code"));
     return c ? c : "";
+}
+
+int tfx_promod(char **output, const char *arg, ...)
+{
+    const char *argv[64];
+    int n = 0;
+    argv[n++] = PROMOD_BIN;
+    va_list ap;
+    va_start(ap, arg);
+    for (const char *a = arg; a && n < 63; a = va_arg(ap, const char *))
+        argv[n++] = a;
+    va_end(ap);
+    argv[n] = NULL;
+    int pfd[2];
+    if (pipe(pfd))
+        return -1;
+    pid_t p = fork();
+    if (p < 0)
+        return -1;
+    if (p == 0) {
+        dup2(pfd[1], 1);
+        dup2(pfd[1], 2);
+        close(pfd[0]);
+        close(pfd[1]);
+        execv(PROMOD_BIN, (char *const *)argv);
+        _exit(127);
+    }
+    close(pfd[1]);
+    size_t len;
+    char *out = read_all(pfd[0], &len, 120000);
+    close(pfd[0]);
+    int st = 0;
+    for (int i = 0; i < 12000; i++) { /* 120 s */
+        if (waitpid(p, &st, WNOHANG) == p)
+            goto done;
+        usleep(10000);
+    }
+    kill(p, SIGKILL);
+    waitpid(p, &st, 0);
+done:
+    if (output)
+        *output = out;
+    else
+        free(out);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+int tfx_metric(const char *text, const char *name, const char *labels, double *value)
+{
+    size_t nl = strlen(name), ll = strlen(labels);
+    for (const char *line = text; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+        if (strncmp(line, name, nl) != 0)
+            continue;
+        const char *p = line + nl;
+        if (ll) {
+            if (*p != '{' || strncmp(p + 1, labels, ll) != 0 || p[1 + ll] != '}')
+                continue;
+            p += ll + 2;
+        }
+        if (*p != ' ')
+            continue;
+        *value = strtod(p + 1, NULL);
+        return 1;
+    }
+    return 0;
 }

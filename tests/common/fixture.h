@@ -33,6 +33,10 @@ void tfx_write(struct tfx_server *s, const char *rel, const char *content);
 void tfx_unlink(struct tfx_server *s, const char *rel);
 /** Start `promod serve` and wait (<= 10 s) until it listens. 0 on success. */
 int tfx_server_start(struct tfx_server *s);
+/** Same with another --listen value ("0.0.0.0:0").  Returns 0 once the
+ *  server listens, -1 when it exited (or never listened): the reason is in
+ *  its log. */
+int tfx_server_start_listen(struct tfx_server *s, const char *listen);
 /** SIGTERM and wait; returns the exit status (or -1). */
 int tfx_server_stop(struct tfx_server *s);
 /** SIGKILL and wait. */
@@ -67,6 +71,16 @@ char *tfx_raw(struct tfx_server *s, const void *data, size_t len);
 
 /** Error code string of a contract error body, or "" (borrowed). */
 const char *tfx_err_code(const struct tfx_resp *r);
+
+/** Run the promod binary to completion with the given arguments (a NULL-
+ *  terminated list after argv[0]), stdout and stderr captured together in
+ *  *output (malloc'd, may be NULL to discard).  Killed after 120 s.
+ *  @return the exit status, or -1 when it died of a signal. */
+int tfx_promod(char **output, const char *arg, ...) __attribute__((sentinel));
+
+/** Find `name{labels} value` (labels exactly as rendered, or "" for none)
+ *  in Prometheus text; @return 1 and the value, 0 when the series is absent. */
+int tfx_metric(const char *text, const char *name, const char *labels, double *value);
 
 /** Make a fresh temp directory path (mkdtemp) into buf. */
 void tfx_tmpdir(char *buf, size_t len);

@@ -17,9 +17,12 @@
 static char dir[256];
 static struct store *st;
 
+static int no_writemap; /* the map is opened as the test asks: both modes are shipped */
+
 static void open_store(size_t map_size)
 {
-    struct store_opts o = { .dir = dir, .map_size = map_size, .sync_interval_ms = 50 };
+    struct store_opts o = { .dir = dir, .map_size = map_size, .sync_interval_ms = 50,
+                            .no_writemap = no_writemap };
     int rc = store_open(&o, &st);
     cr_assert_eq(rc, 0, "store_open: %s", err_str(rc));
 }
@@ -662,7 +665,7 @@ ParameterizedTest(struct keycase *c, store, key_lengths)
 /* A tiny map fills up: the failing commit reports ERR_FULL, everything
  * committed before is intact, and the store keeps serving reads and
  * writes that fit (after making room). */
-Test(store, map_full)
+static void map_full(void)
 {
     store_close(st);
     tfx_rmrf(dir);
@@ -720,6 +723,29 @@ Test(store, map_full)
     cr_assert_str_eq(get1(STORE_PROFILES, "after", 5), "full");
     reopen();
     cr_assert_str_eq(get1(STORE_PROFILES, "after", 5), "full");
+}
+
+Test(store, map_full_writemap) { map_full(); }
+
+Test(store, map_full_pwrite)
+{
+    no_writemap = 1;
+    map_full();
+}
+
+Test(store, pwrite_mode_round_trip)
+{
+    store_close(st);
+    no_writemap = 1;
+    open_store(0);
+    put1(STORE_PROFILES, "p", "pwrite");
+    reopen();
+    cr_assert_str_eq(get1(STORE_PROFILES, "p", 1), "pwrite");
+    /* the same files open in the other mode */
+    store_close(st);
+    no_writemap = 0;
+    open_store(0);
+    cr_assert_str_eq(get1(STORE_PROFILES, "p", 1), "pwrite");
 }
 
 Test(store, stat_counts)

@@ -1,0 +1,1499 @@
+/*
+ * events.c — validation, chunked ingestion, aggregates, p.stats, scans,
+ * erasure and retention.
+ *
+ * Why validate everything before opening the write transaction: LMDB has
+ * one writer at a time and decide's cap reservations queue behind it, so
+ * the lock is held only for the stores of an already-checked chunk.  Why
+ * accumulate aggregates in memory per chunk: thousands of events of one
+ * campaign and day hit the same cell, and one read-modify-write per cell per
+ * chunk instead of one per event is what makes 100k events/s possible.
+ */
+#include "events.h"
+#include "app.h"
+#include "clock.h"
+#include "codec.h"
+#include "err.h"
+#include "hash.h"
+#include "http.h"
+#include "log.h"
+#include "triggers.h"
+#include "tz.h"
+#include <event2/event.h>
+
+/* Until every build has triggers.c, a missing one must not break linking:
+ * the call below is skipped when the symbol is absent. */
+#pragma weak triggers_on_event
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *kind_names[EVENTS_NKINDS] = {
+    "impression", "click", "conversion", "send", "open", "dismiss", "custom",
+};
+
+const char *events_kind_name(enum events_kind k)
+{
+    return (unsigned)k < EVENTS_NKINDS ? kind_names[k] : "?";
+}
+
+int events_kind_of(const char *type)
+{
+    if (!type)
+        return -1;
+    for (int i = 0; i < EVENTS_CUSTOM; i++)
+        if (!strcmp(type, kind_names[i]))
+            return i;
+    size_t n = strlen(type);
+    if (n < 1 || n > 32)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        char c = type[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
+            return -1;
+    }
+    return EVENTS_CUSTOM;
+}
+
+/* ---------------------------------------------------------------------- */
+/* a small string-keyed hash map (per chunk accumulators)                 */
+
+struct hent {
+    char *key;
+    size_t klen;
+    void *val;
+};
+
+struct hmap {
+    struct hent *v;
+    size_t cap, n;
+};
+
+static void *hmap_get(struct hmap *m, const void *key, size_t klen)
+{
+    if (!m->cap)
+        return NULL;
+    size_t i = hash_fnv1a(key, klen, HASH_FNV_INIT) & (m->cap - 1);
+    while (m->v[i].key) {
+        if (m->v[i].klen == klen && !memcmp(m->v[i].key, key, klen))
+            return m->v[i].val;
+        i = (i + 1) & (m->cap - 1);
+    }
+    return NULL;
+}
+
+static int hmap_put(struct hmap *m, const void *key, size_t klen, void *val)
+{
+    if ((m->n + 1) * 2 > m->cap) {
+        size_t ncap = m->cap ? m->cap * 2 : 64;
+        struct hent *nv = calloc(ncap, sizeof *nv);
+        if (!nv)
+            return ERR_NOMEM;
+        for (size_t i = 0; i < m->cap; i++) {
+            if (!m->v[i].key)
+                continue;
+            size_t j = hash_fnv1a(m->v[i].key, m->v[i].klen, HASH_FNV_INIT) & (ncap - 1);
+            while (nv[j].key)
+                j = (j + 1) & (ncap - 1);
+            nv[j] = m->v[i];
+        }
+        free(m->v);
+        m->v = nv;
+        m->cap = ncap;
+    }
+    size_t i = hash_fnv1a(key, klen, HASH_FNV_INIT) & (m->cap - 1);
+    while (m->v[i].key)
+        i = (i + 1) & (m->cap - 1);
+    m->v[i].key = malloc(klen ? klen : 1);
+    if (!m->v[i].key)
+        return ERR_NOMEM;
+    memcpy(m->v[i].key, key, klen);
+    m->v[i].klen = klen;
+    m->v[i].val = val;
+    m->n++;
+    return 0;
+}
+
+static void hmap_free(struct hmap *m, void (*free_val)(void *))
+{
+    for (size_t i = 0; i < m->cap; i++)
+        if (m->v[i].key) {
+            free(m->v[i].key);
+            if (free_val)
+                free_val(m->v[i].val);
+        }
+    free(m->v);
+    memset(m, 0, sizeof *m);
+}
+
+/* ---------------------------------------------------------------------- */
+/* validation                                                             */
+
+struct ev {
+    long index, line;
+    int kind;
+    const char *type, *cust, *camp, *variant, *channel, *decision, *event_id;
+    char currency[4];
+    int has_rev;
+    double revenue;
+    int64_t ts_ms;
+    json_t *props;  /* borrowed from src */
+    json_t *src;    /* owned reference */
+};
+
+static void add_error(struct events_result *res, long index, long line, const char *code,
+                      const char *field, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+static void add_error(struct events_result *res, long index, long line, const char *code,
+                      const char *field, const char *fmt, ...)
+{
+    res->rejected++;
+    if (!res->errors)
+        res->errors = json_array();
+    if (!res->errors)
+        return;
+    if (json_array_size(res->errors) >= EVENTS_MAX_ERRORS) {
+        res->truncated = 1;
+        return;
+    }
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    json_t *e = json_object();
+    json_object_set_new(e, "index", json_integer(index));
+    if (line > 0)
+        json_object_set_new(e, "line", json_integer(line));
+    json_object_set_new(e, "code", json_string(code));
+    json_t *m = json_string(msg);
+    json_object_set_new(e, "message", m ? m : json_string("(message not valid UTF-8)"));
+    if (field) {
+        json_t *f = json_string(field);
+        json_object_set_new(e, "field", f ? f : json_string("(invalid UTF-8)"));
+    }
+    json_array_append_new(res->errors, e);
+}
+
+/* printable ASCII without spaces, 1..max bytes */
+static int token_ok(const char *s, size_t max)
+{
+    size_t n = 0;
+    if (!s || !*s)
+        return 0;
+    for (; s[n]; n++)
+        if ((unsigned char)s[n] < 0x21 || (unsigned char)s[n] > 0x7e)
+            return 0;
+    return n <= max;
+}
+
+static int64_t retention_secs(void)
+{
+    int d = g_app ? g_app->cfg.event_retention_days : 90;
+    return (int64_t)(d > 0 ? d : 90) * 86400;
+}
+
+/* Milliseconds from an ISO-8601 fraction ("...:05.123Z" → 123); 0 if none. */
+static int64_t iso_millis(const char *s)
+{
+    size_t n = strlen(s);
+    if (n < 20)
+        return 0;
+    for (size_t i = 19; i < n; i++) {
+        if (s[i] == '.' || s[i] == ',') {
+            int64_t ms = 0;
+            int d = 0;
+            for (size_t j = i + 1; j < n && s[j] >= '0' && s[j] <= '9'; j++, d++)
+                if (d < 3)
+                    ms = ms * 10 + (s[j] - '0');
+            for (; d < 3; d++)
+                ms *= 10;
+            return ms;
+        }
+        if (s[i] == 'Z' || s[i] == '+' || s[i] == '-')
+            break;
+    }
+    return 0;
+}
+
+/* Check one event; on success fill *e (taking a reference on o) and
+ * return 0; else record the error and return -1. */
+static int validate(json_t *o, long index, long line, int64_t now, struct ev *e,
+                    struct events_result *res)
+{
+    memset(e, 0, sizeof *e);
+    e->index = index;
+    e->line = line;
+    if (!json_is_object(o)) {
+        add_error(res, index, line, "invalid_event", NULL, "an event must be a JSON object");
+        return -1;
+    }
+    static const char *known[] = { "type", "customer_id", "campaign_id", "variant", "channel",
+                                   "decision_id", "event_id", "revenue", "currency", "ts",
+                                   "properties", NULL };
+    const char *k;
+    json_t *v;
+    json_object_foreach(o, k, v) {
+        int ok = 0;
+        for (int i = 0; known[i] && !ok; i++)
+            ok = !strcmp(k, known[i]);
+        if (!ok) {
+            add_error(res, index, line, "unknown_field", k,
+                      "unknown field \"%.64s\" (extra data goes in \"properties\")", k);
+            return -1;
+        }
+    }
+    v = json_object_get(o, "type");
+    if (!v || json_is_null(v)) {
+        add_error(res, index, line, "missing_field", "type", "\"type\" is required");
+        return -1;
+    }
+    e->type = json_string_value(v);
+    e->kind = events_kind_of(e->type);
+    if (e->kind < 0) {
+        add_error(res, index, line, "invalid_type", "type",
+                  "\"type\" must be impression, click, conversion, send, open, dismiss or a "
+                  "custom name of 1-32 characters a-z 0-9 _");
+        return -1;
+    }
+    v = json_object_get(o, "customer_id");
+    if (!v || json_is_null(v)) {
+        add_error(res, index, line, "missing_field", "customer_id", "\"customer_id\" is required");
+        return -1;
+    }
+    e->cust = json_string_value(v);
+    if (!http_valid_id(e->cust)) {
+        add_error(res, index, line, "invalid_id", "customer_id",
+                  "\"customer_id\" must be 1-128 characters of A-Z a-z 0-9 _ - . : @");
+        return -1;
+    }
+    v = json_object_get(o, "campaign_id");
+    if (!v || json_is_null(v)) {
+        if (e->kind != EVENTS_CUSTOM) {
+            add_error(res, index, line, "missing_field", "campaign_id",
+                      "\"campaign_id\" is required for %s events", e->type);
+            return -1;
+        }
+    } else {
+        e->camp = json_string_value(v);
+        if (!http_valid_id(e->camp)) {
+            add_error(res, index, line, "invalid_id", "campaign_id",
+                      "\"campaign_id\" must be 1-128 characters of A-Z a-z 0-9 _ - . : @");
+            return -1;
+        }
+    }
+    static const struct { const char *name; size_t max; int strict; } opt[] = {
+        { "variant", 64, 1 }, { "channel", 32, 1 }, { "decision_id", 128, 0 }, { "event_id", 128, 0 } };
+    const char **dst[] = { &e->variant, &e->channel, &e->decision, &e->event_id };
+    for (int i = 0; i < 4; i++) {
+        v = json_object_get(o, opt[i].name);
+        if (!v || json_is_null(v))
+            continue;
+        const char *s = json_string_value(v);
+        int ok = opt[i].strict ? (http_valid_id(s) && strlen(s) <= opt[i].max)
+                               : token_ok(s, opt[i].max);
+        if (!ok) {
+            add_error(res, index, line, "invalid_field", opt[i].name,
+                      opt[i].strict ? "\"%s\" must be 1-%zu characters of A-Z a-z 0-9 _ - . : @"
+                                    : "\"%s\" must be 1-%zu printable characters without spaces",
+                      opt[i].name, opt[i].max);
+            return -1;
+        }
+        *dst[i] = s;
+    }
+    v = json_object_get(o, "revenue");
+    if (v && !json_is_null(v)) {
+        if (e->kind != EVENTS_CONVERSION && e->kind != EVENTS_CUSTOM) {
+            add_error(res, index, line, "invalid_field", "revenue",
+                      "\"revenue\" is only allowed on conversion and custom events");
+            return -1;
+        }
+        double r = json_number_value(v);
+        if (!json_is_number(v) || !isfinite(r) || r < 0 || r > 1e12) {
+            add_error(res, index, line, "invalid_revenue", "revenue",
+                      "\"revenue\" must be a finite number from 0 to 1e12");
+            return -1;
+        }
+        e->has_rev = 1;
+        e->revenue = r;
+    }
+    v = json_object_get(o, "currency");
+    if (v && !json_is_null(v)) {
+        const char *c = json_string_value(v);
+        int ok = c && strlen(c) == 3;
+        for (int i = 0; ok && i < 3; i++)
+            ok = (c[i] >= 'A' && c[i] <= 'Z') || (c[i] >= 'a' && c[i] <= 'z');
+        if (!ok) {
+            add_error(res, index, line, "invalid_field", "currency",
+                      "\"currency\" must be a 3-letter ISO 4217 code like \"EUR\"");
+            return -1;
+        }
+        if (!e->has_rev) {
+            add_error(res, index, line, "invalid_field", "currency",
+                      "\"currency\" needs a \"revenue\"");
+            return -1;
+        }
+        for (int i = 0; i < 3; i++)
+            e->currency[i] = (char)(c[i] >= 'a' ? c[i] - 32 : c[i]);
+        e->currency[3] = 0;
+    }
+    v = json_object_get(o, "properties");
+    if (v && !json_is_null(v)) {
+        struct buf b = BUF_INIT;
+        int bad = !json_is_object(v) || codec_depth(v) > 8 || codec_json_to_msgpack(v, &b) ||
+                  b.len > EVENTS_MAX_PROPS;
+        buf_free(&b);
+        if (bad) {
+            add_error(res, index, line, "invalid_field", "properties",
+                      "\"properties\" must be an object of at most %d bytes and 8 levels",
+                      EVENTS_MAX_PROPS);
+            return -1;
+        }
+        e->props = v;
+    }
+    v = json_object_get(o, "ts");
+    if (!v || json_is_null(v)) {
+        e->ts_ms = clock_now_ms();
+    } else if (json_is_string(v)) {
+        int64_t secs;
+        if (tz_parse_iso8601(json_string_value(v), &secs) || secs < 0) {
+            add_error(res, index, line, "invalid_ts", "ts",
+                      "\"ts\" must be ISO-8601 (\"2026-03-01T12:00:00Z\") or unix seconds");
+            return -1;
+        }
+        e->ts_ms = secs * 1000 + iso_millis(json_string_value(v));
+    } else if (json_is_number(v)) {
+        double d = json_number_value(v);
+        if (!isfinite(d) || d < 0 || d > 1e13) {
+            add_error(res, index, line, "invalid_ts", "ts",
+                      "\"ts\" must be unix seconds >= 0 or ISO-8601 text");
+            return -1;
+        }
+        e->ts_ms = json_is_integer(v) ? (int64_t)json_integer_value(v) * 1000 : (int64_t)llround(d * 1000);
+    } else {
+        add_error(res, index, line, "invalid_ts", "ts",
+                  "\"ts\" must be ISO-8601 text or unix seconds");
+        return -1;
+    }
+    if (e->ts_ms > (now + EVENTS_FUTURE_SLACK) * 1000) {
+        add_error(res, index, line, "ts_in_future", "ts",
+                  "\"ts\" is more than %d seconds in the future%s", EVENTS_FUTURE_SLACK,
+                  e->ts_ms > (int64_t)1e12 * 10 ? " (it looks like milliseconds; send seconds)" : "");
+        return -1;
+    }
+    if (e->ts_ms < (now - retention_secs()) * 1000) {
+        add_error(res, index, line, "ts_too_old", "ts",
+                  "\"ts\" is older than the event retention (%d days)",
+                  (int)(retention_secs() / 86400));
+        return -1;
+    }
+    e->src = json_incref(o);
+    return 0;
+}
+
+static void ev_release(struct ev *e, int n)
+{
+    for (int i = 0; i < n; i++)
+        json_decref(e[i].src);
+}
+
+/* ---------------------------------------------------------------------- */
+/* applying a chunk                                                       */
+
+struct acc {
+    json_t *n;             /* type → count */
+    long u[EVENTS_NKINDS]; /* new unique customers per kind */
+    long customers;
+    double revenue;
+};
+
+static void acc_free(void *p)
+{
+    struct acc *a = p;
+    if (a) {
+        json_decref(a->n);
+        free(a);
+    }
+}
+
+static void jsonv_free(void *p) { json_decref(p); }
+
+static struct acc *acc_get(struct hmap *m, const void *key, size_t klen, int *rc)
+{
+    struct acc *a = hmap_get(m, key, klen);
+    if (a)
+        return a;
+    a = calloc(1, sizeof *a);
+    if (!a || !(a->n = json_object()) || (*rc = hmap_put(m, key, klen, a))) {
+        acc_free(a);
+        if (!*rc)
+            *rc = ERR_NOMEM;
+        return NULL;
+    }
+    return a;
+}
+
+static void inc_int(json_t *o, const char *k, json_int_t by)
+{
+    json_t *v = json_object_get(o, k);
+    json_object_set_new(o, k, json_integer((json_is_integer(v) ? json_integer_value(v) : 0) + by));
+}
+
+static void inc_real(json_t *o, const char *k, double by)
+{
+    json_t *v = json_object_get(o, k);
+    json_object_set_new(o, k, json_real((json_is_number(v) ? json_number_value(v) : 0) + by));
+}
+
+static json_t *obj_child(json_t *o, const char *k)
+{
+    json_t *c = json_object_get(o, k);
+    if (!json_is_object(c)) {
+        c = json_object();
+        json_object_set_new(o, k, c);
+    }
+    return c;
+}
+
+/* Read-modify-write every accumulated cell / minute into STORE_AGGREGATES. */
+static int flush_accs(struct store_txn *t, struct hmap *m, int with_uniques)
+{
+    for (size_t i = 0; i < m->cap; i++) {
+        struct hent *h = &m->v[i];
+        if (!h->key)
+            continue;
+        struct acc *a = h->val;
+        const void *ov;
+        size_t ol;
+        json_t *cur = NULL;
+        int rc = store_get(t, STORE_AGGREGATES, h->key, h->klen, &ov, &ol);
+        if (rc == 0)
+            cur = codec_msgpack_to_json(ov, ol, NULL);
+        else if (rc != ERR_NOTFOUND)
+            return rc;
+        if (!json_is_object(cur)) {
+            json_decref(cur);
+            cur = json_object();
+        }
+        json_t *n = obj_child(cur, "n");
+        const char *k;
+        json_t *v;
+        json_object_foreach(a->n, k, v)
+            inc_int(n, k, json_integer_value(v));
+        if (with_uniques) {
+            json_t *u = obj_child(cur, "u");
+            for (int kd = 0; kd < EVENTS_NKINDS; kd++)
+                if (a->u[kd])
+                    inc_int(u, kind_names[kd], a->u[kd]);
+            if (a->customers)
+                inc_int(cur, "c", a->customers);
+        }
+        if (a->revenue)
+            inc_real(cur, "r", a->revenue);
+        struct buf b = BUF_INIT;
+        rc = codec_json_to_msgpack(cur, &b);
+        json_decref(cur);
+        if (!rc)
+            rc = store_put(t, STORE_AGGREGATES, h->key, h->klen, b.p, b.len);
+        buf_free(&b);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static int flush_stats(struct store_txn *t, struct hmap *m)
+{
+    struct buf b = BUF_INIT;
+    int rc = 0;
+    for (size_t i = 0; i < m->cap && !rc; i++) {
+        struct hent *h = &m->v[i];
+        if (!h->key)
+            continue;
+        buf_reset(&b);
+        rc = codec_json_to_msgpack(h->val, &b);
+        if (!rc)
+            rc = store_put(t, STORE_PSTATS, h->key, h->klen, b.p, b.len);
+    }
+    buf_free(&b);
+    return rc;
+}
+
+static void stats_apply(json_t *st, const struct ev *e)
+{
+    json_int_t ts = (json_int_t)(e->ts_ms / 1000);
+    json_t *v = json_object_get(st, "first_seen");
+    if (!json_is_integer(v) || json_integer_value(v) > ts)
+        json_object_set_new(st, "first_seen", json_integer(ts));
+    v = json_object_get(st, "last_seen");
+    if (!json_is_integer(v) || json_integer_value(v) < ts)
+        json_object_set_new(st, "last_seen", json_integer(ts));
+    inc_int(st, "events", 1);
+    if (e->kind != EVENTS_CUSTOM)
+        inc_int(st, e->type, 1);
+    else
+        inc_int(obj_child(st, "custom"), e->type, 1);
+    json_t *last = obj_child(st, "last");
+    v = json_object_get(last, e->type);
+    if (!json_is_integer(v) || json_integer_value(v) < ts)
+        json_object_set_new(last, e->type, json_integer(ts));
+    if (e->has_rev)
+        inc_real(st, "revenue", e->revenue);
+    if (e->kind == EVENTS_CONVERSION) {
+        v = json_object_get(st, "last_conversion");
+        if (!json_is_integer(v) || json_integer_value(v) < ts)
+            json_object_set_new(st, "last_conversion", json_integer(ts));
+    }
+}
+
+static size_t put_str0(unsigned char *p, const char *s, int nul)
+{
+    size_t l = s ? strlen(s) : 0;
+    memcpy(p, s ? s : "", l);
+    if (nul)
+        p[l++] = 0;
+    return l;
+}
+
+static void put_be32(unsigned char *p, int64_t v)
+{
+    uint32_t d = (uint32_t)v;
+    p[0] = (unsigned char)(d >> 24);
+    p[1] = (unsigned char)(d >> 16);
+    p[2] = (unsigned char)(d >> 8);
+    p[3] = (unsigned char)d;
+}
+
+static int64_t get_be32(const unsigned char *p)
+{
+    return (int64_t)((uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]);
+}
+
+/* "a" campaign \0 day(be32) variant \0 channel */
+static size_t cell_key(unsigned char *p, const struct ev *e, int64_t day)
+{
+    size_t n = 0;
+    p[n++] = 'a';
+    n += put_str0(p + n, e->camp, 1);
+    put_be32(p + n, day);
+    n += 4;
+    n += put_str0(p + n, e->variant, 1);
+    n += put_str0(p + n, e->channel, 0);
+    return n;
+}
+
+/* the tail of a marker key: day(be32) campaign \0 variant \0 channel */
+static size_t marker_tail(unsigned char *p, const struct ev *e, int64_t day)
+{
+    size_t n = 0;
+    put_be32(p, day);
+    n += 4;
+    n += put_str0(p + n, e->camp, 1);
+    n += put_str0(p + n, e->variant, 1);
+    n += put_str0(p + n, e->channel, 0);
+    return n;
+}
+
+static json_t *stored_event(const struct ev *e, int64_t received)
+{
+    json_t *o = json_object();
+    if (!o)
+        return NULL;
+    json_object_set_new(o, "type", json_string(e->type));
+    json_object_set_new(o, "customer_id", json_string(e->cust));
+    if (e->camp)
+        json_object_set_new(o, "campaign_id", json_string(e->camp));
+    if (e->variant)
+        json_object_set_new(o, "variant", json_string(e->variant));
+    if (e->channel)
+        json_object_set_new(o, "channel", json_string(e->channel));
+    if (e->decision)
+        json_object_set_new(o, "decision_id", json_string(e->decision));
+    if (e->event_id)
+        json_object_set_new(o, "event_id", json_string(e->event_id));
+    if (e->has_rev)
+        json_object_set_new(o, "revenue", json_real(e->revenue));
+    if (e->currency[0])
+        json_object_set_new(o, "currency", json_string(e->currency));
+    json_object_set_new(o, "ts", json_integer((json_int_t)(e->ts_ms / 1000)));
+    json_object_set_new(o, "ts_ms", json_integer((json_int_t)e->ts_ms));
+    json_object_set_new(o, "received", json_integer((json_int_t)received));
+    if (e->props)
+        json_object_set(o, "properties", e->props);
+    return o;
+}
+
+static const char SEQ_KEY[] = "events_seq";
+
+/* Apply validated events in one write txn.  Returns 0 or a store error
+ * (nothing of the chunk is kept then). */
+static int apply_chunk(struct store *s, struct ev *evs, int n, int durable, long *accepted,
+                       long *dups)
+{
+    *accepted = *dups = 0;
+    struct store_txn *t;
+    int rc = store_wtxn_begin(s, &t);
+    if (rc)
+        return rc;
+    uint64_t seq = 0;
+    const void *v;
+    size_t vl;
+    if (store_get(t, STORE_META, SEQ_KEY, sizeof SEQ_KEY - 1, &v, &vl) == 0 && vl == 8)
+        seq = store_get_be64(v);
+    struct hmap cells = { 0 }, minutes = { 0 }, stats = { 0 };
+    struct buf b = BUF_INIT;
+    int64_t received = clock_now();
+    unsigned char key[600];
+    for (int i = 0; i < n && !rc; i++) {
+        struct ev *e = &evs[i];
+        unsigned char ekey[16];
+        char ikey[140];
+        size_t ikl = 0;
+        if (e->event_id) {
+            ikl = (size_t)snprintf(ikey, sizeof ikey, "ev:%s", e->event_id);
+            rc = store_get(t, STORE_IDEM, ikey, ikl, &v, &vl);
+            if (rc == 0) {
+                (*dups)++;
+                continue;
+            }
+            if (rc != ERR_NOTFOUND)
+                break;
+            rc = 0;
+        }
+        seq++;
+        store_be64((uint64_t)e->ts_ms, ekey);
+        store_be64(seq, ekey + 8);
+        if (ikl && (rc = store_put(t, STORE_IDEM, ikey, ikl, ekey, 16)))
+            break;
+        json_t *rec = stored_event(e, received);
+        buf_reset(&b);
+        rc = rec ? codec_json_to_msgpack(rec, &b) : ERR_NOMEM;
+        if (!rc)
+            rc = store_put(t, STORE_EVENTS, ekey, 16, b.p, b.len);
+        /* the customer's index */
+        size_t cl = strlen(e->cust);
+        memcpy(key, e->cust, cl);
+        key[cl] = 0;
+        key[cl + 1] = 'e';
+        memcpy(key + cl + 2, ekey, 16);
+        if (!rc)
+            rc = store_put(t, STORE_CUSTIDX, key, cl + 18, "", 0);
+        /* the aggregate cell and this customer's marker for it */
+        int64_t day = e->ts_ms / 86400000;
+        unsigned char cell[400];
+        size_t celll = cell_key(cell, e, day);
+        struct acc *a = rc ? NULL : acc_get(&cells, cell, celll, &rc);
+        if (a) {
+            inc_int(a->n, e->type, 1);
+            if (e->has_rev)
+                a->revenue += e->revenue;
+            key[cl + 1] = 'u';
+            size_t mkl = cl + 2 + marker_tail(key + cl + 2, e, day);
+            unsigned char bits = 0;
+            int found = store_get(t, STORE_CUSTIDX, key, mkl, &v, &vl);
+            if (found == 0 && vl >= 1)
+                bits = *(const unsigned char *)v;
+            else if (found == ERR_NOTFOUND)
+                a->customers++;
+            else
+                rc = found;
+            unsigned char bit = (unsigned char)(1u << e->kind);
+            if (!rc && (found == ERR_NOTFOUND || !(bits & bit))) {
+                a->u[e->kind]++;
+                bits |= bit;
+                rc = store_put(t, STORE_CUSTIDX, key, mkl, &bits, 1);
+            }
+        }
+        /* the minute */
+        unsigned char mk[9];
+        mk[0] = 'm';
+        store_be64((uint64_t)(e->ts_ms / 60000), mk + 1);
+        struct acc *ma = rc ? NULL : acc_get(&minutes, mk, 9, &rc);
+        if (ma) {
+            inc_int(ma->n, e->type, 1);
+            if (e->has_rev)
+                ma->revenue += e->revenue;
+        }
+        /* p.stats */
+        json_t *st = rc ? NULL : hmap_get(&stats, e->cust, cl);
+        if (!rc && !st) {
+            if (store_get(t, STORE_PSTATS, e->cust, cl, &v, &vl) == 0)
+                st = codec_msgpack_to_json(v, vl, NULL);
+            if (!json_is_object(st)) {
+                json_decref(st);
+                st = json_object();
+            }
+            if (!st || (rc = hmap_put(&stats, e->cust, cl, st))) {
+                json_decref(st);
+                st = NULL;
+                if (!rc)
+                    rc = ERR_NOMEM;
+            }
+        }
+        if (st)
+            stats_apply(st, e);
+        if (!rc && triggers_on_event) {
+            int tr = triggers_on_event(t, rec);
+            if (tr < 0)
+                rc = tr;
+        }
+        json_decref(rec);
+        if (!rc)
+            (*accepted)++;
+    }
+    if (!rc)
+        rc = flush_accs(t, &cells, 1);
+    if (!rc)
+        rc = flush_accs(t, &minutes, 0);
+    if (!rc)
+        rc = flush_stats(t, &stats);
+    if (!rc) {
+        unsigned char sv[8];
+        store_be64(seq, sv);
+        rc = store_put(t, STORE_META, SEQ_KEY, sizeof SEQ_KEY - 1, sv, 8);
+    }
+    hmap_free(&cells, acc_free);
+    hmap_free(&minutes, acc_free);
+    hmap_free(&stats, jsonv_free);
+    buf_free(&b);
+    if (rc) {
+        store_txn_end(t);
+        *accepted = *dups = 0;
+        return rc;
+    }
+    return store_txn_commit(t, durable);
+}
+
+/* Apply `n` validated events in chunks; the last commit durable.  On a
+ * store error the events of the failed chunk and after are reported. */
+static int apply_all(struct store *s, struct ev *evs, int n, int last_batch, int *committed_any,
+                     struct events_result *res)
+{
+    long acc, dups;
+    int rc = apply_chunk(s, evs, n, last_batch ? STORE_DURABLE : STORE_ASYNC, &acc, &dups);
+    if (rc) {
+        for (int i = 0; i < n; i++)
+            add_error(res, evs[i].index, evs[i].line, "store_error", NULL,
+                      "not stored: %s", err_str(rc));
+        res->store_rc = rc;
+        return rc;
+    }
+    res->accepted += acc;
+    res->duplicates += dups;
+    *committed_any |= acc > 0;
+    return 0;
+}
+
+/* After async chunks, make them durable when the last chunk was empty. */
+static int sync_tail(struct store *s)
+{
+    struct store_txn *w;
+    int rc = store_wtxn_begin(s, &w);
+    if (rc == 0)
+        rc = store_txn_commit(w, STORE_DURABLE);
+    return rc;
+}
+
+int events_ingest_json(struct store *s, const json_t *v, struct events_result *res)
+{
+    memset(res, 0, sizeof *res);
+    res->errors = json_array();
+    size_t total = json_is_array(v) ? json_array_size(v) : 1;
+    struct ev *evs = malloc(sizeof *evs * (total < EVENTS_CHUNK ? (total ? total : 1) : EVENTS_CHUNK));
+    if (!evs)
+        return ERR_NOMEM;
+    int64_t now = clock_now();
+    int n = 0, any = 0, rc = 0;
+    for (size_t i = 0; i < total; i++) {
+        json_t *o = json_is_array(v) ? json_array_get(v, i) : (json_t *)v;
+        if (rc) { /* a store error stopped us: the rest is not stored */
+            add_error(res, (long)i, 0, "store_error", NULL, "not stored: %s", err_str(rc));
+            continue;
+        }
+        if (validate(o, (long)i, 0, now, &evs[n], res) == 0)
+            n++;
+        if (n == EVENTS_CHUNK || (i + 1 == total && n)) {
+            rc = apply_all(s, evs, n, i + 1 == total, &any, res);
+            ev_release(evs, n);
+            n = 0;
+        }
+    }
+    free(evs);
+    return rc;
+}
+
+int events_ingest_ndjson(struct store *s, const char *data, size_t len, struct events_result *res)
+{
+    memset(res, 0, sizeof *res);
+    res->errors = json_array();
+    struct ev *evs = malloc(sizeof *evs * EVENTS_CHUNK);
+    if (!evs)
+        return ERR_NOMEM;
+    int64_t now = clock_now();
+    int n = 0, any = 0, rc = 0, pending_async = 0;
+    long line = 0, index = 0;
+    const char *p = data, *end = data + len;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *le = nl ? nl : end;
+        line++;
+        size_t ll = (size_t)(le - p);
+        const char *q = p;
+        p = nl ? nl + 1 : end;
+        while (ll && (q[ll - 1] == '\r' || q[ll - 1] == ' ' || q[ll - 1] == '\t'))
+            ll--;
+        while (ll && (*q == ' ' || *q == '\t')) {
+            q++;
+            ll--;
+        }
+        if (!ll)
+            continue;
+        long idx = index++;
+        if (rc) {
+            add_error(res, idx, line, "store_error", NULL, "not stored: %s", err_str(rc));
+            continue;
+        }
+        if (ll > EVENTS_MAX_LINE) {
+            add_error(res, idx, line, "line_too_long", NULL, "line longer than %d bytes",
+                      EVENTS_MAX_LINE);
+        } else {
+            char msg[200];
+            int err;
+            json_t *o = codec_parse_json(q, ll, &err, msg, sizeof msg);
+            if (!o)
+                add_error(res, idx, line, "invalid_json", NULL, "%s", msg);
+            else if (validate(o, idx, line, now, &evs[n], res) == 0)
+                n++;
+            json_decref(o);
+        }
+        if (n == EVENTS_CHUNK) {
+            int last = p >= end;
+            rc = apply_all(s, evs, n, last, &any, res);
+            pending_async = !last;
+            ev_release(evs, n);
+            n = 0;
+        }
+    }
+    if (n && !rc) {
+        rc = apply_all(s, evs, n, 1, &any, res);
+        ev_release(evs, n);
+        pending_async = 0;
+    } else if (n) {
+        ev_release(evs, n);
+    }
+    if (!rc && pending_async)
+        rc = sync_tail(s);
+    free(evs);
+    return rc;
+}
+
+void events_result_free(struct events_result *res)
+{
+    json_decref(res->errors);
+    res->errors = NULL;
+}
+
+/* ---------------------------------------------------------------------- */
+/* reading                                                                */
+
+static int fill_rec(const unsigned char key[16], const void *val, size_t vlen, json_t **hold,
+                    struct events_rec *r)
+{
+    json_t *o = codec_msgpack_to_json(val, vlen, NULL);
+    if (!json_is_object(o)) {
+        json_decref(o);
+        return ERR_PARSE;
+    }
+    *hold = o;
+    memset(r, 0, sizeof *r);
+    memcpy(r->key, key, 16);
+    r->ts_ms = (int64_t)store_get_be64(key);
+#define S(k) (json_string_value(json_object_get(o, k)) ? json_string_value(json_object_get(o, k)) : "")
+    r->type = S("type");
+    r->customer = S("customer_id");
+    r->campaign = S("campaign_id");
+    r->variant = S("variant");
+    r->channel = S("channel");
+    r->currency = S("currency");
+#undef S
+    r->revenue = json_number_value(json_object_get(o, "revenue"));
+    int k = events_kind_of(r->type);
+    r->kind = k < 0 ? EVENTS_CUSTOM : (enum events_kind)k;
+    return 0;
+}
+
+struct tscan {
+    int64_t to_ms;
+    events_rec_fn fn;
+    void *ud;
+};
+
+static int tscan_cb(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    struct tscan *x = ud;
+    if (klen != 16)
+        return 0;
+    if ((int64_t)store_get_be64(key) >= x->to_ms)
+        return 1;
+    json_t *hold;
+    struct events_rec r;
+    if (fill_rec(key, val, vlen, &hold, &r))
+        return 0; /* an undecodable record is skipped, not fatal */
+    int rc = x->fn(x->ud, &r);
+    json_decref(hold);
+    return rc;
+}
+
+int events_scan_time(struct store_txn *t, int64_t from_ms, int64_t to_ms, events_rec_fn fn,
+                     void *ud)
+{
+    unsigned char start[16];
+    store_be64((uint64_t)(from_ms < 0 ? 0 : from_ms), start);
+    memset(start + 8, 0, 8);
+    struct tscan x = { to_ms, fn, ud };
+    return store_scan(t, STORE_EVENTS, NULL, 0, start, 16, tscan_cb, &x);
+}
+
+struct cscan {
+    struct store_txn *t;
+    const unsigned char *before;
+    size_t plen;
+    events_rec_fn fn;
+    void *ud;
+};
+
+static int cscan_cb(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    (void)val;
+    (void)vlen;
+    struct cscan *x = ud;
+    if (klen != x->plen + 16)
+        return 0;
+    const unsigned char *ek = (const unsigned char *)key + x->plen;
+    if (x->before && memcmp(ek, x->before, 16) >= 0)
+        return 1;
+    const void *ev;
+    size_t el;
+    if (store_get(x->t, STORE_EVENTS, ek, 16, &ev, &el))
+        return 0;
+    json_t *hold;
+    struct events_rec r;
+    if (fill_rec(ek, ev, el, &hold, &r))
+        return 0;
+    int rc = x->fn(x->ud, &r);
+    json_decref(hold);
+    return rc;
+}
+
+static size_t cust_prefix(unsigned char *p, const char *cust, char fam)
+{
+    size_t cl = strlen(cust);
+    memcpy(p, cust, cl);
+    p[cl] = 0;
+    p[cl + 1] = (unsigned char)fam;
+    return cl + 2;
+}
+
+int events_scan_customer(struct store_txn *t, const char *customer, int64_t from_ms,
+                         const unsigned char before[16], events_rec_fn fn, void *ud)
+{
+    if (!http_valid_id(customer))
+        return 0;
+    unsigned char pre[160], start[176];
+    size_t pl = cust_prefix(pre, customer, 'e');
+    memcpy(start, pre, pl);
+    store_be64((uint64_t)(from_ms < 0 ? 0 : from_ms), start + pl);
+    memset(start + pl + 8, 0, 8);
+    struct cscan x = { t, before, pl, fn, ud };
+    return store_scan(t, STORE_CUSTIDX, pre, pl, start, pl + 16, cscan_cb, &x);
+}
+
+struct cellscan {
+    int64_t from_day, to_day;
+    int one_campaign;
+    events_cell_fn fn;
+    void *ud;
+};
+
+static int cellscan_cb(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    struct cellscan *x = ud;
+    const char *k = key;
+    char buf[600];
+    if (klen < 7 || klen >= sizeof buf || k[0] != 'a')
+        return 0;
+    memcpy(buf, k, klen);
+    buf[klen] = 0;
+    size_t cl = strnlen(buf + 1, klen - 1);
+    if (1 + cl + 5 > klen)
+        return 0;
+    const unsigned char *dp = (const unsigned char *)buf + 1 + cl + 1;
+    int64_t day = get_be32(dp);
+    if (day > x->to_day)
+        return x->one_campaign ? 1 : 0;
+    if (day < x->from_day)
+        return 0;
+    struct events_cell c = { 0 };
+    c.campaign = buf + 1;
+    c.day = day;
+    c.variant = (const char *)dp + 4;
+    size_t vl = strnlen(c.variant, klen - (size_t)((const char *)dp + 4 - buf));
+    c.channel = c.variant + vl + 1;
+    if ((size_t)(c.channel - buf) > klen)
+        c.channel = "";
+    json_t *o = codec_msgpack_to_json(val, vlen, NULL);
+    if (!json_is_object(o)) {
+        json_decref(o);
+        return 0;
+    }
+    json_t *n = json_object_get(o, "n"), *u = json_object_get(o, "u");
+    json_t *en = json_object(), *eu = json_object();
+    c.n = json_is_object(n) ? n : en;
+    c.u = json_is_object(u) ? u : eu;
+    c.customers = (long)json_integer_value(json_object_get(o, "c"));
+    c.revenue = json_number_value(json_object_get(o, "r"));
+    int rc = x->fn(x->ud, &c);
+    json_decref(en);
+    json_decref(eu);
+    json_decref(o);
+    return rc;
+}
+
+int events_scan_cells(struct store_txn *t, const char *campaign, int64_t from_day, int64_t to_day,
+                      events_cell_fn fn, void *ud)
+{
+    struct cellscan x = { from_day < 0 ? 0 : from_day, to_day, campaign != NULL, fn, ud };
+    if (!campaign)
+        return store_scan(t, STORE_AGGREGATES, "a", 1, NULL, 0, cellscan_cb, &x);
+    size_t cl = strlen(campaign);
+    if (cl > 128)
+        return 0;
+    unsigned char pre[140], start[150];
+    pre[0] = 'a';
+    memcpy(pre + 1, campaign, cl);
+    pre[cl + 1] = 0;
+    memcpy(start, pre, cl + 2);
+    put_be32(start + cl + 2, x.from_day);
+    return store_scan(t, STORE_AGGREGATES, pre, cl + 2, start, cl + 6, cellscan_cb, &x);
+}
+
+struct minscan {
+    int64_t to_min;
+    json_t *counts;
+    double revenue;
+};
+
+static int minscan_cb(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    struct minscan *x = ud;
+    if (klen != 9)
+        return 0;
+    if ((int64_t)store_get_be64((const unsigned char *)key + 1) > x->to_min)
+        return 1;
+    json_t *o = codec_msgpack_to_json(val, vlen, NULL);
+    const char *k;
+    json_t *v;
+    json_object_foreach(json_object_get(o, "n"), k, v)
+        inc_int(x->counts, k, json_integer_value(v));
+    x->revenue += json_number_value(json_object_get(o, "r"));
+    json_decref(o);
+    return 0;
+}
+
+int events_sum_minutes(struct store_txn *t, int64_t from_min, int64_t to_min, json_t **counts,
+                       double *revenue)
+{
+    unsigned char start[9];
+    start[0] = 'm';
+    store_be64((uint64_t)(from_min < 0 ? 0 : from_min), start + 1);
+    struct minscan x = { to_min, json_object(), 0 };
+    int rc = store_scan(t, STORE_AGGREGATES, "m", 1, start, 9, minscan_cb, &x);
+    if (rc) {
+        json_decref(x.counts);
+        return rc;
+    }
+    *counts = x.counts;
+    *revenue = x.revenue;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* per-customer export and erasure                                        */
+
+struct keylist {
+    unsigned char (*k)[16];
+    size_t n, cap;
+    size_t max;
+};
+
+static int keylist_cb(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    (void)val;
+    (void)vlen;
+    struct keylist *l = ud;
+    if (klen < 16)
+        return 0;
+    if (l->max && l->n >= l->max)
+        return 1;
+    if (l->n == l->cap) {
+        size_t nc = l->cap ? l->cap * 2 : 64;
+        void *nk = realloc(l->k, nc * 16);
+        if (!nk)
+            return ERR_NOMEM;
+        l->k = nk;
+        l->cap = nc;
+    }
+    memcpy(l->k[l->n++], (const unsigned char *)key + klen - 16, 16);
+    return 0;
+}
+
+static int customer_keys(struct store_txn *t, const char *customer, size_t max, struct keylist *l)
+{
+    memset(l, 0, sizeof *l);
+    l->max = max;
+    unsigned char pre[160];
+    size_t pl = cust_prefix(pre, customer, 'e');
+    return store_scan(t, STORE_CUSTIDX, pre, pl, NULL, 0, keylist_cb, l);
+}
+
+/* Delete one raw event (and its event_id key when it points at it). */
+static int delete_event(struct store_txn *t, const unsigned char key[16], char *cust_out,
+                        size_t cust_cap)
+{
+    const void *v;
+    size_t vl;
+    int rc = store_get(t, STORE_EVENTS, key, 16, &v, &vl);
+    if (rc)
+        return rc;
+    json_t *o = codec_msgpack_to_json(v, vl, NULL);
+    const char *id = json_string_value(json_object_get(o, "event_id"));
+    if (cust_out)
+        snprintf(cust_out, cust_cap, "%s",
+                 json_string_value(json_object_get(o, "customer_id")) ?
+                     json_string_value(json_object_get(o, "customer_id")) : "");
+    if (id) {
+        char ik[140];
+        int il = snprintf(ik, sizeof ik, "ev:%s", id);
+        const void *iv;
+        size_t ivl;
+        if (il > 0 && (size_t)il < sizeof ik &&
+            store_get(t, STORE_IDEM, ik, (size_t)il, &iv, &ivl) == 0 && ivl == 16 &&
+            !memcmp(iv, key, 16))
+            store_del(t, STORE_IDEM, ik, (size_t)il);
+    }
+    json_decref(o);
+    return store_del(t, STORE_EVENTS, key, 16);
+}
+
+long events_erase_customer(struct store_txn *t, const char *customer)
+{
+    if (!http_valid_id(customer))
+        return 0;
+    struct keylist l;
+    int rc = customer_keys(t, customer, 0, &l);
+    long n = 0;
+    for (size_t i = 0; !rc && i < l.n; i++) {
+        int d = delete_event(t, l.k[i], NULL, 0);
+        if (d == 0)
+            n++;
+        else if (d != ERR_NOTFOUND)
+            rc = d;
+    }
+    free(l.k);
+    return rc ? rc : n;
+}
+
+json_t *events_customer_list(struct store_txn *t, const char *customer, size_t max)
+{
+    json_t *arr = json_array();
+    if (!arr || !http_valid_id(customer))
+        return arr;
+    struct keylist l;
+    int rc = customer_keys(t, customer, max, &l);
+    for (size_t i = 0; !rc && i < l.n; i++) {
+        const void *v;
+        size_t vl;
+        if (store_get(t, STORE_EVENTS, l.k[i], 16, &v, &vl))
+            continue;
+        json_t *o = codec_msgpack_to_json(v, vl, NULL);
+        if (!json_is_object(o)) {
+            json_decref(o);
+            continue;
+        }
+        int64_t ms = (int64_t)json_integer_value(json_object_get(o, "ts_ms"));
+        char iso[40], full[48];
+        tz_format_iso8601(ms / 1000, iso, sizeof iso);
+        size_t il = strlen(iso);
+        if (il && iso[il - 1] == 'Z')
+            iso[il - 1] = 0;
+        snprintf(full, sizeof full, "%s.%03dZ", iso, (int)(ms % 1000));
+        json_object_set_new(o, "ts", json_string(full));
+        json_object_del(o, "ts_ms");
+        json_int_t rcv = json_integer_value(json_object_get(o, "received"));
+        tz_format_iso8601((int64_t)rcv, iso, sizeof iso);
+        json_object_set_new(o, "received", json_string(iso));
+        json_array_append_new(arr, o);
+    }
+    free(l.k);
+    if (rc) {
+        json_decref(arr);
+        return NULL;
+    }
+    return arr;
+}
+
+struct actscan {
+    size_t plen;
+    json_t *arr;
+};
+
+static int act_cb(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    struct actscan *x = ud;
+    const char *k = key;
+    char tail[600];
+    if (klen < x->plen + 4 || klen - x->plen - 4 >= sizeof tail)
+        return 0;
+    size_t tl = klen - x->plen - 4;
+    memcpy(tail, k + x->plen + 4, tl);
+    tail[tl] = 0;
+    const char *camp = tail;
+    const char *var = camp + strlen(camp) + 1;
+    const char *chn = (size_t)(var - tail) <= tl ? var + strlen(var) + 1 : "";
+    if ((size_t)(var - tail) > tl)
+        var = "";
+    if ((size_t)(chn - tail) > tl)
+        chn = "";
+    char day[40];
+    tz_format_iso8601(get_be32((const unsigned char *)k + x->plen) * 86400, day, sizeof day);
+    day[10] = 0;
+    json_t *o = json_object();
+    json_object_set_new(o, "day", json_string(day));
+    json_object_set_new(o, "campaign_id", json_string(camp));
+    json_object_set_new(o, "variant", json_string(var));
+    json_object_set_new(o, "channel", json_string(chn));
+    json_t *types = json_array();
+    unsigned bits = vlen ? *(const unsigned char *)val : 0;
+    for (int i = 0; i < EVENTS_NKINDS; i++)
+        if (bits & (1u << i))
+            json_array_append_new(types, json_string(kind_names[i]));
+    json_object_set_new(o, "types", types);
+    json_array_append_new(x->arr, o);
+    return json_array_size(x->arr) >= 1000000 ? 1 : 0;
+}
+
+json_t *events_customer_activity(struct store_txn *t, const char *customer)
+{
+    json_t *arr = json_array();
+    if (!arr || !http_valid_id(customer))
+        return arr;
+    unsigned char pre[160];
+    struct actscan x = { cust_prefix(pre, customer, 'u'), arr };
+    if (store_scan(t, STORE_CUSTIDX, pre, x.plen, NULL, 0, act_cb, &x)) {
+        json_decref(arr);
+        return NULL;
+    }
+    return arr;
+}
+
+/* ---------------------------------------------------------------------- */
+/* retention                                                              */
+
+struct oldscan {
+    int64_t cutoff_ms;
+    struct keylist *l;
+};
+
+static int old_cb(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    struct oldscan *x = ud;
+    if (klen != 16)
+        return 0;
+    if ((int64_t)store_get_be64(key) >= x->cutoff_ms)
+        return 1;
+    return keylist_cb(x->l, key, klen, val, vlen);
+}
+
+/* Collected keys of arbitrary length (markers, minutes). */
+struct anykeys {
+    struct buf b;     /* klen(u16) key ... */
+    size_t n, max;
+    int64_t bound;    /* minutes: delete below; markers: day below */
+};
+
+static int push_key(struct anykeys *a, const void *key, size_t klen)
+{
+    unsigned char l[2] = { (unsigned char)(klen >> 8), (unsigned char)klen };
+    if (buf_add(&a->b, l, 2) || buf_add(&a->b, key, klen))
+        return ERR_NOMEM;
+    a->n++;
+    return a->n >= a->max ? 1 : 0;
+}
+
+static int minute_old_cb(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    (void)val;
+    (void)vlen;
+    struct anykeys *a = ud;
+    if (klen != 9)
+        return 0;
+    if ((int64_t)store_get_be64((const unsigned char *)key + 1) >= a->bound)
+        return 1;
+    return push_key(a, key, klen);
+}
+
+static int marker_old_cb(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    (void)val;
+    (void)vlen;
+    struct anykeys *a = ud;
+    const unsigned char *k = key;
+    size_t cl = strnlen(key, klen);
+    if (cl + 6 > klen || k[cl + 1] != 'u')
+        return 0;
+    const unsigned char *d = k + cl + 2;
+    int64_t day = get_be32(d);
+    if (day >= a->bound)
+        return 0;
+    return push_key(a, key, klen);
+}
+
+static int delete_keys(struct store_txn *t, enum store_db db, struct anykeys *a)
+{
+    size_t off = 0;
+    while (off + 2 <= a->b.len) {
+        size_t kl = (size_t)((unsigned char)a->b.p[off] << 8 | (unsigned char)a->b.p[off + 1]);
+        int rc = store_del(t, db, a->b.p + off + 2, kl);
+        if (rc && rc != ERR_NOTFOUND)
+            return rc;
+        off += 2 + kl;
+    }
+    return 0;
+}
+
+/* Delete keys of one family in batches: scan with `cb` collecting up to
+ * EVENTS_CHUNK keys, delete them, repeat until a scan finds fewer. */
+static int compact_family(struct store *s, enum store_db db, const char *prefix, size_t plen,
+                          store_scan_fn cb, int64_t bound)
+{
+    for (int round = 0; round < 100000; round++) {
+        struct store_txn *t;
+        int rc = store_wtxn_begin(s, &t);
+        if (rc)
+            return rc;
+        struct anykeys a = { BUF_INIT, 0, EVENTS_CHUNK, bound };
+        rc = store_scan(t, db, prefix, plen, NULL, 0, cb, &a);
+        if (!rc)
+            rc = delete_keys(t, db, &a);
+        size_t n = a.n;
+        buf_free(&a.b);
+        if (rc) {
+            store_txn_end(t);
+            return rc;
+        }
+        rc = store_txn_commit(t, STORE_ASYNC);
+        if (rc || n < EVENTS_CHUNK)
+            return rc;
+    }
+    return 0;
+}
+
+int events_compact(struct store *s, int64_t cutoff, long *deleted)
+{
+    *deleted = 0;
+    int rc = 0;
+    for (;;) {
+        struct store_txn *t;
+        if ((rc = store_wtxn_begin(s, &t)))
+            return rc;
+        struct keylist l;
+        memset(&l, 0, sizeof l);
+        l.max = EVENTS_CHUNK;
+        struct oldscan x = { cutoff * 1000, &l };
+        rc = store_scan(t, STORE_EVENTS, NULL, 0, NULL, 0, old_cb, &x);
+        for (size_t i = 0; !rc && i < l.n; i++) {
+            char cust[140];
+            rc = delete_event(t, l.k[i], cust, sizeof cust);
+            if (rc == ERR_NOTFOUND) {
+                rc = 0;
+                continue;
+            }
+            if (!rc && cust[0]) {
+                unsigned char ik[160];
+                size_t pl = cust_prefix(ik, cust, 'e');
+                memcpy(ik + pl, l.k[i], 16);
+                int d = store_del(t, STORE_CUSTIDX, ik, pl + 16);
+                if (d && d != ERR_NOTFOUND)
+                    rc = d;
+            }
+            if (!rc)
+                (*deleted)++;
+        }
+        size_t n = l.n;
+        free(l.k);
+        if (rc) {
+            store_txn_end(t);
+            return rc;
+        }
+        if ((rc = store_txn_commit(t, STORE_ASYNC)))
+            return rc;
+        if (n < EVENTS_CHUNK)
+            break;
+    }
+    /* minute buckets feed only the dashboard's last 24 h */
+    int64_t keep_min = clock_now() / 60 - 2 * 1440;
+    if ((rc = compact_family(s, STORE_AGGREGATES, "m", 1, minute_old_cb, keep_min)))
+        return rc;
+    /* unique markers of days no event can reach any more */
+    if ((rc = compact_family(s, STORE_CUSTIDX, NULL, 0, marker_old_cb, cutoff / 86400)))
+        return rc;
+    return sync_tail(s);
+}
+
+/* ---------------------------------------------------------------------- */
+/* the hourly compactor (main thread)                                      */
+
+static struct event *g_compact_ev;
+static struct store *g_compact_store;
+static int g_retention_days;
+
+static void compact_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    long n = 0;
+    int64_t cutoff = clock_now() - (int64_t)g_retention_days * 86400;
+    uint64_t t0 = clock_mono_ns();
+    int rc = events_compact(g_compact_store, cutoff, &n);
+    if (rc)
+        log_error("event compaction failed", "err=\"%s\"", err_str(rc));
+    else if (n)
+        log_info("events compacted", "deleted=%ld retention_days=%d ms=%.1f", n, g_retention_days,
+                 (double)(clock_mono_ns() - t0) / 1e6);
+}
+
+int events_compactor_start(struct event_base *base, struct store *s, int retention_days)
+{
+    g_compact_store = s;
+    g_retention_days = retention_days > 0 ? retention_days : 90;
+    g_compact_ev = event_new(base, -1, EV_PERSIST, compact_tick, NULL);
+    if (!g_compact_ev)
+        return ERR_NOMEM;
+    struct timeval tv = { 3600, 0 };
+    event_add(g_compact_ev, &tv);
+    /* and once soon after start, so a server restarted daily still compacts */
+    struct timeval first = { 60, 0 };
+    event_base_once(base, -1, EV_TIMEOUT, compact_tick, NULL, &first);
+    return 0;
+}
+
+void events_compactor_stop(void)
+{
+    if (g_compact_ev) {
+        event_free(g_compact_ev);
+        g_compact_ev = NULL;
+    }
+}

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# setup.sh — install what promod needs to build, test and benchmark on a
+# Debian/Ubuntu machine.  Only missing packages are installed; `apt-get
+# update` runs once, and only when something is missing.  Uses sudo when
+# not root.  Safe to run again: with everything present it does nothing.
+set -euo pipefail
+
+PKGS=(
+  build-essential cmake pkg-config
+  libluajit-5.1-dev libevent-dev libmsgpack-dev liblmdb-dev libjansson-dev
+  libcriterion-dev libssl-dev
+  tzdata wrk lmdb-utils python3 curl
+)
+
+installed() {
+  dpkg -s "$1" 2>/dev/null | grep -q '^Status: install ok installed'
+}
+
+missing=()
+for p in "${PKGS[@]}"; do
+  installed "$p" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup: all ${#PKGS[@]} packages present"
+  exit 0
+fi
+
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "setup: missing ${missing[*]} and apt-get is not available; install them by hand" >&2
+  exit 1
+fi
+
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then
+    SUDO=(sudo)
+  else
+    echo "setup: need root (or sudo) to install: ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+
+echo "setup: installing ${missing[*]}"
+"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+
+still=()
+for p in "${missing[@]}"; do
+  installed "$p" || still+=("$p")
+done
+if [ ${#still[@]} -ne 0 ]; then
+  echo "setup: still missing after apt-get: ${still[*]}" >&2
+  exit 1
+fi
+echo "setup: done"

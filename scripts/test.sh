@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# test.sh — everything CI runs: dependencies, a release build and an
+# ASan+UBSan build, and every Criterion suite (ctest) in both.  Prints one
+# final line "N passed, N failed" (ctest test programs, both builds) and
+# exits non-zero on any failure or build error.
+#
+#   scripts/test.sh
+#
+# PROMOD_TEST_JOBS sets ctest's parallelism (default 2: the suites use
+# their own temp dirs and port 0, so they do not conflict).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+jobs=${PROMOD_TEST_JOBS:-2}
+passed=0
+failed=0
+
+bash scripts/setup.sh || { echo "0 passed, 1 failed"; exit 1; }
+
+# ctest prints "N% tests passed, F tests failed out of T": take F and T.
+run_suite() { # name dir [env...]
+  local name=$1 dir=$2
+  shift 2
+  echo "=== $name: ctest in $dir"
+  local log
+  log=$(mktemp)
+  env "$@" ctest --test-dir "$dir" --output-on-failure -j"$jobs" 2>&1 | tee "$log"
+  local line total fail
+  line=$(grep -E 'tests passed, [0-9]+ tests? failed out of [0-9]+' "$log" | tail -1)
+  rm -f "$log"
+  if [ -z "$line" ]; then
+    echo "=== $name: ctest gave no summary (crashed or found no tests)"
+    failed=$((failed + 1))
+    return
+  fi
+  total=$(sed -E 's/.* out of ([0-9]+).*/\1/' <<<"$line")
+  fail=$(sed -E 's/.*passed, ([0-9]+) tests? failed.*/\1/' <<<"$line")
+  passed=$((passed + total - fail))
+  failed=$((failed + fail))
+}
+
+build() { # mode
+  if ! bash scripts/build.sh "$1"; then
+    echo "=== build $1 failed"
+    failed=$((failed + 1))
+    return 1
+  fi
+}
+
+start=$(date +%s)
+if build release; then
+  run_suite release build
+fi
+if build asan; then
+  run_suite asan build-asan \
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+fi
+echo "=== $(( $(date +%s) - start )) s"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

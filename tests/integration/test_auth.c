@@ -1,0 +1,212 @@
+/*
+ * test_auth.c — API keys and roles on the real server, and the refusal to
+ * listen beyond loopback without keys.
+ */
+#include <criterion/criterion.h>
+#include <criterion/parameterized.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fixture.h"
+
+#define DECIDE_KEY "decide-key-0123456789"
+#define MARKETER_KEY "marketer-key-0123456789"
+#define ADMIN_KEY "admin-key-from-the-env-42"
+
+static struct tfx_server srv;
+
+static void setup(void)
+{
+    setenv("PROMOD_TEST_ADMIN_KEY", ADMIN_KEY, 1);
+    tfx_server_init(&srv,
+                    "test_clock = true,\n"
+                    "  api_keys = {\n"
+                    "    { id = 'site', key = '" DECIDE_KEY "', role = 'decide' },\n"
+                    "    { id = 'alice', key = '" MARKETER_KEY "', role = 'marketer' },\n"
+                    "    { id = 'ops', key_env = 'PROMOD_TEST_ADMIN_KEY', role = 'admin' },\n"
+                    "  },");
+    tfx_write(&srv, "rules/hello.lua",
+              "return { id = 'hello', channels = { 'web' },\n"
+              "  variants = { { id = 'A', content = { headline = 'Hi' } } },\n"
+              "  eligible = function(p, ctx) return true end }\n");
+    cr_assert_eq(tfx_server_start(&srv), 0, "server did not start");
+}
+
+static void teardown(void) { tfx_server_cleanup(&srv); }
+
+TestSuite(auth, .init = setup, .fini = teardown, .timeout = 60);
+
+/* one request with an optional bearer key; returns the status */
+static int call(const char *key, const char *method, const char *path, const char *json, char *code,
+                size_t codelen)
+{
+    char headers[256] = "";
+    if (key)
+        snprintf(headers, sizeof headers, "Authorization: Bearer %s\r\n", key);
+    if (json)
+        strcat(headers, "Content-Type: application/json\r\n");
+    struct tfx_resp r;
+    tfx_http(&srv, method, path, headers, json, json ? strlen(json) : 0, &r);
+    if (code)
+        snprintf(code, codelen, "%s", tfx_err_code(&r));
+    int st = r.status;
+    tfx_resp_free(&r);
+    return st;
+}
+
+Test(auth, missing_or_malformed_credentials)
+{
+    static const char *bad_headers[] = {
+        NULL,                                        /* none */
+        "Authorization: Bearer\r\n",                 /* no key */
+        "Authorization: Bearer \r\n",                /* empty key */
+        "Authorization: Basic YWxpY2U6c2VjcmV0\r\n", /* another scheme */
+        "Authorization: " MARKETER_KEY "\r\n",       /* no scheme */
+        "Authorization: Bearer  " MARKETER_KEY "\r\n", /* two spaces */
+        "Authorization: Bearer " MARKETER_KEY "x\r\n",
+        "Authorization: Bearer marketer-key-012345678\r\n", /* one byte short */
+        "Authorization: Bearer MARKETER-KEY-0123456789\r\n",
+        "Authorization: Bearer site\r\n",            /* the key's id is not the key */
+    };
+    for (size_t i = 0; i < sizeof bad_headers / sizeof bad_headers[0]; i++) {
+        struct tfx_resp r;
+        tfx_http(&srv, "GET", "/api/v1/profiles/u1", bad_headers[i], NULL, 0, &r);
+        cr_assert_eq(r.status, 401, "header %zu: %d %s", i, r.status, r.body);
+        cr_assert_str_eq(tfx_err_code(&r), "unauthorized", "header %zu: %s", i, r.body);
+        cr_assert(strstr(r.headers, "WWW-Authenticate: Bearer"), "header %zu: no challenge", i);
+        cr_assert(json_string_value(json_object_get(json_object_get(r.json, "error"), "message")));
+        tfx_resp_free(&r);
+    }
+    /* the scheme name is case-insensitive */
+    struct tfx_resp r;
+    tfx_http(&srv, "PUT", "/api/v1/profiles/u1", "authorization: bearer " MARKETER_KEY "\r\n", "{}", 2, &r);
+    cr_assert_eq(r.status, 201, "%s", r.body);
+    tfx_resp_free(&r);
+}
+
+Test(auth, public_endpoints_need_no_key)
+{
+    cr_assert_eq(call(NULL, "GET", "/healthz", NULL, NULL, 0), 200);
+    cr_assert_eq(call(NULL, "GET", "/metrics", NULL, NULL, 0), 200);
+    cr_assert_eq(call("wrong-key-123456", "GET", "/healthz", NULL, NULL, 0), 200, "a bad key does not matter");
+}
+
+struct acase {
+    char key[40];
+    char method[8];
+    char path[64];
+    char body[80];
+    int status;
+};
+
+#define D DECIDE_KEY
+#define M MARKETER_KEY
+#define A ADMIN_KEY
+#define DECIDE_BODY "{\"customer_id\":\"u1\",\"channel\":\"web\"}"
+
+ParameterizedTestParameters(auth, roles)
+{
+    static struct acase cases[] = {
+        /* decide: decide and events only */
+        { D, "POST", "/api/v1/decide", DECIDE_BODY, 200 },
+        { D, "GET", "/api/v1/profiles/existing", "", 403 },
+        { D, "PUT", "/api/v1/profiles/u1", "{}", 403 },
+        { D, "DELETE", "/api/v1/profiles/existing", "", 403 },
+        { D, "POST", "/api/v1/profiles/import", "{\"id\":\"x\"}", 403 },
+        { D, "GET", "/api/v1/profiles/existing/export", "", 403 },
+        { D, "GET", "/api/v1/rules", "", 403 },
+        { D, "POST", "/api/v1/rules/reload", "", 403 },
+        { D, "GET", "/api/v1/admin/clock", "", 403 },
+        /* marketer: profiles, rules, decide; not admin */
+        { M, "PUT", "/api/v1/profiles/m1", "{\"a\":1}", 201 },
+        { M, "GET", "/api/v1/profiles/existing", "", 200 },
+        { M, "PATCH", "/api/v1/profiles/existing", "{\"b\":2}", 200 },
+        { M, "GET", "/api/v1/profiles/existing/export", "", 200 },
+        { M, "POST", "/api/v1/profiles/import", "{\"id\":\"m2\"}", 200 },
+        { M, "DELETE", "/api/v1/profiles/existing", "", 200 },
+        { M, "GET", "/api/v1/rules", "", 200 },
+        { M, "POST", "/api/v1/decide", DECIDE_BODY, 200 },
+        { M, "GET", "/api/v1/admin/clock", "", 403 },
+        { M, "POST", "/api/v1/admin/clock", "{\"offset\":5}", 403 },
+        /* admin: everything */
+        { A, "PUT", "/api/v1/profiles/a1", "{\"a\":1}", 201 },
+        { A, "GET", "/api/v1/profiles/existing/export", "", 200 },
+        { A, "DELETE", "/api/v1/profiles/existing", "", 200 },
+        { A, "GET", "/api/v1/rules", "", 200 },
+        { A, "POST", "/api/v1/decide", DECIDE_BODY, 200 },
+        { A, "GET", "/api/v1/admin/clock", "", 200 },
+        { A, "POST", "/api/v1/admin/clock", "{\"offset\":0}", 200 },
+    };
+    return cr_make_param_array(struct acase, cases, sizeof cases / sizeof cases[0]);
+}
+
+ParameterizedTest(struct acase *c, auth, roles)
+{
+    char code[64];
+    cr_assert_eq(call(A, "PUT", "/api/v1/profiles/existing", "{\"seed\":1}", NULL, 0), 201);
+    int st = call(c->key, c->method, c->path, c->body[0] ? c->body : NULL, code, sizeof code);
+    cr_assert_eq(st, c->status, "%s %s with %.8s...: %d (%s)", c->method, c->path, c->key, st, code);
+    if (c->status == 403)
+        cr_assert_str_eq(code, "forbidden");
+    /* a 403 changed nothing */
+    if (!strcmp(c->key, D) && !strcmp(c->method, "PUT"))
+        cr_assert_eq(call(M, "GET", "/api/v1/profiles/u1", NULL, NULL, 0), 404);
+    if (!strcmp(c->key, D) && !strcmp(c->method, "DELETE"))
+        cr_assert_eq(call(M, "GET", "/api/v1/profiles/existing", NULL, NULL, 0), 200);
+}
+
+Test(auth, forbidden_message_names_role_and_route)
+{
+    struct tfx_resp r;
+    tfx_http(&srv, "GET", "/api/v1/rules", "Authorization: Bearer " DECIDE_KEY "\r\n", NULL, 0, &r);
+    cr_assert_eq(r.status, 403);
+    const char *msg = json_string_value(json_object_get(json_object_get(r.json, "error"), "message"));
+    cr_assert(msg && strstr(msg, "decide") && strstr(msg, "/api/v1/rules"), "%s", msg ? msg : "(none)");
+    tfx_resp_free(&r);
+}
+
+Test(auth, keys_allow_listening_beyond_loopback)
+{
+    /* the same config on 0.0.0.0: allowed because keys are configured */
+    tfx_server_stop(&srv);
+    cr_assert_eq(tfx_server_start_listen(&srv, "0.0.0.0:0"), 0, "refused to start with keys on 0.0.0.0");
+    cr_assert_eq(call(NULL, "GET", "/healthz", NULL, NULL, 0), 200);
+    cr_assert_eq(call(NULL, "GET", "/api/v1/profiles/u1", NULL, NULL, 0), 401);
+    char *log = tfx_server_log(&srv);
+    cr_assert(strstr(log, "auth=api_keys"), "start-up line does not say auth is on: %s", log);
+    free(log);
+}
+
+/* No keys: loopback works (and says so); anything else refuses to start. */
+Test(auth, no_keys_loopback_only)
+{
+    tfx_server_stop(&srv);
+    struct tfx_server open;
+    tfx_server_init(&open, NULL);
+    cr_assert_eq(tfx_server_start(&open), 0);
+    struct tfx_resp r;
+    tfx_req(&open, "PUT", "/api/v1/profiles/nokey", "{}", &r);
+    cr_assert_eq(r.status, 201, "no keys configured: loopback is open: %s", r.body);
+    tfx_resp_free(&r);
+    char *log = tfx_server_log(&open);
+    cr_assert(strstr(log, "loopback only"), "start-up line does not warn: %s", log);
+    free(log);
+    tfx_server_stop(&open);
+
+    static const char *beyond[] = { "0.0.0.0:0", "[::]:0" };
+    for (int i = 0; i < 2; i++) {
+        cr_assert_neq(tfx_server_start_listen(&open, beyond[i]), 0, "started on %s without keys", beyond[i]);
+        log = tfx_server_log(&open);
+        cr_assert(strstr(log, "refusing to listen beyond loopback without API keys"), "%s: log: %s",
+                  beyond[i], log);
+        free(log);
+    }
+    /* the exit status, and the reason on stderr, from a direct run */
+    char *out = NULL;
+    int st = tfx_promod(&out, "serve", "-c", open.config, "--listen", "0.0.0.0:0", (char *)NULL);
+    cr_assert_neq(st, 0, "exit status %d", st);
+    cr_assert(strstr(out, "refusing to listen beyond loopback") && strstr(out, "api_keys"), "%s", out);
+    free(out);
+    tfx_server_cleanup(&open);
+}
