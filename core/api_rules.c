@@ -41,24 +41,46 @@ static void h_validate(struct http_req *r)
         b = http_body_json(r, JSON_OBJECT);
         if (!b)
             return;
+        const char *key;
+        json_t *val;
+        json_object_foreach(b, key, val) {
+            if (strcmp(key, "script") && strcmp(key, "kind") && strcmp(key, "name")) {
+                http_reply_errorf(r, 400, "unknown_field", key,
+                                  "unknown field \"%.64s\" (expected script, kind, name)", key);
+                json_decref(b);
+                return;
+            }
+        }
         json_t *s = json_object_get(b, "script");
         if (!json_is_string(s)) {
-            http_reply_error(r, 400, "missing_field", "\"script\" (the Lua source) is required", "script");
+            if (s && !json_is_null(s))
+                http_reply_error(r, 400, "invalid_field", "\"script\" must be the Lua source as a string",
+                                 "script");
+            else
+                http_reply_error(r, 400, "missing_field", "\"script\" (the Lua source) is required", "script");
             json_decref(b);
             return;
         }
         src = json_string_value(s);
         len = json_string_length(s);
-        const char *k = json_string_value(json_object_get(b, "kind"));
+        json_t *kv = json_object_get(b, "kind");
+        const char *k = json_string_value(kv);
         if (k && !strcmp(k, "plugin"))
             kind = RULES_PLUGIN;
-        else if (k && strcmp(k, "campaign")) {
+        else if ((kv && !json_is_null(kv) && !k) || (k && strcmp(k, "campaign"))) {
             http_reply_error(r, 400, "invalid_field", "\"kind\" is campaign or plugin", "kind");
             json_decref(b);
             return;
         }
-        const char *n = json_string_value(json_object_get(b, "name"));
-        if (n && http_valid_id(n))
+        json_t *nv = json_object_get(b, "name");
+        const char *n = json_string_value(nv);
+        if ((nv && !json_is_null(nv) && !n) || (n && !http_valid_id(n))) {
+            http_reply_error(r, 400, "invalid_field",
+                             "\"name\" is a file name like \"spring.lua\" (A-Z a-z 0-9 _ - . : @)", "name");
+            json_decref(b);
+            return;
+        }
+        if (n)
             name = n;
     }
     char path[300];

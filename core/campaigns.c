@@ -23,6 +23,7 @@
 #include "http.h"
 #include "log.h"
 #include "rules.h"
+#include "sends.h"
 #include "store.h"
 #include "tz.h"
 #include <ctype.h>
@@ -169,6 +170,7 @@ static json_t *summary(const json_t *rec)
         return NULL;
     json_t *s = json_deep_copy(rec);
     json_object_del(s, "head_hash");
+    json_object_del(s, "name_set");
     return s;
 }
 
@@ -757,6 +759,8 @@ static int sync_campaign(struct store_txn *t, const struct rules_gen *g, int i, 
             json_decref(v);
             json_object_set_new(rec, "version", json_integer(n));
             json_object_set_new(rec, "head_hash", json_string(h));
+            if (!json_is_true(json_object_get(rec, "name_set")) && c->name)
+                json_object_set_new(rec, "name", json_string(c->name));
             if (jeq(rec, "status", "pending_approval")) {
                 json_object_set_new(rec, "status", json_string("draft"));
                 json_object_del(rec, "submitted_version");
@@ -770,9 +774,13 @@ static int sync_campaign(struct store_txn *t, const struct rules_gen *g, int i, 
             json_decref(b);
             json_decref(after);
         }
-        touch(rec, "file");
-        if (!rc)
+        int grc;
+        json_t *was = rec_get(t, c->id, &grc);
+        if (!rc && !json_equal(was, rec)) { /* nothing to write when the file caught up */
+            touch(rec, "file");
             rc = rec_put(t, c->id, rec);
+        }
+        json_decref(was);
         json_decref(before);
     }
     if (out && !rc)
@@ -1042,7 +1050,7 @@ static int check_body(const json_t *b, const char *const *allowed, struct campai
 }
 
 /* Validate `src` as the campaign `id` stored at `abs`.  On success fills
- * *pc (caller frees with rules_campaign_free) and names/nn. */
+ * *pc (caller frees with rules_campaign_free). */
 static int check_script(const char *id, const char *abs, const char *src, size_t len,
                         const struct rules_gen *g, struct rules_campaign *pc,
                         struct campaigns_err *e)
@@ -1063,9 +1071,11 @@ static int check_script(const char *id, const char *abs, const char *src, size_t
     }
     json_decref(errors);
     if (strcmp(pc->id, id)) {
+        const char *base = strrchr(abs, '/');
         seterr(e, 422, "invalid_script", "script",
-               "the script's id \"%.128s\" must equal the campaign id \"%s\" (or leave id out)",
-               pc->id, id);
+               "the script's id is \"%.128s\" (from its id field, or else its file name %s) but "
+               "the campaign is \"%s\": set id = \"%s\"",
+               pc->id, base ? base + 1 : abs, id, id);
         rules_campaign_free(pc);
         return -1;
     }
@@ -1190,6 +1200,8 @@ static void apply_meta(json_t *rec, const json_t *body)
             json_object_set_new(rec, "cost", nc);
         } else {
             json_object_set(rec, keys[i], v);
+            if (i == 0) /* a name given here no longer follows the script's */
+                json_object_set_new(rec, "name_set", json_true());
         }
     }
 }
@@ -1250,11 +1262,7 @@ static json_t *create_campaign(const char *id, const json_t *meta, const char *s
     rec = json_object();
     json_object_set_new(rec, "id", json_string(id));
     json_object_set_new(rec, "name", json_string(pc.name ? pc.name : id));
-    apply_meta(rec, meta);
-    if (!json_object_get(rec, "cost"))
-        json_object_set_new(rec, "cost",
-                            json_pack("{s:f,s:f}", "per_send", pc.cost_per_send, "per_impression",
-                                      pc.cost_per_impression));
+    apply_meta(rec, meta); /* no "cost" here: the script's cost table applies */
     json_object_set_new(rec, "status", json_string("draft"));
     json_object_set_new(rec, "origin", json_string("api"));
     json_object_set_new(rec, "file", json_string(rel));
@@ -1633,9 +1641,12 @@ json_t *campaigns_update(const char *id, const json_t *body, const char *actor, 
     int new_script = src && !jeq(rec, "head_hash", h);
     long n = 0;
     const char *state = NULL;
-    if (new_script)
+    if (new_script) {
         rc = add_version(t, id, rec, src, len, h, actor, "api", 0, 0, chans, &n, &state);
-    if (json_equal(before, rec) && !new_script) {
+        if (!json_is_true(json_object_get(rec, "name_set")) && pc.name)
+            json_object_set_new(rec, "name", json_string(pc.name));
+    }
+    if (json_equal(old, rec) && !new_script) {
         store_txn_end(t); /* nothing changed: no rev, no audit */
         t = NULL;
         rules_gen_release(g);
@@ -1691,8 +1702,42 @@ done:
 
 /* ---------------------------------------------------------------- delete */
 
+/* Outbound channels (email, sms, push, webhook) send when launched: tell
+ * sends.c about launch/resume/pause/stop/delete, after the status is
+ * committed and the generation republished (sends_start reads it).  Returns
+ * {"action", "result"} for the reply, or NULL when nothing applies. */
+static json_t *sends_apply(const char *id, int a, const char *from, const char *actor)
+{
+    int rc;
+    const char *what;
+    if (a == A_LAUNCH && !strcmp(from, "paused")) {
+        what = "resume";
+        rc = sends_resume(id, actor);
+    } else if (a == A_LAUNCH) {
+        what = "start";
+        rc = sends_start(id, actor);
+    } else if (a == A_PAUSE) {
+        what = "pause";
+        rc = sends_pause(id, actor);
+    } else if (a == A_STOP || a == A_DELETE) {
+        what = "stop";
+        rc = sends_stop(id, actor);
+    } else {
+        return NULL;
+    }
+    if (rc == SENDS_NOTHING || rc == ERR_NOTFOUND)
+        return NULL; /* no outbound channel, or never launched: nothing to send */
+    if (rc) {
+        log_warn("campaign sends did not follow the lifecycle",
+                 "campaign=\"%s\" action=%s error=\"%s\"", id, what, err_str(rc));
+        return json_pack("{s:s,s:b,s:s}", "action", what, "ok", 0, "error", err_str(rc));
+    }
+    return json_pack("{s:s,s:b}", "action", what, "ok", 1);
+}
+
 json_t *campaigns_delete(const char *id, const char *actor, long if_match, struct campaigns_err *e)
 {
+    char st_copy[32] = "";
     char obj[200];
     snprintf(obj, sizeof obj, "campaign:%s", id);
     json_t *rec = NULL, *old = NULL;
@@ -1711,6 +1756,7 @@ json_t *campaigns_delete(const char *id, const char *actor, long if_match, struc
         illegal(e, "delete", st, allowed_mask(st, 0), "it is already deleted");
         goto fail;
     }
+    snprintf(st_copy, sizeof st_copy, "%s", st);
     if (check_rev(rec, if_match, e))
         goto fail;
     old = json_deep_copy(rec);
@@ -1747,7 +1793,12 @@ json_t *campaigns_delete(const char *id, const char *actor, long if_match, struc
     json_decref(rec);
     json_decref(old);
     rules_reload(g_app, 0);
-    return view_now(id, 0, e);
+    json_t *sent = sends_apply(id, A_DELETE, st_copy, actor);
+    json_t *out = view_now(id, 0, e);
+    if (out && sent)
+        json_object_set(out, "send", sent);
+    json_decref(sent);
+    return out;
 fail:
     store_txn_end(t);
     rules_gen_release(g);
@@ -1959,7 +2010,12 @@ json_t *campaigns_action(const char *id, const char *action, const json_t *body,
     json_decref(before);
     json_decref(ver);
     rules_reload(g_app, 0);
-    return view_now(id, 1, e);
+    json_t *sent = sends_apply(id, a, st, actor);
+    json_t *out = view_now(id, 1, e);
+    if (out && sent)
+        json_object_set(out, "send", sent);
+    json_decref(sent);
+    return out;
 fail:
     store_txn_end(t);
     rules_gen_release(g);

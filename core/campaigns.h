@@ -16,7 +16,10 @@
  *    change: the ETag), "version" (newest saved script), "head_hash",
  *    "live_version" (the version the server runs; 0 = none approved yet),
  *    "submitted_version", "submitted_by", "created_at/_by",
- *    "updated_at/_by", "file_missing"}.  rules.c reads "status" from it.
+ *    "updated_at/_by", "file_missing", "name_set" (the name was given through
+ *    the API; otherwise it follows the script's `name`)}.  "cost" is stored
+ *    only when given through the API (else the script's `cost` applies).
+ *    rules.c reads "status" from it.
  *  - STORE_VERSIONS: id \0 be64(n) → {"version", "hash" (sha256 hex),
  *    "author", "at", "origin" ("api"|"file"|"rollback"|"clone"), "size",
  *    "source", "rollback_of", "approved_by/_at", "rejected_by/_at",
@@ -112,8 +115,8 @@ json_t *campaigns_list(const struct campaigns_filter *f, struct campaigns_err *e
 json_t *campaigns_update(const char *id, const json_t *body, const char *actor, long if_match,
                          struct campaigns_err *e);
 
-/** DELETE: status "archived", the file removed, records and versions kept.
- *  @return the view. */
+/** DELETE: status "archived", the file removed, records and versions kept,
+ *  an outbound send stopped.  @return the view. */
 json_t *campaigns_delete(const char *id, const char *actor, long if_match,
                          struct campaigns_err *e);
 
@@ -121,8 +124,12 @@ json_t *campaigns_delete(const char *id, const char *actor, long if_match,
  *  approve, reject or clone.  `body` (may be NULL) carries {"version": n}
  *  for approve/reject, {"reason": "..."} for reject, {"id", "name"?,
  *  "script"?} for clone.  An illegal action is 409 illegal_transition
- *  naming the current status and the allowed actions.  @return the view
- *  (for clone: of the new campaign). */
+ *  naming the current status and the allowed actions.  After the status
+ *  is committed, outbound sends follow (sends.h): launch → sends_start,
+ *  launch of a paused campaign → sends_resume, pause → sends_pause, stop →
+ *  sends_stop; the view then carries "send": {"action", "ok", "error"?}
+ *  (a send failure does not undo the status change; it is logged).
+ *  @return the view (for clone: of the new campaign). */
 json_t *campaigns_action(const char *id, const char *action, const json_t *body,
                          const char *actor, long if_match, struct campaigns_err *e);
 

@@ -188,13 +188,20 @@ static void xp_error(json_t *xp, const char *hook, const char *msg)
         return;
     char b[600];
     snprintf(b, sizeof b, "%s: %s", hook, msg);
-    json_object_set_new(xp, "error", json_string(b) ? json_string(b) : json_string("(error)"));
+    json_t *s = json_string(b); /* NULL when the message is not UTF-8 */
+    if (!s) {
+        snprintf(b, sizeof b, "%s: error (its message is not valid UTF-8)", hook);
+        s = json_string(b);
+    }
+    json_object_set_new(xp, "error", s);
 }
 
 static json_t *xp_reason(json_t *xp, const char *reason)
 {
-    if (xp)
-        json_object_set_new(xp, "reason", json_string(reason));
+    if (xp) {
+        json_t *s = json_string(reason); /* a rule's own text: may not be UTF-8 */
+        json_object_set_new(xp, "reason", s ? s : json_string("(reason is not valid UTF-8)"));
+    }
     return xp;
 }
 
@@ -706,7 +713,8 @@ json_t *decide_run(const struct decide_req *q, struct decide_err *e)
         json_object_set_new(x, "reason", json_string(blocked));
         json_array_append_new(explain, x);
     }
-    qsort(cands, (size_t)ncand, sizeof *cands, cand_cmp);
+    if (ncand > 1)
+        qsort(cands, (size_t)ncand, sizeof *cands, cand_cmp);
 
     /* Walk the ranking: caps (read snapshot) and the throttle hook only for
      * candidates that could still be served, content for those that pass,

@@ -17,6 +17,7 @@
 #include "hash.h"
 #include "http.h"
 #include "log.h"
+#include "rules.h"
 #include "triggers.h"
 #include "tz.h"
 #include <event2/event.h>
@@ -25,6 +26,8 @@
  * the call below is skipped when the symbol is absent. */
 #pragma weak triggers_on_event
 #include <math.h>
+#include <msgpack.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -139,8 +142,9 @@ struct ev {
     int has_rev;
     double revenue;
     int64_t ts_ms;
-    json_t *props;  /* borrowed from src */
-    json_t *src;    /* owned reference */
+    char *props_mp; /* `properties` as msgpack (owned) or NULL */
+    size_t props_len;
+    char sbuf[656]; /* the strings above point here (the parsed JSON is freed) */
 };
 
 static void add_error(struct events_result *res, long index, long line, const char *code,
@@ -339,20 +343,6 @@ static int validate(json_t *o, long index, long line, int64_t now, struct ev *e,
             e->currency[i] = (char)(c[i] >= 'a' ? c[i] - 32 : c[i]);
         e->currency[3] = 0;
     }
-    v = json_object_get(o, "properties");
-    if (v && !json_is_null(v)) {
-        struct buf b = BUF_INIT;
-        int bad = !json_is_object(v) || codec_depth(v) > 8 || codec_json_to_msgpack(v, &b) ||
-                  b.len > EVENTS_MAX_PROPS;
-        buf_free(&b);
-        if (bad) {
-            add_error(res, index, line, "invalid_field", "properties",
-                      "\"properties\" must be an object of at most %d bytes and 8 levels",
-                      EVENTS_MAX_PROPS);
-            return -1;
-        }
-        e->props = v;
-    }
     v = json_object_get(o, "ts");
     if (!v || json_is_null(v)) {
         e->ts_ms = clock_now_ms();
@@ -389,22 +379,113 @@ static int validate(json_t *o, long index, long line, int64_t now, struct ev *e,
                   (int)(retention_secs() / 86400));
         return -1;
     }
-    e->src = json_incref(o);
+    /* last: nothing may fail after props_mp is allocated */
+    v = json_object_get(o, "properties");
+    if (v && !json_is_null(v)) {
+        struct buf b = BUF_INIT;
+        int bad = !json_is_object(v) || codec_depth(v) > 8 || codec_json_to_msgpack(v, &b) ||
+                  b.len > EVENTS_MAX_PROPS;
+        if (bad) {
+            buf_free(&b);
+            add_error(res, index, line, "invalid_field", "properties",
+                      "\"properties\" must be an object of at most %d bytes and 8 levels",
+                      EVENTS_MAX_PROPS);
+            return -1;
+        }
+        e->props_len = b.len;
+        e->props_mp = buf_steal(&b);
+    }
+    /* own copies: the caller frees the parsed object right away (on the
+     * parsing thread, not under the writer lock) */
+    char *w = e->sbuf;
+    const char **fields[] = { &e->type, &e->cust, &e->camp, &e->variant, &e->channel,
+                              &e->decision, &e->event_id };
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        if (!*fields[i])
+            continue;
+        size_t l = strlen(*fields[i]);
+        memcpy(w, *fields[i], l + 1);
+        *fields[i] = w;
+        w += l + 1;
+    }
     return 0;
 }
 
 static void ev_release(struct ev *e, int n)
 {
     for (int i = 0; i < n; i++)
-        json_decref(e[i].src);
+        free(e[i].props_mp);
 }
 
 /* ---------------------------------------------------------------------- */
 /* applying a chunk                                                       */
 
+static int mp_write(void *data, const char *p, size_t len)
+{
+    return buf_add(data, p, len) ? -1 : 0;
+}
+
+static void pack_str(msgpack_packer *pk, const char *s)
+{
+    size_t n = strlen(s);
+    msgpack_pack_str_with_body(pk, s, n);
+}
+
+static void pack_kv_str(msgpack_packer *pk, const char *k, const char *v)
+{
+    pack_str(pk, k);
+    pack_str(pk, v);
+}
+
+static void pack_kv_int(msgpack_packer *pk, const char *k, int64_t v)
+{
+    pack_str(pk, k);
+    msgpack_pack_int64(pk, v);
+}
+
+/* The stored event: a msgpack map written straight from the validated
+ * fields (what events_customer_list and the scans decode). */
+static int pack_event(const struct ev *e, int64_t received, struct buf *b)
+{
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, b, mp_write);
+    size_t n = 5 + !!e->camp + !!e->variant + !!e->channel + !!e->decision + !!e->event_id +
+               !!e->has_rev + !!e->currency[0] + !!e->props_mp;
+    msgpack_pack_map(&pk, n);
+    pack_kv_str(&pk, "type", e->type);
+    pack_kv_str(&pk, "customer_id", e->cust);
+    if (e->camp)
+        pack_kv_str(&pk, "campaign_id", e->camp);
+    if (e->variant)
+        pack_kv_str(&pk, "variant", e->variant);
+    if (e->channel)
+        pack_kv_str(&pk, "channel", e->channel);
+    if (e->decision)
+        pack_kv_str(&pk, "decision_id", e->decision);
+    if (e->event_id)
+        pack_kv_str(&pk, "event_id", e->event_id);
+    if (e->has_rev) {
+        pack_str(&pk, "revenue");
+        msgpack_pack_double(&pk, e->revenue);
+    }
+    if (e->currency[0])
+        pack_kv_str(&pk, "currency", e->currency);
+    pack_kv_int(&pk, "ts", e->ts_ms / 1000);
+    pack_kv_int(&pk, "ts_ms", e->ts_ms);
+    pack_kv_int(&pk, "received", received);
+    if (e->props_mp) {
+        pack_str(&pk, "properties");
+        if (buf_add(b, e->props_mp, e->props_len))
+            return ERR_NOMEM;
+    }
+    return b->p ? 0 : ERR_NOMEM;
+}
+
+/* Counts of one aggregate cell or minute within a chunk. */
 struct acc {
-    json_t *n;             /* type → count */
-    long u[EVENTS_NKINDS]; /* new unique customers per kind */
+    long n[EVENTS_CUSTOM];  /* known kinds */
+    json_t *custom;         /* custom type → count, or NULL */
+    long u[EVENTS_NKINDS];  /* new unique customers per kind */
     long customers;
     double revenue;
 };
@@ -413,12 +494,10 @@ static void acc_free(void *p)
 {
     struct acc *a = p;
     if (a) {
-        json_decref(a->n);
+        json_decref(a->custom);
         free(a);
     }
 }
-
-static void jsonv_free(void *p) { json_decref(p); }
 
 static struct acc *acc_get(struct hmap *m, const void *key, size_t klen, int *rc)
 {
@@ -426,8 +505,8 @@ static struct acc *acc_get(struct hmap *m, const void *key, size_t klen, int *rc
     if (a)
         return a;
     a = calloc(1, sizeof *a);
-    if (!a || !(a->n = json_object()) || (*rc = hmap_put(m, key, klen, a))) {
-        acc_free(a);
+    if (!a || (*rc = hmap_put(m, key, klen, a))) {
+        free(a);
         if (!*rc)
             *rc = ERR_NOMEM;
         return NULL;
@@ -457,10 +536,26 @@ static json_t *obj_child(json_t *o, const char *k)
     return c;
 }
 
+static int acc_count(struct acc *a, const struct ev *e)
+{
+    if (e->kind != EVENTS_CUSTOM) {
+        a->n[e->kind]++;
+    } else {
+        if (!a->custom && !(a->custom = json_object()))
+            return ERR_NOMEM;
+        inc_int(a->custom, e->type, 1);
+    }
+    if (e->has_rev)
+        a->revenue += e->revenue;
+    return 0;
+}
+
 /* Read-modify-write every accumulated cell / minute into STORE_AGGREGATES. */
 static int flush_accs(struct store_txn *t, struct hmap *m, int with_uniques)
 {
-    for (size_t i = 0; i < m->cap; i++) {
+    struct buf b = BUF_INIT;
+    int rc = 0;
+    for (size_t i = 0; i < m->cap && !rc; i++) {
         struct hent *h = &m->v[i];
         if (!h->key)
             continue;
@@ -468,19 +563,23 @@ static int flush_accs(struct store_txn *t, struct hmap *m, int with_uniques)
         const void *ov;
         size_t ol;
         json_t *cur = NULL;
-        int rc = store_get(t, STORE_AGGREGATES, h->key, h->klen, &ov, &ol);
+        rc = store_get(t, STORE_AGGREGATES, h->key, h->klen, &ov, &ol);
         if (rc == 0)
             cur = codec_msgpack_to_json(ov, ol, NULL);
         else if (rc != ERR_NOTFOUND)
-            return rc;
+            break;
+        rc = 0;
         if (!json_is_object(cur)) {
             json_decref(cur);
             cur = json_object();
         }
         json_t *n = obj_child(cur, "n");
+        for (int kd = 0; kd < EVENTS_CUSTOM; kd++)
+            if (a->n[kd])
+                inc_int(n, kind_names[kd], a->n[kd]);
         const char *k;
         json_t *v;
-        json_object_foreach(a->n, k, v)
+        json_object_foreach(a->custom, k, v)
             inc_int(n, k, json_integer_value(v));
         if (with_uniques) {
             json_t *u = obj_child(cur, "u");
@@ -492,16 +591,226 @@ static int flush_accs(struct store_txn *t, struct hmap *m, int with_uniques)
         }
         if (a->revenue)
             inc_real(cur, "r", a->revenue);
-        struct buf b = BUF_INIT;
+        buf_reset(&b);
         rc = codec_json_to_msgpack(cur, &b);
         json_decref(cur);
         if (!rc)
             rc = store_put(t, STORE_AGGREGATES, h->key, h->klen, b.p, b.len);
-        buf_free(&b);
-        if (rc)
-            return rc;
     }
+    buf_free(&b);
+    return rc;
+}
+
+/* p.stats of one customer: what this chunk adds, merged at flush time with
+ * the stored map (so each customer costs one read and one write a chunk). */
+struct ctype {
+    char name[33];
+    long n;
+    int64_t last;
+};
+
+struct sacc {
+    int64_t first, last;           /* first_seen, last_seen (0 = none yet) */
+    long events;
+    long n[EVENTS_CUSTOM];
+    int64_t lastk[EVENTS_CUSTOM];  /* last[type] for known kinds */
+    double revenue;
+    int has_rev;
+    int64_t last_conv;
+    struct ctype *cust;            /* custom types */
+    size_t ncust, capcust;
+};
+
+static void sacc_free(void *p)
+{
+    struct sacc *s = p;
+    if (s) {
+        free(s->cust);
+        free(s);
+    }
+}
+
+static int sacc_custom(struct sacc *s, const char *name, size_t nl, long n, int64_t last)
+{
+    if (nl > 32)
+        return 0;
+    for (size_t i = 0; i < s->ncust; i++)
+        if (strlen(s->cust[i].name) == nl && !memcmp(s->cust[i].name, name, nl)) {
+            s->cust[i].n += n;
+            if (last > s->cust[i].last)
+                s->cust[i].last = last;
+            return 0;
+        }
+    if (s->ncust == s->capcust) {
+        size_t nc = s->capcust ? s->capcust * 2 : 4;
+        struct ctype *x = realloc(s->cust, nc * sizeof *x);
+        if (!x)
+            return ERR_NOMEM;
+        s->cust = x;
+        s->capcust = nc;
+    }
+    struct ctype *c = &s->cust[s->ncust++];
+    memcpy(c->name, name, nl);
+    c->name[nl] = 0;
+    c->n = n;
+    c->last = last;
     return 0;
+}
+
+static int sacc_apply(struct sacc *s, const struct ev *e)
+{
+    int64_t ts = e->ts_ms / 1000;
+    if (!s->events || ts < s->first)
+        s->first = ts;
+    if (!s->events || ts > s->last)
+        s->last = ts;
+    s->events++;
+    if (e->kind != EVENTS_CUSTOM) {
+        s->n[e->kind]++;
+        if (ts > s->lastk[e->kind])
+            s->lastk[e->kind] = ts;
+    } else if (sacc_custom(s, e->type, strlen(e->type), 1, ts)) {
+        return ERR_NOMEM;
+    }
+    if (e->has_rev) {
+        s->revenue += e->revenue;
+        s->has_rev = 1;
+    }
+    if (e->kind == EVENTS_CONVERSION && ts > s->last_conv)
+        s->last_conv = ts;
+    return 0;
+}
+
+static int64_t mp_int(const msgpack_object *o)
+{
+    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+        return (int64_t)o->via.u64;
+    if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+        return o->via.i64;
+    if (o->type == MSGPACK_OBJECT_FLOAT64 || o->type == MSGPACK_OBJECT_FLOAT32)
+        return (int64_t)o->via.f64;
+    return 0;
+}
+
+static double mp_num(const msgpack_object *o)
+{
+    if (o->type == MSGPACK_OBJECT_FLOAT64 || o->type == MSGPACK_OBJECT_FLOAT32)
+        return o->via.f64;
+    return (double)mp_int(o);
+}
+
+static int mp_key_is(const msgpack_object *k, const char *s)
+{
+    size_t n = strlen(s);
+    return k->type == MSGPACK_OBJECT_STR && k->via.str.size == n && !memcmp(k->via.str.ptr, s, n);
+}
+
+static int mp_kind(const msgpack_object *k)
+{
+    if (k->type != MSGPACK_OBJECT_STR || k->via.str.size > 32)
+        return -1;
+    char name[33];
+    memcpy(name, k->via.str.ptr, k->via.str.size);
+    name[k->via.str.size] = 0;
+    return events_kind_of(name);
+}
+
+/* Merge the stored p.stats map into s (s holds this chunk's additions). */
+static int sacc_merge_stored(struct sacc *s, const void *v, size_t vl)
+{
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    size_t off = 0;
+    if (msgpack_unpack_next(&up, v, vl, &off) != MSGPACK_UNPACK_SUCCESS ||
+        up.data.type != MSGPACK_OBJECT_MAP) {
+        msgpack_unpacked_destroy(&up);
+        return 0; /* unreadable: start over rather than fail ingestion */
+    }
+    const msgpack_object_map *m = &up.data.via.map;
+    int rc = 0;
+    for (uint32_t i = 0; i < m->size && !rc; i++) {
+        const msgpack_object *k = &m->ptr[i].key, *val = &m->ptr[i].val;
+        if (mp_key_is(k, "first_seen")) {
+            int64_t x = mp_int(val);
+            if (x < s->first)
+                s->first = x;
+        } else if (mp_key_is(k, "last_seen")) {
+            int64_t x = mp_int(val);
+            if (x > s->last)
+                s->last = x;
+        } else if (mp_key_is(k, "events")) {
+            s->events += (long)mp_int(val);
+        } else if (mp_key_is(k, "revenue")) {
+            s->revenue += mp_num(val);
+            s->has_rev = 1;
+        } else if (mp_key_is(k, "last_conversion")) {
+            int64_t x = mp_int(val);
+            if (x > s->last_conv)
+                s->last_conv = x;
+        } else if ((mp_key_is(k, "custom") || mp_key_is(k, "last")) &&
+                   val->type == MSGPACK_OBJECT_MAP) {
+            int is_last = mp_key_is(k, "last");
+            for (uint32_t j = 0; j < val->via.map.size && !rc; j++) {
+                const msgpack_object *ck = &val->via.map.ptr[j].key, *cv = &val->via.map.ptr[j].val;
+                int kd = mp_kind(ck);
+                if (kd < 0)
+                    continue;
+                if (kd != EVENTS_CUSTOM) {
+                    if (is_last && mp_int(cv) > s->lastk[kd])
+                        s->lastk[kd] = mp_int(cv);
+                } else {
+                    rc = sacc_custom(s, ck->via.str.ptr, ck->via.str.size, is_last ? 0 : (long)mp_int(cv),
+                                     is_last ? mp_int(cv) : 0);
+                }
+            }
+        } else {
+            int kd = mp_kind(k);
+            if (kd >= 0 && kd != EVENTS_CUSTOM)
+                s->n[kd] += (long)mp_int(val);
+        }
+    }
+    msgpack_unpacked_destroy(&up);
+    return rc;
+}
+
+static int pack_stats(const struct sacc *s, struct buf *b)
+{
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, b, mp_write);
+    size_t nk = 0, nlast = 0;
+    for (int k = 0; k < EVENTS_CUSTOM; k++) {
+        nk += s->n[k] > 0;
+        nlast += s->lastk[k] > 0;
+    }
+    nlast += s->ncust;
+    size_t n = 3 + nk + 1 + (s->ncust > 0) + s->has_rev + (s->last_conv > 0);
+    msgpack_pack_map(&pk, n);
+    pack_kv_int(&pk, "first_seen", s->first);
+    pack_kv_int(&pk, "last_seen", s->last);
+    pack_kv_int(&pk, "events", s->events);
+    for (int k = 0; k < EVENTS_CUSTOM; k++)
+        if (s->n[k] > 0)
+            pack_kv_int(&pk, kind_names[k], s->n[k]);
+    if (s->ncust) {
+        pack_str(&pk, "custom");
+        msgpack_pack_map(&pk, s->ncust);
+        for (size_t i = 0; i < s->ncust; i++)
+            pack_kv_int(&pk, s->cust[i].name, s->cust[i].n);
+    }
+    pack_str(&pk, "last");
+    msgpack_pack_map(&pk, nlast);
+    for (int k = 0; k < EVENTS_CUSTOM; k++)
+        if (s->lastk[k] > 0)
+            pack_kv_int(&pk, kind_names[k], s->lastk[k]);
+    for (size_t i = 0; i < s->ncust; i++)
+        pack_kv_int(&pk, s->cust[i].name, s->cust[i].last);
+    if (s->has_rev) {
+        pack_str(&pk, "revenue");
+        msgpack_pack_double(&pk, s->revenue);
+    }
+    if (s->last_conv > 0)
+        pack_kv_int(&pk, "last_conversion", s->last_conv);
+    return b->p ? 0 : ERR_NOMEM;
 }
 
 static int flush_stats(struct store_txn *t, struct hmap *m)
@@ -512,40 +821,22 @@ static int flush_stats(struct store_txn *t, struct hmap *m)
         struct hent *h = &m->v[i];
         if (!h->key)
             continue;
+        struct sacc *s = h->val;
+        const void *v;
+        size_t vl;
+        rc = store_get(t, STORE_PSTATS, h->key, h->klen, &v, &vl);
+        if (rc == 0)
+            rc = sacc_merge_stored(s, v, vl);
+        else if (rc == ERR_NOTFOUND)
+            rc = 0;
         buf_reset(&b);
-        rc = codec_json_to_msgpack(h->val, &b);
+        if (!rc)
+            rc = pack_stats(s, &b);
         if (!rc)
             rc = store_put(t, STORE_PSTATS, h->key, h->klen, b.p, b.len);
     }
     buf_free(&b);
     return rc;
-}
-
-static void stats_apply(json_t *st, const struct ev *e)
-{
-    json_int_t ts = (json_int_t)(e->ts_ms / 1000);
-    json_t *v = json_object_get(st, "first_seen");
-    if (!json_is_integer(v) || json_integer_value(v) > ts)
-        json_object_set_new(st, "first_seen", json_integer(ts));
-    v = json_object_get(st, "last_seen");
-    if (!json_is_integer(v) || json_integer_value(v) < ts)
-        json_object_set_new(st, "last_seen", json_integer(ts));
-    inc_int(st, "events", 1);
-    if (e->kind != EVENTS_CUSTOM)
-        inc_int(st, e->type, 1);
-    else
-        inc_int(obj_child(st, "custom"), e->type, 1);
-    json_t *last = obj_child(st, "last");
-    v = json_object_get(last, e->type);
-    if (!json_is_integer(v) || json_integer_value(v) < ts)
-        json_object_set_new(last, e->type, json_integer(ts));
-    if (e->has_rev)
-        inc_real(st, "revenue", e->revenue);
-    if (e->kind == EVENTS_CONVERSION) {
-        v = json_object_get(st, "last_conversion");
-        if (!json_is_integer(v) || json_integer_value(v) < ts)
-            json_object_set_new(st, "last_conversion", json_integer(ts));
-    }
 }
 
 static size_t put_str0(unsigned char *p, const char *s, int nul)
@@ -596,7 +887,8 @@ static size_t marker_tail(unsigned char *p, const struct ev *e, int64_t day)
     return n;
 }
 
-static json_t *stored_event(const struct ev *e, int64_t received)
+/* The event as triggers_on_event sees it (a new object). */
+static json_t *trigger_event(const struct ev *e)
 {
     json_t *o = json_object();
     if (!o)
@@ -609,20 +901,29 @@ static json_t *stored_event(const struct ev *e, int64_t received)
         json_object_set_new(o, "variant", json_string(e->variant));
     if (e->channel)
         json_object_set_new(o, "channel", json_string(e->channel));
-    if (e->decision)
-        json_object_set_new(o, "decision_id", json_string(e->decision));
-    if (e->event_id)
-        json_object_set_new(o, "event_id", json_string(e->event_id));
     if (e->has_rev)
         json_object_set_new(o, "revenue", json_real(e->revenue));
-    if (e->currency[0])
-        json_object_set_new(o, "currency", json_string(e->currency));
     json_object_set_new(o, "ts", json_integer((json_int_t)(e->ts_ms / 1000)));
-    json_object_set_new(o, "ts_ms", json_integer((json_int_t)e->ts_ms));
-    json_object_set_new(o, "received", json_integer((json_int_t)received));
-    if (e->props)
-        json_object_set(o, "properties", e->props);
+    if (e->props_mp) {
+        json_t *pr = codec_msgpack_to_json(e->props_mp, e->props_len, NULL);
+        if (pr)
+            json_object_set_new(o, "properties", pr);
+    }
     return o;
+}
+
+/* Does any loaded campaign have a trigger?  (Then each event goes to
+ * triggers_on_event; otherwise the per-event object is not built.) */
+static int any_triggers(void)
+{
+    if (!triggers_on_event)
+        return 0;
+    struct rules_gen *g = rules_gen_acquire();
+    int yes = 0;
+    for (int i = 0; g && i < g->ncamps && !yes; i++)
+        yes = g->camps[i].trigger != NULL;
+    rules_gen_release(g);
+    return yes;
 }
 
 static const char SEQ_KEY[] = "events_seq";
@@ -633,6 +934,7 @@ static int apply_chunk(struct store *s, struct ev *evs, int n, int durable, long
                        long *dups)
 {
     *accepted = *dups = 0;
+    int trig = any_triggers();
     struct store_txn *t;
     int rc = store_wtxn_begin(s, &t);
     if (rc)
@@ -667,81 +969,71 @@ static int apply_chunk(struct store *s, struct ev *evs, int n, int durable, long
         store_be64(seq, ekey + 8);
         if (ikl && (rc = store_put(t, STORE_IDEM, ikey, ikl, ekey, 16)))
             break;
-        json_t *rec = stored_event(e, received);
         buf_reset(&b);
-        rc = rec ? codec_json_to_msgpack(rec, &b) : ERR_NOMEM;
-        if (!rc)
-            rc = store_put(t, STORE_EVENTS, ekey, 16, b.p, b.len);
+        if ((rc = pack_event(e, received, &b)) ||
+            (rc = store_put(t, STORE_EVENTS, ekey, 16, b.p, b.len)))
+            break;
         /* the customer's index */
         size_t cl = strlen(e->cust);
         memcpy(key, e->cust, cl);
         key[cl] = 0;
         key[cl + 1] = 'e';
         memcpy(key + cl + 2, ekey, 16);
-        if (!rc)
-            rc = store_put(t, STORE_CUSTIDX, key, cl + 18, "", 0);
-        /* the aggregate cell and this customer's marker for it */
+        if ((rc = store_put(t, STORE_CUSTIDX, key, cl + 18, "", 0)))
+            break;
+        /* the aggregate cell, and this customer's marker for it */
         int64_t day = e->ts_ms / 86400000;
         unsigned char cell[400];
         size_t celll = cell_key(cell, e, day);
-        struct acc *a = rc ? NULL : acc_get(&cells, cell, celll, &rc);
-        if (a) {
-            inc_int(a->n, e->type, 1);
-            if (e->has_rev)
-                a->revenue += e->revenue;
-            key[cl + 1] = 'u';
-            size_t mkl = cl + 2 + marker_tail(key + cl + 2, e, day);
-            unsigned char bits = 0;
-            int found = store_get(t, STORE_CUSTIDX, key, mkl, &v, &vl);
-            if (found == 0 && vl >= 1)
-                bits = *(const unsigned char *)v;
-            else if (found == ERR_NOTFOUND)
-                a->customers++;
-            else
-                rc = found;
-            unsigned char bit = (unsigned char)(1u << e->kind);
-            if (!rc && (found == ERR_NOTFOUND || !(bits & bit))) {
-                a->u[e->kind]++;
-                bits |= bit;
-                rc = store_put(t, STORE_CUSTIDX, key, mkl, &bits, 1);
-            }
+        struct acc *a = acc_get(&cells, cell, celll, &rc);
+        if (!a || (rc = acc_count(a, e)))
+            break;
+        key[cl + 1] = 'u';
+        size_t mkl = cl + 2 + marker_tail(key + cl + 2, e, day);
+        unsigned char bits = 0;
+        int found = store_get(t, STORE_CUSTIDX, key, mkl, &v, &vl);
+        if (found == 0 && vl >= 1)
+            bits = *(const unsigned char *)v;
+        else if (found == ERR_NOTFOUND)
+            a->customers++;
+        else if ((rc = found))
+            break;
+        unsigned char bit = (unsigned char)(1u << e->kind);
+        if (found == ERR_NOTFOUND || !(bits & bit)) {
+            a->u[e->kind]++;
+            bits |= bit;
+            if ((rc = store_put(t, STORE_CUSTIDX, key, mkl, &bits, 1)))
+                break;
         }
         /* the minute */
         unsigned char mk[9];
         mk[0] = 'm';
         store_be64((uint64_t)(e->ts_ms / 60000), mk + 1);
-        struct acc *ma = rc ? NULL : acc_get(&minutes, mk, 9, &rc);
-        if (ma) {
-            inc_int(ma->n, e->type, 1);
-            if (e->has_rev)
-                ma->revenue += e->revenue;
-        }
+        struct acc *ma = acc_get(&minutes, mk, 9, &rc);
+        if (!ma || (rc = acc_count(ma, e)))
+            break;
         /* p.stats */
-        json_t *st = rc ? NULL : hmap_get(&stats, e->cust, cl);
-        if (!rc && !st) {
-            if (store_get(t, STORE_PSTATS, e->cust, cl, &v, &vl) == 0)
-                st = codec_msgpack_to_json(v, vl, NULL);
-            if (!json_is_object(st)) {
-                json_decref(st);
-                st = json_object();
-            }
+        struct sacc *st = hmap_get(&stats, e->cust, cl);
+        if (!st) {
+            st = calloc(1, sizeof *st);
             if (!st || (rc = hmap_put(&stats, e->cust, cl, st))) {
-                json_decref(st);
-                st = NULL;
-                if (!rc)
-                    rc = ERR_NOMEM;
+                free(st);
+                rc = rc ? rc : ERR_NOMEM;
+                break;
             }
         }
-        if (st)
-            stats_apply(st, e);
-        if (!rc && triggers_on_event) {
-            int tr = triggers_on_event(t, rec);
-            if (tr < 0)
+        if ((rc = sacc_apply(st, e)))
+            break;
+        if (trig) {
+            json_t *te = trigger_event(e);
+            int tr = te ? triggers_on_event(t, te) : ERR_NOMEM;
+            json_decref(te);
+            if (tr < 0) {
                 rc = tr;
+                break;
+            }
         }
-        json_decref(rec);
-        if (!rc)
-            (*accepted)++;
+        (*accepted)++;
     }
     if (!rc)
         rc = flush_accs(t, &cells, 1);
@@ -756,7 +1048,7 @@ static int apply_chunk(struct store *s, struct ev *evs, int n, int durable, long
     }
     hmap_free(&cells, acc_free);
     hmap_free(&minutes, acc_free);
-    hmap_free(&stats, jsonv_free);
+    hmap_free(&stats, sacc_free);
     buf_free(&b);
     if (rc) {
         store_txn_end(t);
@@ -824,68 +1116,161 @@ int events_ingest_json(struct store *s, const json_t *v, struct events_result *r
     return rc;
 }
 
-int events_ingest_ndjson(struct store *s, const char *data, size_t len, struct events_result *res)
+/* NDJSON is read in chunks of EVENTS_CHUNK non-blank lines.  While one
+ * chunk is applied (under the writer lock), a helper thread parses and
+ * validates the next one, so the two halves of the work overlap on two
+ * cores.  Line and index numbers run on across chunks. */
+struct pchunk {
+    const char *p, *end;        /* where parsing starts / the body's end */
+    long line, index;           /* lines / non-blank lines before p */
+    int64_t now;
+    struct ev *evs;
+    int n;
+    struct events_result r;     /* this chunk's validation errors */
+};
+
+/* Next non-blank line from *p: sets q and ll to it (trimmed), advances p. */
+static int next_line(const char **p, const char *end, long *line, const char **q, size_t *ll)
 {
-    memset(res, 0, sizeof *res);
-    res->errors = json_array();
-    struct ev *evs = malloc(sizeof *evs * EVENTS_CHUNK);
-    if (!evs)
-        return ERR_NOMEM;
-    int64_t now = clock_now();
-    int n = 0, any = 0, rc = 0, pending_async = 0;
-    long line = 0, index = 0;
-    const char *p = data, *end = data + len;
-    while (p < end) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
+    while (*p < end) {
+        const char *nl = memchr(*p, '\n', (size_t)(end - *p));
         const char *le = nl ? nl : end;
-        line++;
-        size_t ll = (size_t)(le - p);
-        const char *q = p;
-        p = nl ? nl + 1 : end;
-        while (ll && (q[ll - 1] == '\r' || q[ll - 1] == ' ' || q[ll - 1] == '\t'))
-            ll--;
-        while (ll && (*q == ' ' || *q == '\t')) {
-            q++;
-            ll--;
+        (*line)++;
+        const char *s = *p;
+        size_t l = (size_t)(le - s);
+        *p = nl ? nl + 1 : end;
+        while (l && (s[l - 1] == '\r' || s[l - 1] == ' ' || s[l - 1] == '\t'))
+            l--;
+        while (l && (*s == ' ' || *s == '\t')) {
+            s++;
+            l--;
         }
-        if (!ll)
-            continue;
-        long idx = index++;
-        if (rc) {
-            add_error(res, idx, line, "store_error", NULL, "not stored: %s", err_str(rc));
-            continue;
-        }
-        if (ll > EVENTS_MAX_LINE) {
-            add_error(res, idx, line, "line_too_long", NULL, "line longer than %d bytes",
-                      EVENTS_MAX_LINE);
-        } else {
-            char msg[200];
-            int err;
-            json_t *o = codec_parse_json(q, ll, &err, msg, sizeof msg);
-            if (!o)
-                add_error(res, idx, line, "invalid_json", NULL, "%s", msg);
-            else if (validate(o, idx, line, now, &evs[n], res) == 0)
-                n++;
-            json_decref(o);
-        }
-        if (n == EVENTS_CHUNK) {
-            int last = p >= end;
-            rc = apply_all(s, evs, n, last, &any, res);
-            pending_async = !last;
-            ev_release(evs, n);
-            n = 0;
+        if (l) {
+            *q = s;
+            *ll = l;
+            return 1;
         }
     }
-    if (n && !rc) {
-        rc = apply_all(s, evs, n, 1, &any, res);
-        ev_release(evs, n);
-        pending_async = 0;
-    } else if (n) {
-        ev_release(evs, n);
+    return 0;
+}
+
+static void *parse_chunk(void *arg)
+{
+    struct pchunk *c = arg;
+    const char *q;
+    size_t ll;
+    int lines = 0;
+    while (lines < EVENTS_CHUNK && next_line(&c->p, c->end, &c->line, &q, &ll)) {
+        long idx = c->index++;
+        lines++;
+        if (ll > EVENTS_MAX_LINE) {
+            add_error(&c->r, idx, c->line, "line_too_long", NULL, "line longer than %d bytes",
+                      EVENTS_MAX_LINE);
+            continue;
+        }
+        char msg[200];
+        int err;
+        json_t *o = codec_parse_json(q, ll, &err, msg, sizeof msg);
+        if (!o)
+            add_error(&c->r, idx, c->line, "invalid_json", NULL, "%s", msg);
+        else if (validate(o, idx, c->line, c->now, &c->evs[c->n], &c->r) == 0)
+            c->n++;
+        json_decref(o);
+    }
+    return NULL;
+}
+
+/* Move a chunk's validation errors into the request's result, in order. */
+static void merge_errors(struct events_result *res, struct pchunk *c)
+{
+    res->rejected += c->r.rejected;
+    res->truncated |= c->r.truncated;
+    size_t i;
+    json_t *e;
+    json_array_foreach(c->r.errors, i, e) {
+        if (json_array_size(res->errors) >= EVENTS_MAX_ERRORS) {
+            res->truncated = 1;
+            break;
+        }
+        json_array_append(res->errors, e);
+    }
+    json_decref(c->r.errors);
+    memset(&c->r, 0, sizeof c->r);
+}
+
+static uint64_t g_ap, g_wait, g_rel;
+int events_ingest_ndjson(struct store *s, const char *data, size_t len, struct events_result *res)
+{
+    uint64_t T0 = clock_mono_ns();
+    memset(res, 0, sizeof *res);
+    res->errors = json_array();
+    struct pchunk ch[2];
+    memset(ch, 0, sizeof ch);
+    ch[0].evs = malloc(sizeof *ch[0].evs * EVENTS_CHUNK);
+    ch[1].evs = malloc(sizeof *ch[1].evs * EVENTS_CHUNK);
+    if (!res->errors || !ch[0].evs || !ch[1].evs) {
+        free(ch[0].evs);
+        free(ch[1].evs);
+        return ERR_NOMEM;
+    }
+    int64_t now = clock_now();
+    int rc = 0, any = 0, pending_async = 0;
+    struct pchunk *cur = &ch[0], *nxt = &ch[1];
+    cur->p = data;
+    cur->end = data + len;
+    cur->now = now;
+    parse_chunk(cur);
+    for (;;) {
+        int more = cur->p < cur->end;
+        pthread_t th;
+        int threaded = 0;
+        if (more) {
+            nxt->p = cur->p;
+            nxt->end = cur->end;
+            nxt->line = cur->line;
+            nxt->index = cur->index;
+            nxt->now = now;
+            nxt->n = 0;
+            threaded = pthread_create(&th, NULL, parse_chunk, nxt) == 0;
+        }
+        merge_errors(res, cur);
+        uint64_t a0 = clock_mono_ns();
+        if (cur->n) {
+            rc = apply_all(s, cur->evs, cur->n, !more, &any, res);
+            pending_async = more;
+        }
+        uint64_t r0 = clock_mono_ns();
+        ev_release(cur->evs, cur->n);
+        g_rel += clock_mono_ns() - r0;
+        cur->n = 0;
+        if (!more)
+            break;
+        uint64_t a1 = clock_mono_ns();
+        if (threaded)
+            pthread_join(th, NULL);
+        else
+            parse_chunk(nxt);
+        g_ap += a1 - a0; g_wait += clock_mono_ns() - a1;
+        if (rc) {
+            /* the store failed: nothing after this point is stored */
+            ev_release(nxt->evs, nxt->n);
+            json_decref(nxt->r.errors);
+            const char *p = cur->p, *q;
+            size_t ll;
+            long line = cur->line, index = cur->index;
+            while (next_line(&p, cur->end, &line, &q, &ll))
+                add_error(res, index++, line, "store_error", NULL, "not stored: %s", err_str(rc));
+            break;
+        }
+        struct pchunk *t = cur;
+        cur = nxt;
+        nxt = t;
     }
     if (!rc && pending_async)
         rc = sync_tail(s);
-    free(evs);
+    log_warn("dbg", "total=%.0f rel=%.0f apply=%.0f wait=%.0f", (clock_mono_ns()-T0)/1e6, g_rel/1e6, g_ap/1e6, g_wait/1e6);
+    free(ch[0].evs);
+    free(ch[1].evs);
     return rc;
 }
 

@@ -20,6 +20,7 @@
 #include "net.h"
 #include "err.h"
 #include "log.h"
+#include <arpa/inet.h>
 #include <errno.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
@@ -74,6 +75,7 @@ struct net_req {
     int errtype;                 /* last evhttp error reported, -1 none */
     int sock_err;
     int starting;                /* inside net_request: defer callbacks */
+    char tls_err[160];           /* "tls: certificate verify failed" */
     const char *sync_err;        /* failed while starting: reported from the timer */
     struct net_req *prev, *next;
 };
@@ -99,6 +101,17 @@ int net_new(struct event_base *base, const struct net_opts *opts, struct net **o
         SSL_CTX_set_min_proto_version(n->ssl, TLS1_2_VERSION);
     }
     *out = n;
+    return 0;
+}
+
+int net_trust(struct net *n, const char *ca_file)
+{
+    if (!n->ssl)
+        return ERR_NOMEM;
+    if (!ca_file || SSL_CTX_load_verify_locations(n->ssl, ca_file, NULL) != 1) {
+        ERR_clear_error();
+        return ERR_IO;
+    }
     return 0;
 }
 
@@ -174,6 +187,11 @@ static void finish(struct net_req *r, int status, const char *body, size_t len, 
     net_done_fn cb = r->cb;
     void *ud = r->ud;
     struct net *n = r->net;
+    char errbuf[sizeof r->tls_err];
+    if (error) { /* may point into r (tls_err), which is freed below */
+        snprintf(errbuf, sizeof errbuf, "%s", error);
+        error = errbuf;
+    }
     r->cb = NULL;
     if (status > 0)
         n->ok++;
@@ -186,6 +204,19 @@ static void finish(struct net_req *r, int status, const char *body, size_t len, 
     }
 }
 
+/* The OpenSSL reason of a failed https exchange, if there is one. */
+static void note_tls_error(struct net_req *r)
+{
+    if (!r->conn || !r->conn->pool->tls || !r->conn->evcon || r->tls_err[0])
+        return;
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(r->conn->evcon);
+    unsigned long e = bev ? bufferevent_get_openssl_error(bev) : 0;
+    if (e) {
+        const char *why = ERR_reason_error_string(e);
+        snprintf(r->tls_err, sizeof r->tls_err, "tls: %s", why ? why : "handshake failed");
+    }
+}
+
 static void on_error(enum evhttp_request_error e, void *arg)
 {
     struct net_req *r = arg;
@@ -193,10 +224,14 @@ static void on_error(enum evhttp_request_error e, void *arg)
         return;
     r->errtype = (int)e;
     r->sock_err = EVUTIL_SOCKET_ERROR();
+    note_tls_error(r);
 }
 
 static const char *error_text(struct net_req *r)
 {
+    note_tls_error(r);
+    if (r->tls_err[0])
+        return r->tls_err;
     switch (r->errtype) {
     case EVREQ_HTTP_TIMEOUT: return "timeout";
     case EVREQ_HTTP_EOF: return "connection closed";
@@ -295,8 +330,14 @@ static int conn_open(struct net *n, struct pool *p, struct conn *c)
         SSL *ssl = SSL_new(n->ssl);
         if (!ssl)
             return ERR_NOMEM;
-        SSL_set_tlsext_host_name(ssl, p->host);
-        SSL_set1_host(ssl, p->host);
+        unsigned char ip[16];
+        if (inet_pton(AF_INET, p->host, ip) == 1 || inet_pton(AF_INET6, p->host, ip) == 1) {
+            /* an address: match the certificate's IP SAN, no SNI */
+            X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), p->host);
+        } else {
+            SSL_set_tlsext_host_name(ssl, p->host);
+            SSL_set1_host(ssl, p->host);
+        }
         bev = bufferevent_openssl_socket_new(n->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
                                              BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
         if (!bev) {

@@ -47,6 +47,10 @@ typedef void (*net_done_fn)(void *ud, const struct net_result *res);
 
 /** Create a client on `base`.  @return 0, ERR_NOMEM. */
 int net_new(struct event_base *base, const struct net_opts *opts, struct net **out);
+/** Also trust the CA certificates in `ca_file` (PEM) for https, on top of
+ *  the system store (a provider behind a private CA).  @return 0, ERR_IO
+ *  (unreadable or not PEM), ERR_NOMEM (no TLS context). */
+int net_trust(struct net *n, const char *ca_file);
 /** Cancel every pending request (their callbacks do not run) and free. */
 void net_free(struct net *n);
 

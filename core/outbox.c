@@ -1190,6 +1190,14 @@ static void *thread_main(void *arg)
         rules_thread_fini(&G.w);
         return NULL;
     }
+    /* channels.<name>.ca_file: a private CA some provider needs */
+    const char *cname;
+    json_t *cset;
+    json_object_foreach(G.app->cfg.channels, cname, cset) {
+        const char *ca = json_string_value(json_object_get(cset, "ca_file"));
+        if (ca && net_trust(G.net, ca))
+            log_error("outbox: cannot load channels.*.ca_file", "channel=%s file=\"%s\"", cname, ca);
+    }
     G.tick = event_new(G.base, -1, EV_PERSIST, on_tick, NULL);
     G.flush_ev = event_new(G.base, -1, 0, on_flush, NULL);
     struct event *wake = event_new(G.base, -1, 0, on_tick, NULL);

@@ -328,9 +328,9 @@ static void range_free(struct irange *g)
 }
 
 /* Store the parsed ranges in order: a write txn per `batch` records
- * (async commits), the last one durable, so the call returns only once
- * every imported record is on disk. */
-static int write_ranges(struct store *s, struct irange *gs, int ng, int batch,
+ * (async commits); with `durable` the last commit waits for the fsync, so
+ * the call returns only once every imported record is on disk. */
+static int write_ranges(struct store *s, struct irange *gs, int ng, int batch, int durable,
                         struct profiles_import_result *res)
 {
     struct store_txn *t = NULL;
@@ -371,7 +371,9 @@ static int write_ranges(struct store *s, struct irange *gs, int ng, int batch,
         return rc;
     }
     if (t)
-        return store_txn_commit(t, STORE_DURABLE);
+        return store_txn_commit(t, durable ? STORE_DURABLE : STORE_ASYNC);
+    if (!durable)
+        return 0;
     /* earlier async batches still need to be on disk before we acknowledge */
     struct store_txn *w;
     if ((rc = store_wtxn_begin(s, &w)) == 0)
@@ -381,64 +383,89 @@ static int write_ranges(struct store *s, struct irange *gs, int ng, int batch,
 
 #define IMPORT_MAX_THREADS 4
 
-/* Import whole lines data[0..len) numbered from first_line, parsing on up
- * to `nthreads` threads (the caller's included). */
-static int import_block(struct store *s, const char *data, size_t len, long first_line, int batch,
-                        int nthreads, struct profiles_import_result *res)
+/* One block of whole lines being parsed: its ranges and their threads. */
+struct iblock {
+    struct irange gs[IMPORT_MAX_THREADS];
+    pthread_t th[IMPORT_MAX_THREADS];
+    int started[IMPORT_MAX_THREADS];
+    int ng;
+};
+
+/* Split data[0..len) (whole lines, numbered from first_line) into up to
+ * `nthreads` ranges at line boundaries and start a parsing thread for each
+ * when `spawn`; block_join() parses whatever has no thread. */
+static void block_start(struct iblock *k, const char *data, size_t len, long first_line,
+                        int nthreads, int spawn)
 {
-    if (batch <= 0)
-        batch = 5000;
+    memset(k, 0, sizeof *k);
     if (nthreads < 1 || len < (256u << 10))
         nthreads = 1; /* not worth a thread */
     if (nthreads > IMPORT_MAX_THREADS)
         nthreads = IMPORT_MAX_THREADS;
-    struct irange gs[IMPORT_MAX_THREADS];
-    memset(gs, 0, sizeof gs);
-    int ng = 0;
     size_t at = 0;
     long line = first_line;
-    while (at < len && ng < nthreads) {
-        size_t want = ng == nthreads - 1 ? len - at : (len - at) / (size_t)(nthreads - ng);
+    while (at < len && k->ng < nthreads) {
+        size_t want = k->ng == nthreads - 1 ? len - at : (len - at) / (size_t)(nthreads - k->ng);
         size_t cut = at + (want ? want : 1);
         while (cut < len && data[cut - 1] != '\n') /* end on a line boundary */
             cut++;
-        gs[ng] = (struct irange){ .p = data + at, .len = cut - at, .first_line = line };
+        k->gs[k->ng] = (struct irange){ .p = data + at, .len = cut - at, .first_line = line };
         for (size_t i = at; i < cut; i++)
             line += data[i] == '\n';
-        ng++;
+        k->ng++;
         at = cut;
     }
-    pthread_t th[IMPORT_MAX_THREADS];
-    int started[IMPORT_MAX_THREADS] = { 0 };
-    for (int i = 1; i < ng; i++)
-        started[i] = pthread_create(&th[i], NULL, parse_thread, &gs[i]) == 0;
-    parse_range(&gs[0]);
-    for (int i = 1; i < ng; i++) {
-        if (started[i])
-            pthread_join(th[i], NULL);
+    for (int i = 0; spawn && i < k->ng; i++)
+        k->started[i] = pthread_create(&k->th[i], NULL, parse_thread, &k->gs[i]) == 0;
+}
+
+static void block_join(struct iblock *k)
+{
+    for (int i = 0; i < k->ng; i++) {
+        if (k->started[i])
+            pthread_join(k->th[i], NULL);
         else
-            parse_range(&gs[i]); /* no thread: parse it here */
+            parse_range(&k->gs[i]);
+        k->started[i] = 0;
     }
-    int rc = write_ranges(s, gs, ng, batch, res);
-    for (int i = 0; i < ng; i++)
-        range_free(&gs[i]);
-    return rc;
+}
+
+static void block_free(struct iblock *k)
+{
+    for (int i = 0; i < k->ng; i++)
+        range_free(&k->gs[i]);
+    k->ng = 0;
 }
 
 int profiles_import_ndjson(struct store *s, const char *data, size_t len, long first_line,
                            int batch, struct profiles_import_result *res)
 {
-    return import_block(s, data, len, first_line, batch, 1, res);
+    struct iblock k;
+    block_start(&k, data, len, first_line, 1, 0);
+    block_join(&k);
+    int rc = write_ranges(s, k.gs, k.ng, batch > 0 ? batch : 5000, 1, res);
+    block_free(&k);
+    return rc;
 }
 
+/* The offline import pipelines: while threads parse block n (one per
+ * core), the calling thread writes block n-1's records (they own copies of
+ * their bytes, so the read buffer is free again once block n is parsed).
+ * Blocks commit asynchronously; one fsync at the end acknowledges all. */
 int profiles_import_file(struct store *s, FILE *f, struct profiles_import_result *res)
 {
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     int nthreads = ncpu < 1 ? 1 : ncpu > IMPORT_MAX_THREADS ? IMPORT_MAX_THREADS : (int)ncpu;
     size_t cap = 8 << 20, have = 0;
     char *blk = malloc(cap);
-    if (!blk)
+    struct iblock *cur = malloc(sizeof *cur), *prev = malloc(sizeof *prev);
+    if (!blk || !cur || !prev) {
+        free(blk);
+        free(cur);
+        free(prev);
         return ERR_NOMEM;
+    }
+    cur->ng = prev->ng = 0;
     long line = 1;
     int rc = 0;
     for (;;) {
@@ -465,20 +492,42 @@ int profiles_import_file(struct store *s, FILE *f, struct profiles_import_result
                 continue;
             }
         }
+        cur->ng = 0;
+        if (upto)
+            block_start(cur, blk, upto, line, nthreads, 1);
+        if (prev->ng) {
+            rc = write_ranges(s, prev->gs, prev->ng, 10000, 0, res);
+            block_free(prev);
+        }
+        block_join(cur);
+        if (rc) {
+            block_free(cur);
+            break;
+        }
+        struct iblock *x = prev;
+        prev = cur;
+        cur = x;
         if (upto) {
-            rc = import_block(s, blk, upto, line, 10000, nthreads, res);
             /* count lines including blank ones for numbering */
             for (size_t i = 0; i < upto; i++)
                 line += blk[i] == '\n';
-            if (rc)
-                break;
             memmove(blk, blk + upto, have - upto);
             have -= upto;
         }
         if (eof)
             break;
     }
+    if (!rc && prev->ng)
+        rc = write_ranges(s, prev->gs, prev->ng, 10000, 0, res);
+    block_free(prev);
+    if (!rc) { /* one fsync for the whole file */
+        struct store_txn *w;
+        if ((rc = store_wtxn_begin(s, &w)) == 0)
+            rc = store_txn_commit(w, STORE_DURABLE);
+    }
     free(blk);
+    free(cur);
+    free(prev);
     return rc;
 }
 

@@ -333,12 +333,15 @@ struct lframe {
 
 static void join_path(char *out, size_t cap, const char *base, const char *name, size_t nl, int idx)
 {
+    int n; /* a path longer than the buffer is cut: it only places error messages */
     if (base[0] == '\1')
-        snprintf(out, cap, "\1");
+        n = snprintf(out, cap, "\1");
     else if (name)
-        snprintf(out, cap, "%s%s%.*s", base, base[0] ? "." : "", (int)nl, name);
+        n = snprintf(out, cap, "%s%s%.*s", base, base[0] ? "." : "", (int)nl, name);
     else
-        snprintf(out, cap, "%s[%d]", base, idx);
+        n = snprintf(out, cap, "%s[%d]", base, idx);
+    if (n < 0 || (size_t)n >= cap) /* checking the result keeps -O2 builds' */
+        out[cap - 1] = 0;           /* -Wformat-truncation quiet */
 }
 
 static void build_locs(struct vctx *v)
@@ -710,6 +713,9 @@ static void parse_schedule(lua_State *L, struct vctx *v, struct rules_schedule *
             lua_tonumber(L, -2) < 0 || lua_tonumber(L, -2) > 23 || lua_tonumber(L, -1) < 0 ||
             lua_tonumber(L, -1) > 24)
             verr(v, "schedule.hours", "schedule.hours must be { from, to } with hours 0-24");
+        else if ((int)lua_tonumber(L, -2) == (int)lua_tonumber(L, -1))
+            verr(v, "schedule.hours", "schedule.hours { %d, %d } is an empty window (use { 0, 24 } for "
+                 "all day)", (int)lua_tonumber(L, -2), (int)lua_tonumber(L, -1));
         else {
             s->hour_from = (int)lua_tonumber(L, -2);
             s->hour_to = (int)lua_tonumber(L, -1);
@@ -882,6 +888,11 @@ static void validate_campaign(lua_State *L, struct vctx *v, const char *const *c
             }
             var->id = xstrdup(lua_tostring(L, -1));
             lua_pop(L, 1);
+            json_t *idj = json_string(var->id); /* offers carry it as JSON text */
+            if (!idj || !var->id[0] || strlen(var->id) > 128)
+                verr(v, pathf(pb, sizeof pb, "variants[%d].id", i),
+                     "variants[%d].id must be 1-128 bytes of UTF-8 text", i);
+            json_decref(idj);
             for (int j = 0; j < c->nvariants; j++)
                 if (!strcmp(c->variants[j].id, var->id))
                     verr(v, pathf(pb, sizeof pb, "variants[%d].id", i),
@@ -1085,9 +1096,16 @@ static int validate_in(struct luavm *vm, const char *path, enum rules_kind kind,
     return v.nerr ? ERR_INVAL : 0;
 }
 
+/* Instruction budget of `promod check`'s scratch states (its config's). */
+static long g_check_budget;
+
+/* A throwaway sandbox for validation.  Loading a file there gets the same
+ * instruction budget as loading it in a worker (the config's
+ * instruction_budget), so a file that validates also loads where it runs. */
 static struct luavm *scratch_vm(const char *lib_dir)
 {
-    struct luavm_opts o = { .mem_limit = 512u << 20, .instr_budget = 10000000, .lib_dir = lib_dir };
+    long budget = g_check_budget ? g_check_budget : g_app ? g_app->cfg.instr_budget : 0;
+    struct luavm_opts o = { .mem_limit = 512u << 20, .instr_budget = budget, .lib_dir = lib_dir };
     struct luavm *vm;
     return luavm_new(&o, &vm) ? NULL : vm;
 }
@@ -1141,6 +1159,13 @@ struct flist {
 static int cmp_str(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* qsort, minus the undefined behaviour of a NULL base for an empty list */
+static void sort_paths(char **paths, int n)
+{
+    if (n > 1)
+        qsort(paths, (size_t)n, sizeof *paths, cmp_str);
 }
 
 static void flist_add(struct flist *l, const char *path, enum rules_kind k)
@@ -1228,7 +1253,7 @@ static uint32_t lib_hash(const char *lib_dir)
 {
     struct flist l = { 0 };
     scan_dir(lib_dir, NULL, 1, RULES_CAMPAIGN, &l, 0);
-    qsort(l.paths, (size_t)l.n, sizeof *l.paths, cmp_str);
+    sort_paths(l.paths, l.n);
     uint32_t h = HASH_FNV_INIT;
     for (int i = 0; i < l.n; i++) {
         size_t len;
@@ -1268,6 +1293,57 @@ static void copy_camp(struct rules_campaign *dst, const struct rules_campaign *s
     *dst = *src;
 }
 
+/* Deep copy of campaign or channel `oldfile` of generation `prev` into
+ * *camp / *chan for generation `g` (whose channels are all known by the
+ * time campaigns are built).  Returns 1 when there was one to keep. */
+static int keep_parsed(const struct rules_gen *prev, const struct rules_gen *g, int oldfile,
+                       enum rules_kind kind, struct rules_campaign *camp, struct rules_channel *chan)
+{
+    if (kind == RULES_PLUGIN) {
+        for (int i = 0; i < prev->nchans; i++) {
+            const struct rules_channel *o = &prev->chans[i];
+            if (o->file != oldfile || rules_gen_find_channel(g, o->name) >= 0 || g->nchans >= 32)
+                continue;
+            *chan = *o;
+            chan->name = xstrdup(o->name);
+            chan->consent = o->consent ? xstrdup(o->consent) : NULL;
+            return 1;
+        }
+        return 0;
+    }
+    for (int i = 0; i < prev->ncamps; i++) {
+        const struct rules_campaign *o = &prev->camps[i];
+        if (o->file != oldfile || rules_gen_find_campaign(g, o->id) >= 0)
+            continue;
+        unsigned bits = 0;
+        for (int b = 0; b < prev->nchans; b++) {
+            int k = (o->channels & (1u << b)) ? rules_gen_find_channel(g, prev->chans[b].name) : -1;
+            if (k >= 0)
+                bits |= 1u << k;
+        }
+        if (!bits)
+            return 0;
+        *camp = *o;
+        camp->channels = bits;
+        camp->id = xstrdup(o->id);
+        camp->name = xstrdup(o->name);
+        camp->placements = calloc((size_t)o->nplacements + 1, sizeof(char *));
+        camp->variants = calloc((size_t)o->nvariants + 1, sizeof *camp->variants);
+        if (!camp->placements || !camp->variants)
+            abort();
+        for (int j = 0; j < o->nplacements; j++)
+            camp->placements[j] = xstrdup(o->placements[j]);
+        for (int j = 0; j < o->nvariants; j++) {
+            camp->variants[j] = o->variants[j];
+            camp->variants[j].id = xstrdup(o->variants[j].id);
+        }
+        camp->trigger = o->trigger ? json_deep_copy(o->trigger) : NULL;
+        camp->status = camp->file_status;
+        return 1;
+    }
+    return 0;
+}
+
 /* Build a new generation from disk, reusing the previous one's last good
  * sources for files that fail.  Errors are logged. Returns error count. */
 static struct rules_gen *gen_build(struct app *app, int *nerrors)
@@ -1285,8 +1361,8 @@ static struct rules_gen *gen_build(struct app *app, int *nerrors)
     scan_dir(cfg->plugins_dir, NULL, 0, RULES_PLUGIN, &fl, 0);
     int nplug = fl.n;
     scan_dir(cfg->rules_dir, lib_dir, 1, RULES_CAMPAIGN, &fl, 0);
-    qsort(fl.paths, (size_t)nplug, sizeof *fl.paths, cmp_str);
-    qsort(fl.paths + nplug, (size_t)(fl.n - nplug), sizeof *fl.paths, cmp_str);
+    sort_paths(fl.paths, nplug);
+    sort_paths(fl.paths + nplug, fl.n - nplug);
     g->files = calloc((size_t)fl.n + 1, sizeof *g->files);
     g->camps = calloc((size_t)fl.n + 1, sizeof *g->camps);
     g->chans = calloc(32, sizeof *g->chans);
@@ -1408,6 +1484,15 @@ static struct rules_gen *gen_build(struct app *app, int *nerrors)
                     else
                         chan_free_fields(&chan);
                 }
+                /* The previous version may not validate any more for a
+                 * reason outside the file: a rules/lib module it requires
+                 * was broken or changed, a plugin went away.  The workers
+                 * still run it (its hash is unchanged, so they keep the
+                 * compiled table and the modules it captured): keep its
+                 * parsed form from the previous generation, channels
+                 * remapped by name; with no channel left it goes. */
+                if (!ok2)
+                    ok2 = keep_parsed(prev, g, (int)(old - prev->files), kind, &camp, &chan);
                 if (ok2) {
                     f->source = malloc(old->source_len + 1);
                     memcpy(f->source, old->source, old->source_len + 1);
@@ -1924,8 +2009,9 @@ int rules_check_cli(const struct config *cfg, const char **paths, int n)
     /* channel names come from the plugins given, else from plugins_dir */
     if (plugins.n == 0)
         scan_dir(cfg->plugins_dir, NULL, 0, RULES_PLUGIN, &plugins, 0);
-    qsort(plugins.paths, (size_t)plugins.n, sizeof(char *), cmp_str);
-    qsort(camps.paths, (size_t)camps.n, sizeof(char *), cmp_str);
+    sort_paths(plugins.paths, plugins.n);
+    sort_paths(camps.paths, camps.n);
+    g_check_budget = cfg->instr_budget;
     struct luavm *vm = scratch_vm(lib_dir);
     if (!vm) {
         fprintf(stderr, "promod check: out of memory\n");

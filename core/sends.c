@@ -314,7 +314,9 @@ int sends_pause(const char *campaign_id, const char *actor)
 
 int sends_resume(const char *campaign_id, const char *actor)
 {
-    return set_state(campaign_id, actor, S_RUNNING);
+    int rc = set_state(campaign_id, actor, S_RUNNING);
+    /* a campaign paused before it was ever launched starts now */
+    return rc == ERR_NOTFOUND ? sends_start(campaign_id, actor) : rc;
 }
 
 int sends_stop(const char *campaign_id, const char *actor)
@@ -404,6 +406,10 @@ int sends_eval(struct rules_worker *rw, const struct rules_gen *g, int camp, int
     int top = lua_gettop(L);
     if (!pv) {
         *why = "no_profile";
+        return 1;
+    }
+    if (c->sched.ends && now > c->sched.ends) {
+        *why = "outside_schedule";
         return 1;
     }
     if (ref == LUA_NOREF || ref == LUA_REFNIL) {
@@ -553,10 +559,14 @@ int sends_put(struct store_txn *wt, const struct rules_gen *g, int camp, int cha
         if (rc)
             goto done;
     }
-    int64_t qend = outbox_quiet_end(ch, it->tz, now);
+    /* not before the schedule starts, and not in the customer's quiet hours */
+    int64_t at = c->sched.starts > now ? c->sched.starts : now;
+    int64_t qend = outbox_quiet_end(ch, it->tz, at);
+    if (qend)
+        at = qend;
     struct outbox_msg m = { .key = key, .campaign = c->id, .customer = cust, .channel = ch->name,
                             .variant = c->variants[it->variant].id, .tz = it->tz, .msg = it->msg,
-                            .due_ms = qend ? qend * 1000 : 0 };
+                            .due_ms = at > now ? at * 1000 : 0 };
     rc = outbox_enqueue_txn(wt, &m, NULL);
     if (rc == OUTBOX_DUPLICATE) {
         rc = 0;

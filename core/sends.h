@@ -63,8 +63,10 @@ int sends_start(const char *campaign_id, const char *actor);
  *  @return 0 (also when already paused), ERR_NOTFOUND (never launched),
  *  ERR_CONFLICT (the send was stopped), store errors. */
 int sends_pause(const char *campaign_id, const char *actor);
-/** Continue a paused send.  @return 0 (also when running or done),
- *  ERR_NOTFOUND, ERR_CONFLICT (stopped), store errors. */
+/** Continue a paused send; with no send yet (a campaign paused before its
+ *  first launch) this is sends_start.  @return 0 (also when running or
+ *  done), SENDS_NOTHING, ERR_NOTFOUND (no such loaded campaign),
+ *  ERR_CONFLICT (stopped), store errors. */
 int sends_resume(const char *campaign_id, const char *actor);
 /** Stop for good: the build ends, queued messages are dropped (dead
  *  letters and sent messages are kept).  @return 0 (also when already
@@ -98,14 +100,16 @@ struct sends_item {
  *  with rw's Lua state: consent, eligible, content, the plugin's render.
  *  @return 0 with *it filled, or 1 with *why one of "no_profile",
  *  "consent", "not_eligible", "hook_error", "render_error",
- *  "render_declined" (nothing to free). */
+ *  "render_declined", "outside_schedule" (the schedule has ended; nothing
+ *  to free). */
 int sends_eval(struct rules_worker *rw, const struct rules_gen *g, int camp, int chan,
                const char *cust, const void *pv, size_t pl, const void *sv, size_t sl,
                int64_t now, struct sends_item *it, const char **why);
 
 /** In write txn `wt`: reserve the caps and the channel policy exactly
- *  (throttle_reserve) and enqueue under `key`, due now or when the
- *  customer's quiet hours end.  Takes it->msg.  @return 0 (queued), 1 with
+ *  (throttle_reserve) and enqueue under `key`, due now (or when the
+ *  campaign's schedule starts, if later) or when the customer's quiet hours
+ *  end.  Takes it->msg.  @return 0 (queued), 1 with
  *  *why "duplicate" or "capped", or a store error. */
 int sends_put(struct store_txn *wt, const struct rules_gen *g, int camp, int chan,
               const char *cust, struct sends_item *it, const char *key, int64_t now,

@@ -9,6 +9,12 @@
  * worker->ctx.  The main thread runs a small event loop for signals and
  * timers (file watching, reload, delivery scheduling).
  *
+ * Body limits: dispatch() answers 413 in the contract's shape for a body
+ * over the route's limit (max_body, or max_import_body for ROUTER_BIG_BODY
+ * routes).  libevent also enforces a hard per-connection cap of 1.25 x the
+ * larger limit; above it libevent 2.1 itself answers 413 with an HTML body
+ * and closes the connection (it has no hook to change that reply).
+ *
  * Shutdown (SIGTERM/SIGINT or server_stop): listeners close first, every
  * worker finishes the request it is running (handlers run to completion),
  * flushes replies for up to 2 s, then the loops exit and threads join.

@@ -28,7 +28,7 @@ while [ $# -gt 0 ]; do
 done
 
 bash scripts/setup.sh >/dev/null
-bash scripts/build.sh release >/dev/null
+PROMOD_BUILD_TESTS=OFF bash scripts/build.sh release promod >/dev/null
 BIN=$ROOT/build/promod
 WL=$OUT/workload-$PROFILES
 mkdir -p "$OUT"

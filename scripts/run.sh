@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
-bash scripts/build.sh release
+bash scripts/build.sh release promod   # the server only: tests are scripts/test.sh's job
 
 # The demo file is committed; regenerate it only if someone deleted it.
 if [ ! -s scripts/demo/profiles.ndjson ]; then

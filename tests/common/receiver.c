@@ -3,6 +3,8 @@
 #include <arpa/inet.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <openssl/ssl.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -38,6 +40,7 @@ struct rcv {
     struct rcv_entry *e;
     size_t n, cap;
     struct stalled *stalled;
+    SSL_CTX *ssl;
     char **okset;            /* keys answered 2xx (open addressing) */
     size_t okcap, okn;
 };
@@ -231,7 +234,32 @@ static void *rcv_main(void *arg)
     return NULL;
 }
 
-struct rcv *rcv_start(int port)
+static struct bufferevent *tls_bev(struct event_base *base, void *arg)
+{
+    struct rcv *r = arg;
+    return bufferevent_openssl_socket_new(base, -1, SSL_new(r->ssl), BUFFEREVENT_SSL_ACCEPTING,
+                                          BEV_OPT_CLOSE_ON_FREE);
+}
+
+static struct rcv *start(int port, SSL_CTX *ssl);
+
+struct rcv *rcv_start(int port) { return start(port, NULL); }
+
+struct rcv *rcv_start_tls(int port, const char *cert_pem, const char *key_pem)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx || SSL_CTX_use_certificate_chain_file(ctx, cert_pem) != 1 ||
+        SSL_CTX_use_PrivateKey_file(ctx, key_pem, SSL_FILETYPE_PEM) != 1) {
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    struct rcv *r = start(port, ctx);
+    if (!r)
+        SSL_CTX_free(ctx);
+    return r;
+}
+
+static struct rcv *start(int port, SSL_CTX *ssl)
 {
     static int threads;
     if (!threads) {
@@ -251,6 +279,9 @@ struct rcv *rcv_start(int port)
                                             EVHTTP_REQ_PATCH | EVHTTP_REQ_DELETE);
     evhttp_set_max_body_size(r->http, 8 << 20);
     evhttp_set_gencb(r->http, on_request, r);
+    r->ssl = ssl;
+    if (ssl)
+        evhttp_set_bevcb(r->http, tls_bev, r);
     struct evhttp_bound_socket *bs = NULL;
     for (int tries = 0; tries < 100 && !bs; tries++) {
         bs = evhttp_bind_socket_with_handle(r->http, "127.0.0.1", (ev_uint16_t)port);
@@ -289,6 +320,8 @@ void rcv_stop(struct rcv *r)
     event_free(r->kick);
     evhttp_free(r->http);
     event_base_free(r->base);
+    if (r->ssl)
+        SSL_CTX_free(r->ssl);
     rcv_clear(r);
     free(r->e);
     pthread_mutex_destroy(&r->mu);

@@ -37,6 +37,8 @@ struct rcv_entry {
 
 /** Listen on 127.0.0.1:`port` (0 = any free port).  NULL on failure. */
 struct rcv *rcv_start(int port);
+/** Same over TLS with a PEM certificate and key (e.g. self-signed). */
+struct rcv *rcv_start_tls(int port, const char *cert_pem, const char *key_pem);
 int rcv_port(const struct rcv *r);
 /** Stop listening and free (stalled requests are dropped). */
 void rcv_stop(struct rcv *r);

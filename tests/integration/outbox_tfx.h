@@ -18,14 +18,15 @@
 
 /* Config fields pointing every outbound channel at the receiver, plus
  * fast retries; `extra_chan` is added inside each channel's table
- * ("rate = 5,"), `extra` at top level. */
+ * ("rate = 5,"), `more_chans` inside `channels` ("slow = { ... },"),
+ * `extra` at top level. */
 static inline void otfx_init(struct tfx_server *s, struct rcv *r, const char *extra_chan,
-                             const char *extra)
+                             const char *more_chans, const char *extra)
 {
-    char cfg[4096];
+    char *cfg = NULL;
     int p = rcv_port(r);
     const char *ec = extra_chan ? extra_chan : "";
-    snprintf(cfg, sizeof cfg,
+    int n = asprintf(&cfg,
              "test_clock = true,\n"
              "  channels = {\n"
              "    webhook = { url = \"http://127.0.0.1:%d/hook\", secret = \"s3cret\", "
@@ -35,10 +36,12 @@ static inline void otfx_init(struct tfx_server *s, struct rcv *r, const char *ex
              "    sms = { endpoint = \"http://127.0.0.1:%d/sms\", api_key = \"sk-1\", "
              "retry_base_ms = 50, max_attempts = 4, %s },\n"
              "    push = { endpoint = \"http://127.0.0.1:%d/push\", api_key = \"pk-1\", "
-             "retry_base_ms = 50, max_attempts = 4, %s },\n"
+             "retry_base_ms = 50, max_attempts = 4, %s },\n    %s\n"
              "  },\n  %s",
-             p, ec, p, ec, p, ec, p, ec, extra ? extra : "");
+             p, ec, p, ec, p, ec, p, ec, more_chans ? more_chans : "", extra ? extra : "");
+    cr_assert(n > 0);
     tfx_server_init(s, cfg);
+    free(cfg);
 }
 
 /* rules/<id>.lua: a draft campaign on `channels` ("'webhook'") with one

@@ -279,3 +279,21 @@ Test(approval_local, anonymous_cannot_approve_its_own_work)
     cr_assert_eq(ctfx_act(&srv, "X-Actor: carol\r\n", "loc", "approve", NULL, NULL), 200);
     cr_assert_eq(ctfx_audit_count(&srv, NULL, "action=campaign.approve&actor=carol"), 1);
 }
+
+Test(approval, a_waiting_version_stays_held_across_a_restart)
+{
+    live_v1();
+    char *v2 = ctfx_script(NULL, "v2", NULL);
+    cr_assert_eq(ctfx_put_script(&srv, ANN, "promo", v2, NULL), 200);
+    free(v2);
+    cr_assert_eq(tfx_server_stop(&srv), 0, "clean exit");
+    cr_assert_eq(tfx_server_start(&srv), 0);
+    char *o = ctfx_offer(&srv, SITE, "promo");
+    cr_assert_str_eq(o ? o : "(none)", "v1", "the approved version serves from the first request");
+    free(o);
+    cr_assert_eq(ctfx_int(&srv, ANN, "promo", "pending_version"), 2);
+    cr_assert_eq(ctfx_act(&srv, BOB, "promo", "approve", NULL, NULL), 200);
+    o = ctfx_offer(&srv, SITE, "promo");
+    cr_assert_str_eq(o ? o : "(none)", "v2");
+    free(o);
+}

@@ -196,8 +196,11 @@ Test(campaigns, a_file_and_the_api_edit_the_same_campaign)
     tfx_resp_free(&r);
     /* a PUT with the same script is no new version */
     char *v3 = ctfx_read(&srv, "rules/shared.lua");
+    long rev = ctfx_int(&srv, NULL, "shared", "rev");
     cr_assert_eq(ctfx_put_script(&srv, NULL, "shared", v3, NULL), 200);
     cr_assert_eq(ctfx_int(&srv, NULL, "shared", "version"), 3);
+    cr_assert_eq(ctfx_int(&srv, NULL, "shared", "rev"), rev, "no change, no new rev");
+    cr_assert_eq(ctfx_audit_count(&srv, NULL, "action=campaign.update&object=campaign:shared"), 1);
     free(v3);
     free(v2);
 }
@@ -604,5 +607,45 @@ Test(campaigns, msgpack_bodies_and_replies)
     char *st = ctfx_field(&srv, NULL, "mp", "status");
     cr_assert_str_eq(st, "draft");
     free(st);
+    free(s);
+}
+
+Test(campaigns, the_name_follows_the_script_until_set_through_the_api)
+{
+    tfx_write(&srv, "rules/named.lua",
+              "return { name = 'First name', channels = { 'web' },\n"
+              "  variants = { { id = 'A', content = { headline = 'n' } } },\n"
+              "  eligible = function() return true end }\n");
+    cr_assert(CTFX_WAIT(3000, ctfx_int(&srv, NULL, "named", "version") == 1));
+    tfx_write(&srv, "rules/named.lua",
+              "return { name = 'Second name', channels = { 'web' },\n"
+              "  variants = { { id = 'A', content = { headline = 'n' } } },\n"
+              "  eligible = function() return true end }\n");
+    cr_assert(CTFX_WAIT(3000, ctfx_int(&srv, NULL, "named", "version") == 2));
+    char *name = ctfx_field(&srv, NULL, "named", "name");
+    cr_assert_str_eq(name, "Second name");
+    free(name);
+    struct tfx_resp r;
+    cr_assert_eq(
+        ctfx_req(&srv, "PUT", "/api/v1/campaigns/named", NULL, "{\"name\":\"Chosen\"}", &r), 200);
+    tfx_resp_free(&r);
+    tfx_write(&srv, "rules/named.lua",
+              "return { name = 'Third name', channels = { 'web' },\n"
+              "  variants = { { id = 'A', content = { headline = 'n' } } },\n"
+              "  eligible = function() return true end }\n");
+    cr_assert(CTFX_WAIT(3000, ctfx_int(&srv, NULL, "named", "version") == 3));
+    name = ctfx_field(&srv, NULL, "named", "name");
+    cr_assert_str_eq(name, "Chosen", "a name set through the API sticks");
+    free(name);
+    /* a script for a file named after another id must say its id */
+    char *s = ctfx_script(NULL, "x", NULL);
+    tfx_write(&srv, "rules/elsewhere.lua",
+              "return { id = 'moved', channels = { 'web' },\n"
+              "  variants = { { id = 'A', content = { headline = 'm' } } },\n"
+              "  eligible = function() return true end }\n");
+    cr_assert(CTFX_WAIT(3000, ctfx_int(&srv, NULL, "moved", "version") == 1));
+    cr_assert_eq(ctfx_put_script(&srv, NULL, "moved", s, &r), 422);
+    cr_assert(strstr(r.body, "set id = \\\"moved\\\""), "%s", r.body);
+    tfx_resp_free(&r);
     free(s);
 }

@@ -130,13 +130,13 @@ Test(check, duplicate_channel)
 
 Test(check, channels_come_from_the_plugins_checked)
 {
-    tfx_write(&t, "rules/sms.lua", "return {\n  channels = { 'sms' },\n"
+    tfx_write(&t, "rules/pager.lua", "return {\n  channels = { 'pager' },\n"
                                    "  variants = { { id = 'A', content = {} } }, eligible = function() return true end }\n");
     char *out;
-    cr_assert_eq(check(&out, t.rules, t.plugins), 1, "no sms plugin yet: %s", out);
-    cr_assert(strstr(out, "sms.lua:2: unknown channel \"sms\""), "%s", out);
+    cr_assert_eq(check(&out, t.rules, t.plugins), 1, "no pager plugin yet: %s", out);
+    cr_assert(strstr(out, "pager.lua:2: unknown channel \"pager\""), "%s", out);
     free(out);
-    tfx_write(&t, "plugins/sms.lua", "return { channel = 'sms', policy = { quiet_hours = { 21, 8 } } }\n");
+    tfx_write(&t, "plugins/pager.lua", "return { channel = 'pager', policy = { quiet_hours = { 21, 8 } } }\n");
     cr_assert_eq(check(&out, t.rules, t.plugins), 0, "%s", out);
     free(out);
 }
@@ -170,5 +170,27 @@ Test(check, require_outside_lib_fails)
     char *out;
     cr_assert_eq(check(&out, t.rules, t.plugins), 1, "%s", out);
     cr_assert(strstr(out, "esc.lua:1: require: invalid module name"), "%s", out);
+    free(out);
+}
+
+/* Loading a file gets the config's instruction_budget, in check as in the
+ * server's workers: a file that passes check also loads where it runs. */
+Test(check, load_budget_is_the_configs)
+{
+    tfx_write(&t, "rules/heavy.lua",
+              "local t = {}\nfor i = 1, 600000 do t[i] = i end\n"
+              "return { channels = { 'web' }, variants = { { id = 'A', content = {} } },\n"
+              "  eligible = function() return true end }\n");
+    char *out;
+    cr_assert_eq(tfx_promod(&out, "check", "-c", t.config, (char *)NULL), 1, "%s", out);
+    cr_assert(strstr(out, "heavy.lua:2: instruction budget exceeded"), "%s", out);
+    free(out);
+    char cfg[1200];
+    snprintf(cfg, sizeof cfg, "return { rules_dir = '%s', plugins_dir = '%s', instruction_budget = 50000000 }\n",
+             t.rules, t.plugins);
+    tfx_write(&t, "big.lua", cfg);
+    char path[400];
+    snprintf(path, sizeof path, "%s/big.lua", t.dir);
+    cr_assert_eq(tfx_promod(&out, "check", "-c", path, (char *)NULL), 0, "%s", out);
     free(out);
 }

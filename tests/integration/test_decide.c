@@ -7,9 +7,10 @@
  *   - gold-offer scores 40 + ltv/100: alice 60, frank 41, erin 43.
  *   - home-banner has no score hook: its score is its priority, 30.
  *   - home-banner's variants A:B weigh 1:3; the default bucket is
- *     fnv1a("<customer>/home-banner") mod 10000 / 10000, times the weight
- *     sum 4, A below 1: alice .5940 B, bob .2519 B (just past A), carol
- *     .4373 B, dave .2844 B, erin .0094 A, frank .6496 B, ghost .5299 B.
+ *     fnv1a(decimal of fnv1a("<customer>/home-banner")) mod 10000 / 10000
+ *     (computed independently, in Python), times the weight sum 4, A below
+ *     1: alice .6354 B, bob .0631 A, carol .1193 A, dave .2619 B (just past
+ *     A), erin .9707 B, frank .0358 A, ghost .1964 A.
  *   - the config's default_limit is 2.
  */
 #include <criterion/criterion.h>
@@ -171,6 +172,16 @@ static const char *const files[] = {
     "  variants = { { id = 'A', content = {} } },\n"
     "  eligible = function(p, ctx) return ctx.tie == true end }\n",
 
+    /* a rule returning bytes that are not text */
+    "rules/weird.lua",
+    "return { id = 'weird', channels = { 'web' }, priority = 3,\n"
+    "  variants = { { id = 'A', content = { t = 'w' } } },\n"
+    "  eligible = function(p, ctx)\n"
+    "    if ctx.weird == 'reason' then return false, '\\255\\254' end\n"
+    "    if ctx.weird == 'error' then error('\\255') end\n"
+    "    return false\n"
+    "  end }\n",
+
     "rules/app-only.lua",
     "return { id = 'app-only', channels = { 'app' }, priority = 60,\n"
     "  variants = { { id = 'A', content = { t = 'in the app, {{first_name|you}}' } } },\n"
@@ -216,6 +227,19 @@ static void setup(void)
 }
 
 static void teardown(void) { tfx_server_cleanup(&srv); }
+
+/* Stop the server inside the test: it must exit 0 with a clean log (under
+ * the sanitizer build a leak or an error report fails the test here;
+ * teardown cannot fail a test). */
+static void stop_clean(void)
+{
+    int st = tfx_server_stop(&srv);
+    char *log = tfx_server_log(&srv);
+    int clean = !strstr(log, "Sanitizer") && !strstr(log, "runtime error");
+    char *tail = log + (strlen(log) > 3000 ? strlen(log) - 3000 : 0);
+    cr_assert(st == 0 && clean, "server exit %d, log:\n%s", st, tail);
+    free(log);
+}
 
 TestSuite(decide, .init = setup, .fini = teardown, .timeout = 60);
 
@@ -336,13 +360,14 @@ Test(decide, offers_for_the_fixture)
 
     r = decide_ok("{\"customer_id\":\"bob\",\"channel\":\"web\",\"placement\":\"home\",\"limit\":5}");
     expect_offers(r, "home-banner");
-    expect_offer(r, "home-banner", "B", 30);
+    expect_offer(r, "home-banner", "A", 30);
     cr_assert_str_eq(str_at(json_object_get(offer(r, "home-banner"), "content"), "headline"),
-                     "Banner B &lt;Bob&gt;", "profile values are HTML-escaped");
+                     "Banner A &lt;Bob&gt;", "profile values are HTML-escaped");
     json_decref(r);
 
     r = decide_ok("{\"customer_id\":\"carol\",\"channel\":\"web\",\"placement\":\"home\",\"limit\":5}");
     expect_offers(r, "home-banner,vip");
+    expect_offer(r, "home-banner", "A", 30);
     expect_offer(r, "vip", "A", 20);
     cr_assert_str_eq(str_at(json_object_get(offer(r, "vip"), "content"), "t"), "A for Carol");
     json_decref(r);
@@ -356,31 +381,32 @@ Test(decide, offers_for_the_fixture)
     r = decide_ok("{\"customer_id\":\"erin\",\"channel\":\"web\",\"placement\":\"home\",\"limit\":5}");
     expect_offers(r, "gold-offer,home-banner");
     expect_offer(r, "gold-offer", "G", 43);
-    expect_offer(r, "home-banner", "A", 30);
+    expect_offer(r, "home-banner", "B", 30);
     c = json_object_get(offer(r, "gold-offer"), "content");
     cr_assert_str_eq(str_at(c, "headline"), "Hi Erin &amp; Co from somewhere", "empty nested table: default");
     cr_assert_str_eq(str_at(c, "html_raw"), "<b>Erin & Co</b>");
     cr_assert_str_eq(str_at(c, "nested.deep.city"), "", "missing without a default: empty");
     cr_assert_str_eq(str_at(json_object_get(offer(r, "home-banner"), "content"), "headline"),
-                     "Banner A Erin &amp; Co");
+                     "Banner B Erin &amp; Co");
     json_decref(r);
 
     r = decide_ok("{\"customer_id\":\"frank\",\"channel\":\"web\",\"placement\":\"home\",\"limit\":5}");
     expect_offers(r, "gold-offer,home-banner");
     expect_offer(r, "gold-offer", "G", 41);
-    expect_offer(r, "home-banner", "B", 30);
+    expect_offer(r, "home-banner", "A", 30);
     c = json_object_get(offer(r, "gold-offer"), "content");
     cr_assert_str_eq(str_at(c, "headline"), "Hi Frank from &lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;");
     cr_assert_str_eq(str_at(c, "nested.deep.city"), "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;");
     json_decref(r);
+    stop_clean();
 }
 
 Test(decide, unknown_customer_is_an_empty_profile)
 {
     json_t *r = decide_ok("{\"customer_id\":\"ghost\",\"channel\":\"web\",\"placement\":\"home\",\"explain\":true}");
     expect_offers(r, "home-banner");
-    expect_offer(r, "home-banner", "B", 30);
-    cr_assert_str_eq(str_at(json_object_get(offer(r, "home-banner"), "content"), "headline"), "Banner B there");
+    expect_offer(r, "home-banner", "A", 30);
+    cr_assert_str_eq(str_at(json_object_get(offer(r, "home-banner"), "content"), "headline"), "Banner A there");
     cr_assert_str_eq(json_string_value(json_object_get(xp(r, "gold-offer"), "reason")), "tier nil is not gold",
                      "p.id only: p.tier is nil");
     json_decref(r);
@@ -388,6 +414,7 @@ Test(decide, unknown_customer_is_an_empty_profile)
     struct tfx_resp pr;
     cr_assert_eq(tfx_req(&srv, "GET", "/api/v1/profiles/ghost", NULL, &pr), 404, "%s", pr.body);
     tfx_resp_free(&pr);
+    stop_clean();
 }
 
 Test(decide, placement_filter)
@@ -406,6 +433,7 @@ Test(decide, placement_filter)
     r = decide_ok("{\"customer_id\":\"dave\",\"channel\":\"web\"}");
     expect_offers(r, "home-banner");
     json_decref(r);
+    stop_clean();
 }
 
 Test(decide, channel_selects_campaigns)
@@ -424,6 +452,7 @@ Test(decide, channel_selects_campaigns)
     cr_assert_str_eq(str_at(r, "error.field"), "channel");
     cr_assert(strstr(str_at(r, "error.message"), "fax"));
     json_decref(r);
+    stop_clean();
 }
 
 Test(decide, limits)
@@ -445,6 +474,7 @@ Test(decide, limits)
     expect_offer(r, "zz-tie", "A", 15);
     expect_offer(r, "aa-tie", "A", 15);
     json_decref(r);
+    stop_clean();
 }
 
 Test(decide, explain_entries)
@@ -454,7 +484,7 @@ Test(decide, explain_entries)
     expect_offers(r, "home-banner");
     json_t *e = json_object_get(r, "explain");
     /* every web campaign has an entry, app-only has none */
-    cr_assert_eq(json_array_size(e), 15, "%zu", json_array_size(e));
+    cr_assert_eq(json_array_size(e), 16, "%zu", json_array_size(e));
     cr_assert_null(xp(r, "app-only"));
     struct {
         const char *id, *reason;
@@ -476,9 +506,10 @@ Test(decide, explain_entries)
     cr_assert(json_is_true(json_object_get(b, "eligible")));
     cr_assert_float_eq(json_number_value(json_object_get(b, "score")), 30, 1e-9);
     cr_assert(json_is_true(json_object_get(b, "selected")));
-    cr_assert_str_eq(json_string_value(json_object_get(b, "variant")), "B");
+    cr_assert_str_eq(json_string_value(json_object_get(b, "variant")), "A");
     cr_assert_null(json_object_get(b, "capped"));
     json_decref(r);
+    stop_clean();
 }
 
 Test(decide, schedule_days_hours_and_dates)
@@ -501,6 +532,7 @@ Test(decide, schedule_days_hours_and_dates)
     r = decide_ok("{\"customer_id\":\"dave\",\"channel\":\"web\",\"limit\":1}");
     expect_offers(r, "future");
     json_decref(r);
+    stop_clean();
 }
 
 /* ---- score and content hooks ------------------------------------------------ */
@@ -522,6 +554,7 @@ Test(decide, score_hook_bad_results)
               "%s", m);
     cr_assert_float_eq(v, 2, 1e-9);
     free(m);
+    stop_clean();
 }
 
 Test(decide, content_hook_results)
@@ -553,6 +586,23 @@ Test(decide, content_hook_results)
         cr_assert_null(json_object_get(xp(r, "vip"), "selected"));
         json_decref(r);
     }
+    stop_clean();
+}
+
+Test(decide, non_utf8_reasons_and_errors)
+{
+    json_t *r = decide_ok("{\"customer_id\":\"dave\",\"channel\":\"web\",\"explain\":true,"
+                          "\"context\":{\"weird\":\"reason\"}}");
+    expect_offers(r, "home-banner");
+    cr_assert_str_eq(json_string_value(json_object_get(xp(r, "weird"), "reason")), "(reason is not valid UTF-8)");
+    json_decref(r);
+    r = decide_ok("{\"customer_id\":\"dave\",\"channel\":\"web\",\"explain\":true,"
+                  "\"context\":{\"weird\":\"error\"}}");
+    expect_offers(r, "home-banner");
+    cr_assert_str_eq(json_string_value(json_object_get(xp(r, "weird"), "error")),
+                     "eligible: error (its message is not valid UTF-8)");
+    json_decref(r);
+    stop_clean();
 }
 
 Test(decide, eligible_must_return_a_boolean)
@@ -564,6 +614,7 @@ Test(decide, eligible_must_return_a_boolean)
     cr_assert(json_is_false(json_object_get(x, "eligible")));
     cr_assert(strstr(json_string_value(json_object_get(x, "error")), "eligible: must return true or false"));
     json_decref(r);
+    stop_clean();
 }
 
 /* ---- hooks that fail do not fail the request -------------------------------- */
@@ -607,6 +658,7 @@ Test(decide, failing_hooks_skip_only_their_campaign)
         json_decref(r);
     }
     cr_assert(tfx_server_alive(&srv));
+    stop_clean();
 }
 
 /* ---- dry runs ------------------------------------------------------------------ */
@@ -646,6 +698,7 @@ Test(decide, dry_run_counts_nothing)
     cr_assert(tfx_metric(m, "promod_offers_served_total", "campaign=\"once\"", &v));
     cr_assert_float_eq(v, 1, 1e-9);
     free(m);
+    stop_clean();
 }
 
 /* ---- msgpack in and out ----------------------------------------------------------- */
@@ -716,7 +769,7 @@ Test(decide, msgpack_request_and_response)
     cr_assert(score && (score->type == MSGPACK_OBJECT_FLOAT64 || score->type == MSGPACK_OBJECT_FLOAT32));
     cr_assert_float_eq(score->via.f64, 43, 1e-9);
     cr_assert(mp_str_eq(mp_get(mp_get(o0, "content"), "headline"), "Hi Erin &amp; Co from somewhere"));
-    cr_assert(mp_str_eq(mp_get(&offers->via.array.ptr[1], "variant"), "A"));
+    cr_assert(mp_str_eq(mp_get(&offers->via.array.ptr[1], "variant"), "B"));
     cr_assert(mp_get(&up.data, "decision_id") && mp_get(&up.data, "decision_id")->type == MSGPACK_OBJECT_STR);
     msgpack_unpacked_destroy(&up);
     tfx_resp_free(&r);
@@ -756,6 +809,7 @@ Test(decide, msgpack_request_and_response)
     cr_assert_eq(st, 400, "%s", r.body);
     cr_assert_str_eq(tfx_err_code(&r), "invalid_msgpack");
     tfx_resp_free(&r);
+    stop_clean();
 }
 
 /* ---- malformed requests -------------------------------------------------------------- */
@@ -831,6 +885,7 @@ ParameterizedTest(struct bad_req *c, decide, malformed)
     json_t *ok = decide_ok("{\"customer_id\":\"bob\",\"channel\":\"web\"}");
     expect_offers(ok, "home-banner");
     json_decref(ok);
+    stop_clean();
 }
 
 Test(decide, big_bodies)
@@ -875,6 +930,7 @@ Test(decide, big_bodies)
     expect_offers(ok, "home-banner");
     json_decref(ok);
     cr_assert(tfx_server_alive(&srv));
+    stop_clean();
 }
 
 /* ---- concurrency --------------------------------------------------------------------- */
@@ -924,6 +980,7 @@ Test(decide, concurrent_decides_give_the_same_answers)
         pthread_join(th[i], NULL);
     for (int i = 0; i < 8; i++)
         cr_assert_eq(args[i].bad, 0, "%s", args[i].why);
+    stop_clean();
 }
 
 Test(decide, decision_ids_are_unique)
@@ -936,4 +993,5 @@ Test(decide, decision_ids_are_unique)
         for (int j = 0; j < i; j++)
             cr_assert_str_neq(seen[i], seen[j]);
     }
+    stop_clean();
 }

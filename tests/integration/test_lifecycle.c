@@ -271,3 +271,57 @@ Test(lifecycle, unknown_actions_and_bodies)
     cr_assert_str_eq(st, "draft");
     free(st);
 }
+
+/* An email campaign: launch starts its send, pause/resume/stop follow it. */
+static const char *send_state(const char *id)
+{
+    static char st[32];
+    char path[200];
+    snprintf(path, sizeof path, "/api/v1/campaigns/%s/sends", id);
+    struct tfx_resp r;
+    ctfx_req(&srv, "GET", path, NULL, NULL, &r);
+    const char *s = json_string_value(json_object_get(r.json, "state"));
+    snprintf(st, sizeof st, "%s", r.status == 200 && s ? s : "none");
+    tfx_resp_free(&r);
+    return st;
+}
+
+static const char *send_action(const struct tfx_resp *r)
+{
+    const char *a = json_string_value(json_object_get(json_object_get(r->json, "send"), "action"));
+    return a ? a : "none";
+}
+
+Test(lifecycle, outbound_campaigns_send_on_launch_only)
+{
+    const char *src =
+        "return { channels = { 'email' },\n"
+        "  variants = { { id = 'A', content = { subject = 'Hello', body = 'x' } } },\n"
+        "  eligible = function() return true end }\n";
+    cr_assert_eq(ctfx_create(&srv, NULL, "mail", src, NULL), 201);
+    cr_assert_str_eq(send_state("mail"), "none", "saving sends nothing");
+    struct tfx_resp r;
+    cr_assert_eq(ctfx_act(&srv, NULL, "mail", "launch", NULL, &r), 200);
+    cr_assert_str_eq(send_action(&r), "start", "%s", r.body);
+    tfx_resp_free(&r);
+    cr_assert_str_neq(send_state("mail"), "none");
+    cr_assert_eq(ctfx_act(&srv, NULL, "mail", "pause", NULL, &r), 200);
+    cr_assert_str_eq(send_action(&r), "pause", "%s", r.body);
+    tfx_resp_free(&r);
+    cr_assert_str_eq(send_state("mail"), "paused");
+    cr_assert_eq(ctfx_act(&srv, NULL, "mail", "launch", NULL, &r), 200);
+    cr_assert_str_eq(send_action(&r), "resume", "%s", r.body);
+    tfx_resp_free(&r);
+    cr_assert_str_neq(send_state("mail"), "paused");
+    cr_assert_eq(ctfx_act(&srv, NULL, "mail", "stop", NULL, &r), 200);
+    cr_assert_str_eq(send_action(&r), "stop", "%s", r.body);
+    tfx_resp_free(&r);
+    cr_assert_str_eq(send_state("mail"), "stopped");
+    /* a web campaign has nothing to send */
+    char *s = ctfx_script(NULL, "w", NULL);
+    cr_assert_eq(ctfx_create(&srv, NULL, "webonly", s, NULL), 201);
+    free(s);
+    cr_assert_eq(ctfx_act(&srv, NULL, "webonly", "launch", NULL, &r), 200);
+    cr_assert_null(json_object_get(r.json, "send"));
+    tfx_resp_free(&r);
+}

@@ -293,3 +293,64 @@ Test(ops, import_cli_while_serving)
     cr_assert_eq(metric(m, "promod_profiles", ""), 2002);
     free(m);
 }
+
+/* A file of several 8 MiB blocks, parsed on several threads: line numbers
+ * in errors stay exact across blocks and ranges, blank lines count, and a
+ * repeated id keeps the last line's value. */
+Test(ops, import_cli_large_file_line_numbers)
+{
+    tfx_server_init(&srv, NULL);
+    char file[400];
+    snprintf(file, sizeof file, "%s/big.ndjson", srv.dir);
+    FILE *f = fopen(file, "w");
+    cr_assert(f);
+    enum { LINES = 120000 };
+    long good = 0, bad = 0, blank = 0;
+    char pad[161];
+    memset(pad, 'p', 160);
+    pad[160] = 0;
+    for (long line = 1; line <= LINES; line++) {
+        if (line == 10)
+            fprintf(f, "{\"id\":\"dup\",\"v\":\"first\"}\n"), good++;
+        else if (line == LINES)
+            fprintf(f, "{\"id\":\"dup\",\"v\":\"last\"}\n"), good++;
+        else if (line % 1009 == 0)
+            fprintf(f, "\n"), blank++;
+        else if (line % 997 == 0)
+            fprintf(f, "{\"id\":\"bad-%ld\",\"x\":}\n", line), bad++;
+        else
+            fprintf(f, "{\"id\":\"big-%06ld\",\"line\":%ld,\"pad\":\"%s\"}\n", line, line, pad), good++;
+    }
+    fclose(f);
+    struct stat stt;
+    cr_assert_eq(stat(file, &stt), 0);
+    cr_assert_gt(stt.st_size, 2 * (8 << 20), "the file must span several blocks");
+    char *out = NULL;
+    int st = tfx_promod(&out, "import", "profiles", file, "-c", srv.config, (char *)NULL);
+    cr_assert_eq(st, 3, "exit %d: %.500s", st, out);
+    char want[600];
+    snprintf(want, sizeof want, "\"imported\": %ld, \"failed\": %ld", good, bad); /* "dup" twice */
+    cr_assert(strstr(out, want), "no '%s' in the summary: %s", want, strrchr(out, '{'));
+    /* the first 100 errors, each at its exact line */
+    int listed = 0;
+    for (long line = 997; line <= LINES && listed < 100; line += 997) {
+        if (line % 1009 == 0 || line == 10)
+            continue;
+        snprintf(want, sizeof want, "%s:%ld: line 1 column", file, line);
+        cr_assert(strstr(out, want), "error for line %ld missing or misnumbered", line);
+        listed++;
+    }
+    cr_assert_eq(listed, 100);
+    free(out);
+    cr_assert_eq(tfx_server_start(&srv), 0);
+    struct tfx_resp r;
+    cr_assert_eq(tfx_req(&srv, "GET", "/api/v1/profiles/dup", NULL, &r), 200);
+    cr_assert_str_eq(json_string_value(json_object_get(r.json, "v")), "last", "the last line wins");
+    tfx_resp_free(&r);
+    cr_assert_eq(tfx_req(&srv, "GET", "/api/v1/profiles/big-119999", NULL, &r), 200);
+    cr_assert_eq(json_integer_value(json_object_get(r.json, "line")), 119999);
+    tfx_resp_free(&r);
+    char *m = metrics();
+    cr_assert_eq(metric(m, "promod_profiles", ""), (double)(good - 1), "distinct ids imported");
+    free(m);
+}

@@ -16,7 +16,7 @@ static void start(const char *extra_chan, const char *extra)
 {
     rcv = rcv_start(0);
     cr_assert(rcv, "receiver did not start");
-    otfx_init(&srv, rcv, extra_chan, extra);
+    otfx_init(&srv, rcv, extra_chan, NULL, extra);
     cr_assert_eq(tfx_server_start(&srv), 0, "server did not start");
 }
 
@@ -395,4 +395,83 @@ Test(outbox, metrics_count_deliveries)
     cr_assert(tfx_metric(r.body, "promod_outbox_sent_total", "", &v), "series missing");
     cr_assert_eq((long)v, 3);
     tfx_resp_free(&r);
+}
+
+/* --- TLS: libevent's OpenSSL bufferevents -------------------------------- */
+
+static void make_cert(char *cert, char *key, size_t len)
+{
+    snprintf(cert, len, "%s/cert.pem", srv.dir);
+    snprintf(key, len, "%s/key.pem", srv.dir);
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd,
+             "openssl req -x509 -newkey rsa:2048 -nodes -keyout '%s' -out '%s' -days 2 "
+             "-subj /CN=promod-test -addext subjectAltName=IP:127.0.0.1 >/dev/null 2>&1",
+             key, cert);
+    cr_assert_eq(system(cmd), 0, "openssl could not make a test certificate");
+}
+
+static void start_tls(int trusted)
+{
+    /* a plain server first, only to get the temp dir for the certificate */
+    char cert[400], key[400];
+    tfx_server_init(&srv, NULL);
+    make_cert(cert, key, sizeof cert);
+    rcv = rcv_start_tls(0, cert, key);
+    cr_assert(rcv, "TLS receiver did not start");
+    char ec[1200];
+    snprintf(ec, sizeof ec, "url = \"https://127.0.0.1:%d/hook\", %s%s%s", rcv_port(rcv),
+             trusted ? "ca_file = \"" : "", trusted ? cert : "", trusted ? "\"," : "");
+    char keep[300];
+    snprintf(keep, sizeof keep, "%s", srv.dir);
+    /* rebuild the config in the same tree with the TLS endpoint */
+    struct tfx_server tmp;
+    otfx_init(&tmp, rcv, ec, NULL, NULL);
+    FILE *f = fopen(tmp.config, "r");
+    char cfg[8192];
+    size_t n = fread(cfg, 1, sizeof cfg - 1, f);
+    cfg[n] = 0;
+    fclose(f);
+    /* point the config at srv's directories */
+    char *fixed = malloc(strlen(cfg) * 2 + 1024);
+    fixed[0] = 0;
+    for (char *p = cfg; *p;) {
+        char *hit = strstr(p, tmp.dir);
+        if (!hit) {
+            strcat(fixed, p);
+            break;
+        }
+        strncat(fixed, p, (size_t)(hit - p));
+        strcat(fixed, keep);
+        p = hit + strlen(tmp.dir);
+    }
+    f = fopen(srv.config, "w");
+    fputs(fixed, f);
+    fclose(f);
+    free(fixed);
+    tfx_rmrf(tmp.dir);
+    cr_assert_eq(tfx_server_start(&srv), 0, "server did not start");
+}
+
+Test(outbox, https_to_a_trusted_tls_receiver)
+{
+    start_tls(1);
+    launch_webhook("tls", 3);
+    cr_assert_eq(rcv_wait_unique(rcv, 3, 15000), 3, "https deliveries failed");
+    struct rcv_entry e;
+    rcv_get(rcv, 0, &e);
+    cr_assert(strstr(e.headers, "X-Promod-Signature: sha256="), "%s", e.headers);
+    rcv_entry_free(&e);
+}
+
+Test(outbox, https_with_an_untrusted_certificate_is_refused)
+{
+    start_tls(0);
+    launch_webhook("untrusted", 1);
+    cr_assert_eq(otfx_wait_int(&srv, "/api/v1/outbox", "dead", 1, 15000), 1);
+    cr_assert_eq(rcv_unique_ok(rcv), 0, "delivered to a server whose certificate is not trusted");
+    json_t *d = otfx_get(&srv, "/api/v1/outbox/dead");
+    const char *err = json_string_value(json_object_get(json_array_get(json_object_get(d, "items"), 0), "error"));
+    cr_assert(err && strstr(err, "tls"), "%s", err);
+    json_decref(d);
 }

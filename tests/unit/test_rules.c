@@ -173,6 +173,7 @@ ParameterizedTestParameters(rules, bad_campaign)
         { WITH("  schedule = { hours = { 9 } },\n"), 5, "schedule.hours must be { from, to } with hours" },
         { WITH("  schedule = { hours = { -1, 5 } },\n"), 5, "schedule.hours must be { from, to } with" },
         { WITH("  schedule = { hours = 9 },\n"), 5, "schedule.hours must be { from, to }" },
+        { WITH("  schedule = { hours = { 9, 9 } },\n"), 5, "schedule.hours { 9, 9 } is an empty window" },
         { WITH("  schedule = {\n    tz = 'Mars/Olympus_Mons',\n  },\n"), 6,
           "schedule.tz: unknown time zone \"Mars/Olympus_Mons\"" },
         { WITH("  schedule = { tz = 2 },\n"), 5, "schedule.tz must be a zone name" },
@@ -208,6 +209,10 @@ ParameterizedTestParameters(rules, bad_campaign)
           "variants[1] must be a table" },
         { "return {\n  channels = { 'web' },\n  variants = { { content = {} } },\n" ELIG "}\n", 3,
           "variants[1].id must be a string" },
+        { "return {\n  channels = { 'web' },\n  variants = { { id = '', content = {} } },\n" ELIG "}\n", 3,
+          "variants[1].id must be 1-128 bytes of UTF-8 text" },
+        { "return {\n  channels = { 'web' },\n  variants = { { id = '\\255', content = {} } },\n" ELIG "}\n", 3,
+          "variants[1].id must be 1-128 bytes of UTF-8 text" },
         { "return {\n  channels = { 'web' },\n  variants = {\n    { id = 'A', content = {} },\n"
           "    { id = 'B', content = {} },\n    { id = 'A', content = {} },\n  },\n" ELIG "}\n", 6,
           "variants[3]: duplicate id \"A\"" },
@@ -386,6 +391,21 @@ Test(rules, minimal_campaign_defaults)
     json_decref(errors);
 }
 
+Test(rules, hour_windows_all_day_and_overnight)
+{
+    static const char *ok[] = { "{ 0, 24 }", "{ 22, 6 }", "{ 9, 17 }", "{ 23, 0 }" };
+    for (int i = 0; i < 4; i++) {
+        char src[400];
+        snprintf(src, sizeof src, WITH("  schedule = { hours = %s },\n"), ok[i]);
+        int rc;
+        json_t *e = validate(RULES_CAMPAIGN, "rules/t.lua", src, strlen(src), &rc);
+        char *d = json_dumps(e, 0);
+        cr_assert_eq(rc, 0, "%s: %s", ok[i], d);
+        free(d);
+        json_decref(e);
+    }
+}
+
 Test(rules, file_name_that_is_not_an_id)
 {
     static const char src[] = "return { channels = { 'web' }, variants = { { id = 'A', content = {} } },\n"
@@ -526,7 +546,7 @@ Test(rules, oversized_file_refused)
 Test(rules, memory_bomb_at_load_is_stopped)
 {
     /* the memory error has no position of its own: it is reported at line 1 */
-    static const char src[] = "local t = {}\nfor i = 1, 1e9 do t[i] = string.rep('x', 64) .. i end\nreturn {}\n";
+    static const char src[] = "local t = {}\nfor i = 1, 1e9 do t[i] = string.rep('x', 65536) .. i end\nreturn {}\n";
     expect_error(RULES_CAMPAIGN, "rules/t.lua", src, sizeof src - 1, 1, "memory limit exceeded");
 }
 
