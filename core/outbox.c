@@ -1380,6 +1380,8 @@ json_t *outbox_campaign_counts(const char *campaign, int *rc)
     return *rc ? NULL : ctr_json(c);
 }
 
+#define DEAD_PAGE_BYTES (4u << 20) /* a page of dead letters stops growing here */
+
 struct dead_scan {
     struct store_txn *t;
     const char *channel, *campaign;
@@ -1387,6 +1389,7 @@ struct dead_scan {
     int limit, scanned;
     uint64_t last;
     int more;
+    size_t bytes;
 };
 
 static json_t *dead_item(const json_t *rec)
@@ -1418,14 +1421,24 @@ static int dead_cb(void *ud, const void *key, size_t klen, const void *val, size
         s->more = 1;
         return 1;
     }
+    unsigned char mk[9];
+    const void *mv;
+    size_t ml = 0;
+    if (store_get(s->t, STORE_OUTBOX, mk, key_m(mk, id), &mv, &ml) == 0 && json_array_size(s->items) &&
+        s->bytes + ml > DEAD_PAGE_BYTES) {
+        s->more = 1;
+        return 1;
+    }
     s->last = id;
     int rc;
     json_t *rec = rec_get(s->t, id, &rc);
     if (!rec)
         return 0;
     if ((!s->channel || !strcmp(rec_str(rec, "channel"), s->channel)) &&
-        (!s->campaign || !strcmp(rec_str(rec, "campaign"), s->campaign)))
+        (!s->campaign || !strcmp(rec_str(rec, "campaign"), s->campaign))) {
         json_array_append_new(s->items, dead_item(rec));
+        s->bytes += ml;
+    }
     json_decref(rec);
     return 0;
 }
@@ -1436,7 +1449,7 @@ json_t *outbox_dead_list(const char *channel, const char *campaign, uint64_t aft
     struct store_txn *t;
     if ((*rc = store_rtxn_begin(g_app->store, &t)))
         return NULL;
-    struct dead_scan s = { t, channel, campaign, json_array(), limit, 0, 0, 0 };
+    struct dead_scan s = { t, channel, campaign, json_array(), limit, 0, 0, 0, 0 };
     unsigned char start[9];
     size_t sl = 0;
     if (after) {

@@ -99,7 +99,8 @@ json_t *outbox_stats(int *rc);
 json_t *outbox_campaign_counts(const char *campaign, int *rc);
 
 /** Dead letters, oldest first, after id `after` (0 = from the start),
- *  optionally only one channel / campaign (NULL = any); at most `limit`.
+ *  optionally only one channel / campaign (NULL = any); at most `limit`,
+ *  and a page stops early once its messages pass 4 MiB.
  *  @return {"items": [...], "next_after": id|null}, or NULL + *rc. */
 json_t *outbox_dead_list(const char *channel, const char *campaign, uint64_t after, int limit,
                          int *rc);

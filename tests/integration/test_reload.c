@@ -255,7 +255,7 @@ Test(reload, delete_removes_the_campaign)
     snprintf(from, sizeof from, "%s/live.lua", srv.rules);
     snprintf(to, sizeof to, "%s/live2.lua", srv.rules);
     cr_assert_eq(rename(from, to), 0);
-    usleep(300000);
+    json_decref(wait_status("/live2.lua", "ok"));
     char *s = served("live", "web");
     cr_assert_str_eq(s, "v0", "same id, new file");
     free(s);
@@ -288,7 +288,9 @@ Test(reload, lib_change_reaches_requiring_campaigns)
     cr_assert_geq(wait_served("greeter2", "bye", 1), 0, "load-time use of the library too");
     /* the library file itself is not a campaign */
     cr_assert_null(file_status("/lib/greet.lua"));
-    /* a broken library: the campaigns that need it keep their previous version */
+    /* a broken library: the campaigns that need it keep their previous version
+     * (in the workers that loaded it: every worker adopts within 250 ms) */
+    usleep(400000);
     tfx_write(&srv, "rules/lib/greet.lua", "local M = {\nreturn M\n");
     json_t *f = wait_status("/greeter2.lua", "error_previous_live");
     cr_assert(strstr(jstr(json_object_get(f, "error"), "message"), "greet.lua:2:"), "%s",
