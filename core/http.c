@@ -110,9 +110,12 @@ void http_reply_error(struct http_req *r, int status, const char *code, const ch
     json_object_set_new(e, "message", json_string(message ? message : ""));
     if (!json_object_get(e, "message")) /* invalid UTF-8 in a message */
         json_object_set_new(e, "message", json_string("(message not valid UTF-8)"));
+    /* the contract's shape is fixed: "field" is null when no field is at fault */
     if (field) {
         json_t *f = json_string(field);
         json_object_set_new(e, "field", f ? f : json_string("(invalid UTF-8)"));
+    } else {
+        json_object_set_new(e, "field", json_null());
     }
     json_t *o = json_object();
     json_object_set_new(o, "error", e);
