@@ -1198,10 +1198,8 @@ static void merge_errors(struct events_result *res, struct pchunk *c)
     memset(&c->r, 0, sizeof c->r);
 }
 
-static uint64_t g_ap, g_wait, g_rel;
 int events_ingest_ndjson(struct store *s, const char *data, size_t len, struct events_result *res)
 {
-    uint64_t T0 = clock_mono_ns();
     memset(res, 0, sizeof *res);
     res->errors = json_array();
     struct pchunk ch[2];
@@ -1234,23 +1232,18 @@ int events_ingest_ndjson(struct store *s, const char *data, size_t len, struct e
             threaded = pthread_create(&th, NULL, parse_chunk, nxt) == 0;
         }
         merge_errors(res, cur);
-        uint64_t a0 = clock_mono_ns();
         if (cur->n) {
             rc = apply_all(s, cur->evs, cur->n, !more, &any, res);
             pending_async = more;
         }
-        uint64_t r0 = clock_mono_ns();
         ev_release(cur->evs, cur->n);
-        g_rel += clock_mono_ns() - r0;
         cur->n = 0;
         if (!more)
             break;
-        uint64_t a1 = clock_mono_ns();
         if (threaded)
             pthread_join(th, NULL);
         else
             parse_chunk(nxt);
-        g_ap += a1 - a0; g_wait += clock_mono_ns() - a1;
         if (rc) {
             /* the store failed: nothing after this point is stored */
             ev_release(nxt->evs, nxt->n);
@@ -1268,7 +1261,6 @@ int events_ingest_ndjson(struct store *s, const char *data, size_t len, struct e
     }
     if (!rc && pending_async)
         rc = sync_tail(s);
-    log_warn("dbg", "total=%.0f rel=%.0f apply=%.0f wait=%.0f", (clock_mono_ns()-T0)/1e6, g_rel/1e6, g_ap/1e6, g_wait/1e6);
     free(ch[0].evs);
     free(ch[1].evs);
     return rc;

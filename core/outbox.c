@@ -1569,3 +1569,82 @@ long outbox_redrive(const json_t *ids, const char *channel, const char *campaign
         outbox_wake();
     return n;
 }
+
+/* ---------------------------------------------------------------------- */
+/* privacy                                                                */
+
+struct erase_scan {
+    struct store_txn *t;
+    const char *customer;
+    uint64_t *ids;
+    size_t n, cap;
+    int err;
+};
+
+static int erase_cb(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    (void)val;
+    (void)vlen;
+    struct erase_scan *s = ud;
+    if (klen != 9)
+        return 0;
+    uint64_t id = store_get_be64((const unsigned char *)key + 1);
+    int rc;
+    json_t *rec = rec_get(s->t, id, &rc);
+    if (!rec)
+        return 0;
+    int mine = !strcmp(rec_str(rec, "customer"), s->customer);
+    json_decref(rec);
+    if (!mine)
+        return 0;
+    if (s->n == s->cap) {
+        size_t nc = s->cap ? s->cap * 2 : 16;
+        uint64_t *p = realloc(s->ids, nc * sizeof *p);
+        if (!p) {
+            s->err = ERR_NOMEM;
+            return ERR_NOMEM;
+        }
+        s->ids = p;
+        s->cap = nc;
+    }
+    s->ids[s->n++] = id;
+    return 0;
+}
+
+long outbox_erase_customer_txn(struct store_txn *wt, const char *customer)
+{
+    /* Queued messages are dropped by the delivery thread once the profile
+     * is gone; dead letters would keep the rendered message (email address,
+     * name...) forever, so they go here. */
+    struct erase_scan s = { wt, customer, NULL, 0, 0, 0 };
+    int rc = store_scan(wt, STORE_OUTBOX, "d", 1, NULL, 0, erase_cb, &s);
+    if (rc || s.err) {
+        free(s.ids);
+        return rc ? rc : s.err;
+    }
+    long removed = 0;
+    for (size_t i = 0; i < s.n; i++) {
+        int grc;
+        json_t *rec = rec_get(wt, s.ids[i], &grc);
+        unsigned char k[9];
+        int64_t d[NCTR] = { 0 };
+        d[C_DEAD] = -1;
+        if (rec) {
+            const char *ch = rec_str(rec, "channel"), *camp = rec_str(rec, "campaign");
+            if (*ch && (rc = ctr_add(wt, 'n', ch, d)))
+                break;
+            if (*camp && (rc = ctr_add(wt, 'c', camp, d)))
+                break;
+            json_decref(rec);
+            rec = NULL;
+        }
+        if ((rc = store_del(wt, STORE_OUTBOX, k, key_m(k, s.ids[i]))) && rc != ERR_NOTFOUND)
+            break;
+        if ((rc = store_del(wt, STORE_OUTBOX, k, key_d(k, s.ids[i]))) && rc != ERR_NOTFOUND)
+            break;
+        rc = 0;
+        removed += 2;
+    }
+    free(s.ids);
+    return rc ? rc : removed;
+}

@@ -118,4 +118,8 @@ long outbox_redrive(const json_t *ids, const char *channel, const char *campaign
  *  chunks; returns at once. */
 void outbox_release(const char *campaign, int drop);
 
+/** Delete the customer's dead letters (records and dead-list entries) in
+ *  write txn `wt`, for profile erasure.  @return records removed or an error. */
+long outbox_erase_customer_txn(struct store_txn *wt, const char *customer);
+
 #endif

@@ -1,5 +1,6 @@
 /* profiles.c — profile records and NDJSON import. */
 #include "profiles.h"
+#include "outbox.h"
 #include "codec.h"
 #include "err.h"
 #include "events.h"
@@ -176,6 +177,10 @@ long profiles_erase_txn(struct store_txn *t, const char *id)
     if (ev < 0)
         return ev;
     total += ev;
+    long ob = outbox_erase_customer_txn(t, id); /* dead letters keep rendered messages */
+    if (ob < 0)
+        return ob;
+    total += ob;
     /* every per-customer family keys as "<id>\0..." */
     char *prefix = malloc(n + 1);
     if (!prefix)

