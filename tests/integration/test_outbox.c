@@ -476,3 +476,26 @@ Test(outbox, https_with_an_untrusted_certificate_is_refused)
     cr_assert(err && strstr(err, "tls"), "%s", err);
     json_decref(d);
 }
+
+/* Erasing a customer removes their dead letters (which hold the rendered
+ * message), and only theirs. */
+Test(outbox, erase_removes_the_customers_dead_letters)
+{
+    start(NULL, NULL);
+    rcv_set(rcv, RCV_STATUS, 422, 2);
+    launch_webhook("er", 2);
+    cr_assert_eq(otfx_wait_int(&srv, "/api/v1/outbox", "dead", 2, 10000), 2);
+    struct tfx_resp r;
+    cr_assert_eq(tfx_req(&srv, "DELETE", "/api/v1/profiles/er-u0", NULL, &r), 200, "%s", r.body);
+    tfx_resp_free(&r);
+    json_t *d = otfx_get(&srv, "/api/v1/outbox/dead");
+    json_t *items = json_object_get(d, "items");
+    cr_assert_eq(json_array_size(items), 1, "only the other customer's dead letter is left");
+    cr_assert_str_eq(json_string_value(json_object_get(json_array_get(items, 0), "customer")), "er-u1");
+    json_decref(d);
+    json_t *o = otfx_get(&srv, "/api/v1/outbox");
+    cr_assert_eq(otfx_int(o, "dead"), 1, "dead counters follow the erasure");
+    json_decref(o);
+    cr_assert_eq(tfx_req(&srv, "GET", "/api/v1/profiles/er-u0/export", NULL, &r), 404);
+    tfx_resp_free(&r);
+}
