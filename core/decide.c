@@ -427,7 +427,8 @@ static const char *consent_block(lua_State *L, int p_idx, const struct rules_cha
  * to reservation.  Stack-neutral. */
 static int cap_gate(struct rules_worker *rw, const struct rules_gen *g, struct cand *cd,
                     const struct rules_channel *ch, const char *cust, struct store_txn *t,
-                    int64_t now, long gcap, const struct throttle_counts *shared, int p_idx,
+                    int64_t now, long gcap, const struct throttle_cust *tc,
+                    const struct throttle_counts *shared, int p_idx,
                     int ctx_idx)
 {
     const struct rules_campaign *c = &g->camps[cd->idx];
@@ -439,7 +440,8 @@ static int cap_gate(struct rules_worker *rw, const struct rules_gen *g, struct c
     struct throttle_counts n;
     const char *why = NULL;
     char err[512];
-    if (throttle_read(t, cust, c, ch, now, &n, shared) == 0 && throttle_check(&n, c, ch, gcap, &why)) {
+    (void)cust;
+    if (throttle_read(t, tc, c, ch, now, &n, shared) == 0 && throttle_check(&n, c, ch, gcap, &why)) {
         if (xp)
             json_object_set_new(xp, "capped", json_string(why));
         return 1;
@@ -486,7 +488,12 @@ static int hook_recheck(struct rules_worker *rw, const struct rules_gen *g, stru
         return 0;
     const struct rules_campaign *c = &g->camps[cd->idx];
     struct throttle_counts n;
-    if (throttle_read(wt, cust, c, ch, now, &n, NULL) || !memcmp(&n, &cd->seen, sizeof n))
+    struct throttle_cust fresh;
+    if (throttle_cust_load(wt, cust, &fresh))
+        return 0;
+    int same = throttle_read(wt, &fresh, c, ch, now, &n, NULL) || !memcmp(&n, &cd->seen, sizeof n);
+    throttle_cust_free(&fresh);
+    if (same)
         return 0;
     lua_State *L = luavm_state(rw->vm);
     if (!push_hook(L, rw->refs[cd->idx], "throttle"))
@@ -595,7 +602,9 @@ json_t *decide_run(const struct decide_req *q, struct decide_err *e)
     }
 
     struct throttle_counts shared;
-    throttle_read_shared(t, q->customer_id, ch, now, gcap, &shared);
+    struct throttle_cust tc; /* the customer's counters: one read for the request */
+    throttle_cust_load(t, q->customer_id, &tc);
+    throttle_read_shared(&tc, ch, now, &shared);
     struct cand *cands = NULL;
     int ncand = 0;
     int nlist = g->nby_channel[chi];
@@ -728,7 +737,7 @@ json_t *decide_run(const struct decide_req *q, struct decide_err *e)
         int nb = 0;
         while (nb < limit - accepted && next < ncand) {
             struct cand *cd = &cands[next++];
-            if (cap_gate(rw, g, cd, ch, q->customer_id, t, now, gcap, &shared, p_idx, ctx_idx))
+            if (cap_gate(rw, g, cd, ch, q->customer_id, t, now, gcap, &tc, &shared, p_idx, ctx_idx))
                 continue;
             const struct rules_campaign *c = &g->camps[cd->idx];
             if (choose_content(rw, c, rw->refs[cd->idx], q->customer_id, p_idx, ctx_idx, cd) == 0)
@@ -795,10 +804,12 @@ json_t *decide_run(const struct decide_req *q, struct decide_err *e)
     }
     /* explain: report caps for the candidates the walk did not reach */
     for (int k = next; explain && k < ncand; k++)
-        if (!cap_gate(rw, g, &cands[k], ch, q->customer_id, t, now, gcap, &shared, p_idx, ctx_idx) &&
+        if (!cap_gate(rw, g, &cands[k], ch, q->customer_id, t, now, gcap, &tc, &shared, p_idx,
+                      ctx_idx) &&
             cands[k].xp)
             json_object_set_new(cands[k].xp, "reason", json_string("ranked below the limit"));
     store_txn_end(t);
+    throttle_cust_free(&tc);
     free(batch);
     free(cands);
     lua_settop(L, top);

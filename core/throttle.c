@@ -1,97 +1,173 @@
-/* throttle.c — rolling-window stamps, clock buckets, exact reservation. */
+/* throttle.c — one counter record per customer, clock buckets for
+ * campaign-wide budgets, exact reservation. */
 #include "throttle.h"
 #include "err.h"
 #include "tz.h"
 #include <stdlib.h>
 #include <string.h>
 
-/* --- stamp lists: msgpack array of ints, oldest first ----------------- */
+/* --- the customer record ---------------------------------------------
+ * "<customer>\0s" → msgpack map { "c<campaign>": [t...], "h<channel>": [t...],
+ * "g": [t...] }, each list oldest first.  One read gives every count a
+ * decide needs for that customer; one write records a served offer. */
 
-static int stamps_decode(const unsigned char *p, size_t len, int64_t *out, int max)
-{
-    if (len < 1)
-        return 0;
-    size_t i = 0;
-    uint32_t n;
-    if ((p[0] & 0xf0) == 0x90) {
-        n = p[0] & 0x0f;
-        i = 1;
-    } else if (p[0] == 0xdc && len >= 3) {
-        n = (uint32_t)p[1] << 8 | p[2];
-        i = 3;
-    } else if (p[0] == 0xdd && len >= 5) {
-        n = (uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 8 | p[4];
-        i = 5;
-    } else {
-        return 0;
-    }
-    int k = 0;
-    for (uint32_t j = 0; j < n && i < len; j++) {
-        int64_t v;
-        unsigned char t = p[i];
-        if (t <= 0x7f) {
-            v = t;
-            i += 1;
-        } else if ((t == 0xd3 || t == 0xcf) && i + 9 <= len) {
-            uint64_t u = 0;
-            for (int b = 1; b <= 8; b++)
-                u = u << 8 | p[i + b];
-            v = (int64_t)u;
-            i += 9;
-        } else if ((t == 0xd2 || t == 0xce) && i + 5 <= len) {
-            uint32_t u = (uint32_t)p[i + 1] << 24 | (uint32_t)p[i + 2] << 16 |
-                         (uint32_t)p[i + 3] << 8 | p[i + 4];
-            v = t == 0xd2 ? (int64_t)(int32_t)u : (int64_t)u;
-            i += 5;
-        } else {
-            break;
-        }
-        if (k < max)
-            out[k++] = v;
-    }
-    return k;
-}
+#define MAX_ENTRIES 1024            /* campaigns + channels remembered per customer */
+#define MAX_AGE (366LL * 86400)     /* the longest window a cap may have */
 
-static size_t stamps_encode(const int64_t *s, int n, unsigned char *out)
+static int cust_key(char *key, size_t cap, const char *cust)
 {
-    size_t i = 0;
-    if (n < 16) {
-        out[i++] = (unsigned char)(0x90 | n);
-    } else {
-        out[i++] = 0xdc;
-        out[i++] = (unsigned char)(n >> 8);
-        out[i++] = (unsigned char)n;
-    }
-    for (int j = 0; j < n; j++) {
-        uint64_t u = (uint64_t)s[j];
-        out[i++] = 0xd3;
-        for (int b = 7; b >= 0; b--)
-            out[i++] = (unsigned char)(u >> (8 * b));
-    }
-    return i;
-}
-
-static int make_key(char *key, size_t cap, const char *cust, char kind, const char *name)
-{
-    size_t cl = strlen(cust), nl = name ? strlen(name) : 0;
-    if (cl + nl + 2 > cap)
+    size_t cl = strlen(cust);
+    if (cl + 2 > cap)
         return -1;
     memcpy(key, cust, cl);
     key[cl] = 0;
-    key[cl + 1] = kind;
-    if (nl)
-        memcpy(key + cl + 2, name, nl);
-    return (int)(cl + 2 + nl);
+    key[cl + 1] = 's';
+    return (int)(cl + 2);
 }
 
-/* Read a stamp list; returns the count read (<= max). */
-static int stamps_get(struct store_txn *t, const char *key, int klen, int64_t *s, int max)
+static int pool_reserve(struct throttle_cust *tc, size_t more)
 {
+    if (tc->npool + more <= tc->cappool)
+        return 0;
+    size_t cap = tc->cappool ? tc->cappool : 64;
+    while (cap < tc->npool + more)
+        cap *= 2;
+    int64_t *p = realloc(tc->pool, cap * sizeof *p);
+    if (!p)
+        return ERR_NOMEM;
+    tc->pool = p;
+    tc->cappool = cap;
+    return 0;
+}
+
+static struct throttle_entry *entry_add(struct throttle_cust *tc, const char *key, size_t kl)
+{
+    if (kl >= sizeof tc->e[0].key)
+        return NULL;
+    if (tc->n == tc->cap) {
+        int cap = tc->cap ? tc->cap * 2 : 8;
+        struct throttle_entry *e = realloc(tc->e, (size_t)cap * sizeof *e);
+        if (!e)
+            return NULL;
+        tc->e = e;
+        tc->cap = cap;
+    }
+    struct throttle_entry *e = &tc->e[tc->n++];
+    memcpy(e->key, key, kl);
+    e->key[kl] = 0;
+    e->off = tc->npool;
+    e->ns = 0;
+    return e;
+}
+
+static inline uint32_t rd32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Parse the record; a malformed one reads as empty (counters are advisory
+ * to nobody: better to restart counting than to refuse every offer). */
+static void cust_parse(struct throttle_cust *tc, const unsigned char *p, size_t len)
+{
+    size_t i = 0;
+    uint32_t n;
+    if (len < 1)
+        return;
+    if ((p[0] & 0xf0) == 0x80) {
+        n = p[0] & 0x0f;
+        i = 1;
+    } else if (p[0] == 0xde && len >= 3) {
+        n = (uint32_t)p[1] << 8 | p[2];
+        i = 3;
+    } else {
+        return;
+    }
+    for (uint32_t k = 0; k < n && i < len; k++) {
+        size_t sl;
+        if ((p[i] & 0xe0) == 0xa0) {
+            sl = p[i] & 0x1f;
+            i++;
+        } else if (p[i] == 0xd9 && i + 2 <= len) {
+            sl = p[i + 1];
+            i += 2;
+        } else {
+            goto bad;
+        }
+        if (i + sl > len)
+            goto bad;
+        struct throttle_entry *e = entry_add(tc, (const char *)p + i, sl);
+        i += sl;
+        if (!e || i >= len)
+            goto bad;
+        uint32_t m;
+        if ((p[i] & 0xf0) == 0x90) {
+            m = p[i] & 0x0f;
+            i++;
+        } else if (p[i] == 0xdc && i + 3 <= len) {
+            m = (uint32_t)p[i + 1] << 8 | p[i + 2];
+            i += 3;
+        } else {
+            goto bad;
+        }
+        if (m > THROTTLE_MAX_STAMPS || pool_reserve(tc, m))
+            goto bad;
+        for (uint32_t j = 0; j < m; j++) {
+            int64_t v;
+            if (i < len && p[i] <= 0x7f) {
+                v = p[i];
+                i++;
+            } else if (i + 9 <= len && (p[i] == 0xd3 || p[i] == 0xcf)) {
+                v = (int64_t)((uint64_t)rd32(p + i + 1) << 32 | rd32(p + i + 5));
+                i += 9;
+            } else if (i + 5 <= len && (p[i] == 0xd2 || p[i] == 0xce)) {
+                uint32_t u = rd32(p + i + 1);
+                v = p[i] == 0xd2 ? (int64_t)(int32_t)u : (int64_t)u;
+                i += 5;
+            } else {
+                goto bad;
+            }
+            tc->pool[tc->npool++] = v;
+            e->ns++;
+        }
+    }
+    return;
+bad:
+    tc->n = 0;
+    tc->npool = 0;
+}
+
+int throttle_cust_load(struct store_txn *t, const char *cust, struct throttle_cust *tc)
+{
+    memset(tc, 0, sizeof *tc);
+    char key[300];
+    int kl = cust_key(key, sizeof key, cust);
+    if (kl < 0)
+        return ERR_TOOBIG;
     const void *v;
     size_t vl;
-    if (store_get(t, STORE_COUNTERS, key, (size_t)klen, &v, &vl))
+    int rc = store_get(t, STORE_COUNTERS, key, (size_t)kl, &v, &vl);
+    if (rc == ERR_NOTFOUND)
         return 0;
-    return stamps_decode(v, vl, s, max);
+    if (rc)
+        return rc;
+    cust_parse(tc, v, vl);
+    return 0;
+}
+
+void throttle_cust_free(struct throttle_cust *tc)
+{
+    free(tc->e);
+    free(tc->pool);
+    memset(tc, 0, sizeof *tc);
+}
+
+static const struct throttle_entry *entry_find(const struct throttle_cust *tc, char kind,
+                                               const char *name)
+{
+    for (int i = 0; i < tc->n; i++)
+        if (tc->e[i].key[0] == kind && !strcmp(tc->e[i].key + 1, name ? name : ""))
+            return &tc->e[i];
+    return NULL;
 }
 
 static long count_since(const int64_t *s, int n, int64_t since)
@@ -100,6 +176,14 @@ static long count_since(const int64_t *s, int n, int64_t since)
     for (int i = n - 1; i >= 0 && s[i] > since; i--)
         c++;
     return c;
+}
+
+static long entry_count(const struct throttle_cust *tc, const struct throttle_entry *e,
+                        const struct rules_cap *w, int64_t now)
+{
+    if (!e)
+        return 0;
+    return w->unit == 'L' ? e->ns : count_since(tc->pool + e->off, e->ns, now - w->secs);
 }
 
 static int max_limit(const struct rules_caps *c)
@@ -159,60 +243,39 @@ static int bucket_inc(struct store_txn *t, const char *camp, char unit, int64_t 
 
 /* --- public ----------------------------------------------------------- */
 
-#define THROTTLE_GLOBAL_ALWAYS 1 /* reservation re-reads everything */
-
 static const int64_t std_windows[4] = { 3600, 86400, 7 * 86400, 30 * 86400 };
 
-int throttle_read_shared(struct store_txn *t, const char *cust, const struct rules_channel *ch,
-                         int64_t now, long global_cap, struct throttle_counts *out)
+int throttle_read_shared(const struct throttle_cust *tc, const struct rules_channel *ch,
+                         int64_t now, struct throttle_counts *out)
 {
     memset(out, 0, sizeof *out);
-    char key[512];
-    static __thread int64_t s[THROTTLE_MAX_STAMPS];
-    int kl, n;
     if (ch && ch->policy.n) {
-        kl = make_key(key, sizeof key, cust, 'h', ch->name);
-        n = kl < 0 ? 0 : stamps_get(t, key, kl, s, THROTTLE_MAX_STAMPS);
-        for (int i = 0; i < ch->policy.n; i++) {
-            const struct rules_cap *w = &ch->policy.w[i];
-            out->chan[i] = w->unit == 'L' ? n : count_since(s, n, now - w->secs);
-        }
+        const struct throttle_entry *e = entry_find(tc, 'h', ch->name);
+        for (int i = 0; i < ch->policy.n; i++)
+            out->chan[i] = entry_count(tc, e, &ch->policy.w[i], now);
     }
-    if (global_cap <= 0) /* not recorded without a global cap */
-        return 0;
-    kl = make_key(key, sizeof key, cust, 'g', NULL);
-    n = kl < 0 ? 0 : stamps_get(t, key, kl, s, THROTTLE_MAX_STAMPS);
-    out->global_day = count_since(s, n, now - 86400);
+    const struct throttle_entry *g = entry_find(tc, 'g', NULL);
+    if (g)
+        out->global_day = count_since(tc->pool + g->off, g->ns, now - 86400);
     return 0;
 }
 
-int throttle_read(struct store_txn *t, const char *cust, const struct rules_campaign *c,
-                  const struct rules_channel *ch, int64_t now, struct throttle_counts *out,
-                  const struct throttle_counts *shared)
+int throttle_read(struct store_txn *t, const struct throttle_cust *tc,
+                  const struct rules_campaign *c, const struct rules_channel *ch, int64_t now,
+                  struct throttle_counts *out, const struct throttle_counts *shared)
 {
-    if (shared) {
+    if (shared)
         *out = *shared;
-    } else {
-        int rc = throttle_read_shared(t, cust, ch, now, THROTTLE_GLOBAL_ALWAYS, out);
-        if (rc)
-            return rc;
-    }
+    else
+        throttle_read_shared(tc, ch, now, out);
     memset(out->cust, 0, sizeof out->cust);
     memset(out->total, 0, sizeof out->total);
     memset(out->cust_std, 0, sizeof out->cust_std);
-    char key[512];
-    static __thread int64_t s[THROTTLE_MAX_STAMPS];
-    int kl = make_key(key, sizeof key, cust, 'c', c->id);
-    if (kl < 0)
-        return ERR_TOOBIG;
-    int n = (c->cust_caps.n || (c->hooks & RULES_HOOK_THROTTLE))
-                ? stamps_get(t, key, kl, s, THROTTLE_MAX_STAMPS) : 0;
-    for (int i = 0; i < c->cust_caps.n; i++) {
-        const struct rules_cap *w = &c->cust_caps.w[i];
-        out->cust[i] = w->unit == 'L' ? n : count_since(s, n, now - w->secs);
-    }
-    for (int i = 0; i < 4; i++)
-        out->cust_std[i] = count_since(s, n, now - std_windows[i]);
+    const struct throttle_entry *e = entry_find(tc, 'c', c->id);
+    for (int i = 0; i < c->cust_caps.n; i++)
+        out->cust[i] = entry_count(tc, e, &c->cust_caps.w[i], now);
+    for (int i = 0; e && i < 4; i++)
+        out->cust_std[i] = count_since(tc->pool + e->off, e->ns, now - std_windows[i]);
     if (strlen(c->id) < 140)
         for (int i = 0; i < c->total_caps.n; i++)
             out->total[i] = total_count(t, c->id, &c->total_caps.w[i], now);
@@ -254,45 +317,155 @@ int throttle_needed(const struct rules_campaign *c, const struct rules_channel *
            (c->hooks & RULES_HOOK_THROTTLE);
 }
 
-/* Append `now` to a stamp list keeping the newest `keep`. */
-static int stamps_push(struct store_txn *t, const char *key, int kl, int64_t now, int keep)
+/* Encode the record with `now` appended to the entries named in `add`
+ * (each keeping its newest `keep`), dropping entries with nothing in the
+ * last MAX_AGE and, past MAX_ENTRIES, the stalest ones. */
+struct add { char kind; const char *name; int keep; };
+
+static int newest(const struct throttle_cust *tc, const struct throttle_entry *e)
 {
-    static __thread int64_t s[THROTTLE_MAX_STAMPS + 1];
-    static __thread unsigned char enc[3 + 9 * (THROTTLE_MAX_STAMPS + 1)];
-    if (keep < 1)
-        keep = 1;
-    int n = stamps_get(t, key, kl, s, THROTTLE_MAX_STAMPS);
-    /* keep order even if the clock stepped back */
-    int at = n;
-    while (at > 0 && s[at - 1] > now)
-        at--;
-    memmove(s + at + 1, s + at, sizeof(int64_t) * (size_t)(n - at));
-    s[at] = now;
-    n++;
-    int from = n > keep ? n - keep : 0;
-    size_t len = stamps_encode(s + from, n - from, enc);
-    return store_put(t, STORE_COUNTERS, key, (size_t)kl, enc, len);
+    return e->ns ? (int)(tc->pool[e->off + (size_t)e->ns - 1] > 0) : 0;
+}
+
+static int cust_store(struct store_txn *wt, const char *cust, struct throttle_cust *tc,
+                      const struct add *add, int nadd, int64_t now)
+{
+    /* make sure every entry we add to exists */
+    for (int a = 0; a < nadd; a++) {
+        if (entry_find(tc, add[a].kind, add[a].name))
+            continue;
+        char k[sizeof tc->e[0].key];
+        int kl = snprintf(k, sizeof k, "%c%s", add[a].kind, add[a].name ? add[a].name : "");
+        if (kl < 0 || kl >= (int)sizeof k || !entry_add(tc, k, (size_t)kl))
+            return ERR_TOOBIG;
+    }
+    /* live entries, stalest evicted past MAX_ENTRIES */
+    int live = 0;
+    for (int i = 0; i < tc->n; i++) {
+        struct throttle_entry *e = &tc->e[i];
+        int is_add = 0;
+        for (int a = 0; a < nadd; a++)
+            is_add |= e->key[0] == add[a].kind && !strcmp(e->key + 1, add[a].name ? add[a].name : "");
+        e->keep = is_add || (e->ns && tc->pool[e->off + (size_t)e->ns - 1] > now - MAX_AGE);
+        live += e->keep;
+    }
+    while (live > MAX_ENTRIES) {
+        int worst = -1;
+        for (int i = 0; i < tc->n; i++) {
+            struct throttle_entry *e = &tc->e[i];
+            if (!e->keep || !e->ns)
+                continue;
+            if (worst < 0 || tc->pool[e->off + (size_t)e->ns - 1] <
+                                 tc->pool[tc->e[worst].off + (size_t)tc->e[worst].ns - 1])
+                worst = i;
+        }
+        if (worst < 0)
+            break;
+        tc->e[worst].keep = 0;
+        live--;
+    }
+    (void)newest;
+    /* size: header + per entry key + array header + stamps */
+    size_t cap = 3;
+    for (int i = 0; i < tc->n; i++)
+        if (tc->e[i].keep)
+            cap += 2 + sizeof tc->e[i].key + 3 + 9 * ((size_t)tc->e[i].ns + 1);
+    unsigned char *buf = malloc(cap), *p = buf;
+    if (!buf)
+        return ERR_NOMEM;
+    if (live < 16) {
+        *p++ = (unsigned char)(0x80 | live);
+    } else {
+        *p++ = 0xde;
+        *p++ = (unsigned char)(live >> 8);
+        *p++ = (unsigned char)live;
+    }
+    for (int i = 0; i < tc->n; i++) {
+        struct throttle_entry *e = &tc->e[i];
+        if (!e->keep)
+            continue;
+        size_t kl = strlen(e->key);
+        if (kl < 32) {
+            *p++ = (unsigned char)(0xa0 | kl);
+        } else {
+            *p++ = 0xd9;
+            *p++ = (unsigned char)kl;
+        }
+        memcpy(p, e->key, kl);
+        p += kl;
+        int keep = -1;
+        for (int a = 0; a < nadd; a++)
+            if (e->key[0] == add[a].kind && !strcmp(e->key + 1, add[a].name ? add[a].name : ""))
+                keep = add[a].keep < 1 ? 1 : add[a].keep;
+        const int64_t *s = tc->pool + e->off;
+        int ns = e->ns;
+        /* the stamps to write: old ones (clock may step back: keep order) + now */
+        int total = ns + (keep > 0);
+        int from = keep > 0 && total > keep ? total - keep : 0;
+        int outn = total - from;
+        if (outn < 16) {
+            *p++ = (unsigned char)(0x90 | outn);
+        } else {
+            *p++ = 0xdc;
+            *p++ = (unsigned char)(outn >> 8);
+            *p++ = (unsigned char)outn;
+        }
+        int inserted = keep <= 0;
+        for (int j = 0, k = 0; k < total; k++) {
+            int64_t v;
+            if (!inserted && (j >= ns || s[j] > now)) {
+                v = now;
+                inserted = 1;
+            } else {
+                v = s[j++];
+            }
+            if (k < from)
+                continue;
+            uint64_t u = (uint64_t)v;
+            *p++ = 0xd3;
+            for (int b = 7; b >= 0; b--)
+                *p++ = (unsigned char)(u >> (8 * b));
+        }
+    }
+    char key[300];
+    int kl = cust_key(key, sizeof key, cust);
+    int rc = kl < 0 ? ERR_TOOBIG : store_put(wt, STORE_COUNTERS, key, (size_t)kl, buf, (size_t)(p - buf));
+    free(buf);
+    return rc;
 }
 
 int throttle_reserve(struct store_txn *wt, const char *cust, const struct rules_campaign *c,
                      const struct rules_channel *ch, int64_t now, long global_cap,
                      const char **why)
 {
+    struct throttle_cust tc;
+    int rc = throttle_cust_load(wt, cust, &tc);
+    if (rc)
+        return rc;
     struct throttle_counts n;
-    int rc = throttle_read(wt, cust, c, ch, now, &n, NULL);
-    if (rc)
-        return rc;
+    throttle_read(wt, &tc, c, ch, now, &n, NULL);
     rc = throttle_check(&n, c, ch, global_cap, why);
+    if (rc) {
+        throttle_cust_free(&tc);
+        return rc;
+    }
+    struct add add[3];
+    int nadd = 0;
+    if (c->cust_caps.n || (c->hooks & RULES_HOOK_THROTTLE)) { /* the hook reads counts */
+        int keep = max_limit(&c->cust_caps);
+        add[nadd++] = (struct add){ 'c', c->id, keep < 64 ? 64 : keep };
+    }
+    if (ch && ch->policy.n)
+        add[nadd++] = (struct add){ 'h', ch->name, max_limit(&ch->policy) };
+    if (global_cap > 0)
+        add[nadd++] = (struct add){ 'g', NULL,
+                                    (int)(global_cap > THROTTLE_MAX_STAMPS ? THROTTLE_MAX_STAMPS
+                                                                            : global_cap) };
+    if (nadd)
+        rc = cust_store(wt, cust, &tc, add, nadd, now);
+    throttle_cust_free(&tc);
     if (rc)
         return rc;
-    char key[512];
-    int kl;
-    if (c->cust_caps.n || (c->hooks & RULES_HOOK_THROTTLE)) { /* the hook reads counts */
-        kl = make_key(key, sizeof key, cust, 'c', c->id);
-        int keep = max_limit(&c->cust_caps);
-        if ((rc = stamps_push(wt, key, kl, now, keep < 64 ? 64 : keep)))
-            return rc;
-    }
     if (c->total_caps.n) {
         int hour = 0, day = 0, life = 0;
         for (int i = 0; i < c->total_caps.n; i++) {
@@ -306,16 +479,6 @@ int throttle_reserve(struct store_txn *wt, const char *cust, const struct rules_
         if (day && (rc = bucket_inc(wt, c->id, 'd', now / 86400)))
             return rc;
         if (life && (rc = bucket_inc(wt, c->id, 'L', 0)))
-            return rc;
-    }
-    if (ch && ch->policy.n) {
-        kl = make_key(key, sizeof key, cust, 'h', ch->name);
-        if ((rc = stamps_push(wt, key, kl, now, max_limit(&ch->policy))))
-            return rc;
-    }
-    if (global_cap > 0) {
-        kl = make_key(key, sizeof key, cust, 'g', NULL);
-        if ((rc = stamps_push(wt, key, kl, now, (int)global_cap)))
             return rc;
     }
     return 0;

@@ -3,9 +3,9 @@
  * throttle hook), reserved exactly under concurrency.
  *
  * Counters live in STORE_COUNTERS:
- *   "<customer>\0c<campaign>"  newest serve times for a customer cap  (rolling, exact)
- *   "<customer>\0h<channel>"   newest contact times on a channel      (rolling, exact)
- *   "<customer>\0g"            newest offers over everything           (rolling 24 h, exact)
+ *   "<customer>\0s"            one record per customer: msgpack map of
+ *                              "c<campaign>" / "h<channel>" / "g" → newest
+ *                              serve times (rolling windows, exact)
  *   "\1t<campaign>\0<u><be64>" campaign-wide count per clock bucket    (u: h hour, d UTC day, L life)
  * Per-customer windows keep the newest K timestamps (K = the largest limit
  * among the windows, at most THROTTLE_MAX_STAMPS), so "3 per 7d" is exact
@@ -34,17 +34,37 @@ struct throttle_counts {
     long cust_std[4];              /**< customer × campaign over 1h 1d 7d 30d */
 };
 
-/** Read the counts for one customer × campaign × channel (any txn).
- *  With `shared` (from throttle_read_shared for the same customer and
- *  channel) the per-channel and global counts are copied from it instead of
- *  read again: decide reads them once per request, not once per campaign. */
-int throttle_read(struct store_txn *t, const char *cust, const struct rules_campaign *c,
-                  const struct rules_channel *ch, int64_t now, struct throttle_counts *out,
-                  const struct throttle_counts *shared);
-/** Read only the counts every campaign of a request shares: the channel
- *  policy windows and the global 24 h count. */
-int throttle_read_shared(struct store_txn *t, const char *cust, const struct rules_channel *ch,
-                         int64_t now, long global_cap, struct throttle_counts *out);
+/** One customer's counter record, parsed (request-scoped; owns its memory). */
+struct throttle_entry {
+    char key[132];  /**< kind ('c' campaign, 'h' channel, 'g' global) + name */
+    size_t off;     /**< first stamp in the pool */
+    int ns;         /**< stamps, oldest first */
+    int keep;       /**< internal: kept when the record is written back */
+};
+struct throttle_cust {
+    struct throttle_entry *e;
+    int n, cap;
+    int64_t *pool;
+    size_t npool, cappool;
+};
+
+/** Read and parse the customer's record (any txn): one LMDB read for every
+ *  per-customer count of a request.  @return 0 (an absent record is
+ *  empty), ERR_TOOBIG, store errors.  Free with throttle_cust_free(). */
+int throttle_cust_load(struct store_txn *t, const char *cust, struct throttle_cust *tc);
+void throttle_cust_free(struct throttle_cust *tc);
+
+/** The counts every campaign of a request shares: the channel policy
+ *  windows and the global 24 h count. */
+int throttle_read_shared(const struct throttle_cust *tc, const struct rules_channel *ch,
+                         int64_t now, struct throttle_counts *out);
+
+/** The counts for one customer × campaign × channel: per-customer windows
+ *  from `tc`, campaign-wide budgets read from `t`.  With `shared` (from
+ *  throttle_read_shared) the channel and global counts are copied. */
+int throttle_read(struct store_txn *t, const struct throttle_cust *tc,
+                  const struct rules_campaign *c, const struct rules_channel *ch, int64_t now,
+                  struct throttle_counts *out, const struct throttle_counts *shared);
 
 /** Would one more offer pass every cap?  On refusal returns ERR_CAPPED and
  *  *why names the limit ("customer 7d", "total 1d", "channel 1d",

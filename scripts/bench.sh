@@ -72,14 +72,24 @@ stop_server() {
 }
 trap stop_server EXIT
 
-# wrk: 1 thread (the server gets the other core), $CONNS connections
+# wrk: 1 thread (the server gets the other core), $CONNS connections.
+# Besides req/s, the server's own CPU time per request (utime+stime from
+# /proc, in microseconds) is recorded: it does not depend on what else the
+# machine is doing, so it is the steadier figure on a shared machine.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$SERVER_PID/stat"; }
 run_wrk() { # name path-or-script...
   local name=$1; shift
+  local t0 t1
+  t0=$(cpu_ticks)
   wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$@" > "$OUT/wrk-$name.txt" 2>&1 || true
-  local rps
+  t1=$(cpu_ticks)
+  local rps n
   rps=$(awk '/Requests\/sec/ {print $2}' "$OUT/wrk-$name.txt")
+  n=$(awk '/requests in/ {print $1}' "$OUT/wrk-$name.txt")
+  python3 -c "print('%.1f' % (($t1 - $t0) * 1e6 / $(getconf CLK_TCK) / max(1, $n)))" > "$OUT/cpu-$name.txt"
   echo "$rps"
 }
+cpu() { cat "$OUT/cpu-$1.txt"; }
 decide_wrk() { # name
   CUSTOMERS=$WL/customers.txt CHANNEL=web PLACEMENT=home_banner \
     run_wrk "$1" -s "$SHARED/bench/decide.wrk.lua" "http://127.0.0.1:$PORT"
@@ -113,12 +123,12 @@ trap - EXIT
 ratio() { python3 -c "print('%.2f' % ($1 / $2))"; }
 echo
 echo "== results (wrk -t1 -c$CONNS -d${DURATION}s, server threads = cores, $(nproc) cores)"
-printf '%-34s %12s %8s %8s %8s %8s %8s %7s\n' endpoint req/s ratio p50_us p90_us p99_us p99.9_us errors
-printf '%-34s %12s %8s %8s %8s %8s %8s %7s\n' "GET /healthz" "$H" "1.00" "-" "-" "-" "-" "-"
-printf '%-34s %12s %8s %8s %8s %8s %8s %7s\n' "POST /api/v1/decide (caps on)" "$D" "$(ratio "$D" "$H")" \
-  "$(pct decide-caps p50_us)" "$(pct decide-caps p90_us)" "$(pct decide-caps p99_us)" "$(pct decide-caps p99.9_us)" "$(errors decide-caps)"
-printf '%-34s %12s %8s %8s %8s %8s %8s %7s\n' "POST /api/v1/decide (caps off)" "$D0" "$(ratio "$D0" "$H")" \
-  "$(pct decide-nocaps p50_us)" "$(pct decide-nocaps p90_us)" "$(pct decide-nocaps p99_us)" "$(pct decide-nocaps p99.9_us)" "$(errors decide-nocaps)"
+printf '%-34s %10s %6s %8s %8s %8s %8s %7s %9s\n' endpoint req/s ratio p50_us p90_us p99_us p99.9_us errors cpu_us/req
+printf '%-34s %10s %6s %8s %8s %8s %8s %7s %9s\n' "GET /healthz" "$H" "1.00" "-" "-" "-" "-" "-" "$(cpu healthz)"
+printf '%-34s %10s %6s %8s %8s %8s %8s %7s %9s\n' "POST /api/v1/decide (caps on)" "$D" "$(ratio "$D" "$H")" \
+  "$(pct decide-caps p50_us)" "$(pct decide-caps p90_us)" "$(pct decide-caps p99_us)" "$(pct decide-caps p99.9_us)" "$(errors decide-caps)" "$(cpu decide-caps)"
+printf '%-34s %10s %6s %8s %8s %8s %8s %7s %9s\n' "POST /api/v1/decide (caps off)" "$D0" "$(ratio "$D0" "$H")" \
+  "$(pct decide-nocaps p50_us)" "$(pct decide-nocaps p90_us)" "$(pct decide-nocaps p99_us)" "$(pct decide-nocaps p99.9_us)" "$(errors decide-nocaps)" "$(cpu decide-nocaps)"
 echo "caps on / caps off throughput: $(ratio "$D" "$D0")"
 echo "reload of all campaign files: ${RELOAD_MS} ms (generation build, forced)"
 echo "offline import: $(cat "$OUT/import.json")"
