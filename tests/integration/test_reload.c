@@ -316,7 +316,7 @@ Test(reload, plugins_reload)
     tfx_resp_free(&r);
     /* ... and loads once the plugin appears */
     tfx_write(&srv, "plugins/kiosk.lua", "return { channel = 'kiosk', policy = { customer = { { 100, '1d' } } } }\n");
-    wait_status("/kiosk-camp.lua", "ok");
+    json_decref(wait_status("/kiosk-camp.lua", "ok"));
     json_t *p = wait_status("/plugins/kiosk.lua", "ok");
     cr_assert_str_eq(jstr(p, "channel"), "kiosk");
     cr_assert_str_eq(jstr(p, "kind"), "plugin");
