@@ -94,8 +94,10 @@ static int l_promo_hash(lua_State *L)
 
 /***
  * @function promo.bucket(s [, salt])
- * Deterministic position of `s` in [0, 1): fnv1a(s .. "/" .. salt) mod 10000
- * / 10000, the same mapping the default content hook uses for variants.
+ * Deterministic position of `s` in [0, 1): two FNV-1a rounds (GrowthBook
+ * v2 style: fnv1a of the decimal text of fnv1a(s .. "/" .. salt)) mod 10000
+ * / 10000.  It is exactly the mapping the default content hook uses, so
+ * promo.bucket(p.id, campaign_id) tells which variant bucket a customer is in.
  * @param {string} s     usually the customer id
  * @param {string} salt  optional, usually the campaign id (default "")
  * @return {number} a number in [0, 1) with 4 decimal places
@@ -107,7 +109,7 @@ static int l_promo_bucket(lua_State *L)
     size_t len, slen = 0;
     const char *s = luaL_checklstring(L, 1, &len);
     const char *salt = luaL_optlstring(L, 2, "", &slen);
-    lua_pushnumber(L, hash_unit(s, len, salt, slen));
+    lua_pushnumber(L, hash_bucket(s, len, salt, slen));
     return 1;
 }
 
