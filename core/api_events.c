@@ -201,4 +201,5 @@ void api_events_register(void)
 {
     router_add(HTTP_POST, "/api/v1/events", ROLE_DECIDE, h_events, ROUTER_BIG_BODY);
     router_add(HTTP_POST, "/api/v1/admin/compact", ROLE_ADMIN, h_compact, 0);
+    events_metrics_init();
 }

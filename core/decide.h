@@ -10,7 +10,10 @@
  * bucketing) + templates → exact cap reservation in one write transaction
  * (skipped for dry runs).  A hook that errors or exceeds its budget skips
  * that campaign for this request only, is counted in /metrics and shown in
- * explain.
+ * explain.  When the counts a throttle hook saw on the snapshot have moved
+ * by reservation time (a concurrent decide, or an earlier offer of the same
+ * request), the hook runs again inside the write transaction on the fresh
+ * counts, so a hook that works as a cap is as exact as declared caps.
  */
 #ifndef PROMOD_DECIDE_H
 #define PROMOD_DECIDE_H

@@ -1,6 +1,7 @@
 /*
- * events.c — validation, chunked ingestion, aggregates, p.stats, scans,
- * erasure and retention.
+ * events.c — validation, chunked ingestion (the raw log, aggregates,
+ * p.stats, triggers) and the /metrics series.  Scans, export, erasure and
+ * retention are in events_log.c.
  *
  * Why validate everything before opening the write transaction: LMDB has
  * one writer at a time and decide's cap reservations queue behind it, so
@@ -17,14 +18,10 @@
 #include "hash.h"
 #include "http.h"
 #include "log.h"
+#include "metrics.h"
 #include "rules.h"
 #include "triggers.h"
 #include "tz.h"
-#include <event2/event.h>
-
-/* Until every build has triggers.c, a missing one must not break linking:
- * the call below is skipped when the symbol is absent. */
-#pragma weak triggers_on_event
 #include <math.h>
 #include <msgpack.h>
 #include <pthread.h>
@@ -32,6 +29,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* /metrics: totals since start (relaxed atomics, any thread) */
+static long g_m_accepted[EVENTS_NKINDS], g_m_rejected, g_m_duplicates;
 
 static const char *kind_names[EVENTS_NKINDS] = {
     "impression", "click", "conversion", "send", "open", "dismiss", "custom",
@@ -119,6 +119,29 @@ static int hmap_put(struct hmap *m, const void *key, size_t klen, void *val)
     return 0;
 }
 
+static int hent_cmp(const void *a, const void *b)
+{
+    const struct hent *x = *(const struct hent *const *)a, *y = *(const struct hent *const *)b;
+    size_t n = x->klen < y->klen ? x->klen : y->klen;
+    int c = memcmp(x->key, y->key, n);
+    return c ? c : (x->klen > y->klen) - (x->klen < y->klen);
+}
+
+/* The entries in key order (a new array of m->n pointers; NULL when empty
+ * or out of memory), so stores walk the B-tree front to back. */
+static struct hent **hmap_sorted(struct hmap *m)
+{
+    struct hent **v = malloc(sizeof *v * (m->n ? m->n : 1));
+    if (!v)
+        return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < m->cap; i++)
+        if (m->v[i].key)
+            v[k++] = &m->v[i];
+    qsort(v, k, sizeof *v, hent_cmp);
+    return v;
+}
+
 static void hmap_free(struct hmap *m, void (*free_val)(void *))
 {
     for (size_t i = 0; i < m->cap; i++)
@@ -145,6 +168,8 @@ struct ev {
     char *props_mp; /* `properties` as msgpack (owned) or NULL */
     size_t props_len;
     char sbuf[656]; /* the strings above point here (the parsed JSON is freed) */
+    unsigned char ekey[16]; /* apply_chunk: its STORE_EVENTS key */
+    int dup;                /* apply_chunk: its event_id was already stored */
 };
 
 static void add_error(struct events_result *res, long index, long line, const char *code,
@@ -555,10 +580,11 @@ static int flush_accs(struct store_txn *t, struct hmap *m, int with_uniques)
 {
     struct buf b = BUF_INIT;
     int rc = 0;
-    for (size_t i = 0; i < m->cap && !rc; i++) {
-        struct hent *h = &m->v[i];
-        if (!h->key)
-            continue;
+    struct hent **sorted = hmap_sorted(m);
+    if (!sorted)
+        return ERR_NOMEM;
+    for (size_t i = 0; i < m->n && !rc; i++) {
+        struct hent *h = sorted[i];
         struct acc *a = h->val;
         const void *ov;
         size_t ol;
@@ -597,6 +623,7 @@ static int flush_accs(struct store_txn *t, struct hmap *m, int with_uniques)
         if (!rc)
             rc = store_put(t, STORE_AGGREGATES, h->key, h->klen, b.p, b.len);
     }
+    free(sorted);
     buf_free(&b);
     return rc;
 }
@@ -817,10 +844,11 @@ static int flush_stats(struct store_txn *t, struct hmap *m)
 {
     struct buf b = BUF_INIT;
     int rc = 0;
-    for (size_t i = 0; i < m->cap && !rc; i++) {
-        struct hent *h = &m->v[i];
-        if (!h->key)
-            continue;
+    struct hent **sorted = hmap_sorted(m);
+    if (!sorted)
+        return ERR_NOMEM;
+    for (size_t i = 0; i < m->n && !rc; i++) {
+        struct hent *h = sorted[i];
         struct sacc *s = h->val;
         const void *v;
         size_t vl;
@@ -835,6 +863,7 @@ static int flush_stats(struct store_txn *t, struct hmap *m)
         if (!rc)
             rc = store_put(t, STORE_PSTATS, h->key, h->klen, b.p, b.len);
     }
+    free(sorted);
     buf_free(&b);
     return rc;
 }
@@ -855,11 +884,6 @@ static void put_be32(unsigned char *p, int64_t v)
     p[1] = (unsigned char)(d >> 16);
     p[2] = (unsigned char)(d >> 8);
     p[3] = (unsigned char)d;
-}
-
-static int64_t get_be32(const unsigned char *p)
-{
-    return (int64_t)((uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]);
 }
 
 /* "a" campaign \0 day(be32) variant \0 channel */
@@ -916,8 +940,6 @@ static json_t *trigger_event(const struct ev *e)
  * triggers_on_event; otherwise the per-event object is not built.) */
 static int any_triggers(void)
 {
-    if (!triggers_on_event)
-        return 0;
     struct rules_gen *g = rules_gen_acquire();
     int yes = 0;
     for (int i = 0; g && i < g->ncamps && !yes; i++)
@@ -926,14 +948,29 @@ static int any_triggers(void)
     return yes;
 }
 
+static int ord_by_key(const void *a, const void *b, void *arg)
+{
+    const struct ev *evs = arg;
+    return memcmp(evs[*(const int *)a].ekey, evs[*(const int *)b].ekey, 16);
+}
+
+static int ord_by_customer(const void *a, const void *b, void *arg)
+{
+    const struct ev *evs = arg;
+    int x = *(const int *)a, y = *(const int *)b;
+    int c = strcmp(evs[x].cust, evs[y].cust);
+    return c ? c : (x > y) - (x < y);
+}
+
 static const char SEQ_KEY[] = "events_seq";
 
 /* Apply validated events in one write txn.  Returns 0 or a store error
  * (nothing of the chunk is kept then). */
 static int apply_chunk(struct store *s, struct ev *evs, int n, int durable, long *accepted,
-                       long *dups)
+                       long *dups, long per_kind[EVENTS_NKINDS])
 {
     *accepted = *dups = 0;
+    memset(per_kind, 0, sizeof(long) * EVENTS_NKINDS);
     int trig = any_triggers();
     struct store_txn *t;
     int rc = store_wtxn_begin(s, &t);
@@ -948,9 +985,15 @@ static int apply_chunk(struct store *s, struct ev *evs, int n, int durable, long
     struct buf b = BUF_INIT;
     int64_t received = clock_now();
     unsigned char key[600];
+    /* 1. event ids, in arrival order (the first of two equal ids wins), and
+     * sequence numbers (arrival order breaks timestamp ties) */
+    int *ord = malloc(sizeof *ord * (size_t)(n ? n : 1));
+    int nord = 0;
+    if (!ord)
+        rc = ERR_NOMEM;
     for (int i = 0; i < n && !rc; i++) {
         struct ev *e = &evs[i];
-        unsigned char ekey[16];
+        e->dup = 0;
         char ikey[140];
         size_t ikl = 0;
         if (e->event_id) {
@@ -958,6 +1001,7 @@ static int apply_chunk(struct store *s, struct ev *evs, int n, int durable, long
             rc = store_get(t, STORE_IDEM, ikey, ikl, &v, &vl);
             if (rc == 0) {
                 (*dups)++;
+                e->dup = 1;
                 continue;
             }
             if (rc != ERR_NOTFOUND)
@@ -965,14 +1009,28 @@ static int apply_chunk(struct store *s, struct ev *evs, int n, int durable, long
             rc = 0;
         }
         seq++;
-        store_be64((uint64_t)e->ts_ms, ekey);
-        store_be64(seq, ekey + 8);
-        if (ikl && (rc = store_put(t, STORE_IDEM, ikey, ikl, ekey, 16)))
+        store_be64((uint64_t)e->ts_ms, e->ekey);
+        store_be64(seq, e->ekey + 8);
+        if (ikl && (rc = store_put(t, STORE_IDEM, ikey, ikl, e->ekey, 16)))
             break;
+        ord[nord++] = i;
+    }
+    /* 2. the raw log, in key order (neighbouring inserts share B-tree pages) */
+    if (!rc)
+        qsort_r(ord, (size_t)nord, sizeof *ord, ord_by_key, evs);
+    for (int k = 0; k < nord && !rc; k++) {
+        struct ev *e = &evs[ord[k]];
         buf_reset(&b);
-        if ((rc = pack_event(e, received, &b)) ||
-            (rc = store_put(t, STORE_EVENTS, ekey, 16, b.p, b.len)))
-            break;
+        if (!(rc = pack_event(e, received, &b)))
+            rc = store_put(t, STORE_EVENTS, e->ekey, 16, b.p, b.len);
+    }
+    /* 3. everything keyed by customer, customer by customer (each one's
+     * events stay in arrival order) */
+    if (!rc)
+        qsort_r(ord, (size_t)nord, sizeof *ord, ord_by_customer, evs);
+    for (int k = 0; k < nord && !rc; k++) {
+        struct ev *e = &evs[ord[k]];
+        const unsigned char *ekey = e->ekey;
         /* the customer's index */
         size_t cl = strlen(e->cust);
         memcpy(key, e->cust, cl);
@@ -1034,6 +1092,7 @@ static int apply_chunk(struct store *s, struct ev *evs, int n, int durable, long
             }
         }
         (*accepted)++;
+        per_kind[e->kind]++;
     }
     if (!rc)
         rc = flush_accs(t, &cells, 1);
@@ -1050,6 +1109,7 @@ static int apply_chunk(struct store *s, struct ev *evs, int n, int durable, long
     hmap_free(&minutes, acc_free);
     hmap_free(&stats, sacc_free);
     buf_free(&b);
+    free(ord);
     if (rc) {
         store_txn_end(t);
         *accepted = *dups = 0;
@@ -1063,8 +1123,9 @@ static int apply_chunk(struct store *s, struct ev *evs, int n, int durable, long
 static int apply_all(struct store *s, struct ev *evs, int n, int last_batch, int *committed_any,
                      struct events_result *res)
 {
-    long acc, dups;
-    int rc = apply_chunk(s, evs, n, last_batch ? STORE_DURABLE : STORE_ASYNC, &acc, &dups);
+    long acc, dups, per_kind[EVENTS_NKINDS];
+    int rc = apply_chunk(s, evs, n, last_batch ? STORE_DURABLE : STORE_ASYNC, &acc, &dups, per_kind);
+
     if (rc) {
         for (int i = 0; i < n; i++)
             add_error(res, evs[i].index, evs[i].line, "store_error", NULL,
@@ -1075,6 +1136,10 @@ static int apply_all(struct store *s, struct ev *evs, int n, int last_batch, int
     res->accepted += acc;
     res->duplicates += dups;
     *committed_any |= acc > 0;
+    __atomic_fetch_add(&g_m_duplicates, dups, __ATOMIC_RELAXED);
+    for (int k = 0; k < EVENTS_NKINDS; k++)
+        if (per_kind[k])
+            __atomic_fetch_add(&g_m_accepted[k], per_kind[k], __ATOMIC_RELAXED);
     return 0;
 }
 
@@ -1097,7 +1162,7 @@ int events_ingest_json(struct store *s, const json_t *v, struct events_result *r
     if (!evs)
         return ERR_NOMEM;
     int64_t now = clock_now();
-    int n = 0, any = 0, rc = 0;
+    int n = 0, any = 0, rc = 0, pending_async = 0;
     for (size_t i = 0; i < total; i++) {
         json_t *o = json_is_array(v) ? json_array_get(v, i) : (json_t *)v;
         if (rc) { /* a store error stopped us: the rest is not stored */
@@ -1108,10 +1173,14 @@ int events_ingest_json(struct store *s, const json_t *v, struct events_result *r
             n++;
         if (n == EVENTS_CHUNK || (i + 1 == total && n)) {
             rc = apply_all(s, evs, n, i + 1 == total, &any, res);
+            pending_async = i + 1 < total;
             ev_release(evs, n);
             n = 0;
         }
     }
+    /* earlier chunks were committed without waiting for the disk */
+    if (!rc && pending_async)
+        rc = sync_tail(s);
     free(evs);
     return rc;
 }
@@ -1268,609 +1337,38 @@ int events_ingest_ndjson(struct store *s, const char *data, size_t len, struct e
 
 void events_result_free(struct events_result *res)
 {
+    __atomic_fetch_add(&g_m_rejected, res->rejected, __ATOMIC_RELAXED);
     json_decref(res->errors);
     res->errors = NULL;
 }
 
 /* ---------------------------------------------------------------------- */
-/* reading                                                                */
+/* /metrics                                                               */
 
-static int fill_rec(const unsigned char key[16], const void *val, size_t vlen, json_t **hold,
-                    struct events_rec *r)
+static void events_collector(struct buf *out, void *ud)
 {
-    json_t *o = codec_msgpack_to_json(val, vlen, NULL);
-    if (!json_is_object(o)) {
-        json_decref(o);
-        return ERR_PARSE;
-    }
-    *hold = o;
-    memset(r, 0, sizeof *r);
-    memcpy(r->key, key, 16);
-    r->ts_ms = (int64_t)store_get_be64(key);
-#define S(k) (json_string_value(json_object_get(o, k)) ? json_string_value(json_object_get(o, k)) : "")
-    r->type = S("type");
-    r->customer = S("customer_id");
-    r->campaign = S("campaign_id");
-    r->variant = S("variant");
-    r->channel = S("channel");
-    r->currency = S("currency");
-#undef S
-    r->revenue = json_number_value(json_object_get(o, "revenue"));
-    int k = events_kind_of(r->type);
-    r->kind = k < 0 ? EVENTS_CUSTOM : (enum events_kind)k;
-    return 0;
+    (void)ud;
+    buf_adds(out, "# HELP promod_events_ingested_total Events stored, by type (custom types together).\n"
+                  "# TYPE promod_events_ingested_total counter\n");
+    for (int k = 0; k < EVENTS_NKINDS; k++)
+        buf_printf(out, "promod_events_ingested_total{type=\"%s\"} %ld\n", kind_names[k],
+                   __atomic_load_n(&g_m_accepted[k], __ATOMIC_RELAXED));
+    buf_printf(out,
+               "# HELP promod_events_rejected_total Events refused by validation or a store error.\n"
+               "# TYPE promod_events_rejected_total counter\n"
+               "promod_events_rejected_total %ld\n"
+               "# HELP promod_events_duplicates_total Events skipped because their event_id was stored.\n"
+               "# TYPE promod_events_duplicates_total counter\n"
+               "promod_events_duplicates_total %ld\n"
+               "# HELP promod_events_compacted_total Raw events removed by retention.\n"
+               "# TYPE promod_events_compacted_total counter\n"
+               "promod_events_compacted_total %ld\n",
+               __atomic_load_n(&g_m_rejected, __ATOMIC_RELAXED),
+               __atomic_load_n(&g_m_duplicates, __ATOMIC_RELAXED),
+               events_compacted_total());
 }
 
-struct tscan {
-    int64_t to_ms;
-    events_rec_fn fn;
-    void *ud;
-};
-
-static int tscan_cb(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
+void events_metrics_init(void)
 {
-    struct tscan *x = ud;
-    if (klen != 16)
-        return 0;
-    if ((int64_t)store_get_be64(key) >= x->to_ms)
-        return 1;
-    json_t *hold;
-    struct events_rec r;
-    if (fill_rec(key, val, vlen, &hold, &r))
-        return 0; /* an undecodable record is skipped, not fatal */
-    int rc = x->fn(x->ud, &r);
-    json_decref(hold);
-    return rc;
-}
-
-int events_scan_time(struct store_txn *t, int64_t from_ms, int64_t to_ms, events_rec_fn fn,
-                     void *ud)
-{
-    unsigned char start[16];
-    store_be64((uint64_t)(from_ms < 0 ? 0 : from_ms), start);
-    memset(start + 8, 0, 8);
-    struct tscan x = { to_ms, fn, ud };
-    return store_scan(t, STORE_EVENTS, NULL, 0, start, 16, tscan_cb, &x);
-}
-
-struct cscan {
-    struct store_txn *t;
-    const unsigned char *before;
-    size_t plen;
-    events_rec_fn fn;
-    void *ud;
-};
-
-static int cscan_cb(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
-{
-    (void)val;
-    (void)vlen;
-    struct cscan *x = ud;
-    if (klen != x->plen + 16)
-        return 0;
-    const unsigned char *ek = (const unsigned char *)key + x->plen;
-    if (x->before && memcmp(ek, x->before, 16) >= 0)
-        return 1;
-    const void *ev;
-    size_t el;
-    if (store_get(x->t, STORE_EVENTS, ek, 16, &ev, &el))
-        return 0;
-    json_t *hold;
-    struct events_rec r;
-    if (fill_rec(ek, ev, el, &hold, &r))
-        return 0;
-    int rc = x->fn(x->ud, &r);
-    json_decref(hold);
-    return rc;
-}
-
-static size_t cust_prefix(unsigned char *p, const char *cust, char fam)
-{
-    size_t cl = strlen(cust);
-    memcpy(p, cust, cl);
-    p[cl] = 0;
-    p[cl + 1] = (unsigned char)fam;
-    return cl + 2;
-}
-
-int events_scan_customer(struct store_txn *t, const char *customer, int64_t from_ms,
-                         const unsigned char before[16], events_rec_fn fn, void *ud)
-{
-    if (!http_valid_id(customer))
-        return 0;
-    unsigned char pre[160], start[176];
-    size_t pl = cust_prefix(pre, customer, 'e');
-    memcpy(start, pre, pl);
-    store_be64((uint64_t)(from_ms < 0 ? 0 : from_ms), start + pl);
-    memset(start + pl + 8, 0, 8);
-    struct cscan x = { t, before, pl, fn, ud };
-    return store_scan(t, STORE_CUSTIDX, pre, pl, start, pl + 16, cscan_cb, &x);
-}
-
-struct cellscan {
-    int64_t from_day, to_day;
-    int one_campaign;
-    events_cell_fn fn;
-    void *ud;
-};
-
-static int cellscan_cb(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
-{
-    struct cellscan *x = ud;
-    const char *k = key;
-    char buf[600];
-    if (klen < 7 || klen >= sizeof buf || k[0] != 'a')
-        return 0;
-    memcpy(buf, k, klen);
-    buf[klen] = 0;
-    size_t cl = strnlen(buf + 1, klen - 1);
-    if (1 + cl + 5 > klen)
-        return 0;
-    const unsigned char *dp = (const unsigned char *)buf + 1 + cl + 1;
-    int64_t day = get_be32(dp);
-    if (day > x->to_day)
-        return x->one_campaign ? 1 : 0;
-    if (day < x->from_day)
-        return 0;
-    struct events_cell c = { 0 };
-    c.campaign = buf + 1;
-    c.day = day;
-    c.variant = (const char *)dp + 4;
-    size_t vl = strnlen(c.variant, klen - (size_t)((const char *)dp + 4 - buf));
-    c.channel = c.variant + vl + 1;
-    if ((size_t)(c.channel - buf) > klen)
-        c.channel = "";
-    json_t *o = codec_msgpack_to_json(val, vlen, NULL);
-    if (!json_is_object(o)) {
-        json_decref(o);
-        return 0;
-    }
-    json_t *n = json_object_get(o, "n"), *u = json_object_get(o, "u");
-    json_t *en = json_object(), *eu = json_object();
-    c.n = json_is_object(n) ? n : en;
-    c.u = json_is_object(u) ? u : eu;
-    c.customers = (long)json_integer_value(json_object_get(o, "c"));
-    c.revenue = json_number_value(json_object_get(o, "r"));
-    int rc = x->fn(x->ud, &c);
-    json_decref(en);
-    json_decref(eu);
-    json_decref(o);
-    return rc;
-}
-
-int events_scan_cells(struct store_txn *t, const char *campaign, int64_t from_day, int64_t to_day,
-                      events_cell_fn fn, void *ud)
-{
-    struct cellscan x = { from_day < 0 ? 0 : from_day, to_day, campaign != NULL, fn, ud };
-    if (!campaign)
-        return store_scan(t, STORE_AGGREGATES, "a", 1, NULL, 0, cellscan_cb, &x);
-    size_t cl = strlen(campaign);
-    if (cl > 128)
-        return 0;
-    unsigned char pre[140], start[150];
-    pre[0] = 'a';
-    memcpy(pre + 1, campaign, cl);
-    pre[cl + 1] = 0;
-    memcpy(start, pre, cl + 2);
-    put_be32(start + cl + 2, x.from_day);
-    return store_scan(t, STORE_AGGREGATES, pre, cl + 2, start, cl + 6, cellscan_cb, &x);
-}
-
-struct minscan {
-    int64_t to_min;
-    json_t *counts;
-    double revenue;
-};
-
-static int minscan_cb(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
-{
-    struct minscan *x = ud;
-    if (klen != 9)
-        return 0;
-    if ((int64_t)store_get_be64((const unsigned char *)key + 1) > x->to_min)
-        return 1;
-    json_t *o = codec_msgpack_to_json(val, vlen, NULL);
-    const char *k;
-    json_t *v;
-    json_object_foreach(json_object_get(o, "n"), k, v)
-        inc_int(x->counts, k, json_integer_value(v));
-    x->revenue += json_number_value(json_object_get(o, "r"));
-    json_decref(o);
-    return 0;
-}
-
-int events_sum_minutes(struct store_txn *t, int64_t from_min, int64_t to_min, json_t **counts,
-                       double *revenue)
-{
-    unsigned char start[9];
-    start[0] = 'm';
-    store_be64((uint64_t)(from_min < 0 ? 0 : from_min), start + 1);
-    struct minscan x = { to_min, json_object(), 0 };
-    int rc = store_scan(t, STORE_AGGREGATES, "m", 1, start, 9, minscan_cb, &x);
-    if (rc) {
-        json_decref(x.counts);
-        return rc;
-    }
-    *counts = x.counts;
-    *revenue = x.revenue;
-    return 0;
-}
-
-/* ---------------------------------------------------------------------- */
-/* per-customer export and erasure                                        */
-
-struct keylist {
-    unsigned char (*k)[16];
-    size_t n, cap;
-    size_t max;
-};
-
-static int keylist_cb(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
-{
-    (void)val;
-    (void)vlen;
-    struct keylist *l = ud;
-    if (klen < 16)
-        return 0;
-    if (l->max && l->n >= l->max)
-        return 1;
-    if (l->n == l->cap) {
-        size_t nc = l->cap ? l->cap * 2 : 64;
-        void *nk = realloc(l->k, nc * 16);
-        if (!nk)
-            return ERR_NOMEM;
-        l->k = nk;
-        l->cap = nc;
-    }
-    memcpy(l->k[l->n++], (const unsigned char *)key + klen - 16, 16);
-    return 0;
-}
-
-static int customer_keys(struct store_txn *t, const char *customer, size_t max, struct keylist *l)
-{
-    memset(l, 0, sizeof *l);
-    l->max = max;
-    unsigned char pre[160];
-    size_t pl = cust_prefix(pre, customer, 'e');
-    return store_scan(t, STORE_CUSTIDX, pre, pl, NULL, 0, keylist_cb, l);
-}
-
-/* Delete one raw event (and its event_id key when it points at it). */
-static int delete_event(struct store_txn *t, const unsigned char key[16], char *cust_out,
-                        size_t cust_cap)
-{
-    const void *v;
-    size_t vl;
-    int rc = store_get(t, STORE_EVENTS, key, 16, &v, &vl);
-    if (rc)
-        return rc;
-    json_t *o = codec_msgpack_to_json(v, vl, NULL);
-    const char *id = json_string_value(json_object_get(o, "event_id"));
-    if (cust_out)
-        snprintf(cust_out, cust_cap, "%s",
-                 json_string_value(json_object_get(o, "customer_id")) ?
-                     json_string_value(json_object_get(o, "customer_id")) : "");
-    if (id) {
-        char ik[140];
-        int il = snprintf(ik, sizeof ik, "ev:%s", id);
-        const void *iv;
-        size_t ivl;
-        if (il > 0 && (size_t)il < sizeof ik &&
-            store_get(t, STORE_IDEM, ik, (size_t)il, &iv, &ivl) == 0 && ivl == 16 &&
-            !memcmp(iv, key, 16))
-            store_del(t, STORE_IDEM, ik, (size_t)il);
-    }
-    json_decref(o);
-    return store_del(t, STORE_EVENTS, key, 16);
-}
-
-long events_erase_customer(struct store_txn *t, const char *customer)
-{
-    if (!http_valid_id(customer))
-        return 0;
-    struct keylist l;
-    int rc = customer_keys(t, customer, 0, &l);
-    long n = 0;
-    for (size_t i = 0; !rc && i < l.n; i++) {
-        int d = delete_event(t, l.k[i], NULL, 0);
-        if (d == 0)
-            n++;
-        else if (d != ERR_NOTFOUND)
-            rc = d;
-    }
-    free(l.k);
-    return rc ? rc : n;
-}
-
-json_t *events_customer_list(struct store_txn *t, const char *customer, size_t max)
-{
-    json_t *arr = json_array();
-    if (!arr || !http_valid_id(customer))
-        return arr;
-    struct keylist l;
-    int rc = customer_keys(t, customer, max, &l);
-    for (size_t i = 0; !rc && i < l.n; i++) {
-        const void *v;
-        size_t vl;
-        if (store_get(t, STORE_EVENTS, l.k[i], 16, &v, &vl))
-            continue;
-        json_t *o = codec_msgpack_to_json(v, vl, NULL);
-        if (!json_is_object(o)) {
-            json_decref(o);
-            continue;
-        }
-        int64_t ms = (int64_t)json_integer_value(json_object_get(o, "ts_ms"));
-        char iso[40], full[48];
-        tz_format_iso8601(ms / 1000, iso, sizeof iso);
-        size_t il = strlen(iso);
-        if (il && iso[il - 1] == 'Z')
-            iso[il - 1] = 0;
-        snprintf(full, sizeof full, "%s.%03dZ", iso, (int)(ms % 1000));
-        json_object_set_new(o, "ts", json_string(full));
-        json_object_del(o, "ts_ms");
-        json_int_t rcv = json_integer_value(json_object_get(o, "received"));
-        tz_format_iso8601((int64_t)rcv, iso, sizeof iso);
-        json_object_set_new(o, "received", json_string(iso));
-        json_array_append_new(arr, o);
-    }
-    free(l.k);
-    if (rc) {
-        json_decref(arr);
-        return NULL;
-    }
-    return arr;
-}
-
-struct actscan {
-    size_t plen;
-    json_t *arr;
-};
-
-static int act_cb(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
-{
-    struct actscan *x = ud;
-    const char *k = key;
-    char tail[600];
-    if (klen < x->plen + 4 || klen - x->plen - 4 >= sizeof tail)
-        return 0;
-    size_t tl = klen - x->plen - 4;
-    memcpy(tail, k + x->plen + 4, tl);
-    tail[tl] = 0;
-    const char *camp = tail;
-    const char *var = camp + strlen(camp) + 1;
-    const char *chn = (size_t)(var - tail) <= tl ? var + strlen(var) + 1 : "";
-    if ((size_t)(var - tail) > tl)
-        var = "";
-    if ((size_t)(chn - tail) > tl)
-        chn = "";
-    char day[40];
-    tz_format_iso8601(get_be32((const unsigned char *)k + x->plen) * 86400, day, sizeof day);
-    day[10] = 0;
-    json_t *o = json_object();
-    json_object_set_new(o, "day", json_string(day));
-    json_object_set_new(o, "campaign_id", json_string(camp));
-    json_object_set_new(o, "variant", json_string(var));
-    json_object_set_new(o, "channel", json_string(chn));
-    json_t *types = json_array();
-    unsigned bits = vlen ? *(const unsigned char *)val : 0;
-    for (int i = 0; i < EVENTS_NKINDS; i++)
-        if (bits & (1u << i))
-            json_array_append_new(types, json_string(kind_names[i]));
-    json_object_set_new(o, "types", types);
-    json_array_append_new(x->arr, o);
-    return json_array_size(x->arr) >= 1000000 ? 1 : 0;
-}
-
-json_t *events_customer_activity(struct store_txn *t, const char *customer)
-{
-    json_t *arr = json_array();
-    if (!arr || !http_valid_id(customer))
-        return arr;
-    unsigned char pre[160];
-    struct actscan x = { cust_prefix(pre, customer, 'u'), arr };
-    if (store_scan(t, STORE_CUSTIDX, pre, x.plen, NULL, 0, act_cb, &x)) {
-        json_decref(arr);
-        return NULL;
-    }
-    return arr;
-}
-
-/* ---------------------------------------------------------------------- */
-/* retention                                                              */
-
-struct oldscan {
-    int64_t cutoff_ms;
-    struct keylist *l;
-};
-
-static int old_cb(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
-{
-    struct oldscan *x = ud;
-    if (klen != 16)
-        return 0;
-    if ((int64_t)store_get_be64(key) >= x->cutoff_ms)
-        return 1;
-    return keylist_cb(x->l, key, klen, val, vlen);
-}
-
-/* Collected keys of arbitrary length (markers, minutes). */
-struct anykeys {
-    struct buf b;     /* klen(u16) key ... */
-    size_t n, max;
-    int64_t bound;    /* minutes: delete below; markers: day below */
-};
-
-static int push_key(struct anykeys *a, const void *key, size_t klen)
-{
-    unsigned char l[2] = { (unsigned char)(klen >> 8), (unsigned char)klen };
-    if (buf_add(&a->b, l, 2) || buf_add(&a->b, key, klen))
-        return ERR_NOMEM;
-    a->n++;
-    return a->n >= a->max ? 1 : 0;
-}
-
-static int minute_old_cb(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
-{
-    (void)val;
-    (void)vlen;
-    struct anykeys *a = ud;
-    if (klen != 9)
-        return 0;
-    if ((int64_t)store_get_be64((const unsigned char *)key + 1) >= a->bound)
-        return 1;
-    return push_key(a, key, klen);
-}
-
-static int marker_old_cb(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
-{
-    (void)val;
-    (void)vlen;
-    struct anykeys *a = ud;
-    const unsigned char *k = key;
-    size_t cl = strnlen(key, klen);
-    if (cl + 6 > klen || k[cl + 1] != 'u')
-        return 0;
-    const unsigned char *d = k + cl + 2;
-    int64_t day = get_be32(d);
-    if (day >= a->bound)
-        return 0;
-    return push_key(a, key, klen);
-}
-
-static int delete_keys(struct store_txn *t, enum store_db db, struct anykeys *a)
-{
-    size_t off = 0;
-    while (off + 2 <= a->b.len) {
-        size_t kl = (size_t)((unsigned char)a->b.p[off] << 8 | (unsigned char)a->b.p[off + 1]);
-        int rc = store_del(t, db, a->b.p + off + 2, kl);
-        if (rc && rc != ERR_NOTFOUND)
-            return rc;
-        off += 2 + kl;
-    }
-    return 0;
-}
-
-/* Delete keys of one family in batches: scan with `cb` collecting up to
- * EVENTS_CHUNK keys, delete them, repeat until a scan finds fewer. */
-static int compact_family(struct store *s, enum store_db db, const char *prefix, size_t plen,
-                          store_scan_fn cb, int64_t bound)
-{
-    for (int round = 0; round < 100000; round++) {
-        struct store_txn *t;
-        int rc = store_wtxn_begin(s, &t);
-        if (rc)
-            return rc;
-        struct anykeys a = { BUF_INIT, 0, EVENTS_CHUNK, bound };
-        rc = store_scan(t, db, prefix, plen, NULL, 0, cb, &a);
-        if (!rc)
-            rc = delete_keys(t, db, &a);
-        size_t n = a.n;
-        buf_free(&a.b);
-        if (rc) {
-            store_txn_end(t);
-            return rc;
-        }
-        rc = store_txn_commit(t, STORE_ASYNC);
-        if (rc || n < EVENTS_CHUNK)
-            return rc;
-    }
-    return 0;
-}
-
-int events_compact(struct store *s, int64_t cutoff, long *deleted)
-{
-    *deleted = 0;
-    int rc = 0;
-    for (;;) {
-        struct store_txn *t;
-        if ((rc = store_wtxn_begin(s, &t)))
-            return rc;
-        struct keylist l;
-        memset(&l, 0, sizeof l);
-        l.max = EVENTS_CHUNK;
-        struct oldscan x = { cutoff * 1000, &l };
-        rc = store_scan(t, STORE_EVENTS, NULL, 0, NULL, 0, old_cb, &x);
-        for (size_t i = 0; !rc && i < l.n; i++) {
-            char cust[140];
-            rc = delete_event(t, l.k[i], cust, sizeof cust);
-            if (rc == ERR_NOTFOUND) {
-                rc = 0;
-                continue;
-            }
-            if (!rc && cust[0]) {
-                unsigned char ik[160];
-                size_t pl = cust_prefix(ik, cust, 'e');
-                memcpy(ik + pl, l.k[i], 16);
-                int d = store_del(t, STORE_CUSTIDX, ik, pl + 16);
-                if (d && d != ERR_NOTFOUND)
-                    rc = d;
-            }
-            if (!rc)
-                (*deleted)++;
-        }
-        size_t n = l.n;
-        free(l.k);
-        if (rc) {
-            store_txn_end(t);
-            return rc;
-        }
-        if ((rc = store_txn_commit(t, STORE_ASYNC)))
-            return rc;
-        if (n < EVENTS_CHUNK)
-            break;
-    }
-    /* minute buckets feed only the dashboard's last 24 h */
-    int64_t keep_min = clock_now() / 60 - 2 * 1440;
-    if ((rc = compact_family(s, STORE_AGGREGATES, "m", 1, minute_old_cb, keep_min)))
-        return rc;
-    /* unique markers of days no event can reach any more */
-    if ((rc = compact_family(s, STORE_CUSTIDX, NULL, 0, marker_old_cb, cutoff / 86400)))
-        return rc;
-    return sync_tail(s);
-}
-
-/* ---------------------------------------------------------------------- */
-/* the hourly compactor (main thread)                                      */
-
-static struct event *g_compact_ev;
-static struct store *g_compact_store;
-static int g_retention_days;
-
-static void compact_tick(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    (void)arg;
-    long n = 0;
-    int64_t cutoff = clock_now() - (int64_t)g_retention_days * 86400;
-    uint64_t t0 = clock_mono_ns();
-    int rc = events_compact(g_compact_store, cutoff, &n);
-    if (rc)
-        log_error("event compaction failed", "err=\"%s\"", err_str(rc));
-    else if (n)
-        log_info("events compacted", "deleted=%ld retention_days=%d ms=%.1f", n, g_retention_days,
-                 (double)(clock_mono_ns() - t0) / 1e6);
-}
-
-int events_compactor_start(struct event_base *base, struct store *s, int retention_days)
-{
-    g_compact_store = s;
-    g_retention_days = retention_days > 0 ? retention_days : 90;
-    g_compact_ev = event_new(base, -1, EV_PERSIST, compact_tick, NULL);
-    if (!g_compact_ev)
-        return ERR_NOMEM;
-    struct timeval tv = { 3600, 0 };
-    event_add(g_compact_ev, &tv);
-    /* and once soon after start, so a server restarted daily still compacts */
-    struct timeval first = { 60, 0 };
-    event_base_once(base, -1, EV_TIMEOUT, compact_tick, NULL, &first);
-    return 0;
-}
-
-void events_compactor_stop(void)
-{
-    if (g_compact_ev) {
-        event_free(g_compact_ev);
-        g_compact_ev = NULL;
-    }
+    metrics_register(events_collector, NULL);
 }

@@ -118,6 +118,14 @@ int events_compact(struct store *s, int64_t cutoff, long *deleted);
 int events_compactor_start(struct event_base *base, struct store *s, int retention_days);
 void events_compactor_stop(void);
 
+/** Raw events removed by retention since start (any thread). */
+long events_compacted_total(void);
+
+/** Register the events series with /metrics (start-up, before threads):
+ *  promod_events_ingested_total{type}, promod_events_rejected_total,
+ *  promod_events_duplicates_total, promod_events_compacted_total. */
+void events_metrics_init(void);
+
 /* --- reading, for analytics ---------------------------------------------- */
 
 /** One raw event as scans see it.  Strings are borrowed for the callback

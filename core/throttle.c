@@ -218,18 +218,38 @@ static long bucket_get(struct store_txn *t, const char *key, int klen)
     return (long)store_get_be64(v);
 }
 
+struct bucket_sum {
+    size_t plen;   /* key length without the bucket number */
+    uint64_t last; /* the current bucket */
+    long sum;
+};
+
+static int bucket_sum_cb(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    struct bucket_sum *b = ud;
+    if (klen != b->plen + 8 || vlen != 8)
+        return 0;
+    if (store_get_be64((const unsigned char *)key + b->plen) > b->last)
+        return 1;
+    b->sum += (long)store_get_be64(val);
+    return 0;
+}
+
+/* Sum of the window's buckets: one range scan over the bucket keys (which
+ * sort by bucket number), so a "720h" window costs what a "1d" one does
+ * and no hour of it is skipped. */
 static long total_count(struct store_txn *t, const char *camp, const struct rules_cap *w, int64_t now)
 {
     char key[160];
     if (w->unit == 'L')
         return bucket_get(t, key, total_key(key, camp, 'L', 0));
-    int64_t size = w->unit == 'h' ? 3600 : 86400;
-    int n = w->unit == 'w' ? w->n : w->n; /* w->n already counts days for 'w' */
-    int64_t cur = now / size;
-    long sum = 0;
-    for (int i = 0; i < n && i < 400; i++)
-        sum += bucket_get(t, key, total_key(key, camp, w->unit == 'h' ? 'h' : 'd', cur - i));
-    return sum;
+    char u = w->unit == 'h' ? 'h' : 'd'; /* w->n counts days for 'd' and 'w' */
+    int64_t cur = now / (u == 'h' ? 3600 : 86400);
+    int kl = total_key(key, camp, u, cur - w->n + 1);
+    struct bucket_sum b = { (size_t)kl - 8, (uint64_t)cur, 0 };
+    if (store_scan(t, STORE_COUNTERS, key, (size_t)kl - 8, key, (size_t)kl, bucket_sum_cb, &b))
+        return 0;
+    return b.sum;
 }
 
 static int bucket_inc(struct store_txn *t, const char *camp, char unit, int64_t bucket)

@@ -195,6 +195,28 @@ Test(caps, daily_budget_resets_on_the_next_utc_day)
     cr_assert_eq(served, 5);
 }
 
+Test(caps, long_hour_windows_count_every_hour)
+{
+    /* a budget over 500 hours counts all 500 of them, not a recent part */
+    static const char *const files[] = {
+        "rules/h.lua", CAMP("hours", "caps = { total = { { 2, '500h' } }, customer = { { 5, '30d' } } },"),
+        NULL };
+    start_with("test_clock = true,", files);
+    set_clock(0);
+    cr_assert_eq(decide_n("h1", "web", "hours", NULL, NULL), 1);
+    cr_assert_eq(decide_n("h2", "web", "hours", NULL, NULL), 1);
+    cr_assert_eq(decide_n("h3", "web", "hours", NULL, NULL), 0);
+    set_clock(450 * 3600);
+    json_t *xp = NULL;
+    cr_assert_eq(decide_n("h4", "web", "hours", "\"explain\":true", &xp), 0, "450 h later the budget is still spent");
+    char why[64];
+    capped_reason(xp, "hours", why, sizeof why);
+    json_decref(xp);
+    cr_assert_str_eq(why, "total 500h");
+    set_clock(501 * 3600);
+    cr_assert_eq(decide_n("h5", "web", "hours", NULL, NULL), 1);
+}
+
 Test(caps, rolling_windows_follow_the_test_clock)
 {
     static const char *const files[] = {
