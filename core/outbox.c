@@ -18,6 +18,8 @@
  * power cut only means a redelivery the key dedupes).
  */
 #include "outbox.h"
+#include "hash.h"
+#include "events.h"
 #include "app.h"
 #include "clock.h"
 #include "codec.h"
@@ -657,6 +659,30 @@ static void on_deliver_done(void *ud, int rc, lua_State *co, int nres, const cha
 }
 
 /* Write every pending outcome in one transaction. */
+/* The send event of a delivered message. */
+static json_t *send_event(const json_t *rec, const char *chan, const char *camp)
+{
+    json_t *e = json_object();
+    json_object_set_new(e, "type", json_string("send"));
+    json_object_set_new(e, "customer_id", json_string(rec_str(rec, "customer")));
+    json_object_set_new(e, "campaign_id", json_string(camp));
+    json_object_set_new(e, "channel", json_string(chan));
+    const char *v = rec_str(rec, "variant");
+    if (*v)
+        json_object_set_new(e, "variant", json_string(v));
+    const char *key = rec_str(rec, "key");
+    char id[140];
+    if (strlen(key) <= 120) {
+        snprintf(id, sizeof id, "send:%s", key);
+    } else { /* event ids are at most 128 bytes: a long key is hashed */
+        size_t n = strlen(key);
+        snprintf(id, sizeof id, "send:h%08x%08x", hash_fnv1a(key, n, HASH_FNV_INIT),
+                 hash_fnv1a(key, n, 0x01000193u));
+    }
+    json_object_set_new(e, "event_id", json_string(id));
+    return e;
+}
+
 static void flush(void)
 {
     G.flush_armed = 0;
@@ -667,6 +693,7 @@ static void flush(void)
     struct aggs ag = { 0 };
     unsigned char k[300];
     int64_t now_ms = clock_now_ms();
+    json_t *sends = json_array(); /* delivered messages become send events (ROI, analytics) */
     for (struct delivery *d = G.pend; d && !rc; d = d->next) {
         const char *chan = G.chans[d->cs].name;
         const char *camp = d->campaign ? d->campaign : "";
@@ -685,6 +712,8 @@ static void flush(void)
             rc = store_del(wt, STORE_OUTBOX, k, key_m(k, d->id));
             if (rc == ERR_NOTFOUND)
                 rc = 0;
+            if (*camp)
+                json_array_append_new(sends, send_event(d->rec, chan, camp));
             agg_add(&ag, 'n', chan, C_QUEUED, -1);
             agg_add(&ag, 'n', chan, C_SENT, 1);
             agg_add(&ag, 'c', camp, C_QUEUED, -1);
@@ -755,6 +784,17 @@ static void flush(void)
     if (rc)
         log_error("outbox: cannot record outcomes (they will be retried)", "n=%d err=\"%s\"",
                   G.npend, err_str(rc));
+    if (!rc && json_array_size(sends)) {
+        /* after the outcome is durable-enough: the event_id derived from the
+         * message key makes a repeat after a crash a duplicate, not a recount */
+        struct events_result er = { 0 };
+        int erc = events_ingest_json(G.app->store, sends, &er);
+        if (erc || er.rejected)
+            log_warn("outbox: send events not recorded", "n=%zu rejected=%ld err=\"%s\"",
+                     json_array_size(sends), er.rejected, err_str(erc));
+        events_result_free(&er);
+    }
+    json_decref(sends);
     struct delivery *d = G.pend;
     while (d) {
         struct delivery *n = d->next;

@@ -499,3 +499,25 @@ Test(outbox, erase_removes_the_customers_dead_letters)
     cr_assert_eq(tfx_req(&srv, "GET", "/api/v1/profiles/er-u0/export", NULL, &r), 404);
     tfx_resp_free(&r);
 }
+
+/* A delivered message is a send event: campaign analytics and ROI count it,
+ * once, even though a redelivery after a crash could repeat it. */
+Test(outbox, delivered_messages_count_as_send_events)
+{
+    start(NULL, NULL);
+    launch_webhook("se", 3);
+    cr_assert_eq(rcv_wait_unique(rcv, 3, 10000), 3);
+    long sends = -1;
+    for (int i = 0; i < 200 && sends != 3; i++) {
+        json_t *a = otfx_get(&srv, "/api/v1/analytics/campaigns/se");
+        sends = otfx_int(a, "totals.sends");
+        json_decref(a);
+        if (sends != 3)
+            usleep(25000);
+    }
+    cr_assert_eq(sends, 3, "analytics counts each delivered message once as a send");
+    struct tfx_resp r;
+    cr_assert_eq(tfx_req(&srv, "GET", "/api/v1/profiles/se-u0/export", NULL, &r), 200);
+    cr_assert(strstr(r.body, "\"send\""), "the send is in the customer's export: %s", r.body);
+    tfx_resp_free(&r);
+}
