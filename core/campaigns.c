@@ -338,28 +338,6 @@ static const char *gen_disk_text(const struct rules_file *f, size_t *len)
     return f->source;
 }
 
-/* mirrors decide.c's schedule test, for the view's "in_schedule" */
-static int sched_open(const struct rules_schedule *s, int64_t now)
-{
-    if (s->starts && now < s->starts)
-        return 0;
-    if (s->ends && now > s->ends)
-        return 0;
-    if (s->days || s->hour_from >= 0) {
-        struct tm tm;
-        if (tz_local(s->tz, now, &tm))
-            return 0;
-        int wd = tm.tm_wday == 0 ? 7 : tm.tm_wday;
-        if (s->days && !(s->days & (1u << wd)))
-            return 0;
-        if (s->hour_from >= 0) {
-            int h = tm.tm_hour, a = s->hour_from, b = s->hour_to;
-            if (!(a <= b ? (h >= a && h < b) : (h >= a || h < b)))
-                return 0;
-        }
-    }
-    return 1;
-}
 
 static json_t *schedule_json(const struct rules_schedule *s)
 {
@@ -524,7 +502,7 @@ static json_t *view(struct store_txn *t, const struct rules_gen *g, const char *
                                 ? json_incref(json_object_get(rec, "channels"))
                                 : json_array());
     int64_t now = clock_now();
-    int insched = gc ? sched_open(&gc->sched, now) : 0;
+    int insched = gc ? rules_schedule_open(&gc->sched, now) : 0;
     json_object_set_new(o, "schedule", gc ? schedule_json(&gc->sched) : json_null());
     json_object_set_new(o, "in_schedule", json_boolean(insched));
     json_object_set_new(o, "candidate", json_boolean(gc && gc->status == CAMP_ACTIVE && insched));

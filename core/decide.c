@@ -147,28 +147,6 @@ static uint64_t next_rand(void)
     return s;
 }
 
-static int sched_open(const struct rules_schedule *s, int64_t now)
-{
-    if (s->starts && now < s->starts)
-        return 0;
-    if (s->ends && now > s->ends)
-        return 0;
-    if (s->days || s->hour_from >= 0) {
-        struct tm tm;
-        if (tz_local(s->tz, now, &tm))
-            return 0;
-        int wd = tm.tm_wday == 0 ? 7 : tm.tm_wday;
-        if (s->days && !(s->days & (1u << wd)))
-            return 0;
-        if (s->hour_from >= 0) {
-            int h = tm.tm_hour, a = s->hour_from, b = s->hour_to;
-            int in = a <= b ? (h >= a && h < b) : (h >= a || h < b);
-            if (!in)
-                return 0;
-        }
-    }
-    return 1;
-}
 
 /* Push the hook `name` of the campaign table `ref`; 0 if absent (nothing pushed). */
 static int push_hook(lua_State *L, int ref, const char *name)
@@ -631,7 +609,7 @@ json_t *decide_run(const struct decide_req *q, struct decide_err *e)
             }
             continue;
         }
-        if (!sched_open(&c->sched, now)) {
+        if (!rules_schedule_open(&c->sched, now)) {
             if (xp) {
                 json_object_set_new(xp, "eligible", json_false());
                 xp_reason(xp, "outside schedule");

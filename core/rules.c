@@ -151,6 +151,30 @@ int rules_gen_find_campaign(const struct rules_gen *g, const char *id)
     return -1;
 }
 
+/* Is `now` inside the schedule (instants, days, hours in its zone)? */
+int rules_schedule_open(const struct rules_schedule *s, int64_t now)
+{
+    if (s->starts && now < s->starts)
+        return 0;
+    if (s->ends && now > s->ends)
+        return 0;
+    if (s->days || s->hour_from >= 0) {
+        struct tm tm;
+        if (tz_local(s->tz, now, &tm))
+            return 0;
+        int wd = tm.tm_wday == 0 ? 7 : tm.tm_wday;
+        if (s->days && !(s->days & (1u << wd)))
+            return 0;
+        if (s->hour_from >= 0) {
+            int h = tm.tm_hour, a = s->hour_from, b = s->hour_to;
+            int in = a <= b ? (h >= a && h < b) : (h >= a || h < b);
+            if (!in)
+                return 0;
+        }
+    }
+    return 1;
+}
+
 uint64_t rules_gen_placement_bit(const struct rules_gen *g, const char *placement)
 {
     for (int i = 0; g && i < g->nplacement_names; i++)

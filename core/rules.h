@@ -140,6 +140,11 @@ struct rules_gen {
     int nplacement_names;
 };
 
+/** 1 when `now` is inside the schedule: between starts and ends, on one of
+ *  its days and within its hours in its zone (a campaign enters and leaves
+ *  the candidate set on time, without a reload). */
+int rules_schedule_open(const struct rules_schedule *s, int64_t now);
+
 /** Bit of a placement name in this generation's campaign masks: 0 when no
  *  campaign names it (then only campaigns without a placement filter
  *  match). */
