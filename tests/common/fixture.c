@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -134,6 +135,9 @@ int tfx_server_start_listen(struct tfx_server *s, const char *listen)
     if (p < 0)
         return -1;
     if (p == 0) {
+        /* a test process that dies (crash, Criterion timeout) takes its
+         * server with it instead of leaving it running */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         int fd = open(s->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
         if (fd >= 0) {
             dup2(fd, 2);
