@@ -384,7 +384,9 @@ static int attr_params(struct http_req *r, struct analytics_attr_req *q)
     return 1;
 }
 
-static void h_attribution(struct http_req *r)
+/* attribution and ROI take the same query and differ only in the service */
+static void attr_route(struct http_req *r, const char *what,
+                       json_t *(*fn)(struct store *, const struct analytics_attr_req *, int *))
 {
     static const char *const allowed[] = { "model", "window", "half_life", "from", "to", "campaign",
                                            NULL };
@@ -394,31 +396,16 @@ static void h_attribution(struct http_req *r)
     if (!attr_params(r, &q))
         return;
     int rc;
-    json_t *o = analytics_attribution(g_app->store, &q, &rc);
+    json_t *o = fn(g_app->store, &q, &rc);
     if (!o) {
-        reply_rc(r, rc, "attribution");
+        reply_rc(r, rc, what);
         return;
     }
     http_reply_json(r, 200, o);
 }
 
-static void h_roi(struct http_req *r)
-{
-    static const char *const allowed[] = { "model", "window", "half_life", "from", "to", "campaign",
-                                           NULL };
-    if (!check_query(r, allowed))
-        return;
-    struct analytics_attr_req q;
-    if (!attr_params(r, &q))
-        return;
-    int rc;
-    json_t *o = analytics_roi(g_app->store, &q, &rc);
-    if (!o) {
-        reply_rc(r, rc, "roi");
-        return;
-    }
-    http_reply_json(r, 200, o);
-}
+static void h_attribution(struct http_req *r) { attr_route(r, "attribution", analytics_attribution); }
+static void h_roi(struct http_req *r) { attr_route(r, "roi", analytics_roi); }
 
 void api_analytics_register(void)
 {

@@ -1713,6 +1713,21 @@ static json_t *sends_apply(const char *id, int a, const char *from, const char *
     return json_pack("{s:s,s:b}", "action", what, "ok", 1);
 }
 
+/* After a committed lifecycle change: republish the ruleset, let outbound
+ * sends follow the new status, and answer with the campaign's view (plus
+ * "send" when a send was started, paused or stopped). */
+static json_t *publish_change(const char *id, int a, const char *from, const char *actor,
+                              int with_script, struct campaigns_err *e)
+{
+    rules_reload(g_app, 0);
+    json_t *sent = sends_apply(id, a, from, actor);
+    json_t *out = view_now(id, with_script, e);
+    if (out && sent)
+        json_object_set(out, "send", sent);
+    json_decref(sent);
+    return out;
+}
+
 json_t *campaigns_delete(const char *id, const char *actor, long if_match, struct campaigns_err *e)
 {
     char st_copy[32] = "";
@@ -1770,13 +1785,7 @@ json_t *campaigns_delete(const char *id, const char *actor, long if_match, struc
     pthread_mutex_unlock(&g_mu);
     json_decref(rec);
     json_decref(old);
-    rules_reload(g_app, 0);
-    json_t *sent = sends_apply(id, A_DELETE, st_copy, actor);
-    json_t *out = view_now(id, 0, e);
-    if (out && sent)
-        json_object_set(out, "send", sent);
-    json_decref(sent);
-    return out;
+    return publish_change(id, A_DELETE, st_copy, actor, 0, e);
 fail:
     store_txn_end(t);
     rules_gen_release(g);
@@ -1987,13 +1996,7 @@ json_t *campaigns_action(const char *id, const char *action, const json_t *body,
     json_decref(rec);
     json_decref(before);
     json_decref(ver);
-    rules_reload(g_app, 0);
-    json_t *sent = sends_apply(id, a, st, actor);
-    json_t *out = view_now(id, 1, e);
-    if (out && sent)
-        json_object_set(out, "send", sent);
-    json_decref(sent);
-    return out;
+    return publish_change(id, a, st, actor, 1, e);
 fail:
     store_txn_end(t);
     rules_gen_release(g);
