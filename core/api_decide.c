@@ -86,11 +86,16 @@ static void h_decide(struct http_req *r)
         q.limit = (int)json_integer_value(lim);
     }
     struct decide_err e = { 0 };
-    json_t *res = decide_run(&q, &e);
-    if (!res)
+    struct buf out = BUF_INIT;
+    if (decide_run(&q, &e, &out, r->want_msgpack))
         http_reply_error(r, e.status, e.code, e.message, e.field);
+    else if (r->want_msgpack)
+        http_reply_raw(r, 200, "application/msgpack", out.p, out.len);
+    else if (buf_addc(&out, '\n') == 0)
+        http_reply_raw(r, 200, "application/json", out.p, out.len);
     else
-        http_reply_json(r, 200, res);
+        http_reply_error(r, 500, "internal", "out of memory", NULL);
+    buf_free(&out);
 out:
     json_decref(b);
 }

@@ -40,6 +40,8 @@ void config_defaults(struct config *c)
     c->plugins_dir = xstrdup("./plugins");
     c->threads = 0;
     c->map_size = (size_t)1 << 30;
+    c->sync_interval_ms = 1000;
+    c->store_writemap = 1;
     c->max_body = 1 << 20;
     c->max_import_body = (size_t)64 << 20;
     c->default_limit = 3;
@@ -338,6 +340,11 @@ static int apply(lua_State *L, struct cerr *e, struct config *c)
         } else if (!strcmp(k, "map_size_mb")) {
             if (!(rc = get_int(L, e, k, 16, 1L << 24, &v)))
                 c->map_size = (size_t)v << 20;
+        } else if (!strcmp(k, "store_writemap")) {
+            rc = get_bool(L, e, k, &c->store_writemap);
+        } else if (!strcmp(k, "sync_interval_ms")) {
+            if (!(rc = get_int(L, e, k, 10, 60000, &v)))
+                c->sync_interval_ms = (int)v;
         } else if (!strcmp(k, "max_body_kb")) {
             if (!(rc = get_int(L, e, k, 1, 1L << 20, &v)))
                 c->max_body = (size_t)v << 10;

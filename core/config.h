@@ -30,6 +30,8 @@ struct config {
     char *plugins_dir;        /**< "./plugins" */
     int threads;              /**< worker threads; 0 = number of cores */
     size_t map_size;          /**< LMDB map size, bytes (1 GiB) */
+    int store_writemap;       /**< 1 = MDB_WRITEMAP commits (default), 0 = pwrite */
+    int sync_interval_ms;     /**< background flush of non-durable commits (1000) */
     size_t max_body;          /**< request body limit, bytes (1 MiB) */
     size_t max_import_body;   /**< bulk import/events body limit (64 MiB) */
     int default_limit;        /**< decide: offers when "limit" is absent (3) */

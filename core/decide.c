@@ -2,6 +2,8 @@
 #include "decide.h"
 #include "app.h"
 #include "clock.h"
+#include "codec.h"
+#include "emit.h"
 #include "err.h"
 #include "hash.h"
 #include "log.h"
@@ -131,7 +133,8 @@ struct cand {
     double score;
     json_t *xp;        /* explain entry (borrowed from the explain array) */
     int variant;       /* chosen variant index */
-    json_t *content;   /* rendered content (owned until moved into offers) */
+    struct buf content; /* rendered content, in the reply's wire form */
+    int served;        /* reserved and going into the reply */
     int hooked;        /* the throttle hook passed it on the counts in `seen` */
     struct throttle_counts seen;
 };
@@ -183,81 +186,95 @@ static json_t *xp_reason(json_t *xp, const char *reason)
     return xp;
 }
 
-/* Render one Lua value (content field) to JSON, templating strings. */
-static json_t *render_value(lua_State *L, int idx, int p_idx, int escape, int depth);
+/* Render one Lua value (a content field) into the reply, templating
+ * strings (HTML-escaped unless the key ends in "_raw").  0 or an error;
+ * the emitter records invalid UTF-8 and excess depth. */
+static int render_value(struct emit *em, lua_State *L, int idx, int p_idx, int escape, int depth);
 
 static int ends_raw(const char *k, size_t n) { return n >= 4 && !memcmp(k + n - 4, "_raw", 4); }
 
-static json_t *render_string(lua_State *L, int idx, int p_idx, int escape)
+static int render_string(struct emit *em, lua_State *L, int idx, int p_idx, int escape)
 {
     size_t len;
     const char *s = lua_tolstring(L, idx, &len);
-    if (!tmpl_has_placeholders(s, len))
-        return json_stringn(s, len);
+    if (!tmpl_has_placeholders(s, len)) {
+        emit_str(em, s, len);
+        return emit_error(em);
+    }
     struct buf b = BUF_INIT;
     struct tmpl_lua_ctx tc = { L, p_idx };
-    json_t *out = NULL;
-    if (tmpl_render(s, len, escape, tmpl_lua_lookup, &tc, &b) == 0)
-        out = json_stringn(b.p ? b.p : "", b.len);
+    int rc = tmpl_render(s, len, escape, tmpl_lua_lookup, &tc, &b);
+    if (rc == 0) {
+        emit_str(em, b.p ? b.p : "", b.len);
+        rc = emit_error(em);
+    }
     buf_free(&b);
-    return out;
+    return rc;
 }
 
-static json_t *render_value(lua_State *L, int idx, int p_idx, int escape, int depth)
+static int render_value(struct emit *em, lua_State *L, int idx, int p_idx, int escape, int depth)
 {
     if (idx < 0)
         idx = lua_gettop(L) + idx + 1;
     switch (lua_type(L, idx)) {
-    case LUA_TSTRING: return render_string(L, idx, p_idx, escape);
+    case LUA_TSTRING: return render_string(em, L, idx, p_idx, escape);
     case LUA_TTABLE: {
-        if (depth > 16)
-            return NULL;
+        if (depth > 16 || !lua_checkstack(L, 4))
+            return ERR_TOOBIG;
         size_t n = lua_objlen(L, idx);
         if (n > 0) {
-            json_t *a = json_array();
+            emit_array(em, n);
             for (size_t i = 1; i <= n; i++) {
                 lua_rawgeti(L, idx, (int)i);
-                json_t *v = render_value(L, -1, p_idx, escape, depth + 1);
+                int rc = render_value(em, L, -1, p_idx, escape, depth + 1);
                 lua_pop(L, 1);
-                if (!v) {
-                    json_decref(a);
-                    return NULL;
-                }
-                json_array_append_new(a, v);
+                if (rc)
+                    return rc;
             }
-            return a;
+            emit_end(em);
+            return emit_error(em);
         }
-        json_t *o = json_object();
+        size_t nk = 0;
+        lua_pushnil(L);
+        while (lua_next(L, idx)) {
+            lua_pop(L, 1);
+            nk++;
+        }
+        emit_map(em, nk);
         lua_pushnil(L);
         while (lua_next(L, idx)) {
             if (lua_type(L, -2) != LUA_TSTRING) {
                 lua_pop(L, 2);
-                json_decref(o);
-                return NULL;
+                return ERR_INVAL;
             }
             size_t kl;
             const char *k = lua_tolstring(L, -2, &kl);
-            json_t *v = render_value(L, -1, p_idx, escape && !ends_raw(k, kl), depth + 1);
+            emit_key(em, k, kl);
+            int rc = render_value(em, L, -1, p_idx, escape && !ends_raw(k, kl), depth + 1);
             lua_pop(L, 1);
-            if (!v) {
+            if (rc) {
                 lua_pop(L, 1);
-                json_decref(o);
-                return NULL;
+                return rc;
             }
-            json_object_setn_new(o, k, kl, v);
         }
-        return o;
+        emit_end(em);
+        return emit_error(em);
     }
     default: {
         int err;
-        return luavm_to_json(L, idx, &err);
+        json_t *j = luavm_to_json(L, idx, &err);
+        if (!j)
+            return err ? err : ERR_INVAL;
+        emit_json(em, j);
+        json_decref(j);
+        return emit_error(em);
     }
     }
 }
 
 /* Choose a variant and render its content; 0 on success.  Stack-neutral. */
 static int choose_content(struct rules_worker *rw, const struct rules_campaign *c, int ref,
-                          const char *cust, int p_idx, int ctx_idx, struct cand *cd)
+                          const char *cust, int p_idx, int ctx_idx, struct cand *cd, int msgpack)
 {
     lua_State *L = luavm_state(rw->vm);
     int top = lua_gettop(L);
@@ -311,11 +328,15 @@ static int choose_content(struct rules_worker *rw, const struct rules_campaign *
     lua_rawgeti(L, vars, chosen + 1);
     lua_getfield(L, -1, "content");
     cd->variant = chosen;
-    cd->content = render_value(L, -1, p_idx, 1, 0);
+    struct emit em;
+    buf_reset(&cd->content);
+    emit_init(&em, &cd->content, msgpack);
+    int rc = render_value(&em, L, -1, p_idx, 1, 0);
     lua_settop(L, top);
-    if (!cd->content) {
-        xp_error(cd->xp, "content", "content could not be rendered");
-        return ERR_INVAL;
+    if (rc) {
+        xp_error(cd->xp, "content", "content could not be rendered (only strings, numbers, booleans "
+                 "and tables with string keys; text must be UTF-8)");
+        return rc;
     }
     return 0;
 }
@@ -498,14 +519,14 @@ static int hook_recheck(struct rules_worker *rw, const struct rules_gen *g, stru
     return !pass;
 }
 
-json_t *decide_run(const struct decide_req *q, struct decide_err *e)
+int decide_run(const struct decide_req *q, struct decide_err *e, struct buf *out, int msgpack)
 {
     struct rules_worker *rw = rules_worker_self();
     if (!rw || !rw->vm) {
         e->status = 503;
         e->code = "unavailable";
         snprintf(e->message, sizeof e->message, "decide runs only on worker threads");
-        return NULL;
+        return ERR_INVAL;
     }
     rules_worker_refresh(rw);
     struct rules_gen *g = rw->gen;
@@ -516,7 +537,7 @@ json_t *decide_run(const struct decide_req *q, struct decide_err *e)
         e->field = "channel";
         snprintf(e->message, sizeof e->message, "channel \"%.64s\" is not loaded (plugins/%.64s.lua)",
                  q->channel, q->channel);
-        return NULL;
+        return ERR_INVAL;
     }
     const struct rules_channel *ch = &g->chans[chi];
     lua_State *L = luavm_state(rw->vm);
@@ -534,7 +555,7 @@ json_t *decide_run(const struct decide_req *q, struct decide_err *e)
         e->code = "store_unavailable";
         snprintf(e->message, sizeof e->message, "%s", err_str(rc));
         json_decref(explain);
-        return NULL;
+        return rc;
     }
     const void *pv;
     size_t pl;
@@ -707,10 +728,10 @@ json_t *decide_run(const struct decide_req *q, struct decide_err *e)
      * candidates that could still be served, content for those that pass,
      * then exact reservation; repeat while reservations knock some out.
      * With explain every candidate's caps are checked, for the report. */
-    json_t *offers = json_array();
     int accepted = 0, next = 0;
     int limit = q->limit;
-    struct cand **batch = ncand ? malloc(sizeof *batch * (size_t)ncand) : NULL;
+    struct cand **batch = ncand ? malloc(sizeof *batch * (size_t)ncand * 2) : NULL;
+    struct cand **served = batch ? batch + ncand : NULL; /* the offers, in order */
     while (accepted < limit && next < ncand) {
         int nb = 0;
         while (nb < limit - accepted && next < ncand) {
@@ -718,7 +739,7 @@ json_t *decide_run(const struct decide_req *q, struct decide_err *e)
             if (cap_gate(rw, g, cd, ch, q->customer_id, t, now, gcap, &tc, &shared, p_idx, ctx_idx))
                 continue;
             const struct rules_campaign *c = &g->camps[cd->idx];
-            if (choose_content(rw, c, rw->refs[cd->idx], q->customer_id, p_idx, ctx_idx, cd) == 0)
+            if (choose_content(rw, c, rw->refs[cd->idx], q->customer_id, p_idx, ctx_idx, cd, msgpack) == 0)
                 batch[nb++] = cd;
         }
         if (!nb)
@@ -727,39 +748,26 @@ json_t *decide_run(const struct decide_req *q, struct decide_err *e)
         for (int b = 0; b < nb; b++)
             need |= throttle_needed(&g->camps[batch[b]->idx], ch, gcap);
         struct store_txn *wt = NULL;
-        if (!q->dry_run && need && (rc = store_wtxn_begin(st, &wt))) {
-            for (int b = 0; b < nb; b++)
-                json_decref(batch[b]->content);
+        if (!q->dry_run && need && (rc = store_wtxn_begin(st, &wt)))
             break;
-        }
         for (int b = 0; b < nb; b++) {
             struct cand *cd = batch[b];
             const struct rules_campaign *c = &g->camps[cd->idx];
             const char *why = NULL;
             if (wt && throttle_needed(c, ch, gcap)) {
-                if (hook_recheck(rw, g, cd, ch, q->customer_id, wt, now, p_idx, ctx_idx)) {
-                    json_decref(cd->content);
-                    cd->content = NULL;
+                if (hook_recheck(rw, g, cd, ch, q->customer_id, wt, now, p_idx, ctx_idx))
                     continue;
-                }
                 rc = throttle_reserve(wt, q->customer_id, c, ch, now, gcap, &why);
                 if (rc) {
                     if (cd->xp)
                         json_object_set_new(cd->xp, "capped", json_string(why ? why : err_str(rc)));
-                    json_decref(cd->content);
-                    cd->content = NULL;
                     if (rc != ERR_CAPPED) /* store trouble: serve nothing more */
                         next = ncand;
                     continue;
                 }
             }
-            json_t *o = json_object();
-            json_object_set_new(o, "campaign_id", json_string(c->id));
-            json_object_set_new(o, "variant", json_string(c->variants[cd->variant].id));
-            json_object_set_new(o, "score", json_real(cd->score));
-            json_object_set_new(o, "content", cd->content);
-            cd->content = NULL;
-            json_array_append_new(offers, o);
+            cd->served = 1;
+            served[accepted] = cd;
             if (cd->xp) {
                 json_object_set_new(cd->xp, "selected", json_true());
                 json_object_set_new(cd->xp, "variant", json_string(c->variants[cd->variant].id));
@@ -772,7 +780,6 @@ json_t *decide_run(const struct decide_req *q, struct decide_err *e)
             rc = store_txn_commit(wt, STORE_ASYNC);
             if (rc) {
                 /* nothing was counted: serve nothing rather than exceed a cap */
-                json_array_clear(offers);
                 accepted = 0;
                 log_error("cap reservation failed", "customer=\"%s\" err=\"%s\"", q->customer_id,
                           err_str(rc));
@@ -788,21 +795,56 @@ json_t *decide_run(const struct decide_req *q, struct decide_err *e)
             json_object_set_new(cands[k].xp, "reason", json_string("ranked below the limit"));
     store_txn_end(t);
     throttle_cust_free(&tc);
-    free(batch);
-    free(cands);
     lua_settop(L, top);
 
-    json_t *out = json_object();
+    /* the reply: written straight into `out` in the wire form asked for */
+    struct emit em;
+    emit_init(&em, out, msgpack);
+    emit_map(&em, 2 + (explain != NULL) + (q->dry_run != 0));
     char did[40];
-    snprintf(did, sizeof did, "d%011llx%08llx", (unsigned long long)clock_now_ms(),
-             (unsigned long long)(next_rand() & 0xffffffffu));
-    json_object_set_new(out, "decision_id", json_string(did));
-    json_object_set_new(out, "offers", offers);
-    if (explain)
-        json_object_set_new(out, "explain", explain);
-    if (q->dry_run)
-        json_object_set_new(out, "dry_run", json_true());
-    return out;
+    int dl = snprintf(did, sizeof did, "d%011llx%08llx", (unsigned long long)clock_now_ms(),
+                      (unsigned long long)(next_rand() & 0xffffffffu));
+    emit_key(&em, "decision_id", 11);
+    emit_str(&em, did, (size_t)dl);
+    emit_key(&em, "offers", 6);
+    emit_array(&em, (size_t)accepted);
+    for (int k = 0; k < accepted; k++) {
+        const struct cand *cd = served[k];
+        const struct rules_campaign *c = &g->camps[cd->idx];
+        const char *vid = c->variants[cd->variant].id;
+        emit_map(&em, 4);
+        emit_key(&em, "campaign_id", 11);
+        emit_str(&em, c->id, strlen(c->id));
+        emit_key(&em, "variant", 7);
+        emit_str(&em, vid, strlen(vid));
+        emit_key(&em, "score", 5);
+        emit_real(&em, cd->score);
+        emit_key(&em, "content", 7);
+        emit_raw(&em, cd->content.p, cd->content.len);
+        emit_end(&em);
+    }
+    emit_end(&em);
+    if (explain) {
+        emit_key(&em, "explain", 7);
+        emit_json(&em, explain);
+    }
+    if (q->dry_run) {
+        emit_key(&em, "dry_run", 7);
+        emit_bool(&em, 1);
+    }
+    emit_end(&em);
+    json_decref(explain);
+    for (int k = 0; k < ncand; k++)
+        buf_free(&cands[k].content);
+    free(batch);
+    free(cands);
+    rc = emit_error(&em);
+    if (rc) {
+        e->status = 500;
+        e->code = "internal";
+        snprintf(e->message, sizeof e->message, "reply could not be written: %s", err_str(rc));
+    }
+    return rc;
 }
 
 const char *decide_consent_block(lua_State *L, int p_idx, const struct rules_channel *ch)
@@ -814,8 +856,11 @@ int decide_content(struct rules_worker *rw, const struct rules_campaign *c, int 
                    const char *cust, int p_idx, int ctx_idx, int *variant, json_t **content)
 {
     struct cand cd = { .variant = -1 };
-    int rc = choose_content(rw, c, ref, cust, p_idx, ctx_idx, &cd);
+    int rc = choose_content(rw, c, ref, cust, p_idx, ctx_idx, &cd, 0);
     *variant = cd.variant;
-    *content = cd.content;
+    *content = NULL;
+    if (rc == 0 && !(*content = codec_parse_json(cd.content.p, cd.content.len, &rc, NULL, 0)))
+        rc = rc ? rc : ERR_INVAL;
+    buf_free(&cd.content);
     return rc;
 }

@@ -18,6 +18,7 @@
 #ifndef PROMOD_DECIDE_H
 #define PROMOD_DECIDE_H
 #include <jansson.h>
+#include "buf.h"
 
 struct decide_req {
     const char *customer_id;
@@ -30,15 +31,17 @@ struct decide_req {
 };
 
 struct decide_err {
-    int status;             /**< HTTP status when decide_run returns NULL */
+    int status;             /**< HTTP status when decide_run fails */
     const char *code;
     char message[256];
     const char *field;
 };
 
-/** Decide on the calling worker thread.  @return the response object
- *  ({"decision_id", "offers", "explain"?}) or NULL with *e filled. */
-json_t *decide_run(const struct decide_req *q, struct decide_err *e);
+/** Decide on the calling worker thread and append the reply
+ *  ({"decision_id", "offers", "explain"?, "dry_run"?}) to `out`, as JSON
+ *  text or (msgpack = 1) msgpack.  @return 0, or an error with *e filled
+ *  (nothing useful in `out` then). */
+int decide_run(const struct decide_req *q, struct decide_err *e, struct buf *out, int msgpack);
 
 /** Register decide's per-campaign counters with /metrics. */
 void decide_metrics_init(void);

@@ -599,6 +599,14 @@ int luavm_new(const struct luavm_opts *opts, struct luavm **out)
     }
     luaJIT_setmode(vm->L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
     lua_sethook(vm->L, vm_hook, LUA_MASKCOUNT, HOOK_EVERY);
+    /* Hooks allocate short-lived tables on every call (a literal set in an
+     * eligibility test is a fresh table each time) while the live heap —
+     * every loaded campaign — stays put.  A GC cycle traverses that live
+     * heap, so cycles are made rarer: start one when the heap reaches 4x
+     * what survived the last (Lua's default is 2x).  Measured on the
+     * reference campaigns: an eligibility call 187 -> 156 ns.  call_impl
+     * collects early when garbage approaches the state's memory limit. */
+    lua_gc(vm->L, LUA_GCSETPAUSE, 400);
     *out = vm;
     return 0;
 }
@@ -668,6 +676,8 @@ static int call_impl(struct luavm *vm, int nargs, int nresults, char *err, size_
     if (st == 0 && !kill) {
         lua_remove(L, fidx);
         lua_remove(L, fidx);
+        if (outer && vm->used > vm->mem_limit / 2)
+            lua_gc(L, LUA_GCCOLLECT, 0); /* garbage must not crowd out the limit */
         return 0;
     }
     if (st == 0) {           /* killed, yet something swallowed it: fail anyway */

@@ -117,7 +117,9 @@ static int load_config(struct config *cfg, const struct cli *c)
 
 static int open_store(struct app *app)
 {
-    struct store_opts so = { .dir = app->cfg.data_dir, .map_size = app->cfg.map_size };
+    struct store_opts so = { .dir = app->cfg.data_dir, .map_size = app->cfg.map_size,
+                             .no_writemap = !app->cfg.store_writemap,
+                             .sync_interval_ms = (unsigned)app->cfg.sync_interval_ms };
     int rc = store_open(&so, &app->store);
     if (rc)
         fprintf(stderr, "promod: cannot open data dir %s: %s\n", app->cfg.data_dir, err_str(rc));

@@ -28,7 +28,8 @@
 struct server {
     const struct config *cfg;
     struct server_opts opts;
-    int fd;
+    int *fds;          /* one listening socket per worker (SO_REUSEPORT) */
+    int nfds;
     int port;
     int nworkers;
     struct worker *workers;
@@ -49,6 +50,49 @@ static int is_loopback(const struct sockaddr *sa)
     return 0;
 }
 
+static int listen_one(const struct addrinfo *ai, int port, int reuseport, const char *host)
+{
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one)) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    struct sockaddr_storage ss;
+    memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
+    if (ss.ss_family == AF_INET)
+        ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)port);
+    else
+        ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)port);
+    if (bind(fd, (struct sockaddr *)&ss, ai->ai_addrlen) || listen(fd, 1024)) {
+        int e = errno;
+        log_error("cannot listen", "host=\"%s\" port=%d err=\"%s\"", host, port, strerror(e));
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+static int bound_port(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    getsockname(fd, (struct sockaddr *)&ss, &sl);
+    return ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+                                         : ((struct sockaddr_in6 *)&ss)->sin6_port);
+}
+
+/* One listening socket per worker, joined with SO_REUSEPORT, so the kernel
+ * spreads new connections over the workers.  (With one shared socket the
+ * first worker to wake accepts every pending connection: a load generator
+ * opening 32 connections at once put all 32 on one worker and left the
+ * other core idle.)  SO_REUSEPORT would also let a second server bind the
+ * same port and silently take half the connections, so the port is first
+ * claimed by a plain socket: if that fails, someone already serves it. */
 static int bind_socket(struct server *s, const char *host, int port)
 {
     struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
@@ -67,27 +111,31 @@ static int bind_socket(struct server *s, const char *host, int port)
         freeaddrinfo(res);
         return ERR_INVAL;
     }
-    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
+    int n = s->nworkers > 1 ? s->nworkers : 1;
+    s->fds = malloc(sizeof *s->fds * (size_t)n);
+    if (!s->fds) {
         freeaddrinfo(res);
-        return -errno;
+        return ERR_NOMEM;
     }
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (bind(fd, res->ai_addr, res->ai_addrlen) || listen(fd, 1024)) {
-        int e = errno;
-        log_error("cannot listen", "host=\"%s\" port=%d err=\"%s\"", host, port, strerror(e));
-        close(fd);
-        freeaddrinfo(res);
-        return -e;
+    if (port != 0 && n > 1) {
+        int probe = listen_one(res, port, 0, host);
+        if (probe < 0) {
+            freeaddrinfo(res);
+            return probe;
+        }
+        close(probe);
+    }
+    for (int i = 0; i < n; i++) {
+        int fd = listen_one(res, i == 0 ? port : s->port, n > 1, host);
+        if (fd < 0) {
+            freeaddrinfo(res);
+            return fd;
+        }
+        s->fds[s->nfds++] = fd;
+        if (i == 0)
+            s->port = bound_port(fd);
     }
     freeaddrinfo(res);
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    getsockname(fd, (struct sockaddr *)&ss, &sl);
-    s->port = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
-                                            : ((struct sockaddr_in6 *)&ss)->sin6_port);
-    s->fd = fd;
     return 0;
 }
 
@@ -138,6 +186,10 @@ static int ctype_is(const char *ct, const char *want)
 }
 
 /* The one entry point for every request: the chain of claimants. */
+#define MAX_COUNTED_WORKERS 64
+static long g_worker_reqs[MAX_COUNTED_WORKERS];
+static int g_counted_workers;
+
 static void dispatch(struct evhttp_request *ev, void *arg)
 {
     struct worker *w = arg;
@@ -234,6 +286,8 @@ static void dispatch(struct evhttp_request *ev, void *arg)
 done:;
     uint64_t ns = clock_mono_ns() - r.t0;
     metrics_http_observe(r.route, r.status, ns);
+    if (w->idx < MAX_COUNTED_WORKERS)
+        __atomic_add_fetch(&g_worker_reqs[w->idx], 1, __ATOMIC_RELAXED);
     if (cfg->access_log) {
         const struct router_route *x = router_get(r.route);
         log_info("access", "method=%s path=\"%.200s\" route=\"%s\" status=%d us=%llu key=%s",
@@ -244,6 +298,21 @@ done:;
         free(r.params[i]);
     free(r.path);
     free(r.query);
+}
+
+/* Requests per worker, for /metrics: shows whether connections are spread
+ * over the workers (see bind_socket).  Process-wide so the collector never
+ * points into a freed server. */
+
+static void worker_collector(struct buf *out, void *ud)
+{
+    (void)ud;
+    int n = __atomic_load_n(&g_counted_workers, __ATOMIC_RELAXED);
+    buf_adds(out, "# HELP promod_worker_requests_total Requests answered, by worker thread.\n"
+                  "# TYPE promod_worker_requests_total counter\n");
+    for (int i = 0; i < n; i++)
+        buf_printf(out, "promod_worker_requests_total{worker=\"%d\"} %ld\n", i,
+                   __atomic_load_n(&g_worker_reqs[i], __ATOMIC_RELAXED));
 }
 
 static void *worker_main(void *arg)
@@ -277,6 +346,22 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
     event_base_loopbreak(s->main_base);
 }
 
+
+/* A worker's event loop.  With the epoll changelist, the read/write
+ * interest flips evhttp makes around every request (stop reading while the
+ * handler runs, write the reply, read again) are folded into one
+ * epoll_ctl per fd per loop turn instead of one per flip. */
+static struct event_base *new_worker_base(void)
+{
+    struct event_config *cfg = event_config_new();
+    if (!cfg)
+        return NULL;
+    event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    struct event_base *b = event_base_new_with_config(cfg);
+    event_config_free(cfg);
+    return b ? b : event_base_new();
+}
+
 int server_start(const struct server_opts *o, struct server **out)
 {
     *out = NULL;
@@ -290,16 +375,18 @@ int server_start(const struct server_opts *o, struct server **out)
         return ERR_NOMEM;
     s->opts = *o;
     s->cfg = o->cfg;
-    s->fd = -1;
+    s->nworkers = s->cfg->threads > 0 ? s->cfg->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (s->nworkers < 1)
+        s->nworkers = 1;
     int rc = bind_socket(s, s->cfg->listen_host, s->cfg->listen_port);
     if (rc) {
+        for (int i = 0; i < s->nfds; i++)
+            close(s->fds[i]);
+        free(s->fds);
         free(s);
         return rc;
     }
     s->main_base = event_base_new();
-    s->nworkers = s->cfg->threads > 0 ? s->cfg->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-    if (s->nworkers < 1)
-        s->nworkers = 1;
     s->workers = calloc((size_t)s->nworkers, sizeof *s->workers);
     if (!s->main_base || !s->workers) {
         server_free(s);
@@ -312,14 +399,22 @@ int server_start(const struct server_opts *o, struct server **out)
     event_add(s->sigterm, NULL);
     signal(SIGPIPE, SIG_IGN);
     pthread_barrier_init(&s->ready, NULL, (unsigned)s->nworkers + 1);
+    static int collector_registered;
+    if (!collector_registered) {
+        metrics_register(worker_collector, NULL);
+        collector_registered = 1;
+    }
+    __atomic_store_n(&g_counted_workers,
+                     s->nworkers < MAX_COUNTED_WORKERS ? s->nworkers : MAX_COUNTED_WORKERS,
+                     __ATOMIC_RELAXED);
     for (int i = 0; i < s->nworkers; i++) {
         struct worker *w = &s->workers[i];
         w->idx = i;
         w->srv = s;
-        w->base = event_base_new();
+        w->base = new_worker_base();
         w->http = w->base ? evhttp_new(w->base) : NULL;
         if (w->http) {
-            w->lev = evconnlistener_new(w->base, NULL, NULL, LEV_OPT_REUSEABLE, -1, s->fd);
+            w->lev = evconnlistener_new(w->base, NULL, NULL, LEV_OPT_REUSEABLE, -1, s->fds[i % s->nfds]);
         }
         if (!w->lev) {
             log_error("cannot set up worker", "worker=%d", i);
@@ -421,7 +516,8 @@ void server_free(struct server *s)
         event_free(s->stop_ev);
     if (s->main_base)
         event_base_free(s->main_base);
-    if (s->fd >= 0)
-        close(s->fd);
+    for (int i = 0; i < s->nfds; i++)
+        close(s->fds[i]);
+    free(s->fds);
     free(s);
 }

@@ -70,6 +70,8 @@ Test(config, defaults)
     cr_assert_str_eq(cfg.plugins_dir, "./plugins");
     cr_assert_eq(cfg.threads, 0);
     cr_assert_eq(cfg.map_size, (size_t)1 << 30);
+    cr_assert_eq(cfg.store_writemap, 1);
+    cr_assert_eq(cfg.sync_interval_ms, 1000);
     cr_assert_eq(cfg.max_body, (size_t)1 << 20);
     cr_assert_eq(cfg.max_import_body, (size_t)64 << 20);
     cr_assert_eq(cfg.default_limit, 3);
@@ -108,6 +110,8 @@ Test(config, every_key)
             "  plugins_dir = base .. '/plugins',\n"
             "  threads = 4,\n"
             "  map_size_mb = 2048,\n"
+            "  store_writemap = false,\n"
+            "  sync_interval_ms = 250,\n"
             "  max_body_kb = 512,\n"
             "  max_import_body_mb = 16,\n"
             "  default_limit = 5,\n"
@@ -137,6 +141,8 @@ Test(config, every_key)
     cr_assert_str_eq(cfg.plugins_dir, "/srv/promod/plugins");
     cr_assert_eq(cfg.threads, 4);
     cr_assert_eq(cfg.map_size, (size_t)2048 << 20);
+    cr_assert_eq(cfg.store_writemap, 0);
+    cr_assert_eq(cfg.sync_interval_ms, 250);
     cr_assert_eq(cfg.max_body, (size_t)512 << 10);
     cr_assert_eq(cfg.max_import_body, (size_t)16 << 20);
     cr_assert_eq(cfg.default_limit, 5);
@@ -220,6 +226,9 @@ ParameterizedTestParameters(config, rejected)
         { "return { threads = true }", "threads: expected a number" },
         { "return { map_size_mb = 1 }", "map_size_mb: expected an integer from 16" },
         { "return { map_size_mb = {} }", "map_size_mb: expected a number" },
+        { "return { store_writemap = 1 }", "store_writemap: expected true or false" },
+        { "return { sync_interval_ms = 5 }", "sync_interval_ms: expected an integer from 10 to 60000" },
+        { "return { sync_interval_ms = 60001 }", "sync_interval_ms: expected an integer" },
         { "return { max_body_kb = 0 }", "max_body_kb: expected an integer from 1" },
         { "return { max_import_body_mb = 5000 }", "max_import_body_mb: expected an integer" },
         { "return { default_limit = 0 }", "default_limit: expected an integer" },

@@ -1,0 +1,312 @@
+/* emit.c — JSON text / msgpack writer (see emit.h). */
+#include "emit.h"
+#include "err.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void emit_init(struct emit *e, struct buf *b, int msgpack)
+{
+    e->b = b;
+    e->mp = msgpack;
+    e->depth = 0;
+    e->err = 0;
+    e->first[0] = 1;
+    e->after_key = 0;
+}
+
+int emit_error(const struct emit *e) { return e->err; }
+
+static void put(struct emit *e, const void *p, size_t n)
+{
+    if (!e->err && buf_add(e->b, p, n))
+        e->err = ERR_NOMEM;
+}
+
+static void putc1(struct emit *e, char c)
+{
+    if (e->err)
+        return;
+    struct buf *b = e->b;
+    if (b->len + 1 < b->cap) {
+        b->p[b->len++] = c;
+        b->p[b->len] = '\0';
+    } else if (buf_addc(b, c)) {
+        e->err = ERR_NOMEM;
+    }
+}
+
+/* JSON: the comma before an element (none right after a key). */
+static void sep(struct emit *e)
+{
+    if (e->mp)
+        return;
+    if (e->after_key) {
+        e->after_key = 0;
+        return;
+    }
+    if (!e->first[e->depth])
+        putc1(e, ',');
+    e->first[e->depth] = 0;
+}
+
+static void be(struct emit *e, unsigned char tag, uint64_t v, int bytes)
+{
+    unsigned char t[9];
+    t[0] = tag;
+    for (int i = 0; i < bytes; i++)
+        t[1 + i] = (unsigned char)(v >> (8 * (bytes - 1 - i)));
+    put(e, t, (size_t)bytes + 1);
+}
+
+static void open_container(struct emit *e, size_t n, int map)
+{
+    sep(e);
+    if (e->depth >= EMIT_MAX_DEPTH) {
+        if (!e->err)
+            e->err = ERR_TOOBIG;
+        return;
+    }
+    e->depth++;
+    e->first[e->depth] = 1;
+    e->is_map[e->depth] = (unsigned char)map;
+    if (!e->mp) {
+        putc1(e, map ? '{' : '[');
+        return;
+    }
+    if (n < 16)
+        putc1(e, (char)((map ? 0x80 : 0x90) | n));
+    else if (n <= 0xffff)
+        be(e, map ? 0xde : 0xdc, n, 2);
+    else
+        be(e, map ? 0xdf : 0xdd, n, 4);
+}
+
+void emit_map(struct emit *e, size_t n) { open_container(e, n, 1); }
+void emit_array(struct emit *e, size_t n) { open_container(e, n, 0); }
+
+/* JSON closers are only known by what was opened; the emitter keeps one
+ * bit per level. */
+void emit_end(struct emit *e)
+{
+    if (e->depth <= 0) {
+        if (!e->err)
+            e->err = ERR_INVAL;
+        return;
+    }
+    if (!e->mp)
+        putc1(e, e->is_map[e->depth] ? '}' : ']');
+    e->depth--;
+}
+
+int emit_utf8_ok(const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
+    while (p < end) {
+        unsigned c = *p;
+        if (c < 0x80) {
+            if (!c)
+                return 0;
+            p++;
+            continue;
+        }
+        size_t k;
+        unsigned min;
+        unsigned cp;
+        if ((c & 0xe0) == 0xc0) {
+            k = 1, min = 0x80, cp = c & 0x1f;
+        } else if ((c & 0xf0) == 0xe0) {
+            k = 2, min = 0x800, cp = c & 0x0f;
+        } else if ((c & 0xf8) == 0xf0) {
+            k = 3, min = 0x10000, cp = c & 0x07;
+        } else {
+            return 0;
+        }
+        if ((size_t)(end - p) <= k)
+            return 0;
+        for (size_t i = 1; i <= k; i++) {
+            if ((p[i] & 0xc0) != 0x80)
+                return 0;
+            cp = cp << 6 | (p[i] & 0x3f);
+        }
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return 0;
+        p += k + 1;
+    }
+    return 1;
+}
+
+static void str_body(struct emit *e, const char *s, size_t n)
+{
+    if (!emit_utf8_ok(s, n)) {
+        if (!e->err)
+            e->err = ERR_INVAL;
+        return;
+    }
+    if (e->mp) {
+        if (n < 32)
+            putc1(e, (char)(0xa0 | n));
+        else if (n <= 0xff)
+            be(e, 0xd9, n, 1);
+        else if (n <= 0xffff)
+            be(e, 0xda, n, 2);
+        else
+            be(e, 0xdb, n, 4);
+        put(e, s, n);
+        return;
+    }
+    static const char hex[] = "0123456789abcdef";
+    putc1(e, '"');
+    size_t run = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        put(e, s + run, i - run);
+        run = i + 1;
+        char esc[6] = { '\\', 0 };
+        size_t el = 2;
+        switch (c) {
+        case '"': esc[1] = '"'; break;
+        case '\\': esc[1] = '\\'; break;
+        case '\n': esc[1] = 'n'; break;
+        case '\r': esc[1] = 'r'; break;
+        case '\t': esc[1] = 't'; break;
+        case '\b': esc[1] = 'b'; break;
+        case '\f': esc[1] = 'f'; break;
+        default:
+            memcpy(esc, "\\u00", 4);
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 15];
+            el = 6;
+        }
+        put(e, esc, el);
+    }
+    put(e, s + run, n - run);
+    putc1(e, '"');
+}
+
+void emit_key(struct emit *e, const char *k, size_t n)
+{
+    sep(e);
+    str_body(e, k, n);
+    if (!e->mp) {
+        putc1(e, ':');
+        e->after_key = 1;
+    }
+}
+
+void emit_str(struct emit *e, const char *s, size_t n)
+{
+    sep(e);
+    str_body(e, s, n);
+}
+
+void emit_int(struct emit *e, int64_t v)
+{
+    sep(e);
+    if (!e->mp) {
+        char t[24];
+        int n = snprintf(t, sizeof t, "%lld", (long long)v);
+        put(e, t, (size_t)n);
+    } else if (v >= 0 && v < 128) {
+        putc1(e, (char)v);
+    } else if (v < 0 && v >= -32) {
+        putc1(e, (char)(0xe0 | (v + 32)));
+    } else {
+        be(e, 0xd3, (uint64_t)v, 8);
+    }
+}
+
+int emit_fmt_real(char *out, double v)
+{
+    /* 15 digits read back exactly for most values; otherwise 17 always do
+     * (16 rarely helps and costs another printf + strtod, which dominate
+     * the cost of a reply's numbers). */
+    int n = snprintf(out, 32, "%.15g", v);
+    if (strtod(out, NULL) != v)
+        n = snprintf(out, 32, "%.17g", v);
+    if (!strpbrk(out, ".eEn")) { /* "30" would read back as an integer */
+        out[n++] = '.';
+        out[n++] = '0';
+        out[n] = '\0';
+    }
+    return n;
+}
+
+void emit_real(struct emit *e, double v)
+{
+    sep(e);
+    if (!isfinite(v)) {
+        if (!e->err)
+            e->err = ERR_INVAL;
+        return;
+    }
+    if (e->mp) {
+        uint64_t u;
+        memcpy(&u, &v, sizeof u);
+        be(e, 0xcb, u, 8);
+        return;
+    }
+    char t[32];
+    int n = emit_fmt_real(t, v);
+    put(e, t, (size_t)n);
+}
+
+void emit_bool(struct emit *e, int v)
+{
+    sep(e);
+    if (e->mp)
+        putc1(e, v ? (char)0xc3 : (char)0xc2);
+    else if (v)
+        put(e, "true", 4);
+    else
+        put(e, "false", 5);
+}
+
+void emit_null(struct emit *e)
+{
+    sep(e);
+    if (e->mp)
+        putc1(e, (char)0xc0);
+    else
+        put(e, "null", 4);
+}
+
+void emit_json(struct emit *e, const json_t *v)
+{
+    if (e->err)
+        return;
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: {
+        const char *k;
+        json_t *x;
+        emit_map(e, json_object_size(v));
+        json_object_foreach((json_t *)v, k, x) {
+            emit_key(e, k, strlen(k));
+            emit_json(e, x);
+        }
+        emit_end(e);
+        break;
+    }
+    case JSON_ARRAY:
+        emit_array(e, json_array_size(v));
+        for (size_t i = 0; i < json_array_size(v) && !e->err; i++)
+            emit_json(e, json_array_get(v, i));
+        emit_end(e);
+        break;
+    case JSON_STRING: emit_str(e, json_string_value(v), json_string_length(v)); break;
+    case JSON_INTEGER: emit_int(e, (int64_t)json_integer_value(v)); break;
+    case JSON_REAL: emit_real(e, json_real_value(v)); break;
+    case JSON_TRUE: emit_bool(e, 1); break;
+    case JSON_FALSE: emit_bool(e, 0); break;
+    default: emit_null(e); break;
+    }
+}
+
+void emit_raw(struct emit *e, const char *p, size_t n)
+{
+    sep(e);
+    put(e, p, n);
+}
