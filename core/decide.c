@@ -330,6 +330,8 @@ static int choose_content(struct rules_worker *rw, const struct rules_campaign *
     cd->variant = chosen;
     struct emit em;
     buf_reset(&cd->content);
+    if (buf_reserve(&cd->content, 512)) /* one allocation for a typical offer */
+        return ERR_NOMEM;
     emit_init(&em, &cd->content, msgpack);
     int rc = render_value(&em, L, -1, p_idx, 1, 0);
     lua_settop(L, top);
@@ -480,19 +482,14 @@ static int cap_gate(struct rules_worker *rw, const struct rules_gen *g, struct c
  * runs under the writer lock, bounded by its instruction budget.  Returns 1
  * when the candidate is held back. */
 static int hook_recheck(struct rules_worker *rw, const struct rules_gen *g, struct cand *cd,
-                        const struct rules_channel *ch, const char *cust, struct store_txn *wt,
+                        const struct rules_channel *ch, struct throttle_resv *rv,
                         int64_t now, int p_idx, int ctx_idx)
 {
     if (!cd->hooked)
         return 0;
     const struct rules_campaign *c = &g->camps[cd->idx];
     struct throttle_counts n;
-    struct throttle_cust fresh;
-    if (throttle_cust_load(wt, cust, &fresh))
-        return 0;
-    int same = throttle_read(wt, &fresh, c, ch, now, &n, NULL) || !memcmp(&n, &cd->seen, sizeof n);
-    throttle_cust_free(&fresh);
-    if (same)
+    if (throttle_read(rv->wt, &rv->tc, c, ch, now, &n, NULL) || !memcmp(&n, &cd->seen, sizeof n))
         return 0;
     lua_State *L = luavm_state(rw->vm);
     if (!push_hook(L, rw->refs[cd->idx], "throttle"))
@@ -601,7 +598,7 @@ int decide_run(const struct decide_req *q, struct decide_err *e, struct buf *out
     }
 
     struct throttle_counts shared;
-    struct throttle_cust tc; /* the customer's counters: one read for the request */
+    struct throttle_cust tc = { 0 }; /* the customer's counters: one read for the request */
     throttle_cust_load(t, q->customer_id, &tc);
     throttle_read_shared(&tc, ch, now, &shared);
     struct cand *cands = NULL;
@@ -729,6 +726,7 @@ int decide_run(const struct decide_req *q, struct decide_err *e, struct buf *out
      * then exact reservation; repeat while reservations knock some out.
      * With explain every candidate's caps are checked, for the report. */
     int accepted = 0, next = 0;
+    struct throttle_resv rv = { 0 };
     int limit = q->limit;
     struct cand **batch = ncand ? malloc(sizeof *batch * (size_t)ncand * 2) : NULL;
     struct cand **served = batch ? batch + ncand : NULL; /* the offers, in order */
@@ -750,14 +748,20 @@ int decide_run(const struct decide_req *q, struct decide_err *e, struct buf *out
         struct store_txn *wt = NULL;
         if (!q->dry_run && need && (rc = store_wtxn_begin(st, &wt)))
             break;
+        /* the customer's record: read once in the write txn, every offer of
+         * the batch counted against it in memory, written once */
+        if (wt && (rc = throttle_resv_begin(&rv, wt, q->customer_id))) {
+            store_txn_end(wt);
+            break;
+        }
         for (int b = 0; b < nb; b++) {
             struct cand *cd = batch[b];
             const struct rules_campaign *c = &g->camps[cd->idx];
             const char *why = NULL;
             if (wt && throttle_needed(c, ch, gcap)) {
-                if (hook_recheck(rw, g, cd, ch, q->customer_id, wt, now, p_idx, ctx_idx))
+                if (hook_recheck(rw, g, cd, ch, &rv, now, p_idx, ctx_idx))
                     continue;
-                rc = throttle_reserve(wt, q->customer_id, c, ch, now, gcap, &why);
+                rc = throttle_resv_add(&rv, c, ch, now, gcap, &why);
                 if (rc) {
                     if (cd->xp)
                         json_object_set_new(cd->xp, "capped", json_string(why ? why : err_str(rc)));
@@ -777,7 +781,11 @@ int decide_run(const struct decide_req *q, struct decide_err *e, struct buf *out
             accepted++;
         }
         if (wt) {
-            rc = store_txn_commit(wt, STORE_ASYNC);
+            rc = throttle_resv_end(&rv);
+            if (rc)
+                store_txn_end(wt);
+            else
+                rc = store_txn_commit(wt, STORE_ASYNC);
             if (rc) {
                 /* nothing was counted: serve nothing rather than exceed a cap */
                 accepted = 0;
@@ -795,10 +803,15 @@ int decide_run(const struct decide_req *q, struct decide_err *e, struct buf *out
             json_object_set_new(cands[k].xp, "reason", json_string("ranked below the limit"));
     store_txn_end(t);
     throttle_cust_free(&tc);
+    throttle_resv_free(&rv);
     lua_settop(L, top);
 
     /* the reply: written straight into `out` in the wire form asked for */
     struct emit em;
+    size_t need = 128;
+    for (int k = 0; k < accepted; k++)
+        need += served[k]->content.len + 160;
+    buf_reserve(out, need); /* a failure shows up as the emitter's error */
     emit_init(&em, out, msgpack);
     emit_map(&em, 2 + (explain != NULL) + (q->dry_run != 0));
     char did[40];

@@ -219,14 +219,78 @@ void emit_int(struct emit *e, int64_t v)
     }
 }
 
+/* Write digits d[0..nd) (no trailing zeros, nd >= 1) with decimal exponent
+ * x (value = d.ddd * 10^x) the way "%.{p}g" would. */
+static int put_g(char *out, int neg, const char *d, int nd, int x, int p)
+{
+    char *o = out;
+    if (neg)
+        *o++ = '-';
+    if (x < -4 || x >= p) {
+        *o++ = d[0];
+        if (nd > 1) {
+            *o++ = '.';
+            memcpy(o, d + 1, (size_t)nd - 1);
+            o += nd - 1;
+        }
+        o += snprintf(o, 8, "e%c%02d", x < 0 ? '-' : '+', x < 0 ? -x : x);
+    } else if (x < 0) {
+        *o++ = '0';
+        *o++ = '.';
+        for (int i = 0; i < -x - 1; i++)
+            *o++ = '0';
+        memcpy(o, d, (size_t)nd);
+        o += nd;
+    } else {
+        for (int i = 0; i <= x; i++)
+            *o++ = i < nd ? d[i] : '0';
+        if (nd > x + 1) {
+            *o++ = '.';
+            memcpy(o, d + x + 1, (size_t)(nd - x - 1));
+            o += nd - x - 1;
+        }
+    }
+    *o = '\0';
+    return (int)(o - out);
+}
+
 int emit_fmt_real(char *out, double v)
 {
-    /* 15 digits read back exactly for most values; otherwise 17 always do
-     * (16 rarely helps and costs another printf + strtod, which dominate
-     * the cost of a reply's numbers). */
-    int n = snprintf(out, 32, "%.15g", v);
-    if (strtod(out, NULL) != v)
-        n = snprintf(out, 32, "%.17g", v);
+    /* One printf gives the 17 significant digits that always read back;
+     * the 15- and 16-digit roundings of that text are tried first (strtod
+     * is cheaper than another printf), so "87.39978" prints as such. */
+    char e[40];
+    snprintf(e, sizeof e, "%.16e", v);
+    int neg = e[0] == '-';
+    const char *q = e + neg;
+    char dig[17];
+    dig[0] = q[0];
+    memcpy(dig + 1, q + 2, 16); /* skip the '.' */
+    int x = atoi(q + 19);       /* after "d.dddddddddddddddde" */
+    int n = 0;
+    for (int p = 15; p <= 17; p++) {
+        char d[18];
+        int xd = x;
+        memcpy(d, dig, (size_t)p);
+        if (p < 17 && dig[p] >= '5') { /* round half up on the decimal text */
+            int i = p - 1;
+            while (i >= 0 && d[i] == '9')
+                d[i--] = '0';
+            if (i >= 0) {
+                d[i]++;
+            } else {
+                memmove(d + 1, d, (size_t)p - 1);
+                d[0] = '1';
+                xd++;
+            }
+        }
+        int nd = p;
+        while (nd > 1 && d[nd - 1] == '0')
+            nd--;
+        n = put_g(out, neg, d, nd, xd, p);
+        if (p == 17 || strtod(out, NULL) == v)
+            break;
+    }
     if (!strpbrk(out, ".eEn")) { /* "30" would read back as an integer */
         out[n++] = '.';
         out[n++] = '0';

@@ -19,9 +19,9 @@
  * input); anything else sets the emitter's error, as does nesting deeper
  * than EMIT_MAX_DEPTH or running out of memory.  After an error the
  * buffer's contents are unspecified: check emit_error() before using them.
- * Reals print with 15 significant digits when that reads back to the same
- * double ("87.39978", not "87.399779999999993"), else 17, always with a '.'
- * or exponent so they stay reals.  Not thread-safe; one emitter per buffer.
+ * Reals print in the shortest of 15, 16 or 17 significant digits that reads
+ * back to the same double ("87.39978", not "87.399779999999993"), always
+ * with a '.' or exponent so they stay reals.  Not thread-safe; one emitter per buffer.
  */
 #ifndef PROMOD_EMIT_H
 #define PROMOD_EMIT_H
@@ -65,9 +65,10 @@ int emit_error(const struct emit *e);
 /** 1 when s[0..n) is valid UTF-8 (no overlongs, no surrogates) without NULs. */
 int emit_utf8_ok(const char *s, size_t n);
 
-/** "%.15g" text of `v` when strtod reads it back exactly, else "%.17g"
- *  (which always does), with ".0" added when it would otherwise read as an
- *  integer.  Writes at most 32 bytes including the NUL; returns the length. */
+/** The shortest of the 15-, 16- and 17-significant-digit texts of `v` (in
+ *  "%g" style) that strtod reads back exactly, with ".0" added when it
+ *  would otherwise read as an integer.  `v` must be finite.  Writes at most
+ *  32 bytes including the NUL; returns the length. */
 int emit_fmt_real(char *out, double v);
 
 #endif

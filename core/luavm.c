@@ -48,6 +48,82 @@
 
 enum { KILL_INSTR = 1, KILL_MEM = 2 };
 
+/* Small blocks (the tables and strings hooks create on every call) come
+ * from per-state free lists in 16-byte classes, carved from 64 KiB slabs:
+ * a state belongs to one thread, so no locking, and a hook's garbage is
+ * recycled without a trip through malloc.  Larger blocks use realloc. */
+#define POOL_MAX 256
+#define POOL_CLASSES (POOL_MAX / 16)
+#define POOL_SLAB (64 * 1024)
+struct pool {
+    void *free[POOL_CLASSES];
+    char *cur, *end;   /* unused tail of the newest slab */
+    void *slabs;       /* list of slabs, linked through their first word */
+};
+
+static void *pool_get(struct pool *p, size_t n)
+{
+    int c = (int)((n - 1) >> 4);
+    void *b = p->free[c];
+    if (b) {
+        p->free[c] = *(void **)b;
+        return b;
+    }
+    size_t sz = (size_t)(c + 1) << 4;
+    if (p->cur + sz > p->end) {
+        char *slab = malloc(POOL_SLAB);
+        if (!slab)
+            return NULL;
+        *(void **)slab = p->slabs;
+        p->slabs = slab;
+        p->cur = slab + 16;
+        p->end = slab + POOL_SLAB;
+    }
+    b = p->cur;
+    p->cur += sz;
+    return b;
+}
+
+static void pool_put(struct pool *p, void *b, size_t n)
+{
+    int c = (int)((n - 1) >> 4);
+    *(void **)b = p->free[c];
+    p->free[c] = b;
+}
+
+static void pool_free_all(struct pool *p)
+{
+    while (p->slabs) {
+        void *next = *(void **)p->slabs;
+        free(p->slabs);
+        p->slabs = next;
+    }
+}
+
+/* Resize a block between the pool and malloc as sizes cross POOL_MAX.
+ * osize is the block's size as Lua knows it (0 for a new block). */
+static void *block_resize(struct pool *p, void *ptr, size_t osize, size_t nsize)
+{
+    int opool = ptr && osize && osize <= POOL_MAX, npool = nsize <= POOL_MAX;
+    if (!opool && !npool)
+        return realloc(ptr, nsize);
+    /* a pooled block that still fits stays put (a shrink never moves; when
+     * freed it joins the smaller class, which it more than fills) */
+    if (opool && nsize <= ((((osize - 1) >> 4) + 1) << 4))
+        return ptr;
+    void *n = npool ? pool_get(p, nsize) : malloc(nsize);
+    if (!n)
+        return nsize <= osize ? ptr : NULL; /* a failed shrink keeps the block */
+    if (ptr) {
+        memcpy(n, ptr, osize < nsize ? osize : nsize);
+        if (opool)
+            pool_put(p, ptr, osize);
+        else
+            free(ptr);
+    }
+    return n;
+}
+
 struct luavm {
     lua_State *L;
     size_t used;           /* bytes currently allocated */
@@ -60,6 +136,7 @@ struct luavm {
     int killed;            /* KILL_* bits for the current outer call */
     char *lib_dir;
     int ref_base, ref_libs, ref_libmt, ref_mods, ref_msgh, ref_undecl_set;
+    struct pool pool;
 };
 
 /* Addresses used as unique light-userdata keys. */
@@ -74,7 +151,10 @@ static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     struct luavm *vm = ud;
     if (nsize == 0) {
-        free(ptr);
+        if (ptr && osize && osize <= POOL_MAX)
+            pool_put(&vm->pool, ptr, osize);
+        else
+            free(ptr);
         vm->used -= osize;
         return NULL;
     }
@@ -86,13 +166,11 @@ static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
             return NULL;
         }
     }
-    void *p = realloc(ptr, nsize);
-    if (!p) {
-        if (nsize <= osize)
-            p = ptr; /* a failed shrink keeps the old block */
-        else
-            return NULL;
-    }
+    if (!ptr)
+        osize = 0; /* for a new block Lua passes a type tag, not a size */
+    void *p = block_resize(&vm->pool, ptr, osize, nsize);
+    if (!p)
+        return NULL;
     vm->used = vm->used - osize + nsize;
     return p;
 }
@@ -617,6 +695,7 @@ void luavm_free(struct luavm *vm)
         return;
     if (vm->L)
         lua_close(vm->L);
+    pool_free_all(&vm->pool);
     free(vm->lib_dir);
     free(vm);
 }

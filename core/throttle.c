@@ -138,7 +138,8 @@ bad:
 
 int throttle_cust_load(struct store_txn *t, const char *cust, struct throttle_cust *tc)
 {
-    memset(tc, 0, sizeof *tc);
+    tc->n = 0; /* capacity is kept: a reused record parses without allocating */
+    tc->npool = 0;
     char key[300];
     int kl = cust_key(key, sizeof key, cust);
     if (kl < 0)
@@ -347,8 +348,8 @@ static int newest(const struct throttle_cust *tc, const struct throttle_entry *e
     return e->ns ? (int)(tc->pool[e->off + (size_t)e->ns - 1] > 0) : 0;
 }
 
-static int cust_store(struct store_txn *wt, const char *cust, struct throttle_cust *tc,
-                      const struct add *add, int nadd, int64_t now)
+static int cust_encode(struct buf *out, struct throttle_cust *tc, const struct add *add, int nadd,
+                       int64_t now)
 {
     /* make sure every entry we add to exists */
     for (int a = 0; a < nadd; a++) {
@@ -390,9 +391,10 @@ static int cust_store(struct store_txn *wt, const char *cust, struct throttle_cu
     for (int i = 0; i < tc->n; i++)
         if (tc->e[i].keep)
             cap += 2 + sizeof tc->e[i].key + 3 + 9 * ((size_t)tc->e[i].ns + 1);
-    unsigned char *buf = malloc(cap), *p = buf;
-    if (!buf)
+    buf_reset(out);
+    if (buf_reserve(out, cap))
         return ERR_NOMEM;
+    unsigned char *buf = (unsigned char *)out->p, *p = buf;
     if (live < 16) {
         *p++ = (unsigned char)(0x80 | live);
     } else {
@@ -447,28 +449,30 @@ static int cust_store(struct store_txn *wt, const char *cust, struct throttle_cu
                 *p++ = (unsigned char)(u >> (8 * b));
         }
     }
-    char key[300];
-    int kl = cust_key(key, sizeof key, cust);
-    int rc = kl < 0 ? ERR_TOOBIG : store_put(wt, STORE_COUNTERS, key, (size_t)kl, buf, (size_t)(p - buf));
-    free(buf);
+    out->len = (size_t)(p - buf);
+    return 0;
+}
+
+int throttle_resv_begin(struct throttle_resv *r, struct store_txn *wt, const char *cust)
+{
+    r->wt = wt;
+    r->cust = cust;
+    r->dirty = 0;
+    int rc = throttle_cust_load(wt, cust, &r->tc);
+    r->loaded = rc == 0;
     return rc;
 }
 
-int throttle_reserve(struct store_txn *wt, const char *cust, const struct rules_campaign *c,
-                     const struct rules_channel *ch, int64_t now, long global_cap,
-                     const char **why)
+int throttle_resv_add(struct throttle_resv *r, const struct rules_campaign *c,
+                      const struct rules_channel *ch, int64_t now, long global_cap, const char **why)
 {
-    struct throttle_cust tc;
-    int rc = throttle_cust_load(wt, cust, &tc);
+    if (!r->loaded)
+        return ERR_INVAL;
+    struct throttle_counts n;
+    throttle_read(r->wt, &r->tc, c, ch, now, &n, NULL);
+    int rc = throttle_check(&n, c, ch, global_cap, why);
     if (rc)
         return rc;
-    struct throttle_counts n;
-    throttle_read(wt, &tc, c, ch, now, &n, NULL);
-    rc = throttle_check(&n, c, ch, global_cap, why);
-    if (rc) {
-        throttle_cust_free(&tc);
-        return rc;
-    }
     struct add add[3];
     int nadd = 0;
     if (c->cust_caps.n || (c->hooks & RULES_HOOK_THROTTLE)) { /* the hook reads counts */
@@ -481,11 +485,16 @@ int throttle_reserve(struct store_txn *wt, const char *cust, const struct rules_
         add[nadd++] = (struct add){ 'g', NULL,
                                     (int)(global_cap > THROTTLE_MAX_STAMPS ? THROTTLE_MAX_STAMPS
                                                                             : global_cap) };
-    if (nadd)
-        rc = cust_store(wt, cust, &tc, add, nadd, now);
-    throttle_cust_free(&tc);
-    if (rc)
-        return rc;
+    if (nadd) {
+        /* the new record replaces the parsed one, so the next offer of the
+         * request is checked against it; it is written once, at the end */
+        if ((rc = cust_encode(&r->enc, &r->tc, add, nadd, now)))
+            return rc;
+        r->tc.n = 0;
+        r->tc.npool = 0;
+        cust_parse(&r->tc, (const unsigned char *)r->enc.p, r->enc.len);
+        r->dirty = 1;
+    }
     if (c->total_caps.n) {
         int hour = 0, day = 0, life = 0;
         for (int i = 0; i < c->total_caps.n; i++) {
@@ -494,14 +503,47 @@ int throttle_reserve(struct store_txn *wt, const char *cust, const struct rules_
             day |= u == 'd' || u == 'w';
             life |= u == 'L';
         }
-        if (hour && (rc = bucket_inc(wt, c->id, 'h', now / 3600)))
+        if (hour && (rc = bucket_inc(r->wt, c->id, 'h', now / 3600)))
             return rc;
-        if (day && (rc = bucket_inc(wt, c->id, 'd', now / 86400)))
+        if (day && (rc = bucket_inc(r->wt, c->id, 'd', now / 86400)))
             return rc;
-        if (life && (rc = bucket_inc(wt, c->id, 'L', 0)))
+        if (life && (rc = bucket_inc(r->wt, c->id, 'L', 0)))
             return rc;
     }
     return 0;
+}
+
+int throttle_resv_end(struct throttle_resv *r)
+{
+    int rc = 0;
+    if (r->dirty) {
+        char key[300];
+        int kl = cust_key(key, sizeof key, r->cust);
+        rc = kl < 0 ? ERR_TOOBIG
+                    : store_put(r->wt, STORE_COUNTERS, key, (size_t)kl, r->enc.p, r->enc.len);
+        r->dirty = 0;
+    }
+    return rc;
+}
+
+void throttle_resv_free(struct throttle_resv *r)
+{
+    throttle_cust_free(&r->tc);
+    buf_free(&r->enc);
+}
+
+int throttle_reserve(struct store_txn *wt, const char *cust, const struct rules_campaign *c,
+                     const struct rules_channel *ch, int64_t now, long global_cap,
+                     const char **why)
+{
+    struct throttle_resv r = { 0 };
+    int rc = throttle_resv_begin(&r, wt, cust);
+    if (!rc)
+        rc = throttle_resv_add(&r, c, ch, now, global_cap, why);
+    if (!rc)
+        rc = throttle_resv_end(&r);
+    throttle_resv_free(&r);
+    return rc;
 }
 
 int throttle_quiet(const struct rules_channel *ch, const char *tz, int64_t now)

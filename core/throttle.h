@@ -21,6 +21,7 @@
 #ifndef PROMOD_THROTTLE_H
 #define PROMOD_THROTTLE_H
 #include <stdint.h>
+#include "buf.h"
 #include "rules.h"
 #include "store.h"
 
@@ -49,8 +50,10 @@ struct throttle_cust {
 };
 
 /** Read and parse the customer's record (any txn): one LMDB read for every
- *  per-customer count of a request.  @return 0 (an absent record is
- *  empty), ERR_TOOBIG, store errors.  Free with throttle_cust_free(). */
+ *  per-customer count of a request.  `tc` must be zero-initialised or a
+ *  record loaded before (its buffers are reused).  @return 0 (an absent
+ *  record is empty), ERR_TOOBIG, store errors.  Free with
+ *  throttle_cust_free(). */
 int throttle_cust_load(struct store_txn *t, const char *cust, struct throttle_cust *tc);
 void throttle_cust_free(struct throttle_cust *tc);
 
@@ -72,8 +75,29 @@ int throttle_read(struct store_txn *t, const struct throttle_cust *tc,
 int throttle_check(const struct throttle_counts *n, const struct rules_campaign *c,
                    const struct rules_channel *ch, long global_cap, const char **why);
 
-/** Check and count one offer inside a write txn.  0, ERR_CAPPED (+*why),
- *  or a store error. */
+/** A reservation session: one customer's record loaded once inside a write
+ *  txn, any number of offers checked and counted against it in memory (each
+ *  seeing the ones before), written back once.  Zero-initialise, then
+ *  begin / add... / end (before the txn commits) / free.  Its buffers are
+ *  kept across sessions (begin again after end); free releases them. */
+struct throttle_resv {
+    struct store_txn *wt;
+    const char *cust;
+    struct throttle_cust tc; /**< the record as it stands, this request's offers included */
+    struct buf enc;          /**< its encoding, written by end */
+    int dirty, loaded;
+};
+int throttle_resv_begin(struct throttle_resv *r, struct store_txn *wt, const char *cust);
+/** Check one offer against every cap and count it.  0, ERR_CAPPED (+*why)
+ *  with nothing counted, or a store error. */
+int throttle_resv_add(struct throttle_resv *r, const struct rules_campaign *c,
+                      const struct rules_channel *ch, int64_t now, long global_cap, const char **why);
+/** Write the record if an offer was counted.  0 or a store error. */
+int throttle_resv_end(struct throttle_resv *r);
+void throttle_resv_free(struct throttle_resv *r);
+
+/** Check and count one offer inside a write txn (a one-offer session).
+ *  0, ERR_CAPPED (+*why), or a store error. */
 int throttle_reserve(struct store_txn *wt, const char *cust, const struct rules_campaign *c,
                      const struct rules_channel *ch, int64_t now, long global_cap,
                      const char **why);

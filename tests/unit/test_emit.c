@@ -208,9 +208,26 @@ Test(emit, real_text)
     cr_expect_str_eq(t, "-0.0");
     emit_fmt_real(t, 1e300);
     cr_expect_str_eq(t, "1e+300");
-    for (int i = 0; i < 100000; i++) {
-        double v = (double)rand() / RAND_MAX * pow(10, (rand() % 40) - 20);
+    emit_fmt_real(t, 9.9999999999999995e22);
+    cr_expect_eq(strtod(t, NULL), 9.9999999999999995e22, "%s", t);
+    emit_fmt_real(t, 0.000123);
+    cr_expect_str_eq(t, "0.000123");
+    emit_fmt_real(t, 0.0000123);
+    cr_expect_str_eq(t, "1.23e-05");
+    emit_fmt_real(t, 123456789012345678.0);
+    cr_expect_str_eq(t, "1.2345678901234568e+17");
+    emit_fmt_real(t, 5e-324);
+    cr_expect_eq(strtod(t, NULL), 5e-324, "%s", t);
+    /* always reads back exactly; 15 digits whenever they suffice */
+    for (int i = 0; i < 200000; i++) {
+        double v = (double)rand() / RAND_MAX * pow(10, (rand() % 80) - 40);
+        if (i % 3 == 0)
+            v = (double)(rand() % 100000) / 1000.0 * (i % 2 ? -1 : 1);
         emit_fmt_real(t, v);
         cr_assert_eq(strtod(t, NULL), v, "%s reads back", t);
+        char g15[40];
+        snprintf(g15, sizeof g15, "%.15g", v);
+        if (strtod(g15, NULL) == v && strpbrk(g15, ".e"))
+            cr_assert_str_eq(t, g15, "15 digits when they suffice");
     }
 }
