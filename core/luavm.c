@@ -735,8 +735,14 @@ static int call_impl(struct luavm *vm, int nargs, int nresults, char *err, size_
     lua_checkstack(L, 3);
     lua_pushvalue(L, fidx);                       /* kept for messages */
     lua_insert(L, fidx);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->ref_msgh);
-    lua_insert(L, fidx + 1);                      /* fcopy msgh f args */
+    /* The message handler only adds a traceback, which only the debug log
+     * shows (callers keep the first line); without it a hook call costs
+     * three stack operations less. */
+    int traced = log_get_level() <= LOG_DEBUG;
+    if (traced) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, vm->ref_msgh);
+        lua_insert(L, fidx + 1);                  /* fcopy msgh f args */
+    }                                             /* else fcopy f args */
 
     int outer = vm->armed == 0;
     if (outer) {
@@ -746,7 +752,7 @@ static int call_impl(struct luavm *vm, int nargs, int nresults, char *err, size_
         lua_sethook(L, vm_hook, LUA_MASKCOUNT, HOOK_EVERY);
     }
     vm->armed++;
-    int st = lua_pcall(L, nargs, nresults, fidx + 1);
+    int st = lua_pcall(L, nargs, nresults, traced ? fidx + 1 : 0);
     vm->armed--;
     int kill = vm->killed;
     if (outer)
@@ -754,13 +760,14 @@ static int call_impl(struct luavm *vm, int nargs, int nresults, char *err, size_
 
     if (st == 0 && !kill) {
         lua_remove(L, fidx);
-        lua_remove(L, fidx);
+        if (traced)
+            lua_remove(L, fidx);
         if (outer && vm->used > vm->mem_limit / 2)
             lua_gc(L, LUA_GCCOLLECT, 0); /* garbage must not crowd out the limit */
         return 0;
     }
     if (st == 0) {           /* killed, yet something swallowed it: fail anyway */
-        lua_settop(L, fidx + 1);
+        lua_settop(L, traced ? fidx + 1 : fidx);
         lua_pushliteral(L, "script budget exceeded");
     }
 

@@ -321,7 +321,7 @@ Test(luavm, allocation_failure_sweep)
 /* ------------------------------------------------------------------ */
 /* protected calls                                                     */
 
-Test(luavm, error_messages)
+static void error_messages_body(void)
 {
     FAILS("local a = 1\nerror('boom')", ERR_LUA, "t.lua:2: boom");
     cr_assert_str_eq(err, "t.lua:2: boom");
@@ -348,6 +348,16 @@ Test(luavm, error_messages)
     cr_assert_str_eq(small, "t.lua:1");
 }
 
+/* Messages are the same whether calls run with the traceback handler
+ * (debug logging) or without it (the fast path). */
+Test(luavm, error_messages) { error_messages_body(); }
+Test(luavm, error_messages_with_debug_tracebacks)
+{
+    log_set_level(LOG_DEBUG);
+    error_messages_body();
+    log_set_level(LOG_WARN);
+}
+
 Test(luavm, load_chunk_returns_value)
 {
     int top = lua_gettop(L);
@@ -362,7 +372,7 @@ Test(luavm, load_chunk_returns_value)
     cr_assert_eq(lua_gettop(L), top);
 }
 
-Test(luavm, stack_balanced_on_every_path)
+static void stack_balanced_body(void)
 {
     static const char *fns[] = {
         "return function(a, b) return a + b, 1, 2 end",
@@ -393,6 +403,14 @@ Test(luavm, stack_balanced_on_every_path)
         lua_pop(L, 1);
     }
     cr_assert_str_eq(lua_tostring(L, -1), "sentinel");
+}
+
+Test(luavm, stack_balanced_on_every_path) { stack_balanced_body(); }
+Test(luavm, stack_balanced_with_debug_tracebacks)
+{
+    log_set_level(LOG_DEBUG);
+    stack_balanced_body();
+    log_set_level(LOG_WARN);
 }
 
 Test(luavm, call_non_function)
