@@ -6,6 +6,7 @@
 #include "emit.h"
 #include "err.h"
 #include "hash.h"
+#include "jscan.h"
 #include "log.h"
 #include "luavm.h"
 #include "metrics.h"
@@ -573,7 +574,9 @@ int decide_run(const struct decide_req *q, struct decide_err *e, struct buf *out
     lua_settop(L, p_idx);
 
     /* ctx: request context + channel, placement, now */
-    if (q->context && luavm_push_json(L, q->context) == 0 && lua_istable(L, -1)) {
+    if (q->context_text &&
+        jscan_push_lua(L, (struct jscan_val){ q->context_text, q->context_len }) == 0 &&
+        lua_istable(L, -1)) {
     } else {
         lua_settop(L, p_idx);
         lua_createtable(L, 0, 4);

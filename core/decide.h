@@ -24,7 +24,8 @@ struct decide_req {
     const char *customer_id;
     const char *channel;
     const char *placement;  /**< NULL = any */
-    json_t *context;        /**< object or NULL (borrowed) */
+    const char *context_text; /**< the context object as validated JSON text (jscan), or NULL */
+    size_t context_len;
     int limit;
     int explain;
     int dry_run;
