@@ -817,9 +817,16 @@ int decide_run(const struct decide_req *q, struct decide_err *e, struct buf *out
     buf_reserve(out, need); /* a failure shows up as the emitter's error */
     emit_init(&em, out, msgpack);
     emit_map(&em, 2 + (explain != NULL) + (q->dry_run != 0));
-    char did[40];
-    int dl = snprintf(did, sizeof did, "d%011llx%08llx", (unsigned long long)clock_now_ms(),
-                      (unsigned long long)(next_rand() & 0xffffffffu));
+    /* "d" + 11 hex digits of the ms clock + 8 random hex digits */
+    char did[20];
+    uint64_t ms = (uint64_t)clock_now_ms(), rnd = next_rand() & 0xffffffffu;
+    static const char hx[] = "0123456789abcdef";
+    did[0] = 'd';
+    for (int i = 0; i < 11; i++)
+        did[11 - i] = hx[(ms >> (4 * i)) & 15];
+    for (int i = 0; i < 8; i++)
+        did[19 - i] = hx[(rnd >> (4 * i)) & 15];
+    int dl = 20;
     emit_key(&em, "decision_id", 11);
     emit_str(&em, did, (size_t)dl);
     emit_key(&em, "offers", 6);

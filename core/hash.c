@@ -25,7 +25,11 @@ double hash_bucket(const char *a, size_t alen, const char *b, size_t blen)
     uint32_t h = hash_fnv1a(a, alen, HASH_FNV_INIT);
     h = hash_fnv1a("/", 1, h);
     h = hash_fnv1a(b, blen, h);
-    char dec[16];
-    int n = snprintf(dec, sizeof dec, "%u", (unsigned)h);
-    return (double)(hash_fnv1a(dec, (size_t)n, HASH_FNV_INIT) % 10000u) / 10000.0;
+    char dec[16], *d = dec + sizeof dec; /* h in decimal, as promo.hash does it */
+    do {
+        *--d = (char)('0' + h % 10);
+        h /= 10;
+    } while (h);
+    size_t n = (size_t)(dec + sizeof dec - d);
+    return (double)(hash_fnv1a(d, n, HASH_FNV_INIT) % 10000u) / 10000.0;
 }

@@ -356,8 +356,12 @@ static int cust_encode(struct buf *out, struct throttle_cust *tc, const struct a
         if (entry_find(tc, add[a].kind, add[a].name))
             continue;
         char k[sizeof tc->e[0].key];
-        int kl = snprintf(k, sizeof k, "%c%s", add[a].kind, add[a].name ? add[a].name : "");
-        if (kl < 0 || kl >= (int)sizeof k || !entry_add(tc, k, (size_t)kl))
+        size_t nl = add[a].name ? strlen(add[a].name) : 0;
+        if (nl + 1 >= sizeof k)
+            return ERR_TOOBIG;
+        k[0] = add[a].kind;
+        memcpy(k + 1, add[a].name ? add[a].name : "", nl);
+        if (!entry_add(tc, k, nl + 1))
             return ERR_TOOBIG;
     }
     /* live entries, stalest evicted past MAX_ENTRIES */
