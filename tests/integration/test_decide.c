@@ -995,3 +995,39 @@ Test(decide, decision_ids_are_unique)
     }
     stop_clean();
 }
+
+/* Each eligible hook of a request has its own instruction budget: six
+ * hooks that each use about half the budget all pass (together they use
+ * three budgets), and a runaway among them is stopped alone.  (A trial that
+ * ran all eligible hooks inside one protected call had to keep this; it
+ * did, but cost more instructions than it saved and was dropped.) */
+Test(decide, every_eligible_hook_has_its_own_budget)
+{
+    tfx_server_stop(&srv);
+    tfx_server_cleanup(&srv);
+    tfx_server_init(&srv, "instruction_budget = 20000,");
+    char path[64], src[512];
+    for (int i = 0; i < 7; i++) {
+        snprintf(path, sizeof path, "rules/heavy%d.lua", i);
+        snprintf(src, sizeof src,
+                 "return { id = 'heavy%d', channels = { 'web' }, priority = %d,\n"
+                 "  variants = { { id = 'A', content = { t = 'x' } } },\n"
+                 "  eligible = function(p, ctx)\n"
+                 "    %s\n"
+                 "    local x = 0\n"
+                 "    for i = 1, 2500 do x = x + i %% 7 end\n"
+                 "    return x > 0\n"
+                 "  end }\n",
+                 i, 10 + i, i == 3 ? "while true do end" : "");
+        tfx_write(&srv, path, src);
+    }
+    cr_assert_eq(tfx_server_start(&srv), 0);
+    for (int round = 0; round < 3; round++) {
+        json_t *r = decide_ok("{\"customer_id\":\"zed\",\"channel\":\"web\",\"limit\":10,\"explain\":true}");
+        expect_offers(r, "heavy6,heavy5,heavy4,heavy2,heavy1,heavy0");
+        const char *le = json_string_value(json_object_get(xp(r, "heavy3"), "error"));
+        cr_assert(le && strstr(le, "heavy3.lua:4: instruction budget exceeded"), "%s", le ? le : "(none)");
+        json_decref(r);
+    }
+    stop_clean();
+}
