@@ -630,21 +630,19 @@ int decide_run(const struct decide_req *q, struct decide_err *e, struct buf *out
             }
             continue;
         }
+        if (q->placement && c->placement_mask && !(c->placement_mask & pbit)) {
+            if (xp) { /* a bit test: before the schedule's calendar arithmetic */
+                json_object_set_new(xp, "eligible", json_false());
+                xp_reason(xp, "placement not targeted");
+            }
+            continue;
+        }
         if (!rules_schedule_open(&c->sched, now)) {
             if (xp) {
                 json_object_set_new(xp, "eligible", json_false());
                 xp_reason(xp, "outside schedule");
             }
             continue;
-        }
-        if (q->placement && c->placement_mask && !(c->placement_mask & pbit)) {
-            {
-                if (xp) {
-                    json_object_set_new(xp, "eligible", json_false());
-                    xp_reason(xp, "placement not targeted");
-                }
-                continue;
-            }
         }
         int ref = rw->refs[i];
         if (ref == LUA_NOREF || ref == LUA_REFNIL) {
