@@ -1,9 +1,10 @@
 /*
- * server.h — processes and threads: libevent bases, the listening socket,
+ * server.h — processes and threads: libevent bases, the listening sockets,
  * worker threads, signals.  No business logic.
  *
- * One listening socket is shared by N worker threads, each with its own
- * event_base and evhttp; whichever thread is idle accepts.  A request is
+ * N worker threads each have a listening socket on the same port
+ * (SO_REUSEPORT; the kernel spreads new connections over them), an
+ * event_base and an evhttp.  A request is
  * handled start to finish on the thread that accepted its connection,
  * which owns per-thread state (its Lua state, its read transaction) in
  * worker->ctx.  The main thread runs a small event loop for signals and
