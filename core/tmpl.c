@@ -215,6 +215,30 @@ static int segment_index(const char *s, size_t n)
     return v;
 }
 
+/* The value on top of the stack as template text: 1 (written), 0 (nothing
+ * printable: nil, tables, functions, userdata), ERR_NOMEM. */
+static int put_value(lua_State *L, struct buf *out)
+{
+    switch (lua_type(L, -1)) {
+    case LUA_TSTRING: {
+        size_t n;
+        const char *s = lua_tolstring(L, -1, &n);
+        return buf_add(out, s, n) ? ERR_NOMEM : 1;
+    }
+    case LUA_TNUMBER: {
+        double d = lua_tonumber(L, -1);
+        int r;
+        if (d == floor(d) && fabs(d) < 9.2e18)
+            r = buf_printf(out, "%lld", (long long)d);
+        else
+            r = buf_printf(out, "%.14g", d);
+        return r ? ERR_NOMEM : 1;
+    }
+    case LUA_TBOOLEAN: return buf_adds(out, lua_toboolean(L, -1) ? "true" : "false") ? ERR_NOMEM : 1;
+    default: return 0;
+    }
+}
+
 static int l_walk(lua_State *L)
 {
     struct walk *w = lua_touserdata(L, 2);
@@ -238,30 +262,7 @@ static int l_walk(lua_State *L)
         lua_remove(L, -2);
         p += n + (dot != NULL);
     }
-    switch (lua_type(L, -1)) {
-    case LUA_TSTRING: {
-        size_t n;
-        const char *s = lua_tolstring(L, -1, &n);
-        w->rc = buf_add(w->out, s, n) ? ERR_NOMEM : 1;
-        break;
-    }
-    case LUA_TNUMBER: {
-        double d = lua_tonumber(L, -1);
-        int r;
-        if (d == floor(d) && fabs(d) < 9.2e18)
-            r = buf_printf(w->out, "%lld", (long long)d);
-        else
-            r = buf_printf(w->out, "%.14g", d);
-        w->rc = r ? ERR_NOMEM : 1;
-        break;
-    }
-    case LUA_TBOOLEAN:
-        w->rc = buf_adds(w->out, lua_toboolean(L, -1) ? "true" : "false") ? ERR_NOMEM : 1;
-        break;
-    default: /* nil, tables, functions, userdata: nothing printable */
-        w->rc = 0;
-        break;
-    }
+    w->rc = put_value(L, w->out);
     return 0;
 }
 
@@ -278,6 +279,36 @@ int tmpl_lua_lookup(void *ud, const char *path, size_t len, struct buf *out)
         idx = top + idx + 1;
     if (!lua_checkstack(L, 6))
         return ERR_NOMEM;
+    /* Plain tables all the way down (the usual profile): raw reads give what
+     * indexing would and nothing can raise, so no protected call is needed.
+     * A metatable anywhere on the path takes the protected walk below, which
+     * honours __index. */
+    lua_pushvalue(L, idx);
+    const char *p = path, *end = path + len;
+    int plain = 1;
+    while (p < end && lua_istable(L, -1)) {
+        if (lua_getmetatable(L, -1)) {
+            plain = 0;
+            break;
+        }
+        const char *dot = memchr(p, '.', (size_t)(end - p));
+        size_t n = dot ? (size_t)(dot - p) : (size_t)(end - p);
+        lua_pushlstring(L, p, n);
+        lua_rawget(L, -2);
+        int ix;
+        if (lua_isnil(L, -1) && (ix = segment_index(p, n)) > 0) {
+            lua_pop(L, 1); /* "items.1" also reaches the array slot 1 */
+            lua_rawgeti(L, -1, ix);
+        }
+        lua_remove(L, -2);
+        p += n + (dot != NULL);
+    }
+    if (plain) {
+        int rc = p < end ? 0 : put_value(L, out); /* stopped at a non-table: nothing */
+        lua_settop(L, top);
+        return rc;
+    }
+    lua_settop(L, top);
     struct walk w = { path, len, out, 0 };
     lua_pushlightuserdata(L, (void *)&walk_key);
     lua_rawget(L, LUA_REGISTRYINDEX);
