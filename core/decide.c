@@ -235,11 +235,13 @@ static int render_value(struct emit *em, lua_State *L, int idx, int p_idx, int e
             emit_end(em);
             return emit_error(em);
         }
-        size_t nk = 0;
-        lua_pushnil(L);
-        while (lua_next(L, idx)) {
-            lua_pop(L, 1);
-            nk++;
+        size_t nk = 0; /* msgpack states the count up front; JSON needs none */
+        if (em->mp) {
+            lua_pushnil(L);
+            while (lua_next(L, idx)) {
+                lua_pop(L, 1);
+                nk++;
+            }
         }
         emit_map(em, nk);
         lua_pushnil(L);

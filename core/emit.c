@@ -100,51 +100,58 @@ void emit_end(struct emit *e)
     e->depth--;
 }
 
+/* Length of the UTF-8 sequence at p (lead byte >= 0x80), 0 if invalid
+ * (overlong, surrogate, beyond U+10FFFF, truncated). */
+static size_t utf8_seq(const unsigned char *p, const unsigned char *end)
+{
+    unsigned c = *p, cp, min;
+    size_t k;
+    if ((c & 0xe0) == 0xc0)
+        k = 1, min = 0x80, cp = c & 0x1f;
+    else if ((c & 0xf0) == 0xe0)
+        k = 2, min = 0x800, cp = c & 0x0f;
+    else if ((c & 0xf8) == 0xf0)
+        k = 3, min = 0x10000, cp = c & 0x07;
+    else
+        return 0;
+    if ((size_t)(end - p) <= k)
+        return 0;
+    for (size_t i = 1; i <= k; i++) {
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+        cp = cp << 6 | (p[i] & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return k + 1;
+}
+
 int emit_utf8_ok(const char *s, size_t n)
 {
     const unsigned char *p = (const unsigned char *)s, *end = p + n;
     while (p < end) {
-        unsigned c = *p;
-        if (c < 0x80) {
-            if (!c)
+        if (*p < 0x80) {
+            if (!*p)
                 return 0;
             p++;
             continue;
         }
-        size_t k;
-        unsigned min;
-        unsigned cp;
-        if ((c & 0xe0) == 0xc0) {
-            k = 1, min = 0x80, cp = c & 0x1f;
-        } else if ((c & 0xf0) == 0xe0) {
-            k = 2, min = 0x800, cp = c & 0x0f;
-        } else if ((c & 0xf8) == 0xf0) {
-            k = 3, min = 0x10000, cp = c & 0x07;
-        } else {
+        size_t k = utf8_seq(p, end);
+        if (!k)
             return 0;
-        }
-        if ((size_t)(end - p) <= k)
-            return 0;
-        for (size_t i = 1; i <= k; i++) {
-            if ((p[i] & 0xc0) != 0x80)
-                return 0;
-            cp = cp << 6 | (p[i] & 0x3f);
-        }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return 0;
-        p += k + 1;
+        p += k;
     }
     return 1;
 }
 
 static void str_body(struct emit *e, const char *s, size_t n)
 {
-    if (!emit_utf8_ok(s, n)) {
-        if (!e->err)
-            e->err = ERR_INVAL;
-        return;
-    }
     if (e->mp) {
+        if (!emit_utf8_ok(s, n)) {
+            if (!e->err)
+                e->err = ERR_INVAL;
+            return;
+        }
         if (n < 32)
             putc1(e, (char)(0xa0 | n));
         else if (n <= 0xff)
@@ -156,15 +163,27 @@ static void str_body(struct emit *e, const char *s, size_t n)
         put(e, s, n);
         return;
     }
+    /* JSON: validation and escaping in one pass; plain runs copied whole */
     static const char hex[] = "0123456789abcdef";
+    const unsigned char *u = (const unsigned char *)s;
     putc1(e, '"');
-    size_t run = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\')
+    size_t run = 0, i = 0;
+    while (i < n) {
+        unsigned char c = u[i];
+        if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
+            i++;
             continue;
+        }
+        if (c >= 0x80) {
+            size_t k = utf8_seq(u + i, u + n);
+            if (!k)
+                goto bad;
+            i += k;
+            continue;
+        }
+        if (!c)
+            goto bad;
         put(e, s + run, i - run);
-        run = i + 1;
         char esc[6] = { '\\', 0 };
         size_t el = 2;
         switch (c) {
@@ -182,9 +201,14 @@ static void str_body(struct emit *e, const char *s, size_t n)
             el = 6;
         }
         put(e, esc, el);
+        run = ++i;
     }
     put(e, s + run, n - run);
     putc1(e, '"');
+    return;
+bad:
+    if (!e->err)
+        e->err = ERR_INVAL;
 }
 
 void emit_key(struct emit *e, const char *k, size_t n)
