@@ -249,6 +249,51 @@ Test(luavm, instruction_budget_in_call)
     cr_assert_eq(lua_gettop(L), fn);
 }
 
+/* A small budget keeps the count hook on from the first instruction: a
+ * loop of ~90k instructions is stopped although it ends in well under the
+ * watchdog's tick. */
+Test(luavm, small_budget_counts_from_the_first_instruction)
+{
+    luavm_free(vm);
+    struct luavm_opts o = { .instr_budget = 20000 };
+    cr_assert_eq(luavm_new(&o, &vm), 0);
+    L = luavm_state(vm);
+    FAILS("local x = 0 for i = 1, 30000 do x = x + i end", ERR_BUDGET, "t.lua:1: instruction budget exceeded");
+    OK("local x = 0 for i = 1, 1000 do x = x + i end");
+    FAILS("while true do end", ERR_BUDGET, "instruction budget exceeded");
+    OK("return 1");
+}
+
+/* With the default budget the hook is armed by the watchdog only for calls
+ * that outlive a tick.  Calls of a millisecond or two (armed midway, then
+ * counted) pass, a runaway among them is stopped, tiny calls in between
+ * are untouched, and the stack stays balanced throughout. */
+Test(luavm, watchdog_arms_long_calls_only)
+{
+    push_fn("return function(n) local x = 0 for i = 1, n do x = x + i % 3 end return x end");
+    int fn = lua_gettop(L);
+    for (int round = 0; round < 40; round++) {
+        lua_pushvalue(L, fn);
+        lua_pushnumber(L, 100000); /* ~400k instructions: a few ms unhooked */
+        cr_assert_eq(luavm_call(vm, 1, 1, err, sizeof err), 0, "round %d: %s", round, err);
+        lua_pop(L, 1);
+        for (int i = 0; i < 200; i++) {
+            lua_pushvalue(L, fn);
+            lua_pushnumber(L, 10);
+            cr_assert_eq(luavm_call(vm, 1, 1, err, sizeof err), 0, "%s", err);
+            cr_assert_eq(lua_tonumber(L, -1), 10);
+            lua_pop(L, 1);
+        }
+        if (round % 10 == 0) {
+            lua_pushvalue(L, fn);
+            lua_pushnumber(L, 1e12);
+            cr_assert_eq(luavm_call(vm, 1, 1, err, sizeof err), ERR_BUDGET);
+            cr_assert_not_null(strstr(err, "fn.lua:1: instruction budget exceeded"), "%s", err);
+        }
+        cr_assert_eq(lua_gettop(L), fn);
+    }
+}
+
 Test(luavm, memory_bomb_from_brief)
 {
     /* Interned ("x"):rep(1000) means the table array is what grows: give it
