@@ -278,49 +278,120 @@ static int put_g(char *out, int neg, const char *d, int nd, int x, int p)
     return (int)(o - out);
 }
 
-int emit_fmt_real(char *out, double v)
+/* The 17 significant digits of v without printf: v scaled by an exact
+ * power of ten in long double (64-bit mantissa, relative error under
+ * 2^-63, so under 0.011 in the last of 17 digits) and rounded.  Returns -1
+ * where that could pick the wrong digit (a fraction within 0.02 of a tie)
+ * or v is outside the table: the caller then asks printf. */
+static int digits17(double v, char dig[17], int *x)
 {
-    /* One printf gives the 17 significant digits that always read back;
-     * the 15- and 16-digit roundings of that text are tried first (strtod
-     * is cheaper than another printf), so "87.39978" prints as such. */
-    char e[40];
-    snprintf(e, sizeof e, "%.16e", v);
-    int neg = e[0] == '-';
-    const char *q = e + neg;
-    char dig[17];
-    dig[0] = q[0];
-    memcpy(dig + 1, q + 2, 16); /* skip the '.' */
-    int x = atoi(q + 19);       /* after "d.dddddddddddddddde" */
-    int n = 0;
-    for (int p = 15; p <= 17; p++) {
-        char d[18];
-        int xd = x;
-        memcpy(d, dig, (size_t)p);
-        if (p < 17 && dig[p] >= '5') { /* round half up on the decimal text */
-            int i = p - 1;
-            while (i >= 0 && d[i] == '9')
-                d[i--] = '0';
-            if (i >= 0) {
-                d[i]++;
-            } else {
-                memmove(d + 1, d, (size_t)p - 1);
-                d[0] = '1';
-                xd++;
-            }
-        }
-        int nd = p;
-        while (nd > 1 && d[nd - 1] == '0')
-            nd--;
-        n = put_g(out, neg, d, nd, xd, p);
-        if (p == 17 || strtod(out, NULL) == v)
-            break;
+    static const long double p10[] = {
+        1e0L,  1e1L,  1e2L,  1e3L,  1e4L,  1e5L,  1e6L,  1e7L,  1e8L,  1e9L,
+        1e10L, 1e11L, 1e12L, 1e13L, 1e14L, 1e15L, 1e16L, 1e17L, 1e18L, 1e19L,
+        1e20L, 1e21L, 1e22L, 1e23L, 1e24L, 1e25L, 1e26L, 1e27L,
+    };
+    double a = fabs(v);
+    if (!(a >= 1e-10 && a <= 1e26))
+        return -1;
+    int e10 = (int)floor(log10(a));
+    int k = 16 - e10;
+    if (k < -27 || k > 27)
+        return -1;
+    long double t = k >= 0 ? (long double)a * p10[k] : (long double)a / p10[-k];
+    if (t < 1e16L) {
+        t *= 10;
+        e10--;
+    } else if (t >= 1e17L) {
+        t /= 10;
+        e10++;
     }
+    if (t < 1e16L || t >= 1e17L)
+        return -1;
+    long double fl = floorl(t), fr = t - fl;
+    if (fabsl(fr - 0.5L) < 0.02L)
+        return -1;
+    uint64_t m = (uint64_t)fl + (fr > 0.5L);
+    if (m >= 100000000000000000ULL) { /* 99...9.7 rounded up to 10^17 */
+        m /= 10;
+        e10++;
+    }
+    for (int i = 16; i >= 0; i--) {
+        dig[i] = (char)('0' + m % 10);
+        m /= 10;
+    }
+    *x = e10;
+    return 0;
+}
+
+/* dig rounded to p digits (half up on the text) as "%.{p}g" text in out. */
+static int round_put(char *out, int neg, const char *dig, int x, int p)
+{
+    char d[18];
+    int xd = x;
+    memcpy(d, dig, (size_t)p);
+    if (p < 17 && dig[p] >= '5') {
+        int i = p - 1;
+        while (i >= 0 && d[i] == '9')
+            d[i--] = '0';
+        if (i >= 0) {
+            d[i]++;
+        } else {
+            memmove(d + 1, d, (size_t)p - 1);
+            d[0] = '1';
+            xd++;
+        }
+    }
+    int nd = p;
+    while (nd > 1 && d[nd - 1] == '0')
+        nd--;
+    return put_g(out, neg, d, nd, xd, p);
+}
+
+static int real_tail(char *out, int n)
+{
     if (!strpbrk(out, ".eEn")) { /* "30" would read back as an integer */
         out[n++] = '.';
         out[n++] = '0';
         out[n] = '\0';
     }
     return n;
+}
+
+int emit_fmt_real(char *out, double v)
+{
+    char dig[17];
+    int x, neg = v < 0;
+    /* Fast path: exact 17 digits without printf.  The 16-digit rounding is
+     * tried (one strtod); when it does not read back neither does the
+     * 15-digit one, except where v sits at a power of two (its neighbours
+     * are closer on one side), so 15 is tried then too.  A 17- or 16-digit
+     * text whose last digits are "50" / "5" could round twice the wrong
+     * way to 15 digits: those go the printf way. */
+    if (digits17(v, dig, &x) == 0 && !(dig[15] == '5' && dig[16] == '0') && dig[16] != '5') {
+        int e2;
+        int pow2 = frexp(v, &e2) == (neg ? -0.5 : 0.5);
+        int n16 = round_put(out, neg, dig, x, 16);
+        int ok16 = strtod(out, NULL) == v;
+        if (ok16 || pow2) {
+            char t15[40];
+            int n15 = round_put(t15, neg, dig, x, 15);
+            if (strtod(t15, NULL) == v) {
+                memcpy(out, t15, (size_t)n15 + 1);
+                return real_tail(out, n15);
+            }
+        }
+        if (ok16)
+            return real_tail(out, n16);
+        return real_tail(out, round_put(out, neg, dig, x, 17));
+    }
+    /* Slow path (ties, extreme magnitudes): printf rounds exactly. */
+    int n = 0;
+    for (int p = 15; p <= 17; p++) {
+        n = snprintf(out, 32, "%.*g", p, v);
+        if (p == 17 || strtod(out, NULL) == v)
+            break;
+    }
+    return real_tail(out, n);
 }
 
 void emit_real(struct emit *e, double v)

@@ -66,9 +66,10 @@ int emit_error(const struct emit *e);
 int emit_utf8_ok(const char *s, size_t n);
 
 /** The shortest of the 15-, 16- and 17-significant-digit texts of `v` (in
- *  "%g" style) that strtod reads back exactly, with ".0" added when it
- *  would otherwise read as an integer.  `v` must be finite.  Writes at most
- *  32 bytes including the NUL; returns the length. */
+ *  "%g" style, correctly rounded) that strtod reads back exactly, with ".0"
+ *  added when it would otherwise read as an integer.  Usually computed
+ *  without printf (see emit.c).  `v` must be finite.  Writes at most 32
+ *  bytes including the NUL; returns the length. */
 int emit_fmt_real(char *out, double v);
 
 #endif

@@ -197,6 +197,64 @@ Test(emit, jansson_values_and_raw_pieces)
     buf_free(&b);
 }
 
+/* Significant digits of a %g-style text. */
+static int sig_digits(const char *t)
+{
+    int n = 0, started = 0;
+    for (const char *p = t; *p && *p != 'e' && *p != 'E'; p++) {
+        if (*p < '0' || *p > '9')
+            continue;
+        if (*p != '0')
+            started = 1;
+        if (started)
+            n++;
+    }
+    size_t len = strlen(t);
+    if (len > 2 && !strcmp(t + len - 2, ".0")) /* the ".0" that keeps it a real */
+        n--;
+    return n;
+}
+
+/* Scores as hooks compute them: the fast path (no printf) must read back
+ * exactly, and be as short as printf's 15- or 16-digit text when those
+ * read back. */
+Test(emit, computed_scores_print_short_and_exact)
+{
+    srand(99);
+    char t[32], g15[40], g16[40];
+    for (int i = 0; i < 300000; i++) {
+        double ltv = (double)(rand() % 1000000) / 100.0;
+        double v;
+        switch (i % 4) {
+        case 0: v = 30 * (1 + ltv / 1000); break;
+        case 1: v = 30 * (1 + ltv / 1000) * 1.5; break;
+        case 2: v = ltv; break;
+        default: v = ((double)rand() / RAND_MAX - 0.5) * pow(10, (rand() % 30) - 8); break;
+        }
+        emit_fmt_real(t, v);
+        cr_assert_eq(strtod(t, NULL), v, "%s reads back (%.17g)", t, v);
+        snprintf(g15, sizeof g15, "%.15g", v);
+        snprintf(g16, sizeof g16, "%.16g", v);
+        if (strtod(g15, NULL) == v)
+            cr_assert_leq(sig_digits(t), 15, "%s vs %s", t, g15);
+        else if (strtod(g16, NULL) == v)
+            cr_assert_leq(sig_digits(t), 16, "%s vs %s", t, g16);
+    }
+    /* powers of two and their neighbours, both signs */
+    for (int e2 = -30; e2 <= 60; e2++)
+        for (int d = -2; d <= 2; d++)
+            for (int sgn = -1; sgn <= 1; sgn += 2) {
+                double v = sgn * nextafter(ldexp(1.0, e2), d < 0 ? 0 : INFINITY);
+                if (d == 0)
+                    v = sgn * ldexp(1.0, e2);
+                emit_fmt_real(t, v);
+                cr_assert_eq(strtod(t, NULL), v, "%s reads back (%.17g)", t, v);
+                snprintf(g15, sizeof g15, "%.15g", v);
+                if (strtod(g15, NULL) == v)
+                    cr_assert_leq(sig_digits(t), 15, "%s vs %s", t, g15);
+            }
+}
+
 Test(emit, real_text)
 {
     char t[32];
