@@ -657,7 +657,7 @@ int decide_run(const struct decide_req *q, struct decide_err *e, struct buf *out
             lua_rawgeti(L, LUA_REGISTRYINDEX, rw->fn_refs[2 * i]);
             lua_pushvalue(L, p_idx);
             lua_pushvalue(L, ctx_idx);
-            rc = luavm_call(rw->vm, 2, 2, err, sizeof err);
+            rc = luavm_call_ref(rw->vm, rw->fn_refs[2 * i], 2, 2, err, sizeof err);
             if (rc) {
                 count_hook_error(c->id, H_ELIGIBLE, rc);
                 if (xp) {
@@ -696,7 +696,7 @@ int decide_run(const struct decide_req *q, struct decide_err *e, struct buf *out
             lua_rawgeti(L, LUA_REGISTRYINDEX, rw->fn_refs[2 * i + 1]);
             lua_pushvalue(L, p_idx);
             lua_pushvalue(L, ctx_idx);
-            rc = luavm_call(rw->vm, 2, 1, err, sizeof err);
+            rc = luavm_call_ref(rw->vm, rw->fn_refs[2 * i + 1], 2, 1, err, sizeof err);
             if (rc) {
                 count_hook_error(c->id, H_SCORE, rc);
                 xp_error(xp, "score", err);

@@ -874,23 +874,31 @@ static void set_err(char *err, size_t errlen, const char *msg, size_t len)
 }
 
 /* Stack on entry: [f args...].  `where` overrides the location used for
- * memory-limit messages (the chunk name while loading). */
+ * memory-limit messages (the chunk name while loading); `fn_ref`, when
+ * not LUA_NOREF, is a registry ref of f itself, which spares keeping a
+ * copy of f on the stack for that message.  Helper slots (the copy, the
+ * traceback handler) go below f, at `base`. */
 static int call_impl(struct luavm *vm, int nargs, int nresults, char *err, size_t errlen,
-                     const char *where)
+                     const char *where, int fn_ref)
 {
     lua_State *L = vm->L;
-    int fidx = lua_gettop(L) - nargs;
+    int fidx = lua_gettop(L) - nargs, base = fidx, nhelp = 0;
     lua_checkstack(L, 3);
-    lua_pushvalue(L, fidx);                       /* kept for messages */
-    lua_insert(L, fidx);
+    if (fn_ref == LUA_NOREF) {
+        lua_pushvalue(L, fidx); /* kept for messages */
+        lua_insert(L, fidx);
+        nhelp++;
+    }
     /* The message handler only adds a traceback, which only the debug log
      * shows (callers keep the first line); without it a hook call costs
      * three stack operations less. */
     int traced = log_get_level() <= LOG_DEBUG;
     if (traced) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, vm->ref_msgh);
-        lua_insert(L, fidx + 1);                  /* fcopy msgh f args */
-    }                                             /* else fcopy f args */
+        lua_insert(L, base + nhelp); /* [fcopy] msgh f args */
+        nhelp++;
+    }
+    int msgh = traced ? base + nhelp - 1 : 0;
 
     int outer = vm->armed == 0;
     if (outer) {
@@ -900,7 +908,7 @@ static int call_impl(struct luavm *vm, int nargs, int nresults, char *err, size_
         guard_begin(vm, where != NULL); /* loading a file: an exact budget */
     }
     vm->armed++;
-    int st = lua_pcall(L, nargs, nresults, traced ? fidx + 1 : 0);
+    int st = lua_pcall(L, nargs, nresults, msgh);
     vm->armed--;
     int kill = vm->killed;
     if (outer) {
@@ -909,15 +917,14 @@ static int call_impl(struct luavm *vm, int nargs, int nresults, char *err, size_
     }
 
     if (st == 0 && !kill) {
-        lua_remove(L, fidx);
-        if (traced)
-            lua_remove(L, fidx);
+        for (int i = 0; i < nhelp; i++)
+            lua_remove(L, base);
         if (outer && vm->used > vm->mem_limit / 2)
             lua_gc(L, LUA_GCCOLLECT, 0); /* garbage must not crowd out the limit */
         return 0;
     }
     if (st == 0) {           /* killed, yet something swallowed it: fail anyway */
-        lua_settop(L, traced ? fidx + 1 : fidx);
+        lua_settop(L, base + nhelp - 1);
         lua_pushliteral(L, "script budget exceeded");
     }
 
@@ -930,12 +937,17 @@ static int call_impl(struct luavm *vm, int nargs, int nresults, char *err, size_
         if (!where) {
             lua_Debug ar;
             snprintf(loc, sizeof loc, "?");
-            if (lua_isfunction(L, fidx)) {
-                lua_pushvalue(L, fidx);
+            if (fn_ref != LUA_NOREF)
+                lua_rawgeti(L, LUA_REGISTRYINDEX, fn_ref);
+            else
+                lua_pushvalue(L, base);
+            if (lua_isfunction(L, -1)) {
                 if (lua_getinfo(L, ">S", &ar) && ar.linedefined > 0)
                     snprintf(loc, sizeof loc, "%s:%d", ar.short_src, ar.linedefined);
                 else
                     snprintf(loc, sizeof loc, "%s", ar.short_src);
+            } else {
+                lua_pop(L, 1);
             }
             where = loc;
         }
@@ -957,7 +969,7 @@ static int call_impl(struct luavm *vm, int nargs, int nresults, char *err, size_
             snprintf(err, errlen, "(error object is a %s value)", luaL_typename(L, -1));
         }
     }
-    lua_settop(L, fidx - 1);
+    lua_settop(L, base - 1);
     if (outer && (kill & KILL_MEM))
         lua_gc(L, LUA_GCCOLLECT, 0);  /* drop the bomb now, not at the next GC step */
     return rc;
@@ -965,7 +977,12 @@ static int call_impl(struct luavm *vm, int nargs, int nresults, char *err, size_
 
 int luavm_call(struct luavm *vm, int nargs, int nresults, char *err, size_t errlen)
 {
-    return call_impl(vm, nargs, nresults, err, errlen, NULL);
+    return call_impl(vm, nargs, nresults, err, errlen, NULL, LUA_NOREF);
+}
+
+int luavm_call_ref(struct luavm *vm, int fn_ref, int nargs, int nresults, char *err, size_t errlen)
+{
+    return call_impl(vm, nargs, nresults, err, errlen, NULL, fn_ref);
 }
 
 /* Coroutines (net.* in plugins' deliver): the same budgets as luavm_call,
@@ -1042,7 +1059,7 @@ int luavm_load_chunk(struct luavm *vm, const char *chunkname, const char *src,
     lua_checkstack(L, 2);
     lua_pushcfunction(L, load_chunk_tramp);
     lua_pushlightuserdata(L, &c);
-    return call_impl(vm, 1, 1, err, errlen, chunkname);
+    return call_impl(vm, 1, 1, err, errlen, chunkname, LUA_NOREF);
 }
 
 /* ------------------------------------------------------------------ */

@@ -96,6 +96,12 @@ int luavm_load_chunk(struct luavm *vm, const char *chunkname, const char *src,
 int luavm_call(struct luavm *vm, int nargs, int nresults, char *err, size_t errlen);
 
 /** luavm_resume() result: the coroutine yielded and may be resumed. */
+/** luavm_call for a function the caller pushed from registry slot
+ *  `fn_ref` (f is still on the stack below its arguments): the same
+ *  budgets and messages, with less stack work per call (the ref names the
+ *  function in memory-limit messages). */
+int luavm_call_ref(struct luavm *vm, int fn_ref, int nargs, int nresults, char *err, size_t errlen);
+
 #define LUAVM_YIELDED 1
 
 /** Resume coroutine `co` (a thread of this state) with the `nargs` values

@@ -458,6 +458,49 @@ Test(luavm, stack_balanced_with_debug_tracebacks)
     log_set_level(LOG_WARN);
 }
 
+/* luavm_call_ref: the same results, messages and stack balance as
+ * luavm_call, with the function named by its registry ref (memory-limit
+ * messages included), traced or not. */
+static void call_ref_body(void)
+{
+    static const char *fns[] = {
+        "return function(a, b) return a + b, 1, 2 end",
+        "return function() error('boom') end",
+        "return function() while true do end end",
+        "return function() local t = {} local i = 0 while true do i = i + 1 t[i] = ('x'):rep(1000) .. i end end",
+    };
+    static const char *want[] = { NULL, "fn.lua:1: boom", "instruction budget exceeded", "fn.lua:1: memory limit exceeded" };
+    lua_pushliteral(L, "sentinel");
+    int base = lua_gettop(L);
+    for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
+        push_fn(fns[i]);
+        int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        for (int nres = 0; nres <= 3; nres++) {
+            lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+            lua_pushnumber(L, 1);
+            lua_pushnumber(L, 2);
+            int rc = luavm_call_ref(vm, ref, 2, nres, err, sizeof err);
+            cr_assert_eq(rc == 0, i == 0, "fn %zu rc %d %s", i, rc, err);
+            cr_assert_eq(lua_gettop(L), base + (rc == 0 ? nres : 0), "fn %zu nres %d", i, nres);
+            if (rc == 0 && nres >= 1)
+                cr_assert_eq(lua_tonumber(L, base + 1), 3);
+            if (want[i])
+                cr_assert_not_null(strstr(err, want[i]), "fn %zu: %s", i, err);
+            lua_settop(L, base);
+        }
+        luaL_unref(L, LUA_REGISTRYINDEX, ref);
+    }
+    cr_assert_str_eq(lua_tostring(L, -1), "sentinel");
+}
+
+Test(luavm, call_ref_like_call) { call_ref_body(); }
+Test(luavm, call_ref_like_call_with_debug_tracebacks)
+{
+    log_set_level(LOG_DEBUG);
+    call_ref_body();
+    log_set_level(LOG_WARN);
+}
+
 Test(luavm, call_non_function)
 {
     lua_pushliteral(L, "below");
