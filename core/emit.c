@@ -100,9 +100,7 @@ void emit_end(struct emit *e)
     e->depth--;
 }
 
-/* Length of the UTF-8 sequence at p (lead byte >= 0x80), 0 if invalid
- * (overlong, surrogate, beyond U+10FFFF, truncated). */
-static size_t utf8_seq(const unsigned char *p, const unsigned char *end)
+size_t emit_utf8_seq(const unsigned char *p, const unsigned char *end)
 {
     unsigned c = *p, cp, min;
     size_t k;
@@ -136,7 +134,7 @@ int emit_utf8_ok(const char *s, size_t n)
             p++;
             continue;
         }
-        size_t k = utf8_seq(p, end);
+        size_t k = emit_utf8_seq(p, end);
         if (!k)
             return 0;
         p += k;
@@ -175,7 +173,7 @@ static void str_body(struct emit *e, const char *s, size_t n)
             continue;
         }
         if (c >= 0x80) {
-            size_t k = utf8_seq(u + i, u + n);
+            size_t k = emit_utf8_seq(u + i, u + n);
             if (!k)
                 goto bad;
             i += k;

@@ -62,6 +62,9 @@ void emit_raw(struct emit *e, const char *p, size_t n);
 /** 0 or the first error. */
 int emit_error(const struct emit *e);
 
+/** Length of the UTF-8 sequence at p (lead byte >= 0x80), 0 when it is
+ *  invalid (overlong, surrogate, beyond U+10FFFF, truncated before end). */
+size_t emit_utf8_seq(const unsigned char *p, const unsigned char *end);
 /** 1 when s[0..n) is valid UTF-8 (no overlongs, no surrogates) without NULs. */
 int emit_utf8_ok(const char *s, size_t n);
 

@@ -1,6 +1,7 @@
 /* jscan.c — validate JSON text once, then read it in place (see jscan.h). */
 #include "jscan.h"
 #include "codec.h"
+#include "emit.h"
 #include "err.h"
 #include <lua.h>
 #include <math.h>
@@ -55,31 +56,6 @@ static int hex4(const char *p, const char *end, unsigned *out)
     return 0;
 }
 
-/* One UTF-8 sequence starting at p (lead byte >= 0x80); its length or 0. */
-static size_t utf8_seq(const unsigned char *p, const unsigned char *end)
-{
-    unsigned c = *p, cp, min;
-    size_t k;
-    if ((c & 0xe0) == 0xc0)
-        k = 1, min = 0x80, cp = c & 0x1f;
-    else if ((c & 0xf0) == 0xe0)
-        k = 2, min = 0x800, cp = c & 0x0f;
-    else if ((c & 0xf8) == 0xf0)
-        k = 3, min = 0x10000, cp = c & 0x07;
-    else
-        return 0;
-    if ((size_t)(end - p) <= k)
-        return 0;
-    for (size_t i = 1; i <= k; i++) {
-        if ((p[i] & 0xc0) != 0x80)
-            return 0;
-        cp = cp << 6 | (p[i] & 0x3f);
-    }
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return k + 1;
-}
-
 static int v_string(struct sc *c)
 {
     const char *start = c->p++;
@@ -125,7 +101,7 @@ static int v_string(struct sc *c)
             continue;
         }
         if (ch >= 0x80) {
-            size_t k = utf8_seq((const unsigned char *)c->p, (const unsigned char *)c->end);
+            size_t k = emit_utf8_seq((const unsigned char *)c->p, (const unsigned char *)c->end);
             if (!k)
                 return fail(c, c->p, "invalid UTF-8", ERR_PARSE);
             c->p += k;

@@ -239,7 +239,9 @@ static void vm_hook(lua_State *L, lua_Debug *ar)
  * always counts from the first instruction, so whether a file loads does
  * not depend on timing and the validating loader and every worker agree.
  * States with a small budget (tests, tight configs) keep the hook on,
- * counting from the first instruction, for every call.
+ * counting from the first instruction, for every call.  (The watchdog
+ * thread is per process and promod never forks; a child of a fork would
+ * have to create its states anew.)
  */
 #define WATCH_TICK_US 1000
 #define WATCH_MIN_BUDGET 100000
