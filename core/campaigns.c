@@ -19,6 +19,7 @@
 #include "audit.h"
 #include "clock.h"
 #include "codec.h"
+#include "record.h"
 #include "err.h"
 #include "http.h"
 #include "log.h"
@@ -115,52 +116,26 @@ static size_t vkey(const char *id, uint64_t n, unsigned char *key)
     return l + 9;
 }
 
-static json_t *load(struct store_txn *t, enum store_db db, const void *k, size_t kl, int *rc)
-{
-    const void *v;
-    size_t vl;
-    *rc = store_get(t, db, k, kl, &v, &vl);
-    if (*rc)
-        return NULL;
-    json_t *o = codec_msgpack_to_json(v, vl, rc);
-    if (o && !json_is_object(o)) {
-        json_decref(o);
-        *rc = ERR_PARSE;
-        return NULL;
-    }
-    return o;
-}
-
-static int save(struct store_txn *t, enum store_db db, const void *k, size_t kl, const json_t *o)
-{
-    struct buf b = BUF_INIT;
-    int rc = codec_json_to_msgpack(o, &b);
-    if (rc == 0)
-        rc = store_put(t, db, k, kl, b.p, b.len);
-    buf_free(&b);
-    return rc;
-}
-
 static json_t *rec_get(struct store_txn *t, const char *id, int *rc)
 {
-    return load(t, STORE_CAMPAIGNS, id, strlen(id), rc);
+    return record_get(t, STORE_CAMPAIGNS, id, strlen(id), rc);
 }
 
 static int rec_put(struct store_txn *t, const char *id, const json_t *rec)
 {
-    return save(t, STORE_CAMPAIGNS, id, strlen(id), rec);
+    return record_put(t, STORE_CAMPAIGNS, id, strlen(id), rec);
 }
 
 static json_t *ver_get(struct store_txn *t, const char *id, uint64_t n, int *rc)
 {
     unsigned char k[160];
-    return load(t, STORE_VERSIONS, k, vkey(id, n, k), rc);
+    return record_get(t, STORE_VERSIONS, k, vkey(id, n, k), rc);
 }
 
 static int ver_put(struct store_txn *t, const char *id, uint64_t n, const json_t *v)
 {
     unsigned char k[160];
-    return save(t, STORE_VERSIONS, k, vkey(id, n, k), v);
+    return record_put(t, STORE_VERSIONS, k, vkey(id, n, k), v);
 }
 
 /* The record without bulky or internal members, for audit before/after. */
@@ -1149,6 +1124,21 @@ static json_t *rec_for_update(struct store_txn *t, const struct rules_gen *g, co
     return NULL;
 }
 
+/* Open the write txn for a change to campaign `id` and load its record
+ * (rec_for_update).  NULL with e filled; *t is NULL when the txn could not
+ * be opened, else open (the caller ends it). */
+static json_t *begin_change(const struct rules_gen *g, const char *id, struct store_txn **t,
+                            struct campaigns_err *e)
+{
+    int rc = store_wtxn_begin(g_app->store, t);
+    if (rc) {
+        *t = NULL;
+        seterr_rc(e, rc, "campaign");
+        return NULL;
+    }
+    return rec_for_update(*t, g, id, e);
+}
+
 static int check_rev(const json_t *rec, long if_match, struct campaigns_err *e)
 {
     if (if_match < 0 || if_match == (long)jint(rec, "rev"))
@@ -1595,12 +1585,8 @@ json_t *campaigns_update(const char *id, const json_t *body, const char *actor, 
     struct store_txn *t = NULL;
     pthread_mutex_lock(&g_mu);
     struct rules_gen *g = rules_gen_acquire();
-    int rc = store_wtxn_begin(g_app->store, &t);
-    if (rc) {
-        seterr_rc(e, rc, "campaign");
-        goto done;
-    }
-    if (!(rec = rec_for_update(t, g, id, e)))
+    int rc = 0;
+    if (!(rec = begin_change(g, id, &t, e)))
         goto done;
     const char *st = eff_status(rec, gen_camp(g, id));
     if (!strcmp(st, "archived")) {
@@ -1737,12 +1723,8 @@ json_t *campaigns_delete(const char *id, const char *actor, long if_match, struc
     struct store_txn *t = NULL;
     pthread_mutex_lock(&g_mu);
     struct rules_gen *g = rules_gen_acquire();
-    int rc = store_wtxn_begin(g_app->store, &t);
-    if (rc) {
-        seterr_rc(e, rc, "campaign");
-        goto fail;
-    }
-    if (!(rec = rec_for_update(t, g, id, e)))
+    int rc = 0;
+    if (!(rec = begin_change(g, id, &t, e)))
         goto fail;
     const char *st = eff_status(rec, gen_camp(g, id));
     if (!strcmp(st, "archived")) {
@@ -1854,12 +1836,8 @@ json_t *campaigns_action(const char *id, const char *action, const json_t *body,
     struct store_txn *t = NULL;
     pthread_mutex_lock(&g_mu);
     struct rules_gen *g = rules_gen_acquire();
-    int rc = store_wtxn_begin(g_app->store, &t);
-    if (rc) {
-        seterr_rc(e, rc, "campaign");
-        goto fail;
-    }
-    if (!(rec = rec_for_update(t, g, id, e)))
+    int rc = 0;
+    if (!(rec = begin_change(g, id, &t, e)))
         goto fail;
     char st[32];
     snprintf(st, sizeof st, "%s", eff_status(rec, gen_camp(g, id)));
@@ -2357,12 +2335,7 @@ json_t *campaigns_rollback(const char *id, long n, const char *actor, long if_ma
     t = NULL;
     pthread_mutex_lock(&g_mu);
     g = rules_gen_acquire();
-    rc = store_wtxn_begin(g_app->store, &t);
-    if (rc) {
-        seterr_rc(e, rc, "campaign");
-        goto fail;
-    }
-    if (!(rec = rec_for_update(t, g, id, e)))
+    if (!(rec = begin_change(g, id, &t, e)))
         goto fail;
     const char *st = eff_status(rec, gen_camp(g, id));
     if (!strcmp(st, "archived")) {

@@ -18,6 +18,7 @@
  * power cut only means a redelivery the key dedupes).
  */
 #include "outbox.h"
+#include "record.h"
 #include "hash.h"
 #include "events.h"
 #include "app.h"
@@ -269,29 +270,13 @@ static int aggs_apply(struct store_txn *wt, struct aggs *s)
 static json_t *rec_get(struct store_txn *t, uint64_t id, int *rc)
 {
     unsigned char k[9];
-    const void *v;
-    size_t vl;
-    *rc = store_get(t, STORE_OUTBOX, k, key_m(k, id), &v, &vl);
-    if (*rc)
-        return NULL;
-    json_t *o = codec_msgpack_to_json(v, vl, rc);
-    if (o && !json_is_object(o)) {
-        json_decref(o);
-        *rc = ERR_PARSE;
-        return NULL;
-    }
-    return o;
+    return record_get(t, STORE_OUTBOX, k, key_m(k, id), rc);
 }
 
 static int rec_put(struct store_txn *wt, uint64_t id, const json_t *rec)
 {
-    struct buf b = BUF_INIT;
-    int rc = codec_json_to_msgpack(rec, &b);
     unsigned char k[9];
-    if (rc == 0)
-        rc = store_put(wt, STORE_OUTBOX, k, key_m(k, id), b.p, b.len);
-    buf_free(&b);
-    return rc;
+    return record_put(wt, STORE_OUTBOX, k, key_m(k, id), rec);
 }
 
 static const char *rec_str(const json_t *rec, const char *f)

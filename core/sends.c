@@ -14,6 +14,7 @@
  * on resume from the same cursor).
  */
 #include "sends.h"
+#include "record.h"
 #include "app.h"
 #include "clock.h"
 #include "codec.h"
@@ -119,30 +120,14 @@ static size_t rec_key(unsigned char *k, const char *id)
 static json_t *rec_load(struct store_txn *t, const char *id, int *rc)
 {
     unsigned char k[140];
-    const void *v;
-    size_t vl;
-    *rc = store_get(t, STORE_OUTBOX, k, rec_key(k, id), &v, &vl);
-    if (*rc)
-        return NULL;
-    json_t *o = codec_msgpack_to_json(v, vl, rc);
-    if (o && !json_is_object(o)) {
-        json_decref(o);
-        o = NULL;
-        *rc = ERR_PARSE;
-    }
-    return o;
+    return record_get(t, STORE_OUTBOX, k, rec_key(k, id), rc);
 }
 
 static int rec_store(struct store_txn *wt, const char *id, json_t *rec)
 {
     json_object_set_new(rec, "updated_at", json_integer(clock_now()));
-    struct buf b = BUF_INIT;
-    int rc = codec_json_to_msgpack(rec, &b);
     unsigned char k[140];
-    if (!rc)
-        rc = store_put(wt, STORE_OUTBOX, k, rec_key(k, id), b.p, b.len);
-    buf_free(&b);
-    return rc;
+    return record_put(wt, STORE_OUTBOX, k, rec_key(k, id), rec);
 }
 
 static void rec_inc(json_t *rec, const char *field, long n)
