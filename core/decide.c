@@ -140,6 +140,68 @@ struct cand {
     struct throttle_counts seen;
 };
 
+/* What a decide needs beyond its stack, kept per worker between requests:
+ * the candidate array (a few hundred bytes per campaign of the channel),
+ * the offers' content buffers, the customer's parsed counter record and the
+ * template scratch.  Allocating and freeing these per request cost more
+ * than the malloc calls: large blocks freed each time made glibc
+ * consolidate its heap on every decide. */
+struct scratch {
+    struct cand *cands;   /* cands[k].content stays allocated between requests */
+    int ccap;
+    struct cand **batch;  /* 2 * bcap: the reservation batch, then the offers */
+    int bcap;
+    struct throttle_cust tc;
+    struct throttle_resv rv;
+    struct buf tmp;       /* one rendered template string */
+};
+
+#define SCRATCH_KEEP (64 * 1024) /* a buffer grown past this is given back */
+
+static void scratch_free(void *p)
+{
+    struct scratch *s = p;
+    if (!s)
+        return;
+    for (int i = 0; i < s->ccap; i++)
+        buf_free(&s->cands[i].content);
+    free(s->cands);
+    free(s->batch);
+    throttle_cust_free(&s->tc);
+    throttle_resv_free(&s->rv);
+    buf_free(&s->tmp);
+    free(s);
+}
+
+static struct scratch *scratch_get(struct rules_worker *rw, int ncand)
+{
+    struct scratch *s = rw->scratch;
+    if (!s) {
+        if (!(s = calloc(1, sizeof *s)))
+            return NULL;
+        rw->scratch = s;
+        rw->scratch_free = scratch_free;
+    }
+    if (ncand > s->ccap) {
+        int cap = ncand < 16 ? 16 : ncand;
+        struct cand *c = realloc(s->cands, sizeof *c * (size_t)cap);
+        if (!c)
+            return NULL;
+        memset(c + s->ccap, 0, sizeof *c * (size_t)(cap - s->ccap));
+        s->cands = c;
+        s->ccap = cap;
+    }
+    if (ncand > s->bcap) {
+        int cap = ncand < 16 ? 16 : ncand;
+        struct cand **b = realloc(s->batch, sizeof *b * (size_t)cap * 2);
+        if (!b)
+            return NULL;
+        s->batch = b;
+        s->bcap = cap;
+    }
+    return s;
+}
+
 static uint64_t next_rand(void)
 {
     static __thread uint64_t s;
@@ -190,11 +252,13 @@ static json_t *xp_reason(json_t *xp, const char *reason)
 /* Render one Lua value (a content field) into the reply, templating
  * strings (HTML-escaped unless the key ends in "_raw").  0 or an error;
  * the emitter records invalid UTF-8 and excess depth. */
-static int render_value(struct emit *em, lua_State *L, int idx, int p_idx, int escape, int depth);
+static int render_value(struct emit *em, struct buf *tmp, lua_State *L, int idx, int p_idx,
+                        int escape, int depth);
 
 static int ends_raw(const char *k, size_t n) { return n >= 4 && !memcmp(k + n - 4, "_raw", 4); }
 
-static int render_string(struct emit *em, lua_State *L, int idx, int p_idx, int escape)
+static int render_string(struct emit *em, struct buf *b, lua_State *L, int idx, int p_idx,
+                         int escape)
 {
     size_t len;
     const char *s = lua_tolstring(L, idx, &len);
@@ -202,23 +266,23 @@ static int render_string(struct emit *em, lua_State *L, int idx, int p_idx, int 
         emit_str(em, s, len);
         return emit_error(em);
     }
-    struct buf b = BUF_INIT;
     struct tmpl_lua_ctx tc = { L, p_idx };
-    int rc = tmpl_render(s, len, escape, tmpl_lua_lookup, &tc, &b);
+    buf_reset(b);
+    int rc = tmpl_render(s, len, escape, tmpl_lua_lookup, &tc, b);
     if (rc == 0) {
-        emit_str(em, b.p ? b.p : "", b.len);
+        emit_str(em, b->p ? b->p : "", b->len);
         rc = emit_error(em);
     }
-    buf_free(&b);
     return rc;
 }
 
-static int render_value(struct emit *em, lua_State *L, int idx, int p_idx, int escape, int depth)
+static int render_value(struct emit *em, struct buf *tmp, lua_State *L, int idx, int p_idx,
+                        int escape, int depth)
 {
     if (idx < 0)
         idx = lua_gettop(L) + idx + 1;
     switch (lua_type(L, idx)) {
-    case LUA_TSTRING: return render_string(em, L, idx, p_idx, escape);
+    case LUA_TSTRING: return render_string(em, tmp, L, idx, p_idx, escape);
     case LUA_TTABLE: {
         if (depth > 16 || !lua_checkstack(L, 4))
             return ERR_TOOBIG;
@@ -227,7 +291,7 @@ static int render_value(struct emit *em, lua_State *L, int idx, int p_idx, int e
             emit_array(em, n);
             for (size_t i = 1; i <= n; i++) {
                 lua_rawgeti(L, idx, (int)i);
-                int rc = render_value(em, L, -1, p_idx, escape, depth + 1);
+                int rc = render_value(em, tmp, L, -1, p_idx, escape, depth + 1);
                 lua_pop(L, 1);
                 if (rc)
                     return rc;
@@ -253,7 +317,7 @@ static int render_value(struct emit *em, lua_State *L, int idx, int p_idx, int e
             size_t kl;
             const char *k = lua_tolstring(L, -2, &kl);
             emit_key(em, k, kl);
-            int rc = render_value(em, L, -1, p_idx, escape && !ends_raw(k, kl), depth + 1);
+            int rc = render_value(em, tmp, L, -1, p_idx, escape && !ends_raw(k, kl), depth + 1);
             lua_pop(L, 1);
             if (rc) {
                 lua_pop(L, 1);
@@ -336,7 +400,12 @@ static int choose_content(struct rules_worker *rw, const struct rules_campaign *
     if (buf_reserve(&cd->content, 512)) /* one allocation for a typical offer */
         return ERR_NOMEM;
     emit_init(&em, &cd->content, msgpack);
-    int rc = render_value(&em, L, -1, p_idx, 1, 0);
+    struct scratch *scr = scratch_get(rw, 0);
+    struct buf own = BUF_INIT, *tmp = scr ? &scr->tmp : &own;
+    int rc = render_value(&em, tmp, L, -1, p_idx, 1, 0);
+    buf_free(&own);
+    if (tmp->cap > SCRATCH_KEEP)
+        buf_free(tmp);
     lua_settop(L, top);
     if (rc) {
         xp_error(cd->xp, "content", "content could not be rendered (only strings, numbers, booleans "
@@ -602,19 +671,27 @@ int decide_run(const struct decide_req *q, struct decide_err *e, struct buf *out
         lua_pop(L, 1);
     }
 
-    struct throttle_counts shared;
-    struct throttle_cust tc = { 0 }; /* the customer's counters: one read for the request */
-    throttle_cust_load(t, q->customer_id, &tc);
-    throttle_read_shared(&tc, ch, now, &shared);
-    struct cand *cands = NULL;
-    int ncand = 0;
     int nlist = g->nby_channel[chi];
     const int *list = g->by_channel[chi];
+    struct scratch *scr = scratch_get(rw, nlist);
+    if (!scr) {
+        store_txn_end(t);
+        lua_settop(L, top);
+        json_decref(explain);
+        e->status = 500;
+        e->code = "internal";
+        snprintf(e->message, sizeof e->message, "%s", err_str(ERR_NOMEM));
+        return ERR_NOMEM;
+    }
+    struct throttle_counts shared;
+    struct throttle_cust *tc = &scr->tc; /* the customer's counters: one read for the request */
+    throttle_cust_load(t, q->customer_id, tc);
+    throttle_read_shared(tc, ch, now, &shared);
+    struct cand *cands = scr->cands;
+    int ncand = 0;
     uint64_t pbit = q->placement ? rules_gen_placement_bit(g, q->placement) : 0;
     char err[512];
-    if (!blocked && nlist)
-        cands = malloc(sizeof *cands * (size_t)nlist);
-    for (int k = 0; !blocked && cands && k < nlist; k++) {
+    for (int k = 0; !blocked && k < nlist; k++) {
         int i = list[k];
         const struct rules_campaign *c = &g->camps[i];
         json_t *xp = NULL;
@@ -713,7 +790,11 @@ int decide_run(const struct decide_req *q, struct decide_err *e, struct buf *out
         }
         if (xp)
             json_object_set_new(xp, "score", json_real(score));
-        cands[ncand++] = (struct cand){ .idx = i, .rank = k, .score = score, .xp = xp, .variant = -1 };
+        struct cand *cd = &cands[ncand++];
+        struct buf keep = cd->content; /* the content buffer is reused */
+        *cd = (struct cand){ .idx = i, .rank = k, .score = score, .xp = xp, .variant = -1 };
+        cd->content = keep;
+        buf_reset(&cd->content);
     }
     if (blocked && explain) {
         json_t *x = json_object();
@@ -729,15 +810,16 @@ int decide_run(const struct decide_req *q, struct decide_err *e, struct buf *out
      * then exact reservation; repeat while reservations knock some out.
      * With explain every candidate's caps are checked, for the report. */
     int accepted = 0, next = 0;
-    struct throttle_resv rv = { 0 };
+    struct throttle_resv *rv = &scr->rv;
+    rv->dirty = rv->loaded = 0;
     int limit = q->limit;
-    struct cand **batch = ncand ? malloc(sizeof *batch * (size_t)ncand * 2) : NULL;
-    struct cand **served = batch ? batch + ncand : NULL; /* the offers, in order */
+    struct cand **batch = scr->batch;
+    struct cand **served = batch + ncand; /* the offers, in order */
     while (accepted < limit && next < ncand) {
         int nb = 0;
         while (nb < limit - accepted && next < ncand) {
             struct cand *cd = &cands[next++];
-            if (cap_gate(rw, g, cd, ch, q->customer_id, t, now, gcap, &tc, &shared, p_idx, ctx_idx))
+            if (cap_gate(rw, g, cd, ch, q->customer_id, t, now, gcap, tc, &shared, p_idx, ctx_idx))
                 continue;
             const struct rules_campaign *c = &g->camps[cd->idx];
             if (choose_content(rw, c, rw->refs[cd->idx], q->customer_id, p_idx, ctx_idx, cd, msgpack) == 0)
@@ -753,7 +835,7 @@ int decide_run(const struct decide_req *q, struct decide_err *e, struct buf *out
             break;
         /* the customer's record: read once in the write txn, every offer of
          * the batch counted against it in memory, written once */
-        if (wt && (rc = throttle_resv_begin(&rv, wt, q->customer_id))) {
+        if (wt && (rc = throttle_resv_begin(rv, wt, q->customer_id))) {
             store_txn_end(wt);
             break;
         }
@@ -762,9 +844,9 @@ int decide_run(const struct decide_req *q, struct decide_err *e, struct buf *out
             const struct rules_campaign *c = &g->camps[cd->idx];
             const char *why = NULL;
             if (wt && throttle_needed(c, ch, gcap)) {
-                if (hook_recheck(rw, g, cd, ch, &rv, now, p_idx, ctx_idx))
+                if (hook_recheck(rw, g, cd, ch, rv, now, p_idx, ctx_idx))
                     continue;
-                rc = throttle_resv_add(&rv, c, ch, now, gcap, &why);
+                rc = throttle_resv_add(rv, c, ch, now, gcap, &why);
                 if (rc) {
                     if (cd->xp)
                         json_object_set_new(cd->xp, "capped", json_string(why ? why : err_str(rc)));
@@ -784,7 +866,7 @@ int decide_run(const struct decide_req *q, struct decide_err *e, struct buf *out
             accepted++;
         }
         if (wt) {
-            rc = throttle_resv_end(&rv);
+            rc = throttle_resv_end(rv);
             if (rc)
                 store_txn_end(wt);
             else
@@ -800,13 +882,11 @@ int decide_run(const struct decide_req *q, struct decide_err *e, struct buf *out
     }
     /* explain: report caps for the candidates the walk did not reach */
     for (int k = next; explain && k < ncand; k++)
-        if (!cap_gate(rw, g, &cands[k], ch, q->customer_id, t, now, gcap, &tc, &shared, p_idx,
+        if (!cap_gate(rw, g, &cands[k], ch, q->customer_id, t, now, gcap, tc, &shared, p_idx,
                       ctx_idx) &&
             cands[k].xp)
             json_object_set_new(cands[k].xp, "reason", json_string("ranked below the limit"));
     store_txn_end(t);
-    throttle_cust_free(&tc);
-    throttle_resv_free(&rv);
     lua_settop(L, top);
 
     /* the reply: written straight into `out` in the wire form asked for */
@@ -858,9 +938,10 @@ int decide_run(const struct decide_req *q, struct decide_err *e, struct buf *out
     emit_end(&em);
     json_decref(explain);
     for (int k = 0; k < ncand; k++)
-        buf_free(&cands[k].content);
-    free(batch);
-    free(cands);
+        if (cands[k].content.cap > SCRATCH_KEEP)
+            buf_free(&cands[k].content);
+    if (scr->rv.enc.cap > SCRATCH_KEEP)
+        buf_free(&scr->rv.enc);
     rc = emit_error(&em);
     if (rc) {
         e->status = 500;

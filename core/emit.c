@@ -281,13 +281,14 @@ static int put_g(char *out, int neg, const char *d, int nd, int x, int p)
  * 2^-63, so under 0.011 in the last of 17 digits) and rounded.  Returns -1
  * where that could pick the wrong digit (a fraction within 0.02 of a tie)
  * or v is outside the table: the caller then asks printf. */
-static int digits17(double v, char dig[17], int *x)
+static const long double p10[] = { /* exact: 5^27 < 2^63 */
+    1e0L,  1e1L,  1e2L,  1e3L,  1e4L,  1e5L,  1e6L,  1e7L,  1e8L,  1e9L,
+    1e10L, 1e11L, 1e12L, 1e13L, 1e14L, 1e15L, 1e16L, 1e17L, 1e18L, 1e19L,
+    1e20L, 1e21L, 1e22L, 1e23L, 1e24L, 1e25L, 1e26L, 1e27L,
+};
+
+static int digits17(double v, char dig[17], int *x, uint64_t *mm, long double *tt)
 {
-    static const long double p10[] = {
-        1e0L,  1e1L,  1e2L,  1e3L,  1e4L,  1e5L,  1e6L,  1e7L,  1e8L,  1e9L,
-        1e10L, 1e11L, 1e12L, 1e13L, 1e14L, 1e15L, 1e16L, 1e17L, 1e18L, 1e19L,
-        1e20L, 1e21L, 1e22L, 1e23L, 1e24L, 1e25L, 1e26L, 1e27L,
-    };
     double a = fabs(v);
     if (!(a >= 1e-10 && a <= 1e26))
         return -1;
@@ -311,8 +312,11 @@ static int digits17(double v, char dig[17], int *x)
     uint64_t m = (uint64_t)fl + (fr > 0.5L);
     if (m >= 100000000000000000ULL) { /* 99...9.7 rounded up to 10^17 */
         m /= 10;
+        t /= 10;
         e10++;
     }
+    *mm = m;
+    *tt = t;
     for (int i = 16; i >= 0; i--) {
         dig[i] = (char)('0' + m % 10);
         m /= 10;
@@ -355,31 +359,52 @@ static int real_tail(char *out, int n)
     return n;
 }
 
+/* Does the p-digit (15 or 16) rounding of the 17 digits m (v scaled to
+ * t = |v| * 10^(16-x)) read back as v?  It does when it lies inside v's
+ * rounding interval: half an ulp either side, half of that below a power
+ * of two.  t is within 0.011 of exact in these units and half an ulp is
+ * several units wide, so only a candidate within 0.05 of the interval's
+ * edge is left to strtod (-1). */
+static int reads_back(uint64_t m, long double t, int x, double v, int p)
+{
+    uint64_t unit = p == 16 ? 10 : 100, c = m / unit * unit;
+    if (m % unit >= unit / 2)
+        c += unit;
+    int e2;
+    double f = frexp(fabs(v), &e2);
+    long double sc = x <= 16 ? p10[16 - x] : 1.0L / p10[x - 16];
+    long double up = ldexpl(sc, e2 - 54), down = f == 0.5 ? up / 2 : up;
+    long double d = (long double)c - t, edge = d >= 0 ? up : down;
+    if (d < 0)
+        d = -d;
+    if (d < edge - 0.05L)
+        return 1;
+    if (d > edge + 0.05L)
+        return 0;
+    return -1;
+}
+
 int emit_fmt_real(char *out, double v)
 {
     char dig[17];
     int x, neg = v < 0;
-    /* Fast path: exact 17 digits without printf.  The 16-digit rounding is
-     * tried (one strtod); when it does not read back neither does the
-     * 15-digit one, except where v sits at a power of two (its neighbours
-     * are closer on one side), so 15 is tried then too.  A 17- or 16-digit
-     * text whose last digits are "50" / "5" could round twice the wrong
-     * way to 15 digits: those go the printf way. */
-    if (digits17(v, dig, &x) == 0 && !(dig[15] == '5' && dig[16] == '0') && dig[16] != '5') {
-        int e2;
-        int pow2 = frexp(v, &e2) == (neg ? -0.5 : 0.5);
-        int n16 = round_put(out, neg, dig, x, 16);
-        int ok16 = strtod(out, NULL) == v;
-        if (ok16 || pow2) {
-            char t15[40];
-            int n15 = round_put(t15, neg, dig, x, 15);
-            if (strtod(t15, NULL) == v) {
-                memcpy(out, t15, (size_t)n15 + 1);
-                return real_tail(out, n15);
-            }
+    uint64_t m;
+    long double t;
+    /* Fast path: exact 17 digits without printf, the 15- and 16-digit
+     * roundings checked against v's rounding interval (strtod only near
+     * its edge).  A 17- or 16-digit text whose last digits are "50" / "5"
+     * could round twice the wrong way to 15 digits: those go the printf
+     * way. */
+    if (digits17(v, dig, &x, &m, &t) == 0 && !(dig[15] == '5' && dig[16] == '0') &&
+        dig[16] != '5') {
+        for (int p = 15; p <= 16; p++) {
+            int n = round_put(out, neg, dig, x, p);
+            int ok = reads_back(m, t, x, v, p);
+            if (ok < 0)
+                ok = strtod(out, NULL) == v;
+            if (ok)
+                return real_tail(out, n);
         }
-        if (ok16)
-            return real_tail(out, n16);
         return real_tail(out, round_put(out, neg, dig, x, 17));
     }
     /* Slow path (ties, extreme magnitudes): printf rounds exactly. */

@@ -1781,6 +1781,8 @@ void rules_thread_fini(struct worker *w)
     free(rw->refs);
     free(rw->chan_refs);
     free(rw->fn_refs);
+    if (rw->scratch_free)
+        rw->scratch_free(rw->scratch);
     luavm_free(rw->vm);
     free(rw);
     w->ctx = NULL;

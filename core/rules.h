@@ -231,6 +231,10 @@ struct rules_worker {
     struct event *tick;
     uint32_t lib_hash;
     int ncompiled;        /**< files compiled by the last adoption */
+    /** Request-path scratch kept between requests (decide's candidate
+     *  arrays and buffers), freed with the worker by scratch_free. */
+    void *scratch;
+    void (*scratch_free)(void *);
 };
 
 /** Adopt the newest generation if there is one (call between requests). */

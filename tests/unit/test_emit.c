@@ -2,6 +2,7 @@
  * is read back with the real decoders (jansson, codec_msgpack_to_json). */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -253,6 +254,76 @@ Test(emit, computed_scores_print_short_and_exact)
                 if (strtod(g15, NULL) == v)
                     cr_assert_leq(sig_digits(t), 15, "%s vs %s", t, g15);
             }
+}
+
+/* printf's answer: the shortest of %.15g/%.16g/%.17g that reads back */
+static void ref_real(char *out, double v)
+{
+    for (int p = 15; p <= 17; p++) {
+        snprintf(out, 40, "%.*g", p, v);
+        if (p == 17 || strtod(out, NULL) == v)
+            break;
+    }
+    if (!strpbrk(out, ".eEn"))
+        strcat(out, ".0");
+}
+
+static uint64_t xs_state = 0x9e3779b97f4a7c15ULL;
+static uint64_t xs(void)
+{
+    xs_state ^= xs_state << 13;
+    xs_state ^= xs_state >> 7;
+    xs_state ^= xs_state << 17;
+    return xs_state;
+}
+
+Test(emit, real_text_is_printfs_on_random_bits_and_decimal_neighbours)
+{
+    char t[40], r[40];
+    /* random bit patterns across the fast path's range and beyond */
+    for (int i = 0; i < 400000; i++) {
+        uint64_t u = xs();
+        double v;
+        memcpy(&v, &u, sizeof v);
+        if (!isfinite(v))
+            continue;
+        if (i % 2) /* mostly inside 1e-10 .. 1e26 */
+            v = ldexp(frexp(v, &(int){ 0 }), (int)(xs() % 120) - 34);
+        emit_fmt_real(t, v);
+        ref_real(r, v);
+        cr_assert_str_eq(t, r, "%.17g", v);
+    }
+    /* powers of two: the rounding interval is narrower below them (2^64's
+     * 16-digit rounding lies below it, too far to read back) */
+    for (int e2 = -40; e2 <= 90; e2++)
+        for (int d = -1; d <= 1; d++) {
+            double v = ldexp(1.0, e2);
+            if (d)
+                v = nextafter(v, d < 0 ? 0 : INFINITY);
+            emit_fmt_real(t, v);
+            ref_real(r, v);
+            cr_assert_str_eq(t, r, "%.17g", v);
+        }
+    /* doubles next to short decimals: where the 15/16-digit candidates sit
+     * at the edge of the rounding interval */
+    for (int i = 0; i < 200000; i++) {
+        char d[40];
+        int nd = 15 + (int)(xs() % 2);
+        snprintf(d, sizeof d, "%llu", (unsigned long long)(xs() % 9000000000000000ULL +
+                                                            1000000000000000ULL));
+        d[nd] = 0;
+        char txt[64];
+        snprintf(txt, sizeof txt, "%c.%se%d", d[0], d + 1, (int)(xs() % 30) - 8);
+        double base = strtod(txt, NULL);
+        for (int k = -2; k <= 2; k++) {
+            double v = base;
+            for (int j = 0; j < (k < 0 ? -k : k); j++)
+                v = nextafter(v, k < 0 ? 0 : INFINITY);
+            emit_fmt_real(t, v);
+            ref_real(r, v);
+            cr_assert_str_eq(t, r, "%.17g (near %s)", v, txt);
+        }
+    }
 }
 
 Test(emit, real_text)
