@@ -1,5 +1,6 @@
 /* decide.c — candidate selection, hooks, ranking, content, reservation. */
 #include "decide.h"
+#include "content.h"
 #include "app.h"
 #include "clock.h"
 #include "codec.h"
@@ -154,9 +155,24 @@ struct scratch {
     struct throttle_cust tc;
     struct throttle_resv rv;
     struct buf tmp;       /* one rendered template string */
+    struct content_prog **progs; /* [2 * (prog_off[camp] + variant) + msgpack] */
+    int *prog_off;
+    int nprogs;
+    uint64_t prog_seq;    /* the generation they were compiled for */
 };
 
 #define SCRATCH_KEEP (64 * 1024) /* a buffer grown past this is given back */
+
+static void progs_clear(struct scratch *s)
+{
+    for (int i = 0; i < s->nprogs; i++)
+        content_free(s->progs[i]);
+    free(s->progs);
+    free(s->prog_off);
+    s->progs = NULL;
+    s->prog_off = NULL;
+    s->nprogs = 0;
+}
 
 static void scratch_free(void *p)
 {
@@ -170,6 +186,7 @@ static void scratch_free(void *p)
     throttle_cust_free(&s->tc);
     throttle_resv_free(&s->rv);
     buf_free(&s->tmp);
+    progs_clear(s);
     free(s);
 }
 
@@ -252,91 +269,43 @@ static json_t *xp_reason(json_t *xp, const char *reason)
 /* Render one Lua value (a content field) into the reply, templating
  * strings (HTML-escaped unless the key ends in "_raw").  0 or an error;
  * the emitter records invalid UTF-8 and excess depth. */
-static int render_value(struct emit *em, struct buf *tmp, lua_State *L, int idx, int p_idx,
-                        int escape, int depth);
-
-static int ends_raw(const char *k, size_t n) { return n >= 4 && !memcmp(k + n - 4, "_raw", 4); }
-
-static int render_string(struct emit *em, struct buf *b, lua_State *L, int idx, int p_idx,
-                         int escape)
+/* The compiled content of campaign ci's variant v in one wire form,
+ * compiled on first use in this worker; every program is dropped when the
+ * worker adopts a new generation.  NULL when out of memory. */
+static struct content_prog *content_of(struct scratch *s, const struct rules_gen *g, lua_State *L,
+                                       int ref, int ci, int v, int mp)
 {
-    size_t len;
-    const char *s = lua_tolstring(L, idx, &len);
-    if (!tmpl_has_placeholders(s, len)) {
-        emit_str(em, s, len);
-        return emit_error(em);
-    }
-    struct tmpl_lua_ctx tc = { L, p_idx };
-    buf_reset(b);
-    int rc = tmpl_render(s, len, escape, tmpl_lua_lookup, &tc, b);
-    if (rc == 0) {
-        emit_str(em, b->p ? b->p : "", b->len);
-        rc = emit_error(em);
-    }
-    return rc;
-}
-
-static int render_value(struct emit *em, struct buf *tmp, lua_State *L, int idx, int p_idx,
-                        int escape, int depth)
-{
-    if (idx < 0)
-        idx = lua_gettop(L) + idx + 1;
-    switch (lua_type(L, idx)) {
-    case LUA_TSTRING: return render_string(em, tmp, L, idx, p_idx, escape);
-    case LUA_TTABLE: {
-        if (depth > 16 || !lua_checkstack(L, 4))
-            return ERR_TOOBIG;
-        size_t n = lua_objlen(L, idx);
-        if (n > 0) {
-            emit_array(em, n);
-            for (size_t i = 1; i <= n; i++) {
-                lua_rawgeti(L, idx, (int)i);
-                int rc = render_value(em, tmp, L, -1, p_idx, escape, depth + 1);
-                lua_pop(L, 1);
-                if (rc)
-                    return rc;
-            }
-            emit_end(em);
-            return emit_error(em);
+    if (!s->progs || s->prog_seq != g->seq) {
+        progs_clear(s);
+        int *off = malloc(sizeof *off * (size_t)(g->ncamps + 1));
+        if (!off)
+            return NULL;
+        off[0] = 0;
+        for (int i = 0; i < g->ncamps; i++)
+            off[i + 1] = off[i] + g->camps[i].nvariants;
+        s->progs = calloc((size_t)off[g->ncamps] * 2 + 1, sizeof *s->progs);
+        if (!s->progs) {
+            free(off);
+            return NULL;
         }
-        size_t nk = 0; /* msgpack states the count up front; JSON needs none */
-        if (em->mp) {
-            lua_pushnil(L);
-            while (lua_next(L, idx)) {
-                lua_pop(L, 1);
-                nk++;
-            }
+        s->prog_off = off;
+        s->nprogs = off[g->ncamps] * 2;
+        s->prog_seq = g->seq;
+    }
+    struct content_prog **slot = &s->progs[2 * (s->prog_off[ci] + v) + mp];
+    if (!*slot) {
+        int top = lua_gettop(L);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+        lua_getfield(L, -1, "variants");
+        if (lua_istable(L, -1)) {
+            lua_rawgeti(L, -1, v + 1);
+            if (lua_istable(L, -1))
+                lua_getfield(L, -1, "content");
         }
-        emit_map(em, nk);
-        lua_pushnil(L);
-        while (lua_next(L, idx)) {
-            if (lua_type(L, -2) != LUA_TSTRING) {
-                lua_pop(L, 2);
-                return ERR_INVAL;
-            }
-            size_t kl;
-            const char *k = lua_tolstring(L, -2, &kl);
-            emit_key(em, k, kl);
-            int rc = render_value(em, tmp, L, -1, p_idx, escape && !ends_raw(k, kl), depth + 1);
-            lua_pop(L, 1);
-            if (rc) {
-                lua_pop(L, 1);
-                return rc;
-            }
-        }
-        emit_end(em);
-        return emit_error(em);
+        *slot = content_compile(L, -1, mp);
+        lua_settop(L, top);
     }
-    default: {
-        int err;
-        json_t *j = luavm_to_json(L, idx, &err);
-        if (!j)
-            return err ? err : ERR_INVAL;
-        emit_json(em, j);
-        json_decref(j);
-        return emit_error(em);
-    }
-    }
+    return *slot;
 }
 
 /* Choose a variant and render its content; 0 on success.  Stack-neutral. */
@@ -345,12 +314,12 @@ static int choose_content(struct rules_worker *rw, const struct rules_campaign *
 {
     lua_State *L = luavm_state(rw->vm);
     int top = lua_gettop(L);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
-    lua_getfield(L, -1, "variants");
-    int vars = lua_gettop(L);
     int chosen = -1;
     char err[512];
     if (c->hooks & RULES_HOOK_CONTENT) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+        lua_getfield(L, -1, "variants");
+        int vars = lua_gettop(L);
         push_hook(L, ref, "content");
         lua_pushvalue(L, p_idx);
         lua_pushvalue(L, ctx_idx);
@@ -392,21 +361,37 @@ static int choose_content(struct rules_worker *rw, const struct rules_campaign *
             }
         }
     }
-    lua_rawgeti(L, vars, chosen + 1);
-    lua_getfield(L, -1, "content");
+    lua_settop(L, top);
     cd->variant = chosen;
-    struct emit em;
     buf_reset(&cd->content);
     if (buf_reserve(&cd->content, 512)) /* one allocation for a typical offer */
         return ERR_NOMEM;
-    emit_init(&em, &cd->content, msgpack);
     struct scratch *scr = scratch_get(rw, 0);
-    struct buf own = BUF_INIT, *tmp = scr ? &scr->tmp : &own;
-    int rc = render_value(&em, tmp, L, -1, p_idx, 1, 0);
-    buf_free(&own);
-    if (tmp->cap > SCRATCH_KEEP)
-        buf_free(tmp);
-    lua_settop(L, top);
+    if (!scr)
+        return ERR_NOMEM;
+    /* cached per worker when c belongs to the worker's generation (decide,
+     * sends and triggers all pass one); otherwise compiled for this offer */
+    const struct rules_gen *g = rw->gen;
+    int cached = g && c >= g->camps && c < g->camps + g->ncamps;
+    struct content_prog *prog = NULL;
+    if (cached) {
+        prog = content_of(scr, g, L, ref, (int)(c - g->camps), chosen, msgpack);
+    } else {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+        lua_getfield(L, -1, "variants");
+        lua_rawgeti(L, -1, chosen + 1);
+        if (lua_istable(L, -1))
+            lua_getfield(L, -1, "content");
+        prog = content_compile(L, -1, msgpack);
+        lua_settop(L, top);
+    }
+    if (!prog)
+        return ERR_NOMEM;
+    int rc = content_render(prog, L, p_idx, &scr->tmp, &cd->content);
+    if (!cached)
+        content_free(prog);
+    if (scr->tmp.cap > SCRATCH_KEEP)
+        buf_free(&scr->tmp);
     if (rc) {
         xp_error(cd->xp, "content", "content could not be rendered (only strings, numbers, booleans "
                  "and tables with string keys; text must be UTF-8)");
