@@ -155,24 +155,9 @@ struct scratch {
     struct throttle_cust tc;
     struct throttle_resv rv;
     struct buf tmp;       /* one rendered template string */
-    struct content_prog **progs; /* [2 * (prog_off[camp] + variant) + msgpack] */
-    int *prog_off;
-    int nprogs;
-    uint64_t prog_seq;    /* the generation they were compiled for */
 };
 
 #define SCRATCH_KEEP (64 * 1024) /* a buffer grown past this is given back */
-
-static void progs_clear(struct scratch *s)
-{
-    for (int i = 0; i < s->nprogs; i++)
-        content_free(s->progs[i]);
-    free(s->progs);
-    free(s->prog_off);
-    s->progs = NULL;
-    s->prog_off = NULL;
-    s->nprogs = 0;
-}
 
 static void scratch_free(void *p)
 {
@@ -186,7 +171,6 @@ static void scratch_free(void *p)
     throttle_cust_free(&s->tc);
     throttle_resv_free(&s->rv);
     buf_free(&s->tmp);
-    progs_clear(s);
     free(s);
 }
 
@@ -269,45 +253,6 @@ static json_t *xp_reason(json_t *xp, const char *reason)
 /* Render one Lua value (a content field) into the reply, templating
  * strings (HTML-escaped unless the key ends in "_raw").  0 or an error;
  * the emitter records invalid UTF-8 and excess depth. */
-/* The compiled content of campaign ci's variant v in one wire form,
- * compiled on first use in this worker; every program is dropped when the
- * worker adopts a new generation.  NULL when out of memory. */
-static struct content_prog *content_of(struct scratch *s, const struct rules_gen *g, lua_State *L,
-                                       int ref, int ci, int v, int mp)
-{
-    if (!s->progs || s->prog_seq != g->seq) {
-        progs_clear(s);
-        int *off = malloc(sizeof *off * (size_t)(g->ncamps + 1));
-        if (!off)
-            return NULL;
-        off[0] = 0;
-        for (int i = 0; i < g->ncamps; i++)
-            off[i + 1] = off[i] + g->camps[i].nvariants;
-        s->progs = calloc((size_t)off[g->ncamps] * 2 + 1, sizeof *s->progs);
-        if (!s->progs) {
-            free(off);
-            return NULL;
-        }
-        s->prog_off = off;
-        s->nprogs = off[g->ncamps] * 2;
-        s->prog_seq = g->seq;
-    }
-    struct content_prog **slot = &s->progs[2 * (s->prog_off[ci] + v) + mp];
-    if (!*slot) {
-        int top = lua_gettop(L);
-        lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
-        lua_getfield(L, -1, "variants");
-        if (lua_istable(L, -1)) {
-            lua_rawgeti(L, -1, v + 1);
-            if (lua_istable(L, -1))
-                lua_getfield(L, -1, "content");
-        }
-        *slot = content_compile(L, -1, mp);
-        lua_settop(L, top);
-    }
-    return *slot;
-}
-
 /* Choose a variant and render its content; 0 on success.  Stack-neutral. */
 static int choose_content(struct rules_worker *rw, const struct rules_campaign *c, int ref,
                           const char *cust, int p_idx, int ctx_idx, struct cand *cd, int msgpack)
@@ -369,13 +314,18 @@ static int choose_content(struct rules_worker *rw, const struct rules_campaign *
     struct scratch *scr = scratch_get(rw, 0);
     if (!scr)
         return ERR_NOMEM;
-    /* cached per worker when c belongs to the worker's generation (decide,
-     * sends and triggers all pass one); otherwise compiled for this offer */
+    /* compiled when the worker loaded the file, for campaigns of the
+     * worker's generation (decide, sends and triggers all pass one);
+     * otherwise compiled for this offer */
     const struct rules_gen *g = rw->gen;
-    int cached = g && c >= g->camps && c < g->camps + g->ncamps;
+    const struct rules_content *rcon =
+        g && rw->content && c >= g->camps && c < g->camps + g->ncamps ? &rw->content[c - g->camps]
+                                                                       : NULL;
+    int cached = rcon != NULL;
     struct content_prog *prog = NULL;
     if (cached) {
-        prog = content_of(scr, g, L, ref, (int)(c - g->camps), chosen, msgpack);
+        if (2 * chosen + msgpack < rcon->n)
+            prog = rcon->progs[2 * chosen + msgpack];
     } else {
         lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
         lua_getfield(L, -1, "variants");

@@ -9,6 +9,7 @@
  * lock on the request path (the swap lock is taken once per adoption).
  */
 #include "rules.h"
+#include "content.h"
 #include "app.h"
 #include "clock.h"
 #include "codec.h"
@@ -1736,7 +1737,43 @@ struct wfile {
     uint32_t hash;
     int ref;   /* registry ref of the table the file returned */
     int seen;
+    struct content_prog **progs; /* its variants' content, [2 * variant + msgpack] */
+    int nprogs;
 };
+
+static void wfile_free(lua_State *L, struct wfile *w)
+{
+    luaL_unref(L, LUA_REGISTRYINDEX, w->ref);
+    for (int i = 0; i < w->nprogs; i++)
+        content_free(w->progs[i]);
+    free(w->progs);
+    free(w->path);
+}
+
+/* Compile the content of every variant of the campaign table on top of the
+ * stack, in both wire forms, as the file returned it: before any of its
+ * hooks has run (see content.h).  A NULL entry (out of memory) makes that
+ * variant fail to render.  Stack-neutral. */
+static struct content_prog **compile_variants(lua_State *L, int *n)
+{
+    *n = 0;
+    int top = lua_gettop(L);
+    lua_getfield(L, -1, "variants");
+    int nv = lua_istable(L, -1) ? (int)lua_objlen(L, -1) : 0;
+    struct content_prog **progs = nv > 0 ? calloc((size_t)nv * 2, sizeof *progs) : NULL;
+    for (int v = 0; progs && v < nv; v++) {
+        lua_rawgeti(L, top + 1, v + 1);
+        if (lua_istable(L, -1))
+            lua_getfield(L, -1, "content");
+        for (int mp = 0; mp < 2; mp++)
+            progs[2 * v + mp] = content_compile(L, -1, mp);
+        lua_settop(L, top + 1);
+    }
+    if (progs)
+        *n = nv * 2;
+    lua_settop(L, top);
+    return progs;
+}
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
@@ -1776,10 +1813,11 @@ void rules_thread_fini(struct worker *w)
         event_free(rw->tick);
     rules_gen_release(rw->gen);
     for (int i = 0; i < rw->nwfiles; i++)
-        free(rw->wfiles[i].path);
+        wfile_free(luavm_state(rw->vm), &rw->wfiles[i]);
     free(rw->wfiles);
     free(rw->refs);
     free(rw->chan_refs);
+    free(rw->content);
     free(rw->fn_refs);
     if (rw->scratch_free)
         rw->scratch_free(rw->scratch);
@@ -1791,24 +1829,32 @@ void rules_thread_fini(struct worker *w)
 
 struct rules_worker *rules_worker_self(void) { return tl_rw; }
 
-static int wfile_load(struct rules_worker *rw, const struct rules_file *f)
+static int wfile_load(struct rules_worker *rw, const struct rules_file *f,
+                      struct content_prog ***progs, int *nprogs)
 {
     for (int i = 0; i < rw->nwfiles; i++) {
         struct wfile *w = &rw->wfiles[i];
         if (!strcmp(w->path, f->path) && w->hash == f->hash) {
             w->seen = 1;
+            if (progs) {
+                *progs = w->progs;
+                *nprogs = w->nprogs;
+            }
             return w->ref;
         }
     }
     lua_State *L = luavm_state(rw->vm);
     char err[512];
-    int ref = LUA_NOREF;
+    int ref = LUA_NOREF, np = 0;
+    struct content_prog **cp = NULL;
     rw->ncompiled++;
     if (luavm_load_chunk(rw->vm, f->path, f->source, f->source_len, err, sizeof err) == 0) {
-        if (lua_istable(L, -1))
+        if (lua_istable(L, -1)) {
+            cp = compile_variants(L, &np);
             ref = luaL_ref(L, LUA_REGISTRYINDEX);
-        else
+        } else {
             lua_pop(L, 1);
+        }
     } else {
         log_warn("worker could not load a validated file", "file=\"%s\" error=\"%s\"", f->path, err);
     }
@@ -1818,7 +1864,11 @@ static int wfile_load(struct rules_worker *rw, const struct rules_file *f)
         if (!rw->wfiles)
             abort();
     }
-    rw->wfiles[rw->nwfiles++] = (struct wfile){ xstrdup(f->path), f->hash, ref, 1 };
+    rw->wfiles[rw->nwfiles++] = (struct wfile){ xstrdup(f->path), f->hash, ref, 1, cp, np };
+    if (progs) {
+        *progs = cp;
+        *nprogs = np;
+    }
     return ref;
 }
 
@@ -1843,12 +1893,13 @@ void rules_worker_refresh(struct rules_worker *rw)
     rw->lib_hash = g->lib_hash;
     int *refs = malloc(sizeof(int) * (size_t)(g->ncamps + 1));
     int *crefs = malloc(sizeof(int) * (size_t)(g->nchans + 1));
-    if (!refs || !crefs)
+    struct rules_content *content = malloc(sizeof *content * (size_t)(g->ncamps + 1));
+    if (!refs || !crefs || !content)
         abort();
     for (int i = 0; i < g->nchans; i++)
-        crefs[i] = wfile_load(rw, &g->files[g->chans[i].file]);
+        crefs[i] = wfile_load(rw, &g->files[g->chans[i].file], NULL, NULL);
     for (int i = 0; i < g->ncamps; i++)
-        refs[i] = wfile_load(rw, &g->files[g->camps[i].file]);
+        refs[i] = wfile_load(rw, &g->files[g->camps[i].file], &content[i].progs, &content[i].n);
     lua_State *L = luavm_state(rw->vm);
     /* direct refs to the hot hooks: one registry lookup per call, no getfield */
     for (int i = 0; rw->gen && rw->fn_refs && i < 2 * rw->gen->ncamps; i++)
@@ -1877,15 +1928,16 @@ void rules_worker_refresh(struct rules_worker *rw)
         if (rw->wfiles[i].seen) {
             rw->wfiles[n++] = rw->wfiles[i];
         } else {
-            luaL_unref(L, LUA_REGISTRYINDEX, rw->wfiles[i].ref);
-            free(rw->wfiles[i].path);
+            wfile_free(L, &rw->wfiles[i]);
         }
     }
     rw->nwfiles = n;
     free(rw->refs);
     free(rw->chan_refs);
+    free(rw->content);
     rw->refs = refs;
     rw->chan_refs = crefs;
+    rw->content = content;
     rules_gen_release(rw->gen);
     rw->gen = g;
     lua_gc(L, LUA_GCCOLLECT, 0);

@@ -220,12 +220,21 @@ int rules_check_cli(const struct config *cfg, const char **paths, int n);
 /** The worker's adopted generation and its compiled tables.  `refs[i]` is a
  *  Lua registry ref of campaign i's table (LUA_NOREF when it failed to load
  *  in this worker); `chan_refs[i]` likewise for channel i. */
+/** A campaign's variants' content as compiled in a worker (content.h),
+ *  progs[2 * variant + msgpack]; owned by the worker's loaded file. */
+struct content_prog;
+struct rules_content {
+    struct content_prog **progs;
+    int n;
+};
+
 struct rules_worker {
     struct luavm *vm;
     struct rules_gen *gen;
     int *refs;
     int *chan_refs;
     int *fn_refs;         /**< per campaign: eligible, score function refs (2 per campaign) */
+    struct rules_content *content; /**< per campaign of gen */
     struct wfile *wfiles; /* loaded files by path/hash (internal) */
     int nwfiles, capwfiles;
     struct event *tick;

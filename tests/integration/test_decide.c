@@ -87,6 +87,7 @@ static const char *const files[] = {
     "    if ctx.force == 'garbage' then return 42 end\n"
     "    if ctx.force == 'missing' then return 'Z' end\n"
     "    if ctx.force == 'error' then error('no content today') end\n"
+    "    if ctx.force == 'mutate' then variants[2].content.t = 'edited {{first_name}}'; return 'B' end\n"
     "    return variants[1]\n"
     "  end,\n"
     "}\n",
@@ -584,6 +585,15 @@ Test(decide, content_hook_results)
             cr_assert_str_eq(err, where, "error text is file:line");
         }
         cr_assert_null(json_object_get(xp(r, "vip"), "selected"));
+        json_decref(r);
+    }
+    /* content is what the file returned: a hook editing its campaign's
+     * table at run time changes nothing that is served, before or after */
+    for (int i = 0; i < 6; i++) {
+        r = decide_ok("{\"customer_id\":\"carol\",\"channel\":\"web\",\"limit\":5,"
+                      "\"context\":{\"force\":\"%s\"}}", i % 2 ? "id" : "mutate");
+        expect_offer(r, "vip", "B", 20);
+        cr_assert_str_eq(str_at(json_object_get(offer(r, "vip"), "content"), "t"), "B for Carol");
         json_decref(r);
     }
     stop_clean();
