@@ -36,6 +36,7 @@ struct store {
     MDB_env *env;
     MDB_dbi dbi[STORE_NDB];
     pthread_mutex_t mu;
+    pthread_mutex_t wmu;       /* this process's writers queue here, not on LMDB's lock */
     pthread_cond_t work, done;
     uint64_t committed, synced, async_dirty;
     uint64_t nsyncs, ndurable;
@@ -193,6 +194,11 @@ int store_open(const struct store_opts *o, struct store **out)
         goto fail;
     mdb_env_sync(s->env, 1);
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutexattr_t ma;
+    pthread_mutexattr_init(&ma);
+    pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ADAPTIVE_NP);
+    pthread_mutex_init(&s->wmu, &ma);
+    pthread_mutexattr_destroy(&ma);
     pthread_cond_init(&s->work, NULL);
     pthread_cond_init(&s->done, NULL);
     s->running = 1;
@@ -234,6 +240,7 @@ void store_close(struct store *s)
     mdb_env_sync(s->env, 1);
     mdb_env_close(s->env);
     pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->wmu);
     pthread_cond_destroy(&s->work);
     pthread_cond_destroy(&s->done);
     free(s);
@@ -274,8 +281,10 @@ int store_wtxn_begin(struct store *s, struct store_txn **out)
     struct store_txn *t = malloc(sizeof *t);
     if (!t)
         return ERR_NOMEM;
+    pthread_mutex_lock(&s->wmu);
     int rc = mdb_txn_begin(s->env, NULL, 0, &t->txn);
     if (rc) {
+        pthread_mutex_unlock(&s->wmu);
         free(t);
         return map_err(rc);
     }
@@ -292,6 +301,7 @@ void store_txn_end(struct store_txn *t)
         return;
     if (t->write) {
         mdb_txn_abort(t->txn);
+        pthread_mutex_unlock(&t->s->wmu);
         free(t);
     } else {
         mdb_txn_reset(t->txn);
@@ -306,6 +316,7 @@ int store_txn_commit(struct store_txn *t, int durable)
     }
     struct store *s = t->s;
     int rc = mdb_txn_commit(t->txn);
+    pthread_mutex_unlock(&s->wmu);
     free(t);
     if (rc)
         return map_err(rc);
