@@ -95,6 +95,37 @@ decide_wrk() { # name
     run_wrk "$1" -s "$SHARED/bench/decide.wrk.lua" "http://127.0.0.1:$PORT"
 }
 pct() { awk -v k="$2" '$1 == k {print $2}' "$OUT/wrk-$1.txt"; }
+# The server's own time per decide (dispatch to reply, no queueing): the
+# request-duration histogram of /metrics, before and after a run.
+decide_hist() { # file
+  curl -fs "http://127.0.0.1:$PORT/metrics" |
+    grep 'promod_http_request_duration_seconds_bucket{route="/api/v1/decide",status="200"' > "$1" || true
+}
+server_pct() { # before after -> "p50 / p99 / p99.9" in microseconds (histogram_quantile)
+  python3 - "$1" "$2" <<'PY'
+import re, sys
+def load(f):
+    d = {}
+    for line in open(f):
+        m = re.search(r'le="([^"]+)"\} (\d+)', line)
+        if m: d[m.group(1)] = int(m.group(2))
+    return d
+a, b = load(sys.argv[1]), load(sys.argv[2])
+bk = sorted(((float(k) if k != '+Inf' else float('inf'), b[k] - a.get(k, 0)) for k in b))
+total = bk[-1][1] if bk else 0
+out = []
+for q in (0.5, 0.99, 0.999):
+    want, prev_le, prev_n = q * total, 0.0, 0
+    for le, n in bk:
+        if n >= want:
+            if le == float('inf'):
+                out.append('>%g' % (prev_le * 1e6)); break
+            f = (want - prev_n) / max(1, n - prev_n)
+            out.append('%.0f' % ((prev_le + (le - prev_le) * f) * 1e6)); break
+        prev_le, prev_n = le, n
+print(' / '.join(out) if total else 'n/a')
+PY
+}
 errors() { awk '/errors\(non-2xx/ {print $NF}' "$OUT/wrk-$1.txt"; }
 
 start_server
@@ -103,7 +134,10 @@ decide_wrk warmup >/dev/null
 echo "== GET /healthz"
 H=$(run_wrk healthz "http://127.0.0.1:$PORT/healthz")
 echo "== POST /api/v1/decide, caps on"
+decide_hist "$OUT/hist0.txt"
 D=$(decide_wrk decide-caps)
+decide_hist "$OUT/hist1.txt"
+SERVER_PCT=$(server_pct "$OUT/hist0.txt" "$OUT/hist1.txt")
 
 echo "== reload of every campaign file (POST /api/v1/rules/reload, forced)"
 RELOAD_MS=$(curl -fs -XPOST "http://127.0.0.1:$PORT/api/v1/rules/reload" | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["build_ms"],1))')
@@ -130,5 +164,6 @@ printf '%-34s %10s %6s %8s %8s %8s %8s %7s %9s\n' "POST /api/v1/decide (caps on)
 printf '%-34s %10s %6s %8s %8s %8s %8s %7s %9s\n' "POST /api/v1/decide (caps off)" "$D0" "$(ratio "$D0" "$H")" \
   "$(pct decide-nocaps p50_us)" "$(pct decide-nocaps p90_us)" "$(pct decide-nocaps p99_us)" "$(pct decide-nocaps p99.9_us)" "$(errors decide-nocaps)" "$(cpu decide-nocaps)"
 echo "caps on / caps off throughput: $(ratio "$D" "$D0")"
+echo "server time per decide, caps on (p50 / p99 / p99.9 us, from /metrics; no queueing): $SERVER_PCT"
 echo "reload of all campaign files: ${RELOAD_MS} ms (generation build, forced)"
 echo "offline import: $(cat "$OUT/import.json")"
