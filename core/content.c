@@ -9,9 +9,8 @@
 #include <string.h>
 
 struct slot {
-    size_t at;   /* where in code the rendered string goes */
-    char *tpl;   /* the template text (owned) */
-    size_t len;
+    size_t at;             /* where in code the rendered string goes */
+    struct tmpl_prog *tpl; /* the template, parsed (owns a copy of its text) */
     int escape;
 };
 
@@ -37,21 +36,19 @@ static int add_slot(struct content_prog *p, struct emit *em, const char *s, size
         p->slots = ns;
         p->cap = cap;
     }
-    char *t = malloc(n + 1);
+    struct tmpl_prog *t = tmpl_compile(s, n);
     if (!t)
         return ERR_NOMEM;
-    memcpy(t, s, n);
-    t[n] = '\0';
     /* an empty string written through the emitter puts the separator and
      * leaves its state as after any value; the string itself ("" or 0xa0)
      * is taken back off: the slot's rendering goes there */
     emit_str(em, "", 0);
     if (emit_error(em)) {
-        free(t);
+        tmpl_prog_free(t);
         return emit_error(em);
     }
     p->code.len -= p->mp ? 1 : 2;
-    p->slots[p->nslots++] = (struct slot){ p->code.len, t, n, escape };
+    p->slots[p->nslots++] = (struct slot){ p->code.len, t, escape };
     return 0;
 }
 
@@ -145,8 +142,8 @@ struct content_prog *content_compile(lua_State *L, int idx, int msgpack)
     return p;
 }
 
-int content_render(const struct content_prog *p, lua_State *L, int p_idx, struct buf *tmp,
-                   struct buf *out)
+int content_render(const struct content_prog *p, lua_State *L, int p_idx,
+                   struct content_scratch *cs, struct buf *out)
 {
     if (p->rc)
         return p->rc;
@@ -160,12 +157,12 @@ int content_render(const struct content_prog *p, lua_State *L, int p_idx, struct
             break;
         }
         from = s->at;
-        buf_reset(tmp);
-        if ((rc = tmpl_render(s->tpl, s->len, s->escape, tmpl_lua_lookup, &tc, tmp)))
+        buf_reset(&cs->text);
+        if ((rc = tmpl_run(s->tpl, s->escape, tmpl_lua_lookup, &tc, &cs->val, &cs->text)))
             break;
         struct emit em; /* a lone string: no separator, the code has it */
         emit_init(&em, out, p->mp);
-        emit_str(&em, tmp->p ? tmp->p : "", tmp->len);
+        emit_str(&em, cs->text.p ? cs->text.p : "", cs->text.len);
         rc = emit_error(&em);
     }
     if (!rc && p->code.len > from && buf_add(out, p->code.p + from, p->code.len - from))
@@ -183,7 +180,7 @@ void content_free(struct content_prog *p)
     if (!p)
         return;
     for (int i = 0; i < p->nslots; i++)
-        free(p->slots[i].tpl);
+        tmpl_prog_free(p->slots[i].tpl);
     free(p->slots);
     buf_free(&p->code);
     free(p);

@@ -34,12 +34,18 @@ struct content_prog;
  *  text). */
 struct content_prog *content_compile(struct lua_State *L, int idx, int msgpack);
 
+/** Scratch for content_render, kept by the caller between calls. */
+struct content_scratch {
+    struct buf text; /* one rendered template string */
+    struct buf val;  /* one looked-up value */
+};
+
 /** Append the rendered content to `out`; templates look their paths up in
- *  the table at stack index `p_idx` (tmpl_lua_lookup).  `tmp` is scratch.
- *  0, or the compile error, a lookup error (ERR_LUA), ERR_NOMEM, ERR_INVAL
- *  (a substituted value that is not UTF-8).  On error `out` is restored. */
-int content_render(const struct content_prog *p, struct lua_State *L, int p_idx, struct buf *tmp,
-                   struct buf *out);
+ *  the table at stack index `p_idx` (tmpl_lua_lookup).  0, or the compile
+ *  error, a lookup error (ERR_LUA), ERR_NOMEM, ERR_INVAL (a substituted
+ *  value that is not UTF-8).  On error `out` is restored. */
+int content_render(const struct content_prog *p, struct lua_State *L, int p_idx,
+                   struct content_scratch *cs, struct buf *out);
 
 void content_free(struct content_prog *p);
 

@@ -154,7 +154,7 @@ struct scratch {
     int bcap;
     struct throttle_cust tc;
     struct throttle_resv rv;
-    struct buf tmp;       /* one rendered template string */
+    struct content_scratch cs; /* template rendering */
 };
 
 #define SCRATCH_KEEP (64 * 1024) /* a buffer grown past this is given back */
@@ -170,7 +170,8 @@ static void scratch_free(void *p)
     free(s->batch);
     throttle_cust_free(&s->tc);
     throttle_resv_free(&s->rv);
-    buf_free(&s->tmp);
+    buf_free(&s->cs.text);
+    buf_free(&s->cs.val);
     free(s);
 }
 
@@ -337,11 +338,13 @@ static int choose_content(struct rules_worker *rw, const struct rules_campaign *
     }
     if (!prog)
         return ERR_NOMEM;
-    int rc = content_render(prog, L, p_idx, &scr->tmp, &cd->content);
+    int rc = content_render(prog, L, p_idx, &scr->cs, &cd->content);
     if (!cached)
         content_free(prog);
-    if (scr->tmp.cap > SCRATCH_KEEP)
-        buf_free(&scr->tmp);
+    if (scr->cs.text.cap > SCRATCH_KEEP)
+        buf_free(&scr->cs.text);
+    if (scr->cs.val.cap > SCRATCH_KEEP)
+        buf_free(&scr->cs.val);
     if (rc) {
         xp_error(cd->xp, "content", "content could not be rendered (only strings, numbers, booleans "
                  "and tables with string keys; text must be UTF-8)");

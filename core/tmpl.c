@@ -17,6 +17,7 @@
 #include <lua.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 enum ph_status { PH_NONE, PH_OK, PH_UNCLOSED, PH_EMPTY, PH_BADPATH };
@@ -115,45 +116,124 @@ static int emit(struct buf *out, const char *s, size_t n, int html)
     return html ? buf_add_html(out, s, n) : buf_add(out, s, n);
 }
 
-int tmpl_render(const char *tpl, size_t len, int html_escape,
-                tmpl_lookup_fn lookup, void *ud, struct buf *out)
+/* A parsed template: literal runs and placeholders, as offsets into its own
+ * copy of the text.  Literal text includes any invalid placeholder, which
+ * renders as itself. */
+struct tmpl_piece {
+    size_t off, len;   /* the literal text, or the placeholder's path */
+    size_t doff, dlen; /* the default (when has_def) */
+    unsigned char is_ph, has_def;
+};
+
+struct tmpl_prog {
+    char *text;
+    struct tmpl_piece *pieces;
+    int n;
+};
+
+static int piece_add(struct tmpl_prog *t, int *cap, struct tmpl_piece pc)
 {
-    size_t orig = out->len, pos = 0;
-    struct buf val = BUF_INIT;
+    if (pc.is_ph == 0 && pc.len == 0)
+        return 0;
+    if (t->n > 0 && !pc.is_ph && !t->pieces[t->n - 1].is_ph) { /* join literal runs */
+        t->pieces[t->n - 1].len += pc.len;
+        return 0;
+    }
+    if (t->n == *cap) {
+        int nc = *cap ? *cap * 2 : 4;
+        struct tmpl_piece *np = realloc(t->pieces, sizeof *np * (size_t)nc);
+        if (!np)
+            return ERR_NOMEM;
+        t->pieces = np;
+        *cap = nc;
+    }
+    t->pieces[t->n++] = pc;
+    return 0;
+}
+
+struct tmpl_prog *tmpl_compile(const char *tpl, size_t len)
+{
+    struct tmpl_prog *t = calloc(1, sizeof *t);
+    if (!t || !(t->text = malloc(len + 1))) {
+        free(t);
+        return NULL;
+    }
+    memcpy(t->text, tpl, len);
+    t->text[len] = '\0';
+    size_t pos = 0;
+    int cap = 0;
     struct ph ph;
     enum ph_status st;
-    int rc = 0;
-
-    while ((st = next_placeholder(tpl, len, pos, &ph)) != PH_NONE) {
-        /* Literal text up to and including a bad placeholder goes verbatim. */
+    while ((st = next_placeholder(t->text, len, pos, &ph)) != PH_NONE) {
         size_t lit_end = st == PH_OK ? ph.start : ph.end;
-        if ((rc = buf_add(out, tpl + pos, lit_end - pos)))
-            goto fail;
+        if (piece_add(t, &cap, (struct tmpl_piece){ .off = pos, .len = lit_end - pos }))
+            goto oom;
         pos = ph.end;
         if (st != PH_OK)
             continue;
-        buf_reset(&val);
-        int found = lookup(ud, ph.path, ph.plen, &val);
-        if (found < 0) {
-            rc = found;
-            goto fail;
+        struct tmpl_piece pc = { .off = (size_t)(ph.path - t->text), .len = ph.plen, .is_ph = 1 };
+        if (ph.def) {
+            pc.has_def = 1;
+            pc.doff = (size_t)(ph.def - t->text);
+            pc.dlen = ph.dlen;
         }
-        if (found > 0)
-            rc = emit(out, val.p ? val.p : "", val.len, html_escape);
-        else if (ph.def)
-            rc = emit(out, ph.def, ph.dlen, html_escape);
-        if (rc)
-            goto fail;
+        if (piece_add(t, &cap, pc))
+            goto oom;
     }
-    if ((rc = buf_add(out, tpl + pos, len - pos)))
-        goto fail;
+    if (piece_add(t, &cap, (struct tmpl_piece){ .off = pos, .len = len - pos }) == 0)
+        return t;
+oom:
+    tmpl_prog_free(t);
+    return NULL;
+}
+
+void tmpl_prog_free(struct tmpl_prog *t)
+{
+    if (!t)
+        return;
+    free(t->pieces);
+    free(t->text);
+    free(t);
+}
+
+int tmpl_run(const struct tmpl_prog *t, int html_escape, tmpl_lookup_fn lookup, void *ud,
+             struct buf *val, struct buf *out)
+{
+    size_t orig = out->len;
+    int rc = buf_add(out, "", 0); /* like any render: `out` holds a string after */
+    for (int i = 0; i < t->n && !rc; i++) {
+        const struct tmpl_piece *pc = &t->pieces[i];
+        if (!pc->is_ph) {
+            rc = buf_add(out, t->text + pc->off, pc->len);
+            continue;
+        }
+        buf_reset(val);
+        int found = lookup(ud, t->text + pc->off, pc->len, val);
+        if (found < 0)
+            rc = found;
+        else if (found > 0)
+            rc = emit(out, val->p ? val->p : "", val->len, html_escape);
+        else if (pc->has_def)
+            rc = emit(out, t->text + pc->doff, pc->dlen, html_escape);
+    }
+    if (rc) {
+        out->len = orig;
+        if (out->p)
+            out->p[orig] = 0;
+    }
+    return rc;
+}
+
+int tmpl_render(const char *tpl, size_t len, int html_escape,
+                tmpl_lookup_fn lookup, void *ud, struct buf *out)
+{
+    struct tmpl_prog *t = tmpl_compile(tpl, len);
+    if (!t)
+        return ERR_NOMEM;
+    struct buf val = BUF_INIT;
+    int rc = tmpl_run(t, html_escape, lookup, ud, &val, out);
     buf_free(&val);
-    return 0;
-fail:
-    buf_free(&val);
-    out->len = orig;
-    if (out->p)
-        out->p[orig] = 0;
+    tmpl_prog_free(t);
     return rc;
 }
 

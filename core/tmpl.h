@@ -33,6 +33,18 @@ typedef int (*tmpl_lookup_fn)(void *ud, const char *path, size_t len, struct buf
 int tmpl_render(const char *tpl, size_t len, int html_escape,
                 tmpl_lookup_fn lookup, void *ud, struct buf *out);
 
+/** A template parsed once, rendered many times (the decide path keeps one
+ *  per template string of a variant's content).  tmpl_compile copies the
+ *  text and never fails on syntax (invalid placeholders are literal text,
+ *  as in tmpl_render); NULL only when out of memory.  tmpl_run renders it
+ *  exactly as tmpl_render would the text, using `val` as scratch for looked
+ *  up values; on error `out` is restored. */
+struct tmpl_prog;
+struct tmpl_prog *tmpl_compile(const char *tpl, size_t len);
+int tmpl_run(const struct tmpl_prog *t, int html_escape, tmpl_lookup_fn lookup, void *ud,
+             struct buf *val, struct buf *out);
+void tmpl_prog_free(struct tmpl_prog *t);
+
 /** 1 when the text contains at least one placeholder (fast path: skip render). */
 int tmpl_has_placeholders(const char *tpl, size_t len);
 

@@ -45,13 +45,15 @@ static char *render_json(const char *content, const char *profile, int *rc)
     cr_assert_not_null(p);
     lua_pop(L, 1);
     cr_assert_eq(lua_gettop(L), p_idx, "compile is stack-neutral");
-    struct buf out = BUF_INIT, tmp = BUF_INIT;
+    struct buf out = BUF_INIT;
+    struct content_scratch tmp = { BUF_INIT, BUF_INIT };
     buf_add(&out, "<", 1); /* rendering appends; an error restores this */
     *rc = content_render(p, L, p_idx, &tmp, &out);
     cr_assert_eq(lua_gettop(L), p_idx, "render is stack-neutral");
     lua_settop(L, top);
     content_free(p);
-    buf_free(&tmp);
+    buf_free(&tmp.text);
+    buf_free(&tmp.val);
     if (*rc) {
         cr_assert_str_eq(out.p, "<", "the buffer is restored on error");
         buf_free(&out);
@@ -115,7 +117,7 @@ Test(content, one_program_renders_each_profile, .init = setup, .fini = teardown)
     lua_pop(L, 1);
     const char *names[] = { "{ first_name = 'Ann' }", "{ first_name = 'Bob' }", "{}" };
     const char *want[] = { "Hello Ann", "Hello Bob", "Hello friend" };
-    struct buf tmp = BUF_INIT;
+    struct content_scratch tmp = { BUF_INIT, BUF_INIT };
     for (int i = 0; i < 3; i++) {
         push_eval(names[i]);
         struct buf out = BUF_INIT;
@@ -127,7 +129,8 @@ Test(content, one_program_renders_each_profile, .init = setup, .fini = teardown)
         buf_free(&out);
         lua_pop(L, 1);
     }
-    buf_free(&tmp);
+    buf_free(&tmp.text);
+    buf_free(&tmp.val);
     content_free(p);
 }
 
@@ -149,7 +152,8 @@ Test(content, msgpack_decodes_to_the_json_rendering, .init = setup, .fini = tear
         push_eval(contents[i]);
         struct content_prog *p = content_compile(L, -1, 1);
         lua_pop(L, 1);
-        struct buf out = BUF_INIT, tmp = BUF_INIT;
+        struct buf out = BUF_INIT;
+    struct content_scratch tmp = { BUF_INIT, BUF_INIT };
         cr_assert_eq(content_render(p, L, p_idx, &tmp, &out), 0);
         int err = 0;
         json_t *fromm = codec_msgpack_to_json(out.p, out.len, &err);
@@ -159,7 +163,8 @@ Test(content, msgpack_decodes_to_the_json_rendering, .init = setup, .fini = tear
         json_decref(fromm);
         json_decref(fromj);
         buf_free(&out);
-        buf_free(&tmp);
+        buf_free(&tmp.text);
+    buf_free(&tmp.val);
         content_free(p);
         free(text);
         lua_pop(L, 1);
@@ -201,10 +206,12 @@ Test(content, templates_are_copied_at_compile_time, .init = setup, .fini = teard
     lua_pop(L, 1);
     lua_gc(L, LUA_GCCOLLECT, 0);
     push_eval("{ n = 'Ann' }");
-    struct buf out = BUF_INIT, tmp = BUF_INIT;
+    struct buf out = BUF_INIT;
+    struct content_scratch tmp = { BUF_INIT, BUF_INIT };
     cr_assert_eq(content_render(p, L, lua_gettop(L), &tmp, &out), 0);
     cr_expect_str_eq(out.p, "{\"t\":\"Hi Ann !!!\"}");
     buf_free(&out);
-    buf_free(&tmp);
+    buf_free(&tmp.text);
+    buf_free(&tmp.val);
     content_free(p);
 }

@@ -105,6 +105,39 @@ ParameterizedTest(struct rcase *c, tmpl, render)
     free(got);
 }
 
+Test(tmpl, a_compiled_template_runs_again_and_again)
+{
+    char text[] = "Hi {{name}}, {{ missing | you }} <{{html}}> {{{bad}}}";
+    struct tmpl_prog *t = tmpl_compile(text, strlen(text));
+    cr_assert_not_null(t);
+    memset(text, 'x', sizeof text - 1); /* the program keeps its own copy */
+    struct buf out = BUF_INIT, val = BUF_INIT;
+    for (int i = 0; i < 3; i++) {
+        buf_reset(&out);
+        cr_assert_eq(tmpl_run(t, 1, dict_lookup, NULL, &val, &out), 0);
+        cr_assert_str_eq(out.p, "Hi Ann, you <&lt;b&gt;Tom &amp; &quot;Jerry&quot;&lt;/b&gt;&#39;> "
+                                "{{{bad}}}");
+    }
+    tmpl_prog_free(t);
+    /* a lookup error restores what `out` held before */
+    t = tmpl_compile("a {{name}} {{boom}} z", 21);
+    buf_reset(&out);
+    buf_adds(&out, "kept");
+    cr_assert_eq(tmpl_run(t, 0, dict_lookup, NULL, &val, &out), ERR_LUA);
+    cr_assert_str_eq(out.p, "kept");
+    tmpl_prog_free(t);
+    /* empty text: an empty string, not a NULL buffer */
+    t = tmpl_compile("", 0);
+    struct buf e = BUF_INIT;
+    cr_assert_eq(tmpl_run(t, 1, dict_lookup, NULL, &val, &e), 0);
+    cr_assert_not_null(e.p);
+    cr_assert_str_eq(e.p, "");
+    tmpl_prog_free(t);
+    buf_free(&e);
+    buf_free(&out);
+    buf_free(&val);
+}
+
 Test(tmpl, render_appends_and_handles_nul)
 {
     struct buf b = BUF_INIT;
