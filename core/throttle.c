@@ -457,6 +457,42 @@ static int cust_encode(struct buf *out, struct throttle_cust *tc, const struct a
     return 0;
 }
 
+/* Count `now` in the parsed record: the entry's stamps move to the end of
+ * the pool with `now` inserted in order (a clock that stepped back keeps
+ * them sorted) and only the newest `keep` stay — what cust_encode writes
+ * for an added entry, so the record is encoded once, when the reservation
+ * ends, instead of encoded and parsed again for every offer. */
+static int cust_count(struct throttle_cust *tc, const struct add *a, int64_t now)
+{
+    struct throttle_entry *e = (struct throttle_entry *)entry_find(tc, a->kind, a->name);
+    if (!e) {
+        char k[sizeof tc->e[0].key];
+        size_t nl = a->name ? strlen(a->name) : 0;
+        if (nl + 1 >= sizeof k)
+            return ERR_TOOBIG;
+        k[0] = a->kind;
+        memcpy(k + 1, a->name ? a->name : "", nl);
+        if (!(e = entry_add(tc, k, nl + 1)))
+            return ERR_TOOBIG;
+    }
+    int ns = e->ns, keep = a->keep < 1 ? 1 : a->keep;
+    if (pool_reserve(tc, (size_t)ns + 1))
+        return ERR_NOMEM;
+    const int64_t *s = tc->pool + e->off; /* valid after the reserve: it may move the pool */
+    int64_t *d = tc->pool + tc->npool;
+    int j = 0, k = 0;
+    while (j < ns && s[j] <= now)
+        d[k++] = s[j++];
+    d[k++] = now;
+    while (j < ns)
+        d[k++] = s[j++];
+    int from = k > keep ? k - keep : 0;
+    e->off = tc->npool + (size_t)from;
+    e->ns = k - from;
+    tc->npool += (size_t)k;
+    return 0;
+}
+
 int throttle_resv_begin(struct throttle_resv *r, struct store_txn *wt, const char *cust)
 {
     r->wt = wt;
@@ -489,15 +525,14 @@ int throttle_resv_add(struct throttle_resv *r, const struct rules_campaign *c,
         add[nadd++] = (struct add){ 'g', NULL,
                                     (int)(global_cap > THROTTLE_MAX_STAMPS ? THROTTLE_MAX_STAMPS
                                                                             : global_cap) };
-    if (nadd) {
-        /* the new record replaces the parsed one, so the next offer of the
-         * request is checked against it; it is written once, at the end */
-        if ((rc = cust_encode(&r->enc, &r->tc, add, nadd, now)))
+    /* counted in the parsed record, so the next offer of the request is
+     * checked against it; encoded and written once, at the end */
+    for (int a = 0; a < nadd; a++)
+        if ((rc = cust_count(&r->tc, &add[a], now)))
             return rc;
-        r->tc.n = 0;
-        r->tc.npool = 0;
-        cust_parse(&r->tc, (const unsigned char *)r->enc.p, r->enc.len);
+    if (nadd) {
         r->dirty = 1;
+        r->now = now;
     }
     if (c->total_caps.n) {
         int hour = 0, day = 0, life = 0;
@@ -523,8 +558,10 @@ int throttle_resv_end(struct throttle_resv *r)
     if (r->dirty) {
         char key[300];
         int kl = cust_key(key, sizeof key, r->cust);
-        rc = kl < 0 ? ERR_TOOBIG
-                    : store_put(r->wt, STORE_COUNTERS, key, (size_t)kl, r->enc.p, r->enc.len);
+        if (kl < 0)
+            rc = ERR_TOOBIG;
+        else if (!(rc = cust_encode(&r->enc, &r->tc, NULL, 0, r->now)))
+            rc = store_put(r->wt, STORE_COUNTERS, key, (size_t)kl, r->enc.p, r->enc.len);
         r->dirty = 0;
     }
     return rc;

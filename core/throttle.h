@@ -86,6 +86,7 @@ struct throttle_resv {
     struct throttle_cust tc; /**< the record as it stands, this request's offers included */
     struct buf enc;          /**< its encoding, written by end */
     int dirty, loaded;
+    int64_t now;             /**< of the last offer counted */
 };
 int throttle_resv_begin(struct throttle_resv *r, struct store_txn *wt, const char *cust);
 /** Check one offer against every cap and count it.  0, ERR_CAPPED (+*why)
