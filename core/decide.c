@@ -14,7 +14,6 @@
 #include "rules.h"
 #include "store.h"
 #include "throttle.h"
-#include "tmpl.h"
 #include "tz.h"
 #include <lauxlib.h>
 #include <lua.h>
@@ -251,10 +250,8 @@ static json_t *xp_reason(json_t *xp, const char *reason)
     return xp;
 }
 
-/* Render one Lua value (a content field) into the reply, templating
- * strings (HTML-escaped unless the key ends in "_raw").  0 or an error;
- * the emitter records invalid UTF-8 and excess depth. */
-/* Choose a variant and render its content; 0 on success.  Stack-neutral. */
+/* Choose a variant and render its content (core/content) into cd->content
+ * in the reply's wire form; 0 on success.  Stack-neutral. */
 static int choose_content(struct rules_worker *rw, const struct rules_campaign *c, int ref,
                           const char *cust, int p_idx, int ctx_idx, struct cand *cd, int msgpack)
 {
