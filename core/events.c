@@ -877,22 +877,13 @@ static size_t put_str0(unsigned char *p, const char *s, int nul)
     return l;
 }
 
-static void put_be32(unsigned char *p, int64_t v)
-{
-    uint32_t d = (uint32_t)v;
-    p[0] = (unsigned char)(d >> 24);
-    p[1] = (unsigned char)(d >> 16);
-    p[2] = (unsigned char)(d >> 8);
-    p[3] = (unsigned char)d;
-}
-
 /* "a" campaign \0 day(be32) variant \0 channel */
 static size_t cell_key(unsigned char *p, const struct ev *e, int64_t day)
 {
     size_t n = 0;
     p[n++] = 'a';
     n += put_str0(p + n, e->camp, 1);
-    put_be32(p + n, day);
+    store_be32((uint32_t)day, p + n);
     n += 4;
     n += put_str0(p + n, e->variant, 1);
     n += put_str0(p + n, e->channel, 0);
@@ -903,7 +894,7 @@ static size_t cell_key(unsigned char *p, const struct ev *e, int64_t day)
 static size_t marker_tail(unsigned char *p, const struct ev *e, int64_t day)
 {
     size_t n = 0;
-    put_be32(p, day);
+    store_be32((uint32_t)day, p);
     n += 4;
     n += put_str0(p + n, e->camp, 1);
     n += put_str0(p + n, e->variant, 1);

@@ -19,20 +19,6 @@ static long g_compacted; /* raw events removed by retention since start */
 
 long events_compacted_total(void) { return __atomic_load_n(&g_compacted, __ATOMIC_RELAXED); }
 
-static void put_be32(unsigned char *p, int64_t v)
-{
-    uint32_t d = (uint32_t)v;
-    p[0] = (unsigned char)(d >> 24);
-    p[1] = (unsigned char)(d >> 16);
-    p[2] = (unsigned char)(d >> 8);
-    p[3] = (unsigned char)d;
-}
-
-static int64_t get_be32(const unsigned char *p)
-{
-    return (int64_t)((uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]);
-}
-
 static void inc_int(json_t *o, const char *k, json_int_t by)
 {
     json_t *v = json_object_get(o, k);
@@ -184,7 +170,7 @@ static int cellscan_cb(void *ud, const void *key, size_t klen, const void *val, 
     if (1 + cl + 5 > klen)
         return 0;
     const unsigned char *dp = (const unsigned char *)buf + 1 + cl + 1;
-    int64_t day = get_be32(dp);
+    int64_t day = (int64_t)store_get_be32(dp);
     if (day > x->to_day)
         return x->one_campaign ? 1 : 0;
     if (day < x->from_day)
@@ -229,7 +215,7 @@ int events_scan_cells(struct store_txn *t, const char *campaign, int64_t from_da
     memcpy(pre + 1, campaign, cl);
     pre[cl + 1] = 0;
     memcpy(start, pre, cl + 2);
-    put_be32(start + cl + 2, x.from_day);
+    store_be32((uint32_t)x.from_day, start + cl + 2);
     return store_scan(t, STORE_AGGREGATES, pre, cl + 2, start, cl + 6, cellscan_cb, &x);
 }
 
@@ -421,7 +407,8 @@ static int act_cb(void *ud, const void *key, size_t klen, const void *val, size_
     if ((size_t)(chn - tail) > tl)
         chn = "";
     char day[40];
-    tz_format_iso8601(get_be32((const unsigned char *)k + x->plen) * 86400, day, sizeof day);
+    int64_t d = store_get_be32((const unsigned char *)k + x->plen);
+    tz_format_iso8601(d * 86400, day, sizeof day);
     day[10] = 0;
     json_t *o = json_object();
     json_object_set_new(o, "day", json_string(day));
@@ -525,7 +512,7 @@ static int marker_old_cb(void *ud, const void *key, size_t klen, const void *val
     int stop = visit(a, key, klen);
     const unsigned char *k = key;
     size_t cl = strnlen(key, klen);
-    if (cl + 6 > klen || k[cl + 1] != 'u' || get_be32(k + cl + 2) >= a->bound)
+    if (cl + 6 > klen || k[cl + 1] != 'u' || (int64_t)store_get_be32(k + cl + 2) >= a->bound)
         return stop;
     int r = push_key(a, key, klen);
     return r ? r : stop;

@@ -91,6 +91,19 @@ uint64_t store_get_be64(const unsigned char in[8])
     return v;
 }
 
+void store_be32(uint32_t v, unsigned char out[4])
+{
+    out[0] = (unsigned char)(v >> 24);
+    out[1] = (unsigned char)(v >> 16);
+    out[2] = (unsigned char)(v >> 8);
+    out[3] = (unsigned char)v;
+}
+
+uint32_t store_get_be32(const unsigned char in[4])
+{
+    return (uint32_t)in[0] << 24 | (uint32_t)in[1] << 16 | (uint32_t)in[2] << 8 | in[3];
+}
+
 static void *syncer_main(void *arg)
 {
     struct store *s = arg;

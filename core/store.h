@@ -127,5 +127,7 @@ const char *store_db_name(enum store_db db);
 /** Big-endian encode/decode helpers for sortable keys. */
 void store_be64(uint64_t v, unsigned char out[8]);
 uint64_t store_get_be64(const unsigned char in[8]);
+void store_be32(uint32_t v, unsigned char out[4]);
+uint32_t store_get_be32(const unsigned char in[4]);
 
 #endif

@@ -60,11 +60,6 @@ static struct throttle_entry *entry_add(struct throttle_cust *tc, const char *ke
     return e;
 }
 
-static inline uint32_t rd32(const unsigned char *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
 /* Parse the record; a malformed one reads as empty (counters are advisory
  * to nobody: better to restart counting than to refuse every offer). */
 static void cust_parse(struct throttle_cust *tc, const unsigned char *p, size_t len)
@@ -117,10 +112,10 @@ static void cust_parse(struct throttle_cust *tc, const unsigned char *p, size_t 
                 v = p[i];
                 i++;
             } else if (i + 9 <= len && (p[i] == 0xd3 || p[i] == 0xcf)) {
-                v = (int64_t)((uint64_t)rd32(p + i + 1) << 32 | rd32(p + i + 5));
+                v = (int64_t)store_get_be64(p + i + 1);
                 i += 9;
             } else if (i + 5 <= len && (p[i] == 0xd2 || p[i] == 0xce)) {
-                uint32_t u = rd32(p + i + 1);
+                uint32_t u = store_get_be32(p + i + 1);
                 v = p[i] == 0xd2 ? (int64_t)(int32_t)u : (int64_t)u;
                 i += 5;
             } else {
