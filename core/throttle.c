@@ -333,63 +333,35 @@ int throttle_needed(const struct rules_campaign *c, const struct rules_channel *
            (c->hooks & RULES_HOOK_THROTTLE);
 }
 
-/* Encode the record with `now` appended to the entries named in `add`
- * (each keeping its newest `keep`), dropping entries with nothing in the
- * last MAX_AGE and, past MAX_ENTRIES, the stalest ones. */
-struct add { char kind; const char *name; int keep; };
-
-static int newest(const struct throttle_cust *tc, const struct throttle_entry *e)
+/* Encode the record as it stands, dropping entries with nothing in the last
+ * MAX_AGE before `now` and, past MAX_ENTRIES, the stalest ones. */
+static int cust_encode(struct buf *out, struct throttle_cust *tc, int64_t now)
 {
-    return e->ns ? (int)(tc->pool[e->off + (size_t)e->ns - 1] > 0) : 0;
-}
-
-static int cust_encode(struct buf *out, struct throttle_cust *tc, const struct add *add, int nadd,
-                       int64_t now)
-{
-    /* make sure every entry we add to exists */
-    for (int a = 0; a < nadd; a++) {
-        if (entry_find(tc, add[a].kind, add[a].name))
-            continue;
-        char k[sizeof tc->e[0].key];
-        size_t nl = add[a].name ? strlen(add[a].name) : 0;
-        if (nl + 1 >= sizeof k)
-            return ERR_TOOBIG;
-        k[0] = add[a].kind;
-        memcpy(k + 1, add[a].name ? add[a].name : "", nl);
-        if (!entry_add(tc, k, nl + 1))
-            return ERR_TOOBIG;
-    }
     /* live entries, stalest evicted past MAX_ENTRIES */
     int live = 0;
     for (int i = 0; i < tc->n; i++) {
         struct throttle_entry *e = &tc->e[i];
-        int is_add = 0;
-        for (int a = 0; a < nadd; a++)
-            is_add |= e->key[0] == add[a].kind && !strcmp(e->key + 1, add[a].name ? add[a].name : "");
-        e->keep = is_add || (e->ns && tc->pool[e->off + (size_t)e->ns - 1] > now - MAX_AGE);
+        e->keep = e->ns && tc->pool[e->off + (size_t)e->ns - 1] > now - MAX_AGE;
         live += e->keep;
     }
     while (live > MAX_ENTRIES) {
         int worst = -1;
         for (int i = 0; i < tc->n; i++) {
             struct throttle_entry *e = &tc->e[i];
-            if (!e->keep || !e->ns)
+            if (!e->keep)
                 continue;
             if (worst < 0 || tc->pool[e->off + (size_t)e->ns - 1] <
                                  tc->pool[tc->e[worst].off + (size_t)tc->e[worst].ns - 1])
                 worst = i;
         }
-        if (worst < 0)
-            break;
         tc->e[worst].keep = 0;
         live--;
     }
-    (void)newest;
     /* size: header + per entry key + array header + stamps */
     size_t cap = 3;
     for (int i = 0; i < tc->n; i++)
         if (tc->e[i].keep)
-            cap += 2 + sizeof tc->e[i].key + 3 + 9 * ((size_t)tc->e[i].ns + 1);
+            cap += 2 + sizeof tc->e[i].key + 3 + 9 * (size_t)tc->e[i].ns;
     buf_reset(out);
     if (buf_reserve(out, cap))
         return ERR_NOMEM;
@@ -402,7 +374,7 @@ static int cust_encode(struct buf *out, struct throttle_cust *tc, const struct a
         *p++ = (unsigned char)live;
     }
     for (int i = 0; i < tc->n; i++) {
-        struct throttle_entry *e = &tc->e[i];
+        const struct throttle_entry *e = &tc->e[i];
         if (!e->keep)
             continue;
         size_t kl = strlen(e->key);
@@ -414,43 +386,26 @@ static int cust_encode(struct buf *out, struct throttle_cust *tc, const struct a
         }
         memcpy(p, e->key, kl);
         p += kl;
-        int keep = -1;
-        for (int a = 0; a < nadd; a++)
-            if (e->key[0] == add[a].kind && !strcmp(e->key + 1, add[a].name ? add[a].name : ""))
-                keep = add[a].keep < 1 ? 1 : add[a].keep;
-        const int64_t *s = tc->pool + e->off;
-        int ns = e->ns;
-        /* the stamps to write: old ones (clock may step back: keep order) + now */
-        int total = ns + (keep > 0);
-        int from = keep > 0 && total > keep ? total - keep : 0;
-        int outn = total - from;
-        if (outn < 16) {
-            *p++ = (unsigned char)(0x90 | outn);
+        if (e->ns < 16) {
+            *p++ = (unsigned char)(0x90 | e->ns);
         } else {
             *p++ = 0xdc;
-            *p++ = (unsigned char)(outn >> 8);
-            *p++ = (unsigned char)outn;
+            *p++ = (unsigned char)(e->ns >> 8);
+            *p++ = (unsigned char)e->ns;
         }
-        int inserted = keep <= 0;
-        for (int j = 0, k = 0; k < total; k++) {
-            int64_t v;
-            if (!inserted && (j >= ns || s[j] > now)) {
-                v = now;
-                inserted = 1;
-            } else {
-                v = s[j++];
-            }
-            if (k < from)
-                continue;
-            uint64_t u = (uint64_t)v;
+        for (int j = 0; j < e->ns; j++) {
             *p++ = 0xd3;
-            for (int b = 7; b >= 0; b--)
-                *p++ = (unsigned char)(u >> (8 * b));
+            store_be64((uint64_t)tc->pool[e->off + (size_t)j], p);
+            p += 8;
         }
     }
     out->len = (size_t)(p - buf);
     return 0;
 }
+
+/* What a served offer counts against: kind ('c' campaign, 'h' channel, 'g'
+ * global), name, and how many of the newest stamps its caps need. */
+struct add { char kind; const char *name; int keep; };
 
 /* Count `now` in the parsed record: the entry's stamps move to the end of
  * the pool with `now` inserted in order (a clock that stepped back keeps
@@ -555,7 +510,7 @@ int throttle_resv_end(struct throttle_resv *r)
         int kl = cust_key(key, sizeof key, r->cust);
         if (kl < 0)
             rc = ERR_TOOBIG;
-        else if (!(rc = cust_encode(&r->enc, &r->tc, NULL, 0, r->now)))
+        else if (!(rc = cust_encode(&r->enc, &r->tc, r->now)))
             rc = store_put(r->wt, STORE_COUNTERS, key, (size_t)kl, r->enc.p, r->enc.len);
         r->dirty = 0;
     }

@@ -148,3 +148,37 @@ Test(throttle, records_keep_only_the_stamps_the_caps_need)
     cr_expect_gt(vl, 66 * 9, "record of %zu bytes", vl);
     store_txn_end(rt);
 }
+
+Test(throttle, records_forget_the_stalest_campaigns_and_year_old_ones)
+{
+    /* 1,100 campaigns served a minute apart: the record remembers 1,024
+     * entries, so the 76 stalest are forgotten (and would serve again) */
+    static struct rules_campaign camps[1100];
+    static char ids[1100][8];
+    struct rules_channel web = { .name = "web" };
+    int64_t t = 50000000;
+    for (int i = 0; i < 1100; i++) {
+        snprintf(ids[i], sizeof ids[i], "k%d", i);
+        camps[i] = (struct rules_campaign){ .id = ids[i] };
+        camps[i].cust_caps.w[camps[i].cust_caps.n++] = window(1, 30 * 86400);
+        const struct rules_campaign *one[] = { &camps[i] };
+        cr_assert_eq(reserve("eve", one, 1, &web, t + 60 * i), 1);
+    }
+    int64_t now = t + 60 * 1100;
+    cr_expect_eq(counts("eve", &camps[0], &web, now).cust[0], 0, "stalest forgotten");
+    cr_expect_eq(counts("eve", &camps[75], &web, now).cust[0], 0, "76th stalest forgotten");
+    cr_expect_eq(counts("eve", &camps[76], &web, now).cust[0], 1, "kept");
+    cr_expect_eq(counts("eve", &camps[1099], &web, now).cust[0], 1, "newest kept");
+    /* an entry whose newest stamp is over a year old is dropped at the next
+     * write of the record */
+    const struct rules_campaign *one[] = { &camps[1099] };
+    int64_t later = now + 367 * 86400LL;
+    cr_assert_eq(reserve("eve", one, 1, &web, later), 1);
+    struct store_txn *rt;
+    cr_assert_eq(store_rtxn_begin(st, &rt), 0);
+    struct throttle_cust tc = { 0 };
+    cr_assert_eq(throttle_cust_load(rt, "eve", &tc), 0);
+    cr_expect_eq(tc.n, 1, "only the campaign served now is left: %d entries", tc.n);
+    throttle_cust_free(&tc);
+    store_txn_end(rt);
+}
