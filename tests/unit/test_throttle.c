@@ -154,7 +154,7 @@ Test(throttle, records_forget_the_stalest_campaigns_and_year_old_ones)
     /* 1,100 campaigns served a minute apart: the record remembers 1,024
      * entries, so the 76 stalest are forgotten (and would serve again) */
     static struct rules_campaign camps[1100];
-    static char ids[1100][8];
+    static char ids[1100][16];
     struct rules_channel web = { .name = "web" };
     int64_t t = 50000000;
     for (int i = 0; i < 1100; i++) {
