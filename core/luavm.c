@@ -880,51 +880,14 @@ static void set_err(char *err, size_t errlen, const char *msg, size_t len)
  * not LUA_NOREF, is a registry ref of f itself, which spares keeping a
  * copy of f on the stack for that message.  Helper slots (the copy, the
  * traceback handler) go below f, at `base`. */
-static int call_impl(struct luavm *vm, int nargs, int nresults, char *err, size_t errlen,
-                     const char *where, int fn_ref)
+/* The error half of call_impl, out of line so the hot path's frame stays
+ * small: turn a failed or killed call into ERR_BUDGET / ERR_LUA with its
+ * message, and leave the stack as it was before the function was pushed. */
+static __attribute__((noinline)) int call_failed(struct luavm *vm, int st, int kill, int outer,
+                                                 int base, int nhelp, const char *where,
+                                                 int fn_ref, char *err, size_t errlen)
 {
     lua_State *L = vm->L;
-    int fidx = lua_gettop(L) - nargs, base = fidx, nhelp = 0;
-    lua_checkstack(L, 3);
-    if (fn_ref == LUA_NOREF) {
-        lua_pushvalue(L, fidx); /* kept for messages */
-        lua_insert(L, fidx);
-        nhelp++;
-    }
-    /* The message handler only adds a traceback, which only the debug log
-     * shows (callers keep the first line); without it a hook call costs
-     * three stack operations less. */
-    int traced = log_get_level() <= LOG_DEBUG;
-    if (traced) {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, vm->ref_msgh);
-        lua_insert(L, base + nhelp); /* [fcopy] msgh f args */
-        nhelp++;
-    }
-    int msgh = traced ? base + nhelp - 1 : 0;
-
-    int outer = vm->armed == 0;
-    if (outer) {
-        vm->instr_used = 0;
-        vm->killed = 0;
-        vm->call_base = vm->used;
-        guard_begin(vm, where != NULL); /* loading a file: an exact budget */
-    }
-    vm->armed++;
-    int st = lua_pcall(L, nargs, nresults, msgh);
-    vm->armed--;
-    int kill = vm->killed;
-    if (outer) {
-        vm->killed = 0;
-        guard_end(vm, kill & KILL_INSTR);
-    }
-
-    if (st == 0 && !kill) {
-        for (int i = 0; i < nhelp; i++)
-            lua_remove(L, base);
-        if (outer && vm->used > vm->mem_limit / 2)
-            lua_gc(L, LUA_GCCOLLECT, 0); /* garbage must not crowd out the limit */
-        return 0;
-    }
     if (st == 0) {           /* killed, yet something swallowed it: fail anyway */
         lua_settop(L, base + nhelp - 1);
         lua_pushliteral(L, "script budget exceeded");
@@ -975,6 +938,55 @@ static int call_impl(struct luavm *vm, int nargs, int nresults, char *err, size_
     if (outer && (kill & KILL_MEM))
         lua_gc(L, LUA_GCCOLLECT, 0);  /* drop the bomb now, not at the next GC step */
     return rc;
+}
+
+static int call_impl(struct luavm *vm, int nargs, int nresults, char *err, size_t errlen,
+                     const char *where, int fn_ref)
+{
+    lua_State *L = vm->L;
+    int fidx = lua_gettop(L) - nargs, base = fidx, nhelp = 0;
+    /* The message handler only adds a traceback, which only the debug log
+     * shows (callers keep the first line); without it a hook call costs
+     * three stack operations less. */
+    int traced = log_get_level() <= LOG_DEBUG;
+    if (fn_ref == LUA_NOREF || traced) /* room for the helpers (results: Lua's own) */
+        lua_checkstack(L, 3);
+    if (fn_ref == LUA_NOREF) {
+        lua_pushvalue(L, fidx); /* kept for messages */
+        lua_insert(L, fidx);
+        nhelp++;
+    }
+    if (traced) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, vm->ref_msgh);
+        lua_insert(L, base + nhelp); /* [fcopy] msgh f args */
+        nhelp++;
+    }
+    int msgh = traced ? base + nhelp - 1 : 0;
+
+    int outer = vm->armed == 0;
+    if (outer) {
+        vm->instr_used = 0;
+        vm->killed = 0;
+        vm->call_base = vm->used;
+        guard_begin(vm, where != NULL); /* loading a file: an exact budget */
+    }
+    vm->armed++;
+    int st = lua_pcall(L, nargs, nresults, msgh);
+    vm->armed--;
+    int kill = vm->killed;
+    if (outer) {
+        vm->killed = 0;
+        guard_end(vm, kill & KILL_INSTR);
+    }
+
+    if (st == 0 && !kill) {
+        for (int i = 0; i < nhelp; i++)
+            lua_remove(L, base);
+        if (outer && vm->used > vm->mem_limit / 2)
+            lua_gc(L, LUA_GCCOLLECT, 0); /* garbage must not crowd out the limit */
+        return 0;
+    }
+    return call_failed(vm, st, kill, outer, base, nhelp, where, fn_ref, err, errlen);
 }
 
 int luavm_call(struct luavm *vm, int nargs, int nresults, char *err, size_t errlen)
