@@ -749,7 +749,7 @@ int decide_run(const struct decide_req *q, struct decide_err *e, struct buf *out
     rv->dirty = rv->loaded = 0;
     int limit = q->limit;
     struct cand **batch = scr->batch;
-    struct cand **served = batch + ncand; /* the offers, in order */
+    struct cand **served = batch ? batch + ncand : NULL; /* the offers, in order */
     while (accepted < limit && next < ncand) {
         int nb = 0;
         while (nb < limit - accepted && next < ncand) {
