@@ -312,32 +312,18 @@ static int choose_content(struct rules_worker *rw, const struct rules_campaign *
     struct scratch *scr = scratch_get(rw, 0);
     if (!scr)
         return ERR_NOMEM;
-    /* compiled when the worker loaded the file, for campaigns of the
-     * worker's generation (decide, sends and triggers all pass one);
-     * otherwise compiled for this offer */
+    /* compiled when the worker loaded the file (rules.c compile_variants);
+     * every caller (decide, sends, triggers) passes a campaign of the
+     * worker's own generation */
     const struct rules_gen *g = rw->gen;
-    const struct rules_content *rcon =
-        g && rw->content && c >= g->camps && c < g->camps + g->ncamps ? &rw->content[c - g->camps]
-                                                                       : NULL;
-    int cached = rcon != NULL;
-    struct content_prog *prog = NULL;
-    if (cached) {
-        if (2 * chosen + msgpack < rcon->n)
-            prog = rcon->progs[2 * chosen + msgpack];
-    } else {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
-        lua_getfield(L, -1, "variants");
-        lua_rawgeti(L, -1, chosen + 1);
-        if (lua_istable(L, -1))
-            lua_getfield(L, -1, "content");
-        prog = content_compile(L, -1, msgpack);
-        lua_settop(L, top);
-    }
+    if (!g || !rw->content || c < g->camps || c >= g->camps + g->ncamps)
+        return ERR_INVAL;
+    const struct rules_content *rcon = &rw->content[c - g->camps];
+    struct content_prog *prog =
+        2 * chosen + msgpack < rcon->n ? rcon->progs[2 * chosen + msgpack] : NULL;
     if (!prog)
         return ERR_NOMEM;
     int rc = content_render(prog, L, p_idx, &scr->cs, &cd->content);
-    if (!cached)
-        content_free(prog);
     if (scr->cs.text.cap > SCRATCH_KEEP)
         buf_free(&scr->cs.text);
     if (scr->cs.val.cap > SCRATCH_KEEP)
