@@ -90,11 +90,22 @@ run_wrk() { # name path-or-script...
   echo "$rps"
 }
 cpu() { cat "$OUT/cpu-$1.txt"; }
-decide_wrk() { # name
+decide_wrk() { # name [wrk script]
   CUSTOMERS=$WL/customers.txt CHANNEL=web PLACEMENT=home_banner \
-    run_wrk "$1" -s "$SHARED/bench/decide.wrk.lua" "http://127.0.0.1:$PORT"
+    DECIDE_SCRIPT=$SHARED/bench/decide.wrk.lua \
+    run_wrk "$1" -s "${2:-$SHARED/bench/decide.wrk.lua}" "http://127.0.0.1:$PORT"
 }
-pct() { awk -v k="$2" '$1 == k {print $2}' "$OUT/wrk-$1.txt"; }
+# percentiles in microseconds: decide.wrk.lua prints "p99_us N"; plain wrk
+# --latency prints "99%  2.34ms" (p99.9 only from the decide script)
+pct() {
+  awk -v k="$2" '
+    $1 == k { print $2; exit }
+    k ~ /^p[0-9]+_us$/ && $1 == substr(k, 2, length(k) - 4) "%" {
+      v = $2; m = 1
+      if (v ~ /us$/) m = 1; else if (v ~ /ms$/) m = 1000; else if (v ~ /s$/) m = 1000000
+      sub(/[a-z]+$/, "", v); printf "%.0f\n", v * m; exit
+    }' "$OUT/wrk-$1.txt"
+}
 # The server's own time per decide (dispatch to reply, no queueing): the
 # request-duration histogram of /metrics, before and after a run.
 decide_hist() { # file
@@ -138,6 +149,8 @@ decide_hist "$OUT/hist0.txt"
 D=$(decide_wrk decide-caps)
 decide_hist "$OUT/hist1.txt"
 SERVER_PCT=$(server_pct "$OUT/hist0.txt" "$OUT/hist1.txt")
+echo "== POST /api/v1/decide, caps on, dry_run (everything but the reservation's write)"
+DD=$(decide_wrk decide-dry "$ROOT/scripts/decide-dry.wrk.lua")
 
 echo "== reload of every campaign file (POST /api/v1/rules/reload, forced)"
 RELOAD_MS=$(curl -fs -XPOST "http://127.0.0.1:$PORT/api/v1/rules/reload" | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["build_ms"],1))')
@@ -158,11 +171,14 @@ ratio() { python3 -c "print('%.2f' % ($1 / $2))"; }
 echo
 echo "== results (wrk -t1 -c$CONNS -d${DURATION}s, server threads = cores, $(nproc) cores)"
 printf '%-34s %10s %6s %8s %8s %8s %8s %7s %9s\n' endpoint req/s ratio p50_us p90_us p99_us p99.9_us errors cpu_us/req
-printf '%-34s %10s %6s %8s %8s %8s %8s %7s %9s\n' "GET /healthz" "$H" "1.00" "-" "-" "-" "-" "-" "$(cpu healthz)"
+printf '%-34s %10s %6s %8s %8s %8s %8s %7s %9s\n' "GET /healthz" "$H" "1.00" \
+  "$(pct healthz p50_us)" "$(pct healthz p90_us)" "$(pct healthz p99_us)" "-" "-" "$(cpu healthz)"
 printf '%-34s %10s %6s %8s %8s %8s %8s %7s %9s\n' "POST /api/v1/decide (caps on)" "$D" "$(ratio "$D" "$H")" \
   "$(pct decide-caps p50_us)" "$(pct decide-caps p90_us)" "$(pct decide-caps p99_us)" "$(pct decide-caps p99.9_us)" "$(errors decide-caps)" "$(cpu decide-caps)"
 printf '%-34s %10s %6s %8s %8s %8s %8s %7s %9s\n' "POST /api/v1/decide (caps off)" "$D0" "$(ratio "$D0" "$H")" \
   "$(pct decide-nocaps p50_us)" "$(pct decide-nocaps p90_us)" "$(pct decide-nocaps p99_us)" "$(pct decide-nocaps p99.9_us)" "$(errors decide-nocaps)" "$(cpu decide-nocaps)"
+printf '%-34s %10s %6s %8s %8s %8s %8s %7s %9s\n' "POST /api/v1/decide (dry_run)" "$DD" "$(ratio "$DD" "$H")" \
+  "$(pct decide-dry p50_us)" "$(pct decide-dry p90_us)" "$(pct decide-dry p99_us)" "$(pct decide-dry p99.9_us)" "$(errors decide-dry)" "$(cpu decide-dry)"
 echo "caps on / caps off throughput: $(ratio "$D" "$D0")"
 echo "server time per decide, caps on (p50 / p99 / p99.9 us, from /metrics; no queueing): $SERVER_PCT"
 echo "reload of all campaign files: ${RELOAD_MS} ms (generation build, forced)"
