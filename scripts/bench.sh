@@ -4,6 +4,9 @@
 #
 #   scripts/bench.sh [--profiles N] [--duration S] [--connections C] [--out DIR]
 #
+# BENCH_CONFIG adds entries to the server's config table, e.g.
+#   BENCH_CONFIG='sync_interval_ms = 5000' scripts/bench.sh
+#
 # Prints, for the same server in the same run: GET /healthz throughput, then
 # POST /api/v1/decide (web/home_banner, limit 3) with caps on and caps off,
 # each as a ratio to healthz plus p50/p90/p99/p99.9 latency; the offline
@@ -52,6 +55,7 @@ cat > "$RUN/promod.lua" <<CFG
 return {
   listen = "127.0.0.1:$PORT", data_dir = "$DATA", rules_dir = "$RUN/rules",
   plugins_dir = "$RUN/plugins", log_level = "warn", map_size_mb = 8192,
+  ${BENCH_CONFIG:-}
 }
 CFG
 
