@@ -7,9 +7,10 @@
 # BENCH_CONFIG adds entries to the server's config table, e.g.
 #   BENCH_CONFIG='sync_interval_ms = 5000' scripts/bench.sh
 #
-# Prints, for the same server in the same run: GET /healthz throughput, then
-# POST /api/v1/decide (web/home_banner, limit 3) with caps on and caps off,
-# each as a ratio to healthz plus p50/p90/p99/p99.9 latency; the offline
+# Prints, for the same server in the same run: GET /healthz throughput and
+# latency, then POST /api/v1/decide (web/home_banner, limit 3) with caps on,
+# as a dry run (no reservation committed) and with the campaigns' caps
+# removed, each as a ratio to healthz plus p50/p90/p99/p99.9 latency; the offline
 # import rate; the time to reload all 500 campaign files.  Figures drift on a
 # shared 2-core machine; ratios hold (see ../shared/bench/README.md).
 set -euo pipefail
