@@ -95,10 +95,10 @@ run_wrk() { # name path-or-script...
   echo "$rps"
 }
 cpu() { cat "$OUT/cpu-$1.txt"; }
+REF_SCRIPT=$SHARED/bench/decide.wrk.lua
 decide_wrk() { # name [wrk script]
-  CUSTOMERS=$WL/customers.txt CHANNEL=web PLACEMENT=home_banner \
-    DECIDE_SCRIPT=$SHARED/bench/decide.wrk.lua \
-    run_wrk "$1" -s "${2:-$SHARED/bench/decide.wrk.lua}" "http://127.0.0.1:$PORT"
+  CUSTOMERS=$WL/customers.txt CHANNEL=web PLACEMENT=home_banner DECIDE_SCRIPT=$REF_SCRIPT \
+    run_wrk "$1" -s "${2:-$REF_SCRIPT}" "http://127.0.0.1:$PORT"
 }
 # percentiles in microseconds: decide.wrk.lua prints "p99_us N"; plain wrk
 # --latency prints "99%  2.34ms" (p99.9 only from the decide script)
@@ -106,8 +106,8 @@ pct() {
   awk -v k="$2" '
     $1 == k { print $2; exit }
     k ~ /^p[0-9]+_us$/ && $1 == substr(k, 2, length(k) - 4) "%" {
-      v = $2; m = 1
-      if (v ~ /us$/) m = 1; else if (v ~ /ms$/) m = 1000; else if (v ~ /s$/) m = 1000000
+      v = $2; m = 1 # "us"
+      if (v ~ /ms$/) m = 1000; else if (v ~ /[0-9]s$/) m = 1000000
       sub(/[a-z]+$/, "", v); printf "%.0f\n", v * m; exit
     }' "$OUT/wrk-$1.txt"
 }
@@ -175,15 +175,19 @@ trap - EXIT
 ratio() { python3 -c "print('%.2f' % ($1 / $2))"; }
 echo
 echo "== results (wrk -t1 -c$CONNS -d${DURATION}s, server threads = cores, $(nproc) cores)"
-printf '%-34s %10s %6s %8s %8s %8s %8s %7s %9s\n' endpoint req/s ratio p50_us p90_us p99_us p99.9_us errors cpu_us/req
-printf '%-34s %10s %6s %8s %8s %8s %8s %7s %9s\n' "GET /healthz" "$H" "1.00" \
-  "$(pct healthz p50_us)" "$(pct healthz p90_us)" "$(pct healthz p99_us)" "-" "-" "$(cpu healthz)"
-printf '%-34s %10s %6s %8s %8s %8s %8s %7s %9s\n' "POST /api/v1/decide (caps on)" "$D" "$(ratio "$D" "$H")" \
-  "$(pct decide-caps p50_us)" "$(pct decide-caps p90_us)" "$(pct decide-caps p99_us)" "$(pct decide-caps p99.9_us)" "$(errors decide-caps)" "$(cpu decide-caps)"
-printf '%-34s %10s %6s %8s %8s %8s %8s %7s %9s\n' "POST /api/v1/decide (caps off)" "$D0" "$(ratio "$D0" "$H")" \
-  "$(pct decide-nocaps p50_us)" "$(pct decide-nocaps p90_us)" "$(pct decide-nocaps p99_us)" "$(pct decide-nocaps p99.9_us)" "$(errors decide-nocaps)" "$(cpu decide-nocaps)"
-printf '%-34s %10s %6s %8s %8s %8s %8s %7s %9s\n' "POST /api/v1/decide (dry_run)" "$DD" "$(ratio "$DD" "$H")" \
-  "$(pct decide-dry p50_us)" "$(pct decide-dry p90_us)" "$(pct decide-dry p99_us)" "$(pct decide-dry p99.9_us)" "$(errors decide-dry)" "$(cpu decide-dry)"
+FMT='%-34s %10s %6s %8s %8s %8s %8s %7s %9s\n'
+row() { # label req/s wrk-run-name; "-" where wrk printed no figure
+  local p50 p90 p99 p999 err
+  p50=$(pct "$3" p50_us); p90=$(pct "$3" p90_us); p99=$(pct "$3" p99_us)
+  p999=$(pct "$3" p99.9_us); err=$(errors "$3")
+  printf "$FMT" "$1" "$2" "$(ratio "$2" "$H")" "${p50:--}" "${p90:--}" "${p99:--}" "${p999:--}" \
+    "${err:--}" "$(cpu "$3")"
+}
+printf "$FMT" endpoint req/s ratio p50_us p90_us p99_us p99.9_us errors cpu_us/req
+row "GET /healthz" "$H" healthz
+row "POST /api/v1/decide (caps on)" "$D" decide-caps
+row "POST /api/v1/decide (caps off)" "$D0" decide-nocaps
+row "POST /api/v1/decide (dry_run)" "$DD" decide-dry
 echo "caps on / caps off throughput: $(ratio "$D" "$D0")"
 echo "server time per decide, caps on (p50 / p99 / p99.9 us, from /metrics; no queueing): $SERVER_PCT"
 echo "reload of all campaign files: ${RELOAD_MS} ms (generation build, forced)"
