@@ -6,18 +6,18 @@
  *   promod check [DIR|FILE ...]
  *   promod import profiles FILE.ndjson [-c CONFIG] [--data DIR]
  */
-#include "api.h"
-#include "app.h"
-#include "campaigns.h"
-#include "clock.h"
-#include "err.h"
-#include "events.h"
-#include "log.h"
-#include "outbox.h"
-#include "profiles.h"
-#include "rules.h"
-#include "sends.h"
-#include "server.h"
+#include "http/api.h"
+#include "base/app.h"
+#include "service/campaigns.h"
+#include "base/clock.h"
+#include "base/err.h"
+#include "insight/events.h"
+#include "base/log.h"
+#include "delivery/outbox.h"
+#include "service/profiles.h"
+#include "engine/rules.h"
+#include "delivery/sends.h"
+#include "http/server.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,6 +126,22 @@ static int open_store(struct app *app)
     return rc;
 }
 
+/* Each HTTP worker thread gets its own Lua state with the adopted rules. */
+static int worker_init(struct worker *w)
+{
+    struct rules_worker *rw;
+    int rc = rules_worker_start(w->base, &rw);
+    if (rc == 0)
+        w->ctx = rw;
+    return rc;
+}
+
+static void worker_fini(struct worker *w)
+{
+    rules_worker_stop(w->ctx);
+    w->ctx = NULL;
+}
+
 static int cmd_serve(const struct cli *c)
 {
     static struct app app;
@@ -144,8 +160,8 @@ static int cmd_serve(const struct cli *c)
     app_register_routes();
     if (sends_init(&app))
         log_error("campaign sends unavailable", "%s", "cannot start the audience builder");
-    struct server_opts so = { .cfg = &app.cfg, .thread_init = rules_thread_init,
-                              .thread_fini = rules_thread_fini };
+    struct server_opts so = { .cfg = &app.cfg, .thread_init = worker_init,
+                              .thread_fini = worker_fini };
     rc = server_start(&so, &app.srv);
     if (rc) {
         fprintf(stderr, "promod: cannot start the server: %s\n", err_str(rc));
@@ -154,7 +170,7 @@ static int cmd_serve(const struct cli *c)
         store_close(app.store);
         return 1;
     }
-    rules_attach(&app);
+    rules_attach(&app, server_main_base(app.srv));
     events_compactor_start(server_main_base(app.srv), app.store, app.cfg.event_retention_days);
     if (outbox_init(&app)) /* after server_start: libevent is in threaded mode */
         log_error("outbox unavailable", "%s", "cannot start the delivery thread");

@@ -11,8 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "buf.h"
-#include "codec.h"
+#include "base/buf.h"
+#include "codec/codec.h"
 #include "fixture.h"
 
 static struct tfx_server srv;

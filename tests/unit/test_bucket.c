@@ -16,7 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "fixture.h"
-#include "hash.h"
+#include "base/hash.h"
 
 /* The variant decide's default content hook picks, as in decide.c. */
 static int pick(const char *cust, const char *camp, const double *w, int n)

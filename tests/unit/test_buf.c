@@ -3,9 +3,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "buf.h"
-#include "err.h"
-#include "hash.h"
+#include "base/buf.h"
+#include "base/err.h"
+#include "base/hash.h"
 
 TestSuite(buf, .timeout = 60);
 

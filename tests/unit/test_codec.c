@@ -5,9 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "buf.h"
-#include "codec.h"
-#include "err.h"
+#include "base/buf.h"
+#include "codec/codec.h"
+#include "base/err.h"
 
 TestSuite(codec, .timeout = 60);
 

@@ -6,10 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
-#include "err.h"
+#include "base/config.h"
+#include "base/err.h"
 #include "fixture.h"
-#include "log.h"
+#include "base/log.h"
 
 static char dir[256];
 static char path[320];

@@ -7,10 +7,10 @@
 #include <lualib.h>
 #include <string.h>
 
-#include "buf.h"
-#include "codec.h"
-#include "content.h"
-#include "err.h"
+#include "base/buf.h"
+#include "codec/codec.h"
+#include "engine/content.h"
+#include "base/err.h"
 
 TestSuite(content, .timeout = 60);
 

@@ -7,10 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "buf.h"
-#include "codec.h"
-#include "emit.h"
-#include "err.h"
+#include "base/buf.h"
+#include "codec/codec.h"
+#include "codec/emit.h"
+#include "base/err.h"
 
 TestSuite(emit, .timeout = 60);
 

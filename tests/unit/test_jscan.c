@@ -9,11 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "buf.h"
-#include "codec.h"
-#include "err.h"
-#include "jscan.h"
-#include "luavm.h"
+#include "base/buf.h"
+#include "codec/codec.h"
+#include "base/err.h"
+#include "codec/jscan.h"
+#include "lua/luavm.h"
 
 TestSuite(jscan, .timeout = 120);
 

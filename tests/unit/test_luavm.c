@@ -13,10 +13,10 @@
 #include <lua.h>
 #include <msgpack.h>
 
-#include "clock.h"
-#include "err.h"
-#include "log.h"
-#include "luavm.h"
+#include "base/clock.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "lua/luavm.h"
 
 static struct luavm *vm;
 static lua_State *L;

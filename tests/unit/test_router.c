@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "err.h"
-#include "router.h"
+#include "base/err.h"
+#include "http/router.h"
 
 static void h_a(struct http_req *r) { (void)r; }
 static void h_b(struct http_req *r) { (void)r; }

@@ -15,10 +15,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "app.h"
-#include "err.h"
-#include "log.h"
-#include "rules.h"
+#include "base/app.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "engine/rules.h"
 
 /* rules.c reads g_app (the server's rules_dir, for default ids); the
  * unit tests run without a server. */

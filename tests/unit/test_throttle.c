@@ -6,12 +6,12 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "err.h"
+#include "base/err.h"
 #include "fixture.h"
-#include "log.h"
-#include "rules.h"
-#include "store.h"
-#include "throttle.h"
+#include "base/log.h"
+#include "engine/rules.h"
+#include "store/store.h"
+#include "engine/throttle.h"
 
 static char dir[256];
 static struct store *st;

@@ -6,9 +6,9 @@
 #include <lualib.h>
 #include <string.h>
 
-#include "buf.h"
-#include "err.h"
-#include "tmpl.h"
+#include "base/buf.h"
+#include "base/err.h"
+#include "engine/tmpl.h"
 
 TestSuite(tmpl, .timeout = 60);
 

@@ -4,8 +4,8 @@
 #include <pthread.h>
 #include <string.h>
 
-#include "err.h"
-#include "tz.h"
+#include "base/err.h"
+#include "base/tz.h"
 
 TestSuite(tz, .timeout = 60);
 

@@ -1,0 +1,488 @@
+/*
+ * config.c — config/promod.lua into struct config.
+ *
+ * The config is trusted operator input, so it runs in a plain LuaJIT state
+ * (not the rule sandbox) but with only base/string/table/math opened: no io
+ * or os, so a config cannot do anything but compute its table.
+ */
+#include "base/config.h"
+#include "base/err.h"
+#include "base/log.h"
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static char *xstrdup(const char *s)
+{
+    char *p = strdup(s ? s : "");
+    if (!p)
+        abort(); /* config happens once at start: no way to go on */
+    return p;
+}
+
+static void set_str(char **dst, const char *v)
+{
+    free(*dst);
+    *dst = xstrdup(v);
+}
+
+void config_defaults(struct config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->listen_host = xstrdup("127.0.0.1");
+    c->listen_port = 8080;
+    c->data_dir = xstrdup("./data");
+    c->rules_dir = xstrdup("./rules");
+    c->plugins_dir = xstrdup("./plugins");
+    c->threads = 0;
+    c->map_size = (size_t)1 << 30;
+    c->sync_interval_ms = 1000;
+    c->store_writemap = 1;
+    c->max_body = 1 << 20;
+    c->max_import_body = (size_t)64 << 20;
+    c->default_limit = 3;
+    c->max_limit = 50;
+    c->instr_budget = 1000000;
+    c->lua_mem_limit = (size_t)256 << 20;
+    c->log_level = LOG_INFO;
+    c->access_log = 0;
+    c->require_approval = 0;
+    c->test_clock = 0;
+    c->global_daily_cap = 0;
+    c->reload_debounce_ms = 100;
+    c->event_retention_days = 90;
+    c->request_timeout = 30;
+    c->source = xstrdup("(defaults)");
+}
+
+void config_free(struct config *c)
+{
+    free(c->listen_host);
+    free(c->data_dir);
+    free(c->rules_dir);
+    free(c->plugins_dir);
+    free(c->source);
+    /* <= nkeys: an entry rejected half-way (id read, key bad) is at keys[nkeys] */
+    for (int i = 0; c->keys && i <= c->nkeys; i++) {
+        free(c->keys[i].id);
+        free(c->keys[i].key);
+    }
+    free(c->keys);
+    if (c->channels)
+        json_decref(c->channels);
+    memset(c, 0, sizeof *c);
+}
+
+int config_set_listen(struct config *c, const char *hp)
+{
+    const char *colon = strrchr(hp, ':');
+    if (!colon || colon == hp)
+        return ERR_INVAL;
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (*end || end == colon + 1 || port < 0 || port > 65535)
+        return ERR_INVAL;
+    size_t hl = (size_t)(colon - hp);
+    if (hp[0] == '[' && hl >= 2 && hp[hl - 1] == ']') { /* [::1]:8080 */
+        hp++;
+        hl -= 2;
+    }
+    char *host = strndup(hp, hl);
+    if (!host)
+        return ERR_NOMEM;
+    free(c->listen_host);
+    c->listen_host = host;
+    c->listen_port = (int)port;
+    return 0;
+}
+
+const char *config_role_name(enum config_role r)
+{
+    switch (r) {
+    case ROLE_DECIDE: return "decide";
+    case ROLE_MARKETER: return "marketer";
+    case ROLE_ADMIN: return "admin";
+    default: return "public";
+    }
+}
+
+const struct config_key *config_find_key(const struct config *c, const char *token)
+{
+    size_t tl = strlen(token);
+    const struct config_key *found = NULL;
+    for (int i = 0; i < c->nkeys; i++) {
+        const char *k = c->keys[i].key;
+        size_t kl = strlen(k);
+        unsigned char diff = (unsigned char)(kl != tl);
+        for (size_t j = 0; j < tl; j++)
+            diff |= (unsigned char)(token[j] ^ k[j < kl ? j : 0]);
+        if (!diff && !found)
+            found = &c->keys[i];
+    }
+    return found;
+}
+
+/* env(name) → string or nil: lets a config read a secret from the environment */
+static int l_env(lua_State *L)
+{
+    const char *v = getenv(luaL_checkstring(L, 1));
+    if (v)
+        lua_pushstring(L, v);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
+struct cerr {
+    char *buf;
+    size_t len;
+    const char *path;
+};
+
+static int bad(struct cerr *e, const char *key, const char *what)
+{
+    snprintf(e->buf, e->len, "%s: %s: %s", e->path, key, what);
+    return ERR_INVAL;
+}
+
+static int get_int(lua_State *L, struct cerr *e, const char *key, long lo, long hi, long *out)
+{
+    if (lua_type(L, -1) != LUA_TNUMBER)
+        return bad(e, key, "expected a number");
+    double d = lua_tonumber(L, -1);
+    /* range first: casting NaN or 1e300 to long is undefined behaviour */
+    if (!(d >= (double)lo && d <= (double)hi) || d != (double)(long)d) {
+        char m[128];
+        snprintf(m, sizeof m, "expected an integer from %ld to %ld", lo, hi);
+        return bad(e, key, m);
+    }
+    *out = (long)d;
+    return 0;
+}
+
+static int get_bool(lua_State *L, struct cerr *e, const char *key, int *out)
+{
+    if (lua_type(L, -1) != LUA_TBOOLEAN)
+        return bad(e, key, "expected true or false");
+    *out = lua_toboolean(L, -1);
+    return 0;
+}
+
+static int get_str(lua_State *L, struct cerr *e, const char *key, char **out)
+{
+    if (lua_type(L, -1) != LUA_TSTRING)
+        return bad(e, key, "expected a string");
+    size_t n;
+    const char *s = lua_tolstring(L, -1, &n);
+    if (n == 0 || strlen(s) != n)
+        return bad(e, key, "expected a non-empty string");
+    set_str(out, s);
+    return 0;
+}
+
+/* Lua table → jansson, for the free-form `channels` section. */
+static json_t *to_json(lua_State *L, int idx, int depth)
+{
+    if (depth > 16)
+        return NULL;
+    switch (lua_type(L, idx)) {
+    case LUA_TSTRING: return json_string(lua_tostring(L, idx));
+    case LUA_TBOOLEAN: return json_boolean(lua_toboolean(L, idx));
+    case LUA_TNUMBER: {
+        double d = lua_tonumber(L, idx);
+        if (d == (double)(long long)d)
+            return json_integer((long long)d);
+        return json_real(d);
+    }
+    case LUA_TTABLE: {
+        json_t *o = json_object();
+        lua_pushnil(L);
+        while (lua_next(L, idx < 0 ? idx - 1 : idx)) {
+            char kb[32];
+            const char *k;
+            if (lua_type(L, -2) == LUA_TNUMBER) {
+                snprintf(kb, sizeof kb, "%g", lua_tonumber(L, -2));
+                k = kb;
+            } else if (lua_type(L, -2) == LUA_TSTRING) {
+                k = lua_tostring(L, -2);
+            } else {
+                lua_pop(L, 2);
+                json_decref(o);
+                return NULL;
+            }
+            json_t *v = to_json(L, lua_gettop(L), depth + 1);
+            if (!v) {
+                lua_pop(L, 2);
+                json_decref(o);
+                return NULL;
+            }
+            json_object_set_new(o, k, v);
+            lua_pop(L, 1);
+        }
+        return o;
+    }
+    default: return NULL;
+    }
+}
+
+static int load_keys(lua_State *L, struct cerr *e, struct config *c)
+{
+    if (!lua_istable(L, -1))
+        return bad(e, "api_keys", "expected a list of { id = ..., key = ..., role = ... }");
+    int n = (int)lua_objlen(L, -1), count = 0;
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        count++;
+        lua_pop(L, 1);
+    }
+    if (count != n) /* { site = {...} } would otherwise load no key at all */
+        return bad(e, "api_keys", "expected a list of { id = ..., key = ..., role = ... }");
+    c->keys = calloc((size_t)n + 1, sizeof *c->keys);
+    if (!c->keys)
+        return ERR_NOMEM;
+    for (int i = 1; i <= n; i++) {
+        char where[64];
+        snprintf(where, sizeof where, "api_keys[%d]", i);
+        lua_rawgeti(L, -1, i);
+        if (!lua_istable(L, -1))
+            return bad(e, where, "expected a table");
+        struct config_key *k = &c->keys[c->nkeys];
+        lua_getfield(L, -1, "id");
+        if (lua_type(L, -1) != LUA_TSTRING)
+            return bad(e, where, "id: expected a string");
+        k->id = xstrdup(lua_tostring(L, -1));
+        lua_pop(L, 1);
+        lua_getfield(L, -1, "key");
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            k->key = xstrdup(lua_tostring(L, -1));
+        } else if (!lua_isnil(L, -1)) {
+            return bad(e, where, "key: expected a string");
+        }
+        lua_pop(L, 1);
+        lua_getfield(L, -1, "key_env");
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            const char *v = getenv(lua_tostring(L, -1));
+            if (!v || !*v) {
+                char m[200];
+                snprintf(m, sizeof m, "key_env: environment variable %s is not set",
+                         lua_tostring(L, -1));
+                return bad(e, where, m);
+            }
+            free(k->key);
+            k->key = xstrdup(v);
+        }
+        lua_pop(L, 1);
+        if (!k->key || strlen(k->key) < 8)
+            return bad(e, where, "key: missing or shorter than 8 characters");
+        lua_getfield(L, -1, "role");
+        const char *role = lua_tostring(L, -1);
+        if (!role)
+            return bad(e, where, "role: expected \"decide\", \"marketer\" or \"admin\"");
+        if (!strcmp(role, "decide"))
+            k->role = ROLE_DECIDE;
+        else if (!strcmp(role, "marketer"))
+            k->role = ROLE_MARKETER;
+        else if (!strcmp(role, "admin"))
+            k->role = ROLE_ADMIN;
+        else
+            return bad(e, where, "role: expected \"decide\", \"marketer\" or \"admin\"");
+        lua_pop(L, 1);
+        lua_pushnil(L);
+        while (lua_next(L, -2)) {
+            const char *f = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+            if (strcmp(f, "id") && strcmp(f, "key") && strcmp(f, "key_env") && strcmp(f, "role")) {
+                char m[128];
+                snprintf(m, sizeof m, "unknown field '%s'", f);
+                lua_pop(L, 2);
+                return bad(e, where, m);
+            }
+            lua_pop(L, 1);
+        }
+        for (int j = 0; j < c->nkeys; j++) {
+            if (!strcmp(c->keys[j].id, k->id))
+                return bad(e, where, "duplicate id");
+            if (!strcmp(c->keys[j].key, k->key))
+                return bad(e, where, "key: same key as another entry");
+        }
+        c->nkeys++;
+        lua_pop(L, 1);
+    }
+    return 0;
+}
+
+static int apply(lua_State *L, struct cerr *e, struct config *c)
+{
+    int rc = 0;
+    long v;
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        if (lua_type(L, -2) != LUA_TSTRING) {
+            lua_pop(L, 2);
+            return bad(e, "(key)", "keys must be names");
+        }
+        const char *k = lua_tostring(L, -2);
+        if (!strcmp(k, "listen")) {
+            if (lua_type(L, -1) != LUA_TSTRING || config_set_listen(c, lua_tostring(L, -1)))
+                rc = bad(e, k, "expected \"HOST:PORT\"");
+        } else if (!strcmp(k, "data_dir")) {
+            rc = get_str(L, e, k, &c->data_dir);
+        } else if (!strcmp(k, "rules_dir")) {
+            rc = get_str(L, e, k, &c->rules_dir);
+        } else if (!strcmp(k, "plugins_dir")) {
+            rc = get_str(L, e, k, &c->plugins_dir);
+        } else if (!strcmp(k, "threads")) {
+            if (!(rc = get_int(L, e, k, 0, 64, &v)))
+                c->threads = (int)v;
+        } else if (!strcmp(k, "map_size_mb")) {
+            if (!(rc = get_int(L, e, k, 16, 1L << 24, &v)))
+                c->map_size = (size_t)v << 20;
+        } else if (!strcmp(k, "store_writemap")) {
+            rc = get_bool(L, e, k, &c->store_writemap);
+        } else if (!strcmp(k, "sync_interval_ms")) {
+            if (!(rc = get_int(L, e, k, 10, 60000, &v)))
+                c->sync_interval_ms = (int)v;
+        } else if (!strcmp(k, "max_body_kb")) {
+            if (!(rc = get_int(L, e, k, 1, 1L << 20, &v)))
+                c->max_body = (size_t)v << 10;
+        } else if (!strcmp(k, "max_import_body_mb")) {
+            if (!(rc = get_int(L, e, k, 1, 4096, &v)))
+                c->max_import_body = (size_t)v << 20;
+        } else if (!strcmp(k, "default_limit")) {
+            if (!(rc = get_int(L, e, k, 1, 1000, &v)))
+                c->default_limit = (int)v;
+        } else if (!strcmp(k, "max_limit")) {
+            if (!(rc = get_int(L, e, k, 1, 1000, &v)))
+                c->max_limit = (int)v;
+        } else if (!strcmp(k, "instruction_budget")) {
+            if (!(rc = get_int(L, e, k, 1000, 1000000000L, &v)))
+                c->instr_budget = v;
+        } else if (!strcmp(k, "lua_memory_mb")) {
+            if (!(rc = get_int(L, e, k, 8, 65536, &v)))
+                c->lua_mem_limit = (size_t)v << 20;
+        } else if (!strcmp(k, "log_level")) {
+            int lvl = lua_type(L, -1) == LUA_TSTRING ? log_level_parse(lua_tostring(L, -1)) : -1;
+            if (lvl < 0)
+                rc = bad(e, k, "expected \"debug\", \"info\", \"warn\", \"error\" or \"quiet\"");
+            else
+                c->log_level = lvl;
+        } else if (!strcmp(k, "access_log")) {
+            rc = get_bool(L, e, k, &c->access_log);
+        } else if (!strcmp(k, "require_approval")) {
+            rc = get_bool(L, e, k, &c->require_approval);
+        } else if (!strcmp(k, "test_clock")) {
+            rc = get_bool(L, e, k, &c->test_clock);
+        } else if (!strcmp(k, "global_daily_cap")) {
+            if (!(rc = get_int(L, e, k, 0, 1000000, &v)))
+                c->global_daily_cap = v;
+        } else if (!strcmp(k, "reload_debounce_ms")) {
+            if (!(rc = get_int(L, e, k, 0, 10000, &v)))
+                c->reload_debounce_ms = (int)v;
+        } else if (!strcmp(k, "event_retention_days")) {
+            if (!(rc = get_int(L, e, k, 1, 36500, &v)))
+                c->event_retention_days = (int)v;
+        } else if (!strcmp(k, "request_timeout")) {
+            if (!(rc = get_int(L, e, k, 1, 3600, &v)))
+                c->request_timeout = (double)v;
+        } else if (!strcmp(k, "api_keys")) {
+            rc = load_keys(L, e, c);
+        } else if (!strcmp(k, "channels")) {
+            if (!lua_istable(L, -1))
+                rc = bad(e, k, "expected a table of channel settings");
+            else if (!(c->channels = to_json(L, lua_gettop(L), 0)))
+                rc = bad(e, k, "values must be strings, numbers, booleans or tables");
+        } else {
+            char m[160];
+            snprintf(m, sizeof m, "unknown key (typo?)");
+            rc = bad(e, k, m);
+        }
+        if (rc) {
+            lua_settop(L, 0);
+            return rc;
+        }
+        lua_pop(L, 1);
+    }
+    if (c->default_limit > c->max_limit)
+        return bad(e, "default_limit", "must not exceed max_limit");
+    return 0;
+}
+
+int config_load(struct config *c, const char *path, char *err, size_t errlen)
+{
+    struct cerr e = { err, errlen, path };
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "%s: cannot open: %m", path);
+        return ERR_IO;
+    }
+    char *src = NULL;
+    size_t len = 0, cap = 0;
+    for (;;) {
+        if (len + 4096 > cap) {
+            cap = cap ? cap * 2 : 8192;
+            if (cap > (1u << 20)) {
+                fclose(f);
+                free(src);
+                snprintf(err, errlen, "%s: larger than 1 MiB", path);
+                return ERR_TOOBIG;
+            }
+            char *p = realloc(src, cap);
+            if (!p) {
+                fclose(f);
+                free(src);
+                return ERR_NOMEM;
+            }
+            src = p;
+        }
+        size_t n = fread(src + len, 1, cap - len, f);
+        len += n;
+        if (n == 0)
+            break;
+    }
+    fclose(f);
+    lua_State *L = luaL_newstate();
+    if (!L) {
+        free(src);
+        return ERR_NOMEM;
+    }
+    static const luaL_Reg libs[] = {
+        { "", luaopen_base }, { LUA_STRLIBNAME, luaopen_string },
+        { LUA_TABLIBNAME, luaopen_table }, { LUA_MATHLIBNAME, luaopen_math }, { NULL, NULL }
+    };
+    for (const luaL_Reg *l = libs; l->func; l++) {
+        lua_pushcfunction(L, l->func);
+        lua_pushstring(L, l->name);
+        lua_call(L, 1, 0);
+    }
+    static const char *drop[] = { "dofile", "loadfile", "load", "loadstring", "require",
+                                  "module", "collectgarbage", "getfenv", "setfenv", NULL };
+    for (const char **d = drop; *d; d++) {
+        lua_pushnil(L);
+        lua_setglobal(L, *d);
+    }
+    lua_pushcfunction(L, l_env);
+    lua_setglobal(L, "env");
+    char chunk[512];
+    snprintf(chunk, sizeof chunk, "@%s", path);
+    int rc = 0;
+    if (len && src[0] == '\033') {
+        snprintf(err, errlen, "%s: bytecode is not accepted", path);
+        rc = ERR_INVAL;
+    } else if (luaL_loadbuffer(L, src, len, chunk) || lua_pcall(L, 0, 1, 0)) {
+        snprintf(err, errlen, "%s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "error");
+        rc = ERR_INVAL;
+    } else if (!lua_istable(L, -1)) {
+        snprintf(err, errlen, "%s: must return a table", path);
+        rc = ERR_INVAL;
+    } else {
+        rc = apply(L, &e, c);
+    }
+    free(src);
+    lua_close(L);
+    if (!rc)
+        set_str(&c->source, path);
+    return rc;
+}

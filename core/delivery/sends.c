@@ -1,0 +1,873 @@
+/*
+ * sends.c — launching a campaign on outbound channels: the audience
+ * builder thread, the send records and the gates the outbox obeys.
+ *
+ * Why a cursor in the send record, committed with the batch's messages:
+ * a crash between two batches resumes exactly after the last committed
+ * profile, and the idempotency keys cover the rest, so nobody is sent the
+ * same campaign twice on the same channel.
+ *
+ * Why evaluation happens outside the write transaction: Lua hooks may be
+ * slow, and the store has one writer; a batch is evaluated on a read
+ * snapshot, then written in one short transaction that re-checks the send
+ * is still running (a pause in between discards the batch, which is redone
+ * on resume from the same cursor).
+ */
+#include "delivery/sends.h"
+#include "base/id.h"
+#include "store/record.h"
+#include "base/app.h"
+#include "base/clock.h"
+#include "codec/codec.h"
+#include "engine/decide.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "lua/luavm.h"
+#include "delivery/outbox.h"
+#include "engine/rules.h"
+#include "store/store.h"
+#include "engine/throttle.h"
+#include <event2/event.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BATCH 2000
+#define MAX_SENDS 1024
+
+enum sstate { S_RUNNING, S_PAUSED, S_DONE, S_STOPPED };
+static const char *state_names[] = { "running", "paused", "done", "stopped" };
+
+struct gate {
+    char campaign[136];
+    enum sstate state;
+    int building;            /* audience not finished */
+};
+
+static struct {
+    struct app *app;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct gate gates[MAX_SENDS];
+    int ngates;
+    int rr;                  /* round robin over building sends */
+    int stop, started, loaded;
+    pthread_t thread;
+    struct event_base *base;
+} S = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
+
+static int parse_state(const char *s)
+{
+    for (int i = 0; i < 4; i++)
+        if (s && !strcmp(s, state_names[i]))
+            return i;
+    return -1;
+}
+
+/* --- gates (S.mu held) -------------------------------------------------- */
+
+static struct gate *gate_find(const char *id)
+{
+    for (int i = 0; i < S.ngates; i++)
+        if (!strcmp(S.gates[i].campaign, id))
+            return &S.gates[i];
+    return NULL;
+}
+
+static void gate_set(const char *id, enum sstate st, int building)
+{
+    struct gate *g = gate_find(id);
+    if (!g && S.ngates < MAX_SENDS) {
+        g = &S.gates[S.ngates++];
+        snprintf(g->campaign, sizeof g->campaign, "%s", id);
+    }
+    if (!g) {
+        log_error("sends: too many sends tracked", "max=%d", MAX_SENDS);
+        return;
+    }
+    g->state = st;
+    g->building = building;
+}
+
+int sends_gate(const char *campaign_id)
+{
+    if (!campaign_id || !*campaign_id)
+        return SENDS_GATE_NONE;
+    pthread_mutex_lock(&S.mu);
+    struct gate *g = gate_find(campaign_id);
+    int r = !g ? SENDS_GATE_NONE
+               : g->state == S_PAUSED ? SENDS_GATE_PAUSED
+               : g->state == S_STOPPED ? SENDS_GATE_STOPPED
+                                       : SENDS_GATE_OPEN;
+    pthread_mutex_unlock(&S.mu);
+    return r;
+}
+
+/* --- send records ------------------------------------------------------- */
+
+static size_t rec_key(unsigned char *k, const char *id)
+{
+    size_t n = strlen(id);
+    k[0] = 's';
+    memcpy(k + 1, id, n);
+    return n + 1;
+}
+
+static json_t *rec_load(struct store_txn *t, const char *id, int *rc)
+{
+    unsigned char k[140];
+    return record_get(t, STORE_OUTBOX, k, rec_key(k, id), rc);
+}
+
+static int rec_store(struct store_txn *wt, const char *id, json_t *rec)
+{
+    json_object_set_new(rec, "updated_at", json_integer(clock_now()));
+    unsigned char k[140];
+    return record_put(wt, STORE_OUTBOX, k, rec_key(k, id), rec);
+}
+
+static void rec_inc(json_t *rec, const char *field, long n)
+{
+    json_object_set_new(rec, field, json_integer(json_integer_value(json_object_get(rec, field)) + n));
+}
+
+static void rec_skip(json_t *rec, const char *why, long n)
+{
+    json_t *sk = json_object_get(rec, "skipped");
+    if (!json_is_object(sk)) {
+        sk = json_object();
+        json_object_set_new(rec, "skipped", sk);
+    }
+    json_object_set_new(sk, why, json_integer(json_integer_value(json_object_get(sk, why)) + n));
+}
+
+/* Outbound channels of a campaign in a generation (indices). */
+static int outbound_channels(const struct rules_gen *g, const struct rules_campaign *c, int *out)
+{
+    int n = 0;
+    for (int i = 0; i < g->nchans; i++)
+        if ((c->channels & (1u << i)) && g->chans[i].outbound)
+            out[n++] = i;
+    return n;
+}
+
+/* --- lifecycle API ------------------------------------------------------ */
+
+static int set_state(const char *id, const char *actor, int want)
+{
+    if (!S.started)
+        return ERR_BUSY;
+    if (!id || !id_valid(id))
+        return ERR_NOTFOUND;
+    struct store_txn *wt;
+    int rc = store_wtxn_begin(S.app->store, &wt);
+    if (rc)
+        return rc;
+    json_t *rec = rec_load(wt, id, &rc);
+    if (!rec) {
+        store_txn_end(wt);
+        return rc;
+    }
+    int cur = parse_state(json_string_value(json_object_get(rec, "state")));
+    int built = json_is_true(json_object_get(rec, "built"));
+    int next = cur;
+    if (cur == S_STOPPED && want != S_STOPPED) {
+        rc = ERR_CONFLICT;
+    } else if (want == S_PAUSED) {
+        next = S_PAUSED;
+    } else if (want == S_RUNNING) {
+        next = cur == S_PAUSED ? (built ? S_DONE : S_RUNNING) : cur;
+    } else {
+        next = S_STOPPED;
+    }
+    if (!rc && next != cur) {
+        json_object_set_new(rec, "state", json_string(state_names[next]));
+        char f[32];
+        snprintf(f, sizeof f, "%s_at", want == S_PAUSED ? "paused" : want == S_STOPPED ? "stopped" : "resumed");
+        json_object_set_new(rec, f, json_integer(clock_now()));
+        if (actor)
+            json_object_set_new(rec, "last_actor", json_string(actor));
+        rc = rec_store(wt, id, rec);
+        if (!rc)
+            rc = store_txn_commit(wt, STORE_DURABLE);
+        else
+            store_txn_end(wt);
+        wt = NULL;
+        if (!rc) {
+            pthread_mutex_lock(&S.mu);
+            gate_set(id, (enum sstate)next, next == S_RUNNING);
+            pthread_cond_broadcast(&S.cv);
+            pthread_mutex_unlock(&S.mu);
+            if (next == S_STOPPED)
+                outbox_release(id, 1);
+            else if (cur == S_PAUSED)
+                outbox_release(id, 0);
+            log_info("send state", "campaign=\"%s\" from=%s to=%s actor=\"%s\"", id,
+                     state_names[cur < 0 ? 0 : cur], state_names[next], actor ? actor : "");
+        }
+    }
+    if (wt)
+        store_txn_end(wt);
+    json_decref(rec);
+    return rc;
+}
+
+int sends_start(const char *campaign_id, const char *actor)
+{
+    if (!S.started)
+        return ERR_BUSY;
+    if (!campaign_id || !id_valid(campaign_id))
+        return ERR_NOTFOUND;
+    struct rules_gen *g = rules_gen_acquire();
+    int ci = g ? rules_gen_find_campaign(g, campaign_id) : -1;
+    if (ci < 0) {
+        rules_gen_release(g);
+        return ERR_NOTFOUND;
+    }
+    const struct rules_campaign *c = &g->camps[ci];
+    int chans[32];
+    int nch = outbound_channels(g, c, chans);
+    if (!nch) {
+        rules_gen_release(g);
+        return SENDS_NOTHING;
+    }
+    json_t *names = json_array();
+    for (int i = 0; i < nch; i++)
+        json_array_append_new(names, json_string(g->chans[chans[i]].name));
+    int triggered = c->trigger != NULL;
+    rules_gen_release(g);
+
+    struct store_txn *wt;
+    int rc = store_wtxn_begin(S.app->store, &wt);
+    if (rc) {
+        json_decref(names);
+        return rc;
+    }
+    json_t *rec = rec_load(wt, campaign_id, &rc);
+    if (rec) {
+        /* launched before: never build again; a paused send resumes */
+        int st = parse_state(json_string_value(json_object_get(rec, "state")));
+        json_decref(rec);
+        store_txn_end(wt);
+        json_decref(names);
+        if (st == S_PAUSED)
+            return set_state(campaign_id, actor, S_RUNNING);
+        return st == S_STOPPED ? ERR_CONFLICT : 0;
+    }
+    if (rc != ERR_NOTFOUND) {
+        store_txn_end(wt);
+        json_decref(names);
+        return rc;
+    }
+    rec = json_object();
+    json_object_set_new(rec, "campaign_id", json_string(campaign_id));
+    json_object_set_new(rec, "state", json_string(triggered ? "done" : "running"));
+    json_object_set_new(rec, "mode", json_string(triggered ? "trigger" : "audience"));
+    json_object_set_new(rec, "built", json_boolean(triggered));
+    json_object_set_new(rec, "channels", names);
+    json_object_set_new(rec, "cursor", json_string(""));
+    json_object_set_new(rec, "evaluated", json_integer(0));
+    json_object_set_new(rec, "queued", json_integer(0));
+    json_object_set_new(rec, "skipped", json_object());
+    json_object_set_new(rec, "started_at", json_integer(clock_now()));
+    json_object_set_new(rec, "actor", actor ? json_string(actor) : json_null());
+    rc = rec_store(wt, campaign_id, rec);
+    json_decref(rec);
+    if (!rc)
+        rc = store_txn_commit(wt, STORE_DURABLE);
+    else
+        store_txn_end(wt);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&S.mu);
+    gate_set(campaign_id, triggered ? S_DONE : S_RUNNING, !triggered);
+    pthread_cond_broadcast(&S.cv);
+    pthread_mutex_unlock(&S.mu);
+    log_info("send launched", "campaign=\"%s\" mode=%s actor=\"%s\"", campaign_id,
+             triggered ? "trigger" : "audience", actor ? actor : "");
+    return 0;
+}
+
+int sends_pause(const char *campaign_id, const char *actor)
+{
+    return set_state(campaign_id, actor, S_PAUSED);
+}
+
+int sends_resume(const char *campaign_id, const char *actor)
+{
+    int rc = set_state(campaign_id, actor, S_RUNNING);
+    /* a campaign paused before it was ever launched starts now */
+    return rc == ERR_NOTFOUND ? sends_start(campaign_id, actor) : rc;
+}
+
+int sends_stop(const char *campaign_id, const char *actor)
+{
+    return set_state(campaign_id, actor, S_STOPPED);
+}
+
+json_t *sends_status(const char *campaign_id, int *rc)
+{
+    *rc = ERR_NOTFOUND;
+    if (!campaign_id || !id_valid(campaign_id))
+        return NULL;
+    struct store_txn *t;
+    if ((*rc = store_rtxn_begin(g_app->store, &t)))
+        return NULL;
+    json_t *rec = rec_load(t, campaign_id, rc);
+    store_txn_end(t);
+    if (!rec)
+        return NULL;
+    json_t *cnt = outbox_campaign_counts(campaign_id, rc);
+    if (!cnt) {
+        json_decref(rec);
+        return NULL;
+    }
+    json_t *o = json_object();
+    json_object_set_new(o, "campaign_id", json_string(campaign_id));
+    static const char *copy[] = { "state", "mode", "channels", "evaluated", "queued", "skipped",
+                                  "started_at", "finished_at", "paused_at", "resumed_at",
+                                  "stopped_at", "actor", "last_actor", "last_error" };
+    for (size_t i = 0; i < sizeof copy / sizeof copy[0]; i++) {
+        json_t *v = json_object_get(rec, copy[i]);
+        if (v)
+            json_object_set(o, copy[i], v);
+    }
+    json_object_set(o, "sent", json_object_get(cnt, "sent"));
+    json_object_set(o, "failed", json_object_get(cnt, "dead"));
+    json_object_set(o, "failed_attempts", json_object_get(cnt, "failed_attempts"));
+    json_object_set(o, "dropped", json_object_get(cnt, "dropped"));
+    json_object_set(o, "pending", json_object_get(cnt, "queued"));
+    json_object_set(o, "held", json_object_get(cnt, "held"));
+    json_decref(cnt);
+    json_decref(rec);
+    *rc = 0;
+    return o;
+}
+
+int sends_count_txn(struct store_txn *wt, const char *campaign_id, const char *why)
+{
+    int rc;
+    json_t *rec = rec_load(wt, campaign_id, &rc);
+    if (!rec)
+        return rc == ERR_NOTFOUND ? 0 : rc;
+    if (why)
+        rec_skip(rec, why, 1);
+    else
+        rec_inc(rec, "queued", 1);
+    rec_inc(rec, "evaluated", 1);
+    rc = rec_store(wt, campaign_id, rec);
+    json_decref(rec);
+    return rc;
+}
+
+/* --- one customer -------------------------------------------------------- */
+
+static int push_fn(lua_State *L, int ref, const char *name)
+{
+    if (ref == LUA_NOREF || ref == LUA_REFNIL)
+        return 0;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+    lua_getfield(L, -1, name);
+    lua_remove(L, -2);
+    if (lua_isfunction(L, -1))
+        return 1;
+    lua_pop(L, 1);
+    return 0;
+}
+
+int sends_eval(struct rules_worker *rw, const struct rules_gen *g, int camp, int chan,
+               const char *cust, const void *pv, size_t pl, const void *sv, size_t sl,
+               int64_t now, struct sends_item *it, const char **why)
+{
+    memset(it, 0, sizeof *it);
+    const struct rules_campaign *c = &g->camps[camp];
+    const struct rules_channel *ch = &g->chans[chan];
+    int ref = rw->refs[camp], cref = rw->chan_refs[chan];
+    lua_State *L = luavm_state(rw->vm);
+    int top = lua_gettop(L);
+    if (!pv) {
+        *why = "no_profile";
+        return 1;
+    }
+    if (c->sched.ends && now > c->sched.ends) {
+        *why = "outside_schedule";
+        return 1;
+    }
+    if (ref == LUA_NOREF || ref == LUA_REFNIL) {
+        snprintf(it->error, sizeof it->error, "campaign not loaded in the builder");
+        *why = "hook_error";
+        return 1;
+    }
+    if (luavm_push_msgpack(L, pv, pl) || !lua_istable(L, -1)) {
+        lua_settop(L, top);
+        *why = "no_profile";
+        return 1;
+    }
+    int p_idx = lua_gettop(L);
+    lua_pushstring(L, cust);
+    lua_setfield(L, p_idx, "id");
+    if (sv && luavm_push_msgpack(L, sv, sl) == 0)
+        lua_setfield(L, p_idx, "stats");
+    lua_settop(L, p_idx);
+    lua_createtable(L, 0, 4);
+    int ctx_idx = lua_gettop(L);
+    lua_pushstring(L, ch->name);
+    lua_setfield(L, ctx_idx, "channel");
+    lua_pushnumber(L, (lua_Number)now);
+    lua_setfield(L, ctx_idx, "now");
+    lua_pushstring(L, c->id);
+    lua_setfield(L, ctx_idx, "campaign_id");
+    lua_pushboolean(L, 1);
+    lua_setfield(L, ctx_idx, "send");
+
+    *why = NULL;
+    if (decide_consent_block(L, p_idx, ch)) {
+        *why = "consent";
+        goto out;
+    }
+    char err[512];
+    if (push_fn(L, ref, "eligible")) {
+        lua_pushvalue(L, p_idx);
+        lua_pushvalue(L, ctx_idx);
+        int rc = luavm_call(rw->vm, 2, 1, err, sizeof err);
+        if (rc) {
+            snprintf(it->error, sizeof it->error, "eligible: %.180s", err);
+            *why = "hook_error";
+            goto out;
+        }
+        int t1 = lua_type(L, -1), yes = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+        if (t1 != LUA_TBOOLEAN && t1 != LUA_TNIL) {
+            snprintf(it->error, sizeof it->error, "eligible: must return true or false");
+            *why = "hook_error";
+            goto out;
+        }
+        if (!yes) {
+            *why = "not_eligible";
+            goto out;
+        }
+    }
+    json_t *content = NULL;
+    int variant = 0;
+    if (decide_content(rw, c, ref, cust, p_idx, ctx_idx, &variant, &content)) {
+        snprintf(it->error, sizeof it->error, "content: variant could not be chosen or rendered");
+        *why = "hook_error";
+        goto out;
+    }
+    it->variant = variant;
+    json_t *msg = NULL;
+    if (push_fn(L, cref, "render")) {
+        lua_createtable(L, 0, 4);
+        lua_pushstring(L, c->id);
+        lua_setfield(L, -2, "campaign_id");
+        lua_pushstring(L, c->variants[variant].id);
+        lua_setfield(L, -2, "variant");
+        lua_pushstring(L, ch->name);
+        lua_setfield(L, -2, "channel");
+        if (luavm_push_json(L, content) == 0)
+            lua_setfield(L, -2, "content");
+        lua_pushvalue(L, p_idx);
+        lua_pushvalue(L, ctx_idx);
+        int rc = luavm_call(rw->vm, 3, 2, err, sizeof err);
+        if (rc) {
+            json_decref(content);
+            snprintf(it->error, sizeof it->error, "render: %.180s", err);
+            *why = "render_error";
+            goto out;
+        }
+        if (lua_istable(L, -2)) {
+            int jerr;
+            msg = luavm_to_json(L, -2, &jerr);
+            if (!msg || !json_is_object(msg)) {
+                json_decref(msg);
+                msg = NULL;
+                snprintf(it->error, sizeof it->error,
+                         "render: must return a table of fields (got one JSON cannot carry)");
+                *why = "render_error";
+            }
+        } else if (lua_isnil(L, -2) || (lua_type(L, -2) == LUA_TBOOLEAN && !lua_toboolean(L, -2))) {
+            if (lua_type(L, -1) == LUA_TSTRING)
+                snprintf(it->error, sizeof it->error, "render declined: %s", lua_tostring(L, -1));
+            *why = "render_declined";
+        } else {
+            snprintf(it->error, sizeof it->error, "render: must return a table or nil, got a %s",
+                     luaL_typename(L, -2));
+            *why = "render_error";
+        }
+        json_decref(content);
+        if (*why)
+            goto out;
+    } else {
+        msg = json_is_object(content) ? content : NULL;
+        if (!msg) {
+            json_decref(content);
+            *why = "render_error";
+            goto out;
+        }
+    }
+    it->msg = msg;
+    lua_getfield(L, p_idx, "tz");
+    if (lua_type(L, -1) == LUA_TSTRING)
+        snprintf(it->tz, sizeof it->tz, "%s", lua_tostring(L, -1));
+out:
+    lua_settop(L, top);
+    return *why ? 1 : 0;
+}
+
+int sends_put(struct store_txn *wt, const struct rules_gen *g, int camp, int chan,
+              const char *cust, struct sends_item *it, const char *key, int64_t now,
+              const char **why)
+{
+    const struct rules_campaign *c = &g->camps[camp];
+    const struct rules_channel *ch = &g->chans[chan];
+    *why = NULL;
+    int rc = outbox_has_key(wt, key);
+    if (rc == 1) {
+        *why = "duplicate";
+        goto done;
+    }
+    if (rc < 0)
+        goto done;
+    long gcap = g_app->cfg.global_daily_cap;
+    if (throttle_needed(c, ch, gcap)) {
+        const char *w = NULL;
+        rc = throttle_reserve(wt, cust, c, ch, now, gcap, &w);
+        if (rc == ERR_CAPPED) {
+            rc = 0;
+            *why = "capped";
+            goto done;
+        }
+        if (rc)
+            goto done;
+    }
+    /* not before the schedule starts, and not in the customer's quiet hours */
+    int64_t at = c->sched.starts > now ? c->sched.starts : now;
+    int64_t qend = outbox_quiet_end(ch, it->tz, at);
+    if (qend)
+        at = qend;
+    struct outbox_msg m = { .key = key, .campaign = c->id, .customer = cust, .channel = ch->name,
+                            .variant = c->variants[it->variant].id, .tz = it->tz, .msg = it->msg,
+                            .due_ms = at > now ? at * 1000 : 0 };
+    rc = outbox_enqueue_txn(wt, &m, NULL);
+    if (rc == OUTBOX_DUPLICATE) {
+        rc = 0;
+        *why = "duplicate";
+    } else if (rc == ERR_TOOBIG || rc == ERR_INVAL) {
+        rc = 0;
+        *why = "render_error";
+    }
+done:
+    json_decref(it->msg);
+    it->msg = NULL;
+    return rc;
+}
+
+/* --- the builder thread --------------------------------------------------- */
+
+struct item {
+    char cust[132];
+    int chan;
+    struct sends_item it;
+};
+
+struct batch {
+    struct rules_worker *rw;
+    const struct rules_gen *g;
+    int camp;
+    int chans[32], nch;
+    int64_t now;
+    struct item *items;
+    int nitems;
+    char last[132];
+    int nprof;
+    json_t *skips;           /* reason → n */
+    char last_error[200];
+    struct store_txn *t;
+};
+
+static int batch_cb(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    struct batch *b = ud;
+    if (klen == 0 || klen >= sizeof b->last)
+        return 0;
+    if (b->nprof == 0 && b->last[0] && strlen(b->last) == klen && !memcmp(b->last, key, klen))
+        return 0; /* the cursor itself was done in the previous batch */
+    if (b->nprof >= BATCH)
+        return 1;
+    char cust[132];
+    memcpy(cust, key, klen);
+    cust[klen] = 0;
+    memcpy(b->last, cust, klen + 1);
+    b->nprof++;
+    const void *sv = NULL;
+    size_t sl = 0;
+    if (store_get(b->t, STORE_PSTATS, key, klen, &sv, &sl))
+        sv = NULL;
+    for (int i = 0; i < b->nch; i++) {
+        struct item *x = &b->items[b->nitems];
+        const char *why;
+        if (sends_eval(b->rw, b->g, b->camp, b->chans[i], cust, val, vlen, sv, sl, b->now, &x->it,
+                       &why) == 0) {
+            memcpy(x->cust, cust, klen + 1);
+            x->chan = b->chans[i];
+            b->nitems++;
+        } else {
+            json_object_set_new(b->skips, why,
+                                json_integer(json_integer_value(json_object_get(b->skips, why)) + 1));
+            if (x->it.error[0])
+                snprintf(b->last_error, sizeof b->last_error, "%s", x->it.error);
+        }
+    }
+    return 0;
+}
+
+/* Evaluate and enqueue one batch of one send.  Returns 1 when the send's
+ * audience is complete (or the send ended), 0 to continue, <0 on error. */
+static int build_batch(struct rules_worker *rw, const char *id)
+{
+    rules_worker_refresh(rw);
+    const struct rules_gen *g = rw->gen;
+    struct store *st = S.app->store;
+    int ci = g ? rules_gen_find_campaign(g, id) : -1;
+    struct store_txn *t;
+    int rc = store_rtxn_begin(st, &t);
+    if (rc)
+        return rc;
+    json_t *rec = rec_load(t, id, &rc);
+    if (!rec) {
+        store_txn_end(t);
+        return 1;
+    }
+    if (parse_state(json_string_value(json_object_get(rec, "state"))) != S_RUNNING) {
+        store_txn_end(t);
+        json_decref(rec);
+        return 1;
+    }
+    struct batch b = { .rw = rw, .g = g, .camp = ci, .now = clock_now() };
+    snprintf(b.last, sizeof b.last, "%s", json_string_value(json_object_get(rec, "cursor")) ?: "");
+    json_decref(rec);
+    if (ci < 0 || !(b.nch = outbound_channels(g, &g->camps[ci], b.chans))) {
+        store_txn_end(t);
+        /* the campaign file is gone (or lost its outbound channels) */
+        struct store_txn *wt;
+        if ((rc = store_wtxn_begin(st, &wt)))
+            return rc;
+        rec = rec_load(wt, id, &rc);
+        if (rec) {
+            json_object_set_new(rec, "state", json_string("stopped"));
+            json_object_set_new(rec, "last_error",
+                                json_string("campaign no longer loaded with an outbound channel"));
+            json_object_set_new(rec, "stopped_at", json_integer(clock_now()));
+            rc = rec_store(wt, id, rec);
+            json_decref(rec);
+        }
+        rc = rc ? rc : store_txn_commit(wt, STORE_DURABLE);
+        if (rc)
+            store_txn_end(wt);
+        pthread_mutex_lock(&S.mu);
+        gate_set(id, S_STOPPED, 0);
+        pthread_mutex_unlock(&S.mu);
+        outbox_release(id, 1);
+        log_warn("send stopped: campaign not loaded", "campaign=\"%s\"", id);
+        return 1;
+    }
+    b.items = malloc(sizeof *b.items * (size_t)BATCH * (size_t)b.nch);
+    b.skips = json_object();
+    if (!b.items) {
+        store_txn_end(t);
+        json_decref(b.skips);
+        return ERR_NOMEM;
+    }
+    b.t = t;
+    size_t cl = strlen(b.last);
+    rc = store_scan(t, STORE_PROFILES, NULL, 0, cl ? b.last : NULL, cl, batch_cb, &b);
+    store_txn_end(t);
+    int finished = b.nprof < BATCH;
+    if (!rc) {
+        /* write: re-check the state, then caps + enqueue + progress */
+        struct store_txn *wt;
+        rc = store_wtxn_begin(st, &wt);
+        if (!rc) {
+            rec = rec_load(wt, id, &rc);
+            if (rec && parse_state(json_string_value(json_object_get(rec, "state"))) == S_RUNNING) {
+                long queued = 0;
+                char key[OUTBOX_KEY_MAX + 1];
+                for (int i = 0; i < b.nitems && !rc; i++) {
+                    struct item *x = &b.items[i];
+                    const char *chn = g->chans[x->chan].name;
+                    int kl = snprintf(key, sizeof key, "send:%s:%s:%s", id, chn, x->cust);
+                    const char *why = NULL;
+                    if (kl >= (int)sizeof key) {
+                        json_decref(x->it.msg);
+                        x->it.msg = NULL;
+                        why = "render_error";
+                    } else {
+                        rc = sends_put(wt, g, ci, x->chan, x->cust, &x->it, key, b.now, &why);
+                    }
+                    if (rc)
+                        break;
+                    if (why)
+                        rec_skip(rec, why, 1);
+                    else
+                        queued++;
+                }
+                const char *k;
+                json_t *v;
+                json_object_foreach(b.skips, k, v)
+                    rec_skip(rec, k, (long)json_integer_value(v));
+                rec_inc(rec, "evaluated", b.nprof);
+                rec_inc(rec, "queued", queued);
+                json_object_set_new(rec, "cursor", json_string(b.last));
+                if (b.last_error[0])
+                    json_object_set_new(rec, "last_error", json_string(b.last_error));
+                if (finished) {
+                    json_object_set_new(rec, "built", json_true());
+                    json_object_set_new(rec, "state", json_string("done"));
+                    json_object_set_new(rec, "finished_at", json_integer(clock_now()));
+                }
+                if (!rc)
+                    rc = rec_store(wt, id, rec);
+                if (!rc)
+                    rc = store_txn_commit(wt, STORE_DURABLE);
+                else
+                    store_txn_end(wt);
+                if (!rc && finished) {
+                    pthread_mutex_lock(&S.mu);
+                    gate_set(id, S_DONE, 0);
+                    pthread_mutex_unlock(&S.mu);
+                    log_info("send audience built", "campaign=\"%s\" evaluated=%lld queued=%lld", id,
+                             (long long)json_integer_value(json_object_get(rec, "evaluated")),
+                             (long long)json_integer_value(json_object_get(rec, "queued")));
+                }
+                if (!rc)
+                    outbox_wake();
+            } else {
+                store_txn_end(wt); /* paused or stopped meanwhile: redo later */
+                finished = 1;
+            }
+            json_decref(rec);
+        }
+    }
+    for (int i = 0; i < b.nitems; i++)
+        json_decref(b.items[i].it.msg);
+    free(b.items);
+    json_decref(b.skips);
+    if (rc)
+        return rc;
+    return finished;
+}
+
+static void *builder_main(void *arg)
+{
+    (void)arg;
+    struct rules_worker *rw;
+    if (rules_worker_start(S.base, &rw)) {
+        log_error("sends: no Lua state for the audience builder", "%s", "");
+        return NULL;
+    }
+    pthread_mutex_lock(&S.mu);
+    while (!S.stop) {
+        /* next building send, round robin */
+        char id[136] = "";
+        for (int k = 0; k < S.ngates; k++) {
+            struct gate *g = &S.gates[(S.rr + k) % S.ngates];
+            if (g->building && g->state == S_RUNNING) {
+                snprintf(id, sizeof id, "%s", g->campaign);
+                S.rr = (S.rr + k + 1) % S.ngates;
+                break;
+            }
+        }
+        if (!id[0]) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += 1;
+            pthread_cond_timedwait(&S.cv, &S.mu, &ts);
+            continue;
+        }
+        pthread_mutex_unlock(&S.mu);
+        int rc = build_batch(rw, id);
+        pthread_mutex_lock(&S.mu);
+        if (rc == 1) {
+            struct gate *g = gate_find(id);
+            if (g && g->state != S_RUNNING)
+                g->building = g->state == S_PAUSED; /* resumes later */
+            else if (g && rc == 1)
+                g->building = 0;
+        } else if (rc < 0) {
+            log_error("sends: batch failed (retrying)", "campaign=\"%s\" err=\"%s\"", id, err_str(rc));
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += 1;
+            pthread_cond_timedwait(&S.cv, &S.mu, &ts);
+        }
+    }
+    pthread_mutex_unlock(&S.mu);
+    rules_worker_stop(rw);
+    return NULL;
+}
+
+static int load_cb(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    (void)ud;
+    if (klen < 2 || klen > 130)
+        return 0;
+    char id[136];
+    memcpy(id, (const char *)key + 1, klen - 1);
+    id[klen - 1] = 0;
+    int e;
+    json_t *rec = codec_msgpack_to_json(val, vlen, &e);
+    int st = parse_state(json_string_value(json_object_get(rec, "state")));
+    int built = json_is_true(json_object_get(rec, "built"));
+    if (st >= 0)
+        gate_set(id, (enum sstate)st, !built && st != S_STOPPED);
+    json_decref(rec);
+    return 0;
+}
+
+int sends_init(struct app *app)
+{
+    S.app = app;
+    struct store_txn *t;
+    int rc = store_rtxn_begin(app->store, &t);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&S.mu);
+    S.ngates = 0;
+    rc = store_scan(t, STORE_OUTBOX, "s", 1, NULL, 0, load_cb, NULL);
+    int resumed = 0;
+    for (int i = 0; i < S.ngates; i++)
+        resumed += S.gates[i].building && S.gates[i].state == S_RUNNING;
+    S.stop = 0;
+    pthread_mutex_unlock(&S.mu);
+    store_txn_end(t);
+    if (rc)
+        return rc;
+    S.base = event_base_new();
+    if (!S.base)
+        return ERR_NOMEM;
+    if (pthread_create(&S.thread, NULL, builder_main, NULL)) {
+        event_base_free(S.base);
+        S.base = NULL;
+        return ERR_NOMEM;
+    }
+    S.started = 1;
+    if (resumed)
+        log_info("sends resumed after restart", "sends=%d", resumed);
+    return 0;
+}
+
+void sends_shutdown(void)
+{
+    if (!S.started)
+        return;
+    pthread_mutex_lock(&S.mu);
+    S.stop = 1;
+    pthread_cond_broadcast(&S.cv);
+    pthread_mutex_unlock(&S.mu);
+    pthread_join(S.thread, NULL);
+    S.started = 0;
+    event_base_free(S.base);
+    S.base = NULL;
+}

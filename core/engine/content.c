@@ -1,0 +1,187 @@
+/* content.c — compiled variant content (see content.h). */
+#include "engine/content.h"
+#include "codec/emit.h"
+#include "base/err.h"
+#include "lua/luavm.h"
+#include "engine/tmpl.h"
+#include <lua.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct slot {
+    size_t at;             /* where in code the rendered string goes */
+    struct tmpl_prog *tpl; /* the template, parsed (owns a copy of its text) */
+    int escape;
+};
+
+struct content_prog {
+    int rc;      /* 0, or why this content cannot be rendered */
+    int mp;
+    struct buf code;
+    struct slot *slots;
+    int nslots, cap;
+};
+
+#define MAX_DEPTH 16
+
+static int ends_raw(const char *k, size_t n) { return n >= 4 && !memcmp(k + n - 4, "_raw", 4); }
+
+static int add_slot(struct content_prog *p, struct emit *em, const char *s, size_t n, int escape)
+{
+    if (p->nslots == p->cap) {
+        int cap = p->cap ? p->cap * 2 : 4;
+        struct slot *ns = realloc(p->slots, sizeof *ns * (size_t)cap);
+        if (!ns)
+            return ERR_NOMEM;
+        p->slots = ns;
+        p->cap = cap;
+    }
+    struct tmpl_prog *t = tmpl_compile(s, n);
+    if (!t)
+        return ERR_NOMEM;
+    /* an empty string written through the emitter puts the separator and
+     * leaves its state as after any value; the string itself ("" or 0xa0)
+     * is taken back off: the slot's rendering goes there */
+    emit_str(em, "", 0);
+    if (emit_error(em)) {
+        tmpl_prog_free(t);
+        return emit_error(em);
+    }
+    p->code.len -= p->mp ? 1 : 2;
+    p->slots[p->nslots++] = (struct slot){ p->code.len, t, escape };
+    return 0;
+}
+
+static int walk(struct content_prog *p, struct emit *em, lua_State *L, int idx, int escape,
+                int depth)
+{
+    if (idx < 0)
+        idx = lua_gettop(L) + idx + 1;
+    switch (lua_type(L, idx)) {
+    case LUA_TSTRING: {
+        size_t len;
+        const char *s = lua_tolstring(L, idx, &len);
+        if (tmpl_has_placeholders(s, len))
+            return add_slot(p, em, s, len, escape);
+        emit_str(em, s, len);
+        return emit_error(em);
+    }
+    case LUA_TTABLE: {
+        if (depth > MAX_DEPTH || !lua_checkstack(L, 4))
+            return ERR_TOOBIG;
+        size_t n = lua_objlen(L, idx);
+        if (n > 0) {
+            emit_array(em, n);
+            for (size_t i = 1; i <= n; i++) {
+                lua_rawgeti(L, idx, (int)i);
+                int rc = walk(p, em, L, -1, escape, depth + 1);
+                lua_pop(L, 1);
+                if (rc)
+                    return rc;
+            }
+            emit_end(em);
+            return emit_error(em);
+        }
+        size_t nk = 0; /* msgpack states the count up front; JSON needs none */
+        if (em->mp) {
+            lua_pushnil(L);
+            while (lua_next(L, idx)) {
+                lua_pop(L, 1);
+                nk++;
+            }
+        }
+        emit_map(em, nk);
+        lua_pushnil(L);
+        while (lua_next(L, idx)) {
+            if (lua_type(L, -2) != LUA_TSTRING) {
+                lua_pop(L, 2);
+                return ERR_INVAL;
+            }
+            size_t kl;
+            const char *k = lua_tolstring(L, -2, &kl);
+            emit_key(em, k, kl);
+            int rc = walk(p, em, L, -1, escape && !ends_raw(k, kl), depth + 1);
+            lua_pop(L, 1);
+            if (rc) {
+                lua_pop(L, 1);
+                return rc;
+            }
+        }
+        emit_end(em);
+        return emit_error(em);
+    }
+    default: {
+        int err;
+        json_t *j = luavm_to_json(L, idx, &err);
+        if (!j)
+            return err ? err : ERR_INVAL;
+        emit_json(em, j);
+        json_decref(j);
+        return emit_error(em);
+    }
+    }
+}
+
+struct content_prog *content_compile(lua_State *L, int idx, int msgpack)
+{
+    struct content_prog *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->mp = msgpack;
+    if (idx < 0)
+        idx = lua_gettop(L) + idx + 1;
+    int top = lua_gettop(L);
+    struct emit em;
+    emit_init(&em, &p->code, msgpack);
+    p->rc = walk(p, &em, L, idx, 1, 0);
+    lua_settop(L, top);
+    if (p->rc == ERR_NOMEM) {
+        content_free(p);
+        return NULL;
+    }
+    return p;
+}
+
+int content_render(const struct content_prog *p, lua_State *L, int p_idx,
+                   struct content_scratch *cs, struct buf *out)
+{
+    if (p->rc)
+        return p->rc;
+    size_t mark = out->len, from = 0;
+    struct tmpl_lua_ctx tc = { L, p_idx };
+    int rc = 0;
+    for (int i = 0; i < p->nslots && !rc; i++) {
+        const struct slot *s = &p->slots[i];
+        if (s->at > from && buf_add(out, p->code.p + from, s->at - from)) {
+            rc = ERR_NOMEM;
+            break;
+        }
+        from = s->at;
+        buf_reset(&cs->text);
+        if ((rc = tmpl_run(s->tpl, s->escape, tmpl_lua_lookup, &tc, &cs->val, &cs->text)))
+            break;
+        struct emit em; /* a lone string: no separator, the code has it */
+        emit_init(&em, out, p->mp);
+        emit_str(&em, cs->text.p ? cs->text.p : "", cs->text.len);
+        rc = emit_error(&em);
+    }
+    if (!rc && p->code.len > from && buf_add(out, p->code.p + from, p->code.len - from))
+        rc = ERR_NOMEM;
+    if (rc) {
+        out->len = mark;
+        if (out->p)
+            out->p[mark] = '\0';
+    }
+    return rc;
+}
+
+void content_free(struct content_prog *p)
+{
+    if (!p)
+        return;
+    for (int i = 0; i < p->nslots; i++)
+        tmpl_prog_free(p->slots[i].tpl);
+    free(p->slots);
+    buf_free(&p->code);
+    free(p);
+}

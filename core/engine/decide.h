@@ -1,0 +1,73 @@
+/*
+ * decide.h — "which offers, with which content, for this customer on this
+ * channel and placement, right now".
+ *
+ * Runs on a worker thread with that worker's Lua state and adopted ruleset
+ * generation.  Order of work, cheapest first so Lua runs only where it
+ * must: channel index → status → schedule → placement → consent and quiet
+ * hours → eligible (Lua) → cap pre-check on the read snapshot → throttle
+ * hook (Lua) → score (Lua or priority) → rank → content (Lua or weighted
+ * bucketing) + templates → exact cap reservation in one write transaction
+ * (skipped for dry runs).  A hook that errors or exceeds its budget skips
+ * that campaign for this request only, is counted in /metrics and shown in
+ * explain.  When the counts a throttle hook saw on the snapshot have moved
+ * by reservation time (a concurrent decide, or an earlier offer of the same
+ * request), the hook runs again inside the write transaction on the fresh
+ * counts, so a hook that works as a cap is as exact as declared caps.
+ */
+#ifndef PROMOD_DECIDE_H
+#define PROMOD_DECIDE_H
+#include <jansson.h>
+#include "base/buf.h"
+
+struct decide_req {
+    const char *customer_id;
+    const char *channel;
+    const char *placement;  /**< NULL = any */
+    const char *context_text; /**< the context object as validated JSON text (jscan), or NULL */
+    size_t context_len;
+    int limit;
+    int explain;
+    int dry_run;
+};
+
+struct decide_err {
+    int status;             /**< HTTP status when decide_run fails */
+    const char *code;
+    char message[256];
+    const char *field;
+};
+
+/** Decide on the calling worker thread and append the reply
+ *  ({"decision_id", "offers", "explain"?, "dry_run"?}) to `out`, as JSON
+ *  text or (msgpack = 1) msgpack.  @return 0, or an error with *e filled
+ *  (nothing useful in `out` then). */
+int decide_run(const struct decide_req *q, struct decide_err *e, struct buf *out, int msgpack);
+
+/** Register decide's per-campaign counters with /metrics. */
+void decide_metrics_init(void);
+
+/* Shared with outbound sends (core/sends.c, core/outbox.c), so a message
+ * follows exactly the rules an offer does. */
+struct lua_State;
+struct rules_worker;
+struct rules_campaign;
+struct rules_channel;
+
+/** Consent for channel `ch` of the profile table at `p_idx`: NULL when
+ *  allowed, else the reason (static string).  Blocked when p.opt_out is
+ *  true, p.consent is false, p.consent[<policy.consent>],
+ *  p.consent[<channel>] or p.consent.all is false, or the channel requires
+ *  consent (its policy names a consent key) and none of those three is
+ *  true. */
+const char *decide_consent_block(struct lua_State *L, int p_idx, const struct rules_channel *ch);
+
+/** Choose the variant of campaign `c` (Lua table ref `ref` in rw's state)
+ *  for customer `cust` (content hook or weighted bucketing) and render its
+ *  content templates against the profile at `p_idx`.  @return 0 with
+ *  *variant (index) and *content (new reference), or ERR_LUA / ERR_BUDGET /
+ *  ERR_INVAL (hook failed or content not renderable). */
+int decide_content(struct rules_worker *rw, const struct rules_campaign *c, int ref,
+                   const char *cust, int p_idx, int ctx_idx, int *variant, json_t **content);
+
+#endif

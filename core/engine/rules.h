@@ -1,0 +1,259 @@
+/*
+ * rules.h — campaign files (every .lua below rules/, except rules/lib/) and
+ * channel plugins (plugins/NAME.lua): loading, validation, ruleset generations, hot reload.
+ *
+ * A *generation* is an immutable, refcounted snapshot: every file's
+ * source, load status and error, the validated campaigns and channels as C
+ * structs, and the candidate index (channel → campaigns by priority).  The
+ * reloader (main thread) builds a new generation aside — compiling only
+ * files whose content changed, in a scratch sandbox with `promod check`'s
+ * validation — and publishes it with one pointer swap.  A file that fails
+ * keeps its previous good version in the new generation (a new file is
+ * simply absent) and its error is reported.
+ *
+ * Each worker thread owns a Lua state (struct rules_worker) holding the
+ * compiled tables of the generation it has adopted; between requests it
+ * adopts the newest generation, recompiling only changed files, and drops
+ * its reference to the old one — the last holder frees it.  Requests in
+ * flight finish on the generation they started with.
+ *
+ * Threads: rules_gen_acquire/release from any thread; rules_reload from the
+ * main thread or an API handler (serialised by a mutex); rules_worker_* only
+ * on the owning worker thread.
+ */
+#ifndef PROMOD_RULES_H
+#define PROMOD_RULES_H
+#include <jansson.h>
+#include <stdint.h>
+#include "base/config.h"
+
+struct app;
+struct event_base;
+struct luavm;
+struct store_txn;
+
+#define RULES_MAX_WINDOWS 8
+#define RULES_MAX_VARIANTS 64
+
+enum rules_kind { RULES_CAMPAIGN = 0, RULES_PLUGIN = 1 };
+
+enum campaign_status {
+    CAMP_DRAFT = 0, CAMP_PENDING, CAMP_APPROVED, CAMP_ACTIVE, CAMP_PAUSED, CAMP_STOPPED,
+    CAMP_ARCHIVED, CAMP_NSTATUS
+};
+const char *rules_status_name(enum campaign_status s);
+int rules_status_parse(const char *s); /**< -1 when unknown */
+
+/** One cap: at most `limit` in a window of `secs` seconds (0 = lifetime).
+ *  `unit` is 'h', 'd', 'w' or 'L' (lifetime); `label` is the source text
+ *  ("7d") used as the key in the throttle hook's counts table. */
+struct rules_cap {
+    long limit;
+    int64_t secs;
+    char unit;
+    int n;
+    char label[16];
+};
+
+struct rules_caps {
+    struct rules_cap w[RULES_MAX_WINDOWS];
+    int n;
+};
+
+struct rules_schedule {
+    int64_t starts, ends;   /**< unix seconds; 0 = open */
+    unsigned days;          /**< bit 1..7 = Monday..Sunday; 0 = every day */
+    int hour_from, hour_to; /**< local hours [from, to); -1 = all day */
+    char tz[64];            /**< zone for days/hours ("UTC") */
+};
+
+struct rules_variant {
+    char *id;
+    double weight;
+};
+
+struct rules_campaign {
+    char *id;
+    char *name;
+    int file;                       /**< index into gen->files */
+    unsigned channels;              /**< bit per gen->channels index */
+    char **placements;              /**< NULL = any */
+    int nplacements;
+    uint64_t placement_mask;        /**< bits over gen->placement_names; 0 = any placement */
+    double priority;
+    struct rules_schedule sched;
+    struct rules_caps cust_caps, total_caps;
+    struct rules_variant *variants;
+    int nvariants;
+    double weight_sum;
+    unsigned hooks;                 /**< RULES_HOOK_* bits present in the file */
+    enum campaign_status status;    /**< effective status (store overrides file) */
+    enum campaign_status file_status;
+    json_t *trigger;                /**< {"event","delay","cancel_on"} or NULL */
+    double cost_per_send, cost_per_impression;
+};
+
+enum { RULES_HOOK_ELIGIBLE = 1, RULES_HOOK_SCORE = 2, RULES_HOOK_CONTENT = 4,
+       RULES_HOOK_THROTTLE = 8, RULES_HOOK_RENDER = 16, RULES_HOOK_DELIVER = 32 };
+
+struct rules_channel {
+    char *name;
+    int file;
+    struct rules_caps policy;       /**< per customer per channel, across campaigns */
+    int quiet_from, quiet_to;       /**< local hours, -1 = none */
+    char *consent;                  /**< profile consent key or NULL */
+    unsigned hooks;                 /**< RENDER / DELIVER */
+    int outbound;                   /**< has deliver: messages go through the outbox */
+    json_t *settings;               /**< config channels[name] (borrowed from config) */
+};
+
+struct rules_file {
+    char *path;       /**< as shown to users, e.g. "rules/spring.lua" */
+    enum rules_kind kind;
+    char *source;     /**< live source (last good), NULL when never loaded */
+    size_t source_len;
+    uint32_t hash;    /**< of the live source */
+    int64_t loaded_at;
+    int ok;           /**< the file on disk loaded cleanly */
+    char *error;      /**< "file:line: message" for the version on disk, or NULL */
+    uint32_t disk_hash;
+    char *disk_source; /**< the file's text when `source` is an approved version served in
+                            its place (see rules_set_source_filter), else NULL */
+    size_t disk_source_len;
+};
+
+struct rules_gen {
+    int refs;
+    uint64_t seq;
+    struct rules_file *files;
+    int nfiles;
+    struct rules_campaign *camps;
+    int ncamps;
+    struct rules_channel *chans;
+    int nchans;
+    int *by_channel[32];    /**< campaign indices per channel, by priority desc */
+    int nby_channel[32];
+    int64_t built_at;
+    double build_ms;
+    uint32_t lib_hash;      /**< of rules/lib: a change invalidates require caches */
+    char *placement_names[64]; /**< every placement named by a campaign (first 64) */
+    int nplacement_names;
+};
+
+/** 1 when `now` is inside the schedule: between starts and ends, on one of
+ *  its days and within its hours in its zone (a campaign enters and leaves
+ *  the candidate set on time, without a reload). */
+int rules_schedule_open(const struct rules_schedule *s, int64_t now);
+
+/** Bit of a placement name in this generation's campaign masks: 0 when no
+ *  campaign names it (then only campaigns without a placement filter
+ *  match). */
+uint64_t rules_gen_placement_bit(const struct rules_gen *g, const char *placement);
+
+/* --- lifecycle (main thread) ------------------------------------------- */
+int rules_start(struct app *app);            /**< first load; errors are reported, not fatal */
+/** Start watching the directories, on `base` (the main thread's loop). */
+void rules_attach(struct app *app, struct event_base *base);
+void rules_stop(struct app *app);
+
+/** Rescan both directories and publish a new generation if anything
+ *  changed (or `force`).  Returns the number of files with errors. */
+int rules_reload(struct app *app, int force);
+
+/** Set a campaign's status override (stored by the campaigns module) and
+ *  republish so decide sees it.  Cheap: no file is recompiled. */
+void rules_refresh_status(struct app *app);
+
+/* --- generations (any thread) ------------------------------------------ */
+struct rules_gen *rules_gen_acquire(void);
+void rules_gen_release(struct rules_gen *g);
+int rules_gen_find_campaign(const struct rules_gen *g, const char *id);
+int rules_gen_find_channel(const struct rules_gen *g, const char *name);
+
+/** GET /api/v1/rules: every file with status, hash, loaded_at, error. */
+json_t *rules_status_json(void);
+
+/* --- validation (any thread; used by check, the API and the reloader) -- */
+/** Compile and validate one file's source in a throwaway sandbox.  Errors
+ *  are appended to `errors` as "path:line: message" strings.  `chans`
+ *  (may be NULL) names the known channels for campaign validation.
+ *  @return 0 when valid. */
+int rules_validate_source(const char *path, enum rules_kind kind, const char *src, size_t len,
+                          const char *const *chans, int nchans, const char *lib_dir,
+                          json_t *errors);
+
+/** rules_validate_source() for a campaign that also returns what it parsed:
+ *  on success *out holds the campaign (id, name, channels as bits over
+ *  `chans`, schedule, file_status, cost...), owned by the caller, freed with
+ *  rules_campaign_free(); on failure *out is zeroed.  @return 0 when valid,
+ *  ERR_INVAL, ERR_LUA, ERR_TOOBIG, ERR_NOMEM. */
+int rules_validate_campaign(const char *path, const char *src, size_t len,
+                            const char *const *chans, int nchans, const char *lib_dir,
+                            json_t *errors, struct rules_campaign *out);
+void rules_campaign_free(struct rules_campaign *c);
+
+/** Source filter, consulted by the reloader for every campaign file whose
+ *  text on disk is valid: it may return a replacement source (malloc'd,
+ *  NUL-terminated, length in *outlen; the reloader takes it) to serve
+ *  instead, or NULL to serve the file.  `t` is the reloader's read txn (may
+ *  be NULL), `id` the campaign id the file declares.  Used by campaigns.c so
+ *  that, with require_approval, the approved version keeps serving while a
+ *  newer one waits.  A replacement that fails validation or declares another
+ *  id is ignored (logged).  Set once before rules_start(). */
+typedef char *(*rules_source_filter_fn)(struct store_txn *t, const char *id, const char *path,
+                                        const char *src, size_t len, size_t *outlen);
+void rules_set_source_filter(rules_source_filter_fn fn);
+
+/** Called after every reload that published a generation, on the reloading
+ *  thread, outside the reload lock (it may open a write txn; it must not be
+ *  called with one open).  campaigns.c records file saves as versions here.
+ *  Set once before rules_start(). */
+typedef void (*rules_reload_hook_fn)(struct app *app);
+void rules_set_reload_hook(rules_reload_hook_fn fn);
+
+/** `promod check`: validate the given dirs/files (default rules/ plugins/),
+ *  print each problem, return the exit status. */
+int rules_check_cli(const struct config *cfg, const char **paths, int n);
+
+/* --- the worker side ----------------------------------------------------- */
+/** The worker's adopted generation and its compiled tables.  `refs[i]` is a
+ *  Lua registry ref of campaign i's table (LUA_NOREF when it failed to load
+ *  in this worker); `chan_refs[i]` likewise for channel i. */
+/** A campaign's variants' content as compiled in a worker (content.h),
+ *  progs[2 * variant + msgpack]; owned by the worker's loaded file. */
+struct content_prog;
+struct rules_content {
+    struct content_prog **progs;
+    int n;
+};
+
+struct rules_worker {
+    struct luavm *vm;
+    struct rules_gen *gen;
+    int *refs;
+    int *chan_refs;
+    int *fn_refs;         /**< per campaign: eligible, score function refs (2 per campaign) */
+    struct rules_content *content; /**< per campaign of gen */
+    struct wfile *wfiles; /* loaded files by path/hash (internal) */
+    int nwfiles, capwfiles;
+    struct event *tick;
+    uint32_t lib_hash;
+    int ncompiled;        /**< files compiled by the last adoption */
+    /** Request-path scratch kept between requests (decide's candidate
+     *  arrays and buffers), freed with the worker by scratch_free. */
+    void *scratch;
+    void (*scratch_free)(void *);
+};
+
+/** A Lua state for the calling thread (a HTTP worker, the delivery or the
+ *  send thread) that adopts the newest generation on `base` every 250 ms
+ *  and between requests.  rules_worker_self() returns it on that thread.
+ *  @return 0, ERR_NOMEM. */
+int rules_worker_start(struct event_base *base, struct rules_worker **out);
+/** Free the thread's Lua state (NULL is fine). */
+void rules_worker_stop(struct rules_worker *rw);
+/** Adopt the newest generation if there is one (call between requests). */
+void rules_worker_refresh(struct rules_worker *rw);
+struct rules_worker *rules_worker_self(void);
+
+#endif

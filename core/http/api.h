@@ -1,0 +1,24 @@
+/*
+ * api.h — the HTTP resources.  One api_<resource>.c per resource; each
+ * exposes api_<resource>_register() which adds its routes.  Handlers parse
+ * and validate, call one service module, render, and reply exactly once;
+ * they never open LMDB or touch Lua directly.
+ */
+#ifndef PROMOD_API_H
+#define PROMOD_API_H
+#include "http/http.h"
+
+void api_ops_register(void);
+void api_profiles_register(void);
+void api_decide_register(void);
+void api_rules_register(void);
+void api_campaigns_register(void); /* campaigns, lifecycle, versions */
+void api_audit_register(void);     /* audit log */
+void api_events_register(void);    /* events, admin/compact */
+void api_analytics_register(void); /* analytics/... */
+void api_outbox_register(void);    /* outbox, dead letters, campaign sends */
+
+/** Register every HTTP route (api_*.c), in match order (routes.c). */
+void app_register_routes(void);
+
+#endif

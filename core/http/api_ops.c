@@ -1,0 +1,96 @@
+/* api_ops.c — /healthz, /metrics, the test clock. */
+#include "http/api.h"
+#include "base/app.h"
+#include "base/clock.h"
+#include "base/metrics.h"
+#include "http/router.h"
+#include "store/store.h"
+#include <stdlib.h>
+
+static void h_healthz(struct http_req *r)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "status", json_string("ok"));
+    json_object_set_new(o, "uptime_s", json_integer(clock_now() - g_app->started_at));
+    http_reply_json(r, 200, o);
+}
+
+static void store_collector(struct buf *out, void *ud)
+{
+    (void)ud;
+    struct store_stat st;
+    if (!g_app || !g_app->store || store_stat(g_app->store, &st))
+        return;
+    buf_printf(out,
+               "# HELP promod_lmdb_map_size_bytes LMDB map size.\n"
+               "# TYPE promod_lmdb_map_size_bytes gauge\n"
+               "promod_lmdb_map_size_bytes %zu\n"
+               "# HELP promod_lmdb_used_bytes LMDB pages in use.\n"
+               "# TYPE promod_lmdb_used_bytes gauge\n"
+               "promod_lmdb_used_bytes %zu\n"
+               "# HELP promod_lmdb_map_usage_ratio Used share of the LMDB map.\n"
+               "# TYPE promod_lmdb_map_usage_ratio gauge\n"
+               "promod_lmdb_map_usage_ratio %.6f\n"
+               "# HELP promod_profiles Stored customer profiles.\n"
+               "# TYPE promod_profiles gauge\n"
+               "promod_profiles %zu\n"
+               "# HELP promod_store_syncs_total fsyncs by the group syncer.\n"
+               "# TYPE promod_store_syncs_total counter\n"
+               "promod_store_syncs_total %llu\n"
+               "# HELP promod_store_durable_commits_total Commits acknowledged after fsync.\n"
+               "# TYPE promod_store_durable_commits_total counter\n"
+               "promod_store_durable_commits_total %llu\n",
+               st.map_size, st.used_bytes, st.map_size ? (double)st.used_bytes / (double)st.map_size : 0,
+               st.entries[STORE_PROFILES], (unsigned long long)st.syncs,
+               (unsigned long long)st.durable_commits);
+    buf_adds(out, "# HELP promod_store_entries Records per LMDB database.\n"
+                  "# TYPE promod_store_entries gauge\n");
+    for (int i = 0; i < STORE_NDB; i++)
+        buf_printf(out, "promod_store_entries{db=\"%s\"} %zu\n", store_db_name((enum store_db)i),
+                   st.entries[i]);
+}
+
+static void h_metrics(struct http_req *r)
+{
+    struct buf b = BUF_INIT;
+    metrics_render(&b);
+    http_reply_raw(r, 200, "text/plain; version=0.0.4", b.p, b.len);
+    buf_free(&b);
+}
+
+/* POST /api/v1/admin/clock {"offset": seconds} or {"now": unix} — tests only */
+static void h_clock(struct http_req *r)
+{
+    if (!g_app->cfg.test_clock) {
+        http_reply_error(r, 403, "forbidden", "the test clock is disabled (config test_clock = true)", NULL);
+        return;
+    }
+    if (r->method == HTTP_POST) {
+        json_t *b = http_body_json(r, JSON_OBJECT);
+        if (!b)
+            return;
+        json_t *off = json_object_get(b, "offset"), *now = json_object_get(b, "now");
+        if (json_is_integer(off)) {
+            clock_set_offset(json_integer_value(off));
+        } else if (json_is_integer(now)) {
+            clock_set_offset(json_integer_value(now) - (clock_now() - clock_get_offset()));
+        } else {
+            json_decref(b);
+            http_reply_error(r, 400, "invalid", "give an integer \"offset\" or \"now\"", "offset");
+            return;
+        }
+        json_decref(b);
+    }
+    json_t *o = json_object();
+    json_object_set_new(o, "now", json_integer(clock_now()));
+    json_object_set_new(o, "offset", json_integer(clock_get_offset()));
+    http_reply_json(r, 200, o);
+}
+
+void api_ops_register(void)
+{
+    router_add(HTTP_GET, "/healthz", ROLE_PUBLIC, h_healthz, 0);
+    router_add(HTTP_GET, "/metrics", ROLE_PUBLIC, h_metrics, 0);
+    router_add(HTTP_GET | HTTP_POST, "/api/v1/admin/clock", ROLE_ADMIN, h_clock, 0);
+    metrics_register(store_collector, NULL);
+}

@@ -1,0 +1,88 @@
+/*
+ * http.h — one HTTP request as handlers see it, and the only ways to answer.
+ *
+ * The server builds a struct http_req for every request (on the worker
+ * thread that owns the connection), runs the auth/limits chain, then calls
+ * the matched route's handler.  A handler must answer exactly once, through
+ * http_reply_json(), http_reply_error() or http_reply_raw(); the server
+ * answers 500 itself if a handler returns without replying.
+ *
+ * Errors have one shape everywhere (the contract):
+ *   {"error": {"code": "invalid_json", "message": "...", "field": "..."}}
+ *
+ * Content negotiation: a request body is JSON unless Content-Type is
+ * application/msgpack (anything else with a body is 415).  The reply is
+ * msgpack when the request's Accept names application/msgpack, else JSON.
+ */
+#ifndef PROMOD_HTTP_H
+#define PROMOD_HTTP_H
+#include <stddef.h>
+#include <stdint.h>
+#include <jansson.h>
+#include "base/config.h"
+#include "base/reqerr.h"
+
+struct evhttp_request;
+struct worker;
+
+#define HTTP_MAX_PARAMS 4
+
+enum http_method { HTTP_GET = 1, HTTP_POST = 2, HTTP_PUT = 4, HTTP_PATCH = 8,
+                   HTTP_DELETE = 16, HTTP_HEAD = 32, HTTP_OPTIONS = 64 };
+
+struct http_req {
+    struct evhttp_request *ev;
+    struct worker *worker;            /**< the worker thread running the request */
+    enum http_method method;
+    char *path;                       /**< decoded path, owned by the request */
+    char *query;                      /**< raw query string or NULL, owned */
+    char *params[HTTP_MAX_PARAMS];    /**< decoded path parameters, owned */
+    int nparams;
+    const char *body;                 /**< request body (linearised; valid for the request) */
+    size_t body_len;
+    int body_msgpack;                 /**< Content-Type is application/msgpack */
+    int want_msgpack;                 /**< Accept asks for application/msgpack */
+    const struct config_key *key;     /**< authenticated API key (NULL: none configured) */
+    int route;                        /**< index of the matched route, -1 if none */
+    int status;                       /**< status replied (0 until then) */
+    uint64_t t0;                      /**< monotonic ns at start */
+};
+
+/** Reply with `body` (reference stolen; may be NULL for no body) as JSON or
+ *  msgpack per the request's Accept header. */
+void http_reply_json(struct http_req *r, int status, json_t *body);
+/** Reply with the contract's error object.  `field` may be NULL. */
+void http_reply_error(struct http_req *r, int status, const char *code,
+                      const char *message, const char *field);
+/** Same with a printf-style message. */
+void http_reply_errorf(struct http_req *r, int status, const char *code, const char *field,
+                       const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/** Reply with raw bytes and a content type (text/plain, text/csv, text/html). */
+void http_reply_raw(struct http_req *r, int status, const char *ctype, const void *data, size_t len);
+/** Map an ERR_* code to a fitting status and error reply (ERR_NOTFOUND→404,
+ *  ERR_FULL→507, ERR_INVAL→400, ERR_CONFLICT→409, ...). */
+void http_reply_err_code(struct http_req *r, int rc, const char *what);
+
+/** Reply with a service's request error in the contract's shape (its
+ *  extra members merged into the error object) and clear it.  An unset
+ *  error (status 0) answers 500. */
+void http_reply_reqerr(struct http_req *r, struct reqerr *e);
+
+/** Decode the body (JSON or msgpack) into a new value.  On failure the
+ *  error reply (400/413/415) is sent and NULL returned.  `required_type`
+ *  is JSON_OBJECT, JSON_ARRAY or -1 for any. */
+json_t *http_body_json(struct http_req *r, int required_type);
+
+/** Query parameter value (decoded, caller frees) or NULL. */
+char *http_query_get(const struct http_req *r, const char *name);
+/** Query parameter as an integer within [lo, hi]; `def` when absent.
+ *  On a bad value replies 400 and returns -1 with *ok = 0. */
+long http_query_long(struct http_req *r, const char *name, long def, long lo, long hi, int *ok);
+
+/** Request header value (borrowed) or NULL. */
+const char *http_header(const struct http_req *r, const char *name);
+/** Add a response header (before replying). */
+void http_add_header(struct http_req *r, const char *name, const char *value);
+
+
+#endif

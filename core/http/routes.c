@@ -1,0 +1,16 @@
+/* routes.c — every resource's routes, in match order. */
+#include "http/api.h"
+#include "base/app.h"
+
+void app_register_routes(void)
+{
+    api_ops_register();
+    api_decide_register();
+    api_rules_register();
+    api_profiles_register();
+    api_campaigns_register();
+    api_audit_register();
+    api_events_register();
+    api_analytics_register();
+    api_outbox_register();
+}

@@ -1,0 +1,66 @@
+/*
+ * server.h — processes and threads: libevent bases, the listening sockets,
+ * worker threads, signals.  No business logic.
+ *
+ * N worker threads each have a listening socket on the same port
+ * (SO_REUSEPORT; the kernel spreads new connections over them), an
+ * event_base and an evhttp.  A request is
+ * handled start to finish on the thread that accepted its connection,
+ * which owns per-thread state (its Lua state, its read transaction) in
+ * worker->ctx.  The main thread runs a small event loop for signals and
+ * timers (file watching, reload, delivery scheduling).
+ *
+ * Body limits: dispatch() answers 413 in the contract's shape for a body
+ * over the route's limit (max_body, or max_import_body for ROUTER_BIG_BODY
+ * routes).  libevent also enforces a hard per-connection cap of 1.25 x the
+ * larger limit; above it libevent 2.1 itself answers 413 with an HTML body
+ * and closes the connection (it has no hook to change that reply).
+ *
+ * Shutdown (SIGTERM/SIGINT or server_stop): listeners close first, every
+ * worker finishes the request it is running (handlers run to completion),
+ * flushes replies for up to 2 s, then the loops exit and threads join.
+ */
+#ifndef PROMOD_SERVER_H
+#define PROMOD_SERVER_H
+#include <pthread.h>
+#include <stddef.h>
+#include "base/config.h"
+
+struct event_base;
+struct evhttp;
+struct server;
+
+struct worker {
+    int idx;
+    pthread_t thread;
+    struct event_base *base;
+    struct evhttp *http;
+    struct evconnlistener *lev;
+    struct server *srv;
+    void *ctx; /**< owned by the application's thread hooks */
+};
+
+struct server_opts {
+    const struct config *cfg;
+    /** Called on each worker thread before it serves / after it stops. */
+    int (*thread_init)(struct worker *w);
+    void (*thread_fini)(struct worker *w);
+};
+
+/** Bind, start the workers.  Refuses (ERR_INVAL) a non-loopback address
+ *  when no API key is configured.  @return 0, ERR_INVAL, -errno. */
+int server_start(const struct server_opts *o, struct server **out);
+/** The bound port (useful with port 0). */
+int server_port(const struct server *s);
+/** The main thread's event base, for timers and signals. */
+struct event_base *server_main_base(struct server *s);
+/** Run the main loop until a signal or server_stop(); then shut down the
+ *  workers and return. */
+void server_run(struct server *s);
+/** Ask the server to stop (any thread, async-signal-unsafe). */
+void server_stop(struct server *s);
+void server_free(struct server *s);
+int server_nworkers(const struct server *s);
+struct worker *server_worker(struct server *s, int i);
+
+#endif
