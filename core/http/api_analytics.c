@@ -121,11 +121,6 @@ static int get_range(struct http_req *r, json_t *b, int default_days, int64_t *f
     return 1;
 }
 
-static void reply_rc(struct http_req *r, int rc, const char *what)
-{
-    http_reply_err_code(r, rc, what);
-}
-
 static void h_campaign(struct http_req *r)
 {
     static const char *const allowed[] = { "from", "to", NULL };
@@ -140,14 +135,10 @@ static void h_campaign(struct http_req *r)
     int64_t from, to;
     if (!get_range(r, NULL, 30, &from, &to))
         return;
-    int rc;
-    json_t *o = analytics_campaign(g_app->store, id, from, to, &rc);
+    struct reqerr e = { 0 };
+    json_t *o = analytics_campaign(g_app->store, id, from, to, &e);
     if (!o) {
-        if (rc == ERR_NOTFOUND)
-            http_reply_errorf(r, 404, "not_found", "id",
-                              "no campaign \"%s\" is loaded and no event ever named it", id);
-        else
-            reply_rc(r, rc, "analytics");
+        http_reply_reqerr(r, &e);
         return;
     }
     http_reply_json(r, 200, o);
@@ -165,10 +156,10 @@ static void h_dashboard(struct http_req *r)
     long top = http_query_long(r, "top", 10, 1, 100, &ok);
     if (!ok)
         return;
-    int rc;
-    json_t *o = analytics_dashboard(g_app->store, clock_now(), from, to, (int)top, &rc);
+    struct reqerr e = { 0 };
+    json_t *o = analytics_dashboard(g_app->store, clock_now(), from, to, (int)top, &e);
     if (!o) {
-        reply_rc(r, rc, "analytics");
+        http_reply_reqerr(r, &e);
         return;
     }
     http_reply_json(r, 200, o);
@@ -312,10 +303,10 @@ static void h_reports(struct http_req *r)
         goto out;
     }
     csv = fmt && !strcmp(fmt, "csv");
-    int rc;
-    json_t *rep = analytics_report(g_app->store, &q, &rc);
+    struct reqerr e = { 0 };
+    json_t *rep = analytics_report(g_app->store, &q, &e);
     if (!rep) {
-        reply_rc(r, rc, "report");
+        http_reply_reqerr(r, &e);
         goto out;
     }
     if (csv) {
@@ -386,8 +377,9 @@ static int attr_params(struct http_req *r, struct analytics_attr_req *q)
 }
 
 /* attribution and ROI take the same query and differ only in the service */
-static void attr_route(struct http_req *r, const char *what,
-                       json_t *(*fn)(struct store *, const struct analytics_attr_req *, int *))
+static void attr_route(struct http_req *r,
+                       json_t *(*fn)(struct store *, const struct analytics_attr_req *,
+                                     struct reqerr *))
 {
     static const char *const allowed[] = { "model", "window", "half_life", "from", "to", "campaign",
                                            NULL };
@@ -396,17 +388,17 @@ static void attr_route(struct http_req *r, const char *what,
     struct analytics_attr_req q;
     if (!attr_params(r, &q))
         return;
-    int rc;
-    json_t *o = fn(g_app->store, &q, &rc);
+    struct reqerr e = { 0 };
+    json_t *o = fn(g_app->store, &q, &e);
     if (!o) {
-        reply_rc(r, rc, what);
+        http_reply_reqerr(r, &e);
         return;
     }
     http_reply_json(r, 200, o);
 }
 
-static void h_attribution(struct http_req *r) { attr_route(r, "attribution", analytics_attribution); }
-static void h_roi(struct http_req *r) { attr_route(r, "roi", analytics_roi); }
+static void h_attribution(struct http_req *r) { attr_route(r, analytics_attribution); }
+static void h_roi(struct http_req *r) { attr_route(r, analytics_roi); }
 
 void api_analytics_register(void)
 {

@@ -65,6 +65,7 @@ static void reply_result(struct http_req *r, struct events_result *res)
             snprintf(m, sizeof m, "ingestion stopped: %s (%ld events stored before it)",
                      err_str(res->store_rc), res->accepted);
             json_object_set_new(e, "message", json_string(m));
+            json_object_set_new(e, "field", json_null());
         } else {
             status = 422;
             json_object_set_new(e, "code", json_string("invalid_events"));
@@ -76,8 +77,7 @@ static void reply_result(struct http_req *r, struct events_result *res)
             json_t *ms = json_string(m);
             json_object_set_new(e, "message", ms ? ms : json_string("all events were rejected"));
             json_t *f = json_object_get(first, "field");
-            if (f)
-                json_object_set(e, "field", f);
+            json_object_set_new(e, "field", f ? json_incref(f) : json_null());
         }
         json_object_set_new(o, "error", e);
         json_object_set_new(o, "accepted", json_integer(res->accepted));

@@ -265,26 +265,29 @@ static int campaign_has_data(struct store *s, const char *campaign)
 }
 
 json_t *analytics_campaign(struct store *s, const char *campaign, int64_t from_day,
-                           int64_t to_day, int *rc)
+                           int64_t to_day, struct reqerr *e)
 {
     struct camp_ctx x;
     memset(&x, 0, sizeof x);
     x.from_day = from_day;
     x.days = calloc((size_t)(to_day - from_day + 1), sizeof *x.days);
     if (!x.days) {
-        *rc = ERR_NOMEM;
+        reqerr_from_code(e, ERR_NOMEM, "analytics");
         return NULL;
     }
     struct store_txn *t;
-    *rc = store_rtxn_begin(s, &t);
-    if (!*rc) {
-        *rc = events_scan_cells(t, campaign, from_day, to_day, camp_cb, &x);
+    int rc = store_rtxn_begin(s, &t);
+    if (!rc) {
+        rc = events_scan_cells(t, campaign, from_day, to_day, camp_cb, &x);
         store_txn_end(t);
     }
     json_t *out = NULL;
-    if (!*rc && x.cells == 0 && !campaign_known(campaign) && !campaign_has_data(s, campaign))
-        *rc = ERR_NOTFOUND;
-    if (!*rc) {
+    if (rc)
+        reqerr_from_code(e, rc, "analytics");
+    else if (x.cells == 0 && !campaign_known(campaign) && !campaign_has_data(s, campaign))
+        reqerr_set(e, 404, "not_found", "id",
+                   "no campaign \"%s\" is loaded and no event ever named it", campaign);
+    else {
         out = json_object();
         char d[16];
         json_object_set_new(out, "campaign_id", json_string(campaign));
@@ -391,7 +394,7 @@ static json_t *rates_json(struct store_txn *t, int64_t now, int64_t secs)
 }
 
 json_t *analytics_dashboard(struct store *s, int64_t now, int64_t from_day, int64_t to_day,
-                            int top, int *rc)
+                            int top, struct reqerr *e)
 {
     struct dash_ctx x;
     memset(&x, 0, sizeof x);
@@ -399,13 +402,17 @@ json_t *analytics_dashboard(struct store *s, int64_t now, int64_t from_day, int6
     x.from_day = from_day;
     x.to_day = to_day;
     struct store_txn *t;
-    *rc = store_rtxn_begin(s, &t);
-    if (*rc)
+    int rc = store_rtxn_begin(s, &t);
+    if (rc) {
+        reqerr_from_code(e, rc, "analytics");
         return NULL;
-    *rc = events_scan_cells(t, NULL, from_day < x.today_day ? from_day : x.today_day,
-                            to_day > x.today_day ? to_day : x.today_day, dash_cb, &x);
+    }
+    rc = events_scan_cells(t, NULL, from_day < x.today_day ? from_day : x.today_day,
+                           to_day > x.today_day ? to_day : x.today_day, dash_cb, &x);
     json_t *out = NULL;
-    if (!*rc) {
+    if (rc)
+        reqerr_from_code(e, rc, "analytics");
+    else {
         out = json_object();
         char d[40];
         tz_format_iso8601(now, d, sizeof d);
@@ -629,29 +636,32 @@ static int row_cmp_dims(const void *a, const void *b, void *arg)
     return 0;
 }
 
-json_t *analytics_report(struct store *s, const struct analytics_report_req *q, int *rc)
+json_t *analytics_report(struct store *s, const struct analytics_report_req *q, struct reqerr *e)
 {
     struct rep_ctx x;
     memset(&x, 0, sizeof x);
     x.q = q;
     struct store_txn *t;
-    *rc = store_rtxn_begin(s, &t);
-    if (*rc)
+    int rc = store_rtxn_begin(s, &t);
+    if (rc) {
+        reqerr_from_code(e, rc, "report");
         return NULL;
+    }
     const char *one = NULL;
     json_t *fc = q->filters ? json_object_get(q->filters, "campaign") : NULL;
     if (json_is_string(fc))
         one = json_string_value(fc);
-    *rc = events_scan_cells(t, one, q->from_day, q->to_day, rep_cb, &x);
+    rc = events_scan_cells(t, one, q->from_day, q->to_day, rep_cb, &x);
     store_txn_end(t);
-    if (*rc) {
+    if (rc) {
         groups_free(&x.g);
+        reqerr_from_code(e, rc, "report");
         return NULL;
     }
     json_t **rows = malloc(sizeof *rows * (x.g.n ? x.g.n : 1));
     if (!rows) {
         groups_free(&x.g);
-        *rc = ERR_NOMEM;
+        reqerr_from_code(e, ERR_NOMEM, "report");
         return NULL;
     }
     for (size_t i = 0; i < x.g.n; i++) {
@@ -966,17 +976,21 @@ static void range_strs(json_t *out, int64_t from_day, int64_t to_day)
     json_object_set_new(out, "to", json_string(d));
 }
 
-json_t *analytics_attribution(struct store *s, const struct analytics_attr_req *q, int *rc)
+json_t *analytics_attribution(struct store *s, const struct analytics_attr_req *q,
+                              struct reqerr *e)
 {
     struct store_txn *t;
-    *rc = store_rtxn_begin(s, &t);
-    if (*rc)
+    int rc = store_rtxn_begin(s, &t);
+    if (rc) {
+        reqerr_from_code(e, rc, "attribution");
         return NULL;
+    }
     struct attr_ctx x;
-    *rc = attr_run(t, q, &x);
+    rc = attr_run(t, q, &x);
     store_txn_end(t);
-    if (*rc) {
+    if (rc) {
         attr_free(&x);
+        reqerr_from_code(e, rc, "attribution");
         return NULL;
     }
     json_t *out = json_object();
@@ -1063,26 +1077,29 @@ static double chan_cost(const char *channel, const char *what)
     return json_is_number(v) && isfinite(d) && d > 0 ? d : 0;
 }
 
-json_t *analytics_roi(struct store *s, const struct analytics_attr_req *q, int *rc)
+json_t *analytics_roi(struct store *s, const struct analytics_attr_req *q, struct reqerr *e)
 {
     struct store_txn *t;
-    *rc = store_rtxn_begin(s, &t);
-    if (*rc)
+    int rc = store_rtxn_begin(s, &t);
+    if (rc) {
+        reqerr_from_code(e, rc, "roi");
         return NULL;
+    }
     struct roi_ctx rx;
     memset(&rx, 0, sizeof rx);
     rx.by_chan = json_object();
     struct attr_ctx ax;
-    *rc = events_scan_cells(t, q->campaign, q->from_day, q->to_day, roi_cb, &rx);
-    if (!*rc)
-        *rc = attr_run(t, q, &ax);
+    rc = events_scan_cells(t, q->campaign, q->from_day, q->to_day, roi_cb, &rx);
+    if (!rc)
+        rc = attr_run(t, q, &ax);
     else
         memset(&ax, 0, sizeof ax);
     store_txn_end(t);
-    if (*rc) {
+    if (rc) {
         attr_free(&ax);
         groups_free(&rx.camps);
         json_decref(rx.by_chan);
+        reqerr_from_code(e, rc, "roi");
         return NULL;
     }
     /* every campaign with exposures or attributed revenue */
