@@ -12,6 +12,7 @@
 #include "base/clock.h"
 #include "base/err.h"
 #include "insight/events.h"
+#include "insight/events_log.h"
 #include "base/log.h"
 #include "delivery/outbox.h"
 #include "service/profiles.h"
@@ -171,7 +172,7 @@ static int cmd_serve(const struct cli *c)
         return 1;
     }
     rules_attach(&app, server_main_base(app.srv));
-    events_compactor_start(server_main_base(app.srv), app.store, app.cfg.event_retention_days);
+    events_log_compactor_start(server_main_base(app.srv), app.store, app.cfg.event_retention_days);
     if (outbox_init(&app)) /* after server_start: libevent is in threaded mode */
         log_error("outbox unavailable", "%s", "cannot start the delivery thread");
     if (c->port_file) {
@@ -187,7 +188,7 @@ static int cmd_serve(const struct cli *c)
     server_run(app.srv);
     sends_shutdown();
     outbox_shutdown();
-    events_compactor_stop();
+    events_log_compactor_stop();
     rules_stop(&app);
     server_free(app.srv);
     store_close(app.store);
