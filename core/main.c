@@ -18,6 +18,7 @@
 #include "service/profiles.h"
 #include "engine/rules.h"
 #include "delivery/sends.h"
+#include "http/ratelimit.h"
 #include "http/server.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -139,6 +140,7 @@ static int worker_init(struct worker *w)
 
 static void worker_fini(struct worker *w)
 {
+    http_held_thread_stop();
     rules_worker_stop(w->ctx);
     w->ctx = NULL;
 }
@@ -182,6 +184,7 @@ static int cmd_serve(const struct cli *c)
         return 1;
     }
     app_register_routes();
+    ratelimit_init(&app.cfg);
     if (sends_init(&app))
         log_error("campaign sends unavailable", "%s", "cannot start the audience builder");
     struct server_opts so = { .cfg = &app.cfg, .thread_init = worker_init,
