@@ -505,6 +505,22 @@ static void compile_list(struct cc *cc, const json_t *v, struct clause *cl)
     cl->u.list.d = d;
 }
 
+/* The slot of a root clause's first path segment (shared by every clause
+ * starting with the same attribute), or -1 past COND_ROOT_SLOTS. */
+static int32_t root_slot(struct cc *cc, const struct pseg *first)
+{
+    struct cond *c = cc->c;
+    for (uint32_t i = 0; i < c->nroots; i++)
+        if (c->roots[i].len == first->len && memcmp(c->roots[i].s, first->s, first->len) == 0)
+            return (int32_t)i;
+    if (c->nroots == COND_ROOT_SLOTS)
+        return -1;
+    if (!c->roots && !(c->roots = alloc(cc, COND_ROOT_SLOTS * sizeof *c->roots)))
+        return -1;
+    ((struct pseg *)c->roots)[c->nroots] = *first;
+    return (int32_t)c->nroots++;
+}
+
 static void compile_clause(struct cc *cc, const char *key, size_t klen, const json_t *val,
                            struct clause *cl)
 {
@@ -548,9 +564,12 @@ static void compile_clause(struct cc *cc, const char *key, size_t klen, const js
                  "$segment and attribute paths)", key);
     } else {
         cl->kind = D_PATH;
+        cl->u.p.slot = -1;
         compile_path(cc, key, klen, &cl->u.p.path);
-        if (!cc->rel && !cc->rc)
+        if (!cc->rel && !cc->rc) {
             strv_add(cc, &cc->paths, key, klen);
+            cl->u.p.slot = root_slot(cc, &cl->u.p.path.seg[0]);
+        }
         cl->u.p.vc = compile_val(cc, val);
     }
     path_pop(cc, mark);

@@ -59,6 +59,7 @@
 #define PROMOD_COND_H
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <jansson.h>
 #include "base/reqerr.h"
 
@@ -118,10 +119,14 @@ int cond_compile(const json_t *condition, const struct cond_opts *opts, struct c
 void cond_free(struct cond *c);
 
 /** Evaluate against attributes stored as one msgpack value (normally a
- *  map; any value is accepted as JavaScript would take it).  Only the bytes
- *  the condition needs are read; maps with repeated keys read the last
- *  one (as codec_msgpack_to_json does); ints become doubles (beyond 2^53
- *  they round, as JavaScript's numbers do); bin and ext read as strings.
+ *  map; any value is accepted as JavaScript would take it).  The top-level
+ *  map is read once, noting where the attributes the condition starts its
+ *  paths with begin; other values are skipped without being decoded, and a
+ *  nested map is searched only along a path.  A repeated key reads its
+ *  last value (as codec_msgpack_to_json does); ints become doubles (beyond
+ *  2^53 they round, as JavaScript's numbers do); bin and ext read as
+ *  strings; bytes after the first value are ignored.  Evaluating many
+ *  conditions on one profile: index it once with cond_attrs_init(). 
  *  @param env  groups and segment callback, or NULL
  *  @return 1 match, 0 no match, or a negative code: ERR_PARSE (the bytes
  *          read are malformed or truncated), ERR_TOOBIG (attributes nested
@@ -133,6 +138,42 @@ void cond_free(struct cond *c);
  *          bytes; converting a large array or object to text, lowercasing
  *          or padding a string over 256 bytes allocates temporarily. */
 int cond_eval(const struct cond *c, const char *mp, size_t len, const struct cond_env *env);
+
+/* ---- many conditions on one profile ------------------------------------ */
+
+/** A profile's top-level keys, indexed once so that many conditions
+ *  (segments, campaign audiences) evaluated on the same attributes do not
+ *  each read the whole map again.  Fields are private: use the functions.
+ *  Borrows the msgpack bytes, which must outlive it.  One thread at a
+ *  time; lives on the caller's stack (no allocation up to
+ *  COND_ATTRS_INLINE keys) and must not be copied or moved once
+ *  initialised (it may point into itself). */
+#define COND_ATTRS_INLINE 32
+struct cond_attr_ent {
+    const char *key;
+    uint32_t len;
+    uint32_t pos;
+    const unsigned char *val;
+};
+struct cond_attrs {
+    const char *mp;
+    size_t len;
+    bool indexed;                  /* false: not a map of string keys; evaluation reads mp */
+    uint32_t n;
+    struct cond_attr_ent *ent;     /* sorted by key; a repeated key keeps its last value */
+    struct cond_attr_ent inl[COND_ATTRS_INLINE];
+};
+
+/** Index the top-level map of `mp`.  A value that is not a map, or a map
+ *  with a non-string key, is accepted and simply not indexed.
+ *  @return 0, ERR_PARSE (malformed top-level map), ERR_NOMEM (more than
+ *  COND_ATTRS_INLINE keys and no memory).  Release with cond_attrs_free(). */
+int cond_attrs_init(struct cond_attrs *a, const char *mp, size_t len);
+void cond_attrs_free(struct cond_attrs *a);
+
+/** cond_eval() on indexed attributes: same semantics and returns, each
+ *  attribute a clause starts with found by binary search. */
+int cond_eval_attrs(const struct cond *c, const struct cond_attrs *a, const struct cond_env *env);
 
 /** cond_eval() on a jansson value (encoded to msgpack first; allocates).
  *  Same returns; ERR_INVAL/ERR_TOOBIG when `attrs` cannot be encoded. */

@@ -17,6 +17,7 @@
 #include "engine/cond_impl.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "base/err.h"
@@ -27,6 +28,7 @@ struct ctx {
     const char *root;
     size_t rootlen;
     const unsigned char *end;
+    const unsigned char *const *slots; /* where each cond.roots value starts (NULL: absent) */
 };
 
 static int eval_doc(const struct ctx *x, const struct cdoc *d, const struct jv *obj);
@@ -195,10 +197,10 @@ static int text_of(const struct ctx *x, const struct jv *v, struct sbuf *tmp, co
 /* ------------------------------------------------------------------ */
 /* paths                                                              */
 
-static int get_path(const struct ctx *x, const struct cpath *path, const struct jv *obj, struct jv *out)
+static int walk(const struct ctx *x, const struct cpath *path, uint32_t from, struct jv cur,
+                struct jv *out)
 {
-    struct jv cur = *obj;
-    for (uint32_t i = 0; i < path->n; i++) {
+    for (uint32_t i = from; i < path->n; i++) {
         const struct pseg *sg = &path->seg[i];
         if (cur.t == JT_OBJ) {
             /* every pair is read: with a repeated key the last one counts */
@@ -250,6 +252,49 @@ static int get_path(const struct ctx *x, const struct cpath *path, const struct 
     return 0;
 missing:
     out->t = JT_NULL;
+    return 0;
+}
+
+/* getPath: a root clause starts from the value cond_eval noted for its
+ * first segment; anything else walks from `obj`. */
+static int get_path(const struct ctx *x, const struct clause *cl, const struct jv *obj, struct jv *out)
+{
+    if (cl->u.p.slot >= 0 && x->slots) {
+        const unsigned char *p = x->slots[cl->u.p.slot];
+        struct jv first;
+        if (!p) {
+            out->t = JT_NULL;
+            return 0;
+        }
+        int rc = cond_mp_item(&p, x->end, &first);
+        return rc ? rc : walk(x, &cl->u.p.path, 1, first, out);
+    }
+    return walk(x, &cl->u.p.path, 0, *obj, out);
+}
+
+/* Read the root map once, noting where the value of each attribute the
+ * condition starts a path with begins (a repeated key: the last one). */
+static int gather(const struct cond *c, const struct jv *root, const unsigned char *end,
+                  const unsigned char **slots)
+{
+    const unsigned char *p = root->p;
+    for (uint32_t i = 0; i < c->nroots; i++)
+        slots[i] = NULL;
+    for (uint32_t k = 0; k < root->n; k++) {
+        const char *key;
+        size_t klen;
+        char tmp[32];
+        int rc = cond_mp_key(&p, end, &key, &klen, tmp);
+        if (rc)
+            return rc;
+        for (uint32_t i = 0; i < c->nroots; i++)
+            if (c->roots[i].len == klen && memcmp(c->roots[i].s, key, klen) == 0) {
+                slots[i] = p;
+                break;
+            }
+        if ((rc = cond_mp_skip(&p, end)) != 0)
+            return rc;
+    }
     return 0;
 }
 
@@ -451,7 +496,7 @@ static int eval_doc(const struct ctx *x, const struct cdoc *d, const struct jv *
         switch (cl->kind) {
         case D_PATH: {
             struct jv v;
-            if ((rc = get_path(x, &cl->u.p.path, obj, &v)) != 0)
+            if ((rc = get_path(x, cl, obj, &v)) != 0)
                 return rc;
             rc = eval_val(x, cl->u.p.vc, &v, false);
             break;
@@ -490,16 +535,140 @@ static int eval_doc(const struct ctx *x, const struct cdoc *d, const struct jv *
     return 1;
 }
 
-int cond_eval(const struct cond *c, const char *mp, size_t len, const struct cond_env *env)
+/* ------------------------------------------------------------------ */
+/* indexed attributes                                                 */
+
+static int ent_cmp(const struct cond_attr_ent *a, const char *k, uint32_t len)
 {
-    if (!c || (!mp && len))
+    if (a->len != len)
+        return a->len < len ? -1 : 1;
+    return memcmp(a->key, k, len);
+}
+
+static int ent_qcmp(const void *x, const void *y)
+{
+    const struct cond_attr_ent *a = x, *b = y;
+    int c = ent_cmp(a, b->key, b->len);
+    return c ? c : (a->pos > b->pos) - (a->pos < b->pos);
+}
+
+int cond_attrs_init(struct cond_attrs *a, const char *mp, size_t len)
+{
+    a->mp = mp;
+    a->len = len;
+    a->indexed = false;
+    a->n = 0;
+    a->ent = a->inl;
+    const unsigned char *p = (const unsigned char *)mp, *end = p + len;
+    struct jv root;
+    int rc = cond_mp_head(&p, end, &root);
+    if (rc)
+        return rc;
+    if (root.t != JT_OBJ)
+        return 0;
+    if (root.n > COND_ATTRS_INLINE && !(a->ent = malloc(root.n * sizeof *a->ent))) {
+        a->ent = a->inl;
+        return ERR_NOMEM;
+    }
+    for (uint32_t k = 0; k < root.n; k++) {
+        if (p >= end || !((*p >= 0xa0 && *p <= 0xbf) || *p == 0xd9 || *p == 0xda || *p == 0xdb)) {
+            cond_attrs_free(a); /* a key that is not a string: leave it to cond_eval */
+            return p >= end ? ERR_PARSE : 0;
+        }
+        const char *key;
+        size_t klen;
+        char tmp[32];
+        if ((rc = cond_mp_key(&p, end, &key, &klen, tmp)) != 0) {
+            cond_attrs_free(a);
+            return rc;
+        }
+        a->ent[k] = (struct cond_attr_ent){ key, (uint32_t)klen, k, p };
+        if ((rc = cond_mp_skip(&p, end)) != 0) {
+            cond_attrs_free(a);
+            return rc;
+        }
+    }
+    /* by key, then position; of a repeated key only the last stays */
+    uint32_t n = root.n, w = 0;
+    if (n <= COND_ATTRS_INLINE) {
+        for (uint32_t i = 1; i < n; i++)
+            for (uint32_t j = i; j > 0 && ent_qcmp(&a->ent[j - 1], &a->ent[j]) > 0; j--) {
+                struct cond_attr_ent t = a->ent[j - 1];
+                a->ent[j - 1] = a->ent[j];
+                a->ent[j] = t;
+            }
+    } else {
+        qsort(a->ent, n, sizeof *a->ent, ent_qcmp);
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        if (i + 1 < n && ent_cmp(&a->ent[i + 1], a->ent[i].key, a->ent[i].len) == 0)
+            continue;
+        a->ent[w++] = a->ent[i];
+    }
+    a->n = w;
+    a->indexed = true;
+    return 0;
+}
+
+void cond_attrs_free(struct cond_attrs *a)
+{
+    if (a->ent != a->inl)
+        free(a->ent);
+    a->ent = a->inl;
+    a->n = 0;
+    a->indexed = false;
+}
+
+static const unsigned char *attrs_find(const struct cond_attrs *a, const char *k, uint32_t len)
+{
+    uint32_t lo = 0, hi = a->n;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        int c = ent_cmp(&a->ent[mid], k, len);
+        if (c == 0)
+            return a->ent[mid].val;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
+}
+
+int cond_eval_attrs(const struct cond *c, const struct cond_attrs *a, const struct cond_env *env)
+{
+    if (!c || !a)
         return ERR_INVAL;
-    struct ctx x = { env, mp, len, (const unsigned char *)mp + len };
-    const unsigned char *p = (const unsigned char *)mp;
+    if (!a->indexed)
+        return cond_eval(c, a->mp, a->len, env);
+    struct ctx x = { env, a->mp, a->len, (const unsigned char *)a->mp + a->len, NULL };
+    const unsigned char *p = (const unsigned char *)a->mp, *slots[COND_ROOT_SLOTS];
     struct jv root;
     int rc = cond_mp_head(&p, x.end, &root);
     if (rc)
         return rc;
+    for (uint32_t i = 0; i < c->nroots; i++)
+        slots[i] = attrs_find(a, c->roots[i].s, c->roots[i].len);
+    x.slots = slots;
+    rc = eval_doc(&x, c->root, &root);
+    return rc == COND_THROW ? 0 : rc;
+}
+
+int cond_eval(const struct cond *c, const char *mp, size_t len, const struct cond_env *env)
+{
+    if (!c || (!mp && len))
+        return ERR_INVAL;
+    struct ctx x = { env, mp, len, (const unsigned char *)mp + len, NULL };
+    const unsigned char *p = (const unsigned char *)mp, *slots[COND_ROOT_SLOTS];
+    struct jv root;
+    int rc = cond_mp_head(&p, x.end, &root);
+    if (rc)
+        return rc;
+    if (root.t == JT_OBJ && c->nroots) {
+        if ((rc = gather(c, &root, x.end, slots)) != 0)
+            return rc;
+        x.slots = slots;
+    }
     rc = eval_doc(&x, c->root, &root);
     return rc == COND_THROW ? 0 : rc;
 }

@@ -215,7 +215,11 @@ enum dkind { D_PATH, D_AND, D_OR, D_NOR, D_NOT, D_SEGMENT, D_THROW };
 struct clause {
     uint8_t kind;                  /* enum dkind */
     union {
-        struct { struct cpath path; const struct cval *vc; } p;
+        struct {
+            struct cpath path;
+            const struct cval *vc;
+            int32_t slot;          /* root clause: index into cond.roots, else -1 */
+        } p;
         struct { uint32_t n; const struct cdoc *const *d; } list;
         const struct cdoc *not;
         struct { const char *s; size_t len; } seg;
@@ -229,8 +233,14 @@ struct cdoc {
 
 struct arena_chunk;
 
+/* Distinct first path segments of the clauses that read the root object;
+ * cond_eval reads the root map once and notes where each one's value is. */
+#define COND_ROOT_SLOTS 64
+
 struct cond {
     const struct cdoc *root;
+    const struct pseg *roots;      /* COND_ROOT_SLOTS at most */
+    uint32_t nroots;
     struct arena_chunk *chunks;
     struct cond_re **res;          /* every compiled regex, freed with the cond */
     size_t nres, capres;

@@ -129,21 +129,59 @@ int cond_mp_head(const unsigned char **pp, const unsigned char *end, struct jv *
 
 int cond_mp_skip(const unsigned char **pp, const unsigned char *end)
 {
-    /* iterative: a count of values still to skip, no recursion */
-    size_t pending = 1;
+    /* iterative, with sizes read straight from the type byte: a count of
+     * values still to skip, no recursion, no struct jv */
+    const unsigned char *p = *pp;
+    size_t pending = 1, n;
     while (pending) {
-        struct jv v;
-        int rc = cond_mp_head(pp, end, &v);
-        if (rc)
-            return rc;
+        NEED(1);
+        unsigned c = *p++;
         pending--;
-        if (v.t == JT_ARR)
-            pending += v.n;
-        else if (v.t == JT_OBJ)
-            pending += 2 * (size_t)v.n;
-        if (pending > (size_t)(end - *pp))
+        if (c <= 0x7f || c >= 0xe0)
+            continue;
+        if (c >= 0xa0 && c <= 0xbf) {
+            n = c & 0x1f;
+            goto bytes;
+        }
+        if (c >= 0x90 && c <= 0x9f) {
+            pending += c & 0x0f;
+            goto items;
+        }
+        if (c >= 0x80 && c <= 0x8f) {
+            pending += 2 * (size_t)(c & 0x0f);
+            goto items;
+        }
+        switch (c) {
+        case 0xc0: case 0xc2: case 0xc3: continue;
+        case 0xcc: case 0xd0: n = 1; goto bytes;
+        case 0xcd: case 0xd1: case 0xd4: n = 2; goto bytes;   /* fixext1: type + 1 */
+        case 0xd5: n = 3; goto bytes;
+        case 0xca: case 0xce: case 0xd2: n = 4; goto bytes;
+        case 0xd6: n = 5; goto bytes;
+        case 0xcb: case 0xcf: case 0xd3: n = 8; goto bytes;
+        case 0xd7: n = 9; goto bytes;
+        case 0xd8: n = 17; goto bytes;
+        case 0xc4: case 0xd9: NEED(1); n = p[0]; p += 1; goto bytes;
+        case 0xc5: case 0xda: NEED(2); n = rd16(p); p += 2; goto bytes;
+        case 0xc6: case 0xdb: NEED(4); n = rd32(p); p += 4; goto bytes;
+        case 0xc7: NEED(1); n = (size_t)p[0] + 1; p += 1; goto bytes; /* ext: len, type */
+        case 0xc8: NEED(2); n = (size_t)rd16(p) + 1; p += 2; goto bytes;
+        case 0xc9: NEED(4); n = (size_t)rd32(p) + 1; p += 4; goto bytes;
+        case 0xdc: NEED(2); pending += rd16(p); p += 2; goto items;
+        case 0xdd: NEED(4); pending += rd32(p); p += 4; goto items;
+        case 0xde: NEED(2); pending += 2 * (size_t)rd16(p); p += 2; goto items;
+        case 0xdf: NEED(4); pending += 2 * (size_t)rd32(p); p += 4; goto items;
+        default: return ERR_PARSE; /* 0xc1 */
+        }
+    bytes:
+        NEED(n);
+        p += n;
+        continue;
+    items:
+        if (pending > (size_t)(end - p)) /* every value takes a byte */
             return ERR_PARSE;
     }
+    *pp = p;
     return 0;
 }
 
@@ -163,6 +201,14 @@ int cond_mp_key(const unsigned char **pp, const unsigned char *end, const char *
     const unsigned char *p = *pp;
     NEED(1);
     unsigned c = *p;
+    if (c >= 0xa0 && c <= 0xbf) { /* fixstr: nearly every key */
+        size_t n = c & 0x1f;
+        NEED(n + 1);
+        *k = (const char *)p + 1;
+        *len = n;
+        *pp = p + 1 + n;
+        return 0;
+    }
     if (c == 0xcf) { /* uint64: keep every digit (a double would round) */
         NEED(9);
         *len = (size_t)snprintf(tmp, 32, "%llu", (unsigned long long)rd64(p + 1));

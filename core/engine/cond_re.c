@@ -27,11 +27,11 @@
  * and (*VERB) prefixes.
  * Remaining differences (documented in docs/segments.md): JS without the
  * "u" flag sees UTF-16 code units, so "." matches half of an astral
- * character there and a whole one here; lookbehind must have a bounded
- * length in PCRE2 10.42; case-insensitive matching uses Unicode case
- * folding (JS: toUpperCase canonicalisation, which differs for a few
- * letters such as U+017F); a backreference to a group that does not exist
- * is an error (JS: an octal escape).
+ * character there and a whole one here; each alternative of a lookbehind
+ * must have a fixed length in PCRE2 10.42; case-insensitive matching uses
+ * Unicode case folding (JS: toUpperCase canonicalisation, which differs for
+ * a few letters such as U+017F); a backreference to a group that does not
+ * exist is an error (JS: an octal escape).
  *
  * Matching never allocates with the JIT: the match data comes from a
  * small arena on the caller's stack through a PCRE2 general context.
@@ -342,8 +342,11 @@ int cond_re_compile(const char *pat, size_t n, bool icase, struct cond_re **out,
     }
     int ecode;
     PCRE2_SIZE eoff;
+    /* PCRE2_MATCH_UNSET_BACKREF: a reference to a group that has not matched
+     * matches the empty string, as in JavaScript */
     uint32_t opts = PCRE2_UTF | PCRE2_MATCH_INVALID_UTF | PCRE2_DOLLAR_ENDONLY |
-                    PCRE2_ALLOW_EMPTY_CLASS | PCRE2_NEVER_BACKSLASH_C | (icase ? PCRE2_CASELESS : 0);
+                    PCRE2_MATCH_UNSET_BACKREF | PCRE2_ALLOW_EMPTY_CLASS | PCRE2_NEVER_BACKSLASH_C |
+                    (icase ? PCRE2_CASELESS : 0);
     re->code = pcre2_compile((PCRE2_SPTR)x.out.p, x.out.len, opts, &ecode, &eoff, NULL);
     cond_sbuf_free(&x.out);
     if (!re->code) {

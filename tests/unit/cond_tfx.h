@@ -51,6 +51,11 @@ static inline int condtfx_eval(const struct cond *c, const char *attrs, const st
     int rc = cond_eval(c, mp.p, mp.len, env);
     int rj = cond_eval_json(c, a, env);
     cr_assert_eq(rc, rj, "msgpack and jansson entry points disagree on %s", attrs);
+    struct cond_attrs at;
+    cr_assert_eq(cond_attrs_init(&at, mp.p, mp.len), 0);
+    int ra = cond_eval_attrs(c, &at, env);
+    cond_attrs_free(&at);
+    cr_assert_eq(rc, ra, "cond_eval and cond_eval_attrs disagree on %s", attrs);
     buf_free(&mp);
     json_decref(a);
     return rc;

@@ -12,6 +12,7 @@
  */
 #include "cond_tfx.h"
 
+#include <msgpack.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,9 +60,15 @@ Test(cond, conformance_evalCondition)
         cr_assert_eq(codec_json_to_msgpack(attrs, &mp), 0);
         int got = cond_eval(c, mp.p, mp.len, &env);
         int got_json = cond_eval_json(c, attrs, &env);
-        if (got != want || got_json != want) {
+        struct cond_attrs at;
+        int got_attrs = cond_attrs_init(&at, mp.p, mp.len);
+        if (got_attrs == 0)
+            got_attrs = cond_eval_attrs(c, &at, &env);
+        cond_attrs_free(&at);
+        if (got != want || got_json != want || got_attrs != want) {
             failed++;
-            cr_log_error("evalCondition[%zu] %s: got %d (jansson %d), want %d", i, name, got, got_json, want);
+            cr_log_error("evalCondition[%zu] %s: got %d (jansson %d, indexed %d), want %d", i, name, got,
+                         got_json, got_attrs, want);
         }
         buf_free(&mp);
         cond_groups_free(g);
@@ -593,7 +600,7 @@ Test(cond, segments_through_the_callback)
     cr_expect(st.mplen > 0);
     st.calls = 0;
     cr_expect_eq(condtfx_eval(c, "{\"vip\": true}", &env), 1);
-    cr_expect_eq(st.calls, 2, "gold is not asked when vip already passed (2 = both entry points)");
+    cr_expect_eq(st.calls, 3, "gold is not asked when vip already passed (one call per entry point)");
     st.fail = 1;
     cr_expect_eq(condtfx_eval(c, "{\"vip\": false}", &env), ERR_IO);
     cr_expect_eq(condtfx_eval(c, "{\"vip\": false}", NULL), ERR_INVAL);
@@ -690,4 +697,110 @@ Test(cond, concurrent_evaluation)
     for (int i = 0; i < N; i++)
         buf_free(&mp[i]);
     cond_free(c);
+}
+
+/* ------------------------------------------------------------------ */
+/* many conditions on one profile: the cond_attrs index               */
+
+Test(cond, attrs_index_edges)
+{
+    struct cond *a4 = condtfx_compile("{\"a\": 4, \"k39\": {\"$gt\": 38}, \"k40\": null}", COND_STRICT, NULL);
+    /* a repeated key keeps its last value, as cond_eval reads it */
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 42);
+    msgpack_pack_str_with_body(&pk, "a", 1);
+    msgpack_pack_int(&pk, 1);
+    for (int i = 0; i < 40; i++) { /* more keys than the inline index holds */
+        char k[8];
+        int n = snprintf(k, sizeof k, "k%d", i);
+        msgpack_pack_str_with_body(&pk, k, (size_t)n);
+        msgpack_pack_int(&pk, i);
+    }
+    msgpack_pack_str_with_body(&pk, "a", 1);
+    msgpack_pack_int(&pk, 4);
+    struct cond_attrs at;
+    cr_assert_eq(cond_attrs_init(&at, sb.data, sb.size), 0);
+    cr_expect_eq(cond_eval_attrs(a4, &at, NULL), 1);
+    cr_expect_eq(cond_eval(a4, sb.data, sb.size, NULL), 1);
+    cond_attrs_free(&at);
+    msgpack_sbuffer_clear(&sb);
+
+    /* an integer key: not indexed, evaluated by reading the map */
+    struct cond *seven = condtfx_compile("{\"7\": \"x\"}", COND_STRICT, NULL);
+    msgpack_pack_map(&pk, 1);
+    msgpack_pack_int(&pk, 7);
+    msgpack_pack_str_with_body(&pk, "x", 1);
+    cr_assert_eq(cond_attrs_init(&at, sb.data, sb.size), 0);
+    cr_expect_eq(cond_eval_attrs(seven, &at, NULL), 1);
+    cond_attrs_free(&at);
+    msgpack_sbuffer_clear(&sb);
+
+    /* not a map: not indexed; malformed: refused */
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_str_with_body(&pk, "x", 1);
+    cr_assert_eq(cond_attrs_init(&at, sb.data, sb.size), 0);
+    struct cond *zero = condtfx_compile("{\"0\": \"x\"}", COND_STRICT, NULL);
+    cr_expect_eq(cond_eval_attrs(zero, &at, NULL), 1);
+    cond_attrs_free(&at);
+    static const unsigned char bad[] = { 0x82, 0xa1, 'a', 0x01, 0xa1 };
+    cr_expect_eq(cond_attrs_init(&at, (const char *)bad, sizeof bad), ERR_PARSE);
+    cond_attrs_free(&at);
+    cr_expect_eq(cond_attrs_init(&at, "", 0), ERR_PARSE);
+    cond_attrs_free(&at);
+    msgpack_sbuffer_destroy(&sb);
+    cond_free(a4);
+    cond_free(seven);
+    cond_free(zero);
+}
+
+/* 200 generated conditions x 300 generated profiles: the index and the
+ * plain reader give the same answer every time. */
+Test(cond, attrs_index_agrees_with_cond_eval)
+{
+    static const char *tiers[] = { "bronze", "silver", "gold", "platinum" };
+    static const char *countries[] = { "FR", "DE", "US", "GB", "ES" };
+    enum { NC = 200, NP = 300 };
+    struct cond *cs[NC];
+    unsigned seed = 7;
+    for (int k = 0; k < NC; k++) {
+        char t[512];
+        seed = seed * 1103515245u + 12345u;
+        snprintf(t, sizeof t,
+                 "{\"$or\": [{\"tier\": {\"$in\": [\"%s\", \"%s\"]}}, {\"age\": {\"$gte\": %u}}],"
+                 " \"country\": {\"$nin\": [\"%s\"]}, \"stats.buy.count\": {\"$gt\": %u},"
+                 " \"tags\": {\"$elemMatch\": {\"$regex\": \"^t%u\"}}}",
+                 tiers[seed % 4], tiers[(seed >> 3) % 4], 20 + (seed >> 5) % 50, countries[(seed >> 9) % 5],
+                 (seed >> 12) % 4, (seed >> 15) % 6);
+        cs[k] = condtfx_compile(t, COND_STRICT, NULL);
+    }
+    int agree = 0, yes = 0;
+    for (int i = 0; i < NP; i++) {
+        char a[512];
+        seed = seed * 1103515245u + 12345u;
+        snprintf(a, sizeof a,
+                 "{\"id\": \"c%d\", \"tier\": \"%s\", \"age\": %u, \"country\": \"%s\","
+                 " \"stats\": {\"buy\": {\"count\": %u}}, \"tags\": [\"t%u\", \"t%u\"]%s}",
+                 i, tiers[seed % 4], 18 + (seed >> 4) % 60, countries[(seed >> 9) % 5], (seed >> 12) % 6,
+                 (seed >> 15) % 6, (seed >> 18) % 6, i % 3 ? ", \"extra\": [1, {\"x\": null}]" : "");
+        json_t *j = condtfx_json(a);
+        struct buf mp = BUF_INIT;
+        cr_assert_eq(codec_json_to_msgpack(j, &mp), 0);
+        struct cond_attrs at;
+        cr_assert_eq(cond_attrs_init(&at, mp.p, mp.len), 0);
+        for (int k = 0; k < NC; k++) {
+            int x = cond_eval(cs[k], mp.p, mp.len, NULL), y = cond_eval_attrs(cs[k], &at, NULL);
+            agree += x == y;
+            yes += x == 1;
+        }
+        cond_attrs_free(&at);
+        buf_free(&mp);
+        json_decref(j);
+    }
+    cr_expect_eq(agree, NC * NP);
+    cr_expect(yes > NC * NP / 20 && yes < NC * NP * 19 / 20, "a mix of answers: %d", yes);
+    for (int k = 0; k < NC; k++)
+        cond_free(cs[k]);
 }
