@@ -334,3 +334,150 @@ Test(cond_js, lower_case_as_javascript)
     CHECK("{\"t\": {\"$alli\": [\"\\u00c9T\\u00c9\"]}}", "{\"t\": [\"\\u00e9t\\u00e9\"]}", 1);
     CHECK("{\"s\": {\"$nini\": [\"STRASSE\"]}}", "{\"s\": \"stra\\u00dfe\"}", 1); /* ß stays ß */
 }
+
+/* ------------------------------------------------------------------ */
+/* hostile input                                                      */
+
+/* Random byte changes and truncations of a profile: every evaluation ends
+ * with an answer or ERR_PARSE/ERR_TOOBIG (ASan and UBSan watch the rest),
+ * and the indexed reader agrees with the plain one. */
+Test(cond_js, mutated_msgpack_is_refused_cleanly)
+{
+    static const char *conds[] = {
+        "{\"tier\": {\"$in\": [\"gold\"]}, \"age\": {\"$gte\": 20}}",
+        "{\"email\": {\"$regexi\": \"@EXAMPLE\"}, \"consent.email\": true}",
+        "{\"interests\": {\"$elemMatch\": {\"$eq\": \"wine\"}}, \"stats.buy.count\": {\"$gt\": 1}}",
+        "{\"v\": {\"$vgte\": \"1.2.0\"}, \"tags\": {\"$alli\": [\"A\"]}, \"o\": {\"k\": [1, 2]}}",
+        "{\"$or\": [{\"interests\": \"beach,wine\"}, {\"stats\": {\"$size\": 0}}], \"n\": {\"$lt\": \"9\"}}",
+    };
+    enum { NC = sizeof conds / sizeof conds[0] };
+    struct cond *cs[NC];
+    for (int k = 0; k < NC; k++)
+        cs[k] = condtfx_compile(conds[k], COND_STRICT, NULL);
+    json_t *p = condtfx_json("{\"id\": \"c1\", \"tier\": \"gold\", \"age\": 34, \"email\": \"a@example.com\","
+                             " \"consent\": {\"email\": true}, \"interests\": [\"beach\", \"wine\"],"
+                             " \"stats\": {\"buy\": {\"count\": 3, \"last\": 1.5}}, \"v\": \"1.10.0\","
+                             " \"tags\": [\"a\", \"b\"], \"o\": {\"k\": [1, 2]}, \"n\": 10}");
+    struct buf mp = BUF_INIT;
+    cr_assert_eq(codec_json_to_msgpack(p, &mp), 0);
+    for (int k = 0; k < NC; k++)
+        cr_assert_eq(cond_eval(cs[k], mp.p, mp.len, NULL), k == 4 ? 0 : 1, "the unmutated profile: %s", conds[k]);
+    char *m = malloc(mp.len);
+    unsigned seed = 1;
+    long answers = 0, refusals = 0;
+    for (int it = 0; it < 20000; it++) {
+        memcpy(m, mp.p, mp.len);
+        size_t len = mp.len;
+        seed = seed * 1103515245u + 12345u;
+        int changes = 1 + (int)(seed >> 16) % 3;
+        for (int c = 0; c < changes; c++) {
+            seed = seed * 1103515245u + 12345u;
+            m[(seed >> 8) % len] = (char)(seed >> 20);
+        }
+        if (it % 4 == 0)
+            len = (seed >> 4) % mp.len;
+        struct cond_attrs at;
+        int ai = cond_attrs_init(&at, m, len);
+        for (int k = 0; k < NC; k++) {
+            int r = cond_eval(cs[k], m, len, NULL);
+            cr_assert(r == 0 || r == 1 || r == ERR_PARSE || r == ERR_TOOBIG, "iteration %d: %d", it, r);
+            if (ai == 0)
+                cr_assert_eq(cond_eval_attrs(cs[k], &at, NULL), r, "iteration %d, condition %d", it, k);
+            else
+                cr_assert(r < 0, "iteration %d: the index refused what cond_eval read", it);
+            if (r >= 0)
+                answers++;
+            else
+                refusals++;
+        }
+        cond_attrs_free(&at);
+    }
+    cr_expect(answers > 1000 && refusals > 1000, "both outcomes seen: %ld answers, %ld refusals", answers,
+              refusals);
+    free(m);
+    buf_free(&mp);
+    json_decref(p);
+    for (int k = 0; k < NC; k++)
+        cond_free(cs[k]);
+}
+
+/* Random condition documents: lenient mode compiles every one, strict mode
+ * compiles or refuses with a path, evaluation answers. */
+static json_t *rand_value(unsigned *seed, int depth)
+{
+    static const char *keys[] = { "$eq", "$ne", "$gt", "$lte", "$in", "$nin", "$ini", "$all", "$alli",
+                                  "$elemMatch", "$size", "$exists", "$type", "$regex", "$regexi", "$not",
+                                  "$vgt", "$veq", "$inGroup", "$and", "$or", "$nor", "$segment", "$bogus",
+                                  "a", "b.c", "tags", "0", "length", "" };
+    static const char *strs[] = { "a", "B", "1.2.3", "^a", "(?", "[", "number", "gold", "", "\xc3\xa9" };
+    *seed = *seed * 1103515245u + 12345u;
+    unsigned r = *seed >> 8;
+    int kind = depth > 4 ? (int)(r % 5) : (int)(r % 8);
+    switch (kind) {
+    case 0: return json_null();
+    case 1: return json_boolean(r & 256);
+    case 2: return json_real((double)((int)(r % 200) - 100) / 4);
+    case 3: case 4: return json_string(strs[(r >> 9) % 10]);
+    case 5: {
+        json_t *a = json_array();
+        for (unsigned i = 0; i < (r >> 9) % 4; i++)
+            json_array_append_new(a, rand_value(seed, depth + 1));
+        return a;
+    }
+    default: {
+        json_t *o = json_object();
+        for (unsigned i = 0; i < 1 + (r >> 9) % 3; i++) {
+            *seed = *seed * 1103515245u + 12345u;
+            json_object_set_new(o, keys[(*seed >> 8) % 30], rand_value(seed, depth + 1));
+        }
+        return o;
+    }
+    }
+}
+
+static int any_segment(void *ud, const char *id, size_t len, const char *mp, size_t mplen)
+{
+    (void)ud, (void)id, (void)mp, (void)mplen;
+    return len % 2;
+}
+
+Test(cond_js, random_conditions_compile_or_refuse)
+{
+    json_t *gj = condtfx_json("{\"gold\": [\"a\", 1]}");
+    struct cond_groups *g;
+    cr_assert_eq(cond_groups_compile(gj, &g, NULL), 0);
+    struct cond_env env = { .groups = g, .segment = any_segment };
+    json_t *p = condtfx_json("{\"a\": \"a\", \"b\": {\"c\": [1, \"B\"]}, \"tags\": [\"gold\", 3, null, {\"a\": 1}],"
+                             " \"0\": 1.5, \"length\": \"1.2.3\"}");
+    struct buf mp = BUF_INIT;
+    cr_assert_eq(codec_json_to_msgpack(p, &mp), 0);
+    unsigned seed = 99;
+    int strict_ok = 0, strict_refused = 0, matched = 0;
+    for (int it = 0; it < 3000; it++) {
+        json_t *c = rand_value(&seed, 0);
+        struct cond_opts lo = { .mode = COND_LENIENT };
+        struct cond *lc = NULL, *sc = NULL;
+        struct reqerr e = { 0 };
+        cr_assert_eq(cond_compile(c, &lo, &lc, &e), 0, "lenient refused: %s", e.message);
+        int r = cond_eval(lc, mp.p, mp.len, &env);
+        cr_assert(r == 0 || r == 1, "iteration %d: %d", it, r);
+        matched += r;
+        if (cond_compile(c, NULL, &sc, &e) == 0) {
+            strict_ok++;
+            cr_assert_eq(cond_eval(sc, mp.p, mp.len, &env), r, "strict and lenient disagree (iteration %d)", it);
+            cond_free(sc);
+        } else {
+            strict_refused++;
+            cr_assert(e.field[0] == '$' && e.message[0] == '$', "iteration %d: %s", it, e.message);
+        }
+        reqerr_clear(&e);
+        cond_free(lc);
+        json_decref(c);
+    }
+    cr_expect(strict_ok > 20 && strict_refused > 100 && matched > 100,
+              "%d strict, %d refused, %d matched", strict_ok, strict_refused, matched);
+    buf_free(&mp);
+    json_decref(p);
+    cond_groups_free(g);
+    json_decref(gj);
+}
