@@ -235,6 +235,15 @@ json_t *coupons_export_customer(struct store_txn *t, const char *customer, int *
  *  records changed (>= 0) or a store error. */
 long coupons_erase_customer(struct store_txn *wt, const char *customer);
 
+/** A campaign file's `budget = { amount = 50000, currency = "EUR", per =
+ *  "campaign" | "1d", pacing = "even" | "none" }` at stack index `idx`
+ *  (coupons_budget.c).  Pacing needs per = "1d".  On a problem returns -1
+ *  with the field ("budget.amount") and a message for the loader's
+ *  file:line report.  Stack-neutral. */
+struct lua_State;
+int coupons_budget_parse(struct lua_State *L, int idx, struct coupons_budget *out, char *field,
+                         size_t fl, char *msg, size_t ml);
+
 /* --- money ----------------------------------------------------------------- */
 
 /** A positive finite amount with at most three decimals, below 10^12, as

@@ -26,6 +26,7 @@
 #include <jansson.h>
 #include <stdint.h>
 #include "base/config.h"
+#include "engine/coupons.h"
 
 struct app;
 struct event_base;
@@ -91,6 +92,7 @@ struct rules_campaign {
     enum campaign_status file_status;
     json_t *trigger;                /**< {"event","delay","cancel_on"} or NULL */
     double cost_per_send, cost_per_impression;
+    struct coupons_budget budget;   /**< money budget for coupon redemptions; amount_m 0 = none */
 };
 
 enum { RULES_HOOK_ELIGIBLE = 1, RULES_HOOK_SCORE = 2, RULES_HOOK_CONTENT = 4,

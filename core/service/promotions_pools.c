@@ -18,8 +18,7 @@
 
 void promotions_campaign_budget(const struct rules_campaign *c, struct coupons_budget *out)
 {
-    (void)c;
-    memset(out, 0, sizeof *out);
+    *out = c->budget;
 }
 
 /* --- settings -------------------------------------------------------------- */
