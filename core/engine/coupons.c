@@ -165,7 +165,7 @@ int coupons_stats_read(struct store_txn *t, const char *camp, struct coupons_sta
     return 0;
 }
 
-int coupons_stats_add(struct store_txn *wt, const char *camp, const int64_t delta[COUPONS_NSTATS])
+int coupons_stats_add(struct store_txn *wt, const char *camp, const int64_t *delta)
 {
     struct coupons_stats s;
     int rc = coupons_stats_read(wt, camp, &s);
@@ -438,6 +438,14 @@ int coupons_pattern_make(const struct coupons_pattern *p, char out[COUPONS_CODE_
 
 /* --- assignment ------------------------------------------------------------ */
 
+static long g_assigned, g_exhausted; /* for /metrics, whoever assigns */
+
+void coupons_assign_counts(long *assigned, long *exhausted)
+{
+    *assigned = __atomic_load_n(&g_assigned, __ATOMIC_RELAXED);
+    *exhausted = __atomic_load_n(&g_exhausted, __ATOMIC_RELAXED);
+}
+
 int coupons_assigned(struct store_txn *t, const char *camp, const char *customer,
                      char code[COUPONS_CODE_MAX + 1])
 {
@@ -496,6 +504,7 @@ int coupons_assign(struct store_txn *wt, const char *camp, const char *customer,
         if (!x.found) {
             if (d[COUPONS_FREE] && (rc = coupons_stats_add(wt, camp, d)))
                 return rc;
+            __atomic_fetch_add(&g_exhausted, 1, __ATOMIC_RELAXED);
             return ERR_CAPPED;
         }
         char fk[COUPONS_ID_MAX + COUPONS_CODE_MAX + 3];
@@ -527,6 +536,7 @@ int coupons_assign(struct store_txn *wt, const char *camp, const char *customer,
             return rc;
         memcpy(code, c.code, strlen(c.code) + 1);
         *fresh = 1;
+        __atomic_fetch_add(&g_assigned, 1, __ATOMIC_RELAXED);
         return 0;
     }
 }

@@ -156,6 +156,11 @@ json_t *coupons_pools_json(struct store_txn *t, const char *camp, int *rc);
 int coupons_assign(struct store_txn *wt, const char *camp, const char *customer, int64_t now,
                    char code[COUPONS_CODE_MAX + 1], int *fresh);
 
+/** Assignments made and refused for an exhausted pool since start (every
+ *  caller: decide, sends, the API), for /metrics.  Counted when the call
+ *  returns, so a transaction aborted later is counted all the same. */
+void coupons_assign_counts(long *assigned, long *exhausted);
+
 /** The code assigned before, without assigning (any txn; dry runs).
  *  @return 0, ERR_NOTFOUND. */
 int coupons_assigned(struct store_txn *t, const char *camp, const char *customer,

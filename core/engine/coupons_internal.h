@@ -4,7 +4,13 @@
  */
 #ifndef PROMOD_COUPONS_INTERNAL_H
 #define PROMOD_COUPONS_INTERNAL_H
-#include "engine/coupons.h"
+#include <stddef.h>
+#include <stdint.h>
+#include "store/store.h"
+
+/* Deliberately not including engine/coupons.h (whose .c files include
+ * this): the two would be a circle of modules. */
+struct coupons_code;
 
 /** tag byte, then a, b, c (NULL ends the list) joined by \0.  @return the
  *  length, or -1 when it does not fit in `cap`. */
@@ -12,6 +18,6 @@ int coupons_key(char *out, size_t cap, char tag, const char *a, const char *b, c
 /** Write a code record (write txn). */
 int coupons_code_put(struct store_txn *wt, const struct coupons_code *c);
 /** Add `delta` to a campaign's stats record (write txn). */
-int coupons_stats_add(struct store_txn *wt, const char *camp, const int64_t delta[COUPONS_NSTATS]);
+int coupons_stats_add(struct store_txn *wt, const char *camp, const int64_t *delta);
 
 #endif

@@ -1,6 +1,7 @@
 /* decide.c — candidate selection, hooks, ranking, content, reservation. */
 #include "engine/decide.h"
 #include "engine/content.h"
+#include "engine/coupons.h"
 #include "base/app.h"
 #include "base/clock.h"
 #include "codec/codec.h"
@@ -137,6 +138,7 @@ struct cand {
     struct buf content; /* rendered content, in the reply's wire form */
     int served;        /* reserved and going into the reply */
     int hooked;        /* the throttle hook passed it on the counts in `seen` */
+    int coupon;        /* its content shows {{coupon}}: a code is assigned when served */
     struct throttle_counts seen;
 };
 
@@ -253,7 +255,8 @@ static json_t *xp_reason(json_t *xp, const char *reason)
 /* Choose a variant and render its content (core/content) into cd->content
  * in the reply's wire form; 0 on success.  Stack-neutral. */
 static int choose_content(struct rules_worker *rw, const struct rules_campaign *c, int ref,
-                          const char *cust, int p_idx, int ctx_idx, struct cand *cd, int msgpack)
+                          const char *cust, int p_idx, int ctx_idx, struct cand *cd, int msgpack,
+                          const char *code)
 {
     lua_State *L = luavm_state(rw->vm);
     int top = lua_gettop(L);
@@ -323,7 +326,10 @@ static int choose_content(struct rules_worker *rw, const struct rules_campaign *
         2 * chosen + msgpack < rcon->n ? rcon->progs[2 * chosen + msgpack] : NULL;
     if (!prog)
         return ERR_NOMEM;
+    cd->coupon = content_uses_coupon(prog);
+    scr->cs.coupon = code; /* NULL until decide's reservation assigned one */
     int rc = content_render(prog, L, p_idx, &scr->cs, &cd->content);
+    scr->cs.coupon = NULL;
     if (scr->cs.text.cap > SCRATCH_KEEP)
         buf_free(&scr->cs.text);
     if (scr->cs.val.cap > SCRATCH_KEEP)
@@ -333,6 +339,47 @@ static int choose_content(struct rules_worker *rw, const struct rules_campaign *
                  "and tables with string keys; text must be UTF-8)");
         return rc;
     }
+    return 0;
+}
+
+/* {{coupon}}: the customer's code in campaign `c` — assigned in the
+ * reservation's write txn `wt` (idempotent: the same code on every
+ * decide), or, on a dry run, only looked up on the read snapshot `t` —
+ * then the chosen variant's content rendered again with it.  Returns 1
+ * when the candidate cannot be served (pool exhausted, store trouble). */
+static int coupon_step(struct rules_worker *rw, const struct rules_campaign *c, struct cand *cd,
+                       const char *cust, struct store_txn *t, struct store_txn *wt, int64_t now,
+                       int p_idx, int msgpack)
+{
+    char code[COUPONS_CODE_MAX + 1];
+    int fresh = 0, rc;
+    if (wt) {
+        rc = coupons_assign(wt, c->id, cust, now, code, &fresh);
+    } else if ((rc = coupons_assigned(t, c->id, cust, code)) == ERR_NOTFOUND) {
+        if (cd->xp)
+            json_object_set_new(cd->xp, "coupon", json_string("assigned when served (dry run)"));
+        return 0;
+    }
+    if (rc) {
+        if (cd->xp)
+            json_object_set_new(cd->xp, "capped", json_string(rc == ERR_CAPPED ? "coupon pool exhausted"
+                                                                             : err_str(rc)));
+        return 1;
+    }
+    struct scratch *scr = scratch_get(rw, 0);
+    const struct rules_gen *g = rw->gen;
+    const struct rules_content *rcon = &rw->content[c - g->camps];
+    struct content_prog *prog = rcon->progs[2 * cd->variant + msgpack];
+    buf_reset(&cd->content);
+    scr->cs.coupon = code;
+    rc = content_render(prog, luavm_state(rw->vm), p_idx, &scr->cs, &cd->content);
+    scr->cs.coupon = NULL;
+    if (rc) {
+        xp_error(cd->xp, "content", "content could not be rendered with the coupon code");
+        return 1;
+    }
+    if (cd->xp)
+        json_object_set_new(cd->xp, "coupon", json_string(fresh ? "assigned" : "assigned before"));
     return 0;
 }
 
@@ -743,14 +790,15 @@ int decide_run(const struct decide_req *q, struct decide_err *e, struct buf *out
             if (cap_gate(rw, g, cd, ch, q->customer_id, t, now, gcap, tc, &shared, p_idx, ctx_idx))
                 continue;
             const struct rules_campaign *c = &g->camps[cd->idx];
-            if (choose_content(rw, c, rw->refs[cd->idx], q->customer_id, p_idx, ctx_idx, cd, msgpack) == 0)
+            if (choose_content(rw, c, rw->refs[cd->idx], q->customer_id, p_idx, ctx_idx, cd, msgpack,
+                               NULL) == 0)
                 batch[nb++] = cd;
         }
         if (!nb)
             break;
         int need = 0;
         for (int b = 0; b < nb; b++)
-            need |= throttle_needed(&g->camps[batch[b]->idx], ch, gcap);
+            need |= throttle_needed(&g->camps[batch[b]->idx], ch, gcap) || batch[b]->coupon;
         struct store_txn *wt = NULL;
         if (!q->dry_run && need && (rc = store_wtxn_begin(st, &wt)))
             break;
@@ -764,9 +812,22 @@ int decide_run(const struct decide_req *q, struct decide_err *e, struct buf *out
             struct cand *cd = batch[b];
             const struct rules_campaign *c = &g->camps[cd->idx];
             const char *why = NULL;
-            if (wt && throttle_needed(c, ch, gcap)) {
-                if (hook_recheck(rw, g, cd, ch, rv, now, p_idx, ctx_idx))
+            int counted = wt && throttle_needed(c, ch, gcap);
+            if (counted && hook_recheck(rw, g, cd, ch, rv, now, p_idx, ctx_idx))
+                continue;
+            if (cd->coupon) {
+                /* a code only for an offer that will be served: caps first */
+                struct throttle_counts n;
+                if (counted && throttle_read(wt, &rv->tc, c, ch, now, &n, NULL) == 0 &&
+                    throttle_check(&n, c, ch, gcap, &why)) {
+                    if (cd->xp)
+                        json_object_set_new(cd->xp, "capped", json_string(why));
                     continue;
+                }
+                if (coupon_step(rw, c, cd, q->customer_id, t, wt, now, p_idx, msgpack))
+                    continue;
+            }
+            if (counted) {
                 rc = throttle_resv_add(rv, c, ch, now, gcap, &why);
                 if (rc) {
                     if (cd->xp)
@@ -881,7 +942,26 @@ int decide_content(struct rules_worker *rw, const struct rules_campaign *c, int 
                    const char *cust, int p_idx, int ctx_idx, int *variant, json_t **content)
 {
     struct cand cd = { .variant = -1 };
-    int rc = choose_content(rw, c, ref, cust, p_idx, ctx_idx, &cd, 0);
+    int rc = choose_content(rw, c, ref, cust, p_idx, ctx_idx, &cd, 0, NULL);
+    if (rc == 0 && cd.coupon) {
+        /* a send shows {{coupon}} too: the customer's code, assigned in a
+         * write txn of its own (idempotent, so a retried send shows the same
+         * code; the message's durable enqueue later flushes it too) */
+        struct store_txn *wt;
+        char code[COUPONS_CODE_MAX + 1];
+        int fresh;
+        if (!(rc = store_wtxn_begin(g_app->store, &wt))) {
+            rc = coupons_assign(wt, c->id, cust, clock_now(), code, &fresh);
+            if (rc)
+                store_txn_end(wt);
+            else
+                rc = store_txn_commit(wt, STORE_ASYNC);
+        }
+        if (!rc) {
+            buf_free(&cd.content);
+            rc = choose_content(rw, c, ref, cust, p_idx, ctx_idx, &cd, 0, code);
+        }
+    }
     *variant = cd.variant;
     *content = NULL;
     if (rc == 0 && !(*content = codec_parse_json(cd.content.p, cd.content.len, &rc, NULL, 0)))

@@ -23,7 +23,7 @@ static const char *outcomes[] = { "redeemed", "replayed", "unknown_code", "inval
                                   "budget_exhausted", "order_conflict", "rolled_back",
                                   "too_many_attempts", "error" };
 enum { NOUT = sizeof outcomes / sizeof outcomes[0] };
-static long g_redeem[NOUT], g_validate[NOUT], g_limited[2], g_rollbacks, g_assign[2];
+static long g_redeem[NOUT], g_validate[NOUT], g_limited[2], g_rollbacks;
 
 static int outcome_idx(const char *code)
 {
@@ -36,10 +36,6 @@ static int outcome_idx(const char *code)
     return NOUT - 1;
 }
 
-void promotions_count_assign(int exhausted)
-{
-    __atomic_fetch_add(&g_assign[exhausted != 0], 1, __ATOMIC_RELAXED);
-}
 
 static void collector(struct buf *out, void *ud)
 {
@@ -63,12 +59,13 @@ static void collector(struct buf *out, void *ud)
                     "# TYPE promod_coupon_rollbacks_total counter\n"
                     "promod_coupon_rollbacks_total %ld\n",
                __atomic_load_n(&g_rollbacks, __ATOMIC_RELAXED));
+    long assigned, exhausted;
+    coupons_assign_counts(&assigned, &exhausted);
     buf_printf(out, "# HELP promod_coupon_assignments_total Code assignments (decide, sends, API) by outcome.\n"
                     "# TYPE promod_coupon_assignments_total counter\n"
                     "promod_coupon_assignments_total{outcome=\"assigned\"} %ld\n"
                     "promod_coupon_assignments_total{outcome=\"pool_exhausted\"} %ld\n",
-               __atomic_load_n(&g_assign[0], __ATOMIC_RELAXED),
-               __atomic_load_n(&g_assign[1], __ATOMIC_RELAXED));
+               assigned, exhausted);
     const struct config *c = &g_app->cfg;
     buf_printf(out, "# HELP promod_coupon_velocity_limited_total Coupon calls refused by a velocity limit.\n"
                     "# TYPE promod_coupon_velocity_limited_total counter\n"

@@ -30,8 +30,6 @@ int promotions_fields_known(const json_t *body, const char *const *known, struct
  *  *rc = 400 missing_field if `required`) or invalid (*rc set). */
 const char *promotions_str(const json_t *body, const char *name, int required, int id,
                            struct reqerr *e, int *rc);
-/** Count an assignment for /metrics (exhausted = no free code). */
-void promotions_count_assign(int exhausted);
 /** Set up the loyalty side (promotions_loyalty.c). */
 void promotions_loyalty_init(struct app *app);
 

@@ -415,7 +415,6 @@ json_t *promotions_assign(const char *campaign, const json_t *body, uint64_t *ti
     if (rc) {
         store_txn_end(wt);
         if (rc == ERR_CAPPED) {
-            promotions_count_assign(1);
             reqerr_set(e, 409, "pool_exhausted", NULL,
                        "campaign %s has no free coupon code left for customer %s", campaign, cust);
         } else {
@@ -427,8 +426,6 @@ json_t *promotions_assign(const char *campaign, const json_t *body, uint64_t *ti
         store_fail(e, rc, "assign");
         return NULL;
     }
-    if (fresh)
-        promotions_count_assign(0);
     json_t *o = json_object();
     json_object_set_new(o, "code", json_string(code));
     json_object_set_new(o, "campaign_id", json_string(campaign));

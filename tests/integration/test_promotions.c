@@ -254,3 +254,87 @@ Test(promotions, export_and_erase_cover_coupons_and_points)
     json_decref(s);
     json_decref(g);
 }
+
+/* the offer's content of campaign `camp` in a decide reply, or NULL */
+static json_t *offer_content(json_t *reply, const char *camp)
+{
+    size_t i;
+    json_t *o;
+    json_array_foreach(json_object_get(reply, "offers"), i, o)
+        if (!strcmp(json_string_value(json_object_get(o, "campaign_id")) ?: "", camp))
+            return json_object_get(o, "content");
+    return NULL;
+}
+
+static json_t *explain_of(json_t *reply, const char *camp)
+{
+    size_t i;
+    json_t *o;
+    json_array_foreach(json_object_get(reply, "explain"), i, o)
+        if (!strcmp(json_string_value(json_object_get(o, "campaign_id")) ?: "", camp))
+            return o;
+    return NULL;
+}
+
+Test(promotions, coupon_in_content_assigned_once_when_served)
+{
+    tfx_server_init(&srv, NULL);
+    tfx_write(&srv, "rules/codes.lua",
+              "return { id = 'codes', channels = { 'web' },\n"
+              "  variants = { { id = 'A', content = { headline = 'Your code: {{ coupon }}',\n"
+              "                                       plain_raw = '{{coupon|none}}', t = 'static' } } },\n"
+              "  eligible = function() return true end }\n");
+    go();
+    json_t *g = ctfx_generate("codes", 2, NULL);
+    struct tfx_resp r;
+    /* a dry run shows no code and assigns none */
+    tfx_req(&srv, "POST", "/api/v1/decide",
+            "{\"customer_id\":\"c3\",\"channel\":\"web\",\"dry_run\":true,\"explain\":true}", &r);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    json_t *c = offer_content(r.json, "codes");
+    cr_assert_not_null(c, "%s", r.body);
+    cr_assert_str_eq(json_string_value(json_object_get(c, "plain_raw")), "none", "%s", r.body);
+    cr_assert_str_eq(json_string_value(json_object_get(explain_of(r.json, "codes"), "coupon")),
+                     "assigned when served (dry run)", "%s", r.body);
+    tfx_resp_free(&r);
+    json_t *s = ctfx_stats("codes");
+    cr_assert_eq(json_integer_value(json_object_get(s, "assigned")), 0, "a dry run assigned a code");
+    json_decref(s);
+    /* served: a code, the same on the next decide */
+    char first[32] = "";
+    for (int i = 0; i < 3; i++) {
+        tfx_req(&srv, "POST", "/api/v1/decide", "{\"customer_id\":\"c1\",\"channel\":\"web\"}", &r);
+        cr_assert_eq(r.status, 200, "%s", r.body);
+        c = offer_content(r.json, "codes");
+        cr_assert_not_null(c, "%s", r.body);
+        const char *code = json_string_value(json_object_get(c, "plain_raw"));
+        cr_assert(code && (!strcmp(code, ctfx_code(g, 0)) || !strcmp(code, ctfx_code(g, 1))), "%s", r.body);
+        if (!i)
+            snprintf(first, sizeof first, "%s", code);
+        cr_assert_str_eq(code, first, "decide %d showed another code", i);
+        char want[64];
+        snprintf(want, sizeof want, "Your code: %s", first);
+        cr_assert_str_eq(json_string_value(json_object_get(c, "headline")), want);
+        cr_assert_str_eq(json_string_value(json_object_get(c, "t")), "static");
+        tfx_resp_free(&r);
+    }
+    /* the dry run now shows c1's code too */
+    tfx_req(&srv, "POST", "/api/v1/decide", "{\"customer_id\":\"c1\",\"channel\":\"web\",\"dry_run\":true}", &r);
+    cr_assert_str_eq(json_string_value(json_object_get(offer_content(r.json, "codes"), "plain_raw")), first);
+    tfx_resp_free(&r);
+    /* the second code to c2, then the pool is empty: no offer for c3 */
+    tfx_req(&srv, "POST", "/api/v1/decide", "{\"customer_id\":\"c2\",\"channel\":\"web\"}", &r);
+    cr_assert_not_null(offer_content(r.json, "codes"), "%s", r.body);
+    tfx_resp_free(&r);
+    tfx_req(&srv, "POST", "/api/v1/decide", "{\"customer_id\":\"c3\",\"channel\":\"web\",\"explain\":true}", &r);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    cr_assert_null(offer_content(r.json, "codes"), "served without a code: %s", r.body);
+    cr_assert_str_eq(json_string_value(json_object_get(explain_of(r.json, "codes"), "capped")),
+                     "coupon pool exhausted", "%s", r.body);
+    tfx_resp_free(&r);
+    s = ctfx_stats("codes");
+    cr_assert_eq(json_integer_value(json_object_get(s, "assigned")), 2);
+    json_decref(s);
+    cr_assert_eq(metric("promod_coupon_assignments_total", "outcome=\"pool_exhausted\""), 1);
+    json_decref(g);
+}
