@@ -68,6 +68,7 @@ void config_free(struct config *c)
     free(c->data_dir);
     free(c->rules_dir);
     free(c->plugins_dir);
+    free(c->loyalty_dir);
     free(c->source);
     /* <= nkeys: an entry rejected half-way (id read, key bad) is at keys[nkeys] */
     for (int i = 0; c->keys && i <= c->nkeys; i++) {
@@ -366,6 +367,8 @@ static int apply(lua_State *L, struct cerr *e, struct config *c)
             rc = get_str(L, e, k, &c->rules_dir);
         } else if (!strcmp(k, "plugins_dir")) {
             rc = get_str(L, e, k, &c->plugins_dir);
+        } else if (!strcmp(k, "loyalty_dir")) {
+            rc = get_str(L, e, k, &c->loyalty_dir);
         } else if (!strcmp(k, "threads")) {
             if (!(rc = get_int(L, e, k, 0, 64, &v)))
                 c->threads = (int)v;

@@ -2,6 +2,7 @@
 #include "engine/decide.h"
 #include "engine/content.h"
 #include "engine/coupons.h"
+#include "engine/loyalty.h"
 #include "base/app.h"
 #include "base/clock.h"
 #include "codec/codec.h"
@@ -611,6 +612,8 @@ int decide_run(const struct decide_req *q, struct decide_err *e, struct buf *out
         lua_setfield(L, p_idx, "stats");
     }
     lua_settop(L, p_idx);
+    if (loyalty_push_lua(L, t, q->customer_id)) /* p.loyalty: balance, tier */
+        lua_setfield(L, p_idx, "loyalty");
 
     /* ctx: request context + channel, placement, now */
     if (q->context_text &&

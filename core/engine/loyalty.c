@@ -2,6 +2,7 @@
 #include "engine/loyalty.h"
 #include "base/err.h"
 #include "base/id.h"
+#include <lua.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -397,6 +398,23 @@ static int retier(struct store_txn *wt, const char *cust, const struct loyalty_p
 }
 
 /* --- reads ------------------------------------------------------------------------ */
+
+int loyalty_push_lua(lua_State *L, struct store_txn *t, const char *cust)
+{
+    struct loyalty_summary s;
+    if (loyalty_summary_read(t, cust, &s) || s.next_seq <= 1)
+        return 0;
+    lua_createtable(L, 0, 3);
+    lua_pushnumber(L, (lua_Number)s.balance);
+    lua_setfield(L, -2, "balance");
+    lua_pushnumber(L, (lua_Number)s.lifetime);
+    lua_setfield(L, -2, "lifetime");
+    if (s.tier[0]) {
+        lua_pushstring(L, s.tier);
+        lua_setfield(L, -2, "tier");
+    }
+    return 1;
+}
 
 int loyalty_view(struct store_txn *t, const char *cust, const struct loyalty_program *p,
                  int64_t now, struct loyalty_summary *out, int64_t *qual)

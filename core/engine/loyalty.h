@@ -100,6 +100,12 @@ struct loyalty_tx {
     int64_t expires_at;         /**< earn / positive adjust: 0 = now + program expiry */
 };
 
+/** Push p.loyalty for a profile table: {balance, tier (absent below every
+ *  tier), lifetime} from the stored summary, or nothing when the customer
+ *  has no ledger.  @return 1 when a table was pushed, 0 otherwise. */
+struct lua_State;
+int loyalty_push_lua(struct lua_State *L, struct store_txn *t, const char *customer);
+
 /** The stored summary (zeroed for an unknown customer). */
 int loyalty_summary_read(struct store_txn *t, const char *customer, struct loyalty_summary *out);
 

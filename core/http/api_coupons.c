@@ -224,6 +224,18 @@ static void h_loyalty_tx(struct http_req *r)
         reply_err(r, &e);
 }
 
+static void h_sweep(struct http_req *r)
+{
+    long n = promotions_loyalty_sweep();
+    if (n < 0) {
+        http_reply_err_code(r, (int)n, "loyalty sweep");
+        return;
+    }
+    json_t *o = json_object();
+    json_object_set_new(o, "customers", json_integer(n));
+    http_reply_json(r, 200, o);
+}
+
 void api_coupons_register(void)
 {
     router_add(HTTP_POST, "/api/v1/coupons/validate", ROLE_CHECKOUT, h_validate, 0);
@@ -235,5 +247,6 @@ void api_coupons_register(void)
     router_add(HTTP_GET | HTTP_POST, "/api/v1/campaigns/{id}/coupons", ROLE_MARKETER, h_pool, 0);
     router_add(HTTP_GET, "/api/v1/loyalty/{customer}", ROLE_CHECKOUT, h_loyalty, 0);
     router_add(HTTP_POST, "/api/v1/loyalty/{customer}/transactions", ROLE_CHECKOUT, h_loyalty_tx, 0);
+    router_add(HTTP_POST, "/api/v1/admin/loyalty/sweep", ROLE_ADMIN, h_sweep, 0);
     promotions_init(g_app);
 }

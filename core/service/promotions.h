@@ -98,4 +98,13 @@ json_t *promotions_loyalty_get(const char *customer, long limit, const char *cur
 json_t *promotions_loyalty_post(const char *customer, const json_t *body, int may_adjust,
                                 uint64_t *ticket, struct reqerr *e);
 
+/** Expire due points and re-evaluate the tier of every customer with a
+ *  ledger, in batches of 200 per durable write; tier changes become
+ *  events.  Runs hourly (promotions_sweeper_start, on the main loop) and on
+ *  POST /api/v1/admin/loyalty/sweep.  @return customers visited or an error. */
+long promotions_loyalty_sweep(void);
+struct event_base;
+void promotions_sweeper_start(struct event_base *base);
+void promotions_sweeper_stop(void);
+
 #endif

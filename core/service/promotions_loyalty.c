@@ -11,6 +11,9 @@
 #include "engine/loyalty.h"
 #include "engine/rules.h"
 #include "insight/events.h"
+#include "insight/loyalty_earn.h"
+#include "engine/loyalty_rules.h"
+#include <event2/event.h>
 #include "store/store.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +43,7 @@ void promotions_loyalty_init(struct app *app)
 {
     (void)app;
     metrics_register(collector, NULL);
+    loyalty_earn_metrics_init();
 }
 
 void promotions_loyalty_count(int type, long n)
@@ -48,35 +52,15 @@ void promotions_loyalty_count(int type, long n)
         __atomic_fetch_add(&g_tx[type], n, __ATOMIC_RELAXED);
 }
 
-void promotions_program(struct loyalty_program *out)
-{
-    memset(out, 0, sizeof *out);
-}
+void promotions_program(struct loyalty_program *out) { loyalty_rules_program(out); }
 
 int promotions_tier_event(const char *customer, const struct loyalty_change *ch, int64_t now)
 {
-    if (!ch->tier_changed)
+    if (!ch->tier_changed || !strcmp(ch->from, ch->to))
         return 0;
-    /* up or down: by the program's order of tiers ("" is below all) */
     struct loyalty_program p;
     promotions_program(&p);
-    int from = -1, to = -1;
-    for (int i = 0; i < p.ntiers; i++) {
-        if (!strcmp(p.tiers[i].name, ch->from))
-            from = i;
-        if (!strcmp(p.tiers[i].name, ch->to))
-            to = i;
-    }
-    json_t *ev = json_object();
-    json_object_set_new(ev, "type", json_string(to > from ? "tier_upgrade" : "tier_downgrade"));
-    json_object_set_new(ev, "customer_id", json_string(customer));
-    char id[200];
-    snprintf(id, sizeof id, "tier:%lld:%.100s", (long long)now, customer);
-    json_object_set_new(ev, "event_id", json_string(id));
-    json_t *props = json_object();
-    json_object_set_new(props, "from", ch->from[0] ? json_string(ch->from) : json_null());
-    json_object_set_new(props, "to", ch->to[0] ? json_string(ch->to) : json_null());
-    json_object_set_new(ev, "properties", props);
+    json_t *ev = loyalty_earn_tier_event(customer, ch, &p, now);
     struct events_result er = { 0 };
     int rc = events_ingest_json(g_app->store, ev, &er);
     if (rc || er.rejected)
@@ -87,6 +71,87 @@ int promotions_tier_event(const char *customer, const struct loyalty_change *ch,
     events_result_free(&er);
     json_decref(ev);
     return rc;
+}
+
+/* --- the sweep: expiry and tiers of customers who do nothing -------------- */
+
+#define SWEEP_BATCH 200
+
+long promotions_loyalty_sweep(void)
+{
+    struct loyalty_program p;
+    promotions_program(&p);
+    int64_t now = clock_now();
+    char after[129] = "";
+    long done = 0;
+    char (*ids)[129] = malloc(SWEEP_BATCH * sizeof *ids);
+    struct change { char id[129]; struct loyalty_change ch; } *chs = malloc(SWEEP_BATCH * sizeof *chs);
+    if (!ids || !chs) {
+        free(ids);
+        free(chs);
+        return ERR_NOMEM;
+    }
+    for (;;) {
+        struct store_txn *wt;
+        int rc = store_wtxn_begin(g_app->store, &wt);
+        if (rc)
+            break;
+        int n = loyalty_customers(wt, after, ids, SWEEP_BATCH), nch = 0;
+        long expired = 0;
+        for (int i = 0; i < n && !rc; i++) {
+            struct loyalty_summary s;
+            struct loyalty_change ch;
+            rc = loyalty_refresh(wt, ids[i], &p, now, &s, &ch);
+            expired += ch.expired > 0;
+            if (!rc && ch.tier_changed) {
+                memcpy(chs[nch].id, ids[i], sizeof chs[nch].id);
+                chs[nch++].ch = ch;
+            }
+        }
+        if (n < 0 || rc) {
+            store_txn_end(wt);
+            break;
+        }
+        if (store_txn_commit(wt, STORE_DURABLE))
+            break;
+        promotions_loyalty_count(LOYALTY_EXPIRE, expired);
+        for (int i = 0; i < nch; i++)
+            promotions_tier_event(chs[i].id, &chs[i].ch, now);
+        done += n;
+        if (n < SWEEP_BATCH)
+            break;
+        memcpy(after, ids[n - 1], sizeof after);
+    }
+    free(ids);
+    free(chs);
+    return done;
+}
+
+static struct event *g_sweep;
+
+static void on_sweep(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    long n = promotions_loyalty_sweep();
+    if (n > 0)
+        log_info("loyalty sweep", "customers=%ld", n);
+}
+
+void promotions_sweeper_start(struct event_base *base)
+{
+    g_sweep = event_new(base, -1, EV_PERSIST, on_sweep, NULL);
+    struct timeval tv = { 3600, 0 };
+    if (g_sweep)
+        event_add(g_sweep, &tv);
+}
+
+void promotions_sweeper_stop(void)
+{
+    if (g_sweep)
+        event_free(g_sweep);
+    g_sweep = NULL;
 }
 
 static json_t *summary_json(const char *customer, const struct loyalty_summary *s, int64_t qual,
