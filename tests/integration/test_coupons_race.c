@@ -1,5 +1,5 @@
 /*
- * test_coupons.c — coupon codes on the real server: a single-use code
+ * test_coupons_race.c — coupon codes on the real server: a single-use code
  * raced by 500 connections, a money budget under 10,000 redemptions, a
  * pool of 10,000 codes given to 12,000 customers, and acknowledged
  * redemptions that survive SIGKILL.  Refusal reasons, bad input and
@@ -16,7 +16,7 @@ static void teardown(void) { tfx_server_cleanup(&srv); }
 static void start(const char *cfg) { tfx_server_init(&srv, cfg ? cfg : NO_VELOCITY); }
 static void go(void) { cr_assert_eq(tfx_server_start(&srv), 0, "server did not start"); }
 
-TestSuite(coupons, .fini = teardown, .timeout = 300);
+TestSuite(coupons_race, .fini = teardown, .timeout = 300);
 
 /* --- 500 simultaneous redemptions of one single-use code --------------- */
 
@@ -43,7 +43,7 @@ static void race_one(int i, void *ud)
     tfx_resp_free(&r);
 }
 
-Test(coupons, single_use_code_raced_by_500_succeeds_once)
+Test(coupons_race, single_use_code_raced_by_500_succeeds_once)
 {
     start(NULL);
     ctfx_campaign("race", NULL);
@@ -90,7 +90,7 @@ static void spend_one(int i, void *ud)
     tfx_resp_free(&r);
 }
 
-Test(coupons, budget_of_1000_eur_never_overspent_by_10000_redemptions)
+Test(coupons_race, budget_of_1000_eur_never_overspent_by_10000_redemptions)
 {
     start(NULL);
     ctfx_campaign("budget", "budget = { amount = 1000, currency = \"EUR\", per = \"campaign\" },");
@@ -143,7 +143,7 @@ static void assign_one(int i, void *ud)
 
 static int cmp16(const void *a, const void *b) { return strcmp(a, b); }
 
-Test(coupons, pool_of_10000_codes_for_12000_customers)
+Test(coupons_race, pool_of_10000_codes_for_12000_customers)
 {
     start(NULL);
     ctfx_campaign("pool", NULL);
@@ -223,7 +223,7 @@ static void *kill_worker(void *arg)
     return NULL;
 }
 
-Test(coupons, acknowledged_redemptions_survive_sigkill)
+Test(coupons_race, acknowledged_redemptions_survive_sigkill)
 {
     start(NULL);
     ctfx_campaign("kill", "budget = { amount = 1000000, currency = \"EUR\" },");
