@@ -8,15 +8,18 @@
  *                                  codes, created, shared)
  *   "f" campaign \0 code         → ""  codes free for assignment
  *   "a" campaign \0 customer     → code  (one code per customer per campaign)
- *   "r" code \0 order            → redemption (binary: state, amount,
+ *   "k" code \0 "r" \0 order     → redemption (binary: state, amount,
  *                                  currency, time, budget bucket, customer)
- *   "u" code \0 customer         → be32 redemptions of the code by the customer
+ *   "k" code \0 "u" \0 customer  → be32 redemptions of the code by the customer
  *   "c" customer \0 "a" campaign → ""  } the customer's assignments and
  *   "c" customer \0 "r" code \0 order  } redemptions (export, erase)
  *   "b" campaign \0 bucket(be64) → be64 money spent (bucket 0 = the campaign's
  *                                  life, else UTC day number + 1)
  *   "s" campaign                 → stats (COUPONS_NSTATS × be64)
- * Codes are unique across the server because the code is the key.
+ * Codes are unique across the server because the code is the key.  A
+ * code's redemptions and per-customer uses sit right after it in key order,
+ * so a redemption dirties one leaf page for the code instead of three (what
+ * a durable commit flushes is what limits redemptions per second).
  *
  * Money is an int64 of thousandths of the currency unit ("milli"), so sums
  * are exact: 12.345 EUR is 12345; a request amount with more than three

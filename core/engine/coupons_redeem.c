@@ -115,12 +115,12 @@ struct red {
 
 static int red_key(char *key, size_t cap, const char *code, const char *order)
 {
-    return coupons_key(key, cap, 'r', code, order, NULL);
+    return coupons_key(key, cap, 'k', code, "r", order);
 }
 
 static int red_get(struct store_txn *t, const char *code, const char *order, struct red *r)
 {
-    char key[COUPONS_CODE_MAX + COUPONS_ID_MAX + 3];
+    char key[COUPONS_CODE_MAX + COUPONS_ID_MAX + 6];
     int kl = red_key(key, sizeof key, code, order);
     if (kl < 0)
         return ERR_NOTFOUND;
@@ -170,7 +170,7 @@ static int red_put(struct store_txn *wt, const char *code, const char *order, co
         memcpy(v + n + 1, s, l);
         n += 1 + l;
     }
-    char key[COUPONS_CODE_MAX + COUPONS_ID_MAX + 3];
+    char key[COUPONS_CODE_MAX + COUPONS_ID_MAX + 6];
     int kl = red_key(key, sizeof key, code, order);
     if (kl < 0)
         return ERR_INVAL;
@@ -180,8 +180,8 @@ static int red_put(struct store_txn *wt, const char *code, const char *order, co
 /* the customer's uses of a code */
 static int uses_read(struct store_txn *t, const char *code, const char *cust, int64_t *n)
 {
-    char key[COUPONS_CODE_MAX + COUPONS_ID_MAX + 3];
-    int kl = coupons_key(key, sizeof key, 'u', code, cust, NULL);
+    char key[COUPONS_CODE_MAX + COUPONS_ID_MAX + 6];
+    int kl = coupons_key(key, sizeof key, 'k', code, "u", cust);
     *n = 0;
     if (kl < 0)
         return ERR_INVAL;
@@ -199,8 +199,8 @@ static int uses_read(struct store_txn *t, const char *code, const char *cust, in
 
 static int uses_write(struct store_txn *wt, const char *code, const char *cust, int64_t n)
 {
-    char key[COUPONS_CODE_MAX + COUPONS_ID_MAX + 3];
-    int kl = coupons_key(key, sizeof key, 'u', code, cust, NULL);
+    char key[COUPONS_CODE_MAX + COUPONS_ID_MAX + 6];
+    int kl = coupons_key(key, sizeof key, 'k', code, "u", cust);
     if (kl < 0)
         return ERR_INVAL;
     if (n <= 0) {
@@ -586,7 +586,7 @@ long coupons_erase_customer(struct store_txn *wt, const char *customer)
                 c.flags |= COUPON_DISABLED;
                 if ((rc = coupons_code_put(wt, &c)))
                     break;
-                int kl = coupons_key(key, sizeof key, 'u', code, customer, NULL);
+                int kl = coupons_key(key, sizeof key, 'k', code, "u", customer);
                 rc = store_del(wt, STORE_COUPONS, key, (size_t)kl);
                 if (rc && rc != ERR_NOTFOUND)
                     break;
@@ -611,7 +611,7 @@ long coupons_erase_customer(struct store_txn *wt, const char *customer)
                     break;
                 changed++;
             }
-            int kl = coupons_key(key, sizeof key, 'u', a, customer, NULL);
+            int kl = coupons_key(key, sizeof key, 'k', a, "u", customer);
             rc = store_del(wt, STORE_COUPONS, key, (size_t)kl);
             if (rc && rc != ERR_NOTFOUND)
                 break;
