@@ -224,3 +224,25 @@ Test(coupons_input, import_csv_and_ndjson)
     tfx_resp_free(&r);
     expect("POST", "/api/v1/campaigns/imp/coupons/assign", 409, "pool_exhausted", NULL, "{\"customer_id\":\"hal\"}");
 }
+
+Test(coupons_input, a_bad_budget_is_a_load_error_with_file_and_line)
+{
+    tfx_server_init(&srv, NO_VELOCITY);
+    tfx_write(&srv, "rules/bb.lua",
+              "return { id = 'bb', channels = { 'web' },\n"
+              "  variants = { { id = 'A', content = { t = 'x' } } },\n"
+              "  budget = { amount = 10, currency = 'eur' },\n"
+              "  eligible = function() return true end }\n");
+    tfx_write(&srv, "rules/pp.lua",
+              "return { id = 'pp', channels = { 'web' },\n"
+              "  variants = { { id = 'A', content = { t = 'x' } } },\n"
+              "  budget = { amount = 10, currency = 'EUR', pacing = 'even' },\n"
+              "  eligible = function() return true end }\n");
+    char path[400], *out = NULL;
+    snprintf(path, sizeof path, "%s/rules", srv.dir);
+    int rc = tfx_promod(&out, "check", "-c", srv.config, path, NULL);
+    cr_assert_eq(rc, 1, "%s", out);
+    cr_assert(strstr(out, "bb.lua:3: budget.currency must be an ISO 4217 code"), "%s", out);
+    cr_assert(strstr(out, "pp.lua:3: budget.pacing"), "pacing needs per = \"1d\": %s", out);
+    free(out);
+}
