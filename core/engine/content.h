@@ -44,6 +44,11 @@ struct content_scratch {
      *  "") is rendered.  The name `coupon` is reserved: a profile
      *  attribute of that name is not reachable from templates. */
     const char *coupon;
+    /** How format filters ({{price|currency:EUR}}) write: the locale tag
+     *  and the zone of dates, set by the caller for one render; NULL =
+     *  "en" and UTC (tmpl.h). */
+    const char *locale;
+    const char *tz;
 };
 
 /** Append the rendered content to `out`; templates look their paths up in
@@ -55,7 +60,31 @@ int content_render(const struct content_prog *p, struct lua_State *L, int p_idx,
 
 /** 1 when a template of the content uses {{coupon}}. */
 int content_uses_coupon(const struct content_prog *p);
+/** 1 when a template of the content has a format filter ({{p|currency:EUR}}). */
+int content_uses_format(const struct content_prog *p);
 
 void content_free(struct content_prog *p);
+
+/* --- localized content ---------------------------------------------------
+ * A campaign that declares `locales = { "en", "fr", "fr-CA" }` (the first
+ * the default) may give any value of a variant's content per locale: a
+ * table whose keys are all declared locales (any case) is such a value,
+ * whether it holds the whole content (content = { en = {...}, fr = {...} })
+ * or one field (headline = { en = "Hi", fr = "Salut" }).  A worker compiles
+ * one program per variant and declared locale, each with every localized
+ * value resolved along the locale's chain. */
+
+/** 1 when the value at `idx` is a localized table: non-empty, every key a
+ *  string naming one of the `n` locales (ASCII case-insensitive). */
+int content_is_localized(struct lua_State *L, int idx, char *const *locales, int n);
+
+/** Push a copy of the value at `idx` with every localized table replaced
+ *  by its entry for locale `li`: the first of locales[li], its declared
+ *  parents ("fr-CA" → "fr") and locales[0] that the table has (a table
+ *  with none of them gives nil).  Values that are not localized are pushed
+ *  as they are (tables copied only where something below them changes is
+ *  not worth it: content is compiled once per load).  Depth-limited like
+ *  content_compile; needs a few stack slots per level. */
+void content_push_localized(struct lua_State *L, int idx, char *const *locales, int n, int li);
 
 #endif

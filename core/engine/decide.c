@@ -22,6 +22,7 @@
 #include "codec/emit.h"
 #include "base/err.h"
 #include "base/hash.h"
+#include "base/i18n.h"
 #include "codec/jscan.h"
 #include "base/log.h"
 #include "lua/luavm.h"
@@ -75,7 +76,20 @@ struct cand {
     int served;        /* reserved and going into the reply */
     int hooked;        /* the throttle hook passed it on the counts in `seen` */
     int coupon;        /* its content shows {{coupon}}: a code is assigned when served */
+    int li;            /* the locale of its content (an index into the campaign's locales) */
+    char fmt[I18N_TAG_MAX]; /* the locale its format filters write in, "" = none needed */
     struct throttle_counts seen;
+};
+
+/* The locale a request asks for (context.locale, else p.locale, else the
+ * Accept-Language header), looked up once per decide, on the first offer
+ * that needs it (a localized campaign, or a template with a format filter). */
+struct locale_req {
+    int looked;
+    char tags[8][I18N_TAG_MAX];
+    int ntags;
+    const char *from;      /* "context", "profile", "accept-language", or NULL */
+    char tz[64];           /* p.tz, for dates; "" = UTC */
 };
 
 /* What a decide needs beyond its stack, kept per worker between requests:
@@ -208,12 +222,65 @@ static int bucket_variant(const struct rules_campaign *c, const char *cust)
     return c->nvariants - 1;
 }
 
+/* Fill `lr` once per decide: the tags the request asks for (context.locale,
+ * else p.locale, else Accept-Language by preference) and p.tz. */
+static void locale_lookup(lua_State *L, int p_idx, int ctx_idx, const char *accept,
+                          struct locale_req *lr)
+{
+    if (lr->looked)
+        return;
+    lr->looked = 1;
+    lr->ntags = 0;
+    lr->from = NULL;
+    lr->tz[0] = 0;
+    static const char *const from[2] = { "context", "profile" };
+    int idx[2] = { ctx_idx, p_idx };
+    for (int i = 0; i < 2 && !lr->ntags; i++) {
+        lua_getfield(L, idx[i], "locale");
+        size_t n;
+        const char *t = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
+        if (t && n && n < I18N_TAG_MAX && i18n_accept(t, lr->tags, 1) == 1) {
+            lr->ntags = 1;
+            lr->from = from[i];
+        }
+        lua_pop(L, 1);
+    }
+    if (!lr->ntags && accept && (lr->ntags = i18n_accept(accept, lr->tags, 8)))
+        lr->from = "accept-language";
+    lua_getfield(L, p_idx, "tz");
+    if (lua_type(L, -1) == LUA_TSTRING)
+        snprintf(lr->tz, sizeof lr->tz, "%s", lua_tostring(L, -1));
+    lua_pop(L, 1);
+}
+
+/* Which of campaign c's locales serves the request — the first asked-for
+ * tag that matches along its chain (fr-CA → fr), else the default (0) —
+ * and the locale format filters write in (`fmt`): the tag asked for when
+ * one matched (fr-CA writes money as Canada does, even with "fr" content),
+ * else the content's. */
+static int locale_pick(const struct rules_campaign *c, const struct locale_req *lr, char *fmt,
+                       const char **from)
+{
+    for (int i = 0; i < lr->ntags; i++) {
+        int li = c->nlocales ? i18n_match(lr->tags[i], c->locales, c->nlocales) : 0;
+        if (li >= 0) {
+            snprintf(fmt, I18N_TAG_MAX, "%s", lr->tags[i]);
+            *from = lr->from;
+            return li;
+        }
+    }
+    snprintf(fmt, I18N_TAG_MAX, "%s", c->nlocales ? c->locales[0] : "en");
+    *from = "default";
+    return 0;
+}
+
 /* Choose a variant and render its content (core/content) into cd->content
  * in the reply's wire form; 0 on success.  Stack-neutral.  `c` must be a
- * campaign of the worker's own generation (every caller's is). */
+ * campaign of the worker's own generation (every caller's is).  `lr` is
+ * the request's locale, looked up on first need. */
 static int choose_content(struct rules_worker *rw, const struct rules_campaign *c, int ref,
                           const char *cust, int p_idx, int ctx_idx, struct cand *cd, int msgpack,
-                          const char *code)
+                          const char *code, struct locale_req *lr, const char *accept)
 {
     const struct rules_gen *g = rw->gen;
     if (!g || !rw->content || c < g->camps || c >= g->camps + g->ncamps)
@@ -236,12 +303,34 @@ static int choose_content(struct rules_worker *rw, const struct rules_campaign *
         return ERR_NOMEM;
     /* compiled when the worker loaded the file (rules_worker.c compile_variants) */
     const struct rules_content *rcon = &rw->content[ci];
+    int nloc = rcon->nloc > 0 ? rcon->nloc : 1, li = 0;
     struct content_prog *prog =
-        2 * chosen + msgpack < rcon->n ? rcon->progs[2 * chosen + msgpack] : NULL;
+        (chosen * nloc) * 2 + msgpack < rcon->n ? rcon->progs[(chosen * nloc) * 2 + msgpack] : NULL;
     if (!prog)
         return ERR_NOMEM;
+    cd->fmt[0] = 0;
+    if (c->nlocales || content_uses_format(prog)) {
+        lua_State *L = luavm_state(rw->vm);
+        const char *from;
+        locale_lookup(L, p_idx, ctx_idx, accept, lr);
+        li = locale_pick(c, lr, cd->fmt, &from);
+        if (li >= nloc)
+            li = 0;
+        prog = rcon->progs[(chosen * nloc + li) * 2 + msgpack];
+        if (!prog)
+            return ERR_NOMEM;
+        if (cd->xp && c->nlocales) {
+            json_object_set_new(cd->xp, "locale", json_string(c->locales[li]));
+            json_object_set_new(cd->xp, "locale_from", json_string(from));
+            if (lr->ntags)
+                json_object_set_new(cd->xp, "locale_requested", json_string(lr->tags[0]));
+        }
+    }
+    cd->li = li;
     cd->coupon = content_uses_coupon(prog);
     scr->cs.coupon = code; /* NULL until decide's reservation assigned one */
+    scr->cs.locale = cd->fmt[0] ? cd->fmt : NULL;
+    scr->cs.tz = lr->tz[0] ? lr->tz : NULL;
     rc = content_render(prog, luavm_state(rw->vm), p_idx, &scr->cs, &cd->content);
     scr->cs.coupon = NULL;
     if (scr->cs.text.cap > SCRATCH_KEEP)
@@ -284,9 +373,11 @@ static int coupon_step(struct rules_worker *rw, const struct rules_campaign *c, 
     struct scratch *scr = scratch_get(rw, 0);
     const struct rules_gen *g = rw->gen;
     const struct rules_content *rcon = &rw->content[c - g->camps];
-    struct content_prog *prog = rcon->progs[2 * cd->variant + msgpack];
+    int nloc = rcon->nloc > 0 ? rcon->nloc : 1;
+    struct content_prog *prog = rcon->progs[(cd->variant * nloc + cd->li) * 2 + msgpack];
     buf_reset(&cd->content);
     scr->cs.coupon = code;
+    scr->cs.locale = cd->fmt[0] ? cd->fmt : NULL; /* as choose_content rendered it */
     rc = content_render(prog, luavm_state(rw->vm), p_idx, &scr->cs, &cd->content);
     scr->cs.coupon = NULL;
     if (rc) {
@@ -405,6 +496,7 @@ struct req {
     int accepted;
     struct cand **batch;         /* the reservation batch ... */
     struct cand **served;        /* ... and the offers, in order */
+    struct locale_req loc;       /* the locale the request asks for, on first need */
 };
 
 /* Step 1: the worker's generation and the channel. */
@@ -751,7 +843,8 @@ static int next_batch(struct req *r)
         if (cap_gate(r, cd))
             continue;
         if (choose_content(r->rw, &r->g->camps[cd->idx], r->rw->refs[cd->idx], r->q->customer_id,
-                           r->p_idx, r->ctx_idx, cd, r->msgpack, NULL) == 0)
+                           r->p_idx, r->ctx_idx, cd, r->msgpack, NULL, &r->loc,
+                           r->q->accept_language) == 0)
             r->batch[nb++] = cd;
     }
     return nb;
@@ -955,7 +1048,8 @@ int decide_content(struct rules_worker *rw, const struct rules_campaign *c, int 
                    const char *cust, int p_idx, int ctx_idx, int *variant, json_t **content)
 {
     struct cand cd = { .variant = -1 };
-    int rc = choose_content(rw, c, ref, cust, p_idx, ctx_idx, &cd, 0, NULL);
+    struct locale_req lr = { 0 };
+    int rc = choose_content(rw, c, ref, cust, p_idx, ctx_idx, &cd, 0, NULL, &lr, NULL);
     if (rc == 0 && cd.coupon) {
         /* a send shows {{coupon}} too: the customer's code, assigned in a
          * write txn of its own (idempotent, so a retried send shows the same
@@ -972,7 +1066,7 @@ int decide_content(struct rules_worker *rw, const struct rules_campaign *c, int 
         }
         if (!rc) {
             buf_free(&cd.content);
-            rc = choose_content(rw, c, ref, cust, p_idx, ctx_idx, &cd, 0, code);
+            rc = choose_content(rw, c, ref, cust, p_idx, ctx_idx, &cd, 0, code, &lr, NULL);
         }
     }
     *variant = cd.variant;

@@ -10,6 +10,7 @@
  * file that passes `promod check` also loads in the server.
  */
 #include "engine/rules.h"
+#include "engine/content.h"
 #include "base/id.h"
 #include "base/app.h"
 #include "base/err.h"
@@ -119,7 +120,7 @@ static void parse_caps(lua_State *L, struct vctx *v, const char *what, struct ru
 /* The fields a file's table may have besides its owner's hooks (hooks.h). */
 static const char *camp_fields[] = { "id", "name", "channels", "placements", "priority", "schedule",
                                      "caps", "variants", "status", "trigger", "cost", "description",
-                                     "owner", "tags", "budget", NULL };
+                                     "owner", "tags", "budget", "locales", NULL };
 static const char *plugin_fields[] = { "channel", "policy", "description", NULL };
 
 static int in_list(const char *k, const char **list)
@@ -301,6 +302,111 @@ static void parse_schedule(lua_State *L, struct vctx *v, struct rules_schedule *
     }
 }
 
+/* A locale tag as BCP 47 writes it: 2-8 letters, then "-" subtags of 1-8
+ * letters or digits ("en", "fr-CA", "zh-Hant-TW"); at most 35 bytes. */
+static int locale_tag_ok(const char *s)
+{
+    size_t n = strlen(s), i = 0, seg = 0, first = 1;
+    if (n == 0 || n > 35)
+        return 0;
+    for (; i <= n; i++) {
+        char ch = s[i];
+        if (ch == '-' || ch == 0) {
+            if (seg == 0 || seg > 8 || (first && seg < 2))
+                return 0;
+            first = 0;
+            seg = 0;
+        } else if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                   (!first && ch >= '0' && ch <= '9')) {
+            seg++;
+        } else {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* locales = { "en", "fr", "fr-CA" }: the table at the top of the stack. */
+static void parse_locales(lua_State *L, struct vctx *v, struct rules_campaign *c)
+{
+    char pb[96];
+    int n = lua_istable(L, -1) ? (int)lua_objlen(L, -1) : 0;
+    if (n < 1 || n > RULES_MAX_LOCALES) {
+        verr(v, "locales", "locales must be a list of 1-%d locale tags like { \"en\", \"fr\" } "
+             "(the first is the default)", RULES_MAX_LOCALES);
+        return;
+    }
+    c->locales = calloc((size_t)n + 1, sizeof *c->locales);
+    if (!c->locales)
+        abort();
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, i);
+        const char *t = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+        if (!t || !locale_tag_ok(t)) {
+            verr(v, pathf(pb, sizeof pb, "locales[%d]", i),
+                 "locales[%d] must be a locale tag like \"fr\" or \"fr-CA\"", i);
+        } else {
+            int dup = 0;
+            for (int j = 0; j < c->nlocales; j++)
+                dup |= !strcasecmp(c->locales[j], t);
+            if (dup)
+                verr(v, pathf(pb, sizeof pb, "locales[%d]", i), "locales[%d]: \"%s\" is listed twice",
+                     i, t);
+            else
+                c->locales[c->nlocales++] = rules_xstrdup(t);
+        }
+        lua_pop(L, 1);
+    }
+}
+
+/* A variant's content, the value at the top of the stack at `path`: every
+ * string must be a valid template; a localized table (every key a declared
+ * locale) must hold the default locale. */
+static void check_content(lua_State *L, struct vctx *v, const struct rules_campaign *c,
+                          const char *path, int depth)
+{
+    char pb[200], terr[128];
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        size_t tl;
+        const char *t = lua_tolstring(L, -1, &tl);
+        if (tmpl_check(t, tl, terr, sizeof terr))
+            verr(v, path, "%s: %s", path, terr);
+        return;
+    }
+    if (!lua_istable(L, -1) || depth > 16)
+        return;
+    if (c->nlocales && content_is_localized(L, -1, c->locales, c->nlocales)) {
+        lua_getfield(L, -1, c->locales[0]);
+        int has_default = !lua_isnil(L, -1);
+        lua_pop(L, 1);
+        if (!has_default) {
+            /* keys match case-insensitively: look for the default that way too */
+            lua_pushnil(L);
+            while (lua_next(L, -2)) {
+                has_default |= !strcasecmp(lua_tostring(L, -2), c->locales[0]);
+                lua_pop(L, 1);
+            }
+        }
+        if (!has_default)
+            verr(v, path, "%s is localized but has no \"%s\" (the default locale, locales[1])",
+                 path, c->locales[0]);
+    }
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        int n;
+        if (lua_type(L, -2) == LUA_TSTRING)
+            n = snprintf(pb, sizeof pb, "%s.%s", path, lua_tostring(L, -2));
+        else if (lua_type(L, -2) == LUA_TNUMBER)
+            n = snprintf(pb, sizeof pb, "%s[%d]", path, (int)lua_tonumber(L, -2));
+        else
+            n = snprintf(pb, sizeof pb, "%s", path);
+        if (n < 0 || n >= (int)sizeof pb) /* a path this long: its parent's will do */
+            snprintf(pb, sizeof pb, "%.*s", (int)(sizeof pb - 1), path);
+        check_content(L, v, c, pb, depth + 1);
+        lua_pop(L, 1);
+    }
+}
+
 /* Validate the campaign table at the top of the stack into *c. */
 static void validate_campaign(lua_State *L, struct vctx *v, const char *const *chans, int nchans,
                               struct rules_campaign *c)
@@ -310,6 +416,10 @@ static void validate_campaign(lua_State *L, struct vctx *v, const char *const *c
     c->priority = 50;
     c->status = c->file_status = CAMP_ACTIVE;
     check_unknown(L, v, camp_fields, HOOKS_CAMPAIGN, "campaign table");
+    lua_getfield(L, -1, "locales"); /* before the variants, whose content it shapes */
+    if (!lua_isnil(L, -1))
+        parse_locales(L, v, c);
+    lua_pop(L, 1);
     char idbuf[256];
     lua_getfield(L, -1, "id");
     if (lua_type(L, -1) == LUA_TSTRING) {
@@ -480,20 +590,8 @@ static void validate_campaign(lua_State *L, struct vctx *v, const char *const *c
                 verr(v, pathf(pb, sizeof pb, "variants[%d].content", i),
                      "variants[%d].content must be a table of fields", i);
             } else {
-                /* templates must parse */
-                lua_pushnil(L);
-                while (lua_next(L, -2)) {
-                    if (lua_type(L, -1) == LUA_TSTRING) {
-                        size_t tl;
-                        const char *t = lua_tolstring(L, -1, &tl);
-                        char terr[128];
-                        const char *fk = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
-                        if (tmpl_check(t, tl, terr, sizeof terr))
-                            verr(v, pathf(pb, sizeof pb, "variants[%d].content.%s", i, fk),
-                                 "variants[%d].content.%s: %s", i, fk, terr);
-                    }
-                    lua_pop(L, 1);
-                }
+                /* templates must parse, localized values must have the default */
+                check_content(L, v, c, pathf(pb, sizeof pb, "variants[%d].content", i), 0);
                 /* content must be representable as JSON */
                 int jerr = 0;
                 json_t *j = luavm_to_json(L, -1, &jerr);

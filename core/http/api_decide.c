@@ -149,6 +149,10 @@ static void h_decide(struct http_req *r)
         }
         q.limit = (int)lim;
     }
+    /* for localized content when neither context.locale nor p.locale says
+     * (a longer header is not a browser's: ignored) */
+    const char *al = http_header(r, "Accept-Language");
+    q.accept_language = al && strlen(al) <= 256 ? al : NULL;
     struct reqerr e = { 0 };
     if (decide_run(&q, &e, &out, r->want_msgpack))
         http_reply_reqerr(r, &e);
