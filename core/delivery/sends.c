@@ -421,6 +421,9 @@ int sends_eval(struct rules_worker *rw, const struct rules_gen *g, int camp, int
     lua_setfield(L, ctx_idx, "campaign_id");
     lua_pushboolean(L, 1);
     lua_setfield(L, ctx_idx, "send");
+    /* hooks get read-only views; C reads (consent, tz) the tables */
+    int p_ro = luavm_push_readonly(L, p_idx, "profile");
+    int ctx_ro = luavm_push_readonly(L, ctx_idx, "ctx");
 
     *why = NULL;
     if (decide_consent_block(L, p_idx, ch)) {
@@ -429,8 +432,8 @@ int sends_eval(struct rules_worker *rw, const struct rules_gen *g, int camp, int
     }
     char err[512];
     if (push_fn(L, ref, "eligible")) {
-        lua_pushvalue(L, p_idx);
-        lua_pushvalue(L, ctx_idx);
+        lua_pushvalue(L, p_ro);
+        lua_pushvalue(L, ctx_ro);
         int rc = luavm_call(rw->vm, 2, 1, err, sizeof err);
         if (rc) {
             snprintf(it->error, sizeof it->error, "eligible: %.180s", err);
@@ -451,7 +454,7 @@ int sends_eval(struct rules_worker *rw, const struct rules_gen *g, int camp, int
     }
     json_t *content = NULL;
     int variant = 0;
-    if (decide_content(rw, c, ref, cust, p_idx, ctx_idx, &variant, &content)) {
+    if (decide_content(rw, c, ref, cust, p_ro, ctx_ro, &variant, &content)) {
         snprintf(it->error, sizeof it->error, "content: variant could not be chosen or rendered");
         *why = "hook_error";
         goto out;
@@ -468,8 +471,8 @@ int sends_eval(struct rules_worker *rw, const struct rules_gen *g, int camp, int
         lua_setfield(L, -2, "channel");
         if (luavm_push_json(L, content) == 0)
             lua_setfield(L, -2, "content");
-        lua_pushvalue(L, p_idx);
-        lua_pushvalue(L, ctx_idx);
+        lua_pushvalue(L, p_ro);
+        lua_pushvalue(L, ctx_ro);
         int rc = luavm_call(rw->vm, 3, 2, err, sizeof err);
         if (rc) {
             json_decref(content);

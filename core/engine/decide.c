@@ -278,7 +278,8 @@ static int choose_content(struct rules_worker *rw, const struct rules_campaign *
         if (lua_type(L, -1) == LUA_TSTRING) {
             vid = lua_tostring(L, -1);
         } else if (lua_istable(L, -1)) {
-            lua_getfield(L, -1, "id");
+            lua_pushliteral(L, "id");
+            lua_rawget(L, -2); /* raw: no script code runs outside the call */
             vid = lua_tostring(L, -1);
             lua_pop(L, 1);
         }
@@ -323,7 +324,9 @@ static int choose_content(struct rules_worker *rw, const struct rules_campaign *
         2 * chosen + msgpack < rcon->n ? rcon->progs[2 * chosen + msgpack] : NULL;
     if (!prog)
         return ERR_NOMEM;
-    int rc = content_render(prog, L, p_idx, &scr->cs, &cd->content);
+    int real = luavm_push_original(L, p_idx); /* templates read the profile itself */
+    int rc = content_render(prog, L, real, &scr->cs, &cd->content);
+    lua_settop(L, top);
     if (scr->cs.text.cap > SCRATCH_KEEP)
         buf_free(&scr->cs.text);
     if (scr->cs.val.cap > SCRATCH_KEEP)
@@ -582,6 +585,9 @@ int decide_run(const struct decide_req *q, struct decide_err *e, struct buf *out
     }
     lua_pushnumber(L, (lua_Number)now);
     lua_setfield(L, ctx_idx, "now");
+    /* hooks get read-only views; C reads (consent, tz, templates) the tables */
+    int p_ro = luavm_push_readonly(L, p_idx, "profile");
+    int ctx_ro = luavm_push_readonly(L, ctx_idx, "ctx");
 
     const char *blocked = consent_block(L, p_idx, ch);
     if (!blocked && ch->quiet_from >= 0) {
@@ -653,8 +659,8 @@ int decide_run(const struct decide_req *q, struct decide_err *e, struct buf *out
         /* eligible */
         if (rw->fn_refs[2 * i] != LUA_NOREF) {
             lua_rawgeti(L, LUA_REGISTRYINDEX, rw->fn_refs[2 * i]);
-            lua_pushvalue(L, p_idx);
-            lua_pushvalue(L, ctx_idx);
+            lua_pushvalue(L, p_ro);
+            lua_pushvalue(L, ctx_ro);
             rc = luavm_call_ref(rw->vm, rw->fn_refs[2 * i], 2, 2, err, sizeof err);
             if (rc) {
                 count_hook_error(c->id, H_ELIGIBLE, rc);
@@ -692,8 +698,8 @@ int decide_run(const struct decide_req *q, struct decide_err *e, struct buf *out
         double score = c->priority;
         if (rw->fn_refs[2 * i + 1] != LUA_NOREF) {
             lua_rawgeti(L, LUA_REGISTRYINDEX, rw->fn_refs[2 * i + 1]);
-            lua_pushvalue(L, p_idx);
-            lua_pushvalue(L, ctx_idx);
+            lua_pushvalue(L, p_ro);
+            lua_pushvalue(L, ctx_ro);
             rc = luavm_call_ref(rw->vm, rw->fn_refs[2 * i + 1], 2, 1, err, sizeof err);
             if (rc) {
                 count_hook_error(c->id, H_SCORE, rc);
@@ -740,10 +746,10 @@ int decide_run(const struct decide_req *q, struct decide_err *e, struct buf *out
         int nb = 0;
         while (nb < limit - accepted && next < ncand) {
             struct cand *cd = &cands[next++];
-            if (cap_gate(rw, g, cd, ch, q->customer_id, t, now, gcap, tc, &shared, p_idx, ctx_idx))
+            if (cap_gate(rw, g, cd, ch, q->customer_id, t, now, gcap, tc, &shared, p_ro, ctx_ro))
                 continue;
             const struct rules_campaign *c = &g->camps[cd->idx];
-            if (choose_content(rw, c, rw->refs[cd->idx], q->customer_id, p_idx, ctx_idx, cd, msgpack) == 0)
+            if (choose_content(rw, c, rw->refs[cd->idx], q->customer_id, p_ro, ctx_ro, cd, msgpack) == 0)
                 batch[nb++] = cd;
         }
         if (!nb)
@@ -765,7 +771,7 @@ int decide_run(const struct decide_req *q, struct decide_err *e, struct buf *out
             const struct rules_campaign *c = &g->camps[cd->idx];
             const char *why = NULL;
             if (wt && throttle_needed(c, ch, gcap)) {
-                if (hook_recheck(rw, g, cd, ch, rv, now, p_idx, ctx_idx))
+                if (hook_recheck(rw, g, cd, ch, rv, now, p_ro, ctx_ro))
                     continue;
                 rc = throttle_resv_add(rv, c, ch, now, gcap, &why);
                 if (rc) {
@@ -803,8 +809,8 @@ int decide_run(const struct decide_req *q, struct decide_err *e, struct buf *out
     }
     /* explain: report caps for the candidates the walk did not reach */
     for (int k = next; explain && k < ncand; k++)
-        if (!cap_gate(rw, g, &cands[k], ch, q->customer_id, t, now, gcap, tc, &shared, p_idx,
-                      ctx_idx) &&
+        if (!cap_gate(rw, g, &cands[k], ch, q->customer_id, t, now, gcap, tc, &shared, p_ro,
+                      ctx_ro) &&
             cands[k].xp)
             json_object_set_new(cands[k].xp, "reason", json_string("ranked below the limit"));
     store_txn_end(t);

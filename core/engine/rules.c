@@ -1120,16 +1120,31 @@ static int validate_in(struct luavm *vm, const char *path, enum rules_kind kind,
     return v.nerr ? ERR_INVAL : 0;
 }
 
-/* Instruction budget of `promod check`'s scratch states (its config's). */
-static long g_check_budget;
+/* `promod check`'s config (its budgets and limits), or NULL in the server. */
+static const struct config *g_check_cfg;
+
+/* The sandbox's limits from the config (luavm's defaults without one). */
+static struct luavm_opts vm_opts(const struct config *cfg, const char *lib_dir)
+{
+    struct luavm_opts o = { .lib_dir = lib_dir };
+    if (cfg) {
+        o.mem_limit = cfg->lua_mem_limit;
+        o.instr_budget = cfg->instr_budget;
+        o.call_time_ms = cfg->hook_time_ms;
+        o.load_time_ms = cfg->load_time_ms;
+        o.file_mem_limit = cfg->lua_file_mem_limit;
+        o.log_per_sec = cfg->lua_log_per_sec ? cfg->lua_log_per_sec : -1;
+    }
+    return o;
+}
 
 /* A throwaway sandbox for validation.  Loading a file there gets the same
- * instruction budget as loading it in a worker (the config's
- * instruction_budget), so a file that validates also loads where it runs. */
+ * instruction budget and load time limit as loading it in a worker (the
+ * config's), so a file that validates also loads where it runs. */
 static struct luavm *scratch_vm(const char *lib_dir)
 {
-    long budget = g_check_budget ? g_check_budget : g_app ? g_app->cfg.instr_budget : 0;
-    struct luavm_opts o = { .mem_limit = 512u << 20, .instr_budget = budget, .lib_dir = lib_dir };
+    struct luavm_opts o = vm_opts(g_check_cfg ? g_check_cfg : g_app ? &g_app->cfg : NULL, lib_dir);
+    o.mem_limit = 512u << 20;
     struct luavm *vm;
     return luavm_new(&o, &vm) ? NULL : vm;
 }
@@ -1662,6 +1677,9 @@ json_t *rules_status_json(void)
                 json_object_set_new(e, "line", json_integer(atoi(p + 1)));
             json_object_set_new(x, "error", e);
         }
+        char dis[256];
+        if (luavm_file_disabled(f->path, dis, sizeof dis)) /* in a worker, for its memory */
+            json_object_set_new(x, "disabled", json_string(dis));
         for (int c = 0; c < g->ncamps; c++)
             if (g->camps[c].file == i)
                 json_object_set_new(x, "campaign_id", json_string(g->camps[c].id));
@@ -1788,8 +1806,7 @@ int rules_worker_start(struct event_base *base, struct rules_worker **out)
         return ERR_NOMEM;
     char lib_dir[4096];
     snprintf(lib_dir, sizeof lib_dir, "%s/lib", g_app->cfg.rules_dir);
-    struct luavm_opts o = { .mem_limit = g_app->cfg.lua_mem_limit,
-                            .instr_budget = g_app->cfg.instr_budget, .lib_dir = lib_dir };
+    struct luavm_opts o = vm_opts(&g_app->cfg, lib_dir);
     if (luavm_new(&o, &rw->vm)) {
         free(rw);
         return ERR_NOMEM;
@@ -1974,6 +1991,7 @@ int rules_start(struct app *app)
 {
     rules_reload(app, 1);
     metrics_register(rules_collector, NULL);
+    luavm_metrics_init();
     return 0;
 }
 
@@ -2085,7 +2103,7 @@ int rules_check_cli(const struct config *cfg, const char **paths, int n)
         scan_dir(cfg->plugins_dir, NULL, 0, RULES_PLUGIN, &plugins, 0);
     sort_paths(plugins.paths, plugins.n);
     sort_paths(camps.paths, camps.n);
-    g_check_budget = cfg->instr_budget;
+    g_check_cfg = cfg;
     struct luavm *vm = scratch_vm(lib_dir);
     if (!vm) {
         fprintf(stderr, "promod check: out of memory\n");

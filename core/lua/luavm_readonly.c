@@ -1,0 +1,599 @@
+/*
+ * luavm_readonly.c — read-only views of the values hooks receive (p, ctx),
+ * and the sandbox functions that read tables: type, next, pairs, ipairs,
+ * unpack, rawget and the table library.
+ *
+ * A view is a small userdata whose metatable has __index = the table it
+ * reads (so `p.tier` costs a metatable lookup and no Lua call), __newindex
+ * raising "profile is read-only", __len (LuaJIT 2.1 without 5.2
+ * compatibility ignores __len on tables, so an empty-table proxy would make
+ * `#p.tags` 0), __tostring ("table: 0x..."), and __metatable = false.
+ * Nested tables are frozen eagerly: the table a view reads is the original
+ * when it holds no tables, else a shallow copy whose tables are views in
+ * turn.  So no script ever holds an original table of p or ctx: every path
+ * from a view to a table goes through another view.  (The copy is what C
+ * code never sees: templates, consent and luavm_to_json read the originals
+ * or unwrap views.)  type() says "table" for a view; next, pairs, ipairs,
+ * unpack, rawget, table.concat, table.maxn and promo's table helpers read
+ * through views; rawset, setmetatable, table.insert, table.remove and
+ * table.sort raise "<what> is read-only".
+ *
+ * The table library is ours (5.1 semantics, raw access like LuaJIT's): it
+ * reads through views, refuses read-only tables, polls the call's budget
+ * in every loop, and table.sort counts one C-call level for its comparator.
+ * The sort is the quicksort of Lua 5.1's ltablib.c (MIT licence,
+ * Copyright (C) 1994-2012 Lua.org, PUC-Rio), re-expressed with a budget
+ * poll per comparison.
+ */
+#include "lua/luavm.h"
+#include "lua/luavm_int.h"
+
+#include <stdint.h>
+#include <string.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#define VIEW_MAGIC 0x76696577u
+#define VIEW_MAX_DEPTH 100
+
+struct view {
+    uint32_t magic;
+    const char *what;
+};
+
+static const char key_parts = 'p';  /* registry: the parts every view's metatable gets */
+static const char key_orig = 'g';   /* in a root view's metatable: the original table */
+
+/* parts, as pushed by push_parts, relative to its first slot */
+enum { P_NEWINDEX, P_LEN, P_TOSTRING, P_K_INDEX, P_K_NEWINDEX, P_K_LEN, P_K_MT, P_K_TOSTRING,
+       P_COUNT };
+
+static struct view *as_view(lua_State *L, int idx)
+{
+    if (lua_type(L, idx) != LUA_TUSERDATA || lua_objlen(L, idx) != sizeof(struct view))
+        return NULL;
+    struct view *v = lua_touserdata(L, idx);
+    return v->magic == VIEW_MAGIC ? v : NULL;
+}
+
+static int view_newindex(lua_State *L)
+{
+    struct view *v = as_view(L, 1);
+    return luaL_error(L, "%s is read-only", v ? v->what : "table");
+}
+
+int luavm_ro_source(lua_State *L, int idx)
+{
+    if (!as_view(L, idx) || !lua_getmetatable(L, idx))
+        return 0;
+    lua_getfield(L, -1, "__index");
+    lua_remove(L, -2);
+    return 1;
+}
+
+const char *luavm_ro_what(lua_State *L, int idx)
+{
+    struct view *v = as_view(L, idx);
+    return v ? v->what : NULL;
+}
+
+static int view_len(lua_State *L)
+{
+    if (!luavm_ro_source(L, 1))
+        return 0;
+    lua_pushinteger(L, (lua_Integer)lua_objlen(L, -1));
+    return 1;
+}
+
+static int view_tostring(lua_State *L)
+{
+    lua_pushfstring(L, "table: %p", lua_topointer(L, 1));
+    return 1;
+}
+
+static void push_parts(lua_State *L)
+{
+    lua_pushlightuserdata(L, (void *)&key_parts);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    if (lua_isnil(L, -1)) { /* a state not made by luavm_new: make them now */
+        lua_pop(L, 1);
+        luavm_ro_init(L, NULL);
+        lua_pushlightuserdata(L, (void *)&key_parts);
+        lua_rawget(L, LUA_REGISTRYINDEX);
+    }
+    int t = lua_gettop(L);
+    for (int i = 0; i < P_COUNT; i++)
+        lua_rawgeti(L, t, i + 1);
+    lua_remove(L, t);
+}
+
+void luavm_ro_init(lua_State *L, struct luavm *vm)
+{
+    lua_pushlightuserdata(L, (void *)&key_parts);
+    lua_createtable(L, P_COUNT, 0);
+    lua_pushcfunction(L, view_newindex);
+    lua_rawseti(L, -2, P_NEWINDEX + 1);
+    lua_pushcfunction(L, view_len);
+    lua_rawseti(L, -2, P_LEN + 1);
+    lua_pushcfunction(L, view_tostring);
+    lua_rawseti(L, -2, P_TOSTRING + 1);
+    static const char *const keys[] = { "__index", "__newindex", "__len", "__metatable",
+                                        "__tostring" };
+    for (int i = 0; i < 5; i++) {
+        lua_pushstring(L, keys[i]);
+        lua_rawseti(L, -2, P_K_INDEX + i + 1);
+    }
+    lua_rawset(L, LUA_REGISTRYINDEX);
+    if (!vm)
+        return;
+    lua_getglobal(L, "next");
+    vm->ref_next = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getglobal(L, "ipairs");
+    lua_newtable(L);
+    lua_call(L, 1, 1); /* LuaJIT's ipairs iterator */
+    vm->ref_ipairs_aux = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+/* ------------------------------------------------------------------ */
+/* freezing                                                           */
+
+struct freeze {
+    int parts;                           /* stack index of the parts */
+    const char *what;
+    const void *path[VIEW_MAX_DEPTH];    /* tables being frozen, outermost first */
+    int view[VIEW_MAX_DEPTH];            /* their views' stack indices */
+};
+
+/* Push the view of the table at `t` (absolute). */
+static void freeze(lua_State *L, struct freeze *z, int t, int depth)
+{
+    const void *self = lua_topointer(L, t);
+    for (int i = 0; i < depth; i++)
+        if (z->path[i] == self) { /* a cycle: the view being built */
+            lua_pushvalue(L, z->view[i]);
+            return;
+        }
+    lua_checkstack(L, 8);
+    struct view *v = lua_newuserdata(L, sizeof *v);
+    v->magic = VIEW_MAGIC;
+    v->what = z->what;
+    int u = lua_gettop(L);
+    int nested = 0, n = 0;
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        n++;
+        nested |= lua_istable(L, -1) || lua_istable(L, -2);
+        lua_pop(L, 1);
+    }
+    lua_createtable(L, 0, 5);                              /* u+1: metatable */
+    if (!nested) {
+        lua_pushvalue(L, t);                               /* u+2: reads the original */
+    } else if (depth + 1 >= VIEW_MAX_DEPTH) {
+        lua_newtable(L);                                   /* too deep: nothing below */
+    } else {
+        int narr = (int)lua_objlen(L, t);
+        lua_createtable(L, narr, n > narr ? n - narr : 0); /* u+2: the copy */
+        z->path[depth] = self;
+        z->view[depth] = u;
+        lua_pushnil(L);
+        while (lua_next(L, t)) {                           /* copy k v */
+            int k = lua_gettop(L) - 1;
+            if (lua_istable(L, k))
+                freeze(L, z, k, depth + 1);
+            else
+                lua_pushvalue(L, k);
+            if (lua_istable(L, k + 1))
+                freeze(L, z, k + 1, depth + 1);
+            else
+                lua_pushvalue(L, k + 1);
+            lua_rawset(L, u + 2);
+            lua_pop(L, 1);
+        }
+    }
+    int p = z->parts;
+    lua_pushvalue(L, p + P_K_INDEX);
+    lua_pushvalue(L, u + 2);
+    lua_rawset(L, u + 1);
+    lua_pushvalue(L, p + P_K_NEWINDEX);
+    lua_pushvalue(L, p + P_NEWINDEX);
+    lua_rawset(L, u + 1);
+    lua_pushvalue(L, p + P_K_LEN);
+    lua_pushvalue(L, p + P_LEN);
+    lua_rawset(L, u + 1);
+    lua_pushvalue(L, p + P_K_MT);
+    lua_pushboolean(L, 0);
+    lua_rawset(L, u + 1);
+    lua_pushvalue(L, p + P_K_TOSTRING);
+    lua_pushvalue(L, p + P_TOSTRING);
+    lua_rawset(L, u + 1);
+    lua_settop(L, u + 1);
+    lua_setmetatable(L, u);
+}
+
+int luavm_push_readonly(lua_State *L, int idx, const char *what)
+{
+    if (idx < 0 && idx > LUA_REGISTRYINDEX)
+        idx = lua_gettop(L) + idx + 1;
+    if (!lua_istable(L, idx)) {
+        lua_pushvalue(L, idx);
+        return lua_gettop(L);
+    }
+    lua_checkstack(L, P_COUNT + 8);
+    struct freeze z;
+    z.what = what;
+    push_parts(L);
+    z.parts = lua_gettop(L) - P_COUNT + 1;
+    freeze(L, &z, idx, 0);
+    lua_getmetatable(L, -1);
+    lua_pushlightuserdata(L, (void *)&key_orig);
+    lua_pushvalue(L, idx);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+    lua_replace(L, z.parts);
+    lua_settop(L, z.parts);
+    return z.parts;
+}
+
+int luavm_push_original(lua_State *L, int idx)
+{
+    if (idx < 0 && idx > LUA_REGISTRYINDEX)
+        idx = lua_gettop(L) + idx + 1;
+    if (as_view(L, idx) && lua_getmetatable(L, idx)) {
+        lua_pushlightuserdata(L, (void *)&key_orig);
+        lua_rawget(L, -2);
+        lua_remove(L, -2);
+        if (!lua_isnil(L, -1))
+            return lua_gettop(L);
+        lua_pop(L, 1);
+    }
+    lua_pushvalue(L, idx);
+    return lua_gettop(L);
+}
+
+/* ------------------------------------------------------------------ */
+/* argument checks                                                    */
+
+void luavm_check_readable(lua_State *L, int arg)
+{
+    if (luavm_ro_source(L, arg)) {
+        lua_replace(L, arg);
+        return;
+    }
+    luaL_checktype(L, arg, LUA_TTABLE);
+}
+
+void luavm_check_writable(lua_State *L, int arg)
+{
+    const char *what = luavm_ro_what(L, arg);
+    if (what)
+        luaL_error(L, "%s is read-only", what);
+    luaL_checktype(L, arg, LUA_TTABLE);
+    if (luavm_has_marked_mt(L, arg, &luavm_key_ro) || luavm_has_marked_mt(L, arg, &luavm_key_owner))
+        luaL_error(L, "attempt to modify read-only table");
+}
+
+/* A position or bound given by a script, as a table index (LuaJIT's
+ * array access takes an int). */
+static int as_index(lua_State *L, long long v)
+{
+    if (v < INT32_MIN || v > INT32_MAX)
+        luaL_error(L, "position out of bounds");
+    return (int)v;
+}
+
+/* ------------------------------------------------------------------ */
+/* base functions that read tables                                    */
+
+int luavm_l_type(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    if (as_view(L, 1))
+        lua_pushliteral(L, "table");
+    else
+        lua_pushstring(L, luaL_typename(L, 1));
+    return 1;
+}
+
+int luavm_l_next(lua_State *L)
+{
+    luavm_check_readable(L, 1);
+    lua_settop(L, 2);
+    if (lua_next(L, 1))
+        return 2;
+    lua_pushnil(L);
+    return 1;
+}
+
+/* pairs(t): LuaJIT's own next for a plain table, ours for a view. */
+int luavm_l_pairs(lua_State *L)
+{
+    if (as_view(L, 1)) {
+        lua_pushcfunction(L, luavm_l_next);
+    } else {
+        luaL_checktype(L, 1, LUA_TTABLE);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, luavm_of(L)->ref_next);
+    }
+    lua_pushvalue(L, 1);
+    lua_pushnil(L);
+    return 3;
+}
+
+static int view_ipairs_aux(lua_State *L)
+{
+    lua_Integer i = luaL_checkinteger(L, 2) + 1;
+    luavm_check_readable(L, 1);
+    lua_pushinteger(L, i);
+    lua_rawgeti(L, 1, (int)i);
+    return lua_isnil(L, -1) ? 0 : 2;
+}
+
+int luavm_l_ipairs(lua_State *L)
+{
+    if (as_view(L, 1)) {
+        lua_pushcfunction(L, view_ipairs_aux);
+    } else {
+        luaL_checktype(L, 1, LUA_TTABLE);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, luavm_of(L)->ref_ipairs_aux);
+    }
+    lua_pushvalue(L, 1);
+    lua_pushinteger(L, 0);
+    return 3;
+}
+
+int luavm_l_unpack(lua_State *L)
+{
+    luavm_check_readable(L, 1);
+    long long i = luaL_optinteger(L, 2, 1);
+    long long e = lua_isnoneornil(L, 3) ? (long long)lua_objlen(L, 1) : luaL_checkinteger(L, 3);
+    if (i > e)
+        return 0;
+    as_index(L, i);
+    as_index(L, e);
+    long long n = e - i + 1;
+    if (n <= 0 || n >= INT32_MAX || !lua_checkstack(L, (int)n))
+        return luaL_error(L, "too many results to unpack");
+    for (long long k = i; k <= e; k++)
+        lua_rawgeti(L, 1, (int)k);
+    return (int)n;
+}
+
+int luavm_l_rawget(lua_State *L)
+{
+    luavm_check_readable(L, 1);
+    luaL_checkany(L, 2);
+    lua_settop(L, 2);
+    lua_rawget(L, 1);
+    return 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* the table library                                                  */
+
+static int t_concat(lua_State *L)
+{
+    struct luavm *vm = luavm_of(L);
+    unsigned steps = 0;
+    size_t lsep;
+    const char *sep = luaL_optlstring(L, 2, "", &lsep);
+    luavm_check_readable(L, 1);
+    long long i = luaL_optinteger(L, 3, 1);
+    long long last = lua_isnoneornil(L, 4) ? (long long)lua_objlen(L, 1) : luaL_checkinteger(L, 4);
+    if (i <= last) {
+        as_index(L, i);
+        as_index(L, last);
+    }
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (; i <= last; i++) {
+        luavm_poll(L, vm, &steps);
+        lua_rawgeti(L, 1, (int)i);
+        if (!lua_isstring(L, -1))
+            return luaL_error(L, "invalid value (at index %d) in table for 'concat'", (int)i);
+        luaL_addvalue(&b);
+        if (i != last)
+            luaL_addlstring(&b, sep, lsep);
+    }
+    luaL_pushresult(&b);
+    return 1;
+}
+
+static int t_maxn(lua_State *L)
+{
+    struct luavm *vm = luavm_of(L);
+    unsigned steps = 0;
+    luavm_check_readable(L, 1);
+    lua_Number max = 0;
+    lua_settop(L, 1);
+    lua_pushnil(L);
+    while (lua_next(L, 1)) {
+        luavm_poll(L, vm, &steps);
+        lua_pop(L, 1);
+        if (lua_type(L, -1) == LUA_TNUMBER) {
+            lua_Number v = lua_tonumber(L, -1);
+            if (v > max)
+                max = v;
+        }
+    }
+    lua_pushnumber(L, max);
+    return 1;
+}
+
+static int t_insert(lua_State *L)
+{
+    struct luavm *vm = luavm_of(L);
+    unsigned steps = 0;
+    luavm_check_writable(L, 1);
+    long long e = (long long)lua_objlen(L, 1) + 1; /* first empty slot */
+    long long pos;
+    switch (lua_gettop(L)) {
+    case 2:
+        pos = e;
+        break;
+    case 3:
+        pos = as_index(L, luaL_checkinteger(L, 2));
+        if (pos > e)
+            e = pos;
+        for (long long i = e; i > pos; i--) { /* move up */
+            luavm_poll(L, vm, &steps);
+            lua_rawgeti(L, 1, (int)(i - 1));
+            lua_rawseti(L, 1, (int)i);
+        }
+        break;
+    default:
+        return luaL_error(L, "wrong number of arguments to 'insert'");
+    }
+    lua_rawseti(L, 1, (int)pos);
+    return 0;
+}
+
+static int t_remove(lua_State *L)
+{
+    struct luavm *vm = luavm_of(L);
+    unsigned steps = 0;
+    luavm_check_writable(L, 1);
+    long long e = (long long)lua_objlen(L, 1);
+    long long pos = luaL_optinteger(L, 2, e);
+    if (!(1 <= pos && pos <= e) || e > INT32_MAX)
+        return 0;
+    lua_rawgeti(L, 1, (int)pos);
+    for (; pos < e; pos++) {
+        luavm_poll(L, vm, &steps);
+        lua_rawgeti(L, 1, (int)(pos + 1));
+        lua_rawseti(L, 1, (int)pos);
+    }
+    lua_pushnil(L);
+    lua_rawseti(L, 1, (int)e);
+    return 1;
+}
+
+struct sorter {
+    lua_State *L;
+    struct luavm *vm;
+    unsigned steps;
+    int has_cmp;
+};
+
+/* a < b for the values at stack indices a and b (negative allowed) */
+static int sort_less(struct sorter *s, int a, int b)
+{
+    lua_State *L = s->L;
+    luavm_poll(L, s->vm, &s->steps);
+    if (!s->has_cmp)
+        return lua_lessthan(L, a, b);
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, a - 1);
+    lua_pushvalue(L, b - 2);
+    lua_call(L, 2, 1);
+    int r = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return r;
+}
+
+static void set2(lua_State *L, int i, int j)
+{
+    lua_rawseti(L, 1, i);
+    lua_rawseti(L, 1, j);
+}
+
+static void sort_range(struct sorter *s, int lo, int up)
+{
+    lua_State *L = s->L;
+    while (lo < up) {
+        /* order a[lo], a[mid], a[up]; the median becomes the pivot */
+        lua_rawgeti(L, 1, lo);
+        lua_rawgeti(L, 1, up);
+        if (sort_less(s, -1, -2))
+            set2(L, lo, up);
+        else
+            lua_pop(L, 2);
+        if (up - lo == 1)
+            break;
+        int i = lo + (up - lo) / 2, j;
+        lua_rawgeti(L, 1, i);
+        lua_rawgeti(L, 1, lo);
+        if (sort_less(s, -2, -1)) {
+            set2(L, i, lo);
+        } else {
+            lua_pop(L, 1);
+            lua_rawgeti(L, 1, up);
+            if (sort_less(s, -1, -2))
+                set2(L, i, up);
+            else
+                lua_pop(L, 2);
+        }
+        if (up - lo == 2)
+            break;
+        lua_rawgeti(L, 1, i);     /* pivot P, parked at up-1 */
+        lua_pushvalue(L, -1);
+        lua_rawgeti(L, 1, up - 1);
+        set2(L, i, up - 1);
+        i = lo;
+        j = up - 1;
+        for (;;) { /* a[lo..i] <= P <= a[j..up] */
+            for (;;) {
+                lua_rawgeti(L, 1, ++i);
+                if (!sort_less(s, -1, -2))
+                    break;
+                if (i > up)
+                    luaL_error(L, "invalid order function for sorting");
+                lua_pop(L, 1);
+            }
+            for (;;) {
+                lua_rawgeti(L, 1, --j);
+                if (!sort_less(s, -3, -1))
+                    break;
+                if (j < lo)
+                    luaL_error(L, "invalid order function for sorting");
+                lua_pop(L, 1);
+            }
+            if (j < i) {
+                lua_pop(L, 3);
+                break;
+            }
+            set2(L, i, j);
+        }
+        lua_rawgeti(L, 1, up - 1);
+        lua_rawgeti(L, 1, i);
+        set2(L, up - 1, i);
+        /* recurse into the smaller half, loop on the larger */
+        if (i - lo < up - i) {
+            j = lo;
+            i = i - 1;
+            lo = i + 2;
+        } else {
+            j = i + 1;
+            i = up;
+            up = j - 2;
+        }
+        sort_range(s, j, i);
+    }
+}
+
+static int t_sort(lua_State *L)
+{
+    luavm_check_writable(L, 1);
+    size_t n = lua_objlen(L, 1);
+    if (n > INT32_MAX - 2)
+        return luaL_error(L, "array too big");
+    int has_cmp = !lua_isnoneornil(L, 2);
+    if (has_cmp)
+        luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_settop(L, 2);
+    luaL_checkstack(L, 40, "sort");
+    struct sorter s = { L, luavm_cdepth_enter(L), 0, has_cmp };
+    sort_range(&s, 1, (int)n);
+    luavm_cdepth_leave(s.vm);
+    return 0;
+}
+
+void luavm_open_table(lua_State *L, struct luavm *vm)
+{
+    (void)vm;
+    static const luaL_Reg funcs[] = {
+        { "concat", t_concat }, { "insert", t_insert }, { "maxn", t_maxn },
+        { "remove", t_remove }, { "sort", t_sort }, { NULL, NULL }
+    };
+    lua_createtable(L, 0, 5);
+    luaL_register(L, NULL, funcs);
+}
