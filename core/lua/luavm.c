@@ -221,17 +221,42 @@ void luavm_set_err(char *err, size_t errlen, const char *msg, size_t len)
     err[n] = '\0';
 }
 
-/* The budget error of a killed call: the message when it names the kill,
- * else a generic one at `where`. */
-static void budget_err(int kill, const char *msg, size_t len, const char *where, char *err,
+/* The budget error of a killed call: the kill's own message when it says
+ * where it happened ("file:line: time limit exceeded (100 ms)"), else the
+ * kill at `loc`. */
+static void budget_err(int kill, const char *msg, size_t len, const char *loc, char *err,
                        size_t errlen)
 {
     const char *what = (kill & LUAVM_KILL_TIME) ? "time limit exceeded"
                                                 : "instruction budget exceeded";
-    if (msg && strstr(msg, what))
+    const char *at = msg ? strstr(msg, what) : NULL;
+    if (at && at != msg)
         luavm_set_err(err, errlen, msg, len);
+    else if (at && err && errlen)
+        snprintf(err, errlen, "%s: %.*s", loc ? loc : "?", (int)strcspn(msg, "\n"), msg);
     else if (err && errlen)
-        snprintf(err, errlen, "%s: %s", where ? where : "?", what);
+        snprintf(err, errlen, "%s: %s", loc ? loc : "?", what);
+}
+
+/* Where the called function was defined ("fn.lua:12"), for messages that
+ * carry no position of their own. */
+static const char *fn_loc(lua_State *L, int base, int fn_ref, char *loc, size_t len)
+{
+    lua_Debug ar;
+    snprintf(loc, len, "?");
+    if (fn_ref != LUA_NOREF)
+        lua_rawgeti(L, LUA_REGISTRYINDEX, fn_ref);
+    else
+        lua_pushvalue(L, base);
+    if (lua_isfunction(L, -1)) {
+        if (lua_getinfo(L, ">S", &ar) && ar.linedefined > 0)
+            snprintf(loc, len, "%s:%d", ar.short_src, ar.linedefined);
+        else
+            snprintf(loc, len, "%s", ar.short_src);
+    } else {
+        lua_pop(L, 1);
+    }
+    return loc;
 }
 
 /* The error half of call_impl, out of line so the hot path's frame stays
@@ -252,30 +277,17 @@ static __attribute__((noinline)) int call_failed(struct luavm *vm, int st, int k
     int rc;
     size_t len;
     const char *msg = lua_tolstring(L, -1, &len);
+    char loc[LUA_IDSIZE + 24];
     if ((kill & LUAVM_KILL_MEM) || st == LUA_ERRMEM) {
         rc = ERR_BUDGET;
-        char loc[LUA_IDSIZE + 24];
-        if (!where) {
-            lua_Debug ar;
-            snprintf(loc, sizeof loc, "?");
-            if (fn_ref != LUA_NOREF)
-                lua_rawgeti(L, LUA_REGISTRYINDEX, fn_ref);
-            else
-                lua_pushvalue(L, base);
-            if (lua_isfunction(L, -1)) {
-                if (lua_getinfo(L, ">S", &ar) && ar.linedefined > 0)
-                    snprintf(loc, sizeof loc, "%s:%d", ar.short_src, ar.linedefined);
-                else
-                    snprintf(loc, sizeof loc, "%s", ar.short_src);
-            } else {
-                lua_pop(L, 1);
-            }
-            where = loc;
-        }
+        if (!where)
+            where = fn_loc(L, base, fn_ref, loc, sizeof loc);
         if (err && errlen)
             snprintf(err, errlen, "%s: memory limit exceeded", where);
     } else if (kill & (LUAVM_KILL_INSTR | LUAVM_KILL_TIME)) {
         rc = ERR_BUDGET;
+        if (!where)
+            where = fn_loc(L, base, fn_ref, loc, sizeof loc);
         budget_err(kill, msg, len, where, err, errlen);
     } else {
         rc = ERR_LUA;
@@ -341,6 +353,7 @@ static int call_impl(struct luavm *vm, int nargs, int nresults, char *err, size_
         vm->instr_used = 0;
         vm->killed = 0;
         vm->cdepth = 0;
+        vm->cstack_base = (uintptr_t)__builtin_frame_address(0);
         vm->call_base = vm->used;
         /* loading a file: an exact budget, and the load time limit */
         luavm_guard_begin(vm, where != NULL, where ? vm->load_time_ms : vm->call_time_ms);
@@ -386,6 +399,7 @@ int luavm_resume(struct luavm *vm, struct lua_State *co, int nargs, int *nres, c
     vm->instr_used = 0;
     vm->killed = 0;
     vm->cdepth = 0;
+    vm->cstack_base = (uintptr_t)__builtin_frame_address(0);
     vm->call_base = vm->used;
     luavm_guard_begin(vm, 0, vm->call_time_ms);
     vm->armed = 1;

@@ -47,14 +47,17 @@
  * through string.gsub (8 KiB of luaL_Buffer per level) reaches the end of
  * a thread's 8 MiB stack long before the Lua stack's 65,500 slots, and the
  * process dies of SIGSEGV.  Every sandbox function that calls back into
- * Lua counts a level (luavm_cdepth_enter); past LUAVM_MAX_CDEPTH it raises
- * "C stack overflow", an ordinary error.  The sandbox's pcall/xpcall and
+ * Lua counts a level (luavm_cdepth_enter); past LUAVM_MAX_CDEPTH levels, or
+ * past LUAVM_CSTACK_MAX bytes of C stack below the outer call (a backstop
+ * for large frames, e.g. sanitizer builds), it raises "C stack overflow",
+ * an ordinary error.  The sandbox's pcall/xpcall and
  * call_impl restore the count when an error unwinds past them.
  */
 #include "lua/luavm_int.h"
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <signal.h>
 #include <string.h>
 #include <time.h>
@@ -93,11 +96,21 @@ int luavm_stop(lua_State *L, struct luavm *vm)
     if (!vm->killed && timed_out(vm))
         vm->killed |= LUAVM_KILL_TIME;
     stick(L, vm);
+    char what[64];
     if (vm->killed & LUAVM_KILL_TIME)
-        return luaL_error(L, "time limit exceeded (%d ms)", (int)vm->cur_time_ms);
-    if (vm->killed & LUAVM_KILL_MEM)
-        return luaL_error(L, "memory limit exceeded");
-    return luaL_error(L, "instruction budget exceeded");
+        snprintf(what, sizeof what, "time limit exceeded (%d ms)", (int)vm->cur_time_ms);
+    else
+        snprintf(what, sizeof what, "%s", (vm->killed & LUAVM_KILL_MEM) ? "memory limit exceeded"
+                                                                        : "instruction budget exceeded");
+    /* the nearest script line (the C function may have been tail-called) */
+    lua_Debug ar;
+    for (int lvl = 1; lua_getstack(L, lvl, &ar); lvl++)
+        if (lua_getinfo(L, "Sl", &ar) && ar.currentline > 0) {
+            lua_pushfstring(L, "%s:%d: %s", ar.short_src, ar.currentline, what);
+            return lua_error(L);
+        }
+    lua_pushstring(L, what);
+    return lua_error(L);
 }
 
 void luavm_hook(lua_State *L, lua_Debug *ar)
@@ -135,7 +148,9 @@ struct luavm *luavm_cdepth_enter(lua_State *L)
 {
     struct luavm *vm = luavm_of(L);
     if (vm) {
-        if (vm->cdepth >= LUAVM_MAX_CDEPTH)
+        uintptr_t here = (uintptr_t)__builtin_frame_address(0);
+        if (vm->cdepth >= LUAVM_MAX_CDEPTH ||
+            (vm->cstack_base > here && vm->cstack_base - here > LUAVM_CSTACK_MAX))
             luaL_error(L, "C stack overflow");
         vm->cdepth++;
     }

@@ -32,6 +32,7 @@ struct luavm;
 #define LUAVM_HOOK_EVERY 1000
 #define LUAVM_MAX_DEPTH 64       /* value conversions */
 #define LUAVM_MAX_CDEPTH 200     /* nested C -> Lua calls (Lua 5.1's LUAI_MAXCCALLS) */
+#define LUAVM_CSTACK_MAX (1u << 20) /* ... and the C stack they may use, bytes */
 #define LUAVM_POLL_EVERY 4096    /* C loops look at the kill flags this often */
 #define LUAVM_WATCH_MIN_BUDGET 100000 /* budgets from here on arm the count hook lazily */
 
@@ -66,6 +67,7 @@ struct luavm {
     int armed;             /* nesting depth of luavm_call; limits apply when > 0 */
     int killed;            /* LUAVM_KILL_* bits for the current outer call */
     int cdepth;            /* nested C -> Lua calls in the current outer call */
+    uintptr_t cstack_base; /* C stack address where the outer call started */
     /* The watchdog (luavm_budget.c): */
     int watched;                    /* lazily armed count hook (large budget) */
     int listed;                     /* on the watchdog's list */

@@ -42,12 +42,11 @@ struct view {
     const char *what;
 };
 
-static const char key_parts = 'p';  /* registry: the parts every view's metatable gets */
-static const char key_orig = 'g';   /* in a root view's metatable: the original table */
+static const char key_freezer = 'f'; /* registry: the freezing function */
 
-/* parts, as pushed by push_parts, relative to its first slot */
-enum { P_NEWINDEX, P_LEN, P_TOSTRING, P_K_INDEX, P_K_NEWINDEX, P_K_LEN, P_K_MT, P_K_TOSTRING,
-       P_COUNT };
+/* A view's metatable: [1] the table it reads, [2] (root only) the original
+ * table, then the metamethods. */
+enum { M_SOURCE = 1, M_ORIGINAL = 2 };
 
 static struct view *as_view(lua_State *L, int idx)
 {
@@ -67,7 +66,7 @@ int luavm_ro_source(lua_State *L, int idx)
 {
     if (!as_view(L, idx) || !lua_getmetatable(L, idx))
         return 0;
-    lua_getfield(L, -1, "__index");
+    lua_rawgeti(L, -1, M_SOURCE);
     lua_remove(L, -2);
     return 1;
 }
@@ -78,10 +77,10 @@ const char *luavm_ro_what(lua_State *L, int idx)
     return v ? v->what : NULL;
 }
 
-static int view_len(lua_State *L)
+static int view_len(lua_State *L) /* only ever a view's __len: argument 1 is a view */
 {
-    if (!luavm_ro_source(L, 1))
-        return 0;
+    lua_getmetatable(L, 1);
+    lua_rawgeti(L, -1, M_SOURCE);
     lua_pushinteger(L, (lua_Integer)lua_objlen(L, -1));
     return 1;
 }
@@ -92,38 +91,94 @@ static int view_tostring(lua_State *L)
     return 1;
 }
 
-static void push_parts(lua_State *L)
+/* mkview(metatable, what): a new view (what: light userdata, a C string) */
+static int mkview(lua_State *L)
 {
-    lua_pushlightuserdata(L, (void *)&key_parts);
+    struct view *v = lua_newuserdata(L, sizeof *v);
+    v->magic = VIEW_MAGIC;
+    v->what = lua_touserdata(L, 2);
+    lua_pushvalue(L, 1);
+    lua_setmetatable(L, -2);
+    return 1;
+}
+
+/* newtab(narr, nrec): a presized table (no rehash while copying) */
+static int newtab(lua_State *L)
+{
+    lua_createtable(L, (int)lua_tointeger(L, 1), (int)lua_tointeger(L, 2));
+    return 1;
+}
+
+/*
+ * The freezer is Lua: LuaJIT's interpreter builds a metatable from a
+ * template (TDUP) and copies fields several times faster than the C API
+ * does (measured: 20,600 -> about 5,000 instructions for a profile of 12
+ * fields with two nested tables plus a flat ctx).  It runs unarmed, in
+ * the state's real globals (never reachable from scripts).  Cycles give
+ * the view being built; tables nested deeper than MAXD read as empty.
+ */
+static const char freezer_src[] =
+    "local mkview, newtab, NI, LEN, TS, MAXD = ...\n"
+    "local next, type = next, type\n"
+    "local PT, PV = {}, {}\n"
+    "local function freeze(t, what, depth)\n"
+    "  for i = 1, depth do if PT[i] == t then return PV[i] end end\n"
+    "  local n, nested = 0, false\n"
+    "  for k, v in next, t do\n"
+    "    n = n + 1\n"
+    "    if type(v) == 'table' or type(k) == 'table' then nested = true end\n"
+    "  end\n"
+    "  local m = { false, false, __index = false, __newindex = false, __len = false,\n"
+    "              __metatable = false, __tostring = false }\n"
+    "  m.__newindex = NI m.__len = LEN m.__tostring = TS\n"
+    "  local u = mkview(m, what)\n"
+    "  local s = t\n"
+    "  if nested then\n"
+    "    if depth + 1 >= MAXD then s = {} else\n"
+    "      local na = #t\n"
+    "      s = newtab(na, n > na and n - na or 0)\n"
+    "      PT[depth + 1] = t PV[depth + 1] = u\n"
+    "      for k, v in next, t do\n"
+    "        if type(k) == 'table' then k = freeze(k, what, depth + 1) end\n"
+    "        if type(v) == 'table' then v = freeze(v, what, depth + 1) end\n"
+    "        s[k] = v\n"
+    "      end\n"
+    "      PT[depth + 1] = nil PV[depth + 1] = nil\n"
+    "    end\n"
+    "  end\n"
+    "  m[1] = s m.__index = s\n"
+    "  return u, m\n"
+    "end\n"
+    "return function(t, what)\n"
+    "  local u, m = freeze(t, what, 0)\n"
+    "  m[2] = t\n"
+    "  return u\n"
+    "end\n";
+
+static void push_freezer(lua_State *L)
+{
+    lua_pushlightuserdata(L, (void *)&key_freezer);
     lua_rawget(L, LUA_REGISTRYINDEX);
-    if (lua_isnil(L, -1)) { /* a state not made by luavm_new: make them now */
-        lua_pop(L, 1);
-        luavm_ro_init(L, NULL);
-        lua_pushlightuserdata(L, (void *)&key_parts);
-        lua_rawget(L, LUA_REGISTRYINDEX);
-    }
-    int t = lua_gettop(L);
-    for (int i = 0; i < P_COUNT; i++)
-        lua_rawgeti(L, t, i + 1);
-    lua_remove(L, t);
+    if (!lua_isnil(L, -1))
+        return;
+    lua_pop(L, 1); /* a state not made by luavm_new: make it now */
+    luavm_ro_init(L, NULL);
+    lua_pushlightuserdata(L, (void *)&key_freezer);
+    lua_rawget(L, LUA_REGISTRYINDEX);
 }
 
 void luavm_ro_init(lua_State *L, struct luavm *vm)
 {
-    lua_pushlightuserdata(L, (void *)&key_parts);
-    lua_createtable(L, P_COUNT, 0);
+    lua_pushlightuserdata(L, (void *)&key_freezer);
+    if (luaL_loadbuffer(L, freezer_src, sizeof freezer_src - 1, "=freezer"))
+        lua_error(L);
+    lua_pushcfunction(L, mkview);
+    lua_pushcfunction(L, newtab);
     lua_pushcfunction(L, view_newindex);
-    lua_rawseti(L, -2, P_NEWINDEX + 1);
     lua_pushcfunction(L, view_len);
-    lua_rawseti(L, -2, P_LEN + 1);
     lua_pushcfunction(L, view_tostring);
-    lua_rawseti(L, -2, P_TOSTRING + 1);
-    static const char *const keys[] = { "__index", "__newindex", "__len", "__metatable",
-                                        "__tostring" };
-    for (int i = 0; i < 5; i++) {
-        lua_pushstring(L, keys[i]);
-        lua_rawseti(L, -2, P_K_INDEX + i + 1);
-    }
+    lua_pushinteger(L, VIEW_MAX_DEPTH);
+    lua_call(L, 6, 1);
     lua_rawset(L, LUA_REGISTRYINDEX);
     if (!vm)
         return;
@@ -135,82 +190,6 @@ void luavm_ro_init(lua_State *L, struct luavm *vm)
     vm->ref_ipairs_aux = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
-/* ------------------------------------------------------------------ */
-/* freezing                                                           */
-
-struct freeze {
-    int parts;                           /* stack index of the parts */
-    const char *what;
-    const void *path[VIEW_MAX_DEPTH];    /* tables being frozen, outermost first */
-    int view[VIEW_MAX_DEPTH];            /* their views' stack indices */
-};
-
-/* Push the view of the table at `t` (absolute). */
-static void freeze(lua_State *L, struct freeze *z, int t, int depth)
-{
-    const void *self = lua_topointer(L, t);
-    for (int i = 0; i < depth; i++)
-        if (z->path[i] == self) { /* a cycle: the view being built */
-            lua_pushvalue(L, z->view[i]);
-            return;
-        }
-    lua_checkstack(L, 8);
-    struct view *v = lua_newuserdata(L, sizeof *v);
-    v->magic = VIEW_MAGIC;
-    v->what = z->what;
-    int u = lua_gettop(L);
-    int nested = 0, n = 0;
-    lua_pushnil(L);
-    while (lua_next(L, t)) {
-        n++;
-        nested |= lua_istable(L, -1) || lua_istable(L, -2);
-        lua_pop(L, 1);
-    }
-    lua_createtable(L, 0, 5);                              /* u+1: metatable */
-    if (!nested) {
-        lua_pushvalue(L, t);                               /* u+2: reads the original */
-    } else if (depth + 1 >= VIEW_MAX_DEPTH) {
-        lua_newtable(L);                                   /* too deep: nothing below */
-    } else {
-        int narr = (int)lua_objlen(L, t);
-        lua_createtable(L, narr, n > narr ? n - narr : 0); /* u+2: the copy */
-        z->path[depth] = self;
-        z->view[depth] = u;
-        lua_pushnil(L);
-        while (lua_next(L, t)) {                           /* copy k v */
-            int k = lua_gettop(L) - 1;
-            if (lua_istable(L, k))
-                freeze(L, z, k, depth + 1);
-            else
-                lua_pushvalue(L, k);
-            if (lua_istable(L, k + 1))
-                freeze(L, z, k + 1, depth + 1);
-            else
-                lua_pushvalue(L, k + 1);
-            lua_rawset(L, u + 2);
-            lua_pop(L, 1);
-        }
-    }
-    int p = z->parts;
-    lua_pushvalue(L, p + P_K_INDEX);
-    lua_pushvalue(L, u + 2);
-    lua_rawset(L, u + 1);
-    lua_pushvalue(L, p + P_K_NEWINDEX);
-    lua_pushvalue(L, p + P_NEWINDEX);
-    lua_rawset(L, u + 1);
-    lua_pushvalue(L, p + P_K_LEN);
-    lua_pushvalue(L, p + P_LEN);
-    lua_rawset(L, u + 1);
-    lua_pushvalue(L, p + P_K_MT);
-    lua_pushboolean(L, 0);
-    lua_rawset(L, u + 1);
-    lua_pushvalue(L, p + P_K_TOSTRING);
-    lua_pushvalue(L, p + P_TOSTRING);
-    lua_rawset(L, u + 1);
-    lua_settop(L, u + 1);
-    lua_setmetatable(L, u);
-}
-
 int luavm_push_readonly(lua_State *L, int idx, const char *what)
 {
     if (idx < 0 && idx > LUA_REGISTRYINDEX)
@@ -219,20 +198,12 @@ int luavm_push_readonly(lua_State *L, int idx, const char *what)
         lua_pushvalue(L, idx);
         return lua_gettop(L);
     }
-    lua_checkstack(L, P_COUNT + 8);
-    struct freeze z;
-    z.what = what;
-    push_parts(L);
-    z.parts = lua_gettop(L) - P_COUNT + 1;
-    freeze(L, &z, idx, 0);
-    lua_getmetatable(L, -1);
-    lua_pushlightuserdata(L, (void *)&key_orig);
+    lua_checkstack(L, 4);
+    push_freezer(L);
     lua_pushvalue(L, idx);
-    lua_rawset(L, -3);
-    lua_pop(L, 1);
-    lua_replace(L, z.parts);
-    lua_settop(L, z.parts);
-    return z.parts;
+    lua_pushlightuserdata(L, (void *)what);
+    lua_call(L, 2, 1);
+    return lua_gettop(L);
 }
 
 int luavm_push_original(lua_State *L, int idx)
@@ -240,8 +211,7 @@ int luavm_push_original(lua_State *L, int idx)
     if (idx < 0 && idx > LUA_REGISTRYINDEX)
         idx = lua_gettop(L) + idx + 1;
     if (as_view(L, idx) && lua_getmetatable(L, idx)) {
-        lua_pushlightuserdata(L, (void *)&key_orig);
-        lua_rawget(L, -2);
+        lua_rawgeti(L, -1, M_ORIGINAL);
         lua_remove(L, -2);
         if (!lua_isnil(L, -1))
             return lua_gettop(L);

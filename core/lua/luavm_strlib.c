@@ -12,7 +12,8 @@
  * its recursion is bounded (MAXMATCHDEPTH, "pattern too complex", as in
  * Lua 5.2), and gsub counts a C-call level before it calls a replacement
  * function or indexes a replacement table (recursion through gsub was the
- * segfault: 8 KiB of luaL_Buffer per level).  Semantics are Lua 5.1's
+ * segfault: 8 KiB of luaL_Buffer per level; gsub's buffer is now GC-owned
+ * and off the C stack).  Semantics are Lua 5.1's
  * (LuaJIT's without 5.2 compatibility): classes %a %c %d %l %p %s %u %w
  * %x %z, sets, %b, %f, captures and position captures; find's init is
  * clamped to the string.
@@ -473,29 +474,77 @@ static int str_gmatch(lua_State *L)
     return 1;
 }
 
-static void add_s(struct mstate *ms, luaL_Buffer *b, const char *s, const char *e)
+/* gsub's result buffer: a userdata at a fixed stack slot, replaced by a
+ * larger one as it grows.  GC-owned (an error leaks nothing) and off the C
+ * stack: luaL_Buffer keeps 8 KiB on the stack, which is what made
+ * recursion through gsub exhaust it. */
+struct gbuf {
+    lua_State *L;
+    int slot;
+    char *p;
+    size_t n, cap;
+};
+
+static void gb_init(struct gbuf *b, lua_State *L, size_t cap)
+{
+    b->L = L;
+    b->n = 0;
+    b->cap = cap < 64 ? 64 : cap;
+    b->p = lua_newuserdata(L, b->cap);
+    b->slot = lua_gettop(L);
+}
+
+static void gb_add(struct gbuf *b, const char *s, size_t len)
+{
+    if (len > b->cap - b->n) {
+        size_t ncap = b->cap;
+        while (ncap - b->n < len) {
+            if (ncap > ((size_t)1 << 40))
+                luaL_error(b->L, "string too large");
+            ncap *= 2;
+        }
+        char *np = lua_newuserdata(b->L, ncap); /* may raise: nothing held */
+        memcpy(np, b->p, b->n);
+        lua_replace(b->L, b->slot);
+        b->p = np;
+        b->cap = ncap;
+    }
+    memcpy(b->p + b->n, s, len);
+    b->n += len;
+}
+
+/* Append the string on top of the stack and pop it. */
+static void gb_addvalue(struct gbuf *b)
+{
+    size_t l;
+    const char *v = lua_tolstring(b->L, -1, &l);
+    gb_add(b, v, l);
+    lua_pop(b->L, 1);
+}
+
+static void add_s(struct mstate *ms, struct gbuf *b, const char *s, const char *e)
 {
     size_t l;
     const char *news = lua_tolstring(ms->L, 3, &l);
     for (size_t i = 0; i < l; i++) {
         if (news[i] != L_ESC) {
-            luaL_addchar(b, news[i]);
+            gb_add(b, news + i, 1);
         } else {
             i++; /* skip ESC */
             if (i >= l || !isdigit((unsigned char)news[i])) {
                 if (i < l)
-                    luaL_addchar(b, news[i]);
+                    gb_add(b, news + i, 1);
             } else if (news[i] == '0') {
-                luaL_addlstring(b, s, (size_t)(e - s));
+                gb_add(b, s, (size_t)(e - s));
             } else {
                 push_onecapture(ms, news[i] - '1', s, e);
-                luaL_addvalue(b);
+                gb_addvalue(b);
             }
         }
     }
 }
 
-static void add_value(struct mstate *ms, luaL_Buffer *b, const char *s, const char *e)
+static void add_value(struct mstate *ms, struct gbuf *b, const char *s, const char *e)
 {
     lua_State *L = ms->L;
     switch (lua_type(L, 3)) {
@@ -521,11 +570,12 @@ static void add_value(struct mstate *ms, luaL_Buffer *b, const char *s, const ch
     }
     if (!lua_toboolean(L, -1)) { /* nil or false: keep the original text */
         lua_pop(L, 1);
-        lua_pushlstring(L, s, (size_t)(e - s));
-    } else if (!lua_isstring(L, -1)) {
-        luaL_error(L, "invalid replacement value (a %s)", luaL_typename(L, -1));
+        gb_add(b, s, (size_t)(e - s));
+        return;
     }
-    luaL_addvalue(b);
+    if (!lua_isstring(L, -1))
+        luaL_error(L, "invalid replacement value (a %s)", luaL_typename(L, -1));
+    gb_addvalue(b);
 }
 
 static int str_gsub(lua_State *L)
@@ -548,8 +598,8 @@ static int str_gsub(lua_State *L)
         p++;
     lua_settop(L, 3);
     struct mstate ms;
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
+    struct gbuf b;
+    gb_init(&b, L, srcl + 16);
     ms_init(&ms, L, src, srcl);
     lua_Integer n = 0;
     while (n < max_s) {
@@ -562,7 +612,7 @@ static int str_gsub(lua_State *L)
         if (e && e > src) {
             src = e;
         } else if (src < ms.src_end) {
-            luaL_addchar(&b, *src++);
+            gb_add(&b, src++, 1);
         } else {
             break;
         }
@@ -570,8 +620,8 @@ static int str_gsub(lua_State *L)
             break;
         luavm_poll(L, ms.vm, &ms.steps);
     }
-    luaL_addlstring(&b, src, (size_t)(ms.src_end - src));
-    luaL_pushresult(&b);
+    gb_add(&b, src, (size_t)(ms.src_end - src));
+    lua_pushlstring(L, b.p, b.n);
     lua_pushinteger(L, n);
     return 2;
 }

@@ -1034,3 +1034,186 @@ Test(luavm, register_new_library)
     OK("assert(net.answer == 42 and SEVEN == 7)");
     FAILS("net.answer = 1", ERR_LUA, "read-only");
 }
+
+/* ------------------------------------------------------------------ */
+/* read-only views of hook inputs (issues 12, 13)                      */
+
+/* Push a profile-like table built by trusted Lua (a plain state would do;
+ * the vm's own state is used unarmed, as decide does). */
+static int push_profile(void)
+{
+    const char *src =
+        "return { id = 'c-1', first_name = 'Ana', tier = 'gold', ltv = 120,\n"
+        "  tags = { 'vip', 'eu', 'new' }, address = { city = 'Paris', geo = { lat = 48.5 } },\n"
+        "  stats = { visits = 3 }, consent = { email = true } }";
+    cr_assert_eq(luaL_loadstring(L, src), 0);
+    cr_assert_eq(lua_pcall(L, 0, 1, 0), 0);
+    return lua_gettop(L);
+}
+
+/* Call `fn_src` (a chunk returning a function) with views of a profile and
+ * a ctx; returns luavm_call's code, the function's first result (as text)
+ * in `out`.  The originals are checked to be unchanged afterwards. */
+static int call_with_views(const char *fn_src, char *out, size_t outlen)
+{
+    int top = lua_gettop(L);
+    int p = push_profile();
+    cr_assert_eq(luaL_loadstring(L, "return { country = 'FR', placement = 'home' }"), 0);
+    cr_assert_eq(lua_pcall(L, 0, 1, 0), 0);
+    int ctx = lua_gettop(L);
+    int pv = luavm_push_readonly(L, p, "profile");
+    int cv = luavm_push_readonly(L, ctx, "ctx");
+    push_fn(fn_src);
+    lua_pushvalue(L, pv);
+    lua_pushvalue(L, cv);
+    int rc = luavm_call(vm, 2, 1, err, sizeof err);
+    out[0] = '\0';
+    if (rc == 0) {
+        snprintf(out, outlen, "%s", lua_tostring(L, -1) ? lua_tostring(L, -1) : luaL_typename(L, -1));
+        lua_pop(L, 1);
+    }
+    /* the originals are as they were loaded */
+    lua_getfield(L, p, "first_name");
+    cr_assert_str_eq(lua_tostring(L, -1), "Ana");
+    lua_getfield(L, p, "tags");
+    cr_assert_eq(lua_objlen(L, -1), 3);
+    lua_rawgeti(L, -1, 1);
+    cr_assert_str_eq(lua_tostring(L, -1), "vip");
+    lua_getfield(L, p, "address");
+    lua_getfield(L, -1, "city");
+    cr_assert_str_eq(lua_tostring(L, -1), "Paris");
+    lua_getfield(L, p, "stats");
+    lua_getfield(L, -1, "visits");
+    cr_assert_eq(lua_tonumber(L, -1), 3);
+    cr_assert(lua_getmetatable(L, p) == 0, "no metatable appeared on the original");
+    lua_getfield(L, ctx, "country");
+    cr_assert_str_eq(lua_tostring(L, -1), "FR");
+    lua_settop(L, top);
+    return rc;
+}
+
+#define VIEW_OK(body, want) do {                                                    \
+        char got_[256];                                                             \
+        int rc_ = call_with_views("return function(p, ctx) " body " end", got_,    \
+                                  sizeof got_);                                    \
+        cr_assert_eq(rc_, 0, "%s\n-> %s", body, err);                               \
+        cr_assert_str_eq(got_, want, "%s", body);                                   \
+    } while (0)
+#define VIEW_FAILS(body, sub) do {                                                  \
+        char got_[256];                                                             \
+        int rc_ = call_with_views("return function(p, ctx) " body " end", got_,    \
+                                  sizeof got_);                                    \
+        cr_assert_eq(rc_, ERR_LUA, "%s\n-> rc %d %s", body, rc_, err);             \
+        cr_assert_not_null(strstr(err, sub), "%s\n-> '%s' lacks '%s'", body, err, sub); \
+    } while (0)
+
+Test(luavm, views_read_like_tables)
+{
+    VIEW_OK("return p.first_name .. ' ' .. p.tier .. ' ' .. ctx.country", "Ana gold FR");
+    VIEW_OK("return #p.tags .. p.tags[2] .. p.address.city .. p.address.geo.lat", "3euParis48.5");
+    VIEW_OK("return type(p) .. type(p.tags) .. type(ctx)", "tabletabletable");
+    VIEW_OK("local s = '' for i, v in ipairs(p.tags) do s = s .. i .. v end return s",
+            "1vip2eu3new");
+    VIEW_OK("local n = 0 for k, v in pairs(p) do n = n + 1 end return n", "8");
+    VIEW_OK("local k = {} for key in pairs(p.address) do k[#k + 1] = key end table.sort(k)"
+            " return table.concat(k, ',')", "city,geo");
+    VIEW_OK("return table.concat(p.tags, '+') .. select('#', unpack(p.tags))", "vip+eu+new3");
+    VIEW_OK("return tostring(rawget(p, 'tier')) .. tostring(next(p.consent))", "goldemail");
+    VIEW_OK("return tostring(promo.has(p.tags, 'eu')) .. promo.count(p.address) .."
+            " tostring(promo.set(p.tags).new) .. tostring(promo.in_set('vip', p.tags))",
+            "true2truetrue");
+    VIEW_OK("return (('{tier}'):gsub('{(%w+)}', p))", "gold");
+    VIEW_OK("return table.maxn(p.tags) .. tostring(p.missing) .. tostring(p.tags[9])",
+            "3nilnil");
+    VIEW_OK("return tostring(p):match('^table: ') and 'ok'", "ok");
+    VIEW_OK("return tostring(getmetatable(p))", "false");
+    VIEW_OK("return tostring(p.tags == p.tags and p.address == p.address)", "true");
+    /* a hook may return parts of p: C reads them through (render's message) */
+    push_fn("return function(p) return { to = p.first_name, where = p.address, tags = p.tags } end");
+    int fn = lua_gettop(L);
+    int pr = push_profile();
+    int pv = luavm_push_readonly(L, pr, "profile");
+    lua_pushvalue(L, fn);
+    lua_pushvalue(L, pv);
+    cr_assert_eq(luavm_call(vm, 1, 1, err, sizeof err), 0, "%s", err);
+    int jerr = 0;
+    json_t *j = luavm_to_json(L, -1, &jerr);
+    cr_assert_not_null(j, "err %d", jerr);
+    char *txt = json_dumps(j, JSON_SORT_KEYS | JSON_COMPACT);
+    cr_assert_str_eq(txt, "{\"tags\":[\"vip\",\"eu\",\"new\"],\"to\":\"Ana\","
+                          "\"where\":{\"city\":\"Paris\",\"geo\":{\"lat\":48.5}}}");
+    free(txt);
+    json_decref(j);
+    /* C readers get the original */
+    int orig = luavm_push_original(L, pv);
+    cr_assert(lua_rawequal(L, orig, pr));
+    lua_settop(L, fn - 1);
+}
+
+Test(luavm, views_refuse_every_write)
+{
+    VIEW_FAILS("p.first_name = 'PWNED'", "fn.lua:1: profile is read-only");
+    VIEW_FAILS("p.new_field = 1", "profile is read-only");
+    VIEW_FAILS("p.stats.visits = 1e9", "profile is read-only");
+    VIEW_FAILS("p.address.geo.lat = 0", "profile is read-only");
+    VIEW_FAILS("p.tags[1] = 'x'", "profile is read-only");
+    VIEW_FAILS("ctx.country = 'XX'", "ctx is read-only");
+    VIEW_FAILS("rawset(p, 'tier', 'x')", "profile is read-only");
+    VIEW_FAILS("rawset(p.stats, 'x', 1)", "profile is read-only");
+    VIEW_FAILS("table.insert(p.tags, 'x')", "profile is read-only");
+    VIEW_FAILS("table.remove(p.tags)", "profile is read-only");
+    VIEW_FAILS("table.sort(p.tags)", "profile is read-only");
+    VIEW_FAILS("setmetatable(p, {})", "profile is read-only");
+    VIEW_FAILS("setmetatable(ctx, nil)", "ctx is read-only");
+    /* caught writes still leave the data alone (checked by call_with_views) */
+    VIEW_OK("local ok = pcall(function() p.first_name = 'x' end) return tostring(ok) .. p.first_name",
+            "falseAna");
+    /* no real table leaks: everything reachable is a view */
+    VIEW_OK("local n = 0 for k, v in pairs(p) do if type(v) == 'table' then"
+            " if pcall(function() v.x = 1 end) then error('leak at ' .. k) end n = n + 1 end end"
+            " return n", "4");
+    VIEW_OK("for _, t in ipairs({ rawget(p, 'stats'), select(2, next(p.address, 'city')),"
+            " (unpack({ p.address })) }) do if pcall(rawset, t, 'x', 1) then error('leak') end end"
+            " return 'sealed'", "sealed");
+}
+
+Test(luavm, views_of_cycles_and_deep_tables)
+{
+    /* cycles and shared subtables come out as views too (the API is generic) */
+    cr_assert_eq(luaL_loadstring(L, "local t = { name = 'x' } t.self = t t.kids = { t, { t } } return t"), 0);
+    cr_assert_eq(lua_pcall(L, 0, 1, 0), 0);
+    int t = lua_gettop(L);
+    int v = luavm_push_readonly(L, t, "profile");
+    push_fn("return function(v) return tostring(v.self == v and v.kids[1] == v and v.kids[2][1].name) end");
+    lua_pushvalue(L, v);
+    cr_assert_eq(luavm_call(vm, 1, 1, err, sizeof err), 0, "%s", err);
+    cr_assert_str_eq(lua_tostring(L, -1), "x");
+    lua_settop(L, t - 1);
+    /* non-tables pass through */
+    lua_pushnumber(L, 7);
+    int n = luavm_push_readonly(L, -1, "ctx");
+    cr_assert_eq(lua_tonumber(L, n), 7);
+    lua_settop(L, t - 1);
+}
+
+/* A campaign that rewrites what it required changes its own copy only. */
+Test(luavm, require_gives_each_file_its_own_module)
+{
+    WRITE("shared.lua", "local M = { n = 0 }\nfunction M.greet(n) return 'Hi ' .. n end\n"
+                        "function M.bump() M.n = M.n + 1 return M.n end\nreturn M\n");
+    push_fn("local s = require('shared') return function() s.greet = function() return 'PWNED' end"
+            " s.bump() s.bump() return s.greet('x') end");
+    int a = lua_gettop(L);
+    push_fn("local s = require('shared') return function() return s.greet('Bo') .. s.bump() end");
+    int b = lua_gettop(L);
+    lua_pushvalue(L, a);
+    cr_assert_eq(luavm_call(vm, 0, 1, err, sizeof err), 0, "%s", err);
+    cr_assert_str_eq(lua_tostring(L, -1), "PWNED");
+    lua_pushvalue(L, b);
+    cr_assert_eq(luavm_call(vm, 0, 1, err, sizeof err), 0, "%s", err);
+    cr_assert_str_eq(lua_tostring(L, -1), "Hi Bo1", "the other file's module is untouched");
+    lua_settop(L, a - 1);
+    /* a module required from a module belongs to the same file */
+    WRITE("outer.lua", "local s = require('shared') return { s = s }\n");
+    OK("local o = require('outer') assert(o.s == require('shared'))");
+}
