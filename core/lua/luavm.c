@@ -326,6 +326,11 @@ static int call_impl(struct luavm *vm, int nargs, int nresults, char *err, size_
     lua_State *L = vm->L;
     int fidx = lua_gettop(L) - nargs, base = fidx, nhelp = 0;
     int outer = vm->armed == 0;
+    /* read-only views among the arguments: originals for a pure function,
+     * materialised views for the others (luavm_pure.c) */
+    for (int a = fidx + 1, pure = -1; a <= fidx + nargs; a++)
+        if (lua_type(L, a) == LUA_TUSERDATA)
+            luavm_ro_prepare(L, fidx, a, &pure);
     if (vm->ndisabled && outer) {
         const char *why = luavm_disabled_msg(L, fidx);
         if (why)
@@ -353,6 +358,7 @@ static int call_impl(struct luavm *vm, int nargs, int nresults, char *err, size_
         vm->instr_used = 0;
         vm->killed = 0;
         vm->cdepth = 0;
+        vm->trusted = 0;
         vm->cstack_base = (uintptr_t)__builtin_frame_address(0);
         vm->call_base = vm->used;
         /* loading a file: an exact budget, and the load time limit */
@@ -399,6 +405,7 @@ int luavm_resume(struct luavm *vm, struct lua_State *co, int nargs, int *nres, c
     vm->instr_used = 0;
     vm->killed = 0;
     vm->cdepth = 0;
+    vm->trusted = 0;
     vm->cstack_base = (uintptr_t)__builtin_frame_address(0);
     vm->call_base = vm->used;
     luavm_guard_begin(vm, 0, vm->call_time_ms);
@@ -485,6 +492,7 @@ static int load_chunk_tramp(lua_State *L)
     if (luaL_loadbufferx(L, c->src, c->len, name, "t") != 0)
         return lua_error(L);
     int fn = lua_gettop(L);
+    int pure = luavm_pure_check(L, vm, fn); /* before it runs: its functions as written */
     luavm_push_owner(L, vm, c->name);
     int owner = fn + 1;
     luavm_push_env(L, vm, owner);
@@ -492,6 +500,16 @@ static int load_chunk_tramp(lua_State *L)
     lua_pushvalue(L, fn);
     lua_call(L, 0, 1);
     int res = lua_gettop(L);
+    lua_rawgeti(L, owner, LUAVM_OWN_IMPURE);
+    pure = pure && !lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (pure) {
+        luavm_pure_mark(L, owner);
+        lua_pushboolean(L, 1);
+        lua_rawseti(L, owner, LUAVM_OWN_PURE);
+    }
+    lua_pushboolean(L, 1);
+    lua_rawseti(L, owner, LUAVM_OWN_LOADED);
     if (lua_istable(L, res)) {
         unsigned steps = 0;
         lua_newtable(L);

@@ -116,7 +116,7 @@ int luavm_stop(lua_State *L, struct luavm *vm)
 void luavm_hook(lua_State *L, lua_Debug *ar)
 {
     struct luavm *vm = luavm_of(L);
-    if (!vm || !vm->armed)
+    if (!vm || !vm->armed || vm->trusted)
         return;
     if (!vm->killed) {
         if (vm->in_call && timed_out(vm)) {

@@ -54,6 +54,10 @@ enum {
     LUAVM_OWN_RESULT = 3,   /* what the file returned */
     LUAVM_OWN_DISABLED = 4, /* message once the file is disabled (memory), else nil */
     LUAVM_OWN_EPOCH = 5,    /* luavm_clear_modules() count when MODS was made */
+    LUAVM_OWN_IMPURE = 6,   /* true once a module of the file was found impure */
+    LUAVM_OWN_ENVS = 7,     /* every env of the file (its own, its modules') */
+    LUAVM_OWN_LOADED = 8,   /* true once the file's main chunk returned */
+    LUAVM_OWN_PURE = 9,     /* true when the file was found pure (luavm_pure.c) */
 };
 
 struct luavm {
@@ -66,6 +70,7 @@ struct luavm {
     long instr_used;
     int armed;             /* nesting depth of luavm_call; limits apply when > 0 */
     int killed;            /* LUAVM_KILL_* bits for the current outer call */
+    int trusted;           /* > 0: our own Lua code runs (not counted, not stopped) */
     int cdepth;            /* nested C -> Lua calls in the current outer call */
     uintptr_t cstack_base; /* C stack address where the outer call started */
     /* The watchdog (luavm_budget.c): */
@@ -88,6 +93,7 @@ struct luavm {
     int ref_ro;                     /* read-only view metatable parts (luavm_readonly.c) */
     int ref_ipairs_aux, ref_next;   /* LuaJIT's own iterators, for plain tables */
     int ref_format, ref_rep, ref_ostime; /* originals wrapped by luavm_strlib.c */
+    int ref_pure;                   /* the purity checker (luavm_pure.c), or LUA_NOREF */
     unsigned mods_epoch;
     /* Per-file accounting (luavm_stats.c): */
     size_t file_mem_limit;   /* retained bytes a file may hold */
@@ -102,6 +108,7 @@ struct luavm {
 extern const char luavm_key_ro;      /* marks read-only library proxy metatables */
 extern const char luavm_key_owner;   /* env metatable -> owner table (marks envs) */
 extern const char luavm_key_loading; /* require in progress */
+extern const char luavm_key_pure;    /* in an env: its file cannot write tables */
 
 /* luavm.c */
 struct luavm *luavm_of(lua_State *L);   /* NULL for a state not made by luavm_new */
@@ -146,7 +153,21 @@ void luavm_push_fn_owner(lua_State *L, int idx);
 /** Does the metatable of the value at `idx` hold a true `key`? */
 int luavm_has_marked_mt(lua_State *L, int idx, const void *key);
 
+/* luavm_pure.c */
+void luavm_pure_init(lua_State *L, struct luavm *vm);
+/** Can the chunk at `fn` (and every function in it) not write a table? */
+int luavm_pure_check(lua_State *L, struct luavm *vm, int fn);
+/** Mark every env of the owner at `owner` as pure. */
+void luavm_pure_mark(lua_State *L, int owner);
+/** Is the function at `fidx` from a pure file? */
+int luavm_pure_fn(lua_State *L, int fidx);
+
 /* luavm_readonly.c */
+/** Before a call: the argument at `arg` is replaced by its original when
+ *  it is a root view and the function at `fidx` is pure, and its view is
+ *  materialised otherwise.  *pure caches the function's purity (-1 =
+ *  not looked up yet). */
+void luavm_ro_prepare(lua_State *L, int fidx, int arg, int *pure);
 /** The table a read-only view reads (pushed), when the value at `idx` is a
  *  view; 0 and nothing pushed otherwise. */
 int luavm_ro_source(lua_State *L, int idx);

@@ -39,14 +39,15 @@
 
 struct view {
     uint32_t magic;
+    uint8_t root;      /* made by luavm_push_readonly: its environment is the original */
+    uint8_t ready;     /* its metatable is set (materialised) */
     const char *what;
 };
 
 static const char key_freezer = 'f'; /* registry: the freezing function */
 
-/* A view's metatable: [1] the table it reads, [2] (root only) the original
- * table, then the metamethods. */
-enum { M_SOURCE = 1, M_ORIGINAL = 2 };
+/* A view's metatable: [1] the table it reads, then the metamethods. */
+enum { M_SOURCE = 1 };
 
 static struct view *as_view(lua_State *L, int idx)
 {
@@ -64,8 +65,14 @@ static int view_newindex(lua_State *L)
 
 int luavm_ro_source(lua_State *L, int idx)
 {
-    if (!as_view(L, idx) || !lua_getmetatable(L, idx))
+    struct view *v = as_view(L, idx);
+    if (!v)
         return 0;
+    if (!v->ready) { /* a root not handed to any script yet: its original */
+        lua_getfenv(L, idx);
+        return 1;
+    }
+    lua_getmetatable(L, idx);
     lua_rawgeti(L, -1, M_SOURCE);
     lua_remove(L, -2);
     return 1;
@@ -91,12 +98,21 @@ static int view_tostring(lua_State *L)
     return 1;
 }
 
-/* mkview(metatable, what): a new view (what: light userdata, a C string) */
+/* mkview(metatable, what [, root]): a new view (what: light userdata, a C
+ * string), or the root view given, materialised */
 static int mkview(lua_State *L)
 {
-    struct view *v = lua_newuserdata(L, sizeof *v);
-    v->magic = VIEW_MAGIC;
-    v->what = lua_touserdata(L, 2);
+    struct view *v;
+    if (lua_type(L, 3) == LUA_TUSERDATA) {
+        lua_settop(L, 3);
+        v = lua_touserdata(L, 3);
+    } else {
+        v = lua_newuserdata(L, sizeof *v);
+        v->magic = VIEW_MAGIC;
+        v->root = 0;
+        v->what = lua_touserdata(L, 2);
+    }
+    v->ready = 1;
     lua_pushvalue(L, 1);
     lua_setmetatable(L, -2);
     return 1;
@@ -121,7 +137,7 @@ static const char freezer_src[] =
     "local mkview, newtab, NI, LEN, TS, MAXD = ...\n"
     "local next, type = next, type\n"
     "local PT, PV = {}, {}\n"
-    "local function freeze(t, what, depth)\n"
+    "local function freeze(t, what, depth, root)\n"
     "  for i = 1, depth do if PT[i] == t then return PV[i] end end\n"
     "  local n, nested = 0, false\n"
     "  for k, v in next, t do\n"
@@ -131,7 +147,7 @@ static const char freezer_src[] =
     "  local m = { false, false, __index = false, __newindex = false, __len = false,\n"
     "              __metatable = false, __tostring = false }\n"
     "  m.__newindex = NI m.__len = LEN m.__tostring = TS\n"
-    "  local u = mkview(m, what)\n"
+    "  local u = mkview(m, what, root)\n"
     "  local s = t\n"
     "  if nested then\n"
     "    if depth + 1 >= MAXD then s = {} else\n"
@@ -147,13 +163,9 @@ static const char freezer_src[] =
     "    end\n"
     "  end\n"
     "  m[1] = s m.__index = s\n"
-    "  return u, m\n"
-    "end\n"
-    "return function(t, what)\n"
-    "  local u, m = freeze(t, what, 0)\n"
-    "  m[2] = t\n"
     "  return u\n"
-    "end\n";
+    "end\n"
+    "return function(t, what, root) return freeze(t, what, 0, root) end\n";
 
 static void push_freezer(lua_State *L)
 {
@@ -190,6 +202,10 @@ void luavm_ro_init(lua_State *L, struct luavm *vm)
     vm->ref_ipairs_aux = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
+/* A root view is cheap until a script needs it: a userdata whose
+ * environment is the original.  Materialising it runs the freezer (nested
+ * views and the copies) once; a pure function is handed the original
+ * instead and never needs it (luavm_ro_prepare). */
 int luavm_push_readonly(lua_State *L, int idx, const char *what)
 {
     if (idx < 0 && idx > LUA_REGISTRYINDEX)
@@ -198,24 +214,54 @@ int luavm_push_readonly(lua_State *L, int idx, const char *what)
         lua_pushvalue(L, idx);
         return lua_gettop(L);
     }
-    lua_checkstack(L, 4);
-    push_freezer(L);
+    struct view *v = lua_newuserdata(L, sizeof *v);
+    v->magic = VIEW_MAGIC;
+    v->root = 1;
+    v->ready = 0;
+    v->what = what;
     lua_pushvalue(L, idx);
-    lua_pushlightuserdata(L, (void *)what);
-    lua_call(L, 2, 1);
+    lua_setfenv(L, -2);
     return lua_gettop(L);
+}
+
+static void materialise(lua_State *L, int idx, struct view *v)
+{
+    struct luavm *vm = luavm_of(L);
+    lua_checkstack(L, 5);
+    push_freezer(L);
+    lua_getfenv(L, idx);
+    lua_pushlightuserdata(L, (void *)v->what);
+    lua_pushvalue(L, idx);
+    if (vm)
+        vm->trusted++; /* ours, bounded by the table's size: not a script's budget */
+    lua_call(L, 3, 0);
+    if (vm)
+        vm->trusted--;
+}
+
+void luavm_ro_prepare(lua_State *L, int fidx, int arg, int *pure)
+{
+    struct view *v = as_view(L, arg);
+    if (!v || !v->root)
+        return;
+    if (*pure < 0)
+        *pure = luavm_pure_fn(L, fidx);
+    if (*pure) {
+        lua_getfenv(L, arg);
+        lua_replace(L, arg);
+    } else if (!v->ready) {
+        materialise(L, arg, v);
+    }
 }
 
 int luavm_push_original(lua_State *L, int idx)
 {
     if (idx < 0 && idx > LUA_REGISTRYINDEX)
         idx = lua_gettop(L) + idx + 1;
-    if (as_view(L, idx) && lua_getmetatable(L, idx)) {
-        lua_rawgeti(L, -1, M_ORIGINAL);
-        lua_remove(L, -2);
-        if (!lua_isnil(L, -1))
-            return lua_gettop(L);
-        lua_pop(L, 1);
+    struct view *v = as_view(L, idx);
+    if (v && v->root) {
+        lua_getfenv(L, idx);
+        return lua_gettop(L);
     }
     lua_pushvalue(L, idx);
     return lua_gettop(L);

@@ -93,6 +93,8 @@ void luavm_push_owner(lua_State *L, struct luavm *vm, const char *name)
     lua_rawseti(L, -2, LUAVM_OWN_MODS);
     lua_pushnumber(L, vm->mods_epoch);
     lua_rawseti(L, -2, LUAVM_OWN_EPOCH);
+    lua_newtable(L);
+    lua_rawseti(L, -2, LUAVM_OWN_ENVS);
     lua_rawgeti(L, LUA_REGISTRYINDEX, vm->ref_owners);
     lua_pushvalue(L, -2);
     lua_pushboolean(L, 1);
@@ -149,6 +151,10 @@ void luavm_push_env(lua_State *L, struct luavm *vm, int owner)
     lua_pushvalue(L, owner);
     lua_rawset(L, -3);
     lua_setmetatable(L, -2);                        /* env */
+    lua_rawgeti(L, owner, LUAVM_OWN_ENVS);          /* env envs */
+    lua_pushvalue(L, -2);
+    lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
+    lua_pop(L, 1);
 }
 
 /* Push the owner recorded in the env at `idx` (a table); 1, or 0 with
@@ -417,7 +423,27 @@ static int l_require(lua_State *L)
     lua_pushfstring(L, "@%s", path);                      /* 5 */
     if (luaL_loadbufferx(L, buf, got, lua_tostring(L, 5), "t") != 0)
         return lua_error(L);
+    /* purity (luavm_pure.c): a module that can write tables makes its
+     * file impure; one first required at run time by a pure file would let
+     * the file's hooks, which get p and ctx themselves, write to them */
+    if (!luavm_pure_check(L, vm, lua_gettop(L))) {
+        lua_rawgeti(L, 2, LUAVM_OWN_PURE);
+        int pure_file = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+        if (pure_file)
+            return luaL_error(L, "require: module '%s' can write tables and this file is "
+                                 "read-only; require it at the top of the file", name);
+        lua_pushboolean(L, 1);
+        lua_rawseti(L, 2, LUAVM_OWN_IMPURE);
+    }
     luavm_push_env(L, vm, 2);
+    lua_rawgeti(L, 2, LUAVM_OWN_PURE);
+    if (lua_toboolean(L, -1)) { /* a pure module for a pure file: its env is pure too */
+        lua_pushlightuserdata(L, (void *)&luavm_key_pure);
+        lua_pushboolean(L, 1);
+        lua_rawset(L, -4);
+    }
+    lua_pop(L, 1);
     lua_setfenv(L, -2);                                   /* 6: chunk */
     lua_pushvalue(L, 1);
     lua_pushlightuserdata(L, (void *)&luavm_key_loading);
@@ -537,6 +563,7 @@ int luavm_build_sandbox(lua_State *L)
     lua_setmetatable(L, -2);
     vm->ref_owners = luaL_ref(L, LUA_REGISTRYINDEX);
     luavm_ro_init(L, vm);
+    luavm_pure_init(L, vm);
 
     /* base: allow list copied from the real globals, plus our wrappers */
     static const char *const base_names[] = {

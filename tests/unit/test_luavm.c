@@ -1092,12 +1092,19 @@ static int call_with_views(const char *fn_src, char *out, size_t outlen)
     return rc;
 }
 
+/* Every body runs twice: as written (a file that cannot write tables gets
+ * the originals, luavm_pure.c) and with a table store added (views). */
+#define IMPURE "local w_ = {} w_[1] = 0 "
 #define VIEW_OK(body, want) do {                                                    \
         char got_[256];                                                             \
         int rc_ = call_with_views("return function(p, ctx) " body " end", got_,    \
                                   sizeof got_);                                    \
         cr_assert_eq(rc_, 0, "%s\n-> %s", body, err);                               \
         cr_assert_str_eq(got_, want, "%s", body);                                   \
+        rc_ = call_with_views("return function(p, ctx) " IMPURE body " end", got_, \
+                              sizeof got_);                                        \
+        cr_assert_eq(rc_, 0, "(views) %s\n-> %s", body, err);                       \
+        cr_assert_str_eq(got_, want, "(views) %s", body);                           \
     } while (0)
 #define VIEW_FAILS(body, sub) do {                                                  \
         char got_[256];                                                             \
@@ -1126,7 +1133,7 @@ Test(luavm, views_read_like_tables)
     VIEW_OK("return table.maxn(p.tags) .. tostring(p.missing) .. tostring(p.tags[9])",
             "3nilnil");
     VIEW_OK("return tostring(p):match('^table: ') and 'ok'", "ok");
-    VIEW_OK("return tostring(getmetatable(p))", "false");
+    VIEW_OK("return type(getmetatable(p)) == 'table' and 'leak' or 'hidden'", "hidden");
     VIEW_OK("return tostring(p.tags == p.tags and p.address == p.address)", "true");
     /* a hook may return parts of p: C reads them through (render's message) */
     push_fn("return function(p) return { to = p.first_name, where = p.address, tags = p.tags } end");
@@ -1216,4 +1223,60 @@ Test(luavm, require_gives_each_file_its_own_module)
     /* a module required from a module belongs to the same file */
     WRITE("outer.lua", "local s = require('shared') return { s = s }\n");
     OK("local o = require('outer') assert(o.s == require('shared'))");
+}
+
+/* A file that provably cannot write a table gets the originals (no view
+ * costs); anything that might write gets views (luavm_pure.c). */
+static int gets_original(const char *src)
+{
+    int top = lua_gettop(L);
+    int p = push_profile();
+    int v = luavm_push_readonly(L, p, "profile");
+    int rc = luavm_load_chunk(vm, "pure.lua", src, strlen(src), err, sizeof err);
+    cr_assert_eq(rc, 0, "%s\n-> %s", src, err);
+    lua_pushvalue(L, v);
+    rc = luavm_call(vm, 1, 1, err, sizeof err);
+    cr_assert_eq(rc, 0, "%s\n-> %s", src, err);
+    int orig = lua_rawequal(L, -1, p);
+    cr_assert(orig || (luavm_push_original(L, -1) && lua_rawequal(L, -1, p)), "%s", src);
+    lua_settop(L, top);
+    return orig;
+}
+
+Test(luavm, pure_files_get_the_originals)
+{
+    WRITE("puremod.lua", "local M = {}\nM.k = 1\nfunction M.get(t, k) return t[k] end\nreturn M\n");
+    WRITE("writer.lua", "local M = {}\nfunction M.mark(t) t.marked = true end\nreturn M\n");
+    static const struct { const char *src; int original; } cases[] = {
+        { "return function(p) return p end", 1 },
+        { "local T = { a = 1 } T.b = 2 T[3] = 4 return function(p) return p end", 1 },
+        { "local function has(l, v) for i = 1, #l do if l[i] == v then return true end end end\n"
+          "return function(p) if has(p.tags, 'vip') and ('x'):find('x') then return p end return p end", 1 },
+        { "local m = require('puremod') return function(p) return m.get(p, 'id') and p end", 1 },
+        { "return function(p) local t = {} t[1] = 1 return p end", 0 },
+        { "return function(p) local t = { n = #p.tags } return p end", 0 },
+        { "return function(p) local t = { unpack(p.tags) } return p end", 0 },
+        { "local rs = rawset return function(p) return p end", 0 },
+        { "local t = table return function(p) return p end", 0 },
+        { "return function(p) local s = setmetatable return p end", 0 },
+        { "local f = loadstring('return 1') return function(p) return p end", 0 },
+        { "local f = load('return 1') return function(p) return p end", 0 },
+        { "return function(p) local m = require('puremod') return p end", 0 },
+        { "local w = require('writer') return function(p) return p end", 0 },
+        { "local w = require('puremod') local x = require('writer') return function(p) return p end", 0 },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        cr_assert_eq(gets_original(cases[i].src), cases[i].original, "case %zu: %s", i, cases[i].src);
+    /* a pure file cannot load a writing module later, when p is its own */
+    push_fn("local req = require return function(p) local w = req('writer') w.mark(p) return p end");
+    int fn = lua_gettop(L);
+    int p = push_profile();
+    int v = luavm_push_readonly(L, p, "profile");
+    lua_pushvalue(L, fn);
+    lua_pushvalue(L, v);
+    cr_assert_eq(luavm_call(vm, 1, 1, err, sizeof err), ERR_LUA);
+    cr_assert_not_null(strstr(err, "require it at the top of the file"), "%s", err);
+    lua_getfield(L, p, "marked");
+    cr_assert(lua_isnil(L, -1), "the original was written");
+    lua_settop(L, fn - 1);
 }
