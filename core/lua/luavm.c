@@ -195,6 +195,7 @@ void luavm_free(struct luavm *vm)
     luavm_stats_unregister(vm);
     if (vm->L)
         lua_close(vm->L);
+    luavm_pure_free(vm);
     pool_free_all(&vm->pool);
     free(vm->lib_dir);
     free(vm);
@@ -326,11 +327,9 @@ static int call_impl(struct luavm *vm, int nargs, int nresults, char *err, size_
     lua_State *L = vm->L;
     int fidx = lua_gettop(L) - nargs, base = fidx, nhelp = 0;
     int outer = vm->armed == 0;
-    /* read-only views among the arguments: originals for a pure function,
-     * materialised views for the others (luavm_pure.c) */
-    for (int a = fidx + 1, pure = -1; a <= fidx + nargs; a++)
-        if (lua_type(L, a) == LUA_TUSERDATA)
-            luavm_ro_prepare(L, fidx, a, &pure);
+    /* read-only inputs among the arguments: as they are for a function that
+     * cannot write (luavm_pure.c), views for the others */
+    luavm_ro_args(L, vm, fidx, nargs);
     if (vm->ndisabled && outer) {
         const char *why = luavm_disabled_msg(L, fidx);
         if (why)

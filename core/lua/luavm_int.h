@@ -35,6 +35,13 @@ struct luavm;
 #define LUAVM_CSTACK_MAX (1u << 20) /* ... and the C stack they may use, bytes */
 #define LUAVM_POLL_EVERY 4096    /* C loops look at the kill flags this often */
 #define LUAVM_WATCH_MIN_BUDGET 100000 /* budgets from here on arm the count hook lazily */
+#define LUAVM_RO_INPUTS 8        /* read-only inputs remembered (p and ctx of a few requests) */
+#define LUAVM_PCACHE 1024        /* purity cache entries */
+
+struct luavm_pcache {
+    const void *fn;
+    int pure;
+};
 
 enum { LUAVM_KILL_INSTR = 1, LUAVM_KILL_MEM = 2, LUAVM_KILL_TIME = 4 };
 
@@ -94,6 +101,15 @@ struct luavm {
     int ref_ipairs_aux, ref_next;   /* LuaJIT's own iterators, for plain tables */
     int ref_format, ref_rep, ref_ostime; /* originals wrapped by luavm_strlib.c */
     int ref_pure;                   /* the purity checker (luavm_pure.c), or LUA_NOREF */
+    struct luavm_pcache *pcache;    /* function -> pure, LUAVM_PCACHE entries (luavm_pure.c) */
+    int pcache_n, ref_anchor;       /* entries; the table keeping their functions alive */
+    /* Inputs registered by luavm_push_readonly, newest last (luavm_readonly.c): */
+    struct luavm_ro_input {
+        const void *tab;            /* the table (kept alive by ref) */
+        int ref, view;              /* registry refs: the table, its view (or LUA_NOREF) */
+        const char *what;
+    } ro_in[LUAVM_RO_INPUTS];
+    int ro_next;                    /* slot the next registration takes */
     unsigned mods_epoch;
     /* Per-file accounting (luavm_stats.c): */
     size_t file_mem_limit;   /* retained bytes a file may hold */
@@ -159,15 +175,17 @@ void luavm_pure_init(lua_State *L, struct luavm *vm);
 int luavm_pure_check(lua_State *L, struct luavm *vm, int fn);
 /** Mark every env of the owner at `owner` as pure. */
 void luavm_pure_mark(lua_State *L, int owner);
-/** Is the function at `fidx` from a pure file? */
-int luavm_pure_fn(lua_State *L, int fidx);
+/** Is the function at `fidx` from a pure file?  Cached per function
+ *  (anchored, so the cached pointer stays that function's). */
+int luavm_pure_fn(lua_State *L, struct luavm *vm, int fidx);
+void luavm_pure_free(struct luavm *vm);
 
 /* luavm_readonly.c */
-/** Before a call: the argument at `arg` is replaced by its original when
- *  it is a root view and the function at `fidx` is pure, and its view is
- *  materialised otherwise.  *pure caches the function's purity (-1 =
- *  not looked up yet). */
-void luavm_ro_prepare(lua_State *L, int fidx, int arg, int *pure);
+/** Before a call of the function at `fidx` with `nargs` arguments above
+ *  it: unless the function is pure, every argument registered by
+ *  luavm_push_readonly is replaced by its read-only view. */
+void luavm_ro_args(lua_State *L, struct luavm *vm, int fidx, int nargs);
+void luavm_ro_free(struct luavm *vm);
 /** The table a read-only view reads (pushed), when the value at `idx` is a
  *  view; 0 and nothing pushed otherwise. */
 int luavm_ro_source(lua_State *L, int idx);

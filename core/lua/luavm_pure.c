@@ -27,12 +27,19 @@
  * not come out as expected, every file counts as impure (views for all).
  *
  * Purity is decided when a file loads and never changes.  A pure file's
- * environments carry a mark (a light-userdata key scripts cannot produce);
- * call_impl (luavm.c) hands originals to functions whose environment has
- * it and materialises views for everyone else (luavm_readonly.c).
+ * environments carry a mark (a light-userdata key scripts cannot produce).
+ * The engine hands hooks the inputs it registered with luavm_push_readonly;
+ * call_impl (luavm.c) leaves them as they are for a function whose
+ * environment has the mark and puts read-only views in their place for
+ * every other function (luavm_readonly.c).  The per-call cost for a pure
+ * hook is a cache lookup by the function's address.
  */
 #include "lua/luavm.h"
 #include "lua/luavm_int.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include <lauxlib.h>
 #include <lua.h>
@@ -110,6 +117,9 @@ static int push_jit_util(lua_State *L)
 void luavm_pure_init(lua_State *L, struct luavm *vm)
 {
     vm->ref_pure = LUA_NOREF;
+    vm->pcache = calloc(LUAVM_PCACHE, sizeof *vm->pcache);
+    lua_newtable(L);
+    vm->ref_anchor = luaL_ref(L, LUA_REGISTRYINDEX);
     if (!push_jit_util(L))
         return;
     int util = lua_gettop(L);
@@ -156,7 +166,7 @@ void luavm_pure_mark(lua_State *L, int owner)
     lua_pop(L, 1);
 }
 
-int luavm_pure_fn(lua_State *L, int fidx)
+static int env_pure(lua_State *L, int fidx)
 {
     if (lua_iscfunction(L, fidx) || !lua_isfunction(L, fidx))
         return 0;
@@ -166,4 +176,52 @@ int luavm_pure_fn(lua_State *L, int fidx)
     int pure = lua_toboolean(L, -1);
     lua_pop(L, 2);
     return pure;
+}
+
+/* Looked up on every call that has read-only inputs, so cached by the
+ * function object's address; the cache anchors each function it holds, so
+ * an address cannot be reused for another function while cached. */
+int luavm_pure_fn(lua_State *L, struct luavm *vm, int fidx)
+{
+    const void *fn = lua_topointer(L, fidx);
+    struct luavm_pcache *pc = vm->pcache;
+    size_t h = ((uintptr_t)fn >> 4) * 0x9E3779B97F4A7C15ull >> 54; /* 10 bits */
+    if (pc)
+        for (int i = 0; i < 8; i++) {
+            struct luavm_pcache *e = &pc[(h + (size_t)i) & (LUAVM_PCACHE - 1)];
+            if (e->fn == fn)
+                return e->pure;
+            if (!e->fn)
+                break;
+        }
+    int pure = env_pure(L, fidx);
+    if (!pc || vm->ref_anchor == LUA_NOREF)
+        return pure;
+    if (vm->pcache_n >= LUAVM_PCACHE / 2) { /* full enough: start over */
+        memset(pc, 0, sizeof *pc * LUAVM_PCACHE);
+        lua_newtable(L);
+        lua_rawseti(L, LUA_REGISTRYINDEX, vm->ref_anchor);
+        vm->pcache_n = 0;
+    }
+    struct luavm_pcache *slot = &pc[h & (LUAVM_PCACHE - 1)];
+    for (int i = 0; i < 8; i++) {
+        struct luavm_pcache *e = &pc[(h + (size_t)i) & (LUAVM_PCACHE - 1)];
+        if (!e->fn) {
+            slot = e;
+            break;
+        }
+    }
+    slot->fn = fn;
+    slot->pure = pure;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->ref_anchor);
+    lua_pushvalue(L, fidx);
+    lua_rawseti(L, -2, ++vm->pcache_n);
+    lua_pop(L, 1);
+    return pure;
+}
+
+void luavm_pure_free(struct luavm *vm)
+{
+    free(vm->pcache);
+    vm->pcache = NULL;
 }

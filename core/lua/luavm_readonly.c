@@ -194,6 +194,7 @@ void luavm_ro_init(lua_State *L, struct luavm *vm)
     lua_rawset(L, LUA_REGISTRYINDEX);
     if (!vm)
         return;
+    luavm_ro_free(vm); /* no inputs registered */
     lua_getglobal(L, "next");
     vm->ref_next = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_getglobal(L, "ipairs");
@@ -202,18 +203,11 @@ void luavm_ro_init(lua_State *L, struct luavm *vm)
     vm->ref_ipairs_aux = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
-/* A root view is cheap until a script needs it: a userdata whose
- * environment is the original.  Materialising it runs the freezer (nested
- * views and the copies) once; a pure function is handed the original
- * instead and never needs it (luavm_ro_prepare). */
-int luavm_push_readonly(lua_State *L, int idx, const char *what)
+/* Make the root view of the table at `idx` (pushed). */
+static void make_view(lua_State *L, int idx, const char *what)
 {
-    if (idx < 0 && idx > LUA_REGISTRYINDEX)
-        idx = lua_gettop(L) + idx + 1;
-    if (!lua_istable(L, idx)) {
-        lua_pushvalue(L, idx);
-        return lua_gettop(L);
-    }
+    struct luavm *vm = luavm_of(L);
+    lua_checkstack(L, 6);
     struct view *v = lua_newuserdata(L, sizeof *v);
     v->magic = VIEW_MAGIC;
     v->root = 1;
@@ -221,17 +215,11 @@ int luavm_push_readonly(lua_State *L, int idx, const char *what)
     v->what = what;
     lua_pushvalue(L, idx);
     lua_setfenv(L, -2);
-    return lua_gettop(L);
-}
-
-static void materialise(lua_State *L, int idx, struct view *v)
-{
-    struct luavm *vm = luavm_of(L);
-    lua_checkstack(L, 5);
+    int u = lua_gettop(L);
     push_freezer(L);
-    lua_getfenv(L, idx);
-    lua_pushlightuserdata(L, (void *)v->what);
     lua_pushvalue(L, idx);
+    lua_pushlightuserdata(L, (void *)what);
+    lua_pushvalue(L, u);
     if (vm)
         vm->trusted++; /* ours, bounded by the table's size: not a script's budget */
     lua_call(L, 3, 0);
@@ -239,18 +227,69 @@ static void materialise(lua_State *L, int idx, struct view *v)
         vm->trusted--;
 }
 
-void luavm_ro_prepare(lua_State *L, int fidx, int arg, int *pure)
+/* The engine registers p and ctx and hands hooks the tables themselves; a
+ * call of a function that could write (luavm_ro_args) gets their views in
+ * their place, made the first time one is needed.  A small ring of
+ * registrations holds the tables (so their addresses stay theirs). */
+int luavm_push_readonly(lua_State *L, int idx, const char *what)
 {
-    struct view *v = as_view(L, arg);
-    if (!v || !v->root)
-        return;
-    if (*pure < 0)
-        *pure = luavm_pure_fn(L, fidx);
-    if (*pure) {
-        lua_getfenv(L, arg);
-        lua_replace(L, arg);
-    } else if (!v->ready) {
-        materialise(L, arg, v);
+    if (idx < 0 && idx > LUA_REGISTRYINDEX)
+        idx = lua_gettop(L) + idx + 1;
+    struct luavm *vm = luavm_of(L);
+    if (!lua_istable(L, idx) || !vm) {
+        if (lua_istable(L, idx)) /* a plain state: no purity, a view right away */
+            make_view(L, idx, what);
+        else
+            lua_pushvalue(L, idx);
+        return lua_gettop(L);
+    }
+    const void *t = lua_topointer(L, idx);
+    for (int i = 0; i < LUAVM_RO_INPUTS; i++)
+        if (vm->ro_in[i].tab == t && vm->ro_in[i].ref != LUA_NOREF) {
+            lua_pushvalue(L, idx);
+            return lua_gettop(L);
+        }
+    struct luavm_ro_input *in = &vm->ro_in[vm->ro_next];
+    vm->ro_next = (vm->ro_next + 1) % LUAVM_RO_INPUTS;
+    luaL_unref(L, LUA_REGISTRYINDEX, in->ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, in->view);
+    lua_pushvalue(L, idx);
+    in->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    in->view = LUA_NOREF;
+    in->tab = t;
+    in->what = what;
+    lua_pushvalue(L, idx);
+    return lua_gettop(L);
+}
+
+void luavm_ro_args(lua_State *L, struct luavm *vm, int fidx, int nargs)
+{
+    if (vm->ro_in[0].ref == LUA_NOREF || luavm_pure_fn(L, vm, fidx))
+        return; /* nothing registered yet, or a function that cannot write */
+    for (int a = fidx + 1; a <= fidx + nargs; a++) {
+        if (lua_type(L, a) != LUA_TTABLE)
+            continue;
+        const void *t = lua_topointer(L, a);
+        for (int i = 0; i < LUAVM_RO_INPUTS; i++) {
+            struct luavm_ro_input *in = &vm->ro_in[i];
+            if (in->tab != t || in->ref == LUA_NOREF)
+                continue;
+            if (in->view == LUA_NOREF) {
+                make_view(L, a, in->what);
+                in->view = luaL_ref(L, LUA_REGISTRYINDEX);
+            }
+            lua_rawgeti(L, LUA_REGISTRYINDEX, in->view);
+            lua_replace(L, a);
+            break;
+        }
+    }
+}
+
+void luavm_ro_free(struct luavm *vm)
+{
+    for (int i = 0; i < LUAVM_RO_INPUTS; i++) {
+        vm->ro_in[i].ref = vm->ro_in[i].view = LUA_NOREF;
+        vm->ro_in[i].tab = NULL;
     }
 }
 
