@@ -329,7 +329,8 @@ static int call_impl(struct luavm *vm, int nargs, int nresults, char *err, size_
     int outer = vm->armed == 0;
     /* read-only inputs among the arguments: as they are for a function that
      * cannot write (luavm_pure.c), views for the others */
-    luavm_ro_args(L, vm, fidx, nargs);
+    if (vm->ro_in[0].ref != LUA_NOREF && !luavm_pure_fn(L, vm, fidx))
+        luavm_ro_args(L, vm, fidx, nargs);
     if (vm->ndisabled && outer) {
         const char *why = luavm_disabled_msg(L, fidx);
         if (why)

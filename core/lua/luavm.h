@@ -50,10 +50,11 @@
  *    raise, and rawset and the table library refuse them.  `rawget` on a
  *    proxy returns nil and `pairs(string)` iterates nothing (Lua 5.1 has no
  *    __pairs).
- *  - p and ctx reach hooks as read-only views (luavm_push_readonly): reads
- *    work as on tables (`#`, pairs, ipairs, next, unpack, rawget,
- *    table.concat, promo.has ... and type() says "table"); any write raises
- *    "profile is read-only" / "ctx is read-only".
+ *  - p and ctx are read-only in hooks (luavm_push_readonly): a hook whose
+ *    file cannot write any table gets them as they are, every other hook
+ *    gets read-only views, which read as tables (`#`, pairs, ipairs, next,
+ *    unpack, rawget, table.concat, promo.has ... and type() says "table")
+ *    and raise "profile is read-only" / "ctx is read-only" on any write.
  *  - The string metatable's __index is the filtered string table (no
  *    string.dump via ("").dump); getmetatable("") returns false.
  *  - load(chunk [, name]) accepts a string or a reader function; loaded
@@ -180,20 +181,25 @@ int luavm_push_json(struct lua_State *L, const json_t *v);
  *  NULL with *err set (ERR_INVAL, ERR_TOOBIG, ERR_NOMEM). */
 json_t *luavm_to_json(struct lua_State *L, int idx, int *err);
 
-/** Push a read-only view of the value at `idx` and return the view's stack
- *  index: for a table, a userdata that reads like the table (and its nested
- *  tables, each a view in turn) and raises "<what> is read-only" on any
- *  write; any other value is pushed as it is.  `what` names the value in
- *  errors ("profile", "ctx") and must be a string literal (it is kept).
- *  The table must not change while the view is in use: views of tables
- *  without nested tables read them directly.  Runs unarmed (between calls:
- *  never refused); cost proportional to the tables holding tables (they
- *  are copied once).  Nesting beyond 100 levels reads as empty tables. */
+/** Register the table at `idx` as a read-only input and push what hooks
+ *  are to be given for it; return its stack index.  What is pushed is the
+ *  table itself: luavm_call / luavm_call_ref pass it unchanged to a
+ *  function whose file provably cannot write any table (luavm_pure.c), and
+ *  put a read-only view of it in its place for every other function — a
+ *  userdata that reads like the table (nested tables are views in turn)
+ *  and raises "<what> is read-only" on any write, made the first time one
+ *  is needed.  `what` names the value in errors ("profile", "ctx") and
+ *  must be a string literal (it is kept).  The table must not change
+ *  while it may still be given to a hook.  The last 8 registrations are
+ *  remembered (and kept alive); register per request.  On a state not
+ *  made by luavm_new, a view is pushed right away.  Any other value is
+ *  pushed as it is.  Runs unarmed (between calls: never refused). */
 int luavm_push_readonly(struct lua_State *L, int idx, const char *what);
 
-/** Push the table a view made by luavm_push_readonly was made of (for C
- *  readers such as templates; never hand it to a script), or the value at
- *  `idx` itself when it is not such a view.  Returns the pushed index. */
+/** Push the table a read-only view reads (for C readers such as templates;
+ *  never hand it to a script), or the value at `idx` itself when it is not
+ *  a view (a registered table is its own original).  Returns the pushed
+ *  index. */
 int luavm_push_original(struct lua_State *L, int idx);
 
 /** Is the file `name` (a chunk name given to luavm_load_chunk) disabled

@@ -71,7 +71,7 @@
 static pthread_mutex_t watch_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct luavm *watch_list;
 static int watch_sig;
-static __thread struct luavm *tl_vm; /* the state whose outer call this thread runs */
+__thread struct luavm *luavm_tl_vm; /* the state whose outer call this thread runs */
 
 static int timed_out(struct luavm *vm)
 {
@@ -164,7 +164,7 @@ static void watch_handler(int sig)
 {
     (void)sig;
     int saved = errno;
-    struct luavm *vm = tl_vm;
+    struct luavm *vm = luavm_tl_vm;
     if (vm && vm->in_call && !vm->hooked) {
         vm->hooked = 1;
         lua_sethook(vm->L, luavm_hook, LUA_MASKCOUNT, LUAVM_HOOK_EVERY);
@@ -265,41 +265,4 @@ void luavm_watch_remove(struct luavm *vm)
             break;
         }
     pthread_mutex_unlock(&watch_mu);
-}
-
-/* Outer call start / end: the hook as the state's mode wants it. */
-void luavm_guard_begin(struct luavm *vm, int count_all, long time_ms)
-{
-    __atomic_store_n(&vm->cur_time_ms, time_ms, __ATOMIC_RELAXED);
-    if (!vm->listed)
-        return;
-    vm->thread = pthread_self();
-    tl_vm = vm;
-    if (vm->watched) {
-        vm->hooked = 0;
-        if (count_all) { /* counted from the first instruction, watched or not */
-            vm->hooked = 1;
-            lua_sethook(vm->L, luavm_hook, LUA_MASKCOUNT, LUAVM_HOOK_EVERY);
-        }
-    }
-    __atomic_add_fetch(&vm->call_seq, 1, __ATOMIC_RELEASE);
-    vm->in_call = 1;
-}
-
-void luavm_guard_end(struct luavm *vm, int killed)
-{
-    if (vm->listed) {
-        vm->in_call = 0; /* first: a late signal now leaves the hook alone */
-        __atomic_signal_fence(__ATOMIC_SEQ_CST);
-        tl_vm = NULL;
-    }
-    if (!vm->watched) {
-        if (killed) /* back to counting every LUAVM_HOOK_EVERY */
-            lua_sethook(vm->L, luavm_hook, LUA_MASKCOUNT, LUAVM_HOOK_EVERY);
-        return;
-    }
-    if (vm->hooked || killed) {
-        lua_sethook(vm->L, NULL, 0, 0);
-        vm->hooked = 0;
-    }
 }

@@ -134,8 +134,45 @@ void luavm_set_err(char *err, size_t errlen, const char *msg, size_t len);
 void luavm_hook(lua_State *L, lua_Debug *ar);
 int luavm_watch_add(struct luavm *vm);
 void luavm_watch_remove(struct luavm *vm);
-void luavm_guard_begin(struct luavm *vm, int count_all, long time_ms);
-void luavm_guard_end(struct luavm *vm, int killed_instr);
+extern __thread struct luavm *luavm_tl_vm; /* the state whose outer call this thread runs */
+
+/* Outer call start / end: the hook as the state's mode wants it, and what
+ * the watchdog looks at (inline: they wrap every hook call). */
+static inline void luavm_guard_begin(struct luavm *vm, int count_all, long time_ms)
+{
+    __atomic_store_n(&vm->cur_time_ms, time_ms, __ATOMIC_RELAXED);
+    if (!vm->listed)
+        return;
+    vm->thread = pthread_self();
+    luavm_tl_vm = vm;
+    if (vm->watched) {
+        vm->hooked = 0;
+        if (count_all) { /* counted from the first instruction, watched or not */
+            vm->hooked = 1;
+            lua_sethook(vm->L, luavm_hook, LUA_MASKCOUNT, LUAVM_HOOK_EVERY);
+        }
+    }
+    __atomic_add_fetch(&vm->call_seq, 1, __ATOMIC_RELEASE);
+    vm->in_call = 1;
+}
+
+static inline void luavm_guard_end(struct luavm *vm, int killed)
+{
+    if (vm->listed) {
+        vm->in_call = 0; /* first: a late signal now leaves the hook alone */
+        __atomic_signal_fence(__ATOMIC_SEQ_CST);
+        luavm_tl_vm = NULL;
+    }
+    if (!vm->watched) {
+        if (killed) /* back to counting every LUAVM_HOOK_EVERY */
+            lua_sethook(vm->L, luavm_hook, LUA_MASKCOUNT, LUAVM_HOOK_EVERY);
+        return;
+    }
+    if (vm->hooked || killed) {
+        lua_sethook(vm->L, NULL, 0, 0);
+        vm->hooked = 0;
+    }
+}
 /** Nonzero when the running call must stop (killed, or past its time). */
 int luavm_over(struct luavm *vm);
 /** Raise the error that ends the running call (after luavm_over said so):
@@ -176,14 +213,33 @@ int luavm_pure_check(lua_State *L, struct luavm *vm, int fn);
 /** Mark every env of the owner at `owner` as pure. */
 void luavm_pure_mark(lua_State *L, int owner);
 /** Is the function at `fidx` from a pure file?  Cached per function
- *  (anchored, so the cached pointer stays that function's). */
-int luavm_pure_fn(lua_State *L, struct luavm *vm, int fidx);
+ *  (anchored, so the cached pointer stays that function's): the hit path
+ *  is inline, a miss looks it up and fills the cache. */
+int luavm_pure_miss(lua_State *L, struct luavm *vm, int fidx, const void *fn, size_t h);
+static inline size_t luavm_pcache_hash(const void *fn)
+{
+    return (size_t)(((uintptr_t)fn >> 4) * 0x9E3779B97F4A7C15ull >> 54); /* 10 bits */
+}
+static inline int luavm_pure_fn(lua_State *L, struct luavm *vm, int fidx)
+{
+    const void *fn = lua_topointer(L, fidx);
+    size_t h = luavm_pcache_hash(fn);
+    if (vm->pcache)
+        for (int i = 0; i < 8; i++) {
+            const struct luavm_pcache *e = &vm->pcache[(h + (size_t)i) & (LUAVM_PCACHE - 1)];
+            if (e->fn == fn)
+                return e->pure;
+            if (!e->fn)
+                break;
+        }
+    return luavm_pure_miss(L, vm, fidx, fn, h);
+}
 void luavm_pure_free(struct luavm *vm);
 
 /* luavm_readonly.c */
 /** Before a call of the function at `fidx` with `nargs` arguments above
- *  it: unless the function is pure, every argument registered by
- *  luavm_push_readonly is replaced by its read-only view. */
+ *  it, a function that may write (!luavm_pure_fn): every argument
+ *  registered by luavm_push_readonly is replaced by its read-only view. */
 void luavm_ro_args(lua_State *L, struct luavm *vm, int fidx, int nargs);
 void luavm_ro_free(struct luavm *vm);
 /** The table a read-only view reads (pushed), when the value at `idx` is a

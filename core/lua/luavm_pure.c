@@ -178,22 +178,13 @@ static int env_pure(lua_State *L, int fidx)
     return pure;
 }
 
-/* Looked up on every call that has read-only inputs, so cached by the
- * function object's address; the cache anchors each function it holds, so
- * an address cannot be reused for another function while cached. */
-int luavm_pure_fn(lua_State *L, struct luavm *vm, int fidx)
+/* Looked up on every call while read-only inputs exist, so cached by the
+ * function object's address (luavm_pure_fn, inline); the cache anchors
+ * each function it holds, so an address cannot be reused for another
+ * function while cached. */
+int luavm_pure_miss(lua_State *L, struct luavm *vm, int fidx, const void *fn, size_t h)
 {
-    const void *fn = lua_topointer(L, fidx);
     struct luavm_pcache *pc = vm->pcache;
-    size_t h = ((uintptr_t)fn >> 4) * 0x9E3779B97F4A7C15ull >> 54; /* 10 bits */
-    if (pc)
-        for (int i = 0; i < 8; i++) {
-            struct luavm_pcache *e = &pc[(h + (size_t)i) & (LUAVM_PCACHE - 1)];
-            if (e->fn == fn)
-                return e->pure;
-            if (!e->fn)
-                break;
-        }
     int pure = env_pure(L, fidx);
     if (!pc || vm->ref_anchor == LUA_NOREF)
         return pure;

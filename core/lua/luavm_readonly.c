@@ -3,20 +3,22 @@
  * and the sandbox functions that read tables: type, next, pairs, ipairs,
  * unpack, rawget and the table library.
  *
- * A view is a small userdata whose metatable has __index = the table it
- * reads (so `p.tier` costs a metatable lookup and no Lua call), __newindex
- * raising "profile is read-only", __len (LuaJIT 2.1 without 5.2
- * compatibility ignores __len on tables, so an empty-table proxy would make
- * `#p.tags` 0), __tostring ("table: 0x..."), and __metatable = false.
- * Nested tables are frozen eagerly: the table a view reads is the original
- * when it holds no tables, else a shallow copy whose tables are views in
- * turn.  So no script ever holds an original table of p or ctx: every path
- * from a view to a table goes through another view.  (The copy is what C
- * code never sees: templates, consent and luavm_to_json read the originals
- * or unwrap views.)  type() says "table" for a view; next, pairs, ipairs,
- * unpack, rawget, table.concat, table.maxn and promo's table helpers read
- * through views; rawset, setmetatable, table.insert, table.remove and
- * table.sort raise "<what> is read-only".
+ * The engine registers p and ctx (luavm_push_readonly) and passes the
+ * tables themselves; call_impl leaves them to functions whose file cannot
+ * write any table (luavm_pure.c) and gives every other function a view in
+ * their place (luavm_ro_args).  A view is a small userdata whose metatable
+ * has __index = the table it reads (so `p.tier` costs a metatable lookup
+ * and no Lua call), __newindex raising "profile is read-only", __len
+ * (LuaJIT 2.1 without 5.2 compatibility ignores __len on tables, so an
+ * empty-table proxy would make `#p.tags` 0), __tostring ("table: 0x..."),
+ * and __metatable = false.  Nested tables are frozen when the view is
+ * made: the table a view reads is the original when it holds no tables,
+ * else a shallow copy whose tables are views in turn.  So no such script
+ * ever holds an original table of p or ctx: every path from a view to a
+ * table goes through another view.  type() says "table" for a view; next,
+ * pairs, ipairs, unpack, rawget, table.concat, table.maxn and promo's
+ * table helpers read through views; rawset, setmetatable, table.insert,
+ * table.remove and table.sort raise "<what> is read-only".
  *
  * The table library is ours (5.1 semantics, raw access like LuaJIT's): it
  * reads through views, refuses read-only tables, polls the call's budget
@@ -264,8 +266,6 @@ int luavm_push_readonly(lua_State *L, int idx, const char *what)
 
 void luavm_ro_args(lua_State *L, struct luavm *vm, int fidx, int nargs)
 {
-    if (vm->ro_in[0].ref == LUA_NOREF || luavm_pure_fn(L, vm, fidx))
-        return; /* nothing registered yet, or a function that cannot write */
     for (int a = fidx + 1; a <= fidx + nargs; a++) {
         if (lua_type(L, a) != LUA_TTABLE)
             continue;
