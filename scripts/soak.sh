@@ -135,7 +135,9 @@ wrk -t1 -c4 -d"${SECONDS_TOTAL}s" -s "$OUT/decide.wrk.lua" "$URL" > "$OUT/wrk.tx
 WRK_PID=$!
 ( end=$(( $(date +%s) + SECONDS_TOTAL ))
   while [ "$(date +%s)" -lt "$end" ]; do
-    curl -s -o /dev/null --max-time 30 -w '%{http_code} %{time_total}\n' "$URL/healthz" || echo "000 30"
+    t=$(date +%s.%N)
+    r=$(curl -s -o /dev/null --max-time 30 -w '%{http_code} %{time_total}' "$URL/healthz") || r="000 30"
+    echo "$r $t"
     sleep 0.1
   done > "$OUT/healthz.txt" ) &
 PROBE_PID=$!
@@ -165,6 +167,7 @@ attack() { # name
   elif [ "$code" = 000 ]; then HANGS=$((HANGS + 1)); echo "HANG: attack $1 unanswered" | tee -a "$OUT/events.txt"
   else echo "attack $1 answered $code" >> "$OUT/events.txt"; fi
 }
+step() { echo "$(date +%s.%N) $*" >> "$OUT/steps.txt"; }
 deadline=$(( $(date +%s) + SECONDS_TOTAL - 5 ))
 rounds=0
 while [ "$(date +%s)" -lt "$deadline" ]; do
@@ -183,21 +186,28 @@ return { id = 'hostile-$name', channels = { 'web' }, priority = 90,
   end }
 LUA
     sleep 1
+    step "hook:$name"
     attack "$name"; attack "$name"
     check_alive "hook:$name"
     rm -f "$RUN/rules/zz_hostile.lua"
     # 2. at file load (the top level runs in the reloader)
     printf 'local HOG, P = {}, nil\n%s\nreturn { id = "load-%s", channels = { "web" },\n  variants = { { id = "A", content = {} } }, eligible = function() return false end }\n' \
       "$code" "$name" > "$RUN/rules/zz_load.lua"
-    sleep 2.5
+    step "load:$name"
     LOADS=$((LOADS + 1))
-    curl -s --max-time 60 "$URL/api/v1/rules" | grep -q 'zz_load.lua' && LOADS_REPORTED=$((LOADS_REPORTED + 1))
+    for _ in $(seq 1 100); do
+      if curl -s --max-time 60 "$URL/api/v1/rules" | grep -q 'zz_load.lua'; then
+        LOADS_REPORTED=$((LOADS_REPORTED + 1)); break
+      fi
+      sleep 0.2
+    done
     check_alive "load:$name"
     rm -f "$RUN/rules/zz_load.lua"
     # 3. through validate
     body=$(python3 -c 'import json,sys; print(json.dumps({"script": "local HOG, P = {}, nil\n" + sys.argv[1] +
       "\nreturn { channels = { \"web\" }, variants = { { id = \"A\", content = {} } }, eligible = function() return true end }",
       "name": "hostile.lua"}))' "$code")
+    step "validate:$name"
     vcode=$(curl -s -o "$OUT/validate.json" --max-time 60 -w '%{http_code}' -H 'Content-Type: application/json' \
       -d "$body" "$URL/api/v1/rules/validate")
     VALIDATES=$((VALIDATES + 1))
@@ -209,6 +219,7 @@ LUA
     check_alive "validate:$name"
   done <<< "$HOSTILE"
   # a returned table whose __index never returns (the reloader reads it)
+  step "load:metatable"
   echo "return setmetatable({}, { __index = function() while true do end end })" > "$RUN/rules/zz_meta.lua"
   sleep 2
   check_alive "load:metatable"
@@ -225,20 +236,31 @@ stop_server
 echo "== soak: $SECONDS_TOTAL s, $rounds rounds of $(echo "$HOSTILE" | wc -l) hostile scripts (+ a metatable trap)"
 echo "traffic:   $(awk '/requests in/ {print $1, "decides,"} /Non-2xx/ {print $NF, "non-2xx"} /Requests\/sec/ {print $2, "req/s"}' "$OUT/wrk.txt" | tr '\n' ' ')"
 echo "attacks:   $ATTACKS_OK / $ATTACKS answered 200; files loaded: $LOADS_REPORTED / $LOADS reported in GET /api/v1/rules; validate: $VALIDATES_OK / $VALIDATES answered"
-python3 - "$OUT/healthz.txt" <<'PY'
-import sys
-lat, bad = [], 0
+python3 - "$OUT/healthz.txt" "$OUT/steps.txt" <<'PY'
+import bisect, sys
+samples, bad = [], 0
 for line in open(sys.argv[1]):
     parts = line.split()
-    if len(parts) != 2: continue
+    if len(parts) != 3: continue
     if parts[0] != '200': bad += 1
-    lat.append(float(parts[1]) * 1000)
-lat.sort()
+    samples.append((float(parts[1]) * 1000, float(parts[2])))
+steps = []
+try:
+    for line in open(sys.argv[2]):
+        t, what = line.split(None, 1)
+        steps.append((float(t), what.strip()))
+except OSError:
+    pass
+lat = sorted(s[0] for s in samples)
 if not lat:
     print("healthz:   no samples"); sys.exit()
 q = lambda f: lat[min(len(lat) - 1, int(f * len(lat)))]
 print("healthz:   %d probes, %d not 200; p50 %.1f ms, p99 %.1f ms, max %.1f ms (target p99 < 50 ms)"
       % (len(lat), bad, q(0.5), q(0.99), lat[-1]))
+times = [t for t, _ in steps]
+for ms, t in sorted(samples, reverse=True)[:5]:
+    i = bisect.bisect_right(times, t) - 1
+    print("  slowest: %.1f ms during %s" % (ms, steps[i][1] if i >= 0 else "start"))
 PY
 steal=$(awk '/^cpu / {print $9}' /proc/stat)
 echo "crashes:   $CRASHES"

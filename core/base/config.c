@@ -49,7 +49,7 @@ void config_defaults(struct config *c)
     c->instr_budget = 1000000;
     c->lua_mem_limit = (size_t)256 << 20;
     c->hook_time_ms = 100;
-    c->load_time_ms = 2000;
+    c->load_time_ms = 500;
     c->lua_file_mem_limit = 0;
     c->lua_log_per_sec = 20;
     c->log_level = LOG_INFO;

@@ -83,7 +83,7 @@ struct lua_State;
 struct luavm;
 
 #define LUAVM_CALL_TIME_MS 100   /**< default CPU time limit of a hook call */
-#define LUAVM_LOAD_TIME_MS 2000  /**< default CPU time limit of loading a file */
+#define LUAVM_LOAD_TIME_MS 500   /**< default CPU time limit of loading a file */
 #define LUAVM_LOG_PER_SEC 20     /**< default print/promo.log lines per second per file */
 
 struct luavm_opts {
