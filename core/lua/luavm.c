@@ -303,6 +303,8 @@ static __attribute__((noinline)) int call_failed(struct luavm *vm, int st, int k
     lua_settop(L, base - 1);
     if (outer && (kill & LUAVM_KILL_MEM))
         lua_gc(L, LUA_GCCOLLECT, 0);  /* drop the bomb now, not at the next GC step */
+    if (outer && !where)
+        luavm_stats_after_call(vm);   /* a file that keeps memory fails calls first */
     return rc;
 }
 
@@ -376,7 +378,7 @@ static int call_impl(struct luavm *vm, int nargs, int nresults, char *err, size_
     if (st == 0 && !kill) {
         for (int i = 0; i < nhelp; i++)
             lua_remove(L, base);
-        if (outer && !where)
+        if (outer && !where && vm->used > vm->scan_at)
             luavm_stats_after_call(vm); /* garbage, and files retaining too much */
         return 0;
     }

@@ -355,6 +355,14 @@ static void seed_shared(struct walk *w, struct luavm *vm)
         lua_pop(L, 1);
     }
     lua_pop(L, 1);
+    /* the registered inputs (p, ctx): a pure file may keep them in an
+     * upvalue, and the request running may still read them */
+    for (int i = 0; i < LUAVM_RO_INPUTS; i++)
+        if (vm->ro_in[i].ref != LUA_NOREF) {
+            lua_rawgeti(L, LUA_REGISTRYINDEX, vm->ro_in[i].ref);
+            walk_value(w, lua_gettop(L));
+            lua_pop(L, 1);
+        }
     w->mode = m;
     w->bytes = 0;
 }

@@ -385,3 +385,40 @@ Test(luavm_limits, returned_tables_must_be_plain)
     FAILS("return { variants = { setmetatable({}, {}) } }", ERR_LUA, "has a metatable");
     OK("local shared = { 1 } return { a = shared, b = shared, f = function() return setmetatable({}, {}) end }");
 }
+
+/* A file that cannot write tables still keeps memory through upvalues and
+ * closures, and may keep the request's own profile (it gets the table
+ * itself): disabling it releases what it kept and leaves the profile
+ * alone. */
+Test(luavm_limits, disabling_a_pure_hog_spares_the_request_tables)
+{
+    struct luavm_opts o = { .mem_limit = 48u << 20 };
+    make_vm(&o);
+    /* a chain of closures, each holding a unique 1 MB string: no table store */
+    const char *hog = "local keep, prev, n = nil, nil, 0 return function(p)"
+                      " local old, big = prev, ('x'):rep(1000000) .. n n = n + 1"
+                      " prev = function() return old, big end keep = p return n end";
+    cr_assert_eq(luavm_load_chunk(vm, "rules/purehog.lua", hog, strlen(hog), err, sizeof err), 0);
+    int h = lua_gettop(L);
+    cr_assert_eq(luaL_loadstring(L, "return { name = 'Ana', tags = { 'vip' } }"), 0);
+    cr_assert_eq(lua_pcall(L, 0, 1, 0), 0);
+    int p = lua_gettop(L);
+    int pv = luavm_push_readonly(L, p, "profile");
+    int disabled = 0;
+    for (int i = 0; i < 100 && !disabled; i++) {
+        lua_pushvalue(L, h);
+        lua_pushvalue(L, pv);
+        int rc = luavm_call(vm, 1, 1, err, sizeof err);
+        if (rc)
+            disabled = strstr(err, "disabled") != NULL;
+        else
+            lua_pop(L, 1);
+    }
+    cr_assert(disabled, "never disabled: %s", err);
+    lua_getfield(L, p, "name");
+    cr_assert_str_eq(lua_tostring(L, -1), "Ana");
+    lua_getfield(L, p, "tags");
+    lua_rawgeti(L, -1, 1);
+    cr_assert_str_eq(lua_tostring(L, -1), "vip");
+    lua_settop(L, h - 1);
+}
