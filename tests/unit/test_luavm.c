@@ -51,7 +51,10 @@ static void setup(void)
     WRITE("loop_a.lua", "return require('loop_b')\n");
     WRITE("loop_b.lua", "return require('loop_a')\n");
     WRITE("spin.lua", "while true do end\n");
-    struct luavm_opts o = { .lib_dir = libdir };
+    /* time limits out of the way: these tests are about instructions and
+     * memory, which must be what stops a call even in slow (sanitizer)
+     * builds; time limits are tested in test_luavm_limits.c */
+    struct luavm_opts o = { .lib_dir = libdir, .call_time_ms = 600000, .load_time_ms = 600000 };
     cr_assert_eq(luavm_new(&o, &vm), 0);
     L = luavm_state(vm);
 }
@@ -256,7 +259,7 @@ Test(luavm, instruction_budget_in_call)
 Test(luavm, small_budget_counts_from_the_first_instruction)
 {
     luavm_free(vm);
-    struct luavm_opts o = { .instr_budget = 20000 };
+    struct luavm_opts o = { .instr_budget = 20000, .call_time_ms = 600000, .load_time_ms = 600000 };
     cr_assert_eq(luavm_new(&o, &vm), 0);
     L = luavm_state(vm);
     FAILS("local x = 0 for i = 1, 30000 do x = x + i end", ERR_BUDGET, "t.lua:1: instruction budget exceeded");
@@ -300,7 +303,8 @@ Test(luavm, memory_bomb_from_brief)
     /* Interned ("x"):rep(1000) means the table array is what grows: give it
      * instructions enough to reach the memory limit first. */
     luavm_free(vm);
-    struct luavm_opts o = { .call_mem_limit = 4 << 20, .instr_budget = 100000000 };
+    struct luavm_opts o = { .call_mem_limit = 4 << 20, .instr_budget = 100000000,
+                            .call_time_ms = 600000, .load_time_ms = 600000 };
     cr_assert_eq(luavm_new(&o, &vm), 0);
     L = luavm_state(vm);
     FAILS("local t={} while true do t[#t+1]=('x'):rep(1000) end", ERR_BUDGET,
@@ -327,7 +331,7 @@ Test(luavm, memory_bomb_unique_strings)
 Test(luavm, whole_state_memory_limit)
 {
     luavm_free(vm);
-    struct luavm_opts o = { .mem_limit = 2 << 20 };
+    struct luavm_opts o = { .mem_limit = 2 << 20, .call_time_ms = 600000, .load_time_ms = 600000 };
     cr_assert_eq(luavm_new(&o, &vm), 0);
     L = luavm_state(vm);
     FAILS("local t = {} for i = 1, 1e6 do t[i] = tostring(i) end", ERR_BUDGET, "memory limit exceeded");
@@ -349,7 +353,8 @@ Test(luavm, allocation_failure_sweep)
     int succeeded = 0;
     for (size_t limit = 256; limit <= 96 * 1024; limit += 768) {
         luavm_free(vm);
-        struct luavm_opts o = { .call_mem_limit = limit, .lib_dir = libdir };
+        struct luavm_opts o = { .call_mem_limit = limit, .lib_dir = libdir, .call_time_ms = 600000,
+                                .load_time_ms = 600000 };
         cr_assert_eq(luavm_new(&o, &vm), 0);
         L = luavm_state(vm);
         int rc = run(src);

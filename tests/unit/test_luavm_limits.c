@@ -38,7 +38,9 @@ static void make_vm(const struct luavm_opts *o)
 static void setup(void)
 {
     log_set_level(LOG_ERROR);
-    struct luavm_opts o = { 0 };
+    /* generous time limits: instructions and memory must be what stops the
+     * calls tested here, even in slow builds */
+    struct luavm_opts o = { .call_time_ms = 600000, .load_time_ms = 600000 };
     make_vm(&o);
 }
 
@@ -166,7 +168,7 @@ Test(luavm_limits, xpcall_handler_cannot_outlive_the_kill) { wedges(); }
 
 Test(luavm_limits, xpcall_handler_cannot_outlive_the_kill_small_budget)
 {
-    struct luavm_opts o = { .instr_budget = 20000 };
+    struct luavm_opts o = { .instr_budget = 20000, .call_time_ms = 600000, .load_time_ms = 600000 };
     make_vm(&o);
     wedges();
 }
@@ -296,7 +298,7 @@ Test(luavm_limits, matcher_agrees_with_luajit)
 
 Test(luavm_limits, memory_hog_is_disabled_and_neighbours_keep_working)
 {
-    struct luavm_opts o = { .mem_limit = 48u << 20 };
+    struct luavm_opts o = { .mem_limit = 48u << 20, .call_time_ms = 600000 };
     make_vm(&o);
     const char *hog = "local cache = {} return function()"
                       " for i = 1, 100 do cache[#cache + 1] = ('x'):rep(20000) .. #cache end"
@@ -392,7 +394,7 @@ Test(luavm_limits, returned_tables_must_be_plain)
  * alone. */
 Test(luavm_limits, disabling_a_pure_hog_spares_the_request_tables)
 {
-    struct luavm_opts o = { .mem_limit = 48u << 20 };
+    struct luavm_opts o = { .mem_limit = 48u << 20, .call_time_ms = 600000 };
     make_vm(&o);
     /* a chain of closures, each holding a unique 1 MB string: no table store */
     const char *hog = "local keep, prev, n = nil, nil, 0 return function(p)"
