@@ -421,7 +421,7 @@ int sends_eval(struct rules_worker *rw, const struct rules_gen *g, int camp, int
     lua_setfield(L, ctx_idx, "campaign_id");
     lua_pushboolean(L, 1);
     lua_setfield(L, ctx_idx, "send");
-    /* hooks get read-only views; C reads (consent, tz) the tables */
+    /* hooks get p and ctx read-only (luavm_push_readonly); C reads the tables */
     int p_ro = luavm_push_readonly(L, p_idx, "profile");
     int ctx_ro = luavm_push_readonly(L, ctx_idx, "ctx");
 

@@ -585,7 +585,7 @@ int decide_run(const struct decide_req *q, struct decide_err *e, struct buf *out
     }
     lua_pushnumber(L, (lua_Number)now);
     lua_setfield(L, ctx_idx, "now");
-    /* hooks get read-only views; C reads (consent, tz, templates) the tables */
+    /* hooks get p and ctx read-only (luavm_push_readonly); C reads the tables */
     int p_ro = luavm_push_readonly(L, p_idx, "profile");
     int ctx_ro = luavm_push_readonly(L, ctx_idx, "ctx");
 

@@ -65,8 +65,8 @@ const char *decide_consent_block(struct lua_State *L, int p_idx, const struct ru
 /** Choose the variant of campaign `c` (Lua table ref `ref` in rw's state)
  *  for customer `cust` (content hook or weighted bucketing) and render its
  *  content templates against the profile at `p_idx`.  `p_idx` and
- *  `ctx_idx` are what the content hook gets: pass read-only views
- *  (luavm_push_readonly); templates read the table a view was made of.
+ *  `ctx_idx` are what the content hook gets: pass what
+ *  luavm_push_readonly pushed; templates read the profile itself.
  *  @return 0 with
  *  *variant (index) and *content (new reference), or ERR_LUA / ERR_BUDGET /
  *  ERR_INVAL (hook failed or content not renderable). */
