@@ -58,7 +58,8 @@ static struct content_prog **compile_variants(lua_State *L, int *n, int *nloc)
     int top = lua_gettop(L);
     char *locales[RULES_MAX_LOCALES];
     int nl = 0;
-    lua_getfield(L, -1, "locales");
+    lua_pushliteral(L, "locales"); /* raw: C reads file tables unarmed (luavm.h) */
+    lua_rawget(L, -2);
     for (int i = 1; lua_istable(L, -1) && i <= (int)lua_objlen(L, -1) && nl < RULES_MAX_LOCALES; i++) {
         lua_rawgeti(L, -1, i);
         if (lua_type(L, -1) == LUA_TSTRING)
@@ -67,13 +68,16 @@ static struct content_prog **compile_variants(lua_State *L, int *n, int *nloc)
     }
     lua_pop(L, 1);
     int per = nl ? nl : 1;
-    lua_getfield(L, -1, "variants");
+    lua_pushliteral(L, "variants");
+    lua_rawget(L, -2);
     int nv = lua_istable(L, -1) ? (int)lua_objlen(L, -1) : 0;
     struct content_prog **progs = nv > 0 ? calloc((size_t)nv * (size_t)per * 2, sizeof *progs) : NULL;
     for (int v = 0; progs && v < nv; v++) {
         lua_rawgeti(L, top + 1, v + 1);
-        if (lua_istable(L, -1))
-            lua_getfield(L, -1, "content");
+        if (lua_istable(L, -1)) {
+            lua_pushliteral(L, "content");
+            lua_rawget(L, -2);
+        }
         int content = lua_gettop(L);
         for (int li = 0; li < per; li++) {
             if (nl)
@@ -108,8 +112,7 @@ int rules_worker_start(struct event_base *base, struct rules_worker **out)
         return ERR_NOMEM;
     char lib_dir[4096];
     snprintf(lib_dir, sizeof lib_dir, "%s/lib", g_app->cfg.rules_dir);
-    struct luavm_opts o = { .mem_limit = g_app->cfg.lua_mem_limit,
-                            .instr_budget = g_app->cfg.instr_budget, .lib_dir = lib_dir };
+    struct luavm_opts o = rules_vm_opts(&g_app->cfg, lib_dir);
     if (luavm_new(&o, &rw->vm)) {
         free(rw);
         return ERR_NOMEM;

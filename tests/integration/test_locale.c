@@ -37,7 +37,9 @@ static const char *const files[] = {
     "    price = '{{price|currency:EUR}}',\n"
     "    ends = '{{ends|date:long|soon}}',\n"
     "  } } },\n"
-    "  eligible = function(p, ctx) return true end,\n"
+    /* a file that writes a table: its hooks get read-only views of p and
+     * ctx, and the locale is still read from the tables themselves */
+    "  eligible = function(p, ctx) local t = {}; t.seen = p.locale; return true end,\n"
     "}\n",
 
     /* not localized, but formats: the request's locale writes the number */
