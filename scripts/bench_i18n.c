@@ -47,7 +47,7 @@ int main(int argc, char **argv)
             for (long i = 0; i < n; i++) {
                 buf_reset(&b);
                 const char *loc = rows[r].rotate ? locs[i % 10] : "fr";
-                char d[4];
+                char d[24];
                 snprintf(d, sizeof d, "%ld", rows[r].rotate ? (i / 10) % 4 : 2);
                 const char *arg = rows[r].rotate ? d : rows[r].arg;
                 if (i18n_format(rows[r].k, loc, arg, 1773144000.0 + (double)i, NULL, &b)) {

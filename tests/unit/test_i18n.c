@@ -147,7 +147,7 @@ Test(i18n, same_formatter_again_and_across_locales)
     for (int d = 0; d <= 10; d++)
         for (int k = 0; k < 4; k++) {
             const char *loc[] = { "fr", "de", "en", "ja" };
-            char arg[4];
+            char arg[16];
             snprintf(arg, sizeof arg, "%d", d);
             struct buf b = BUF_INIT;
             cr_assert_eq(i18n_format(I18N_NUMBER, loc[k], arg, 1.5, NULL, &b), 0);
