@@ -16,9 +16,11 @@
  * unmaps and remaps the file, so it may run only while no transaction of
  * this process is open (read transactions point into the map).  Every
  * transaction therefore holds a "pass" (a per-thread depth counter, no
- * shared cache line on the fast path); the grower thread raises `growing`,
- * new passes wait at the gate, open ones drain (requests are short), the
- * map is replaced, the gate opens.  A thread that already holds a pass (a
+ * shared cache line on the fast path).  The writer that finds the map
+ * half full raises `growing` at once (so the room left is not eaten while
+ * the grower thread waits for a core); new passes wait at the gate, the
+ * grower drains the open ones (requests are short), replaces the map and
+ * opens the gate.  A thread that already holds a pass (a
  * decide keeps its read snapshot while it reserves caps in a write txn)
  * passes the gate, so the grower never waits on a thread that waits on it;
  * it also gives up after GROW_WAIT_MS and retries later rather than stall
@@ -263,6 +265,11 @@ static int slots_busy(struct store *s)
 
 /* ---- growth ------------------------------------------------------------- */
 
+static int at_max(struct store *s)
+{
+    return s->map_max && __atomic_load_n(&s->map_size, __ATOMIC_RELAXED) >= s->map_max;
+}
+
 /* Ask the grower to look now; with `wait`, return once it has (the caller
  * must hold no pass). */
 static void grow_request(struct store *s, int wait)
@@ -277,16 +284,21 @@ static void grow_request(struct store *s, int wait)
     pthread_mutex_unlock(&s->gmu);
 }
 
+/* Growth is due: close the gate now (new transactions wait from this
+ * moment, not from when the grower thread gets a core) and wake the
+ * grower, which drains the open ones and replaces the map. */
+static void grow_start(struct store *s)
+{
+    if (!__atomic_exchange_n(&s->growing, 1, __ATOMIC_SEQ_CST))
+        grow_request(s, 0);
+}
+
 static void note_full(struct store *s)
 {
     __atomic_store_n(&s->full_hit, 1, __ATOMIC_RELAXED);
     __atomic_add_fetch(&s->nfull, 1, __ATOMIC_RELAXED);
-    grow_request(s, 0);
-}
-
-static int at_max(struct store *s)
-{
-    return s->map_max && __atomic_load_n(&s->map_size, __ATOMIC_RELAXED) >= s->map_max;
+    if (!at_max(s))
+        grow_start(s);
 }
 
 /* Growth is due when the data fills half the map: the other half is the
@@ -317,9 +329,11 @@ static void disk_refresh(struct store *s)
     }
 }
 
-/* Replace the map by a bigger one (grower thread, holding no pass).
- * @return 0, ERR_FULL (at map_max), ERR_BUSY (transactions did not drain
- * in time: try later), -errno. */
+/* Replace the map by a bigger one (grower thread, holding no pass), the
+ * gate closed (by a writer that found growth due, or here).  When the
+ * drained store turns out not to need it (not urgent, not half full), the
+ * gate just opens again.  @return 0, ERR_FULL (at map_max), ERR_BUSY
+ * (transactions did not drain in time: try later), -errno. */
 static int grow(struct store *s, int urgent)
 {
     size_t map = __atomic_load_n(&s->map_size, __ATOMIC_RELAXED);
@@ -329,6 +343,10 @@ static int grow(struct store *s, int urgent)
                      "dir=\"%s\" map_mb=%zu map_max_mb=%zu", s->dir, map / MIB, s->map_max / MIB);
         s->max_warned = 1;
         __atomic_store_n(&s->full_hit, 0, __ATOMIC_RELAXED);
+        pthread_mutex_lock(&s->gmu);
+        __atomic_store_n(&s->growing, 0, __ATOMIC_SEQ_CST);
+        pthread_cond_broadcast(&s->gate);
+        pthread_mutex_unlock(&s->gmu);
         return ERR_FULL;
     }
     int64_t t0 = mono_ms();
@@ -350,14 +368,26 @@ static int grow(struct store *s, int urgent)
         mdb_env_info(s->env, &info);
         used = (size_t)(info.me_last_pgno + 1) * s->psize;
         map = info.me_mapsize;
+        __atomic_store_n(&s->used, used, __ATOMIC_RELAXED);
+        if (!urgent && !grow_due(used, map))
+            rc = 1; /* not needed after all */
         target = grow_target(map, used);
         if (s->map_max && target > s->map_max)
-            target = s->map_max > map ? s->map_max : map;
-        void *probe = mmap(NULL, target, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-        if (probe == MAP_FAILED)
-            rc = -errno; /* no address space for it: keep the old map intact */
-        else
+            target = s->map_max;
+        /* never below the file: with MDB_WRITEMAP another process maps it
+         * all (LMDB sets the file to the map's size, which must not shrink
+         * it under that process) */
+        struct stat fst;
+        if (fstat(s->fd, &fst) == 0 && (size_t)fst.st_size > target)
+            target = (size_t)fst.st_size;
+        if (!rc && target <= map)
+            rc = ERR_FULL;
+        void *probe = rc ? MAP_FAILED
+                         : mmap(NULL, target, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (probe != MAP_FAILED)
             munmap(probe, target);
+        else if (!rc)
+            rc = -errno; /* no address space for it: keep the old map intact */
         /* LMDB would ftruncate after unmapping; a failure there would leave
          * it without a map, so extend the (sparse) file first */
         if (!rc && s->writemap && ftruncate(s->fd, (off_t)target))
@@ -382,7 +412,9 @@ static int grow(struct store *s, int urgent)
     pthread_cond_broadcast(&s->gate);
     pthread_mutex_unlock(&s->gmu);
     long waited = (long)(mono_ms() - t0);
-    if (rc == 0)
+    if (rc == 1)
+        rc = 0;
+    else if (rc == 0)
         log_info("store map grown", "dir=\"%s\" from_mb=%zu to_mb=%zu used_mb=%zu stopped_ms=%ld%s",
                  s->dir, map / MIB, target / MIB, used / MIB, waited, urgent ? " after=full" : "");
     else if (rc == ERR_BUSY)
@@ -399,15 +431,22 @@ static int grow(struct store *s, int urgent)
 static void grower_check(struct store *s, struct store_txn *slot)
 {
     disk_refresh(s);
-    pass_enter(s, slot);
-    MDB_envinfo info;
-    mdb_env_info(s->env, &info);
-    pass_exit(s, slot);
-    size_t used = (size_t)(info.me_last_pgno + 1) * s->psize, map = info.me_mapsize;
-    __atomic_store_n(&s->used, used, __ATOMIC_RELAXED);
+    int closed = __atomic_load_n(&s->growing, __ATOMIC_SEQ_CST); /* a writer found growth due */
+    size_t used = __atomic_load_n(&s->used, __ATOMIC_RELAXED);
+    size_t map = __atomic_load_n(&s->map_size, __ATOMIC_RELAXED);
+    if (!closed) {
+        pass_enter(s, slot);
+        MDB_envinfo info;
+        mdb_env_info(s->env, &info);
+        pass_exit(s, slot);
+        used = (size_t)(info.me_last_pgno + 1) * s->psize;
+        map = info.me_mapsize;
+        __atomic_store_n(&s->used, used, __ATOMIC_RELAXED);
+    }
     int urgent = __atomic_load_n(&s->full_hit, __ATOMIC_RELAXED);
     int64_t now = mono_ms();
-    if (urgent || (grow_due(used, map) && now >= __atomic_load_n(&s->backoff_until_ms, __ATOMIC_RELAXED))) {
+    if (closed || urgent ||
+        (grow_due(used, map) && now >= __atomic_load_n(&s->backoff_until_ms, __ATOMIC_RELAXED))) {
         int rc = grow(s, urgent);
         if (rc == ERR_BUSY)
             __atomic_store_n(&s->backoff_until_ms, mono_ms() + CHECK_MS, __ATOMIC_RELAXED);
@@ -438,7 +477,7 @@ static void *grower_main(void *arg)
     struct store_txn *slot = slot_get(s);
     pthread_mutex_lock(&s->gmu);
     while (s->grow_running) {
-        if (s->grow_req == s->grow_ack) {
+        if (s->grow_req == s->grow_ack && !__atomic_load_n(&s->growing, __ATOMIC_SEQ_CST)) {
             struct timespec ts;
             deadline_in(&ts, CHECK_MS);
             pthread_cond_timedwait(&s->grow_cv, &s->gmu, &ts);
@@ -594,8 +633,18 @@ int store_open(const struct store_opts *o, struct store **out)
         goto fail;
     mdb_env_set_maxdbs(s->env, STORE_NDB + 2);
     mdb_env_set_maxreaders(s->env, o->max_readers ? o->max_readers : 256);
-    /* no size before opening: an existing environment keeps the size it
-     * grew to (LMDB takes it from the meta page); raised below if smaller */
+    /* an existing store opens at the size it grew to: with MDB_WRITEMAP the
+     * file is as large as the largest map on it (this process's last one,
+     * or another process's now), and LMDB sets the file to the map's size,
+     * which must never shrink it under another process */
+    char path[4200];
+    struct stat fst;
+    snprintf(path, sizeof path, "%s/data.mdb", o->dir);
+    if (stat(path, &fst) == 0 && (size_t)fst.st_size > want)
+        want = (size_t)fst.st_size;
+    rc = mdb_env_set_mapsize(s->env, want);
+    if (rc)
+        goto fail;
     rc = mdb_env_open(s->env, o->dir, MDB_NOSYNC | MDB_NOTLS | (s->writemap ? MDB_WRITEMAP : 0), 0640);
     if (rc)
         goto fail;
@@ -604,8 +653,6 @@ int store_open(const struct store_opts *o, struct store **out)
     mdb_env_info(s->env, &info);
     mdb_env_stat(s->env, &est);
     s->psize = est.ms_psize;
-    if (info.me_mapsize < want && (rc = mdb_env_set_mapsize(s->env, want)))
-        goto fail;
     rc = mdb_env_get_fd(s->env, &s->fd);
     if (rc)
         goto fail;
@@ -773,14 +820,12 @@ int store_wtxn_begin(struct store *s, struct store_txn **out)
         int outer = __atomic_load_n(&slot->depth, __ATOMIC_RELAXED) == 0;
         size_t used = __atomic_load_n(&s->used, __ATOMIC_RELAXED);
         size_t map = __atomic_load_n(&s->map_size, __ATOMIC_RELAXED);
-        int full = __atomic_load_n(&s->full_hit, __ATOMIC_RELAXED);
-        if ((full || (grow_due(used, map) &&
-                      mono_ms() >= __atomic_load_n(&s->backoff_until_ms, __ATOMIC_RELAXED))) &&
-            !at_max(s)) {
-            /* wait for the growth when a write already failed or a quarter
-             * is left; a thread inside a read txn cannot wait (the grower
-             * waits for it) and goes on with the room there is */
-            grow_request(s, outer && (full || used > map - map / 4));
+        if (grow_due(used, map) && !__atomic_load_n(&s->growing, __ATOMIC_RELAXED) && !at_max(s) &&
+            mono_ms() >= __atomic_load_n(&s->backoff_until_ms, __ATOMIC_RELAXED)) {
+            /* close the gate: this writer (unless it is inside a read txn,
+             * which the grower waits for) and every new transaction wait
+             * below until the map has grown */
+            grow_start(s);
         }
         pass_enter(s, slot);
         pthread_mutex_lock(&s->wmu);
@@ -871,6 +916,7 @@ int store_grow(struct store *s)
     size_t before = __atomic_load_n(&s->map_size, __ATOMIC_RELAXED);
     for (int tries = 0; tries < 5; tries++) {
         __atomic_store_n(&s->full_hit, 1, __ATOMIC_RELAXED);
+        grow_start(s);
         grow_request(s, 1);
         if (__atomic_load_n(&s->map_size, __ATOMIC_RELAXED) > before)
             return 0;

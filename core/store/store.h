@@ -26,21 +26,21 @@
  * process could corrupt the map; store_opts.no_writemap turns it off.
  *
  * The map grows with the data.  It starts at store_opts.map_size (or the
- * size an existing environment grew to, if larger) and a grower thread
- * doubles it (steps of at most 16 GiB) whenever the data fills 3/4 of it,
- * or at once when a write ran out of room.  Replacing the map needs every
- * transaction of this process closed: new transactions wait at a gate for
- * the few milliseconds that takes, and the grower waits for the open ones
- * (a thread that already holds a transaction is never made to wait, so a
- * read txn kept open across a write txn is fine; a transaction kept open
- * for over a second postpones the growth instead).  The map is address
- * space, not disk: the file is sparse.  Disk is what can really run out,
- * so the store keeps the blocks just past the data allocated ahead of the
- * writers (fallocate) and refuses a write with ERR_FULL when the disk
- * cannot give that headroom; store_opts.map_max caps the map (ERR_FULL
- * past it).  Another process on the same environment (`promod import`)
- * grows the map for itself; this process adopts the size when it meets
- * data beyond its map.
+ * size an existing environment grew to, if larger) and doubles (steps of
+ * at most 16 GiB) whenever the data fills half of it, or at once when a
+ * write ran out of room.  Replacing the map needs every transaction of
+ * this process closed: from the moment a writer finds the map half full,
+ * new transactions wait at a gate for the few milliseconds a growth takes,
+ * and the grower thread waits for the open ones (a thread that already
+ * holds a transaction is never made to wait, so a read txn kept open
+ * across a write txn is fine; a transaction kept open for over a second
+ * postpones the growth instead).  The map is address space, not disk: the
+ * file is sparse.  Disk is what can really run out, so the store keeps the
+ * blocks just past the data allocated ahead of the writers (fallocate) and
+ * refuses a write with ERR_FULL when the disk cannot give that headroom;
+ * store_opts.map_max caps the map (ERR_FULL past it).  Another process on
+ * the same environment (`promod import`) grows the map for itself; this
+ * process adopts the size when it meets data beyond its map.
  *
  * Errors: LMDB's codes map to ERR_NOTFOUND, ERR_FULL (no room: disk full
  * or map_max reached — the caller answers 507), ERR_STORE; -errno passes

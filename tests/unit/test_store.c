@@ -34,7 +34,7 @@ static void open_store(size_t map_size)
 
 static void setup(void)
 {
-    log_set_level(LOG_ERROR);
+    log_set_level(getenv("STORE_TEST_LOG") ? LOG_INFO : LOG_ERROR);
     tfx_tmpdir(dir, sizeof dir);
     map_max = 0;
     open_store(0);
