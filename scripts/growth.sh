@@ -17,8 +17,11 @@
 # memory after the decide runs, and the time of a full-audience send
 # evaluation (one targeted email campaign over every profile, as
 # scripts/bench-outbox.sh times it).  The share of CPU the host stole
-# (/proc/stat) is printed per phase: figures from phases with very
-# different steal do not compare.  Targets (issue 19): decide at 10M >= 0.9
+# (/proc/stat) is printed per phase, and the load average at the start and
+# end: figures from phases with very different steal or load do not
+# compare by wall clock; the CPU columns (import CPU per profile, server
+# CPU per decide and per audience) do not depend on the rest of the
+# machine as much.  Targets (issue 19): decide at 10M >= 0.9
 # x at 1M; import rate at 10M >= 0.8 x at 1M.
 #
 # Disk: the workloads (0.26 GB of NDJSON per million profiles) stay in
@@ -48,13 +51,14 @@ done
 bash scripts/setup.sh >/dev/null
 PROMOD_BUILD_TESTS=OFF bash scripts/build.sh release promod >/dev/null
 BIN=$ROOT/build/promod
-PORT=${BENCH_PORT:-18182}
+PORT=
 G=$OUT/growth
 mkdir -p "$G"
 RES=$G/results.txt
 : > "$RES"
 echo "== growth curve: sizes $SIZES, $(nproc) cores, $(date -u +%FT%TZ)" | tee -a "$RES"
 df -h "$OUT" | tail -1 | tee -a "$RES"
+echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews wall-clock figures: compare the CPU columns)" | tee -a "$RES"
 
 now() { date +%s.%N; }
 elapsed() { python3 -c "print('%.3f' % ($2 - $1))"; }
@@ -71,10 +75,12 @@ STARTUP=
 start_server() { # config -> sets SERVER_PID and STARTUP (seconds to the first /healthz)
   local t0 t1
   t0=$(now)
-  "$BIN" serve -c "$1" >>"$G/server.log" 2>&1 &
+  rm -f "$G/port"
+  "$BIN" serve -c "$1" --listen 127.0.0.1:0 --port-file "$G/port" >>"$G/server.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 1 6000); do
-    if curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1; then
+    [ -s "$G/port" ] && PORT=$(cat "$G/port")
+    if [ -n "$PORT" ] && curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1; then
       t1=$(now)
       STARTUP=$(elapsed "$t0" "$t1")
       return 0
@@ -88,6 +94,7 @@ start_server() { # config -> sets SERVER_PID and STARTUP (seconds to the first /
 stop_server() {
   [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null || true
   SERVER_PID=
+  PORT=
 }
 trap stop_server EXIT
 
@@ -95,7 +102,7 @@ config() { # size [extra fields] -> path of a config with the default store sett
   local c=$G/promod-$1.lua
   cat > "$c" <<CFG
 return {
-  listen = "127.0.0.1:$PORT", data_dir = "$G/data-$1", rules_dir = "$G/rules-$1",
+  data_dir = "$G/data-$1", rules_dir = "$G/rules-$1",
   plugins_dir = "$G/plugins", log_level = "warn",
   ${2:-}
 }
@@ -124,15 +131,25 @@ for N in $SIZES; do
   echo "== $N: offline import (default config)"
   sync
   s0=$(stat_cpu)
-  "$BIN" import profiles "$WL/profiles.ndjson" -c "$CFG" > "$G/import-$N.json" 2>"$G/import-$N.err" ||
-    { cat "$G/import-$N.err" >&2; exit 1; }
+  # run through python for the child's CPU time (user + system), the figure
+  # that does not depend on what else the machine runs
+  python3 - "$BIN" "$WL/profiles.ndjson" "$CFG" "$G/import-$N" <<'PY' || { cat "$G/import-$N.err" >&2; exit 1; }
+import resource, subprocess, sys
+b, f, c, out = sys.argv[1:]
+with open(out + ".json", "w") as o, open(out + ".err", "w") as e:
+    rc = subprocess.run([b, "import", "profiles", f, "-c", c], stdout=o, stderr=e).returncode
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
+open(out + ".cpu", "w").write("%.2f\n" % (r.ru_utime + r.ru_stime))
+sys.exit(rc)
+PY
   s1=$(stat_cpu)
   cat "$G/import-$N.json"
   put import_rate "$(python3 -c "import json; print(round(json.load(open('$G/import-$N.json'))['per_second']))")" "$N"
   put import_s "$(python3 -c "import json; print(json.load(open('$G/import-$N.json'))['seconds'])")" "$N"
   put import_steal "$(steal_pct "$s0" "$s1")" "$N"
+  put import_cpu_us "$(python3 -c "print('%.2f' % ($(cat "$G/import-$N.cpu") * 1e6 / $N))")" "$N"
   put disk_alloc "$(du -s --block-size=1 "$G/data-$N" | awk '{print $1}')" "$N"
-  put lmdb_used "$(mdb_stat -e "$G/data-$N" | awk '/Page size/ {p=$3} /Number of pages used/ {u=$5} END {print p*u}')" "$N"
+  put lmdb_used "$(mdb_stat -e "$G/data-$N" | awk '/Page size/ {p=$3} /Number of pages used/ {u=$5} END {printf "%.0f\n", p*u}')" "$N"
   put map_size "$(mdb_stat -e "$G/data-$N" | awk '/Map size/ {print $3}')" "$N"
   rm -rf "$G/backup-$N"
   mkdir -p "$G/backup-$N"
@@ -203,6 +220,7 @@ LUA
   off=$(( (now_s / 86400) * 86400 + 12 * 3600 - now_s ))
   curl -fs -XPOST "http://127.0.0.1:$PORT/api/v1/admin/clock" -d "{\"offset\": $off}" >/dev/null
   s0=$(stat_cpu)
+  c0=$(cpu_ticks)
   t0=$(now)
   curl -fs -XPOST "http://127.0.0.1:$PORT/api/v1/campaigns/aud/launch" -d '{}' >/dev/null
   for _ in $(seq 1 36000); do
@@ -211,8 +229,10 @@ LUA
     case "$state" in running*) sleep 0.1 ;; *) break ;; esac
   done
   t1=$(now)
+  c1=$(cpu_ticks)
   s1=$(stat_cpu)
   echo "   $state in $(elapsed "$t0" "$t1") s"
+  put audience_cpu_s "$(python3 -c "print('%.2f' % (($c1 - $c0) / $(getconf CLK_TCK)))")" "$N"
   put audience_s "$(elapsed "$t0" "$t1")" "$N"
   put audience_evaluated "$(echo "$state" | awk '{print $2}')" "$N"
   put audience_steal "$(steal_pct "$s0" "$s1")" "$N"
@@ -223,6 +243,7 @@ done
 trap - EXIT
 
 # ---- the table ------------------------------------------------------------------
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$RES"
 python3 - "$G" $SIZES <<'PY' | tee -a "$RES"
 import sys, statistics
 g, sizes = sys.argv[1], sys.argv[2:]
@@ -245,8 +266,8 @@ def mean(xs):
     return statistics.mean(xs) if xs else 0
 b_dec, b_imp = mean(decide(base)), f(base, "import_rate")
 print()
-print("| profiles | import /s (x first) | disk bytes/profile: allocated / LMDB used / backup | map | backup s | startup s | decide req/s (x first) | cpu us/decide | RSS MB (anon) | audience eval s (profiles/s) | steal % import / decide / audience |")
-print("|---|---|---|---|---|---|---|---|---|---|---|")
+print("| profiles | import /s (x first) | import cpu us/profile | disk bytes/profile: allocated / LMDB used / backup | map | backup s | startup s | decide req/s (x first) | server cpu us/decide | RSS MB (anon) | audience eval s (profiles/s; server cpu s) | steal % import / decide / audience |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 for n in sizes:
     N = int(n)
     dec = decide(n)
@@ -255,14 +276,16 @@ for n in sizes:
     starts = "/".join(kv[n].get("startup_s_" + r, "?") for r in rounds)
     cpus = "/".join(kv[n].get("decide_cpu_" + r, "?") for r in rounds)
     aud_s, aud_n = f(n, "audience_s"), f(n, "audience_evaluated")
-    print("| %s | %s (%.2f) | %.0f / %.0f / %.0f | %.1f GiB | %.2f | %s | %s (%s) | %s | %.0f (%.0f) | %.1f (%s) | %s / %s / %s |" % (
+    print("| %s | %s (%.2f) | %s | %.0f / %.0f / %.0f | %.1f GiB | %.2f | %s | %s (%s) | %s | %.0f (%.0f) | %.1f (%s; %s) | %s / %s / %s |" % (
         "{:,}".format(N), "{:,}".format(int(f(n, "import_rate"))), f(n, "import_rate") / b_imp,
+        kv[n].get("import_cpu_us", "?"),
         f(n, "disk_alloc") / N, f(n, "lmdb_used") / N, f(n, "backup_bytes") / N,
         f(n, "map_size") / 2**30, f(n, "backup_s"), starts,
         " / ".join("{:,}".format(int(d)) if d else "?" for d in dec),
         " / ".join("%.2f" % r for r in ratios), cpus,
         f(n, "rss_kb") / 1024, f(n, "rss_anon_kb") / 1024,
         aud_s or 0, "{:,}".format(int(aud_n / aud_s)) if aud_s and aud_n else "?",
+        kv[n].get("audience_cpu_s", "?"),
         kv[n].get("import_steal", "?"), steal_d, kv[n].get("audience_steal", "?")))
 last = sizes[-1]
 if len(sizes) > 1:
