@@ -4,14 +4,21 @@
  * concurrent bulk imports and PUTs, while other connections read profiles
  * back and decide (a read snapshot kept open across the cap reservation's
  * write): the map grows, no request fails, every read is whole, and
- * /metrics shows the growth and the disk.
+ * /metrics shows the growth and the disk.  And a really full disk (a small
+ * tmpfs in a user and mount namespace): writes answer 507, the server
+ * stays up and keeps reading, /metrics and the log say why.
  */
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "base/buf.h"
@@ -234,4 +241,107 @@ Test(growth, running_server_grows_its_map_without_a_failed_request)
         cr_assert(check_profile(r.json, w, last), "%s damaged", path);
         tfx_resp_free(&r);
     }
+}
+
+/* Start the server with its data directory on a 48 MiB tmpfs of its own
+ * (unshare: a user and mount namespace, no privilege needed where user
+ * namespaces are allowed).  Returns 0, or -1 when the namespace could not
+ * be made (the test is then skipped). */
+static int start_on_small_disk(void)
+{
+    char cmd[2048], portfile[320];
+    snprintf(portfile, sizeof portfile, "%s/port", srv.dir);
+    snprintf(cmd, sizeof cmd,
+             "mount -t tmpfs -o size=48m tmpfs '%s' && exec '%s' serve -c '%s' --listen 127.0.0.1:0 "
+             "--port-file '%s'",
+             srv.data, PROMOD_BIN, srv.config, portfile);
+    mkdir(srv.data, 0750);
+    pid_t p = fork();
+    cr_assert_geq(p, 0);
+    if (p == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int fd = open(srv.log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
+        execlp("unshare", "unshare", "-rm", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 1000; i++) { /* 10 s */
+        FILE *f = fopen(portfile, "r");
+        int port = 0;
+        if (f) {
+            if (fscanf(f, "%d", &port) != 1)
+                port = 0;
+            fclose(f);
+        }
+        if (port > 0) {
+            srv.pid = p;
+            srv.port = port;
+            return 0;
+        }
+        int st;
+        if (waitpid(p, &st, WNOHANG) == p)
+            return -1;
+        usleep(10000);
+    }
+    kill(p, SIGKILL);
+    waitpid(p, NULL, 0);
+    return -1;
+}
+
+Test(growth, full_disk_answers_507_and_keeps_serving)
+{
+    tfx_server_init(&srv, NULL);
+    if (start_on_small_disk()) {
+        char *log = tfx_server_log(&srv);
+        cr_log_info("no user/mount namespace here: %s", log ? log : "");
+        free(log);
+        cr_skip_test("needs unshare -rm (user namespaces) for a small filesystem");
+    }
+    struct buf b = BUF_INIT;
+    int ok = 0, full = 0;
+    for (long i = 0; i < 2000 && !full; i++) { /* 64 KB each: 48 MiB fill in ~750 */
+        buf_reset(&b);
+        buf_printf(&b, "{\"n\":%ld,\"pad\":\"", i);
+        for (int k = 0; k < 65536; k++)
+            buf_add(&b, &(char){ (char)('a' + i % 26) }, 1);
+        buf_adds(&b, "\"}");
+        char path[64];
+        snprintf(path, sizeof path, "/api/v1/profiles/disk-%ld", i);
+        struct tfx_resp r;
+        int st = tfx_http(&srv, "PUT", path, "Content-Type: application/json\r\n", b.p, b.len, &r);
+        if (st == 201) {
+            ok++;
+        } else {
+            cr_assert_eq(st, 507, "PUT %ld: %d %s", i, st, r.body);
+            cr_assert_str_eq(tfx_err_code(&r), "storage_full");
+            full = 1;
+        }
+        tfx_resp_free(&r);
+    }
+    buf_free(&b);
+    cr_assert(full, "48 MiB never filled");
+    cr_assert_gt(ok, 100, "only %d profiles before the disk was full", ok);
+    cr_assert(tfx_server_alive(&srv), "the server must not die of a full disk");
+    /* reads keep working, everything acknowledged is there */
+    struct tfx_resp r;
+    cr_assert_eq(tfx_req(&srv, "GET", "/api/v1/profiles/disk-0", NULL, &r), 200);
+    cr_assert_eq(json_integer_value(json_object_get(r.json, "n")), 0);
+    tfx_resp_free(&r);
+    char last[64];
+    snprintf(last, sizeof last, "/api/v1/profiles/disk-%d", ok - 1);
+    cr_assert_eq(tfx_req(&srv, "GET", last, NULL, &r), 200);
+    tfx_resp_free(&r);
+    cr_assert_geq(metric("promod_store_full_errors_total"), 1);
+    double size = metric("promod_store_disk_size_bytes"), avail = metric("promod_store_disk_free_bytes");
+    cr_assert(size > 40e6 && size < 60e6, "the data dir's filesystem is the 48 MiB tmpfs: %.0f", size);
+    cr_assert_lt(avail, 16e6, "free disk when writes are refused: %.0f", avail);
+    cr_assert_eq(metric("promod_profiles"), (double)ok);
+    char *log = tfx_server_log(&srv);
+    cr_assert(strstr(log, "disk full, writes refused"), "%s", log);
+    cr_assert(strstr(log, "disk space low for the store"), "warned before: %s", log);
+    free(log);
 }
