@@ -243,6 +243,17 @@ static void pass_enter(struct store *s, struct store_txn *slot)
     }
 }
 
+/* A pass for the grower itself, which must never wait at its own gate:
+ * @return 1 (held), 0 (the gate is closed: a writer found growth due). */
+static int pass_try(struct store *s, struct store_txn *slot)
+{
+    __atomic_store_n(&slot->depth, 1, __ATOMIC_SEQ_CST);
+    if (!__atomic_load_n(&s->growing, __ATOMIC_SEQ_CST))
+        return 1;
+    __atomic_store_n(&slot->depth, 0, __ATOMIC_SEQ_CST);
+    return 0;
+}
+
 static void pass_exit(struct store *s, struct store_txn *slot)
 {
     if (__atomic_sub_fetch(&slot->depth, 1, __ATOMIC_SEQ_CST) == 0 &&
@@ -434,14 +445,15 @@ static void grower_check(struct store *s, struct store_txn *slot)
     int closed = __atomic_load_n(&s->growing, __ATOMIC_SEQ_CST); /* a writer found growth due */
     size_t used = __atomic_load_n(&s->used, __ATOMIC_RELAXED);
     size_t map = __atomic_load_n(&s->map_size, __ATOMIC_RELAXED);
-    if (!closed) {
-        pass_enter(s, slot);
+    if (!closed && pass_try(s, slot)) {
         MDB_envinfo info;
         mdb_env_info(s->env, &info);
         pass_exit(s, slot);
         used = (size_t)(info.me_last_pgno + 1) * s->psize;
         map = info.me_mapsize;
         __atomic_store_n(&s->used, used, __ATOMIC_RELAXED);
+    } else {
+        closed = 1; /* closed meanwhile: the gate opens only after grow() */
     }
     int urgent = __atomic_load_n(&s->full_hit, __ATOMIC_RELAXED);
     int64_t now = mono_ms();
