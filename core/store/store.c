@@ -535,15 +535,24 @@ static int disk_reserve(struct store *s)
             want = map;
         if (want <= s->alloc_end)
             return 0;
-        int rc;
-        do
-            rc = fallocate(s->fd, FALLOC_FL_KEEP_SIZE, (off_t)s->alloc_end, (off_t)(want - s->alloc_end));
-        while (rc && errno == EINTR);
-        if (rc == 0) {
-            s->alloc_end = want;
-            return 0;
+        /* on a nearly full disk take what it has, in halves down to 1 MiB */
+        size_t len = want - s->alloc_end;
+        int rc, e = 0;
+        for (;;) {
+            do
+                rc = fallocate(s->fd, FALLOC_FL_KEEP_SIZE, (off_t)s->alloc_end, (off_t)len);
+            while (rc && errno == EINTR);
+            e = rc ? errno : 0;
+            if (!rc || e != ENOSPC || len <= MIB)
+                break;
+            len /= 2;
         }
-        int e = errno;
+        if (rc == 0) {
+            s->alloc_end += len;
+            if (s->alloc_end >= used + hr / 2)
+                return 0;
+            e = ENOSPC; /* what the disk had is not enough */
+        }
         if (e == EOPNOTSUPP || e == ENOSYS) {
             s->no_fallocate = 1;
             log_info("store: the filesystem cannot preallocate; free disk is checked instead",
