@@ -12,11 +12,15 @@
 #include "base/clock.h"
 #include "base/err.h"
 #include "insight/events.h"
+#include "insight/events_log.h"
 #include "base/log.h"
-#include "delivery/outbox.h"
+#include "delivery/deliver.h"
 #include "service/profiles.h"
 #include "engine/rules.h"
+#include "engine/loyalty_rules.h"
+#include "service/promotions.h"
 #include "delivery/sends.h"
+#include "http/ratelimit.h"
 #include "http/server.h"
 #include <signal.h>
 #include <stdio.h>
@@ -145,8 +149,32 @@ static int worker_init(struct worker *w)
 
 static void worker_fini(struct worker *w)
 {
+    http_held_thread_stop();
     rules_worker_stop(w->ctx);
     w->ctx = NULL;
+}
+
+/* The delivery thread's sink: delivered messages of a campaign become
+ * "send" events (ROI, analytics).  Called after their outcomes are
+ * committed; the event_id derived from the message key makes a repeat
+ * after a crash a duplicate, not a recount. */
+static void record_sends(void *ud, const struct deliver_sent *m, size_t n)
+{
+    struct app *app = ud;
+    json_t *evs = json_array();
+    for (size_t i = 0; i < n; i++)
+        if (*m[i].campaign)
+            json_array_append_new(evs, events_send_event(m[i].customer, m[i].campaign,
+                                                         m[i].channel, m[i].variant, m[i].key));
+    if (json_array_size(evs)) {
+        struct events_result er = { 0 };
+        int erc = events_ingest_json(app->store, evs, &er);
+        if (erc || er.rejected)
+            log_warn("outbox: send events not recorded", "n=%zu rejected=%ld err=\"%s\"",
+                     json_array_size(evs), er.rejected, err_str(erc));
+        events_result_free(&er);
+    }
+    json_decref(evs);
 }
 
 static int cmd_serve(const struct cli *c)
@@ -164,7 +192,9 @@ static int cmd_serve(const struct cli *c)
         store_close(app.store);
         return 1;
     }
+    loyalty_rules_start(&app.cfg); /* loyalty/: program and earn rules */
     app_register_routes();
+    ratelimit_init(&app.cfg);
     if (sends_init(&app))
         log_error("campaign sends unavailable", "%s", "cannot start the audience builder");
     struct server_opts so = { .cfg = &app.cfg, .thread_init = worker_init,
@@ -178,8 +208,11 @@ static int cmd_serve(const struct cli *c)
         return 1;
     }
     rules_attach(&app, server_main_base(app.srv));
-    events_compactor_start(server_main_base(app.srv), app.store, app.cfg.event_retention_days);
-    if (outbox_init(&app)) /* after server_start: libevent is in threaded mode */
+    loyalty_rules_attach(server_main_base(app.srv));
+    promotions_sweeper_start(server_main_base(app.srv));
+    events_log_compactor_start(server_main_base(app.srv), app.store, app.cfg.event_retention_days);
+    deliver_set_sink(record_sends, &app);
+    if (deliver_start(&app)) /* after server_start: libevent is in threaded mode */
         log_error("outbox unavailable", "%s", "cannot start the delivery thread");
     if (c->port_file) {
         char tmp[4096];
@@ -193,8 +226,10 @@ static int cmd_serve(const struct cli *c)
     }
     server_run(app.srv);
     sends_shutdown();
-    outbox_shutdown();
-    events_compactor_stop();
+    deliver_stop();
+    events_log_compactor_stop();
+    promotions_sweeper_stop();
+    loyalty_rules_stop();
     rules_stop(&app);
     server_free(app.srv);
     store_close(app.store);
@@ -390,9 +425,22 @@ static int cmd_check(const struct cli *c)
     struct config cfg;
     if (load_config(&cfg, c))
         return 2;
-    int rc = rules_check_cli(&cfg, (const char **)(c->args + 1), c->nargs - 1);
+    /* loyalty files go to their own checker, the rest to the rules' */
+    int n = c->nargs - 1, nr = 0, nl = 0;
+    const char **rp = calloc((size_t)n + 1, sizeof *rp), **lp = calloc((size_t)n + 1, sizeof *lp);
+    for (int i = 0; i < n; i++) {
+        const char *a = c->args[1 + i];
+        if (loyalty_rules_is_loyalty_path(&cfg, a))
+            lp[nl++] = a;
+        else
+            rp[nr++] = a;
+    }
+    int rc = n && !nr ? 0 : rules_check_cli(&cfg, rp, nr);
+    int lbad = n && !nl ? 0 : loyalty_rules_check_cli(&cfg, lp, nl);
+    free(rp);
+    free(lp);
     config_free(&cfg);
-    return rc;
+    return rc ? rc : lbad ? 1 : 0;
 }
 
 int main(int argc, char **argv)

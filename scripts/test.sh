@@ -2,7 +2,8 @@
 # test.sh — everything CI runs: dependencies, a release build and an
 # ASan+UBSan build, and every Criterion suite (ctest) in both.  Prints one
 # final line "N passed, N failed" (ctest test programs, both builds) and
-# exits non-zero on any failure or build error.
+# exits non-zero on any failure or build error.  The layering check of
+# core/ (scripts/check-layers.py) counts as one more test.
 #
 #   scripts/test.sh
 #
@@ -47,7 +48,23 @@ build() { # mode
   fi
 }
 
+# The layering check (core/ folders include only downward, no circles):
+# the real tree must pass, and each tree under tests/layers/ must get the
+# verdict its name says, so the check itself is tested.
+check_layers() {
+  echo "=== layers"
+  local ok=1 out
+  python3 scripts/check-layers.py . || ok=0
+  python3 scripts/check-layers.py tests/layers/ok >/dev/null || { echo "layers: ok/ refused"; ok=0; }
+  for t in up:"from a higher layer" circle:"circle between modules" nofolder:"without its folder"; do
+    out=$(python3 scripts/check-layers.py "tests/layers/${t%%:*}") && { echo "layers: ${t%%:*}/ accepted"; ok=0; }
+    grep -q "${t#*:}" <<<"$out" || { echo "layers: ${t%%:*}/ not refused for the right reason: $out"; ok=0; }
+  done
+  if [ $ok -eq 1 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+}
+
 start=$(date +%s)
+check_layers
 if build release; then
   run_suite release build
 fi

@@ -62,6 +62,7 @@
 static const char *db_names[STORE_NDB] = {
     "meta", "profiles", "campaigns", "versions", "counters", "events",
     "aggregates", "audit", "outbox", "idem", "custidx", "pstats", "segments", "timers",
+    "coupons", "loyalty",
 };
 
 /* A transaction handle.  Each thread that touches the store also owns one
@@ -122,6 +123,9 @@ struct store {
     int64_t disk_free, disk_size;
     int disk_low;
     int64_t disk_warned_ms, refused_warned_ms;
+
+    void (*sync_hook)(void *);  /* store_set_sync_hook, called after each flush */
+    void *sync_hook_ud;
 };
 
 /* The calling thread's slot and the store it belongs to.  The store is
@@ -615,6 +619,13 @@ static void *syncer_main(void *arg)
         if (target > s->synced)
             s->synced = target;
         pthread_cond_broadcast(&s->done);
+        void (*hook)(void *) = s->sync_hook;
+        void *hud = s->sync_hook_ud;
+        if (hook) { /* outside the lock: the hook takes its own */
+            pthread_mutex_unlock(&s->mu);
+            hook(hud);
+            pthread_mutex_lock(&s->mu);
+        }
     }
     pthread_mutex_unlock(&s->mu);
     return NULL;
@@ -894,12 +905,10 @@ void store_txn_end(struct store_txn *t)
     }
 }
 
-int store_txn_commit(struct store_txn *t, int durable)
+/* Commit a write txn and let go of it (the writer lock, the thread's
+ * pass, the handle) on every path; note the room used for the grower. */
+static int wcommit(struct store_txn *t)
 {
-    if (!t->write) {
-        store_txn_end(t);
-        return 0;
-    }
     struct store *s = t->s;
     int rc = mdb_txn_commit(t->txn);
     if (rc == 0) {
@@ -915,6 +924,19 @@ int store_txn_commit(struct store_txn *t, int durable)
             note_full(s);
         return map_err(rc);
     }
+    return 0;
+}
+
+int store_txn_commit(struct store_txn *t, int durable)
+{
+    if (!t->write) {
+        store_txn_end(t);
+        return 0;
+    }
+    struct store *s = t->s;
+    int rc = wcommit(t);
+    if (rc)
+        return rc;
     pthread_mutex_lock(&s->mu);
     if (durable) {
         uint64_t seq = ++s->committed;
@@ -957,6 +979,51 @@ static int wfail(struct store_txn *t, int rc)
     if (rc == MDB_MAP_FULL)
         note_full(t->s);
     return map_err(rc);
+}
+
+int store_txn_commit_ticket(struct store_txn *t, uint64_t *ticket)
+{
+    *ticket = 0;
+    if (!t->write) {
+        store_txn_end(t);
+        return 0;
+    }
+    struct store *s = t->s;
+    int rc = wcommit(t);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&s->mu);
+    *ticket = ++s->committed;
+    s->ndurable++;
+    pthread_cond_signal(&s->work);
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+}
+
+uint64_t store_synced(struct store *s)
+{
+    pthread_mutex_lock(&s->mu);
+    uint64_t v = s->synced;
+    pthread_mutex_unlock(&s->mu);
+    return v;
+}
+
+void store_sync_wait(struct store *s, uint64_t ticket)
+{
+    pthread_mutex_lock(&s->mu);
+    while (s->synced < ticket) {
+        pthread_cond_signal(&s->work);
+        pthread_cond_wait(&s->done, &s->mu);
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+void store_set_sync_hook(struct store *s, void (*fn)(void *), void *ud)
+{
+    pthread_mutex_lock(&s->mu);
+    s->sync_hook = fn;
+    s->sync_hook_ud = ud;
+    pthread_mutex_unlock(&s->mu);
 }
 
 int store_get(struct store_txn *t, enum store_db db, const void *key, size_t klen,
