@@ -113,8 +113,15 @@ void decide_metrics_init(void)
     metrics_register(decide_collector, NULL);
 }
 
+/* Set while a simulation's decide runs on this thread (decide_run_worker
+ * with a rules_sim worker): its hook errors are the edited script's, not
+ * the live campaign's, and stay out of /metrics. */
+static __thread int tl_sim;
+
 static void count_hook_error(const char *id, int hook, int rc)
 {
+    if (tl_sim)
+        return;
     struct cstat *c = cstat_get(id);
     if (!c)
         return;
@@ -509,6 +516,9 @@ static int hook_recheck(struct rules_worker *rw, const struct rules_gen *g, stru
     return !pass;
 }
 
+static int run(struct rules_worker *rw, const struct decide_req *q, struct decide_err *e,
+               struct buf *out, int msgpack);
+
 int decide_run(const struct decide_req *q, struct decide_err *e, struct buf *out, int msgpack)
 {
     struct rules_worker *rw = rules_worker_self();
@@ -519,6 +529,21 @@ int decide_run(const struct decide_req *q, struct decide_err *e, struct buf *out
         return ERR_INVAL;
     }
     rules_worker_refresh(rw);
+    return run(rw, q, e, out, msgpack);
+}
+
+int decide_run_worker(struct rules_worker *rw, const struct decide_req *q, struct decide_err *e,
+                      struct buf *out, int msgpack)
+{
+    tl_sim = rw->sim;
+    int rc = run(rw, q, e, out, msgpack);
+    tl_sim = 0;
+    return rc;
+}
+
+static int run(struct rules_worker *rw, const struct decide_req *q, struct decide_err *e,
+               struct buf *out, int msgpack)
+{
     struct rules_gen *g = rw->gen;
     int chi = rules_gen_find_channel(g, q->channel);
     if (chi < 0) {
