@@ -11,8 +11,11 @@
 # latency, then POST /api/v1/decide (web/home_banner, limit 3) with caps on,
 # as a dry run (no reservation committed) and with the campaigns' caps
 # removed, each as a ratio to healthz plus p50/p90/p99/p99.9 latency; the offline
-# import rate; the time to reload all 500 campaign files.  Figures drift on a
-# shared 2-core machine; ratios hold (see ../shared/bench/README.md).
+# import rate; the time to reload all 500 campaign files; and decide while
+# the web console's dashboard polls (one console at its 5 s interval, and
+# ten at once), interleaved with runs without it, plus the server time one
+# poll costs.  Figures drift on a shared 2-core machine; ratios hold (see
+# ../shared/bench/README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -157,6 +160,52 @@ SERVER_PCT=$(server_pct "$OUT/hist0.txt" "$OUT/hist1.txt")
 echo "== POST /api/v1/decide, caps on, dry_run (everything but the reservation's write)"
 DD=$(decide_wrk decide-dry "$ROOT/scripts/decide-dry.wrk.lua")
 
+# The web console's dashboard as a browser runs it: each poll reads
+# /metrics, the analytics dashboard and the outbox summary (web/js/pages/
+# dashboard.js).  curl opens a connection per request where a browser keeps
+# one alive, so this costs the server a little more than a real console.
+console_poller() { # interval_s
+  while :; do
+    for p in /metrics /api/v1/analytics/dashboard /api/v1/outbox; do
+      curl -fs -o /dev/null "http://127.0.0.1:$PORT$p" || true
+    done
+    sleep "$1"
+  done
+}
+POLLER_PID=
+poller_start() { console_poller "$1" & POLLER_PID=$!; }
+poller_stop() { [ -n "$POLLER_PID" ] && kill "$POLLER_PID" 2>/dev/null && wait "$POLLER_PID" 2>/dev/null || true; POLLER_PID=; }
+trap 'poller_stop; stop_server' EXIT
+echo "== events for the dashboard to read (100,000 over the 500 campaigns, last 30 days)"
+awk -v now="$(date +%s)" 'BEGIN {
+  srand(7);
+  for (i = 0; i < 100000; i++) {
+    r = rand(); k = int(rand() * 500); v = (rand() < 0.5) ? "A" : "B";
+    t = (r < 0.8) ? "impression" : (r < 0.95) ? "click" : "conversion";
+    rev = (t == "conversion") ? sprintf(",\"revenue\":%.2f", rand() * 100) : "";
+    printf "{\"type\":\"%s\",\"customer_id\":\"console%06d\",\"campaign_id\":\"bench-%03d\",\"variant\":\"%s\",\"channel\":\"web\",\"ts\":%d%s}\n", t, i % 20000, k, v, now - int(rand() * 30 * 86400), rev;
+  }
+}' > "$OUT/console-events.ndjson"
+curl -fsS -o /dev/null -X POST -H 'Content-Type: application/x-ndjson' \
+  --data-binary @"$OUT/console-events.ndjson" "http://127.0.0.1:$PORT/api/v1/events"
+echo "== POST /api/v1/decide with and without the console polling (interleaved)"
+DC0=$(decide_wrk decide-console0)
+poller_start 5
+DC1=$(decide_wrk decide-console1)
+poller_stop
+poller_start 0.5
+DC10=$(decide_wrk decide-console10)
+poller_stop
+DC0B=$(decide_wrk decide-console0b)
+# server time per poll request, from the request-duration histogram
+POLL_MS=$(curl -fs "http://127.0.0.1:$PORT/metrics" | awk '
+  /^promod_http_request_duration_seconds_(sum|count)\{route="(\/metrics|\/api\/v1\/analytics\/dashboard|\/api\/v1\/outbox)"/ {
+    split($1, a, "route=\""); split(a[2], b, "\""); r = b[1]
+    if ($1 ~ /_sum/) s[r] += $2; else c[r] += $2
+  }
+  END { tot = 0; for (r in s) { printf "%s %.3f ms, ", r, 1000 * s[r] / c[r]; tot += 1000 * s[r] / c[r] }
+        printf "one poll %.2f ms of server time", tot }')
+
 echo "== reload of every campaign file (POST /api/v1/rules/reload, forced)"
 RELOAD_MS=$(curl -fs -XPOST "http://127.0.0.1:$PORT/api/v1/rules/reload" | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["build_ms"],1))')
 T0=$(date +%s%N)
@@ -188,7 +237,12 @@ row "GET /healthz" "$H" healthz
 row "POST /api/v1/decide (caps on)" "$D" decide-caps
 row "POST /api/v1/decide (caps off)" "$D0" decide-nocaps
 row "POST /api/v1/decide (dry_run)" "$DD" decide-dry
+row "decide, no console" "$DC0" decide-console0
+row "decide, 1 console polling / 5 s" "$DC1" decide-console1
+row "decide, 10 consoles (poll / 0.5 s)" "$DC10" decide-console10
+row "decide, no console (again)" "$DC0B" decide-console0b
 echo "caps on / caps off throughput: $(ratio "$D" "$D0")"
+echo "console: decide throughput with 1 console / without: $(ratio "$DC1" "$(python3 -c "print(($DC0 + $DC0B) / 2)")"), with 10: $(ratio "$DC10" "$(python3 -c "print(($DC0 + $DC0B) / 2)")"); $POLL_MS"
 echo "server time per decide, caps on (p50 / p99 / p99.9 us, from /metrics; no queueing): $SERVER_PCT"
 echo "reload of all campaign files: ${RELOAD_MS} ms (generation build, forced)"
 echo "offline import: $(cat "$OUT/import.json")"

@@ -37,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -262,14 +263,28 @@ static void h_ui(struct http_req *r)
 }
 
 /* GET /api/v1/whoami: the calling key's id and role, so the console shows
- * what the role allows.  Without configured keys the server is open on
- * loopback and every caller may do everything. */
+ * what the role allows.  Public, so that a console opened without a key
+ * learns whether it needs one without a refused request: no Authorization
+ * header gives {"role": null} (or, with no keys configured — the server is
+ * then open on loopback — the admin role); a key that is not accepted is
+ * a 401 as anywhere else. */
 static void h_whoami(struct http_req *r)
 {
+    const struct config *cfg = &g_app->cfg;
+    const struct config_key *k = NULL;
+    const char *auth = http_header(r, "Authorization");
+    if (cfg->nkeys && auth) {
+        if (strncasecmp(auth, "Bearer ", 7) || !(k = config_find_key(cfg, auth + 7))) {
+            http_add_header(r, "WWW-Authenticate", "Bearer");
+            http_reply_error(r, 401, "unauthorized", "unknown API key", NULL);
+            return;
+        }
+    }
     json_t *o = json_object();
-    json_object_set_new(o, "key_id", r->key ? json_string(r->key->id) : json_null());
-    json_object_set_new(o, "role", json_string(config_role_name(r->key ? r->key->role : ROLE_ADMIN)));
-    json_object_set_new(o, "auth", json_string(g_app->cfg.nkeys ? "api_keys" : "none"));
+    json_object_set_new(o, "key_id", k ? json_string(k->id) : json_null());
+    json_object_set_new(o, "role", k ? json_string(config_role_name(k->role))
+                                     : cfg->nkeys ? json_null() : json_string("admin"));
+    json_object_set_new(o, "auth", json_string(cfg->nkeys ? "api_keys" : "none"));
     http_add_header(r, "Cache-Control", "no-store");
     http_reply_json(r, 200, o);
 }
@@ -281,5 +296,5 @@ void api_ui_register(void)
     router_add(HTTP_GET, "/ui/{a}/{b}", ROLE_PUBLIC, h_ui, 0);
     router_add(HTTP_GET, "/ui/{a}/{b}/{c}", ROLE_PUBLIC, h_ui, 0);
     router_add(HTTP_GET, "/ui/{a}/{b}/{c}/{d}", ROLE_PUBLIC, h_ui, 0);
-    router_add(HTTP_GET, "/api/v1/whoami", ROLE_DECIDE, h_whoami, 0);
+    router_add(HTTP_GET, "/api/v1/whoami", ROLE_PUBLIC, h_whoami, 0);
 }

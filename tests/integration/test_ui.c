@@ -263,10 +263,18 @@ Test(ui, whoami_reports_the_role)
         cr_assert_str_eq(json_string_value(json_object_get(r.json, "auth")), "api_keys");
         tfx_resp_free(&r);
     }
+    /* no key: public, says a key is needed; a wrong key: 401 */
     struct tfx_resp r;
-    cr_assert_eq(get("/api/v1/whoami", NULL, &r), 401);
+    cr_assert_eq(get("/api/v1/whoami", NULL, &r), 200);
+    cr_assert(json_is_null(json_object_get(r.json, "role")), "%s", r.body);
+    cr_assert(json_is_null(json_object_get(r.json, "key_id")), "%s", r.body);
+    cr_assert_str_eq(json_string_value(json_object_get(r.json, "auth")), "api_keys");
     tfx_resp_free(&r);
     cr_assert_eq(get("/api/v1/whoami", "Authorization: Bearer wrong-key-123\r\n", &r), 401);
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(r.json, "error"), "code")),
+                     "unauthorized");
+    tfx_resp_free(&r);
+    cr_assert_eq(get("/api/v1/whoami", "Authorization: Basic bWFya2V0ZXIta2V5\r\n", &r), 401);
     tfx_resp_free(&r);
 }
 

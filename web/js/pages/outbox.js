@@ -55,7 +55,7 @@ export async function render(view, ctx) {
     if (admin) cols.unshift("");
     put(dead, table(cols, d.items.map((x) => {
       const cells = [String(x.id), x.channel, x.campaign || "", x.customer || "", fmtInt(x.attempts), x.reason,
-        x.error || "", fmtTime(x.dead_at), h("code", { class: "value" }, fmtJSON(x.msg))];
+        x.error || "", fmtTime(x.dead_at / 1000) /* ms */, h("code", { class: "value" }, fmtJSON(x.msg))];
       if (admin) {
         cells.unshift(h("input", { type: "checkbox", "aria-label": `select ${x.id}`, checked: selected.has(x.id),
           dataset: { id: x.id }, on: { change: (e) => {
