@@ -24,6 +24,27 @@ static void h_reload(struct http_req *r)
     http_reply_json(r, 200, o);
 }
 
+/* A campaign file's path under rules/ ("spring.lua", "promo/summer.lua"):
+ * segments of id characters, none empty or starting with '.'. */
+static int rel_name_valid(const char *n)
+{
+    if (strlen(n) > 128)
+        return 0;
+    char seg[130];
+    for (const char *p = n;; p++) {
+        size_t k = strcspn(p, "/");
+        if (k == 0 || k >= sizeof seg)
+            return 0;
+        memcpy(seg, p, k);
+        seg[k] = 0;
+        if (!id_valid(seg))
+            return 0;
+        p += k;
+        if (!*p)
+            return 1;
+    }
+}
+
 /* POST /api/v1/rules/validate {"script": "...", "kind": "campaign"|"plugin", "name": "x.lua"}
  * or a raw Lua body (Content-Type text/plain). */
 static void h_validate(struct http_req *r)
@@ -78,9 +99,10 @@ static void h_validate(struct http_req *r)
         }
         json_t *nv = json_object_get(b, "name");
         const char *n = json_string_value(nv);
-        if ((nv && !json_is_null(nv) && !n) || (n && !id_valid(n))) {
+        if ((nv && !json_is_null(nv) && !n) || (n && !rel_name_valid(n))) {
             http_reply_error(r, 400, "invalid_field",
-                             "\"name\" is a file name like \"spring.lua\" (A-Z a-z 0-9 _ - . : @)", "name");
+                             "\"name\" is the file's path under rules/ or plugins/, like \"spring.lua\" "
+                             "or \"promo/summer.lua\" (A-Z a-z 0-9 _ - . : @)", "name");
             json_decref(b);
             return;
         }
@@ -163,9 +185,10 @@ static void h_simulate(struct http_req *r)
     const char *name = str_field(r, b, "name", 0, 128, &bad);
     if (bad)
         goto out;
-    if (name && !id_valid(name)) {
+    if (name && !rel_name_valid(name)) {
         http_reply_error(r, 400, "invalid_field",
-                         "\"name\" is a file name like \"spring.lua\" (A-Z a-z 0-9 _ - . : @)", "name");
+                         "\"name\" is the file's path under rules/, like \"spring.lua\" or "
+                         "\"promo/summer.lua\" (A-Z a-z 0-9 _ - . : @)", "name");
         goto out;
     }
     struct decide_sim_req q = { .script = json_string_value(sv),

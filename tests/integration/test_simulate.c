@@ -131,6 +131,47 @@ Test(simulate, runs_the_edited_script_and_the_saved_one_keeps_serving)
     free(ed);
 }
 
+Test(simulate, name_gives_the_default_id_and_the_file_in_messages)
+{
+    start();
+    struct tfx_resp r;
+    const char *noid =
+        "return { channels = { \"web\" },\n"
+        "  variants = { { id = \"A\", content = { h = \"x\" } } },\n"
+        "  eligible = function(p, ctx) return p.nope.x end }\n";
+    char *js = ctfx_jstr(noid);
+    char body[1200];
+    snprintf(body, sizeof body, "{\"script\":%s,\"name\":\"promo/summer.lua\",\"customer_id\":\"ann\","
+             "\"channel\":\"web\"}", js);
+    free(js);
+    cr_assert_eq(ctfx_req(&srv, "POST", "/api/v1/rules/simulate", MKT, body, &r), 200, "%s", r.body);
+    cr_assert_str_eq(json_string_value(json_object_get(r.json, "campaign_id")), "promo.summer");
+    const char *err = json_string_value(json_object_get(first_explain(&r), "error"));
+    cr_assert(err && strstr(err, "rules/promo/summer.lua:3:"), "%s", r.body);
+    tfx_resp_free(&r);
+}
+
+/* validate takes the same names (the console's editor sends the file's path) */
+Test(simulate, validate_takes_a_path_under_rules)
+{
+    start();
+    struct tfx_resp r;
+    cr_assert_eq(ctfx_req(&srv, "POST", "/api/v1/rules/validate", MKT,
+                          "{\"name\":\"promo/summer.lua\",\"script\":\"return {\\n  priority = 'x',\\n}\"}", &r),
+                 422, "%s", r.body);
+    const char *first = json_string_value(json_array_get(json_object_get(r.json, "errors"), 0));
+    cr_assert(first && !strncmp(first, "rules/promo/summer.lua:", 23), "%s", r.body);
+    tfx_resp_free(&r);
+    static const char *bad[] = { "../x.lua", "a/../x.lua", "/x.lua", "a//x.lua", "a/.x.lua", "a/" };
+    for (int i = 0; i < 6; i++) {
+        char body[200];
+        snprintf(body, sizeof body, "{\"name\":\"%s\",\"script\":\"return {}\"}", bad[i]);
+        cr_assert_eq(ctfx_req(&srv, "POST", "/api/v1/rules/validate", MKT, body, &r), 400, "%s: %s", bad[i],
+                     r.body);
+        tfx_resp_free(&r);
+    }
+}
+
 Test(simulate, reserves_and_counts_nothing)
 {
     start();
@@ -248,6 +289,12 @@ Test(simulate, refuses_bad_requests)
         { "{\"script\":\"return {}\",\"customer_id\":\"ann\",\"channel\":\"web\",\"limit\":0}", 400,
           "invalid_field", "limit" },
         { "{\"script\":\"return {}\",\"customer_id\":\"ann\",\"channel\":\"web\",\"name\":\"../x.lua\"}", 400,
+          "invalid_field", "name" },
+        { "{\"script\":\"return {}\",\"customer_id\":\"ann\",\"channel\":\"web\",\"name\":\"a//x.lua\"}", 400,
+          "invalid_field", "name" },
+        { "{\"script\":\"return {}\",\"customer_id\":\"ann\",\"channel\":\"web\",\"name\":\"a/.x.lua\"}", 400,
+          "invalid_field", "name" },
+        { "{\"script\":\"return {}\",\"customer_id\":\"ann\",\"channel\":\"web\",\"name\":\"/x.lua\"}", 400,
           "invalid_field", "name" },
         { "{\"script\":\"return {}\",\"customer_id\":\"ann\",\"channel\":\"web\",\"dry_run\":false}", 400,
           "unknown_field", "dry_run" },

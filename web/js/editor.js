@@ -86,10 +86,12 @@ export function codeEditor(initial) {
   };
 }
 
+/** The campaign's file under rules/, as validate and simulate name it (its
+ *  default id and the path in messages); undefined when it is not one. */
 function fileName(camp) {
   const f = camp.file || camp.id + ".lua";
-  const base = f.split("/").pop();
-  return /^[A-Za-z0-9_.:@-]{1,128}$/.test(base) && !base.startsWith(".") ? base : undefined;
+  const ok = f.length <= 128 && f.split("/").every((s) => /^[A-Za-z0-9_.:@-]+$/.test(s) && !s.startsWith("."));
+  return ok ? f : undefined;
 }
 
 /** The script tab of a campaign page.  Returns a cleanup function. */

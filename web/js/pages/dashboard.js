@@ -1,12 +1,16 @@
 // pages/dashboard.js — live totals and rates, top campaigns, charts.
 //
-// Short polling every POLL_MS while the tab is visible: GET /metrics
-// (decides, offers, events and hook errors as counters; rates are the
-// counters' differences between two polls), GET /api/v1/analytics/dashboard
-// (today's and the range's totals, top campaigns) and GET /api/v1/outbox
-// (queue depth).  Each is a read the server answers from counters and
-// aggregates; `scripts/bench.sh` measures what a poller costs decide.  The
-// daily chart comes from POST /api/v1/analytics/reports, once a minute.
+// Two cadences, so that an open dashboard costs decide nothing measurable
+// (scripts/bench.sh measures it):
+//  - every POLL_MS while the tab is visible: GET /metrics (decides, offers,
+//    events and hook errors as counters; rates are the counters'
+//    differences between two polls), GET /api/v1/analytics/dashboard for
+//    today only (today's totals: one day of aggregate cells to read) and
+//    GET /api/v1/outbox (queue depth);
+//  - every SLOW_MS: the dashboard over its default 30 days (totals, top
+//    campaigns) and POST /api/v1/analytics/reports by day for the chart.
+//    These read every aggregate cell of the range, which grows with
+//    campaigns × days: a minute is fresh enough for 30-day views.
 
 import { get, post, metricsText, describe, seg } from "../api.js";
 import { h, put, tile, table, notice, fmtInt, fmtMoney, fmtRate, fmtCI } from "../dom.js";
@@ -14,7 +18,7 @@ import { parse, sum } from "../prom.js";
 import { timeChart, dayTs } from "../charts.js";
 
 const POLL_MS = 5000;
-const REPORT_MS = 60000;
+const SLOW_MS = 60000;
 const KEEP = 720; // live points kept: an hour at 5 s
 
 // Live history survives leaving the page (the module stays loaded).
@@ -42,11 +46,6 @@ function push(t, r) {
   if (hist.t.length > KEEP) for (const k of Object.keys(hist)) hist[k].shift();
 }
 
-function daysAgo(n) {
-  const d = new Date(Date.now() - n * 86400000);
-  return d.toISOString().slice(0, 10);
-}
-
 export async function render(view) {
   const status = h("span", { class: "muted", id: "dash-updated" }, "");
   const pauseBtn = h("button", { type: "button", class: "small" }, "Pause");
@@ -62,13 +61,15 @@ export async function render(view) {
     err, tiles,
     h("section", { class: "card" }, h("h2", null, "Live rates (per second)"), liveHost),
     h("section", { class: "card" }, h("h2", null, "Last 30 days (UTC days)"), dailyHost),
-    h("section", { class: "card" }, h("h2", null, "Top campaigns (30 days)"), top),
+    h("section", { class: "card" }, h("h2", null, "Top campaigns (30 days, by revenue, conversions, clicks)"), top),
     h("section", { class: "card" }, h("h2", null, "Totals (30 days)"), totals));
 
   let live = null;
   let daily = null;
   let timer = null;
-  let reportTimer = null;
+  let slowTimer = null;
+  let today = null; // the server's UTC day, "2026-03-01"
+  let last30 = null;
   let stopped = false;
   let paused = false;
 
@@ -94,8 +95,9 @@ export async function render(view) {
       return;
     }
     try {
-      const [text, dash, outbox] = await Promise.all([metricsText(), get("/api/v1/analytics/dashboard"),
-        get("/api/v1/outbox")]);
+      if (!today) await slow(); // the server's today (UTC), from the full dashboard
+      const dq = today ? `/api/v1/analytics/dashboard?from=${today}&to=${today}&top=1` : "/api/v1/analytics/dashboard";
+      const [text, dash, outbox] = await Promise.all([metricsText(), get(dq), get("/api/v1/outbox")]);
       if (stopped) return;
       const t = Date.now() / 1000;
       const c = counters(parse(text));
@@ -107,10 +109,9 @@ export async function render(view) {
       prev = Object.assign({ t }, c);
       if (r.decides !== null) push(t, r);
       showTiles(c, r, dash, outbox);
-      showTop(dash);
       drawLive();
       put(err);
-      put(status, "Updated " + new Date().toLocaleTimeString() + " · every " + POLL_MS / 1000 + " s");
+      put(status, `Updated ${new Date().toLocaleTimeString()} · today every ${POLL_MS / 1000} s, 30 days every minute`);
       view.dataset.polls = String(Number(view.dataset.polls || 0) + 1);
     } catch (e) {
       if (stopped) return;
@@ -120,19 +121,19 @@ export async function render(view) {
   }
 
   function showTiles(c, r, d, o) {
-    const today = d.today;
+    const day = d.today;
     const last5 = (d.rates && d.rates.last_5m) || { per_second: {} };
     const ps = last5.per_second || {};
     put(tiles,
       tile("decides_per_s", "Decides / s", fmtRate(r.decides), r.decides ?? "", `${fmtInt(c.decides)} since start`),
       tile("offers_per_s", "Offers served / s", fmtRate(r.offers), r.offers ?? "", `${fmtInt(c.offers)} since start`),
-      tile("impressions_today", "Impressions today", fmtInt(today.impressions), today.impressions,
+      tile("impressions_today", "Impressions today", fmtInt(day.impressions), day.impressions,
         `${fmtRate(ps.impression ?? 0)}/s over 5 min`),
-      tile("clicks_today", "Clicks today", fmtInt(today.clicks), today.clicks, "CTR " + fmtCI(today.ctr)),
-      tile("conversions_today", "Conversions today", fmtInt(today.conversions), today.conversions,
-        "rate " + fmtCI(today.conversion_rate)),
-      tile("revenue_today", "Revenue today", fmtMoney(today.revenue), today.revenue,
-        `${fmtMoney(d.totals.revenue)} in 30 days`),
+      tile("clicks_today", "Clicks today", fmtInt(day.clicks), day.clicks, "CTR " + fmtCI(day.ctr)),
+      tile("conversions_today", "Conversions today", fmtInt(day.conversions), day.conversions,
+        "rate " + fmtCI(day.conversion_rate)),
+      tile("revenue_today", "Revenue today", fmtMoney(day.revenue), day.revenue,
+        `${fmtMoney((last30 || {}).revenue)} in 30 days`),
       tile("hook_errors", "Hook errors", fmtInt(c.errors), c.errors,
         r.errors === null ? "since start" : `${fmtRate(r.errors)}/s now`),
       tile("outbox_queued", "Outbox depth", fmtInt(o.queued), o.queued,
@@ -158,27 +159,28 @@ export async function render(view) {
       h("dt", null, "conversion rate"), h("dd", null, fmtCI(t.conversion_rate))));
   }
 
-  async function report() {
-    reportTimer = null;
+  // the 30-day views: totals, top campaigns, the daily chart
+  async function slow() {
+    clearTimeout(slowTimer);
+    slowTimer = null;
     if (stopped) return;
     try {
-      const from = daysAgo(29);
-      const to = daysAgo(0);
-      const r = await post("/api/v1/analytics/reports", {
-        dimensions: ["day"], metrics: ["impressions", "clicks", "conversions"], from, to,
-      });
+      const d = await get("/api/v1/analytics/dashboard");
+      if (stopped) return;
+      today = d.to;
+      last30 = d.totals;
+      showTop(d);
+      const days = [];
+      for (let t = dayTs(d.from); t <= dayTs(d.to); t += 86400) days.push(new Date(t * 1000).toISOString().slice(0, 10));
+      const metrics = ["impressions", "clicks", "conversions"];
+      const r = await post("/api/v1/analytics/reports", { dimensions: ["day"], metrics, from: d.from, to: d.to });
       if (stopped) return;
       const cols = r.data.columns;
       const byDay = new Map(r.data.rows.map((row) => [row[0], row]));
-      const xs = [];
-      const ys = [[], [], []];
-      for (let i = 29; i >= 0; i--) {
-        const day = daysAgo(i);
+      const data = [days.map(dayTs), ...metrics.map((m) => days.map((day) => {
         const row = byDay.get(day);
-        xs.push(dayTs(day));
-        for (let k = 0; k < 3; k++) ys[k].push(row ? row[cols.indexOf(["impressions", "clicks", "conversions"][k])] : 0);
-      }
-      const data = [xs, ...ys];
+        return row ? row[cols.indexOf(m)] : 0;
+      }))];
       if (!daily) {
         daily = timeChart(dailyHost, {
           series: [{ label: "impressions", points: true }, { label: "clicks", points: true },
@@ -189,9 +191,9 @@ export async function render(view) {
         daily.update(data);
       }
     } catch (e) {
-      if (!stopped) put(dailyHost, notice("error", "Daily report unavailable: " + describe(e)));
+      if (!stopped) put(err, notice("error", "Could not refresh the 30-day views: " + describe(e)));
     }
-    if (!stopped) reportTimer = setTimeout(report, REPORT_MS);
+    if (!stopped) slowTimer = setTimeout(slow, SLOW_MS);
   }
 
   pauseBtn.addEventListener("click", () => {
@@ -207,11 +209,10 @@ export async function render(view) {
   };
   document.addEventListener("visibilitychange", onVisible);
   await poll();
-  report();
   return () => {
     stopped = true;
     clearTimeout(timer);
-    clearTimeout(reportTimer);
+    clearTimeout(slowTimer);
     document.removeEventListener("visibilitychange", onVisible);
     if (live) live.destroy();
     if (daily) daily.destroy();
