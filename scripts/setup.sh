@@ -8,9 +8,10 @@ set -euo pipefail
 PKGS=(
   build-essential cmake pkg-config
   libluajit-5.1-dev libevent-dev libmsgpack-dev liblmdb-dev libjansson-dev
-  libcriterion-dev libssl-dev
+  libcriterion-dev libssl-dev libpcre2-dev
   tzdata wrk lmdb-utils python3 curl openssl
   chromium chromium-driver python3-selenium python3-yaml prometheus
+  python3-scipy # reference statistics for tests/unit/test_stats.c (stats_ref.py)
 )
 
 installed() {
