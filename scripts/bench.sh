@@ -160,17 +160,45 @@ SERVER_PCT=$(server_pct "$OUT/hist0.txt" "$OUT/hist1.txt")
 echo "== POST /api/v1/decide, caps on, dry_run (everything but the reservation's write)"
 DD=$(decide_wrk decide-dry "$ROOT/scripts/decide-dry.wrk.lua")
 
-# The web console's dashboard as a browser runs it: each poll reads
-# /metrics, the analytics dashboard and the outbox summary (web/js/pages/
-# dashboard.js).  curl opens a connection per request where a browser keeps
+# The web console's dashboard as a browser runs it (web/js/pages/
+# dashboard.js): every tick /metrics, today's dashboard and the outbox
+# summary; every 12th tick (a minute at 5 s) the 30-day dashboard and the
+# by-day report.  curl opens a connection per request where a browser keeps
 # one alive, so this costs the server a little more than a real console.
-console_poller() { # interval_s
+console_poller() { # tick_s
+  local n=0 today u="http://127.0.0.1:$PORT"
+  today=$(date -u +%F)
   while :; do
-    for p in /metrics /api/v1/analytics/dashboard /api/v1/outbox; do
-      curl -fs -o /dev/null "http://127.0.0.1:$PORT$p" || true
+    for p in /metrics "/api/v1/analytics/dashboard?from=$today&to=$today&top=1" /api/v1/outbox; do
+      curl -fs -o /dev/null "$u$p" || true
     done
+    if [ $((n % 12)) -eq 0 ]; then
+      curl -fs -o /dev/null "$u/api/v1/analytics/dashboard" || true
+      curl -fs -o /dev/null -H 'Content-Type: application/json' -d \
+        '{"dimensions":["day"],"metrics":["impressions","clicks","conversions"]}' \
+        "$u/api/v1/analytics/reports" || true
+    fi
+    n=$((n + 1))
     sleep "$1"
   done
+}
+# The server's own time per request of a route, in microseconds: the mean
+# from its request-duration histogram (dispatch to reply) over 50 requests
+# one after another.  An upper bound of the CPU it costs: on a shared
+# machine it includes time the thread waited for a core.
+route_sum_count() { # route
+  curl -fs "http://127.0.0.1:$PORT/metrics" | awk -v r="route=\"$1\"" '
+    index($1, r) && $1 ~ /^promod_http_request_duration_seconds_sum/ { s += $2 }
+    index($1, r) && $1 ~ /^promod_http_request_duration_seconds_count/ { c += $2 }
+    END { printf "%.9f %d\n", s, c }'
+}
+req_server_us() { # route path [curl args...]
+  local route=$1 p=$2 a b
+  shift 2
+  a=$(route_sum_count "$route")
+  for _ in $(seq 1 50); do curl -fs -o /dev/null "$@" "http://127.0.0.1:$PORT$p"; done
+  b=$(route_sum_count "$route")
+  python3 -c "a, b = '$a'.split(), '$b'.split(); print('%.0f' % (1e6 * (float(b[0]) - float(a[0])) / max(1, int(b[1]) - int(a[1]))))"
 }
 POLLER_PID=
 poller_start() { console_poller "$1" & POLLER_PID=$!; }
@@ -193,18 +221,24 @@ DC0=$(decide_wrk decide-console0)
 poller_start 5
 DC1=$(decide_wrk decide-console1)
 poller_stop
-poller_start 0.5
+poller_start 0.5 # ten consoles: ten times the requests
 DC10=$(decide_wrk decide-console10)
 poller_stop
 DC0B=$(decide_wrk decide-console0b)
-# server time per poll request, from the request-duration histogram
-POLL_MS=$(curl -fs "http://127.0.0.1:$PORT/metrics" | awk '
-  /^promod_http_request_duration_seconds_(sum|count)\{route="(\/metrics|\/api\/v1\/analytics\/dashboard|\/api\/v1\/outbox)"/ {
-    split($1, a, "route=\""); split(a[2], b, "\""); r = b[1]
-    if ($1 ~ /_sum/) s[r] += $2; else c[r] += $2
-  }
-  END { tot = 0; for (r in s) { printf "%s %.3f ms, ", r, 1000 * s[r] / c[r]; tot += 1000 * s[r] / c[r] }
-        printf "one poll %.2f ms of server time", tot }')
+# what each of the console's requests costs the server, and so one open
+# console a minute: 12 ticks and one slow refresh
+TODAY=$(date -u +%F)
+RQ='{"dimensions":["day"],"metrics":["impressions","clicks","conversions"]}'
+D=/api/v1/analytics/dashboard
+C_MET=$(req_server_us /metrics /metrics)
+C_TODAY=$(req_server_us $D "$D?from=$TODAY&to=$TODAY&top=1")
+C_OUT=$(req_server_us /api/v1/outbox /api/v1/outbox)
+C_DASH=$(req_server_us $D $D)
+C_REP=$(req_server_us /api/v1/analytics/reports /api/v1/analytics/reports -H 'Content-Type: application/json' -d "$RQ")
+C_MIN=$(( 12 * (C_MET + C_TODAY + C_OUT) + C_DASH + C_REP ))
+POLL_MS="server time per request: /metrics ${C_MET} us, today's dashboard ${C_TODAY} us, outbox ${C_OUT} us"
+POLL_MS+=" (every 5 s); 30-day dashboard ${C_DASH} us, by-day report ${C_REP} us (every minute)"
+POLL_MS+="; one console: $(python3 -c "print('%.1f ms a minute, %.3f%% of a core' % ($C_MIN / 1000, $C_MIN / 600000))")"
 
 echo "== reload of every campaign file (POST /api/v1/rules/reload, forced)"
 RELOAD_MS=$(curl -fs -XPOST "http://127.0.0.1:$PORT/api/v1/rules/reload" | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["build_ms"],1))')
