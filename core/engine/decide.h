@@ -19,9 +19,7 @@
 #define PROMOD_DECIDE_H
 #include <jansson.h>
 #include "base/buf.h"
-
-struct rules_worker;
-struct reqerr;
+#include "base/reqerr.h"
 
 struct decide_req {
     const char *customer_id;
@@ -34,23 +32,19 @@ struct decide_req {
     int dry_run;
 };
 
-struct decide_err {
-    int status;             /**< HTTP status when decide_run fails */
-    const char *code;
-    char message[256];
-    const char *field;
-};
-
 /** Decide on the calling worker thread and append the reply
  *  ({"decision_id", "offers", "explain"?, "dry_run"?}) to `out`, as JSON
  *  text or (msgpack = 1) msgpack.  @return 0, or an error with *e filled
- *  (nothing useful in `out` then). */
-int decide_run(const struct decide_req *q, struct decide_err *e, struct buf *out, int msgpack);
+ *  (nothing useful in `out` then): 503 unavailable (not a worker thread),
+ *  422 unknown_channel (field "channel"), 503 store_unavailable, 500
+ *  internal. */
+int decide_run(const struct decide_req *q, struct reqerr *e, struct buf *out, int msgpack);
 
 /** decide_run() on a given worker instead of the calling thread's own:
  *  the worker is not refreshed.  For simulations (rules_sim_start), whose
- *  hook errors are then not counted in /metrics. */
-int decide_run_worker(struct rules_worker *rw, const struct decide_req *q, struct decide_err *e,
+ *  hook failures are then not counted in /metrics. */
+struct rules_worker;
+int decide_run_worker(struct rules_worker *rw, const struct decide_req *q, struct reqerr *e,
                       struct buf *out, int msgpack);
 
 /** A decide against a campaign script that is not saved (decide_sim.c):
@@ -74,11 +68,12 @@ struct decide_sim_req {
  *  422 unknown_channel or channel_not_listed (field "channel"), 503, 500. */
 json_t *decide_simulate(const struct decide_sim_req *s, struct reqerr *e);
 
-/** Register decide's per-campaign counters with /metrics. */
+/** Register decide's per-campaign counters with /metrics, and the hook
+ *  layer's (hooks_metrics_init).  Start-up, once. */
 void decide_metrics_init(void);
 
-/* Shared with outbound sends (core/sends.c, core/outbox.c), so a message
- * follows exactly the rules an offer does. */
+/* Shared with outbound sends (delivery/sends.c, delivery/outbox.c), so a
+ * message follows exactly the rules an offer does. */
 struct lua_State;
 struct rules_worker;
 struct rules_campaign;

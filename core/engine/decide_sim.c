@@ -26,13 +26,9 @@ json_t *decide_simulate(const struct decide_sim_req *s, struct reqerr *e)
     struct decide_req q = s->q;
     q.explain = 1;
     q.dry_run = 1;
-    struct decide_err de = { 0 };
     struct buf out = BUF_INIT;
     json_t *o = NULL;
-    if (decide_run_worker(rw, &q, &de, &out, 0)) {
-        reqerr_set(e, de.status ? de.status : 500, de.code ? de.code : "internal", de.field, "%s",
-                   de.message);
-    } else {
+    if (decide_run_worker(rw, &q, e, &out, 0) == 0) {
         int rc = 0;
         o = codec_parse_json(out.p, out.len, &rc, NULL, 0);
         if (!o) {
