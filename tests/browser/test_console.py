@@ -3,11 +3,13 @@
 
 Starts the built promod on a free loopback port with fixture data (the
 demo profiles plus a hostile one, the repository's campaigns plus a
-hostile campaign and one whose hook fails, events over two weeks, dead
-letters from a webhook receiver that refuses everything) and drives
+hostile campaign, one whose hook fails and one that does not load, events
+over two weeks, dead letters from a webhook receiver that refuses
+everything) and drives
 Debian's chromium through chromedriver (python3-selenium):
 
-  - every page loads without console errors or CSP violations;
+  - every page loads without console errors or CSP violations; the rules
+    page shows the broken file's error at its line;
   - the dashboard's numbers equal the API's;
   - the lifecycle buttons change the campaign's state, and a refused one
     shows the server's 409 reason;
@@ -97,6 +99,15 @@ WEBHOOK_CAMPAIGN = """return {
 }
 """
 
+BROKEN_CAMPAIGN = """return {
+  id = "broken",
+  channels = { "web" },
+  priority = "high",
+  variants = { { id = "A", content = { headline = "never served" } } },
+  eligible = function(p, ctx) return true end,
+}
+"""
+
 LC_SCRIPT = """return {
   id = "lc-demo",
   name = "Lifecycle demo",
@@ -140,13 +151,13 @@ class Server:
         shutil.copytree(os.path.join(ROOT, "rules"), os.path.join(t, "rules"))
         shutil.copytree(os.path.join(ROOT, "plugins"), os.path.join(t, "plugins"))
         for name, src in (("hostile.lua", HOSTILE_CAMPAIGN), ("flaky.lua", FLAKY_CAMPAIGN),
-                          ("crm-sync.lua", WEBHOOK_CAMPAIGN)):
+                          ("crm-sync.lua", WEBHOOK_CAMPAIGN), ("broken.lua", BROKEN_CAMPAIGN)):
             with open(os.path.join(t, "rules", name), "w") as f:
                 f.write(src)
         with open(os.path.join(t, "promod.lua"), "w") as f:
             f.write("""return {
-  listen = "127.0.0.1:0", data_dir = "%(t)s/data", rules_dir = "%(t)s/rules",
-  plugins_dir = "%(t)s/plugins", web_dir = "%(web)s", threads = 2, log_level = "warn",
+  listen = "127.0.0.1:0", data_dir = "data", rules_dir = "rules",
+  plugins_dir = "plugins", web_dir = "%(web)s", threads = 2, log_level = "warn",
   reload_debounce_ms = 50,
   api_keys = {
     { id = "ops", key = "%(admin)s", role = "admin" },
@@ -163,13 +174,15 @@ class Server:
             f.write(json.dumps({"id": "evil", "first_name": HOSTILE_PROFILE, "tier": "gold", "country": "FR",
                                 "ltv": 900, "note": "<script>window.__pwned=5</script>"}) + "\n")
         subprocess.run([self.binary, "import", "profiles", profiles, "-c", os.path.join(t, "promod.lua")],
-                       check=True, stdout=subprocess.DEVNULL)
+                       check=True, stdout=subprocess.DEVNULL, cwd=t)
 
     def start(self):
         portfile = os.path.join(self.tmp, "port")
         self.log = open(os.path.join(self.tmp, "server.log"), "w")
+        # run in the temp tree with relative directories, so that files show
+        # as "rules/x.lua" (as on a real install) in the pages and screenshots
         self.proc = subprocess.Popen([self.binary, "serve", "-c", os.path.join(self.tmp, "promod.lua"),
-                                      "--port-file", portfile], stdout=self.log, stderr=self.log)
+                                      "--port-file", portfile], stdout=self.log, stderr=self.log, cwd=self.tmp)
         deadline = time.time() + WAIT
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -497,6 +510,11 @@ def check_pages_load_clean(c, srv):
         assert not c.els(".notice.error"), "%s shows an error: %s" % (hash_, c.el(".notice.error").text)
         if shot:
             c.shot(shot, 1400 if shot == "campaign" else None)
+    # the rules page shows the broken file's error at its line
+    c.go("rules")
+    row = c.wait_css('#rules-files tr[data-file="rules/broken.lua"]')
+    assert "rules/broken.lua:4:" in row.text and "priority" in row.text, row.text
+    assert c.el('#rules-facts [data-errors]').get_attribute("data-errors") == "1"
     # filters: only active campaigns when "active" is chosen
     c.go("campaigns")
     c.wait_css("#campaign-list tbody tr[data-campaign]")
