@@ -6,9 +6,9 @@
  * Lua state and a one-campaign generation, never published), and the
  * live pipeline runs on it through decide_run_worker, forced to a dry run
  * with explain: nothing is reserved, no offer or hook error is counted,
- * nothing is stored.  Costs a Lua state per call (a few milliseconds),
- * which is fine for a person pressing a button and keeps every live
- * worker's state untouched.
+ * nothing is stored.  Costs a Lua state per call (about a millisecond
+ * with the demo campaigns), which is fine for a person pressing a button
+ * and keeps every live worker's state untouched.
  */
 #include "engine/decide.h"
 #include "base/err.h"
