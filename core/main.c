@@ -17,7 +17,10 @@
 #include "delivery/deliver.h"
 #include "service/profiles.h"
 #include "engine/rules.h"
+#include "engine/loyalty_rules.h"
+#include "service/promotions.h"
 #include "delivery/sends.h"
+#include "http/ratelimit.h"
 #include "http/server.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -143,6 +146,7 @@ static int worker_init(struct worker *w)
 
 static void worker_fini(struct worker *w)
 {
+    http_held_thread_stop();
     rules_worker_stop(w->ctx);
     w->ctx = NULL;
 }
@@ -185,7 +189,9 @@ static int cmd_serve(const struct cli *c)
         store_close(app.store);
         return 1;
     }
+    loyalty_rules_start(&app.cfg); /* loyalty/: program and earn rules */
     app_register_routes();
+    ratelimit_init(&app.cfg);
     if (sends_init(&app))
         log_error("campaign sends unavailable", "%s", "cannot start the audience builder");
     struct server_opts so = { .cfg = &app.cfg, .thread_init = worker_init,
@@ -199,6 +205,8 @@ static int cmd_serve(const struct cli *c)
         return 1;
     }
     rules_attach(&app, server_main_base(app.srv));
+    loyalty_rules_attach(server_main_base(app.srv));
+    promotions_sweeper_start(server_main_base(app.srv));
     events_log_compactor_start(server_main_base(app.srv), app.store, app.cfg.event_retention_days);
     deliver_set_sink(record_sends, &app);
     if (deliver_start(&app)) /* after server_start: libevent is in threaded mode */
@@ -217,6 +225,8 @@ static int cmd_serve(const struct cli *c)
     sends_shutdown();
     deliver_stop();
     events_log_compactor_stop();
+    promotions_sweeper_stop();
+    loyalty_rules_stop();
     rules_stop(&app);
     server_free(app.srv);
     store_close(app.store);
@@ -278,9 +288,22 @@ static int cmd_check(const struct cli *c)
     struct config cfg;
     if (load_config(&cfg, c))
         return 2;
-    int rc = rules_check_cli(&cfg, (const char **)(c->args + 1), c->nargs - 1);
+    /* loyalty files go to their own checker, the rest to the rules' */
+    int n = c->nargs - 1, nr = 0, nl = 0;
+    const char **rp = calloc((size_t)n + 1, sizeof *rp), **lp = calloc((size_t)n + 1, sizeof *lp);
+    for (int i = 0; i < n; i++) {
+        const char *a = c->args[1 + i];
+        if (loyalty_rules_is_loyalty_path(&cfg, a))
+            lp[nl++] = a;
+        else
+            rp[nr++] = a;
+    }
+    int rc = n && !nr ? 0 : rules_check_cli(&cfg, rp, nr);
+    int lbad = n && !nl ? 0 : loyalty_rules_check_cli(&cfg, lp, nl);
+    free(rp);
+    free(lp);
     config_free(&cfg);
-    return rc;
+    return rc ? rc : lbad ? 1 : 0;
 }
 
 int main(int argc, char **argv)

@@ -154,7 +154,8 @@ async function boot(fromSignIn) {
     session.clear();
     const role = state.me.role;
     state.me = null;
-    showSignIn(`This key has the ${role} role, which may only decide and send events; the console needs a marketer or admin key.`);
+    showSignIn(`This key has the ${role} role; the console needs a marketer or admin key ` +
+      "(decide and checkout keys are for sites and checkouts, not for people).");
     return;
   }
   if (!location.hash || location.hash === "#" || location.hash === "#/") {

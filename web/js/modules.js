@@ -1,11 +1,11 @@
 // modules.js — the console's pages.  A page is an ES module under pages/
 // exporting `render(view, ctx, ...params)` (returning an optional cleanup
 // function); adding one is a line here.  `role` is the least API role the
-// page needs (decide < marketer < admin, as the API's); pages above the
+// page needs (decide < checkout < marketer < admin, as the API's); pages above the
 // key's role are left out of the navigation and refused by the router.
 // `route` matches the part of the location hash after "#/".
 
-export const ROLES = { decide: 1, marketer: 2, admin: 3 };
+export const ROLES = { decide: 1, checkout: 2, marketer: 3, admin: 4 }; // as config.h's
 
 export const pages = [
   { id: "dashboard", title: "Dashboard", role: "marketer", nav: true,
