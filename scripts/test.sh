@@ -5,8 +5,8 @@
 # exits non-zero on any failure or build error.  The layering check of
 # core/ (scripts/check-layers.py) counts as one more test, and so do two
 # suites run against the release build: the web console in a headless
-# chromium (tests/browser/test_console.py, which also rewrites the
-# screenshots in docs/screenshots/) and the Prometheus/Grafana kit in
+# chromium (tests/browser/test_console.py; `--shots docs/screenshots`
+# refreshes the README's screenshots, a test run leaves them alone) and the Prometheus/Grafana kit in
 # deploy/ (tests/deploy/test_kit.py, promtool).
 #
 #   scripts/test.sh

@@ -22,8 +22,9 @@ Debian's chromium through chromedriver (python3-selenium):
     markup; the API key never appears in a URL;
   - the console's code never parses HTML strings (static check).
 
-Writes a screenshot of each page to docs/screenshots/ (the copies the
-README shows).  Prints one line per check and "browser: N passed, M
+With --shots DIR it writes a screenshot of each page there
+(`--shots docs/screenshots` refreshes the copies the README shows; a test
+run leaves the tree as it found it).  Prints one line per check and "browser: N passed, M
 failed"; exits 1 on any failure.
 
   /usr/bin/python3 tests/browser/test_console.py [--bin build/promod] [--shots DIR]
@@ -709,7 +710,7 @@ CHECKS = [check_static_safety, check_sign_in_and_key_handling, check_dashboard_e
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default=os.path.join(ROOT, "build", "promod"))
-    ap.add_argument("--shots", default=os.path.join(ROOT, "docs", "screenshots"))
+    ap.add_argument("--shots", default="")
     a = ap.parse_args()
     passed = failed = 0
     if a.shots:
