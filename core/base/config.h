@@ -41,6 +41,7 @@ struct config {
     char *data_dir;           /**< "./data" */
     char *rules_dir;          /**< "./rules" */
     char *plugins_dir;        /**< "./plugins" */
+    char *web_dir;            /**< the web console's files, served at /ui/ ("./web"); NULL = off */
     char *loyalty_dir;        /**< loyalty program and earn rules; NULL = "loyalty" beside rules_dir */
     int threads;              /**< worker threads; 0 = number of cores */
     size_t map_size;          /**< LMDB map's initial size, bytes (1 GiB); it grows */

@@ -22,7 +22,7 @@ static void store_collector(struct buf *out, void *ud)
     if (!g_app || !g_app->store || store_stat(g_app->store, &st))
         return;
     buf_printf(out,
-               "# HELP promod_lmdb_map_size_bytes LMDB map size (grows: doubled at 3/4 full).\n"
+               "# HELP promod_lmdb_map_size_bytes LMDB map size (address space; grows when the data fills half of it).\n"
                "# TYPE promod_lmdb_map_size_bytes gauge\n"
                "promod_lmdb_map_size_bytes %zu\n"
                "# HELP promod_lmdb_used_bytes LMDB pages in use.\n"
