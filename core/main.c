@@ -13,6 +13,7 @@
 #include "base/err.h"
 #include "insight/events.h"
 #include "insight/events_log.h"
+#include "service/exp_admin.h"
 #include "base/log.h"
 #include "delivery/deliver.h"
 #include "service/profiles.h"
@@ -181,6 +182,7 @@ static int cmd_serve(const struct cli *c)
         store_close(app.store);
         return 1;
     }
+    exp_admin_start(&app); /* after the rules: experiments name their campaigns */
     app_register_routes();
     if (sends_init(&app))
         log_error("campaign sends unavailable", "%s", "cannot start the audience builder");
@@ -190,11 +192,13 @@ static int cmd_serve(const struct cli *c)
     if (rc) {
         fprintf(stderr, "promod: cannot start the server: %s\n", err_str(rc));
         sends_shutdown();
+        exp_admin_stop();
         rules_stop(&app);
         store_close(app.store);
         return 1;
     }
     rules_attach(&app, server_main_base(app.srv));
+    exp_admin_attach(&app, server_main_base(app.srv));
     events_log_compactor_start(server_main_base(app.srv), app.store, app.cfg.event_retention_days);
     deliver_set_sink(record_sends, &app);
     if (deliver_start(&app)) /* after server_start: libevent is in threaded mode */
@@ -213,6 +217,7 @@ static int cmd_serve(const struct cli *c)
     sends_shutdown();
     deliver_stop();
     events_log_compactor_stop();
+    exp_admin_stop(); /* after the workers stopped deciding: stores queued exposures */
     rules_stop(&app);
     server_free(app.srv);
     store_close(app.store);

@@ -65,6 +65,7 @@ void config_free(struct config *c)
     free(c->data_dir);
     free(c->rules_dir);
     free(c->plugins_dir);
+    free(c->experiments_dir);
     free(c->source);
     /* <= nkeys: an entry rejected half-way (id read, key bad) is at keys[nkeys] */
     for (int i = 0; c->keys && i <= c->nkeys; i++) {
@@ -75,6 +76,27 @@ void config_free(struct config *c)
     if (c->channels)
         json_decref(c->channels);
     memset(c, 0, sizeof *c);
+}
+
+const char *config_experiments_dir(const struct config *c, char *out, size_t len)
+{
+    if (c->experiments_dir) {
+        snprintf(out, len, "%s", c->experiments_dir);
+        return out;
+    }
+    /* beside rules_dir: its parent (trailing slashes ignored) + /experiments */
+    const char *r = c->rules_dir ? c->rules_dir : "./rules";
+    size_t n = strlen(r);
+    while (n > 1 && r[n - 1] == '/')
+        n--;
+    size_t cut = n;
+    while (cut > 0 && r[cut - 1] != '/')
+        cut--;
+    if (cut == 0)
+        snprintf(out, len, "experiments");
+    else
+        snprintf(out, len, "%.*sexperiments", (int)cut, r);
+    return out;
 }
 
 int config_set_listen(struct config *c, const char *hp)
@@ -334,6 +356,8 @@ static int apply(lua_State *L, struct cerr *e, struct config *c)
             rc = get_str(L, e, k, &c->rules_dir);
         } else if (!strcmp(k, "plugins_dir")) {
             rc = get_str(L, e, k, &c->plugins_dir);
+        } else if (!strcmp(k, "experiments_dir")) {
+            rc = get_str(L, e, k, &c->experiments_dir);
         } else if (!strcmp(k, "threads")) {
             if (!(rc = get_int(L, e, k, 0, 64, &v)))
                 c->threads = (int)v;
