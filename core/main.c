@@ -3,7 +3,7 @@
  *
  *   promod serve [-c config/promod.lua] [--listen HOST:PORT] [--data DIR]
  *                [--rules DIR] [--plugins DIR] [--port-file FILE]
- *   promod check [DIR|FILE ...]
+ *   promod check [DIR|FILE ...]  (rules/ plugins/ experiments/ by default)
  *   promod import profiles FILE.ndjson [-c CONFIG] [--data DIR]
  */
 #include "http/api.h"
@@ -34,7 +34,7 @@ static void usage(FILE *f)
             "usage:\n"
             "  promod serve [-c CONFIG] [--listen HOST:PORT] [--data DIR] [--rules DIR]\n"
             "               [--plugins DIR] [--port-file FILE]\n"
-            "  promod check [DIR|FILE ...]        (default: rules/ plugins/)\n"
+            "  promod check [DIR|FILE ...]        (default: rules/ plugins/ experiments/)\n"
             "  promod import profiles FILE.ndjson [-c CONFIG] [--data DIR]\n"
             "  promod version\n");
 }
@@ -274,12 +274,41 @@ static int cmd_import(const struct cli *c)
     return res.failed ? 3 : 0;
 }
 
+/* Is `path` an experiment file or directory: under experiments_dir, or a
+ * path with an "experiments" component? */
+static int is_experiment_path(const struct config *cfg, const char *path)
+{
+    char dir[4096];
+    config_experiments_dir(cfg, dir, sizeof dir);
+    size_t dl = strlen(dir);
+    if (!strncmp(path, dir, dl) && (path[dl] == 0 || path[dl] == '/'))
+        return 1;
+    for (const char *p = path; (p = strstr(p, "experiments")); p += 11)
+        if ((p == path || p[-1] == '/') && (p[11] == '/' || p[11] == 0))
+            return 1;
+    return 0;
+}
+
 static int cmd_check(const struct cli *c)
 {
     struct config cfg;
     if (load_config(&cfg, c))
         return 2;
-    int rc = rules_check_cli(&cfg, (const char **)(c->args + 1), c->nargs - 1);
+    /* experiment files are checked by their own module; everything else is
+     * a campaign or a plugin.  No argument: rules/, plugins/, experiments/ */
+    const char *rest[64], *xps[64];
+    int nr = 0, nx = 0;
+    for (int i = 1; i < c->nargs; i++) {
+        if (is_experiment_path(&cfg, c->args[i]))
+            xps[nx++] = c->args[i];
+        else
+            rest[nr++] = c->args[i];
+    }
+    int rc = 0;
+    if (nr || !nx)
+        rc = rules_check_cli(&cfg, rest, nr);
+    if (nx || !nr)
+        rc |= exp_admin_check_cli(&cfg, xps, nx);
     config_free(&cfg);
     return rc;
 }

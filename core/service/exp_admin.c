@@ -384,6 +384,10 @@ json_t *exp_admin_create(const json_t *body, const char *actor, struct reqerr *e
         json_decref(old);
         goto done;
     }
+    if (rc != ERR_NOTFOUND) {
+        store_err(e, rc, "experiments");
+        goto done;
+    }
     uint64_t xkey;
     if ((rc = store_seq_next(t, "experiments", &xkey))) {
         store_err(e, rc, "experiments");

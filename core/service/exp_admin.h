@@ -44,6 +44,7 @@
 #include "base/reqerr.h"
 
 struct app;
+struct config;
 struct event_base;
 
 /** Load the directory (creating it when missing), sync records, publish
@@ -56,6 +57,13 @@ void exp_admin_attach(struct app *app, struct event_base *base);
 void exp_admin_stop(void);
 /** Reload the directory now (POST /api/v1/experiments/reload, tests). */
 int exp_admin_reload(void);
+
+/** `promod check` of experiment files: each file (or the *.lua of each
+ *  directory; default: the experiments directory) loaded and its
+ *  definition checked as the server would (campaign names are checked
+ *  when the server loads it, against its rules).  Prints `file:line:
+ *  message` per problem and a count.  @return the exit status (0 or 1). */
+int exp_admin_check_cli(const struct config *cfg, const char **paths, int n);
 
 /** POST: a definition (no "status": use start).  Created as draft, the
  *  file written.  @return the view (new) or NULL with `e` filled. */

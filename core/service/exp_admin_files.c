@@ -15,6 +15,7 @@
 #include "service/exp_admin_internal.h"
 #include "base/app.h"
 #include "base/clock.h"
+#include "base/config.h"
 #include "base/err.h"
 #include "base/hash.h"
 #include "base/id.h"
@@ -222,11 +223,11 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* The *.lua names of the directory (not hidden), sorted. */
-static char **scan(int *n)
+/* The *.lua names of directory `dir` (not hidden), sorted. */
+static char **scan(const char *dir, int *n)
 {
     *n = 0;
-    DIR *d = opendir(expa.dir);
+    DIR *d = opendir(dir);
     if (!d)
         return NULL;
     int cap = 16;
@@ -237,7 +238,7 @@ static char **scan(int *n)
         if (e->d_name[0] == '.' || l < 5 || strcmp(e->d_name + l - 4, ".lua"))
             continue;
         char abs[4400];
-        abs_of(e->d_name, abs, sizeof abs);
+        snprintf(abs, sizeof abs, "%s/%s", dir, e->d_name);
         struct stat st;
         if (lstat(abs, &st) || !S_ISREG(st.st_mode))
             continue;
@@ -274,12 +275,12 @@ static void lua_path(const char *field, char *out, size_t len)
     out[o] = 0;
 }
 
-/* Load one file's text: a definition, or NULL with *err ("path:line: ..."). */
-static struct experiments_def *load_text(struct luavm *vm, const char *rel, const char *src,
-                                         size_t len, char **err)
+/* Load one file's text (`path` as messages show it, `rel` its name for
+ * the default id): a definition, or NULL with *err ("path:line: ..."). */
+static struct experiments_def *load_text(struct luavm *vm, const char *path, const char *rel,
+                                         const char *src, size_t len, char **err)
 {
-    char path[4400], msg[6000];
-    abs_of(rel, path, sizeof path);
+    char msg[6000];
     *err = NULL;
     lua_State *L = luavm_state(vm);
     int top = lua_gettop(L);
@@ -301,8 +302,10 @@ static struct experiments_def *load_text(struct luavm *vm, const char *rel, cons
         } else {
             if (!json_object_get(j, "id")) {
                 /* default id: the file name without .lua */
+                const char *base = strrchr(rel, '/') ? strrchr(rel, '/') + 1 : rel;
+                size_t bl = strlen(base);
                 char stem[256];
-                snprintf(stem, sizeof stem, "%.*s", (int)(strlen(rel) - 4), rel);
+                snprintf(stem, sizeof stem, "%.*s", (int)(bl > 4 ? bl - 4 : 0), base);
                 if (id_valid(stem))
                     json_object_set_new(j, "id", json_string(stem));
             }
@@ -343,7 +346,7 @@ static void files_free(struct expa_file *f, int n)
 static int load_dir(void)
 {
     int n = 0, errs = 0;
-    char **names = scan(&n);
+    char **names = scan(expa.dir, &n);
     struct expa_file *nf = calloc((size_t)(n ? n : 1), sizeof *nf);
     if (!nf) {
         for (int i = 0; i < n; i++)
@@ -384,7 +387,7 @@ static int load_dir(void)
                     vm = NULL;
             }
             char *err = NULL;
-            struct experiments_def *d = vm ? load_text(vm, f->rel, src, len, &err) : NULL;
+            struct experiments_def *d = vm ? load_text(vm, path, f->rel, src, len, &err) : NULL;
             if (!vm)
                 err = strdup("out of memory");
             if (d) {
@@ -1009,4 +1012,80 @@ void exp_admin_stop(void)
     expa.excluded = NULL;
     expa.started = 0;
     pthread_mutex_unlock(&expa_mu);
+}
+
+/* ---------------------------------------------------------------------- */
+/* promod check                                                           */
+
+int exp_admin_check_cli(const struct config *cfg, const char **paths, int n)
+{
+    char dir[4096];
+    const char *def[1] = { config_experiments_dir(cfg, dir, sizeof dir) };
+    if (n == 0) {
+        paths = def;
+        n = 1;
+    }
+    struct luavm_opts o = { .mem_limit = 64u << 20, .instr_budget = cfg->instr_budget };
+    struct luavm *vm;
+    if (luavm_new(&o, &vm)) {
+        fprintf(stderr, "promod check: out of memory\n");
+        return 1;
+    }
+    int errs = 0, files = 0;
+    json_t *ids = json_object();
+    for (int i = 0; i < n; i++) {
+        struct stat st;
+        if (stat(paths[i], &st)) {
+            if (paths == def)
+                continue; /* no experiments directory: nothing to check */
+            printf("%s:1: cannot read: %s\n", paths[i], strerror(errno));
+            errs++;
+            continue;
+        }
+        char **names = NULL;
+        int nn = 0;
+        if (S_ISDIR(st.st_mode)) {
+            names = scan(paths[i], &nn);
+        } else {
+            names = malloc(sizeof *names);
+            if (names) {
+                names[0] = NULL;
+                nn = 1;
+            }
+        }
+        for (int k = 0; k < nn; k++) {
+            char path[4400];
+            if (names[k])
+                snprintf(path, sizeof path, "%s/%s", paths[i], names[k]);
+            else
+                snprintf(path, sizeof path, "%s", paths[i]);
+            size_t len = 0;
+            char *src = read_file(path, &len), *err = NULL;
+            files++;
+            struct experiments_def *d =
+                src ? load_text(vm, path, names[k] ? names[k] : path, src, len, &err) : NULL;
+            if (!src)
+                printf("%s:1: cannot read (larger than 1 MiB, or unreadable)\n", path);
+            else if (!d)
+                printf("%s\n", err ? err : "invalid");
+            else if (json_object_get(ids, d->id)) {
+                printf("%s:1: duplicate experiment id \"%s\" (also in %s)\n", path, d->id,
+                       json_string_value(json_object_get(ids, d->id)));
+                experiments_def_unref(d);
+                d = NULL;
+            } else {
+                json_object_set_new(ids, d->id, json_string(path));
+            }
+            errs += !d;
+            experiments_def_unref(d);
+            free(err);
+            free(src);
+            free(names[k]);
+        }
+        free(names);
+    }
+    json_decref(ids);
+    luavm_free(vm);
+    fprintf(stderr, "promod check: %d experiment files, %d problems\n", files, errs);
+    return errs ? 1 : 0;
 }

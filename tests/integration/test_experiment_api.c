@@ -10,6 +10,7 @@
  */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -407,4 +408,116 @@ Test(experiment_api, exposures_join_export_and_erasure)
     res = xtfx_results(&srv, "pv");
     cr_assert_eq(etfx_int(res, "exposures"), 1, "alice's exposure is gone, bob's is not");
     json_decref(res);
+}
+
+Test(experiment_api, promod_check_reads_experiment_files)
+{
+    tfx_write(&srv, "experiments/ok.lua",
+              "return { campaign_id = 'hero', variants = { 'A', 'B' } }\n");
+    tfx_write(&srv, "experiments/bad.lua",
+              "return {\n  campaign_id = 'hero',\n  variants = { 'A', 'B' },\n  coverage = 3,\n}\n");
+    char dir[400];
+    snprintf(dir, sizeof dir, "%s/experiments", srv.dir);
+    char *out;
+    cr_assert_eq(tfx_promod(&out, "check", "-c", srv.config, dir, (char *)NULL), 1, "%s", out);
+    char want[600];
+    snprintf(want, sizeof want, "%s/bad.lua:4: coverage must be", dir);
+    cr_assert(strstr(out, want), "%s", out);
+    cr_assert(!strstr(out, "ok.lua:"), "%s", out);
+    free(out);
+    tfx_unlink(&srv, "experiments/bad.lua");
+    cr_assert_eq(tfx_promod(&out, "check", "-c", srv.config, dir, (char *)NULL), 0, "%s", out);
+    free(out);
+}
+
+/* Two overlapping experiments started at once: the mutation lock lets one
+ * run and refuses the other, never both. */
+struct starter {
+    const char *id;
+    int status;
+};
+
+static void *start_main(void *arg)
+{
+    struct starter *s = arg;
+    char path[128];
+    snprintf(path, sizeof path, "/api/v1/experiments/%s/start", s->id);
+    struct tfx_resp r;
+    s->status = tfx_req(&srv, "POST", path, NULL, &r);
+    tfx_resp_free(&r);
+    return NULL;
+}
+
+/* Decides from several threads while experiments start, stop and conclude:
+ * every decide answers 200 with an offer. */
+struct decider {
+    volatile int *stop;
+    int n, bad, fail;
+};
+
+static void *decide_main(void *arg)
+{
+    struct decider *d = arg;
+    while (!*d->stop) {
+        char c[32];
+        snprintf(c, sizeof c, "churn%d", d->n % 500);
+        json_t *rep = NULL;
+        int st = xtfx_decide(&srv, c, NULL, &rep);
+        if (st != 200)
+            d->fail++;
+        else if (!xtfx_variant(rep, "solo"))
+            d->bad++;
+        json_decref(rep);
+        d->n++;
+    }
+    return NULL;
+}
+
+Test(experiment_api, concurrent_starts_and_decides_under_lifecycle_churn)
+{
+    json_decref(create("{\"id\":\"race1\",\"campaign_id\":\"hero\",\"variants\":[\"A\",\"B\"]}"));
+    json_decref(create("{\"id\":\"race2\",\"campaign_id\":\"hero\",\"variants\":[\"A\",\"C\"]}"));
+    struct starter s1 = { "race1", 0 }, s2 = { "race2", 0 };
+    pthread_t t1, t2;
+    pthread_create(&t1, NULL, start_main, &s1);
+    pthread_create(&t2, NULL, start_main, &s2);
+    pthread_join(t1, NULL);
+    pthread_join(t2, NULL);
+    cr_assert((s1.status == 200) != (s2.status == 200), "exactly one starts: %d %d", s1.status,
+              s2.status);
+    cr_assert(s1.status == 400 || s2.status == 400);
+
+    volatile int stop = 0;
+    struct decider d[3] = { { &stop, 0, 0, 0 }, { &stop, 0, 0, 0 }, { &stop, 0, 0, 0 } };
+    pthread_t th[3];
+    for (int i = 0; i < 3; i++)
+        pthread_create(&th[i], NULL, decide_main, &d[i]);
+    for (int round = 0; round < 8; round++) {
+        char body[200], id[32];
+        snprintf(id, sizeof id, "churn-%d", round);
+        snprintf(body, sizeof body,
+                 "{\"id\":\"%s\",\"campaign_id\":\"solo\",\"variants\":[\"A\",\"B\"],\"holdout\":0.2}", id);
+        json_decref(create(body));
+        xtfx_action(&srv, id, "start", NULL);
+        xtfx_action(&srv, id, "stop", NULL);
+        xtfx_action(&srv, id, "start", NULL);
+        xtfx_action(&srv, id, "winner", "{\"variant\":\"A\"}");
+    }
+    stop = 1;
+    int total = 0, bad = 0, fail = 0;
+    for (int i = 0; i < 3; i++) {
+        pthread_join(th[i], NULL);
+        total += d[i].n;
+        bad += d[i].bad;
+        fail += d[i].fail;
+    }
+    /* a held-out customer gets no offer of solo while an experiment runs;
+     * no decide may fail */
+    cr_assert_eq(fail, 0, "%d of %d decides failed", fail, total);
+    cr_assert(total > 30, "%d decides", total);
+    json_t *rep;
+    cr_assert_eq(xtfx_decide(&srv, "after-churn", NULL, &rep), 200);
+    cr_assert_str_eq(xtfx_variant(rep, "solo"), "A", "the last winner serves");
+    json_decref(rep);
+    cr_log_info("%d decides during the churn, %d without an offer of solo (holdouts)", total, bad);
 }

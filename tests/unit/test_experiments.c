@@ -22,6 +22,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "base/buf.h"
 #include "base/err.h"
@@ -501,6 +503,29 @@ static int count_cb(void *ud, const struct experiments_exposure *x)
     c->n++;
     snprintf(c->last, sizeof c->last, "%s", x->customer);
     return 0;
+}
+
+/* A single exposure is stored on the writer's own tick, not only when the
+ * queue fills or someone flushes (a quiet site loses nothing queued for
+ * long when the process is killed). */
+Test(experiments, a_lone_exposure_is_written_without_a_flush, .init = store_setup,
+     .fini = store_teardown)
+{
+    experiments_expose(3, "A", "lonely", "d-1", 42);
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        struct store_txn *tx;
+        cr_assert_eq(store_rtxn_begin(st, &tx), 0);
+        struct experiments_exposure x;
+        int rc = experiments_expo_get(tx, 3, "lonely", &x);
+        store_txn_end(tx);
+        if (rc == 0)
+            break;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        cr_assert(t.tv_sec - t0.tv_sec < 10, "the exposure was never written");
+        usleep(5000); /* polling a condition with a deadline */
+    }
 }
 
 Test(experiments, first_exposure_wins_and_erasure_reaches_it, .init = store_setup,
