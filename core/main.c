@@ -3,7 +3,7 @@
  *
  *   promod serve [-c config/promod.lua] [--listen HOST:PORT] [--data DIR]
  *                [--rules DIR] [--plugins DIR] [--port-file FILE]
- *   promod check [DIR|FILE ...]  (rules/ plugins/ experiments/ by default)
+ *   promod check [DIR|FILE ...]  (rules/ plugins/ experiments/ loyalty/ by default)
  *   promod import profiles FILE.ndjson [-c CONFIG] [--data DIR]
  */
 #include "http/api.h"
@@ -18,7 +18,10 @@
 #include "delivery/deliver.h"
 #include "service/profiles.h"
 #include "engine/rules.h"
+#include "engine/loyalty_rules.h"
+#include "service/promotions.h"
 #include "delivery/sends.h"
+#include "http/ratelimit.h"
 #include "http/server.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,7 +37,7 @@ static void usage(FILE *f)
             "usage:\n"
             "  promod serve [-c CONFIG] [--listen HOST:PORT] [--data DIR] [--rules DIR]\n"
             "               [--plugins DIR] [--port-file FILE]\n"
-            "  promod check [DIR|FILE ...]        (default: rules/ plugins/ experiments/)\n"
+            "  promod check [DIR|FILE ...]        (default: rules/ plugins/ experiments/ loyalty/)\n"
             "  promod import profiles FILE.ndjson [-c CONFIG] [--data DIR]\n"
             "  promod version\n");
 }
@@ -140,6 +143,7 @@ static int worker_init(struct worker *w)
 
 static void worker_fini(struct worker *w)
 {
+    http_held_thread_stop();
     rules_worker_stop(w->ctx);
     w->ctx = NULL;
 }
@@ -183,7 +187,9 @@ static int cmd_serve(const struct cli *c)
         return 1;
     }
     exp_admin_start(&app); /* after the rules: experiments name their campaigns */
+    loyalty_rules_start(&app.cfg); /* loyalty/: program and earn rules */
     app_register_routes();
+    ratelimit_init(&app.cfg);
     if (sends_init(&app))
         log_error("campaign sends unavailable", "%s", "cannot start the audience builder");
     struct server_opts so = { .cfg = &app.cfg, .thread_init = worker_init,
@@ -199,6 +205,8 @@ static int cmd_serve(const struct cli *c)
     }
     rules_attach(&app, server_main_base(app.srv));
     exp_admin_attach(&app, server_main_base(app.srv));
+    loyalty_rules_attach(server_main_base(app.srv));
+    promotions_sweeper_start(server_main_base(app.srv));
     events_log_compactor_start(server_main_base(app.srv), app.store, app.cfg.event_retention_days);
     deliver_set_sink(record_sends, &app);
     if (deliver_start(&app)) /* after server_start: libevent is in threaded mode */
@@ -218,6 +226,8 @@ static int cmd_serve(const struct cli *c)
     deliver_stop();
     events_log_compactor_stop();
     exp_admin_stop(); /* after the workers stopped deciding: stores queued exposures */
+    promotions_sweeper_stop();
+    loyalty_rules_stop();
     rules_stop(&app);
     server_free(app.srv);
     store_close(app.store);
@@ -294,23 +304,37 @@ static int cmd_check(const struct cli *c)
     struct config cfg;
     if (load_config(&cfg, c))
         return 2;
-    /* experiment files are checked by their own module; everything else is
-     * a campaign or a plugin.  No argument: rules/, plugins/, experiments/ */
-    const char *rest[64], *xps[64];
-    int nr = 0, nx = 0;
-    for (int i = 1; i < c->nargs; i++) {
-        if (is_experiment_path(&cfg, c->args[i]))
-            xps[nx++] = c->args[i];
-        else
-            rest[nr++] = c->args[i];
+    /* experiment files and loyalty files go to their own checkers, the
+     * rest (campaigns, plugins) to the rules'.  No argument: each checks
+     * its default directory (rules/ plugins/, experiments/, loyalty/) */
+    int n = c->nargs - 1, nr = 0, nl = 0, nx = 0;
+    const char **rp = calloc((size_t)n + 1, sizeof *rp), **lp = calloc((size_t)n + 1, sizeof *lp),
+               **xp = calloc((size_t)n + 1, sizeof *xp);
+    if (!rp || !lp || !xp) {
+        free(rp);
+        free(lp);
+        free(xp);
+        config_free(&cfg);
+        fprintf(stderr, "promod check: out of memory\n");
+        return 1;
     }
-    int rc = 0;
-    if (nr || !nx)
-        rc = rules_check_cli(&cfg, rest, nr);
-    if (nx || !nr)
-        rc |= exp_admin_check_cli(&cfg, xps, nx);
+    for (int i = 0; i < n; i++) {
+        const char *a = c->args[1 + i];
+        if (loyalty_rules_is_loyalty_path(&cfg, a))
+            lp[nl++] = a;
+        else if (is_experiment_path(&cfg, a))
+            xp[nx++] = a;
+        else
+            rp[nr++] = a;
+    }
+    int rc = n && !nr ? 0 : rules_check_cli(&cfg, rp, nr);
+    int lbad = n && !nl ? 0 : loyalty_rules_check_cli(&cfg, lp, nl);
+    int xbad = n && !nx ? 0 : exp_admin_check_cli(&cfg, xp, nx);
+    free(rp);
+    free(lp);
+    free(xp);
     config_free(&cfg);
-    return rc;
+    return rc ? rc : (lbad || xbad) ? 1 : 0;
 }
 
 int main(int argc, char **argv)

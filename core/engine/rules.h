@@ -39,6 +39,7 @@
 #include <jansson.h>
 #include <stdint.h>
 #include "base/config.h"
+#include "engine/coupons.h"
 #include "engine/hooks.h"
 
 struct app;
@@ -105,6 +106,7 @@ struct rules_campaign {
     enum campaign_status file_status;
     json_t *trigger;                /**< {"event","delay","cancel_on"} or NULL */
     double cost_per_send, cost_per_impression;
+    struct coupons_budget budget;   /**< money budget for coupon redemptions; amount_m 0 = none */
 };
 
 struct rules_channel {
