@@ -105,7 +105,8 @@ struct sends_item {
  *  customer (profile msgpack pv/pl, NULL when unknown; stats sv/sl or NULL)
  *  with rw's Lua state: consent, eligible, content, the plugin's render.
  *  The hooks run through the hook layer (engine/hooks.h), judged and
- *  counted as in decide.  @return 0 with *it filled, or 1 with *why one of
+ *  counted as in decide, and get p and ctx read-only as there
+ *  (luavm_push_readonly).  @return 0 with *it filled, or 1 with *why one of
  *  "no_profile", "consent", "not_eligible" (it->reason), "hook_error",
  *  "render_error", "render_declined" (it->error), "outside_schedule" (the
  *  schedule has ended; nothing to free). */

@@ -382,7 +382,8 @@ static int load_dir(void)
         } else {
             if (!vm) {
                 struct luavm_opts o = { .mem_limit = 64u << 20,
-                                        .instr_budget = g_app ? g_app->cfg.instr_budget : 0 };
+                                        .instr_budget = g_app ? g_app->cfg.instr_budget : 0,
+                                        .load_time_ms = g_app ? g_app->cfg.load_time_ms : 0 };
                 if (luavm_new(&o, &vm))
                     vm = NULL;
             }
@@ -1025,7 +1026,8 @@ int exp_admin_check_cli(const struct config *cfg, const char **paths, int n)
         paths = def;
         n = 1;
     }
-    struct luavm_opts o = { .mem_limit = 64u << 20, .instr_budget = cfg->instr_budget };
+    struct luavm_opts o = { .mem_limit = 64u << 20, .instr_budget = cfg->instr_budget,
+                            .load_time_ms = cfg->load_time_ms };
     struct luavm *vm;
     if (luavm_new(&o, &vm)) {
         fprintf(stderr, "promod check: out of memory\n");

@@ -428,6 +428,17 @@ Test(experiment_api, promod_check_reads_experiment_files)
     tfx_unlink(&srv, "experiments/bad.lua");
     cr_assert_eq(tfx_promod(&out, "check", "-c", srv.config, dir, (char *)NULL), 0, "%s", out);
     free(out);
+    /* experiment files run in the same sandbox as campaigns: an endless
+     * loop is stopped by the budget, the process's exit is not reachable */
+    tfx_write(&srv, "experiments/loop.lua", "while true do end\nreturn {}\n");
+    tfx_write(&srv, "experiments/escape.lua", "os.exit(0)\nreturn {}\n");
+    cr_assert_eq(tfx_promod(&out, "check", "-c", srv.config, dir, (char *)NULL), 1, "%s", out);
+    cr_assert(strstr(out, "loop.lua:"), "%s", out);
+    cr_assert(strstr(out, "escape.lua:"), "%s", out);
+    cr_assert(strstr(out, "2 problems"), "%s", out);
+    free(out);
+    tfx_unlink(&srv, "experiments/loop.lua");
+    tfx_unlink(&srv, "experiments/escape.lua");
 }
 
 /* Two overlapping experiments started at once: the mutation lock lets one
