@@ -637,7 +637,9 @@ json_t *exp_admin_action(const char *id, const char *action, const json_t *body,
      * expa_mu is held, so the write below sees the same record */
     if (!(rec = load_rec(id, &d, e)))
         goto done;
-    const char *st = rec_status(rec);
+    /* a copy: the record is released before the write re-reads it */
+    char st[16];
+    snprintf(st, sizeof st, "%s", rec_status(rec));
     if (!(allowed(st) & (1u << a))) {
         illegal(e, action, st);
         goto done;
