@@ -38,6 +38,7 @@ void config_defaults(struct config *c)
     c->data_dir = xstrdup("./data");
     c->rules_dir = xstrdup("./rules");
     c->plugins_dir = xstrdup("./plugins");
+    c->web_dir = xstrdup("./web");
     c->threads = 0;
     c->map_size = (size_t)1 << 30;
     c->sync_interval_ms = 1000;
@@ -73,6 +74,7 @@ void config_free(struct config *c)
     free(c->rules_dir);
     free(c->plugins_dir);
     free(c->experiments_dir);
+    free(c->web_dir);
     free(c->loyalty_dir);
     free(c->source);
     /* <= nkeys: an entry rejected half-way (id read, key bad) is at keys[nkeys] */
@@ -395,6 +397,15 @@ static int apply(lua_State *L, struct cerr *e, struct config *c)
             rc = get_str(L, e, k, &c->plugins_dir);
         } else if (!strcmp(k, "experiments_dir")) {
             rc = get_str(L, e, k, &c->experiments_dir);
+        } else if (!strcmp(k, "web_dir")) {
+            if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
+                free(c->web_dir); /* false: no web console */
+                c->web_dir = NULL;
+            } else if (lua_type(L, -1) == LUA_TSTRING) {
+                rc = get_str(L, e, k, &c->web_dir);
+            } else {
+                rc = bad(e, k, "expected a directory (string) or false");
+            }
         } else if (!strcmp(k, "loyalty_dir")) {
             rc = get_str(L, e, k, &c->loyalty_dir);
         } else if (!strcmp(k, "threads")) {
@@ -403,6 +414,11 @@ static int apply(lua_State *L, struct cerr *e, struct config *c)
         } else if (!strcmp(k, "map_size_mb")) {
             if (!(rc = get_int(L, e, k, 16, 1L << 24, &v)))
                 c->map_size = (size_t)v << 20;
+        } else if (!strcmp(k, "map_max_mb")) {
+            if (!(rc = get_int(L, e, k, 0, 1L << 24, &v)) && v > 0 && v < 16)
+                rc = bad(e, k, "expected 0 (no limit) or an integer from 16 to 16777216");
+            if (!rc)
+                c->map_max = (size_t)v << 20;
         } else if (!strcmp(k, "store_writemap")) {
             rc = get_bool(L, e, k, &c->store_writemap);
         } else if (!strcmp(k, "sync_interval_ms")) {
@@ -493,6 +509,8 @@ static int apply(lua_State *L, struct cerr *e, struct config *c)
     }
     if (c->default_limit > c->max_limit)
         return bad(e, "default_limit", "must not exceed max_limit");
+    if (c->map_max && c->map_max < c->map_size)
+        return bad(e, "map_max_mb", "must not be below map_size_mb");
     return 0;
 }
 

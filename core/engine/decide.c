@@ -446,15 +446,19 @@ static void decision_id(char did[20])
         did[19 - i] = hx[(rnd >> (4 * i)) & 15];
 }
 
-/* Step 1: the worker's generation and the channel. */
+/* Step 1: the worker's generation and the channel.  The worker is the
+ * calling thread's own, refreshed here, unless the caller gave one (a
+ * simulation's, decide_run_worker). */
 static int begin(struct req *r, struct reqerr *e)
 {
-    r->rw = rules_worker_self();
-    if (!r->rw || !r->rw->vm) {
-        reqerr_set(e, 503, "unavailable", NULL, "decide runs only on worker threads");
-        return ERR_INVAL;
+    if (!r->rw) {
+        r->rw = rules_worker_self();
+        if (!r->rw || !r->rw->vm) {
+            reqerr_set(e, 503, "unavailable", NULL, "decide runs only on worker threads");
+            return ERR_INVAL;
+        }
+        rules_worker_refresh(r->rw);
     }
-    rules_worker_refresh(r->rw);
     r->g = r->rw->gen;
     r->chi = rules_gen_find_channel(r->g, r->q->channel);
     if (r->chi < 0) {
@@ -1008,26 +1012,41 @@ static void trim_scratch(struct req *r)
         buf_free(&r->scr->rv.enc);
 }
 
+static int run(struct req *r, struct reqerr *e, struct buf *out)
+{
+    int rc = begin(r, e);
+    if (rc)
+        return rc;
+    if ((rc = load_customer(r, e))) {
+        json_decref(r->explain);
+        return rc;
+    }
+    candidates(r);
+    rank(r);
+    walk(r);
+    log_exposures(r);
+    explain_rest(r);
+    store_txn_end(r->t);
+    lua_settop(r->L, r->top);
+    rc = reply(r, out, e);
+    json_decref(r->explain);
+    trim_scratch(r);
+    return rc;
+}
+
 int decide_run(const struct decide_req *q, struct reqerr *e, struct buf *out, int msgpack)
 {
     struct req r = { .q = q, .msgpack = msgpack };
-    int rc = begin(&r, e);
-    if (rc)
-        return rc;
-    if ((rc = load_customer(&r, e))) {
-        json_decref(r.explain);
-        return rc;
-    }
-    candidates(&r);
-    rank(&r);
-    walk(&r);
-    log_exposures(&r);
-    explain_rest(&r);
-    store_txn_end(r.t);
-    lua_settop(r.L, r.top);
-    rc = reply(&r, out, e);
-    json_decref(r.explain);
-    trim_scratch(&r);
+    return run(&r, e, out);
+}
+
+int decide_run_worker(struct rules_worker *rw, const struct decide_req *q, struct reqerr *e,
+                      struct buf *out, int msgpack)
+{
+    struct req r = { .q = q, .msgpack = msgpack, .rw = rw };
+    hooks_count_pause(rw->sim);
+    int rc = run(&r, e, out);
+    hooks_count_pause(0);
     return rc;
 }
 
