@@ -14,5 +14,6 @@ void app_register_routes(void)
     api_events_register();
     api_analytics_register();
     api_outbox_register();
+    api_experiments_register();
     api_ui_register();
 }
