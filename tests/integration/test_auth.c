@@ -166,16 +166,30 @@ Test(auth, forbidden_message_names_role_and_route)
     tfx_resp_free(&r);
 }
 
-Test(auth, keys_allow_listening_beyond_loopback)
+/* With keys, anything but loopback needs TLS (test_tls.c) or the explicit
+ * insecure_http override, which the log shouts about at every start. */
+Test(auth, keys_beyond_loopback_need_tls_or_the_override)
 {
-    /* the same config on 0.0.0.0: allowed because keys are configured */
     tfx_server_stop(&srv);
-    cr_assert_eq(tfx_server_start_listen(&srv, "0.0.0.0:0"), 0, "refused to start with keys on 0.0.0.0");
-    cr_assert_eq(call(NULL, "GET", "/healthz", NULL, NULL, 0), 200);
-    cr_assert_eq(call(NULL, "GET", "/api/v1/profiles/u1", NULL, NULL, 0), 401);
+    cr_assert_neq(tfx_server_start_listen(&srv, "0.0.0.0:0"), 0, "started on 0.0.0.0 over plain HTTP");
     char *log = tfx_server_log(&srv);
+    cr_assert(strstr(log, "refusing to listen beyond loopback with API keys over plain HTTP"), "%s", log);
+    free(log);
+
+    struct tfx_server plain;
+    tfx_server_init(&plain, "insecure_http = true,\n"
+                            "  api_keys = { { id = 'site', key = '" DECIDE_KEY "', role = 'decide' } },");
+    cr_assert_eq(tfx_server_start_listen(&plain, "0.0.0.0:0"), 0, "the override did not start");
+    struct tfx_resp r;
+    cr_assert_eq(tfx_req(&plain, "GET", "/healthz", NULL, &r), 200);
+    tfx_resp_free(&r);
+    cr_assert_eq(tfx_req(&plain, "GET", "/api/v1/profiles/u1", NULL, &r), 401);
+    tfx_resp_free(&r);
+    log = tfx_server_log(&plain);
+    cr_assert(strstr(log, "level=warn") && strstr(log, "INSECURE: serving plain HTTP beyond loopback"), "%s", log);
     cr_assert(strstr(log, "auth=api_keys"), "start-up line does not say auth is on: %s", log);
     free(log);
+    tfx_server_cleanup(&plain);
 }
 
 /* No keys: loopback works (and says so); anything else refuses to start. */
