@@ -3,13 +3,18 @@
  *
  * The config is trusted operator input, so it runs in a plain LuaJIT state
  * (not the rule sandbox) but with only base/string/table/math opened: no io
- * or os, so a config cannot do anything but compute its table.
+ * or os, so a config cannot do anything but compute its table.  It still
+ * runs under limits (CONFIG_MAX_INSTRUCTIONS, CONFIG_MAX_MEMORY, the JIT
+ * off so the instruction hook sees every loop): a config that never ends
+ * or allocates without bound is an error naming the file, not a server
+ * that hangs at start.
  */
 #include "base/config.h"
 #include "base/err.h"
 #include "base/log.h"
 #include <lauxlib.h>
 #include <lua.h>
+#include <luajit.h>
 #include <lualib.h>
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
@@ -17,6 +22,41 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#define CONFIG_MAX_INSTRUCTIONS 100000000L /* far beyond any real config */
+#define CONFIG_MAX_MEMORY ((size_t)64 << 20)
+#define CONFIG_HOOK_EVERY 10000
+
+struct lim {
+    size_t used;
+    long hooks;
+};
+
+static void *lim_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    struct lim *l = ud;
+    if (nsize == 0) {
+        free(ptr);
+        l->used -= osize;
+        return NULL;
+    }
+    if (nsize > osize && l->used + (nsize - osize) > CONFIG_MAX_MEMORY)
+        return NULL; /* Lua raises "not enough memory" */
+    void *p = realloc(ptr, nsize);
+    if (p)
+        l->used += nsize - osize;
+    return p;
+}
+
+static void lim_hook(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    struct lim *l;
+    lua_getallocf(L, (void **)&l);
+    if (++l->hooks > CONFIG_MAX_INSTRUCTIONS / CONFIG_HOOK_EVERY)
+        luaL_error(L, "runs too long (more than %d million instructions: a loop that never ends?)",
+                   (int)(CONFIG_MAX_INSTRUCTIONS / 1000000));
+}
 
 static char *xstrdup(const char *s)
 {
@@ -555,9 +595,12 @@ int config_load_source(struct config *c, const char *src, size_t len, const char
                        size_t errlen)
 {
     struct cerr e = { err, errlen, path };
-    lua_State *L = luaL_newstate();
+    struct lim lim = { 0, 0 };
+    lua_State *L = lua_newstate(lim_alloc, &lim);
     if (!L)
         return ERR_NOMEM;
+    luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF); /* hooks do not see JIT traces */
+    lua_sethook(L, lim_hook, LUA_MASKCOUNT, CONFIG_HOOK_EVERY);
     static const luaL_Reg libs[] = {
         { "", luaopen_base }, { LUA_STRLIBNAME, luaopen_string },
         { LUA_TABLIBNAME, luaopen_table }, { LUA_MATHLIBNAME, luaopen_math }, { NULL, NULL }
@@ -582,7 +625,13 @@ int config_load_source(struct config *c, const char *src, size_t len, const char
         snprintf(err, errlen, "%s: bytecode is not accepted", path);
         rc = ERR_INVAL;
     } else if (luaL_loadbuffer(L, src, len, chunk) || lua_pcall(L, 0, 1, 0)) {
-        snprintf(err, errlen, "%s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "error");
+        const char *m = lua_tostring(L, -1);
+        if (!m)
+            snprintf(err, errlen, "%s: error", path);
+        else if (!strncmp(m, path, strlen(path)))
+            snprintf(err, errlen, "%s", m);
+        else /* "not enough memory" and the like carry no position */
+            snprintf(err, errlen, "%s: %s", path, m);
         rc = ERR_INVAL;
     } else if (!lua_istable(L, -1)) {
         snprintf(err, errlen, "%s: must return a table", path);

@@ -465,6 +465,25 @@ Test(config, runtime_error_gives_file_and_line)
     load_fails("local a = 1\nerror('operator says no')\n", ":2: operator says no");
 }
 
+/* A config that never ends, or eats memory, is an error naming the file
+ * (not a server hanging at start). */
+Test(config, runaway_config_stopped)
+{
+    load_fails("while true do end\nreturn {}\n", "runs too long");
+    config_free(&cfg);
+    config_defaults(&cfg);
+    load_fails("local t = {}\nfor i = 1, 1e12 do t[i] = string.rep('x', 1000) .. i end\nreturn {}\n",
+               "not enough memory");
+    config_free(&cfg);
+    config_defaults(&cfg);
+    load_fails("error({})\n", ": error");
+    config_free(&cfg);
+    config_defaults(&cfg);
+    /* loops of a sane size are fine */
+    load_ok("local n = 0\nfor i = 1, 100000 do n = n + i end\nreturn { threads = n % 7 }\n");
+    cr_assert_eq(cfg.threads, (int)((100000L * 100001L / 2) % 7));
+}
+
 Test(config, syntax_error_gives_file_and_line)
 {
     load_fails("return {\n  threads = 2,\n  listen = '127.0.0.1:1'\n  data_dir = 'x',\n}\n", ":4:");
