@@ -5,7 +5,8 @@
  * rules and plugins, one worker thread.  Each input is written raw on a
  * fresh connection, the write side shut, and the answer read until the
  * server closes.  A crash or sanitizer report anywhere in the server is a
- * finding; so is a connection the server never closes (FUZZ_HTTP_WAIT_MS),
+ * finding; so is an answer that is not HTTP/1.x (or is HTML), a connection
+ * the server never closes (FUZZ_HTTP_WAIT_MS),
  * or a server that stops answering /healthz.
  *
  * Keys are configured (a decide key and an admin key, sha256 and plain) so
@@ -183,9 +184,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fprintf(stderr, "fuzz: the server kept a connection open for %d ms\n", FUZZ_HTTP_WAIT_MS);
         abort();
     }
-    /* an answer is an HTTP/1.1 response, never libevent's HTML */
-    if (first[0] && (strncmp(first, "HTTP/1.1 ", 9) || strstr(first, "<HTML>"))) {
-        fprintf(stderr, "fuzz: not an HTTP/1.1 answer: %s\n", first);
+    /* an answer is an HTTP/1.x response (1.0 for a 1.0 request), never
+     * libevent's HTML */
+    if (first[0] && ((strncmp(first, "HTTP/1.1 ", 9) && strncmp(first, "HTTP/1.0 ", 9)) ||
+                     strstr(first, "<HTML>"))) {
+        fprintf(stderr, "fuzz: not an HTTP/1.x answer: %s\n", first);
         abort();
     }
     static long runs;

@@ -10,6 +10,7 @@ PKGS=(
   libluajit-5.1-dev libevent-dev libmsgpack-dev liblmdb-dev libjansson-dev
   libcriterion-dev libssl-dev
   tzdata wrk lmdb-utils python3 curl openssl
+  clang libclang-rt-14-dev
 )
 
 installed() {
