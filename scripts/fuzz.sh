@@ -65,7 +65,7 @@ opts() {
   local t=$1
   local o=(-timeout=20 -rss_limit_mb=3072 -print_final_stats=1)
   case "$t" in
-    http) o+=(-max_len=65536) ;;
+    http) o=(-timeout=120 -rss_limit_mb=3072 -print_final_stats=1 -max_len=65536) ;;
     import|events) o+=(-max_len=65536) ;;
     rules|config) o+=(-max_len=16384) ;;
     *) o+=(-max_len=8192) ;;
@@ -73,11 +73,11 @@ opts() {
   printf '%s\n' "${o[@]}"
 }
 
-summary() { # log -> "runs=N cov=N ft=N" (plain and -fork logs)
-  awk '/^#[0-9]+:? .*cov: / {n=$1; gsub(/[#:]/, "", n); r=n
+summary() { # log -> "runs=N cov=N ft=N": runs summed over the processes the log holds
+  awk '/^#[0-9]+:? .*cov: / {n=$1; gsub(/[#:]/, "", n); last=n
                              for (i=1;i<=NF;i++) {if ($i=="cov:") c=$(i+1); if ($i=="ft:") f=$(i+1)}}
-       /stat::number_of_executed_units/ {r=$2}
-       END {printf "runs=%s cov=%s ft=%s", r ? r : "?", c ? c : "?", f ? f : "?"}' "$1"
+       /stat::number_of_executed_units/ {r+=$2; last=0}
+       END {r+=last; printf "runs=%s cov=%s ft=%s", r ? r : "?", c ? c : "?", f ? f : "?"}' "$1"
 }
 
 if [ "$mode" = smoke ]; then
@@ -118,11 +118,17 @@ for t in "${targets[@]}"; do
   mapfile -t o < <(opts "$t")
   echo "== fuzz $t for $secs s (log: $out/log)"
   start=$(date +%s)
-  ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} \
-  UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
-    nice "build-fuzz/fuzz_$t" "${o[@]}" -max_total_time="$secs" -artifact_prefix="$out/" \
-      -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1 -fork=1 \
-      "$out/corpus" "fuzz/corpus/$t" >>"$out/log" 2>&1
+  # One process at a time; after a finding (which stops libFuzzer) start
+  # again from the grown corpus until the time is used up.  Each finding's
+  # report stays in the log, next to its input.
+  while :; do
+    left=$(( secs - ($(date +%s) - start) ))
+    [ "$left" -gt 5 ] || break
+    ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} \
+    UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
+      nice "build-fuzz/fuzz_$t" "${o[@]}" -max_total_time="$left" -artifact_prefix="$out/" \
+        "$out/corpus" "fuzz/corpus/$t" >>"$out/log" 2>&1 || true
+  done
   n=$(find "$out" -maxdepth 1 \( -name 'crash-*' -o -name 'leak-*' -o -name 'timeout-*' -o -name 'oom-*' \) | wc -l)
   echo "fuzz $t: $(( $(date +%s) - start )) s, $(summary "$out/log"), corpus $(find "$out/corpus" -type f | wc -l) files, findings $n"
 done

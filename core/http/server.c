@@ -212,8 +212,11 @@ static void dispatch(struct evhttp_request *ev, void *arg)
     const struct config *cfg = w->srv->cfg;
     struct http_req r = { .ev = ev, .worker = w, .route = -1, .t0 = clock_mono_ns() };
     r.method = map_method(evhttp_request_get_command(ev));
-    {
-        /* a request the connection reader refused (wire.c): answer and close */
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(ev);
+    const char *rawpath = uri ? evhttp_uri_get_path(uri) : NULL;
+    if (rawpath && rawpath[0] == '/' && !rawpath[1]) {
+        /* a request the connection reader refused (wire.c; its synthetic
+         * request is always "GET /"): answer and close */
         const char *code;
         char msg[256];
         int st = wire_rejection(ev, cfg, &code, msg, sizeof msg);
@@ -223,8 +226,6 @@ static void dispatch(struct evhttp_request *ev, void *arg)
             goto done;
         }
     }
-    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(ev);
-    const char *rawpath = uri ? evhttp_uri_get_path(uri) : NULL;
     const char *rawq = uri ? evhttp_uri_get_query(uri) : NULL;
     size_t plen = 0;
     if (rawpath)

@@ -167,6 +167,11 @@ enum wstate {
     WS_REJECTED,    /* refused: everything else is dropped */
 };
 
+/* on_line's answers besides 0 (read on) and a refusal reason (> 0) */
+#define LINE_DONE (-1)     /* the state moved on: the bytes after the line go back */
+#define LINE_SKIP (-2)     /* a blank line before a request line: drop it */
+#define LINE_FALLBACK (-3) /* fast_head cannot take this head: read it the slow way */
+
 enum phase {
     P_NEW,      /* evhttp is setting the connection up */
     P_OPEN,     /* our close callback is registered */
@@ -182,6 +187,7 @@ struct conn {
     struct evbuffer_cb_entry *in_cb;
     struct event *timer;      /* header_timeout, then the linger's deadline */
     struct event *later;      /* runs after evhttp's current call: attach, close */
+    /* both events live in the same allocation, after the struct (event_assign) */
     enum phase phase;
     int timer_armed;
     int busy;                 /* we are changing the input buffer ourselves */
@@ -190,6 +196,8 @@ struct conn {
     struct conn *prev, *next; /* the worker's connections */
     enum wstate st;
     struct buf held;  /* head / chunk line / trailer bytes not yet passed */
+    const char *base; /* what the head is read from: held.p, or the input itself (fast_head) */
+    int inplace;      /* the head being read is already in the input buffer */
     size_t line;      /* start of the line being read, in held */
     size_t scan;      /* bytes of held already searched for LF */
     /* the request being read */
@@ -285,12 +293,19 @@ static void reject(struct conn *c, struct evbuffer *dst, enum wire_reason r, uin
     timer_disarm(c);
 }
 
-static int is_tchar(unsigned char ch)
-{
-    if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9'))
-        return 1;
-    return ch && strchr("!#$%&'*+-.^_`|~", ch) != NULL;
-}
+/* RFC 9110 token characters */
+static const unsigned char tchar[256] = {
+    ['0' ... '9'] = 1, ['A' ... 'Z'] = 1, ['a' ... 'z'] = 1, ['!'] = 1, ['#'] = 1, ['$'] = 1,
+    ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1, ['-'] = 1, ['.'] = 1, ['^'] = 1,
+    ['_'] = 1, ['`'] = 1, ['|'] = 1, ['~'] = 1,
+};
+
+static int is_tchar(unsigned char ch) { return tchar[ch]; }
+
+/* bytes a field value may not hold: controls but HTAB, and DEL */
+static const unsigned char ctl[256] = {
+    [0 ... 8] = 1, [10 ... 31] = 1, [127] = 1,
+};
 
 /* The line [p, p+n) without its LF: drop one CR before the LF; any other
  * CR is a bare CR.  Returns the content length, or -1. */
@@ -306,14 +321,14 @@ static long strip_eol(const char *p, size_t n)
 
 static int method_of(const char *m, size_t n)
 {
-    static const struct { const char *s; int m; } ms[] = {
-        { "GET", HTTP_GET }, { "POST", HTTP_POST }, { "PUT", HTTP_PUT }, { "PATCH", HTTP_PATCH },
-        { "DELETE", HTTP_DELETE }, { "HEAD", HTTP_HEAD }, { "OPTIONS", HTTP_OPTIONS },
-    };
-    for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++)
-        if (strlen(ms[i].s) == n && !memcmp(ms[i].s, m, n))
-            return ms[i].m;
-    return 0;
+    switch (n) {
+    case 3: return !memcmp(m, "GET", 3) ? HTTP_GET : !memcmp(m, "PUT", 3) ? HTTP_PUT : 0;
+    case 4: return !memcmp(m, "POST", 4) ? HTTP_POST : !memcmp(m, "HEAD", 4) ? HTTP_HEAD : 0;
+    case 5: return !memcmp(m, "PATCH", 5) ? HTTP_PATCH : 0;
+    case 6: return !memcmp(m, "DELETE", 6) ? HTTP_DELETE : 0;
+    case 7: return !memcmp(m, "OPTIONS", 7) ? HTTP_OPTIONS : 0;
+    default: return 0;
+    }
 }
 
 /* "METHOD SP target SP HTTP/1.x": 0 or a reason. */
@@ -352,7 +367,7 @@ static int request_line(struct conn *c, const char *p, size_t n)
     /* origin-form only: "/..." but not "//..." (evhttp would read an authority) */
     if (t[0] != '/' || (tl > 1 && t[1] == '/'))
         return WIRE_BAD_TARGET;
-    c->target = (size_t)(t - c->held.p);
+    c->target = (size_t)(t - c->base);
     c->target_len = tl;
     c->http10 = v[7] == '0';
     return 0;
@@ -378,18 +393,18 @@ static int field_line(struct conn *c, const char *p, size_t n, size_t off, size_
         if (!is_tchar((unsigned char)p[i]))
             return WIRE_BAD_FIELD;
     const char *v = colon + 1, *e = p + n;
-    for (const char *q = v; q < e; q++) {
-        unsigned char ch = (unsigned char)*q;
-        if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+    for (const unsigned char *q = (const unsigned char *)v; q < (const unsigned char *)e; q++)
+        if (ctl[*q])
             return WIRE_BAD_FIELD;
-    }
+    if (++c->nfields > WIRE_MAX_FIELDS)
+        return WIRE_TOO_MANY_FIELDS;
+    if (nl != 6 && nl != 14 && nl != 15 && nl != 17) /* none of the names below */
+        return 0;
     while (v < e && (*v == ' ' || *v == '\t'))
         v++;
     while (e > v && (e[-1] == ' ' || e[-1] == '\t'))
         e--;
     size_t vl = (size_t)(e - v);
-    if (++c->nfields > WIRE_MAX_FIELDS)
-        return WIRE_TOO_MANY_FIELDS;
     if (name_is(p, nl, "content-length")) {
         if (vl == 0)
             return WIRE_BAD_LENGTH;
@@ -430,7 +445,7 @@ static int field_line(struct conn *c, const char *p, size_t n, size_t off, size_
 static uint64_t route_cap(struct conn *c)
 {
     const struct config *cfg = c->w->cfg;
-    const char *t = c->held.p + c->target;
+    const char *t = c->base + c->target;
     size_t n = 0;
     while (n < c->target_len && t[n] != '?' && t[n] != '#')
         n++;
@@ -463,6 +478,8 @@ static int head_done(struct conn *c, struct evbuffer *dst, size_t end)
         c->length = c->body_cap; /* the number the message gives */
         return WIRE_BODY_TOO_LARGE;
     }
+    if (c->inplace && c->chunked)
+        return LINE_FALLBACK; /* the head must leave the input: the slow path does that */
     timer_disarm(c);
     if (c->chunked) {
         /* evhttp gets the request once the body is complete, with a
@@ -473,7 +490,7 @@ static int head_done(struct conn *c, struct evbuffer *dst, size_t end)
         if (!c->body && !(c->body = evbuffer_new()))
             return WIRE_BODY_TOO_LARGE; /* out of memory: refuse */
         buf_reset(&c->head);
-        if (buf_add(&c->head, c->held.p, end))
+        if (buf_add(&c->head, c->base, end))
             return WIRE_BODY_TOO_LARGE;
         c->st = WS_CHUNK_LINE;
         c->body_total = 0;
@@ -489,7 +506,8 @@ static int head_done(struct conn *c, struct evbuffer *dst, size_t end)
         }
         return 0;
     }
-    evbuffer_add(dst, c->held.p, end);
+    if (!c->inplace && evbuffer_add(dst, c->base, end))
+        return WIRE_BODY_TOO_LARGE; /* out of memory: refuse */
     if (c->has_length && c->length > 0) {
         c->st = WS_BODY;
         c->left = c->length;
@@ -533,12 +551,13 @@ static void request_reset(struct conn *c)
     c->length = 0;
 }
 
-/* One complete line [line, end) of `held` in a line state.  Returns 0, a
- * reason, or -1 when the state moved on and the line buffer is done with
- * (the caller returns the bytes after `end` to the source). */
+/* One complete line [line, end) of c->base in a line state.  Returns 0, a
+ * reason, LINE_DONE when the state moved on and the line buffer is done
+ * with (the caller returns the bytes after `end` to the source),
+ * LINE_SKIP for a blank line to drop, or LINE_FALLBACK (fast_head only). */
 static int on_line(struct conn *c, struct evbuffer *dst, size_t end)
 {
-    const char *p = c->held.p + c->line;
+    const char *p = c->base + c->line;
     long n = strip_eol(p, end - c->line);
     switch (c->st) {
     case WS_HEAD:
@@ -546,16 +565,18 @@ static int on_line(struct conn *c, struct evbuffer *dst, size_t end)
             return WIRE_BARE_CR;
         if (c->nlines == 0) {
             if (n == 0) { /* a stray CRLF between requests: skip it */
+                if (c->inplace)
+                    return LINE_FALLBACK;
                 if (++c->blanks > MAX_BLANK_LINES)
                     return WIRE_BAD_REQUEST_LINE;
-                return -2;
+                return LINE_SKIP;
             }
             c->nlines++;
             return request_line(c, p, (size_t)n);
         }
         if (n == 0) {
             int r = head_done(c, dst, end);
-            return r ? r : -1;
+            return r ? r : LINE_DONE;
         }
         c->nlines++;
         return field_line(c, p, (size_t)n, c->line, end - c->line);
@@ -588,7 +609,7 @@ static int on_line(struct conn *c, struct evbuffer *dst, size_t end)
         if (size == 0) {
             c->st = WS_TRAILER;
             c->nfields = 0;
-            return -1;
+            return LINE_DONE;
         }
         if (size > c->body_cap - c->body_total) {
             c->length = c->body_cap;
@@ -597,13 +618,13 @@ static int on_line(struct conn *c, struct evbuffer *dst, size_t end)
         c->body_total += size;
         c->st = WS_CHUNK_DATA;
         c->left = size;
-        return -1;
+        return LINE_DONE;
     }
     case WS_CHUNK_END:
         if (n != 0)
             return WIRE_BAD_CHUNK;
         c->st = WS_CHUNK_LINE;
-        return -1;
+        return LINE_DONE;
     case WS_TRAILER:
         if (n < 0)
             return WIRE_BAD_CHUNK;
@@ -611,7 +632,7 @@ static int on_line(struct conn *c, struct evbuffer *dst, size_t end)
             if (chunked_done(c, dst))
                 return WIRE_BODY_TOO_LARGE; /* out of memory */
             c->st = WS_HEAD;
-            return -1;
+            return LINE_DONE;
         }
         return field_line(c, p, (size_t)n, SIZE_MAX, 0);
     default:
@@ -672,6 +693,8 @@ static int wire_in(struct conn *c, struct evbuffer *src, struct evbuffer *dst)
         if (evbuffer_remove(src, c->held.p + c->held.len, take) != (int)take)
             return -1;
         c->held.len += take;
+        c->base = c->held.p;
+        c->inplace = 0;
         int moved = 0;
         for (;;) {
             char *lf = c->scan < c->held.len ? memchr(c->held.p + c->scan, '\n', c->held.len - c->scan)
@@ -687,13 +710,13 @@ static int wire_in(struct conn *c, struct evbuffer *src, struct evbuffer *dst)
                 evbuffer_drain(src, evbuffer_get_length(src));
                 return 0;
             }
-            if (r == -2) { /* a skipped blank line: drop it from held */
+            if (r == LINE_SKIP) { /* a skipped blank line: drop it from held */
                 memmove(c->held.p, c->held.p + end, c->held.len - end);
                 c->held.len -= end;
                 c->line = c->scan = 0;
                 continue;
             }
-            if (r == -1) { /* the state moved on: the rest goes back to src */
+            if (r == LINE_DONE) { /* the state moved on: the rest goes back to src */
                 if (c->held.len > end && evbuffer_prepend(src, c->held.p + end, c->held.len - end))
                     return -1;
                 c->held.len = 0;
@@ -719,6 +742,57 @@ static int wire_in(struct conn *c, struct evbuffer *src, struct evbuffer *dst)
     return 0;
 }
 
+/* The common case without a byte moved: nothing held, nothing unread
+ * before the new bytes, and they hold one whole head (not chunked) and at
+ * most its body.  The head is checked where it lies in the input buffer
+ * and left there for evhttp.  1 when done; 0 to take the slow path, with
+ * nothing changed that it would not redo. */
+static int fast_head(struct conn *c, struct evbuffer *buf, size_t n)
+{
+    const char *p = (const char *)evbuffer_pullup(buf, -1); /* one read: usually one chain, no copy */
+    if (!p)
+        return 0;
+    size_t lim = c->w->cfg->max_header, line = 0;
+    c->base = p;
+    c->inplace = 1;
+    int r = 0;
+    for (;;) {
+        size_t upto = n < lim ? n : lim;
+        const char *lf = line < upto ? memchr(p + line, '\n', upto - line) : NULL;
+        if (!lf) {
+            r = LINE_FALLBACK; /* a partial head, or one over the limit */
+            break;
+        }
+        size_t end = (size_t)(lf - p) + 1;
+        c->line = line;
+        r = on_line(c, NULL, end);
+        if (r) {
+            line = end;
+            break;
+        }
+        line = end;
+    }
+    c->inplace = 0;
+    size_t rest = n - line;
+    if (r == LINE_DONE &&
+        (c->st == WS_BODY ? rest <= c->left : rest == 0)) { /* nothing of a next request */
+        if (c->st == WS_BODY) {
+            c->left -= rest;
+            if (c->left == 0)
+                c->st = WS_HEAD;
+        }
+        c->line = c->scan = 0;
+        if (c->st == WS_HEAD)
+            request_reset(c);
+        return 1;
+    }
+    /* refusals are made by the slow path, which reads the same head */
+    c->st = WS_HEAD;
+    c->line = c->scan = 0;
+    request_reset(c);
+    return 0;
+}
+
 /* The input buffer's callback: new bytes are at its end; take them out
  * and let wire_in() decide what goes back. */
 static void in_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
@@ -729,7 +803,19 @@ static void in_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, voi
     struct wire *w = c->w;
     size_t total = evbuffer_get_length(buf);
     size_t fresh = info->n_added < total ? info->n_added : total;
+    if (c->st == WS_BODY && fresh <= c->left) { /* more of a body: it stays where it is */
+        c->left -= fresh;
+        if (c->left == 0) {
+            c->st = WS_HEAD;
+            request_reset(c);
+        }
+        return;
+    }
     c->busy = 1;
+    if (c->st == WS_HEAD && c->held.len == 0 && fresh == total && fast_head(c, buf, total)) {
+        c->busy = 0;
+        return;
+    }
     int rc = 0;
     if (fresh == total) {
         rc = evbuffer_add_buffer(w->stage, buf);
@@ -874,8 +960,8 @@ static void conn_finish(struct conn *c)
         /* the worker is shutting down while evhttp still has the connection
          * (only from wire_free, after evhttp_free: cannot happen) */
     }
-    event_free(c->timer);
-    event_free(c->later);
+    event_del(c->timer);
+    event_del(c->later);
     buf_free(&c->held);
     buf_free(&c->head);
     if (c->body)
@@ -887,13 +973,17 @@ static void conn_finish(struct conn *c)
 struct bufferevent *wire_bevcb(struct event_base *base, void *arg)
 {
     struct wire *w = arg;
-    struct conn *c = calloc(1, sizeof *c);
+    /* one allocation per connection: the struct and its two events */
+    size_t ev = (event_get_struct_event_size() + 15) & ~(size_t)15;
+    size_t head = (sizeof(struct conn) + 15) & ~(size_t)15;
+    struct conn *c = calloc(1, head + 2 * ev);
     if (!c)
         return NULL;
     c->w = w;
-    c->timer = evtimer_new(base, on_timer, c);
-    c->later = event_new(base, -1, 0, on_later, c);
-    if (!c->timer || !c->later)
+    c->timer = (struct event *)((char *)c + head);
+    c->later = (struct event *)((char *)c + head + ev);
+    if (event_assign(c->timer, base, -1, 0, on_timer, c) ||
+        event_assign(c->later, base, -1, 0, on_later, c))
         goto fail;
     if (tls_enabled()) {
         struct ssl_st *ssl = tls_new_ssl();
@@ -926,10 +1016,6 @@ struct bufferevent *wire_bevcb(struct event_base *base, void *arg)
     timer_arm(c); /* the first head (and a TLS handshake) within header_timeout */
     return c->bev;
 fail:
-    if (c->timer)
-        event_free(c->timer);
-    if (c->later)
-        event_free(c->later);
     free(c);
     return NULL;
 }
