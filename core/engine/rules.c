@@ -543,12 +543,19 @@ static void parse_caps(lua_State *L, struct vctx *v, const char *what, struct ru
     }
     for (int i = 1; i <= n; i++) {
         lua_rawgeti(L, -1, i);
+        if (!lua_istable(L, -1)) { /* lua_rawgeti on a non-table crashed (fuzz/fuzz_rules.c) */
+            verr(v, pathf(pb, sizeof pb, "%s[%d]", what, i),
+                 "%s[%d]: expected { count, \"window\" }", what, i);
+            lua_pop(L, 1);
+            continue;
+        }
         lua_rawgeti(L, -1, 1);
         lua_rawgeti(L, -2, 2);
         double lim = lua_tonumber(L, -2);
         const char *win = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
         struct rules_cap *c = &out->w[out->n];
-        if (lua_type(L, -2) != LUA_TNUMBER || lim < 0 || lim != (double)(long)lim || lim > 1e12) {
+        /* the range before the cast: (long) of NaN or 1e22 is undefined */
+        if (lua_type(L, -2) != LUA_TNUMBER || !(lim >= 0 && lim <= 1e12) || lim != (double)(long)lim) {
             verr(v, pathf(pb, sizeof pb, "%s[%d]", what, i),
                  "%s[%d]: the count must be a whole number >= 0", what, i);
         } else if (!win) {
