@@ -74,7 +74,7 @@ opts() {
 }
 
 summary() { # log -> "runs=N cov=N ft=N": runs summed over the processes the log holds
-  awk '/^#[0-9]+:? .*cov: / {n=$1; gsub(/[#:]/, "", n); last=n
+  awk '/^#[0-9]+:?[ \t].*cov: / {n=$1; gsub(/[#:]/, "", n); last=n
                              for (i=1;i<=NF;i++) {if ($i=="cov:") c=$(i+1); if ($i=="ft:") f=$(i+1)}}
        /stat::number_of_executed_units/ {r+=$2; last=0}
        END {r+=last; printf "runs=%s cov=%s ft=%s", r ? r : "?", c ? c : "?", f ? f : "?"}' "$1"
