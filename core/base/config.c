@@ -23,7 +23,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define CONFIG_MAX_INSTRUCTIONS 100000000L /* far beyond any real config */
+#define CONFIG_MAX_INSTRUCTIONS 10000000L /* a real config runs a few thousand */
 #define CONFIG_MAX_MEMORY ((size_t)64 << 20)
 #define CONFIG_HOOK_EVERY 10000
 
