@@ -2,7 +2,7 @@
  * main.c — the promod command line: serve, check, import.
  *
  *   promod serve [-c config/promod.lua] [--listen HOST:PORT] [--data DIR]
- *                [--rules DIR] [--plugins DIR] [--port-file FILE]
+ *                [--rules DIR] [--plugins DIR] [--web DIR] [--port-file FILE]
  *   promod check [DIR|FILE ...]
  *   promod import profiles FILE.ndjson [-c CONFIG] [--data DIR]
  *   promod key [--role ROLE] [--id ID]
@@ -13,11 +13,15 @@
 #include "base/clock.h"
 #include "base/err.h"
 #include "insight/events.h"
+#include "insight/events_log.h"
 #include "base/log.h"
-#include "delivery/outbox.h"
+#include "delivery/deliver.h"
 #include "service/profiles.h"
 #include "engine/rules.h"
+#include "engine/loyalty_rules.h"
+#include "service/promotions.h"
 #include "delivery/sends.h"
+#include "http/ratelimit.h"
 #include "http/server.h"
 #include <errno.h>
 #include <stdio.h>
@@ -34,15 +38,15 @@ static void usage(FILE *f)
     fprintf(f,
             "usage:\n"
             "  promod serve [-c CONFIG] [--listen HOST:PORT] [--data DIR] [--rules DIR]\n"
-            "               [--plugins DIR] [--port-file FILE]\n"
+            "               [--plugins DIR] [--web DIR] [--port-file FILE]\n"
             "  promod check [DIR|FILE ...]        (default: rules/ plugins/)\n"
             "  promod import profiles FILE.ndjson [-c CONFIG] [--data DIR]\n"
-            "  promod key [--role decide|marketer|admin] [--id ID]\n"
+            "  promod key [--role decide|checkout|marketer|admin] [--id ID]\n"
             "  promod version\n");
 }
 
 struct cli {
-    const char *config, *listen, *data, *rules, *plugins, *port_file, *role, *id;
+    const char *config, *listen, *data, *rules, *plugins, *web, *port_file, *role, *id;
     const char *args[64];
     int nargs;
 };
@@ -63,6 +67,8 @@ static int parse_cli(int argc, char **argv, struct cli *c)
             dst = &c->rules;
         else if (!strcmp(a, "--plugins"))
             dst = &c->plugins;
+        else if (!strcmp(a, "--web"))
+            dst = &c->web;
         else if (!strcmp(a, "--port-file"))
             dst = &c->port_file;
         else if (!strcmp(a, "--role"))
@@ -119,6 +125,8 @@ static int load_config(struct config *cfg, const struct cli *c)
         set(&cfg->rules_dir, c->rules);
     if (c->plugins)
         set(&cfg->plugins_dir, c->plugins);
+    if (c->web)
+        set(&cfg->web_dir, c->web);
     log_set_level((enum log_level)cfg->log_level);
     return 0;
 }
@@ -146,8 +154,32 @@ static int worker_init(struct worker *w)
 
 static void worker_fini(struct worker *w)
 {
+    http_held_thread_stop();
     rules_worker_stop(w->ctx);
     w->ctx = NULL;
+}
+
+/* The delivery thread's sink: delivered messages of a campaign become
+ * "send" events (ROI, analytics).  Called after their outcomes are
+ * committed; the event_id derived from the message key makes a repeat
+ * after a crash a duplicate, not a recount. */
+static void record_sends(void *ud, const struct deliver_sent *m, size_t n)
+{
+    struct app *app = ud;
+    json_t *evs = json_array();
+    for (size_t i = 0; i < n; i++)
+        if (*m[i].campaign)
+            json_array_append_new(evs, events_send_event(m[i].customer, m[i].campaign,
+                                                         m[i].channel, m[i].variant, m[i].key));
+    if (json_array_size(evs)) {
+        struct events_result er = { 0 };
+        int erc = events_ingest_json(app->store, evs, &er);
+        if (erc || er.rejected)
+            log_warn("outbox: send events not recorded", "n=%zu rejected=%ld err=\"%s\"",
+                     json_array_size(evs), er.rejected, err_str(erc));
+        events_result_free(&er);
+    }
+    json_decref(evs);
 }
 
 static int cmd_serve(const struct cli *c)
@@ -165,7 +197,9 @@ static int cmd_serve(const struct cli *c)
         store_close(app.store);
         return 1;
     }
+    loyalty_rules_start(&app.cfg); /* loyalty/: program and earn rules */
     app_register_routes();
+    ratelimit_init(&app.cfg);
     if (sends_init(&app))
         log_error("campaign sends unavailable", "%s", "cannot start the audience builder");
     struct server_opts so = { .cfg = &app.cfg, .thread_init = worker_init,
@@ -179,8 +213,11 @@ static int cmd_serve(const struct cli *c)
         return 1;
     }
     rules_attach(&app, server_main_base(app.srv));
-    events_compactor_start(server_main_base(app.srv), app.store, app.cfg.event_retention_days);
-    if (outbox_init(&app)) /* after server_start: libevent is in threaded mode */
+    loyalty_rules_attach(server_main_base(app.srv));
+    promotions_sweeper_start(server_main_base(app.srv));
+    events_log_compactor_start(server_main_base(app.srv), app.store, app.cfg.event_retention_days);
+    deliver_set_sink(record_sends, &app);
+    if (deliver_start(&app)) /* after server_start: libevent is in threaded mode */
         log_error("outbox unavailable", "%s", "cannot start the delivery thread");
     if (c->port_file) {
         char tmp[4096];
@@ -194,8 +231,10 @@ static int cmd_serve(const struct cli *c)
     }
     server_run(app.srv);
     sends_shutdown();
-    outbox_shutdown();
-    events_compactor_stop();
+    deliver_stop();
+    events_log_compactor_stop();
+    promotions_sweeper_stop();
+    loyalty_rules_stop();
     rules_stop(&app);
     server_free(app.srv);
     store_close(app.store);
@@ -257,9 +296,22 @@ static int cmd_check(const struct cli *c)
     struct config cfg;
     if (load_config(&cfg, c))
         return 2;
-    int rc = rules_check_cli(&cfg, (const char **)(c->args + 1), c->nargs - 1);
+    /* loyalty files go to their own checker, the rest to the rules' */
+    int n = c->nargs - 1, nr = 0, nl = 0;
+    const char **rp = calloc((size_t)n + 1, sizeof *rp), **lp = calloc((size_t)n + 1, sizeof *lp);
+    for (int i = 0; i < n; i++) {
+        const char *a = c->args[1 + i];
+        if (loyalty_rules_is_loyalty_path(&cfg, a))
+            lp[nl++] = a;
+        else
+            rp[nr++] = a;
+    }
+    int rc = n && !nr ? 0 : rules_check_cli(&cfg, rp, nr);
+    int lbad = n && !nl ? 0 : loyalty_rules_check_cli(&cfg, lp, nl);
+    free(rp);
+    free(lp);
     config_free(&cfg);
-    return rc;
+    return rc ? rc : lbad ? 1 : 0;
 }
 
 static int random_bytes(unsigned char *p, size_t n)
@@ -282,8 +334,9 @@ static int random_bytes(unsigned char *p, size_t n)
 static int cmd_key(const struct cli *c)
 {
     const char *role = c->role ? c->role : "decide";
-    if (strcmp(role, "decide") && strcmp(role, "marketer") && strcmp(role, "admin")) {
-        fprintf(stderr, "promod: --role: expected decide, marketer or admin\n");
+    if (strcmp(role, "decide") && strcmp(role, "checkout") && strcmp(role, "marketer") &&
+        strcmp(role, "admin")) {
+        fprintf(stderr, "promod: --role: expected decide, checkout, marketer or admin\n");
         return 2;
     }
     unsigned char raw[32];

@@ -1,8 +1,10 @@
 /*
  * fuzz_http.c — the HTTP request path, end to end in one process: the
  * real server (wire.c's reader, evhttp, the dispatcher, router, auth,
- * body limits, every handler) on a loopback port with a real store,
- * rules and plugins, one worker thread.  Each input is written raw on a
+ * body limits, rate limits, every handler) on a loopback port with a real
+ * store, rules, plugins, loyalty files and the console's files, one worker
+ * thread, wired as `promod serve` wires them (no delivery thread: nothing
+ * here waits for a send).  Each input is written raw on a
  * fresh connection, the write side shut, and the answer read until the
  * server closes.  A crash or sanitizer report anywhere in the server is a
  * finding; so is an answer that is not HTTP/1.x (or is HTML), a connection
@@ -28,8 +30,11 @@
 #include "base/app.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "engine/loyalty_rules.h"
 #include "engine/rules.h"
 #include "http/api.h"
+#include "http/http.h"
+#include "http/ratelimit.h"
 #include "http/server.h"
 #include "service/campaigns.h"
 #include "store/store.h"
@@ -56,6 +61,7 @@ static int worker_init(struct worker *w)
 
 static void worker_fini(struct worker *w)
 {
+    http_held_thread_stop();
     rules_worker_stop(w->ctx);
     w->ctx = NULL;
 }
@@ -83,10 +89,12 @@ static void setup(void)
     if (!mkdtemp(dir))
         abort();
     atexit(cleanup);
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "mkdir -p '%s/rules/lib' '%s/plugins' && cp -r '%s/plugins/.' '%s/plugins/' && "
-             "cp -r '%s/rules/lib/.' '%s/rules/lib/' 2>/dev/null; true",
-             dir, dir, PROMOD_SRC, dir, PROMOD_SRC, dir);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p '%s/rules/lib' '%s/plugins' '%s/loyalty' && cp -r '%s/plugins/.' '%s/plugins/' && "
+             "cp -r '%s/rules/lib/.' '%s/rules/lib/' 2>/dev/null; cp -r '%s/loyalty/.' '%s/loyalty/' "
+             "2>/dev/null; true",
+             dir, dir, dir, PROMOD_SRC, dir, PROMOD_SRC, dir, PROMOD_SRC, dir);
     if (system(cmd) != 0)
         abort();
     /* one campaign, so decide has something to render */
@@ -98,17 +106,18 @@ static void setup(void)
     if (system(cmd) != 0)
         abort();
     config_defaults(&app.cfg);
-    char src[2048], err[512];
+    char src[3072], err[512];
     /* sha256("fuzz-admin-key-0123") for the admin key */
     char hex[65];
     config_key_hash_hex("fuzz-admin-key-0123", 19, hex);
     snprintf(src, sizeof src,
              "return { listen = '127.0.0.1:0', data_dir = '%s/data', rules_dir = '%s/rules',\n"
-             "  plugins_dir = '%s/plugins', threads = 1, log_level = 'error', header_timeout = 1,\n"
+             "  plugins_dir = '%s/plugins', loyalty_dir = '%s/loyalty', web_dir = '%s/web',\n"
+             "  threads = 1, log_level = 'error', header_timeout = 1,\n"
              "  max_body_kb = 64, max_import_body_mb = 1, map_size_mb = 256,\n"
              "  api_keys = { { id = 'site', key = 'fuzz-decide-key-0123', role = 'decide' },\n"
              "               { id = 'ops', sha256 = '%s', role = 'admin' } } }",
-             dir, dir, dir, hex);
+             dir, dir, dir, dir, PROMOD_SRC, hex);
     if (config_load_source(&app.cfg, src, strlen(src), "fuzz.lua", err, sizeof err)) {
         fprintf(stderr, "fuzz config: %s\n", err);
         abort();
@@ -122,7 +131,9 @@ static void setup(void)
     campaigns_start(&app);
     if (rules_start(&app))
         abort();
+    loyalty_rules_start(&app.cfg);
     app_register_routes();
+    ratelimit_init(&app.cfg);
     struct server_opts o = { .cfg = &app.cfg, .thread_init = worker_init, .thread_fini = worker_fini };
     if (server_start(&o, &app.srv))
         abort();

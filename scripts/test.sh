@@ -4,7 +4,12 @@
 # libFuzzer build (clang) and a short run of every fuzz target under
 # ASan+UBSan.  Prints one final line "N passed, N failed" (ctest test
 # programs of both builds, plus one per fuzz target) and exits non-zero on
-# any failure or build error.
+# any failure or build error.  The layering check of core/
+# (scripts/check-layers.py) counts as one more test, and so do two suites
+# run against the release build: the web console in a headless chromium
+# (tests/browser/test_console.py; `--shots docs/screenshots` refreshes the
+# README's screenshots, a test run leaves them alone) and the
+# Prometheus/Grafana kit in deploy/ (tests/deploy/test_kit.py, promtool).
 #
 #   scripts/test.sh
 #
@@ -55,9 +60,36 @@ build() { # mode
   fi
 }
 
+# The layering check (core/ folders include only downward, no circles):
+# the real tree must pass, and each tree under tests/layers/ must get the
+# verdict its name says, so the check itself is tested.
+check_layers() {
+  echo "=== layers"
+  local ok=1 out
+  python3 scripts/check-layers.py . || ok=0
+  python3 scripts/check-layers.py tests/layers/ok >/dev/null || { echo "layers: ok/ refused"; ok=0; }
+  for t in up:"from a higher layer" circle:"circle between modules" nofolder:"without its folder"; do
+    out=$(python3 scripts/check-layers.py "tests/layers/${t%%:*}") && { echo "layers: ${t%%:*}/ accepted"; ok=0; }
+    grep -q "${t#*:}" <<<"$out" || { echo "layers: ${t%%:*}/ not refused for the right reason: $out"; ok=0; }
+  done
+  if [ $ok -eq 1 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+}
+
+# A Python suite (/usr/bin/python3: Debian's selenium and yaml) that prints
+# its own summary and exits non-zero on failure: one test.
+run_py() { # name script args...
+  local name=$1
+  shift
+  echo "=== $name"
+  if /usr/bin/python3 "$@"; then passed=$((passed + 1)); else echo "=== $name failed"; failed=$((failed + 1)); fi
+}
+
 start=$(date +%s)
+check_layers
 if build release; then
   run_suite release build
+  run_py "browser: the web console in headless chromium" tests/browser/test_console.py --bin build/promod
+  run_py "deploy: Prometheus and Grafana kit" tests/deploy/test_kit.py --bin build/promod
 fi
 if build asan; then
   run_suite asan build-asan \

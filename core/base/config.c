@@ -80,6 +80,7 @@ void config_defaults(struct config *c)
     c->data_dir = xstrdup("./data");
     c->rules_dir = xstrdup("./rules");
     c->plugins_dir = xstrdup("./plugins");
+    c->web_dir = xstrdup("./web");
     c->threads = 0;
     c->map_size = (size_t)1 << 30;
     c->sync_interval_ms = 1000;
@@ -90,6 +91,10 @@ void config_defaults(struct config *c)
     c->max_limit = 50;
     c->instr_budget = 1000000;
     c->lua_mem_limit = (size_t)256 << 20;
+    c->hook_time_ms = 100;
+    c->load_time_ms = 500;
+    c->lua_file_mem_limit = 0;
+    c->lua_log_per_sec = 20;
     c->log_level = LOG_INFO;
     c->access_log = 0;
     c->require_approval = 0;
@@ -100,6 +105,9 @@ void config_defaults(struct config *c)
     c->request_timeout = 30;
     c->header_timeout = 10;
     c->max_header = 64 << 10;
+    c->coupon_velocity_customer = (struct config_rate){ 20, 60 };
+    c->coupon_velocity_prefix = (struct config_rate){ 50, 60 };
+    c->coupon_prefix_len = 4;
     c->source = xstrdup("(defaults)");
 }
 
@@ -109,6 +117,8 @@ void config_free(struct config *c)
     free(c->data_dir);
     free(c->rules_dir);
     free(c->plugins_dir);
+    free(c->web_dir);
+    free(c->loyalty_dir);
     free(c->source);
     free(c->tls_cert);
     free(c->tls_key);
@@ -148,6 +158,7 @@ const char *config_role_name(enum config_role r)
 {
     switch (r) {
     case ROLE_DECIDE: return "decide";
+    case ROLE_CHECKOUT: return "checkout";
     case ROLE_MARKETER: return "marketer";
     case ROLE_ADMIN: return "admin";
     default: return "public";
@@ -232,6 +243,32 @@ static int get_str(lua_State *L, struct cerr *e, const char *key, char **out)
     if (n == 0 || strlen(s) != n)
         return bad(e, key, "expected a non-empty string");
     set_str(out, s);
+    return 0;
+}
+
+/* { limit, "window" } or false → struct config_rate */
+static int get_rate(lua_State *L, struct cerr *e, const char *key, struct config_rate *out)
+{
+    static const char *want = "expected { LIMIT, \"WINDOW\" } (window like \"1s\", \"10m\", \"1h\", \"1d\") or false";
+    if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
+        *out = (struct config_rate){ 0, 0 };
+        return 0;
+    }
+    if (!lua_istable(L, -1) || lua_objlen(L, -1) != 2)
+        return bad(e, key, want);
+    lua_rawgeti(L, -1, 1);
+    lua_rawgeti(L, -2, 2);
+    double lim = lua_type(L, -2) == LUA_TNUMBER ? lua_tonumber(L, -2) : -1;
+    const char *w = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    char *end = NULL;
+    long n = w ? strtol(w, &end, 10) : 0;
+    long mult = 0;
+    if (end && end != w && end[0] && !end[1])
+        mult = end[0] == 's' ? 1 : end[0] == 'm' ? 60 : end[0] == 'h' ? 3600 : end[0] == 'd' ? 86400 : 0;
+    lua_pop(L, 2);
+    if (!(lim >= 1 && lim <= 1e9) || lim != (double)(long)lim || mult == 0 || n < 1 || n > 366 * 86400)
+        return bad(e, key, want);
+    *out = (struct config_rate){ (long)lim, n * mult };
     return 0;
 }
 
@@ -385,15 +422,17 @@ static int load_keys(lua_State *L, struct cerr *e, struct config *c)
         lua_getfield(L, -1, "role");
         const char *role = lua_tostring(L, -1);
         if (!role)
-            return bad(e, where, "role: expected \"decide\", \"marketer\" or \"admin\"");
+            return bad(e, where, "role: expected \"decide\", \"checkout\", \"marketer\" or \"admin\"");
         if (!strcmp(role, "decide"))
             k->role = ROLE_DECIDE;
+        else if (!strcmp(role, "checkout"))
+            k->role = ROLE_CHECKOUT;
         else if (!strcmp(role, "marketer"))
             k->role = ROLE_MARKETER;
         else if (!strcmp(role, "admin"))
             k->role = ROLE_ADMIN;
         else
-            return bad(e, where, "role: expected \"decide\", \"marketer\" or \"admin\"");
+            return bad(e, where, "role: expected \"decide\", \"checkout\", \"marketer\" or \"admin\"");
         lua_pop(L, 1);
         lua_pushnil(L);
         while (lua_next(L, -2)) {
@@ -468,6 +507,17 @@ static int apply(lua_State *L, struct cerr *e, struct config *c)
             rc = get_str(L, e, k, &c->rules_dir);
         } else if (!strcmp(k, "plugins_dir")) {
             rc = get_str(L, e, k, &c->plugins_dir);
+        } else if (!strcmp(k, "web_dir")) {
+            if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
+                free(c->web_dir); /* false: no web console */
+                c->web_dir = NULL;
+            } else if (lua_type(L, -1) == LUA_TSTRING) {
+                rc = get_str(L, e, k, &c->web_dir);
+            } else {
+                rc = bad(e, k, "expected a directory (string) or false");
+            }
+        } else if (!strcmp(k, "loyalty_dir")) {
+            rc = get_str(L, e, k, &c->loyalty_dir);
         } else if (!strcmp(k, "threads")) {
             if (!(rc = get_int(L, e, k, 0, 64, &v)))
                 c->threads = (int)v;
@@ -497,6 +547,18 @@ static int apply(lua_State *L, struct cerr *e, struct config *c)
         } else if (!strcmp(k, "lua_memory_mb")) {
             if (!(rc = get_int(L, e, k, 8, 65536, &v)))
                 c->lua_mem_limit = (size_t)v << 20;
+        } else if (!strcmp(k, "hook_time_limit_ms")) {
+            if (!(rc = get_int(L, e, k, 1, 60000, &v)))
+                c->hook_time_ms = v;
+        } else if (!strcmp(k, "load_time_limit_ms")) {
+            if (!(rc = get_int(L, e, k, 10, 600000, &v)))
+                c->load_time_ms = v;
+        } else if (!strcmp(k, "lua_file_memory_mb")) {
+            if (!(rc = get_int(L, e, k, 0, 65536, &v)))
+                c->lua_file_mem_limit = (size_t)v << 20;
+        } else if (!strcmp(k, "lua_log_lines_per_sec")) {
+            if (!(rc = get_int(L, e, k, 0, 1000000, &v)))
+                c->lua_log_per_sec = (int)v;
         } else if (!strcmp(k, "log_level")) {
             int lvl = lua_type(L, -1) == LUA_TSTRING ? log_level_parse(lua_tostring(L, -1)) : -1;
             if (lvl < 0)
@@ -531,6 +593,17 @@ static int apply(lua_State *L, struct cerr *e, struct config *c)
             rc = load_tls(L, e, c);
         } else if (!strcmp(k, "insecure_http")) {
             rc = get_bool(L, e, k, &c->insecure_http);
+        } else if (!strcmp(k, "rate_limit_per_key")) {
+            rc = get_rate(L, e, k, &c->rate_per_key);
+        } else if (!strcmp(k, "rate_limit_per_address")) {
+            rc = get_rate(L, e, k, &c->rate_per_address);
+        } else if (!strcmp(k, "coupon_velocity_customer")) {
+            rc = get_rate(L, e, k, &c->coupon_velocity_customer);
+        } else if (!strcmp(k, "coupon_velocity_prefix")) {
+            rc = get_rate(L, e, k, &c->coupon_velocity_prefix);
+        } else if (!strcmp(k, "coupon_prefix_len")) {
+            if (!(rc = get_int(L, e, k, 1, 64, &v)))
+                c->coupon_prefix_len = (int)v;
         } else if (!strcmp(k, "api_keys")) {
             rc = load_keys(L, e, c);
         } else if (!strcmp(k, "channels")) {

@@ -14,7 +14,13 @@
 #include <stddef.h>
 #include <jansson.h>
 
-enum config_role { ROLE_PUBLIC = 0, ROLE_DECIDE = 1, ROLE_MARKETER = 2, ROLE_ADMIN = 3 };
+/** Roles nest: a key may call what its role and every lower role may.
+ *  `checkout` is the shop's server: decide and events, plus coupon
+ *  validation, redemption and rollback and loyalty transactions (calls
+ *  that move money or points, which a key embedded in a web page must not
+ *  make). */
+enum config_role { ROLE_PUBLIC = 0, ROLE_DECIDE = 1, ROLE_CHECKOUT = 2, ROLE_MARKETER = 3,
+                   ROLE_ADMIN = 4 };
 
 #define CONFIG_KEY_DIGEST 32 /**< SHA-256 */
 
@@ -34,12 +40,21 @@ struct config_key {
     enum config_key_source source;
 };
 
+/** A rate limit: at most `limit` per `window_s` seconds; limit 0 = off.
+ *  Written in the file as { 100, "1m" } (s, m, h, d), or false. */
+struct config_rate {
+    long limit;
+    long window_s;
+};
+
 struct config {
     char *listen_host;        /**< "127.0.0.1" */
     int listen_port;          /**< 8080; 0 = any free port */
     char *data_dir;           /**< "./data" */
     char *rules_dir;          /**< "./rules" */
     char *plugins_dir;        /**< "./plugins" */
+    char *web_dir;            /**< the web console's files, served at /ui/ ("./web"); NULL = off */
+    char *loyalty_dir;        /**< loyalty program and earn rules; NULL = "loyalty" beside rules_dir */
     int threads;              /**< worker threads; 0 = number of cores */
     size_t map_size;          /**< LMDB map size, bytes (1 GiB) */
     int store_writemap;       /**< 1 = MDB_WRITEMAP commits (default), 0 = pwrite */
@@ -50,6 +65,10 @@ struct config {
     int max_limit;            /**< decide: largest "limit" accepted (50) */
     long instr_budget;        /**< Lua VM instructions per hook call (1,000,000) */
     size_t lua_mem_limit;     /**< bytes per worker Lua state (256 MiB) */
+    long hook_time_ms;        /**< CPU time per hook call, ms (100) */
+    long load_time_ms;        /**< CPU time to load one rules/plugins file, ms (500) */
+    size_t lua_file_mem_limit; /**< bytes one file may keep between calls; 0 = a quarter of lua_mem_limit */
+    int lua_log_per_sec;      /**< print/promo.log lines per second per file; 0 = no limit (20) */
     int log_level;            /**< enum log_level (info) */
     int access_log;           /**< 1 = one line per request (default 0) */
     int require_approval;     /**< campaign script changes need approval (0) */
@@ -63,6 +82,11 @@ struct config {
     char *tls_cert;           /**< PEM certificate chain file; NULL = plain HTTP */
     char *tls_key;            /**< PEM private key file (set together with tls_cert) */
     int insecure_http;        /**< allow plain HTTP beyond loopback with keys (0) */
+    struct config_rate rate_per_key;     /**< requests per API key (off) */
+    struct config_rate rate_per_address; /**< requests per client address (off) */
+    struct config_rate coupon_velocity_customer; /**< validate/redeem calls per customer (20 per 1m) */
+    struct config_rate coupon_velocity_prefix;   /**< failed coupon guesses per code prefix (50 per 1m) */
+    int coupon_prefix_len;    /**< leading characters of a code that form its prefix (4) */
     struct config_key *keys;  /**< API keys */
     int nkeys;
     json_t *channels;         /**< per-channel provider settings (endpoints, secrets), or NULL */

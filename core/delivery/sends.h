@@ -27,6 +27,10 @@
  * the build and drops the campaign's queued messages (counted as
  * "skipped: stopped").
  *
+ * Uses the queue (outbox.h: enqueue, keys, counts, releases) and
+ * throttle (caps, quiet hours); triggers and the delivery thread
+ * (deliver.h) call in here, never the other way round.
+ *
  * Threads: every function here may be called from any thread (HTTP
  * workers, the lifecycle code); they only write the send record and wake
  * the builder.  Send records survive restarts: a send that was running
@@ -76,11 +80,12 @@ int sends_stop(const char *campaign_id, const char *actor);
 enum sends_gate {
     SENDS_GATE_NONE = -1,   /**< never launched */
     SENDS_GATE_OPEN = 0,    /**< launched: running or done */
-    SENDS_GATE_PAUSED = 1,  /**< messages wait (the outbox holds them) */
+    SENDS_GATE_PAUSED = 1,  /**< messages wait (held in the outbox) */
     SENDS_GATE_STOPPED = 2  /**< messages are dropped */
 };
-/** The campaign's gate, from memory (any thread, cheap): the outbox holds
- *  or drops messages by it, triggers fire only through an open gate. */
+/** The campaign's gate, from memory (any thread, cheap): the delivery
+ *  thread holds or drops messages by it, triggers fire only through an
+ *  open gate. */
 int sends_gate(const char *campaign_id);
 
 /* --- one customer, shared with triggers.c -------------------------------- */
@@ -93,15 +98,18 @@ struct sends_item {
     int variant;            /**< chosen variant index */
     char tz[64];            /**< p.tz or "" */
     char error[200];        /**< hook/render error text when skipped for one */
+    char reason[120];       /**< "not_eligible": the reason eligible gave (false, "reason"), or "" */
 };
 
 /** Evaluate campaign `camp` on channel `chan` of generation `g` for one
  *  customer (profile msgpack pv/pl, NULL when unknown; stats sv/sl or NULL)
  *  with rw's Lua state: consent, eligible, content, the plugin's render.
- *  @return 0 with *it filled, or 1 with *why one of "no_profile",
- *  "consent", "not_eligible", "hook_error", "render_error",
- *  "render_declined", "outside_schedule" (the schedule has ended; nothing
- *  to free). */
+ *  The hooks run through the hook layer (engine/hooks.h), judged and
+ *  counted as in decide, and get p and ctx read-only as there
+ *  (luavm_push_readonly).  @return 0 with *it filled, or 1 with *why one of
+ *  "no_profile", "consent", "not_eligible" (it->reason), "hook_error",
+ *  "render_error", "render_declined" (it->error), "outside_schedule" (the
+ *  schedule has ended; nothing to free). */
 int sends_eval(struct rules_worker *rw, const struct rules_gen *g, int camp, int chan,
                const char *cust, const void *pv, size_t pl, const void *sv, size_t sl,
                int64_t now, struct sends_item *it, const char **why);

@@ -330,7 +330,7 @@ int throttle_check(const struct throttle_counts *n, const struct rules_campaign 
 int throttle_needed(const struct rules_campaign *c, const struct rules_channel *ch, long global_cap)
 {
     return c->cust_caps.n || c->total_caps.n || (ch && ch->policy.n) || global_cap > 0 ||
-           (c->hooks & RULES_HOOK_THROTTLE);
+           (c->hooks & HOOKS_BIT(HOOKS_THROTTLE));
 }
 
 /* Encode the record as it stands, dropping entries with nothing in the last
@@ -465,7 +465,7 @@ int throttle_resv_add(struct throttle_resv *r, const struct rules_campaign *c,
         return rc;
     struct add add[3];
     int nadd = 0;
-    if (c->cust_caps.n || (c->hooks & RULES_HOOK_THROTTLE)) { /* the hook reads counts */
+    if (c->cust_caps.n || (c->hooks & HOOKS_BIT(HOOKS_THROTTLE))) { /* the hook reads counts */
         int keep = max_limit(&c->cust_caps);
         add[nadd++] = (struct add){ 'c', c->id, keep < 64 ? 64 : keep };
     }
@@ -548,4 +548,20 @@ int throttle_quiet(const struct rules_channel *ch, const char *tz, int64_t now)
     if (a == b)
         return 0;
     return a < b ? (h >= a && h < b) : (h >= a || h < b);
+}
+
+int64_t throttle_quiet_end(const struct rules_channel *ch, const char *tz, int64_t now)
+{
+    if (!ch || ch->quiet_from < 0 || !throttle_quiet(ch, tz, now))
+        return 0;
+    struct tm tm;
+    if (tz_local(tz && *tz ? tz : "UTC", now, &tm) && tz_local("UTC", now, &tm))
+        return 0;
+    int64_t hour0 = now - tm.tm_min * 60 - tm.tm_sec;
+    for (int k = 1; k <= 26; k++) {
+        int64_t t = hour0 + (int64_t)k * 3600;
+        if (!throttle_quiet(ch, tz, t))
+            return t;
+    }
+    return now + 3600;
 }

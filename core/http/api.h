@@ -18,6 +18,8 @@ void api_audit_register(void);     /* audit log */
 void api_events_register(void);    /* events, admin/compact */
 void api_analytics_register(void); /* analytics/... */
 void api_outbox_register(void);    /* outbox, dead letters, campaign sends */
+void api_ui_register(void);        /* the web console at /ui/, whoami */
+void api_coupons_register(void);   /* coupons, coupon pools, loyalty */
 
 /** Register every HTTP route (api_*.c), in match order (routes.c). */
 void app_register_routes(void);

@@ -9,6 +9,7 @@
 #include "base/clock.h"
 #include "base/err.h"
 #include "http/router.h"
+#include "service/promotions.h"
 #include "base/tz.h"
 #include <stdlib.h>
 #include <string.h>
@@ -121,11 +122,6 @@ static int get_range(struct http_req *r, json_t *b, int default_days, int64_t *f
     return 1;
 }
 
-static void reply_rc(struct http_req *r, int rc, const char *what)
-{
-    http_reply_err_code(r, rc, what);
-}
-
 static void h_campaign(struct http_req *r)
 {
     static const char *const allowed[] = { "from", "to", NULL };
@@ -140,16 +136,15 @@ static void h_campaign(struct http_req *r)
     int64_t from, to;
     if (!get_range(r, NULL, 30, &from, &to))
         return;
-    int rc;
-    json_t *o = analytics_campaign(g_app->store, id, from, to, &rc);
+    struct reqerr e = { 0 };
+    json_t *o = analytics_campaign(g_app->store, id, from, to, &e);
     if (!o) {
-        if (rc == ERR_NOTFOUND)
-            http_reply_errorf(r, 404, "not_found", "id",
-                              "no campaign \"%s\" is loaded and no event ever named it", id);
-        else
-            reply_rc(r, rc, "analytics");
+        http_reply_reqerr(r, &e);
         return;
     }
+    json_t *cp = promotions_budget_json(id); /* coupon use and money budget, since launch */
+    if (cp)
+        json_object_set_new(o, "coupons", cp);
     http_reply_json(r, 200, o);
 }
 
@@ -165,10 +160,10 @@ static void h_dashboard(struct http_req *r)
     long top = http_query_long(r, "top", 10, 1, 100, &ok);
     if (!ok)
         return;
-    int rc;
-    json_t *o = analytics_dashboard(g_app->store, clock_now(), from, to, (int)top, &rc);
+    struct reqerr e = { 0 };
+    json_t *o = analytics_dashboard(g_app->store, clock_now(), from, to, (int)top, &e);
     if (!o) {
-        reply_rc(r, rc, "analytics");
+        http_reply_reqerr(r, &e);
         return;
     }
     http_reply_json(r, 200, o);
@@ -312,10 +307,10 @@ static void h_reports(struct http_req *r)
         goto out;
     }
     csv = fmt && !strcmp(fmt, "csv");
-    int rc;
-    json_t *rep = analytics_report(g_app->store, &q, &rc);
+    struct reqerr e = { 0 };
+    json_t *rep = analytics_report(g_app->store, &q, &e);
     if (!rep) {
-        reply_rc(r, rc, "report");
+        http_reply_reqerr(r, &e);
         goto out;
     }
     if (csv) {
@@ -386,8 +381,9 @@ static int attr_params(struct http_req *r, struct analytics_attr_req *q)
 }
 
 /* attribution and ROI take the same query and differ only in the service */
-static void attr_route(struct http_req *r, const char *what,
-                       json_t *(*fn)(struct store *, const struct analytics_attr_req *, int *))
+static void attr_route(struct http_req *r,
+                       json_t *(*fn)(struct store *, const struct analytics_attr_req *,
+                                     struct reqerr *))
 {
     static const char *const allowed[] = { "model", "window", "half_life", "from", "to", "campaign",
                                            NULL };
@@ -396,17 +392,37 @@ static void attr_route(struct http_req *r, const char *what,
     struct analytics_attr_req q;
     if (!attr_params(r, &q))
         return;
-    int rc;
-    json_t *o = fn(g_app->store, &q, &rc);
+    struct reqerr e = { 0 };
+    json_t *o = fn(g_app->store, &q, &e);
     if (!o) {
-        reply_rc(r, rc, what);
+        http_reply_reqerr(r, &e);
         return;
     }
     http_reply_json(r, 200, o);
 }
 
-static void h_attribution(struct http_req *r) { attr_route(r, "attribution", analytics_attribution); }
-static void h_roi(struct http_req *r) { attr_route(r, "roi", analytics_roi); }
+static void h_attribution(struct http_req *r) { attr_route(r, analytics_attribution); }
+/* ROI: each campaign with coupons also shows the discounts its codes
+ * granted (since launch: redemptions are not windowed) and its budget */
+static json_t *roi_with_coupons(struct store *s, const struct analytics_attr_req *q, struct reqerr *e)
+{
+    json_t *o = analytics_roi(s, q, e);
+    size_t i;
+    json_t *c;
+    json_array_foreach(o ? json_object_get(o, "campaigns") : NULL, i, c) {
+        json_t *cp = promotions_budget_json(json_string_value(json_object_get(c, "campaign_id")));
+        if (cp) {
+            json_object_set(c, "coupon_discount_total", json_object_get(cp, "discount_total"));
+            json_object_set(c, "coupon_redemptions", json_object_get(cp, "redeemed"));
+            if (json_object_get(cp, "budget"))
+                json_object_set(c, "budget", json_object_get(cp, "budget"));
+            json_decref(cp);
+        }
+    }
+    return o;
+}
+
+static void h_roi(struct http_req *r) { attr_route(r, roi_with_coupons); }
 
 void api_analytics_register(void)
 {

@@ -2,7 +2,6 @@
 #include "http/api.h"
 #include "base/app.h"
 #include "store/audit.h"
-#include "base/err.h"
 #include "http/router.h"
 #include "base/tz.h"
 #include <stdlib.h>
@@ -58,13 +57,13 @@ static void h_audit(struct http_req *r)
     q.actor = actor;
     q.action = action;
     q.object = object;
-    int rc;
-    json_t *o = audit_query(g_app->store, &q, &rc);
+    struct reqerr e = { 0 };
+    json_t *o = audit_query(g_app->store, &q, &e);
     free(actor);
     free(action);
     free(object);
     if (!o) {
-        http_reply_err_code(r, rc, "audit");
+        http_reply_reqerr(r, &e);
         return;
     }
     http_reply_json(r, 200, o);

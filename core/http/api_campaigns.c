@@ -1,6 +1,7 @@
 /* api_campaigns.c — /api/v1/campaigns: CRUD, lifecycle and approval
  * actions, versions, rollback.  Parses and checks the request, calls
- * campaigns.c, renders; the ETag of a campaign is its "rev". */
+ * service/campaigns.h, renders (errors with http_reply_reqerr); the ETag
+ * of a campaign is its "rev". */
 #include "http/api.h"
 #include "base/id.h"
 #include "base/app.h"
@@ -10,25 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static void reply_err(struct http_req *r, struct campaigns_err *e)
-{
-    json_t *err = json_object();
-    json_object_set_new(err, "code", json_string(e->code));
-    json_object_set_new(err, "message", json_string(e->message));
-    if (!json_object_get(err, "message"))
-        json_object_set_new(err, "message", json_string("(message not valid UTF-8)"));
-    if (e->field[0]) {
-        json_t *f = json_string(e->field);
-        json_object_set_new(err, "field", f ? f : json_string("(invalid UTF-8)"));
-    }
-    if (e->extra) {
-        json_object_update_missing(err, e->extra);
-        json_decref(e->extra);
-        e->extra = NULL;
-    }
-    http_reply_json(r, e->status ? e->status : 500, json_pack("{s:o}", "error", err));
-}
 
 static void reply_view(struct http_req *r, int status, json_t *v)
 {
@@ -98,7 +80,7 @@ static json_t *opt_body(struct http_req *r, int *bad)
 
 static void h_collection(struct http_req *r)
 {
-    struct campaigns_err e = { 0 };
+    struct reqerr e = { 0 };
     if (r->method == HTTP_POST) {
         const char *actor = actor_of(r);
         if (!actor)
@@ -111,7 +93,7 @@ static void h_collection(struct http_req *r)
         if (v)
             reply_view(r, 201, v);
         else
-            reply_err(r, &e);
+            http_reply_reqerr(r, &e);
         return;
     }
     int ok;
@@ -135,7 +117,7 @@ static void h_collection(struct http_req *r)
     if (o)
         http_reply_json(r, 200, o);
     else
-        reply_err(r, &e);
+        http_reply_reqerr(r, &e);
 }
 
 static void h_item(struct http_req *r)
@@ -143,7 +125,7 @@ static void h_item(struct http_req *r)
     const char *id = r->params[0];
     if (!check_id(r, id, "id"))
         return;
-    struct campaigns_err e = { 0 };
+    struct reqerr e = { 0 };
     json_t *v = NULL;
     int status = 200;
     if (r->method == HTTP_GET) {
@@ -168,7 +150,7 @@ static void h_item(struct http_req *r)
     if (v)
         reply_view(r, status, v);
     else
-        reply_err(r, &e);
+        http_reply_reqerr(r, &e);
 }
 
 /* POST /api/v1/campaigns/{id}/<action>: the action is the last segment. */
@@ -190,13 +172,13 @@ static void h_action(struct http_req *r)
     json_t *b = opt_body(r, &bad);
     if (bad)
         return;
-    struct campaigns_err e = { 0 };
+    struct reqerr e = { 0 };
     json_t *v = campaigns_action(id, action, b, actor, im, &e);
     json_decref(b);
     if (v)
         reply_view(r, !strcmp(action, "clone") ? 201 : 200, v);
     else
-        reply_err(r, &e);
+        http_reply_reqerr(r, &e);
 }
 
 static void h_rollback(struct http_req *r)
@@ -232,12 +214,12 @@ static void h_rollback(struct http_req *r)
     }
     long n = (long)json_integer_value(ver);
     json_decref(b);
-    struct campaigns_err e = { 0 };
+    struct reqerr e = { 0 };
     json_t *v = campaigns_rollback(id, n, actor, im, &e);
     if (v)
         reply_view(r, 200, v);
     else
-        reply_err(r, &e);
+        http_reply_reqerr(r, &e);
 }
 
 static void h_versions(struct http_req *r)
@@ -252,12 +234,12 @@ static void h_versions(struct http_req *r)
     long before = http_query_long(r, "cursor", 0, 0, 1L << 40, &ok);
     if (!ok)
         return;
-    struct campaigns_err e = { 0 };
+    struct reqerr e = { 0 };
     json_t *o = campaigns_versions(id, limit, before, &e);
     if (o)
         http_reply_json(r, 200, o);
     else
-        reply_err(r, &e);
+        http_reply_reqerr(r, &e);
 }
 
 static void h_version(struct http_req *r)
@@ -276,12 +258,12 @@ static void h_version(struct http_req *r)
     long diff = http_query_long(r, "diff", 0, 0, 1L << 40, &ok);
     if (!ok)
         return;
-    struct campaigns_err e = { 0 };
+    struct reqerr e = { 0 };
     json_t *o = campaigns_version_get(id, n, diff, &e);
     if (o)
         http_reply_json(r, 200, o);
     else
-        reply_err(r, &e);
+        http_reply_reqerr(r, &e);
 }
 
 void api_campaigns_register(void)

@@ -6,6 +6,7 @@
 #include "codec/codec.h"
 #include "base/err.h"
 #include "insight/events.h"
+#include "insight/events_log.h"
 #include "http/router.h"
 #include "base/tz.h"
 #include <stdlib.h>
@@ -65,6 +66,7 @@ static void reply_result(struct http_req *r, struct events_result *res)
             snprintf(m, sizeof m, "ingestion stopped: %s (%ld events stored before it)",
                      err_str(res->store_rc), res->accepted);
             json_object_set_new(e, "message", json_string(m));
+            json_object_set_new(e, "field", json_null());
         } else {
             status = 422;
             json_object_set_new(e, "code", json_string("invalid_events"));
@@ -76,8 +78,7 @@ static void reply_result(struct http_req *r, struct events_result *res)
             json_t *ms = json_string(m);
             json_object_set_new(e, "message", ms ? ms : json_string("all events were rejected"));
             json_t *f = json_object_get(first, "field");
-            if (f)
-                json_object_set(e, "field", f);
+            json_object_set_new(e, "field", f ? json_incref(f) : json_null());
         }
         json_object_set_new(o, "error", e);
         json_object_set_new(o, "accepted", json_integer(res->accepted));
@@ -184,7 +185,7 @@ static void h_compact(struct http_req *r)
         }
     }
     long deleted = 0;
-    int rc = events_compact(g_app->store, cutoff, &deleted);
+    int rc = events_log_compact(g_app->store, cutoff, &deleted);
     if (rc) {
         http_reply_err_code(r, rc, "compaction");
         return;
@@ -202,4 +203,5 @@ void api_events_register(void)
     router_add(HTTP_POST, "/api/v1/events", ROLE_DECIDE, h_events, ROUTER_BIG_BODY);
     router_add(HTTP_POST, "/api/v1/admin/compact", ROLE_ADMIN, h_compact, 0);
     events_metrics_init();
+    events_log_metrics_init();
 }

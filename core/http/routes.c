@@ -8,10 +8,12 @@ void app_register_routes(void)
     api_decide_register();
     api_rules_register();
     api_profiles_register();
+    api_coupons_register(); /* before campaigns: /campaigns/{id}/coupons */
     api_campaigns_register();
     api_audit_register();
     api_events_register();
     api_analytics_register();
     api_outbox_register();
     api_ops_admin_register();
+    api_ui_register();
 }

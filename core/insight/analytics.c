@@ -8,7 +8,7 @@
 #include "insight/analytics.h"
 #include "base/app.h"
 #include "base/err.h"
-#include "insight/events.h"
+#include "insight/events_log.h"
 #include "engine/rules.h"
 #include "base/tz.h"
 #include <math.h>
@@ -58,7 +58,7 @@ struct tot {
     json_t *custom;        /* custom type → count */
 };
 
-static void tot_add(struct tot *t, const struct events_cell *c)
+static void tot_add(struct tot *t, const struct events_log_cell *c)
 {
     const char *k;
     json_t *v;
@@ -222,7 +222,7 @@ struct camp_ctx {
     int err;
 };
 
-static int camp_cb(void *ud, const struct events_cell *c)
+static int camp_cb(void *ud, const struct events_log_cell *c)
 {
     struct camp_ctx *x = ud;
     x->cells++;
@@ -245,7 +245,7 @@ static int campaign_known(const char *id)
     return yes;
 }
 
-static int any_cb(void *ud, const struct events_cell *c)
+static int any_cb(void *ud, const struct events_log_cell *c)
 {
     (void)c;
     *(int *)ud = 1;
@@ -258,33 +258,36 @@ static int campaign_has_data(struct store *s, const char *campaign)
     struct store_txn *t;
     int any = 0;
     if (store_rtxn_begin(s, &t) == 0) {
-        events_scan_cells(t, campaign, 0, INT32_MAX, any_cb, &any);
+        events_log_scan_cells(t, campaign, 0, INT32_MAX, any_cb, &any);
         store_txn_end(t);
     }
     return any;
 }
 
 json_t *analytics_campaign(struct store *s, const char *campaign, int64_t from_day,
-                           int64_t to_day, int *rc)
+                           int64_t to_day, struct reqerr *e)
 {
     struct camp_ctx x;
     memset(&x, 0, sizeof x);
     x.from_day = from_day;
     x.days = calloc((size_t)(to_day - from_day + 1), sizeof *x.days);
     if (!x.days) {
-        *rc = ERR_NOMEM;
+        reqerr_from_code(e, ERR_NOMEM, "analytics");
         return NULL;
     }
     struct store_txn *t;
-    *rc = store_rtxn_begin(s, &t);
-    if (!*rc) {
-        *rc = events_scan_cells(t, campaign, from_day, to_day, camp_cb, &x);
+    int rc = store_rtxn_begin(s, &t);
+    if (!rc) {
+        rc = events_log_scan_cells(t, campaign, from_day, to_day, camp_cb, &x);
         store_txn_end(t);
     }
     json_t *out = NULL;
-    if (!*rc && x.cells == 0 && !campaign_known(campaign) && !campaign_has_data(s, campaign))
-        *rc = ERR_NOTFOUND;
-    if (!*rc) {
+    if (rc)
+        reqerr_from_code(e, rc, "analytics");
+    else if (x.cells == 0 && !campaign_known(campaign) && !campaign_has_data(s, campaign))
+        reqerr_set(e, 404, "not_found", "id",
+                   "no campaign \"%s\" is loaded and no event ever named it", campaign);
+    else {
         out = json_object();
         char d[16];
         json_object_set_new(out, "campaign_id", json_string(campaign));
@@ -325,7 +328,7 @@ struct dash_ctx {
     int64_t today_day, from_day, to_day;
 };
 
-static int dash_cb(void *ud, const struct events_cell *c)
+static int dash_cb(void *ud, const struct events_log_cell *c)
 {
     struct dash_ctx *x = ud;
     if (c->day == x->today_day)
@@ -363,7 +366,7 @@ static json_t *rates_json(struct store_txn *t, int64_t now, int64_t secs)
     int64_t to_min = now / 60, from_min = (now - secs) / 60 + 1;
     json_t *o = json_object();
     json_object_set_new(o, "window_s", json_integer(secs));
-    if (events_sum_minutes(t, from_min, to_min, &counts, &rev)) {
+    if (events_log_sum_minutes(t, from_min, to_min, &counts, &rev)) {
         json_object_set_new(o, "error", json_string("store"));
         return o;
     }
@@ -391,7 +394,7 @@ static json_t *rates_json(struct store_txn *t, int64_t now, int64_t secs)
 }
 
 json_t *analytics_dashboard(struct store *s, int64_t now, int64_t from_day, int64_t to_day,
-                            int top, int *rc)
+                            int top, struct reqerr *e)
 {
     struct dash_ctx x;
     memset(&x, 0, sizeof x);
@@ -399,13 +402,17 @@ json_t *analytics_dashboard(struct store *s, int64_t now, int64_t from_day, int6
     x.from_day = from_day;
     x.to_day = to_day;
     struct store_txn *t;
-    *rc = store_rtxn_begin(s, &t);
-    if (*rc)
+    int rc = store_rtxn_begin(s, &t);
+    if (rc) {
+        reqerr_from_code(e, rc, "analytics");
         return NULL;
-    *rc = events_scan_cells(t, NULL, from_day < x.today_day ? from_day : x.today_day,
-                            to_day > x.today_day ? to_day : x.today_day, dash_cb, &x);
+    }
+    rc = events_log_scan_cells(t, NULL, from_day < x.today_day ? from_day : x.today_day,
+                           to_day > x.today_day ? to_day : x.today_day, dash_cb, &x);
     json_t *out = NULL;
-    if (!*rc) {
+    if (rc)
+        reqerr_from_code(e, rc, "analytics");
+    else {
         out = json_object();
         char d[40];
         tz_format_iso8601(now, d, sizeof d);
@@ -490,7 +497,7 @@ int analytics_metric_valid(const char *m)
 }
 
 /* Value of a dimension for a cell (into buf). */
-static const char *dim_value(const char *dim, const struct events_cell *c, char *buf, size_t len)
+static const char *dim_value(const char *dim, const struct events_log_cell *c, char *buf, size_t len)
 {
     if (!strcmp(dim, "campaign"))
         return c->campaign;
@@ -531,7 +538,7 @@ struct rep_ctx {
     struct groups g;
 };
 
-static int rep_cb(void *ud, const struct events_cell *c)
+static int rep_cb(void *ud, const struct events_log_cell *c)
 {
     struct rep_ctx *x = ud;
     if (x->q->filters && (!filter_match(x->q->filters, "campaign", c->campaign) ||
@@ -629,29 +636,32 @@ static int row_cmp_dims(const void *a, const void *b, void *arg)
     return 0;
 }
 
-json_t *analytics_report(struct store *s, const struct analytics_report_req *q, int *rc)
+json_t *analytics_report(struct store *s, const struct analytics_report_req *q, struct reqerr *e)
 {
     struct rep_ctx x;
     memset(&x, 0, sizeof x);
     x.q = q;
     struct store_txn *t;
-    *rc = store_rtxn_begin(s, &t);
-    if (*rc)
+    int rc = store_rtxn_begin(s, &t);
+    if (rc) {
+        reqerr_from_code(e, rc, "report");
         return NULL;
+    }
     const char *one = NULL;
     json_t *fc = q->filters ? json_object_get(q->filters, "campaign") : NULL;
     if (json_is_string(fc))
         one = json_string_value(fc);
-    *rc = events_scan_cells(t, one, q->from_day, q->to_day, rep_cb, &x);
+    rc = events_log_scan_cells(t, one, q->from_day, q->to_day, rep_cb, &x);
     store_txn_end(t);
-    if (*rc) {
+    if (rc) {
         groups_free(&x.g);
+        reqerr_from_code(e, rc, "report");
         return NULL;
     }
     json_t **rows = malloc(sizeof *rows * (x.g.n ? x.g.n : 1));
     if (!rows) {
         groups_free(&x.g);
-        *rc = ERR_NOMEM;
+        reqerr_from_code(e, ERR_NOMEM, "report");
         return NULL;
     }
     for (size_t i = 0; i < x.g.n; i++) {
@@ -830,7 +840,7 @@ struct attr_ctx {
     int err;
 };
 
-static int touch_cb(void *ud, const struct events_rec *e)
+static int touch_cb(void *ud, const struct events_log_rec *e)
 {
     struct attr_ctx *x = ud;
     if ((e->kind != EVENTS_IMPRESSION && e->kind != EVENTS_CLICK && e->kind != EVENTS_SEND) ||
@@ -872,7 +882,7 @@ static double touch_weight(const struct attr_ctx *x, size_t i, size_t n, int64_t
     }
 }
 
-static int conv_cb(void *ud, const struct events_rec *e)
+static int conv_cb(void *ud, const struct events_log_rec *e)
 {
     struct attr_ctx *x = ud;
     if (e->kind != EVENTS_CONVERSION)
@@ -880,7 +890,7 @@ static int conv_cb(void *ud, const struct events_rec *e)
     x->conversions++;
     x->revenue += e->revenue;
     x->nt = 0;
-    int rc = events_scan_customer(x->t, e->customer, e->ts_ms - x->q->window_s * 1000, e->key,
+    int rc = events_log_scan_customer(x->t, e->customer, e->ts_ms - x->q->window_s * 1000, e->key,
                                   touch_cb, x);
     if (rc)
         return rc;
@@ -915,7 +925,7 @@ static int attr_run(struct store_txn *t, const struct analytics_attr_req *q, str
     memset(x, 0, sizeof *x);
     x->t = t;
     x->q = q;
-    return events_scan_time(t, q->from_day * 86400000LL, (q->to_day + 1) * 86400000LL, conv_cb, x);
+    return events_log_scan_time(t, q->from_day * 86400000LL, (q->to_day + 1) * 86400000LL, conv_cb, x);
 }
 
 static void attr_free(struct attr_ctx *x)
@@ -966,17 +976,21 @@ static void range_strs(json_t *out, int64_t from_day, int64_t to_day)
     json_object_set_new(out, "to", json_string(d));
 }
 
-json_t *analytics_attribution(struct store *s, const struct analytics_attr_req *q, int *rc)
+json_t *analytics_attribution(struct store *s, const struct analytics_attr_req *q,
+                              struct reqerr *e)
 {
     struct store_txn *t;
-    *rc = store_rtxn_begin(s, &t);
-    if (*rc)
+    int rc = store_rtxn_begin(s, &t);
+    if (rc) {
+        reqerr_from_code(e, rc, "attribution");
         return NULL;
+    }
     struct attr_ctx x;
-    *rc = attr_run(t, q, &x);
+    rc = attr_run(t, q, &x);
     store_txn_end(t);
-    if (*rc) {
+    if (rc) {
         attr_free(&x);
+        reqerr_from_code(e, rc, "attribution");
         return NULL;
     }
     json_t *out = json_object();
@@ -1027,7 +1041,7 @@ struct roi_ctx {
     json_t *by_chan;       /* campaign → {channel: [impressions, sends]} */
 };
 
-static int roi_cb(void *ud, const struct events_cell *c)
+static int roi_cb(void *ud, const struct events_log_cell *c)
 {
     struct roi_ctx *x = ud;
     if (!c->campaign[0])
@@ -1063,26 +1077,29 @@ static double chan_cost(const char *channel, const char *what)
     return json_is_number(v) && isfinite(d) && d > 0 ? d : 0;
 }
 
-json_t *analytics_roi(struct store *s, const struct analytics_attr_req *q, int *rc)
+json_t *analytics_roi(struct store *s, const struct analytics_attr_req *q, struct reqerr *e)
 {
     struct store_txn *t;
-    *rc = store_rtxn_begin(s, &t);
-    if (*rc)
+    int rc = store_rtxn_begin(s, &t);
+    if (rc) {
+        reqerr_from_code(e, rc, "roi");
         return NULL;
+    }
     struct roi_ctx rx;
     memset(&rx, 0, sizeof rx);
     rx.by_chan = json_object();
     struct attr_ctx ax;
-    *rc = events_scan_cells(t, q->campaign, q->from_day, q->to_day, roi_cb, &rx);
-    if (!*rc)
-        *rc = attr_run(t, q, &ax);
+    rc = events_log_scan_cells(t, q->campaign, q->from_day, q->to_day, roi_cb, &rx);
+    if (!rc)
+        rc = attr_run(t, q, &ax);
     else
         memset(&ax, 0, sizeof ax);
     store_txn_end(t);
-    if (*rc) {
+    if (rc) {
         attr_free(&ax);
         groups_free(&rx.camps);
         json_decref(rx.by_chan);
+        reqerr_from_code(e, rc, "roi");
         return NULL;
     }
     /* every campaign with exposures or attributed revenue */

@@ -3,7 +3,7 @@
  * intervals, the dashboard, ad-hoc reports, attribution models and ROI.
  *
  * Reads only; owns no records.  Metrics come from the anonymous aggregate
- * cells events.c maintains (campaign × variant × channel × UTC day), so
+ * cells events_agg.c maintains (campaign × variant × channel × UTC day), so
  * they cover every event ever ingested, including those compacted away;
  * attribution and ROI walk the raw event log (STORE_EVENTS and each
  * customer's index), so they reach back `event_retention_days` only.
@@ -44,6 +44,7 @@
 #include <jansson.h>
 #include <stdint.h>
 #include "base/buf.h"
+#include "base/reqerr.h"
 #include "store/store.h"
 
 #define ANALYTICS_MAX_DAYS 1000   /**< longest date range a query may span */
@@ -56,17 +57,18 @@ void analytics_wilson(long k, long n, double *p, double *lo, double *hi);
 /** Metrics of one campaign over UTC days [from_day, to_day]: {"campaign_id",
  *  "from", "to", "totals", "by_variant": [...], "by_channel": [...],
  *  "by_day": [one entry per day of the range]}.  @return new object, or NULL
- *  with *rc = ERR_NOTFOUND (no data and no loaded campaign of that id) or a
- *  store error. */
+ *  with `e` filled: 404 not_found (field "id") when there is no data and no
+ *  loaded campaign of that id, else the store error (reqerr_from_code,
+ *  "analytics: ..."). */
 json_t *analytics_campaign(struct store *s, const char *campaign, int64_t from_day,
-                           int64_t to_day, int *rc);
+                           int64_t to_day, struct reqerr *e);
 
 /** The dashboard at `now`: {"now", "from", "to", "totals", "today",
  *  "top_campaigns" (at most `top`, by revenue, conversions, clicks),
  *  "rates": {"last_5m", "last_24h"}}.  Totals span [from_day, to_day].
- *  @return new object or NULL with *rc. */
+ *  @return new object or NULL with `e` filled (a store error). */
 json_t *analytics_dashboard(struct store *s, int64_t now, int64_t from_day, int64_t to_day,
-                            int top, int *rc);
+                            int top, struct reqerr *e);
 
 /** A report request (see analytics_report). */
 struct analytics_report_req {
@@ -90,8 +92,10 @@ int analytics_dim_valid(const char *d);
 
 /** Run a report: {"columns": [dims..., metrics...], "rows": [[...]],
  *  "from", "to", "total_rows", "truncated"?}.  Rates with no denominator
- *  are null.  @return new object or NULL with *rc. */
-json_t *analytics_report(struct store *s, const struct analytics_report_req *q, int *rc);
+ *  are null.  The request is checked by the caller (analytics_dim_valid,
+ *  analytics_metric_valid, the range).  @return new object or NULL with `e`
+ *  filled (a store error). */
+json_t *analytics_report(struct store *s, const struct analytics_report_req *q, struct reqerr *e);
 
 /** Render a report's columns and rows as CSV (RFC 4180; null = empty
  *  cell) into `out`.  @return 0 or ERR_NOMEM. */
@@ -115,15 +119,16 @@ struct analytics_attr_req {
  *  "attributed_revenue", "campaigns": [{"campaign_id", "conversions",
  *  "revenue", "touches"}], "channels": [{"channel", "conversions",
  *  "revenue"}]}; credits rounded to 6 decimals.  @return new object or NULL
- *  with *rc. */
-json_t *analytics_attribution(struct store *s, const struct analytics_attr_req *q, int *rc);
+ *  with `e` filled (a store error). */
+json_t *analytics_attribution(struct store *s, const struct analytics_attr_req *q,
+                              struct reqerr *e);
 
 /** ROI per campaign over the same request: {"model", "window_s", "from",
  *  "to", "campaigns": [{"campaign_id", "impressions", "sends", "cost",
  *  "cost_campaign", "cost_channels", "attributed_revenue",
  *  "attributed_conversions", "roi", "roas"}], "totals": {...}}.
- *  @return new object or NULL with *rc. */
-json_t *analytics_roi(struct store *s, const struct analytics_attr_req *q, int *rc);
+ *  @return new object or NULL with `e` filled (a store error). */
+json_t *analytics_roi(struct store *s, const struct analytics_attr_req *q, struct reqerr *e);
 
 /** "2026-03-01" for a UTC day number (buf >= 11 bytes). */
 void analytics_day_str(int64_t day, char *buf, size_t len);

@@ -46,8 +46,16 @@
  * save goes live on reload.
  *
  * Errors: every entry point returns a new JSON value or NULL with `*e`
- * filled as the contract's error (status, code, message, field, extra
- * members such as "current" and "allowed" for an illegal transition).
+ * (a struct reqerr, base/reqerr.h; zeroed by the caller, released by
+ * http_reply_reqerr or reqerr_clear) filled as the contract's error:
+ * status, code, message, field, and extra members such as "current" and
+ * "allowed" for an illegal transition, "current_rev" for a stale rev,
+ * "errors" (file:line list) for a script that does not validate.
+ *
+ * Files: campaigns.c (lifecycle and approval), campaigns_view.c (view,
+ * list), campaigns_sync.c (the files under rules/ and the reloader's
+ * hooks), campaigns_versions.c (versions, diff, rollback); they share
+ * campaigns_internal.h, which is not part of this API.
  *
  * Threads: any worker thread; never call with a store txn open (the
  * functions reload the rules, which reads the store on this thread).
@@ -56,6 +64,7 @@
 #define PROMOD_CAMPAIGNS_H
 #include <jansson.h>
 #include <stdint.h>
+#include "base/reqerr.h"
 
 struct app;
 
@@ -67,17 +76,6 @@ struct app;
 #define CAMPAIGNS_MAX_TAG 64
 #define CAMPAIGNS_MAX_LIST 500
 
-/** A failed call, rendered by the handler as
- *  {"error": {"code", "message", "field", ...extra}} with `status`. */
-struct campaigns_err {
-    int status;
-    char code[40];
-    char message[512];
-    char field[64];     /**< "" = none */
-    json_t *extra;      /**< more members of the error object, or NULL; the
-                             caller owns it (json_decref) */
-};
-
 /** Install the reloader's source filter and reload hook.  Call once on the
  *  main thread before rules_start().  @return 0. */
 int campaigns_start(struct app *app);
@@ -86,13 +84,13 @@ int campaigns_start(struct app *app);
  *  "description"?, "tags"?, "cost"?}.  Unknown fields, bad types, an
  *  invalid id or script, an id or file already taken are refused with
  *  nothing written.  Starts as "draft".  @return the campaign view (new). */
-json_t *campaigns_create(const json_t *body, const char *actor, struct campaigns_err *e);
+json_t *campaigns_create(const json_t *body, const char *actor, struct reqerr *e);
 
 /** The campaign view: metadata, "status", "rev", "version",
  *  "live_version", "pending_version", "channels", "schedule",
  *  "in_schedule", "candidate", "load", "allowed_actions", and with
  *  `with_script` the newest version's "script".  404 when unknown. */
-json_t *campaigns_get(const char *id, int with_script, struct campaigns_err *e);
+json_t *campaigns_get(const char *id, int with_script, struct reqerr *e);
 
 struct campaigns_filter {
     const char *status;   /**< a status name, "all" (archived included), or NULL
@@ -105,7 +103,7 @@ struct campaigns_filter {
     const char *cursor;   /**< ids after this one (the previous page's next_cursor) */
 };
 /** {"campaigns": [views without script], "next_cursor": id|null}, by id. */
-json_t *campaigns_list(const struct campaigns_filter *f, struct campaigns_err *e);
+json_t *campaigns_list(const struct campaigns_filter *f, struct reqerr *e);
 
 /** PUT: update the fields given (metadata and/or "script"; "rev" in the
  *  body works like If-Match).  `if_match` < 0 = unconditional; a stale rev
@@ -113,12 +111,12 @@ json_t *campaigns_list(const struct campaigns_filter *f, struct campaigns_err *e
  *  once, or pending approval).  Editing a campaign pending approval moves it
  *  back to draft.  @return the view. */
 json_t *campaigns_update(const char *id, const json_t *body, const char *actor, long if_match,
-                         struct campaigns_err *e);
+                         struct reqerr *e);
 
 /** DELETE: status "archived", the file removed, records and versions kept,
  *  an outbound send stopped.  @return the view. */
 json_t *campaigns_delete(const char *id, const char *actor, long if_match,
-                         struct campaigns_err *e);
+                         struct reqerr *e);
 
 /** Lifecycle and approval: `action` is launch, pause, stop, submit,
  *  approve, reject or clone.  `body` (may be NULL) carries {"version": n}
@@ -131,23 +129,23 @@ json_t *campaigns_delete(const char *id, const char *actor, long if_match,
  *  (a send failure does not undo the status change; it is logged).
  *  @return the view (for clone: of the new campaign). */
 json_t *campaigns_action(const char *id, const char *action, const json_t *body,
-                         const char *actor, long if_match, struct campaigns_err *e);
+                         const char *actor, long if_match, struct reqerr *e);
 
 /** Versions, newest first: {"campaign_id", "live_version", "versions":
  *  [{"version", "hash", "author", "at", "origin", "size", "state"
  *  (live|pending|rejected|superseded), ...}], "next_cursor"}.  `before` > 0
  *  lists versions older than it.  Sources are not included. */
-json_t *campaigns_versions(const char *id, long limit, long before, struct campaigns_err *e);
+json_t *campaigns_versions(const char *id, long limit, long before, struct reqerr *e);
 
 /** One version with its "source"; with `diff_to` > 0 also "diff", a
  *  unified line diff from version `diff_to` to this one. */
-json_t *campaigns_version_get(const char *id, long n, long diff_to, struct campaigns_err *e);
+json_t *campaigns_version_get(const char *id, long n, long diff_to, struct reqerr *e);
 
 /** Rollback: a new version with version `n`'s source (live at once when
  *  approval is off or `n` was approved before, else pending).  @return the
  *  view. */
 json_t *campaigns_rollback(const char *id, long n, const char *actor, long if_match,
-                           struct campaigns_err *e);
+                           struct reqerr *e);
 
 /** Cost metadata for ROI: the record's cost when set through the API,
  *  else the script's `cost` table.  @return 0 or ERR_NOTFOUND. */

@@ -4,7 +4,9 @@
 #include "delivery/outbox.h"
 #include "codec/codec.h"
 #include "base/err.h"
-#include "insight/events.h"
+#include "insight/events_log.h"
+#include "engine/coupons.h"
+#include "engine/loyalty.h"
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -173,7 +175,7 @@ long profiles_erase_txn(struct store_txn *t, const char *id)
     else if (rc != ERR_NOTFOUND)
         return rc;
     /* raw events first: they are found through the index deleted below */
-    long ev = events_erase_customer(t, id);
+    long ev = events_log_erase_customer(t, id);
     if (ev < 0)
         return ev;
     total += ev;
@@ -181,6 +183,14 @@ long profiles_erase_txn(struct store_txn *t, const char *id)
     if (ob < 0)
         return ob;
     total += ob;
+    long cp = coupons_erase_customer(t, id); /* assignments, uses; redemptions anonymised */
+    if (cp < 0)
+        return cp;
+    total += cp;
+    long ly = loyalty_erase(t, id); /* the points ledger */
+    if (ly < 0)
+        return ly;
+    total += ly;
     /* every per-customer family keys as "<id>\0..." */
     char *prefix = malloc(n + 1);
     if (!prefix)
@@ -653,11 +663,19 @@ json_t *profiles_export(struct store *s, const char *id, int *rc)
         any |= st != NULL;
         json_object_set_new(out, "stats", st ? st : json_null());
     }
-    json_t *evs = events_customer_list(t, id, 1000000);
-    json_t *act = events_customer_activity(t, id);
+    json_t *evs = events_log_customer_list(t, id, 1000000);
+    json_t *act = events_log_customer_activity(t, id);
     any |= json_array_size(evs) > 0 || json_array_size(act) > 0;
     json_object_set_new(out, "events", evs ? evs : json_array());
     json_object_set_new(out, "activity", act ? act : json_array());
+    int crc;
+    json_t *cp = coupons_export_customer(t, id, &crc);
+    any |= cp && (json_array_size(json_object_get(cp, "assignments")) ||
+                  json_array_size(json_object_get(cp, "redemptions")));
+    json_object_set_new(out, "coupons", cp ? cp : json_null());
+    json_t *ly = loyalty_export(t, id, &crc);
+    any |= ly != NULL;
+    json_object_set_new(out, "loyalty", ly ? ly : json_null());
     store_txn_end(t);
     if (!any) {
         json_decref(out);

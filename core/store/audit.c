@@ -146,13 +146,12 @@ static int scan_cb(void *ud, const void *key, size_t klen, const void *val, size
     return visit(st, store_get_be64(key), val, vlen);
 }
 
-json_t *audit_query(struct store *s, const struct audit_query *q, int *rc)
+json_t *audit_query(struct store *s, const struct audit_query *q, struct reqerr *e)
 {
-    *rc = 0;
     struct store_txn *t;
     int r = store_rtxn_begin(s, &t);
     if (r) {
-        *rc = r;
+        reqerr_from_code(e, r, "audit");
         return NULL;
     }
     struct qstate st = { .q = q, .entries = json_array() };
@@ -189,7 +188,7 @@ json_t *audit_query(struct store *s, const struct audit_query *q, int *rc)
     store_txn_end(t);
     if (r) {
         json_decref(st.entries);
-        *rc = r;
+        reqerr_from_code(e, r, "audit");
         return NULL;
     }
     json_t *o = json_object();

@@ -25,6 +25,7 @@
 #define PROMOD_AUDIT_H
 #include <jansson.h>
 #include <stdint.h>
+#include "base/reqerr.h"
 #include "store/store.h"
 
 struct config_key;
@@ -68,8 +69,9 @@ struct audit_query {
 /** Entries matching `q` as a new object {"entries": [...], "next_cursor":
  *  "<seq>" or null}.  At most `q->limit` entries; a query that examines
  *  AUDIT_SCAN_BUDGET entries without filling the page stops there and
- *  returns a cursor to continue from.  NULL with *rc = ERR_STORE, ERR_NOMEM. */
+ *  returns a cursor to continue from.  NULL with `e` filled when the store
+ *  cannot be read (reqerr_from_code of ERR_STORE, ERR_NOMEM: 500 internal). */
 #define AUDIT_SCAN_BUDGET 100000
-json_t *audit_query(struct store *s, const struct audit_query *q, int *rc);
+json_t *audit_query(struct store *s, const struct audit_query *q, struct reqerr *e);
 
 #endif

@@ -212,7 +212,9 @@ static void set_now(long now)
 
 static void setup(void)
 {
-    tfx_server_init(&srv, "test_clock = true, default_limit = 2,");
+    /* hook_time_limit_ms: the memory bomb must meet the memory limit
+     * first, even in the sanitizer build */
+    tfx_server_init(&srv, "test_clock = true, default_limit = 2, hook_time_limit_ms = 60000,");
     for (int i = 0; files[i]; i += 2)
         tfx_write(&srv, files[i], files[i + 1]);
     cr_assert_eq(tfx_server_start(&srv), 0, "server did not start");
@@ -458,6 +460,14 @@ Test(decide, channel_selects_campaigns)
     cr_assert_str_eq(str_at(r, "error.field"), "channel");
     cr_assert(strstr(str_at(r, "error.message"), "fax"));
     json_decref(r);
+    /* the whole answer, byte for byte: the contract's error shape */
+    struct tfx_resp raw;
+    cr_assert_eq(tfx_req(&srv, "POST", "/api/v1/decide",
+                         "{\"customer_id\":\"carol\",\"channel\":\"fax\"}", &raw), 422);
+    cr_assert_str_eq(raw.body, "{\"error\":{\"code\":\"unknown_channel\",\"message\":"
+                               "\"channel \\\"fax\\\" is not loaded (plugins/fax.lua)\","
+                               "\"field\":\"channel\"}}\n");
+    tfx_resp_free(&raw);
     stop_clean();
 }
 

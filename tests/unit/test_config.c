@@ -78,6 +78,7 @@ Test(config, defaults)
     cr_assert_str_eq(cfg.data_dir, "./data");
     cr_assert_str_eq(cfg.rules_dir, "./rules");
     cr_assert_str_eq(cfg.plugins_dir, "./plugins");
+    cr_assert_str_eq(cfg.web_dir, "./web");
     cr_assert_eq(cfg.threads, 0);
     cr_assert_eq(cfg.map_size, (size_t)1 << 30);
     cr_assert_eq(cfg.store_writemap, 1);
@@ -88,6 +89,10 @@ Test(config, defaults)
     cr_assert_eq(cfg.max_limit, 50);
     cr_assert_eq(cfg.instr_budget, 1000000);
     cr_assert_eq(cfg.lua_mem_limit, (size_t)256 << 20);
+    cr_assert_eq(cfg.hook_time_ms, 100);
+    cr_assert_eq(cfg.load_time_ms, 500);
+    cr_assert_eq(cfg.lua_file_mem_limit, 0);
+    cr_assert_eq(cfg.lua_log_per_sec, 20);
     cr_assert_eq(cfg.log_level, LOG_INFO);
     cr_assert_eq(cfg.access_log, 0);
     cr_assert_eq(cfg.require_approval, 0);
@@ -104,6 +109,14 @@ Test(config, defaults)
     cr_assert_eq(cfg.nkeys, 0);
     cr_assert_null(cfg.channels);
     cr_assert_str_eq(cfg.source, "(defaults)");
+}
+
+Test(config, web_dir_path_or_off)
+{
+    load_ok("return { web_dir = '/srv/promod/web' }");
+    cr_assert_str_eq(cfg.web_dir, "/srv/promod/web");
+    load_ok("return { web_dir = false }");
+    cr_assert_null(cfg.web_dir); /* the console is off */
 }
 
 Test(config, empty_table_keeps_defaults)
@@ -133,6 +146,10 @@ Test(config, every_key)
             "  max_limit = 20,\n"
             "  instruction_budget = 50000,\n"
             "  lua_memory_mb = 64,\n"
+            "  hook_time_limit_ms = 40,\n"
+            "  load_time_limit_ms = 900,\n"
+            "  lua_file_memory_mb = 12,\n"
+            "  lua_log_lines_per_sec = 0,\n"
             "  log_level = 'debug',\n"
             "  access_log = true,\n"
             "  require_approval = true,\n"
@@ -168,6 +185,10 @@ Test(config, every_key)
     cr_assert_eq(cfg.max_limit, 20);
     cr_assert_eq(cfg.instr_budget, 50000);
     cr_assert_eq(cfg.lua_mem_limit, (size_t)64 << 20);
+    cr_assert_eq(cfg.hook_time_ms, 40);
+    cr_assert_eq(cfg.load_time_ms, 900);
+    cr_assert_eq(cfg.lua_file_mem_limit, (size_t)12 << 20);
+    cr_assert_eq(cfg.lua_log_per_sec, 0);
     cr_assert_eq(cfg.log_level, LOG_DEBUG);
     cr_assert_eq(cfg.access_log, 1);
     cr_assert_eq(cfg.require_approval, 1);
@@ -197,6 +218,27 @@ Test(config, every_key)
     cr_assert_str_eq(json_string_value(json_object_get(json_object_get(email, "hosts"), "1")), "a");
     cr_assert_str_eq(cfg.source, path);
     unsetenv("PROMOD_TEST_SITE_KEY");
+}
+
+Test(config, rate_limits_and_velocity)
+{
+    cr_assert_eq(cfg.rate_per_key.limit, 0, "request limits are off by default");
+    cr_assert_eq(cfg.rate_per_address.limit, 0);
+    cr_assert_eq(cfg.coupon_velocity_customer.limit, 20);
+    cr_assert_eq(cfg.coupon_velocity_customer.window_s, 60);
+    cr_assert_eq(cfg.coupon_velocity_prefix.limit, 50);
+    cr_assert_eq(cfg.coupon_prefix_len, 4);
+    load_ok("return { rate_limit_per_key = { 2000, '1s' }, rate_limit_per_address = { 30, '10m' },\n"
+            " coupon_velocity_customer = false, coupon_velocity_prefix = { 7, '2h' },\n"
+            " coupon_prefix_len = 6, loyalty_dir = '/srv/loyalty' }");
+    cr_assert_eq(cfg.rate_per_key.limit, 2000);
+    cr_assert_eq(cfg.rate_per_key.window_s, 1);
+    cr_assert_eq(cfg.rate_per_address.limit, 30);
+    cr_assert_eq(cfg.rate_per_address.window_s, 600);
+    cr_assert_eq(cfg.coupon_velocity_customer.limit, 0);
+    cr_assert_eq(cfg.coupon_velocity_prefix.window_s, 7200);
+    cr_assert_eq(cfg.coupon_prefix_len, 6);
+    cr_assert_str_eq(cfg.loyalty_dir, "/srv/loyalty");
 }
 
 Test(config, log_levels)
@@ -263,6 +305,10 @@ ParameterizedTestParameters(config, rejected)
         { "return { default_limit = 10, max_limit = 5 }", "default_limit: must not exceed max_limit" },
         { "return { instruction_budget = 10 }", "instruction_budget: expected an integer" },
         { "return { lua_memory_mb = 1 }", "lua_memory_mb: expected an integer" },
+        { "return { hook_time_limit_ms = 0 }", "hook_time_limit_ms: expected an integer" },
+        { "return { load_time_limit_ms = 5 }", "load_time_limit_ms: expected an integer" },
+        { "return { lua_file_memory_mb = -1 }", "lua_file_memory_mb: expected an integer" },
+        { "return { lua_log_lines_per_sec = 'many' }", "lua_log_lines_per_sec: expected" },
         { "return { global_daily_cap = -5 }", "global_daily_cap: expected an integer" },
         { "return { reload_debounce_ms = 20000 }", "reload_debounce_ms: expected an integer" },
         { "return { event_retention_days = 0 }", "event_retention_days: expected an integer" },
@@ -286,6 +332,9 @@ ParameterizedTestParameters(config, rejected)
         { "return { data_dir = 5 }", "data_dir: expected a string" },
         { "return { rules_dir = 'a\\0b' }", "rules_dir: expected a non-empty string" },
         { "return { plugins_dir = false }", "plugins_dir: expected a string" },
+        { "return { web_dir = 5 }", "web_dir: expected a directory (string) or false" },
+        { "return { web_dir = true }", "web_dir: expected a directory (string) or false" },
+        { "return { web_dir = '' }", "web_dir: expected a non-empty string" },
         { "return { access_log = 'yes' }", "access_log: expected true or false" },
         { "return { access_log = 1 }", "access_log: expected true or false" },
         { "return { require_approval = 'no' }", "require_approval: expected true or false" },
@@ -299,6 +348,14 @@ ParameterizedTestParameters(config, rejected)
         { "return { 'positional' }", "(key): keys must be names" },
         { "return { Listen = '127.0.0.1:1' }", "Listen: unknown key" },
         { "return { data = './data' }", "data: unknown key" },
+        { "return { rate_limit_per_key = 100 }", "rate_limit_per_key: expected { LIMIT, \"WINDOW\" }" },
+        { "return { rate_limit_per_address = { 0, '1s' } }", "rate_limit_per_address: expected" },
+        { "return { rate_limit_per_address = { 10, '1x' } }", "rate_limit_per_address: expected" },
+        { "return { coupon_velocity_customer = { 1.5, '1m' } }", "coupon_velocity_customer: expected" },
+        { "return { coupon_velocity_prefix = { 5 } }", "coupon_velocity_prefix: expected" },
+        { "return { coupon_velocity_prefix = true }", "coupon_velocity_prefix: expected" },
+        { "return { coupon_prefix_len = 0 }", "coupon_prefix_len: expected an integer from 1 to 64" },
+        { "return { loyalty_dir = '' }", "loyalty_dir: expected a non-empty string" },
     };
     return cr_make_param_array(struct bad, cases, sizeof cases / sizeof cases[0]);
 }
@@ -329,7 +386,7 @@ ParameterizedTestParameters(config, api_keys_rejected)
           "api_keys[1]: key: expected a string" },
         { "return { api_keys = { { id = 's', key = 'abcdefgh12' } } }", "api_keys[1]: role: expected" },
         { "return { api_keys = { { id = 's', key = 'abcdefgh12', role = 'root' } } }",
-          "api_keys[1]: role: expected \"decide\", \"marketer\" or \"admin\"" },
+          "api_keys[1]: role: expected \"decide\", \"checkout\", \"marketer\" or \"admin\"" },
         { "return { api_keys = { { id = 's', key = 'abcdefgh12', role = 'decide', scope = 1 } } }",
           "api_keys[1]: unknown field 'scope'" },
         { "return { api_keys = { { id = 'a', key = 'abcdefgh12', role = 'decide' },\n"
