@@ -252,6 +252,37 @@ static int call_on(struct tfx_server *s, const char *key, const char *path, stru
     return tfx_http(s, "GET", path, h, NULL, 0, r);
 }
 
+/* `promod key` knows every role the config accepts, including checkout
+ * (the shop's server: coupons and points, not campaigns), and nothing else. */
+Test(auth, promod_key_for_checkout)
+{
+    tfx_server_stop(&srv);
+    char *key, *entry, *out = NULL;
+    new_key("checkout", "shop-1", &key, &entry);
+    cr_assert(strstr(entry, "role = \"checkout\""), "%s", entry);
+    cr_assert_eq(tfx_promod(&out, "key", "--role", "owner", (char *)NULL), 2, "%s", out);
+    cr_assert(strstr(out, "expected decide, checkout, marketer or admin"), "%s", out);
+    free(out);
+    char cfg[512];
+    snprintf(cfg, sizeof cfg, "api_keys = {\n    %s\n  },", entry);
+    struct tfx_server k;
+    tfx_server_init(&k, cfg);
+    cr_assert_eq(tfx_server_start(&k), 0);
+    struct tfx_resp r;
+    cr_assert_eq(call_on(&k, key, "/api/v1/whoami", &r), 200, "%s", r.body);
+    cr_assert_str_eq(json_string_value(json_object_get(r.json, "role")), "checkout", "%s", r.body);
+    cr_assert_str_eq(json_string_value(json_object_get(r.json, "key_id")), "shop-1", "%s", r.body);
+    tfx_resp_free(&r);
+    int st = call_on(&k, key, "/api/v1/loyalty/c1", &r); /* a checkout route: the role passes */
+    cr_assert(st != 401 && st != 403 && st != 0, "%d %s", st, r.body);
+    tfx_resp_free(&r);
+    cr_assert_eq(call_on(&k, key, "/api/v1/rules", &r), 403, "a marketer route: %s", r.body);
+    tfx_resp_free(&r);
+    tfx_server_cleanup(&k);
+    free(key);
+    free(entry);
+}
+
 Test(auth, promod_key_and_rotation)
 {
     tfx_server_stop(&srv);
