@@ -2,14 +2,14 @@
  * fuzz_http.c — the HTTP request path, end to end in one process: the
  * real server (wire.c's reader, evhttp, the dispatcher, router, auth,
  * body limits, rate limits, every handler) on a loopback port with a real
- * store, rules, plugins, loyalty files and the console's files, one worker
- * thread, wired as `promod serve` wires them (no delivery thread: nothing
- * here waits for a send).  Each input is written raw on a
- * fresh connection, the write side shut, and the answer read until the
- * server closes.  A crash or sanitizer report anywhere in the server is a
- * finding; so is an answer that is not HTTP/1.x (or is HTML), a connection
- * the server never closes (FUZZ_HTTP_WAIT_MS: a minute),
- * or a server that stops answering /healthz.
+ * store, rules, plugins, experiments, loyalty files and the console's
+ * files, one worker thread, wired as `promod serve` wires them (no
+ * delivery thread: nothing here waits for a send).  Each input is written
+ * raw on a fresh connection, the write side shut, and the answer read
+ * until the server closes.  A crash or sanitizer report anywhere in the
+ * server is a finding; so is an answer that is not HTTP/1.x (or is HTML),
+ * a connection the server never closes (FUZZ_HTTP_WAIT_MS: a minute), or
+ * a server that stops answering /healthz.
  *
  * Keys are configured (a decide key and an admin key, sha256 and plain) so
  * the auth paths run; the seed corpus uses them.
@@ -37,6 +37,7 @@
 #include "http/ratelimit.h"
 #include "http/server.h"
 #include "service/campaigns.h"
+#include "service/exp_admin.h"
 #include "store/store.h"
 
 /* header_timeout is 1 s and every input ends with the client's EOF, so
@@ -91,10 +92,11 @@ static void setup(void)
     atexit(cleanup);
     char cmd[2048];
     snprintf(cmd, sizeof cmd,
-             "mkdir -p '%s/rules/lib' '%s/plugins' '%s/loyalty' && cp -r '%s/plugins/.' '%s/plugins/' && "
+             "mkdir -p '%s/rules/lib' '%s/plugins' '%s/loyalty' '%s/experiments' && "
+             "cp -r '%s/plugins/.' '%s/plugins/' && "
              "cp -r '%s/rules/lib/.' '%s/rules/lib/' 2>/dev/null; cp -r '%s/loyalty/.' '%s/loyalty/' "
              "2>/dev/null; true",
-             dir, dir, dir, PROMOD_SRC, dir, PROMOD_SRC, dir, PROMOD_SRC, dir);
+             dir, dir, dir, dir, PROMOD_SRC, dir, PROMOD_SRC, dir, PROMOD_SRC, dir);
     if (system(cmd) != 0)
         abort();
     /* one campaign, so decide has something to render */
@@ -113,11 +115,12 @@ static void setup(void)
     snprintf(src, sizeof src,
              "return { listen = '127.0.0.1:0', data_dir = '%s/data', rules_dir = '%s/rules',\n"
              "  plugins_dir = '%s/plugins', loyalty_dir = '%s/loyalty', web_dir = '%s/web',\n"
+             "  experiments_dir = '%s/experiments',\n"
              "  threads = 1, log_level = 'error', header_timeout = 1,\n"
              "  max_body_kb = 64, max_import_body_mb = 1, map_size_mb = 256,\n"
              "  api_keys = { { id = 'site', key = 'fuzz-decide-key-0123', role = 'decide' },\n"
              "               { id = 'ops', sha256 = '%s', role = 'admin' } } }",
-             dir, dir, dir, dir, PROMOD_SRC, hex);
+             dir, dir, dir, dir, PROMOD_SRC, dir, hex);
     if (config_load_source(&app.cfg, src, strlen(src), "fuzz.lua", err, sizeof err)) {
         fprintf(stderr, "fuzz config: %s\n", err);
         abort();
@@ -131,6 +134,7 @@ static void setup(void)
     campaigns_start(&app);
     if (rules_start(&app))
         abort();
+    exp_admin_start(&app); /* experiments: after the rules, as in promod serve */
     loyalty_rules_start(&app.cfg);
     app_register_routes();
     ratelimit_init(&app.cfg);

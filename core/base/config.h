@@ -53,6 +53,8 @@ struct config {
     char *data_dir;           /**< "./data" */
     char *rules_dir;          /**< "./rules" */
     char *plugins_dir;        /**< "./plugins" */
+    char *experiments_dir;    /**< experiment files; NULL = "experiments" beside rules_dir
+                                   (config_experiments_dir) */
     char *web_dir;            /**< the web console's files, served at /ui/ ("./web"); NULL = off */
     char *loyalty_dir;        /**< loyalty program and earn rules; NULL = "loyalty" beside rules_dir */
     int threads;              /**< worker threads; 0 = number of cores */
@@ -108,6 +110,11 @@ int config_load_source(struct config *c, const char *src, size_t len, const char
 
 /** Parse "HOST:PORT" into the config.  @return 0 or ERR_INVAL. */
 int config_set_listen(struct config *c, const char *hostport);
+
+/** Where experiment files live: `experiments_dir`, else the directory
+ *  "experiments" beside rules_dir ("./rules" → "./experiments").  Writes
+ *  into out (always NUL-terminated) and returns it. */
+const char *config_experiments_dir(const struct config *c, char *out, size_t len);
 
 /** Find the key matching a bearer token, or NULL.  The token is hashed
  *  and its digest compared with every key's in constant time (no early
