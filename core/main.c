@@ -17,6 +17,7 @@
 #include "delivery/deliver.h"
 #include "service/profiles.h"
 #include "engine/rules.h"
+#include "engine/segments.h"
 #include "delivery/sends.h"
 #include "http/server.h"
 #include <stdio.h>
@@ -33,7 +34,7 @@ static void usage(FILE *f)
             "usage:\n"
             "  promod serve [-c CONFIG] [--listen HOST:PORT] [--data DIR] [--rules DIR]\n"
             "               [--plugins DIR] [--port-file FILE]\n"
-            "  promod check [DIR|FILE ...]        (default: rules/ plugins/)\n"
+            "  promod check [DIR|FILE ...]        (default: rules/ plugins/ segments/)\n"
             "  promod import profiles FILE.ndjson [-c CONFIG] [--data DIR]\n"
             "  promod version\n");
 }
@@ -176,8 +177,13 @@ static int cmd_serve(const struct cli *c)
     if (open_store(&app))
         return 1;
     campaigns_start(&app); /* reloader hooks: before the first load */
+    /* segments before campaigns: audiences name segments */
+    if (segments_start(&app, 1))
+        log_error("segments unavailable", "%s", "cannot record the index slots");
+    segments_metrics_init();
     int rc = rules_start(&app);
     if (rc) {
+        segments_stop(&app);
         store_close(app.store);
         return 1;
     }
@@ -191,10 +197,12 @@ static int cmd_serve(const struct cli *c)
         fprintf(stderr, "promod: cannot start the server: %s\n", err_str(rc));
         sends_shutdown();
         rules_stop(&app);
+        segments_stop(&app);
         store_close(app.store);
         return 1;
     }
     rules_attach(&app, server_main_base(app.srv));
+    segments_attach(&app, server_main_base(app.srv));
     events_log_compactor_start(server_main_base(app.srv), app.store, app.cfg.event_retention_days);
     deliver_set_sink(record_sends, &app);
     if (deliver_start(&app)) /* after server_start: libevent is in threaded mode */
@@ -214,6 +222,7 @@ static int cmd_serve(const struct cli *c)
     deliver_stop();
     events_log_compactor_stop();
     rules_stop(&app);
+    segments_stop(&app);
     server_free(app.srv);
     store_close(app.store);
     config_free(&app.cfg);
@@ -241,11 +250,16 @@ static int cmd_import(const struct cli *c)
             fclose(f);
         return 1;
     }
+    /* the loaded segments' membership follows the import; segments new to
+     * the store are filled by the server's builder when it next starts */
+    if (segments_start(&app, 0))
+        fprintf(stderr, "promod: segments: cannot record the index slots\n");
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     struct profiles_import_result res = { 0 };
     int rc = profiles_import_file(app.store, f, &res);
     clock_gettime(CLOCK_MONOTONIC, &t1);
+    segments_stop(&app);
     if (f != stdin)
         fclose(f);
     double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
@@ -274,9 +288,27 @@ static int cmd_check(const struct cli *c)
     struct config cfg;
     if (load_config(&cfg, c))
         return 2;
-    int rc = rules_check_cli(&cfg, (const char **)(c->args + 1), c->nargs - 1);
+    /* segment files (under segments_dir or a "segments" directory) are
+     * checked apart from campaign files and plugins */
+    const char *seg[64], *other[64];
+    int nseg = 0, nother = 0;
+    for (int i = 1; i < c->nargs; i++) {
+        if (segments_is_segments_path(&cfg, c->args[i]))
+            seg[nseg++] = c->args[i];
+        else
+            other[nother++] = c->args[i];
+    }
+    int seg_problems = 0, seg_files = 0;
+    if (nseg || c->nargs == 1) {
+        seg_problems = segments_check_paths(&cfg, seg, nseg, &seg_files);
+        if (seg_files || nseg)
+            fprintf(stderr, "promod check: %d segment files, %d problems\n", seg_files, seg_problems);
+    }
+    int rc = 0;
+    if (nother || c->nargs == 1)
+        rc = rules_check_cli(&cfg, other, nother);
     config_free(&cfg);
-    return rc;
+    return rc || seg_problems ? 1 : 0;
 }
 
 int main(int argc, char **argv)

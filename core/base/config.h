@@ -28,6 +28,8 @@ struct config {
     char *data_dir;           /**< "./data" */
     char *rules_dir;          /**< "./rules" */
     char *plugins_dir;        /**< "./plugins" */
+    char *segments_dir;       /**< "./segments" */
+    int segments_sweep_s;     /**< re-evaluation of time-based segments, seconds (600) */
     int threads;              /**< worker threads; 0 = number of cores */
     size_t map_size;          /**< LMDB map size, bytes (1 GiB) */
     int store_writemap;       /**< 1 = MDB_WRITEMAP commits (default), 0 = pwrite */

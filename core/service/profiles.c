@@ -5,6 +5,7 @@
 #include "codec/codec.h"
 #include "base/err.h"
 #include "insight/events_log.h"
+#include "engine/segments.h"
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +65,23 @@ static int encode_attrs(const json_t *attrs, struct buf *b)
     return rc;
 }
 
+/* Segment membership follows the write in the same transaction: called
+ * with the old profile (or NULL) while it is still readable, before the
+ * new one is stored. */
+static int follow_segments(struct store_txn *t, const char *id, const void *old, size_t ol,
+                           const struct buf *b)
+{
+    size_t n = strlen(id);
+    const void *sv;
+    size_t sl;
+    int rc = store_get(t, STORE_PSTATS, id, n, &sv, &sl);
+    if (rc && rc != ERR_NOTFOUND)
+        return rc;
+    if (rc)
+        sv = NULL;
+    return segments_customer_txn(t, id, n, old, ol, b->p, b->len, sv, sl, sv, sl);
+}
+
 int profiles_put_txn(struct store_txn *t, const char *id, const json_t *attrs, int *created)
 {
     const void *old;
@@ -73,8 +91,12 @@ int profiles_put_txn(struct store_txn *t, const char *id, const json_t *attrs, i
         return rc;
     if (created)
         *created = rc == ERR_NOTFOUND;
+    if (rc)
+        old = NULL;
     struct buf b = BUF_INIT;
     rc = encode_attrs(attrs, &b);
+    if (!rc)
+        rc = follow_segments(t, id, old, ol, &b);
     if (!rc)
         rc = store_put(t, STORE_PROFILES, id, strlen(id), b.p, b.len);
     buf_free(&b);
@@ -134,6 +156,7 @@ int profiles_patch_txn(struct store_txn *t, const char *id, const json_t *patch,
     json_t *cur;
     int rc = store_get(t, STORE_PROFILES, id, strlen(id), &v, &vl);
     if (rc == ERR_NOTFOUND) {
+        v = NULL;
         cur = json_object();
     } else if (rc) {
         return rc;
@@ -149,6 +172,8 @@ int profiles_patch_txn(struct store_txn *t, const char *id, const json_t *patch,
     struct buf b = BUF_INIT;
     rc = codec_depth(cur) > 16 ? ERR_INVAL : encode_attrs(cur, &b);
     if (!rc)
+        rc = follow_segments(t, id, v, vl, &b);
+    if (!rc)
         rc = store_put(t, STORE_PROFILES, id, strlen(id), b.p, b.len);
     buf_free(&b);
     if (!rc && merged)
@@ -162,6 +187,10 @@ long profiles_erase_txn(struct store_txn *t, const char *id)
 {
     size_t n = strlen(id);
     long total = 0;
+    long sg = segments_erase_customer_txn(t, id); /* memberships: found through the index */
+    if (sg < 0)
+        return sg;
+    total += sg;
     int rc = store_del(t, STORE_PROFILES, id, n);
     if (rc == 0)
         total++;
@@ -335,10 +364,33 @@ static void range_free(struct irange *g)
 /* Store the parsed ranges in order: a write txn per `batch` records
  * (async commits); with `durable` the last commit waits for the fsync, so
  * the call returns only once every imported record is on disk. */
+/* Each batch's membership changes go through one segments batch, written
+ * just before the commit (member bitmaps touched once per batch). */
+static int import_put(struct store_txn *t, struct segments_batch *sb, const char *key, size_t klen,
+                      const char *val, size_t vlen)
+{
+    const void *old, *sv;
+    size_t ol, sl;
+    int rc = store_get(t, STORE_PROFILES, key, klen, &old, &ol);
+    if (rc && rc != ERR_NOTFOUND)
+        return rc;
+    if (rc)
+        old = NULL;
+    rc = store_get(t, STORE_PSTATS, key, klen, &sv, &sl);
+    if (rc && rc != ERR_NOTFOUND)
+        return rc;
+    if (rc)
+        sv = NULL;
+    if ((rc = segments_batch_customer(sb, key, klen, old, ol, val, vlen, sv, sl, sv, sl)))
+        return rc;
+    return store_put(t, STORE_PROFILES, key, klen, val, vlen);
+}
+
 static int write_ranges(struct store *s, struct irange *gs, int ng, int batch, int durable,
                         struct profiles_import_result *res)
 {
     struct store_txn *t = NULL;
+    struct segments_batch *sb = NULL;
     int rc = 0, inbatch = 0;
     for (int i = 0; i < ng && !rc; i++) {
         struct irange *g = &gs[i];
@@ -352,21 +404,39 @@ static int write_ranges(struct store *s, struct irange *gs, int ng, int batch, i
             }
             if (!t && (rc = store_wtxn_begin(s, &t)))
                 break;
-            if ((rc = store_put(t, STORE_PROFILES, d, r->klen, d + r->klen, r->vlen)))
+            if (!sb && !(sb = segments_batch_begin(t))) {
+                rc = ERR_NOMEM;
+                break;
+            }
+            if ((rc = import_put(t, sb, d, r->klen, d + r->klen, r->vlen)))
                 break;
             res->imported++;
             if (++inbatch >= batch) {
-                rc = store_txn_commit(t, STORE_ASYNC);
-                t = NULL;
-                inbatch = 0;
+                rc = segments_batch_end(sb);
+                sb = NULL;
                 if (rc)
+                    store_txn_end(t); /* a failed batch end: nothing of it is kept */
+                else
+                    rc = store_txn_commit(t, STORE_ASYNC); /* frees t on every path */
+                t = NULL;
+                if (rc) {
+                    res->imported -= inbatch;
+                    res->failed += inbatch;
+                    inbatch = 0;
                     break;
+                }
+                inbatch = 0;
             }
         }
         if (!rc && g->rc)
             rc = g->rc; /* out of memory parsing: stop after what was parsed */
     }
+    if (!rc && sb) {
+        rc = segments_batch_end(sb);
+        sb = NULL;
+    }
     if (rc) {
+        segments_batch_abort(sb);
         /* the failed batch is lost: count it so the caller's totals are honest */
         if (t) {
             store_txn_end(t);
@@ -653,6 +723,9 @@ json_t *profiles_export(struct store *s, const char *id, int *rc)
         any |= st != NULL;
         json_object_set_new(out, "stats", st ? st : json_null());
     }
+    json_t *segs = segments_customer_json(t, id);
+    any |= json_array_size(segs) > 0;
+    json_object_set_new(out, "segments", segs ? segs : json_array());
     json_t *evs = events_log_customer_list(t, id, 1000000);
     json_t *act = events_log_customer_activity(t, id);
     any |= json_array_size(evs) > 0 || json_array_size(act) > 0;

@@ -1,0 +1,168 @@
+/*
+ * segments_internal.h — private to core/engine/segments*.c: the index
+ * records, the per-thread evaluation state and the write batch.
+ *
+ *   segments.c           definitions, files, generations, reload, check, API
+ *   segments_eval.c      the view, what a change touches, evaluation (C and Lua)
+ *   segments_index.c     the LMDB records, the write batch, queries
+ *   segments_build.c     the builder thread: fill, empty, sweep
+ *   segments_audience.c  audiences: segment algebra, conditions, holdout
+ */
+#ifndef PROMOD_SEGMENTS_INTERNAL_H
+#define PROMOD_SEGMENTS_INTERNAL_H
+#include "engine/segments.h"
+#include <pthread.h>
+#include <stdbool.h>
+
+struct luavm;
+struct condset_scratch;
+
+static inline void segbit_set(uint64_t *b, int i) { b[i >> 6] |= 1ull << (i & 63); }
+static inline void segbit_clr(uint64_t *b, int i) { b[i >> 6] &= ~(1ull << (i & 63)); }
+static inline int segbit_get(const uint64_t *b, int i) { return (int)(b[i >> 6] >> (i & 63)) & 1; }
+
+/* ---- the generation (segments.c) ---------------------------------------- */
+
+/** One reload at a time (API writes hold it across validate, write, load). */
+extern pthread_mutex_t segments_reload_mu;
+/** segments_reload with the mutex held; `over_path`/`over_text` load that
+ *  text in place of the file, `drop_path` leaves a file out. */
+int segments_reload_locked(struct app *app, int force, const char *over_path, const char *over_text,
+                           const char *drop_path);
+/** The generation that would result from writing `text` to `path`, not
+ *  published (free with segments_gen_discard); *error names the file's
+ *  problem ("path:line: message") when that text would not load. */
+int segments_try(struct app *app, const char *path, const char *text, struct segments_gen **out,
+                 const char **error);
+void segments_gen_discard(struct segments_gen *g);
+
+/** The live generation without taking a reference (NULL before start). */
+struct segments_gen *segments_gen_peek(void);
+/** Sweep interval and Lua limits from the config (set at start). */
+const struct config *segments_cfg(void);
+
+/* ---- evaluation (segments_eval.c) ------------------------------------------ */
+
+/** The calling thread's evaluation state: condset scratch, view buffers and
+ *  (made on first use) a Lua state with the generation's predicates.
+ *  Freed when the thread exits.  NULL when out of memory. */
+struct segments_tls {
+    struct condset_scratch *cs;
+    struct buf oview, nview;
+    struct luavm *vm;
+    uint64_t vm_seq;        /* generation the Lua state's predicates come from */
+    int *match_ref;         /* per segment of that generation: the match function, or LUA_NOREF */
+    int nmatch;
+    uint64_t lua_errors;
+};
+struct segments_tls *segments_tls(void);
+
+
+/** Evaluate the segments in `mask` on view `v` (the customer `cust`): the
+ *  others keep their bit from `prev`.  Writes g->nw words to `out`.
+ *  @return 0, ERR_NOMEM. */
+int segments_eval_view(const struct segments_gen *g, struct segments_tls *x, const char *v,
+                       size_t vl, const uint64_t *mask, const uint64_t *prev, uint64_t *out);
+
+/** Build the per-path dependency tables of `g` (its segments compiled). */
+int segments_deps_build(struct segments_gen *g);
+void segments_deps_free(struct segments_deps *d);
+
+/** Lua errors of predicates so far (all threads), for /metrics. */
+uint64_t segments_lua_errors(void);
+
+/* ---- the index (segments_index.c) ------------------------------------------ */
+
+/** A customer's "c" record, decoded. */
+struct segidx_cust {
+    int found;
+    uint32_t ord;
+    uint32_t nbytes;                        /* bytes of `bits` in use */
+    unsigned char bits[SEGMENTS_SLOTS / 8]; /* bit = slot */
+};
+int segidx_cust_read(struct store_txn *t, const char *cust, size_t clen, struct segidx_cust *c);
+
+/** Bitset over g's segments from a customer record. */
+void segidx_cust_to_segs(const struct segments_gen *g, const struct segidx_cust *c, uint64_t *out);
+
+struct segments_batch {
+    struct store_txn *t;
+    struct segments_gen *g;
+    struct segments_tls *x;
+    struct chunk_ent *ch;
+    size_t chcap, chn;
+    int64_t delta[SEGMENTS_SLOTS];
+    uint16_t dslots[SEGMENTS_SLOTS];
+    uint8_t listed[SEGMENTS_SLOTS];
+    int nd;
+    uint32_t next_ord;
+    bool ord_loaded, ord_dirty;
+    uint64_t *prev, *aff, *out; /* g->nw words each */
+};
+
+/** Set or clear `ord` in the member bitmap of `slot`, counting the change
+ *  (the caller knows the bit changes). */
+int segidx_member(struct segments_batch *b, int slot, uint32_t ord, int on);
+/** Evaluate the segments of `mask` (and those depending on them) for one
+ *  customer with the given profile and stats, and apply the result. */
+int segments_batch_mask(struct segments_batch *b, const char *cust, size_t clen, const char *prof,
+                        size_t plen, const char *stats, size_t slen, const uint64_t *mask);
+/** A fresh ordinal (written to "#ord" at the end of the batch). */
+int segidx_new_ord(struct segments_batch *b, uint32_t *ord);
+/** Apply a customer's new membership `out` (over g's segments) against
+ *  its record `c` (and `prev`, c as bits over g): bitmaps, counts and the
+ *  "c"/"o" records. */
+int segidx_apply(struct segments_batch *b, const char *cust, size_t clen, struct segidx_cust *c,
+                 const uint64_t *prev, const uint64_t *out);
+
+/* slot records ("S") */
+struct segidx_slot {
+    int used;
+    char id[132];
+    char fp[17];
+    char state[12];          /* "building", "ready", "deleting" */
+    char cursor[132];        /* building: last customer done */
+    int64_t built_at;
+};
+int segidx_slots_load(struct store_txn *t, struct segidx_slot *slots);
+int segidx_slot_put(struct store_txn *t, int slot, const struct segidx_slot *s);
+int segidx_slot_del(struct store_txn *t, int slot);
+int segidx_count(struct store_txn *t, int slot, uint64_t *count);
+/** Slot of a loaded segment by id in the store (scan), -1 when none. */
+int segidx_slot_of(struct store_txn *t, const char *id, struct segidx_slot *out);
+
+/** Empty up to `max` members of `slot` (clearing its bit in their "c"
+ *  records), deleting the bitmaps emptied.  @return the members cleared
+ *  (0 = nothing left), or a store error. */
+long segidx_drain_slot(struct store_txn *t, int slot, long max);
+
+/** Customer id of an ordinal (borrowed from the txn), or NULL. */
+const char *segidx_ord_id(struct store_txn *t, uint32_t ord, size_t *len);
+
+/** The member bitmap chunk `no` of `slot` (1 KiB, borrowed), or NULL. */
+const unsigned char *segidx_chunk(struct store_txn *t, int slot, uint32_t no);
+
+/** Visit every chunk of `slot` from chunk `from`: fn returns 0 go on, 1
+ *  stop, <0 abort. */
+typedef int (*segidx_chunk_fn)(void *ud, uint32_t no, const unsigned char *bits);
+int segidx_chunks(struct store_txn *t, int slot, uint32_t from, segidx_chunk_fn fn, void *ud);
+
+/** The highest ordinal handed out so far. */
+uint32_t segidx_max_ord(struct store_txn *t);
+
+/* ---- customers (segments_build.c) -------------------------------------------- */
+
+/** Visit up to `max` customers (ids of profiles or stats, merged, each
+ *  once) after `after` (NULL/"" = from the start), in id order, with their
+ *  profile and stats bytes (NULL when absent).  @return customers visited
+ *  (0 = none left), or an error; *last gets the last id (>= 132 bytes). */
+typedef int (*segments_cust_fn)(void *ud, const char *id, size_t idlen, const char *prof,
+                                size_t plen, const char *stats, size_t slen);
+long segments_customers(struct store_txn *t, const char *after, long max, segments_cust_fn fn,
+                        void *ud, char *last);
+
+/** Start/stop the builder thread. */
+int segments_builder_start(struct app *app);
+void segments_builder_stop(void);
+
+#endif
