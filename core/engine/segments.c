@@ -12,6 +12,7 @@
  *   match = function(p) return (p.ltv or 0) > 500 end
  * Exactly one of `conditions` and `match`; `id` defaults to the file name.
  */
+#include "engine/segments.h"
 #include "engine/segments_internal.h"
 #include "engine/cond.h"
 #include "engine/condset.h"

@@ -10,6 +10,7 @@
  * as JSON text inside a Lua long string: null, empty lists and key order
  * survive exactly.
  */
+#include "engine/segments.h"
 #include "engine/segments_internal.h"
 #include "engine/cond.h"
 #include "store/store.h"

@@ -12,6 +12,7 @@
  * seeded with the audience id, so the same customers are held out every
  * time the audience is used.
  */
+#include "engine/segments.h"
 #include "engine/segments_internal.h"
 #include "engine/assign.h"
 #include "engine/cond.h"
@@ -325,7 +326,7 @@ long segments_audience_next(struct store_txn *t, const struct segments_audience 
         const char *after = !strncmp(cursor, "c:", 2) ? cursor + 2 : "";
         visited = segments_customers(t, after, max, scan_cb, &x, last);
         if (visited > 0)
-            snprintf(cursor, 132, "c:%s", last);
+            snprintf(cursor, 132, "c:%.128s", last);
         walk_free(&w);
         return visited;
     }

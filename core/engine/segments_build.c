@@ -11,6 +11,7 @@
  * generation), so a customer written during the build is right at once;
  * the builder visiting it again later finds nothing to change.
  */
+#include "engine/segments.h"
 #include "engine/segments_internal.h"
 #include "store/store.h"
 #include "base/app.h"

@@ -5,6 +5,7 @@
  * see the results of the level below, and Lua predicates in the calling
  * thread's own sandboxed state.
  */
+#include "engine/segments.h"
 #include "engine/segments_internal.h"
 #include "engine/cond.h"
 #include "engine/condset.h"

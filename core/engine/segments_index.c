@@ -13,6 +13,7 @@
  * record holds its segments as a bitset over slots, so decide reads one
  * value for p.segments.
  */
+#include "engine/segments.h"
 #include "engine/segments_internal.h"
 #include "store/record.h"
 #include "store/store.h"

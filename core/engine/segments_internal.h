@@ -2,15 +2,21 @@
  * segments_internal.h — private to core/engine/segments*.c: the index
  * records, the per-thread evaluation state and the write batch.
  *
- *   segments.c           definitions, files, generations, reload, check, API
+ *   segments.c           definitions, files, generations, reload, check
  *   segments_eval.c      the view, what a change touches, evaluation (C and Lua)
  *   segments_index.c     the LMDB records, the write batch, queries
  *   segments_build.c     the builder thread: fill, empty, sweep
  *   segments_audience.c  audiences: segment algebra, conditions, holdout
+ *   segments_api.c       definitions over the API (written as files)
+ *
+ * It does not include engine/segments.h (the module's own header: that
+ * would be a circle between the two); the .c files include that first.
  */
 #ifndef PROMOD_SEGMENTS_INTERNAL_H
 #define PROMOD_SEGMENTS_INTERNAL_H
-#include "engine/segments.h"
+#ifndef PROMOD_SEGMENTS_H
+#error "include engine/segments.h before engine/segments_internal.h"
+#endif
 #include <pthread.h>
 #include <stdbool.h>
 

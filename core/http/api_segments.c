@@ -4,6 +4,7 @@
 #include "base/app.h"
 #include "base/err.h"
 #include "base/id.h"
+#include "base/metrics.h"
 #include "engine/segments.h"
 #include "http/router.h"
 #include "store/audit.h"
@@ -270,8 +271,17 @@ static void h_audience_get(struct http_req *r)
     http_reply_json(r, 200, o);
 }
 
+static void streams_collect(struct buf *out, void *ud)
+{
+    (void)ud;
+    buf_printf(out, "# HELP promod_http_streams_open Streamed replies in progress (NDJSON member "
+                    "lists).\n# TYPE promod_http_streams_open gauge\npromod_http_streams_open %ld\n",
+               http_streams_open());
+}
+
 void api_segments_register(void)
 {
+    metrics_register(streams_collect, NULL);
     router_add(HTTP_GET | HTTP_POST, "/api/v1/segments", ROLE_MARKETER, h_list, 0);
     router_add(HTTP_GET, "/api/v1/segments/{id}/size", ROLE_MARKETER, h_size, 0);
     router_add(HTTP_GET, "/api/v1/segments/{id}/customers", ROLE_MARKETER, h_customers, 0);

@@ -250,6 +250,13 @@ void http_add_header(struct http_req *r, const char *name, const char *value)
  * once a second for a detached request and ends it there.  (The
  * connection's close callback belongs to the server's connection reader.) */
 
+static long g_streams; /* streamed replies in progress (all workers) */
+
+long http_streams_open(void)
+{
+    return __atomic_load_n(&g_streams, __ATOMIC_RELAXED);
+}
+
 struct stream {
     struct evhttp_request *req;
     struct event *watch;
@@ -261,6 +268,7 @@ struct stream {
 
 static void stream_free(struct stream *s)
 {
+    __atomic_sub_fetch(&g_streams, 1, __ATOMIC_RELAXED);
     if (s->watch)
         event_free(s->watch);
     buf_free(&s->b);
@@ -329,6 +337,7 @@ void http_reply_stream(struct http_req *r, const char *ctype, http_stream_fn fn,
         http_reply_error(r, 500, "internal", "out of memory", NULL);
         return;
     }
+    __atomic_add_fetch(&g_streams, 1, __ATOMIC_RELAXED);
     s->req = r->ev;
     s->fn = fn;
     s->done = done;

@@ -83,6 +83,9 @@ typedef int (*http_stream_fn)(void *ud, struct buf *out);
 void http_reply_stream(struct http_req *r, const char *ctype, http_stream_fn fn,
                        void (*done)(void *ud), void *ud);
 
+/** Streamed replies in progress on every worker (promod_http_streams_open). */
+long http_streams_open(void);
+
 /** Decode the body (JSON or msgpack) into a new value.  On failure the
  *  error reply (400/413/415) is sent and NULL returned.  `required_type`
  *  is JSON_OBJECT, JSON_ARRAY or -1 for any. */
