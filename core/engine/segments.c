@@ -16,6 +16,7 @@
 #include "engine/segments_internal.h"
 #include "engine/cond.h"
 #include "engine/condset.h"
+#include "engine/hooks.h"
 #include "lua/luavm.h"
 #include "store/store.h"
 #include "base/app.h"
@@ -301,10 +302,10 @@ static void read_def(struct luavm *vm, struct sdef *d, const char *default_id)
                 json_decref(d->conditions);
                 d->conditions = NULL;
             }
-        } else if (!strcmp(k, "match")) {
+        } else if (hooks_find(HOOKS_SEGMENT, k) >= 0) { /* match (engine/hooks.h) */
             if (vt != LUA_TFUNCTION)
-                set_error(d, line_of(src, len, "match", 1),
-                          "match must be a function: match = function(p) return ... end");
+                set_error(d, line_of(src, len, k, 1), "%s must be a function: %s", k,
+                          hooks_table[hooks_find(HOOKS_SEGMENT, k)].usage);
             else
                 d->lua = 1;
         } else {
@@ -786,7 +787,7 @@ static struct luavm *scratch_vm(const struct config *cfg)
 static void load_defs(const struct config *cfg, char **paths, int np, struct dset *s,
                       const struct segments_gen *old, const char *over_path, const char *over_text)
 {
-    s->d = calloc((size_t)(np ? np : 1), sizeof *s->d);
+    s->d = calloc(np > 0 ? (size_t)np : 1, sizeof *s->d);
     s->n = 0;
     struct luavm *vm = NULL;
     for (int i = 0; s->d && i < np; i++) {
@@ -1138,4 +1139,21 @@ int segments_check_paths(const struct config *cfg, const char **paths, int n, in
     if (files)
         *files = nl;
     return problems;
+}
+
+json_t *segments_known_ids(const struct config *cfg)
+{
+    int np;
+    char **paths = list_dir(cfg->segments_dir, &np);
+    struct dset s;
+    load_defs(cfg, paths, np, &s, NULL, NULL, NULL);
+    json_t *ids = json_array();
+    for (int i = 0; i < s.n; i++)
+        if (!s.d[i].error && s.d[i].id)
+            json_array_append_new(ids, json_string(s.d[i].id));
+    dset_free(&s);
+    for (int i = 0; i < np; i++)
+        free(paths[i]);
+    free(paths);
+    return ids;
 }

@@ -286,6 +286,10 @@ void segments_set_user_check(segments_user_fn fn);
  *  problem.  @return the number of problems. */
 int segments_check_paths(const struct config *cfg, const char **paths, int n, int *files);
 
+/** Ids of the segments the files of cfg->segments_dir define validly, as a
+ *  new array (`promod check` of campaign audiences, without a server). */
+json_t *segments_known_ids(const struct config *cfg);
+
 /** Is `path` a segments path for `promod check` (under segments_dir, or
  *  with a "segments" component)? */
 int segments_is_segments_path(const struct config *cfg, const char *path);

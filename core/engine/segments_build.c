@@ -443,10 +443,6 @@ static void collect(struct buf *out, void *ud)
     buf_printf(out, "# HELP promod_segments_sweeps_total Completed sweeps of time-based segments.\n"
                     "# TYPE promod_segments_sweeps_total counter\npromod_segments_sweeps_total %llu\n",
                (unsigned long long)p.sweeps);
-    buf_printf(out, "# HELP promod_segment_predicate_errors_total Lua predicate calls that failed "
-                    "(counted as not a member).\n# TYPE promod_segment_predicate_errors_total "
-                    "counter\npromod_segment_predicate_errors_total %llu\n",
-               (unsigned long long)segments_lua_errors());
     if (g && g_bapp && g_bapp->store) {
         buf_adds(out, "# HELP promod_segment_members Customers in each segment.\n"
                       "# TYPE promod_segment_members gauge\n");

@@ -9,6 +9,7 @@
 #include "engine/segments_internal.h"
 #include "engine/cond.h"
 #include "engine/condset.h"
+#include "engine/hooks.h"
 #include "codec/mpread.h"
 #include "lua/luavm.h"
 #include "base/app.h"
@@ -484,7 +485,6 @@ void segments_affected(const struct segments_gen *g, const char *ov, size_t ol, 
 
 static pthread_key_t g_tls_key;
 static pthread_once_t g_tls_once = PTHREAD_ONCE_INIT;
-static uint64_t g_lua_errors;
 
 static void tls_free(void *p)
 {
@@ -519,13 +519,9 @@ struct segments_tls *segments_tls(void)
     return x;
 }
 
-uint64_t segments_lua_errors(void)
-{
-    return __atomic_load_n(&g_lua_errors, __ATOMIC_RELAXED);
-}
-
 /* Load the generation's Lua predicates into the thread's state (a fresh
- * state per generation: predicates are few and small). */
+ * state per generation: predicates are few and small).  Each file's table
+ * gives its hook refs through the hook layer (engine/hooks.h). */
 static int lua_ready(const struct segments_gen *g, struct segments_tls *x)
 {
     if (x->vm && x->vm_seq == g->seq)
@@ -555,21 +551,25 @@ static int lua_ready(const struct segments_gen *g, struct segments_tls *x)
                      s->id, err);
             continue;
         }
-        if (lua_istable(L, -1)) {
-            lua_getfield(L, -1, "match");
-            if (lua_isfunction(L, -1))
-                x->match_ref[j] = luaL_ref(L, LUA_REGISTRYINDEX);
-            else
-                lua_pop(L, 1);
-        }
-        lua_pop(L, 1);
+        int tref = lua_istable(L, -1) ? luaL_ref(L, LUA_REGISTRYINDEX) : LUA_NOREF;
+        if (tref == LUA_NOREF)
+            lua_pop(L, 1);
+        int refs[HOOKS_N];
+        hooks_refs_resolve(L, HOOKS_SEGMENT, tref, refs);
+        x->match_ref[j] = refs[HOOKS_MATCH];
+        refs[HOOKS_MATCH] = LUA_NOREF; /* kept; the others (none today) released */
+        hooks_refs_release(L, refs);
+        if (tref != LUA_NOREF)
+            luaL_unref(L, LUA_REGISTRYINDEX, tref);
     }
     x->vm_seq = g->seq;
     return 0;
 }
 
-/* match(p) for segment j on view v: 1 member, 0 not (errors count as not,
- * logged at most once a minute per thread). */
+/* match(p) for segment j on view v, through the hook layer: 1 member, 0
+ * not.  A call that fails counts as "not a member"; the hook layer counts
+ * it (promod_hook_errors_total{hook="match"}) and it is logged at most
+ * once per 1000 failures per thread. */
 static int lua_match(const struct segments_gen *g, struct segments_tls *x, int j, const char *v,
                      size_t vl)
 {
@@ -577,30 +577,23 @@ static int lua_match(const struct segments_gen *g, struct segments_tls *x, int j
         return 0;
     lua_State *L = luavm_state(x->vm);
     int top = lua_gettop(L);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, x->match_ref[j]);
+    int fn = x->match_ref[j];
+    lua_rawgeti(L, LUA_REGISTRYINDEX, fn);
     if (luavm_push_msgpack(L, v, vl)) {
         lua_settop(L, top);
         return 0;
     }
-    char err[512];
-    int rc = luavm_call_ref(x->vm, x->match_ref[j], 1, 1, err, sizeof err);
-    int yes = 0;
-    if (rc == 0) {
-        if (lua_type(L, -1) == LUA_TBOOLEAN || lua_isnil(L, -1))
-            yes = lua_toboolean(L, -1);
-        else {
-            rc = ERR_LUA;
-            snprintf(err, sizeof err, "%s: match must return true or false", g->segs[j].path);
-        }
-    }
-    lua_settop(L, top);
-    if (rc) {
-        __atomic_fetch_add(&g_lua_errors, 1, __ATOMIC_RELAXED);
+    struct hooks_res res;
+    enum hooks_verdict vd = hooks_call(x->vm, L, HOOKS_MATCH, fn, g->segs[j].id, &res);
+    if (vd == HOOKS_FAILED) {
         if (x->lua_errors++ % 1000 == 0)
             log_warn("segment predicate failed (not a member)", "segment=\"%s\" error=\"%s\"",
-                     g->segs[j].id, err);
+                     g->segs[j].id, res.msg);
+        lua_settop(L, top);
+        return 0;
     }
-    return yes;
+    lua_settop(L, top);
+    return vd == HOOKS_PASS;
 }
 
 int segments_eval_view(const struct segments_gen *g, struct segments_tls *x, const char *v,

@@ -74,9 +74,6 @@ int segments_eval_view(const struct segments_gen *g, struct segments_tls *x, con
 int segments_deps_build(struct segments_gen *g);
 void segments_deps_free(struct segments_deps *d);
 
-/** Lua errors of predicates so far (all threads), for /metrics. */
-uint64_t segments_lua_errors(void);
-
 /* ---- the index (segments_index.c) ------------------------------------------ */
 
 /** A customer's "c" record, decoded. */

@@ -422,7 +422,37 @@ void luavm_log_args(lua_State *L, const char *what)
     lua_settop(L, n);
 }
 
+/***
+ * @function promo.in_segment(p, id)
+ * Whether the customer is a member of segment `id`, from `p.segments` (the
+ * set of segment ids the customer is in, kept live by the segment index;
+ * see docs/segments.md).  False for an unknown segment or when `p` has no
+ * segments.
+ * @param {table} p     the profile a hook was given
+ * @param {string} id   a segment id
+ * @return {boolean}
+ * @example
+ * eligible = function(p) return promo.in_segment(p, "gold_fr") end
+ */
+static int l_promo_in_segment(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_checkstring(L, 2);
+    lua_getfield(L, 1, "segments");
+    int yes = 0;
+    if (lua_istable(L, -1)) {
+        lua_pushvalue(L, 2);
+        lua_gettable(L, -2);
+        yes = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    lua_pushboolean(L, yes);
+    return 1;
+}
+
 static const luaL_Reg promo_funcs[] = {
+    { "in_segment", l_promo_in_segment },
     { "hash", l_promo_hash },
     { "bucket", l_promo_bucket },
     { "now", l_promo_now },
