@@ -82,6 +82,7 @@ struct condset {
     int ncl;
     struct group *g;
     int ng;
+    uint64_t *gusers;   /* ng * nw: each group's members, side by side */
     struct root *roots;
     int nroots;
     int *cplx;      /* clauses evaluated on their own */
@@ -158,9 +159,9 @@ void condset_free(struct condset *cs)
     for (int i = 0; i < cs->ng; i++) {
         free(cs->g[i].sub);
         free(cs->g[i].cl);
-        free(cs->g[i].users);
     }
     free(cs->g);
+    free(cs->gusers);
     for (int i = 0; i < cs->nroots; i++) {
         free(cs->roots[i].name);
         free(cs->roots[i].groups);
@@ -601,12 +602,10 @@ static int finish(struct condset_build *b, struct condset *cs)
             struct group *g = &cs->g[cs->ng++];
             memset(g, 0, sizeof *g);
             g->root = ri;
-            g->users = calloc(cs->nw, sizeof(uint64_t));
+            g->users = NULL; /* placed in cs->gusers once the groups are known */
             if (sub && !(g->sub = strndup(sub, sl)))
                 rc = ERR_NOMEM;
             g->sublen = sl;
-            if (!g->users)
-                rc = ERR_NOMEM;
         }
         struct group *g = &cs->g[gi];
         int *nc = realloc(g->cl, (size_t)(g->ncl + 1) * sizeof *nc);
@@ -619,6 +618,11 @@ static int finish(struct condset_build *b, struct condset *cs)
         cs->cl[i].group = gi;
     }
     strset_free(&gkeys, false);
+    /* the groups' user bitsets side by side: the evaluation reads them all */
+    if (!rc && cs->ng && !(cs->gusers = calloc((size_t)cs->ng * cs->nw, sizeof(uint64_t))))
+        rc = ERR_NOMEM;
+    for (int gi = 0; !rc && gi < cs->ng; gi++)
+        cs->g[gi].users = cs->gusers + (size_t)gi * cs->nw;
     if (!rc) {
         cs->nroots = roots.n;
         if (roots.n && !(cs->roots = calloc((size_t)roots.n, sizeof *cs->roots)))
@@ -768,23 +772,29 @@ int condset_build_finish(struct condset_build *b, struct condset **out)
 
 /* ---- per-thread memory -------------------------------------------------- */
 
-#define MEMO_KEYMAX 62      /* longer values are not remembered */
-#define MEMO_BYTES (192u << 10) /* per group, slots plus result bitsets */
+#define MEMO_KEYMAX 38      /* longer values are not remembered */
+#define MEMO_BYTES (192u << 10) /* per group */
 #define MEMO_RESETS 3       /* a group that fills up this often stops remembering */
 #define SCRATCH_SETS 8      /* sets remembered per thread */
 
-struct mslot {
+/* One remembered value: its hash, key and the group's verdict bitset
+ * inline, so a look-up touches one entry (one or two cache lines, fetched
+ * ahead for every group before any is looked up: condset_eval). */
+struct ment {
     uint64_t h;
     uint8_t used, klen;
     unsigned char key[MEMO_KEYMAX];
+    uint64_t bits[];        /* nw words */
 };
 
 struct gmemo {
     uint32_t cap, n, maxcap;
     uint8_t resets, off;
-    struct mslot *s;
-    uint64_t *bits;         /* cap * nw */
+    size_t stride;          /* bytes per entry */
+    unsigned char *tab;     /* cap entries */
 };
+
+#define ENT(m, i) ((struct ment *)((m)->tab + (size_t)(i) * (m)->stride))
 
 struct setmemo {
     uint64_t serial;
@@ -799,8 +809,17 @@ struct rootval {
     size_t len;
 };
 
+/* A group's key for one evaluation. */
+struct gkey {
+    uint64_t h;
+    uint8_t need, keyed, kl;
+    unsigned char key[MEMO_KEYMAX];
+};
+
 struct condset_scratch {
     struct setmemo sets[SCRATCH_SETS];
+    struct gkey *gk;
+    int gcap;
     uint64_t tick;
     struct cond_attrs attrs;
     bool attrs_ready, attrs_ok;
@@ -818,10 +837,8 @@ struct condset_scratch *condset_scratch_new(void)
 
 static void setmemo_clear(struct setmemo *sm)
 {
-    for (int i = 0; i < sm->ng; i++) {
-        free(sm->g[i].s);
-        free(sm->g[i].bits);
-    }
+    for (int i = 0; i < sm->ng; i++)
+        free(sm->g[i].tab);
     free(sm->g);
     memset(sm, 0, sizeof *sm);
 }
@@ -836,6 +853,7 @@ void condset_scratch_free(struct condset_scratch *sc)
         cond_attrs_free(&sc->attrs);
     free(sc->rv);
     free(sc->tmp);
+    free(sc->gk);
     free(sc);
 }
 
@@ -859,52 +877,59 @@ static struct setmemo *memo_for(struct condset_scratch *sc, const struct condset
     victim->nw = cs->nw;
     victim->ng = cs->ng;
     victim->used = sc->tick;
-    size_t per = sizeof(struct mslot) + cs->nw * sizeof(uint64_t);
+    size_t per = (sizeof(struct ment) + cs->nw * sizeof(uint64_t) + 15) & ~(size_t)15;
     uint32_t maxcap = 16;
     while ((size_t)maxcap * 2 * per <= MEMO_BYTES && maxcap < 8192)
         maxcap *= 2;
-    for (int i = 0; i < cs->ng; i++)
+    for (int i = 0; i < cs->ng; i++) {
         victim->g[i].maxcap = maxcap;
+        victim->g[i].stride = per;
+    }
     return victim;
 }
 
+/* The entry where the probe for hash `h` starts, to fetch it ahead. */
+static inline const void *gmemo_home(const struct gmemo *m, uint64_t h)
+{
+    return m->cap ? ENT(m, (uint32_t)h & (m->cap - 1)) : NULL;
+}
+
 /* Look `key` up; NULL when absent. */
-static const uint64_t *gmemo_get(const struct gmemo *m, size_t nw, uint64_t h,
-                                 const unsigned char *key, size_t kl)
+static const uint64_t *gmemo_get(const struct gmemo *m, uint64_t h, const unsigned char *key,
+                                 size_t kl)
 {
     if (!m->cap)
         return NULL;
     uint32_t mask = m->cap - 1, i = (uint32_t)h & mask;
-    while (m->s[i].used) {
-        if (m->s[i].h == h && m->s[i].klen == kl && !memcmp(m->s[i].key, key, kl))
-            return m->bits + (size_t)i * nw;
+    for (;;) {
+        const struct ment *e = ENT(m, i);
+        if (!e->used)
+            return NULL;
+        if (e->h == h && e->klen == kl && !memcmp(e->key, key, kl))
+            return e->bits;
         i = (i + 1) & mask;
     }
-    return NULL;
 }
 
 static int gmemo_resize(struct gmemo *m, size_t nw, uint32_t cap)
 {
-    struct mslot *s = calloc(cap, sizeof *s);
-    uint64_t *bits = malloc((size_t)cap * nw * sizeof *bits);
-    if (!s || !bits) {
-        free(s);
-        free(bits);
+    unsigned char *tab = calloc(cap, m->stride);
+    if (!tab)
         return ERR_NOMEM;
-    }
+    struct gmemo n = *m;
+    n.tab = tab;
+    n.cap = cap;
     for (uint32_t j = 0; j < m->cap; j++) {
-        if (!m->s[j].used)
+        const struct ment *e = ENT(m, j);
+        if (!e->used)
             continue;
-        uint32_t i = (uint32_t)m->s[j].h & (cap - 1);
-        while (s[i].used)
+        uint32_t i = (uint32_t)e->h & (cap - 1);
+        while (ENT(&n, i)->used)
             i = (i + 1) & (cap - 1);
-        s[i] = m->s[j];
-        memcpy(bits + (size_t)i * nw, m->bits + (size_t)j * nw, nw * sizeof *bits);
+        memcpy(ENT(&n, i), e, sizeof *e + nw * sizeof(uint64_t));
     }
-    free(m->s);
-    free(m->bits);
-    m->s = s;
-    m->bits = bits;
+    free(m->tab);
+    m->tab = tab;
     m->cap = cap;
     return 0;
 }
@@ -921,26 +946,25 @@ static void gmemo_put(struct gmemo *m, size_t nw, uint64_t h, const unsigned cha
         } else {
             /* full: the values do not repeat enough to be worth keeping */
             if (++m->resets >= MEMO_RESETS) {
-                free(m->s);
-                free(m->bits);
-                m->s = NULL;
-                m->bits = NULL;
+                free(m->tab);
+                m->tab = NULL;
                 m->cap = m->n = 0;
                 m->off = 1;
                 return;
             }
-            memset(m->s, 0, m->cap * sizeof *m->s);
+            memset(m->tab, 0, m->cap * m->stride);
             m->n = 0;
         }
     }
     uint32_t mask = m->cap - 1, i = (uint32_t)h & mask;
-    while (m->s[i].used)
+    while (ENT(m, i)->used)
         i = (i + 1) & mask;
-    m->s[i].used = 1;
-    m->s[i].h = h;
-    m->s[i].klen = (uint8_t)kl;
-    memcpy(m->s[i].key, key, kl);
-    memcpy(m->bits + (size_t)i * nw, bits, nw * sizeof *bits);
+    struct ment *e = ENT(m, i);
+    e->used = 1;
+    e->h = h;
+    e->klen = (uint8_t)kl;
+    memcpy(e->key, key, kl);
+    memcpy(e->bits, bits, nw * sizeof *bits);
     m->n++;
 }
 
@@ -1012,7 +1036,8 @@ static bool find_roots(const struct condset *cs, struct condset_scratch *sc, con
             return false;
         /* roots are few: a linear scan of names beats hashing them */
         for (int i = 0; i < cs->nroots; i++)
-            if (cs->roots[i].len == kl && !memcmp(cs->roots[i].name, key, kl)) {
+            if (cs->roots[i].len == kl && cs->roots[i].name[0] == key[0] &&
+                !memcmp(cs->roots[i].name, key, kl)) {
                 sc->rv[i].p = mp + at;
                 sc->rv[i].len = n;
                 break;
@@ -1124,18 +1149,42 @@ int condset_eval(const struct condset *cs, struct condset_scratch *sc, const cha
         sc->tmp = t;
         sc->tmpcap = nw;
     }
+    /* the groups still needed: their keys and hashes first, each memory
+     * entry fetched ahead, so the look-ups below overlap their misses */
+    if (sc->gcap < cs->ng) {
+        struct gkey *k = realloc(sc->gk, (size_t)cs->ng * sizeof *k);
+        if (!k)
+            return ERR_NOMEM;
+        sc->gk = k;
+        sc->gcap = cs->ng;
+    }
     for (int gi = 0; gi < cs->ng; gi++) {
         const struct group *g = &cs->g[gi];
-        if (!bits_meet(g->users, out, nw))
+        struct gkey *gk = &sc->gk[gi];
+        gk->need = bits_meet(g->users, out, nw);
+        gk->keyed = 0;
+        if (!gk->need || !roots || sm->g[gi].off)
+            continue;
+        size_t kl;
+        if (group_key(cs, g, &sc->rv[g->root], gk->key, &kl)) {
+            gk->keyed = 1;
+            gk->kl = (uint8_t)kl;
+            gk->h = fnv64(gk->key, kl, FNV64_INIT);
+            const char *home = gmemo_home(&sm->g[gi], gk->h);
+            if (home) {
+                __builtin_prefetch(home);
+                __builtin_prefetch(home + 64);
+            }
+        }
+    }
+    for (int gi = 0; gi < cs->ng; gi++) {
+        const struct group *g = &cs->g[gi];
+        const struct gkey *gk = &sc->gk[gi];
+        if (!gk->need || !bits_meet(g->users, out, nw))
             continue;
         struct gmemo *gm = &sm->g[gi];
-        unsigned char key[MEMO_KEYMAX];
-        size_t kl = 0;
-        uint64_t h = 0;
-        bool keyed = roots && !gm->off && group_key(cs, g, &sc->rv[g->root], key, &kl);
-        if (keyed) {
-            h = fnv64(key, kl, FNV64_INIT);
-            const uint64_t *hit = gmemo_get(gm, nw, h, key, kl);
+        if (gk->keyed) {
+            const uint64_t *hit = gmemo_get(gm, gk->h, gk->key, gk->kl);
             if (hit) {
                 for (size_t w = 0; w < nw; w++)
                     out[w] &= hit[w];
@@ -1150,7 +1199,7 @@ int condset_eval(const struct condset *cs, struct condset_scratch *sc, const cha
                     for (size_t w = 0; w < nw; w++)
                         r[w] &= ~c->users[w];
             }
-            gmemo_put(gm, nw, h, key, kl, r);
+            gmemo_put(gm, nw, gk->h, gk->key, gk->kl, r);
             for (size_t w = 0; w < nw; w++)
                 out[w] &= r[w];
             continue;

@@ -12,16 +12,14 @@
  *    levels of `$segment` references — cycles refused at load —, which
  *    attribute paths each reads, which depend on time);
  *  - the membership index (STORE_SEGMENTS, segments_index.c):
- *      "c" customer          → ordinal(be32) + bitset over slots (p.segments)
- *      "o" ordinal(be32)     → customer id
- *      "m" slot(be16) chunk(be32) → 1 KiB bitmap of 8192 ordinals (members)
+ *      "c" customer          → bitset over slots: the customer's segments
+ *                              (p.segments; absent = in none)
  *      "n" slot(be16)        → member count (be64), exact
  *      "S" slot(be16)        → {"id", "fp", "state", "cursor", "built_at"}
- *      "#ord"                → next ordinal (be32)
  *      "A" audience id       → saved audience definition (segments_audience.c)
- *    A segment keeps its slot while it exists; a customer gets an ordinal
- *    the first time it joins any segment, so member lists are bitmaps and
- *    a count or an overlap costs a few reads, whatever the sizes;
+ *    A segment keeps its slot while it exists.  A write changes one record
+ *    and the counts (few pages: the write path stays cheap); member pages,
+ *    overlaps and audiences scan the customer records in id order;
  *  - the builder thread (segments_build.c): fills a new or changed
  *    segment over every customer, empties a deleted one, and re-evaluates
  *    time-based segments every `segments_sweep_interval` seconds.
@@ -62,7 +60,6 @@ struct cond;
 
 #define SEGMENTS_MAX 1000          /**< loaded segments */
 #define SEGMENTS_SLOTS 1024        /**< index slots (segments being deleted hold theirs) */
-#define SEGMENTS_CHUNK_BITS 8192   /**< ordinals per member bitmap */
 #define SEGMENTS_MAX_SOURCE (64 * 1024)
 
 /** One loaded segment (immutable within its generation). */
@@ -211,15 +208,15 @@ int segments_customer_bits(struct store_txn *t, const struct segments_gen *g, co
  *  @return 0, ERR_NOTFOUND, store errors. */
 int segments_size(struct store *s, const char *id, uint64_t *count, const char **state);
 
-/** Members of both `a` and `b` (bitmap AND, 8192 customers per read). */
+/** Members of both `a` and `b` (a scan of the customer records). */
 int segments_overlap(struct store *s, const char *a, const char *b, uint64_t *count);
 
-/** One page of members, in ordinal order (the order they first joined a
- *  segment): up to `limit` ids appended to `ids` (a JSON array), starting
- *  after `cursor` (0 = from the start); *next = the cursor for the next
- *  page, 0 when there is none.  @return 0, ERR_NOTFOUND, store errors. */
-int segments_members_page(struct store *s, const char *id, uint64_t cursor, int limit, json_t *ids,
-                          uint64_t *next);
+/** One page of members in customer id order: up to `limit` ids appended
+ *  to `ids` (a JSON array), after customer `after` ("" = from the start);
+ *  `next` (132 bytes) gets the cursor of the next page, "" when there is
+ *  none.  @return 0, ERR_NOTFOUND, store errors. */
+int segments_members_page(struct store *s, const char *id, const char *after, int limit,
+                          json_t *ids, char *next);
 
 /* --- audiences ---------------------------------------------------------------------- */
 

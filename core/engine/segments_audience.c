@@ -4,10 +4,11 @@
  * optional random holdout, counted and sampled; saved under an id so a
  * campaign send can target exactly that definition.
  *
- * With segments named, candidates come from the member bitmaps (a chunk of
- * 8192 customers per read and a few word operations): a count without a
- * condition or holdout is popcounts only.  The condition is evaluated on
- * each candidate's view, as a segment's would be; the holdout is
+ * With segments named, candidates come from the customer records of the
+ * segment index (a scan testing a few bits per customer, no profile read):
+ * a count without a condition or holdout reads nothing else.  The
+ * condition is evaluated on each candidate's view, as a segment's would
+ * be; the holdout is
  * GrowthBook's hash (core/engine/assign.h, version 2) of the customer id
  * seeded with the audience id, so the same customers are held out every
  * time the audience is used.
@@ -22,11 +23,11 @@
 #include "base/clock.h"
 #include "base/err.h"
 #include "base/id.h"
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define CHUNK_BYTES (SEGMENTS_CHUNK_BITS / 8)
 #define SAMPLE_MAX 1000
 
 struct segments_audience {
@@ -217,54 +218,22 @@ static int admit(struct walk *w, const char *cust, size_t clen, const char *prof
     return 1;
 }
 
-/* Candidates of chunk `no` from the bitmaps; 0 when none can be there. */
-static int candidates(struct walk *w, uint32_t no, uint64_t out[CHUNK_BYTES / 8])
+/* Is a customer with segment record `c` a candidate (any of, all of, none
+ * of the audience's segments)? */
+static int candidate(const struct walk *w, const struct segidx_cust *c)
 {
-    uint64_t tmp[CHUNK_BYTES / 8];
-    const struct segments_audience *a = w->a;
-    if (a->n[1]) {
-        memset(out, 0xff, CHUNK_BYTES);
-        for (int i = 0; i < w->ns[1]; i++) {
-            const unsigned char *c = w->slots[1][i] >= 0 ? segidx_chunk(w->t, w->slots[1][i], no) : NULL;
-            if (!c)
-                return 0;
-            memcpy(tmp, c, CHUNK_BYTES);
-            for (int k = 0; k < CHUNK_BYTES / 8; k++)
-                out[k] &= tmp[k];
-        }
-    }
-    if (a->n[0]) {
-        uint64_t u[CHUNK_BYTES / 8] = { 0 };
-        int any = 0;
-        for (int i = 0; i < w->ns[0]; i++) {
-            const unsigned char *c = w->slots[0][i] >= 0 ? segidx_chunk(w->t, w->slots[0][i], no) : NULL;
-            if (!c)
-                continue;
-            memcpy(tmp, c, CHUNK_BYTES);
-            for (int k = 0; k < CHUNK_BYTES / 8; k++)
-                u[k] |= tmp[k];
-            any = 1;
-        }
-        if (!any)
+    int any = !w->a->n[0];
+    for (int i = 0; i < w->ns[0] && !any; i++)
+        any = w->slots[0][i] >= 0 && segidx_has(c, w->slots[0][i]);
+    if (!any)
+        return 0;
+    for (int i = 0; i < w->ns[1]; i++)
+        if (w->slots[1][i] < 0 || !segidx_has(c, w->slots[1][i]))
             return 0;
-        if (a->n[1])
-            for (int k = 0; k < CHUNK_BYTES / 8; k++)
-                out[k] &= u[k];
-        else
-            memcpy(out, u, CHUNK_BYTES);
-    }
-    for (int i = 0; i < w->ns[2]; i++) {
-        const unsigned char *c = w->slots[2][i] >= 0 ? segidx_chunk(w->t, w->slots[2][i], no) : NULL;
-        if (!c)
-            continue;
-        memcpy(tmp, c, CHUNK_BYTES);
-        for (int k = 0; k < CHUNK_BYTES / 8; k++)
-            out[k] &= ~tmp[k];
-    }
-    for (int k = 0; k < CHUNK_BYTES / 8; k++)
-        if (out[k])
-            return 1;
-    return 0;
+    for (int i = 0; i < w->ns[2]; i++)
+        if (w->slots[2][i] >= 0 && segidx_has(c, w->slots[2][i]))
+            return 0;
+    return 1;
 }
 
 /* A customer found by scanning (no segment to start from): excluded? */
@@ -275,11 +244,9 @@ static int excluded(struct walk *w, const char *cust, size_t clen)
     struct segidx_cust c;
     if (segidx_cust_read(w->t, cust, clen, &c))
         return 0;
-    for (int i = 0; i < w->ns[2]; i++) {
-        int s = w->slots[2][i];
-        if (s >= 0 && (uint32_t)s / 8 < c.nbytes && (c.bits[s / 8] >> (s % 8)) & 1)
+    for (int i = 0; i < w->ns[2]; i++)
+        if (w->slots[2][i] >= 0 && segidx_has(&c, w->slots[2][i]))
             return 1;
-    }
     return 0;
 }
 
@@ -310,6 +277,35 @@ static int scan_cb(void *ud, const char *id, size_t idlen, const char *prof, siz
     return 0;
 }
 
+/* A candidate from the index: its profile and stats, then the condition
+ * and the holdout. */
+struct index_fwd {
+    struct walk *w;
+    segments_member_fn fn;
+    void *ud;
+    int rc;
+};
+
+static int index_cb(void *ud, const char *id, size_t idlen, const struct segidx_cust *c)
+{
+    struct index_fwd *x = ud;
+    if (!candidate(x->w, c))
+        return 0;
+    const void *pv = NULL, *sv = NULL;
+    size_t pl = 0, sl = 0;
+    if (store_get(x->w->t, STORE_PROFILES, id, idlen, &pv, &pl))
+        pv = NULL;
+    if (store_get(x->w->t, STORE_PSTATS, id, idlen, &sv, &sl))
+        sv = NULL;
+    int held;
+    int r = admit(x->w, id, idlen, pv, pl, sv, sl, &held);
+    if (r == 1 && x->fn)
+        r = x->fn(x->ud, id, idlen, pv, pl, sv, sl);
+    if (r < 0)
+        x->rc = r;
+    return r; /* 0 go on; the member function's 1 stops the walk */
+}
+
 long segments_audience_next(struct store_txn *t, const struct segments_audience *a, char *cursor,
                             long max, segments_member_fn fn, void *ud)
 {
@@ -319,54 +315,20 @@ long segments_audience_next(struct store_txn *t, const struct segments_audience 
         walk_free(&w);
         return rc == ERR_NOTFOUND ? 0 : rc;
     }
-    long visited = 0;
+    long visited;
+    char last[132] = "";
+    const char *after = !strncmp(cursor, "c:", 2) ? cursor + 2 : "";
     if (!a->n[0] && !a->n[1]) {
         struct scan_fwd x = { &w, fn, ud, 0, 0, 0 };
-        char last[132] = "";
-        const char *after = !strncmp(cursor, "c:", 2) ? cursor + 2 : "";
         visited = segments_customers(t, after, max, scan_cb, &x, last);
-        if (visited > 0)
-            snprintf(cursor, 132, "c:%.128s", last);
-        walk_free(&w);
-        return visited;
+    } else {
+        struct index_fwd x = { &w, fn, ud, 0 };
+        visited = segidx_scan(t, after, max, index_cb, &x, last);
+        if (x.rc)
+            visited = x.rc;
     }
-    uint64_t after = !strncmp(cursor, "o:", 2) ? strtoull(cursor + 2, NULL, 10) : 0;
-    uint32_t maxno = segidx_max_ord(t) / SEGMENTS_CHUNK_BITS;
-    uint64_t cand[CHUNK_BYTES / 8];
-    for (uint32_t no = (uint32_t)(after / SEGMENTS_CHUNK_BITS); no <= maxno && visited < max; no++) {
-        if (!candidates(&w, no, cand))
-            continue;
-        for (uint32_t i = 0; i < SEGMENTS_CHUNK_BITS && visited < max; i++) {
-            uint64_t ord = (uint64_t)no * SEGMENTS_CHUNK_BITS + i;
-            if (!(cand[i / 64] >> (i % 64) & 1) || ord <= after)
-                continue;
-            visited++;
-            snprintf(cursor, 132, "o:%llu", (unsigned long long)ord);
-            size_t il;
-            const char *idp = segidx_ord_id(t, (uint32_t)ord, &il);
-            char id[200];
-            if (!idp || il >= sizeof id)
-                continue;
-            memcpy(id, idp, il);
-            id[il] = 0;
-            const void *pv = NULL, *sv = NULL;
-            size_t pl = 0, sl = 0;
-            if (store_get(t, STORE_PROFILES, id, il, &pv, &pl))
-                pv = NULL;
-            if (store_get(t, STORE_PSTATS, id, il, &sv, &sl))
-                sv = NULL;
-            int held;
-            int r = admit(&w, id, il, pv, pl, sv, sl, &held);
-            if (r < 0) {
-                walk_free(&w);
-                return r;
-            }
-            if (r == 1 && fn && (r = fn(ud, id, il, pv, pl, sv, sl)) < 0) {
-                walk_free(&w);
-                return r;
-            }
-        }
-    }
+    if (visited > 0)
+        snprintf(cursor, 132, "c:%.128s", last);
     walk_free(&w);
     return visited;
 }
@@ -414,7 +376,23 @@ static int tally_cb(void *ud, const char *id, size_t idlen, const char *prof, si
     return 0;
 }
 
-/* Count with popcounts only (segments named, no condition, no holdout). */
+/* Count from the customer records alone (segments named, no condition, no
+ * holdout): no profile is read. */
+struct fast_ctx {
+    struct walk *w;
+    struct tally *t;
+};
+
+static int fast_cb(void *ud, const char *id, size_t idlen, const struct segidx_cust *c)
+{
+    struct fast_ctx *x = ud;
+    if (candidate(x->w, c)) {
+        x->t->count++;
+        reservoir(x->t, id, idlen);
+    }
+    return 0;
+}
+
 static int count_fast(struct store_txn *tx, const struct segments_audience *a, struct tally *t)
 {
     struct walk w;
@@ -423,35 +401,11 @@ static int count_fast(struct store_txn *tx, const struct segments_audience *a, s
         walk_free(&w);
         return rc == ERR_NOTFOUND ? 0 : rc;
     }
-    uint32_t maxno = segidx_max_ord(tx) / SEGMENTS_CHUNK_BITS;
-    uint64_t cand[CHUNK_BYTES / 8];
-    /* the sample: ordinals first, ids resolved at the end */
-    uint64_t *ords = t->k ? calloc((size_t)t->k, sizeof *ords) : NULL;
-    for (uint32_t no = 0; no <= maxno; no++) {
-        if (!candidates(&w, no, cand))
-            continue;
-        for (int k = 0; k < CHUNK_BYTES / 8; k++) {
-            uint64_t b = cand[k];
-            t->count += (uint64_t)__builtin_popcountll(b);
-            while (b && ords) {
-                uint64_t ord = (uint64_t)no * SEGMENTS_CHUNK_BITS + (uint64_t)k * 64 +
-                               (uint64_t)__builtin_ctzll(b);
-                b &= b - 1;
-                t->seen++;
-                int slot = t->ns < t->k ? t->ns++ : (int)(xorshift(&t->rng) % t->seen);
-                if (slot < t->k)
-                    ords[slot] = ord;
-            }
-        }
-    }
-    for (int i = 0; ords && i < t->ns; i++) {
-        size_t il;
-        const char *id = segidx_ord_id(tx, (uint32_t)ords[i], &il);
-        snprintf(t->sample[i], 132, "%.*s", id ? (int)il : 0, id ? id : "");
-    }
-    free(ords);
+    struct fast_ctx x = { &w, t };
+    char last[132];
+    long n = segidx_scan(tx, "", LONG_MAX, fast_cb, &x, last);
     walk_free(&w);
-    return 0;
+    return n < 0 ? (int)n : 0;
 }
 
 static int tally_all(struct store *st, const struct segments_audience *a, struct tally *t)

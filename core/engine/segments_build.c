@@ -25,7 +25,7 @@
 #include <time.h>
 
 #define BATCH 1000        /* customers per write transaction */
-#define DRAIN 4096        /* members cleared per transaction when emptying */
+#define DRAIN 20000       /* customer records looked at per transaction when emptying */
 
 /* ---- customers: profiles and stats merged ------------------------------------- */
 
@@ -275,12 +275,13 @@ static int drain_deleting(struct store *st)
         if (!slots[s].used || strcmp(slots[s].state, "deleting"))
             continue;
         n++;
+        char cursor[132] = "";
         for (;;) {
             if (stopping())
                 break;
             if ((rc = store_wtxn_begin(st, &t)))
                 break;
-            long k = segidx_drain_slot(t, s, DRAIN);
+            long k = segidx_drain_slot(t, s, cursor, DRAIN);
             if (k < 0) {
                 store_txn_end(t);
                 rc = (int)k;

@@ -566,23 +566,21 @@ static int lua_ready(const struct segments_gen *g, struct segments_tls *x)
     return 0;
 }
 
-/* match(p) for segment j on view v, through the hook layer: 1 member, 0
- * not.  A call that fails counts as "not a member"; the hook layer counts
- * it (promod_hook_errors_total{hook="match"}) and it is logged at most
- * once per 1000 failures per thread. */
-static int lua_match(const struct segments_gen *g, struct segments_tls *x, int j, const char *v,
-                     size_t vl)
+/* match(p) for segment j, through the hook layer, with p at `p_idx` (the
+ * view as a table, pushed once for every predicate of the evaluation, as
+ * decide shares p between campaigns): 1 member, 0 not.  A call that fails
+ * counts as "not a member"; the hook layer counts it
+ * (promod_hook_errors_total{hook="match"}) and it is logged at most once
+ * per 1000 failures per thread. */
+static int lua_match(const struct segments_gen *g, struct segments_tls *x, int j, int p_idx)
 {
-    if (lua_ready(g, x) || x->match_ref[j] == LUA_NOREF)
+    if (x->match_ref[j] == LUA_NOREF)
         return 0;
     lua_State *L = luavm_state(x->vm);
     int top = lua_gettop(L);
     int fn = x->match_ref[j];
     lua_rawgeti(L, LUA_REGISTRYINDEX, fn);
-    if (luavm_push_msgpack(L, v, vl)) {
-        lua_settop(L, top);
-        return 0;
-    }
+    lua_pushvalue(L, p_idx);
     struct hooks_res res;
     enum hooks_verdict vd = hooks_call(x->vm, L, HOOKS_MATCH, fn, g->segs[j].id, &res);
     if (vd == HOOKS_FAILED) {
@@ -607,7 +605,7 @@ int segments_eval_view(const struct segments_gen *g, struct segments_tls *x, con
     uint64_t *refs = nrw <= 16 ? refs_stack : calloc(nrw, sizeof *refs);
     uint64_t *res = nw <= 16 ? res_stack : calloc(nw, sizeof *res);
     uint64_t *m = nw <= 16 ? m_stack : calloc(nw, sizeof *m);
-    int rc = 0;
+    int rc = 0, p_idx = -1; /* p on the thread's Lua stack once a predicate needs it */
     if (!refs || !res || !m) {
         rc = ERR_NOMEM;
         goto out;
@@ -634,13 +632,21 @@ int segments_eval_view(const struct segments_gen *g, struct segments_tls *x, con
             while (lua) {
                 int j = (int)(w * 64) + __builtin_ctzll(lua);
                 lua &= lua - 1;
-                if (!lua_match(g, x, j, v, vl))
+                if (p_idx < 0) { /* p, once for every predicate */
+                    if (lua_ready(g, x) || luavm_push_msgpack(luavm_state(x->vm), v, vl))
+                        p_idx = 0;
+                    else
+                        p_idx = lua_gettop(luavm_state(x->vm));
+                }
+                if (!p_idx || !lua_match(g, x, j, p_idx))
                     res[w] &= ~(1ull << (j & 63));
             }
             out[w] = (out[w] & ~m[w]) | res[w];
         }
     }
 out:
+    if (p_idx > 0)
+        lua_settop(luavm_state(x->vm), p_idx - 1);
     if (refs != refs_stack)
         free(refs);
     if (res != res_stack)

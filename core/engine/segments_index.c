@@ -1,17 +1,20 @@
 /*
  * segments_index.c — the membership index in STORE_SEGMENTS (key layout in
- * segments.h): customer records, member bitmaps, exact counts, the write
- * batch that keeps them in step with profile and stats writes, and the
- * read side (sizes, overlaps, member pages).
+ * segments.h): each customer's record (its segments, a bitset over slots),
+ * exact member counts, the write batch that keeps both in step with
+ * profile and stats writes, and the read side (sizes, member pages,
+ * overlaps).
  *
- * Why bitmaps of ordinals and not one record per (segment, customer): a
- * new profile joins ~20% of 200 typical segments, and 40 B-tree inserts
- * per profile would make every write and every import several times
- * slower and the store gigabytes larger.  A 1 KiB bitmap covers 8192
- * customers; a write batch (an import block, an event chunk) touches each
- * bitmap once however many of its customers change, and a customer's own
- * record holds its segments as a bitset over slots, so decide reads one
- * value for p.segments.
+ * Why customer records and no per-segment member lists: a write that
+ * changes a customer's segments must be cheap, and a per-segment list
+ * (bitmaps, or a key per member) puts each of the customer's entries on
+ * another page of the B-tree: a profile that moves in or out of 20 of 200
+ * segments dirtied ~40 pages, and writing them back made a PUT 6-8 times
+ * slower on the reference store.  Here a write changes one record and the
+ * few pages the 200 counts share.  Counts stay O(1); member pages,
+ * overlaps and audiences scan the customer records in id order (small
+ * values, ~45 bytes each: about 100 ms for a million customers, and a page
+ * of members stops as soon as it is full).
  */
 #include "engine/segments.h"
 #include "engine/segments_internal.h"
@@ -20,10 +23,9 @@
 #include "base/clock.h"
 #include "base/err.h"
 #include "codec/codec.h"
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define CHUNK_BYTES (SEGMENTS_CHUNK_BITS / 8)
 
 /* ---- keys ------------------------------------------------------------------ */
 
@@ -32,20 +34,6 @@ static size_t key_cust(unsigned char *k, const char *cust, size_t clen)
     k[0] = 'c';
     memcpy(k + 1, cust, clen);
     return clen + 1;
-}
-
-static void key_ord(unsigned char k[5], uint32_t ord)
-{
-    k[0] = 'o';
-    store_be32(ord, k + 1);
-}
-
-static void key_chunk(unsigned char k[7], int slot, uint32_t no)
-{
-    k[0] = 'm';
-    k[1] = (unsigned char)(slot >> 8);
-    k[2] = (unsigned char)slot;
-    store_be32(no, k + 3);
 }
 
 static void key_slot(unsigned char k[3], char tag, int slot)
@@ -57,10 +45,16 @@ static void key_slot(unsigned char k[3], char tag, int slot)
 
 /* ---- customer records ------------------------------------------------------ */
 
+void segidx_cust_decode(const void *v, size_t vl, struct segidx_cust *c)
+{
+    c->found = 1;
+    c->nbytes = (uint32_t)(vl > sizeof c->bits ? sizeof c->bits : vl);
+    memcpy(c->bits, v, c->nbytes);
+}
+
 int segidx_cust_read(struct store_txn *t, const char *cust, size_t clen, struct segidx_cust *c)
 {
     c->found = 0;
-    c->ord = 0;
     c->nbytes = 0;
     if (!clen || clen > 200)
         return 0;
@@ -73,18 +67,8 @@ int segidx_cust_read(struct store_txn *t, const char *cust, size_t clen, struct 
         return 0;
     if (rc)
         return rc;
-    if (vl < 4)
-        return 0; /* unreadable: treated as a member of nothing, rewritten on change */
-    c->found = 1;
-    c->ord = store_get_be32(v);
-    c->nbytes = (uint32_t)(vl - 4 > sizeof c->bits ? sizeof c->bits : vl - 4);
-    memcpy(c->bits, (const unsigned char *)v + 4, c->nbytes);
+    segidx_cust_decode(v, vl, c);
     return 0;
-}
-
-static int cust_slot(const struct segidx_cust *c, int slot)
-{
-    return (uint32_t)slot / 8 < c->nbytes && (c->bits[slot / 8] >> (slot % 8)) & 1;
 }
 
 void segidx_cust_to_segs(const struct segments_gen *g, const struct segidx_cust *c, uint64_t *out)
@@ -127,138 +111,22 @@ json_t *segments_customer_json(struct store_txn *t, const char *cust)
         return NULL;
     }
     for (int s = 0; g && s < SEGMENTS_SLOTS; s++)
-        if (cust_slot(&c, s) && g->slot_seg[s] >= 0)
+        if (segidx_has(&c, s) && g->slot_seg[s] >= 0)
             json_array_append_new(arr, json_string(g->segs[g->slot_seg[s]].id));
     segments_gen_release(g);
     return arr;
 }
 
-const char *segidx_ord_id(struct store_txn *t, uint32_t ord, size_t *len)
-{
-    unsigned char k[5];
-    key_ord(k, ord);
-    const void *v;
-    if (store_get(t, STORE_SEGMENTS, k, 5, &v, len))
-        return NULL;
-    return v;
-}
-
-uint32_t segidx_max_ord(struct store_txn *t)
-{
-    const void *v;
-    size_t vl;
-    if (store_get(t, STORE_SEGMENTS, "#ord", 4, &v, &vl) || vl != 4)
-        return 0;
-    return store_get_be32(v);
-}
-
 /* ---- the write batch --------------------------------------------------------- */
 
-struct chunk_ent {
-    uint32_t no;
-    uint16_t slot;
-    uint8_t used, dirty;
-    unsigned char *bits;
-};
-
-static size_t chunk_hash(int slot, uint32_t no)
+/* Count a change of `slot` (written at the end of the batch). */
+static void count_change(struct segments_batch *b, int slot, int on)
 {
-    uint64_t h = ((uint64_t)(unsigned)slot << 32 | no) * 0x9E3779B97F4A7C15ull;
-    return (size_t)(h >> 20);
-}
-
-static int chunk_grow(struct segments_batch *b)
-{
-    size_t nc = b->chcap ? b->chcap * 2 : 64;
-    struct chunk_ent *n = calloc(nc, sizeof *n);
-    if (!n)
-        return ERR_NOMEM;
-    for (size_t i = 0; i < b->chcap; i++) {
-        if (!b->ch[i].used)
-            continue;
-        size_t h = chunk_hash(b->ch[i].slot, b->ch[i].no) & (nc - 1);
-        while (n[h].used)
-            h = (h + 1) & (nc - 1);
-        n[h] = b->ch[i];
-    }
-    free(b->ch);
-    b->ch = n;
-    b->chcap = nc;
-    return 0;
-}
-
-/* The batch's copy of a member bitmap (read from the store on first use). */
-static unsigned char *chunk_get(struct segments_batch *b, int slot, uint32_t no, int *rc)
-{
-    *rc = 0;
-    if ((b->chn + 1) * 2 > b->chcap && (*rc = chunk_grow(b)))
-        return NULL;
-    size_t mask = b->chcap - 1, h = chunk_hash(slot, no) & mask;
-    while (b->ch[h].used) {
-        if (b->ch[h].slot == slot && b->ch[h].no == no)
-            return b->ch[h].bits;
-        h = (h + 1) & mask;
-    }
-    unsigned char *bits = calloc(1, CHUNK_BYTES);
-    if (!bits) {
-        *rc = ERR_NOMEM;
-        return NULL;
-    }
-    unsigned char k[7];
-    key_chunk(k, slot, no);
-    const void *v;
-    size_t vl;
-    int r = store_get(b->t, STORE_SEGMENTS, k, 7, &v, &vl);
-    if (r == 0)
-        memcpy(bits, v, vl < CHUNK_BYTES ? vl : CHUNK_BYTES);
-    else if (r != ERR_NOTFOUND) {
-        free(bits);
-        *rc = r;
-        return NULL;
-    }
-    b->ch[h] = (struct chunk_ent){ no, (uint16_t)slot, 1, 0, bits };
-    b->chn++;
-    return bits;
-}
-
-int segidx_member(struct segments_batch *b, int slot, uint32_t ord, int on)
-{
-    int rc;
-    uint32_t no = ord / SEGMENTS_CHUNK_BITS, bit = ord % SEGMENTS_CHUNK_BITS;
-    unsigned char *bits = chunk_get(b, slot, no, &rc);
-    if (!bits)
-        return rc;
-    unsigned char m = (unsigned char)(1u << (bit % 8));
-    int was = (bits[bit / 8] & m) != 0;
-    if (was == on)
-        return 0;
-    if (on)
-        bits[bit / 8] |= m;
-    else
-        bits[bit / 8] &= (unsigned char)~m;
-    size_t h = chunk_hash(slot, no) & (b->chcap - 1);
-    while (!(b->ch[h].slot == slot && b->ch[h].no == no))
-        h = (h + 1) & (b->chcap - 1);
-    b->ch[h].dirty = 1;
     if (!b->listed[slot]) {
         b->listed[slot] = 1;
         b->dslots[b->nd++] = (uint16_t)slot;
     }
     b->delta[slot] += on ? 1 : -1;
-    return 0;
-}
-
-int segidx_new_ord(struct segments_batch *b, uint32_t *ord)
-{
-    if (!b->ord_loaded) {
-        b->next_ord = segidx_max_ord(b->t) + 1;
-        b->ord_loaded = true;
-    }
-    if (b->next_ord == UINT32_MAX)
-        return ERR_FULL;
-    *ord = b->next_ord++;
-    b->ord_dirty = true;
-    return 0;
 }
 
 int segidx_apply(struct segments_batch *b, const char *cust, size_t clen, struct segidx_cust *c,
@@ -274,47 +142,34 @@ int segidx_apply(struct segments_batch *b, const char *cust, size_t clen, struct
      * dropped whenever the record is written anyway */
     if (!changed)
         return 0;
-    int rc;
-    uint32_t ord = c->ord;
-    if (!c->found && any && (rc = segidx_new_ord(b, &ord)))
-        return rc;
     for (size_t w = 0; w < g->nw; w++) {
         uint64_t d = out[w] ^ prev[w];
         while (d) {
             int j = (int)(w * 64) + __builtin_ctzll(d);
             d &= d - 1;
-            if ((rc = segidx_member(b, g->segs[j].slot, ord, segbit_get(out, j))))
-                return rc;
+            count_change(b, g->segs[j].slot, segbit_get(out, j));
         }
     }
-    unsigned char k[256];
     if (clen > 200)
         return ERR_TOOBIG;
+    unsigned char k[256];
     size_t kl = key_cust(k, cust, clen);
-    unsigned char ok[5];
-    key_ord(ok, ord);
     if (!any) {
-        rc = store_del(b->t, STORE_SEGMENTS, k, kl);
-        if (rc == 0 || rc == ERR_NOTFOUND)
-            rc = store_del(b->t, STORE_SEGMENTS, ok, 5);
+        int rc = store_del(b->t, STORE_SEGMENTS, k, kl);
         return rc == ERR_NOTFOUND ? 0 : rc;
     }
-    unsigned char val[4 + SEGMENTS_SLOTS / 8];
+    unsigned char val[SEGMENTS_SLOTS / 8];
     memset(val, 0, sizeof val);
-    store_be32(ord, val);
     size_t n = 0;
     for (int j = 0; j < g->nseg; j++)
         if (segbit_get(out, j)) {
             int s = g->segs[j].slot;
-            val[4 + s / 8] |= (unsigned char)(1u << (s % 8));
+            val[s / 8] |= (unsigned char)(1u << (s % 8));
             if ((size_t)s / 8 + 1 > n)
                 n = (size_t)s / 8 + 1;
         }
-    if ((rc = store_put(b->t, STORE_SEGMENTS, k, kl, val, 4 + n)))
-        return rc;
-    if (!c->found)
-        rc = store_put(b->t, STORE_SEGMENTS, ok, 5, cust, clen);
-    return rc;
+    (void)c;
+    return store_put(b->t, STORE_SEGMENTS, k, kl, val, n);
 }
 
 struct segments_batch *segments_batch_begin(struct store_txn *wt)
@@ -342,9 +197,6 @@ struct segments_batch *segments_batch_begin(struct store_txn *wt)
 
 static void batch_free(struct segments_batch *b)
 {
-    for (size_t i = 0; i < b->chcap; i++)
-        free(b->ch[i].bits);
-    free(b->ch);
     free(b->prev);
     segments_gen_release(b->g);
     free(b);
@@ -361,26 +213,6 @@ int segments_batch_end(struct segments_batch *b)
     if (!b)
         return 0;
     int rc = 0;
-    for (size_t i = 0; i < b->chcap && !rc; i++) {
-        struct chunk_ent *e = &b->ch[i];
-        if (!e->used || !e->dirty)
-            continue;
-        unsigned char k[7];
-        key_chunk(k, e->slot, e->no);
-        bool zero = true;
-        for (size_t j = 0; j < CHUNK_BYTES && zero; j += 8) {
-            uint64_t w;
-            memcpy(&w, e->bits + j, 8);
-            zero = w == 0;
-        }
-        if (zero) {
-            rc = store_del(b->t, STORE_SEGMENTS, k, 7);
-            if (rc == ERR_NOTFOUND)
-                rc = 0;
-        } else {
-            rc = store_put(b->t, STORE_SEGMENTS, k, 7, e->bits, CHUNK_BYTES);
-        }
-    }
     for (int i = 0; i < b->nd && !rc; i++) {
         int s = b->dslots[i];
         if (!b->delta[s])
@@ -395,11 +227,6 @@ int segments_batch_end(struct segments_batch *b)
         key_slot(k, 'n', s);
         store_be64((uint64_t)(v < 0 ? 0 : v), val);
         rc = store_put(b->t, STORE_SEGMENTS, k, 3, val, 8);
-    }
-    if (!rc && b->ord_dirty) {
-        unsigned char val[4];
-        store_be32(b->next_ord - 1, val);
-        rc = store_put(b->t, STORE_SEGMENTS, "#ord", 4, val, 4);
     }
     batch_free(b);
     return rc;
@@ -495,33 +322,22 @@ long segments_erase_customer_txn(struct store_txn *wt, const char *cust)
         return rc;
     if (!c.found)
         return 0;
-    /* a batch without a generation: bitmaps and counts only */
+    /* a batch without a generation: counts only */
     struct segments_batch *b = calloc(1, sizeof *b);
     if (!b)
         return ERR_NOMEM;
     b->t = wt;
-    long removed = 0;
-    for (int s = 0; s < SEGMENTS_SLOTS && !rc; s++)
-        if (cust_slot(&c, s)) {
-            rc = segidx_member(b, s, c.ord, 0);
-            removed++;
-        }
-    unsigned char k[256], ok[5];
+    for (int s = 0; s < SEGMENTS_SLOTS; s++)
+        if (segidx_has(&c, s))
+            count_change(b, s, 0);
+    unsigned char k[256];
     size_t kl = key_cust(k, cust, clen);
-    key_ord(ok, c.ord);
-    if (!rc && !(rc = store_del(wt, STORE_SEGMENTS, k, kl))) {
-        removed++;
-        int r = store_del(wt, STORE_SEGMENTS, ok, 5);
-        removed += r == 0;
-        if (r && r != ERR_NOTFOUND)
-            rc = r;
-    }
-    if (rc) {
+    if ((rc = store_del(wt, STORE_SEGMENTS, k, kl))) {
         segments_batch_abort(b);
         return rc;
     }
     rc = segments_batch_end(b);
-    return rc ? rc : removed;
+    return rc ? rc : 1;
 }
 
 /* ---- slot records and counts --------------------------------------------------- */
@@ -619,111 +435,102 @@ int segidx_slot_of(struct store_txn *t, const char *id, struct segidx_slot *out)
     return strcmp(out->id, id) ? -1 : slot;
 }
 
-/* ---- chunks ---------------------------------------------------------------------- */
+/* ---- scanning customer records ---------------------------------------------------- */
 
-const unsigned char *segidx_chunk(struct store_txn *t, int slot, uint32_t no)
-{
-    unsigned char k[7];
-    key_chunk(k, slot, no);
-    const void *v;
-    size_t vl;
-    if (store_get(t, STORE_SEGMENTS, k, 7, &v, &vl) || vl != CHUNK_BYTES)
-        return NULL;
-    return v;
-}
-
-struct chunks_ctx {
-    segidx_chunk_fn fn;
+struct scan_ctx {
+    const char *after;
+    size_t alen;
+    long max, n;
+    segidx_cust_fn fn;
     void *ud;
+    char *last;
+    int rc;
 };
 
-static int chunks_cb(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
+static int scan_cb(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
 {
-    struct chunks_ctx *x = ud;
-    if (klen != 7 || vlen != CHUNK_BYTES)
+    struct scan_ctx *x = ud;
+    const char *id = (const char *)key + 1;
+    size_t il = klen - 1;
+    if (!il || il > 128)
         return 0;
-    return x->fn(x->ud, store_get_be32((const unsigned char *)key + 3), val);
+    if (x->alen == il && !memcmp(x->after, id, il))
+        return 0; /* the cursor itself was visited before */
+    if (x->n >= x->max)
+        return 1;
+    struct segidx_cust c;
+    segidx_cust_decode(val, vlen, &c);
+    x->n++;
+    memcpy(x->last, id, il);
+    x->last[il] = 0;
+    int r = x->fn(x->ud, id, il, &c);
+    if (r < 0)
+        x->rc = r;
+    return r;
 }
 
-int segidx_chunks(struct store_txn *t, int slot, uint32_t from, segidx_chunk_fn fn, void *ud)
+long segidx_scan(struct store_txn *t, const char *after, long max, segidx_cust_fn fn, void *ud,
+                 char *last)
 {
-    unsigned char prefix[3], start[7];
-    key_slot(prefix, 'm', slot);
-    key_chunk(start, slot, from);
-    struct chunks_ctx x = { fn, ud };
-    return store_scan(t, STORE_SEGMENTS, prefix, 3, start, 7, chunks_cb, &x);
+    unsigned char start[256];
+    size_t al = after ? strlen(after) : 0;
+    if (al > 200)
+        return ERR_INVAL;
+    size_t sl = key_cust(start, after ? after : "", al);
+    struct scan_ctx x = { after, al, max, 0, fn, ud, last, 0 };
+    int rc = store_scan(t, STORE_SEGMENTS, "c", 1, sl > 1 ? start : NULL, sl > 1 ? sl : 0, scan_cb,
+                        &x);
+    if (x.rc)
+        return x.rc;
+    return rc ? rc : x.n;
 }
 
-/* Emptying a slot: clear its bit in each member's record, then drop the
- * bitmap.  The members are found from the bitmaps themselves. */
+/* Emptying a slot: the records that have its bit are collected by a scan,
+ * then rewritten without it (a put or delete inside a scan's callback
+ * would move the scan's own cursor). */
 struct drain_ctx {
-    uint32_t no;
-    unsigned char bits[CHUNK_BYTES];
-    int found;
+    int slot;
+    char (*ids)[132];
+    long n;
 };
 
-static int first_chunk_cb(void *ud, uint32_t no, const unsigned char *bits)
+static int drain_cb(void *ud, const char *id, size_t idlen, const struct segidx_cust *c)
 {
     struct drain_ctx *x = ud;
-    x->no = no;
-    memcpy(x->bits, bits, CHUNK_BYTES);
-    x->found = 1;
-    return 1;
+    if (segidx_has(c, x->slot)) {
+        memcpy(x->ids[x->n], id, idlen);
+        x->ids[x->n++][idlen] = 0;
+    }
+    return 0;
 }
 
-long segidx_drain_slot(struct store_txn *t, int slot, long max)
+long segidx_drain_slot(struct store_txn *t, int slot, char *cursor, long max)
 {
-    long done = 0;
-    while (done < max) {
-        struct drain_ctx x = { 0 };
-        int rc = segidx_chunks(t, slot, 0, first_chunk_cb, &x);
-        if (rc)
-            return rc;
-        if (!x.found)
-            break;
-        for (uint32_t i = 0; i < SEGMENTS_CHUNK_BITS; i++) {
-            if (!(x.bits[i / 8] >> (i % 8) & 1))
-                continue;
-            uint32_t ord = x.no * SEGMENTS_CHUNK_BITS + i;
-            size_t il;
-            const char *idp = segidx_ord_id(t, ord, &il);
-            if (!idp)
-                continue;
-            char id[256];
-            if (il >= sizeof id)
-                continue;
-            memcpy(id, idp, il);
-            struct segidx_cust c;
-            if ((rc = segidx_cust_read(t, id, il, &c)))
-                return rc;
-            if (!c.found || c.ord != ord || !cust_slot(&c, slot))
-                continue;
-            c.bits[slot / 8] &= (unsigned char)~(1u << (slot % 8));
-            while (c.nbytes && !c.bits[c.nbytes - 1])
-                c.nbytes--;
-            unsigned char k[256];
-            size_t kl = key_cust(k, id, il);
-            if (!c.nbytes) {
-                unsigned char ok[5];
-                key_ord(ok, ord);
-                if ((rc = store_del(t, STORE_SEGMENTS, k, kl)) ||
-                    ((rc = store_del(t, STORE_SEGMENTS, ok, 5)) && rc != ERR_NOTFOUND))
-                    return rc;
-            } else {
-                unsigned char val[4 + SEGMENTS_SLOTS / 8];
-                store_be32(ord, val);
-                memcpy(val + 4, c.bits, c.nbytes);
-                if ((rc = store_put(t, STORE_SEGMENTS, k, kl, val, 4 + c.nbytes)))
-                    return rc;
-            }
-            done++;
-        }
-        unsigned char k[7];
-        key_chunk(k, slot, x.no);
-        if ((rc = store_del(t, STORE_SEGMENTS, k, 7)))
-            return rc;
+    struct drain_ctx x = { slot, malloc((size_t)max * sizeof *x.ids), 0 };
+    if (!x.ids)
+        return ERR_NOMEM;
+    char last[132] = "";
+    long seen = segidx_scan(t, cursor, max, drain_cb, &x, last);
+    int rc = seen < 0 ? (int)seen : 0;
+    for (long i = 0; i < x.n && !rc; i++) {
+        size_t il = strlen(x.ids[i]);
+        struct segidx_cust c;
+        if ((rc = segidx_cust_read(t, x.ids[i], il, &c)) || !segidx_has(&c, slot))
+            continue;
+        c.bits[slot / 8] &= (unsigned char)~(1u << (slot % 8));
+        while (c.nbytes && !c.bits[c.nbytes - 1])
+            c.nbytes--;
+        unsigned char k[256];
+        size_t kl = key_cust(k, x.ids[i], il);
+        rc = c.nbytes ? store_put(t, STORE_SEGMENTS, k, kl, c.bits, c.nbytes)
+                      : store_del(t, STORE_SEGMENTS, k, kl);
     }
-    return done;
+    free(x.ids);
+    if (rc)
+        return rc;
+    if (seen > 0)
+        memcpy(cursor, last, sizeof last);
+    return seen;
 }
 
 /* ---- queries ------------------------------------------------------------------------ */
@@ -758,28 +565,22 @@ int segments_size(struct store *st, const char *id, uint64_t *count, const char 
 }
 
 struct overlap_ctx {
-    struct store_txn *t;
-    int other;
+    int a, b;
     uint64_t n;
 };
 
-static int overlap_cb(void *ud, uint32_t no, const unsigned char *bits)
+static int overlap_cb(void *ud, const char *id, size_t idlen, const struct segidx_cust *c)
 {
+    (void)id;
+    (void)idlen;
     struct overlap_ctx *x = ud;
-    const unsigned char *o = segidx_chunk(x->t, x->other, no);
-    if (!o)
-        return 0;
-    for (size_t j = 0; j < CHUNK_BYTES; j += 8) {
-        uint64_t a, b;
-        memcpy(&a, bits + j, 8);
-        memcpy(&b, o + j, 8);
-        x->n += (uint64_t)__builtin_popcountll(a & b);
-    }
+    x->n += segidx_has(c, x->a) && segidx_has(c, x->b);
     return 0;
 }
 
 int segments_overlap(struct store *st, const char *a, const char *b, uint64_t *count)
 {
+    *count = 0;
     struct store_txn *t;
     int rc = store_rtxn_begin(st, &t);
     if (rc)
@@ -789,48 +590,40 @@ int segments_overlap(struct store *st, const char *a, const char *b, uint64_t *c
         store_txn_end(t);
         return ERR_NOTFOUND;
     }
-    struct overlap_ctx x = { t, sb, 0 };
-    rc = segidx_chunks(t, sa, 0, overlap_cb, &x);
+    struct overlap_ctx x = { sa, sb, 0 };
+    char last[132];
+    long n = segidx_scan(t, "", LONG_MAX, overlap_cb, &x, last);
     store_txn_end(t);
     *count = x.n;
-    return rc;
+    return n < 0 ? (int)n : 0;
 }
 
 struct page_ctx {
-    struct store_txn *t;
-    uint64_t after;
-    int limit, n;
+    int slot, limit, n, more;
     json_t *ids;
-    uint64_t last;
-    int more;
+    char last[132];
 };
 
-static int page_cb(void *ud, uint32_t no, const unsigned char *bits)
+static int page_cb(void *ud, const char *id, size_t idlen, const struct segidx_cust *c)
 {
     struct page_ctx *x = ud;
-    uint64_t base = (uint64_t)no * SEGMENTS_CHUNK_BITS;
-    for (uint32_t i = 0; i < SEGMENTS_CHUNK_BITS; i++) {
-        if (!(bits[i / 8] >> (i % 8) & 1) || base + i <= x->after)
-            continue;
-        if (x->n >= x->limit) {
-            x->more = 1;
-            return 1;
-        }
-        size_t il;
-        const char *id = segidx_ord_id(x->t, (uint32_t)(base + i), &il);
-        if (!id)
-            continue;
-        json_array_append_new(x->ids, json_stringn(id, il));
-        x->n++;
-        x->last = base + i;
+    if (!segidx_has(c, x->slot))
+        return 0;
+    if (x->n >= x->limit) { /* one more member exists: there is a next page */
+        x->more = 1;
+        return 1;
     }
+    json_array_append_new(x->ids, json_stringn(id, idlen));
+    memcpy(x->last, id, idlen);
+    x->last[idlen] = 0;
+    x->n++;
     return 0;
 }
 
-int segments_members_page(struct store *st, const char *id, uint64_t cursor, int limit, json_t *ids,
-                          uint64_t *next)
+int segments_members_page(struct store *st, const char *id, const char *after, int limit,
+                          json_t *ids, char *next)
 {
-    *next = 0;
+    next[0] = 0;
     struct store_txn *t;
     int rc = store_rtxn_begin(st, &t);
     if (rc)
@@ -840,10 +633,13 @@ int segments_members_page(struct store *st, const char *id, uint64_t cursor, int
         store_txn_end(t);
         return ERR_NOTFOUND;
     }
-    struct page_ctx x = { t, cursor, limit, 0, ids, 0, 0 };
-    rc = segidx_chunks(t, slot, (uint32_t)(cursor / SEGMENTS_CHUNK_BITS), page_cb, &x);
+    struct page_ctx x = { slot, limit, 0, 0, ids, "" };
+    char last[132];
+    long n = segidx_scan(t, after ? after : "", LONG_MAX, page_cb, &x, last);
     store_txn_end(t);
-    if (!rc && x.more)
-        *next = x.last;
-    return rc;
+    if (n < 0)
+        return (int)n;
+    if (x.more)
+        memcpy(next, x.last, sizeof x.last);
+    return 0;
 }

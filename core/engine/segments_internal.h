@@ -76,14 +76,19 @@ void segments_deps_free(struct segments_deps *d);
 
 /* ---- the index (segments_index.c) ------------------------------------------ */
 
-/** A customer's "c" record, decoded. */
+/** A customer's "c" record, decoded: a bitset over slots. */
 struct segidx_cust {
     int found;
-    uint32_t ord;
     uint32_t nbytes;                        /* bytes of `bits` in use */
     unsigned char bits[SEGMENTS_SLOTS / 8]; /* bit = slot */
 };
 int segidx_cust_read(struct store_txn *t, const char *cust, size_t clen, struct segidx_cust *c);
+/** Decode a "c" record's value. */
+void segidx_cust_decode(const void *v, size_t vl, struct segidx_cust *c);
+static inline int segidx_has(const struct segidx_cust *c, int slot)
+{
+    return (uint32_t)slot / 8 < c->nbytes && (c->bits[slot / 8] >> (slot % 8)) & 1;
+}
 
 /** Bitset over g's segments from a customer record. */
 void segidx_cust_to_segs(const struct segments_gen *g, const struct segidx_cust *c, uint64_t *out);
@@ -92,29 +97,20 @@ struct segments_batch {
     struct store_txn *t;
     struct segments_gen *g;
     struct segments_tls *x;
-    struct chunk_ent *ch;
-    size_t chcap, chn;
-    int64_t delta[SEGMENTS_SLOTS];
+    int64_t delta[SEGMENTS_SLOTS];  /* member count changes, written at the end */
     uint16_t dslots[SEGMENTS_SLOTS];
     uint8_t listed[SEGMENTS_SLOTS];
     int nd;
-    uint32_t next_ord;
-    bool ord_loaded, ord_dirty;
-    uint64_t *prev, *aff, *out; /* g->nw words each */
+    uint64_t *prev, *aff, *out;     /* g->nw words each */
 };
 
-/** Set or clear `ord` in the member bitmap of `slot`, counting the change
- *  (the caller knows the bit changes). */
-int segidx_member(struct segments_batch *b, int slot, uint32_t ord, int on);
 /** Evaluate the segments of `mask` (and those depending on them) for one
  *  customer with the given profile and stats, and apply the result. */
 int segments_batch_mask(struct segments_batch *b, const char *cust, size_t clen, const char *prof,
                         size_t plen, const char *stats, size_t slen, const uint64_t *mask);
-/** A fresh ordinal (written to "#ord" at the end of the batch). */
-int segidx_new_ord(struct segments_batch *b, uint32_t *ord);
-/** Apply a customer's new membership `out` (over g's segments) against
- *  its record `c` (and `prev`, c as bits over g): bitmaps, counts and the
- *  "c"/"o" records. */
+
+/** Apply a customer's new membership `out` (over g's segments) against its
+ *  record `c` (`prev`: c as bits over g): the "c" record and the counts. */
 int segidx_apply(struct segments_batch *b, const char *cust, size_t clen, struct segidx_cust *c,
                  const uint64_t *prev, const uint64_t *out);
 
@@ -131,27 +127,21 @@ int segidx_slots_load(struct store_txn *t, struct segidx_slot *slots);
 int segidx_slot_put(struct store_txn *t, int slot, const struct segidx_slot *s);
 int segidx_slot_del(struct store_txn *t, int slot);
 int segidx_count(struct store_txn *t, int slot, uint64_t *count);
-/** Slot of a loaded segment by id in the store (scan), -1 when none. */
+/** Slot of a loaded segment by id in the store, -1 when none. */
 int segidx_slot_of(struct store_txn *t, const char *id, struct segidx_slot *out);
 
-/** Empty up to `max` members of `slot` (clearing its bit in their "c"
- *  records), deleting the bitmaps emptied.  @return the members cleared
- *  (0 = nothing left), or a store error. */
-long segidx_drain_slot(struct store_txn *t, int slot, long max);
+/** Empty `slot`: clear its bit in the customer records after `cursor`
+ *  (132 bytes, "" at the start; advanced), looking at up to `max` records.
+ *  @return records looked at (0 = done), or a store error. */
+long segidx_drain_slot(struct store_txn *t, int slot, char *cursor, long max);
 
-/** Customer id of an ordinal (borrowed from the txn), or NULL. */
-const char *segidx_ord_id(struct store_txn *t, uint32_t ord, size_t *len);
-
-/** The member bitmap chunk `no` of `slot` (1 KiB, borrowed), or NULL. */
-const unsigned char *segidx_chunk(struct store_txn *t, int slot, uint32_t no);
-
-/** Visit every chunk of `slot` from chunk `from`: fn returns 0 go on, 1
- *  stop, <0 abort. */
-typedef int (*segidx_chunk_fn)(void *ud, uint32_t no, const unsigned char *bits);
-int segidx_chunks(struct store_txn *t, int slot, uint32_t from, segidx_chunk_fn fn, void *ud);
-
-/** The highest ordinal handed out so far. */
-uint32_t segidx_max_ord(struct store_txn *t);
+/** Visit customer records after `after` ("" = from the start) in id order:
+ *  fn(ud, id, idlen, record) returns 0 go on, 1 stop, <0 abort.  *last
+ *  (132 bytes) gets the last id visited.  @return records visited, or an
+ *  error. */
+typedef int (*segidx_cust_fn)(void *ud, const char *id, size_t idlen, const struct segidx_cust *c);
+long segidx_scan(struct store_txn *t, const char *after, long max, segidx_cust_fn fn, void *ud,
+                 char *last);
 
 /* ---- customers (segments_build.c) -------------------------------------------- */
 

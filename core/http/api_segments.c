@@ -141,19 +141,19 @@ static void h_size(struct http_req *r)
 /* Every member as NDJSON, a page per chunk. */
 struct mstream {
     char id[160];
-    uint64_t cursor;
+    char cursor[132];
     int started;
 };
 
 static int mstream_fn(void *ud, struct buf *out)
 {
     struct mstream *m = ud;
-    if (m->started && !m->cursor)
+    if (m->started && !m->cursor[0])
         return 1;
     m->started = 1;
     json_t *ids = json_array();
-    uint64_t next = 0;
-    int rc = ids ? segments_members_page(g_app->store, m->id, m->cursor, 4096, ids, &next) : ERR_NOMEM;
+    char next[132] = "";
+    int rc = ids ? segments_members_page(g_app->store, m->id, m->cursor, 4096, ids, next) : ERR_NOMEM;
     if (rc) {
         buf_printf(out, "{\"error\":{\"code\":\"stream_failed\",\"message\":\"%s\",\"field\":null}}\n",
                    err_str(rc));
@@ -171,8 +171,8 @@ static int mstream_fn(void *ud, struct buf *out)
         buf_adds(out, "}\n");
     }
     json_decref(ids);
-    m->cursor = next;
-    return next ? 0 : 1;
+    memcpy(m->cursor, next, sizeof next);
+    return next[0] ? 0 : 1;
 }
 
 static void h_customers(struct http_req *r)
@@ -211,21 +211,17 @@ static void h_customers(struct http_req *r)
     if (!ok)
         return;
     char *cur = http_query_get(r, "cursor");
-    uint64_t cursor = 0;
-    if (cur) {
-        char *end;
-        cursor = strtoull(cur, &end, 10);
-        int bad = !*cur || *end;
+    if (cur && !id_valid(cur)) {
         free(cur);
-        if (bad) {
-            http_reply_error(r, 400, "invalid_query", "cursor must be a next_cursor from a previous page",
-                             "cursor");
-            return;
-        }
+        http_reply_error(r, 400, "invalid_query", "cursor must be a next_cursor from a previous page",
+                         "cursor");
+        return;
     }
     json_t *ids = json_array();
-    uint64_t next = 0;
-    if ((rc = segments_members_page(g_app->store, id, cursor, (int)limit, ids, &next))) {
+    char next[132] = "";
+    rc = segments_members_page(g_app->store, id, cur ? cur : "", (int)limit, ids, next);
+    free(cur);
+    if (rc) {
         json_decref(ids);
         http_reply_err_code(r, rc, "segment");
         return;
@@ -235,10 +231,8 @@ static void h_customers(struct http_req *r)
     json_object_set_new(o, "size", json_integer((json_int_t)n));
     json_object_set_new(o, "state", json_string(state));
     json_object_set_new(o, "customers", ids);
-    if (next) {
-        char nb[32];
-        snprintf(nb, sizeof nb, "%llu", (unsigned long long)next);
-        json_object_set_new(o, "next_cursor", json_string(nb));
+    if (next[0]) {
+        json_object_set_new(o, "next_cursor", json_string(next));
     } else {
         json_object_set_new(o, "next_cursor", json_null());
     }

@@ -165,7 +165,7 @@ int store_open(const struct store_opts *o, struct store **out)
     rc = mdb_env_set_mapsize(s->env, o->map_size ? o->map_size : (size_t)1 << 30);
     if (rc)
         goto fail;
-    rc = mdb_env_open(s->env, o->dir, MDB_NOSYNC | MDB_NOTLS | (o->no_writemap ? 0 : MDB_WRITEMAP), 0640);
+    rc = mdb_env_open(s->env, o->dir, MDB_NOSYNC | MDB_NOTLS | MDB_NORDAHEAD | (o->no_writemap ? 0 : MDB_WRITEMAP), 0640);
     if (rc)
         goto fail;
     MDB_txn *txn;

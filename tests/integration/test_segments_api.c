@@ -131,7 +131,7 @@ Test(segments_api, live_membership_sizes_and_pages)
     cr_assert(strstr(r.body, "{\"id\":\"c001\"}\n"), "%s", r.body);
     tfx_resp_free(&r);
     /* bad queries */
-    cr_assert_eq(req("GET", "/api/v1/segments/fr/customers?cursor=x", NULL, &r), 400);
+    cr_assert_eq(req("GET", "/api/v1/segments/fr/customers?cursor=.x", NULL, &r), 400);
     tfx_resp_free(&r);
     cr_assert_eq(req("GET", "/api/v1/segments/fr/customers?format=csv", NULL, &r), 400);
     tfx_resp_free(&r);
