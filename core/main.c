@@ -18,7 +18,10 @@
 #include "service/profiles.h"
 #include "engine/rules.h"
 #include "engine/segments.h"
+#include "engine/loyalty_rules.h"
+#include "service/promotions.h"
 #include "delivery/sends.h"
+#include "http/ratelimit.h"
 #include "http/server.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -140,6 +143,7 @@ static int worker_init(struct worker *w)
 
 static void worker_fini(struct worker *w)
 {
+    http_held_thread_stop();
     rules_worker_stop(w->ctx);
     w->ctx = NULL;
 }
@@ -187,7 +191,9 @@ static int cmd_serve(const struct cli *c)
         store_close(app.store);
         return 1;
     }
+    loyalty_rules_start(&app.cfg); /* loyalty/: program and earn rules */
     app_register_routes();
+    ratelimit_init(&app.cfg);
     if (sends_init(&app))
         log_error("campaign sends unavailable", "%s", "cannot start the audience builder");
     struct server_opts so = { .cfg = &app.cfg, .thread_init = worker_init,
@@ -203,6 +209,8 @@ static int cmd_serve(const struct cli *c)
     }
     rules_attach(&app, server_main_base(app.srv));
     segments_attach(&app, server_main_base(app.srv));
+    loyalty_rules_attach(server_main_base(app.srv));
+    promotions_sweeper_start(server_main_base(app.srv));
     events_log_compactor_start(server_main_base(app.srv), app.store, app.cfg.event_retention_days);
     deliver_set_sink(record_sends, &app);
     if (deliver_start(&app)) /* after server_start: libevent is in threaded mode */
@@ -221,6 +229,8 @@ static int cmd_serve(const struct cli *c)
     sends_shutdown();
     deliver_stop();
     events_log_compactor_stop();
+    promotions_sweeper_stop();
+    loyalty_rules_stop();
     rules_stop(&app);
     segments_stop(&app);
     server_free(app.srv);
@@ -288,27 +298,41 @@ static int cmd_check(const struct cli *c)
     struct config cfg;
     if (load_config(&cfg, c))
         return 2;
-    /* segment files (under segments_dir or a "segments" directory) are
-     * checked apart from campaign files and plugins */
-    const char *seg[64], *other[64];
-    int nseg = 0, nother = 0;
-    for (int i = 1; i < c->nargs; i++) {
-        if (segments_is_segments_path(&cfg, c->args[i]))
-            seg[nseg++] = c->args[i];
+    /* segment files (under segments_dir or a "segments" directory) and
+     * loyalty files go to their own checkers, the rest to the rules' */
+    int n = c->nargs - 1, nr = 0, nl = 0, ns = 0;
+    const char **rp = calloc((size_t)n + 1, sizeof *rp), **lp = calloc((size_t)n + 1, sizeof *lp),
+               **sp = calloc((size_t)n + 1, sizeof *sp);
+    if (!rp || !lp || !sp) {
+        free(rp);
+        free(lp);
+        free(sp);
+        config_free(&cfg);
+        fprintf(stderr, "promod check: out of memory\n");
+        return 2;
+    }
+    for (int i = 0; i < n; i++) {
+        const char *a = c->args[1 + i];
+        if (segments_is_segments_path(&cfg, a))
+            sp[ns++] = a;
+        else if (loyalty_rules_is_loyalty_path(&cfg, a))
+            lp[nl++] = a;
         else
-            other[nother++] = c->args[i];
+            rp[nr++] = a;
     }
     int seg_problems = 0, seg_files = 0;
-    if (nseg || c->nargs == 1) {
-        seg_problems = segments_check_paths(&cfg, seg, nseg, &seg_files);
-        if (seg_files || nseg)
+    if (ns || !n) {
+        seg_problems = segments_check_paths(&cfg, sp, ns, &seg_files);
+        if (seg_files || ns)
             fprintf(stderr, "promod check: %d segment files, %d problems\n", seg_files, seg_problems);
     }
-    int rc = 0;
-    if (nother || c->nargs == 1)
-        rc = rules_check_cli(&cfg, other, nother);
+    int rc = n && !nr ? 0 : rules_check_cli(&cfg, rp, nr);
+    int lbad = n && !nl ? 0 : loyalty_rules_check_cli(&cfg, lp, nl);
+    free(rp);
+    free(lp);
+    free(sp);
     config_free(&cfg);
-    return rc || seg_problems ? 1 : 0;
+    return rc ? rc : (lbad || seg_problems) ? 1 : 0;
 }
 
 int main(int argc, char **argv)

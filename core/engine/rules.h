@@ -39,6 +39,7 @@
 #include <jansson.h>
 #include <stdint.h>
 #include "base/config.h"
+#include "engine/coupons.h"
 #include "engine/hooks.h"
 
 struct app;
@@ -107,6 +108,7 @@ struct rules_campaign {
     json_t *trigger;                /**< {"event","delay","cancel_on"} or NULL */
     json_t *audience;               /**< {"segments"?, "exclude"?, "conditions"?} (audience.h), or NULL */
     double cost_per_send, cost_per_impression;
+    struct coupons_budget budget;   /**< money budget for coupon redemptions; amount_m 0 = none */
 };
 
 struct rules_channel {

@@ -436,11 +436,14 @@ void luavm_log_args(lua_State *L, const char *what)
  */
 static int l_promo_in_segment(lua_State *L)
 {
-    luaL_checktype(L, 1, LUA_TTABLE);
+    /* p may be the profile table or a read-only view of it (a userdata
+     * whose __index reads the table): read through metamethods */
+    if (!lua_istable(L, 1) && !lua_isuserdata(L, 1))
+        luaL_typerror(L, 1, "table");
     luaL_checkstring(L, 2);
     lua_getfield(L, 1, "segments");
     int yes = 0;
-    if (lua_istable(L, -1)) {
+    if (lua_istable(L, -1) || lua_isuserdata(L, -1)) {
         lua_pushvalue(L, 2);
         lua_gettable(L, -2);
         yes = lua_toboolean(L, -1);
