@@ -176,8 +176,7 @@ int segments_batch_customer(struct segments_batch *b, const char *cust, size_t c
                             const char *oprof, size_t oplen, const char *nprof, size_t nplen,
                             const char *ostats, size_t oslen, const char *nstats, size_t nslen);
 
-/** Write what the batch accumulated (member bitmaps, counts, the ordinal
- *  counter) and free it.  @return 0 or a store error (the caller aborts
+/** Write what the batch accumulated (the member counts) and free it.  @return 0 or a store error (the caller aborts
  *  the txn).  NULL is fine. */
 int segments_batch_end(struct segments_batch *b);
 /** Free without writing (the caller aborts its txn).  NULL is fine. */
@@ -239,8 +238,9 @@ typedef int (*segments_member_fn)(void *ud, const char *cust, size_t clen, const
 
 /** Visit members of `a` after `cursor` (a string of at least 132 bytes,
  *  "" at the start; advanced), looking at no more than `max` candidates.
- *  With segments named, candidates come from the member bitmaps in
- *  ordinal order; otherwise every customer is scanned in id order.
+ *  With segments named, candidates are the customers' index records
+ *  (customers in no segment are skipped), in id order; otherwise every
+ *  customer is scanned in id order.
  *  @return candidates looked at (0: the end), or an error. */
 long segments_audience_next(struct store_txn *t, const struct segments_audience *a, char *cursor,
                             long max, segments_member_fn fn, void *ud);
