@@ -2,7 +2,7 @@
  * main.c — the promod command line: serve, check, import.
  *
  *   promod serve [-c config/promod.lua] [--listen HOST:PORT] [--data DIR]
- *                [--rules DIR] [--plugins DIR] [--port-file FILE]
+ *                [--rules DIR] [--plugins DIR] [--web DIR] [--port-file FILE]
  *   promod check [DIR|FILE ...]
  *   promod import profiles FILE.ndjson [-c CONFIG] [--data DIR]
  */
@@ -36,14 +36,14 @@ static void usage(FILE *f)
     fprintf(f,
             "usage:\n"
             "  promod serve [-c CONFIG] [--listen HOST:PORT] [--data DIR] [--rules DIR]\n"
-            "               [--plugins DIR] [--port-file FILE]\n"
+            "               [--plugins DIR] [--web DIR] [--port-file FILE]\n"
             "  promod check [DIR|FILE ...]        (default: rules/ plugins/ segments/)\n"
             "  promod import profiles FILE.ndjson [-c CONFIG] [--data DIR]\n"
             "  promod version\n");
 }
 
 struct cli {
-    const char *config, *listen, *data, *rules, *plugins, *port_file;
+    const char *config, *listen, *data, *rules, *plugins, *web, *port_file;
     const char *args[64];
     int nargs;
 };
@@ -64,6 +64,8 @@ static int parse_cli(int argc, char **argv, struct cli *c)
             dst = &c->rules;
         else if (!strcmp(a, "--plugins"))
             dst = &c->plugins;
+        else if (!strcmp(a, "--web"))
+            dst = &c->web;
         else if (!strcmp(a, "--port-file"))
             dst = &c->port_file;
         else if (a[0] == '-' && a[1]) {
@@ -116,6 +118,8 @@ static int load_config(struct config *cfg, const struct cli *c)
         set(&cfg->rules_dir, c->rules);
     if (c->plugins)
         set(&cfg->plugins_dir, c->plugins);
+    if (c->web)
+        set(&cfg->web_dir, c->web);
     log_set_level((enum log_level)cfg->log_level);
     return 0;
 }

@@ -10,11 +10,15 @@ PKGS=(
   libluajit-5.1-dev libevent-dev libmsgpack-dev liblmdb-dev libjansson-dev
   libcriterion-dev libssl-dev libpcre2-dev
   tzdata wrk lmdb-utils python3 curl openssl
+  chromium chromium-driver python3-selenium python3-yaml prometheus
   python3-scipy # reference statistics for tests/unit/test_stats.c (stats_ref.py)
 )
 
+# No pipe into grep -q here: with pipefail, grep leaving early makes a long
+# `dpkg -s` (prometheus lists many conffiles) die of SIGPIPE, and the
+# package would count as missing.
 installed() {
-  dpkg -s "$1" 2>/dev/null | grep -q '^Status: install ok installed'
+  [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]
 }
 
 missing=()

@@ -40,6 +40,7 @@ void config_defaults(struct config *c)
     c->plugins_dir = xstrdup("./plugins");
     c->segments_dir = xstrdup("./segments");
     c->segments_sweep_s = 600;
+    c->web_dir = xstrdup("./web");
     c->threads = 0;
     c->map_size = (size_t)1 << 30;
     c->sync_interval_ms = 1000;
@@ -50,6 +51,10 @@ void config_defaults(struct config *c)
     c->max_limit = 50;
     c->instr_budget = 1000000;
     c->lua_mem_limit = (size_t)256 << 20;
+    c->hook_time_ms = 100;
+    c->load_time_ms = 500;
+    c->lua_file_mem_limit = 0;
+    c->lua_log_per_sec = 20;
     c->log_level = LOG_INFO;
     c->access_log = 0;
     c->require_approval = 0;
@@ -71,6 +76,7 @@ void config_free(struct config *c)
     free(c->rules_dir);
     free(c->plugins_dir);
     free(c->segments_dir);
+    free(c->web_dir);
     free(c->loyalty_dir);
     free(c->source);
     /* <= nkeys: an entry rejected half-way (id read, key bad) is at keys[nkeys] */
@@ -375,6 +381,15 @@ static int apply(lua_State *L, struct cerr *e, struct config *c)
         } else if (!strcmp(k, "segments_sweep_interval")) {
             if (!(rc = get_int(L, e, k, 1, 86400, &v)))
                 c->segments_sweep_s = (int)v;
+        } else if (!strcmp(k, "web_dir")) {
+            if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
+                free(c->web_dir); /* false: no web console */
+                c->web_dir = NULL;
+            } else if (lua_type(L, -1) == LUA_TSTRING) {
+                rc = get_str(L, e, k, &c->web_dir);
+            } else {
+                rc = bad(e, k, "expected a directory (string) or false");
+            }
         } else if (!strcmp(k, "loyalty_dir")) {
             rc = get_str(L, e, k, &c->loyalty_dir);
         } else if (!strcmp(k, "threads")) {
@@ -406,6 +421,18 @@ static int apply(lua_State *L, struct cerr *e, struct config *c)
         } else if (!strcmp(k, "lua_memory_mb")) {
             if (!(rc = get_int(L, e, k, 8, 65536, &v)))
                 c->lua_mem_limit = (size_t)v << 20;
+        } else if (!strcmp(k, "hook_time_limit_ms")) {
+            if (!(rc = get_int(L, e, k, 1, 60000, &v)))
+                c->hook_time_ms = v;
+        } else if (!strcmp(k, "load_time_limit_ms")) {
+            if (!(rc = get_int(L, e, k, 10, 600000, &v)))
+                c->load_time_ms = v;
+        } else if (!strcmp(k, "lua_file_memory_mb")) {
+            if (!(rc = get_int(L, e, k, 0, 65536, &v)))
+                c->lua_file_mem_limit = (size_t)v << 20;
+        } else if (!strcmp(k, "lua_log_lines_per_sec")) {
+            if (!(rc = get_int(L, e, k, 0, 1000000, &v)))
+                c->lua_log_per_sec = (int)v;
         } else if (!strcmp(k, "log_level")) {
             int lvl = lua_type(L, -1) == LUA_TSTRING ? log_level_parse(lua_tostring(L, -1)) : -1;
             if (lvl < 0)

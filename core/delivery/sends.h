@@ -114,7 +114,8 @@ struct sends_item {
  *  read in `t`, which also gives the customer's segments) with rw's Lua
  *  state: the campaign's audience (in C, engine/audience.h), consent,
  *  eligible, content, the plugin's render.  The hooks run through the hook
- *  layer (engine/hooks.h), judged and counted as in decide.  @return 0
+ *  layer (engine/hooks.h), judged and counted as in decide, and get p (with
+ *  p.segments) and ctx read-only as there (luavm_push_readonly).  @return 0
  *  with *it filled, or 1 with *why one of "no_profile", "audience",
  *  "consent", "not_eligible" (it->reason), "hook_error", "render_error",
  *  "render_declined" (it->error), "outside_schedule" (the schedule has

@@ -14,6 +14,9 @@
  * by reservation time (a concurrent decide, or an earlier offer of the same
  * request), the hook runs again inside the write transaction on the fresh
  * counts, so a hook that works as a cap is as exact as declared caps.
+ * Hooks get p and ctx read-only (luavm_push_readonly: a write raises
+ * "profile is read-only" / "ctx is read-only", shown in explain); consent,
+ * quiet hours and templates read the tables themselves.
  */
 #ifndef PROMOD_DECIDE_H
 #define PROMOD_DECIDE_H
@@ -40,6 +43,34 @@ struct decide_req {
  *  internal. */
 int decide_run(const struct decide_req *q, struct reqerr *e, struct buf *out, int msgpack);
 
+/** decide_run() on a given worker instead of the calling thread's own:
+ *  the worker is not refreshed.  For simulations (rules_sim_start), whose
+ *  hook failures are then not counted in /metrics. */
+struct rules_worker;
+int decide_run_worker(struct rules_worker *rw, const struct decide_req *q, struct reqerr *e,
+                      struct buf *out, int msgpack);
+
+/** A decide against a campaign script that is not saved (decide_sim.c):
+ *  the script is compiled in a throwaway sandbox (rules_sim_start) and the
+ *  decide pipeline runs for that one campaign on `q.channel`, as a dry run
+ *  with explain (nothing is reserved, counted or stored), on the calling
+ *  thread.  The campaign counts as active; everything else (profile,
+ *  consent, quiet hours, schedule, placements, caps on the store's
+ *  counters, the four hooks, templates) applies as live. */
+struct decide_sim_req {
+    const char *path;         /**< "rules/<name>.lua": chunk name, default id */
+    const char *script;       /**< Lua source */
+    size_t script_len;
+    struct decide_req q;      /**< customer, channel, placement, context, limit */
+};
+
+/** @return new object {"simulated": true, "campaign_id", "decision_id",
+ *  "offers", "explain", "dry_run": true}, or NULL with `e` filled: 422
+ *  invalid_script (field "script", the loader's "path:line: message"
+ *  strings under extra "errors"; 413 for a script over the size limit),
+ *  422 unknown_channel or channel_not_listed (field "channel"), 503, 500. */
+json_t *decide_simulate(const struct decide_sim_req *s, struct reqerr *e);
+
 /** Register decide's per-campaign counters with /metrics, and the hook
  *  layer's (hooks_metrics_init).  Start-up, once. */
 void decide_metrics_init(void);
@@ -61,7 +92,11 @@ const char *decide_consent_block(struct lua_State *L, int p_idx, const struct ru
 
 /** Choose the variant of campaign `c` (Lua table ref `ref` in rw's state)
  *  for customer `cust` (content hook or weighted bucketing) and render its
- *  content templates against the profile at `p_idx`.  @return 0 with
+ *  content templates against the profile at `p_idx`.  `p_idx` and
+ *  `ctx_idx` are what the content hook gets: pass what
+ *  luavm_push_readonly pushed; templates read the profile itself
+ *  (luavm_push_original).  Content showing {{coupon}} gets the customer's
+ *  code, assigned in a write txn of its own.  @return 0 with
  *  *variant (index) and *content (new reference), or ERR_LUA / ERR_BUDGET /
  *  ERR_INVAL (hook failed or content not renderable). */
 int decide_content(struct rules_worker *rw, const struct rules_campaign *c, int ref,

@@ -38,8 +38,16 @@ int hooks_find(enum hooks_owner owner, const char *name)
 /* Two counters per hook and campaign: kind "error" (2h) and "budget" (2h+1). */
 static struct counters *g_errors;
 
+/* Set while a simulation's decide runs on this thread (hooks_count_pause):
+ * its failures are the edited script's, not the live campaign's. */
+static __thread int tl_paused;
+
+void hooks_count_pause(int paused) { tl_paused = paused; }
+
 static void count_failure(const char *who, enum hooks_id h, int rc)
 {
+    if (tl_paused)
+        return;
     counters_add(g_errors, who, 2 * (int)h + (rc == ERR_BUDGET), 1);
 }
 
@@ -114,7 +122,8 @@ void hooks_refs_resolve(lua_State *L, enum hooks_owner owner, int table_ref, int
     for (int h = 0; h < HOOKS_N; h++) {
         if (hooks_table[h].owner != owner)
             continue;
-        lua_getfield(L, -1, hooks_table[h].name);
+        lua_pushstring(L, hooks_table[h].name);
+        lua_rawget(L, -2); /* raw: read between calls, unarmed (luavm.h) */
         if (lua_isfunction(L, -1))
             refs[h] = luaL_ref(L, LUA_REGISTRYINDEX);
         else

@@ -605,7 +605,7 @@ int segments_eval_view(const struct segments_gen *g, struct segments_tls *x, con
     uint64_t *refs = nrw <= 16 ? refs_stack : calloc(nrw, sizeof *refs);
     uint64_t *res = nw <= 16 ? res_stack : calloc(nw, sizeof *res);
     uint64_t *m = nw <= 16 ? m_stack : calloc(nw, sizeof *m);
-    int rc = 0, p_idx = -1; /* p on the thread's Lua stack once a predicate needs it */
+    int rc = 0, p_idx = -1, p_base = 0; /* p on the thread's Lua stack once a predicate needs it */
     if (!refs || !res || !m) {
         rc = ERR_NOMEM;
         goto out;
@@ -633,10 +633,15 @@ int segments_eval_view(const struct segments_gen *g, struct segments_tls *x, con
                 int j = (int)(w * 64) + __builtin_ctzll(lua);
                 lua &= lua - 1;
                 if (p_idx < 0) { /* p, once for every predicate */
-                    if (lua_ready(g, x) || luavm_push_msgpack(luavm_state(x->vm), v, vl))
+                    lua_State *Lp = lua_ready(g, x) ? NULL : luavm_state(x->vm);
+                    if (!Lp || luavm_push_msgpack(Lp, v, vl)) {
                         p_idx = 0;
-                    else
-                        p_idx = lua_gettop(luavm_state(x->vm));
+                    } else {
+                        /* registered read-only, as decide's p: a predicate
+                         * cannot change p for the next one */
+                        p_base = lua_gettop(Lp);
+                        p_idx = luavm_push_readonly(Lp, p_base, "profile");
+                    }
                 }
                 if (!p_idx || !lua_match(g, x, j, p_idx))
                     res[w] &= ~(1ull << (j & 63));
@@ -645,8 +650,8 @@ int segments_eval_view(const struct segments_gen *g, struct segments_tls *x, con
         }
     }
 out:
-    if (p_idx > 0)
-        lua_settop(luavm_state(x->vm), p_idx - 1);
+    if (p_base > 0)
+        lua_settop(luavm_state(x->vm), p_base - 1);
     if (refs != refs_stack)
         free(refs);
     if (res != res_stack)

@@ -188,6 +188,21 @@ static void one_server(void)
               "  end,\n"
               "  score = function(p) local n = 0 for _ in pairs(p.segments or {}) do n = n + 1 end return n end,\n"
               "}\n");
+    /* a file that writes tables: its hooks get read-only views of p
+     * (luavm_push_readonly), and p.segments must read the same through them */
+    tfx_write(&srv, "rules/hooks_rw.lua",
+              "return {\n"
+              "  id = 'hooks_rw', channels = { 'web' },\n"
+              "  variants = { { id = 'A', content = { h = 'z' } } },\n"
+              "  eligible = function(p, ctx)\n"
+              "    local seen = {}\n"
+              "    seen.gold = promo.in_segment(p, 'gold')\n"
+              "    local wrote = pcall(function() p.segments.gold = false end)\n"
+              "    if wrote then return false, 'p.segments was writable' end\n"
+              "    return seen.gold and p.segments.gold == true, 'not gold'\n"
+              "  end,\n"
+              "  score = function(p) local t = {} for k in pairs(p.segments) do t[#t + 1] = k end return #t end,\n"
+              "}\n");
     cr_assert_eq(tfx_server_start(&srv), 0);
 }
 
@@ -225,6 +240,17 @@ Test(audience, explain_and_p_segments, .init = one_server, .fini = teardown_srv,
     json_decref(x);
     x = explain_of("silver", "hooks");
     cr_assert_str_eq(json_string_value(json_object_get(x, "reason")), "not gold");
+    json_decref(x);
+    /* the same through read-only views */
+    x = explain_of("goldde", "hooks_rw");
+    cr_assert(json_is_true(json_object_get(x, "eligible")), "%s", json_dumps(x, 0));
+    cr_assert_eq(json_real_value(json_object_get(x, "score")), 1.0, "%s", json_dumps(x, 0));
+    json_decref(x);
+    x = explain_of("golddormant", "hooks_rw");
+    cr_assert_eq(json_real_value(json_object_get(x, "score")), 2.0, "%s", json_dumps(x, 0));
+    json_decref(x);
+    x = explain_of("silver", "hooks_rw");
+    cr_assert_str_eq(json_string_value(json_object_get(x, "reason")), "not gold", "%s", json_dumps(x, 0));
     json_decref(x);
     /* membership moves with the profile, and decide follows at once */
     put("silver", "{\"tier\":\"gold\",\"country\":\"BE\"}");

@@ -394,3 +394,27 @@ Test(segments_api, events_move_customers)
     cr_assert_str_eq(json_string_value(json_array_get(json_object_get(r.json, "customers"), 0)), "z1");
     tfx_resp_free(&r);
 }
+
+Test(segments_api, predicates_get_p_read_only)
+{
+    /* a predicate that tries to change p is refused, and the next
+     * predicate of the same evaluation sees p as stored */
+    tfx_write(&srv, "segments/p_writer.lua",
+              "return { match = function(p)\n"
+              "  local t = {}\n"
+              "  t.ok = pcall(function() p.tier = 'changed' end)\n"
+              "  return not t.ok\n"
+              "end }\n");
+    tfx_write(&srv, "segments/p_reader.lua",
+              "return { match = function(p) return p.tier == 'gold' end }\n");
+    wait_ready("p_writer");
+    wait_ready("p_reader");
+    put_profile(1, "gold", "FR", 5);
+    put_profile(2, "silver", "FR", 5);
+    cr_assert_eq(size_of("p_writer"), 2, "a predicate could write p");
+    cr_assert_eq(size_of("p_reader"), 1);
+    struct tfx_resp r;
+    cr_assert_eq(req("GET", "/api/v1/profiles/c001/export", NULL, &r), 200);
+    cr_assert(strstr(r.body, "\"p_reader\""), "%s", r.body);
+    tfx_resp_free(&r);
+}
