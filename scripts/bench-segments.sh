@@ -23,6 +23,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 SHARED=${PROMOD_SHARED:-$ROOT/../shared}
+# a worktree sits one level deeper than the main checkout
+[ -d "$SHARED/bench" ] || [ -n "${PROMOD_SHARED:-}" ] || SHARED=$ROOT/../../shared
+[ -f "$SHARED/bench/decide.wrk.lua" ] || { echo "no $SHARED/bench (set PROMOD_SHARED)" >&2; exit 2; }
 PROFILES=1000000
 DURATION=10
 CONNS=32
@@ -155,7 +158,7 @@ for f in "$RUN/segments/"*.lua; do
 done > "$OUT/seg-size-times.txt"
 SIZES=$(python3 -c '
 import sys; t = sorted(float(x) * 1000 for x in open(sys.argv[1]))
-print("median %.2f ms, max %.2f ms over %d segments" % (t[len(t) // 2], t[-1], len(t)))' "$OUT/seg-size-times.txt")
+print("median %.2f ms, p90 %.2f ms, max %.2f ms over %d segments" % (t[len(t) // 2], t[len(t) * 9 // 10], t[-1], len(t)))' "$OUT/seg-size-times.txt")
 curl -fs "http://127.0.0.1:$PORT/api/v1/segments" | python3 -c '
 import json,sys; s = json.load(sys.stdin)["segments"]; n = sorted(x["size"] for x in s)
 print("segment sizes: min %d, median %d, max %d" % (n[0], n[len(n) // 2], n[-1]))' > "$OUT/seg-sizes.txt"
@@ -185,18 +188,21 @@ trap - EXIT
 STEAL1=$(steal)
 ratio() { python3 -c "print('%.2f' % ($1 / $2))"; }
 cpu() { cat "$OUT/seg-cpu-$1.txt"; }
+errs() { # non-2xx answers of a run (0 when wrk printed none)
+  awk '/Non-2xx/ {n = $NF} /errors\(non-2xx/ {n = $NF} END {print n + 0}' "$OUT/seg-wrk-$1.txt"
+}
 echo
 echo "== results ($PROFILES profiles, wrk -t1 -c$CONNS -d${DURATION}s, $(nproc) cores)"
 echo "steal during the run: $(python3 -c "a='$STEAL0'.split(); b='$STEAL1'.split(); print('%.0f%%' % (100.0 * (int(b[0]) - int(a[0])) / max(1, int(b[1]) - int(a[1]))))")"
 echo "segments filled by the builder: $READY of 200 ready after ${BUILD_S} s"
-printf '%-52s %10s %12s\n' run req/s cpu_us/req
-printf '%-52s %10s %12s\n' "PUT profile, no segments" "$W0" "$(cpu put-noseg)"
-printf '%-52s %10s %12s\n' "PUT profile, 200 segments" "$W1" "$(cpu put-seg)"
-printf '%-52s %10s %12s\n' "decide, 500 campaigns (Lua), no segments" "$D0" "$(cpu decide-noseg)"
-printf '%-52s %10s %12s\n' "decide, 500 campaigns (Lua), 200 segments" "$D1" "$(cpu decide-seg)"
-printf '%-52s %10s %12s\n' "decide, 500 campaigns (audiences), 200 segments" "$DA500" "$(cpu decide-aud500)"
-printf '%-52s %10s %12s\n' "decide, 2,000 campaigns (Lua), 200 segments" "$DL2000" "$(cpu decide-lua2000)"
-printf '%-52s %10s %12s\n' "decide, 2,000 campaigns (audiences), 200 segments" "$DA2000" "$(cpu decide-aud2000)"
+printf '%-52s %10s %12s %8s\n' run req/s cpu_us/req non-2xx
+printf '%-52s %10s %12s %8s\n' "PUT profile, no segments" "$W0" "$(cpu put-noseg)" "$(errs put-noseg)"
+printf '%-52s %10s %12s %8s\n' "PUT profile, 200 segments" "$W1" "$(cpu put-seg)" "$(errs put-seg)"
+printf '%-52s %10s %12s %8s\n' "decide, 500 campaigns (Lua), no segments" "$D0" "$(cpu decide-noseg)" "$(errs decide-noseg)"
+printf '%-52s %10s %12s %8s\n' "decide, 500 campaigns (Lua), 200 segments" "$D1" "$(cpu decide-seg)" "$(errs decide-seg)"
+printf '%-52s %10s %12s %8s\n' "decide, 500 campaigns (audiences), 200 segments" "$DA500" "$(cpu decide-aud500)" "$(errs decide-aud500)"
+printf '%-52s %10s %12s %8s\n' "decide, 2,000 campaigns (Lua), 200 segments" "$DL2000" "$(cpu decide-lua2000)" "$(errs decide-lua2000)"
+printf '%-52s %10s %12s %8s\n' "decide, 2,000 campaigns (audiences), 200 segments" "$DA2000" "$(cpu decide-aud2000)" "$(errs decide-aud2000)"
 echo "PUT with 200 segments / without:                 $(ratio "$W1" "$W0")"
 echo "decide with segments + audiences / today's:      $(ratio "$DA500" "$D0")"
 echo "decide 2,000 / 500 campaigns, Lua:               $(ratio "$DL2000" "$D1")"
