@@ -6,7 +6,8 @@ return {
   rules_dir = "./rules",
   plugins_dir = "./plugins",
   -- threads = 0,               -- 0 = one worker per core
-  -- map_size_mb = 1024,
+  -- map_size_mb = 1024,       -- the store's initial map; it grows as data comes
+  -- map_max_mb = 0,            -- 0 = grow as far as the disk allows
   -- api_keys = {
   --   { id = "site",  key_env = "PROMOD_SITE_KEY", role = "decide" },
   --   { id = "alice", key = "change-me-marketer", role = "marketer" },
