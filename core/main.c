@@ -19,6 +19,7 @@
 #include "delivery/deliver.h"
 #include "service/profiles.h"
 #include "engine/rules.h"
+#include "engine/segments.h"
 #include "engine/loyalty_rules.h"
 #include "service/promotions.h"
 #include "delivery/sends.h"
@@ -41,7 +42,7 @@ static void usage(FILE *f)
             "usage:\n"
             "  promod serve [-c CONFIG] [--listen HOST:PORT] [--data DIR] [--rules DIR]\n"
             "               [--plugins DIR] [--web DIR] [--port-file FILE]\n"
-            "  promod check [DIR|FILE ...]        (default: rules/ plugins/ experiments/ loyalty/)\n"
+            "  promod check [DIR|FILE ...]        (default: rules/ plugins/ experiments/ loyalty/ segments/)\n"
             "  promod import profiles FILE.ndjson [-c CONFIG] [--data DIR] [--resume | --from-line N]\n"
             "  promod key [--role decide|checkout|marketer|admin] [--id ID]\n"
             "  promod version\n");
@@ -201,8 +202,13 @@ static int cmd_serve(const struct cli *c)
     if (open_store(&app))
         return 1;
     campaigns_start(&app); /* reloader hooks: before the first load */
+    /* segments before campaigns: audiences name segments */
+    if (segments_start(&app, 1))
+        log_error("segments unavailable", "%s", "cannot record the index slots");
+    segments_metrics_init();
     int rc = rules_start(&app);
     if (rc) {
+        segments_stop(&app);
         store_close(app.store);
         return 1;
     }
@@ -220,10 +226,12 @@ static int cmd_serve(const struct cli *c)
         sends_shutdown();
         exp_admin_stop();
         rules_stop(&app);
+        segments_stop(&app);
         store_close(app.store);
         return 1;
     }
     rules_attach(&app, server_main_base(app.srv));
+    segments_attach(&app, server_main_base(app.srv));
     exp_admin_attach(&app, server_main_base(app.srv));
     loyalty_rules_attach(server_main_base(app.srv));
     promotions_sweeper_start(server_main_base(app.srv));
@@ -249,6 +257,7 @@ static int cmd_serve(const struct cli *c)
     promotions_sweeper_stop();
     loyalty_rules_stop();
     rules_stop(&app);
+    segments_stop(&app);
     server_free(app.srv);
     store_close(app.store);
     config_free(&app.cfg);
@@ -325,6 +334,10 @@ static int cmd_import(const struct cli *c)
             fclose(f);
         return 1;
     }
+    /* the loaded segments' membership follows the import; segments new to
+     * the store are filled by the server's builder when it next starts */
+    if (segments_start(&app, 0))
+        fprintf(stderr, "promod: segments: cannot record the index slots\n");
     struct profiles_import_opts o = { .first_line = 1, .checkpoint = key, .ident = ident,
                                       .stop = &import_stop };
     int prc, status = 0;
@@ -429,6 +442,7 @@ static int cmd_import(const struct cli *c)
         status = res.failed ? 3 : 0;
     }
 out:
+    segments_stop(&app);
     json_decref(prog);
     json_decref(ident);
     store_close(app.store);
@@ -458,28 +472,39 @@ static int cmd_check(const struct cli *c)
     struct config cfg;
     if (load_config(&cfg, c))
         return 2;
-    /* experiment files and loyalty files go to their own checkers, the
+    /* segment files (under segments_dir or a "segments" directory),
+     * experiment files and loyalty files go to their own checkers, the
      * rest (campaigns, plugins) to the rules'.  No argument: each checks
-     * its default directory (rules/ plugins/, experiments/, loyalty/) */
-    int n = c->nargs - 1, nr = 0, nl = 0, nx = 0;
+     * its default directory (rules/ plugins/, experiments/, loyalty/,
+     * segments/) */
+    int n = c->nargs - 1, nr = 0, nl = 0, nx = 0, ns = 0;
     const char **rp = calloc((size_t)n + 1, sizeof *rp), **lp = calloc((size_t)n + 1, sizeof *lp),
-               **xp = calloc((size_t)n + 1, sizeof *xp);
-    if (!rp || !lp || !xp) {
+               **xp = calloc((size_t)n + 1, sizeof *xp), **sp = calloc((size_t)n + 1, sizeof *sp);
+    if (!rp || !lp || !xp || !sp) {
         free(rp);
         free(lp);
         free(xp);
+        free(sp);
         config_free(&cfg);
         fprintf(stderr, "promod check: out of memory\n");
         return 1;
     }
     for (int i = 0; i < n; i++) {
         const char *a = c->args[1 + i];
-        if (loyalty_rules_is_loyalty_path(&cfg, a))
+        if (segments_is_segments_path(&cfg, a))
+            sp[ns++] = a;
+        else if (loyalty_rules_is_loyalty_path(&cfg, a))
             lp[nl++] = a;
         else if (is_experiment_path(&cfg, a))
             xp[nx++] = a;
         else
             rp[nr++] = a;
+    }
+    int seg_problems = 0, seg_files = 0;
+    if (ns || !n) {
+        seg_problems = segments_check_paths(&cfg, sp, ns, &seg_files);
+        if (seg_files || ns)
+            fprintf(stderr, "promod check: %d segment files, %d problems\n", seg_files, seg_problems);
     }
     int rc = n && !nr ? 0 : rules_check_cli(&cfg, rp, nr);
     int lbad = n && !nl ? 0 : loyalty_rules_check_cli(&cfg, lp, nl);
@@ -487,8 +512,9 @@ static int cmd_check(const struct cli *c)
     free(rp);
     free(lp);
     free(xp);
+    free(sp);
     config_free(&cfg);
-    return rc ? rc : (lbad || xbad) ? 1 : 0;
+    return rc ? rc : (lbad || xbad || seg_problems) ? 1 : 0;
 }
 
 static int random_bytes(unsigned char *p, size_t n)

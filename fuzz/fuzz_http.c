@@ -2,8 +2,8 @@
  * fuzz_http.c — the HTTP request path, end to end in one process: the
  * real server (wire.c's reader, evhttp, the dispatcher, router, auth,
  * body limits, rate limits, every handler) on a loopback port with a real
- * store, rules, plugins, experiments, loyalty files and the console's
- * files, one worker thread, wired as `promod serve` wires them (no
+ * store, rules, plugins, segments, experiments, loyalty files and the
+ * console's files, one worker thread, wired as `promod serve` wires them (no
  * delivery thread: nothing here waits for a send).  Each input is written
  * raw on a fresh connection, the write side shut, and the answer read
  * until the server closes.  A crash or sanitizer report anywhere in the
@@ -32,6 +32,7 @@
 #include "base/log.h"
 #include "engine/loyalty_rules.h"
 #include "engine/rules.h"
+#include "engine/segments.h"
 #include "http/api.h"
 #include "http/http.h"
 #include "http/ratelimit.h"
@@ -92,11 +93,11 @@ static void setup(void)
     atexit(cleanup);
     char cmd[2048];
     snprintf(cmd, sizeof cmd,
-             "mkdir -p '%s/rules/lib' '%s/plugins' '%s/loyalty' '%s/experiments' && "
+             "mkdir -p '%s/rules/lib' '%s/plugins' '%s/loyalty' '%s/experiments' '%s/segments' && "
              "cp -r '%s/plugins/.' '%s/plugins/' && "
              "cp -r '%s/rules/lib/.' '%s/rules/lib/' 2>/dev/null; cp -r '%s/loyalty/.' '%s/loyalty/' "
              "2>/dev/null; true",
-             dir, dir, dir, dir, PROMOD_SRC, dir, PROMOD_SRC, dir, PROMOD_SRC, dir);
+             dir, dir, dir, dir, dir, PROMOD_SRC, dir, PROMOD_SRC, dir, PROMOD_SRC, dir);
     if (system(cmd) != 0)
         abort();
     /* one campaign, so decide has something to render */
@@ -115,12 +116,12 @@ static void setup(void)
     snprintf(src, sizeof src,
              "return { listen = '127.0.0.1:0', data_dir = '%s/data', rules_dir = '%s/rules',\n"
              "  plugins_dir = '%s/plugins', loyalty_dir = '%s/loyalty', web_dir = '%s/web',\n"
-             "  experiments_dir = '%s/experiments',\n"
+             "  experiments_dir = '%s/experiments', segments_dir = '%s/segments',\n"
              "  threads = 1, log_level = 'error', header_timeout = 1,\n"
              "  max_body_kb = 64, max_import_body_mb = 1, map_size_mb = 256,\n"
              "  api_keys = { { id = 'site', key = 'fuzz-decide-key-0123', role = 'decide' },\n"
              "               { id = 'ops', sha256 = '%s', role = 'admin' } } }",
-             dir, dir, dir, dir, PROMOD_SRC, dir, hex);
+             dir, dir, dir, dir, PROMOD_SRC, dir, dir, hex);
     if (config_load_source(&app.cfg, src, strlen(src), "fuzz.lua", err, sizeof err)) {
         fprintf(stderr, "fuzz config: %s\n", err);
         abort();
@@ -132,6 +133,9 @@ static void setup(void)
     if (store_open(&so, &app.store))
         abort();
     campaigns_start(&app);
+    if (segments_start(&app, 1)) /* before the rules: audiences name segments */
+        abort();
+    segments_metrics_init();
     if (rules_start(&app))
         abort();
     exp_admin_start(&app); /* experiments: after the rules, as in promod serve */

@@ -80,6 +80,8 @@ void config_defaults(struct config *c)
     c->data_dir = xstrdup("./data");
     c->rules_dir = xstrdup("./rules");
     c->plugins_dir = xstrdup("./plugins");
+    c->segments_dir = xstrdup("./segments");
+    c->segments_sweep_s = 600;
     c->web_dir = xstrdup("./web");
     c->threads = 0;
     c->map_size = (size_t)1 << 30;
@@ -117,6 +119,7 @@ void config_free(struct config *c)
     free(c->data_dir);
     free(c->rules_dir);
     free(c->plugins_dir);
+    free(c->segments_dir);
     free(c->experiments_dir);
     free(c->web_dir);
     free(c->loyalty_dir);
@@ -529,6 +532,11 @@ static int apply(lua_State *L, struct cerr *e, struct config *c)
             rc = get_str(L, e, k, &c->rules_dir);
         } else if (!strcmp(k, "plugins_dir")) {
             rc = get_str(L, e, k, &c->plugins_dir);
+        } else if (!strcmp(k, "segments_dir")) {
+            rc = get_str(L, e, k, &c->segments_dir);
+        } else if (!strcmp(k, "segments_sweep_interval")) {
+            if (!(rc = get_int(L, e, k, 1, 86400, &v)))
+                c->segments_sweep_s = (int)v;
         } else if (!strcmp(k, "experiments_dir")) {
             rc = get_str(L, e, k, &c->experiments_dir);
         } else if (!strcmp(k, "web_dir")) {

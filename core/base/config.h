@@ -53,6 +53,8 @@ struct config {
     char *data_dir;           /**< "./data" */
     char *rules_dir;          /**< "./rules" */
     char *plugins_dir;        /**< "./plugins" */
+    char *segments_dir;       /**< "./segments" */
+    int segments_sweep_s;     /**< re-evaluation of time-based segments, seconds (600) */
     char *experiments_dir;    /**< experiment files; NULL = "experiments" beside rules_dir
                                    (config_experiments_dir) */
     char *web_dir;            /**< the web console's files, served at /ui/ ("./web"); NULL = off */
