@@ -5,6 +5,7 @@
  *                [--rules DIR] [--plugins DIR] [--web DIR] [--port-file FILE]
  *   promod check [DIR|FILE ...]  (rules/ plugins/ experiments/ loyalty/ by default)
  *   promod import profiles FILE.ndjson [-c CONFIG] [--data DIR] [--resume | --from-line N]
+ *   promod key [--role ROLE] [--id ID]
  */
 #include "http/api.h"
 #include "base/app.h"
@@ -18,15 +19,18 @@
 #include "delivery/deliver.h"
 #include "service/profiles.h"
 #include "engine/rules.h"
+#include "engine/segments.h"
 #include "engine/loyalty_rules.h"
 #include "service/promotions.h"
 #include "delivery/sends.h"
 #include "http/ratelimit.h"
 #include "http/server.h"
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -38,13 +42,15 @@ static void usage(FILE *f)
             "usage:\n"
             "  promod serve [-c CONFIG] [--listen HOST:PORT] [--data DIR] [--rules DIR]\n"
             "               [--plugins DIR] [--web DIR] [--port-file FILE]\n"
-            "  promod check [DIR|FILE ...]        (default: rules/ plugins/ experiments/ loyalty/)\n"
+            "  promod check [DIR|FILE ...]        (default: rules/ plugins/ experiments/ loyalty/ segments/)\n"
             "  promod import profiles FILE.ndjson [-c CONFIG] [--data DIR] [--resume | --from-line N]\n"
+            "  promod key [--role decide|checkout|marketer|admin] [--id ID]\n"
             "  promod version\n");
 }
 
 struct cli {
     const char *config, *listen, *data, *rules, *plugins, *web, *port_file, *from_line;
+    const char *role, *id;
     int resume;
     const char *args[64];
     int nargs;
@@ -72,6 +78,10 @@ static int parse_cli(int argc, char **argv, struct cli *c)
             dst = &c->port_file;
         else if (!strcmp(a, "--from-line"))
             dst = &c->from_line;
+        else if (!strcmp(a, "--role"))
+            dst = &c->role;
+        else if (!strcmp(a, "--id"))
+            dst = &c->id;
         else if (!strcmp(a, "--resume")) {
             c->resume = 1;
             continue;
@@ -192,8 +202,13 @@ static int cmd_serve(const struct cli *c)
     if (open_store(&app))
         return 1;
     campaigns_start(&app); /* reloader hooks: before the first load */
+    /* segments before campaigns: audiences name segments */
+    if (segments_start(&app, 1))
+        log_error("segments unavailable", "%s", "cannot record the index slots");
+    segments_metrics_init();
     int rc = rules_start(&app);
     if (rc) {
+        segments_stop(&app);
         store_close(app.store);
         return 1;
     }
@@ -211,10 +226,12 @@ static int cmd_serve(const struct cli *c)
         sends_shutdown();
         exp_admin_stop();
         rules_stop(&app);
+        segments_stop(&app);
         store_close(app.store);
         return 1;
     }
     rules_attach(&app, server_main_base(app.srv));
+    segments_attach(&app, server_main_base(app.srv));
     exp_admin_attach(&app, server_main_base(app.srv));
     loyalty_rules_attach(server_main_base(app.srv));
     promotions_sweeper_start(server_main_base(app.srv));
@@ -240,6 +257,7 @@ static int cmd_serve(const struct cli *c)
     promotions_sweeper_stop();
     loyalty_rules_stop();
     rules_stop(&app);
+    segments_stop(&app);
     server_free(app.srv);
     store_close(app.store);
     config_free(&app.cfg);
@@ -316,6 +334,10 @@ static int cmd_import(const struct cli *c)
             fclose(f);
         return 1;
     }
+    /* the loaded segments' membership follows the import; segments new to
+     * the store are filled by the server's builder when it next starts */
+    if (segments_start(&app, 0))
+        fprintf(stderr, "promod: segments: cannot record the index slots\n");
     struct profiles_import_opts o = { .first_line = 1, .checkpoint = key, .ident = ident,
                                       .stop = &import_stop };
     int prc, status = 0;
@@ -420,6 +442,7 @@ static int cmd_import(const struct cli *c)
         status = res.failed ? 3 : 0;
     }
 out:
+    segments_stop(&app);
     json_decref(prog);
     json_decref(ident);
     store_close(app.store);
@@ -449,28 +472,39 @@ static int cmd_check(const struct cli *c)
     struct config cfg;
     if (load_config(&cfg, c))
         return 2;
-    /* experiment files and loyalty files go to their own checkers, the
+    /* segment files (under segments_dir or a "segments" directory),
+     * experiment files and loyalty files go to their own checkers, the
      * rest (campaigns, plugins) to the rules'.  No argument: each checks
-     * its default directory (rules/ plugins/, experiments/, loyalty/) */
-    int n = c->nargs - 1, nr = 0, nl = 0, nx = 0;
+     * its default directory (rules/ plugins/, experiments/, loyalty/,
+     * segments/) */
+    int n = c->nargs - 1, nr = 0, nl = 0, nx = 0, ns = 0;
     const char **rp = calloc((size_t)n + 1, sizeof *rp), **lp = calloc((size_t)n + 1, sizeof *lp),
-               **xp = calloc((size_t)n + 1, sizeof *xp);
-    if (!rp || !lp || !xp) {
+               **xp = calloc((size_t)n + 1, sizeof *xp), **sp = calloc((size_t)n + 1, sizeof *sp);
+    if (!rp || !lp || !xp || !sp) {
         free(rp);
         free(lp);
         free(xp);
+        free(sp);
         config_free(&cfg);
         fprintf(stderr, "promod check: out of memory\n");
         return 1;
     }
     for (int i = 0; i < n; i++) {
         const char *a = c->args[1 + i];
-        if (loyalty_rules_is_loyalty_path(&cfg, a))
+        if (segments_is_segments_path(&cfg, a))
+            sp[ns++] = a;
+        else if (loyalty_rules_is_loyalty_path(&cfg, a))
             lp[nl++] = a;
         else if (is_experiment_path(&cfg, a))
             xp[nx++] = a;
         else
             rp[nr++] = a;
+    }
+    int seg_problems = 0, seg_files = 0;
+    if (ns || !n) {
+        seg_problems = segments_check_paths(&cfg, sp, ns, &seg_files);
+        if (seg_files || ns)
+            fprintf(stderr, "promod check: %d segment files, %d problems\n", seg_files, seg_problems);
     }
     int rc = n && !nr ? 0 : rules_check_cli(&cfg, rp, nr);
     int lbad = n && !nl ? 0 : loyalty_rules_check_cli(&cfg, lp, nl);
@@ -478,8 +512,75 @@ static int cmd_check(const struct cli *c)
     free(rp);
     free(lp);
     free(xp);
+    free(sp);
     config_free(&cfg);
-    return rc ? rc : (lbad || xbad) ? 1 : 0;
+    return rc ? rc : (lbad || xbad || seg_problems) ? 1 : 0;
+}
+
+static int random_bytes(unsigned char *p, size_t n)
+{
+    while (n) {
+        ssize_t got = getrandom(p, n, 0);
+        if (got < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += got;
+        n -= (size_t)got;
+    }
+    return 0;
+}
+
+/* promod key: a new random API key and the config entry holding only its
+ * SHA-256, so the secret itself is never written to the config. */
+static int cmd_key(const struct cli *c)
+{
+    const char *role = c->role ? c->role : "decide";
+    if (strcmp(role, "decide") && strcmp(role, "checkout") && strcmp(role, "marketer") &&
+        strcmp(role, "admin")) {
+        fprintf(stderr, "promod: --role: expected decide, checkout, marketer or admin\n");
+        return 2;
+    }
+    unsigned char raw[32];
+    if (random_bytes(raw, sizeof raw)) {
+        fprintf(stderr, "promod: no randomness: %s\n", strerror(errno));
+        return 1;
+    }
+    char id[80];
+    if (c->id) {
+        size_t n = strlen(c->id);
+        int ok = n > 0 && n <= 64;
+        for (size_t i = 0; ok && i < n; i++)
+            ok = (unsigned char)c->id[i] > ' ' && c->id[i] != '"' && c->id[i] != '\\' && c->id[i] != 0x7f;
+        if (!ok) {
+            fprintf(stderr, "promod: --id: 1 to 64 characters, no spaces, quotes or backslashes\n");
+            return 2;
+        }
+        snprintf(id, sizeof id, "%s", c->id);
+    } else {
+        snprintf(id, sizeof id, "%s-%02x%02x%02x%02x", role, raw[28], raw[29], raw[30], raw[31]);
+    }
+    /* 32 random bytes, base64url without padding: 43 characters */
+    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    char key[64] = "pmk_";
+    size_t o = 4;
+    for (size_t i = 0; i < sizeof raw; i += 3) {
+        unsigned v = (unsigned)raw[i] << 16 | (i + 1 < sizeof raw ? (unsigned)raw[i + 1] << 8 : 0) |
+                     (i + 2 < sizeof raw ? raw[i + 2] : 0);
+        size_t chars = i + 2 < sizeof raw ? 4 : i + 1 < sizeof raw ? 3 : 2;
+        for (size_t k = 0; k < chars; k++)
+            key[o++] = b64[(v >> (18 - 6 * k)) & 63];
+    }
+    key[o] = 0;
+    char hex[65];
+    config_key_hash_hex(key, o, hex);
+    printf("key:    %s\n"
+           "config: { id = \"%s\", sha256 = \"%s\", role = \"%s\" },\n",
+           key, id, hex, role);
+    fprintf(stderr, "promod: give the key to its client; add the config line to api_keys "
+                    "(only the digest is stored) and restart the server\n");
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -500,6 +601,8 @@ int main(int argc, char **argv)
         return cmd_import(&c);
     if (!strcmp(cmd, "check"))
         return cmd_check(&c);
+    if (!strcmp(cmd, "key"))
+        return cmd_key(&c);
     if (!strcmp(cmd, "version")) {
         printf("promod 0.1.0\n");
         return 0;

@@ -11,6 +11,7 @@ PKGS=(
   libcriterion-dev libssl-dev libpcre2-dev
   libicu-dev # locale formatting of numbers, money and dates in templates (core/base/i18n.c)
   tzdata wrk lmdb-utils python3 curl openssl
+  clang libclang-rt-14-dev
   chromium chromium-driver python3-selenium python3-yaml prometheus
   python3-scipy # reference statistics for tests/unit/test_stats.c (stats_ref.py)
 )

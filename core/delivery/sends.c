@@ -14,6 +14,8 @@
  * on resume from the same cursor).
  */
 #include "delivery/sends.h"
+#include "engine/audience.h"
+#include "engine/segments.h"
 #include "base/id.h"
 #include "store/record.h"
 #include "base/app.h"
@@ -218,6 +220,11 @@ static int set_state(const char *id, const char *actor, int want)
 
 int sends_start(const char *campaign_id, const char *actor)
 {
+    return sends_start_audience(campaign_id, actor, NULL);
+}
+
+int sends_start_audience(const char *campaign_id, const char *actor, const char *audience_id)
+{
     if (!S.started)
         return ERR_BUSY;
     if (!campaign_id || !id_valid(campaign_id))
@@ -247,6 +254,18 @@ int sends_start(const char *campaign_id, const char *actor)
         json_decref(names);
         return rc;
     }
+    if (audience_id) { /* it must exist (it is evaluated again as the send walks it) */
+        struct segments_audience *a;
+        struct reqerr e = { 0 };
+        rc = segments_audience_load(wt, audience_id, &a, &e);
+        reqerr_clear(&e);
+        segments_audience_free(a);
+        if (rc) {
+            store_txn_end(wt);
+            json_decref(names);
+            return ERR_NOTFOUND;
+        }
+    }
     json_t *rec = rec_load(wt, campaign_id, &rc);
     if (rec) {
         /* launched before: never build again; a paused send resumes */
@@ -275,6 +294,8 @@ int sends_start(const char *campaign_id, const char *actor)
     json_object_set_new(rec, "skipped", json_object());
     json_object_set_new(rec, "started_at", json_integer(clock_now()));
     json_object_set_new(rec, "actor", actor ? json_string(actor) : json_null());
+    if (audience_id)
+        json_object_set_new(rec, "audience_id", json_string(audience_id));
     rc = rec_store(wt, campaign_id, rec);
     json_decref(rec);
     if (!rc)
@@ -371,8 +392,8 @@ int sends_count_txn(struct store_txn *wt, const char *campaign_id, const char *w
  * given for it (luavm_push_readonly: read-only for every hook), whose index
  * goes to *ro.  Returns p's own stack index (for C readers), or 0 (nothing
  * pushed) when the profile does not decode to a table. */
-static int push_profile(lua_State *L, const char *cust, const void *pv, size_t pl, const void *sv,
-                        size_t sl, int *ro)
+static int push_profile(lua_State *L, struct audience_cust *ac, const char *cust, const void *pv,
+                        size_t pl, const void *sv, size_t sl, int *ro)
 {
     int top = lua_gettop(L);
     if (luavm_push_msgpack(L, pv, pl) || !lua_istable(L, -1)) {
@@ -385,6 +406,7 @@ static int push_profile(lua_State *L, const char *cust, const void *pv, size_t p
     if (sv && luavm_push_msgpack(L, sv, sl) == 0)
         lua_setfield(L, p_idx, "stats");
     lua_settop(L, p_idx);
+    audience_push_segments(ac, L, p_idx); /* p.segments, before p is registered read-only */
     *ro = luavm_push_readonly(L, p_idx, "profile");
     return p_idx;
 }
@@ -447,8 +469,8 @@ static int send_eligible(struct rules_worker *rw, const struct rules_campaign *c
 }
 
 int sends_eval(struct rules_worker *rw, const struct rules_gen *g, int camp, int chan,
-               const char *cust, const void *pv, size_t pl, const void *sv, size_t sl,
-               int64_t now, struct sends_item *it, const char **why)
+               struct store_txn *t, const char *cust, const void *pv, size_t pl, const void *sv,
+               size_t sl, int64_t now, struct sends_item *it, const char **why)
 {
     memset(it, 0, sizeof *it);
     const struct rules_campaign *c = &g->camps[camp];
@@ -469,12 +491,23 @@ int sends_eval(struct rules_worker *rw, const struct rules_gen *g, int camp, int
         *why = "hook_error";
         return 1;
     }
+    /* the audience, in C, before any Lua */
+    struct audience_cust ac;
+    char aud_why[200];
+    audience_begin(&ac, t, cust, pv, pl, sv, sl, now);
+    if (!audience_campaign(&ac, g, chan, camp, aud_why, sizeof aud_why)) {
+        audience_end(&ac);
+        *why = "audience";
+        return 1;
+    }
     int p_ro;
-    int p_idx = push_profile(L, cust, pv, pl, sv, sl, &p_ro);
+    int p_idx = push_profile(L, &ac, cust, pv, pl, sv, sl, &p_ro);
     if (!p_idx) {
+        audience_end(&ac);
         *why = "no_profile";
         return 1;
     }
+    audience_end(&ac);
     int ctx_ro = push_ctx(L, ch, c, now);
 
     *why = NULL;
@@ -638,6 +671,29 @@ static void count_reason(json_t *reasons, const char *reason, long n)
     json_object_set_new(reasons, k, json_integer(json_integer_value(v) + n));
 }
 
+/* One customer of the batch on each of the send's channels. */
+static void eval_customer(struct batch *b, const char *cust, size_t klen, const void *val,
+                          size_t vlen, const void *sv, size_t sl)
+{
+    for (int i = 0; i < b->nch; i++) {
+        struct item *x = &b->items[b->nitems];
+        const char *why;
+        if (sends_eval(b->rw, b->g, b->camp, b->chans[i], b->t, cust, val, vlen, sv, sl, b->now, &x->it,
+                       &why) == 0) {
+            memcpy(x->cust, cust, klen + 1);
+            x->chan = b->chans[i];
+            b->nitems++;
+        } else {
+            json_object_set_new(b->skips, why,
+                                json_integer(json_integer_value(json_object_get(b->skips, why)) + 1));
+            if (x->it.reason[0])
+                count_reason(b->reasons, x->it.reason, 1);
+            if (x->it.error[0])
+                snprintf(b->last_error, sizeof b->last_error, "%s", x->it.error);
+        }
+    }
+}
+
 static int batch_cb(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
 {
     struct batch *b = ud;
@@ -656,24 +712,50 @@ static int batch_cb(void *ud, const void *key, size_t klen, const void *val, siz
     size_t sl = 0;
     if (store_get(b->t, STORE_PSTATS, key, klen, &sv, &sl))
         sv = NULL;
-    for (int i = 0; i < b->nch; i++) {
-        struct item *x = &b->items[b->nitems];
-        const char *why;
-        if (sends_eval(b->rw, b->g, b->camp, b->chans[i], cust, val, vlen, sv, sl, b->now, &x->it,
-                       &why) == 0) {
-            memcpy(x->cust, cust, klen + 1);
-            x->chan = b->chans[i];
-            b->nitems++;
-        } else {
-            json_object_set_new(b->skips, why,
-                                json_integer(json_integer_value(json_object_get(b->skips, why)) + 1));
-            if (x->it.reason[0])
-                count_reason(b->reasons, x->it.reason, 1);
-            if (x->it.error[0])
-                snprintf(b->last_error, sizeof b->last_error, "%s", x->it.error);
-        }
-    }
+    eval_customer(b, cust, klen, val, vlen, sv, sl);
     return 0;
+}
+
+/* A member found through the segment index (the cursor is the index's). */
+static int member_cb(void *ud, const char *cust, size_t clen, const char *prof, size_t plen,
+                     const char *stats, size_t slen)
+{
+    struct batch *b = ud;
+    if (clen >= sizeof b->last)
+        return 0;
+    char id[132];
+    memcpy(id, cust, clen);
+    id[clen] = 0;
+    b->nprof++;
+    eval_customer(b, id, clen, prof, plen, stats, slen);
+    return 0;
+}
+
+/* The audience a send walks through the segment index: the saved one the
+ * launch named, else the campaign's own when it names segments; NULL when
+ * the send scans every profile.  *err set when a named audience is gone. */
+static struct segments_audience *send_audience(struct store_txn *t, const json_t *rec,
+                                               const struct rules_campaign *c, int *gone)
+{
+    *gone = 0;
+    struct segments_audience *a = NULL;
+    struct reqerr e = { 0 };
+    const char *aid = json_string_value(json_object_get(rec, "audience_id"));
+    if (aid) {
+        if (segments_audience_load(t, aid, &a, &e))
+            *gone = 1;
+    } else if (c->audience && json_array_size(json_object_get(c->audience, "segments"))) {
+        json_t *def = json_object();
+        json_object_set(def, "any", json_object_get(c->audience, "segments"));
+        if (json_object_get(c->audience, "exclude"))
+            json_object_set(def, "exclude", json_object_get(c->audience, "exclude"));
+        /* the conditions are the campaign's: sends_eval checks them with the rest */
+        if (segments_audience_compile(def, c->id, &a, &e))
+            a = NULL; /* a segment gone since the campaign loaded: scan instead */
+        json_decref(def);
+    }
+    reqerr_clear(&e);
+    return a;
 }
 
 /* Evaluate and enqueue one batch of one send.  Returns 1 when the send's
@@ -736,10 +818,30 @@ static int build_batch(struct rules_worker *rw, const char *id)
         return ERR_NOMEM;
     }
     b.t = t;
-    size_t cl = strlen(b.last);
-    rc = store_scan(t, STORE_PROFILES, NULL, 0, cl ? b.last : NULL, cl, batch_cb, &b);
+    int gone;
+    rec = rec_load(t, id, &rc);
+    struct segments_audience *aud = rec ? send_audience(t, rec, &g->camps[ci], &gone) : NULL;
+    /* a send keeps the walk it started with; the cursor means nothing to another */
+    const char *mode = aud ? "index" : "profiles";
+    const char *was = rec ? json_string_value(json_object_get(rec, "walk")) : NULL;
+    if (was && strcmp(was, mode))
+        b.last[0] = 0;
+    json_decref(rec);
+    int finished;
+    if (rec && gone) {
+        snprintf(b.last_error, sizeof b.last_error, "the send's audience no longer exists");
+        finished = 1;
+    } else if (aud) {
+        long visited = segments_audience_next(t, aud, b.last, BATCH, member_cb, &b);
+        rc = visited < 0 ? (int)visited : 0;
+        finished = visited < BATCH;
+    } else {
+        size_t cl = strlen(b.last);
+        rc = store_scan(t, STORE_PROFILES, NULL, 0, cl ? b.last : NULL, cl, batch_cb, &b);
+        finished = b.nprof < BATCH;
+    }
+    segments_audience_free(aud);
     store_txn_end(t);
-    int finished = b.nprof < BATCH;
     if (!rc) {
         /* write: re-check the state, then caps + enqueue + progress */
         struct store_txn *wt;
@@ -784,6 +886,7 @@ static int build_batch(struct rules_worker *rw, const char *id)
                 rec_inc(rec, "evaluated", b.nprof);
                 rec_inc(rec, "queued", queued);
                 json_object_set_new(rec, "cursor", json_string(b.last));
+                json_object_set_new(rec, "walk", json_string(mode));
                 if (b.last_error[0])
                     json_object_set_new(rec, "last_error", json_string(b.last_error));
                 if (finished) {

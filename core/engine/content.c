@@ -329,3 +329,55 @@ void content_push_localized(lua_State *L, int idx, char *const *locales, int n, 
 {
     push_loc(L, idx, locales, n, li, 0);
 }
+
+/* Fill `lr` once per decide: the tags the request asks for (context.locale,
+ * else p.locale, else Accept-Language by preference) and p.tz. */
+void content_locale_lookup(lua_State *L, int p_idx, int ctx_idx, const char *accept,
+                           struct content_locale *lr)
+{
+    if (lr->looked)
+        return;
+    lr->looked = 1;
+    lr->ntags = 0;
+    lr->from = NULL;
+    lr->tz[0] = 0;
+    static const char *const from[2] = { "context", "profile" };
+    int idx[2] = { ctx_idx, p_idx };
+    for (int i = 0; i < 2 && !lr->ntags; i++) {
+        lua_getfield(L, idx[i], "locale");
+        size_t n;
+        const char *t = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
+        if (t && n && n < I18N_TAG_MAX && i18n_accept(t, lr->tags, 1) == 1) {
+            lr->ntags = 1;
+            lr->from = from[i];
+        }
+        lua_pop(L, 1);
+    }
+    if (!lr->ntags && accept && (lr->ntags = i18n_accept(accept, lr->tags, 8)))
+        lr->from = "accept-language";
+    lua_getfield(L, p_idx, "tz");
+    if (lua_type(L, -1) == LUA_TSTRING)
+        snprintf(lr->tz, sizeof lr->tz, "%s", lua_tostring(L, -1));
+    lua_pop(L, 1);
+}
+
+/* Which of a campaign's `nlocales` locales serves the request — the first asked-for
+ * tag that matches along its chain (fr-CA → fr), else the default (0) —
+ * and the locale format filters write in (`fmt`): the tag asked for when
+ * one matched (fr-CA writes money as Canada does, even with "fr" content),
+ * else the content's. */
+int content_locale_pick(char *const *locales, int nlocales, const struct content_locale *lr,
+                        char *fmt, const char **from)
+{
+    for (int i = 0; i < lr->ntags; i++) {
+        int li = nlocales ? i18n_match(lr->tags[i], locales, nlocales) : 0;
+        if (li >= 0) {
+            snprintf(fmt, I18N_TAG_MAX, "%s", lr->tags[i]);
+            *from = lr->from;
+            return li;
+        }
+    }
+    snprintf(fmt, I18N_TAG_MAX, "%s", nlocales ? locales[0] : "en");
+    *from = "default";
+    return 0;
+}

@@ -23,6 +23,7 @@
 #define PROMOD_CONTENT_H
 #include <stddef.h>
 #include "base/buf.h"
+#include "base/i18n.h"
 
 struct lua_State;
 struct content_prog;
@@ -86,5 +87,28 @@ int content_is_localized(struct lua_State *L, int idx, char *const *locales, int
  *  not worth it: content is compiled once per load).  Depth-limited like
  *  content_compile; needs a few stack slots per level. */
 void content_push_localized(struct lua_State *L, int idx, char *const *locales, int n, int li);
+
+/* The locale a request asks for (context.locale, else p.locale, else the
+ * Accept-Language header), looked up once per decide, on the first offer
+ * that needs it (a localized campaign, or a template with a format filter). */
+struct content_locale {
+    int looked;
+    char tags[8][I18N_TAG_MAX];
+    int ntags;
+    const char *from;      /* "context", "profile", "accept-language", or NULL */
+    char tz[64];           /* p.tz, for dates; "" = UTC */
+};
+
+/** Fill `lr` once per decide (no-op once `looked`): the tags the request
+ *  asks for — context.locale (table at `ctx_idx`), else p.locale (`p_idx`),
+ *  else the `accept` header by preference — and p.tz.  Stack-neutral; the
+ *  tables are read as they are (pass the originals, not read-only views). */
+void content_locale_lookup(struct lua_State *L, int p_idx, int ctx_idx, const char *accept,
+                           struct content_locale *lr);
+/** Index of the campaign locale (of `locales[0..nlocales-1]`) that serves
+ *  `lr`, 0 (the default) when none matches; the tag format filters write in
+ *  goes to `fmt` (I18N_TAG_MAX bytes) and where it came from to `*from`. */
+int content_locale_pick(char *const *locales, int nlocales, const struct content_locale *lr,
+                        char *fmt, const char **from);
 
 #endif

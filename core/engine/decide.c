@@ -17,6 +17,7 @@
  * themselves.
  */
 #include "engine/decide.h"
+#include "engine/audience.h"
 #include "engine/content.h"
 #include "engine/coupons.h"
 #include "engine/loyalty.h"
@@ -88,17 +89,6 @@ struct cand {
     struct throttle_counts seen;
     int picked;        /* an experiment chose the variant (pick) */
     struct experiments_pick pick;
-};
-
-/* The locale a request asks for (context.locale, else p.locale, else the
- * Accept-Language header), looked up once per decide, on the first offer
- * that needs it (a localized campaign, or a template with a format filter). */
-struct locale_req {
-    int looked;
-    char tags[8][I18N_TAG_MAX];
-    int ntags;
-    const char *from;      /* "context", "profile", "accept-language", or NULL */
-    char tz[64];           /* p.tz, for dates; "" = UTC */
 };
 
 /* What a decide needs beyond its stack, kept per worker between requests:
@@ -232,58 +222,6 @@ static int bucket_variant(const struct rules_campaign *c, const char *cust)
     return c->nvariants - 1;
 }
 
-/* Fill `lr` once per decide: the tags the request asks for (context.locale,
- * else p.locale, else Accept-Language by preference) and p.tz. */
-static void locale_lookup(lua_State *L, int p_idx, int ctx_idx, const char *accept,
-                          struct locale_req *lr)
-{
-    if (lr->looked)
-        return;
-    lr->looked = 1;
-    lr->ntags = 0;
-    lr->from = NULL;
-    lr->tz[0] = 0;
-    static const char *const from[2] = { "context", "profile" };
-    int idx[2] = { ctx_idx, p_idx };
-    for (int i = 0; i < 2 && !lr->ntags; i++) {
-        lua_getfield(L, idx[i], "locale");
-        size_t n;
-        const char *t = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
-        if (t && n && n < I18N_TAG_MAX && i18n_accept(t, lr->tags, 1) == 1) {
-            lr->ntags = 1;
-            lr->from = from[i];
-        }
-        lua_pop(L, 1);
-    }
-    if (!lr->ntags && accept && (lr->ntags = i18n_accept(accept, lr->tags, 8)))
-        lr->from = "accept-language";
-    lua_getfield(L, p_idx, "tz");
-    if (lua_type(L, -1) == LUA_TSTRING)
-        snprintf(lr->tz, sizeof lr->tz, "%s", lua_tostring(L, -1));
-    lua_pop(L, 1);
-}
-
-/* Which of campaign c's locales serves the request — the first asked-for
- * tag that matches along its chain (fr-CA → fr), else the default (0) —
- * and the locale format filters write in (`fmt`): the tag asked for when
- * one matched (fr-CA writes money as Canada does, even with "fr" content),
- * else the content's. */
-static int locale_pick(const struct rules_campaign *c, const struct locale_req *lr, char *fmt,
-                       const char **from)
-{
-    for (int i = 0; i < lr->ntags; i++) {
-        int li = c->nlocales ? i18n_match(lr->tags[i], c->locales, c->nlocales) : 0;
-        if (li >= 0) {
-            snprintf(fmt, I18N_TAG_MAX, "%s", lr->tags[i]);
-            *from = lr->from;
-            return li;
-        }
-    }
-    snprintf(fmt, I18N_TAG_MAX, "%s", c->nlocales ? c->locales[0] : "en");
-    *from = "default";
-    return 0;
-}
-
 /* Choose a variant and render its content (core/content) into cd->content
  * in the reply's wire form; 0 on success.  Stack-neutral.  `c` must be a
  * campaign of the worker's own generation (every caller's is).  `p_idx`
@@ -296,7 +234,7 @@ static int locale_pick(const struct rules_campaign *c, const struct locale_req *
  * context.locale, p.locale or `accept`. */
 static int choose_content(struct rules_worker *rw, const struct rules_campaign *c, int ref,
                           const char *cust, int p_idx, int ctx_idx, struct cand *cd, int msgpack,
-                          int forced, const char *code, struct locale_req *lr, const char *accept)
+                          int forced, const char *code, struct content_locale *lr, const char *accept)
 {
     const struct rules_gen *g = rw->gen;
     if (!g || !rw->content || c < g->camps || c >= g->camps + g->ncamps)
@@ -333,9 +271,9 @@ static int choose_content(struct rules_worker *rw, const struct rules_campaign *
     if (c->nlocales || content_uses_format(prog)) {
         const char *from;
         int real_ctx = luavm_push_original(L, ctx_idx);
-        locale_lookup(L, real, real_ctx, accept, lr);
+        content_locale_lookup(L, real, real_ctx, accept, lr);
         lua_pop(L, 1);
-        li = locale_pick(c, lr, cd->fmt, &from);
+        li = content_locale_pick(c->locales, c->nlocales, lr, cd->fmt, &from);
         if (li >= nloc)
             li = 0;
         prog = rcon->progs[(chosen * nloc + li) * 2 + msgpack];
@@ -526,7 +464,8 @@ struct req {
     int accepted;
     struct cand **batch;         /* the reservation batch ... */
     struct cand **served;        /* ... and the offers, in order */
-    struct locale_req loc;       /* the locale the request asks for, on first need */
+    struct content_locale loc;       /* the locale the request asks for, on first need */
+    struct audience_cust ac;     /* segments and campaign audiences (audience.h) */
     const struct experiments_view *xv; /* live experiments of r->g, or NULL */
     const char *pmp;             /* the stored profile (msgpack, in r->t), or NULL */
     size_t plen;
@@ -578,20 +517,23 @@ static int begin(struct req *r, struct reqerr *e)
 }
 
 /* Push p: the stored profile (an empty one for an unknown customer), its
- * id, its stats and p.loyalty; then what hooks are given for it
- * (luavm_push_readonly: read-only for every hook), whose index goes to
- * *ro.  Returns p's own stack index (for C readers); *mp gets the stored
- * profile's bytes (valid while `t` lives) or NULL. */
-static int push_profile(lua_State *L, struct store_txn *t, const char *cust, int *ro,
-                        const char **mp, size_t *mplen)
+ * id, its stats, p.segments (the customer's segments, read once into
+ * `ac`, which also serves the campaign audiences) and p.loyalty; then what
+ * hooks are given for it (luavm_push_readonly: read-only for every hook),
+ * whose index goes to *ro.  Returns p's own stack index (for C readers);
+ * *mp gets the stored profile's bytes (valid while `t` lives) or NULL. */
+static int push_profile(lua_State *L, struct store_txn *t, const char *cust,
+                        struct audience_cust *ac, int64_t now, int *ro, const char **mp,
+                        size_t *mplen)
 {
     int top = lua_gettop(L);
-    const void *pv;
-    size_t pl;
+    const void *pv, *sv;
+    size_t pl, sl;
     *mp = NULL;
     *mplen = 0;
-    if (store_get(t, STORE_PROFILES, cust, strlen(cust), &pv, &pl) == 0 &&
-        luavm_push_msgpack(L, pv, pl) == 0 && lua_istable(L, -1)) {
+    if (store_get(t, STORE_PROFILES, cust, strlen(cust), &pv, &pl))
+        pv = NULL;
+    if (pv && luavm_push_msgpack(L, pv, pl) == 0 && lua_istable(L, -1)) {
         *mp = pv; /* known customer */
         *mplen = pl;
     } else {
@@ -601,11 +543,13 @@ static int push_profile(lua_State *L, struct store_txn *t, const char *cust, int
     int p_idx = lua_gettop(L);
     lua_pushstring(L, cust);
     lua_setfield(L, p_idx, "id");
-    if (store_get(t, STORE_PSTATS, cust, strlen(cust), &pv, &pl) == 0 &&
-        luavm_push_msgpack(L, pv, pl) == 0) {
+    if (store_get(t, STORE_PSTATS, cust, strlen(cust), &sv, &sl))
+        sv = NULL;
+    if (sv && luavm_push_msgpack(L, sv, sl) == 0)
         lua_setfield(L, p_idx, "stats");
-    }
     lua_settop(L, p_idx);
+    audience_begin(ac, t, cust, pv, pl, sv, sl, now);
+    audience_push_segments(ac, L, p_idx); /* p.segments */
     if (loyalty_push_lua(L, t, cust)) /* p.loyalty: balance, tier */
         lua_setfield(L, p_idx, "loyalty");
     *ro = luavm_push_readonly(L, p_idx, "profile"); /* p is complete: it must not change now */
@@ -648,7 +592,7 @@ static int load_customer(struct req *r, struct reqerr *e)
         reqerr_set(e, 503, "store_unavailable", NULL, "%s", err_str(rc));
         return rc;
     }
-    r->p_idx = push_profile(r->L, r->t, cust, &r->p_ro, &r->pmp, &r->plen);
+    r->p_idx = push_profile(r->L, r->t, cust, &r->ac, r->now, &r->p_ro, &r->pmp, &r->plen);
     r->ctx_idx = push_ctx(r->L, r->q, r->now, &r->ctx_ro);
     r->blocked = consent_block(r->L, r->p_idx, r->ch);
     if (!r->blocked && r->ch->quiet_from >= 0) {
@@ -659,6 +603,7 @@ static int load_customer(struct req *r, struct reqerr *e)
     }
     int nlist = r->g->nby_channel[r->chi];
     if (!(r->scr = scratch_get(r->rw, nlist))) {
+        audience_end(&r->ac);
         store_txn_end(r->t);
         lua_settop(r->L, r->top);
         reqerr_set(e, 500, "internal", NULL, "%s", err_str(ERR_NOMEM));
@@ -764,8 +709,22 @@ static int score(const struct call *k, const struct rules_campaign *c, int fn, j
     return 0;
 }
 
-/* Step 3: the candidates — the channel's campaigns (priority order) that
- * pass the cheap filters, eligible and score. */
+/* The next position >= j whose bit is set in `pass` (n when none). */
+static int next_pass(const uint64_t *pass, int j, int n)
+{
+    while (j < n) {
+        uint64_t w = pass[j >> 6] >> (j & 63);
+        if (w)
+            return j + __builtin_ctzll(w) < n ? j + __builtin_ctzll(w) : n;
+        j = (j | 63) + 1;
+    }
+    return n;
+}
+
+/* Step 3: the candidates — the channel's campaigns (priority order) whose
+ * audience holds (evaluated in C for the whole channel at once, before any
+ * Lua: audience.h) and that pass the cheap filters, eligible and score.
+ * Without explain, campaigns whose audience fails are never visited. */
 static void candidates(struct req *r)
 {
     const struct rules_gen *g = r->g;
@@ -778,7 +737,9 @@ static void candidates(struct req *r)
     struct cand *cands = r->cands;
     int nlist = r->blocked ? 0 : g->nby_channel[r->chi], n = 0;
     const int *list = g->by_channel[r->chi];
-    for (int j = 0; j < nlist; j++) {
+    const uint64_t *pass = nlist ? audience_channel(&r->ac, g, r->chi, NULL) : NULL;
+    for (int j = pass && !explain ? next_pass(pass, 0, nlist) : 0; j < nlist;
+         j = pass && !explain ? next_pass(pass, j + 1, nlist) : j + 1) {
         int i = list[j];
         const struct rules_campaign *c = &g->camps[i];
         json_t *xp = NULL;
@@ -789,6 +750,13 @@ static void candidates(struct req *r)
         }
         if (filtered_out(c, placement, pbit, now, xp))
             continue;
+        if (pass && !((pass[j >> 6] >> (j & 63)) & 1)) { /* only with explain */
+            char why[400];
+            audience_explain(&r->ac, g, r->chi, j, why, sizeof why);
+            json_object_set_new(xp, "eligible", json_false());
+            xp_reason(xp, why[0] ? why : "audience");
+            continue;
+        }
         int ref = rw->refs[i];
         if (ref == LUA_NOREF || ref == LUA_REFNIL) {
             if (xp)
@@ -1127,6 +1095,7 @@ static int run(struct req *r, struct reqerr *e, struct buf *out)
     walk(r);
     log_exposures(r);
     explain_rest(r);
+    audience_end(&r->ac);
     store_txn_end(r->t);
     lua_settop(r->L, r->top);
     rc = reply(r, out, e);
@@ -1160,7 +1129,7 @@ int decide_content(struct rules_worker *rw, const struct rules_campaign *c, int 
                    const char *cust, int p_idx, int ctx_idx, int *variant, json_t **content)
 {
     struct cand cd = { .variant = -1 };
-    struct locale_req lr = { 0 };
+    struct content_locale lr = { 0 };
     int rc = choose_content(rw, c, ref, cust, p_idx, ctx_idx, &cd, 0, -1, NULL, &lr, NULL);
     if (rc == 0 && cd.coupon) {
         /* a send shows {{coupon}} too: the customer's code, assigned in a

@@ -44,6 +44,7 @@
 
 struct app;
 struct event_base;
+struct condset;
 struct luavm;
 struct store_txn;
 
@@ -106,6 +107,7 @@ struct rules_campaign {
     enum campaign_status status;    /**< effective status (store overrides file) */
     enum campaign_status file_status;
     json_t *trigger;                /**< {"event","delay","cancel_on"} or NULL */
+    json_t *audience;               /**< {"segments"?, "exclude"?, "conditions"?} (audience.h), or NULL */
     double cost_per_send, cost_per_impression;
     struct coupons_budget budget;   /**< money budget for coupon redemptions; amount_m 0 = none */
     char **locales;                 /**< declared content locales ("en", "fr-CA"), the first the
@@ -155,6 +157,12 @@ struct rules_gen {
     uint32_t lib_hash;      /**< of rules/lib: a change invalidates require caches */
     char *placement_names[64]; /**< every placement named by a campaign (first 64) */
     int nplacement_names;
+    /** Per channel: the audiences of by_channel[ch]'s campaigns compiled
+     *  together (member j = position j), or NULL when none declares one
+     *  (engine/audience.h); and campaign index → position in by_channel[ch]
+     *  (-1 when not on the channel), present with it. */
+    struct condset *aud[32];
+    int *aud_pos[32];
 };
 
 /** 1 when `now` is inside the schedule: between starts and ends, on one of

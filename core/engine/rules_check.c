@@ -11,6 +11,8 @@
  */
 #include "engine/rules.h"
 #include "engine/content.h"
+#include "engine/cond.h"
+#include "engine/segments.h"
 #include "base/id.h"
 #include "base/app.h"
 #include "base/err.h"
@@ -77,12 +79,19 @@ static void parse_caps(lua_State *L, struct vctx *v, const char *what, struct ru
     }
     for (int i = 1; i <= n; i++) {
         lua_rawgeti(L, -1, i);
+        if (!lua_istable(L, -1)) { /* lua_rawgeti on a non-table crashed (fuzz/fuzz_rules.c) */
+            verr(v, pathf(pb, sizeof pb, "%s[%d]", what, i),
+                 "%s[%d]: expected { count, \"window\" }", what, i);
+            lua_pop(L, 1);
+            continue;
+        }
         lua_rawgeti(L, -1, 1);
         lua_rawgeti(L, -2, 2);
         double lim = lua_tonumber(L, -2);
         const char *win = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
         struct rules_cap *c = &out->w[out->n];
-        if (lua_type(L, -2) != LUA_TNUMBER || lim < 0 || lim != (double)(long)lim || lim > 1e12) {
+        /* the range before the cast: (long) of NaN or 1e22 is undefined */
+        if (lua_type(L, -2) != LUA_TNUMBER || !(lim >= 0 && lim <= 1e12) || lim != (double)(long)lim) {
             verr(v, pathf(pb, sizeof pb, "%s[%d]", what, i),
                  "%s[%d]: the count must be a whole number >= 0", what, i);
         } else if (!win) {
@@ -120,7 +129,7 @@ static void parse_caps(lua_State *L, struct vctx *v, const char *what, struct ru
 /* The fields a file's table may have besides its owner's hooks (hooks.h). */
 static const char *camp_fields[] = { "id", "name", "channels", "placements", "priority", "schedule",
                                      "caps", "variants", "status", "trigger", "cost", "description",
-                                     "owner", "tags", "budget", "locales", NULL };
+                                     "owner", "tags", "audience", "budget", "locales", NULL };
 static const char *plugin_fields[] = { "channel", "policy", "description", NULL };
 
 static int in_list(const char *k, const char **list)
@@ -149,7 +158,8 @@ static void check_unknown(lua_State *L, struct vctx *v, const char **allowed,
 
 /* The hooks of `owner` the table on top of the stack defines, as
  * HOOKS_BIT()s: each must be a function, the required ones must be there. */
-static unsigned declared_hooks(lua_State *L, struct vctx *v, enum hooks_owner owner)
+static unsigned declared_hooks(lua_State *L, struct vctx *v, enum hooks_owner owner,
+                               unsigned optional)
 {
     unsigned bits = 0;
     for (int h = 0; h < HOOKS_N; h++) {
@@ -163,7 +173,7 @@ static unsigned declared_hooks(lua_State *L, struct vctx *v, enum hooks_owner ow
             bits |= HOOKS_BIT(h);
         else if (t != LUA_TNIL)
             verr(v, d->name, "%s must be a function", d->name);
-        else if (d->required)
+        else if (d->required && !(optional & HOOKS_BIT(h)))
             verr(v, NULL, "%s is required: %s", d->name, d->usage);
     }
     return bits;
@@ -407,6 +417,113 @@ static void check_content(lua_State *L, struct vctx *v, const struct rules_campa
     }
 }
 
+/* ---- audience = { segments = {...}, exclude = {...}, conditions = {...} } ---- */
+
+/* Segment ids `promod check` knows without a running server (set by
+ * rules_check_cli from segments_dir); the server asks the live generation. */
+static json_t *g_check_segments;
+
+static int segment_known(void *ud, const char *id, size_t len)
+{
+    (void)ud;
+    struct segments_gen *sg = segments_gen_acquire();
+    int known;
+    if (sg) {
+        known = segments_find(sg, id, len) >= 0;
+    } else if (g_check_segments) {
+        known = 0;
+        size_t i;
+        json_t *x;
+        json_array_foreach(g_check_segments, i, x)
+            known |= json_string_length(x) == len && !memcmp(json_string_value(x), id, len);
+    } else {
+        known = 1; /* no segments loaded anywhere to check against */
+    }
+    segments_gen_release(sg);
+    return known;
+}
+
+/* The audience table on top of the stack, checked, as JSON (NULL when it
+ * has errors or is empty). */
+static json_t *parse_audience(lua_State *L, struct vctx *v)
+{
+    char pb[96];
+    int nerr = v->nerr;
+    json_t *out = json_object();
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+        if (!k || (strcmp(k, "segments") && strcmp(k, "exclude") && strcmp(k, "conditions")))
+            verr(v, k ? pathf(pb, sizeof pb, "audience.%s", k) : "audience",
+                 "unknown field '%s' in audience (segments, exclude, conditions)", k ? k : "?");
+        lua_pop(L, 1);
+    }
+    static const char *lists[2] = { "segments", "exclude" };
+    for (int l = 0; l < 2; l++) {
+        lua_getfield(L, -1, lists[l]);
+        int n = lua_istable(L, -1) ? (int)lua_objlen(L, -1) : 0;
+        if (!lua_isnil(L, -1) && (!lua_istable(L, -1) || n > SEGMENTS_MAX)) {
+            verr(v, pathf(pb, sizeof pb, "audience.%s", lists[l]),
+                 "audience.%s must be a list of segment ids: { \"gold\", \"vip\" }", lists[l]);
+        } else if (n) {
+            json_t *arr = json_array();
+            for (int i = 1; i <= n; i++) {
+                lua_rawgeti(L, -1, i);
+                const char *id = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+                if (!id || !id_valid(id))
+                    verr(v, pathf(pb, sizeof pb, "audience.%s[%d]", lists[l], i),
+                         "audience.%s[%d] must be a segment id", lists[l], i);
+                else if (!segment_known(NULL, id, strlen(id)))
+                    verr(v, pathf(pb, sizeof pb, "audience.%s[%d]", lists[l], i),
+                         "audience.%s[%d]: no segment \"%s\" (segments/*.lua)", lists[l], i, id);
+                else
+                    json_array_append_new(arr, json_string(id));
+                lua_pop(L, 1);
+            }
+            json_object_set_new(out, lists[l], arr);
+        }
+        lua_pop(L, 1);
+    }
+    lua_getfield(L, -1, "conditions");
+    json_t *cond = NULL;
+    if (lua_type(L, -1) == LUA_TSTRING) { /* GrowthBook's JSON, as written in its UI */
+        size_t len;
+        const char *text = lua_tolstring(L, -1, &len);
+        json_error_t je;
+        if (!(cond = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je)))
+            verr(v, "audience.conditions", "audience.conditions: invalid JSON: %s", je.text);
+    } else if (lua_istable(L, -1)) {
+        int jerr;
+        if (!(cond = luavm_to_json(L, -1, &jerr)))
+            verr(v, "audience.conditions",
+                 "audience.conditions holds a value JSON cannot carry (function, NaN, cycle)");
+    } else if (!lua_isnil(L, -1)) {
+        verr(v, "audience.conditions", "audience.conditions must be a table or a JSON string");
+    }
+    lua_pop(L, 1);
+    if (cond && !json_is_object(cond)) {
+        verr(v, "audience.conditions", "audience.conditions must be an object (names), as "
+                                       "GrowthBook's conditions are");
+        json_decref(cond);
+        cond = NULL;
+    }
+    if (cond) {
+        struct cond_opts o = { .mode = COND_STRICT, .segment_known = segment_known };
+        struct cond *c = NULL;
+        struct reqerr e = { 0 };
+        if (cond_compile(cond, &o, &c, &e))
+            verr(v, "audience.conditions", "audience.conditions: %s", e.message);
+        cond_free(c);
+        reqerr_clear(&e);
+        json_object_set_new(out, "conditions", cond);
+    }
+    if (v->nerr > nerr || !json_object_size(out)) {
+        json_decref(out);
+        return NULL;
+    }
+    return out;
+}
+
 /* Validate the campaign table at the top of the stack into *c. */
 static void validate_campaign(lua_State *L, struct vctx *v, const char *const *chans, int nchans,
                               struct rules_campaign *c)
@@ -609,7 +726,11 @@ static void validate_campaign(lua_State *L, struct vctx *v, const char *const *c
     }
     lua_pop(L, 1);
 
-    c->hooks = declared_hooks(L, v, HOOKS_CAMPAIGN);
+    /* a campaign that declares its audience needs no eligible hook */
+    lua_getfield(L, -1, "audience");
+    int has_audience = !lua_isnil(L, -1);
+    lua_pop(L, 1);
+    c->hooks = declared_hooks(L, v, HOOKS_CAMPAIGN, has_audience ? HOOKS_BIT(HOOKS_ELIGIBLE) : 0);
 
     lua_getfield(L, -1, "trigger");
     if (lua_istable(L, -1)) {
@@ -625,6 +746,14 @@ static void validate_campaign(lua_State *L, struct vctx *v, const char *const *c
     } else if (!lua_isnil(L, -1)) {
         verr(v, "trigger", "trigger must be a table { event = ..., delay = ..., cancel_on = ... }");
     }
+    lua_pop(L, 1);
+
+    lua_getfield(L, -1, "audience");
+    if (lua_istable(L, -1))
+        c->audience = parse_audience(L, v);
+    else if (!lua_isnil(L, -1))
+        verr(v, "audience",
+             "audience must be a table { segments = {...}, exclude = {...}, conditions = {...} }");
     lua_pop(L, 1);
 
     lua_getfield(L, -1, "cost");
@@ -701,7 +830,7 @@ static void validate_plugin(lua_State *L, struct vctx *v, struct rules_channel *
         verr(v, "policy", "policy must be a table");
     }
     lua_pop(L, 1);
-    ch->hooks = declared_hooks(L, v, HOOKS_CHANNEL);
+    ch->hooks = declared_hooks(L, v, HOOKS_CHANNEL, 0);
     ch->outbound = (ch->hooks & HOOKS_BIT(HOOKS_DELIVER)) != 0;
 }
 
@@ -844,6 +973,9 @@ static char *dir_dup(const char *dir)
 
 int rules_check_cli(const struct config *cfg, const char **paths, int n)
 {
+    /* audiences name segments: those segments_dir defines */
+    json_decref(g_check_segments);
+    g_check_segments = segments_known_ids(cfg);
     const char *defaults[2] = { cfg->rules_dir, cfg->plugins_dir };
     if (n == 0) {
         paths = defaults;

@@ -8,7 +8,8 @@
 #define PROMOD_API_H
 #include "http/http.h"
 
-void api_ops_register(void);
+void api_ops_register(void);       /* /healthz, /metrics */
+void api_ops_admin_register(void); /* /api/v1/admin/clock, /api/v1/admin/keys: last */
 void api_profiles_register(void);
 void api_decide_register(void);
 void api_rules_register(void);
@@ -17,6 +18,7 @@ void api_audit_register(void);     /* audit log */
 void api_events_register(void);    /* events, admin/compact */
 void api_analytics_register(void); /* analytics/... */
 void api_outbox_register(void);    /* outbox, dead letters, campaign sends */
+void api_segments_register(void);  /* segments, targeting/audience */
 void api_experiments_register(void); /* experiments, results, recommendations, power */
 void api_ui_register(void);        /* the web console at /ui/, whoami */
 void api_coupons_register(void);   /* coupons, coupon pools, loyalty */

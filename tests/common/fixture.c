@@ -76,10 +76,12 @@ void tfx_server_init(struct tfx_server *s, const char *config_fields)
     snprintf(s->data, sizeof s->data, "%s/data", s->dir);
     snprintf(s->rules, sizeof s->rules, "%s/rules", s->dir);
     snprintf(s->plugins, sizeof s->plugins, "%s/plugins", s->dir);
+    snprintf(s->segments, sizeof s->segments, "%s/segments", s->dir);
     snprintf(s->config, sizeof s->config, "%s/promod.lua", s->dir);
     snprintf(s->log, sizeof s->log, "%s/server.log", s->dir);
     mkdirs(s->rules);
     mkdirs(s->plugins);
+    mkdirs(s->segments);
     char lib[320];
     snprintf(lib, sizeof lib, "%s/lib", s->rules);
     mkdirs(lib);
@@ -88,8 +90,8 @@ void tfx_server_init(struct tfx_server *s, const char *config_fields)
     char cfg[8192];
     snprintf(cfg, sizeof cfg,
              "return {\n  data_dir = \"%s\",\n  rules_dir = \"%s\",\n  plugins_dir = \"%s\",\n"
-             "  threads = 2,\n  reload_debounce_ms = 50,\n  %s\n}\n",
-             s->data, s->rules, s->plugins, config_fields ? config_fields : "");
+             "  segments_dir = \"%s\",\n  threads = 2,\n  reload_debounce_ms = 50,\n  %s\n}\n",
+             s->data, s->rules, s->plugins, s->segments, config_fields ? config_fields : "");
     FILE *f = fopen(s->config, "w");
     if (!f)
         abort();
@@ -234,7 +236,7 @@ char *tfx_server_log(struct tfx_server *s)
     return b;
 }
 
-static int connect_to(int port)
+int tfx_connect_port(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0)
@@ -250,7 +252,7 @@ static int connect_to(int port)
     return fd;
 }
 
-static char *read_all(int fd, size_t *outlen, int timeout_ms)
+char *tfx_read_all(int fd, size_t *outlen, int timeout_ms)
 {
     size_t cap = 65536, len = 0;
     char *b = malloc(cap);
@@ -272,7 +274,7 @@ static char *read_all(int fd, size_t *outlen, int timeout_ms)
     return b;
 }
 
-static int send_all(int fd, const void *data, size_t len)
+int tfx_send_all(int fd, const void *data, size_t len)
 {
     const char *p = data;
     while (len) {
@@ -287,21 +289,42 @@ static int send_all(int fd, const void *data, size_t len)
 
 char *tfx_raw(struct tfx_server *s, const void *data, size_t len)
 {
-    int fd = connect_to(s->port);
+    int fd = tfx_connect_port(s->port);
     if (fd < 0)
         return strdup("");
-    send_all(fd, data, len);
+    tfx_send_all(fd, data, len);
     size_t n;
-    char *out = read_all(fd, &n, 5000);
+    char *out = tfx_read_all(fd, &n, 5000);
     close(fd);
     return out;
+}
+
+/* A chunked body decoded in place (a streamed reply); a body cut short
+ * keeps the chunks that arrived whole. */
+static void dechunk(struct tfx_resp *r)
+{
+    char *in = r->body, *end = r->body + r->len, *out = r->body;
+    while (in < end) {
+        char *eol = strstr(in, "\r\n");
+        if (!eol)
+            break;
+        size_t sz = strtoul(in, NULL, 16);
+        in = eol + 2;
+        if (!sz || (size_t)(end - in) < sz)
+            break;
+        memmove(out, in, sz);
+        out += sz;
+        in += sz + 2;
+    }
+    r->len = (size_t)(out - r->body);
+    r->body[r->len] = 0;
 }
 
 int tfx_http(struct tfx_server *s, const char *method, const char *path, const char *headers,
              const char *body, size_t len, struct tfx_resp *r)
 {
     memset(r, 0, sizeof *r);
-    int fd = connect_to(s->port);
+    int fd = tfx_connect_port(s->port);
     if (fd < 0) {
         r->body = strdup("");
         return 0;
@@ -311,11 +334,11 @@ int tfx_http(struct tfx_server *s, const char *method, const char *path, const c
                       "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
                       "Content-Length: %zu\r\n%s\r\n",
                       method, path, body ? len : 0, headers ? headers : "");
-    if (send_all(fd, head, (size_t)hl) || (body && len && send_all(fd, body, len))) {
+    if (tfx_send_all(fd, head, (size_t)hl) || (body && len && tfx_send_all(fd, body, len))) {
         /* the server may answer and close early (413): read what it said */
     }
     size_t n;
-    char *all = read_all(fd, &n, 60000);
+    char *all = tfx_read_all(fd, &n, 60000);
     close(fd);
     char *sep = strstr(all, "\r\n\r\n");
     if (!sep || sscanf(all, "HTTP/1.%*d %d", &r->status) != 1) {
@@ -338,6 +361,8 @@ int tfx_http(struct tfx_server *s, const char *method, const char *path, const c
     memcpy(r->body, sep + 4, r->len);
     r->body[r->len] = 0;
     free(all);
+    if (strcasestr(r->headers, "\r\nTransfer-Encoding: chunked"))
+        dechunk(r);
     if (strstr(r->ctype, "json"))
         r->json = json_loadb(r->body, r->len, 0, NULL);
     return r->status;
@@ -391,7 +416,7 @@ int tfx_promod(char **output, const char *arg, ...)
     }
     close(pfd[1]);
     size_t len;
-    char *out = read_all(pfd[0], &len, 120000);
+    char *out = tfx_read_all(pfd[0], &len, 120000);
     close(pfd[0]);
     int st = 0;
     for (int i = 0; i < 12000; i++) { /* 120 s */
