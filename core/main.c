@@ -18,6 +18,7 @@
 #include "base/log.h"
 #include "delivery/deliver.h"
 #include "service/profiles.h"
+#include "store/audit.h"
 #include "engine/rules.h"
 #include "engine/segments.h"
 #include "engine/loyalty_rules.h"
@@ -415,6 +416,15 @@ static int cmd_import(const struct cli *c)
     struct profiles_import_result res = { 0 };
     rc = profiles_import_file(app.store, f, &o, &res);
     clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (res.imported) { /* one audit entry per run, counts only (as the API's import) */
+        json_t *a = json_pack("{s:I,s:I,s:I,s:b,s:s}", "imported", (json_int_t)res.imported, "failed",
+                              (json_int_t)res.failed, "lines", (json_int_t)res.lines, "complete",
+                              rc == 0 && res.complete, "via", "cli");
+        int arc = audit_log(app.store, "cli", "profile.import", "profiles", NULL, a);
+        json_decref(a);
+        if (arc)
+            fprintf(stderr, "promod: the import's audit entry was not written: %s\n", err_str(arc));
+    }
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
     double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;

@@ -23,6 +23,11 @@ void api_experiments_register(void); /* experiments, results, recommendations, p
 void api_ui_register(void);        /* the web console at /ui/, whoami */
 void api_coupons_register(void);   /* coupons, coupon pools, loyalty */
 
+/** Who acts on this request, for the audit log (audit_actor of the API
+ *  key and X-Actor); NULL after answering 400 for a malformed X-Actor, so
+ *  that a refused request changes and records nothing (api_audit.c). */
+const char *api_audit_actor(struct http_req *r);
+
 /** Register every HTTP route (api_*.c), in match order (routes.c). */
 void app_register_routes(void);
 

@@ -7,6 +7,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+const char *api_audit_actor(struct http_req *r)
+{
+    const char *a = audit_actor(r->key, http_header(r, "X-Actor"));
+    if (!a)
+        http_reply_error(r, 400, "invalid_header",
+                         "X-Actor must be 1-128 characters of A-Z a-z 0-9 _ - . : @", "X-Actor");
+    return a;
+}
+
 /* since/until: ISO-8601 ("2026-03-01T00:00:00Z") or unix seconds. */
 static int time_param(struct http_req *r, const char *name, int64_t *out)
 {

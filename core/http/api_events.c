@@ -8,6 +8,7 @@
 #include "insight/events.h"
 #include "insight/events_log.h"
 #include "http/router.h"
+#include "store/audit.h"
 #include "base/tz.h"
 #include <stdlib.h>
 #include <string.h>
@@ -147,6 +148,9 @@ static void h_events(struct http_req *r)
 /* POST /api/v1/admin/compact {"before"?: unix seconds | ISO-8601} */
 static void h_compact(struct http_req *r)
 {
+    const char *actor = api_audit_actor(r);
+    if (!actor)
+        return;
     int64_t now = clock_now();
     int64_t cutoff = now - (int64_t)g_app->cfg.event_retention_days * 86400;
     if (r->body_len) {
@@ -195,6 +199,7 @@ static void h_compact(struct http_req *r)
     json_t *o = json_object();
     json_object_set_new(o, "deleted_events", json_integer(deleted));
     json_object_set_new(o, "cutoff", json_string(iso));
+    audit_log(g_app->store, actor, "events.compact", "events", NULL, o); /* counts and cutoff */
     http_reply_json(r, 200, o);
 }
 

@@ -6,6 +6,7 @@
 #include "base/metrics.h"
 #include "http/router.h"
 #include "store/store.h"
+#include "store/audit.h"
 #include <stdlib.h>
 
 static void h_healthz(struct http_req *r)
@@ -83,6 +84,9 @@ static void h_clock(struct http_req *r)
         return;
     }
     if (r->method == HTTP_POST) {
+        const char *actor = api_audit_actor(r);
+        if (!actor)
+            return;
         json_t *b = http_body_json(r, JSON_OBJECT);
         if (!b)
             return;
@@ -93,19 +97,27 @@ static void h_clock(struct http_req *r)
             http_reply_error(r, 400, "invalid", "\"freeze\" must be true or false", "freeze");
             return;
         }
+        if (!json_is_integer(off) && !json_is_integer(now)) {
+            json_decref(b);
+            http_reply_error(r, 400, "invalid", "give an integer \"offset\" or \"now\"", "offset");
+            return;
+        }
+        json_t *before = json_pack("{s:I,s:I,s:b}", "now", (json_int_t)clock_now(), "offset",
+                                   (json_int_t)clock_get_offset(), "frozen", clock_frozen() != 0);
         clock_freeze(0);
         if (json_is_integer(off)) {
             clock_set_offset(json_integer_value(off));
         } else if (json_is_integer(now)) {
             clock_set_offset(json_integer_value(now) - (clock_now() - clock_get_offset()));
-        } else {
-            json_decref(b);
-            http_reply_error(r, 400, "invalid", "give an integer \"offset\" or \"now\"", "offset");
-            return;
         }
         if (json_is_true(freeze))
             clock_freeze(clock_now());
         json_decref(b);
+        json_t *after = json_pack("{s:I,s:I,s:b}", "now", (json_int_t)clock_now(), "offset",
+                                  (json_int_t)clock_get_offset(), "frozen", clock_frozen() != 0);
+        audit_log(g_app->store, actor, "clock.set", "clock", before, after);
+        json_decref(before);
+        json_decref(after);
     }
     json_t *o = json_object();
     json_object_set_new(o, "now", json_integer(clock_now()));

@@ -7,6 +7,7 @@
 #include "delivery/deliver.h"
 #include "delivery/outbox.h"
 #include "http/router.h"
+#include "store/audit.h"
 #include "delivery/sends.h"
 #include <limits.h>
 #include <string.h>
@@ -72,6 +73,9 @@ static void h_dead(struct http_req *r)
  *   {"ids": [1, 2]}  or  {"all": true, "channel"?: "email", "campaign"?: "x", "limit"?: n} */
 static void h_redrive(struct http_req *r)
 {
+    const char *actor = api_audit_actor(r);
+    if (!actor)
+        return;
     json_t *b = http_body_json(r, JSON_OBJECT);
     if (!b)
         return;
@@ -129,12 +133,21 @@ static void h_redrive(struct http_req *r)
     json_t *missing = NULL;
     long n = outbox_redrive(ids, json_string_value(ch), json_string_value(camp),
                             lim ? (long)json_integer_value(lim) : 0, ids ? &missing : NULL);
-    json_decref(b);
     if (n < 0) {
+        json_decref(b);
         json_decref(missing);
         http_reply_err_code(r, (int)n, "redrive");
         return;
     }
+    /* the request's selection and the count moved; message ids, never their content */
+    json_t *a = json_pack("{s:O?,s:O?,s:O?,s:O?,s:I}", "ids", ids, "channel", ch, "campaign", camp, "limit",
+                          lim, "redriven", (json_int_t)n);
+    if (a && ids && json_array_size(ids) > 100) { /* 10,000 ids would swamp the entry: count them */
+        json_object_set_new(a, "ids", json_integer((json_int_t)json_array_size(ids)));
+    }
+    json_decref(b);
+    audit_log(g_app->store, actor, "outbox.redrive", "outbox:dead", NULL, a);
+    json_decref(a);
     json_t *o = json_object();
     json_object_set_new(o, "redriven", json_integer(n));
     if (missing)

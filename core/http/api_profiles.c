@@ -49,38 +49,29 @@ static void h_profile(struct http_req *r)
         http_reply_json(r, 200, o);
         return;
     }
+    const char *actor = api_audit_actor(r);
+    if (!actor)
+        return;
     json_t *body = http_body_json(r, JSON_OBJECT);
     if (!body)
         return;
     char msg[256];
     const char *field;
-    if (profiles_validate(id, body, r->method == HTTP_PATCH, msg, sizeof msg, &field)) {
+    int patch = r->method == HTTP_PATCH;
+    if (profiles_validate(id, body, patch, msg, sizeof msg, &field)) {
         http_reply_error(r, 422, "invalid_profile", msg, field);
         json_decref(body);
         return;
     }
-    if (r->method == HTTP_PUT) {
-        int created = 0;
-        rc = profiles_put(g_app->store, id, body, &created);
-        json_decref(body);
-        if (rc) {
-            http_reply_err_code(r, rc, "profile");
-            return;
-        }
-        json_t *p = profiles_get(g_app->store, id, &rc);
-        http_reply_json(r, created ? 201 : 200, p);
-        return;
-    }
-    json_t *merged = NULL;
-    rc = profiles_patch(g_app->store, id, body, &merged);
+    int created = 0;
+    rc = profiles_write(g_app->store, actor, id, body, patch, &created); /* + its audit entry */
     json_decref(body);
     if (rc) {
         http_reply_err_code(r, rc, "profile");
         return;
     }
-    json_decref(merged);
     json_t *p = profiles_get(g_app->store, id, &rc);
-    http_reply_json(r, 200, p);
+    http_reply_json(r, created && !patch ? 201 : 200, p);
 }
 
 static void h_export(struct http_req *r)
@@ -108,12 +99,22 @@ static void h_import(struct http_req *r)
         http_reply_error(r, 400, "empty_body", "send one JSON object per line", NULL);
         return;
     }
+    const char *actor = api_audit_actor(r);
+    if (!actor)
+        return;
     struct profiles_import_result res = { 0 };
     int rc = profiles_import_ndjson(g_app->store, r->body, r->body_len, 1, 0, &res);
     json_t *o = json_object();
     json_object_set_new(o, "imported", json_integer(res.imported));
     json_object_set_new(o, "failed", json_integer(res.failed));
     json_object_set_new(o, "errors", res.errors ? res.errors : json_array());
+    if (res.imported) { /* an import that stored nothing changed nothing */
+        /* one entry per import, counts only: never the ids or the lines */
+        json_t *a = json_pack("{s:I,s:I,s:I,s:b}", "imported", (json_int_t)res.imported, "failed",
+                              (json_int_t)res.failed, "lines", (json_int_t)res.lines, "complete", rc == 0);
+        audit_log(g_app->store, actor, "profile.import", "profiles", NULL, a);
+        json_decref(a);
+    }
     if (rc) {
         /* lines before next_line are stored: the client resends the rest */
         char msg[96];

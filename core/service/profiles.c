@@ -1,5 +1,6 @@
 /* profiles.c — profile records (the NDJSON import is in profiles_import.c). */
 #include "service/profiles.h"
+#include "store/audit.h"
 #include "delivery/outbox.h"
 #include "codec/codec.h"
 #include "base/err.h"
@@ -255,6 +256,70 @@ int profiles_put(struct store *s, const char *id, const json_t *attrs, int *crea
     return store_txn_commit(t, STORE_DURABLE);
 }
 
+/* The top-level names whose values differ between old and new (either
+ * may be NULL = no profile), "id" left out, sorted as the objects iterate. */
+static json_t *changed_fields(const json_t *old, const json_t *new)
+{
+    json_t *f = json_array();
+    const char *k;
+    json_t *v;
+    json_object_foreach ((json_t *)new, k, v)
+        if (strcmp(k, "id") && !json_equal(v, json_object_get(old, k)))
+            json_array_append_new(f, json_string(k));
+    json_object_foreach ((json_t *)old, k, v)
+        if (strcmp(k, "id") && !json_object_get(new, k))
+            json_array_append_new(f, json_string(k));
+    return f;
+}
+
+static int is_consent_field(const json_t *f)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach (f, i, v)
+        if (!strcmp(json_string_value(v), "consent") || !strcmp(json_string_value(v), "opt_out"))
+            return 1;
+    return 0;
+}
+
+int profiles_write(struct store *s, const char *actor, const char *id, const json_t *attrs, int patch,
+                   int *created)
+{
+    struct store_txn *t;
+    int rc = store_wtxn_begin(s, &t);
+    if (rc)
+        return rc;
+    const void *v;
+    size_t vl;
+    json_t *old = NULL, *merged = NULL;
+    rc = store_get(t, STORE_PROFILES, id, strlen(id), &v, &vl);
+    if (rc == 0)
+        old = codec_msgpack_to_json(v, vl, &rc);
+    else if (rc == ERR_NOTFOUND)
+        rc = 0;
+    int isnew = rc == 0 && !old;
+    if (!rc)
+        rc = patch ? profiles_patch_txn(t, id, attrs, &merged) : profiles_put_txn(t, id, attrs, NULL);
+    if (!rc) {
+        json_t *f = changed_fields(old, patch ? merged : attrs);
+        json_t *after = json_pack("{s:s,s:b,s:o}", "op", patch ? "patch" : "put", "created", isnew,
+                                  "fields", f);
+        const char *act = is_consent_field(f) ? "consent.change" : patch ? "profile.patch" : "profile.put";
+        rc = after ? audit_append_customer(t, actor, act, id, NULL, after) : ERR_NOMEM;
+        json_decref(after);
+    }
+    json_decref(old);
+    json_decref(merged);
+    if (rc) {
+        store_txn_end(t);
+        return rc;
+    }
+    rc = store_txn_commit(t, STORE_DURABLE);
+    if (!rc && created)
+        *created = isnew;
+    return rc;
+}
+
 json_t *profiles_get(struct store *s, const char *id, int *rc)
 {
     struct store_txn *t;
@@ -292,7 +357,10 @@ long profiles_erase(struct store *s, const char *id)
     int rc = store_wtxn_begin(s, &t);
     if (rc)
         return rc;
-    long n = profiles_erase_txn(t, id);
+    /* before profiles_erase_txn, which drops the index that finds them;
+     * not counted as erased: the log keeps the entries, without the id */
+    long au = audit_erase_customer(t, id);
+    long n = au < 0 ? au : profiles_erase_txn(t, id);
     if (n <= 0) {
         store_txn_end(t);
         return n == 0 ? ERR_NOTFOUND : n;
@@ -405,6 +473,9 @@ json_t *profiles_export(struct store *s, const char *id, int *rc)
     json_t *ly = loyalty_export(t, id, &crc);
     any |= ly != NULL;
     json_object_set_new(out, "loyalty", ly ? ly : json_null());
+    json_t *au = audit_customer_json(t, id); /* who changed the profile, when, which fields */
+    any |= json_array_size(au) > 0;
+    json_object_set_new(out, "audit", au ? au : json_array());
     store_txn_end(t);
     if (!any) {
         json_decref(out);

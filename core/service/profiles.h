@@ -35,7 +35,8 @@ json_t *profiles_get_txn(struct store_txn *t, const char *id, int *rc);
 int profiles_patch_txn(struct store_txn *t, const char *id, const json_t *patch, json_t **merged);
 
 /** Delete the profile and everything keyed by the customer (stats,
- *  counters, events index, experiment exposures).  @return number of
+ *  counters, events index, experiment exposures).  profiles_erase() also
+ *  pseudonymises the customer's audit entries (audit_erase_customer).  @return number of
  *  records removed or error. */
 long profiles_erase_txn(struct store_txn *t, const char *id);
 
@@ -94,10 +95,21 @@ json_t *profiles_import_progress(struct store *s, const char *key, int *rc);
  * are durable on return. */
 int profiles_put(struct store *s, const char *id, const json_t *attrs, int *created);
 json_t *profiles_get(struct store *s, const char *id, int *rc);
+/** PUT (`patch` 0: replace) or PATCH (`patch` 1: merge-patch) a profile
+ *  and record it in the audit log in the same durable write txn: one
+ *  entry about the customer (audit_append_customer), actor `actor`,
+ *  action "consent.change" when "consent" or "opt_out" changed, else
+ *  "profile.put" / "profile.patch"; after = {"op", "created", "fields":
+ *  the changed top-level names} — names only, never values.  *created = 1
+ *  when the profile is new.  @return 0 or a store error (nothing written). */
+int profiles_write(struct store *s, const char *actor, const char *id, const json_t *attrs, int patch,
+                   int *created);
 int profiles_patch(struct store *s, const char *id, const json_t *patch, json_t **merged);
 long profiles_erase(struct store *s, const char *id);
 /** Everything stored about the customer: profile, stats, counters, events,
- *  experiment exposures ("experiment_exposures": the variant of each
+ *  the audit entries about the customer ("audit", audit_customer_json:
+ *  who wrote the profile or consent, when, which fields), experiment
+ *  exposures ("experiment_exposures": the variant of each
  *  experiment the customer was first exposed to, with when and the
  *  decision).  Erasure and export first store queued exposures. */
 json_t *profiles_export(struct store *s, const char *id, int *rc);

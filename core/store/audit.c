@@ -66,6 +66,135 @@ int audit_append(struct store_txn *t, const char *actor, const char *action, con
     return rc;
 }
 
+/* "<customer>\0a": the prefix of the customer's index entries. */
+static size_t cust_prefix(char *k, const char *customer)
+{
+    size_t n = strlen(customer);
+    memcpy(k, customer, n);
+    k[n] = 0;
+    k[n + 1] = 'a';
+    return n + 2;
+}
+
+int audit_append_customer(struct store_txn *t, const char *actor, const char *action,
+                          const char *customer, const json_t *before, const json_t *after)
+{
+    if (!customer || !id_valid(customer))
+        return ERR_INVAL;
+    char obj[160];
+    snprintf(obj, sizeof obj, "profile:%s", customer);
+    int rc = audit_append(t, actor, action, obj, before, after);
+    if (rc)
+        return rc;
+    /* audit_append took the sequence's current value */
+    const void *v;
+    size_t vl;
+    rc = store_get(t, STORE_META, "seq:audit", 9, &v, &vl);
+    if (rc || vl != 8)
+        return rc ? rc : ERR_STORE;
+    char k[160];
+    size_t pl = cust_prefix(k, customer);
+    memcpy(k + pl, v, 8);
+    return store_put(t, STORE_CUSTIDX, k, pl + 8, "", 0);
+}
+
+struct seqlist {
+    uint64_t *v;
+    size_t n, cap;
+    int err;
+};
+
+static int seq_cb(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    (void)val;
+    (void)vlen;
+    struct seqlist *l = ud;
+    if (klen < 8)
+        return 0;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        uint64_t *nv = realloc(l->v, cap * sizeof *nv);
+        if (!nv) {
+            l->err = ERR_NOMEM;
+            return 1;
+        }
+        l->v = nv;
+        l->cap = cap;
+    }
+    l->v[l->n++] = store_get_be64((const unsigned char *)key + klen - 8);
+    return 0;
+}
+
+static int customer_seqs(struct store_txn *t, const char *customer, struct seqlist *l)
+{
+    char k[160];
+    size_t pl = cust_prefix(k, customer);
+    int rc = store_scan(t, STORE_CUSTIDX, k, pl, NULL, 0, seq_cb, l);
+    return rc ? rc : l->err;
+}
+
+json_t *audit_customer_json(struct store_txn *t, const char *customer)
+{
+    struct seqlist l = { 0 };
+    if (customer_seqs(t, customer, &l)) {
+        free(l.v);
+        return NULL;
+    }
+    json_t *arr = json_array();
+    for (size_t i = 0; i < l.n && arr; i++) {
+        unsigned char key[8];
+        store_be64(l.v[i], key);
+        const void *v;
+        size_t vl;
+        if (store_get(t, STORE_AUDIT, key, sizeof key, &v, &vl))
+            continue;
+        json_t *e = codec_msgpack_to_json(v, vl, NULL);
+        if (e)
+            json_array_append_new(arr, e);
+    }
+    free(l.v);
+    return arr;
+}
+
+long audit_erase_customer(struct store_txn *t, const char *customer)
+{
+    struct seqlist l = { 0 };
+    int rc = customer_seqs(t, customer, &l);
+    long done = 0;
+    for (size_t i = 0; !rc && i < l.n; i++) {
+        unsigned char key[8];
+        store_be64(l.v[i], key);
+        const void *v;
+        size_t vl;
+        int g = store_get(t, STORE_AUDIT, key, sizeof key, &v, &vl);
+        if (g == ERR_NOTFOUND)
+            continue;
+        if (g) {
+            rc = g;
+            break;
+        }
+        json_t *e = codec_msgpack_to_json(v, vl, &rc);
+        if (!e)
+            break;
+        json_object_set_new(e, "object", json_string(AUDIT_ERASED_OBJECT));
+        struct buf b = BUF_INIT;
+        rc = codec_json_to_msgpack(e, &b);
+        json_decref(e);
+        if (!rc)
+            rc = store_put(t, STORE_AUDIT, key, sizeof key, b.p, b.len);
+        buf_free(&b);
+        if (!rc)
+            done++;
+    }
+    free(l.v);
+    if (rc)
+        return rc;
+    char k[160];
+    size_t pl = cust_prefix(k, customer);
+    long d = store_del_prefix(t, STORE_CUSTIDX, k, pl);
+    return d < 0 ? d : done;
+}
+
 int audit_log(struct store *s, const char *actor, const char *action, const char *object,
               const json_t *before, const json_t *after)
 {

@@ -6,9 +6,16 @@
  * store sequence "audit"), value = msgpack map
  *   {"seq", "ts" (unix seconds, clock_now()), "at" (ISO-8601 UTC),
  *    "actor", "action", "object", "before", "after"}.
- * Entries are only ever added: nothing in promod updates or deletes one,
- * and because the sequence is taken inside the caller's write transaction
- * an aborted change leaves no entry and no gap.
+ * Entries are only ever added, with one exception: erasing a customer
+ * (DELETE /api/v1/profiles/{id}) pseudonymises the entries that name the
+ * customer (audit_append_customer) — their object becomes
+ * AUDIT_ERASED_OBJECT, everything else stays.  Because the sequence is
+ * taken inside the caller's write transaction an aborted change leaves no
+ * entry and no gap.
+ *
+ * Also owns STORE_CUSTIDX "<customer>\0a" seq(be64) → "": the entries that
+ * name a customer, so that export and erasure find them without scanning
+ * the whole log.
  *
  * Actions are "<noun>.<verb>" ("campaign.launch", "version.approve",
  * "profile.erase", "rules.reload"); objects are "<kind>:<id>"
@@ -42,6 +49,27 @@ struct config_key;
  *  ERR_NOMEM, ERR_FULL, ERR_STORE. */
 int audit_append(struct store_txn *t, const char *actor, const char *action, const char *object,
                  const json_t *before, const json_t *after);
+
+/** audit_append() for an entry about one customer: object
+ *  "profile:<customer>", and the customer's index entry (see above) so
+ *  that audit_customer_json() and audit_erase_customer() find it.  Same
+ *  returns. */
+int audit_append_customer(struct store_txn *t, const char *actor, const char *action,
+                          const char *customer, const json_t *before, const json_t *after);
+
+/** The object an erased customer's entries are left with (not a valid
+ *  id, so it never names a real customer). */
+#define AUDIT_ERASED_OBJECT "profile:.erased"
+
+/** The entries naming `customer` (written by audit_append_customer), oldest
+ *  first, as a new array (empty when none; NULL on a store error).  Read
+ *  or write txn. */
+json_t *audit_customer_json(struct store_txn *t, const char *customer);
+
+/** Pseudonymise the entries naming `customer` (object becomes
+ *  AUDIT_ERASED_OBJECT) and drop their index entries, inside the erasure's
+ *  write txn.  @return the number of entries rewritten, or an error. */
+long audit_erase_customer(struct store_txn *t, const char *customer);
 
 /** audit_append() in its own durable write txn, for callers that have no
  *  txn of their own (an HTTP handler after a service call).  Same returns. */

@@ -177,6 +177,16 @@ Test(import, bigger_than_the_map)
     free(out);
     cr_assert_eq(tfx_server_start(&srv), 0);
     cr_assert_eq(profiles_metric(), (double)good_between(1, LINES));
+    /* the run is one audit entry with its counts */
+    struct tfx_resp r;
+    cr_assert_eq(tfx_req(&srv, "GET", "/api/v1/audit?action=profile.import", NULL, &r), 200);
+    json_t *es = json_object_get(r.json, "entries");
+    cr_assert_eq(json_array_size(es), 1, "%s", r.body);
+    json_t *e = json_array_get(es, 0);
+    cr_assert_str_eq(json_string_value(json_object_get(e, "actor")), "cli");
+    cr_assert_eq(json_integer_value(json_object_get(json_object_get(e, "after"), "imported")),
+                 good_between(1, LINES));
+    tfx_resp_free(&r);
 }
 
 Test(import, from_line_and_usage)

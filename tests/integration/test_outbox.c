@@ -163,6 +163,14 @@ Test(outbox, no_retry_on_4xx_then_dead_letter_redrive)
     cr_assert_eq(otfx_int(r.json, "redriven"), 1);
     cr_assert_eq(json_integer_value(json_array_get(json_object_get(r.json, "not_dead"), 0)), 999999);
     tfx_resp_free(&r);
+    /* one audit entry: what was asked and how many moved */
+    cr_assert_eq(tfx_req(&srv, "GET", "/api/v1/audit?action=outbox.redrive", NULL, &r), 200);
+    json_t *ae = json_object_get(r.json, "entries");
+    cr_assert_eq(json_array_size(ae), 1, "%s", r.body);
+    json_t *aa = json_object_get(json_array_get(ae, 0), "after");
+    cr_assert_eq(json_integer_value(json_object_get(aa, "redriven")), 1);
+    cr_assert_eq(json_integer_value(json_array_get(json_object_get(aa, "ids"), 0)), id);
+    tfx_resp_free(&r);
     cr_assert_eq(rcv_wait_unique(rcv, 1, 10000), 1);
     cr_assert_eq(otfx_wait_int(&srv, "/api/v1/outbox", "sent", 1, 5000), 1);
     json_t *o = otfx_get(&srv, "/api/v1/outbox");
@@ -328,6 +336,11 @@ Test(outbox, api_rejects_bad_input_with_contract_errors)
                              "%s %s: %s", c->method, c->path, r.body);
         tfx_resp_free(&r);
     }
+    /* none of the refused redrives left an audit entry */
+    struct tfx_resp ar;
+    cr_assert_eq(tfx_req(&srv, "GET", "/api/v1/audit?action=outbox.*", NULL, &ar), 200);
+    cr_assert_eq(json_array_size(json_object_get(ar.json, "entries")), 0, "%s", ar.body);
+    tfx_resp_free(&ar);
     /* an oversized body is refused before it is read */
     size_t big = 2u << 20;
     char *huge = malloc(big);
