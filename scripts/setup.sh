@@ -9,6 +9,7 @@ PKGS=(
   build-essential cmake pkg-config
   libluajit-5.1-dev libevent-dev libmsgpack-dev liblmdb-dev libjansson-dev
   libcriterion-dev libssl-dev
+  libxgboost-dev liblinear-dev python3-sklearn
   tzdata wrk lmdb-utils python3 curl openssl
 )
 
