@@ -38,6 +38,8 @@ void config_defaults(struct config *c)
     c->data_dir = xstrdup("./data");
     c->rules_dir = xstrdup("./rules");
     c->plugins_dir = xstrdup("./plugins");
+    c->models_dir = xstrdup("./models");
+    c->train_threads = 1;
     c->threads = 0;
     c->map_size = (size_t)1 << 30;
     c->sync_interval_ms = 1000;
@@ -65,6 +67,7 @@ void config_free(struct config *c)
     free(c->data_dir);
     free(c->rules_dir);
     free(c->plugins_dir);
+    free(c->models_dir);
     free(c->source);
     /* <= nkeys: an entry rejected half-way (id read, key bad) is at keys[nkeys] */
     for (int i = 0; c->keys && i <= c->nkeys; i++) {
@@ -334,6 +337,11 @@ static int apply(lua_State *L, struct cerr *e, struct config *c)
             rc = get_str(L, e, k, &c->rules_dir);
         } else if (!strcmp(k, "plugins_dir")) {
             rc = get_str(L, e, k, &c->plugins_dir);
+        } else if (!strcmp(k, "models_dir")) {
+            rc = get_str(L, e, k, &c->models_dir);
+        } else if (!strcmp(k, "train_threads")) {
+            if (!(rc = get_int(L, e, k, 1, 64, &v)))
+                c->train_threads = (int)v;
         } else if (!strcmp(k, "threads")) {
             if (!(rc = get_int(L, e, k, 0, 64, &v)))
                 c->threads = (int)v;

@@ -28,6 +28,8 @@ struct config {
     char *data_dir;           /**< "./data" */
     char *rules_dir;          /**< "./rules" */
     char *plugins_dir;        /**< "./plugins" */
+    char *models_dir;         /**< "./models" (model files, docs/models.md) */
+    int train_threads;        /**< XGBoost threads of a training in the server (1) */
     int threads;              /**< worker threads; 0 = number of cores */
     size_t map_size;          /**< LMDB map size, bytes (1 GiB) */
     int store_writemap;       /**< 1 = MDB_WRITEMAP commits (default), 0 = pwrite */

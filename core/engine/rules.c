@@ -491,6 +491,11 @@ static int line_of(const char *src, size_t len, const char *path)
     return line ? line : 1;
 }
 
+int rules_line_of(const char *src, size_t len, const char *path)
+{
+    return line_of(src, len, path);
+}
+
 static void verr(struct vctx *v, const char *key, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void verr(struct vctx *v, const char *key, const char *fmt, ...)

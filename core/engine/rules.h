@@ -211,6 +211,11 @@ void rules_set_source_filter(rules_source_filter_fn fn);
 typedef void (*rules_reload_hook_fn)(struct app *app);
 void rules_set_reload_hook(rules_reload_hook_fn fn);
 
+/** Line of the field at `path` ("variants[2].weight") in a Lua source
+ *  returning a table, or of its nearest written parent; 1 when none is
+ *  written.  (Model files use it for their file:line messages.) */
+int rules_line_of(const char *src, size_t len, const char *path);
+
 /** `promod check`: validate the given dirs/files (default rules/ plugins/),
  *  print each problem, return the exit status. */
 int rules_check_cli(const struct config *cfg, const char **paths, int n);

@@ -19,6 +19,7 @@
 #define PROMOD_TRAIN_H
 #include <jansson.h>
 #include <stddef.h>
+#include "engine/models.h"
 #include "engine/predict.h"
 
 /** A feature matrix: n rows of nfeat floats, row-major, NaN = missing,
@@ -50,6 +51,7 @@ struct train_params {
     int threads;              /**< XGBoost threads (default 1) */
     unsigned seed;            /**< XGBoost's random seed (default 0) */
     int keep_library_model;   /**< keep the library's own model in train_fit_out.lib */
+    const volatile int *cancel; /**< when set and non-zero, the fit stops (ERR_BUSY) */
 };
 
 /** Defaults for an algorithm and target. */
@@ -93,6 +95,86 @@ int train_linear(const struct train_set *tr, const struct train_params *p,
  *  evaluator.  @return 0 and a new model, ERR_PARSE with the reason. */
 int train_xgb_flatten(const char *json, size_t len, int nfeat, struct predict_model **out,
                       char *err, size_t errlen);
+
+/* --- examples from the store (train_data.c) ----------------------------- */
+
+struct luavm;
+struct store;
+struct app;
+
+/** A model's examples, in time order: rows [0, ntrain) train, rows
+ *  [val_start, n) validate, the rows between are purged (their outcome
+ *  window reaches into the validation period). */
+struct train_rows {
+    long n;
+    float *x;                 /**< n × ncols of the definition */
+    float *y;                 /**< label: 0/1, or the amount */
+    int64_t *t;               /**< each example's anchor time (unix seconds) */
+    long ntrain, nval, val_start, purged;
+    long pos_train, pos_val;  /**< positives (value models: rows with an amount > 0) */
+    int64_t from, to, split_at;
+    long customers;           /**< customers with events visited */
+    long anchors;             /**< examples before sampling */
+    double rate;              /**< the sampling rate applied (1: all) */
+    long fn_errors;           /**< examples dropped because a feature function failed */
+    char fn_error[512];       /**< the first such failure */
+    long wrong_type[MODELS_MAX_FEATURES];  /**< per feature: values of the wrong type */
+    char wrong_example[MODELS_MAX_FEATURES][160];
+};
+
+/** Build the examples of definition `d` from the store as of `now`:
+ *  anchors in [now - window, now - within], labels, features through
+ *  models_features in `vm` (with the file's feature functions `fn_refs`,
+ *  NULL when it has none).  `cancel` (may be NULL) stops it between
+ *  chunks of customers (ERR_BUSY).  @return 0, ERR_INVAL with the reason in err
+ *  (a label naming an event type no event has, a window without two
+ *  snapshots), ERR_NOMEM, a store error. */
+int train_data_build(struct store *s, const struct models_def *d, struct luavm *vm,
+                     const int *fn_refs, int64_t now, const volatile int *cancel,
+                     struct train_rows *out, char *err, size_t errlen);
+void train_rows_free(struct train_rows *r);
+
+/* --- a training, start to finish (train.c) -------------------------------- */
+
+struct reqerr;
+
+struct train_opts {
+    int force;                 /**< promote even when worse (or when promote = "manual") */
+    const char *actor;         /**< who asked (recorded in the version) */
+    const char *trigger;       /**< "api", "schedule", "cli" */
+    int threads;               /**< XGBoost threads; 0 = config train_threads */
+    const volatile int *cancel;/**< set non-zero to stop (server shutdown) */
+};
+
+/** Train model `id` on the calling thread: build the examples from the
+ *  store, fit, validate on the held-out latest examples, compare with the
+ *  live version, store the version and promote it when it is not worse
+ *  (or forced).  The attempt (success or failure) is recorded as the
+ *  model's training state.  @return 0 with *result the version's record
+ *  (new; its source left out), or an error with *e filled:
+ *  404 model_not_found, 422 model_invalid / unknown_event_type /
+ *  invalid_label / feature_wrong_type / feature_failed / too_few_positives
+ *  (with the counts in e->extra) / training_failed, 503 cancelled. */
+int train_model(struct app *app, const char *id, const struct train_opts *o, json_t **result,
+                struct reqerr *e);
+
+/* --- the trainer thread (train_sched.c) ----------------------------------- */
+
+/** Start the trainer thread: it runs queued trainings one at a time and,
+ *  every 30 seconds, queues each model whose `retrain` period has passed
+ *  since its last attempt (or that was never trained).  @return 0 or
+ *  ERR_NOMEM. */
+int train_sched_start(struct app *app);
+/** Cancel a running training, stop and join the thread. */
+void train_sched_stop(void);
+/** Queue a training of `id` (any thread).  *status gets the model's
+ *  training status (new object, as train_sched_status).  @return 0 queued,
+ *  ERR_EXISTS when it is already queued or running (status says which),
+ *  ERR_NOTFOUND no such model, ERR_BUSY the trainer is not running. */
+int train_sched_enqueue(const char *id, int force, const char *actor, json_t **status);
+/** {"state": "idle" | "queued" | "running", "since"?, "last": the stored
+ *  last attempt or null} for model `id` (new object). */
+json_t *train_sched_status(struct app *app, const char *id);
 
 /* --- metrics -------------------------------------------------------------- */
 

@@ -260,8 +260,14 @@ int train_xgb(const struct train_set *tr, const struct train_params *p, struct t
         rc = ERR_INVAL;
         goto out;
     }
-    for (int it = 0; it < p->trees; it++)
+    for (int it = 0; it < p->trees; it++) {
+        if (p->cancel && *p->cancel) {
+            snprintf(err, errlen, "cancelled");
+            rc = ERR_BUSY;
+            goto out;
+        }
         XCK(XGBoosterUpdateOneIter(b, it, d));
+    }
     bst_ulong jlen = 0;
     const char *js = NULL;
     XCK(XGBoosterSaveModelToBuffer(b, "{\"format\": \"json\"}", &jlen, &js));

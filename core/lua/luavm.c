@@ -693,6 +693,39 @@ void luavm_register(lua_State *L, const char *name)
     }
 }
 
+int luavm_lib_add(lua_State *L, const char *lib, const char *name)
+{
+    struct luavm *vm = vm_of(L);
+    if (!vm || !vm->ref_libs) {
+        lua_pop(L, 1);
+        return ERR_INVAL;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->ref_libs); /* v libs */
+    lua_getfield(L, -1, lib);                         /* v libs mt */
+    if (!lua_istable(L, -1)) {
+        lua_pop(L, 3);
+        return ERR_NOTFOUND;
+    }
+    lua_getfield(L, -1, "__index");                   /* v libs mt tbl */
+    lua_pushvalue(L, -4);
+    lua_setfield(L, -2, name);
+    lua_pop(L, 4);
+    return 0;
+}
+
+#define MAX_OPENERS 8
+static luavm_opener_fn g_openers[MAX_OPENERS];
+static int g_nopeners;
+
+void luavm_add_opener(luavm_opener_fn fn)
+{
+    for (int i = 0; i < g_nopeners; i++)
+        if (g_openers[i] == fn)
+            return;
+    if (g_nopeners < MAX_OPENERS)
+        g_openers[g_nopeners++] = fn;
+}
+
 /* Push a new table holding the listed fields of global table `lib`. */
 static void copy_fields(lua_State *L, const char *lib, const char *const *names)
 {
@@ -822,6 +855,8 @@ int luavm_new(const struct luavm_opts *opts, struct luavm **out)
         return ERR_NOMEM;
     }
     luaJIT_setmode(vm->L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
+    for (int i = 0; i < g_nopeners; i++)
+        g_openers[i](vm->L);
     vm->watched = vm->instr_budget >= WATCH_MIN_BUDGET && watch_add(vm) == 0;
     if (!vm->watched)
         lua_sethook(vm->L, vm_hook, LUA_MASKCOUNT, HOOK_EVERY);

@@ -50,6 +50,7 @@ enum store_db {
     STORE_PSTATS,     /**< customer id → msgpack behavioural stats (p.stats) */
     STORE_SEGMENTS,   /**< segment id → msgpack segment definition */
     STORE_TIMERS,     /**< due time(be64) id → triggered sends, delayed work */
+    STORE_MODELS,     /**< trained model versions, live pointers (engine/models.h) */
     STORE_NDB
 };
 
