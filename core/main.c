@@ -12,8 +12,9 @@
 #include "base/clock.h"
 #include "base/err.h"
 #include "insight/events.h"
+#include "insight/events_log.h"
 #include "base/log.h"
-#include "delivery/outbox.h"
+#include "delivery/deliver.h"
 #include "service/profiles.h"
 #include "engine/rules.h"
 #include "delivery/sends.h"
@@ -142,6 +143,29 @@ static void worker_fini(struct worker *w)
     w->ctx = NULL;
 }
 
+/* The delivery thread's sink: delivered messages of a campaign become
+ * "send" events (ROI, analytics).  Called after their outcomes are
+ * committed; the event_id derived from the message key makes a repeat
+ * after a crash a duplicate, not a recount. */
+static void record_sends(void *ud, const struct deliver_sent *m, size_t n)
+{
+    struct app *app = ud;
+    json_t *evs = json_array();
+    for (size_t i = 0; i < n; i++)
+        if (*m[i].campaign)
+            json_array_append_new(evs, events_send_event(m[i].customer, m[i].campaign,
+                                                         m[i].channel, m[i].variant, m[i].key));
+    if (json_array_size(evs)) {
+        struct events_result er = { 0 };
+        int erc = events_ingest_json(app->store, evs, &er);
+        if (erc || er.rejected)
+            log_warn("outbox: send events not recorded", "n=%zu rejected=%ld err=\"%s\"",
+                     json_array_size(evs), er.rejected, err_str(erc));
+        events_result_free(&er);
+    }
+    json_decref(evs);
+}
+
 static int cmd_serve(const struct cli *c)
 {
     static struct app app;
@@ -171,8 +195,9 @@ static int cmd_serve(const struct cli *c)
         return 1;
     }
     rules_attach(&app, server_main_base(app.srv));
-    events_compactor_start(server_main_base(app.srv), app.store, app.cfg.event_retention_days);
-    if (outbox_init(&app)) /* after server_start: libevent is in threaded mode */
+    events_log_compactor_start(server_main_base(app.srv), app.store, app.cfg.event_retention_days);
+    deliver_set_sink(record_sends, &app);
+    if (deliver_start(&app)) /* after server_start: libevent is in threaded mode */
         log_error("outbox unavailable", "%s", "cannot start the delivery thread");
     if (c->port_file) {
         char tmp[4096];
@@ -186,8 +211,8 @@ static int cmd_serve(const struct cli *c)
     }
     server_run(app.srv);
     sends_shutdown();
-    outbox_shutdown();
-    events_compactor_stop();
+    deliver_stop();
+    events_log_compactor_stop();
     rules_stop(&app);
     server_free(app.srv);
     store_close(app.store);

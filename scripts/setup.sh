@@ -11,6 +11,7 @@ PKGS=(
   libcriterion-dev libssl-dev
   libxgboost-dev liblinear-dev python3-sklearn
   tzdata wrk lmdb-utils python3 curl openssl
+  python3-scipy # reference statistics for tests/unit/test_stats.c (stats_ref.py)
 )
 
 installed() {

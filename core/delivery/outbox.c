@@ -1,119 +1,48 @@
 /*
- * outbox.c — the durable outbound queue and its delivery thread.
+ * outbox.c — the durable outbound queue (see outbox.h); the delivery
+ * thread that drains it is deliver.c.
  *
  * Why the queue index carries the due time: the drain is a cursor seek to
  * "q<channel>\0" followed by a short walk that stops at the first message
  * not yet due, so a million queued messages cost nothing until they are
  * due, and a retry is just a new index entry further down.
  *
- * Why in-flight lives in memory only: persisting "in flight" would cost a
- * write per attempt and would still need a recovery pass after a crash.
- * Instead a message stays "queued" in the store until its outcome is
- * written, and the thread remembers which ids it is working on; after a
- * crash those are simply due again (at-least-once, deduped by the key).
- *
- * Why outcomes are batched: a commit per delivery would cap the drain at
- * the store's commit rate; outcomes are collected and written together
- * (non-durable commit: it survives a process crash, and losing it to a
- * power cut only means a redelivery the key dedupes).
+ * Why outcomes come in batches: a commit per delivery would cap the drain
+ * at the store's commit rate; the delivery thread collects outcomes and
+ * writes them together (outbox_batch_*), with the counter changes of the
+ * whole batch summed per channel, campaign and reason first.
  */
 #include "delivery/outbox.h"
 #include "store/record.h"
-#include "base/hash.h"
-#include "insight/events.h"
 #include "base/app.h"
 #include "base/clock.h"
 #include "codec/codec.h"
-#include "engine/decide.h"
 #include "base/err.h"
 #include "base/log.h"
-#include "lua/luavm.h"
-#include "base/metrics.h"
-#include "delivery/net.h"
-#include "engine/rules.h"
-#include "delivery/sends.h"
 #include "store/store.h"
-#include "engine/throttle.h"
-#include "delivery/triggers.h"
-#include "base/tz.h"
 #include <event2/event.h>
-#include <lauxlib.h>
-#include <lua.h>
-#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_CHANS 32
 #define MAX_MSG_BYTES (256 * 1024)
-#define FLUSH_MAX 512
-#define SCAN_EXTRA 2000      /* entries looked at per channel and tick beyond the free slots */
-#define PARK_PER_TICK 2000
 #define RELEASE_PER_TICK 2000
 
 enum { C_QUEUED, C_DEAD, C_SENT, C_FAILED, C_DROPPED, C_HELD, NCTR };
 static const char *ctr_names[NCTR] = { "queued", "dead", "sent", "failed_attempts", "dropped",
                                        "held" };
 
-enum outcome { O_NONE, O_SENT, O_RETRY, O_DEAD, O_DROP, O_PARK, O_DEFER };
-
-struct chanstate {
-    char name[40];
-    int used;
-    int inflight;            /* atomic: read by stats */
-    int concurrency;         /* atomic: read by stats */
-    double rate;             /* per second, 0 = unlimited */
-    double tokens;
-    uint64_t last_ns;
-    int max_attempts;
-    int64_t base_ms, max_ms;
-    int timeout_ms, request_timeout_ms;
-};
-
-struct delivery {
-    uint64_t id;
-    int cs;                  /* index into G.chans */
-    int64_t due_ms;          /* of its queue entry */
-    int from_queue;          /* has a "q" entry to delete */
-    char *campaign;          /* "" when none */
-    json_t *rec;             /* the record (NULL for park/drop from the scan) */
-    int attempts;            /* before this attempt */
-    struct luavm_net_task *task;
-    enum outcome out;
-    const char *reason;      /* static */
-    char error[300];
-    int64_t new_due_ms;
-    struct delivery *next;   /* pending list */
-    struct delivery *lprev, *lnext; /* live list: deliver() running */
-};
-
 struct release {
-    char campaign[136];
+    char campaign[OUTBOX_CAMPAIGN_MAX + 8];
     int drop;
     struct release *next;
 };
 
 static struct {
-    struct app *app;
-    pthread_t thread;
-    int started;
-    struct event_base *base;
-    struct event *wake, *tick, *flush_ev;
-    struct rules_worker *rw;
-    struct net *net;
-    struct chanstate chans[MAX_CHANS];
-    struct delivery *pend, **pend_tail;
-    int npend;
-    struct delivery *live;
-    uint64_t *set;           /* in-flight ids: open addressing, 0 = empty */
-    size_t setcap, setn;
+    struct event *wake;      /* the delivery thread's, or NULL */
     pthread_mutex_t mu;      /* releases */
     struct release *releases;
-    int flush_armed;
-    uint64_t rnd;
-} G = { .mu = PTHREAD_MUTEX_INITIALIZER };
-
-static _Atomic long g_attempts, g_sent_total, g_dead_total;
+} Q = { .mu = PTHREAD_MUTEX_INITIALIZER };
 
 /* ---------------------------------------------------------------------- */
 /* keys, counters, records                                                */
@@ -367,427 +296,173 @@ int outbox_has_key(struct store_txn *t, const char *key)
 
 void outbox_wake(void)
 {
-    struct event *w = __atomic_load_n(&G.wake, __ATOMIC_ACQUIRE);
+    struct event *w = __atomic_load_n(&Q.wake, __ATOMIC_ACQUIRE);
     if (w)
         event_active(w, EV_TIMEOUT, 0);
 }
 
-int64_t outbox_quiet_end(const struct rules_channel *ch, const char *tz, int64_t now)
+void outbox_set_wake(struct event *ev)
 {
-    if (!ch || ch->quiet_from < 0 || !throttle_quiet(ch, tz, now))
-        return 0;
-    struct tm tm;
-    if (tz_local(tz && *tz ? tz : "UTC", now, &tm) && tz_local("UTC", now, &tm))
-        return 0;
-    int64_t hour0 = now - tm.tm_min * 60 - tm.tm_sec;
-    for (int k = 1; k <= 26; k++) {
-        int64_t t = hour0 + (int64_t)k * 3600;
-        if (!throttle_quiet(ch, tz, t))
-            return t;
-    }
-    return now + 3600;
+    __atomic_store_n(&Q.wake, ev, __ATOMIC_RELEASE);
 }
 
 /* ---------------------------------------------------------------------- */
-/* the in-flight set                                                      */
+/* the delivery thread's side: due entries, records, outcomes             */
 
-static size_t set_slot(uint64_t id, size_t cap) { return (size_t)((id * 0x9E3779B97F4A7C15ull) >> 20) & (cap - 1); }
+struct due_scan {
+    int64_t now_ms;
+    size_t plen;
+    outbox_due_fn fn;
+    void *ud;
+};
 
-static int set_has(uint64_t id)
+static int due_cb(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
 {
-    if (!G.setcap)
+    struct due_scan *s = ud;
+    if (klen != s->plen + 16)
         return 0;
-    for (size_t i = set_slot(id, G.setcap);; i = (i + 1) & (G.setcap - 1)) {
-        if (G.set[i] == id)
-            return 1;
-        if (!G.set[i])
-            return 0;
-    }
+    const unsigned char *k = key;
+    int64_t due = (int64_t)store_get_be64(k + s->plen);
+    if (due > s->now_ms)
+        return 1;
+    char camp[OUTBOX_CAMPAIGN_MAX + 8];
+    size_t n = vlen < sizeof camp - 1 ? vlen : sizeof camp - 1;
+    memcpy(camp, val, n);
+    camp[n] = 0;
+    struct outbox_due d = { store_get_be64(k + s->plen + 8), due, camp };
+    return s->fn(s->ud, &d);
 }
 
-static void set_add(uint64_t id)
+int outbox_due_scan(struct store_txn *t, const char *channel, int64_t now_ms, outbox_due_fn fn,
+                    void *ud)
 {
-    if ((G.setn + 1) * 2 > G.setcap) {
-        size_t ncap = G.setcap ? G.setcap * 2 : 1024;
-        uint64_t *ns = calloc(ncap, sizeof *ns);
-        if (!ns)
-            abort();
-        for (size_t i = 0; i < G.setcap; i++)
-            if (G.set[i]) {
-                size_t j = set_slot(G.set[i], ncap);
-                while (ns[j])
-                    j = (j + 1) & (ncap - 1);
-                ns[j] = G.set[i];
-            }
-        free(G.set);
-        G.set = ns;
-        G.setcap = ncap;
-    }
-    size_t i = set_slot(id, G.setcap);
-    while (G.set[i] && G.set[i] != id)
-        i = (i + 1) & (G.setcap - 1);
-    if (!G.set[i])
-        G.setn++;
-    G.set[i] = id;
+    size_t nl = strlen(channel);
+    if (nl > OUTBOX_CHANNEL_MAX)
+        return ERR_INVAL;
+    unsigned char prefix[OUTBOX_CHANNEL_MAX + 2];
+    prefix[0] = 'q';
+    memcpy(prefix + 1, channel, nl + 1);
+    struct due_scan s = { now_ms, nl + 2, fn, ud };
+    return store_scan(t, STORE_OUTBOX, prefix, s.plen, NULL, 0, due_cb, &s);
 }
 
-static void set_del(uint64_t id)
+json_t *outbox_get(struct store_txn *t, uint64_t id, int *rc)
 {
-    if (!G.setcap)
-        return;
-    size_t m = G.setcap - 1, i = set_slot(id, G.setcap);
-    while (G.set[i] != id) {
-        if (!G.set[i])
-            return;
-        i = (i + 1) & m;
-    }
-    G.set[i] = 0;
-    G.setn--;
-    /* backward-shift deletion keeps probe chains intact */
-    for (size_t j = (i + 1) & m; G.set[j]; j = (j + 1) & m) {
-        size_t home = set_slot(G.set[j], G.setcap);
-        if (((j - home) & m) >= ((j - i) & m)) {
-            G.set[i] = G.set[j];
-            G.set[j] = 0;
-            i = j;
-        }
-    }
+    return rec_get(t, id, rc);
 }
 
-/* ---------------------------------------------------------------------- */
-/* channel state and settings                                             */
-
-static double setting_num(const json_t *s, const char *k, double def, double lo, double hi)
-{
-    json_t *v = json_object_get(s, k);
-    if (!json_is_number(v))
-        return def;
-    double d = json_number_value(v);
-    return d < lo ? lo : d > hi ? hi : d;
-}
-
-static int chan_state(const struct rules_channel *ch)
-{
-    int free_slot = -1, found = -1;
-    for (int i = 0; i < MAX_CHANS && found < 0; i++) {
-        if (G.chans[i].used && !strcmp(G.chans[i].name, ch->name))
-            found = i;
-        else if (!G.chans[i].used && free_slot < 0)
-            free_slot = i;
-    }
-    if (found >= 0)
-        free_slot = found;
-    if (free_slot < 0)
-        return -1;
-    struct chanstate *cs = &G.chans[free_slot];
-    if (!cs->used) {
-        memset(cs, 0, sizeof *cs);
-        snprintf(cs->name, sizeof cs->name, "%s", ch->name);
-        cs->last_ns = clock_mono_ns();
-        __atomic_store_n(&cs->used, 1, __ATOMIC_RELEASE);
-    }
-    const json_t *s = ch->settings;
-    __atomic_store_n(&cs->concurrency, (int)setting_num(s, "concurrency", 32, 1, 1024),
-                     __ATOMIC_RELAXED);
-    double rate = setting_num(s, "rate", 0, 0, 1e6);
-    if (rate != cs->rate) {
-        cs->rate = rate;
-        cs->tokens = rate > 0 ? fmax(1, rate / 10) : 0;
-    }
-    cs->max_attempts = (int)setting_num(s, "max_attempts", 8, 1, 100);
-    cs->base_ms = (int64_t)setting_num(s, "retry_base_ms", 1000, 1, 86400000);
-    cs->max_ms = (int64_t)setting_num(s, "retry_max_ms", 3600000, 1, 7 * 86400000.0);
-    cs->timeout_ms = (int)setting_num(s, "timeout_ms", 30000, 10, 600000);
-    cs->request_timeout_ms = (int)setting_num(s, "request_timeout_ms", 10000, 10, 600000);
-    return free_slot;
-}
-
-static double rnd01(void)
-{
-    if (!G.rnd)
-        G.rnd = clock_mono_ns() | 1;
-    G.rnd ^= G.rnd << 13;
-    G.rnd ^= G.rnd >> 7;
-    G.rnd ^= G.rnd << 17;
-    return (double)(G.rnd >> 11) / 9007199254740992.0;
-}
-
-/* ---------------------------------------------------------------------- */
-/* outcomes                                                               */
-
-static void live_add(struct delivery *d)
-{
-    d->lprev = NULL;
-    d->lnext = G.live;
-    if (G.live)
-        G.live->lprev = d;
-    G.live = d;
-}
-
-static void live_del(struct delivery *d)
-{
-    if (d->lprev)
-        d->lprev->lnext = d->lnext;
-    else if (G.live == d)
-        G.live = d->lnext;
-    if (d->lnext)
-        d->lnext->lprev = d->lprev;
-    d->lprev = d->lnext = NULL;
-}
-
-static void pend_push(struct delivery *d)
-{
-    d->next = NULL;
-    *G.pend_tail = d;
-    G.pend_tail = &d->next;
-    G.npend++;
-    if (!G.flush_armed && G.flush_ev) {
-        G.flush_armed = 1;
-        event_active(G.flush_ev, EV_TIMEOUT, 0);
-    }
-}
-
-static void delivery_free(struct delivery *d)
-{
-    free(d->campaign);
-    if (d->rec)
-        json_decref(d->rec);
-    free(d);
-}
-
-static void set_outcome(struct delivery *d, enum outcome o, const char *reason, const char *fmt,
-                        const char *arg)
-{
-    d->out = o;
-    d->reason = reason;
-    if (fmt)
-        snprintf(d->error, sizeof d->error, fmt, arg ? arg : "");
-    struct chanstate *cs = &G.chans[d->cs];
-    if (o == O_RETRY) {
-        int n = d->attempts + 1;
-        if (n >= cs->max_attempts) {
-            d->out = O_DEAD;
-            size_t l = strlen(d->error);
-            snprintf(d->error + l, sizeof d->error - l, " (gave up after %d attempts)", n);
-            return;
-        }
-        double delay = (double)cs->base_ms * pow(2.0, n - 1);
-        if (delay > (double)cs->max_ms)
-            delay = (double)cs->max_ms;
-        delay *= 0.5 + rnd01();
-        d->new_due_ms = clock_now_ms() + (int64_t)delay;
-    }
-}
-
-/* Classify what deliver() returned (or how it failed). */
-static void on_deliver_done(void *ud, int rc, lua_State *co, int nres, const char *err)
-{
-    struct delivery *d = ud;
-    d->task = NULL;
-    live_del(d);
-    struct chanstate *cs = &G.chans[d->cs];
-    __atomic_fetch_sub(&cs->inflight, 1, __ATOMIC_RELAXED);
-    g_attempts++;
-    if (rc == ERR_BUSY) {
-        set_outcome(d, O_RETRY, "timeout", "%s", err);
-    } else if (rc == ERR_BUDGET) {
-        set_outcome(d, O_DEAD, "plugin_budget", "%s", err);
-    } else if (rc) {
-        set_outcome(d, O_DEAD, "plugin_error", "%s", err);
-    } else {
-        int t1 = nres >= 1 ? lua_type(co, 1) : LUA_TNIL;
-        const char *s2 = nres >= 2 && lua_type(co, 2) == LUA_TSTRING ? lua_tostring(co, 2) : NULL;
-        if (t1 == LUA_TBOOLEAN && lua_toboolean(co, 1)) {
-            set_outcome(d, O_SENT, NULL, NULL, NULL);
-        } else if (t1 == LUA_TBOOLEAN) {
-            set_outcome(d, O_DEAD, "rejected", "rejected by the plugin: %s", s2 ? s2 : "(no reason)");
-        } else if (t1 == LUA_TNUMBER) {
-            double st = lua_tonumber(co, 1);
-            int code = st >= 100 && st <= 599 && st == floor(st) ? (int)st : 0;
-            static char names[600][9]; /* "http_NNN", built once per code on this thread */
-            const char *rn = "bad_return";
-            if (code) {
-                if (!names[code][0])
-                    snprintf(names[code], sizeof names[code], "http_%d", code);
-                rn = names[code];
-            }
-            char snippet[160];
-            snprintf(snippet, sizeof snippet, "%.150s", s2 ? s2 : "");
-            for (char *p = snippet; *p; p++)
-                if ((unsigned char)*p < 0x20)
-                    *p = ' ';
-            if (code >= 200 && code < 300)
-                set_outcome(d, O_SENT, NULL, NULL, NULL);
-            else if (code == 408 || code == 429 || code >= 500)
-                set_outcome(d, O_RETRY, rn, "provider answered: %s", snippet);
-            else if (code)
-                set_outcome(d, O_DEAD, rn, "provider refused: %s", snippet);
-            else
-                set_outcome(d, O_DEAD, "bad_return", "deliver returned %s", "a number that is not an HTTP status");
-        } else if (t1 == LUA_TNIL && s2) {
-            set_outcome(d, O_RETRY, strstr(s2, "timeout") ? "timeout" : "network", "%s", s2);
-        } else {
-            set_outcome(d, O_DEAD, "bad_return", "deliver returned %s",
-                        nres ? lua_typename(co, t1) : "nothing");
-        }
-    }
-    if (d->out == O_SENT)
-        g_sent_total++;
-    else if (d->out == O_DEAD)
-        g_dead_total++;
-    if (d->out == O_DEAD || d->out == O_RETRY)
-        log_debug("outbox attempt failed", "id=%llu channel=%s reason=%s error=\"%.200s\"",
-                  (unsigned long long)d->id, cs->name, d->reason ? d->reason : "?", d->error);
-    pend_push(d);
-}
-
-/* Write every pending outcome in one transaction. */
-/* The send event of a delivered message. */
-static json_t *send_event(const json_t *rec, const char *chan, const char *camp)
-{
-    json_t *e = json_object();
-    json_object_set_new(e, "type", json_string("send"));
-    json_object_set_new(e, "customer_id", json_string(rec_str(rec, "customer")));
-    json_object_set_new(e, "campaign_id", json_string(camp));
-    json_object_set_new(e, "channel", json_string(chan));
-    const char *v = rec_str(rec, "variant");
-    if (*v)
-        json_object_set_new(e, "variant", json_string(v));
-    const char *key = rec_str(rec, "key");
-    char id[140];
-    if (strlen(key) <= 120) {
-        snprintf(id, sizeof id, "send:%s", key);
-    } else { /* event ids are at most 128 bytes: a long key is hashed */
-        size_t n = strlen(key);
-        snprintf(id, sizeof id, "send:h%08x%08x", hash_fnv1a(key, n, HASH_FNV_INIT),
-                 hash_fnv1a(key, n, 0x01000193u));
-    }
-    json_object_set_new(e, "event_id", json_string(id));
-    return e;
-}
-
-static void flush(void)
-{
-    G.flush_armed = 0;
-    if (!G.npend)
-        return;
+struct outbox_batch {
     struct store_txn *wt;
-    int rc = store_wtxn_begin(G.app->store, &wt);
-    struct aggs ag = { 0 };
+    struct aggs ag;
+    int64_t now_ms;
+};
+
+int outbox_batch_begin(struct outbox_batch **out)
+{
+    struct outbox_batch *b = calloc(1, sizeof *b);
+    if (!b)
+        return ERR_NOMEM;
+    int rc = store_wtxn_begin(g_app->store, &b->wt);
+    if (rc) {
+        free(b);
+        return rc;
+    }
+    b->now_ms = clock_now_ms();
+    *out = b;
+    return 0;
+}
+
+int outbox_batch_add(struct outbox_batch *b, const struct outbox_outcome *o)
+{
+    struct store_txn *wt = b->wt;
+    struct aggs *ag = &b->ag;
     unsigned char k[300];
-    int64_t now_ms = clock_now_ms();
-    json_t *sends = json_array(); /* delivered messages become send events (ROI, analytics) */
-    for (struct delivery *d = G.pend; d && !rc; d = d->next) {
-        const char *chan = G.chans[d->cs].name;
-        const char *camp = d->campaign ? d->campaign : "";
-        if (d->from_queue && d->out != O_NONE) {
-            rc = store_del(wt, STORE_OUTBOX, k, key_q(k, chan, d->due_ms, d->id));
-            if (rc == ERR_NOTFOUND) {
-                /* redriven, released or dropped meanwhile: nothing to record */
-                rc = 0;
-                continue;
-            }
-            if (rc)
-                break;
-        }
-        switch (d->out) {
-        case O_SENT:
-            rc = store_del(wt, STORE_OUTBOX, k, key_m(k, d->id));
-            if (rc == ERR_NOTFOUND)
-                rc = 0;
-            if (*camp)
-                json_array_append_new(sends, send_event(d->rec, chan, camp));
-            agg_add(&ag, 'n', chan, C_QUEUED, -1);
-            agg_add(&ag, 'n', chan, C_SENT, 1);
-            agg_add(&ag, 'c', camp, C_QUEUED, -1);
-            agg_add(&ag, 'c', camp, C_SENT, 1);
-            break;
-        case O_RETRY:
-        case O_DEFER:
-            json_object_set_new(d->rec, "due", json_integer(d->new_due_ms));
-            if (d->out == O_RETRY) {
-                json_object_set_new(d->rec, "attempts", json_integer(d->attempts + 1));
-                json_object_set_new(d->rec, "error", json_string(d->error));
-                json_object_set_new(d->rec, "reason", json_string(d->reason));
-                agg_add(&ag, 'n', chan, C_FAILED, 1);
-                agg_add(&ag, 'c', camp, C_FAILED, 1);
-                agg_add(&ag, 'r', d->reason, 0, 1);
-            }
-            rc = rec_put(wt, d->id, d->rec);
-            if (!rc)
-                rc = store_put(wt, STORE_OUTBOX, k, key_q(k, chan, d->new_due_ms, d->id), camp,
-                               strlen(camp));
-            break;
-        case O_DEAD:
-            json_object_set_new(d->rec, "state", json_string("dead"));
-            json_object_set_new(d->rec, "attempts", json_integer(d->attempts + 1));
-            json_object_set_new(d->rec, "error", json_string(d->error));
-            json_object_set_new(d->rec, "reason", json_string(d->reason));
-            json_object_set_new(d->rec, "dead_at", json_integer(now_ms));
-            rc = rec_put(wt, d->id, d->rec);
-            if (!rc)
-                rc = store_put(wt, STORE_OUTBOX, k, key_d(k, d->id), "", 0);
-            agg_add(&ag, 'n', chan, C_QUEUED, -1);
-            agg_add(&ag, 'n', chan, C_DEAD, 1);
-            agg_add(&ag, 'n', chan, C_FAILED, 1);
-            agg_add(&ag, 'c', camp, C_QUEUED, -1);
-            agg_add(&ag, 'c', camp, C_DEAD, 1);
-            agg_add(&ag, 'c', camp, C_FAILED, 1);
-            agg_add(&ag, 'r', d->reason, 0, 1);
-            break;
-        case O_DROP:
-            rc = store_del(wt, STORE_OUTBOX, k, key_m(k, d->id));
-            if (rc == ERR_NOTFOUND)
-                rc = 0;
-            agg_add(&ag, 'n', chan, C_QUEUED, -1);
-            agg_add(&ag, 'n', chan, C_DROPPED, 1);
-            agg_add(&ag, 'c', camp, C_QUEUED, -1);
-            agg_add(&ag, 'c', camp, C_DROPPED, 1);
-            if (d->reason)
-                log_info("outbox message dropped", "id=%llu channel=%s campaign=\"%s\" reason=%s",
-                         (unsigned long long)d->id, chan, camp, d->reason);
-            break;
-        case O_PARK:
-            rc = store_put(wt, STORE_OUTBOX, k, key_p(k, camp, d->id), chan, strlen(chan));
-            agg_add(&ag, 'n', chan, C_HELD, 1);
-            agg_add(&ag, 'c', camp, C_HELD, 1);
-            break;
-        case O_NONE:
-            break;
-        }
-    }
-    if (!rc)
-        rc = aggs_apply(wt, &ag);
-    else
-        aggs_free(&ag);
-    if (!rc)
-        rc = store_txn_commit(wt, STORE_ASYNC);
-    else
-        store_txn_end(wt);
+    const char *chan = o->channel, *camp = o->campaign ? o->campaign : "";
+    int rc = store_del(wt, STORE_OUTBOX, k, key_q(k, chan, o->due_ms, o->id));
+    if (rc == ERR_NOTFOUND) /* redriven, released or dropped meanwhile: nothing to record */
+        return OUTBOX_GONE;
     if (rc)
-        log_error("outbox: cannot record outcomes (they will be retried)", "n=%d err=\"%s\"",
-                  G.npend, err_str(rc));
-    if (!rc && json_array_size(sends)) {
-        /* after the outcome is durable-enough: the event_id derived from the
-         * message key makes a repeat after a crash a duplicate, not a recount */
-        struct events_result er = { 0 };
-        int erc = events_ingest_json(G.app->store, sends, &er);
-        if (erc || er.rejected)
-            log_warn("outbox: send events not recorded", "n=%zu rejected=%ld err=\"%s\"",
-                     json_array_size(sends), er.rejected, err_str(erc));
-        events_result_free(&er);
+        return rc;
+    switch (o->fate) {
+    case OUTBOX_SENT:
+        rc = store_del(wt, STORE_OUTBOX, k, key_m(k, o->id));
+        if (rc == ERR_NOTFOUND)
+            rc = 0;
+        agg_add(ag, 'n', chan, C_QUEUED, -1);
+        agg_add(ag, 'n', chan, C_SENT, 1);
+        agg_add(ag, 'c', camp, C_QUEUED, -1);
+        agg_add(ag, 'c', camp, C_SENT, 1);
+        break;
+    case OUTBOX_RETRY:
+    case OUTBOX_DEFER:
+        json_object_set_new(o->rec, "due", json_integer(o->new_due_ms));
+        if (o->fate == OUTBOX_RETRY) {
+            json_object_set_new(o->rec, "attempts", json_integer(o->attempts + 1));
+            json_object_set_new(o->rec, "error", json_string(o->error));
+            json_object_set_new(o->rec, "reason", json_string(o->reason));
+            agg_add(ag, 'n', chan, C_FAILED, 1);
+            agg_add(ag, 'c', camp, C_FAILED, 1);
+            agg_add(ag, 'r', o->reason, 0, 1);
+        }
+        rc = rec_put(wt, o->id, o->rec);
+        if (!rc)
+            rc = store_put(wt, STORE_OUTBOX, k, key_q(k, chan, o->new_due_ms, o->id), camp,
+                           strlen(camp));
+        break;
+    case OUTBOX_DEAD:
+        json_object_set_new(o->rec, "state", json_string("dead"));
+        json_object_set_new(o->rec, "attempts", json_integer(o->attempts + 1));
+        json_object_set_new(o->rec, "error", json_string(o->error));
+        json_object_set_new(o->rec, "reason", json_string(o->reason));
+        json_object_set_new(o->rec, "dead_at", json_integer(b->now_ms));
+        rc = rec_put(wt, o->id, o->rec);
+        if (!rc)
+            rc = store_put(wt, STORE_OUTBOX, k, key_d(k, o->id), "", 0);
+        agg_add(ag, 'n', chan, C_QUEUED, -1);
+        agg_add(ag, 'n', chan, C_DEAD, 1);
+        agg_add(ag, 'n', chan, C_FAILED, 1);
+        agg_add(ag, 'c', camp, C_QUEUED, -1);
+        agg_add(ag, 'c', camp, C_DEAD, 1);
+        agg_add(ag, 'c', camp, C_FAILED, 1);
+        agg_add(ag, 'r', o->reason, 0, 1);
+        break;
+    case OUTBOX_DROP:
+        rc = store_del(wt, STORE_OUTBOX, k, key_m(k, o->id));
+        if (rc == ERR_NOTFOUND)
+            rc = 0;
+        agg_add(ag, 'n', chan, C_QUEUED, -1);
+        agg_add(ag, 'n', chan, C_DROPPED, 1);
+        agg_add(ag, 'c', camp, C_QUEUED, -1);
+        agg_add(ag, 'c', camp, C_DROPPED, 1);
+        if (o->reason)
+            log_info("outbox message dropped", "id=%llu channel=%s campaign=\"%s\" reason=%s",
+                     (unsigned long long)o->id, chan, camp, o->reason);
+        break;
+    case OUTBOX_PARK:
+        rc = store_put(wt, STORE_OUTBOX, k, key_p(k, camp, o->id), chan, strlen(chan));
+        agg_add(ag, 'n', chan, C_HELD, 1);
+        agg_add(ag, 'c', camp, C_HELD, 1);
+        break;
     }
-    json_decref(sends);
-    struct delivery *d = G.pend;
-    while (d) {
-        struct delivery *n = d->next;
-        set_del(d->id);
-        delivery_free(d);
-        d = n;
-    }
-    G.pend = NULL;
-    G.pend_tail = &G.pend;
-    G.npend = 0;
+    return rc;
+}
+
+int outbox_batch_commit(struct outbox_batch *b)
+{
+    int rc = aggs_apply(b->wt, &b->ag);
+    if (!rc)
+        rc = store_txn_commit(b->wt, STORE_ASYNC);
+    else
+        store_txn_end(b->wt);
+    free(b);
+    return rc;
+}
+
+void outbox_batch_abort(struct outbox_batch *b)
+{
+    aggs_free(&b->ag);
+    store_txn_end(b->wt);
+    free(b);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -800,8 +475,8 @@ void outbox_release(const char *campaign, int drop)
         return;
     snprintf(r->campaign, sizeof r->campaign, "%s", campaign);
     r->drop = drop;
-    pthread_mutex_lock(&G.mu);
-    struct release **p = &G.releases;
+    pthread_mutex_lock(&Q.mu);
+    struct release **p = &Q.releases;
     while (*p && strcmp((*p)->campaign, campaign))
         p = &(*p)->next;
     if (*p) {
@@ -810,8 +485,45 @@ void outbox_release(const char *campaign, int drop)
     } else {
         *p = r;
     }
-    pthread_mutex_unlock(&G.mu);
+    pthread_mutex_unlock(&Q.mu);
     outbox_wake();
+}
+
+int outbox_release_peek(char *campaign, int *drop)
+{
+    pthread_mutex_lock(&Q.mu);
+    struct release *r = Q.releases;
+    if (r) {
+        memcpy(campaign, r->campaign, sizeof r->campaign);
+        *drop = r->drop;
+    }
+    pthread_mutex_unlock(&Q.mu);
+    return r != NULL;
+}
+
+void outbox_release_done(const char *campaign, int drop)
+{
+    pthread_mutex_lock(&Q.mu);
+    struct release **p = &Q.releases;
+    while (*p && strcmp((*p)->campaign, campaign))
+        p = &(*p)->next;
+    if (*p && (*p)->drop == drop) {
+        struct release *r = *p;
+        *p = r->next;
+        free(r);
+    }
+    pthread_mutex_unlock(&Q.mu);
+}
+
+void outbox_release_clear(void)
+{
+    pthread_mutex_lock(&Q.mu);
+    while (Q.releases) {
+        struct release *r = Q.releases;
+        Q.releases = r->next;
+        free(r);
+    }
+    pthread_mutex_unlock(&Q.mu);
 }
 
 struct held {
@@ -838,16 +550,18 @@ static int held_cb(void *ud, const void *key, size_t klen, const void *val, size
     return 0;
 }
 
-/* One chunk of one release; returns 1 when the campaign has nothing held left. */
-static int release_chunk(const struct release *r)
+int outbox_release_chunk(const char *campaign, int drop)
 {
+    size_t cl = strlen(campaign);
+    if (cl > OUTBOX_CAMPAIGN_MAX)
+        return 1; /* no message can be held under a longer name */
     struct store_txn *wt;
-    if (store_wtxn_begin(G.app->store, &wt))
+    if (store_wtxn_begin(g_app->store, &wt))
         return 0;
-    unsigned char prefix[200];
-    size_t plen = strlen(r->campaign) + 2;
+    unsigned char prefix[OUTBOX_CAMPAIGN_MAX + 2];
+    size_t plen = cl + 2;
     prefix[0] = 'P';
-    memcpy(prefix + 1, r->campaign, plen - 1); /* includes the NUL */
+    memcpy(prefix + 1, campaign, plen - 1); /* includes the NUL */
     struct held_scan hs = { calloc(RELEASE_PER_TICK, sizeof(struct held)), 0, RELEASE_PER_TICK, plen };
     if (!hs.h) {
         store_txn_end(wt);
@@ -859,22 +573,22 @@ static int release_chunk(const struct release *r)
     unsigned char k[300];
     for (int i = 0; i < hs.n && !rc; i++) {
         struct held *h = &hs.h[i];
-        rc = store_del(wt, STORE_OUTBOX, k, key_p(k, r->campaign, h->id));
+        rc = store_del(wt, STORE_OUTBOX, k, key_p(k, campaign, h->id));
         agg_add(&ag, 'n', h->chan, C_HELD, -1);
-        agg_add(&ag, 'c', r->campaign, C_HELD, -1);
+        agg_add(&ag, 'c', campaign, C_HELD, -1);
         if (rc)
             break;
-        if (r->drop) {
+        if (drop) {
             rc = store_del(wt, STORE_OUTBOX, k, key_m(k, h->id));
             if (rc == ERR_NOTFOUND)
                 rc = 0;
             agg_add(&ag, 'n', h->chan, C_QUEUED, -1);
             agg_add(&ag, 'n', h->chan, C_DROPPED, 1);
-            agg_add(&ag, 'c', r->campaign, C_QUEUED, -1);
-            agg_add(&ag, 'c', r->campaign, C_DROPPED, 1);
+            agg_add(&ag, 'c', campaign, C_QUEUED, -1);
+            agg_add(&ag, 'c', campaign, C_DROPPED, 1);
         } else {
-            rc = store_put(wt, STORE_OUTBOX, k, key_q(k, h->chan, now_ms, h->id), r->campaign,
-                           strlen(r->campaign));
+            rc = store_put(wt, STORE_OUTBOX, k, key_q(k, h->chan, now_ms, h->id), campaign,
+                           strlen(campaign));
         }
     }
     if (!rc)
@@ -888,425 +602,10 @@ static int release_chunk(const struct release *r)
     else
         store_txn_end(wt);
     if (rc) {
-        log_error("outbox: release failed", "campaign=\"%s\" err=\"%s\"", r->campaign, err_str(rc));
+        log_error("outbox: release failed", "campaign=\"%s\" err=\"%s\"", campaign, err_str(rc));
         return 0;
     }
     return done;
-}
-
-static void process_releases(void)
-{
-    for (;;) {
-        pthread_mutex_lock(&G.mu);
-        struct release *r = G.releases;
-        struct release copy;
-        if (r)
-            copy = *r;
-        pthread_mutex_unlock(&G.mu);
-        if (!r)
-            return;
-        /* a release for a campaign whose gate says otherwise is stale */
-        int gate = sends_gate(copy.campaign);
-        int valid = copy.drop ? gate == SENDS_GATE_STOPPED : gate != SENDS_GATE_PAUSED;
-        int done = !valid || release_chunk(&copy);
-        if (!done)
-            return; /* the rest on the next tick */
-        pthread_mutex_lock(&G.mu);
-        struct release **p = &G.releases;
-        while (*p && *p != r)
-            p = &(*p)->next;
-        if (*p && (*p)->drop == copy.drop) {
-            *p = r->next;
-            free(r);
-        }
-        pthread_mutex_unlock(&G.mu);
-    }
-}
-
-/* ---------------------------------------------------------------------- */
-/* the drain                                                              */
-
-struct cand {
-    uint64_t id;
-    int64_t due_ms;
-    char campaign[136];
-    int gate;
-};
-
-struct qscan {
-    int64_t now_ms;
-    size_t plen;
-    struct cand *c;
-    int n, ngo, want, seen, limit, nhold;
-};
-
-static int q_cb(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
-{
-    struct qscan *s = ud;
-    if (klen != s->plen + 16)
-        return 0;
-    const unsigned char *k = key;
-    int64_t due = (int64_t)store_get_be64(k + s->plen);
-    uint64_t id = store_get_be64(k + s->plen + 8);
-    if (due > s->now_ms)
-        return 1;
-    if (++s->seen > s->limit)
-        return 1;
-    if (set_has(id))
-        return 0;
-    char camp[136];
-    size_t n = vlen < sizeof camp - 1 ? vlen : sizeof camp - 1;
-    memcpy(camp, val, n);
-    camp[n] = 0;
-    int gate = *camp ? sends_gate(camp) : SENDS_GATE_NONE;
-    int held = gate == SENDS_GATE_PAUSED || gate == SENDS_GATE_STOPPED;
-    if (held && s->nhold >= PARK_PER_TICK)
-        return 0;
-    struct cand *c = &s->c[s->n++];
-    c->id = id;
-    c->due_ms = due;
-    c->gate = gate;
-    memcpy(c->campaign, camp, n + 1);
-    if (held) {
-        s->nhold++;
-        return 0;
-    }
-    return ++s->ngo >= s->want ? 1 : 0;
-}
-
-static struct delivery *delivery_new(uint64_t id, int cs, int64_t due_ms, const char *campaign)
-{
-    struct delivery *d = calloc(1, sizeof *d);
-    if (!d)
-        return NULL;
-    d->id = id;
-    d->cs = cs;
-    d->due_ms = due_ms;
-    d->from_queue = 1;
-    d->campaign = strdup(campaign ? campaign : "");
-    if (!d->campaign) {
-        free(d);
-        return NULL;
-    }
-    set_add(id);
-    return d;
-}
-
-/* Consent for the message's customer now; NULL = allowed. */
-static const char *consent_now(struct store_txn *t, const struct rules_channel *ch, const char *cust)
-{
-    const void *pv;
-    size_t pl;
-    if (store_get(t, STORE_PROFILES, cust, strlen(cust), &pv, &pl))
-        return "profile_erased";
-    lua_State *L = luavm_state(G.rw->vm);
-    int top = lua_gettop(L);
-    const char *why = NULL;
-    if (luavm_push_msgpack(L, pv, pl) == 0 && lua_istable(L, -1))
-        why = decide_consent_block(L, lua_gettop(L), ch) ? "consent_withdrawn" : NULL;
-    lua_settop(L, top);
-    return why;
-}
-
-static void start_delivery(struct delivery *d, int chi, int ref)
-{
-    struct chanstate *cs = &G.chans[d->cs];
-    struct rules_gen *g = G.rw->gen;
-    lua_State *L = luavm_state(G.rw->vm);
-    int top = lua_gettop(L);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
-    lua_getfield(L, -1, "deliver");
-    lua_remove(L, -2);
-    if (!lua_isfunction(L, -1)) {
-        lua_settop(L, top);
-        set_outcome(d, O_DEAD, "no_deliver", "%s", "the channel plugin has no deliver function");
-        pend_push(d);
-        return;
-    }
-    if (luavm_push_json(L, json_object_get(d->rec, "msg")) || !lua_istable(L, -1)) {
-        lua_settop(L, top);
-        set_outcome(d, O_DEAD, "bad_message", "%s", "stored message is not a table");
-        pend_push(d);
-        return;
-    }
-    luavm_net_push_lib(L);
-    const json_t *settings = g->chans[chi].settings;
-    if (!settings || luavm_push_json(L, settings) || !lua_istable(L, -1)) {
-        if (settings)
-            lua_pop(L, 1);
-        lua_newtable(L);
-    }
-    lua_createtable(L, 0, 8);
-    lua_pushstring(L, rec_str(d->rec, "key"));
-    lua_setfield(L, -2, "key");
-    lua_pushnumber(L, (lua_Number)d->id);
-    lua_setfield(L, -2, "id");
-    lua_pushinteger(L, d->attempts + 1);
-    lua_setfield(L, -2, "attempt");
-    lua_pushstring(L, d->campaign);
-    lua_setfield(L, -2, "campaign");
-    lua_pushstring(L, rec_str(d->rec, "customer"));
-    lua_setfield(L, -2, "customer");
-    lua_pushstring(L, cs->name);
-    lua_setfield(L, -2, "channel");
-    lua_pushstring(L, rec_str(d->rec, "variant"));
-    lua_setfield(L, -2, "variant");
-    struct luavm_net_opts o = { .timeout_ms = cs->timeout_ms,
-                                .request_timeout_ms = cs->request_timeout_ms,
-                                .max_requests = 8,
-                                .idem_key = rec_str(d->rec, "key") };
-    __atomic_fetch_add(&cs->inflight, 1, __ATOMIC_RELAXED);
-    live_add(d);
-    struct luavm_net_task *task = NULL;
-    if (luavm_net_run(G.rw->vm, G.net, 4, &o, on_deliver_done, d, &task)) {
-        live_del(d);
-        __atomic_fetch_sub(&cs->inflight, 1, __ATOMIC_RELAXED);
-        lua_settop(L, top);
-        set_outcome(d, O_RETRY, "out_of_memory", "%s", "cannot start deliver");
-        pend_push(d);
-        return;
-    }
-    d->task = task;
-    lua_settop(L, top);
-}
-
-static void drain_channel(int chi, int64_t now_ms)
-{
-    struct rules_gen *g = G.rw->gen;
-    const struct rules_channel *ch = &g->chans[chi];
-    int ref = G.rw->chan_refs ? G.rw->chan_refs[chi] : LUA_NOREF;
-    if (!ch->outbound || ref == LUA_NOREF || ref == LUA_REFNIL)
-        return;
-    int csi = chan_state(ch);
-    if (csi < 0)
-        return;
-    struct chanstate *cs = &G.chans[csi];
-    int inflight = __atomic_load_n(&cs->inflight, __ATOMIC_RELAXED);
-    int want = cs->concurrency - inflight;
-    if (cs->rate > 0) {
-        uint64_t ns = clock_mono_ns();
-        double burst = fmax(1, cs->rate / 10);
-        cs->tokens = fmin(burst, cs->tokens + cs->rate * (double)(ns - cs->last_ns) / 1e9);
-        cs->last_ns = ns;
-        if ((int)cs->tokens < want)
-            want = (int)cs->tokens;
-    }
-    if (want <= 0)
-        return;
-    struct qscan s = { .now_ms = now_ms, .want = want, .limit = want + inflight + SCAN_EXTRA };
-    s.c = malloc(sizeof *s.c * (size_t)(want + PARK_PER_TICK));
-    if (!s.c)
-        return;
-    unsigned char prefix[64];
-    size_t nl = strlen(ch->name);
-    prefix[0] = 'q';
-    memcpy(prefix + 1, ch->name, nl + 1);
-    s.plen = nl + 2;
-    struct store_txn *t;
-    if (store_rtxn_begin(G.app->store, &t)) {
-        free(s.c);
-        return;
-    }
-    store_scan(t, STORE_OUTBOX, prefix, s.plen, NULL, 0, q_cb, &s);
-    struct delivery **go = malloc(sizeof *go * (size_t)(s.n + 1));
-    int ngo = 0;
-    int64_t now = now_ms / 1000;
-    for (int i = 0; go && i < s.n; i++) {
-        struct cand *c = &s.c[i];
-        struct delivery *d = delivery_new(c->id, csi, c->due_ms, c->campaign);
-        if (!d)
-            break;
-        if (c->gate == SENDS_GATE_PAUSED) {
-            d->out = O_PARK;
-            pend_push(d);
-            continue;
-        }
-        if (c->gate == SENDS_GATE_STOPPED) {
-            d->out = O_DROP;
-            d->reason = "stopped";
-            pend_push(d);
-            continue;
-        }
-        int rc;
-        d->rec = rec_get(t, c->id, &rc);
-        if (!d->rec) {
-            /* an index entry without its record: drop the entry */
-            d->out = O_DROP;
-            d->reason = "record_missing";
-            pend_push(d);
-            continue;
-        }
-        d->attempts = (int)json_integer_value(json_object_get(d->rec, "attempts"));
-        const char *tz = rec_str(d->rec, "tz");
-        int64_t qend = outbox_quiet_end(ch, tz, now);
-        if (qend) {
-            d->out = O_DEFER;
-            d->new_due_ms = qend * 1000;
-            pend_push(d);
-            continue;
-        }
-        const char *why = consent_now(t, ch, rec_str(d->rec, "customer"));
-        if (why) {
-            d->out = O_DROP;
-            d->reason = why;
-            pend_push(d);
-            continue;
-        }
-        go[ngo++] = d;
-    }
-    store_txn_end(t);
-    free(s.c);
-    for (int i = 0; i < ngo; i++) {
-        if (cs->rate > 0)
-            cs->tokens -= 1;
-        start_delivery(go[i], chi, ref);
-    }
-    free(go);
-}
-
-static void dispatch(void)
-{
-    struct rules_worker *rw = G.rw;
-    rules_worker_refresh(rw);
-    int64_t now_ms = clock_now_ms();
-    if (G.npend >= FLUSH_MAX)
-        flush();
-    int fired = triggers_fire_due(rw, now_ms / 1000, 256);
-    if (fired < 0)
-        log_error("triggers: cannot fire timers", "err=\"%s\"", err_str(fired));
-    process_releases();
-    struct rules_gen *g = rw->gen;
-    for (int i = 0; g && i < g->nchans; i++)
-        drain_channel(i, now_ms);
-    flush();
-}
-
-static void on_tick(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    (void)arg;
-    dispatch();
-}
-
-static void on_flush(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    (void)arg;
-    flush();
-    dispatch();
-}
-
-static void *thread_main(void *arg)
-{
-    (void)arg;
-    if (rules_worker_start(G.base, &G.rw)) {
-        log_error("outbox: no Lua state for the delivery thread", "%s", "");
-        return NULL;
-    }
-    struct net_opts no = { 0 };
-    if (net_new(G.base, &no, &G.net)) {
-        rules_worker_stop(G.rw);
-        G.rw = NULL;
-        return NULL;
-    }
-    /* channels.<name>.ca_file: a private CA some provider needs */
-    const char *cname;
-    json_t *cset;
-    json_object_foreach(G.app->cfg.channels, cname, cset) {
-        const char *ca = json_string_value(json_object_get(cset, "ca_file"));
-        if (ca && net_trust(G.net, ca))
-            log_error("outbox: cannot load channels.*.ca_file", "channel=%s file=\"%s\"", cname, ca);
-    }
-    G.tick = event_new(G.base, -1, EV_PERSIST, on_tick, NULL);
-    G.flush_ev = event_new(G.base, -1, 0, on_flush, NULL);
-    struct event *wake = event_new(G.base, -1, 0, on_tick, NULL);
-    struct timeval tv = { 0, 20000 };
-    event_add(G.tick, &tv);
-    __atomic_store_n(&G.wake, wake, __ATOMIC_RELEASE);
-    dispatch();
-    event_base_dispatch(G.base);
-
-    __atomic_store_n(&G.wake, NULL, __ATOMIC_RELEASE);
-    /* abandon attempts in flight: they stay queued for the next run */
-    flush();
-    while (G.live) {
-        struct delivery *d = G.live;
-        live_del(d);
-        if (d->task)
-            luavm_net_cancel(d->task);
-        __atomic_fetch_sub(&G.chans[d->cs].inflight, 1, __ATOMIC_RELAXED);
-        set_del(d->id);
-        delivery_free(d);
-    }
-    net_free(G.net);
-    G.net = NULL;
-    event_free(wake);
-    event_free(G.tick);
-    event_free(G.flush_ev);
-    G.flush_ev = NULL;
-    rules_worker_stop(G.rw);
-    G.rw = NULL;
-    return NULL;
-}
-
-/* ---------------------------------------------------------------------- */
-
-static void outbox_collector(struct buf *out, void *ud)
-{
-    (void)ud;
-    buf_printf(out,
-               "# HELP promod_outbox_attempts_total Delivery attempts finished.\n"
-               "# TYPE promod_outbox_attempts_total counter\npromod_outbox_attempts_total %ld\n"
-               "# HELP promod_outbox_sent_total Messages delivered.\n"
-               "# TYPE promod_outbox_sent_total counter\npromod_outbox_sent_total %ld\n"
-               "# HELP promod_outbox_dead_total Messages moved to the dead-letter list.\n"
-               "# TYPE promod_outbox_dead_total counter\npromod_outbox_dead_total %ld\n",
-               (long)g_attempts, (long)g_sent_total, (long)g_dead_total);
-    buf_adds(out, "# HELP promod_outbox_in_flight Deliveries in progress by channel.\n"
-                  "# TYPE promod_outbox_in_flight gauge\n");
-    for (int i = 0; i < MAX_CHANS; i++)
-        if (__atomic_load_n(&G.chans[i].used, __ATOMIC_ACQUIRE))
-            buf_printf(out, "promod_outbox_in_flight{channel=\"%s\"} %d\n", G.chans[i].name,
-                       __atomic_load_n(&G.chans[i].inflight, __ATOMIC_RELAXED));
-}
-
-int outbox_init(struct app *app)
-{
-    G.app = app;
-    G.pend = NULL;
-    G.pend_tail = &G.pend;
-    G.base = event_base_new();
-    if (!G.base)
-        return ERR_NOMEM;
-    if (pthread_create(&G.thread, NULL, thread_main, NULL)) {
-        event_base_free(G.base);
-        G.base = NULL;
-        return ERR_NOMEM;
-    }
-    G.started = 1;
-    metrics_register(outbox_collector, NULL);
-    return 0;
-}
-
-void outbox_shutdown(void)
-{
-    if (!G.started)
-        return;
-    event_base_loopexit(G.base, NULL);
-    pthread_join(G.thread, NULL);
-    G.started = 0;
-    event_base_free(G.base);
-    G.base = NULL;
-    free(G.set);
-    G.set = NULL;
-    G.setcap = G.setn = 0;
-    while (G.releases) {
-        struct release *r = G.releases;
-        G.releases = r->next;
-        free(r);
-    }
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1339,9 +638,7 @@ static int stat_cb(void *ud, const void *key, size_t klen, const void *val, size
         memcpy(c, val, vlen < sizeof c ? vlen : sizeof c);
         for (int i = 0; i < NCTR; i++)
             s->tot[i] += c[i];
-        json_t *o = ctr_json(c);
-        json_object_set_new(o, "in_flight", json_integer(0));
-        json_object_set_new(s->chans, name, o);
+        json_object_set_new(s->chans, name, ctr_json(c));
     } else if (k[0] == 'r' && vlen == 8) {
         int64_t n;
         memcpy(&n, val, 8);
@@ -1350,7 +647,7 @@ static int stat_cb(void *ud, const void *key, size_t klen, const void *val, size
     return 0;
 }
 
-json_t *outbox_stats(int *rc)
+json_t *outbox_stats(const char *const *channels, int nchannels, int *rc)
 {
     struct store_txn *t;
     if ((*rc = store_rtxn_begin(g_app->store, &t)))
@@ -1365,29 +662,14 @@ json_t *outbox_stats(int *rc)
         json_decref(s.reasons);
         return NULL;
     }
-    long inflight = 0;
-    for (int i = 0; i < MAX_CHANS; i++) {
-        if (!__atomic_load_n(&G.chans[i].used, __ATOMIC_ACQUIRE))
-            continue;
-        int n = __atomic_load_n(&G.chans[i].inflight, __ATOMIC_RELAXED);
-        inflight += n;
-        json_t *o = json_object_get(s.chans, G.chans[i].name);
-        if (!o) {
+    for (int i = 0; i < nchannels; i++)
+        if (!json_object_get(s.chans, channels[i])) {
             int64_t z[NCTR] = { 0 };
-            o = ctr_json(z);
-            json_object_set_new(s.chans, G.chans[i].name, o);
+            json_object_set_new(s.chans, channels[i], ctr_json(z));
         }
-        json_object_set_new(o, "in_flight", json_integer(n));
-        json_object_set_new(o, "concurrency",
-                            json_integer(__atomic_load_n(&G.chans[i].concurrency, __ATOMIC_RELAXED)));
-        json_object_set_new(o, "rate", json_real(G.chans[i].rate));
-    }
     json_t *out = ctr_json(s.tot);
-    json_object_set_new(out, "in_flight", json_integer(inflight));
     json_object_set_new(out, "failures", s.reasons);
     json_object_set_new(out, "channels", s.chans);
-    long tp = triggers_pending();
-    json_object_set_new(out, "timers_pending", json_integer(tp < 0 ? 0 : tp));
     return out;
 }
 
@@ -1653,12 +935,13 @@ long outbox_erase_customer_txn(struct store_txn *wt, const char *customer)
         d[C_DEAD] = -1;
         if (rec) {
             const char *ch = rec_str(rec, "channel"), *camp = rec_str(rec, "campaign");
-            if (*ch && (rc = ctr_add(wt, 'n', ch, d)))
-                break;
-            if (*camp && (rc = ctr_add(wt, 'c', camp, d)))
-                break;
+            if (*ch)
+                rc = ctr_add(wt, 'n', ch, d);
+            if (!rc && *camp)
+                rc = ctr_add(wt, 'c', camp, d);
             json_decref(rec);
-            rec = NULL;
+            if (rc)
+                break;
         }
         if ((rc = store_del(wt, STORE_OUTBOX, k, key_m(k, s.ids[i]))) && rc != ERR_NOTFOUND)
             break;

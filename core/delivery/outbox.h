@@ -1,58 +1,56 @@
 /*
- * outbox.h — the durable outbound queue and the delivery thread that
- * drains it through the channel plugins' deliver().
+ * outbox.h — the durable outbound queue: message records, their keys and
+ * counters.  The delivery thread that drains it is deliver.h.
  *
  * Owns (STORE_OUTBOX):
  *   "m" id(be64)                          → the message record (msgpack map:
  *                                           id key campaign customer channel
  *                                           variant tz msg state attempts due
- *                                           created error reason dead_at)
+ *                                           created error reason dead_at
+ *                                           redriven_at)
  *   "q" channel \0 due_ms(be64) id(be64)  → campaign   (queued, by due time)
  *   "P" campaign \0 id(be64)              → channel    (held: campaign paused)
  *   "d" id(be64)                          → ""         (dead letters)
- *   "n" channel                           → counters (queued dead sent failed dropped)
+ *   "n" channel                           → counters (queued dead sent failed dropped held)
  *   "c" campaign                          → counters (same, per campaign)
  *   "r" reason                            → failed attempts by reason
  * and the idempotency keys "o" + key → id(be64) in STORE_IDEM.
+ * In memory: the release requests of paused/stopped campaigns
+ * (outbox_release) until the delivery thread has carried them out.
  *
  * A message is written durably (in the caller's transaction, committed
  * with STORE_DURABLE) before any attempt; enqueueing the same key twice
- * writes nothing the second time.  The delivery thread (its own event_base,
- * Lua state and HTTP client) scans each outbound channel's queue for due
- * messages, at most `concurrency` in flight and `rate` started per second
- * per channel (config channels.<name>.concurrency / .rate), runs deliver()
- * as a coroutine (net.http_post yields), and records outcomes in batched
- * write transactions:
- *   2xx / true                       → sent (record deleted, key kept)
- *   nil, reason / 408 / 429 / 5xx /
- *   deliver timed out                → retry after base·2^(n-1)·(0.5..1.5),
- *                                      capped; dead after max_attempts
- *   other 4xx / false, reason        → dead at once (no retry)
- *   Lua error, budget, bad return    → dead at once (reason plugin_error,
- *                                      plugin_budget, bad_return)
- * In-flight state is memory only: after a crash, messages that were in
- * flight are simply queued again, so delivery is at-least-once and the
- * receiver dedupes on the Idempotency-Key header (the message key).
- * Quiet hours and consent are checked again right before each attempt: a
- * message in the customer's quiet hours waits until they end; one whose
- * customer withdrew consent or was erased is dropped.
+ * writes nothing the second time.  A message stays "queued" (its record
+ * and one "q" entry) until the delivery thread records an outcome
+ * (outbox_batch_*): sent (record deleted, key kept), retry or deferral (a
+ * new "q" entry further down), dead (a "d" entry, record kept with the
+ * error), dropped (record deleted), or held (a "P" entry while the
+ * campaign is paused; outbox_release_chunk puts it back or drops it).
+ * Counters move with each of these in the same transaction.
  *
- * Threads: outbox_enqueue_txn in any thread's write txn; outbox_wake,
- * stats, dead-letter listing and redrive from any thread; the rest is the
- * delivery thread's.
+ * Threads: outbox_enqueue_txn and outbox_erase_customer_txn in any
+ * thread's write txn; outbox_has_key in any txn; outbox_wake,
+ * outbox_release, stats, campaign counts, dead-letter listing and redrive
+ * from any thread.  outbox_due_scan, outbox_get, outbox_batch_* and
+ * outbox_release_peek / _chunk / _done are the delivery thread's (one
+ * thread: they assume nobody else records outcomes).
  */
 #ifndef PROMOD_OUTBOX_H
 #define PROMOD_OUTBOX_H
 #include <jansson.h>
 #include <stdint.h>
 
-struct app;
 struct store_txn;
-struct rules_channel;
+struct event;
 
 /** outbox_enqueue_txn() result: the key was enqueued before; nothing written. */
 #define OUTBOX_DUPLICATE 1
+/** outbox_batch_add() result: the message's queue entry is gone (redriven,
+ *  released or dropped meanwhile); nothing written for it. */
+#define OUTBOX_GONE 2
 #define OUTBOX_KEY_MAX 400
+#define OUTBOX_CHANNEL_MAX 32
+#define OUTBOX_CAMPAIGN_MAX 128
 
 struct outbox_msg {
     const char *key;       /**< idempotency key, 1..OUTBOX_KEY_MAX bytes (required) */
@@ -74,27 +72,24 @@ int outbox_enqueue_txn(struct store_txn *wt, const struct outbox_msg *m, uint64_
 /** Was `key` ever enqueued?  (any txn)  @return 1, 0, or a store error. */
 int outbox_has_key(struct store_txn *t, const char *key);
 
-/** Tell the delivery thread there is new work (cheap, any thread). */
+/** Tell the delivery thread there is new work (cheap, any thread; nothing
+ *  happens while no thread listens). */
 void outbox_wake(void);
 
-/** When do the channel's quiet hours end for a customer in `tz` at `now`?
- *  @return 0 when `now` is not in quiet hours, else the unix time of the
- *  first whole hour outside them. */
-int64_t outbox_quiet_end(const struct rules_channel *ch, const char *tz, int64_t now);
+/** The event outbox_wake() activates (the delivery thread's, set when it
+ *  starts and NULL before it frees the event), or NULL.  Borrowed. */
+void outbox_set_wake(struct event *ev);
 
-/** Start the delivery thread (main thread, after server_start).  Messages
- *  left queued by a previous run are picked up.  @return 0, ERR_NOMEM. */
-int outbox_init(struct app *app);
-/** Stop it: in-flight attempts are abandoned (they stay queued). */
-void outbox_shutdown(void);
+/** Counters in a new object: {"queued", "dead", "sent", "failed_attempts",
+ *  "dropped", "held", "failures": {reason: n}, "channels": {name:
+ *  {queued, dead, sent, failed_attempts, dropped, held}}} — what is stored;
+ *  deliver_stats() adds the delivery thread's live figures.  The
+ *  `nchannels` names in `channels` (may be NULL when 0) are listed with
+ *  zero counters when nothing is stored for them.  NULL + *rc on a store
+ *  error. */
+json_t *outbox_stats(const char *const *channels, int nchannels, int *rc);
 
-/** Counters in a new object: {"queued", "in_flight", "held", "dead", "sent",
- *  "failed_attempts", "dropped", "failures": {reason: n}, "channels":
- *  {name: {queued, in_flight, dead, sent, failed_attempts, dropped,
- *  concurrency, rate}}, "timers_pending"}.  NULL + *rc on a store error. */
-json_t *outbox_stats(int *rc);
-
-/** Per-campaign counters {queued, sent, dead, failed_attempts, dropped} as
+/** Per-campaign counters {queued, dead, sent, failed_attempts, dropped, held} as
  *  a new object (zeros when none).  NULL + *rc on a store error. */
 json_t *outbox_campaign_counts(const char *campaign, int *rc);
 
@@ -113,13 +108,95 @@ json_t *outbox_dead_list(const char *channel, const char *campaign, uint64_t aft
 long outbox_redrive(const json_t *ids, const char *channel, const char *campaign, long limit,
                     json_t **missing);
 
-/** Move the campaign's held messages back to their queues (on resume) or
- *  delete them (on stop, `drop` = 1) — done by the delivery thread in
- *  chunks; returns at once. */
-void outbox_release(const char *campaign, int drop);
-
 /** Delete the customer's dead letters (records and dead-list entries) in
  *  write txn `wt`, for profile erasure.  @return records removed or an error. */
 long outbox_erase_customer_txn(struct store_txn *wt, const char *customer);
+
+/* --- releases of held messages ------------------------------------------- */
+
+/** Ask for the campaign's held messages to go back to their queues (on
+ *  resume) or to be deleted (on stop, `drop` = 1).  Any thread; returns at
+ *  once and wakes the delivery thread, which carries it out in chunks.  A
+ *  newer request for the same campaign replaces an older one. */
+void outbox_release(const char *campaign, int drop);
+
+/** The oldest pending release request (delivery thread): 1 with
+ *  campaign (OUTBOX_CAMPAIGN_MAX + 8 bytes) and *drop filled, 0 when none. */
+int outbox_release_peek(char *campaign, int *drop);
+
+/** Carry out one chunk (up to 2000 messages) of a release in a write txn
+ *  of its own.  @return 1 when nothing is held for the campaign any more,
+ *  0 when more remains or on a store error (logged; tried again later). */
+int outbox_release_chunk(const char *campaign, int drop);
+
+/** Forget the request for `campaign` once carried out (or found stale),
+ *  unless a newer one asks for the other `drop` meanwhile. */
+void outbox_release_done(const char *campaign, int drop);
+
+/** Forget every pending request (after the delivery thread stopped). */
+void outbox_release_clear(void);
+
+/* --- the delivery thread's side ------------------------------------------ */
+
+/** One due queue entry.  `campaign` is "" when none; borrowed for the
+ *  callback only. */
+struct outbox_due {
+    uint64_t id;
+    int64_t due_ms;
+    const char *campaign;
+};
+/** Return 0 to go on, 1 to stop. */
+typedef int (*outbox_due_fn)(void *ud, const struct outbox_due *d);
+
+/** Visit the queue entries of `channel` due at or before `now_ms`, in due
+ *  order, in txn `t` (the walk ends at the first one not due yet).
+ *  @return 0 or a store error. */
+int outbox_due_scan(struct store_txn *t, const char *channel, int64_t now_ms, outbox_due_fn fn,
+                    void *ud);
+
+/** The message record `id` (txn `t`) as a new object; NULL + *rc
+ *  (ERR_NOTFOUND when there is none). */
+json_t *outbox_get(struct store_txn *t, uint64_t id, int *rc);
+
+/** What became of a message taken from its queue entry. */
+enum outbox_fate {
+    OUTBOX_SENT,   /**< delivered: record deleted, the key stays */
+    OUTBOX_RETRY,  /**< failed attempt: queued again at new_due_ms, attempts + 1 */
+    OUTBOX_DEFER,  /**< not attempted (quiet hours): queued again at new_due_ms */
+    OUTBOX_DEAD,   /**< moved to the dead letters (attempts + 1, error kept) */
+    OUTBOX_DROP,   /**< deleted (campaign stopped, consent withdrawn, profile erased) */
+    OUTBOX_PARK    /**< held until the paused campaign is released */
+};
+
+struct outbox_outcome {
+    uint64_t id;
+    const char *channel;
+    const char *campaign;   /**< "" when none */
+    int64_t due_ms;         /**< of the queue entry the message was taken from */
+    enum outbox_fate fate;
+    json_t *rec;            /**< the record (borrowed; RETRY / DEFER / DEAD update it
+                                 in place and write it back); may be NULL otherwise */
+    int attempts;           /**< attempts before this one */
+    const char *reason;     /**< RETRY / DEAD: failure reason (counted in "r");
+                                 DROP: why, logged (NULL = silently) */
+    const char *error;      /**< RETRY / DEAD: the error text kept in the record */
+    int64_t new_due_ms;     /**< RETRY / DEFER */
+};
+
+/** Outcomes written in one write transaction, counters aggregated. */
+struct outbox_batch;
+
+/** Begin a batch (its own write txn on the app's store).
+ *  @return 0 with *b set, ERR_NOMEM, store errors. */
+int outbox_batch_begin(struct outbox_batch **b);
+/** Record one outcome.  @return 0, OUTBOX_GONE (nothing written for it),
+ *  or a store error (then abort the batch). */
+int outbox_batch_add(struct outbox_batch *b, const struct outbox_outcome *o);
+/** Write the counters and commit (STORE_ASYNC: it survives a process
+ *  crash; a power cut means a redelivery the key dedupes).  Frees b.
+ *  @return 0 or a store error (nothing of the batch was written). */
+int outbox_batch_commit(struct outbox_batch *b);
+/** Throw the batch away (nothing written).  Frees b. */
+void outbox_batch_abort(struct outbox_batch *b);
 
 #endif

@@ -544,7 +544,7 @@ int sends_put(struct store_txn *wt, const struct rules_gen *g, int camp, int cha
     }
     /* not before the schedule starts, and not in the customer's quiet hours */
     int64_t at = c->sched.starts > now ? c->sched.starts : now;
-    int64_t qend = outbox_quiet_end(ch, it->tz, at);
+    int64_t qend = throttle_quiet_end(ch, it->tz, at);
     if (qend)
         at = qend;
     struct outbox_msg m = { .key = key, .campaign = c->id, .customer = cust, .channel = ch->name,

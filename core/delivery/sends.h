@@ -27,6 +27,10 @@
  * the build and drops the campaign's queued messages (counted as
  * "skipped: stopped").
  *
+ * Uses the queue (outbox.h: enqueue, keys, counts, releases) and
+ * throttle (caps, quiet hours); triggers and the delivery thread
+ * (deliver.h) call in here, never the other way round.
+ *
  * Threads: every function here may be called from any thread (HTTP
  * workers, the lifecycle code); they only write the send record and wake
  * the builder.  Send records survive restarts: a send that was running
@@ -76,11 +80,12 @@ int sends_stop(const char *campaign_id, const char *actor);
 enum sends_gate {
     SENDS_GATE_NONE = -1,   /**< never launched */
     SENDS_GATE_OPEN = 0,    /**< launched: running or done */
-    SENDS_GATE_PAUSED = 1,  /**< messages wait (the outbox holds them) */
+    SENDS_GATE_PAUSED = 1,  /**< messages wait (held in the outbox) */
     SENDS_GATE_STOPPED = 2  /**< messages are dropped */
 };
-/** The campaign's gate, from memory (any thread, cheap): the outbox holds
- *  or drops messages by it, triggers fire only through an open gate. */
+/** The campaign's gate, from memory (any thread, cheap): the delivery
+ *  thread holds or drops messages by it, triggers fire only through an
+ *  open gate. */
 int sends_gate(const char *campaign_id);
 
 /* --- one customer, shared with triggers.c -------------------------------- */

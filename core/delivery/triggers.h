@@ -9,12 +9,15 @@
  *   "C" customer \0 campaign \0 seq(be64)        → due(be64)   (cancel index)
  * One pending timer per customer × campaign: a second matching event while
  * one is pending does not schedule another.  Timers are plain records, so
- * they survive restarts; the outbox's delivery thread fires the due ones
+ * they survive restarts; the delivery thread (deliver.h) fires the due ones
  * (triggers_fire_due) and enqueues the send with the idempotency key
- * "trig:<campaign>:<customer>:<seq>" in the same write transaction that
+ * "trig:<campaign>:<channel>:<customer>:<seq>" in the same write transaction that
  * deletes the timer, so a timer fires exactly once.  A timer whose
  * campaign is no longer active (or no longer triggered) when it falls due
  * is dropped and counted.
+ *
+ * Uses sends (evaluation, gate, counts) and the queue (outbox.h); the
+ * delivery thread (deliver.h) and events ingestion call in here.
  *
  * Threads: triggers_on_event runs on the caller's thread inside the
  * caller's write transaction (events ingestion); triggers_fire_due on the

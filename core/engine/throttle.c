@@ -549,3 +549,19 @@ int throttle_quiet(const struct rules_channel *ch, const char *tz, int64_t now)
         return 0;
     return a < b ? (h >= a && h < b) : (h >= a || h < b);
 }
+
+int64_t throttle_quiet_end(const struct rules_channel *ch, const char *tz, int64_t now)
+{
+    if (!ch || ch->quiet_from < 0 || !throttle_quiet(ch, tz, now))
+        return 0;
+    struct tm tm;
+    if (tz_local(tz && *tz ? tz : "UTC", now, &tm) && tz_local("UTC", now, &tm))
+        return 0;
+    int64_t hour0 = now - tm.tm_min * 60 - tm.tm_sec;
+    for (int k = 1; k <= 26; k++) {
+        int64_t t = hour0 + (int64_t)k * 3600;
+        if (!throttle_quiet(ch, tz, t))
+            return t;
+    }
+    return now + 3600;
+}

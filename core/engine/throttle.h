@@ -1,6 +1,8 @@
 /*
  * throttle.h — frequency caps, budgets and contact policies (the default
- * throttle hook), reserved exactly under concurrency.
+ * throttle hook), reserved exactly under concurrency; and a channel's
+ * quiet hours (throttle_quiet, throttle_quiet_end), the one place decide,
+ * campaign sends, triggers and the delivery thread take them from.
  *
  * Counters live in STORE_COUNTERS:
  *   "<customer>\0s"            one record per customer: msgpack map of
@@ -108,5 +110,12 @@ int throttle_needed(const struct rules_campaign *c, const struct rules_channel *
 
 /** Is `now` inside the channel's quiet hours for a customer in `tz`? */
 int throttle_quiet(const struct rules_channel *ch, const char *tz, int64_t now);
+
+/** When do the channel's quiet hours end for a customer in `tz` (NULL or
+ *  "" = UTC) at `now` (unix seconds)?  Sends and triggers enqueue a message
+ *  for then; the delivery thread defers a due message to then.
+ *  @return 0 when `now` is not in quiet hours, else the unix time of the
+ *  first whole hour outside them. */
+int64_t throttle_quiet_end(const struct rules_channel *ch, const char *tz, int64_t now);
 
 #endif

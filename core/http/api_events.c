@@ -6,6 +6,7 @@
 #include "codec/codec.h"
 #include "base/err.h"
 #include "insight/events.h"
+#include "insight/events_log.h"
 #include "http/router.h"
 #include "base/tz.h"
 #include <stdlib.h>
@@ -184,7 +185,7 @@ static void h_compact(struct http_req *r)
         }
     }
     long deleted = 0;
-    int rc = events_compact(g_app->store, cutoff, &deleted);
+    int rc = events_log_compact(g_app->store, cutoff, &deleted);
     if (rc) {
         http_reply_err_code(r, rc, "compaction");
         return;
@@ -202,4 +203,5 @@ void api_events_register(void)
     router_add(HTTP_POST, "/api/v1/events", ROLE_DECIDE, h_events, ROUTER_BIG_BODY);
     router_add(HTTP_POST, "/api/v1/admin/compact", ROLE_ADMIN, h_compact, 0);
     events_metrics_init();
+    events_log_metrics_init();
 }

@@ -4,6 +4,7 @@
 #include "base/id.h"
 #include "base/app.h"
 #include "base/err.h"
+#include "delivery/deliver.h"
 #include "delivery/outbox.h"
 #include "http/router.h"
 #include "delivery/sends.h"
@@ -31,7 +32,7 @@ static int query_filter(struct http_req *r, const char *name, size_t maxlen, cha
 static void h_outbox(struct http_req *r)
 {
     int rc;
-    json_t *o = outbox_stats(&rc);
+    json_t *o = deliver_stats(&rc);
     if (!o) {
         http_reply_err_code(r, rc, "outbox");
         return;

@@ -8,7 +8,7 @@
 #include "insight/analytics.h"
 #include "base/app.h"
 #include "base/err.h"
-#include "insight/events.h"
+#include "insight/events_log.h"
 #include "engine/rules.h"
 #include "base/tz.h"
 #include <math.h>
@@ -58,7 +58,7 @@ struct tot {
     json_t *custom;        /* custom type → count */
 };
 
-static void tot_add(struct tot *t, const struct events_cell *c)
+static void tot_add(struct tot *t, const struct events_log_cell *c)
 {
     const char *k;
     json_t *v;
@@ -222,7 +222,7 @@ struct camp_ctx {
     int err;
 };
 
-static int camp_cb(void *ud, const struct events_cell *c)
+static int camp_cb(void *ud, const struct events_log_cell *c)
 {
     struct camp_ctx *x = ud;
     x->cells++;
@@ -245,7 +245,7 @@ static int campaign_known(const char *id)
     return yes;
 }
 
-static int any_cb(void *ud, const struct events_cell *c)
+static int any_cb(void *ud, const struct events_log_cell *c)
 {
     (void)c;
     *(int *)ud = 1;
@@ -258,7 +258,7 @@ static int campaign_has_data(struct store *s, const char *campaign)
     struct store_txn *t;
     int any = 0;
     if (store_rtxn_begin(s, &t) == 0) {
-        events_scan_cells(t, campaign, 0, INT32_MAX, any_cb, &any);
+        events_log_scan_cells(t, campaign, 0, INT32_MAX, any_cb, &any);
         store_txn_end(t);
     }
     return any;
@@ -278,7 +278,7 @@ json_t *analytics_campaign(struct store *s, const char *campaign, int64_t from_d
     struct store_txn *t;
     int rc = store_rtxn_begin(s, &t);
     if (!rc) {
-        rc = events_scan_cells(t, campaign, from_day, to_day, camp_cb, &x);
+        rc = events_log_scan_cells(t, campaign, from_day, to_day, camp_cb, &x);
         store_txn_end(t);
     }
     json_t *out = NULL;
@@ -328,7 +328,7 @@ struct dash_ctx {
     int64_t today_day, from_day, to_day;
 };
 
-static int dash_cb(void *ud, const struct events_cell *c)
+static int dash_cb(void *ud, const struct events_log_cell *c)
 {
     struct dash_ctx *x = ud;
     if (c->day == x->today_day)
@@ -366,7 +366,7 @@ static json_t *rates_json(struct store_txn *t, int64_t now, int64_t secs)
     int64_t to_min = now / 60, from_min = (now - secs) / 60 + 1;
     json_t *o = json_object();
     json_object_set_new(o, "window_s", json_integer(secs));
-    if (events_sum_minutes(t, from_min, to_min, &counts, &rev)) {
+    if (events_log_sum_minutes(t, from_min, to_min, &counts, &rev)) {
         json_object_set_new(o, "error", json_string("store"));
         return o;
     }
@@ -407,7 +407,7 @@ json_t *analytics_dashboard(struct store *s, int64_t now, int64_t from_day, int6
         reqerr_from_code(e, rc, "analytics");
         return NULL;
     }
-    rc = events_scan_cells(t, NULL, from_day < x.today_day ? from_day : x.today_day,
+    rc = events_log_scan_cells(t, NULL, from_day < x.today_day ? from_day : x.today_day,
                            to_day > x.today_day ? to_day : x.today_day, dash_cb, &x);
     json_t *out = NULL;
     if (rc)
@@ -497,7 +497,7 @@ int analytics_metric_valid(const char *m)
 }
 
 /* Value of a dimension for a cell (into buf). */
-static const char *dim_value(const char *dim, const struct events_cell *c, char *buf, size_t len)
+static const char *dim_value(const char *dim, const struct events_log_cell *c, char *buf, size_t len)
 {
     if (!strcmp(dim, "campaign"))
         return c->campaign;
@@ -538,7 +538,7 @@ struct rep_ctx {
     struct groups g;
 };
 
-static int rep_cb(void *ud, const struct events_cell *c)
+static int rep_cb(void *ud, const struct events_log_cell *c)
 {
     struct rep_ctx *x = ud;
     if (x->q->filters && (!filter_match(x->q->filters, "campaign", c->campaign) ||
@@ -651,7 +651,7 @@ json_t *analytics_report(struct store *s, const struct analytics_report_req *q, 
     json_t *fc = q->filters ? json_object_get(q->filters, "campaign") : NULL;
     if (json_is_string(fc))
         one = json_string_value(fc);
-    rc = events_scan_cells(t, one, q->from_day, q->to_day, rep_cb, &x);
+    rc = events_log_scan_cells(t, one, q->from_day, q->to_day, rep_cb, &x);
     store_txn_end(t);
     if (rc) {
         groups_free(&x.g);
@@ -840,7 +840,7 @@ struct attr_ctx {
     int err;
 };
 
-static int touch_cb(void *ud, const struct events_rec *e)
+static int touch_cb(void *ud, const struct events_log_rec *e)
 {
     struct attr_ctx *x = ud;
     if ((e->kind != EVENTS_IMPRESSION && e->kind != EVENTS_CLICK && e->kind != EVENTS_SEND) ||
@@ -882,7 +882,7 @@ static double touch_weight(const struct attr_ctx *x, size_t i, size_t n, int64_t
     }
 }
 
-static int conv_cb(void *ud, const struct events_rec *e)
+static int conv_cb(void *ud, const struct events_log_rec *e)
 {
     struct attr_ctx *x = ud;
     if (e->kind != EVENTS_CONVERSION)
@@ -890,7 +890,7 @@ static int conv_cb(void *ud, const struct events_rec *e)
     x->conversions++;
     x->revenue += e->revenue;
     x->nt = 0;
-    int rc = events_scan_customer(x->t, e->customer, e->ts_ms - x->q->window_s * 1000, e->key,
+    int rc = events_log_scan_customer(x->t, e->customer, e->ts_ms - x->q->window_s * 1000, e->key,
                                   touch_cb, x);
     if (rc)
         return rc;
@@ -925,7 +925,7 @@ static int attr_run(struct store_txn *t, const struct analytics_attr_req *q, str
     memset(x, 0, sizeof *x);
     x->t = t;
     x->q = q;
-    return events_scan_time(t, q->from_day * 86400000LL, (q->to_day + 1) * 86400000LL, conv_cb, x);
+    return events_log_scan_time(t, q->from_day * 86400000LL, (q->to_day + 1) * 86400000LL, conv_cb, x);
 }
 
 static void attr_free(struct attr_ctx *x)
@@ -1041,7 +1041,7 @@ struct roi_ctx {
     json_t *by_chan;       /* campaign → {channel: [impressions, sends]} */
 };
 
-static int roi_cb(void *ud, const struct events_cell *c)
+static int roi_cb(void *ud, const struct events_log_cell *c)
 {
     struct roi_ctx *x = ud;
     if (!c->campaign[0])
@@ -1089,7 +1089,7 @@ json_t *analytics_roi(struct store *s, const struct analytics_attr_req *q, struc
     memset(&rx, 0, sizeof rx);
     rx.by_chan = json_object();
     struct attr_ctx ax;
-    rc = events_scan_cells(t, q->campaign, q->from_day, q->to_day, roi_cb, &rx);
+    rc = events_log_scan_cells(t, q->campaign, q->from_day, q->to_day, roi_cb, &rx);
     if (!rc)
         rc = attr_run(t, q, &ax);
     else

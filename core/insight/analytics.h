@@ -3,7 +3,7 @@
  * intervals, the dashboard, ad-hoc reports, attribution models and ROI.
  *
  * Reads only; owns no records.  Metrics come from the anonymous aggregate
- * cells events.c maintains (campaign × variant × channel × UTC day), so
+ * cells events_agg.c maintains (campaign × variant × channel × UTC day), so
  * they cover every event ever ingested, including those compacted away;
  * attribution and ROI walk the raw event log (STORE_EVENTS and each
  * customer's index), so they reach back `event_retention_days` only.

@@ -1,16 +1,15 @@
 /*
- * events.c — validation, chunked ingestion (the raw log, aggregates,
- * p.stats, triggers) and the /metrics series.  Scans, export, erasure and
- * retention are in events_log.c.
+ * events.c — validation, chunked ingestion (the raw log, the customer
+ * index and unique markers, triggers) and the /metrics series.  What an
+ * event adds to aggregates and p.stats is summed by events_agg.c; scans,
+ * export, erasure and retention are events_log.c.
  *
  * Why validate everything before opening the write transaction: LMDB has
  * one writer at a time and decide's cap reservations queue behind it, so
- * the lock is held only for the stores of an already-checked chunk.  Why
- * accumulate aggregates in memory per chunk: thousands of events of one
- * campaign and day hit the same cell, and one read-modify-write per cell per
- * chunk instead of one per event is what makes 100k events/s possible.
+ * the lock is held only for the stores of an already-checked chunk.
  */
 #include "insight/events.h"
+#include "insight/events_agg.h"
 #include "base/id.h"
 #include "base/app.h"
 #include "base/clock.h"
@@ -32,127 +31,6 @@
 
 /* /metrics: totals since start (relaxed atomics, any thread) */
 static long g_m_accepted[EVENTS_NKINDS], g_m_rejected, g_m_duplicates;
-
-static const char *kind_names[EVENTS_NKINDS] = {
-    "impression", "click", "conversion", "send", "open", "dismiss", "custom",
-};
-
-const char *events_kind_name(enum events_kind k)
-{
-    return (unsigned)k < EVENTS_NKINDS ? kind_names[k] : "?";
-}
-
-int events_kind_of(const char *type)
-{
-    if (!type)
-        return -1;
-    for (int i = 0; i < EVENTS_CUSTOM; i++)
-        if (!strcmp(type, kind_names[i]))
-            return i;
-    size_t n = strlen(type);
-    if (n < 1 || n > 32)
-        return -1;
-    for (size_t i = 0; i < n; i++) {
-        char c = type[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
-            return -1;
-    }
-    return EVENTS_CUSTOM;
-}
-
-/* ---------------------------------------------------------------------- */
-/* a small string-keyed hash map (per chunk accumulators)                 */
-
-struct hent {
-    char *key;
-    size_t klen;
-    void *val;
-};
-
-struct hmap {
-    struct hent *v;
-    size_t cap, n;
-};
-
-static void *hmap_get(struct hmap *m, const void *key, size_t klen)
-{
-    if (!m->cap)
-        return NULL;
-    size_t i = hash_fnv1a(key, klen, HASH_FNV_INIT) & (m->cap - 1);
-    while (m->v[i].key) {
-        if (m->v[i].klen == klen && !memcmp(m->v[i].key, key, klen))
-            return m->v[i].val;
-        i = (i + 1) & (m->cap - 1);
-    }
-    return NULL;
-}
-
-static int hmap_put(struct hmap *m, const void *key, size_t klen, void *val)
-{
-    if ((m->n + 1) * 2 > m->cap) {
-        size_t ncap = m->cap ? m->cap * 2 : 64;
-        struct hent *nv = calloc(ncap, sizeof *nv);
-        if (!nv)
-            return ERR_NOMEM;
-        for (size_t i = 0; i < m->cap; i++) {
-            if (!m->v[i].key)
-                continue;
-            size_t j = hash_fnv1a(m->v[i].key, m->v[i].klen, HASH_FNV_INIT) & (ncap - 1);
-            while (nv[j].key)
-                j = (j + 1) & (ncap - 1);
-            nv[j] = m->v[i];
-        }
-        free(m->v);
-        m->v = nv;
-        m->cap = ncap;
-    }
-    size_t i = hash_fnv1a(key, klen, HASH_FNV_INIT) & (m->cap - 1);
-    while (m->v[i].key)
-        i = (i + 1) & (m->cap - 1);
-    m->v[i].key = malloc(klen ? klen : 1);
-    if (!m->v[i].key)
-        return ERR_NOMEM;
-    memcpy(m->v[i].key, key, klen);
-    m->v[i].klen = klen;
-    m->v[i].val = val;
-    m->n++;
-    return 0;
-}
-
-static int hent_cmp(const void *a, const void *b)
-{
-    const struct hent *x = *(const struct hent *const *)a, *y = *(const struct hent *const *)b;
-    size_t n = x->klen < y->klen ? x->klen : y->klen;
-    int c = memcmp(x->key, y->key, n);
-    return c ? c : (x->klen > y->klen) - (x->klen < y->klen);
-}
-
-/* The entries in key order (a new array of m->n pointers; NULL when empty
- * or out of memory), so stores walk the B-tree front to back. */
-static struct hent **hmap_sorted(struct hmap *m)
-{
-    struct hent **v = malloc(sizeof *v * (m->n ? m->n : 1));
-    if (!v)
-        return NULL;
-    size_t k = 0;
-    for (size_t i = 0; i < m->cap; i++)
-        if (m->v[i].key)
-            v[k++] = &m->v[i];
-    qsort(v, k, sizeof *v, hent_cmp);
-    return v;
-}
-
-static void hmap_free(struct hmap *m, void (*free_val)(void *))
-{
-    for (size_t i = 0; i < m->cap; i++)
-        if (m->v[i].key) {
-            free(m->v[i].key);
-            if (free_val)
-                free_val(m->v[i].val);
-        }
-    free(m->v);
-    memset(m, 0, sizeof *m);
-}
 
 /* ---------------------------------------------------------------------- */
 /* validation                                                             */
@@ -469,7 +347,7 @@ static void pack_kv_int(msgpack_packer *pk, const char *k, int64_t v)
 }
 
 /* The stored event: a msgpack map written straight from the validated
- * fields (what events_customer_list and the scans decode). */
+ * fields (what events_log_customer_list and the scans decode). */
 static int pack_event(const struct ev *e, int64_t received, struct buf *b)
 {
     msgpack_packer pk;
@@ -506,368 +384,6 @@ static int pack_event(const struct ev *e, int64_t received, struct buf *b)
     return b->p ? 0 : ERR_NOMEM;
 }
 
-/* Counts of one aggregate cell or minute within a chunk. */
-struct acc {
-    long n[EVENTS_CUSTOM];  /* known kinds */
-    json_t *custom;         /* custom type → count, or NULL */
-    long u[EVENTS_NKINDS];  /* new unique customers per kind */
-    long customers;
-    double revenue;
-};
-
-static void acc_free(void *p)
-{
-    struct acc *a = p;
-    if (a) {
-        json_decref(a->custom);
-        free(a);
-    }
-}
-
-static struct acc *acc_get(struct hmap *m, const void *key, size_t klen, int *rc)
-{
-    struct acc *a = hmap_get(m, key, klen);
-    if (a)
-        return a;
-    a = calloc(1, sizeof *a);
-    if (!a || (*rc = hmap_put(m, key, klen, a))) {
-        free(a);
-        if (!*rc)
-            *rc = ERR_NOMEM;
-        return NULL;
-    }
-    return a;
-}
-
-static void inc_int(json_t *o, const char *k, json_int_t by)
-{
-    json_t *v = json_object_get(o, k);
-    json_object_set_new(o, k, json_integer((json_is_integer(v) ? json_integer_value(v) : 0) + by));
-}
-
-static void inc_real(json_t *o, const char *k, double by)
-{
-    json_t *v = json_object_get(o, k);
-    json_object_set_new(o, k, json_real((json_is_number(v) ? json_number_value(v) : 0) + by));
-}
-
-static json_t *obj_child(json_t *o, const char *k)
-{
-    json_t *c = json_object_get(o, k);
-    if (!json_is_object(c)) {
-        c = json_object();
-        json_object_set_new(o, k, c);
-    }
-    return c;
-}
-
-static int acc_count(struct acc *a, const struct ev *e)
-{
-    if (e->kind != EVENTS_CUSTOM) {
-        a->n[e->kind]++;
-    } else {
-        if (!a->custom && !(a->custom = json_object()))
-            return ERR_NOMEM;
-        inc_int(a->custom, e->type, 1);
-    }
-    if (e->has_rev)
-        a->revenue += e->revenue;
-    return 0;
-}
-
-/* Read-modify-write every accumulated cell / minute into STORE_AGGREGATES. */
-static int flush_accs(struct store_txn *t, struct hmap *m, int with_uniques)
-{
-    struct buf b = BUF_INIT;
-    int rc = 0;
-    struct hent **sorted = hmap_sorted(m);
-    if (!sorted)
-        return ERR_NOMEM;
-    for (size_t i = 0; i < m->n && !rc; i++) {
-        struct hent *h = sorted[i];
-        struct acc *a = h->val;
-        const void *ov;
-        size_t ol;
-        json_t *cur = NULL;
-        rc = store_get(t, STORE_AGGREGATES, h->key, h->klen, &ov, &ol);
-        if (rc == 0)
-            cur = codec_msgpack_to_json(ov, ol, NULL);
-        else if (rc != ERR_NOTFOUND)
-            break;
-        rc = 0;
-        if (!json_is_object(cur)) {
-            json_decref(cur);
-            cur = json_object();
-        }
-        json_t *n = obj_child(cur, "n");
-        for (int kd = 0; kd < EVENTS_CUSTOM; kd++)
-            if (a->n[kd])
-                inc_int(n, kind_names[kd], a->n[kd]);
-        const char *k;
-        json_t *v;
-        json_object_foreach(a->custom, k, v)
-            inc_int(n, k, json_integer_value(v));
-        if (with_uniques) {
-            json_t *u = obj_child(cur, "u");
-            for (int kd = 0; kd < EVENTS_NKINDS; kd++)
-                if (a->u[kd])
-                    inc_int(u, kind_names[kd], a->u[kd]);
-            if (a->customers)
-                inc_int(cur, "c", a->customers);
-        }
-        if (a->revenue)
-            inc_real(cur, "r", a->revenue);
-        buf_reset(&b);
-        rc = codec_json_to_msgpack(cur, &b);
-        json_decref(cur);
-        if (!rc)
-            rc = store_put(t, STORE_AGGREGATES, h->key, h->klen, b.p, b.len);
-    }
-    free(sorted);
-    buf_free(&b);
-    return rc;
-}
-
-/* p.stats of one customer: what this chunk adds, merged at flush time with
- * the stored map (so each customer costs one read and one write a chunk). */
-struct ctype {
-    char name[33];
-    long n;
-    int64_t last;
-};
-
-struct sacc {
-    int64_t first, last;           /* first_seen, last_seen (0 = none yet) */
-    long events;
-    long n[EVENTS_CUSTOM];
-    int64_t lastk[EVENTS_CUSTOM];  /* last[type] for known kinds */
-    double revenue;
-    int has_rev;
-    int64_t last_conv;
-    struct ctype *cust;            /* custom types */
-    size_t ncust, capcust;
-};
-
-static void sacc_free(void *p)
-{
-    struct sacc *s = p;
-    if (s) {
-        free(s->cust);
-        free(s);
-    }
-}
-
-static int sacc_custom(struct sacc *s, const char *name, size_t nl, long n, int64_t last)
-{
-    if (nl > 32)
-        return 0;
-    for (size_t i = 0; i < s->ncust; i++)
-        if (strlen(s->cust[i].name) == nl && !memcmp(s->cust[i].name, name, nl)) {
-            s->cust[i].n += n;
-            if (last > s->cust[i].last)
-                s->cust[i].last = last;
-            return 0;
-        }
-    if (s->ncust == s->capcust) {
-        size_t nc = s->capcust ? s->capcust * 2 : 4;
-        struct ctype *x = realloc(s->cust, nc * sizeof *x);
-        if (!x)
-            return ERR_NOMEM;
-        s->cust = x;
-        s->capcust = nc;
-    }
-    struct ctype *c = &s->cust[s->ncust++];
-    memcpy(c->name, name, nl);
-    c->name[nl] = 0;
-    c->n = n;
-    c->last = last;
-    return 0;
-}
-
-static int sacc_apply(struct sacc *s, const struct ev *e)
-{
-    int64_t ts = e->ts_ms / 1000;
-    if (!s->events || ts < s->first)
-        s->first = ts;
-    if (!s->events || ts > s->last)
-        s->last = ts;
-    s->events++;
-    if (e->kind != EVENTS_CUSTOM) {
-        s->n[e->kind]++;
-        if (ts > s->lastk[e->kind])
-            s->lastk[e->kind] = ts;
-    } else if (sacc_custom(s, e->type, strlen(e->type), 1, ts)) {
-        return ERR_NOMEM;
-    }
-    if (e->has_rev) {
-        s->revenue += e->revenue;
-        s->has_rev = 1;
-    }
-    if (e->kind == EVENTS_CONVERSION && ts > s->last_conv)
-        s->last_conv = ts;
-    return 0;
-}
-
-static int64_t mp_int(const msgpack_object *o)
-{
-    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-        return (int64_t)o->via.u64;
-    if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
-        return o->via.i64;
-    if (o->type == MSGPACK_OBJECT_FLOAT64 || o->type == MSGPACK_OBJECT_FLOAT32)
-        return (int64_t)o->via.f64;
-    return 0;
-}
-
-static double mp_num(const msgpack_object *o)
-{
-    if (o->type == MSGPACK_OBJECT_FLOAT64 || o->type == MSGPACK_OBJECT_FLOAT32)
-        return o->via.f64;
-    return (double)mp_int(o);
-}
-
-static int mp_key_is(const msgpack_object *k, const char *s)
-{
-    size_t n = strlen(s);
-    return k->type == MSGPACK_OBJECT_STR && k->via.str.size == n && !memcmp(k->via.str.ptr, s, n);
-}
-
-static int mp_kind(const msgpack_object *k)
-{
-    if (k->type != MSGPACK_OBJECT_STR || k->via.str.size > 32)
-        return -1;
-    char name[33];
-    memcpy(name, k->via.str.ptr, k->via.str.size);
-    name[k->via.str.size] = 0;
-    return events_kind_of(name);
-}
-
-/* Merge the stored p.stats map into s (s holds this chunk's additions). */
-static int sacc_merge_stored(struct sacc *s, const void *v, size_t vl)
-{
-    msgpack_unpacked up;
-    msgpack_unpacked_init(&up);
-    size_t off = 0;
-    if (msgpack_unpack_next(&up, v, vl, &off) != MSGPACK_UNPACK_SUCCESS ||
-        up.data.type != MSGPACK_OBJECT_MAP) {
-        msgpack_unpacked_destroy(&up);
-        return 0; /* unreadable: start over rather than fail ingestion */
-    }
-    const msgpack_object_map *m = &up.data.via.map;
-    int rc = 0;
-    for (uint32_t i = 0; i < m->size && !rc; i++) {
-        const msgpack_object *k = &m->ptr[i].key, *val = &m->ptr[i].val;
-        if (mp_key_is(k, "first_seen")) {
-            int64_t x = mp_int(val);
-            if (x < s->first)
-                s->first = x;
-        } else if (mp_key_is(k, "last_seen")) {
-            int64_t x = mp_int(val);
-            if (x > s->last)
-                s->last = x;
-        } else if (mp_key_is(k, "events")) {
-            s->events += (long)mp_int(val);
-        } else if (mp_key_is(k, "revenue")) {
-            s->revenue += mp_num(val);
-            s->has_rev = 1;
-        } else if (mp_key_is(k, "last_conversion")) {
-            int64_t x = mp_int(val);
-            if (x > s->last_conv)
-                s->last_conv = x;
-        } else if ((mp_key_is(k, "custom") || mp_key_is(k, "last")) &&
-                   val->type == MSGPACK_OBJECT_MAP) {
-            int is_last = mp_key_is(k, "last");
-            for (uint32_t j = 0; j < val->via.map.size && !rc; j++) {
-                const msgpack_object *ck = &val->via.map.ptr[j].key, *cv = &val->via.map.ptr[j].val;
-                int kd = mp_kind(ck);
-                if (kd < 0)
-                    continue;
-                if (kd != EVENTS_CUSTOM) {
-                    if (is_last && mp_int(cv) > s->lastk[kd])
-                        s->lastk[kd] = mp_int(cv);
-                } else {
-                    rc = sacc_custom(s, ck->via.str.ptr, ck->via.str.size, is_last ? 0 : (long)mp_int(cv),
-                                     is_last ? mp_int(cv) : 0);
-                }
-            }
-        } else {
-            int kd = mp_kind(k);
-            if (kd >= 0 && kd != EVENTS_CUSTOM)
-                s->n[kd] += (long)mp_int(val);
-        }
-    }
-    msgpack_unpacked_destroy(&up);
-    return rc;
-}
-
-static int pack_stats(const struct sacc *s, struct buf *b)
-{
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, b, mp_write);
-    size_t nk = 0, nlast = 0;
-    for (int k = 0; k < EVENTS_CUSTOM; k++) {
-        nk += s->n[k] > 0;
-        nlast += s->lastk[k] > 0;
-    }
-    nlast += s->ncust;
-    size_t n = 3 + nk + 1 + (s->ncust > 0) + s->has_rev + (s->last_conv > 0);
-    msgpack_pack_map(&pk, n);
-    pack_kv_int(&pk, "first_seen", s->first);
-    pack_kv_int(&pk, "last_seen", s->last);
-    pack_kv_int(&pk, "events", s->events);
-    for (int k = 0; k < EVENTS_CUSTOM; k++)
-        if (s->n[k] > 0)
-            pack_kv_int(&pk, kind_names[k], s->n[k]);
-    if (s->ncust) {
-        pack_str(&pk, "custom");
-        msgpack_pack_map(&pk, s->ncust);
-        for (size_t i = 0; i < s->ncust; i++)
-            pack_kv_int(&pk, s->cust[i].name, s->cust[i].n);
-    }
-    pack_str(&pk, "last");
-    msgpack_pack_map(&pk, nlast);
-    for (int k = 0; k < EVENTS_CUSTOM; k++)
-        if (s->lastk[k] > 0)
-            pack_kv_int(&pk, kind_names[k], s->lastk[k]);
-    for (size_t i = 0; i < s->ncust; i++)
-        pack_kv_int(&pk, s->cust[i].name, s->cust[i].last);
-    if (s->has_rev) {
-        pack_str(&pk, "revenue");
-        msgpack_pack_double(&pk, s->revenue);
-    }
-    if (s->last_conv > 0)
-        pack_kv_int(&pk, "last_conversion", s->last_conv);
-    return b->p ? 0 : ERR_NOMEM;
-}
-
-static int flush_stats(struct store_txn *t, struct hmap *m)
-{
-    struct buf b = BUF_INIT;
-    int rc = 0;
-    struct hent **sorted = hmap_sorted(m);
-    if (!sorted)
-        return ERR_NOMEM;
-    for (size_t i = 0; i < m->n && !rc; i++) {
-        struct hent *h = sorted[i];
-        struct sacc *s = h->val;
-        const void *v;
-        size_t vl;
-        rc = store_get(t, STORE_PSTATS, h->key, h->klen, &v, &vl);
-        if (rc == 0)
-            rc = sacc_merge_stored(s, v, vl);
-        else if (rc == ERR_NOTFOUND)
-            rc = 0;
-        buf_reset(&b);
-        if (!rc)
-            rc = pack_stats(s, &b);
-        if (!rc)
-            rc = store_put(t, STORE_PSTATS, h->key, h->klen, b.p, b.len);
-    }
-    free(sorted);
-    buf_free(&b);
-    return rc;
-}
-
 static size_t put_str0(unsigned char *p, const char *s, int nul)
 {
     size_t l = s ? strlen(s) : 0;
@@ -875,19 +391,6 @@ static size_t put_str0(unsigned char *p, const char *s, int nul)
     if (nul)
         p[l++] = 0;
     return l;
-}
-
-/* "a" campaign \0 day(be32) variant \0 channel */
-static size_t cell_key(unsigned char *p, const struct ev *e, int64_t day)
-{
-    size_t n = 0;
-    p[n++] = 'a';
-    n += put_str0(p + n, e->camp, 1);
-    store_be32((uint32_t)day, p + n);
-    n += 4;
-    n += put_str0(p + n, e->variant, 1);
-    n += put_str0(p + n, e->channel, 0);
-    return n;
 }
 
 /* the tail of a marker key: day(be32) campaign \0 variant \0 channel */
@@ -972,7 +475,7 @@ static int apply_chunk(struct store *s, struct ev *evs, int n, int durable, long
     size_t vl;
     if (store_get(t, STORE_META, SEQ_KEY, sizeof SEQ_KEY - 1, &v, &vl) == 0 && vl == 8)
         seq = store_get_be64(v);
-    struct hmap cells = { 0 }, minutes = { 0 }, stats = { 0 };
+    struct events_agg *agg = events_agg_new();
     struct buf b = BUF_INIT;
     int64_t received = clock_now();
     unsigned char key[600];
@@ -980,7 +483,7 @@ static int apply_chunk(struct store *s, struct ev *evs, int n, int durable, long
      * sequence numbers (arrival order breaks timestamp ties) */
     int *ord = malloc(sizeof *ord * (size_t)(n ? n : 1));
     int nord = 0;
-    if (!ord)
+    if (!ord || !agg)
         rc = ERR_NOMEM;
     for (int i = 0; i < n && !rc; i++) {
         struct ev *e = &evs[i];
@@ -1030,48 +533,27 @@ static int apply_chunk(struct store *s, struct ev *evs, int n, int durable, long
         memcpy(key + cl + 2, ekey, 16);
         if ((rc = store_put(t, STORE_CUSTIDX, key, cl + 18, "", 0)))
             break;
-        /* the aggregate cell, and this customer's marker for it */
+        /* this customer's marker for the event's aggregate cell */
         int64_t day = e->ts_ms / 86400000;
-        unsigned char cell[400];
-        size_t celll = cell_key(cell, e, day);
-        struct acc *a = acc_get(&cells, cell, celll, &rc);
-        if (!a || (rc = acc_count(a, e)))
-            break;
         key[cl + 1] = 'u';
         size_t mkl = cl + 2 + marker_tail(key + cl + 2, e, day);
         unsigned char bits = 0;
         int found = store_get(t, STORE_CUSTIDX, key, mkl, &v, &vl);
         if (found == 0 && vl >= 1)
             bits = *(const unsigned char *)v;
-        else if (found == ERR_NOTFOUND)
-            a->customers++;
-        else if ((rc = found))
+        else if (found != ERR_NOTFOUND && (rc = found))
             break;
         unsigned char bit = (unsigned char)(1u << e->kind);
-        if (found == ERR_NOTFOUND || !(bits & bit)) {
-            a->u[e->kind]++;
+        int new_kind = found == ERR_NOTFOUND || !(bits & bit);
+        if (new_kind) {
             bits |= bit;
             if ((rc = store_put(t, STORE_CUSTIDX, key, mkl, &bits, 1)))
                 break;
         }
-        /* the minute */
-        unsigned char mk[9];
-        mk[0] = 'm';
-        store_be64((uint64_t)(e->ts_ms / 60000), mk + 1);
-        struct acc *ma = acc_get(&minutes, mk, 9, &rc);
-        if (!ma || (rc = acc_count(ma, e)))
-            break;
-        /* p.stats */
-        struct sacc *st = hmap_get(&stats, e->cust, cl);
-        if (!st) {
-            st = calloc(1, sizeof *st);
-            if (!st || (rc = hmap_put(&stats, e->cust, cl, st))) {
-                free(st);
-                rc = rc ? rc : ERR_NOMEM;
-                break;
-            }
-        }
-        if ((rc = sacc_apply(st, e)))
+        /* the cell, the minute and p.stats */
+        struct events_agg_ev ae = { (enum events_kind)e->kind, e->type, e->cust, e->camp,
+                                    e->variant, e->channel, e->has_rev, e->revenue, e->ts_ms };
+        if ((rc = events_agg_add(agg, &ae, found == ERR_NOTFOUND, new_kind)))
             break;
         if (trig) {
             json_t *te = trigger_event(e);
@@ -1086,19 +568,13 @@ static int apply_chunk(struct store *s, struct ev *evs, int n, int durable, long
         per_kind[e->kind]++;
     }
     if (!rc)
-        rc = flush_accs(t, &cells, 1);
-    if (!rc)
-        rc = flush_accs(t, &minutes, 0);
-    if (!rc)
-        rc = flush_stats(t, &stats);
+        rc = events_agg_write(agg, t);
     if (!rc) {
         unsigned char sv[8];
         store_be64(seq, sv);
         rc = store_put(t, STORE_META, SEQ_KEY, sizeof SEQ_KEY - 1, sv, 8);
     }
-    hmap_free(&cells, acc_free);
-    hmap_free(&minutes, acc_free);
-    hmap_free(&stats, sacc_free);
+    events_agg_free(agg);
     buf_free(&b);
     free(ord);
     if (rc) {
@@ -1326,6 +802,28 @@ int events_ingest_ndjson(struct store *s, const char *data, size_t len, struct e
     return rc;
 }
 
+json_t *events_send_event(const char *customer, const char *campaign, const char *channel,
+                          const char *variant, const char *key)
+{
+    json_t *e = json_object();
+    json_object_set_new(e, "type", json_string("send"));
+    json_object_set_new(e, "customer_id", json_string(customer));
+    json_object_set_new(e, "campaign_id", json_string(campaign));
+    json_object_set_new(e, "channel", json_string(channel));
+    if (variant && *variant)
+        json_object_set_new(e, "variant", json_string(variant));
+    char id[140];
+    if (strlen(key) <= 120) {
+        snprintf(id, sizeof id, "send:%s", key);
+    } else { /* event ids are at most 128 bytes: a long key is hashed */
+        size_t n = strlen(key);
+        snprintf(id, sizeof id, "send:h%08x%08x", hash_fnv1a(key, n, HASH_FNV_INIT),
+                 hash_fnv1a(key, n, 0x01000193u));
+    }
+    json_object_set_new(e, "event_id", json_string(id));
+    return e;
+}
+
 void events_result_free(struct events_result *res)
 {
     __atomic_fetch_add(&g_m_rejected, res->rejected, __ATOMIC_RELAXED);
@@ -1342,7 +840,7 @@ static void events_collector(struct buf *out, void *ud)
     buf_adds(out, "# HELP promod_events_ingested_total Events stored, by type (custom types together).\n"
                   "# TYPE promod_events_ingested_total counter\n");
     for (int k = 0; k < EVENTS_NKINDS; k++)
-        buf_printf(out, "promod_events_ingested_total{type=\"%s\"} %ld\n", kind_names[k],
+        buf_printf(out, "promod_events_ingested_total{type=\"%s\"} %ld\n", events_kind_name((enum events_kind)k),
                    __atomic_load_n(&g_m_accepted[k], __ATOMIC_RELAXED));
     buf_printf(out,
                "# HELP promod_events_rejected_total Events refused by validation or a store error.\n"
@@ -1350,13 +848,9 @@ static void events_collector(struct buf *out, void *ud)
                "promod_events_rejected_total %ld\n"
                "# HELP promod_events_duplicates_total Events skipped because their event_id was stored.\n"
                "# TYPE promod_events_duplicates_total counter\n"
-               "promod_events_duplicates_total %ld\n"
-               "# HELP promod_events_compacted_total Raw events removed by retention.\n"
-               "# TYPE promod_events_compacted_total counter\n"
-               "promod_events_compacted_total %ld\n",
+               "promod_events_duplicates_total %ld\n",
                __atomic_load_n(&g_m_rejected, __ATOMIC_RELAXED),
-               __atomic_load_n(&g_m_duplicates, __ATOMIC_RELAXED),
-               events_compacted_total());
+               __atomic_load_n(&g_m_duplicates, __ATOMIC_RELAXED));
 }
 
 void events_metrics_init(void)

@@ -1,14 +1,16 @@
 /*
- * events_log.c — the stored side of events: scans for analytics, a
- * customer's export and erasure, and retention (compaction and its hourly
- * timer).  Key layout: see events.h.
+ * events_log.c — the stored side of events (see events_log.h): scans for
+ * analytics, a customer's export and erasure, and retention (compaction
+ * and its hourly timer).  Key layout: see events.h.
  */
+#include "insight/events_log.h"
 #include "insight/events.h"
 #include "base/id.h"
 #include "base/clock.h"
 #include "codec/codec.h"
 #include "base/err.h"
 #include "base/log.h"
+#include "base/metrics.h"
 #include "base/tz.h"
 #include <event2/event.h>
 #include <stdio.h>
@@ -17,7 +19,7 @@
 
 static long g_compacted; /* raw events removed by retention since start */
 
-long events_compacted_total(void) { return __atomic_load_n(&g_compacted, __ATOMIC_RELAXED); }
+long events_log_compacted_total(void) { return __atomic_load_n(&g_compacted, __ATOMIC_RELAXED); }
 
 static void inc_int(json_t *o, const char *k, json_int_t by)
 {
@@ -39,7 +41,7 @@ static int sync_tail(struct store *s)
 /* reading                                                                */
 
 static int fill_rec(const unsigned char key[16], const void *val, size_t vlen, json_t **hold,
-                    struct events_rec *r)
+                    struct events_log_rec *r)
 {
     json_t *o = codec_msgpack_to_json(val, vlen, NULL);
     if (!json_is_object(o)) {
@@ -66,7 +68,7 @@ static int fill_rec(const unsigned char key[16], const void *val, size_t vlen, j
 
 struct tscan {
     int64_t to_ms;
-    events_rec_fn fn;
+    events_log_rec_fn fn;
     void *ud;
 };
 
@@ -78,7 +80,7 @@ static int tscan_cb(void *ud, const void *key, size_t klen, const void *val, siz
     if ((int64_t)store_get_be64(key) >= x->to_ms)
         return 1;
     json_t *hold;
-    struct events_rec r;
+    struct events_log_rec r;
     if (fill_rec(key, val, vlen, &hold, &r))
         return 0; /* an undecodable record is skipped, not fatal */
     int rc = x->fn(x->ud, &r);
@@ -86,8 +88,8 @@ static int tscan_cb(void *ud, const void *key, size_t klen, const void *val, siz
     return rc;
 }
 
-int events_scan_time(struct store_txn *t, int64_t from_ms, int64_t to_ms, events_rec_fn fn,
-                     void *ud)
+int events_log_scan_time(struct store_txn *t, int64_t from_ms, int64_t to_ms,
+                         events_log_rec_fn fn, void *ud)
 {
     unsigned char start[16];
     store_be64((uint64_t)(from_ms < 0 ? 0 : from_ms), start);
@@ -100,7 +102,7 @@ struct cscan {
     struct store_txn *t;
     const unsigned char *before;
     size_t plen;
-    events_rec_fn fn;
+    events_log_rec_fn fn;
     void *ud;
 };
 
@@ -119,7 +121,7 @@ static int cscan_cb(void *ud, const void *key, size_t klen, const void *val, siz
     if (store_get(x->t, STORE_EVENTS, ek, 16, &ev, &el))
         return 0;
     json_t *hold;
-    struct events_rec r;
+    struct events_log_rec r;
     if (fill_rec(ek, ev, el, &hold, &r))
         return 0;
     int rc = x->fn(x->ud, &r);
@@ -136,8 +138,8 @@ static size_t cust_prefix(unsigned char *p, const char *cust, char fam)
     return cl + 2;
 }
 
-int events_scan_customer(struct store_txn *t, const char *customer, int64_t from_ms,
-                         const unsigned char before[16], events_rec_fn fn, void *ud)
+int events_log_scan_customer(struct store_txn *t, const char *customer, int64_t from_ms,
+                             const unsigned char before[16], events_log_rec_fn fn, void *ud)
 {
     if (!id_valid(customer))
         return 0;
@@ -153,7 +155,7 @@ int events_scan_customer(struct store_txn *t, const char *customer, int64_t from
 struct cellscan {
     int64_t from_day, to_day;
     int one_campaign;
-    events_cell_fn fn;
+    events_log_cell_fn fn;
     void *ud;
 };
 
@@ -175,7 +177,7 @@ static int cellscan_cb(void *ud, const void *key, size_t klen, const void *val, 
         return x->one_campaign ? 1 : 0;
     if (day < x->from_day)
         return 0;
-    struct events_cell c = { 0 };
+    struct events_log_cell c = { 0 };
     c.campaign = buf + 1;
     c.day = day;
     c.variant = (const char *)dp + 4;
@@ -201,8 +203,8 @@ static int cellscan_cb(void *ud, const void *key, size_t klen, const void *val, 
     return rc;
 }
 
-int events_scan_cells(struct store_txn *t, const char *campaign, int64_t from_day, int64_t to_day,
-                      events_cell_fn fn, void *ud)
+int events_log_scan_cells(struct store_txn *t, const char *campaign, int64_t from_day,
+                          int64_t to_day, events_log_cell_fn fn, void *ud)
 {
     struct cellscan x = { from_day < 0 ? 0 : from_day, to_day, campaign != NULL, fn, ud };
     if (!campaign)
@@ -242,8 +244,8 @@ static int minscan_cb(void *ud, const void *key, size_t klen, const void *val, s
     return 0;
 }
 
-int events_sum_minutes(struct store_txn *t, int64_t from_min, int64_t to_min, json_t **counts,
-                       double *revenue)
+int events_log_sum_minutes(struct store_txn *t, int64_t from_min, int64_t to_min,
+                           json_t **counts, double *revenue)
 {
     unsigned char start[9];
     start[0] = 'm';
@@ -327,7 +329,7 @@ static int delete_event(struct store_txn *t, const unsigned char key[16], char *
     return store_del(t, STORE_EVENTS, key, 16);
 }
 
-long events_erase_customer(struct store_txn *t, const char *customer)
+long events_log_erase_customer(struct store_txn *t, const char *customer)
 {
     if (!id_valid(customer))
         return 0;
@@ -345,7 +347,7 @@ long events_erase_customer(struct store_txn *t, const char *customer)
     return rc ? rc : n;
 }
 
-json_t *events_customer_list(struct store_txn *t, const char *customer, size_t max)
+json_t *events_log_customer_list(struct store_txn *t, const char *customer, size_t max)
 {
     json_t *arr = json_array();
     if (!arr || !id_valid(customer))
@@ -425,7 +427,7 @@ static int act_cb(void *ud, const void *key, size_t klen, const void *val, size_
     return json_array_size(x->arr) >= 1000000 ? 1 : 0;
 }
 
-json_t *events_customer_activity(struct store_txn *t, const char *customer)
+json_t *events_log_customer_activity(struct store_txn *t, const char *customer)
 {
     json_t *arr = json_array();
     if (!arr || !id_valid(customer))
@@ -577,7 +579,7 @@ static int compact_family(struct store *s, enum store_db db, const char *prefix,
     }
 }
 
-int events_compact(struct store *s, int64_t cutoff, long *deleted)
+int events_log_compact(struct store *s, int64_t cutoff, long *deleted)
 {
     *deleted = 0;
     int rc = 0;
@@ -645,7 +647,7 @@ static void compact_tick(evutil_socket_t fd, short what, void *arg)
     long n = 0;
     int64_t cutoff = clock_now() - (int64_t)g_retention_days * 86400;
     uint64_t t0 = clock_mono_ns();
-    int rc = events_compact(g_compact_store, cutoff, &n);
+    int rc = events_log_compact(g_compact_store, cutoff, &n);
     if (rc)
         log_error("event compaction failed", "err=\"%s\"", err_str(rc));
     else if (n)
@@ -653,7 +655,7 @@ static void compact_tick(evutil_socket_t fd, short what, void *arg)
                  (double)(clock_mono_ns() - t0) / 1e6);
 }
 
-int events_compactor_start(struct event_base *base, struct store *s, int retention_days)
+int events_log_compactor_start(struct event_base *base, struct store *s, int retention_days)
 {
     g_compact_store = s;
     g_retention_days = retention_days > 0 ? retention_days : 90;
@@ -668,10 +670,28 @@ int events_compactor_start(struct event_base *base, struct store *s, int retenti
     return 0;
 }
 
-void events_compactor_stop(void)
+void events_log_compactor_stop(void)
 {
     if (g_compact_ev) {
         event_free(g_compact_ev);
         g_compact_ev = NULL;
     }
+}
+
+/* ---------------------------------------------------------------------- */
+/* /metrics                                                               */
+
+static void events_log_collector(struct buf *out, void *ud)
+{
+    (void)ud;
+    buf_printf(out,
+               "# HELP promod_events_compacted_total Raw events removed by retention.\n"
+               "# TYPE promod_events_compacted_total counter\n"
+               "promod_events_compacted_total %ld\n",
+               events_log_compacted_total());
+}
+
+void events_log_metrics_init(void)
+{
+    metrics_register(events_log_collector, NULL);
 }

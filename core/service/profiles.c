@@ -4,7 +4,7 @@
 #include "delivery/outbox.h"
 #include "codec/codec.h"
 #include "base/err.h"
-#include "insight/events.h"
+#include "insight/events_log.h"
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -173,7 +173,7 @@ long profiles_erase_txn(struct store_txn *t, const char *id)
     else if (rc != ERR_NOTFOUND)
         return rc;
     /* raw events first: they are found through the index deleted below */
-    long ev = events_erase_customer(t, id);
+    long ev = events_log_erase_customer(t, id);
     if (ev < 0)
         return ev;
     total += ev;
@@ -653,8 +653,8 @@ json_t *profiles_export(struct store *s, const char *id, int *rc)
         any |= st != NULL;
         json_object_set_new(out, "stats", st ? st : json_null());
     }
-    json_t *evs = events_customer_list(t, id, 1000000);
-    json_t *act = events_customer_activity(t, id);
+    json_t *evs = events_log_customer_list(t, id, 1000000);
+    json_t *act = events_log_customer_activity(t, id);
     any |= json_array_size(evs) > 0 || json_array_size(act) > 0;
     json_object_set_new(out, "events", evs ? evs : json_array());
     json_object_set_new(out, "activity", act ? act : json_array());

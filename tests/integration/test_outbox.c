@@ -7,6 +7,7 @@
 #include <openssl/hmac.h>
 #include <pthread.h>
 #include <string.h>
+#include "base/hash.h"
 #include "outbox_tfx.h"
 
 static struct tfx_server srv;
@@ -520,4 +521,68 @@ Test(outbox, delivered_messages_count_as_send_events)
     cr_assert_eq(tfx_req(&srv, "GET", "/api/v1/profiles/se-u0/export", NULL, &r), 200);
     cr_assert(strstr(r.body, "\"send\""), "the send is in the customer's export: %s", r.body);
     tfx_resp_free(&r);
+}
+
+/* Analytics' send count of a campaign, once it reaches `want` (or the deadline). */
+static long wait_sends(const char *campaign, long want)
+{
+    char path[300];
+    snprintf(path, sizeof path, "/api/v1/analytics/campaigns/%s", campaign);
+    long sends = -1;
+    for (int i = 0; i < 400 && sends != want; i++) {
+        json_t *a = otfx_get(&srv, path);
+        sends = otfx_int(a, "totals.sends");
+        json_decref(a);
+        if (sends != want)
+            usleep(25000);
+    }
+    return sends;
+}
+
+/* The delivery thread reports a delivered message to the events module
+ * with an event_id made from the message key: "send:<key>", or a hash of
+ * the key when it is longer than 120 bytes.  Reporting the same delivery
+ * again (as after a crash) is then a duplicate, not a second send. */
+Test(outbox, send_event_id_is_derived_from_the_message_key)
+{
+    start(NULL, NULL);
+    const char *cust = "customer-with-a-rather-long-id-0";
+    otfx_profiles(&srv, "customer-with-a-rather-long-id-", 1, "");
+    char lng[101];
+    memset(lng, 'l', 100);
+    lng[100] = 0;
+    const char *camps[2] = { "sk", lng };
+    for (int i = 0; i < 2; i++) {
+        otfx_campaign(&srv, camps[i], "'webhook'", NULL, NULL);
+        cr_assert(otfx_wait_campaign(&srv, camps[i]), "campaign %s not loaded", camps[i]);
+        cr_assert_eq(otfx_action(&srv, camps[i], "launch"), 200);
+    }
+    cr_assert_eq(rcv_wait_unique(rcv, 2, 10000), 2);
+    cr_assert_eq(wait_sends("sk", 1), 1);
+    cr_assert_eq(wait_sends(lng, 1), 1);
+    char short_key[600], long_key[600], long_id[64];
+    snprintf(short_key, sizeof short_key, "send:sk:webhook:%s", cust);
+    snprintf(long_key, sizeof long_key, "send:%s:webhook:%s", lng, cust);
+    cr_assert_eq(rcv_count_key(rcv, short_key), 1, "the message key is %s", short_key);
+    cr_assert_eq(rcv_count_key(rcv, long_key), 1, "the message key is %s", long_key);
+    cr_assert_gt(strlen(long_key), 120);
+    size_t n = strlen(long_key);
+    snprintf(long_id, sizeof long_id, "send:h%08x%08x", hash_fnv1a(long_key, n, HASH_FNV_INIT),
+             hash_fnv1a(long_key, n, 0x01000193u));
+    char body[2400];
+    snprintf(body, sizeof body,
+             "[{\"type\":\"send\",\"customer_id\":\"%s\",\"campaign_id\":\"sk\","
+             "\"channel\":\"webhook\",\"event_id\":\"send:%s\"},"
+             "{\"type\":\"send\",\"customer_id\":\"%s\",\"campaign_id\":\"%s\","
+             "\"channel\":\"webhook\",\"event_id\":\"%s\"},"
+             "{\"type\":\"send\",\"customer_id\":\"%s\",\"campaign_id\":\"sk\","
+             "\"channel\":\"webhook\",\"event_id\":\"send:%s:again\"}]",
+             cust, short_key, cust, lng, long_id, cust, short_key);
+    struct tfx_resp r;
+    cr_assert_eq(tfx_req(&srv, "POST", "/api/v1/events", body, &r), 200, "%s", r.body);
+    cr_assert_eq(json_integer_value(json_object_get(r.json, "duplicates")), 2, "%s", r.body);
+    cr_assert_eq(json_integer_value(json_object_get(r.json, "accepted")), 1, "%s", r.body);
+    tfx_resp_free(&r);
+    cr_assert_eq(wait_sends("sk", 2), 2, "the event with a new id counts");
+    cr_assert_eq(wait_sends(lng, 1), 1, "the repeated report does not");
 }
