@@ -5,6 +5,7 @@
  *                [--rules DIR] [--plugins DIR] [--port-file FILE]
  *   promod check [DIR|FILE ...]
  *   promod import profiles FILE.ndjson [-c CONFIG] [--data DIR]
+ *   promod train MODEL [--force] [--threads N] [-c CONFIG] [--data DIR] [--models DIR]
  */
 #include "http/api.h"
 #include "base/app.h"
@@ -16,7 +17,10 @@
 #include "base/log.h"
 #include "delivery/deliver.h"
 #include "service/profiles.h"
+#include "engine/models.h"
 #include "engine/rules.h"
+#include "insight/train.h"
+#include "base/reqerr.h"
 #include "delivery/sends.h"
 #include "http/server.h"
 #include <stdio.h>
@@ -33,13 +37,15 @@ static void usage(FILE *f)
             "usage:\n"
             "  promod serve [-c CONFIG] [--listen HOST:PORT] [--data DIR] [--rules DIR]\n"
             "               [--plugins DIR] [--port-file FILE]\n"
-            "  promod check [DIR|FILE ...]        (default: rules/ plugins/)\n"
+            "  promod check [DIR|FILE ...]        (default: rules/ plugins/ models/)\n"
             "  promod import profiles FILE.ndjson [-c CONFIG] [--data DIR]\n"
+            "  promod train MODEL [--force] [--threads N] [-c CONFIG] [--data DIR] [--models DIR]\n"
             "  promod version\n");
 }
 
 struct cli {
-    const char *config, *listen, *data, *rules, *plugins, *port_file;
+    const char *config, *listen, *data, *rules, *plugins, *port_file, *models, *threads;
+    int force;
     const char *args[64];
     int nargs;
 };
@@ -62,6 +68,14 @@ static int parse_cli(int argc, char **argv, struct cli *c)
             dst = &c->plugins;
         else if (!strcmp(a, "--port-file"))
             dst = &c->port_file;
+        else if (!strcmp(a, "--models"))
+            dst = &c->models;
+        else if (!strcmp(a, "--threads"))
+            dst = &c->threads;
+        else if (!strcmp(a, "--force")) {
+            c->force = 1;
+            continue;
+        }
         else if (a[0] == '-' && a[1]) {
             fprintf(stderr, "promod: unknown option %s\n", a);
             return -1;
@@ -112,6 +126,8 @@ static int load_config(struct config *cfg, const struct cli *c)
         set(&cfg->rules_dir, c->rules);
     if (c->plugins)
         set(&cfg->plugins_dir, c->plugins);
+    if (c->models)
+        set(&cfg->models_dir, c->models);
     log_set_level((enum log_level)cfg->log_level);
     return 0;
 }
@@ -175,6 +191,8 @@ static int cmd_serve(const struct cli *c)
         return 2;
     if (open_store(&app))
         return 1;
+    models_init(); /* promo.predict in every Lua state: before the first one is made */
+    models_start(&app);
     campaigns_start(&app); /* reloader hooks: before the first load */
     int rc = rules_start(&app);
     if (rc) {
@@ -195,6 +213,9 @@ static int cmd_serve(const struct cli *c)
         return 1;
     }
     rules_attach(&app, server_main_base(app.srv));
+    models_attach(&app, server_main_base(app.srv));
+    if (train_sched_start(&app))
+        log_error("model training unavailable", "%s", "cannot start the trainer thread");
     events_log_compactor_start(server_main_base(app.srv), app.store, app.cfg.event_retention_days);
     deliver_set_sink(record_sends, &app);
     if (deliver_start(&app)) /* after server_start: libevent is in threaded mode */
@@ -210,11 +231,13 @@ static int cmd_serve(const struct cli *c)
         }
     }
     server_run(app.srv);
+    train_sched_stop();
     sends_shutdown();
     deliver_stop();
     events_log_compactor_stop();
     rules_stop(&app);
     server_free(app.srv);
+    models_stop(&app);
     store_close(app.store);
     config_free(&app.cfg);
     log_info("stopped", "%s", "");
@@ -269,14 +292,107 @@ static int cmd_import(const struct cli *c)
     return res.failed ? 3 : 0;
 }
 
+/* A path with a "models" component, or under the config's models_dir,
+ * holds model files. */
+static int is_model_path(const struct config *cfg, const char *p)
+{
+    size_t ml = strlen(cfg->models_dir);
+    if (!strncmp(p, cfg->models_dir, ml) && (p[ml] == 0 || p[ml] == '/'))
+        return 1;
+    const char *s = p;
+    while ((s = strstr(s, "models"))) {
+        if ((s == p || s[-1] == '/') && (s[6] == 0 || s[6] == '/'))
+            return 1;
+        s += 6;
+    }
+    return 0;
+}
+
 static int cmd_check(const struct cli *c)
 {
     struct config cfg;
     if (load_config(&cfg, c))
         return 2;
-    int rc = rules_check_cli(&cfg, (const char **)(c->args + 1), c->nargs - 1);
+    const char *rpaths[64], *mpaths[64];
+    int nr = 0, nm = 0;
+    for (int i = 1; i < c->nargs; i++) {
+        if (is_model_path(&cfg, c->args[i]))
+            mpaths[nm++] = c->args[i];
+        else
+            rpaths[nr++] = c->args[i];
+    }
+    int rc = 0;
+    if (nr || !nm) /* no paths: the rules, the plugins and the models of the config */
+        rc = rules_check_cli(&cfg, rpaths, nr);
+    if (!nm && c->nargs == 1 && access(cfg.models_dir, F_OK) == 0)
+        mpaths[nm++] = cfg.models_dir;
+    if (nm) {
+        int nfiles = 0;
+        int problems = models_check_paths(mpaths, nm, &nfiles);
+        fprintf(stderr, "promod check: %d model files, %d problems\n", nfiles, problems);
+        if (problems && !rc)
+            rc = 1;
+    }
     config_free(&cfg);
     return rc;
+}
+
+/* promod train MODEL: one training in this process, on the data directory
+ * (the server may be running: its registry picks the new version up
+ * within a second). */
+static int cmd_train(const struct cli *c)
+{
+    if (c->nargs != 2) {
+        usage(stderr);
+        return 2;
+    }
+    static struct app app;
+    g_app = &app;
+    if (load_config(&app.cfg, c))
+        return 2;
+    int threads = 0;
+    if (c->threads && ((threads = atoi(c->threads)) < 1 || threads > 64)) {
+        fprintf(stderr, "promod: --threads: expected 1 to 64\n");
+        config_free(&app.cfg);
+        return 2;
+    }
+    if (open_store(&app)) {
+        config_free(&app.cfg);
+        return 1;
+    }
+    models_start(&app);
+    struct train_opts o = { .force = c->force, .actor = "cli", .trigger = "cli", .threads = threads };
+    json_t *res = NULL;
+    struct reqerr e = { 0 };
+    int rc = train_model(&app, c->args[1], &o, &res, &e);
+    if (rc) {
+        fprintf(stderr, "promod train: %s: %s\n", c->args[1], e.message);
+        if (e.extra) {
+            char *x = json_dumps(e.extra, JSON_COMPACT);
+            if (x)
+                fprintf(stderr, "promod train: %s\n", x);
+            free(x);
+        }
+        reqerr_clear(&e);
+    } else {
+        json_t *summary = json_pack("{s:O,s:O,s:O,s:O,s:O,s:O,s:O}", "model", json_object_get(res, "model"),
+                                    "version", json_object_get(res, "version"),
+                                    "status", json_object_get(res, "status"),
+                                    "rows", json_object_get(res, "rows"),
+                                    "validation", json_object_get(json_object_get(res, "metrics"), "validation"),
+                                    "decision", json_object_get(res, "decision"),
+                                    "duration_ms", json_object_get(res, "duration_ms"));
+        char *txt = json_dumps(summary ? summary : res, JSON_INDENT(2));
+        if (txt)
+            printf("%s\n", txt);
+        free(txt);
+        json_decref(summary);
+    }
+    json_decref(res);
+    models_stop(&app);
+    store_close(app.store);
+    config_free(&app.cfg);
+    return rc ? 1 : 0;
 }
 
 int main(int argc, char **argv)
@@ -297,6 +413,8 @@ int main(int argc, char **argv)
         return cmd_import(&c);
     if (!strcmp(cmd, "check"))
         return cmd_check(&c);
+    if (!strcmp(cmd, "train"))
+        return cmd_train(&c);
     if (!strcmp(cmd, "version")) {
         printf("promod 0.1.0\n");
         return 0;

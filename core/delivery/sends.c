@@ -20,6 +20,7 @@
 #include "base/clock.h"
 #include "codec/codec.h"
 #include "engine/decide.h"
+#include "engine/models.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "lua/luavm.h"
@@ -30,6 +31,7 @@
 #include <event2/event.h>
 #include <lauxlib.h>
 #include <lua.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -328,7 +330,7 @@ json_t *sends_status(const char *campaign_id, int *rc)
     json_object_set_new(o, "campaign_id", json_string(campaign_id));
     static const char *copy[] = { "state", "mode", "channels", "evaluated", "queued", "skipped",
                                   "started_at", "finished_at", "paused_at", "resumed_at",
-                                  "stopped_at", "actor", "last_actor", "last_error" };
+                                  "stopped_at", "actor", "last_actor", "last_error", "audience" };
     for (size_t i = 0; i < sizeof copy / sizeof copy[0]; i++) {
         json_t *v = json_object_get(rec, copy[i]);
         if (v)
@@ -377,9 +379,56 @@ static int push_fn(lua_State *L, int ref, const char *name)
     return 0;
 }
 
+/* audience = { model = ..., top | above }: the customer's score, and
+ * whether it clears `cutoff` (NAN: the campaign's `above`; -INFINITY: no
+ * cut, for the pass that finds the top N).  0 = passes, 1 = *why set. */
+static int audience_gate(struct rules_worker *rw, const struct rules_campaign *c, int p_idx,
+                         int ctx_idx, int64_t now, double cutoff, struct sends_item *it,
+                         const char **why)
+{
+    (void)rw;
+    struct models_worker *mw = models_worker_self();
+    models_worker_refresh(mw);
+    int idx = mw ? models_gen_find(models_worker_gen(mw), c->audience_model) : -1;
+    const char *mwhy = NULL;
+    double score = NAN;
+    models_decide_begin(mw, p_idx, ctx_idx, now);
+    int rc = idx < 0 ? ERR_NOTFOUND : models_predict(mw, idx, p_idx, ctx_idx, &score, &mwhy);
+    models_decide_end(mw);
+    if (rc) {
+        snprintf(it->error, sizeof it->error, "audience: %.180s",
+                 idx < 0 ? "unknown model" : mwhy ? mwhy : err_str(rc));
+        *why = "audience_model_error";
+        return 1;
+    }
+    it->score = score;
+    double cut = isnan(cutoff) ? (c->audience_top ? -INFINITY : c->audience_above) : cutoff;
+    if (!(score >= cut)) {
+        *why = "below_audience_score";
+        return 1;
+    }
+    return 0;
+}
+
+static int eval_impl(struct rules_worker *rw, const struct rules_gen *g, int camp, int chan,
+                     const char *cust, const void *pv, size_t pl, const void *sv, size_t sl,
+                     int64_t now, double cutoff, int score_only, struct sends_item *it,
+                     const char **why);
+
 int sends_eval(struct rules_worker *rw, const struct rules_gen *g, int camp, int chan,
                const char *cust, const void *pv, size_t pl, const void *sv, size_t sl,
                int64_t now, struct sends_item *it, const char **why)
+{
+    return eval_impl(rw, g, camp, chan, cust, pv, pl, sv, sl, now, NAN, 0, it, why);
+}
+
+/* sends_eval with the audience cut `cutoff` (see audience_gate); with
+ * `score_only` it stops after the audience score (it->score), for the
+ * pass that ranks the audience. */
+static int eval_impl(struct rules_worker *rw, const struct rules_gen *g, int camp, int chan,
+                     const char *cust, const void *pv, size_t pl, const void *sv, size_t sl,
+                     int64_t now, double cutoff, int score_only, struct sends_item *it,
+                     const char **why)
 {
     memset(it, 0, sizeof *it);
     const struct rules_campaign *c = &g->camps[camp];
@@ -449,6 +498,10 @@ int sends_eval(struct rules_worker *rw, const struct rules_gen *g, int camp, int
             goto out;
         }
     }
+    if (c->audience_model[0] && audience_gate(rw, c, p_idx, ctx_idx, now, cutoff, it, why))
+        goto out;
+    if (score_only)
+        goto out;
     json_t *content = NULL;
     int variant = 0;
     if (decide_content(rw, c, ref, cust, p_idx, ctx_idx, &variant, &content)) {
@@ -585,6 +638,8 @@ struct batch {
     json_t *skips;           /* reason → n */
     char last_error[200];
     struct store_txn *t;
+    double cutoff;           /* audience.top: the N-th best score (NAN: no ranking) */
+    long tie_left;           /* customers at exactly the cutoff still to admit */
 };
 
 static int batch_cb(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
@@ -605,11 +660,25 @@ static int batch_cb(void *ud, const void *key, size_t klen, const void *val, siz
     size_t sl = 0;
     if (store_get(b->t, STORE_PSTATS, key, klen, &sv, &sl))
         sv = NULL;
+    int tie_taken = 0;
     for (int i = 0; i < b->nch; i++) {
         struct item *x = &b->items[b->nitems];
         const char *why;
-        if (sends_eval(b->rw, b->g, b->camp, b->chans[i], cust, val, vlen, sv, sl, b->now, &x->it,
-                       &why) == 0) {
+        int rc = eval_impl(b->rw, b->g, b->camp, b->chans[i], cust, val, vlen, sv, sl, b->now,
+                           b->cutoff, 0, &x->it, &why);
+        /* exactly N: a customer tied at the cut counts once, while places remain */
+        if (rc == 0 && !isnan(b->cutoff) && x->it.score == b->cutoff && !tie_taken) {
+            if (b->tie_left > 0) {
+                b->tie_left--;
+                tie_taken = 1;
+            } else {
+                json_decref(x->it.msg);
+                x->it.msg = NULL;
+                rc = 1;
+                why = "below_audience_score";
+            }
+        }
+        if (rc == 0) {
             memcpy(x->cust, cust, klen + 1);
             x->chan = b->chans[i];
             b->nitems++;
@@ -621,6 +690,129 @@ static int batch_cb(void *ud, const void *key, size_t klen, const void *val, siz
         }
     }
     return 0;
+}
+
+/* audience.top: rank every eligible customer by the model's score (the
+ * first outbound channel's consent) and keep the N best in a min-heap.
+ * The result goes into the send record once, so a send resumed after a
+ * restart keeps its cut: {"model", "top", "ranked", "cutoff" (null: fewer
+ * than N eligible, no cut), "tie_left"}. */
+struct rank {
+    struct rules_worker *rw;
+    const struct rules_gen *g;
+    int camp, chan;
+    int64_t now;
+    double *heap;
+    long n, cap, ranked;
+    char last[132];
+    long inchunk;
+    struct store_txn *t;
+};
+
+static void heap_push(struct rank *r, double v)
+{
+    double *h = r->heap;
+    if (r->n < r->cap) {
+        long i = r->n++;
+        h[i] = v;
+        while (i > 0 && h[(i - 1) / 2] > h[i]) {
+            double x = h[i];
+            h[i] = h[(i - 1) / 2];
+            h[(i - 1) / 2] = x;
+            i = (i - 1) / 2;
+        }
+        return;
+    }
+    if (v <= h[0])
+        return;
+    h[0] = v;
+    for (long i = 0;;) {
+        long l = 2 * i + 1, m = i;
+        if (l < r->n && h[l] < h[m])
+            m = l;
+        if (l + 1 < r->n && h[l + 1] < h[m])
+            m = l + 1;
+        if (m == i)
+            break;
+        double x = h[i];
+        h[i] = h[m];
+        h[m] = x;
+        i = m;
+    }
+}
+
+static int rank_cb(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    struct rank *r = ud;
+    if (klen == 0 || klen >= sizeof r->last)
+        return 0;
+    if (r->inchunk == 0 && r->last[0] && strlen(r->last) == klen && !memcmp(r->last, key, klen))
+        return 0;
+    if (r->inchunk >= 20000)
+        return 1;
+    r->inchunk++;
+    memcpy(r->last, key, klen);
+    r->last[klen] = 0;
+    const void *sv = NULL;
+    size_t sl = 0;
+    if (store_get(r->t, STORE_PSTATS, key, klen, &sv, &sl))
+        sv = NULL;
+    struct sends_item it;
+    const char *why;
+    if (eval_impl(r->rw, r->g, r->camp, r->chan, r->last, val, vlen, sv, sl, r->now, -INFINITY, 1,
+                  &it, &why) == 0) {
+        r->ranked++;
+        heap_push(r, it.score);
+    }
+    return 0;
+}
+
+static json_t *rank_audience(struct rules_worker *rw, const struct rules_gen *g, int ci, int chan,
+                             int *rc)
+{
+    const struct rules_campaign *c = &g->camps[ci];
+    struct rank r = { .rw = rw, .g = g, .camp = ci, .chan = chan, .now = clock_now(),
+                      .cap = c->audience_top };
+    r.heap = malloc(sizeof *r.heap * (size_t)r.cap);
+    if (!r.heap) {
+        *rc = ERR_NOMEM;
+        return NULL;
+    }
+    *rc = 0;
+    do {
+        pthread_mutex_lock(&S.mu);
+        int stop = S.stop;
+        pthread_mutex_unlock(&S.mu);
+        if (stop) {
+            *rc = ERR_BUSY;
+            break;
+        }
+        r.inchunk = 0;
+        if ((*rc = store_rtxn_begin(S.app->store, &r.t)))
+            break;
+        size_t ll = strlen(r.last);
+        *rc = store_scan(r.t, STORE_PROFILES, NULL, 0, ll ? r.last : NULL, ll, rank_cb, &r);
+        store_txn_end(r.t);
+    } while (!*rc && r.inchunk >= 20000);
+    json_t *a = NULL;
+    if (!*rc) {
+        a = json_object();
+        json_object_set_new(a, "model", json_string(c->audience_model));
+        json_object_set_new(a, "top", json_integer(c->audience_top));
+        json_object_set_new(a, "ranked", json_integer(r.ranked));
+        if (r.n < r.cap) {
+            json_object_set_new(a, "cutoff", json_null());
+            json_object_set_new(a, "tie_left", json_integer(0));
+        } else {
+            long above = 0;
+            for (long i = 0; i < r.n; i++)
+                above += r.heap[i] > r.heap[0];
+            json_object_set_new(a, "cutoff", json_real(r.heap[0]));
+            json_object_set_new(a, "tie_left", json_integer(r.n - above));
+        }
+    }
+    free(r.heap);
+    return a;
 }
 
 /* Evaluate and enqueue one batch of one send.  Returns 1 when the send's
@@ -645,8 +837,9 @@ static int build_batch(struct rules_worker *rw, const char *id)
         json_decref(rec);
         return 1;
     }
-    struct batch b = { .rw = rw, .g = g, .camp = ci, .now = clock_now() };
+    struct batch b = { .rw = rw, .g = g, .camp = ci, .now = clock_now(), .cutoff = NAN };
     snprintf(b.last, sizeof b.last, "%s", json_string_value(json_object_get(rec, "cursor")) ?: "");
+    json_t *aud = json_incref(json_object_get(rec, "audience"));
     json_decref(rec);
     if (ci < 0 || !(b.nch = outbound_channels(g, &g->camps[ci], b.chans))) {
         store_txn_end(t);
@@ -673,6 +866,42 @@ static int build_batch(struct rules_worker *rw, const char *id)
         log_warn("send stopped: campaign not loaded", "campaign=\"%s\"", id);
         return 1;
     }
+    if (g->camps[ci].audience_top && !aud) {
+        /* rank the audience once, before the first batch, and keep the cut */
+        store_txn_end(t);
+        if (!(aud = rank_audience(rw, g, ci, b.chans[0], &rc)))
+            return rc;
+        struct store_txn *wt;
+        if ((rc = store_wtxn_begin(st, &wt))) {
+            json_decref(aud);
+            return rc;
+        }
+        rec = rec_load(wt, id, &rc);
+        if (rec) {
+            json_object_set(rec, "audience", aud);
+            rc = rec_store(wt, id, rec);
+            json_decref(rec);
+        }
+        rc = rc ? rc : store_txn_commit(wt, STORE_DURABLE);
+        if (rc) {
+            store_txn_end(wt);
+            json_decref(aud);
+            return rc;
+        }
+        log_info("send audience ranked", "campaign=\"%s\" top=%ld ranked=%lld", id,
+                 g->camps[ci].audience_top,
+                 (long long)json_integer_value(json_object_get(aud, "ranked")));
+        if ((rc = store_rtxn_begin(st, &t))) {
+            json_decref(aud);
+            return rc;
+        }
+    }
+    if (aud) {
+        json_t *cut = json_object_get(aud, "cutoff");
+        b.cutoff = json_is_number(cut) ? json_number_value(cut) : -INFINITY;
+        b.tie_left = (long)json_integer_value(json_object_get(aud, "tie_left"));
+    }
+    json_decref(aud);
     b.items = malloc(sizeof *b.items * (size_t)BATCH * (size_t)b.nch);
     b.skips = json_object();
     if (!b.items) {
@@ -719,6 +948,9 @@ static int build_batch(struct rules_worker *rw, const char *id)
                     rec_skip(rec, k, (long)json_integer_value(v));
                 rec_inc(rec, "evaluated", b.nprof);
                 rec_inc(rec, "queued", queued);
+                if (!isnan(b.cutoff)) /* the places left at the cut, with the cursor */
+                    json_object_set_new(json_object_get(rec, "audience"), "tie_left",
+                                        json_integer(b.tie_left));
                 json_object_set_new(rec, "cursor", json_string(b.last));
                 if (b.last_error[0])
                     json_object_set_new(rec, "last_error", json_string(b.last_error));

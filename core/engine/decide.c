@@ -1,5 +1,6 @@
 /* decide.c — candidate selection, hooks, ranking, content, reservation. */
 #include "engine/decide.h"
+#include "engine/models.h"
 #include "engine/content.h"
 #include "base/app.h"
 #include "base/clock.h"
@@ -519,6 +520,8 @@ int decide_run(const struct decide_req *q, struct decide_err *e, struct buf *out
         return ERR_INVAL;
     }
     rules_worker_refresh(rw);
+    struct models_worker *mw = models_worker_self();
+    models_worker_refresh(mw);
     struct rules_gen *g = rw->gen;
     int chi = rules_gen_find_channel(g, q->channel);
     if (chi < 0) {
@@ -582,6 +585,7 @@ int decide_run(const struct decide_req *q, struct decide_err *e, struct buf *out
     }
     lua_pushnumber(L, (lua_Number)now);
     lua_setfield(L, ctx_idx, "now");
+    models_decide_begin(mw, p_idx, ctx_idx, now);
 
     const char *blocked = consent_block(L, p_idx, ch);
     if (!blocked && ch->quiet_from >= 0) {
@@ -597,6 +601,7 @@ int decide_run(const struct decide_req *q, struct decide_err *e, struct buf *out
     struct scratch *scr = scratch_get(rw, nlist);
     if (!scr) {
         store_txn_end(t);
+        models_decide_end(mw);
         lua_settop(L, top);
         json_decref(explain);
         e->status = 500;
@@ -690,6 +695,8 @@ int decide_run(const struct decide_req *q, struct decide_err *e, struct buf *out
             json_object_set_new(xp, "eligible", json_true());
         /* score */
         double score = c->priority;
+        if (c->score_model[0] && models_score(mw, c, p_idx, ctx_idx, xp, &score, NULL))
+            continue; /* explain says why */
         if (rw->fn_refs[2 * i + 1] != LUA_NOREF) {
             lua_rawgeti(L, LUA_REGISTRYINDEX, rw->fn_refs[2 * i + 1]);
             lua_pushvalue(L, p_idx);
@@ -808,6 +815,7 @@ int decide_run(const struct decide_req *q, struct decide_err *e, struct buf *out
             cands[k].xp)
             json_object_set_new(cands[k].xp, "reason", json_string("ranked below the limit"));
     store_txn_end(t);
+    models_decide_end(mw);
     lua_settop(L, top);
 
     /* the reply: written straight into `out` in the wire form asked for */

@@ -487,9 +487,7 @@ static json_t *dur(int64_t s)
     char b[32];
     if (!s)
         return json_null();
-    if (s % 604800 == 0)
-        snprintf(b, sizeof b, "%lldw", (long long)(s / 604800));
-    else if (s % 86400 == 0)
+    if (s % 86400 == 0)
         snprintf(b, sizeof b, "%lldd", (long long)(s / 86400));
     else
         snprintf(b, sizeof b, "%lldh", (long long)(s / 3600));

@@ -171,6 +171,7 @@ struct models_feat_err {
     int feature;             /**< index in d->feats, -1 when none */
     int wrong_type;          /**< the value had another type (x got NaN) */
     int failed;              /**< a feature function raised or ran out of budget */
+    char got[16];            /**< the Lua type of the first wrong-typed value ("string") */
     char msg[256];
     long nbad;               /**< wrong-typed values in this vector */
     unsigned char bad[MODELS_MAX_FEATURES]; /**< 1 for each feature read as missing for its type */
@@ -292,6 +293,30 @@ json_t *models_entry_json(const struct models_entry *e);
 /** The definition as JSON (features, label, algorithm, schedule), new object. */
 json_t *models_def_json(const struct models_def *d);
 
+/* --- the models API (models_api.c; any thread) ------------------------ */
+
+struct reqerr;
+
+/** A model (file status, definition, live version) with its versions,
+ *  newest first, at most `limit`, without their sources.  A model whose
+ *  file is gone but whose versions are stored has status "no_file".
+ *  @return a new object, or NULL with *e (404 model_not_found). */
+json_t *models_describe(struct store *s, const char *id, int limit, struct reqerr *e);
+/** One version's whole record, its source included.  NULL with *e (404
+ *  version_not_found). */
+json_t *models_version(struct store *s, const char *id, int version, struct reqerr *e);
+/** Make `version` live by hand (promote = "manual", or a rejected
+ *  candidate), with an audit entry "model.promote"; served at once.
+ *  *out = {"model", "live_version", "previous"}.  @return 0 or an error in
+ *  *e (404 version_not_found). */
+int models_promote(struct app *app, const char *id, int version, const char *actor, json_t **out,
+                   struct reqerr *e);
+/** Roll back: `version`, or (0) the version live before the current one;
+ *  audit entry "model.rollback"; served at once.  @return 0 or *e (409
+ *  nothing_to_roll_back, 404 version_not_found). */
+int models_rollback(struct app *app, const char *id, int version, const char *actor, json_t **out,
+                    struct reqerr *e);
+
 /* --- serving (worker threads) -------------------------------------------- */
 
 struct models_worker;
@@ -309,6 +334,10 @@ const struct models_gen *models_worker_gen(const struct models_worker *w);
  *  context at ctx_idx) from now on are computed once per model and reused
  *  until the next models_decide_begin. */
 void models_decide_begin(struct models_worker *w, int p_idx, int ctx_idx, int64_t now);
+
+/** The decide is over: nothing is cached for its tables any more (a later
+ *  table at the same address is another customer). */
+void models_decide_end(struct models_worker *w);
 
 /** The prediction of model `idx` (models_gen_find on the worker's
  *  generation) for the profile at p_idx and context at ctx_idx (0 = none).
@@ -334,6 +363,27 @@ struct models_driver {
 int models_predict_explain(struct models_worker *w, int idx, int p_idx, int ctx_idx, double *out,
                            struct models_driver *drv, int n, int *nout, float *x,
                            const char **why);
+
+struct rules_campaign;
+
+/** A campaign's expected value from its declared model score. */
+struct models_ev {
+    double propensity, value, expected;
+    int version;
+};
+
+/** The score of campaign `c` declaring score = { model = ..., value = ... }:
+ *  expected value = propensity × value (the value a number or a value
+ *  model's prediction, at least 0), times priority / 50 — the campaign's
+ *  priority is the lever, 50 (the default) leaves the expected value as it
+ *  is.  The model's prediction is the decide's cached one.  With explain
+ *  (`xp`), adds "model": {"id", "version", "propensity", "value",
+ *  "expected_value"}, or on failure "error": "score: <why>".  `ev` (may be
+ *  NULL) gets the parts.  @return 0 and *score, or an error (unknown model,
+ *  no live version, a failed feature function): the campaign is skipped,
+ *  as with a score hook that fails. */
+int models_score(struct models_worker *w, const struct rules_campaign *c, int p_idx, int ctx_idx,
+                 json_t *xp, double *score, struct models_ev *ev);
 
 /** Start-up, before threads: register the /metrics series
  *  (promod_model_predictions_total, promod_model_prediction_errors_total,

@@ -114,6 +114,7 @@ static void bad_type(struct models_feat_err *fe, const struct models_def *d, int
         const struct models_feature *f = &d->feats[i];
         fe->feature = i;
         fe->wrong_type = 1;
+        snprintf(fe->got, sizeof fe->got, "%s", lua_typename(L, t));
         snprintf(fe->msg, sizeof fe->msg, "feature '%s' expects %s, got a %s", f->name,
                  f->nvalues ? "a string (one of its values)" : "a number or a boolean",
                  lua_typename(L, t));
@@ -165,6 +166,7 @@ int models_features(struct luavm *vm, const struct models_def *d, const int *fn_
     fe->wrong_type = fe->failed = 0;
     fe->nbad = 0;
     fe->msg[0] = 0;
+    fe->got[0] = 0;
     memset(fe->bad, 0, sizeof fe->bad);
     int st = 0; /* p.stats, fetched on the first stats feature */
     int have_st = 0;

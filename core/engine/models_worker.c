@@ -338,6 +338,19 @@ void models_decide_begin(struct models_worker *w, int p_idx, int ctx_idx, int64_
     lua_rawseti(L, LUA_REGISTRYINDEX, w->ctx_slot);
 }
 
+void models_decide_end(struct models_worker *w)
+{
+    if (!w)
+        return;
+    w->epoch++; /* a table at the same address later is another customer */
+    w->p_ptr = w->ctx_ptr = NULL;
+    lua_State *L = luavm_state(w->vm);
+    lua_pushboolean(L, 0);
+    lua_rawseti(L, LUA_REGISTRYINDEX, w->p_slot);
+    lua_pushboolean(L, 0);
+    lua_rawseti(L, LUA_REGISTRYINDEX, w->ctx_slot);
+}
+
 /* Features and the margin's inputs of model idx; 0 or an error (why set). */
 static int compute(struct models_worker *w, int idx, int p_idx, int ctx_idx, int64_t now,
                    float *x, const char **why)
@@ -510,4 +523,66 @@ void models_init(void)
 {
     metrics_register(collector, NULL);
     luavm_add_opener(open_predict);
+}
+
+/* ---------------------------------------------------------------------- */
+/* the declarative campaign score                                          */
+
+static void xp_model_error(json_t *xp, const char *msg)
+{
+    if (!xp)
+        return;
+    char b[600];
+    snprintf(b, sizeof b, "score: %s", msg);
+    json_object_set_new(xp, "error", json_string(b));
+}
+
+int models_score(struct models_worker *w, const struct rules_campaign *c, int p_idx, int ctx_idx,
+                 json_t *xp, double *score, struct models_ev *ev)
+{
+    const char *why = NULL;
+    double prop = NAN, value = c->score_value;
+    int idx = w && w->gen ? models_gen_find(w->gen, c->score_model) : -1;
+    if (idx < 0) {
+        char b[400];
+        snprintf(b, sizeof b, "unknown model '%s' (no %s.lua in the models directory)",
+                 c->score_model, c->score_model);
+        xp_model_error(xp, b);
+        return ERR_NOTFOUND;
+    }
+    int rc = models_predict(w, idx, p_idx, ctx_idx, &prop, &why);
+    if (!rc && c->score_value_model[0]) {
+        int vidx = models_gen_find(w->gen, c->score_value_model);
+        if (vidx < 0) {
+            snprintf(w->why, sizeof w->why, "unknown value model '%s'", c->score_value_model);
+            why = w->why;
+            rc = ERR_NOTFOUND;
+        } else {
+            rc = models_predict(w, vidx, p_idx, ctx_idx, &value, &why);
+            if (!rc && !(value > 0)) /* an amount; a regression may dip below 0 */
+                value = 0;
+        }
+    }
+    if (rc) {
+        xp_model_error(xp, why ? why : err_str(rc));
+        return rc;
+    }
+    double expected = prop * value;
+    *score = expected * c->priority / 50.0;
+    if (ev) {
+        ev->propensity = prop;
+        ev->value = value;
+        ev->expected = expected;
+        ev->version = w->gen->m[idx].live_version;
+    }
+    if (xp) {
+        json_t *m = json_object();
+        json_object_set_new(m, "id", json_string(c->score_model));
+        json_object_set_new(m, "version", json_integer(w->gen->m[idx].live_version));
+        json_object_set_new(m, "propensity", json_real(prop));
+        json_object_set_new(m, "value", json_real(value));
+        json_object_set_new(m, "expected_value", json_real(expected));
+        json_object_set_new(xp, "model", m);
+    }
+    return 0;
 }

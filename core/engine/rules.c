@@ -29,6 +29,7 @@
 #include <event2/event.h>
 #include <lauxlib.h>
 #include <lua.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -591,7 +592,7 @@ static void parse_caps(lua_State *L, struct vctx *v, const char *what, struct ru
 static const char *camp_fields[] = { "id", "name", "channels", "placements", "priority", "schedule",
                                      "caps", "variants", "eligible", "score", "content", "throttle",
                                      "status", "trigger", "cost", "description", "owner", "tags",
-                                     NULL };
+                                     "audience", NULL };
 static const char *plugin_fields[] = { "channel", "policy", "render", "deliver", "description",
                                        NULL };
 
@@ -659,6 +660,87 @@ static void default_id(const char *path, char *out, size_t len)
     for (char *q = out; *q; q++)
         if (*q == '/')
             *q = '.';
+}
+
+/* A model id field of the table on top (1-128 id characters), into out. */
+static int model_id_field(lua_State *L, struct vctx *v, const char *key, const char *path,
+                          char *out, size_t outlen)
+{
+    lua_getfield(L, -1, key);
+    const char *m = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    int ok = m && id_valid(m) && strlen(m) < outlen;
+    if (ok)
+        snprintf(out, outlen, "%s", m);
+    else
+        verr(v, path, "%s must be a model id (models/<id>.lua)", path);
+    lua_pop(L, 1);
+    return ok;
+}
+
+/* score = { model = "buy_7d", value = 25 | { model = "rev_90d" } } (table on top) */
+static void parse_model_score(lua_State *L, struct vctx *v, struct rules_campaign *c)
+{
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+        if (strcmp(k, "model") && strcmp(k, "value"))
+            verr(v, "score", "unknown field '%s' in score (use model and value)", k);
+        lua_pop(L, 1);
+    }
+    model_id_field(L, v, "model", "score.model", c->score_model, sizeof c->score_model);
+    lua_getfield(L, -1, "value");
+    c->score_value = 1;
+    if (lua_type(L, -1) == LUA_TNUMBER) {
+        c->score_value = lua_tonumber(L, -1);
+        if (!isfinite(c->score_value) || c->score_value < 0)
+            verr(v, "score.value", "score.value must be a number >= 0 (what a response is worth)");
+    } else if (lua_istable(L, -1)) {
+        model_id_field(L, v, "model", "score.value.model", c->score_value_model,
+                       sizeof c->score_value_model);
+    } else if (!lua_isnil(L, -1)) {
+        verr(v, "score.value", "score.value must be a number or { model = \"<value model>\" }");
+    }
+    lua_pop(L, 1);
+}
+
+/* audience = { model = "buy_7d", top = 1000 } or { model = ..., above = 0.3 } */
+static void parse_audience(lua_State *L, struct vctx *v, struct rules_campaign *c)
+{
+    if (!lua_istable(L, -1)) {
+        verr(v, "audience", "audience must be a table { model = \"id\", top = N } or "
+             "{ model = \"id\", above = t }");
+        return;
+    }
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+        if (strcmp(k, "model") && strcmp(k, "top") && strcmp(k, "above"))
+            verr(v, "audience", "unknown field '%s' in audience (use model with top or above)", k);
+        lua_pop(L, 1);
+    }
+    model_id_field(L, v, "model", "audience.model", c->audience_model, sizeof c->audience_model);
+    lua_getfield(L, -1, "top");
+    int has_top = !lua_isnil(L, -1);
+    if (has_top) {
+        double n = lua_tonumber(L, -1);
+        if (lua_type(L, -1) != LUA_TNUMBER || n != floor(n) || n < 1 || n > 10000000)
+            verr(v, "audience.top", "audience.top must be a whole number from 1 to 10000000");
+        else
+            c->audience_top = (long)n;
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, -1, "above");
+    int has_above = !lua_isnil(L, -1);
+    if (has_above) {
+        c->audience_above = lua_tonumber(L, -1);
+        if (lua_type(L, -1) != LUA_TNUMBER || !isfinite(c->audience_above))
+            verr(v, "audience.above", "audience.above must be a number (the score a customer must "
+                 "exceed)");
+    }
+    lua_pop(L, 1);
+    if (has_top == has_above)
+        verr(v, "audience", "audience needs exactly one of top (the N likeliest) or above (a "
+             "score threshold)");
 }
 
 static const char *day_names[] = { "mon", "tue", "wed", "thu", "fri", "sat", "sun" };
@@ -980,7 +1062,22 @@ static void validate_campaign(lua_State *L, struct vctx *v, const char *const *c
             verr(v, NULL, "eligible is required: eligible = function(p, ctx) return true end");
         lua_pop(L, 1);
     }
-    hook_field(L, v, "score", RULES_HOOK_SCORE, &c->hooks);
+    lua_getfield(L, -1, "score");
+    int score_table = lua_istable(L, -1);
+    if (score_table)
+        parse_model_score(L, v, c);
+    lua_pop(L, 1);
+    if (!score_table)
+        hook_field(L, v, "score", RULES_HOOK_SCORE, &c->hooks);
+    lua_getfield(L, -1, "audience");
+    if (!lua_isnil(L, -1))
+        parse_audience(L, v, c);
+    lua_pop(L, 1);
+    lua_getfield(L, -1, "trigger");
+    if (c->audience_top && !lua_isnil(L, -1))
+        verr(v, "audience.top", "audience.top ranks a whole audience at launch; a triggered "
+             "campaign sends one event at a time: use audience.above");
+    lua_pop(L, 1);
     hook_field(L, v, "content", RULES_HOOK_CONTENT, &c->hooks);
     hook_field(L, v, "throttle", RULES_HOOK_THROTTLE, &c->hooks);
 

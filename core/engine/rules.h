@@ -90,6 +90,16 @@ struct rules_campaign {
     enum campaign_status status;    /**< effective status (store overrides file) */
     enum campaign_status file_status;
     json_t *trigger;                /**< {"event","delay","cancel_on"} or NULL */
+    /* score = { model = "buy_7d", value = 25 } (value may be { model = "rev_90d" }): rank by
+     * expected value, propensity x value, times priority / 50 (engine/models.h) */
+    char score_model[132];          /**< "" when the score is not a model's */
+    char score_value_model[132];    /**< a value model, or "" (score_value is the value) */
+    double score_value;
+    /* audience = { model = "buy_7d", top = N } or { model = ..., above = t }: an outbound
+     * send goes to the N likeliest eligible customers, or those above t */
+    char audience_model[132];       /**< "" when the campaign declares no audience */
+    long audience_top;              /**< 0 when `above` is used */
+    double audience_above;
     double cost_per_send, cost_per_impression;
 };
 

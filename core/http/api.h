@@ -17,6 +17,7 @@ void api_audit_register(void);     /* audit log */
 void api_events_register(void);    /* events, admin/compact */
 void api_analytics_register(void); /* analytics/... */
 void api_outbox_register(void);    /* outbox, dead letters, campaign sends */
+void api_models_register(void);    /* models, targeting */
 
 /** Register every HTTP route (api_*.c), in match order (routes.c). */
 void app_register_routes(void);

@@ -13,4 +13,5 @@ void app_register_routes(void)
     api_events_register();
     api_analytics_register();
     api_outbox_register();
+    api_models_register();
 }

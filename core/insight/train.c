@@ -201,10 +201,11 @@ int train_model(struct app *app, const char *id, const struct train_opts *o, jso
         if (rows.wrong_type[i] && (double)rows.wrong_type[i] > WRONG_TYPE_SHARE * (double)seen) {
             const struct models_feature *f = &d->feats[i];
             rc = reqerr_set(e, 422, "feature_wrong_type", f->name,
-                            "feature '%s' expects %s, but %ld of %ld examples had another type "
-                            "(first: %s)", f->name,
+                            "feature '%s' expects %s, but %ld of %ld examples had another type%s%s%s",
+                            f->name,
                             f->nvalues ? "a string (one of its values)" : "a number or a boolean",
-                            rows.wrong_type[i], seen, rows.wrong_example[i]);
+                            rows.wrong_type[i], seen, rows.wrong_example[i][0] ? " (" : "",
+                            rows.wrong_example[i], rows.wrong_example[i][0] ? ")" : "");
             e->extra = json_pack("{s:i,s:i}", "wrong_type", (json_int_t)rows.wrong_type[i],
                                  "examples", (json_int_t)seen);
             goto fail;

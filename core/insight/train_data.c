@@ -484,17 +484,20 @@ static int add_example(struct builder *b, int p_idx, int ctx_idx, int64_t t, flo
     float *x = o->x + o->n * b->d->ncols;
     struct models_feat_err fe;
     rc = models_features(b->vm, b->d, b->fn_refs, p_idx, ctx_idx, t, x, &fe);
+    /* what is kept of a problem names no customer: it is stored with the
+     * model's state, which a customer's erasure does not reach */
     if (rc) {
         o->fn_errors++;
         if (!o->fn_error[0])
-            snprintf(o->fn_error, sizeof o->fn_error, "customer %.128s: %.255s", b->cust, fe.msg);
+            snprintf(o->fn_error, sizeof o->fn_error, "%s", fe.msg);
         return 0; /* the example is dropped; too many failures fail the training */
     }
     for (int i = 0; i < b->d->nfeats; i++)
         if (fe.bad[i]) {
             o->wrong_type[i]++;
-            if (!o->wrong_example[i][0])
-                snprintf(o->wrong_example[i], sizeof o->wrong_example[i], "customer %s", b->cust);
+            if (!o->wrong_example[i][0] && fe.feature == i)
+                snprintf(o->wrong_example[i], sizeof o->wrong_example[i], "the first was a %s",
+                         fe.got);
         }
     o->y[o->n] = y;
     o->t[o->n] = t;
