@@ -5,7 +5,8 @@
  *                [--rules DIR] [--plugins DIR] [--port-file FILE]
  *   promod check [DIR|FILE ...]
  *   promod import profiles FILE.ndjson [-c CONFIG] [--data DIR]
- *   promod train MODEL [--force] [--threads N] [-c CONFIG] [--data DIR] [--models DIR]
+ *   promod train MODEL [--force] [--threads N] [--now TIME] [-c CONFIG] [--data DIR]
+ *                [--models DIR]
  */
 #include "http/api.h"
 #include "base/app.h"
@@ -21,6 +22,7 @@
 #include "engine/rules.h"
 #include "insight/train.h"
 #include "base/reqerr.h"
+#include "base/tz.h"
 #include "delivery/sends.h"
 #include "http/server.h"
 #include <stdio.h>
@@ -39,12 +41,13 @@ static void usage(FILE *f)
             "               [--plugins DIR] [--port-file FILE]\n"
             "  promod check [DIR|FILE ...]        (default: rules/ plugins/ models/)\n"
             "  promod import profiles FILE.ndjson [-c CONFIG] [--data DIR]\n"
-            "  promod train MODEL [--force] [--threads N] [-c CONFIG] [--data DIR] [--models DIR]\n"
+            "  promod train MODEL [--force] [--threads N] [--now TIME] [-c CONFIG] [--data DIR]\n"
+            "               [--models DIR]\n"
             "  promod version\n");
 }
 
 struct cli {
-    const char *config, *listen, *data, *rules, *plugins, *port_file, *models, *threads;
+    const char *config, *listen, *data, *rules, *plugins, *port_file, *models, *threads, *now;
     int force;
     const char *args[64];
     int nargs;
@@ -72,6 +75,8 @@ static int parse_cli(int argc, char **argv, struct cli *c)
             dst = &c->models;
         else if (!strcmp(a, "--threads"))
             dst = &c->threads;
+        else if (!strcmp(a, "--now"))
+            dst = &c->now;
         else if (!strcmp(a, "--force")) {
             c->force = 1;
             continue;
@@ -355,6 +360,21 @@ static int cmd_train(const struct cli *c)
         fprintf(stderr, "promod: --threads: expected 1 to 64\n");
         config_free(&app.cfg);
         return 2;
+    }
+    if (c->now) {
+        /* train as of another time (the examples are those whose outcome
+         * window had closed then): unix seconds or ISO-8601 */
+        int64_t t;
+        char *end;
+        long long n = strtoll(c->now, &end, 10);
+        if (*end == 0 && end != c->now)
+            t = n;
+        else if (tz_parse_iso8601(c->now, &t)) {
+            fprintf(stderr, "promod: --now: expected unix seconds or ISO-8601\n");
+            config_free(&app.cfg);
+            return 2;
+        }
+        clock_set_offset(t - (int64_t)time(NULL));
     }
     if (open_store(&app)) {
         config_free(&app.cfg);

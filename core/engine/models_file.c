@@ -340,10 +340,19 @@ static int parse_stat(const char *s, struct models_feature *f)
         f->stat_type = xdup(s + 11);
         return 0;
     }
-    if (!type_valid(s))
+    /* counts: a built-in type at the top of p.stats, a custom one under
+     * p.stats.custom (so that a typo of a derived name is not taken for a
+     * custom type) */
+    static const char *builtin[] = { "impression", "click", "conversion", "send", "open",
+                                      "dismiss", NULL };
+    const char *t = !strncmp(s, "custom.", 7) ? s + 7 : s;
+    int ok = t != s ? type_valid(t) : 0;
+    for (int i = 0; builtin[i] && t == s; i++)
+        ok |= !strcmp(s, builtin[i]);
+    if (!ok)
         return -1;
     f->stat = MODELS_STAT_COUNT;
-    f->stat_type = xdup(s);
+    f->stat_type = xdup(t);
     return 0;
 }
 
@@ -390,7 +399,8 @@ static void parse_source(struct pctx *v, const char *field, const char *name,
         if (parse_stat(name + 6, f))
             perr(v, field, "%s: unknown behaviour '%s' (stats.recency, stats.frequency, "
                  "stats.monetary, stats.revenue, stats.events, stats.tenure, stats.idle, "
-                 "stats.<event type>, stats.days_since.<event type>)", field, name);
+                 "stats.<built-in event type>, stats.custom.<custom event type>, "
+                 "stats.days_since.<event type>)", field, name);
     } else if (!strncmp(name, "ctx.", 4)) {
         f->src = MODELS_SRC_CTX;
         if (split_path(name + 4, f))

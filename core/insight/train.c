@@ -321,6 +321,9 @@ int train_model(struct app *app, const char *id, const struct train_opts *o, jso
     json_object_set_new(win, "from", iso(rows.from));
     json_object_set_new(win, "to", iso(rows.to));
     json_object_set_new(win, "validation_from", iso(rows.split_at));
+    json_object_set_new(win, "from_ts", json_integer(rows.from));
+    json_object_set_new(win, "to_ts", json_integer(rows.to));
+    json_object_set_new(win, "validation_from_ts", json_integer(rows.split_at));
     json_object_set_new(meta, "window", win);
     json_object_set_new(meta, "rows", rows_json(&rows, d));
     json_t *mets = json_object();

@@ -5,7 +5,7 @@ return {
   features = {
     { "tier", values = { "gold", "silver", "bronze" } },
     "age",
-    "stats.purchase",
+    "stats.custom.purchase",
     "stats.days_since.purchase",
   },
   algorithm = "xgboost",
