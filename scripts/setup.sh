@@ -8,7 +8,7 @@ set -euo pipefail
 PKGS=(
   build-essential cmake pkg-config
   libluajit-5.1-dev libevent-dev libmsgpack-dev liblmdb-dev libjansson-dev
-  libcriterion-dev libssl-dev
+  libcriterion-dev libssl-dev libpcre2-dev
   libxgboost-dev liblinear-dev python3-sklearn
   tzdata wrk lmdb-utils python3 curl openssl
   python3-scipy # reference statistics for tests/unit/test_stats.c (stats_ref.py)

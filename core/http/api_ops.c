@@ -70,6 +70,13 @@ static void h_clock(struct http_req *r)
         if (!b)
             return;
         json_t *off = json_object_get(b, "offset"), *now = json_object_get(b, "now");
+        json_t *freeze = json_object_get(b, "freeze");
+        if (freeze && !json_is_boolean(freeze)) {
+            json_decref(b);
+            http_reply_error(r, 400, "invalid", "\"freeze\" must be true or false", "freeze");
+            return;
+        }
+        clock_freeze(0);
         if (json_is_integer(off)) {
             clock_set_offset(json_integer_value(off));
         } else if (json_is_integer(now)) {
@@ -79,11 +86,14 @@ static void h_clock(struct http_req *r)
             http_reply_error(r, 400, "invalid", "give an integer \"offset\" or \"now\"", "offset");
             return;
         }
+        if (json_is_true(freeze))
+            clock_freeze(clock_now());
         json_decref(b);
     }
     json_t *o = json_object();
     json_object_set_new(o, "now", json_integer(clock_now()));
     json_object_set_new(o, "offset", json_integer(clock_get_offset()));
+    json_object_set_new(o, "frozen", json_boolean(clock_frozen() != 0));
     http_reply_json(r, 200, o);
 }
 

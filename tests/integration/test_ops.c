@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "base/buf.h"
 #include "fixture.h"
@@ -353,4 +354,40 @@ Test(ops, import_cli_large_file_line_numbers)
     char *m = metrics();
     cr_assert_eq(metric(m, "promod_profiles", ""), (double)(good - 1), "distinct ids imported");
     free(m);
+}
+
+/* The test clock can stand still: a boundary second must not tick over
+ * between setting it and the request that reads it.  Waiting for the real
+ * clock to move is a condition wait (bounded), not a sleep. */
+Test(ops, test_clock_freezes_and_runs_again)
+{
+    start("test_clock = true,");
+    struct tfx_resp r;
+    cr_assert_eq(tfx_req(&srv, "POST", "/api/v1/admin/clock",
+                         "{\"now\": 1900000000, \"freeze\": true}", &r), 200);
+    cr_assert_eq(json_integer_value(json_object_get(r.json, "now")), 1900000000);
+    cr_assert(json_is_true(json_object_get(r.json, "frozen")));
+    tfx_resp_free(&r);
+    /* frozen: the same second however long we look (until the real clock has
+     * visibly moved on) */
+    time_t t0 = time(NULL);
+    while (time(NULL) < t0 + 2) {
+        cr_assert_eq(tfx_req(&srv, "GET", "/api/v1/admin/clock", NULL, &r), 200);
+        cr_assert_eq(json_integer_value(json_object_get(r.json, "now")), 1900000000);
+        tfx_resp_free(&r);
+    }
+    cr_assert_eq(tfx_req(&srv, "POST", "/api/v1/admin/clock", "{\"freeze\": 1, \"now\": 5}", &r), 400);
+    cr_assert_str_eq(tfx_err_code(&r), "invalid");
+    tfx_resp_free(&r);
+    /* running again from where it was set */
+    cr_assert_eq(tfx_req(&srv, "POST", "/api/v1/admin/clock", "{\"now\": 1900000000}", &r), 200);
+    cr_assert(json_is_false(json_object_get(r.json, "frozen")));
+    tfx_resp_free(&r);
+    int moved = 0;
+    for (time_t t1 = time(NULL); !moved && time(NULL) < t1 + 30;) {
+        cr_assert_eq(tfx_req(&srv, "GET", "/api/v1/admin/clock", NULL, &r), 200);
+        moved = json_integer_value(json_object_get(r.json, "now")) > 1900000000;
+        tfx_resp_free(&r);
+    }
+    cr_assert(moved, "the unfrozen clock never moved");
 }

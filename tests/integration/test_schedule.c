@@ -28,7 +28,8 @@ static int64_t utc(int y, int mo, int d, int h, int mi, int s)
 static void set_now(int64_t t)
 {
     char body[64];
-    snprintf(body, sizeof body, "{\"now\": %lld}", (long long)t);
+    /* frozen: a boundary second must not tick over before the decide reads it */
+    snprintf(body, sizeof body, "{\"now\": %lld, \"freeze\": true}", (long long)t);
     struct tfx_resp r;
     cr_assert_eq(ctfx_req(&srv, "POST", "/api/v1/admin/clock", NULL, body, &r), 200);
     cr_assert_eq(json_integer_value(json_object_get(r.json, "now")), t);
