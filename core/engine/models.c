@@ -258,6 +258,31 @@ static void load_live(struct luavm *vm, struct store_txn *t, struct models_entry
     json_decref(meta);
 }
 
+/* The model whose live version was trained from file `path` (new string),
+ * or NULL. */
+static char *id_of_file(struct store_txn *t, const char *path)
+{
+    if (!t)
+        return NULL;
+    json_t *ids = models_store_ids(t);
+    char *found = NULL;
+    size_t i;
+    json_t *id;
+    json_array_foreach(ids, i, id) {
+        const char *s = json_string_value(id);
+        int live = models_store_live(t, s);
+        json_t *meta = NULL;
+        if (live && models_store_get(t, s, live, &meta, NULL) == 0) {
+            const char *f = json_string_value(json_object_get(meta, "file"));
+            if (f && !strcmp(f, path) && !found)
+                found = strdup(s);
+        }
+        json_decref(meta);
+    }
+    json_decref(ids);
+    return found;
+}
+
 static int entry_same(const struct models_entry *a, const struct models_entry *b)
 {
     return !strcmp(a->id, b->id) && !strcmp(a->path, b->path) && a->file_ok == b->file_ok &&
@@ -350,20 +375,29 @@ static struct models_gen *build(struct app *app, int *nerrors)
         }
         free(src);
         json_decref(errs);
-        if (!e->def) { /* never loaded: listed with its error, not served */
-            char idb[160];
-            const char *base = strrchr(fl.p[i], '/');
-            snprintf(idb, sizeof idb, "%s", base ? base + 1 : fl.p[i]);
-            size_t il = strlen(idb);
-            if (il > 4)
-                idb[il - 4] = 0;
-            e->id = strdup(idb);
+        if (!e->def) {
+            /* never loaded since start: its id is the one a stored version
+             * trained from this file declared, else its file name */
+            char *sid = id_of_file(t, fl.p[i]);
+            if (sid) {
+                e->id = sid;
+            } else {
+                char idb[160];
+                const char *base = strrchr(fl.p[i], '/');
+                snprintf(idb, sizeof idb, "%s", base ? base + 1 : fl.p[i]);
+                size_t il = strlen(idb);
+                if (il > 4)
+                    idb[il - 4] = 0;
+                e->id = strdup(idb);
+            }
         } else {
             e->id = strdup(e->def->id);
         }
         const struct models_entry *pl = pe && pe->id && e->id && !strcmp(pe->id, e->id) ? pe : NULL;
-        if (e->def)
-            load_live(vm, t, e, pl);
+        /* the live version serves with its own source, whatever the file
+         * on disk says now: a broken file never stops it (not even across
+         * a restart) */
+        load_live(vm, t, e, pl);
         g->n++;
     }
     store_txn_end(t);
@@ -569,9 +603,9 @@ json_t *models_entry_json(const struct models_entry *e)
     json_t *o = e->def ? models_def_json(e->def) : json_object();
     json_object_set_new(o, "id", json_string(e->id));
     json_object_set_new(o, "file", json_string(e->path));
-    json_object_set_new(o, "status", json_string(e->file_ok ? "ok"
-                                                 : e->def ? "error_previous_live"
-                                                          : "error"));
+    json_object_set_new(o, "status", json_string(e->file_ok            ? "ok"
+                                                 : e->def || e->live ? "error_previous_live"
+                                                                     : "error"));
     if (e->error)
         json_object_set_new(o, "error", json_string(e->error));
     if (e->loaded_at)

@@ -64,6 +64,16 @@ struct predict_node {
     uint32_t left;
 };
 
+/** A node as the evaluation walks it (8 bytes, so more of a model stays in
+ *  cache): `fd` = the feature index, bit 15 set when a missing value goes
+ *  left; the left child is this node + `off` (right: + off + 1).  A leaf
+ *  is v = +inf, default left, off = 0: it leads to itself. */
+struct predict_wnode {
+    float v;
+    uint16_t fd;
+    uint16_t off;
+};
+
 struct predict_model {
     enum predict_kind kind;
     enum predict_link link;
@@ -75,6 +85,12 @@ struct predict_model {
     struct predict_node *nodes;  /**< every tree's nodes, tree after tree */
     float *mean;                 /**< per node: the mean margin of the training rows below it
                                       (contributions only) */
+    /* made by predict_check for evaluation: the nodes again, each leaf turned
+     * into a node that leads to itself (threshold +inf, missing left), so
+     * that several trees walk in lockstep for `maxdepth` steps without a
+     * branch on "leaf?" and their loads overlap */
+    struct predict_wnode *walk;
+    int maxdepth;
     /* linear */
     double *w;                   /**< nfeat weights on the raw feature values */
     double *center;              /**< nfeat values a missing feature stands for */
@@ -87,10 +103,12 @@ struct predict_model *predict_alloc(enum predict_kind kind, enum predict_link li
                                     uint32_t ntrees, uint32_t nnodes);
 void predict_free(struct predict_model *m);
 
-/** Check the structure of a model built by hand or loaded: feature indices
+/** Check the structure of a model built by hand or loaded (feature indices
  *  below nfeat, children inside the tree and after their parent, finite
- *  values.  @return 0 or ERR_INVAL with the reason in err. */
-int predict_check(const struct predict_model *m, char *err, size_t errlen);
+ *  values) and prepare it for evaluation (the walk arrays).  A model built
+ *  by hand must pass it before it is evaluated.  @return 0, ERR_INVAL with
+ *  the reason in err, ERR_NOMEM. */
+int predict_check(struct predict_model *m, char *err, size_t errlen);
 
 /** The margin (before the link) for feature vector x[nfeat]. */
 double predict_margin(const struct predict_model *m, const float *x);

@@ -376,6 +376,13 @@ Test(models, a_broken_model_file_keeps_its_version_serving)
         usleep(25000);
     }
     cr_assert_float_eq(decide_prop("g004"), p, 1e-12);
+    /* and across a restart, when the file never loaded in this process */
+    cr_assert_eq(tfx_server_stop(&srv), 0);
+    cr_assert_eq(tfx_server_start(&srv), 0);
+    mtfx_clock(&srv, MTFX_NOW);
+    cr_assert(mtfx_wait_model(&srv, "buy_shoe", "error_previous_live"));
+    cr_assert_eq(mtfx_live(&srv, "buy_shoe"), 2);
+    cr_assert_float_eq(decide_prop("g004"), p, 1e-12);
     /* promod check says the same, with the exit status */
     char *out = NULL;
     int st = tfx_promod(&out, "check", srv.models, NULL);
