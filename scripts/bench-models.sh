@@ -137,12 +137,28 @@ INGEST=$(python3 -c "print('%.0f events/s (%d events in %.1f s)' % ($NEV / ($T1 
 echo "$INGEST"
 stop_server
 
-echo "== training: promod train nba (server stopped, $(nproc) threads)"
-T0=$(date +%s.%N)
-"$BIN" train nba -c "$RUN/promod.lua" --threads "$(nproc)" > "$OUT/model-train.json"
-T1=$(date +%s.%N)
-TRAIN_S=$(python3 -c "print('%.1f' % ($T1 - $T0))")
-cat "$OUT/model-train.json"
+# Training, the server stopped: one XGBoost thread, then every core.  On a
+# shared machine OpenMP's spinning threads lose their cores to other
+# processes and wait for each other, so the wait policy is passive.
+TRAIN=""
+for th in 1 "$(nproc)"; do
+  echo "== training: promod train nba --threads $th (server stopped)"
+  T0=$(date +%s.%N)
+  OMP_WAIT_POLICY=passive /usr/bin/time -f "%U %S" -o "$OUT/model-train-time.txt" \
+    "$BIN" train nba -c "$RUN/promod.lua" --threads "$th" --force > "$OUT/model-train-$th.json"
+  T1=$(date +%s.%N)
+  cat "$OUT/model-train-$th.json"
+  TRAIN="$TRAIN$(python3 - "$OUT/model-train-$th.json" "$OUT/model-train-time.txt" "$T0" "$T1" "$th" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+u, s = map(float, open(sys.argv[2]).read().split()[-2:])
+print("  %s thread(s): %.1f s wall, %.1f s CPU (examples %d, training rows %d; AUC %.3f)"
+      % (sys.argv[5], float(sys.argv[4]) - float(sys.argv[3]), u + s, d["rows"]["examples"],
+         d["rows"]["train"], d["validation"]["auc"]))
+PY
+)
+"
+done
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$SERVER_PID/stat"; }
 steal_ticks() { awk '/^cpu / {print $9; exit}' /proc/stat; }
@@ -198,4 +214,6 @@ for r in sorted(rows):
               % (r, (d["probe"][1] - d["model"][1]) / k, d["probe"][1], d["model"][1], k))
 PY
 echo "ingestion: $INGEST"
-echo "training of nba ($PROFILES profiles, $NEV events): ${TRAIN_S} s wall (promod train, $(nproc) threads)"
+echo "training of nba ($PROFILES profiles, $NEV events), promod train:"
+printf '%s' "$TRAIN"
+echo "load average at the end: $(cat /proc/loadavg)"
