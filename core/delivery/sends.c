@@ -21,6 +21,7 @@
 #include "codec/codec.h"
 #include "engine/decide.h"
 #include "engine/models.h"
+#include "engine/hooks.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "lua/luavm.h"
@@ -38,6 +39,7 @@
 
 #define BATCH 2000
 #define MAX_SENDS 1024
+#define MAX_REASONS 20   /* distinct eligible reasons kept per send */
 
 enum sstate { S_RUNNING, S_PAUSED, S_DONE, S_STOPPED };
 static const char *state_names[] = { "running", "paused", "done", "stopped" };
@@ -329,6 +331,7 @@ json_t *sends_status(const char *campaign_id, int *rc)
     json_t *o = json_object();
     json_object_set_new(o, "campaign_id", json_string(campaign_id));
     static const char *copy[] = { "state", "mode", "channels", "evaluated", "queued", "skipped",
+                                  "not_eligible_reasons",
                                   "started_at", "finished_at", "paused_at", "resumed_at",
                                   "stopped_at", "actor", "last_actor", "last_error", "audience" };
     for (size_t i = 0; i < sizeof copy / sizeof copy[0]; i++) {
@@ -366,27 +369,88 @@ int sends_count_txn(struct store_txn *wt, const char *campaign_id, const char *w
 
 /* --- one customer -------------------------------------------------------- */
 
-static int push_fn(lua_State *L, int ref, const char *name)
+/* Push p: the stored profile, its id and its stats.  Returns p's stack
+ * index, or 0 (nothing pushed) when the profile does not decode to a table. */
+static int push_profile(lua_State *L, const char *cust, const void *pv, size_t pl, const void *sv,
+                        size_t sl)
 {
-    if (ref == LUA_NOREF || ref == LUA_REFNIL)
+    int top = lua_gettop(L);
+    if (luavm_push_msgpack(L, pv, pl) || !lua_istable(L, -1)) {
+        lua_settop(L, top);
         return 0;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
-    lua_getfield(L, -1, name);
-    lua_remove(L, -2);
-    if (lua_isfunction(L, -1))
+    }
+    int p_idx = lua_gettop(L);
+    lua_pushstring(L, cust);
+    lua_setfield(L, p_idx, "id");
+    if (sv && luavm_push_msgpack(L, sv, sl) == 0)
+        lua_setfield(L, p_idx, "stats");
+    lua_settop(L, p_idx);
+    return p_idx;
+}
+
+/* Push a send's ctx: { channel, now, campaign_id, send = true }.  Returns
+ * its stack index. */
+static int push_ctx(lua_State *L, const struct rules_channel *ch, const struct rules_campaign *c,
+                    int64_t now)
+{
+    lua_createtable(L, 0, 4);
+    int ctx_idx = lua_gettop(L);
+    lua_pushstring(L, ch->name);
+    lua_setfield(L, ctx_idx, "channel");
+    lua_pushnumber(L, (lua_Number)now);
+    lua_setfield(L, ctx_idx, "now");
+    lua_pushstring(L, c->id);
+    lua_setfield(L, ctx_idx, "campaign_id");
+    lua_pushboolean(L, 1);
+    lua_setfield(L, ctx_idx, "send");
+    return ctx_idx;
+}
+
+/* The campaign's eligible hook through the hook layer, as decide runs it:
+ * 0 when eligible, else 1 with *why "not_eligible" (it->reason: the
+ * rule's reason, if it gave one) or "hook_error" (it->error). */
+static int send_eligible(struct rules_worker *rw, const struct rules_campaign *c, int fn,
+                         int p_idx, int ctx_idx, struct sends_item *it, const char **why)
+{
+    if (fn == LUA_NOREF)
+        return 0;
+    lua_State *L = luavm_state(rw->vm);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, fn);
+    lua_pushvalue(L, p_idx);
+    lua_pushvalue(L, ctx_idx);
+    struct hooks_res res;
+    enum hooks_verdict v = hooks_call(rw->vm, L, HOOKS_ELIGIBLE, fn, c->id, &res);
+    if (v == HOOKS_PASS) {
+        lua_pop(L, 2);
+        return 0;
+    }
+    if (v == HOOKS_FAILED) {
+        hooks_text(it->error, sizeof it->error, HOOKS_ELIGIBLE, res.msg);
+        *why = "hook_error";
         return 1;
-    lua_pop(L, 1);
-    return 0;
+    }
+    const char *reason = hooks_reason(L);
+    size_t n = reason ? strlen(reason) : 0;
+    if (n >= sizeof it->reason) { /* cut before a UTF-8 character, never inside one */
+        n = sizeof it->reason - 1;
+        while (n && ((unsigned char)reason[n] & 0xC0) == 0x80)
+            n--;
+    }
+    if (n)
+        memcpy(it->reason, reason, n);
+    it->reason[n] = 0;
+    lua_pop(L, 2);
+    *why = "not_eligible";
+    return 1;
 }
 
 /* audience = { model = ..., top | above }: the customer's score, and
- * whether it clears `cutoff` (NAN: the campaign's `above`; -INFINITY: no
- * cut, for the pass that finds the top N).  0 = passes, 1 = *why set. */
-static int audience_gate(struct rules_worker *rw, const struct rules_campaign *c, int p_idx,
-                         int ctx_idx, int64_t now, double cutoff, struct sends_item *it,
-                         const char **why)
+ * whether it clears `cutoff` (NAN: the campaign's `above`, or no cut for a
+ * `top` campaign evaluated one at a time; -INFINITY: no cut, for the pass
+ * that ranks).  0 = passes, 1 = *why set. */
+static int audience_gate(const struct rules_campaign *c, int p_idx, int ctx_idx, int64_t now,
+                         double cutoff, struct sends_item *it, const char **why)
 {
-    (void)rw;
     struct models_worker *mw = models_worker_self();
     models_worker_refresh(mw);
     int idx = mw ? models_gen_find(models_worker_gen(mw), c->audience_model) : -1;
@@ -433,7 +497,7 @@ static int eval_impl(struct rules_worker *rw, const struct rules_gen *g, int cam
     memset(it, 0, sizeof *it);
     const struct rules_campaign *c = &g->camps[camp];
     const struct rules_channel *ch = &g->chans[chan];
-    int ref = rw->refs[camp], cref = rw->chan_refs[chan];
+    int ref = rw->refs[camp];
     lua_State *L = luavm_state(rw->vm);
     int top = lua_gettop(L);
     if (!pv) {
@@ -449,56 +513,21 @@ static int eval_impl(struct rules_worker *rw, const struct rules_gen *g, int cam
         *why = "hook_error";
         return 1;
     }
-    if (luavm_push_msgpack(L, pv, pl) || !lua_istable(L, -1)) {
-        lua_settop(L, top);
+    int p_idx = push_profile(L, cust, pv, pl, sv, sl);
+    if (!p_idx) {
         *why = "no_profile";
         return 1;
     }
-    int p_idx = lua_gettop(L);
-    lua_pushstring(L, cust);
-    lua_setfield(L, p_idx, "id");
-    if (sv && luavm_push_msgpack(L, sv, sl) == 0)
-        lua_setfield(L, p_idx, "stats");
-    lua_settop(L, p_idx);
-    lua_createtable(L, 0, 4);
-    int ctx_idx = lua_gettop(L);
-    lua_pushstring(L, ch->name);
-    lua_setfield(L, ctx_idx, "channel");
-    lua_pushnumber(L, (lua_Number)now);
-    lua_setfield(L, ctx_idx, "now");
-    lua_pushstring(L, c->id);
-    lua_setfield(L, ctx_idx, "campaign_id");
-    lua_pushboolean(L, 1);
-    lua_setfield(L, ctx_idx, "send");
+    int ctx_idx = push_ctx(L, ch, c, now);
 
     *why = NULL;
     if (decide_consent_block(L, p_idx, ch)) {
         *why = "consent";
         goto out;
     }
-    char err[512];
-    if (push_fn(L, ref, "eligible")) {
-        lua_pushvalue(L, p_idx);
-        lua_pushvalue(L, ctx_idx);
-        int rc = luavm_call(rw->vm, 2, 1, err, sizeof err);
-        if (rc) {
-            snprintf(it->error, sizeof it->error, "eligible: %.180s", err);
-            *why = "hook_error";
-            goto out;
-        }
-        int t1 = lua_type(L, -1), yes = lua_toboolean(L, -1);
-        lua_pop(L, 1);
-        if (t1 != LUA_TBOOLEAN && t1 != LUA_TNIL) {
-            snprintf(it->error, sizeof it->error, "eligible: must return true or false");
-            *why = "hook_error";
-            goto out;
-        }
-        if (!yes) {
-            *why = "not_eligible";
-            goto out;
-        }
-    }
-    if (c->audience_model[0] && audience_gate(rw, c, p_idx, ctx_idx, now, cutoff, it, why))
+    if (send_eligible(rw, c, rules_worker_hooks(rw, camp)[HOOKS_ELIGIBLE], p_idx, ctx_idx, it, why))
+        goto out;
+    if (c->audience_model[0] && audience_gate(c, p_idx, ctx_idx, now, cutoff, it, why))
         goto out;
     if (score_only)
         goto out;
@@ -511,7 +540,9 @@ static int eval_impl(struct rules_worker *rw, const struct rules_gen *g, int cam
     }
     it->variant = variant;
     json_t *msg = NULL;
-    if (push_fn(L, cref, "render")) {
+    int render = rules_worker_chan_hooks(rw, chan)[HOOKS_RENDER];
+    if (render != LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, render);
         lua_createtable(L, 0, 4);
         lua_pushstring(L, c->id);
         lua_setfield(L, -2, "campaign_id");
@@ -523,31 +554,27 @@ static int eval_impl(struct rules_worker *rw, const struct rules_gen *g, int cam
             lua_setfield(L, -2, "content");
         lua_pushvalue(L, p_idx);
         lua_pushvalue(L, ctx_idx);
-        int rc = luavm_call(rw->vm, 3, 2, err, sizeof err);
-        if (rc) {
-            json_decref(content);
-            snprintf(it->error, sizeof it->error, "render: %.180s", err);
+        struct hooks_res res;
+        enum hooks_verdict v = hooks_call(rw->vm, L, HOOKS_RENDER, render, c->id, &res);
+        if (v == HOOKS_FAILED) {
+            hooks_text(it->error, sizeof it->error, HOOKS_RENDER, res.msg);
             *why = "render_error";
-            goto out;
-        }
-        if (lua_istable(L, -2)) {
+        } else if (v == HOOKS_DENY) {
+            const char *reason = hooks_reason(L);
+            if (reason)
+                snprintf(it->error, sizeof it->error, "render declined: %s", reason);
+            *why = "render_declined";
+        } else {
             int jerr;
             msg = luavm_to_json(L, -2, &jerr);
             if (!msg || !json_is_object(msg)) {
                 json_decref(msg);
                 msg = NULL;
-                snprintf(it->error, sizeof it->error,
-                         "render: must return a table of fields (got one JSON cannot carry)");
+                hooks_refuse(HOOKS_RENDER, c->id, &res,
+                             "must return a table of fields (got one JSON cannot carry)");
+                hooks_text(it->error, sizeof it->error, HOOKS_RENDER, res.msg);
                 *why = "render_error";
             }
-        } else if (lua_isnil(L, -2) || (lua_type(L, -2) == LUA_TBOOLEAN && !lua_toboolean(L, -2))) {
-            if (lua_type(L, -1) == LUA_TSTRING)
-                snprintf(it->error, sizeof it->error, "render declined: %s", lua_tostring(L, -1));
-            *why = "render_declined";
-        } else {
-            snprintf(it->error, sizeof it->error, "render: must return a table or nil, got a %s",
-                     luaL_typename(L, -2));
-            *why = "render_error";
         }
         json_decref(content);
         if (*why)
@@ -636,11 +663,29 @@ struct batch {
     char last[132];
     int nprof;
     json_t *skips;           /* reason → n */
+    json_t *reasons;         /* eligible's own reasons → n */
     char last_error[200];
     struct store_txn *t;
     double cutoff;           /* audience.top: the N-th best score (NAN: no ranking) */
     long tie_left;           /* customers at exactly the cutoff still to admit */
 };
+
+/* Count one of eligible's reasons in `reasons` (reason text → n): at most
+ * MAX_REASONS distinct texts, the rest under "(other)"; a text that is not
+ * UTF-8 (a rule may build it from anything) under a placeholder. */
+static void count_reason(json_t *reasons, const char *reason, long n)
+{
+    json_t *probe = json_string(reason);
+    const char *k = probe ? reason : "(reason is not valid UTF-8)";
+    json_decref(probe);
+    json_t *v = json_object_get(reasons, k);
+    size_t kept = json_object_size(reasons) - (json_object_get(reasons, "(other)") != NULL);
+    if (!v && kept >= MAX_REASONS) {
+        k = "(other)";
+        v = json_object_get(reasons, k);
+    }
+    json_object_set_new(reasons, k, json_integer(json_integer_value(v) + n));
+}
 
 static int batch_cb(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
 {
@@ -685,6 +730,8 @@ static int batch_cb(void *ud, const void *key, size_t klen, const void *val, siz
         } else {
             json_object_set_new(b->skips, why,
                                 json_integer(json_integer_value(json_object_get(b->skips, why)) + 1));
+            if (x->it.reason[0])
+                count_reason(b->reasons, x->it.reason, 1);
             if (x->it.error[0])
                 snprintf(b->last_error, sizeof b->last_error, "%s", x->it.error);
         }
@@ -748,7 +795,7 @@ static int rank_cb(void *ud, const void *key, size_t klen, const void *val, size
         return 0;
     if (r->inchunk == 0 && r->last[0] && strlen(r->last) == klen && !memcmp(r->last, key, klen))
         return 0;
-    if (r->inchunk >= 20000)
+    if (r->inchunk >= BATCH * 10)
         return 1;
     r->inchunk++;
     memcpy(r->last, key, klen);
@@ -793,7 +840,7 @@ static json_t *rank_audience(struct rules_worker *rw, const struct rules_gen *g,
         size_t ll = strlen(r.last);
         *rc = store_scan(r.t, STORE_PROFILES, NULL, 0, ll ? r.last : NULL, ll, rank_cb, &r);
         store_txn_end(r.t);
-    } while (!*rc && r.inchunk >= 20000);
+    } while (!*rc && r.inchunk >= BATCH * 10);
     json_t *a = NULL;
     if (!*rc) {
         a = json_object();
@@ -904,9 +951,11 @@ static int build_batch(struct rules_worker *rw, const char *id)
     json_decref(aud);
     b.items = malloc(sizeof *b.items * (size_t)BATCH * (size_t)b.nch);
     b.skips = json_object();
+    b.reasons = json_object();
     if (!b.items) {
         store_txn_end(t);
         json_decref(b.skips);
+        json_decref(b.reasons);
         return ERR_NOMEM;
     }
     b.t = t;
@@ -946,6 +995,15 @@ static int build_batch(struct rules_worker *rw, const char *id)
                 json_t *v;
                 json_object_foreach(b.skips, k, v)
                     rec_skip(rec, k, (long)json_integer_value(v));
+                if (json_object_size(b.reasons)) {
+                    json_t *rs = json_object_get(rec, "not_eligible_reasons");
+                    if (!json_is_object(rs)) {
+                        rs = json_object();
+                        json_object_set_new(rec, "not_eligible_reasons", rs);
+                    }
+                    json_object_foreach(b.reasons, k, v)
+                        count_reason(rs, k, (long)json_integer_value(v));
+                }
                 rec_inc(rec, "evaluated", b.nprof);
                 rec_inc(rec, "queued", queued);
                 if (!isnan(b.cutoff)) /* the places left at the cut, with the cursor */
@@ -986,6 +1044,7 @@ static int build_batch(struct rules_worker *rw, const char *id)
         json_decref(b.items[i].it.msg);
     free(b.items);
     json_decref(b.skips);
+    json_decref(b.reasons);
     if (rc)
         return rc;
     return finished;

@@ -98,6 +98,7 @@ struct sends_item {
     int variant;            /**< chosen variant index */
     char tz[64];            /**< p.tz or "" */
     char error[200];        /**< hook/render error text when skipped for one */
+    char reason[120];       /**< "not_eligible": the reason eligible gave (false, "reason"), or "" */
     double score;           /**< audience = { model = ... }: the customer's score */
 };
 
@@ -105,12 +106,14 @@ struct sends_item {
  *  customer (profile msgpack pv/pl, NULL when unknown; stats sv/sl or NULL)
  *  with rw's Lua state: consent, eligible, content, the plugin's render.
  *  A campaign declaring audience = { model = ..., above = t } also needs
- *  the model's score (it->score) to be at least t; one with
+ *  the model's score (it->score) to be at least t ("below_audience_score",
+ *  or "audience_model_error" when the model cannot score); one with
  *  audience.top is ranked by the builder (the N best scores at launch).
- *  @return 0 with *it filled, or 1 with *why one of "no_profile",
- *  "consent", "not_eligible", "hook_error", "render_error",
- *  "render_declined", "outside_schedule" (the schedule has ended; nothing
- *  to free), "below_audience_score", "audience_model_error". */
+ *  The hooks run through the hook layer (engine/hooks.h), judged and
+ *  counted as in decide.  @return 0 with *it filled, or 1 with *why one of
+ *  "no_profile", "consent", "not_eligible" (it->reason), "hook_error",
+ *  "render_error", "render_declined" (it->error), "outside_schedule" (the
+ *  schedule has ended; nothing to free). */
 int sends_eval(struct rules_worker *rw, const struct rules_gen *g, int camp, int chan,
                const char *cust, const void *pv, size_t pl, const void *sv, size_t sl,
                int64_t now, struct sends_item *it, const char **why);

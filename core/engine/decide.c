@@ -1,7 +1,20 @@
-/* decide.c — candidate selection, hooks, ranking, content, reservation. */
+/*
+ * decide.c — the decision pipeline: candidates, hooks, ranking, content,
+ * exact reservation, the reply (see decide.h).
+ *
+ * decide_run() reads as its steps; each step is a static function over
+ * one struct req (the request's state), so the compiler inlines them back
+ * into one body (the path is tuned: about 160k instructions per decide on
+ * the reference workload, scripts/profile-decide.sh).  Hooks are called
+ * through the hook layer (engine/hooks.h), which judges their results,
+ * counts failures and words explain's errors; their function refs are
+ * cached per campaign by the worker (rules_worker_hooks).
+ */
 #include "engine/decide.h"
 #include "engine/models.h"
 #include "engine/content.h"
+#include "engine/counters.h"
+#include "engine/hooks.h"
 #include "base/app.h"
 #include "base/clock.h"
 #include "codec/codec.h"
@@ -15,117 +28,39 @@
 #include "engine/rules.h"
 #include "store/store.h"
 #include "engine/throttle.h"
-#include "base/tz.h"
 #include <lauxlib.h>
 #include <lua.h>
-#include <math.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* ---------------------------------------------------------------------- */
-/* per-campaign counters, kept across reloads                             */
+/* offers served, per campaign, kept across reloads                       */
 
-enum { H_ELIGIBLE, H_SCORE, H_CONTENT, H_THROTTLE, NHOOK };
-static const char *hook_names[NHOOK] = { "eligible", "score", "content", "throttle" };
-
-#define CSTAT_SLOTS 8192
-struct cstat {
-    char id[132];
-    long errors[NHOOK];
-    long budget[NHOOK];
-    long served;
-    long capped;
-};
-static struct cstat *g_cstat;
-static pthread_mutex_t g_cstat_mu = PTHREAD_MUTEX_INITIALIZER;
-
-static struct cstat *cstat_get(const char *id)
-{
-    if (!g_cstat)
-        return NULL;
-    uint32_t h = hash_fnv1a(id, strlen(id), HASH_FNV_INIT);
-    for (int i = 0; i < 64; i++) {
-        struct cstat *c = &g_cstat[(h + (uint32_t)i) % CSTAT_SLOTS];
-        if (__atomic_load_n(&c->id[0], __ATOMIC_ACQUIRE) && !strcmp(c->id, id))
-            return c;
-        if (!__atomic_load_n(&c->id[0], __ATOMIC_ACQUIRE)) {
-            pthread_mutex_lock(&g_cstat_mu);
-            if (!c->id[0]) {
-                snprintf(c->id + 1, sizeof c->id - 1, "%s", id + 1);
-                __atomic_store_n(&c->id[0], id[0], __ATOMIC_RELEASE);
-            }
-            pthread_mutex_unlock(&g_cstat_mu);
-            if (!strcmp(c->id, id))
-                return c;
-        }
-    }
-    return NULL;
-}
-
-static void cstat_add(const char *id, long *(*field)(struct cstat *), long n)
-{
-    struct cstat *c = cstat_get(id);
-    if (c)
-        __atomic_fetch_add(field(c), n, __ATOMIC_RELAXED);
-}
+static struct counters *g_served;
 
 static void decide_collector(struct buf *out, void *ud)
 {
     (void)ud;
-    buf_adds(out, "# HELP promod_hook_errors_total Hook calls that raised an error, by campaign.\n"
-                  "# TYPE promod_hook_errors_total counter\n");
-    for (int i = 0; i < CSTAT_SLOTS; i++) {
-        struct cstat *c = &g_cstat[i];
-        if (!c->id[0])
-            continue;
-        for (int h = 0; h < NHOOK; h++) {
-            long e = __atomic_load_n(&c->errors[h], __ATOMIC_RELAXED);
-            long b = __atomic_load_n(&c->budget[h], __ATOMIC_RELAXED);
-            if (e) {
-                buf_adds(out, "promod_hook_errors_total{campaign=\"");
-                metrics_label(out, c->id);
-                buf_printf(out, "\",hook=\"%s\",kind=\"error\"} %ld\n", hook_names[h], e);
-            }
-            if (b) {
-                buf_adds(out, "promod_hook_errors_total{campaign=\"");
-                metrics_label(out, c->id);
-                buf_printf(out, "\",hook=\"%s\",kind=\"budget\"} %ld\n", hook_names[h], b);
-            }
-        }
-    }
     buf_adds(out, "# HELP promod_offers_served_total Offers served by decide (not dry runs).\n"
                   "# TYPE promod_offers_served_total counter\n");
-    for (int i = 0; i < CSTAT_SLOTS; i++) {
-        struct cstat *c = &g_cstat[i];
-        long n = c->id[0] ? __atomic_load_n(&c->served, __ATOMIC_RELAXED) : 0;
+    const char *id;
+    long n;
+    int pos = 0;
+    while (counters_next(g_served, &pos, &id, &n))
         if (n) {
             buf_adds(out, "promod_offers_served_total{campaign=\"");
-            metrics_label(out, c->id);
+            metrics_label(out, id);
             buf_printf(out, "\"} %ld\n", n);
         }
-    }
 }
 
 void decide_metrics_init(void)
 {
-    if (!g_cstat)
-        g_cstat = calloc(CSTAT_SLOTS, sizeof *g_cstat);
+    hooks_metrics_init(); /* promod_hook_errors_total: decide's hooks and the sends' */
+    if (!g_served)
+        g_served = counters_new(1);
     metrics_register(decide_collector, NULL);
 }
-
-static void count_hook_error(const char *id, int hook, int rc)
-{
-    struct cstat *c = cstat_get(id);
-    if (!c)
-        return;
-    if (rc == ERR_BUDGET)
-        __atomic_fetch_add(&c->budget[hook], 1, __ATOMIC_RELAXED);
-    else
-        __atomic_fetch_add(&c->errors[hook], 1, __ATOMIC_RELAXED);
-}
-
-static long *f_served(struct cstat *c) { return &c->served; }
 
 /* ---------------------------------------------------------------------- */
 
@@ -215,33 +150,6 @@ static uint64_t next_rand(void)
     return s;
 }
 
-
-/* Push the hook `name` of the campaign table `ref`; 0 if absent (nothing pushed). */
-static int push_hook(lua_State *L, int ref, const char *name)
-{
-    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
-    lua_getfield(L, -1, name);
-    lua_remove(L, -2);
-    if (lua_isfunction(L, -1))
-        return 1;
-    lua_pop(L, 1);
-    return 0;
-}
-
-static void xp_error(json_t *xp, const char *hook, const char *msg)
-{
-    if (!xp)
-        return;
-    char b[600];
-    snprintf(b, sizeof b, "%s: %s", hook, msg);
-    json_t *s = json_string(b); /* NULL when the message is not UTF-8 */
-    if (!s) {
-        snprintf(b, sizeof b, "%s: error (its message is not valid UTF-8)", hook);
-        s = json_string(b);
-    }
-    json_object_set_new(xp, "error", s);
-}
-
 static json_t *xp_reason(json_t *xp, const char *reason)
 {
     if (xp) {
@@ -251,61 +159,71 @@ static json_t *xp_reason(json_t *xp, const char *reason)
     return xp;
 }
 
-/* Choose a variant and render its content (core/content) into cd->content
- * in the reply's wire form; 0 on success.  Stack-neutral. */
-static int choose_content(struct rules_worker *rw, const struct rules_campaign *c, int ref,
-                          const char *cust, int p_idx, int ctx_idx, struct cand *cd, int msgpack)
+/* The content hook: the index of the variant it names, or -1 with the
+ * failure in explain (and counted by the hook layer).  *rc is the error. */
+static int content_hook(struct rules_worker *rw, const struct rules_campaign *c, int ref, int fn,
+                        int p_idx, int ctx_idx, json_t *xp, int *rc)
 {
     lua_State *L = luavm_state(rw->vm);
     int top = lua_gettop(L);
-    int chosen = -1;
-    char err[512];
-    if (c->hooks & RULES_HOOK_CONTENT) {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
-        lua_getfield(L, -1, "variants");
-        int vars = lua_gettop(L);
-        push_hook(L, ref, "content");
-        lua_pushvalue(L, p_idx);
-        lua_pushvalue(L, ctx_idx);
-        lua_pushvalue(L, vars);
-        int rc = luavm_call(rw->vm, 3, 1, err, sizeof err);
-        if (rc) {
-            count_hook_error(c->id, H_CONTENT, rc);
-            xp_error(cd->xp, "content", err);
-            lua_settop(L, top);
-            return rc;
-        }
-        const char *vid = NULL;
-        if (lua_type(L, -1) == LUA_TSTRING) {
-            vid = lua_tostring(L, -1);
-        } else if (lua_istable(L, -1)) {
-            lua_getfield(L, -1, "id");
-            vid = lua_tostring(L, -1);
-            lua_pop(L, 1);
-        }
-        for (int i = 0; vid && i < c->nvariants; i++)
-            if (!strcmp(c->variants[i].id, vid))
-                chosen = i;
-        lua_pop(L, 1);
-        if (chosen < 0) {
-            count_hook_error(c->id, H_CONTENT, ERR_LUA);
-            xp_error(cd->xp, "content", "must return one of the variants (or its id)");
-            lua_settop(L, top);
-            return ERR_LUA;
-        }
-    } else {
-        double u = hash_bucket(cust, strlen(cust), c->id, strlen(c->id)) * c->weight_sum;
-        double acc = 0;
-        chosen = c->nvariants - 1;
-        for (int i = 0; i < c->nvariants; i++) {
-            acc += c->variants[i].weight;
-            if (u < acc) {
-                chosen = i;
-                break;
-            }
-        }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+    lua_getfield(L, -1, "variants");
+    int vars = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, fn);
+    lua_pushvalue(L, p_idx);
+    lua_pushvalue(L, ctx_idx);
+    lua_pushvalue(L, vars);
+    struct hooks_res res;
+    if (hooks_call(rw->vm, L, HOOKS_CONTENT, fn, c->id, &res) == HOOKS_FAILED) {
+        hooks_explain(xp, HOOKS_CONTENT, res.msg);
+        lua_settop(L, top);
+        *rc = res.rc;
+        return -1;
     }
+    int chosen = -1;
+    for (int i = 0; i < c->nvariants && chosen < 0; i++)
+        if (!strcmp(c->variants[i].id, res.text))
+            chosen = i;
     lua_settop(L, top);
+    if (chosen < 0) {
+        hooks_refuse(HOOKS_CONTENT, c->id, &res, NULL); /* an id that names no variant */
+        hooks_explain(xp, HOOKS_CONTENT, res.msg);
+        *rc = res.rc;
+    }
+    return chosen;
+}
+
+/* Default content: deterministic weighted bucketing (docs/rules.md). */
+static int bucket_variant(const struct rules_campaign *c, const char *cust)
+{
+    double u = hash_bucket(cust, strlen(cust), c->id, strlen(c->id)) * c->weight_sum;
+    double acc = 0;
+    for (int i = 0; i < c->nvariants; i++) {
+        acc += c->variants[i].weight;
+        if (u < acc)
+            return i;
+    }
+    return c->nvariants - 1;
+}
+
+/* Choose a variant and render its content (core/content) into cd->content
+ * in the reply's wire form; 0 on success.  Stack-neutral.  `c` must be a
+ * campaign of the worker's own generation (every caller's is). */
+static int choose_content(struct rules_worker *rw, const struct rules_campaign *c, int ref,
+                          const char *cust, int p_idx, int ctx_idx, struct cand *cd, int msgpack)
+{
+    const struct rules_gen *g = rw->gen;
+    if (!g || !rw->content || c < g->camps || c >= g->camps + g->ncamps)
+        return ERR_INVAL;
+    int ci = (int)(c - g->camps);
+    int fn = rules_worker_hooks(rw, ci)[HOOKS_CONTENT];
+    int rc = 0, chosen;
+    if (fn != LUA_NOREF) {
+        if ((chosen = content_hook(rw, c, ref, fn, p_idx, ctx_idx, cd->xp, &rc)) < 0)
+            return rc;
+    } else {
+        chosen = bucket_variant(c, cust);
+    }
     cd->variant = chosen;
     buf_reset(&cd->content);
     if (buf_reserve(&cd->content, 512)) /* one allocation for a typical offer */
@@ -313,25 +231,21 @@ static int choose_content(struct rules_worker *rw, const struct rules_campaign *
     struct scratch *scr = scratch_get(rw, 0);
     if (!scr)
         return ERR_NOMEM;
-    /* compiled when the worker loaded the file (rules.c compile_variants);
-     * every caller (decide, sends, triggers) passes a campaign of the
-     * worker's own generation */
-    const struct rules_gen *g = rw->gen;
-    if (!g || !rw->content || c < g->camps || c >= g->camps + g->ncamps)
-        return ERR_INVAL;
-    const struct rules_content *rcon = &rw->content[c - g->camps];
+    /* compiled when the worker loaded the file (rules_worker.c compile_variants) */
+    const struct rules_content *rcon = &rw->content[ci];
     struct content_prog *prog =
         2 * chosen + msgpack < rcon->n ? rcon->progs[2 * chosen + msgpack] : NULL;
     if (!prog)
         return ERR_NOMEM;
-    int rc = content_render(prog, L, p_idx, &scr->cs, &cd->content);
+    rc = content_render(prog, luavm_state(rw->vm), p_idx, &scr->cs, &cd->content);
     if (scr->cs.text.cap > SCRATCH_KEEP)
         buf_free(&scr->cs.text);
     if (scr->cs.val.cap > SCRATCH_KEEP)
         buf_free(&scr->cs.val);
     if (rc) {
-        xp_error(cd->xp, "content", "content could not be rendered (only strings, numbers, booleans "
-                 "and tables with string keys; text must be UTF-8)");
+        hooks_explain(cd->xp, HOOKS_CONTENT,
+                      "content could not be rendered (only strings, numbers, booleans and "
+                      "tables with string keys; text must be UTF-8)");
         return rc;
     }
     return 0;
@@ -417,52 +331,353 @@ static const char *consent_block(lua_State *L, int p_idx, const struct rules_cha
     return why;
 }
 
+/* ---------------------------------------------------------------------- */
+/* one request                                                            */
+
+/* A decide's state, handed from step to step. */
+struct req {
+    const struct decide_req *q;
+    int msgpack;                 /* reply wire form */
+    struct rules_worker *rw;
+    struct models_worker *mw;    /* the worker's models: predictions once per decide */
+    const struct rules_gen *g;   /* the worker's adopted generation */
+    int chi;                     /* channel index in g */
+    const struct rules_channel *ch;
+    lua_State *L;
+    int top;                     /* Lua stack height at entry, restored before the reply */
+    int64_t now;
+    long gcap;                   /* global daily cap (config) */
+    struct store_txn *t;         /* the request's read snapshot */
+    int p_idx, ctx_idx;          /* p and ctx on the Lua stack */
+    json_t *explain;             /* array of entries, or NULL */
+    const char *blocked;         /* consent or quiet hours close the channel: why */
+    struct scratch *scr;
+    struct throttle_counts shared; /* channel and global counts, read once */
+    struct cand *cands;
+    int ncand;
+    int next;                    /* first candidate the walk has not reached */
+    int accepted;
+    struct cand **batch;         /* the reservation batch ... */
+    struct cand **served;        /* ... and the offers, in order */
+};
+
+/* Step 1: the worker's generation and the channel. */
+static int begin(struct req *r, struct reqerr *e)
+{
+    r->rw = rules_worker_self();
+    if (!r->rw || !r->rw->vm) {
+        reqerr_set(e, 503, "unavailable", NULL, "decide runs only on worker threads");
+        return ERR_INVAL;
+    }
+    rules_worker_refresh(r->rw);
+    r->mw = models_worker_self();
+    models_worker_refresh(r->mw);
+    r->g = r->rw->gen;
+    r->chi = rules_gen_find_channel(r->g, r->q->channel);
+    if (r->chi < 0) {
+        reqerr_set(e, 422, "unknown_channel", "channel",
+                   "channel \"%.64s\" is not loaded (plugins/%.64s.lua)", r->q->channel,
+                   r->q->channel);
+        return ERR_INVAL;
+    }
+    r->ch = &r->g->chans[r->chi];
+    r->L = luavm_state(r->rw->vm);
+    r->top = lua_gettop(r->L);
+    r->now = clock_now();
+    r->gcap = g_app->cfg.global_daily_cap;
+    r->explain = r->q->explain ? json_array() : NULL;
+    return 0;
+}
+
+/* Push p: the stored profile (an empty one for an unknown customer), its
+ * id and its stats.  Returns p's stack index. */
+static int push_profile(lua_State *L, struct store_txn *t, const char *cust)
+{
+    int top = lua_gettop(L);
+    const void *pv;
+    size_t pl;
+    if (store_get(t, STORE_PROFILES, cust, strlen(cust), &pv, &pl) == 0 &&
+        luavm_push_msgpack(L, pv, pl) == 0 && lua_istable(L, -1)) {
+        /* known customer */
+    } else {
+        lua_settop(L, top);
+        lua_createtable(L, 0, 2);
+    }
+    int p_idx = lua_gettop(L);
+    lua_pushstring(L, cust);
+    lua_setfield(L, p_idx, "id");
+    if (store_get(t, STORE_PSTATS, cust, strlen(cust), &pv, &pl) == 0 &&
+        luavm_push_msgpack(L, pv, pl) == 0) {
+        lua_setfield(L, p_idx, "stats");
+    }
+    lua_settop(L, p_idx);
+    return p_idx;
+}
+
+/* Push ctx: the request's context object plus channel, placement and now.
+ * Returns ctx's stack index. */
+static int push_ctx(lua_State *L, const struct decide_req *q, int64_t now)
+{
+    int top = lua_gettop(L);
+    if (q->context_text &&
+        jscan_push_lua(L, (struct jscan_val){ q->context_text, q->context_len }) == 0 &&
+        lua_istable(L, -1)) {
+    } else {
+        lua_settop(L, top);
+        lua_createtable(L, 0, 4);
+    }
+    int ctx_idx = lua_gettop(L);
+    lua_pushstring(L, q->channel);
+    lua_setfield(L, ctx_idx, "channel");
+    if (q->placement) {
+        lua_pushstring(L, q->placement);
+        lua_setfield(L, ctx_idx, "placement");
+    }
+    lua_pushnumber(L, (lua_Number)now);
+    lua_setfield(L, ctx_idx, "now");
+    return ctx_idx;
+}
+
+/* Step 2: the read snapshot, p and ctx, whether consent or quiet hours
+ * close the channel, the scratch and the customer's counters. */
+static int load_customer(struct req *r, struct reqerr *e)
+{
+    const char *cust = r->q->customer_id;
+    int rc = store_rtxn_begin(g_app->store, &r->t);
+    if (rc) {
+        reqerr_set(e, 503, "store_unavailable", NULL, "%s", err_str(rc));
+        return rc;
+    }
+    r->p_idx = push_profile(r->L, r->t, cust);
+    r->ctx_idx = push_ctx(r->L, r->q, r->now);
+    models_decide_begin(r->mw, r->p_idx, r->ctx_idx, r->now);
+    r->blocked = consent_block(r->L, r->p_idx, r->ch);
+    if (!r->blocked && r->ch->quiet_from >= 0) {
+        lua_getfield(r->L, r->p_idx, "tz");
+        if (throttle_quiet(r->ch, lua_tostring(r->L, -1), r->now))
+            r->blocked = "quiet hours for this channel";
+        lua_pop(r->L, 1);
+    }
+    int nlist = r->g->nby_channel[r->chi];
+    if (!(r->scr = scratch_get(r->rw, nlist))) {
+        store_txn_end(r->t);
+        models_decide_end(r->mw);
+        lua_settop(r->L, r->top);
+        reqerr_set(e, 500, "internal", NULL, "%s", err_str(ERR_NOMEM));
+        return ERR_NOMEM;
+    }
+    struct throttle_cust *tc = &r->scr->tc; /* the customer's counters: one read for the request */
+    throttle_cust_load(r->t, cust, tc);
+    throttle_read_shared(tc, r->ch, r->now, &r->shared);
+    r->cands = r->scr->cands;
+    r->batch = r->scr->batch;
+    return 0;
+}
+
+/* What a hook call needs, held in registers over the candidate loop (the
+ * loop makes ~85 hook calls per decide: reloading these from struct req
+ * after every call into Lua was measurable). */
+struct call {
+    struct luavm *vm;
+    lua_State *L;
+    int p_idx, ctx_idx;
+};
+
+/* The cheap filters, before any Lua: status, placement, schedule.  1 when
+ * campaign `c` is out (explain says why). */
+static int filtered_out(const struct rules_campaign *c, const char *placement, uint64_t pbit,
+                        int64_t now, json_t *xp)
+{
+    if (c->status != CAMP_ACTIVE) {
+        if (xp) {
+            char b[64];
+            snprintf(b, sizeof b, "status %s", rules_status_name(c->status));
+            json_object_set_new(xp, "eligible", json_false());
+            xp_reason(xp, b);
+        }
+        return 1;
+    }
+    if (placement && c->placement_mask && !(c->placement_mask & pbit)) {
+        if (xp) { /* a bit test: before the schedule's calendar arithmetic */
+            json_object_set_new(xp, "eligible", json_false());
+            xp_reason(xp, "placement not targeted");
+        }
+        return 1;
+    }
+    if (!rules_schedule_open(&c->sched, now)) {
+        if (xp) {
+            json_object_set_new(xp, "eligible", json_false());
+            xp_reason(xp, "outside schedule");
+        }
+        return 1;
+    }
+    return 0;
+}
+
+/* The eligible hook (none = eligible).  1 when eligible. */
+static int eligible(const struct call *k, const struct rules_campaign *c, int fn, json_t *xp)
+{
+    if (fn != LUA_NOREF) {
+        lua_rawgeti(k->L, LUA_REGISTRYINDEX, fn);
+        lua_pushvalue(k->L, k->p_idx);
+        lua_pushvalue(k->L, k->ctx_idx);
+        struct hooks_res res;
+        enum hooks_verdict v = hooks_call(k->vm, k->L, HOOKS_ELIGIBLE, fn, c->id, &res);
+        if (v != HOOKS_PASS) {
+            if (xp) {
+                json_object_set_new(xp, "eligible", json_false());
+                const char *why = v == HOOKS_DENY ? hooks_reason(k->L) : NULL;
+                if (v == HOOKS_FAILED)
+                    hooks_explain(xp, HOOKS_ELIGIBLE, res.msg);
+                else
+                    xp_reason(xp, why ? why : "eligible returned false");
+            }
+            if (v == HOOKS_DENY)
+                lua_pop(k->L, 2);
+            return 0;
+        }
+        lua_pop(k->L, 2);
+    }
+    if (xp)
+        json_object_set_new(xp, "eligible", json_true());
+    return 1;
+}
+
+/* The score hook (none = the campaign's priority).  0 with *out set, or
+ * -1 when the hook failed (explain says how). */
+static int score(const struct call *k, const struct rules_campaign *c, int fn, json_t *xp,
+                 double *out)
+{
+    *out = c->priority;
+    if (fn != LUA_NOREF) {
+        lua_rawgeti(k->L, LUA_REGISTRYINDEX, fn);
+        lua_pushvalue(k->L, k->p_idx);
+        lua_pushvalue(k->L, k->ctx_idx);
+        struct hooks_res res;
+        if (hooks_call(k->vm, k->L, HOOKS_SCORE, fn, c->id, &res) == HOOKS_FAILED) {
+            hooks_explain(xp, HOOKS_SCORE, res.msg);
+            return -1;
+        }
+        *out = res.num;
+        lua_pop(k->L, 1);
+    }
+    if (xp)
+        json_object_set_new(xp, "score", json_real(*out));
+    return 0;
+}
+
+/* Step 3: the candidates — the channel's campaigns (priority order) that
+ * pass the cheap filters, eligible and score. */
+static void candidates(struct req *r)
+{
+    const struct rules_gen *g = r->g;
+    const struct rules_worker *rw = r->rw;
+    const struct call k = { rw->vm, r->L, r->p_idx, r->ctx_idx };
+    const char *placement = r->q->placement;
+    uint64_t pbit = placement ? rules_gen_placement_bit(g, placement) : 0;
+    int64_t now = r->now;
+    json_t *explain = r->explain;
+    struct cand *cands = r->cands;
+    int nlist = r->blocked ? 0 : g->nby_channel[r->chi], n = 0;
+    const int *list = g->by_channel[r->chi];
+    for (int j = 0; j < nlist; j++) {
+        int i = list[j];
+        const struct rules_campaign *c = &g->camps[i];
+        json_t *xp = NULL;
+        if (explain) {
+            xp = json_object();
+            json_object_set_new(xp, "campaign_id", json_string(c->id));
+            json_array_append_new(explain, xp);
+        }
+        if (filtered_out(c, placement, pbit, now, xp))
+            continue;
+        int ref = rw->refs[i];
+        if (ref == LUA_NOREF || ref == LUA_REFNIL) {
+            if (xp)
+                json_object_set_new(xp, "error",
+                                    json_string("load: campaign not loaded in this worker"));
+            continue;
+        }
+        const int *hooks = rules_worker_hooks(rw, i);
+        double s;
+        if (!eligible(&k, c, hooks[HOOKS_ELIGIBLE], xp))
+            continue;
+        if (c->score_model[0]) { /* expected value: the decide's one prediction per model */
+            if (models_score(r->mw, c, r->p_idx, r->ctx_idx, xp, &s, NULL))
+                continue; /* explain says why */
+            if (xp)
+                json_object_set_new(xp, "score", json_real(s));
+        } else if (score(&k, c, hooks[HOOKS_SCORE], xp, &s)) {
+            continue;
+        }
+        struct cand *cd = &cands[n++];
+        struct buf keep = cd->content; /* the content buffer is reused */
+        *cd = (struct cand){ .idx = i, .rank = j, .score = s, .xp = xp, .variant = -1 };
+        cd->content = keep;
+        buf_reset(&cd->content);
+    }
+    r->ncand = n;
+    if (r->blocked && explain) {
+        json_t *x = json_object();
+        json_object_set_new(x, "channel", json_string(r->q->channel));
+        json_object_set_new(x, "reason", json_string(r->blocked));
+        json_array_append_new(explain, x);
+    }
+}
+
+/* Step 4: rank by score (descending), then the channel index's order. */
+static void rank(struct req *r)
+{
+    if (r->ncand > 1)
+        qsort(r->cands, (size_t)r->ncand, sizeof *r->cands, cand_cmp);
+}
+
+/* Ask campaign `c`'s throttle hook (registry ref `fn`) about counts `n`.
+ * 1 when it holds the candidate back (explain says why).  Stack-neutral. */
+static int throttle_hook(struct rules_worker *rw, const struct rules_campaign *c, int fn,
+                         json_t *xp, const struct rules_channel *ch,
+                         const struct throttle_counts *n, int p_idx, int ctx_idx)
+{
+    lua_State *L = luavm_state(rw->vm);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, fn);
+    lua_pushvalue(L, p_idx);
+    lua_pushvalue(L, ctx_idx);
+    push_counts(L, c, ch, n);
+    struct hooks_res res;
+    enum hooks_verdict v = hooks_call(rw->vm, L, HOOKS_THROTTLE, fn, c->id, &res);
+    if (v == HOOKS_FAILED) {
+        hooks_explain(xp, HOOKS_THROTTLE, res.msg);
+        return 1;
+    }
+    lua_pop(L, 1);
+    if (v == HOOKS_DENY) {
+        if (xp)
+            json_object_set_new(xp, "capped", json_string("throttle hook"));
+        return 1;
+    }
+    return 0;
+}
+
 /* Caps on the read snapshot, then the campaign's throttle hook.  Returns 1
  * when the candidate is held back (explain says why), 0 when it may go on
  * to reservation.  Stack-neutral. */
-static int cap_gate(struct rules_worker *rw, const struct rules_gen *g, struct cand *cd,
-                    const struct rules_channel *ch, const char *cust, struct store_txn *t,
-                    int64_t now, long gcap, const struct throttle_cust *tc,
-                    const struct throttle_counts *shared, int p_idx,
-                    int ctx_idx)
+static int cap_gate(struct req *r, struct cand *cd)
 {
-    const struct rules_campaign *c = &g->camps[cd->idx];
-    json_t *xp = cd->xp;
-    if (!throttle_needed(c, ch, gcap))
+    const struct rules_campaign *c = &r->g->camps[cd->idx];
+    if (!throttle_needed(c, r->ch, r->gcap))
         return 0;
-    lua_State *L = luavm_state(rw->vm);
-    int ref = rw->refs[cd->idx];
     struct throttle_counts n;
     const char *why = NULL;
-    char err[512];
-    (void)cust;
-    if (throttle_read(t, tc, c, ch, now, &n, shared) == 0 && throttle_check(&n, c, ch, gcap, &why)) {
-        if (xp)
-            json_object_set_new(xp, "capped", json_string(why));
+    if (throttle_read(r->t, &r->scr->tc, c, r->ch, r->now, &n, &r->shared) == 0 &&
+        throttle_check(&n, c, r->ch, r->gcap, &why)) {
+        if (cd->xp)
+            json_object_set_new(cd->xp, "capped", json_string(why));
         return 1;
     }
-    if ((c->hooks & RULES_HOOK_THROTTLE) && push_hook(L, ref, "throttle")) {
-        lua_pushvalue(L, p_idx);
-        lua_pushvalue(L, ctx_idx);
-        push_counts(L, c, ch, &n);
-        int rc = luavm_call(rw->vm, 3, 1, err, sizeof err);
-        if (rc) {
-            count_hook_error(c->id, H_THROTTLE, rc);
-            xp_error(xp, "throttle", err);
+    int fn = rules_worker_hooks(r->rw, cd->idx)[HOOKS_THROTTLE];
+    if (fn != LUA_NOREF) {
+        if (throttle_hook(r->rw, c, fn, cd->xp, r->ch, &n, r->p_idx, r->ctx_idx))
             return 1;
-        }
-        int tt = lua_type(L, -1), pass = lua_toboolean(L, -1);
-        lua_pop(L, 1);
-        if (tt != LUA_TBOOLEAN) {
-            count_hook_error(c->id, H_THROTTLE, ERR_LUA);
-            xp_error(xp, "throttle", "must return true (allow) or false (hold back)");
-            return 1;
-        }
-        if (!pass) {
-            if (xp)
-                json_object_set_new(xp, "capped", json_string("throttle hook"));
-            return 1;
-        }
         cd->hooked = 1;
         cd->seen = n;
     }
@@ -475,359 +690,124 @@ static int cap_gate(struct rules_worker *rw, const struct rules_gen *g, struct c
  * so a hook that acts as a cap is exact like declared caps.  The hook then
  * runs under the writer lock, bounded by its instruction budget.  Returns 1
  * when the candidate is held back. */
-static int hook_recheck(struct rules_worker *rw, const struct rules_gen *g, struct cand *cd,
-                        const struct rules_channel *ch, struct throttle_resv *rv,
-                        int64_t now, int p_idx, int ctx_idx)
+static int hook_recheck(struct req *r, struct cand *cd)
 {
     if (!cd->hooked)
         return 0;
-    const struct rules_campaign *c = &g->camps[cd->idx];
+    const struct rules_campaign *c = &r->g->camps[cd->idx];
+    struct throttle_resv *rv = &r->scr->rv;
     struct throttle_counts n;
-    if (throttle_read(rv->wt, &rv->tc, c, ch, now, &n, NULL) || !memcmp(&n, &cd->seen, sizeof n))
+    if (throttle_read(rv->wt, &rv->tc, c, r->ch, r->now, &n, NULL) ||
+        !memcmp(&n, &cd->seen, sizeof n))
         return 0;
-    lua_State *L = luavm_state(rw->vm);
-    if (!push_hook(L, rw->refs[cd->idx], "throttle"))
-        return 0;
-    lua_pushvalue(L, p_idx);
-    lua_pushvalue(L, ctx_idx);
-    push_counts(L, c, ch, &n);
-    char err[512];
-    int rc = luavm_call(rw->vm, 3, 1, err, sizeof err);
-    if (rc) {
-        count_hook_error(c->id, H_THROTTLE, rc);
-        xp_error(cd->xp, "throttle", err);
-        return 1;
-    }
-    int tt = lua_type(L, -1), pass = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    if (tt != LUA_TBOOLEAN) {
-        count_hook_error(c->id, H_THROTTLE, ERR_LUA);
-        xp_error(cd->xp, "throttle", "must return true (allow) or false (hold back)");
-        return 1;
-    }
-    if (!pass && cd->xp)
-        json_object_set_new(cd->xp, "capped", json_string("throttle hook"));
-    return !pass;
+    int fn = rules_worker_hooks(r->rw, cd->idx)[HOOKS_THROTTLE];
+    return throttle_hook(r->rw, c, fn, cd->xp, r->ch, &n, r->p_idx, r->ctx_idx);
 }
 
-int decide_run(const struct decide_req *q, struct decide_err *e, struct buf *out, int msgpack)
+/* The next candidates in rank order, up to the room left, that pass caps
+ * and the throttle hook on the read snapshot and get their content: into
+ * r->batch.  Returns how many. */
+static int next_batch(struct req *r)
 {
-    struct rules_worker *rw = rules_worker_self();
-    if (!rw || !rw->vm) {
-        e->status = 503;
-        e->code = "unavailable";
-        snprintf(e->message, sizeof e->message, "decide runs only on worker threads");
-        return ERR_INVAL;
-    }
-    rules_worker_refresh(rw);
-    struct models_worker *mw = models_worker_self();
-    models_worker_refresh(mw);
-    struct rules_gen *g = rw->gen;
-    int chi = rules_gen_find_channel(g, q->channel);
-    if (chi < 0) {
-        e->status = 422;
-        e->code = "unknown_channel";
-        e->field = "channel";
-        snprintf(e->message, sizeof e->message, "channel \"%.64s\" is not loaded (plugins/%.64s.lua)",
-                 q->channel, q->channel);
-        return ERR_INVAL;
-    }
-    const struct rules_channel *ch = &g->chans[chi];
-    lua_State *L = luavm_state(rw->vm);
-    int top = lua_gettop(L);
-    int64_t now = clock_now();
-    long gcap = g_app->cfg.global_daily_cap;
-    struct store *st = g_app->store;
-    json_t *explain = q->explain ? json_array() : NULL;
-
-    /* profile → p */
-    struct store_txn *t;
-    int rc = store_rtxn_begin(st, &t);
-    if (rc) {
-        e->status = 503;
-        e->code = "store_unavailable";
-        snprintf(e->message, sizeof e->message, "%s", err_str(rc));
-        json_decref(explain);
-        return rc;
-    }
-    const void *pv;
-    size_t pl;
-    if (store_get(t, STORE_PROFILES, q->customer_id, strlen(q->customer_id), &pv, &pl) == 0 &&
-        luavm_push_msgpack(L, pv, pl) == 0 && lua_istable(L, -1)) {
-        /* known customer */
-    } else {
-        lua_settop(L, top);
-        lua_createtable(L, 0, 2);
-    }
-    int p_idx = lua_gettop(L);
-    lua_pushstring(L, q->customer_id);
-    lua_setfield(L, p_idx, "id");
-    if (store_get(t, STORE_PSTATS, q->customer_id, strlen(q->customer_id), &pv, &pl) == 0 &&
-        luavm_push_msgpack(L, pv, pl) == 0) {
-        lua_setfield(L, p_idx, "stats");
-    }
-    lua_settop(L, p_idx);
-
-    /* ctx: request context + channel, placement, now */
-    if (q->context_text &&
-        jscan_push_lua(L, (struct jscan_val){ q->context_text, q->context_len }) == 0 &&
-        lua_istable(L, -1)) {
-    } else {
-        lua_settop(L, p_idx);
-        lua_createtable(L, 0, 4);
-    }
-    int ctx_idx = lua_gettop(L);
-    lua_pushstring(L, q->channel);
-    lua_setfield(L, ctx_idx, "channel");
-    if (q->placement) {
-        lua_pushstring(L, q->placement);
-        lua_setfield(L, ctx_idx, "placement");
-    }
-    lua_pushnumber(L, (lua_Number)now);
-    lua_setfield(L, ctx_idx, "now");
-    models_decide_begin(mw, p_idx, ctx_idx, now);
-
-    const char *blocked = consent_block(L, p_idx, ch);
-    if (!blocked && ch->quiet_from >= 0) {
-        lua_getfield(L, p_idx, "tz");
-        const char *tz = lua_tostring(L, -1);
-        if (throttle_quiet(ch, tz, now))
-            blocked = "quiet hours for this channel";
-        lua_pop(L, 1);
-    }
-
-    int nlist = g->nby_channel[chi];
-    const int *list = g->by_channel[chi];
-    struct scratch *scr = scratch_get(rw, nlist);
-    if (!scr) {
-        store_txn_end(t);
-        models_decide_end(mw);
-        lua_settop(L, top);
-        json_decref(explain);
-        e->status = 500;
-        e->code = "internal";
-        snprintf(e->message, sizeof e->message, "%s", err_str(ERR_NOMEM));
-        return ERR_NOMEM;
-    }
-    struct throttle_counts shared;
-    struct throttle_cust *tc = &scr->tc; /* the customer's counters: one read for the request */
-    throttle_cust_load(t, q->customer_id, tc);
-    throttle_read_shared(tc, ch, now, &shared);
-    struct cand *cands = scr->cands;
-    int ncand = 0;
-    uint64_t pbit = q->placement ? rules_gen_placement_bit(g, q->placement) : 0;
-    char err[512];
-    for (int k = 0; !blocked && k < nlist; k++) {
-        int i = list[k];
-        const struct rules_campaign *c = &g->camps[i];
-        json_t *xp = NULL;
-        if (explain) {
-            xp = json_object();
-            json_object_set_new(xp, "campaign_id", json_string(c->id));
-            json_array_append_new(explain, xp);
-        }
-        if (c->status != CAMP_ACTIVE) {
-            if (xp) {
-                char b[64];
-                snprintf(b, sizeof b, "status %s", rules_status_name(c->status));
-                json_object_set_new(xp, "eligible", json_false());
-                xp_reason(xp, b);
-            }
+    int nb = 0;
+    while (nb < r->q->limit - r->accepted && r->next < r->ncand) {
+        struct cand *cd = &r->cands[r->next++];
+        if (cap_gate(r, cd))
             continue;
-        }
-        if (q->placement && c->placement_mask && !(c->placement_mask & pbit)) {
-            if (xp) { /* a bit test: before the schedule's calendar arithmetic */
-                json_object_set_new(xp, "eligible", json_false());
-                xp_reason(xp, "placement not targeted");
-            }
-            continue;
-        }
-        if (!rules_schedule_open(&c->sched, now)) {
-            if (xp) {
-                json_object_set_new(xp, "eligible", json_false());
-                xp_reason(xp, "outside schedule");
-            }
-            continue;
-        }
-        int ref = rw->refs[i];
-        if (ref == LUA_NOREF || ref == LUA_REFNIL) {
-            if (xp)
-                xp_error(xp, "load", "campaign not loaded in this worker");
-            continue;
-        }
-        /* eligible */
-        if (rw->fn_refs[2 * i] != LUA_NOREF) {
-            lua_rawgeti(L, LUA_REGISTRYINDEX, rw->fn_refs[2 * i]);
-            lua_pushvalue(L, p_idx);
-            lua_pushvalue(L, ctx_idx);
-            rc = luavm_call_ref(rw->vm, rw->fn_refs[2 * i], 2, 2, err, sizeof err);
+        if (choose_content(r->rw, &r->g->camps[cd->idx], r->rw->refs[cd->idx], r->q->customer_id,
+                           r->p_idx, r->ctx_idx, cd, r->msgpack) == 0)
+            r->batch[nb++] = cd;
+    }
+    return nb;
+}
+
+/* Reserve the batch's caps exactly, in one write txn (none for a dry run
+ * or when no cap applies), and take what passes as offers.  The customer's
+ * record is read once in the write txn, every offer of the batch counted
+ * against it in memory, and written once.  0 to go on, -1 to stop. */
+static int reserve_batch(struct req *r, int nb)
+{
+    const struct decide_req *q = r->q;
+    struct throttle_resv *rv = &r->scr->rv;
+    int need = 0, rc;
+    for (int b = 0; b < nb; b++)
+        need |= throttle_needed(&r->g->camps[r->batch[b]->idx], r->ch, r->gcap);
+    struct store_txn *wt = NULL;
+    if (!q->dry_run && need && store_wtxn_begin(g_app->store, &wt))
+        return -1;
+    if (wt && throttle_resv_begin(rv, wt, q->customer_id)) {
+        store_txn_end(wt);
+        return -1;
+    }
+    for (int b = 0; b < nb; b++) {
+        struct cand *cd = r->batch[b];
+        const struct rules_campaign *c = &r->g->camps[cd->idx];
+        const char *why = NULL;
+        if (wt && throttle_needed(c, r->ch, r->gcap)) {
+            if (hook_recheck(r, cd))
+                continue;
+            rc = throttle_resv_add(rv, c, r->ch, r->now, r->gcap, &why);
             if (rc) {
-                count_hook_error(c->id, H_ELIGIBLE, rc);
-                if (xp) {
-                    json_object_set_new(xp, "eligible", json_false());
-                    xp_error(xp, "eligible", err);
-                }
-                continue;
-            }
-            int t1 = lua_type(L, -2);
-            if (t1 != LUA_TBOOLEAN && t1 != LUA_TNIL) {
-                lua_pop(L, 2);
-                count_hook_error(c->id, H_ELIGIBLE, ERR_LUA);
-                if (xp) {
-                    json_object_set_new(xp, "eligible", json_false());
-                    xp_error(xp, "eligible", "must return true or false (got a non-boolean)");
-                }
-                continue;
-            }
-            int yes = lua_toboolean(L, -2);
-            if (!yes) {
-                if (xp) {
-                    json_object_set_new(xp, "eligible", json_false());
-                    xp_reason(xp, lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
-                                                                 : "eligible returned false");
-                }
-                lua_pop(L, 2);
-                continue;
-            }
-            lua_pop(L, 2);
-        }
-        if (xp)
-            json_object_set_new(xp, "eligible", json_true());
-        /* score */
-        double score = c->priority;
-        if (c->score_model[0] && models_score(mw, c, p_idx, ctx_idx, xp, &score, NULL))
-            continue; /* explain says why */
-        if (rw->fn_refs[2 * i + 1] != LUA_NOREF) {
-            lua_rawgeti(L, LUA_REGISTRYINDEX, rw->fn_refs[2 * i + 1]);
-            lua_pushvalue(L, p_idx);
-            lua_pushvalue(L, ctx_idx);
-            rc = luavm_call_ref(rw->vm, rw->fn_refs[2 * i + 1], 2, 1, err, sizeof err);
-            if (rc) {
-                count_hook_error(c->id, H_SCORE, rc);
-                xp_error(xp, "score", err);
-                continue;
-            }
-            int isnum = lua_type(L, -1) == LUA_TNUMBER;
-            score = lua_tonumber(L, -1);
-            lua_pop(L, 1);
-            if (!isnum || !isfinite(score)) {
-                count_hook_error(c->id, H_SCORE, ERR_LUA);
-                xp_error(xp, "score", "must return a finite number");
+                if (cd->xp)
+                    json_object_set_new(cd->xp, "capped", json_string(why ? why : err_str(rc)));
+                if (rc != ERR_CAPPED) /* store trouble: serve nothing more */
+                    r->next = r->ncand;
                 continue;
             }
         }
-        if (xp)
-            json_object_set_new(xp, "score", json_real(score));
-        struct cand *cd = &cands[ncand++];
-        struct buf keep = cd->content; /* the content buffer is reused */
-        *cd = (struct cand){ .idx = i, .rank = k, .score = score, .xp = xp, .variant = -1 };
-        cd->content = keep;
-        buf_reset(&cd->content);
+        cd->served = 1;
+        r->served[r->accepted] = cd;
+        if (cd->xp) {
+            json_object_set_new(cd->xp, "selected", json_true());
+            json_object_set_new(cd->xp, "variant", json_string(c->variants[cd->variant].id));
+        }
+        if (!q->dry_run)
+            counters_add(g_served, c->id, 0, 1);
+        r->accepted++;
     }
-    if (blocked && explain) {
-        json_t *x = json_object();
-        json_object_set_new(x, "channel", json_string(q->channel));
-        json_object_set_new(x, "reason", json_string(blocked));
-        json_array_append_new(explain, x);
-    }
-    if (ncand > 1)
-        qsort(cands, (size_t)ncand, sizeof *cands, cand_cmp);
-
-    /* Walk the ranking: caps (read snapshot) and the throttle hook only for
-     * candidates that could still be served, content for those that pass,
-     * then exact reservation; repeat while reservations knock some out.
-     * With explain every candidate's caps are checked, for the report. */
-    int accepted = 0, next = 0;
-    struct throttle_resv *rv = &scr->rv;
-    rv->dirty = rv->loaded = 0;
-    int limit = q->limit;
-    struct cand **batch = scr->batch;
-    struct cand **served = batch ? batch + ncand : NULL; /* the offers, in order */
-    while (accepted < limit && next < ncand) {
-        int nb = 0;
-        while (nb < limit - accepted && next < ncand) {
-            struct cand *cd = &cands[next++];
-            if (cap_gate(rw, g, cd, ch, q->customer_id, t, now, gcap, tc, &shared, p_idx, ctx_idx))
-                continue;
-            const struct rules_campaign *c = &g->camps[cd->idx];
-            if (choose_content(rw, c, rw->refs[cd->idx], q->customer_id, p_idx, ctx_idx, cd, msgpack) == 0)
-                batch[nb++] = cd;
-        }
-        if (!nb)
-            break;
-        int need = 0;
-        for (int b = 0; b < nb; b++)
-            need |= throttle_needed(&g->camps[batch[b]->idx], ch, gcap);
-        struct store_txn *wt = NULL;
-        if (!q->dry_run && need && (rc = store_wtxn_begin(st, &wt)))
-            break;
-        /* the customer's record: read once in the write txn, every offer of
-         * the batch counted against it in memory, written once */
-        if (wt && (rc = throttle_resv_begin(rv, wt, q->customer_id))) {
+    if (wt) {
+        rc = throttle_resv_end(rv);
+        if (rc)
             store_txn_end(wt);
-            break;
-        }
-        for (int b = 0; b < nb; b++) {
-            struct cand *cd = batch[b];
-            const struct rules_campaign *c = &g->camps[cd->idx];
-            const char *why = NULL;
-            if (wt && throttle_needed(c, ch, gcap)) {
-                if (hook_recheck(rw, g, cd, ch, rv, now, p_idx, ctx_idx))
-                    continue;
-                rc = throttle_resv_add(rv, c, ch, now, gcap, &why);
-                if (rc) {
-                    if (cd->xp)
-                        json_object_set_new(cd->xp, "capped", json_string(why ? why : err_str(rc)));
-                    if (rc != ERR_CAPPED) /* store trouble: serve nothing more */
-                        next = ncand;
-                    continue;
-                }
-            }
-            cd->served = 1;
-            served[accepted] = cd;
-            if (cd->xp) {
-                json_object_set_new(cd->xp, "selected", json_true());
-                json_object_set_new(cd->xp, "variant", json_string(c->variants[cd->variant].id));
-            }
-            if (!q->dry_run)
-                cstat_add(c->id, f_served, 1);
-            accepted++;
-        }
-        if (wt) {
-            rc = throttle_resv_end(rv);
-            if (rc)
-                store_txn_end(wt);
-            else
-                rc = store_txn_commit(wt, STORE_ASYNC);
-            if (rc) {
-                /* nothing was counted: serve nothing rather than exceed a cap */
-                accepted = 0;
-                log_error("cap reservation failed", "customer=\"%s\" err=\"%s\"", q->customer_id,
-                          err_str(rc));
-                break;
-            }
+        else
+            rc = store_txn_commit(wt, STORE_ASYNC);
+        if (rc) {
+            /* nothing was counted: serve nothing rather than exceed a cap */
+            r->accepted = 0;
+            log_error("cap reservation failed", "customer=\"%s\" err=\"%s\"", q->customer_id,
+                      err_str(rc));
+            return -1;
         }
     }
-    /* explain: report caps for the candidates the walk did not reach */
-    for (int k = next; explain && k < ncand; k++)
-        if (!cap_gate(rw, g, &cands[k], ch, q->customer_id, t, now, gcap, tc, &shared, p_idx,
-                      ctx_idx) &&
-            cands[k].xp)
-            json_object_set_new(cands[k].xp, "reason", json_string("ranked below the limit"));
-    store_txn_end(t);
-    models_decide_end(mw);
-    lua_settop(L, top);
+    return 0;
+}
 
-    /* the reply: written straight into `out` in the wire form asked for */
-    struct emit em;
-    size_t need = 128;
-    for (int k = 0; k < accepted; k++)
-        need += served[k]->content.len + 160;
-    buf_reserve(out, need); /* a failure shows up as the emitter's error */
-    emit_init(&em, out, msgpack);
-    emit_map(&em, 2 + (explain != NULL) + (q->dry_run != 0));
-    /* "d" + 11 hex digits of the ms clock + 8 random hex digits */
-    char did[20];
+/* Step 5: walk the ranking.  Caps (read snapshot) and the throttle hook
+ * only for candidates that could still be served, content for those that
+ * pass, then exact reservation; repeat while reservations knock some out. */
+static void walk(struct req *r)
+{
+    r->scr->rv.dirty = r->scr->rv.loaded = 0;
+    r->served = r->batch ? r->batch + r->ncand : NULL;
+    r->next = r->accepted = 0;
+    while (r->accepted < r->q->limit && r->next < r->ncand) {
+        int nb = next_batch(r);
+        if (!nb || reserve_batch(r, nb))
+            break;
+    }
+}
+
+/* Step 6: explain reports caps for the candidates the walk did not reach. */
+static void explain_rest(struct req *r)
+{
+    for (int k = r->next; r->explain && k < r->ncand; k++)
+        if (!cap_gate(r, &r->cands[k]) && r->cands[k].xp)
+            json_object_set_new(r->cands[k].xp, "reason", json_string("ranked below the limit"));
+}
+
+/* "d" + 11 hex digits of the ms clock + 8 random hex digits. */
+static void decision_id(char did[20])
+{
     uint64_t ms = (uint64_t)clock_now_ms(), rnd = next_rand() & 0xffffffffu;
     static const char hx[] = "0123456789abcdef";
     did[0] = 'd';
@@ -835,14 +815,27 @@ int decide_run(const struct decide_req *q, struct decide_err *e, struct buf *out
         did[11 - i] = hx[(ms >> (4 * i)) & 15];
     for (int i = 0; i < 8; i++)
         did[19 - i] = hx[(rnd >> (4 * i)) & 15];
-    int dl = 20;
+}
+
+/* Step 7: the reply, written straight into `out` in the wire form asked for. */
+static int reply(struct req *r, struct buf *out, struct reqerr *e)
+{
+    struct emit em;
+    size_t need = 128;
+    for (int k = 0; k < r->accepted; k++)
+        need += r->served[k]->content.len + 160;
+    buf_reserve(out, need); /* a failure shows up as the emitter's error */
+    emit_init(&em, out, r->msgpack);
+    emit_map(&em, 2 + (r->explain != NULL) + (r->q->dry_run != 0));
+    char did[20];
+    decision_id(did);
     emit_key(&em, "decision_id", 11);
-    emit_str(&em, did, (size_t)dl);
+    emit_str(&em, did, sizeof did);
     emit_key(&em, "offers", 6);
-    emit_array(&em, (size_t)accepted);
-    for (int k = 0; k < accepted; k++) {
-        const struct cand *cd = served[k];
-        const struct rules_campaign *c = &g->camps[cd->idx];
+    emit_array(&em, (size_t)r->accepted);
+    for (int k = 0; k < r->accepted; k++) {
+        const struct cand *cd = r->served[k];
+        const struct rules_campaign *c = &r->g->camps[cd->idx];
         const char *vid = c->variants[cd->variant].id;
         emit_map(&em, 4);
         emit_key(&em, "campaign_id", 11);
@@ -856,27 +849,52 @@ int decide_run(const struct decide_req *q, struct decide_err *e, struct buf *out
         emit_end(&em);
     }
     emit_end(&em);
-    if (explain) {
+    if (r->explain) {
         emit_key(&em, "explain", 7);
-        emit_json(&em, explain);
+        emit_json(&em, r->explain);
     }
-    if (q->dry_run) {
+    if (r->q->dry_run) {
         emit_key(&em, "dry_run", 7);
         emit_bool(&em, 1);
     }
     emit_end(&em);
-    json_decref(explain);
-    for (int k = 0; k < ncand; k++)
-        if (cands[k].content.cap > SCRATCH_KEEP)
-            buf_free(&cands[k].content);
-    if (scr->rv.enc.cap > SCRATCH_KEEP)
-        buf_free(&scr->rv.enc);
-    rc = emit_error(&em);
-    if (rc) {
-        e->status = 500;
-        e->code = "internal";
-        snprintf(e->message, sizeof e->message, "reply could not be written: %s", err_str(rc));
+    int rc = emit_error(&em);
+    if (rc)
+        reqerr_set(e, 500, "internal", NULL, "reply could not be written: %s", err_str(rc));
+    return rc;
+}
+
+/* Give back what grew past SCRATCH_KEEP, so one huge offer does not pin
+ * its memory in the worker. */
+static void trim_scratch(struct req *r)
+{
+    for (int k = 0; k < r->ncand; k++)
+        if (r->cands[k].content.cap > SCRATCH_KEEP)
+            buf_free(&r->cands[k].content);
+    if (r->scr->rv.enc.cap > SCRATCH_KEEP)
+        buf_free(&r->scr->rv.enc);
+}
+
+int decide_run(const struct decide_req *q, struct reqerr *e, struct buf *out, int msgpack)
+{
+    struct req r = { .q = q, .msgpack = msgpack };
+    int rc = begin(&r, e);
+    if (rc)
+        return rc;
+    if ((rc = load_customer(&r, e))) {
+        json_decref(r.explain);
+        return rc;
     }
+    candidates(&r);
+    rank(&r);
+    walk(&r);
+    explain_rest(&r);
+    store_txn_end(r.t);
+    models_decide_end(r.mw);
+    lua_settop(r.L, r.top);
+    rc = reply(&r, out, e);
+    json_decref(r.explain);
+    trim_scratch(&r);
     return rc;
 }
 

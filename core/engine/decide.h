@@ -19,6 +19,7 @@
 #define PROMOD_DECIDE_H
 #include <jansson.h>
 #include "base/buf.h"
+#include "base/reqerr.h"
 
 struct decide_req {
     const char *customer_id;
@@ -31,24 +32,20 @@ struct decide_req {
     int dry_run;
 };
 
-struct decide_err {
-    int status;             /**< HTTP status when decide_run fails */
-    const char *code;
-    char message[256];
-    const char *field;
-};
-
 /** Decide on the calling worker thread and append the reply
  *  ({"decision_id", "offers", "explain"?, "dry_run"?}) to `out`, as JSON
  *  text or (msgpack = 1) msgpack.  @return 0, or an error with *e filled
- *  (nothing useful in `out` then). */
-int decide_run(const struct decide_req *q, struct decide_err *e, struct buf *out, int msgpack);
+ *  (nothing useful in `out` then): 503 unavailable (not a worker thread),
+ *  422 unknown_channel (field "channel"), 503 store_unavailable, 500
+ *  internal. */
+int decide_run(const struct decide_req *q, struct reqerr *e, struct buf *out, int msgpack);
 
-/** Register decide's per-campaign counters with /metrics. */
+/** Register decide's per-campaign counters with /metrics, and the hook
+ *  layer's (hooks_metrics_init).  Start-up, once. */
 void decide_metrics_init(void);
 
-/* Shared with outbound sends (core/sends.c, core/outbox.c), so a message
- * follows exactly the rules an offer does. */
+/* Shared with outbound sends (delivery/sends.c, delivery/outbox.c), so a
+ * message follows exactly the rules an offer does. */
 struct lua_State;
 struct rules_worker;
 struct rules_campaign;

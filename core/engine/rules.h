@@ -17,6 +17,19 @@
  * its reference to the old one — the last holder frees it.  Requests in
  * flight finish on the generation they started with.
  *
+ * The module's files, along its seams:
+ *   rules.c         generations, scanning the directories, building and
+ *                   publishing a generation, reload, the directory watch
+ *   rules_check.c   validation of one file (the campaign and plugin tables)
+ *                   and `promod check`
+ *   rules_lines.c   where each field of a file is written (file:line for
+ *                   validation messages)
+ *   rules_worker.c  the worker side: loading files into a worker's Lua
+ *                   state, adopting generations, the hook ref cache
+ * Which hooks a file may define, and how they are called, is the hooks
+ * module's (engine/hooks.h); validation and the worker side follow its
+ * table.
+ *
  * Threads: rules_gen_acquire/release from any thread; rules_reload from the
  * main thread or an API handler (serialised by a mutex); rules_worker_* only
  * on the owning worker thread.
@@ -26,6 +39,7 @@
 #include <jansson.h>
 #include <stdint.h>
 #include "base/config.h"
+#include "engine/hooks.h"
 
 struct app;
 struct event_base;
@@ -86,7 +100,7 @@ struct rules_campaign {
     struct rules_variant *variants;
     int nvariants;
     double weight_sum;
-    unsigned hooks;                 /**< RULES_HOOK_* bits present in the file */
+    unsigned hooks;                 /**< HOOKS_BIT() of each campaign hook the file defines */
     enum campaign_status status;    /**< effective status (store overrides file) */
     enum campaign_status file_status;
     json_t *trigger;                /**< {"event","delay","cancel_on"} or NULL */
@@ -103,16 +117,13 @@ struct rules_campaign {
     double cost_per_send, cost_per_impression;
 };
 
-enum { RULES_HOOK_ELIGIBLE = 1, RULES_HOOK_SCORE = 2, RULES_HOOK_CONTENT = 4,
-       RULES_HOOK_THROTTLE = 8, RULES_HOOK_RENDER = 16, RULES_HOOK_DELIVER = 32 };
-
 struct rules_channel {
     char *name;
     int file;
     struct rules_caps policy;       /**< per customer per channel, across campaigns */
     int quiet_from, quiet_to;       /**< local hours, -1 = none */
     char *consent;                  /**< profile consent key or NULL */
-    unsigned hooks;                 /**< RENDER / DELIVER */
+    unsigned hooks;                 /**< HOOKS_BIT() of each channel hook (render, deliver) */
     int outbound;                   /**< has deliver: messages go through the outbox */
     json_t *settings;               /**< config channels[name] (borrowed from config) */
 };
@@ -221,19 +232,11 @@ void rules_set_source_filter(rules_source_filter_fn fn);
 typedef void (*rules_reload_hook_fn)(struct app *app);
 void rules_set_reload_hook(rules_reload_hook_fn fn);
 
-/** Line of the field at `path` ("variants[2].weight") in a Lua source
- *  returning a table, or of its nearest written parent; 1 when none is
- *  written.  (Model files use it for their file:line messages.) */
-int rules_line_of(const char *src, size_t len, const char *path);
-
 /** `promod check`: validate the given dirs/files (default rules/ plugins/),
  *  print each problem, return the exit status. */
 int rules_check_cli(const struct config *cfg, const char **paths, int n);
 
-/* --- the worker side ----------------------------------------------------- */
-/** The worker's adopted generation and its compiled tables.  `refs[i]` is a
- *  Lua registry ref of campaign i's table (LUA_NOREF when it failed to load
- *  in this worker); `chan_refs[i]` likewise for channel i. */
+/* --- the worker side (rules_worker.c) ----------------------------------- */
 /** A campaign's variants' content as compiled in a worker (content.h),
  *  progs[2 * variant + msgpack]; owned by the worker's loaded file. */
 struct content_prog;
@@ -242,12 +245,18 @@ struct rules_content {
     int n;
 };
 
+/** The worker's adopted generation and its compiled tables.  `refs[i]` is a
+ *  Lua registry ref of campaign i's table (LUA_NOREF when it failed to load
+ *  in this worker); `chan_refs[i]` likewise for channel i.  The hook
+ *  functions of each are cached as refs too (rules_worker_hooks,
+ *  rules_worker_chan_hooks), so a hook call does no look-up by name. */
 struct rules_worker {
     struct luavm *vm;
     struct rules_gen *gen;
     int *refs;
     int *chan_refs;
-    int *fn_refs;         /**< per campaign: eligible, score function refs (2 per campaign) */
+    int *hook_refs;       /**< HOOKS_N per campaign of gen (hooks_refs_resolve) */
+    int *chan_hook_refs;  /**< HOOKS_N per channel of gen */
     struct rules_content *content; /**< per campaign of gen */
     struct wfile *wfiles; /* loaded files by path/hash (internal) */
     int nwfiles, capwfiles;
@@ -260,6 +269,21 @@ struct rules_worker {
     void (*scratch_free)(void *);
 };
 
+/** Hook function refs of campaign `camp` of rw->gen, indexed by enum
+ *  hooks_id: a registry ref, or LUA_NOREF when the file does not define
+ *  that hook (or did not load in this worker).  Borrowed until the next
+ *  adoption (rules_worker_refresh). */
+static inline const int *rules_worker_hooks(const struct rules_worker *rw, int camp)
+{
+    return rw->hook_refs + (size_t)camp * HOOKS_N;
+}
+
+/** The same for channel `chan` of rw->gen (render, deliver). */
+static inline const int *rules_worker_chan_hooks(const struct rules_worker *rw, int chan)
+{
+    return rw->chan_hook_refs + (size_t)chan * HOOKS_N;
+}
+
 /** A Lua state for the calling thread (a HTTP worker, the delivery or the
  *  send thread) that adopts the newest generation on `base` every 250 ms
  *  and between requests.  rules_worker_self() returns it on that thread.
@@ -270,5 +294,63 @@ void rules_worker_stop(struct rules_worker *rw);
 /** Adopt the newest generation if there is one (call between requests). */
 void rules_worker_refresh(struct rules_worker *rw);
 struct rules_worker *rules_worker_self(void);
+
+/* --- internal: shared by the module's own files (rules*.c) only ---------- */
+
+#define RULES_MAX_FILE_BYTES (1u << 20) /**< @internal largest rule or plugin file */
+
+/** @internal strdup that aborts when out of memory (the loader's small strings). */
+char *rules_xstrdup(const char *s);
+/** @internal Free what a parsed channel owns and zero it. */
+void rules_channel_free(struct rules_channel *ch);
+/** @internal seq of the newest published generation (an atomic read). */
+uint64_t rules_gen_latest_seq(void);
+
+/** @internal File lists and reading (rules.c), for the reloader and `promod check`. */
+struct rules_flist {
+    char **paths;
+    enum rules_kind *kinds;
+    int n, cap;
+};
+/** @internal Append (at most 20,000 files; the path is copied). */
+void rules_flist_add(struct rules_flist *l, const char *path, enum rules_kind k);
+void rules_flist_free(struct rules_flist *l);
+/** @internal Sort paths by strcmp (n may be 0). */
+void rules_sort_paths(char **paths, int n);
+/** @internal Collect the *.lua files below `dir` (not hidden ones); `recurse`
+ *  into subdirectories except `skip` (rules/lib). */
+void rules_scan_dir(const char *dir, const char *skip, int recurse, enum rules_kind k,
+                    struct rules_flist *out, int depth);
+/** @internal Read a whole file (at most RULES_MAX_FILE_BYTES), NUL-terminated,
+ *  malloc'd; NULL with *rc = -errno, ERR_TOOBIG or ERR_NOMEM. */
+char *rules_read_file(const char *path, size_t *len, int *rc);
+
+/** @internal A throwaway sandbox for validation, with the instruction budget
+ *  a worker loads files with (rules_check.c).  NULL when out of memory. */
+struct luavm *rules_scratch_vm(const char *lib_dir);
+/** @internal Load and validate one source in `vm`; errors appended to
+ *  `errors` as "path:line: message".  With `camp` (campaign) or `chan`
+ *  (plugin) non-NULL the parsed form is returned there (the caller frees
+ *  it, also on failure).  Stack-neutral.  @return 0 when valid. */
+int rules_validate_in(struct luavm *vm, const char *path, enum rules_kind kind, const char *src,
+                      size_t len, const char *const *chans, int nchans, json_t *errors,
+                      struct rules_campaign *camp, struct rules_channel *chan);
+
+/** @internal Where the fields of a source are written (rules_lines.c):
+ *  built on the first look-up, freed with rules_lines_free. */
+struct rules_loc;
+struct rules_lines {
+    const char *src;
+    size_t len;
+    struct rules_loc *locs;
+    int nlocs, caplocs, built;
+};
+/** @internal Line of the field at `path` ("variants[2].weight"), or of its
+ *  nearest written parent; 0 when none is written. */
+int rules_lines_find(struct rules_lines *w, const char *path);
+void rules_lines_free(struct rules_lines *w);
+/** @internal rules_lines_find on a source, 1 when the field is not written.
+ *  Model files (models_file.c) use it for their file:line messages too. */
+int rules_line_of(const char *src, size_t len, const char *path);
 
 #endif

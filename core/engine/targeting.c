@@ -178,11 +178,8 @@ json_t *targeting_recommend(const char *customer, const char *channel, const cha
         return NULL;
     struct decide_req q = { .customer_id = customer, .channel = channel, .placement = placement,
                             .limit = limit, .explain = 1, .dry_run = 1 };
-    struct decide_err de = { 0 };
     struct buf out = BUF_INIT;
-    if (decide_run(&q, &de, &out, 0)) {
-        reqerr_set(e, de.status ? de.status : 500, de.code ? de.code : "internal", de.field, "%s",
-                   de.message);
+    if (decide_run(&q, e, &out, 0)) {
         buf_free(&out);
         return NULL;
     }

@@ -330,7 +330,7 @@ int throttle_check(const struct throttle_counts *n, const struct rules_campaign 
 int throttle_needed(const struct rules_campaign *c, const struct rules_channel *ch, long global_cap)
 {
     return c->cust_caps.n || c->total_caps.n || (ch && ch->policy.n) || global_cap > 0 ||
-           (c->hooks & RULES_HOOK_THROTTLE);
+           (c->hooks & HOOKS_BIT(HOOKS_THROTTLE));
 }
 
 /* Encode the record as it stands, dropping entries with nothing in the last
@@ -465,7 +465,7 @@ int throttle_resv_add(struct throttle_resv *r, const struct rules_campaign *c,
         return rc;
     struct add add[3];
     int nadd = 0;
-    if (c->cust_caps.n || (c->hooks & RULES_HOOK_THROTTLE)) { /* the hook reads counts */
+    if (c->cust_caps.n || (c->hooks & HOOKS_BIT(HOOKS_THROTTLE))) { /* the hook reads counts */
         int keep = max_limit(&c->cust_caps);
         add[nadd++] = (struct add){ 'c', c->id, keep < 64 ? 64 : keep };
     }

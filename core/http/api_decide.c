@@ -149,9 +149,9 @@ static void h_decide(struct http_req *r)
         }
         q.limit = (int)lim;
     }
-    struct decide_err e = { 0 };
+    struct reqerr e = { 0 };
     if (decide_run(&q, &e, &out, r->want_msgpack))
-        http_reply_error(r, e.status, e.code, e.message, e.field);
+        http_reply_reqerr(r, &e);
     else if (r->want_msgpack)
         http_reply_raw(r, 200, "application/msgpack", out.p, out.len);
     else if (buf_addc(&out, '\n') == 0)

@@ -458,6 +458,14 @@ Test(decide, channel_selects_campaigns)
     cr_assert_str_eq(str_at(r, "error.field"), "channel");
     cr_assert(strstr(str_at(r, "error.message"), "fax"));
     json_decref(r);
+    /* the whole answer, byte for byte: the contract's error shape */
+    struct tfx_resp raw;
+    cr_assert_eq(tfx_req(&srv, "POST", "/api/v1/decide",
+                         "{\"customer_id\":\"carol\",\"channel\":\"fax\"}", &raw), 422);
+    cr_assert_str_eq(raw.body, "{\"error\":{\"code\":\"unknown_channel\",\"message\":"
+                               "\"channel \\\"fax\\\" is not loaded (plugins/fax.lua)\","
+                               "\"field\":\"channel\"}}\n");
+    tfx_resp_free(&raw);
     stop_clean();
 }
 

@@ -70,18 +70,40 @@ struct point {
     const char *what;
 };
 
+static int64_t server_now(void)
+{
+    struct tfx_resp r;
+    cr_assert_eq(ctfx_req(&srv, "GET", "/api/v1/admin/clock", NULL, NULL, &r), 200);
+    int64_t now = (int64_t)json_integer_value(json_object_get(r.json, "now"));
+    tfx_resp_free(&r);
+    return now;
+}
+
+/* What decide and the campaign view say of `id` at server time `t`:
+ * out[0] offered, out[1] in_schedule, out[2] candidate.  set_now freezes
+ * the test clock, so "one second before the end" stays that second for
+ * every request of the observation (checked). */
+static void observe(const char *id, int64_t t, int out[3])
+{
+    set_now(t);
+    out[0] = offered(id);
+    struct tfx_resp r;
+    ctfx_get(&srv, NULL, id, &r);
+    out[1] = json_is_true(json_object_get(r.json, "in_schedule"));
+    out[2] = json_is_true(json_object_get(r.json, "candidate"));
+    tfx_resp_free(&r);
+    cr_assert_eq(server_now(), t, "the frozen clock moved");
+}
+
 static void check_points(const char *id, const struct point *p, size_t n)
 {
     long gen = generation();
     for (size_t i = 0; i < n; i++) {
-        set_now(p[i].t);
-        cr_assert_eq(offered(id), p[i].open, "%s at %s (%lld)", id, p[i].what, (long long)p[i].t);
-        struct tfx_resp r;
-        ctfx_get(&srv, NULL, id, &r);
-        cr_assert_eq(json_is_true(json_object_get(r.json, "in_schedule")), p[i].open, "view at %s",
-                     p[i].what);
-        cr_assert_eq(json_is_true(json_object_get(r.json, "candidate")), p[i].open);
-        tfx_resp_free(&r);
+        int seen[3];
+        observe(id, p[i].t, seen);
+        cr_assert_eq(seen[0], p[i].open, "%s at %s (%lld)", id, p[i].what, (long long)p[i].t);
+        cr_assert_eq(seen[1], p[i].open, "view at %s", p[i].what);
+        cr_assert_eq(seen[2], p[i].open);
     }
     cr_assert_eq(generation(), gen, "no reload was needed");
 }

@@ -47,6 +47,9 @@ Test(sends, audience_runs_eligible_and_reports_progress)
     cr_assert_eq(otfx_int(s, "evaluated"), 200);
     cr_assert_eq(otfx_int(s, "queued"), 100);
     cr_assert_eq(otfx_int(s, "skipped.not_eligible"), 100);
+    /* eligible's `false, "reason"`: counted by reason, as decide explains it */
+    cr_assert_eq(otfx_int(s, "not_eligible_reasons.odd tier"), 100);
+    cr_assert_eq(json_object_size(json_object_get(s, "not_eligible_reasons")), 1);
     cr_assert_eq(otfx_int(s, "failed"), 0);
     cr_assert_eq(otfx_int(s, "pending"), 0);
     cr_assert_str_eq(json_string_value(json_object_get(s, "state")), "done");
@@ -56,6 +59,54 @@ Test(sends, audience_runs_eligible_and_reports_progress)
     json_decref(s);
     usleep(300000);
     cr_assert_eq(rcv_count(rcv), 100);
+}
+
+Test(sends, eligible_keeps_the_hook_contract)
+{
+    start(NULL);
+    otfx_profiles(&srv, "k", 40, "\"n\":%d");
+    /* 10 answer a string (an error, not "truthy"), 25 say no with 25
+     * different reasons (20 are kept, the rest counted as "(other)"), 5 pass */
+    otfx_campaign(&srv, "contract", "'webhook'", NULL,
+                  "eligible = function(p, ctx)\n"
+                  "  if p.n < 10 then return 'yes' end\n"
+                  "  if p.n < 35 then return false, 'reason ' .. p.n end\n"
+                  "  return true end,");
+    cr_assert(otfx_wait_campaign(&srv, "contract"));
+    cr_assert_eq(otfx_action(&srv, "contract", "launch"), 200);
+    cr_assert_eq(rcv_wait_unique(rcv, 5, 15000), 5);
+    cr_assert_eq(otfx_wait_int(&srv, "/api/v1/campaigns/contract/sends", "sent", 5, 5000), 5);
+    json_t *s = otfx_get(&srv, "/api/v1/campaigns/contract/sends");
+    cr_assert_eq(otfx_int(s, "evaluated"), 40);
+    cr_assert_eq(otfx_int(s, "queued"), 5);
+    cr_assert_eq(otfx_int(s, "skipped.hook_error"), 10);
+    cr_assert_eq(otfx_int(s, "skipped.not_eligible"), 25);
+    cr_assert_str_eq(json_string_value(json_object_get(s, "last_error")),
+                     "eligible: must return true or false (got a non-boolean)");
+    json_t *rs = json_object_get(s, "not_eligible_reasons");
+    cr_assert_eq(json_object_size(rs), 21, "20 reasons and (other)");
+    cr_assert_eq(otfx_int(rs, "(other)"), 5);
+    long total = 0;
+    const char *k;
+    json_t *v;
+    json_object_foreach(rs, k, v) {
+        if (strcmp(k, "(other)")) {
+            cr_assert(!strncmp(k, "reason ", 7), "%s", k);
+            cr_assert_eq(json_integer_value(v), 1, "%s", k);
+        }
+        total += (long)json_integer_value(v);
+    }
+    cr_assert_eq(total, 25);
+    json_decref(s);
+    /* counted with decide's hook errors */
+    struct tfx_resp r;
+    cr_assert_eq(tfx_req(&srv, "GET", "/metrics", NULL, &r), 200);
+    double n = 0;
+    cr_assert(tfx_metric(r.body, "promod_hook_errors_total",
+                         "campaign=\"contract\",hook=\"eligible\",kind=\"error\"", &n),
+              "no hook error series for the send");
+    cr_assert_eq(n, 10);
+    tfx_resp_free(&r);
 }
 
 Test(sends, saving_a_file_never_sends)

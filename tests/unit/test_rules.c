@@ -124,6 +124,9 @@ ParameterizedTestParameters(rules, bad_campaign)
         { "error('no campaign today')\n", 1, "no campaign today" },
         { "return (function() while true do end end)()\n", 1, "instruction budget exceeded" },
         { WITH("  prioirty = 5,\n"), 5, "unknown field 'prioirty' in the campaign table" },
+        /* hooks are known per kind of file (engine/hooks.h): a channel's is no campaign's */
+        { WITH("  render = function(o, p, ctx) return {} end,\n"), 5,
+          "unknown field 'render' in the campaign table" },
         { WITH("  'stray',\n"), 1, "campaign table: keys must be names" },
         /* id and name */
         { "return {\n  id = 'spring sale',\n  channels = { 'web' },\n" VARS ELIG "}\n", 2,
@@ -292,6 +295,8 @@ ParameterizedTestParameters(rules, bad_plugin)
         { "return {\n  channel = 'sms',\n  render = 'text',\n}\n", 3, "render must be a function" },
         { "return {\n  channel = 'sms',\n  deliver = 1,\n}\n", 3, "deliver must be a function" },
         { "return {\n  channel = 'sms',\n  chanel = 'sms',\n}\n", 3, "unknown field 'chanel' in the plugin table" },
+        { "return {\n  channel = 'sms',\n  eligible = function() return true end,\n}\n", 3,
+          "unknown field 'eligible' in the plugin table" },
     };
     return cr_make_param_array(struct bad, cases, sizeof cases / sizeof cases[0]);
 }
@@ -361,7 +366,8 @@ Test(rules, full_campaign_parses)
     cr_assert_eq(c.nvariants, 2);
     cr_assert_str_eq(c.variants[1].id, "B");
     cr_assert_float_eq(c.weight_sum, 4, 1e-9);
-    cr_assert_eq(c.hooks, RULES_HOOK_ELIGIBLE | RULES_HOOK_SCORE | RULES_HOOK_CONTENT | RULES_HOOK_THROTTLE);
+    cr_assert_eq(c.hooks, HOOKS_BIT(HOOKS_ELIGIBLE) | HOOKS_BIT(HOOKS_SCORE) |
+                              HOOKS_BIT(HOOKS_CONTENT) | HOOKS_BIT(HOOKS_THROTTLE));
     cr_assert_str_eq(json_string_value(json_object_get(c.trigger, "event")), "signup");
     cr_assert_float_eq(c.cost_per_send, 0.01, 1e-12);
     rules_campaign_free(&c);
@@ -385,7 +391,7 @@ Test(rules, minimal_campaign_defaults)
     cr_assert_eq(c.sched.hour_from, -1);
     cr_assert_eq(c.cust_caps.n + c.total_caps.n, 0);
     cr_assert_float_eq(c.variants[0].weight, 1, 1e-9, "default weight");
-    cr_assert_eq(c.hooks, RULES_HOOK_ELIGIBLE);
+    cr_assert_eq(c.hooks, HOOKS_BIT(HOOKS_ELIGIBLE));
     cr_assert_null(c.placements == NULL ? NULL : (c.nplacements ? c.placements[0] : NULL));
     rules_campaign_free(&c);
     json_decref(errors);

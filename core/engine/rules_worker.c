@@ -1,0 +1,245 @@
+/*
+ * rules_worker.c — the worker side of rule generations: each worker
+ * thread's Lua state, loading the files of a generation into it, adopting
+ * new generations between requests, and the cache of hook function refs
+ * (see rules.h).
+ *
+ * Why files are kept by path and hash: adopting a generation recompiles
+ * only the files whose source changed, so a reload of one campaign costs
+ * one compile per worker, not five hundred.
+ */
+#include "engine/rules.h"
+#include "engine/content.h"
+#include "base/app.h"
+#include "base/clock.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "lua/luavm.h"
+#include <event2/event.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static __thread struct rules_worker *tl_rw;
+
+/* ===================================================================== */
+/* workers                                                               */
+
+struct wfile {
+    char *path;
+    uint32_t hash;
+    int ref;   /* registry ref of the table the file returned */
+    int seen;
+    struct content_prog **progs; /* its variants' content, [2 * variant + msgpack] */
+    int nprogs;
+};
+
+static void wfile_free(lua_State *L, struct wfile *w)
+{
+    luaL_unref(L, LUA_REGISTRYINDEX, w->ref);
+    for (int i = 0; i < w->nprogs; i++)
+        content_free(w->progs[i]);
+    free(w->progs);
+    free(w->path);
+}
+
+/* Compile the content of every variant of the campaign table on top of the
+ * stack, in both wire forms, as the file returned it: before any of its
+ * hooks has run (see content.h).  A NULL entry (out of memory) makes that
+ * variant fail to render.  Stack-neutral. */
+static struct content_prog **compile_variants(lua_State *L, int *n)
+{
+    *n = 0;
+    int top = lua_gettop(L);
+    lua_getfield(L, -1, "variants");
+    int nv = lua_istable(L, -1) ? (int)lua_objlen(L, -1) : 0;
+    struct content_prog **progs = nv > 0 ? calloc((size_t)nv * 2, sizeof *progs) : NULL;
+    for (int v = 0; progs && v < nv; v++) {
+        lua_rawgeti(L, top + 1, v + 1);
+        if (lua_istable(L, -1))
+            lua_getfield(L, -1, "content");
+        for (int mp = 0; mp < 2; mp++)
+            progs[2 * v + mp] = content_compile(L, -1, mp);
+        lua_settop(L, top + 1);
+    }
+    if (progs)
+        *n = nv * 2;
+    lua_settop(L, top);
+    return progs;
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    rules_worker_refresh(arg);
+}
+
+int rules_worker_start(struct event_base *base, struct rules_worker **out)
+{
+    struct rules_worker *rw = calloc(1, sizeof *rw);
+    if (!rw)
+        return ERR_NOMEM;
+    char lib_dir[4096];
+    snprintf(lib_dir, sizeof lib_dir, "%s/lib", g_app->cfg.rules_dir);
+    struct luavm_opts o = { .mem_limit = g_app->cfg.lua_mem_limit,
+                            .instr_budget = g_app->cfg.instr_budget, .lib_dir = lib_dir };
+    if (luavm_new(&o, &rw->vm)) {
+        free(rw);
+        return ERR_NOMEM;
+    }
+    tl_rw = rw;
+    rules_worker_refresh(rw);
+    rw->tick = event_new(base, -1, EV_PERSIST, on_tick, rw);
+    struct timeval tv = { 0, 250000 };
+    event_add(rw->tick, &tv);
+    *out = rw;
+    return 0;
+}
+
+void rules_worker_stop(struct rules_worker *rw)
+{
+    if (!rw)
+        return;
+    if (rw->tick)
+        event_free(rw->tick);
+    rules_gen_release(rw->gen);
+    for (int i = 0; i < rw->nwfiles; i++)
+        wfile_free(luavm_state(rw->vm), &rw->wfiles[i]);
+    free(rw->wfiles);
+    free(rw->refs);
+    free(rw->chan_refs);
+    free(rw->content);
+    free(rw->hook_refs); /* the refs go with the state */
+    free(rw->chan_hook_refs);
+    if (rw->scratch_free)
+        rw->scratch_free(rw->scratch);
+    luavm_free(rw->vm);
+    free(rw);
+    tl_rw = NULL;
+}
+
+struct rules_worker *rules_worker_self(void) { return tl_rw; }
+
+static int wfile_load(struct rules_worker *rw, const struct rules_file *f,
+                      struct content_prog ***progs, int *nprogs)
+{
+    for (int i = 0; i < rw->nwfiles; i++) {
+        struct wfile *w = &rw->wfiles[i];
+        if (!strcmp(w->path, f->path) && w->hash == f->hash) {
+            w->seen = 1;
+            if (progs) {
+                *progs = w->progs;
+                *nprogs = w->nprogs;
+            }
+            return w->ref;
+        }
+    }
+    lua_State *L = luavm_state(rw->vm);
+    char err[512];
+    int ref = LUA_NOREF, np = 0;
+    struct content_prog **cp = NULL;
+    rw->ncompiled++;
+    if (luavm_load_chunk(rw->vm, f->path, f->source, f->source_len, err, sizeof err) == 0) {
+        if (lua_istable(L, -1)) {
+            cp = compile_variants(L, &np);
+            ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        } else {
+            lua_pop(L, 1);
+        }
+    } else {
+        log_warn("worker could not load a validated file", "file=\"%s\" error=\"%s\"", f->path, err);
+    }
+    if (rw->nwfiles == rw->capwfiles) {
+        rw->capwfiles = rw->capwfiles ? rw->capwfiles * 2 : 64;
+        rw->wfiles = realloc(rw->wfiles, (size_t)rw->capwfiles * sizeof *rw->wfiles);
+        if (!rw->wfiles)
+            abort();
+    }
+    rw->wfiles[rw->nwfiles++] = (struct wfile){ rules_xstrdup(f->path), f->hash, ref, 1, cp, np };
+    if (progs) {
+        *progs = cp;
+        *nprogs = np;
+    }
+    return ref;
+}
+
+/* The hook function refs of every campaign and channel of `g` (hooks.h), so
+ * a hook call is one registry read, no look-up by name; the previous
+ * generation's are released. */
+static void cache_hooks(struct rules_worker *rw, const struct rules_gen *g, const int *refs,
+                        const int *crefs)
+{
+    lua_State *L = luavm_state(rw->vm);
+    for (int i = 0; rw->gen && rw->hook_refs && i < rw->gen->ncamps; i++)
+        hooks_refs_release(L, rw->hook_refs + (size_t)i * HOOKS_N);
+    for (int i = 0; rw->gen && rw->chan_hook_refs && i < rw->gen->nchans; i++)
+        hooks_refs_release(L, rw->chan_hook_refs + (size_t)i * HOOKS_N);
+    free(rw->hook_refs);
+    free(rw->chan_hook_refs);
+    rw->hook_refs = malloc(sizeof(int) * HOOKS_N * (size_t)(g->ncamps + 1));
+    rw->chan_hook_refs = malloc(sizeof(int) * HOOKS_N * (size_t)(g->nchans + 1));
+    if (!rw->hook_refs || !rw->chan_hook_refs)
+        abort();
+    for (int i = 0; i < g->ncamps; i++)
+        hooks_refs_resolve(L, HOOKS_CAMPAIGN, refs[i], rw->hook_refs + (size_t)i * HOOKS_N);
+    for (int i = 0; i < g->nchans; i++)
+        hooks_refs_resolve(L, HOOKS_CHANNEL, crefs[i], rw->chan_hook_refs + (size_t)i * HOOKS_N);
+}
+
+void rules_worker_refresh(struct rules_worker *rw)
+{
+    uint64_t seq = rules_gen_latest_seq();
+    if (rw->gen && rw->gen->seq == seq)
+        return;
+    struct rules_gen *g = rules_gen_acquire();
+    if (!g)
+        return;
+    if (rw->gen == g) {
+        rules_gen_release(g);
+        return;
+    }
+    uint64_t t0 = clock_mono_ns();
+    rw->ncompiled = 0;
+    for (int i = 0; i < rw->nwfiles; i++)
+        rw->wfiles[i].seen = 0;
+    if (rw->gen && rw->lib_hash != g->lib_hash)
+        luavm_clear_modules(rw->vm); /* files reload (their hash mixes lib's); modules must too */
+    rw->lib_hash = g->lib_hash;
+    int *refs = malloc(sizeof(int) * (size_t)(g->ncamps + 1));
+    int *crefs = malloc(sizeof(int) * (size_t)(g->nchans + 1));
+    struct rules_content *content = malloc(sizeof *content * (size_t)(g->ncamps + 1));
+    if (!refs || !crefs || !content)
+        abort();
+    for (int i = 0; i < g->nchans; i++)
+        crefs[i] = wfile_load(rw, &g->files[g->chans[i].file], NULL, NULL);
+    for (int i = 0; i < g->ncamps; i++)
+        refs[i] = wfile_load(rw, &g->files[g->camps[i].file], &content[i].progs, &content[i].n);
+    cache_hooks(rw, g, refs, crefs);
+    lua_State *L = luavm_state(rw->vm);
+    /* drop files no longer live */
+    int n = 0;
+    for (int i = 0; i < rw->nwfiles; i++) {
+        if (rw->wfiles[i].seen) {
+            rw->wfiles[n++] = rw->wfiles[i];
+        } else {
+            wfile_free(L, &rw->wfiles[i]);
+        }
+    }
+    rw->nwfiles = n;
+    free(rw->refs);
+    free(rw->chan_refs);
+    free(rw->content);
+    rw->refs = refs;
+    rw->chan_refs = crefs;
+    rw->content = content;
+    rules_gen_release(rw->gen);
+    rw->gen = g;
+    lua_gc(L, LUA_GCCOLLECT, 0);
+    log_info("worker adopted rules", "generation=%llu compiled=%d ms=%.1f lua_kb=%zu",
+             (unsigned long long)g->seq, rw->ncompiled,
+             (double)(clock_mono_ns() - t0) / 1e6, luavm_mem_used(rw->vm) / 1024);
+}
+
