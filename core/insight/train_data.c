@@ -17,6 +17,7 @@
  * that a long training does not pin old pages of a busy store. */
 #include "insight/train.h"
 #include "insight/train_internal.h"
+#include "insight/events_log.h"
 #include "base/err.h"
 #include "base/hash.h"
 #include "base/log.h"
@@ -736,17 +737,35 @@ static int sort_rows(struct train_rows *o, int nf)
     return 0;
 }
 
+struct anchor_count {
+    const char *type;
+    double n;
+};
+
+static int anchor_cb(void *ud, const struct events_log_cell *c)
+{
+    struct anchor_count *a = ud;
+    a->n += (double)json_integer_value(json_object_get(c->n, a->type));
+    return 0;
+}
+
 /* The share of the examples to keep under max_rows, from a cheap estimate
- * of how many there will be. */
-static double sample_rate(struct store_txn *t, const struct models_def *d, int nsnaps)
+ * of how many there will be: for an event label the `after` events in the
+ * window (the daily aggregates count them; an upper bound, before the
+ * spacing of anchors), for snapshots the customers times the snapshots. */
+static double sample_rate(struct store_txn *t, const struct models_def *d, int nsnaps,
+                          int64_t from, int64_t to)
 {
     if (d->max_rows <= 0)
         return 1;
     double est;
-    if (d->label.kind == MODELS_LABEL_EVENT)
-        est = (double)store_count(t, STORE_EVENTS); /* an upper bound of the anchors */
-    else
+    if (d->label.kind == MODELS_LABEL_EVENT) {
+        struct anchor_count a = { d->label.after, 0 };
+        events_log_scan_cells(t, d->label.campaign, from / 86400, to / 86400, anchor_cb, &a);
+        est = a.n > 0 ? a.n : (double)store_count(t, STORE_EVENTS);
+    } else {
         est = (double)store_count(t, STORE_PSTATS) * nsnaps;
+    }
     return est > (double)d->max_rows ? (double)d->max_rows / est : 1;
 }
 
@@ -810,7 +829,7 @@ int train_data_build(struct store *s, const struct models_def *d, struct luavm *
             break;
         b.t = t;
         if (first)
-            b.rate = sample_rate(t, d, b.nsnaps);
+            b.rate = sample_rate(t, d, b.nsnaps, b.from, b.to);
         first = 0;
         b.more = 0;
         b.in_chunk = 0;

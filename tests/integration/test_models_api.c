@@ -582,3 +582,18 @@ Test(models, promod_train_on_the_command_line)
     cr_assert_eq(st, 2);
     free(out);
 }
+
+Test(models, examples_beyond_max_rows_are_sampled)
+{
+    /* 200 impressions of shoe in the window: max_rows 100 keeps about half */
+    mtfx_model(&srv, "half", "shoe", TIER, "max_rows = 100,");
+    cr_assert(mtfx_wait_model(&srv, "half", "ok"));
+    train_ok("half", 0, 1);
+    json_t *m = mtfx_model_get(&srv, "half");
+    json_t *rows = json_object_get(json_array_get(json_object_get(m, "versions"), 0), "rows");
+    cr_assert_eq(json_integer_value(json_object_get(rows, "examples")), 200);
+    cr_assert_float_eq(json_number_value(json_object_get(rows, "sampling_rate")), 0.5, 1e-9);
+    long kept = (long)json_integer_value(json_object_get(rows, "sampled"));
+    cr_assert(kept >= 60 && kept <= 140, "kept %ld of 200 at rate 0.5", kept);
+    json_decref(m);
+}
