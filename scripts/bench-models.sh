@@ -103,7 +103,7 @@ cat > "$RUN/promod.lua" <<CFG
 return {
   listen = "127.0.0.1:$PORT", data_dir = "$DATA", rules_dir = "$RUN/base",
   plugins_dir = "$RUN/plugins", models_dir = "$RUN/models", log_level = "warn",
-  map_size_mb = 32768, max_import_body_mb = 512, ${BENCH_CONFIG:-}
+  map_size_mb = 32768, max_import_body_mb = 512, request_timeout = 900, ${BENCH_CONFIG:-}
 }
 CFG
 
