@@ -23,7 +23,10 @@
 #include "insight/train.h"
 #include "base/reqerr.h"
 #include "base/tz.h"
+#include "engine/loyalty_rules.h"
+#include "service/promotions.h"
 #include "delivery/sends.h"
+#include "http/ratelimit.h"
 #include "http/server.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -160,6 +163,7 @@ static int worker_init(struct worker *w)
 
 static void worker_fini(struct worker *w)
 {
+    http_held_thread_stop();
     rules_worker_stop(w->ctx);
     w->ctx = NULL;
 }
@@ -204,7 +208,9 @@ static int cmd_serve(const struct cli *c)
         store_close(app.store);
         return 1;
     }
+    loyalty_rules_start(&app.cfg); /* loyalty/: program and earn rules */
     app_register_routes();
+    ratelimit_init(&app.cfg);
     if (sends_init(&app))
         log_error("campaign sends unavailable", "%s", "cannot start the audience builder");
     struct server_opts so = { .cfg = &app.cfg, .thread_init = worker_init,
@@ -221,6 +227,8 @@ static int cmd_serve(const struct cli *c)
     models_attach(&app, server_main_base(app.srv));
     if (train_sched_start(&app))
         log_error("model training unavailable", "%s", "cannot start the trainer thread");
+    loyalty_rules_attach(server_main_base(app.srv));
+    promotions_sweeper_start(server_main_base(app.srv));
     events_log_compactor_start(server_main_base(app.srv), app.store, app.cfg.event_retention_days);
     deliver_set_sink(record_sends, &app);
     if (deliver_start(&app)) /* after server_start: libevent is in threaded mode */
@@ -240,6 +248,8 @@ static int cmd_serve(const struct cli *c)
     sends_shutdown();
     deliver_stop();
     events_log_compactor_stop();
+    promotions_sweeper_stop();
+    loyalty_rules_stop();
     rules_stop(&app);
     server_free(app.srv);
     models_stop(&app);
@@ -318,28 +328,44 @@ static int cmd_check(const struct cli *c)
     struct config cfg;
     if (load_config(&cfg, c))
         return 2;
-    const char *rpaths[64], *mpaths[64];
-    int nr = 0, nm = 0;
-    for (int i = 1; i < c->nargs; i++) {
-        if (is_model_path(&cfg, c->args[i]))
-            mpaths[nm++] = c->args[i];
-        else
-            rpaths[nr++] = c->args[i];
+    /* model files and loyalty files go to their own checkers, the rest to
+     * the rules'; no paths: the rules, the plugins, the loyalty files and
+     * the models of the config */
+    int n = c->nargs - 1, nr = 0, nl = 0, nm = 0;
+    const char **rp = calloc((size_t)n + 1, sizeof *rp), **lp = calloc((size_t)n + 1, sizeof *lp),
+               **mp = calloc((size_t)n + 1, sizeof *mp);
+    if (!rp || !lp || !mp) {
+        free(rp);
+        free(lp);
+        free(mp);
+        config_free(&cfg);
+        fprintf(stderr, "promod check: out of memory\n");
+        return 2;
     }
-    int rc = 0;
-    if (nr || !nm) /* no paths: the rules, the plugins and the models of the config */
-        rc = rules_check_cli(&cfg, rpaths, nr);
-    if (!nm && c->nargs == 1 && access(cfg.models_dir, F_OK) == 0)
-        mpaths[nm++] = cfg.models_dir;
+    for (int i = 0; i < n; i++) {
+        const char *a = c->args[1 + i];
+        if (is_model_path(&cfg, a))
+            mp[nm++] = a;
+        else if (loyalty_rules_is_loyalty_path(&cfg, a))
+            lp[nl++] = a;
+        else
+            rp[nr++] = a;
+    }
+    int rc = n && !nr ? 0 : rules_check_cli(&cfg, rp, nr);
+    int lbad = n && !nl ? 0 : loyalty_rules_check_cli(&cfg, lp, nl);
+    if (!n && access(cfg.models_dir, F_OK) == 0)
+        mp[nm++] = cfg.models_dir;
+    int mbad = 0;
     if (nm) {
         int nfiles = 0;
-        int problems = models_check_paths(mpaths, nm, &nfiles);
-        fprintf(stderr, "promod check: %d model files, %d problems\n", nfiles, problems);
-        if (problems && !rc)
-            rc = 1;
+        mbad = models_check_paths(mp, nm, &nfiles);
+        fprintf(stderr, "promod check: %d model files, %d problems\n", nfiles, mbad);
     }
+    free(rp);
+    free(lp);
+    free(mp);
     config_free(&cfg);
-    return rc;
+    return rc ? rc : lbad || mbad ? 1 : 0;
 }
 
 /* promod train MODEL: one training in this process, on the data directory

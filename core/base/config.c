@@ -58,6 +58,9 @@ void config_defaults(struct config *c)
     c->reload_debounce_ms = 100;
     c->event_retention_days = 90;
     c->request_timeout = 30;
+    c->coupon_velocity_customer = (struct config_rate){ 20, 60 };
+    c->coupon_velocity_prefix = (struct config_rate){ 50, 60 };
+    c->coupon_prefix_len = 4;
     c->source = xstrdup("(defaults)");
 }
 
@@ -68,6 +71,7 @@ void config_free(struct config *c)
     free(c->rules_dir);
     free(c->plugins_dir);
     free(c->models_dir);
+    free(c->loyalty_dir);
     free(c->source);
     /* <= nkeys: an entry rejected half-way (id read, key bad) is at keys[nkeys] */
     for (int i = 0; c->keys && i <= c->nkeys; i++) {
@@ -107,6 +111,7 @@ const char *config_role_name(enum config_role r)
 {
     switch (r) {
     case ROLE_DECIDE: return "decide";
+    case ROLE_CHECKOUT: return "checkout";
     case ROLE_MARKETER: return "marketer";
     case ROLE_ADMIN: return "admin";
     default: return "public";
@@ -184,6 +189,32 @@ static int get_str(lua_State *L, struct cerr *e, const char *key, char **out)
     if (n == 0 || strlen(s) != n)
         return bad(e, key, "expected a non-empty string");
     set_str(out, s);
+    return 0;
+}
+
+/* { limit, "window" } or false → struct config_rate */
+static int get_rate(lua_State *L, struct cerr *e, const char *key, struct config_rate *out)
+{
+    static const char *want = "expected { LIMIT, \"WINDOW\" } (window like \"1s\", \"10m\", \"1h\", \"1d\") or false";
+    if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
+        *out = (struct config_rate){ 0, 0 };
+        return 0;
+    }
+    if (!lua_istable(L, -1) || lua_objlen(L, -1) != 2)
+        return bad(e, key, want);
+    lua_rawgeti(L, -1, 1);
+    lua_rawgeti(L, -2, 2);
+    double lim = lua_type(L, -2) == LUA_TNUMBER ? lua_tonumber(L, -2) : -1;
+    const char *w = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    char *end = NULL;
+    long n = w ? strtol(w, &end, 10) : 0;
+    long mult = 0;
+    if (end && end != w && end[0] && !end[1])
+        mult = end[0] == 's' ? 1 : end[0] == 'm' ? 60 : end[0] == 'h' ? 3600 : end[0] == 'd' ? 86400 : 0;
+    lua_pop(L, 2);
+    if (!(lim >= 1 && lim <= 1e9) || lim != (double)(long)lim || mult == 0 || n < 1 || n > 366 * 86400)
+        return bad(e, key, want);
+    *out = (struct config_rate){ (long)lim, n * mult };
     return 0;
 }
 
@@ -284,15 +315,17 @@ static int load_keys(lua_State *L, struct cerr *e, struct config *c)
         lua_getfield(L, -1, "role");
         const char *role = lua_tostring(L, -1);
         if (!role)
-            return bad(e, where, "role: expected \"decide\", \"marketer\" or \"admin\"");
+            return bad(e, where, "role: expected \"decide\", \"checkout\", \"marketer\" or \"admin\"");
         if (!strcmp(role, "decide"))
             k->role = ROLE_DECIDE;
+        else if (!strcmp(role, "checkout"))
+            k->role = ROLE_CHECKOUT;
         else if (!strcmp(role, "marketer"))
             k->role = ROLE_MARKETER;
         else if (!strcmp(role, "admin"))
             k->role = ROLE_ADMIN;
         else
-            return bad(e, where, "role: expected \"decide\", \"marketer\" or \"admin\"");
+            return bad(e, where, "role: expected \"decide\", \"checkout\", \"marketer\" or \"admin\"");
         lua_pop(L, 1);
         lua_pushnil(L);
         while (lua_next(L, -2)) {
@@ -342,6 +375,8 @@ static int apply(lua_State *L, struct cerr *e, struct config *c)
         } else if (!strcmp(k, "train_threads")) {
             if (!(rc = get_int(L, e, k, 1, 64, &v)))
                 c->train_threads = (int)v;
+        } else if (!strcmp(k, "loyalty_dir")) {
+            rc = get_str(L, e, k, &c->loyalty_dir);
         } else if (!strcmp(k, "threads")) {
             if (!(rc = get_int(L, e, k, 0, 64, &v)))
                 c->threads = (int)v;
@@ -395,6 +430,17 @@ static int apply(lua_State *L, struct cerr *e, struct config *c)
         } else if (!strcmp(k, "request_timeout")) {
             if (!(rc = get_int(L, e, k, 1, 3600, &v)))
                 c->request_timeout = (double)v;
+        } else if (!strcmp(k, "rate_limit_per_key")) {
+            rc = get_rate(L, e, k, &c->rate_per_key);
+        } else if (!strcmp(k, "rate_limit_per_address")) {
+            rc = get_rate(L, e, k, &c->rate_per_address);
+        } else if (!strcmp(k, "coupon_velocity_customer")) {
+            rc = get_rate(L, e, k, &c->coupon_velocity_customer);
+        } else if (!strcmp(k, "coupon_velocity_prefix")) {
+            rc = get_rate(L, e, k, &c->coupon_velocity_prefix);
+        } else if (!strcmp(k, "coupon_prefix_len")) {
+            if (!(rc = get_int(L, e, k, 1, 64, &v)))
+                c->coupon_prefix_len = (int)v;
         } else if (!strcmp(k, "api_keys")) {
             rc = load_keys(L, e, c);
         } else if (!strcmp(k, "channels")) {

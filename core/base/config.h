@@ -14,12 +14,25 @@
 #include <stddef.h>
 #include <jansson.h>
 
-enum config_role { ROLE_PUBLIC = 0, ROLE_DECIDE = 1, ROLE_MARKETER = 2, ROLE_ADMIN = 3 };
+/** Roles nest: a key may call what its role and every lower role may.
+ *  `checkout` is the shop's server: decide and events, plus coupon
+ *  validation, redemption and rollback and loyalty transactions (calls
+ *  that move money or points, which a key embedded in a web page must not
+ *  make). */
+enum config_role { ROLE_PUBLIC = 0, ROLE_DECIDE = 1, ROLE_CHECKOUT = 2, ROLE_MARKETER = 3,
+                   ROLE_ADMIN = 4 };
 
 struct config_key {
     char *id;
     char *key;
     enum config_role role;
+};
+
+/** A rate limit: at most `limit` per `window_s` seconds; limit 0 = off.
+ *  Written in the file as { 100, "1m" } (s, m, h, d), or false. */
+struct config_rate {
+    long limit;
+    long window_s;
 };
 
 struct config {
@@ -30,6 +43,7 @@ struct config {
     char *plugins_dir;        /**< "./plugins" */
     char *models_dir;         /**< "./models" (model files, docs/models.md) */
     int train_threads;        /**< XGBoost threads of a training in the server (1) */
+    char *loyalty_dir;        /**< loyalty program and earn rules; NULL = "loyalty" beside rules_dir */
     int threads;              /**< worker threads; 0 = number of cores */
     size_t map_size;          /**< LMDB map size, bytes (1 GiB) */
     int store_writemap;       /**< 1 = MDB_WRITEMAP commits (default), 0 = pwrite */
@@ -48,6 +62,11 @@ struct config {
     int reload_debounce_ms;   /**< quiet time after a file change before reloading (100) */
     int event_retention_days; /**< raw events older than this are compacted (90) */
     double request_timeout;   /**< seconds (30) */
+    struct config_rate rate_per_key;     /**< requests per API key (off) */
+    struct config_rate rate_per_address; /**< requests per client address (off) */
+    struct config_rate coupon_velocity_customer; /**< validate/redeem calls per customer (20 per 1m) */
+    struct config_rate coupon_velocity_prefix;   /**< failed coupon guesses per code prefix (50 per 1m) */
+    int coupon_prefix_len;    /**< leading characters of a code that form its prefix (4) */
     struct config_key *keys;  /**< API keys */
     int nkeys;
     json_t *channels;         /**< per-channel provider settings (endpoints, secrets), or NULL */

@@ -17,6 +17,7 @@ struct slot {
 struct content_prog {
     int rc;      /* 0, or why this content cannot be rendered */
     int mp;
+    int coupon;  /* a template uses {{coupon}} */
     struct buf code;
     struct slot *slots;
     int nslots, cap;
@@ -26,8 +27,29 @@ struct content_prog {
 
 static int ends_raw(const char *k, size_t n) { return n >= 4 && !memcmp(k + n - 4, "_raw", 4); }
 
+static int is_blank(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+/* Does a template hold {{coupon}} (blanks and a |default allowed)? */
+static int has_coupon(const char *s, size_t n)
+{
+    for (const char *p = s, *end = s + n; (p = memmem(p, (size_t)(end - p), "{{", 2)); p += 2) {
+        const char *q = p + 2, *close = memmem(q, (size_t)(end - q), "}}", 2);
+        if (!close)
+            return 0;
+        while (q < close && is_blank(*q))
+            q++;
+        const char *e = q;
+        while (e < close && *e != '|' && !is_blank(*e))
+            e++;
+        if (e - q == 6 && !memcmp(q, "coupon", 6))
+            return 1;
+    }
+    return 0;
+}
+
 static int add_slot(struct content_prog *p, struct emit *em, const char *s, size_t n, int escape)
 {
+    p->coupon |= has_coupon(s, n);
     if (p->nslots == p->cap) {
         int cap = p->cap ? p->cap * 2 : 4;
         struct slot *ns = realloc(p->slots, sizeof *ns * (size_t)cap);
@@ -142,13 +164,32 @@ struct content_prog *content_compile(lua_State *L, int idx, int msgpack)
     return p;
 }
 
+/* {{coupon}} from the scratch, every other path from the profile */
+struct lookup {
+    struct tmpl_lua_ctx lua;
+    const char *coupon;
+};
+
+static int lookup(void *ud, const char *path, size_t len, struct buf *out)
+{
+    struct lookup *x = ud;
+    if (len == 6 && !memcmp(path, "coupon", 6)) {
+        if (!x->coupon)
+            return 0;
+        return buf_adds(out, x->coupon) ? ERR_NOMEM : 1;
+    }
+    return tmpl_lua_lookup(&x->lua, path, len, out);
+}
+
+int content_uses_coupon(const struct content_prog *p) { return p && p->coupon; }
+
 int content_render(const struct content_prog *p, lua_State *L, int p_idx,
                    struct content_scratch *cs, struct buf *out)
 {
     if (p->rc)
         return p->rc;
     size_t mark = out->len, from = 0;
-    struct tmpl_lua_ctx tc = { L, p_idx };
+    struct lookup tc = { { L, p_idx }, cs->coupon };
     int rc = 0;
     for (int i = 0; i < p->nslots && !rc; i++) {
         const struct slot *s = &p->slots[i];
@@ -158,7 +199,7 @@ int content_render(const struct content_prog *p, lua_State *L, int p_idx,
         }
         from = s->at;
         buf_reset(&cs->text);
-        if ((rc = tmpl_run(s->tpl, s->escape, tmpl_lua_lookup, &tc, &cs->val, &cs->text)))
+        if ((rc = tmpl_run(s->tpl, s->escape, lookup, &tc, &cs->val, &cs->text)))
             break;
         struct emit em; /* a lone string: no separator, the code has it */
         emit_init(&em, out, p->mp);

@@ -38,6 +38,12 @@ struct content_prog *content_compile(struct lua_State *L, int idx, int msgpack);
 struct content_scratch {
     struct buf text; /* one rendered template string */
     struct buf val;  /* one looked-up value */
+    /** The value of {{coupon}}: the customer's code in this campaign, set
+     *  by the caller for one render (decide assigns it in its reservation
+     *  transaction); NULL = not known, so the placeholder's default (or
+     *  "") is rendered.  The name `coupon` is reserved: a profile
+     *  attribute of that name is not reachable from templates. */
+    const char *coupon;
 };
 
 /** Append the rendered content to `out`; templates look their paths up in
@@ -46,6 +52,9 @@ struct content_scratch {
  *  value that is not UTF-8).  On error `out` is restored. */
 int content_render(const struct content_prog *p, struct lua_State *L, int p_idx,
                    struct content_scratch *cs, struct buf *out);
+
+/** 1 when a template of the content uses {{coupon}}. */
+int content_uses_coupon(const struct content_prog *p);
 
 void content_free(struct content_prog *p);
 

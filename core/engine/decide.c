@@ -13,6 +13,8 @@
 #include "engine/decide.h"
 #include "engine/models.h"
 #include "engine/content.h"
+#include "engine/coupons.h"
+#include "engine/loyalty.h"
 #include "engine/counters.h"
 #include "engine/hooks.h"
 #include "base/app.h"
@@ -73,6 +75,7 @@ struct cand {
     struct buf content; /* rendered content, in the reply's wire form */
     int served;        /* reserved and going into the reply */
     int hooked;        /* the throttle hook passed it on the counts in `seen` */
+    int coupon;        /* its content shows {{coupon}}: a code is assigned when served */
     struct throttle_counts seen;
 };
 
@@ -210,7 +213,8 @@ static int bucket_variant(const struct rules_campaign *c, const char *cust)
  * in the reply's wire form; 0 on success.  Stack-neutral.  `c` must be a
  * campaign of the worker's own generation (every caller's is). */
 static int choose_content(struct rules_worker *rw, const struct rules_campaign *c, int ref,
-                          const char *cust, int p_idx, int ctx_idx, struct cand *cd, int msgpack)
+                          const char *cust, int p_idx, int ctx_idx, struct cand *cd, int msgpack,
+                          const char *code)
 {
     const struct rules_gen *g = rw->gen;
     if (!g || !rw->content || c < g->camps || c >= g->camps + g->ncamps)
@@ -237,7 +241,10 @@ static int choose_content(struct rules_worker *rw, const struct rules_campaign *
         2 * chosen + msgpack < rcon->n ? rcon->progs[2 * chosen + msgpack] : NULL;
     if (!prog)
         return ERR_NOMEM;
+    cd->coupon = content_uses_coupon(prog);
+    scr->cs.coupon = code; /* NULL until decide's reservation assigned one */
     rc = content_render(prog, luavm_state(rw->vm), p_idx, &scr->cs, &cd->content);
+    scr->cs.coupon = NULL;
     if (scr->cs.text.cap > SCRATCH_KEEP)
         buf_free(&scr->cs.text);
     if (scr->cs.val.cap > SCRATCH_KEEP)
@@ -248,6 +255,47 @@ static int choose_content(struct rules_worker *rw, const struct rules_campaign *
                       "tables with string keys; text must be UTF-8)");
         return rc;
     }
+    return 0;
+}
+
+/* {{coupon}}: the customer's code in campaign `c` — assigned in the
+ * reservation's write txn `wt` (idempotent: the same code on every
+ * decide), or, on a dry run, only looked up on the read snapshot `t` —
+ * then the chosen variant's content rendered again with it.  Returns 1
+ * when the candidate cannot be served (pool exhausted, store trouble). */
+static int coupon_step(struct rules_worker *rw, const struct rules_campaign *c, struct cand *cd,
+                       const char *cust, struct store_txn *t, struct store_txn *wt, int64_t now,
+                       int p_idx, int msgpack)
+{
+    char code[COUPONS_CODE_MAX + 1];
+    int fresh = 0, rc;
+    if (wt) {
+        rc = coupons_assign(wt, c->id, cust, now, code, &fresh);
+    } else if ((rc = coupons_assigned(t, c->id, cust, code)) == ERR_NOTFOUND) {
+        if (cd->xp)
+            json_object_set_new(cd->xp, "coupon", json_string("assigned when served (dry run)"));
+        return 0;
+    }
+    if (rc) {
+        if (cd->xp)
+            json_object_set_new(cd->xp, "capped", json_string(rc == ERR_CAPPED ? "coupon pool exhausted"
+                                                                             : err_str(rc)));
+        return 1;
+    }
+    struct scratch *scr = scratch_get(rw, 0);
+    const struct rules_gen *g = rw->gen;
+    const struct rules_content *rcon = &rw->content[c - g->camps];
+    struct content_prog *prog = rcon->progs[2 * cd->variant + msgpack];
+    buf_reset(&cd->content);
+    scr->cs.coupon = code;
+    rc = content_render(prog, luavm_state(rw->vm), p_idx, &scr->cs, &cd->content);
+    scr->cs.coupon = NULL;
+    if (rc) {
+        hooks_explain(cd->xp, HOOKS_CONTENT, "content could not be rendered with the coupon code");
+        return 1;
+    }
+    if (cd->xp)
+        json_object_set_new(cd->xp, "coupon", json_string(fresh ? "assigned" : "assigned before"));
     return 0;
 }
 
@@ -411,6 +459,8 @@ static int push_profile(lua_State *L, struct store_txn *t, const char *cust)
         lua_setfield(L, p_idx, "stats");
     }
     lua_settop(L, p_idx);
+    if (loyalty_push_lua(L, t, cust)) /* p.loyalty: balance, tier */
+        lua_setfield(L, p_idx, "loyalty");
     return p_idx;
 }
 
@@ -715,7 +765,7 @@ static int next_batch(struct req *r)
         if (cap_gate(r, cd))
             continue;
         if (choose_content(r->rw, &r->g->camps[cd->idx], r->rw->refs[cd->idx], r->q->customer_id,
-                           r->p_idx, r->ctx_idx, cd, r->msgpack) == 0)
+                           r->p_idx, r->ctx_idx, cd, r->msgpack, NULL) == 0)
             r->batch[nb++] = cd;
     }
     return nb;
@@ -731,7 +781,7 @@ static int reserve_batch(struct req *r, int nb)
     struct throttle_resv *rv = &r->scr->rv;
     int need = 0, rc;
     for (int b = 0; b < nb; b++)
-        need |= throttle_needed(&r->g->camps[r->batch[b]->idx], r->ch, r->gcap);
+        need |= throttle_needed(&r->g->camps[r->batch[b]->idx], r->ch, r->gcap) || r->batch[b]->coupon;
     struct store_txn *wt = NULL;
     if (!q->dry_run && need && store_wtxn_begin(g_app->store, &wt))
         return -1;
@@ -743,9 +793,22 @@ static int reserve_batch(struct req *r, int nb)
         struct cand *cd = r->batch[b];
         const struct rules_campaign *c = &r->g->camps[cd->idx];
         const char *why = NULL;
-        if (wt && throttle_needed(c, r->ch, r->gcap)) {
-            if (hook_recheck(r, cd))
+        int counted = wt && throttle_needed(c, r->ch, r->gcap);
+        if (counted && hook_recheck(r, cd))
+            continue;
+        if (cd->coupon) {
+            /* a code only for an offer that will be served: caps first */
+            struct throttle_counts n;
+            if (counted && throttle_read(wt, &rv->tc, c, r->ch, r->now, &n, NULL) == 0 &&
+                throttle_check(&n, c, r->ch, r->gcap, &why)) {
+                if (cd->xp)
+                    json_object_set_new(cd->xp, "capped", json_string(why));
                 continue;
+            }
+            if (coupon_step(r->rw, c, cd, q->customer_id, r->t, wt, r->now, r->p_idx, r->msgpack))
+                continue;
+        }
+        if (counted) {
             rc = throttle_resv_add(rv, c, r->ch, r->now, r->gcap, &why);
             if (rc) {
                 if (cd->xp)
@@ -907,7 +970,26 @@ int decide_content(struct rules_worker *rw, const struct rules_campaign *c, int 
                    const char *cust, int p_idx, int ctx_idx, int *variant, json_t **content)
 {
     struct cand cd = { .variant = -1 };
-    int rc = choose_content(rw, c, ref, cust, p_idx, ctx_idx, &cd, 0);
+    int rc = choose_content(rw, c, ref, cust, p_idx, ctx_idx, &cd, 0, NULL);
+    if (rc == 0 && cd.coupon) {
+        /* a send shows {{coupon}} too: the customer's code, assigned in a
+         * write txn of its own (idempotent, so a retried send shows the same
+         * code; the message's durable enqueue later flushes it too) */
+        struct store_txn *wt;
+        char code[COUPONS_CODE_MAX + 1];
+        int fresh;
+        if (!(rc = store_wtxn_begin(g_app->store, &wt))) {
+            rc = coupons_assign(wt, c->id, cust, clock_now(), code, &fresh);
+            if (rc)
+                store_txn_end(wt);
+            else
+                rc = store_txn_commit(wt, STORE_ASYNC);
+        }
+        if (!rc) {
+            buf_free(&cd.content);
+            rc = choose_content(rw, c, ref, cust, p_idx, ctx_idx, &cd, 0, code);
+        }
+    }
     *variant = cd.variant;
     *content = NULL;
     if (rc == 0 && !(*content = codec_parse_json(cd.content.p, cd.content.len, &rc, NULL, 0)))

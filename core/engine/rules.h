@@ -39,6 +39,7 @@
 #include <jansson.h>
 #include <stdint.h>
 #include "base/config.h"
+#include "engine/coupons.h"
 #include "engine/hooks.h"
 
 struct app;
@@ -115,6 +116,7 @@ struct rules_campaign {
     long audience_top;              /**< 0 when `above` is used */
     double audience_above;
     double cost_per_send, cost_per_impression;
+    struct coupons_budget budget;   /**< money budget for coupon redemptions; amount_m 0 = none */
 };
 
 struct rules_channel {

@@ -120,7 +120,7 @@ static void parse_caps(lua_State *L, struct vctx *v, const char *what, struct ru
 /* The fields a file's table may have besides its owner's hooks (hooks.h). */
 static const char *camp_fields[] = { "id", "name", "channels", "placements", "priority", "schedule",
                                      "caps", "variants", "status", "trigger", "cost", "description",
-                                     "owner", "tags", "audience", NULL };
+                                     "owner", "tags", "audience", "budget", NULL };
 static const char *plugin_fields[] = { "channel", "policy", "description", NULL };
 
 static int in_list(const char *k, const char **list)
@@ -639,6 +639,12 @@ static void validate_campaign(lua_State *L, struct vctx *v, const char *const *c
     } else if (!lua_isnil(L, -1)) {
         verr(v, "cost", "cost must be a table { per_send = ..., per_impression = ... }");
     }
+    lua_pop(L, 1);
+
+    lua_getfield(L, -1, "budget"); /* money for coupon redemptions (coupons.h) */
+    char bf[32], bm[256];
+    if (!lua_isnil(L, -1) && coupons_budget_parse(L, -1, &c->budget, bf, sizeof bf, bm, sizeof bm))
+        verr(v, bf, "%s", bm);
     lua_pop(L, 1);
 }
 

@@ -9,6 +9,7 @@
 #include "base/clock.h"
 #include "base/err.h"
 #include "http/router.h"
+#include "service/promotions.h"
 #include "base/tz.h"
 #include <stdlib.h>
 #include <string.h>
@@ -141,6 +142,9 @@ static void h_campaign(struct http_req *r)
         http_reply_reqerr(r, &e);
         return;
     }
+    json_t *cp = promotions_budget_json(id); /* coupon use and money budget, since launch */
+    if (cp)
+        json_object_set_new(o, "coupons", cp);
     http_reply_json(r, 200, o);
 }
 
@@ -398,7 +402,27 @@ static void attr_route(struct http_req *r,
 }
 
 static void h_attribution(struct http_req *r) { attr_route(r, analytics_attribution); }
-static void h_roi(struct http_req *r) { attr_route(r, analytics_roi); }
+/* ROI: each campaign with coupons also shows the discounts its codes
+ * granted (since launch: redemptions are not windowed) and its budget */
+static json_t *roi_with_coupons(struct store *s, const struct analytics_attr_req *q, struct reqerr *e)
+{
+    json_t *o = analytics_roi(s, q, e);
+    size_t i;
+    json_t *c;
+    json_array_foreach(o ? json_object_get(o, "campaigns") : NULL, i, c) {
+        json_t *cp = promotions_budget_json(json_string_value(json_object_get(c, "campaign_id")));
+        if (cp) {
+            json_object_set(c, "coupon_discount_total", json_object_get(cp, "discount_total"));
+            json_object_set(c, "coupon_redemptions", json_object_get(cp, "redeemed"));
+            if (json_object_get(cp, "budget"))
+                json_object_set(c, "budget", json_object_get(cp, "budget"));
+            json_decref(cp);
+        }
+    }
+    return o;
+}
+
+static void h_roi(struct http_req *r) { attr_route(r, roi_with_coupons); }
 
 void api_analytics_register(void)
 {

@@ -4,15 +4,25 @@
 #include "base/app.h"
 #include "store/audit.h"
 #include "http/router.h"
+#include "engine/loyalty_rules.h"
 #include "engine/rules.h"
 #include <string.h>
 
-static void h_list(struct http_req *r) { http_reply_json(r, 200, rules_status_json()); }
+/* campaign files and plugins, and the loyalty files beside them */
+static json_t *status(void)
+{
+    json_t *o = rules_status_json();
+    if (json_is_object(o))
+        json_object_set_new(o, "loyalty", loyalty_rules_status_json());
+    return o;
+}
+
+static void h_list(struct http_req *r) { http_reply_json(r, 200, status()); }
 
 static void h_reload(struct http_req *r)
 {
-    int nerr = rules_reload(g_app, 1);
-    json_t *o = rules_status_json();
+    int nerr = rules_reload(g_app, 1) + loyalty_rules_reload(1);
+    json_t *o = status();
     json_object_set_new(o, "errors", json_integer(nerr));
     json_t *sum = json_pack("{s:O,s:i}", "generation", json_object_get(o, "generation"), "errors", nerr);
     audit_log(g_app->store, audit_actor(r->key, http_header(r, "X-Actor")), "rules.reload", "rules",

@@ -28,6 +28,8 @@ static void send_buf(struct http_req *r, int status, const char *ctype, const vo
     case 507: reason = "Insufficient Storage"; break;
     default: break;
     }
+    if (r->hold_ticket && b && http_held_defer(r, status, reason, b))
+        return; /* sent by the worker once the commit is on disk */
     evhttp_send_reply(r->ev, status, reason, b);
     if (b)
         evbuffer_free(b);

@@ -24,6 +24,8 @@
 
 struct evhttp_request;
 struct worker;
+struct store;
+struct evbuffer;
 
 #define HTTP_MAX_PARAMS 4
 
@@ -45,6 +47,8 @@ struct http_req {
     const struct config_key *key;     /**< authenticated API key (NULL: none configured) */
     int route;                        /**< index of the matched route, -1 if none */
     int status;                       /**< status replied (0 until then) */
+    struct store *hold_store;         /**< with hold_ticket: see http_hold_until_synced */
+    uint64_t hold_ticket;
     uint64_t t0;                      /**< monotonic ns at start */
 };
 
@@ -78,6 +82,22 @@ char *http_query_get(const struct http_req *r, const char *name);
 /** Query parameter as an integer within [lo, hi]; `def` when absent.
  *  On a bad value replies 400 and returns -1 with *ok = 0. */
 long http_query_long(struct http_req *r, const char *name, long def, long lo, long hi, int *ok);
+
+/** Hold this request's reply until the store has flushed `ticket` to disk
+ *  (store_txn_commit_ticket): the reply is built as usual by the next
+ *  http_reply_*() call, then kept aside while the worker serves other
+ *  connections, and sent once the group syncer's flush covers the commit —
+ *  so an acknowledged write survives a power cut, and every commit that
+ *  arrived during one flush shares it.  Worker threads only
+ *  (http_held.c). */
+void http_hold_until_synced(struct http_req *r, struct store *s, uint64_t ticket);
+/** The calling worker thread is stopping: forget its held replies (their
+ *  data is committed; the connections close with the server). */
+void http_held_thread_stop(void);
+/** internal (http.c → http_held.c): keep a reply built for a held request;
+ *  takes `body`.  @return 1 when kept, 0 when the ticket is already on
+ *  disk (the caller sends now). */
+int http_held_defer(struct http_req *r, int status, const char *reason, struct evbuffer *body);
 
 /** Request header value (borrowed) or NULL. */
 const char *http_header(const struct http_req *r, const char *name);

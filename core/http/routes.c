@@ -8,6 +8,7 @@ void app_register_routes(void)
     api_decide_register();
     api_rules_register();
     api_profiles_register();
+    api_coupons_register(); /* before campaigns: /campaigns/{id}/coupons */
     api_campaigns_register();
     api_audit_register();
     api_events_register();

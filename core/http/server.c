@@ -8,6 +8,7 @@
 #include "http/http.h"
 #include "base/log.h"
 #include "base/metrics.h"
+#include "http/ratelimit.h"
 #include "http/router.h"
 #include <arpa/inet.h>
 #include <errno.h>
@@ -251,6 +252,9 @@ static void dispatch(struct evhttp_request *ev, void *arg)
             goto done;
         }
     }
+
+    if (rt->role != ROLE_PUBLIC && ratelimit_check(&r)) /* limits: per key, per address */
+        goto done;
 
     /* body: size per route, content type */
     struct evbuffer *in = evhttp_request_get_input_buffer(ev);

@@ -9,6 +9,7 @@
  * the lock is held only for the stores of an already-checked chunk.
  */
 #include "insight/events.h"
+#include "insight/loyalty_earn.h"
 #include "insight/events_agg.h"
 #include "base/id.h"
 #include "base/app.h"
@@ -466,10 +467,13 @@ static int apply_chunk(struct store *s, struct ev *evs, int n, int durable, long
     *accepted = *dups = 0;
     memset(per_kind, 0, sizeof(long) * EVENTS_NKINDS);
     int trig = any_triggers();
+    struct loyalty_earn *earn = loyalty_earn_begin(); /* NULL: no earn rules loaded */
     struct store_txn *t;
     int rc = store_wtxn_begin(s, &t);
-    if (rc)
+    if (rc) {
+        loyalty_earn_end(earn, 0);
         return rc;
+    }
     uint64_t seq = 0;
     const void *v;
     size_t vl;
@@ -555,9 +559,11 @@ static int apply_chunk(struct store *s, struct ev *evs, int n, int durable, long
                                     e->variant, e->channel, e->has_rev, e->revenue, e->ts_ms };
         if ((rc = events_agg_add(agg, &ae, found == ERR_NOTFOUND, new_kind)))
             break;
-        if (trig) {
+        if (trig || earn) {
             json_t *te = trigger_event(e);
-            int tr = te ? triggers_on_event(t, te) : ERR_NOMEM;
+            int tr = te ? trig ? triggers_on_event(t, te) : 0 : ERR_NOMEM;
+            if (tr >= 0 && earn) /* loyalty points, in the event's own transaction */
+                tr = loyalty_earn_event(earn, t, te, e->ekey, received);
             json_decref(te);
             if (tr < 0) {
                 rc = tr;
@@ -580,9 +586,19 @@ static int apply_chunk(struct store *s, struct ev *evs, int n, int durable, long
     if (rc) {
         store_txn_end(t);
         *accepted = *dups = 0;
+        loyalty_earn_end(earn, 0);
         return rc;
     }
-    return store_txn_commit(t, durable);
+    rc = store_txn_commit(t, durable);
+    /* tier changes the points caused are events too (campaign triggers) */
+    json_t *tiers = loyalty_earn_end(earn, rc == 0);
+    if (tiers) {
+        struct events_result tr = { 0 };
+        events_ingest_json(s, tiers, &tr);
+        events_result_free(&tr);
+        json_decref(tiers);
+    }
+    return rc;
 }
 
 /* Apply `n` validated events in chunks; the last commit durable.  On a

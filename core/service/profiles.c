@@ -5,6 +5,8 @@
 #include "codec/codec.h"
 #include "base/err.h"
 #include "insight/events_log.h"
+#include "engine/coupons.h"
+#include "engine/loyalty.h"
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -181,6 +183,14 @@ long profiles_erase_txn(struct store_txn *t, const char *id)
     if (ob < 0)
         return ob;
     total += ob;
+    long cp = coupons_erase_customer(t, id); /* assignments, uses; redemptions anonymised */
+    if (cp < 0)
+        return cp;
+    total += cp;
+    long ly = loyalty_erase(t, id); /* the points ledger */
+    if (ly < 0)
+        return ly;
+    total += ly;
     /* every per-customer family keys as "<id>\0..." */
     char *prefix = malloc(n + 1);
     if (!prefix)
@@ -658,6 +668,14 @@ json_t *profiles_export(struct store *s, const char *id, int *rc)
     any |= json_array_size(evs) > 0 || json_array_size(act) > 0;
     json_object_set_new(out, "events", evs ? evs : json_array());
     json_object_set_new(out, "activity", act ? act : json_array());
+    int crc;
+    json_t *cp = coupons_export_customer(t, id, &crc);
+    any |= cp && (json_array_size(json_object_get(cp, "assignments")) ||
+                  json_array_size(json_object_get(cp, "redemptions")));
+    json_object_set_new(out, "coupons", cp ? cp : json_null());
+    json_t *ly = loyalty_export(t, id, &crc);
+    any |= ly != NULL;
+    json_object_set_new(out, "loyalty", ly ? ly : json_null());
     store_txn_end(t);
     if (!any) {
         json_decref(out);

@@ -23,6 +23,7 @@
 static const char *db_names[STORE_NDB] = {
     "meta", "profiles", "campaigns", "versions", "counters", "events",
     "aggregates", "audit", "outbox", "idem", "custidx", "pstats", "segments", "timers", "models",
+    "coupons", "loyalty",
 };
 
 struct store_txn {
@@ -45,6 +46,8 @@ struct store {
     pthread_t syncer;
     struct store_txn *readers; /* every thread's cached read txn */
     uint64_t id;               /* unique per open: see tl_store_id */
+    void (*sync_hook)(void *);  /* store_set_sync_hook, called after each flush */
+    void *sync_hook_ud;
 };
 
 /* The calling thread's cached read txn and the store it belongs to.  The
@@ -141,6 +144,13 @@ static void *syncer_main(void *arg)
         if (target > s->synced)
             s->synced = target;
         pthread_cond_broadcast(&s->done);
+        void (*hook)(void *) = s->sync_hook;
+        void *hud = s->sync_hook_ud;
+        if (hook) { /* outside the lock: the hook takes its own */
+            pthread_mutex_unlock(&s->mu);
+            hook(hud);
+            pthread_mutex_lock(&s->mu);
+        }
     }
     pthread_mutex_unlock(&s->mu);
     return NULL;
@@ -345,6 +355,53 @@ int store_txn_commit(struct store_txn *t, int durable)
     }
     pthread_mutex_unlock(&s->mu);
     return 0;
+}
+
+int store_txn_commit_ticket(struct store_txn *t, uint64_t *ticket)
+{
+    *ticket = 0;
+    if (!t->write) {
+        store_txn_end(t);
+        return 0;
+    }
+    struct store *s = t->s;
+    int rc = mdb_txn_commit(t->txn);
+    pthread_mutex_unlock(&s->wmu);
+    free(t);
+    if (rc)
+        return map_err(rc);
+    pthread_mutex_lock(&s->mu);
+    *ticket = ++s->committed;
+    s->ndurable++;
+    pthread_cond_signal(&s->work);
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+}
+
+uint64_t store_synced(struct store *s)
+{
+    pthread_mutex_lock(&s->mu);
+    uint64_t v = s->synced;
+    pthread_mutex_unlock(&s->mu);
+    return v;
+}
+
+void store_sync_wait(struct store *s, uint64_t ticket)
+{
+    pthread_mutex_lock(&s->mu);
+    while (s->synced < ticket) {
+        pthread_cond_signal(&s->work);
+        pthread_cond_wait(&s->done, &s->mu);
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+void store_set_sync_hook(struct store *s, void (*fn)(void *), void *ud)
+{
+    pthread_mutex_lock(&s->mu);
+    s->sync_hook = fn;
+    s->sync_hook_ud = ud;
+    pthread_mutex_unlock(&s->mu);
 }
 
 int store_get(struct store_txn *t, enum store_db db, const void *key, size_t klen,

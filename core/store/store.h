@@ -51,6 +51,8 @@ enum store_db {
     STORE_SEGMENTS,   /**< segment id → msgpack segment definition */
     STORE_TIMERS,     /**< due time(be64) id → triggered sends, delayed work */
     STORE_MODELS,     /**< trained model versions, live pointers (engine/models.h) */
+    STORE_COUPONS,    /**< coupon codes, pools, assignments, redemptions, money budgets (coupons.h) */
+    STORE_LOYALTY,    /**< loyalty points ledgers and tiers per customer (loyalty.h) */
     STORE_NDB
 };
 
@@ -82,6 +84,20 @@ int store_wtxn_begin(struct store *s, struct store_txn **txn);
 /** Commit a write txn (freed on every path); with STORE_DURABLE returns only
  *  once the data is fsynced.  Read txns: same as store_txn_end. */
 int store_txn_commit(struct store_txn *txn, int durable);
+/** Commit a write txn as durably as STORE_DURABLE, without waiting for the
+ *  flush: *ticket gets the commit's place in the sync order, and the data
+ *  is on disk once store_synced() >= *ticket.  For callers that hold their
+ *  answer until then instead of blocking a thread (http_reply_durable).
+ *  Freed on every path.  @return 0 or a store error (nothing committed). */
+int store_txn_commit_ticket(struct store_txn *txn, uint64_t *ticket);
+/** The highest ticket known to be on disk (any thread). */
+uint64_t store_synced(struct store *s);
+/** Block until `ticket` is on disk. */
+void store_sync_wait(struct store *s, uint64_t ticket);
+/** Call fn(ud) on the syncer thread after every flush, with no store lock
+ *  held (one hook per store; NULL removes it).  fn must be quick and must
+ *  not open transactions. */
+void store_set_sync_hook(struct store *s, void (*fn)(void *ud), void *ud);
 /** End a read txn or abort a write txn.  NULL is a no-op. */
 void store_txn_end(struct store_txn *txn);
 

@@ -173,6 +173,27 @@ Test(config, every_key)
     unsetenv("PROMOD_TEST_SITE_KEY");
 }
 
+Test(config, rate_limits_and_velocity)
+{
+    cr_assert_eq(cfg.rate_per_key.limit, 0, "request limits are off by default");
+    cr_assert_eq(cfg.rate_per_address.limit, 0);
+    cr_assert_eq(cfg.coupon_velocity_customer.limit, 20);
+    cr_assert_eq(cfg.coupon_velocity_customer.window_s, 60);
+    cr_assert_eq(cfg.coupon_velocity_prefix.limit, 50);
+    cr_assert_eq(cfg.coupon_prefix_len, 4);
+    load_ok("return { rate_limit_per_key = { 2000, '1s' }, rate_limit_per_address = { 30, '10m' },\n"
+            " coupon_velocity_customer = false, coupon_velocity_prefix = { 7, '2h' },\n"
+            " coupon_prefix_len = 6, loyalty_dir = '/srv/loyalty' }");
+    cr_assert_eq(cfg.rate_per_key.limit, 2000);
+    cr_assert_eq(cfg.rate_per_key.window_s, 1);
+    cr_assert_eq(cfg.rate_per_address.limit, 30);
+    cr_assert_eq(cfg.rate_per_address.window_s, 600);
+    cr_assert_eq(cfg.coupon_velocity_customer.limit, 0);
+    cr_assert_eq(cfg.coupon_velocity_prefix.window_s, 7200);
+    cr_assert_eq(cfg.coupon_prefix_len, 6);
+    cr_assert_str_eq(cfg.loyalty_dir, "/srv/loyalty");
+}
+
 Test(config, log_levels)
 {
     static const char *names[] = { "debug", "info", "warn", "error", "quiet" };
@@ -266,6 +287,14 @@ ParameterizedTestParameters(config, rejected)
         { "return { 'positional' }", "(key): keys must be names" },
         { "return { Listen = '127.0.0.1:1' }", "Listen: unknown key" },
         { "return { data = './data' }", "data: unknown key" },
+        { "return { rate_limit_per_key = 100 }", "rate_limit_per_key: expected { LIMIT, \"WINDOW\" }" },
+        { "return { rate_limit_per_address = { 0, '1s' } }", "rate_limit_per_address: expected" },
+        { "return { rate_limit_per_address = { 10, '1x' } }", "rate_limit_per_address: expected" },
+        { "return { coupon_velocity_customer = { 1.5, '1m' } }", "coupon_velocity_customer: expected" },
+        { "return { coupon_velocity_prefix = { 5 } }", "coupon_velocity_prefix: expected" },
+        { "return { coupon_velocity_prefix = true }", "coupon_velocity_prefix: expected" },
+        { "return { coupon_prefix_len = 0 }", "coupon_prefix_len: expected an integer from 1 to 64" },
+        { "return { loyalty_dir = '' }", "loyalty_dir: expected a non-empty string" },
     };
     return cr_make_param_array(struct bad, cases, sizeof cases / sizeof cases[0]);
 }
@@ -296,7 +325,7 @@ ParameterizedTestParameters(config, api_keys_rejected)
           "api_keys[1]: key: expected a string" },
         { "return { api_keys = { { id = 's', key = 'abcdefgh12' } } }", "api_keys[1]: role: expected" },
         { "return { api_keys = { { id = 's', key = 'abcdefgh12', role = 'root' } } }",
-          "api_keys[1]: role: expected \"decide\", \"marketer\" or \"admin\"" },
+          "api_keys[1]: role: expected \"decide\", \"checkout\", \"marketer\" or \"admin\"" },
         { "return { api_keys = { { id = 's', key = 'abcdefgh12', role = 'decide', scope = 1 } } }",
           "api_keys[1]: unknown field 'scope'" },
         { "return { api_keys = { { id = 'a', key = 'abcdefgh12', role = 'decide' },\n"

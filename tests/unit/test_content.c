@@ -46,7 +46,7 @@ static char *render_json(const char *content, const char *profile, int *rc)
     lua_pop(L, 1);
     cr_assert_eq(lua_gettop(L), p_idx, "compile is stack-neutral");
     struct buf out = BUF_INIT;
-    struct content_scratch tmp = { BUF_INIT, BUF_INIT };
+    struct content_scratch tmp = { BUF_INIT, BUF_INIT, NULL };
     buf_add(&out, "<", 1); /* rendering appends; an error restores this */
     *rc = content_render(p, L, p_idx, &tmp, &out);
     cr_assert_eq(lua_gettop(L), p_idx, "render is stack-neutral");
@@ -117,7 +117,7 @@ Test(content, one_program_renders_each_profile, .init = setup, .fini = teardown)
     lua_pop(L, 1);
     const char *names[] = { "{ first_name = 'Ann' }", "{ first_name = 'Bob' }", "{}" };
     const char *want[] = { "Hello Ann", "Hello Bob", "Hello friend" };
-    struct content_scratch tmp = { BUF_INIT, BUF_INIT };
+    struct content_scratch tmp = { BUF_INIT, BUF_INIT, NULL };
     for (int i = 0; i < 3; i++) {
         push_eval(names[i]);
         struct buf out = BUF_INIT;
@@ -153,7 +153,7 @@ Test(content, msgpack_decodes_to_the_json_rendering, .init = setup, .fini = tear
         struct content_prog *p = content_compile(L, -1, 1);
         lua_pop(L, 1);
         struct buf out = BUF_INIT;
-    struct content_scratch tmp = { BUF_INIT, BUF_INIT };
+    struct content_scratch tmp = { BUF_INIT, BUF_INIT, NULL };
         cr_assert_eq(content_render(p, L, p_idx, &tmp, &out), 0);
         int err = 0;
         json_t *fromm = codec_msgpack_to_json(out.p, out.len, &err);
@@ -207,7 +207,7 @@ Test(content, templates_are_copied_at_compile_time, .init = setup, .fini = teard
     lua_gc(L, LUA_GCCOLLECT, 0);
     push_eval("{ n = 'Ann' }");
     struct buf out = BUF_INIT;
-    struct content_scratch tmp = { BUF_INIT, BUF_INIT };
+    struct content_scratch tmp = { BUF_INIT, BUF_INIT, NULL };
     cr_assert_eq(content_render(p, L, lua_gettop(L), &tmp, &out), 0);
     cr_expect_str_eq(out.p, "{\"t\":\"Hi Ann !!!\"}");
     buf_free(&out);

@@ -1,0 +1,110 @@
+/*
+ * promotions.h — what the coupon and loyalty endpoints call: request
+ * bodies checked field by field, abuse limits, then one store transaction
+ * of the coupons (engine/coupons.h) or loyalty (engine/loyalty.h) module.
+ *
+ * Coupons (promotions.c): validate, redeem and rollback for the shop's
+ * checkout; pools (promotions_pools.c): generate, import, assign, stats.
+ * Loyalty (promotions_loyalty.c): the ledger API.
+ *
+ * Abuse limits (config, per process, in memory): validate and redeem calls
+ * per customer (`coupon_velocity_customer`) and failed guesses per code
+ * prefix (`coupon_velocity_prefix`, the first `coupon_prefix_len`
+ * characters of the normalised code: an unknown code, another customer's
+ * code or a malformed code counts).  Past a limit the call is refused with
+ * 429 `too_many_attempts` and `retry_after` seconds (the HTTP layer sends
+ * it as Retry-After) before the store is read.
+ *
+ * Durability: redemptions, rollbacks, assignments and ledger writes are
+ * committed with store_txn_commit_ticket(); the caller must not answer
+ * before the ticket is on disk (the HTTP handlers hold the reply with
+ * http_hold_until_synced).  Refusals write nothing and carry ticket 0.
+ *
+ * Errors: every entry point returns a new JSON value, or NULL with `*e`
+ * filled in the contract's shape (status, code, message, field).
+ *
+ * Threads: any worker thread, with no store txn open.
+ */
+#ifndef PROMOD_PROMOTIONS_H
+#define PROMOD_PROMOTIONS_H
+#include <jansson.h>
+#include <stdint.h>
+#include "base/reqerr.h"
+
+struct app;
+
+/** Build the abuse limiters from the config and register /metrics
+ *  (start-up, once). */
+void promotions_init(struct app *app);
+
+/** POST /api/v1/coupons/validate {"code", "customer_id", "amount"?, "currency"?}
+ *  → {"valid": true, "code", "campaign_id", "pool", "discount"?, "uses",
+ *  "max_uses", "customer_uses", "per_customer", "valid_from"?,
+ *  "valid_until"?, "budget"?: {"currency", "remaining"}}. */
+json_t *promotions_validate(const json_t *body, struct reqerr *e);
+
+/** POST /api/v1/coupons/redeem {"code", "customer_id", "order_id", "amount",
+ *  "currency"} → {"redeemed": true, "replayed", "code", "campaign_id",
+ *  "order_id", "customer_id", "amount", "currency", "uses", "max_uses",
+ *  "budget"?: {"currency", "amount", "spent", "remaining"}}.  *ticket gets
+ *  the commit's sync ticket (0 when nothing was written). */
+json_t *promotions_redeem(const json_t *body, uint64_t *ticket, struct reqerr *e);
+
+/** POST /api/v1/coupons/{code}/rollback {"order_id"} → {"rolled_back":
+ *  true, "replayed", "code", "order_id", "amount", "currency"}. */
+json_t *promotions_rollback(const char *code, const json_t *body, uint64_t *ticket,
+                            struct reqerr *e);
+
+/** POST /api/v1/campaigns/{id}/coupons {"generate": {"count", "length"? |
+ *  "prefix"? | "pattern"?}, "pool"?, "max_uses"?, "per_customer"?,
+ *  "valid_from"?, "valid_until"?, "shared"?, "discount"?} → {"campaign_id",
+ *  "pool", "created", "codes": [...]}.  All codes or none. */
+json_t *promotions_generate(const char *campaign, const json_t *body, struct reqerr *e);
+
+/** POST /api/v1/campaigns/{id}/coupons/import: CSV (`code[,customer_id]`
+ *  a line; a first line starting with "code" is a header) or NDJSON
+ *  (`{"code", "customer_id"?}` a line), settings in `opts` (the query:
+ *  pool, max_uses, per_customer, valid_from, valid_until, shared) →
+ *  {"imported", "failed", "errors": [{"line", "message"}]}. */
+json_t *promotions_import(const char *campaign, const char *data, size_t len, int ndjson,
+                          const json_t *opts, struct reqerr *e);
+
+/** POST /api/v1/campaigns/{id}/coupons/assign {"customer_id"} → {"code",
+ *  "campaign_id", "customer_id", "assigned": true when given now}; 409
+ *  pool_exhausted when no free code is left. */
+json_t *promotions_assign(const char *campaign, const json_t *body, uint64_t *ticket,
+                          struct reqerr *e);
+
+/** GET /api/v1/campaigns/{id}/coupons → counts, pools and budget use. */
+json_t *promotions_stats(const char *campaign, struct reqerr *e);
+
+/** Budget use of a campaign for analytics and ROI: {"currency", "amount",
+ *  "per", "spent_total", "spent_period", "remaining", "redemptions",
+ *  "rolled_back"}, or NULL when the campaign has no coupons and no budget. */
+json_t *promotions_budget_json(const char *campaign);
+
+/* --- loyalty (promotions_loyalty.c) ---------------------------------------- */
+
+/** GET /api/v1/loyalty/{customer}?limit=&cursor= → {"customer_id",
+ *  "balance", "tier", "tier_since", "qualifying_points", "next_tier"?,
+ *  "history": [...], "next_cursor"}. */
+json_t *promotions_loyalty_get(const char *customer, long limit, const char *cursor,
+                               struct reqerr *e);
+
+/** POST /api/v1/loyalty/{customer}/transactions {"type": "earn" | "burn" |
+ *  "adjust", "points", "transaction_id", "reason"?, "expires_at"?} → the
+ *  entry and the balance after it.  `may_adjust` is 0 for a key below the
+ *  marketer role (adjust is refused with 403). */
+json_t *promotions_loyalty_post(const char *customer, const json_t *body, int may_adjust,
+                                uint64_t *ticket, struct reqerr *e);
+
+/** Expire due points and re-evaluate the tier of every customer with a
+ *  ledger, in batches of 200 per durable write; tier changes become
+ *  events.  Runs hourly (promotions_sweeper_start, on the main loop) and on
+ *  POST /api/v1/admin/loyalty/sweep.  @return customers visited or an error. */
+long promotions_loyalty_sweep(void);
+struct event_base;
+void promotions_sweeper_start(struct event_base *base);
+void promotions_sweeper_stop(void);
+
+#endif
