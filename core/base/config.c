@@ -50,6 +50,10 @@ void config_defaults(struct config *c)
     c->max_limit = 50;
     c->instr_budget = 1000000;
     c->lua_mem_limit = (size_t)256 << 20;
+    c->hook_time_ms = 100;
+    c->load_time_ms = 500;
+    c->lua_file_mem_limit = 0;
+    c->lua_log_per_sec = 20;
     c->log_level = LOG_INFO;
     c->access_log = 0;
     c->require_approval = 0;
@@ -406,6 +410,18 @@ static int apply(lua_State *L, struct cerr *e, struct config *c)
         } else if (!strcmp(k, "lua_memory_mb")) {
             if (!(rc = get_int(L, e, k, 8, 65536, &v)))
                 c->lua_mem_limit = (size_t)v << 20;
+        } else if (!strcmp(k, "hook_time_limit_ms")) {
+            if (!(rc = get_int(L, e, k, 1, 60000, &v)))
+                c->hook_time_ms = v;
+        } else if (!strcmp(k, "load_time_limit_ms")) {
+            if (!(rc = get_int(L, e, k, 10, 600000, &v)))
+                c->load_time_ms = v;
+        } else if (!strcmp(k, "lua_file_memory_mb")) {
+            if (!(rc = get_int(L, e, k, 0, 65536, &v)))
+                c->lua_file_mem_limit = (size_t)v << 20;
+        } else if (!strcmp(k, "lua_log_lines_per_sec")) {
+            if (!(rc = get_int(L, e, k, 0, 1000000, &v)))
+                c->lua_log_per_sec = (int)v;
         } else if (!strcmp(k, "log_level")) {
             int lvl = lua_type(L, -1) == LUA_TSTRING ? log_level_parse(lua_tostring(L, -1)) : -1;
             if (lvl < 0)

@@ -54,6 +54,10 @@ struct config {
     int max_limit;            /**< decide: largest "limit" accepted (50) */
     long instr_budget;        /**< Lua VM instructions per hook call (1,000,000) */
     size_t lua_mem_limit;     /**< bytes per worker Lua state (256 MiB) */
+    long hook_time_ms;        /**< CPU time per hook call, ms (100) */
+    long load_time_ms;        /**< CPU time to load one rules/plugins file, ms (500) */
+    size_t lua_file_mem_limit; /**< bytes one file may keep between calls; 0 = a quarter of lua_mem_limit */
+    int lua_log_per_sec;      /**< print/promo.log lines per second per file; 0 = no limit (20) */
     int log_level;            /**< enum log_level (info) */
     int access_log;           /**< 1 = one line per request (default 0) */
     int require_approval;     /**< campaign script changes need approval (0) */

@@ -507,7 +507,8 @@ static void start_delivery(struct delivery *d, int chi, int ref)
     lua_State *L = luavm_state(G.rw->vm);
     int top = lua_gettop(L);
     lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
-    lua_getfield(L, -1, "deliver");
+    lua_pushliteral(L, "deliver");
+    lua_rawget(L, -2); /* raw: no script code runs outside a call (luavm.h) */
     lua_remove(L, -2);
     if (!lua_isfunction(L, -1)) {
         lua_settop(L, top);

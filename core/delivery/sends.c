@@ -369,10 +369,12 @@ int sends_count_txn(struct store_txn *wt, const char *campaign_id, const char *w
 
 /* --- one customer -------------------------------------------------------- */
 
-/* Push p: the stored profile, its id and its stats.  Returns p's stack
- * index, or 0 (nothing pushed) when the profile does not decode to a table. */
+/* Push p: the stored profile, its id and its stats; then what hooks are
+ * given for it (luavm_push_readonly: read-only for every hook), whose index
+ * goes to *ro.  Returns p's own stack index (for C readers), or 0 (nothing
+ * pushed) when the profile does not decode to a table. */
 static int push_profile(lua_State *L, const char *cust, const void *pv, size_t pl, const void *sv,
-                        size_t sl)
+                        size_t sl, int *ro)
 {
     int top = lua_gettop(L);
     if (luavm_push_msgpack(L, pv, pl) || !lua_istable(L, -1)) {
@@ -385,11 +387,13 @@ static int push_profile(lua_State *L, const char *cust, const void *pv, size_t p
     if (sv && luavm_push_msgpack(L, sv, sl) == 0)
         lua_setfield(L, p_idx, "stats");
     lua_settop(L, p_idx);
+    *ro = luavm_push_readonly(L, p_idx, "profile");
     return p_idx;
 }
 
-/* Push a send's ctx: { channel, now, campaign_id, send = true }.  Returns
- * its stack index. */
+/* Push a send's ctx: { channel, now, campaign_id, send = true }, then
+ * what hooks are given for it (luavm_push_readonly).  Returns the index of
+ * what hooks get. */
 static int push_ctx(lua_State *L, const struct rules_channel *ch, const struct rules_campaign *c,
                     int64_t now)
 {
@@ -403,7 +407,7 @@ static int push_ctx(lua_State *L, const struct rules_channel *ch, const struct r
     lua_setfield(L, ctx_idx, "campaign_id");
     lua_pushboolean(L, 1);
     lua_setfield(L, ctx_idx, "send");
-    return ctx_idx;
+    return luavm_push_readonly(L, ctx_idx, "ctx"); /* C reads nothing of ctx */
 }
 
 /* The campaign's eligible hook through the hook layer, as decide runs it:
@@ -513,27 +517,28 @@ static int eval_impl(struct rules_worker *rw, const struct rules_gen *g, int cam
         *why = "hook_error";
         return 1;
     }
-    int p_idx = push_profile(L, cust, pv, pl, sv, sl);
+    int p_ro;
+    int p_idx = push_profile(L, cust, pv, pl, sv, sl, &p_ro);
     if (!p_idx) {
         *why = "no_profile";
         return 1;
     }
-    int ctx_idx = push_ctx(L, ch, c, now);
+    int ctx_ro = push_ctx(L, ch, c, now);
 
     *why = NULL;
     if (decide_consent_block(L, p_idx, ch)) {
         *why = "consent";
         goto out;
     }
-    if (send_eligible(rw, c, rules_worker_hooks(rw, camp)[HOOKS_ELIGIBLE], p_idx, ctx_idx, it, why))
+    if (send_eligible(rw, c, rules_worker_hooks(rw, camp)[HOOKS_ELIGIBLE], p_ro, ctx_ro, it, why))
         goto out;
-    if (c->audience_model[0] && audience_gate(c, p_idx, ctx_idx, now, cutoff, it, why))
+    if (c->audience_model[0] && audience_gate(c, p_idx, ctx_ro, now, cutoff, it, why))
         goto out;
     if (score_only)
         goto out;
     json_t *content = NULL;
     int variant = 0;
-    if (decide_content(rw, c, ref, cust, p_idx, ctx_idx, &variant, &content)) {
+    if (decide_content(rw, c, ref, cust, p_ro, ctx_ro, &variant, &content)) {
         snprintf(it->error, sizeof it->error, "content: variant could not be chosen or rendered");
         *why = "hook_error";
         goto out;
@@ -552,8 +557,8 @@ static int eval_impl(struct rules_worker *rw, const struct rules_gen *g, int cam
         lua_setfield(L, -2, "channel");
         if (luavm_push_json(L, content) == 0)
             lua_setfield(L, -2, "content");
-        lua_pushvalue(L, p_idx);
-        lua_pushvalue(L, ctx_idx);
+        lua_pushvalue(L, p_ro);
+        lua_pushvalue(L, ctx_ro);
         struct hooks_res res;
         enum hooks_verdict v = hooks_call(rw->vm, L, HOOKS_RENDER, render, c->id, &res);
         if (v == HOOKS_FAILED) {

@@ -110,7 +110,8 @@ struct sends_item {
  *  or "audience_model_error" when the model cannot score); one with
  *  audience.top is ranked by the builder (the N best scores at launch).
  *  The hooks run through the hook layer (engine/hooks.h), judged and
- *  counted as in decide.  @return 0 with *it filled, or 1 with *why one of
+ *  counted as in decide, and get p and ctx read-only as there
+ *  (luavm_push_readonly).  @return 0 with *it filled, or 1 with *why one of
  *  "no_profile", "consent", "not_eligible" (it->reason), "hook_error",
  *  "render_error", "render_declined" (it->error), "outside_schedule" (the
  *  schedule has ended; nothing to free). */

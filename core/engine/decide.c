@@ -9,6 +9,12 @@
  * through the hook layer (engine/hooks.h), which judges their results,
  * counts failures and words explain's errors; their function refs are
  * cached per campaign by the worker (rules_worker_hooks).
+ *
+ * Hooks get p and ctx read-only: push_profile and push_ctx register them
+ * with luavm_push_readonly, and every hook is given what that pushed (a
+ * hook whose file cannot write gets the tables, the others read-only
+ * views); C readers (consent, quiet hours, templates) read the tables
+ * themselves.
  */
 #include "engine/decide.h"
 #include "engine/models.h"
@@ -170,7 +176,8 @@ static int content_hook(struct rules_worker *rw, const struct rules_campaign *c,
     lua_State *L = luavm_state(rw->vm);
     int top = lua_gettop(L);
     lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
-    lua_getfield(L, -1, "variants");
+    lua_pushliteral(L, "variants");
+    lua_rawget(L, -2); /* raw: the file's table may have gained a metatable since it loaded */
     int vars = lua_gettop(L);
     lua_rawgeti(L, LUA_REGISTRYINDEX, fn);
     lua_pushvalue(L, p_idx);
@@ -211,7 +218,9 @@ static int bucket_variant(const struct rules_campaign *c, const char *cust)
 
 /* Choose a variant and render its content (core/content) into cd->content
  * in the reply's wire form; 0 on success.  Stack-neutral.  `c` must be a
- * campaign of the worker's own generation (every caller's is). */
+ * campaign of the worker's own generation (every caller's is).  `p_idx`
+ * and `ctx_idx` are what the content hook gets (luavm_push_readonly's);
+ * the templates read the profile itself (luavm_push_original). */
 static int choose_content(struct rules_worker *rw, const struct rules_campaign *c, int ref,
                           const char *cust, int p_idx, int ctx_idx, struct cand *cd, int msgpack,
                           const char *code)
@@ -242,9 +251,13 @@ static int choose_content(struct rules_worker *rw, const struct rules_campaign *
     if (!prog)
         return ERR_NOMEM;
     cd->coupon = content_uses_coupon(prog);
+    lua_State *L = luavm_state(rw->vm);
+    int top = lua_gettop(L);
+    int real = luavm_push_original(L, p_idx); /* templates read the profile itself */
     scr->cs.coupon = code; /* NULL until decide's reservation assigned one */
-    rc = content_render(prog, luavm_state(rw->vm), p_idx, &scr->cs, &cd->content);
+    rc = content_render(prog, L, real, &scr->cs, &cd->content);
     scr->cs.coupon = NULL;
+    lua_settop(L, top);
     if (scr->cs.text.cap > SCRATCH_KEEP)
         buf_free(&scr->cs.text);
     if (scr->cs.val.cap > SCRATCH_KEEP)
@@ -261,7 +274,8 @@ static int choose_content(struct rules_worker *rw, const struct rules_campaign *
 /* {{coupon}}: the customer's code in campaign `c` — assigned in the
  * reservation's write txn `wt` (idempotent: the same code on every
  * decide), or, on a dry run, only looked up on the read snapshot `t` —
- * then the chosen variant's content rendered again with it.  Returns 1
+ * then the chosen variant's content rendered again with it, against the
+ * profile table at `p_idx` (the original, not what hooks get).  Returns 1
  * when the candidate cannot be served (pool exhausted, store trouble). */
 static int coupon_step(struct rules_worker *rw, const struct rules_campaign *c, struct cand *cd,
                        const char *cust, struct store_txn *t, struct store_txn *wt, int64_t now,
@@ -396,7 +410,8 @@ struct req {
     int64_t now;
     long gcap;                   /* global daily cap (config) */
     struct store_txn *t;         /* the request's read snapshot */
-    int p_idx, ctx_idx;          /* p and ctx on the Lua stack */
+    int p_idx, ctx_idx;          /* p and ctx on the Lua stack, for C readers */
+    int p_ro, ctx_ro;            /* what hooks get for them (luavm_push_readonly) */
     json_t *explain;             /* array of entries, or NULL */
     const char *blocked;         /* consent or quiet hours close the channel: why */
     struct scratch *scr;
@@ -438,8 +453,10 @@ static int begin(struct req *r, struct reqerr *e)
 }
 
 /* Push p: the stored profile (an empty one for an unknown customer), its
- * id and its stats.  Returns p's stack index. */
-static int push_profile(lua_State *L, struct store_txn *t, const char *cust)
+ * id, its stats and p.loyalty; then what hooks are given for it
+ * (luavm_push_readonly: read-only for every hook), whose index goes to
+ * *ro.  Returns p's own stack index (for C readers). */
+static int push_profile(lua_State *L, struct store_txn *t, const char *cust, int *ro)
 {
     int top = lua_gettop(L);
     const void *pv;
@@ -461,12 +478,14 @@ static int push_profile(lua_State *L, struct store_txn *t, const char *cust)
     lua_settop(L, p_idx);
     if (loyalty_push_lua(L, t, cust)) /* p.loyalty: balance, tier */
         lua_setfield(L, p_idx, "loyalty");
+    *ro = luavm_push_readonly(L, p_idx, "profile"); /* p is complete: it must not change now */
     return p_idx;
 }
 
-/* Push ctx: the request's context object plus channel, placement and now.
- * Returns ctx's stack index. */
-static int push_ctx(lua_State *L, const struct decide_req *q, int64_t now)
+/* Push ctx: the request's context object plus channel, placement and now;
+ * then what hooks are given for it (luavm_push_readonly), whose index goes
+ * to *ro.  Returns ctx's own stack index. */
+static int push_ctx(lua_State *L, const struct decide_req *q, int64_t now, int *ro)
 {
     int top = lua_gettop(L);
     if (q->context_text &&
@@ -485,6 +504,7 @@ static int push_ctx(lua_State *L, const struct decide_req *q, int64_t now)
     }
     lua_pushnumber(L, (lua_Number)now);
     lua_setfield(L, ctx_idx, "now");
+    *ro = luavm_push_readonly(L, ctx_idx, "ctx");
     return ctx_idx;
 }
 
@@ -498,8 +518,8 @@ static int load_customer(struct req *r, struct reqerr *e)
         reqerr_set(e, 503, "store_unavailable", NULL, "%s", err_str(rc));
         return rc;
     }
-    r->p_idx = push_profile(r->L, r->t, cust);
-    r->ctx_idx = push_ctx(r->L, r->q, r->now);
+    r->p_idx = push_profile(r->L, r->t, cust, &r->p_ro);
+    r->ctx_idx = push_ctx(r->L, r->q, r->now, &r->ctx_ro);
     models_decide_begin(r->mw, r->p_idx, r->ctx_idx, r->now);
     r->blocked = consent_block(r->L, r->p_idx, r->ch);
     if (!r->blocked && r->ch->quiet_from >= 0) {
@@ -530,7 +550,7 @@ static int load_customer(struct req *r, struct reqerr *e)
 struct call {
     struct luavm *vm;
     lua_State *L;
-    int p_idx, ctx_idx;
+    int p_idx, ctx_idx; /* what hooks get: struct req's p_ro, ctx_ro */
 };
 
 /* The cheap filters, before any Lua: status, placement, schedule.  1 when
@@ -622,7 +642,7 @@ static void candidates(struct req *r)
 {
     const struct rules_gen *g = r->g;
     const struct rules_worker *rw = r->rw;
-    const struct call k = { rw->vm, r->L, r->p_idx, r->ctx_idx };
+    const struct call k = { rw->vm, r->L, r->p_ro, r->ctx_ro };
     const char *placement = r->q->placement;
     uint64_t pbit = placement ? rules_gen_placement_bit(g, placement) : 0;
     int64_t now = r->now;
@@ -726,7 +746,7 @@ static int cap_gate(struct req *r, struct cand *cd)
     }
     int fn = rules_worker_hooks(r->rw, cd->idx)[HOOKS_THROTTLE];
     if (fn != LUA_NOREF) {
-        if (throttle_hook(r->rw, c, fn, cd->xp, r->ch, &n, r->p_idx, r->ctx_idx))
+        if (throttle_hook(r->rw, c, fn, cd->xp, r->ch, &n, r->p_ro, r->ctx_ro))
             return 1;
         cd->hooked = 1;
         cd->seen = n;
@@ -751,7 +771,7 @@ static int hook_recheck(struct req *r, struct cand *cd)
         !memcmp(&n, &cd->seen, sizeof n))
         return 0;
     int fn = rules_worker_hooks(r->rw, cd->idx)[HOOKS_THROTTLE];
-    return throttle_hook(r->rw, c, fn, cd->xp, r->ch, &n, r->p_idx, r->ctx_idx);
+    return throttle_hook(r->rw, c, fn, cd->xp, r->ch, &n, r->p_ro, r->ctx_ro);
 }
 
 /* The next candidates in rank order, up to the room left, that pass caps
@@ -765,7 +785,7 @@ static int next_batch(struct req *r)
         if (cap_gate(r, cd))
             continue;
         if (choose_content(r->rw, &r->g->camps[cd->idx], r->rw->refs[cd->idx], r->q->customer_id,
-                           r->p_idx, r->ctx_idx, cd, r->msgpack, NULL) == 0)
+                           r->p_ro, r->ctx_ro, cd, r->msgpack, NULL) == 0)
             r->batch[nb++] = cd;
     }
     return nb;

@@ -14,6 +14,9 @@
  * by reservation time (a concurrent decide, or an earlier offer of the same
  * request), the hook runs again inside the write transaction on the fresh
  * counts, so a hook that works as a cap is as exact as declared caps.
+ * Hooks get p and ctx read-only (luavm_push_readonly: a write raises
+ * "profile is read-only" / "ctx is read-only", shown in explain); consent,
+ * quiet hours and templates read the tables themselves.
  */
 #ifndef PROMOD_DECIDE_H
 #define PROMOD_DECIDE_H
@@ -61,7 +64,11 @@ const char *decide_consent_block(struct lua_State *L, int p_idx, const struct ru
 
 /** Choose the variant of campaign `c` (Lua table ref `ref` in rw's state)
  *  for customer `cust` (content hook or weighted bucketing) and render its
- *  content templates against the profile at `p_idx`.  @return 0 with
+ *  content templates against the profile at `p_idx`.  `p_idx` and
+ *  `ctx_idx` are what the content hook gets: pass what
+ *  luavm_push_readonly pushed; templates read the profile itself
+ *  (luavm_push_original).  Content showing {{coupon}} gets the customer's
+ *  code, assigned in a write txn of its own.  @return 0 with
  *  *variant (index) and *content (new reference), or ERR_LUA / ERR_BUDGET /
  *  ERR_INVAL (hook failed or content not renderable). */
 int decide_content(struct rules_worker *rw, const struct rules_campaign *c, int ref,

@@ -114,7 +114,8 @@ void hooks_refs_resolve(lua_State *L, enum hooks_owner owner, int table_ref, int
     for (int h = 0; h < HOOKS_N; h++) {
         if (hooks_table[h].owner != owner)
             continue;
-        lua_getfield(L, -1, hooks_table[h].name);
+        lua_pushstring(L, hooks_table[h].name);
+        lua_rawget(L, -2); /* raw: read between calls, unarmed (luavm.h) */
         if (lua_isfunction(L, -1))
             refs[h] = luaL_ref(L, LUA_REGISTRYINDEX);
         else

@@ -62,8 +62,9 @@ enum hooks_result {
     HOOKS_R_PASSFAIL, /**< true: PASS; false or nil: DENY, with the reason string that may
                            follow (hooks_reason); anything else breaks the contract */
     HOOKS_R_NUMBER,   /**< a finite number (num); a string, NaN or inf breaks the contract */
-    HOOKS_R_CHOICE,   /**< a string, or a table whose `id` is one (text = the id); the caller
-                           checks the id names one of its choices (hooks_refuse when not) */
+    HOOKS_R_CHOICE,   /**< a string, or a table whose `id` is one (text = the id, read raw:
+                           a metatable's __index is not consulted); the caller checks the
+                           id names one of its choices (hooks_refuse when not) */
     HOOKS_R_BOOLEAN,  /**< true: PASS; false: DENY; anything else breaks the contract */
     HOOKS_R_MESSAGE,  /**< a table: PASS (left on the stack for the caller to read); nil or
                            false: DENY, with the reason that may follow (hooks_reason);
@@ -167,7 +168,8 @@ static inline enum hooks_verdict hooks_call(struct luavm *vm, lua_State *L, enum
         return HOOKS_PASS;
     case HOOKS_R_CHOICE: /* "id", or a table with one: the id replaces the table */
         if (lua_istable(L, -1)) {
-            lua_getfield(L, -1, "id");
+            lua_pushliteral(L, "id");
+            lua_rawget(L, -2); /* raw: no script code (an __index) runs outside the call */
             lua_replace(L, -2);
             res->text = lua_tostring(L, -1); /* a number id becomes its text in place */
         } else {
@@ -211,7 +213,8 @@ enum hooks_verdict hooks_refuse(enum hooks_id h, const char *who, struct hooks_r
 /* --- refs ------------------------------------------------------------- */
 
 /** Fill refs[0 .. HOOKS_N-1] from the table with registry ref `table_ref`
- *  (a loaded campaign or plugin file): a registry ref of each of `owner`'s
+ *  (a loaded campaign or plugin file; read raw, so a metatable a hook set on
+ *  it since runs no code here): a registry ref of each of `owner`'s
  *  hooks the table defines as a function, LUA_NOREF for the others (and
  *  for every slot when `table_ref` is LUA_NOREF / LUA_REFNIL).  The refs
  *  belong to the caller: hooks_refs_release() frees them. */

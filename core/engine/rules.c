@@ -683,6 +683,9 @@ json_t *rules_status_json(void)
                 json_object_set_new(e, "line", json_integer(atoi(p + 1)));
             json_object_set_new(x, "error", e);
         }
+        char dis[256];
+        if (luavm_file_disabled(f->path, dis, sizeof dis)) /* in a worker, for its memory */
+            json_object_set_new(x, "disabled", json_string(dis));
         for (int c = 0; c < g->ncamps; c++)
             if (g->camps[c].file == i)
                 json_object_set_new(x, "campaign_id", json_string(g->camps[c].id));
@@ -780,6 +783,7 @@ int rules_start(struct app *app)
 {
     rules_reload(app, 1);
     metrics_register(rules_collector, NULL);
+    luavm_metrics_init();
     return 0;
 }
 

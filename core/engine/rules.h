@@ -327,8 +327,13 @@ void rules_scan_dir(const char *dir, const char *skip, int recurse, enum rules_k
  *  malloc'd; NULL with *rc = -errno, ERR_TOOBIG or ERR_NOMEM. */
 char *rules_read_file(const char *path, size_t *len, int *rc);
 
+/** @internal The sandbox limits of config `cfg` (instruction budget, memory,
+ *  hook and load time limits, per-file memory, log rate), luavm's defaults
+ *  for NULL (rules_check.c).  `lib_dir` is borrowed by the result. */
+struct luavm_opts rules_vm_opts(const struct config *cfg, const char *lib_dir);
 /** @internal A throwaway sandbox for validation, with the instruction budget
- *  a worker loads files with (rules_check.c).  NULL when out of memory. */
+ *  and load time limit a worker loads files with (rules_check.c).  NULL
+ *  when out of memory. */
 struct luavm *rules_scratch_vm(const char *lib_dir);
 /** @internal Load and validate one source in `vm`; errors appended to
  *  `errors` as "path:line: message".  With `camp` (campaign) or `chan`

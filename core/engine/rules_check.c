@@ -756,16 +756,31 @@ int rules_validate_in(struct luavm *vm, const char *path, enum rules_kind kind, 
     return v.nerr ? ERR_INVAL : 0;
 }
 
-/* Instruction budget of `promod check`'s scratch states (its config's). */
-static long g_check_budget;
+/* `promod check`'s config (its budgets and limits), or NULL in the server. */
+static const struct config *g_check_cfg;
+
+struct luavm_opts rules_vm_opts(const struct config *cfg, const char *lib_dir)
+{
+    struct luavm_opts o = { .lib_dir = lib_dir };
+    if (cfg) {
+        o.mem_limit = cfg->lua_mem_limit;
+        o.instr_budget = cfg->instr_budget;
+        o.call_time_ms = cfg->hook_time_ms;
+        o.load_time_ms = cfg->load_time_ms;
+        o.file_mem_limit = cfg->lua_file_mem_limit;
+        o.log_per_sec = cfg->lua_log_per_sec ? cfg->lua_log_per_sec : -1;
+    }
+    return o;
+}
 
 /* A throwaway sandbox for validation.  Loading a file there gets the same
- * instruction budget as loading it in a worker (the config's
- * instruction_budget), so a file that validates also loads where it runs. */
+ * instruction budget and load time limit as loading it in a worker (the
+ * config's), so a file that validates also loads where it runs. */
 struct luavm *rules_scratch_vm(const char *lib_dir)
 {
-    long budget = g_check_budget ? g_check_budget : g_app ? g_app->cfg.instr_budget : 0;
-    struct luavm_opts o = { .mem_limit = 512u << 20, .instr_budget = budget, .lib_dir = lib_dir };
+    struct luavm_opts o = rules_vm_opts(g_check_cfg ? g_check_cfg : g_app ? &g_app->cfg : NULL,
+                                        lib_dir);
+    o.mem_limit = 512u << 20;
     struct luavm *vm;
     return luavm_new(&o, &vm) ? NULL : vm;
 }
@@ -879,7 +894,7 @@ int rules_check_cli(const struct config *cfg, const char **paths, int n)
         rules_scan_dir(cfg->plugins_dir, NULL, 0, RULES_PLUGIN, &plugins, 0);
     rules_sort_paths(plugins.paths, plugins.n);
     rules_sort_paths(camps.paths, camps.n);
-    g_check_budget = cfg->instr_budget;
+    g_check_cfg = cfg;
     struct luavm *vm = rules_scratch_vm(lib_dir);
     if (!vm) {
         fprintf(stderr, "promod check: out of memory\n");

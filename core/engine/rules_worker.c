@@ -53,13 +53,16 @@ static struct content_prog **compile_variants(lua_State *L, int *n)
 {
     *n = 0;
     int top = lua_gettop(L);
-    lua_getfield(L, -1, "variants");
+    lua_pushliteral(L, "variants"); /* raw: C reads file tables unarmed (luavm.h) */
+    lua_rawget(L, -2);
     int nv = lua_istable(L, -1) ? (int)lua_objlen(L, -1) : 0;
     struct content_prog **progs = nv > 0 ? calloc((size_t)nv * 2, sizeof *progs) : NULL;
     for (int v = 0; progs && v < nv; v++) {
         lua_rawgeti(L, top + 1, v + 1);
-        if (lua_istable(L, -1))
-            lua_getfield(L, -1, "content");
+        if (lua_istable(L, -1)) {
+            lua_pushliteral(L, "content");
+            lua_rawget(L, -2);
+        }
         for (int mp = 0; mp < 2; mp++)
             progs[2 * v + mp] = content_compile(L, -1, mp);
         lua_settop(L, top + 1);
@@ -84,8 +87,7 @@ int rules_worker_start(struct event_base *base, struct rules_worker **out)
         return ERR_NOMEM;
     char lib_dir[4096];
     snprintf(lib_dir, sizeof lib_dir, "%s/lib", g_app->cfg.rules_dir);
-    struct luavm_opts o = { .mem_limit = g_app->cfg.lua_mem_limit,
-                            .instr_budget = g_app->cfg.instr_budget, .lib_dir = lib_dir };
+    struct luavm_opts o = rules_vm_opts(&g_app->cfg, lib_dir);
     if (luavm_new(&o, &rw->vm)) {
         free(rw);
         return ERR_NOMEM;

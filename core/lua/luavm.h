@@ -4,57 +4,74 @@
  *
  * Owns: a lua_State with a counting allocator (memory limit), the sandbox
  * (an allow-listed, read-only base environment; one private environment per
- * loaded file), the instruction budget, pcall + traceback, conversions
- * between msgpack / jansson values and Lua values, and the `promo` library
- * (luavm_promo.c).
+ * loaded file), the instruction budget and CPU time limit, pcall +
+ * traceback, read-only views of hook inputs, conversions between msgpack /
+ * jansson values and Lua values, per-file accounting (memory, log lines),
+ * and the `promo` library (luavm_promo.c).  The files of the module and
+ * what each holds: luavm_int.h.
  *
  * Threads: a struct luavm belongs to one thread at a time (each worker
  * thread owns one; the rule checker uses throwaway ones).  Nothing here is
- * shared between states.
+ * shared between states, except the process-wide watchdog thread and the
+ * statistics behind luavm_file_disabled() and the metrics (mutex).
  *
  * Sandbox: scripts see only assert error ipairs next pairs pcall xpcall
  * select tonumber tostring type unpack rawequal rawget rawset setmetatable
  * getmetatable (the string metatable is hidden), string, table, math, bit
  * (read-only proxies), os.time os.date os.clock, load/loadstring (text only,
- * the caller's environment), require (only modules under `lib_dir`, text
- * only, cached per state), and promo.  Reading or writing an undeclared
- * global raises "undeclared global 'x'".  No io, os.*, ffi, jit, debug,
- * dofile, loadfile, package, collectgarbage, bytecode.
+ * at most 1 MiB, the caller's environment), require (only modules under
+ * `lib_dir`, text only, one instance per loading file), and promo.
+ * Reading or writing an undeclared global raises "undeclared global 'x'".
+ * No io, os.*, ffi, jit, debug, dofile, loadfile, package, collectgarbage,
+ * coroutine, bytecode.
  *
- * Budgets: the JIT compiler is switched off for the state (LuaJIT does not
- * run count hooks inside compiled traces, so `while true do end` would
- * never be stopped); a count hook charges every 1000 VM instructions
- * against the per-call budget.  Once a call is over budget the hook fires on
- * every instruction and the sandbox's pcall/xpcall rethrow, so a script
- * cannot swallow the kill.  Memory: the allocator refuses allocations past
- * `mem_limit` bytes for the whole state, and past `call_mem_limit` bytes
- * allocated during one call.
+ * Budgets (luavm_budget.c): the JIT compiler is switched off for the state
+ * (LuaJIT does not run count hooks inside compiled traces, so `while true
+ * do end` would never be stopped); a count hook charges every 1000 VM
+ * instructions against the per-call budget (armed lazily by a watchdog
+ * thread when the budget is large).  Every outer call also has a limit on
+ * its thread's CPU time (`call_time_ms`, `load_time_ms` for loading a
+ * file), which the sandbox's own C functions (pattern matching, the table
+ * library, promo's loops) poll, so time spent in C is bounded too.  Once a
+ * call is killed the hook fires on every instruction, the sandbox's
+ * pcall/xpcall rethrow and xpcall's handler is not run: no script code runs
+ * after a kill.  Nested C -> Lua calls (gsub with a function, sort with a
+ * comparator, pcall, require, metamethods called from C) are limited to
+ * 200 levels: deeper is the error "C stack overflow", never a crash.
+ * Memory: the allocator refuses allocations past `mem_limit` bytes for the
+ * whole state, and past `call_mem_limit` bytes allocated during one call;
+ * a file that keeps too much between calls is disabled (luavm_stats.c).
  *
- * Sandbox details (luavm.c):
+ * Sandbox details:
  *  - Each file's environment is empty; its __index chain is a per-file
- *    table of *fresh* read-only proxies (string, table, math, bit, os, promo)
- *    and then the shared base.  Writes to any global raise.  Proxies have a
- *    hidden metatable (`__metatable = false`), writes through them raise,
- *    and the sandbox's `rawset` refuses proxies.  What a file can still write
- *    raw into a proxy (table.insert(string, x) fills the proxy's array part)
- *    is seen by that file only, because proxies are per file.  `rawget` on a
+ *    table of *fresh* read-only proxies (string, table, math, bit, os,
+ *    promo) and then the shared base.  Writes to any global raise.  Proxies
+ *    have a hidden metatable (`__metatable = false`), writes through them
+ *    raise, and rawset and the table library refuse them.  `rawget` on a
  *    proxy returns nil and `pairs(string)` iterates nothing (Lua 5.1 has no
  *    __pairs).
+ *  - p and ctx are read-only in hooks (luavm_push_readonly): a hook whose
+ *    file cannot write any table gets them as they are, every other hook
+ *    gets read-only views, which read as tables (`#`, pairs, ipairs, next,
+ *    unpack, rawget, table.concat, promo.has ... and type() says "table")
+ *    and raise "profile is read-only" / "ctx is read-only" on any write.
  *  - The string metatable's __index is the filtered string table (no
  *    string.dump via ("").dump); getmetatable("") returns false.
  *  - load(chunk [, name]) accepts a string or a reader function; loaded
  *    chunks get the environment of the nearest sandboxed Lua caller.
- *  - require results are cached per state and shared by every file of the
- *    state (a module returning a table returns the same mutable table to
- *    all of them); luavm_clear_modules() drops the cache.
- *  - print(...) and promo.log(...) log at info level.
+ *  - require results are cached per file: each file that requires a module
+ *    runs it once and gets its own instance (so a file that rewrites a
+ *    module's function changes only its own copy); luavm_clear_modules()
+ *    makes the next require of every file re-read the module.
+ *  - print(...) and promo.log(...) log at info level, at most
+ *    `log_per_sec` lines a second per file (drops are counted).
+ *  - The value a file returns (luavm_load_chunk), and every table inside
+ *    it, must be plain: no metatables (C code reads it unarmed).
  *  - Limits are enforced only while a luavm_call/luavm_load_chunk runs: host
  *    C code pushing values between calls is never refused (a refusal
  *    outside a protected call would abort the process).
  *  - The per-call memory limit is net growth: bytes live now minus bytes
  *    live when the call started (garbage not yet collected counts).
- *  - C functions are not metered by instructions: a pathological pattern in
- *    string.find/match/gsub can run long inside one instruction.
  */
 #ifndef PROMOD_LUAVM_H
 #define PROMOD_LUAVM_H
@@ -65,11 +82,20 @@
 struct lua_State;
 struct luavm;
 
+#define LUAVM_CALL_TIME_MS 100   /**< default CPU time limit of a hook call */
+#define LUAVM_LOAD_TIME_MS 500   /**< default CPU time limit of loading a file */
+#define LUAVM_LOG_PER_SEC 20     /**< default print/promo.log lines per second per file */
+
 struct luavm_opts {
     size_t mem_limit;       /**< whole state, bytes; 0 = 256 MiB */
     size_t call_mem_limit;  /**< per luavm_call, bytes; 0 = 32 MiB */
     long instr_budget;      /**< per luavm_call, VM instructions; 0 = 1,000,000 */
     const char *lib_dir;    /**< directory `require` may load from (e.g. "rules/lib"); NULL = none */
+    long call_time_ms;      /**< CPU time per luavm_call/luavm_resume, ms; 0 = LUAVM_CALL_TIME_MS */
+    long load_time_ms;      /**< CPU time per luavm_load_chunk, ms; 0 = LUAVM_LOAD_TIME_MS */
+    size_t file_mem_limit;  /**< bytes one file may keep between calls; 0 = mem_limit / 4 */
+    int log_per_sec;        /**< print/promo.log lines per second per file; 0 = LUAVM_LOG_PER_SEC,
+                                 negative = no limit */
 };
 
 /** Create a sandboxed state.  @return 0, ERR_NOMEM. */
@@ -79,11 +105,14 @@ struct lua_State *luavm_state(struct luavm *vm);
 
 /** Compile `src` as text (bytecode is refused) under `chunkname` (the file
  *  path as it should appear in messages, e.g. "rules/spring.lua"), give it a
- *  fresh private environment and run it with the budgets.  On success the
- *  chunk's first return value is pushed (nil when it returned nothing) and 0
- *  is returned.  On failure nothing is pushed, `err` gets
+ *  fresh private environment and owner (the file, for require's cache and
+ *  the per-file accounting) and run it with the budgets (instructions
+ *  counted from the first one; the load time limit).  On success the
+ *  chunk's first return value is pushed (nil when it returned nothing) and
+ *  0 is returned.  A table returned (and every table inside it) must have
+ *  no metatable.  On failure nothing is pushed, `err` gets
  *  "rules/spring.lua:12: message" and ERR_LUA (syntax/runtime),
- *  ERR_BUDGET (instructions/memory) is returned. */
+ *  ERR_BUDGET (instructions/time/memory) is returned. */
 int luavm_load_chunk(struct luavm *vm, const char *chunkname, const char *src,
                      size_t len, char *err, size_t errlen);
 
@@ -91,8 +120,14 @@ int luavm_load_chunk(struct luavm *vm, const char *chunkname, const char *src,
  *  with a traceback handler and fresh budgets.  On success `nresults`
  *  values are pushed and 0 returned.  On failure the function and args are
  *  popped, nothing is pushed, `err` gets "file:line: message" (first line
- *  only, no traceback) and ERR_LUA or ERR_BUDGET is returned.  The stack
- *  height below the function is preserved on every path. */
+ *  only, no traceback) and ERR_LUA or ERR_BUDGET (instructions, time,
+ *  memory; or the function's file was disabled for its memory:
+ *  "file: disabled: ...") is returned.  The stack height below the
+ *  function is preserved on every path.  After a successful outer call
+ *  the state may run its per-file memory scan (see luavm_stats.c): a file
+ *  found retaining too much is disabled and its tables emptied, so C code
+ *  must not rely on a campaign's own tables staying intact across calls
+ *  when that campaign is the culprit. */
 int luavm_call(struct luavm *vm, int nargs, int nresults, char *err, size_t errlen);
 
 /** luavm_resume() result: the coroutine yielded and may be resumed. */
@@ -146,6 +181,36 @@ int luavm_push_json(struct lua_State *L, const json_t *v);
  *  NULL with *err set (ERR_INVAL, ERR_TOOBIG, ERR_NOMEM). */
 json_t *luavm_to_json(struct lua_State *L, int idx, int *err);
 
+/** Register the table at `idx` as a read-only input and push what hooks
+ *  are to be given for it; return its stack index.  What is pushed is the
+ *  table itself: luavm_call / luavm_call_ref pass it unchanged to a
+ *  function whose file provably cannot write any table (luavm_pure.c), and
+ *  put a read-only view of it in its place for every other function — a
+ *  userdata that reads like the table (nested tables are views in turn)
+ *  and raises "<what> is read-only" on any write, made the first time one
+ *  is needed.  `what` names the value in errors ("profile", "ctx") and
+ *  must be a string literal (it is kept).  The table must not change
+ *  while it may still be given to a hook.  The last 8 registrations are
+ *  remembered (and kept alive); register per request.  On a state not
+ *  made by luavm_new, a view is pushed right away.  Any other value is
+ *  pushed as it is.  Runs unarmed (between calls: never refused). */
+int luavm_push_readonly(struct lua_State *L, int idx, const char *what);
+
+/** Push the table a read-only view reads (for C readers such as templates;
+ *  never hand it to a script), or the value at `idx` itself when it is not
+ *  a view (a registered table is its own original).  Returns the pushed
+ *  index. */
+int luavm_push_original(struct lua_State *L, int idx);
+
+/** Is the file `name` (a chunk name given to luavm_load_chunk) disabled
+ *  for its memory in some live state?  1 with the message in `msg`, or 0. */
+int luavm_file_disabled(const char *name, char *msg, size_t len);
+
+/** Register the Lua states' series with /metrics (start-up, once):
+ *  memory, the largest files by retained memory, disabled files, dropped
+ *  log lines. */
+void luavm_metrics_init(void);
+
 /** Register the `promo` library into the sandbox base (called by
  *  luavm_new; exposed for tests).  Defined in luavm_promo.c. */
 void luavm_open_promo(struct lua_State *L);
@@ -160,8 +225,10 @@ void luavm_register(struct lua_State *L, const char *name);
 /** Log the arguments of the running C function (stack 1..top) with
  *  log_info(what, "file=<caller file:line> msg=\"...\""): tostring of each
  *  argument (honouring __tostring), space-separated, truncated to 512
- *  bytes, quotes/control characters escaped.  May raise (a __tostring
- *  that errors); for use inside Lua C functions (print, promo.log). */
+ *  bytes, quotes/control characters escaped; nothing when the calling
+ *  file is over its log rate (the drop is counted).  May raise (a
+ *  __tostring that errors); for use inside Lua C functions (print,
+ *  promo.log). */
 void luavm_log_args(struct lua_State *L, const char *what);
 
 /** Pop the value on top of the stack and add it as field `name` of the
@@ -178,7 +245,8 @@ int luavm_lib_add(struct lua_State *L, const char *lib, const char *name);
 typedef void (*luavm_opener_fn)(struct lua_State *L);
 void luavm_add_opener(luavm_opener_fn fn);
 
-/** Forget the `require` cache, so the next require re-reads the module. */
+/** Forget every file's `require` cache, so the next require re-reads the
+ *  module. */
 void luavm_clear_modules(struct luavm *vm);
 
 #endif

@@ -8,6 +8,7 @@
  * reference (the README's API section is generated from them).
  */
 #include "lua/luavm.h"
+#include "lua/luavm_int.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -214,8 +215,11 @@ static int l_promo_time(lua_State *L)
 
 static int list_contains(lua_State *L, int list, int v)
 {
+    struct luavm *vm = luavm_of(L);
+    unsigned steps = 0;
     int n = (int)lua_objlen(L, list);
     for (int i = 1; i <= n; i++) {
+        luavm_poll(L, vm, &steps);
         lua_rawgeti(L, list, i);
         int eq = lua_rawequal(L, -1, v);
         lua_pop(L, 1);
@@ -236,7 +240,7 @@ static int list_contains(lua_State *L, int list, int v)
  */
 static int l_promo_has(lua_State *L)
 {
-    luaL_checktype(L, 1, LUA_TTABLE);
+    luavm_check_readable(L, 1);
     luaL_checkany(L, 2);
     lua_pushboolean(L, list_contains(L, 1, 2));
     return 1;
@@ -256,7 +260,7 @@ static int l_promo_has(lua_State *L)
 static int l_promo_in_set(lua_State *L)
 {
     luaL_checkany(L, 1);
-    luaL_checktype(L, 2, LUA_TTABLE);
+    luavm_check_readable(L, 2);
     int found = 0;
     if (!lua_isnil(L, 1)) {
         lua_pushvalue(L, 1);
@@ -279,10 +283,13 @@ static int l_promo_in_set(lua_State *L)
  */
 static int l_promo_set(lua_State *L)
 {
-    luaL_checktype(L, 1, LUA_TTABLE);
+    luavm_check_readable(L, 1);
+    struct luavm *vm = luavm_of(L);
+    unsigned steps = 0;
     int n = (int)lua_objlen(L, 1);
     lua_createtable(L, 0, n);
     for (int i = 1; i <= n; i++) {
+        luavm_poll(L, vm, &steps);
         lua_rawgeti(L, 1, i);
         if (lua_isnil(L, -1)) {
             lua_pop(L, 1);
@@ -305,11 +312,14 @@ static int l_promo_set(lua_State *L)
  */
 static int l_promo_count(lua_State *L)
 {
-    luaL_checktype(L, 1, LUA_TTABLE);
+    luavm_check_readable(L, 1);
+    struct luavm *vm = luavm_of(L);
+    unsigned steps = 0;
     lua_Number n = 0;
     lua_settop(L, 1);
     lua_pushnil(L);
     while (lua_next(L, 1)) {
+        luavm_poll(L, vm, &steps);
         lua_pop(L, 1);
         n++;
     }
@@ -376,6 +386,31 @@ void luavm_log_args(lua_State *L, const char *what)
 {
     int n = lua_gettop(L);
     luaL_checkstack(L, 4, "too many arguments");
+    /* where: the calling Lua function; whose: its file (the owner: for a
+     * module, the file that required it), the key of the rate limit */
+    char where[LUA_IDSIZE + 16] = "?";
+    char whose[LUA_IDSIZE + 16] = "?";
+    lua_Debug ar;
+    for (int lvl = 1; lua_getstack(L, lvl, &ar); lvl++) {
+        if (lua_getinfo(L, "Slf", &ar) && ar.currentline > 0) {
+            snprintf(where, sizeof where, "%s:%d", ar.short_src, ar.currentline);
+            snprintf(whose, sizeof whose, "%s", ar.short_src);
+            luavm_push_fn_owner(L, lua_gettop(L));
+            if (lua_istable(L, -1)) {
+                lua_rawgeti(L, -1, LUAVM_OWN_NAME);
+                if (lua_isstring(L, -1))
+                    snprintf(whose, sizeof whose, "%s", lua_tostring(L, -1));
+                lua_pop(L, 1);
+            }
+            lua_pop(L, 2);
+            break;
+        }
+        lua_pop(L, 1);
+    }
+    if (!luavm_log_allowed(L, whose))
+        return;
+
+    struct luavm *vm = luavm_cdepth_enter(L); /* __tostring runs script code */
     lua_pushliteral(L, "");                  /* n+1: accumulated message */
     for (int i = 1; i <= n; i++) {
         if (i > 1) {
@@ -387,19 +422,11 @@ void luavm_log_args(lua_State *L, const char *what)
         if (lua_objlen(L, -1) > LOG_MSG_MAX)
             break;                           /* the rest would be cut anyway */
     }
+    luavm_cdepth_leave(vm);
     size_t len;
     const char *msg = lua_tolstring(L, -1, &len);
     if (len > LOG_MSG_MAX)
         len = LOG_MSG_MAX;
-
-    char where[LUA_IDSIZE + 16] = "?";
-    lua_Debug ar;
-    for (int lvl = 1; lua_getstack(L, lvl, &ar); lvl++) {
-        if (lua_getinfo(L, "Sl", &ar) && ar.currentline > 0) {
-            snprintf(where, sizeof where, "%s:%d", ar.short_src, ar.currentline);
-            break;
-        }
-    }
 
     char esc[LOG_MSG_MAX * 4 + 1];
     size_t o = 0;

@@ -212,7 +212,9 @@ static void set_now(long now)
 
 static void setup(void)
 {
-    tfx_server_init(&srv, "test_clock = true, default_limit = 2,");
+    /* hook_time_limit_ms: the memory bomb must meet the memory limit
+     * first, even in the sanitizer build */
+    tfx_server_init(&srv, "test_clock = true, default_limit = 2, hook_time_limit_ms = 60000,");
     for (int i = 0; files[i]; i += 2)
         tfx_write(&srv, files[i], files[i + 1]);
     cr_assert_eq(tfx_server_start(&srv), 0, "server did not start");

@@ -109,6 +109,55 @@ Test(sends, eligible_keeps_the_hook_contract)
     tfx_resp_free(&r);
 }
 
+/* issue 12 on the send path: the send's hooks get p and ctx read-only, as
+ * decide's do (a write fails that customer's hook with the error), and
+ * the message's templates still read the profile as it was loaded. */
+Test(sends, hooks_get_p_and_ctx_read_only)
+{
+    start(NULL);
+    otfx_profiles(&srv, "w", 30, "\"n\":%d,\"a\":{\"b\":1}");
+    otfx_campaign(&srv, "steer", "'webhook'", "headline = 'n={{n}}.'",
+                  "eligible = function(p, ctx)\n"
+                  "  if p.n < 5 then p.n = 99 end\n"
+                  "  if p.n < 10 then ctx.send = false end\n"
+                  "  if pcall(function() p.a.b = 2 end) or p.a.b ~= 1 then error('wrote p.a.b') end\n"
+                  "  return true end,");
+    cr_assert(otfx_wait_campaign(&srv, "steer"));
+    cr_assert_eq(otfx_action(&srv, "steer", "launch"), 200);
+    cr_assert_eq(rcv_wait_unique(rcv, 20, 15000), 20);
+    cr_assert_eq(otfx_wait_int(&srv, "/api/v1/campaigns/steer/sends", "sent", 20, 5000), 20);
+    json_t *s = otfx_get(&srv, "/api/v1/campaigns/steer/sends");
+    cr_assert_eq(otfx_int(s, "evaluated"), 30);
+    cr_assert_eq(otfx_int(s, "queued"), 20);
+    cr_assert_eq(otfx_int(s, "skipped.hook_error"), 10);
+    const char *le = json_string_value(json_object_get(s, "last_error"));
+    cr_assert(le && !strncmp(le, "eligible: ", 10) && strstr(le, "steer.lua:") &&
+                  (strstr(le, "profile is read-only") || strstr(le, "ctx is read-only")),
+              "%s", le ? le : "(none)");
+    json_decref(s);
+    /* every message shows its customer's own n: 10..29, none 99 */
+    int seen[30] = { 0 };
+    for (size_t i = 0; i < rcv_count(rcv); i++) {
+        struct rcv_entry e;
+        cr_assert_eq(rcv_get(rcv, i, &e), 0);
+        const char *at = e.body ? strstr(e.body, "n=") : NULL;
+        cr_assert_not_null(at, "%s", e.body ? e.body : "(no body)");
+        int n = atoi(at + 2);
+        cr_assert(n >= 10 && n < 30, "%s", e.body);
+        seen[n] = 1;
+        rcv_entry_free(&e);
+    }
+    for (int n = 10; n < 30; n++)
+        cr_assert(seen[n], "no message for n=%d", n);
+    struct tfx_resp r;
+    cr_assert_eq(tfx_req(&srv, "GET", "/metrics", NULL, &r), 200);
+    double n = 0;
+    cr_assert(tfx_metric(r.body, "promod_hook_errors_total",
+                         "campaign=\"steer\",hook=\"eligible\",kind=\"error\"", &n));
+    cr_assert_eq(n, 10);
+    tfx_resp_free(&r);
+}
+
 Test(sends, saving_a_file_never_sends)
 {
     start(NULL);

@@ -78,6 +78,10 @@ Test(config, defaults)
     cr_assert_eq(cfg.max_limit, 50);
     cr_assert_eq(cfg.instr_budget, 1000000);
     cr_assert_eq(cfg.lua_mem_limit, (size_t)256 << 20);
+    cr_assert_eq(cfg.hook_time_ms, 100);
+    cr_assert_eq(cfg.load_time_ms, 500);
+    cr_assert_eq(cfg.lua_file_mem_limit, 0);
+    cr_assert_eq(cfg.lua_log_per_sec, 20);
     cr_assert_eq(cfg.log_level, LOG_INFO);
     cr_assert_eq(cfg.access_log, 0);
     cr_assert_eq(cfg.require_approval, 0);
@@ -118,6 +122,10 @@ Test(config, every_key)
             "  max_limit = 20,\n"
             "  instruction_budget = 50000,\n"
             "  lua_memory_mb = 64,\n"
+            "  hook_time_limit_ms = 40,\n"
+            "  load_time_limit_ms = 900,\n"
+            "  lua_file_memory_mb = 12,\n"
+            "  lua_log_lines_per_sec = 0,\n"
             "  log_level = 'debug',\n"
             "  access_log = true,\n"
             "  require_approval = true,\n"
@@ -149,6 +157,10 @@ Test(config, every_key)
     cr_assert_eq(cfg.max_limit, 20);
     cr_assert_eq(cfg.instr_budget, 50000);
     cr_assert_eq(cfg.lua_mem_limit, (size_t)64 << 20);
+    cr_assert_eq(cfg.hook_time_ms, 40);
+    cr_assert_eq(cfg.load_time_ms, 900);
+    cr_assert_eq(cfg.lua_file_mem_limit, (size_t)12 << 20);
+    cr_assert_eq(cfg.lua_log_per_sec, 0);
     cr_assert_eq(cfg.log_level, LOG_DEBUG);
     cr_assert_eq(cfg.access_log, 1);
     cr_assert_eq(cfg.require_approval, 1);
@@ -258,6 +270,10 @@ ParameterizedTestParameters(config, rejected)
         { "return { default_limit = 10, max_limit = 5 }", "default_limit: must not exceed max_limit" },
         { "return { instruction_budget = 10 }", "instruction_budget: expected an integer" },
         { "return { lua_memory_mb = 1 }", "lua_memory_mb: expected an integer" },
+        { "return { hook_time_limit_ms = 0 }", "hook_time_limit_ms: expected an integer" },
+        { "return { load_time_limit_ms = 5 }", "load_time_limit_ms: expected an integer" },
+        { "return { lua_file_memory_mb = -1 }", "lua_file_memory_mb: expected an integer" },
+        { "return { lua_log_lines_per_sec = 'many' }", "lua_log_lines_per_sec: expected" },
         { "return { global_daily_cap = -5 }", "global_daily_cap: expected an integer" },
         { "return { reload_debounce_ms = 20000 }", "reload_debounce_ms: expected an integer" },
         { "return { event_retention_days = 0 }", "event_retention_days: expected an integer" },

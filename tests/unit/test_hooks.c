@@ -72,7 +72,7 @@ static char *metric_line(char *out, size_t n, const char *who, const char *hook,
  * its own, where the parent's pointers mean nothing. */
 struct vcase {
     enum hooks_id h;
-    char ret[64];          /* what the hook returns (a Lua expression list) */
+    char ret[96];          /* what the hook returns (a Lua expression list) */
     enum hooks_verdict v;
     char text[16];         /* DENY: the reason; CHOICE: the id ("" = none) */
     double num;            /* NUMBER: the value */
@@ -106,6 +106,11 @@ static struct vcase vcases[] = {
       "error" },
     { HOOKS_CONTENT, "{}", HOOKS_FAILED, "", 0, "must return one of the variants", "error" },
     { HOOKS_CONTENT, "nil", HOOKS_FAILED, "", 0, "must return one of the variants", "error" },
+    /* the id is read raw: no script code runs after the call returned */
+    { HOOKS_CONTENT, "setmetatable({}, { __index = { id = 'B' } })", HOOKS_FAILED, "", 0,
+      "must return one of the variants", "error" },
+    { HOOKS_CONTENT, "setmetatable({}, { __index = function() while true do end end })",
+      HOOKS_FAILED, "", 0, "must return one of the variants", "error" },
     { HOOKS_THROTTLE, "true", HOOKS_PASS, "", 0, "", "" },
     { HOOKS_THROTTLE, "false", HOOKS_DENY, "", 0, "", "" },
     { HOOKS_THROTTLE, "nil", HOOKS_FAILED, "", 0,
@@ -244,6 +249,28 @@ Test(hooks, refs_follow_the_owner_and_the_table)
     hooks_refs_resolve(L, HOOKS_CAMPAIGN, tref, refs);
     cr_assert_eq(lua_gettop(L), top, "resolving is stack-neutral");
     hooks_refs_release(L, refs);
+}
+
+/* A hook may give its own file's table a metatable later; the refs are
+ * resolved again at every adoption, unarmed, so they are read raw: an
+ * __index that never returns must not run there. */
+Test(hooks, refs_are_read_raw)
+{
+    int tref = load_table("local M = { eligible = function() return true end }\n"
+                          "M.arm = function() setmetatable(M, { __index = function() "
+                          "while true do end end }) end\n"
+                          "return M");
+    lua_rawgeti(L, LUA_REGISTRYINDEX, tref);
+    lua_getfield(L, -1, "arm");
+    lua_remove(L, -2);
+    char err[256];
+    cr_assert_eq(luavm_call(vm, 0, 0, err, sizeof err), 0, "%s", err);
+    int refs[HOOKS_N];
+    hooks_refs_resolve(L, HOOKS_CAMPAIGN, tref, refs);
+    cr_assert_neq(refs[HOOKS_ELIGIBLE], LUA_NOREF);
+    cr_assert_eq(refs[HOOKS_SCORE], LUA_NOREF, "absent, not looked up through __index");
+    hooks_refs_release(L, refs);
+    luaL_unref(L, LUA_REGISTRYINDEX, tref);
 }
 
 Test(hooks, the_table_is_consistent)

@@ -51,7 +51,10 @@ static void setup(void)
     WRITE("loop_a.lua", "return require('loop_b')\n");
     WRITE("loop_b.lua", "return require('loop_a')\n");
     WRITE("spin.lua", "while true do end\n");
-    struct luavm_opts o = { .lib_dir = libdir };
+    /* time limits out of the way: these tests are about instructions and
+     * memory, which must be what stops a call even in slow (sanitizer)
+     * builds; time limits are tested in test_luavm_limits.c */
+    struct luavm_opts o = { .lib_dir = libdir, .call_time_ms = 600000, .load_time_ms = 600000 };
     cr_assert_eq(luavm_new(&o, &vm), 0);
     L = luavm_state(vm);
 }
@@ -170,9 +173,10 @@ Test(luavm, escape_readonly_libraries)
     FAILS("setmetatable(string, nil)", ERR_LUA, "protected metatable");
     OK("assert(getmetatable(string) == false and getmetatable(promo) == false)");
     OK("assert(rawget(string, 'upper') == nil)");
-    /* what a file manages to write into its proxy stays in that file */
-    OK("table.insert(string, 'x') assert(string[1] == 'x')");
-    OK("assert(string[1] == nil)");
+    /* the table library refuses them too */
+    FAILS("table.insert(string, 'x')", ERR_LUA, "read-only");
+    FAILS("table.sort(math)", ERR_LUA, "read-only");
+    FAILS("table.remove(promo)", ERR_LUA, "read-only");
     OK("local t = rawset({}, 'a', 1) assert(t.a == 1)");
 }
 
@@ -255,7 +259,7 @@ Test(luavm, instruction_budget_in_call)
 Test(luavm, small_budget_counts_from_the_first_instruction)
 {
     luavm_free(vm);
-    struct luavm_opts o = { .instr_budget = 20000 };
+    struct luavm_opts o = { .instr_budget = 20000, .call_time_ms = 600000, .load_time_ms = 600000 };
     cr_assert_eq(luavm_new(&o, &vm), 0);
     L = luavm_state(vm);
     FAILS("local x = 0 for i = 1, 30000 do x = x + i end", ERR_BUDGET, "t.lua:1: instruction budget exceeded");
@@ -299,7 +303,8 @@ Test(luavm, memory_bomb_from_brief)
     /* Interned ("x"):rep(1000) means the table array is what grows: give it
      * instructions enough to reach the memory limit first. */
     luavm_free(vm);
-    struct luavm_opts o = { .call_mem_limit = 4 << 20, .instr_budget = 100000000 };
+    struct luavm_opts o = { .call_mem_limit = 4 << 20, .instr_budget = 100000000,
+                            .call_time_ms = 600000, .load_time_ms = 600000 };
     cr_assert_eq(luavm_new(&o, &vm), 0);
     L = luavm_state(vm);
     FAILS("local t={} while true do t[#t+1]=('x'):rep(1000) end", ERR_BUDGET,
@@ -326,7 +331,7 @@ Test(luavm, memory_bomb_unique_strings)
 Test(luavm, whole_state_memory_limit)
 {
     luavm_free(vm);
-    struct luavm_opts o = { .mem_limit = 2 << 20 };
+    struct luavm_opts o = { .mem_limit = 2 << 20, .call_time_ms = 600000, .load_time_ms = 600000 };
     cr_assert_eq(luavm_new(&o, &vm), 0);
     L = luavm_state(vm);
     FAILS("local t = {} for i = 1, 1e6 do t[i] = tostring(i) end", ERR_BUDGET, "memory limit exceeded");
@@ -348,7 +353,8 @@ Test(luavm, allocation_failure_sweep)
     int succeeded = 0;
     for (size_t limit = 256; limit <= 96 * 1024; limit += 768) {
         luavm_free(vm);
-        struct luavm_opts o = { .call_mem_limit = limit, .lib_dir = libdir };
+        struct luavm_opts o = { .call_mem_limit = limit, .lib_dir = libdir, .call_time_ms = 600000,
+                                .load_time_ms = 600000 };
         cr_assert_eq(luavm_new(&o, &vm), 0);
         L = luavm_state(vm);
         int rc = run(src);
@@ -594,12 +600,26 @@ Test(luavm, require_from_lib_dir)
     /* a module's globals are its own: it cannot see or write the caller's */
     WRITE("peek.lua", "return function() return secret end\n");
     FAILS("local secret = 1 return require('peek')()", ERR_LUA, "undeclared global 'secret'");
-    /* cache reset re-reads the file */
-    OK("assert(require('util').double(1) == 2)");
-    WRITE("util.lua", "return { double = function(x) return x * 3 end }\n");
-    OK("assert(require('util').double(1) == 2)");
-    luavm_clear_modules(vm);
+    /* a file's cache holds until luavm_clear_modules; a file loaded later
+     * gets its own instance, read from disk then */
+    push_fn("return function() return require('util').double(1) end");
+    int fn = luaL_ref(L, LUA_REGISTRYINDEX);
+    int got[3];
+    for (int i = 0; i < 3; i++) {
+        if (i == 1)
+            WRITE("util.lua", "return { double = function(x) return x * 3 end }\n");
+        if (i == 2)
+            luavm_clear_modules(vm);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, fn);
+        cr_assert_eq(luavm_call(vm, 0, 1, err, sizeof err), 0, "%s", err);
+        got[i] = (int)lua_tonumber(L, -1);
+        lua_pop(L, 1);
+    }
+    cr_assert_eq(got[0], 2);
+    cr_assert_eq(got[1], 2, "cached");
+    cr_assert_eq(got[2], 3, "re-read after luavm_clear_modules");
     OK("assert(require('util').double(1) == 3)");
+    luaL_unref(L, LUA_REGISTRYINDEX, fn);
 }
 
 Test(luavm, require_without_lib_dir)
@@ -1018,4 +1038,250 @@ Test(luavm, register_new_library)
     luavm_register(L, "SEVEN");
     OK("assert(net.answer == 42 and SEVEN == 7)");
     FAILS("net.answer = 1", ERR_LUA, "read-only");
+}
+
+/* ------------------------------------------------------------------ */
+/* read-only views of hook inputs (issues 12, 13)                      */
+
+/* Push a profile-like table built by trusted Lua (a plain state would do;
+ * the vm's own state is used unarmed, as decide does). */
+static int push_profile(void)
+{
+    const char *src =
+        "return { id = 'c-1', first_name = 'Ana', tier = 'gold', ltv = 120,\n"
+        "  tags = { 'vip', 'eu', 'new' }, address = { city = 'Paris', geo = { lat = 48.5 } },\n"
+        "  stats = { visits = 3 }, consent = { email = true } }";
+    cr_assert_eq(luaL_loadstring(L, src), 0);
+    cr_assert_eq(lua_pcall(L, 0, 1, 0), 0);
+    return lua_gettop(L);
+}
+
+/* Call `fn_src` (a chunk returning a function) with views of a profile and
+ * a ctx; returns luavm_call's code, the function's first result (as text)
+ * in `out`.  The originals are checked to be unchanged afterwards. */
+static int call_with_views(const char *fn_src, char *out, size_t outlen)
+{
+    int top = lua_gettop(L);
+    int p = push_profile();
+    cr_assert_eq(luaL_loadstring(L, "return { country = 'FR', placement = 'home' }"), 0);
+    cr_assert_eq(lua_pcall(L, 0, 1, 0), 0);
+    int ctx = lua_gettop(L);
+    int pv = luavm_push_readonly(L, p, "profile");
+    int cv = luavm_push_readonly(L, ctx, "ctx");
+    push_fn(fn_src);
+    lua_pushvalue(L, pv);
+    lua_pushvalue(L, cv);
+    int rc = luavm_call(vm, 2, 1, err, sizeof err);
+    out[0] = '\0';
+    if (rc == 0) {
+        snprintf(out, outlen, "%s", lua_tostring(L, -1) ? lua_tostring(L, -1) : luaL_typename(L, -1));
+        lua_pop(L, 1);
+    }
+    /* the originals are as they were loaded */
+    lua_getfield(L, p, "first_name");
+    cr_assert_str_eq(lua_tostring(L, -1), "Ana");
+    lua_getfield(L, p, "tags");
+    cr_assert_eq(lua_objlen(L, -1), 3);
+    lua_rawgeti(L, -1, 1);
+    cr_assert_str_eq(lua_tostring(L, -1), "vip");
+    lua_getfield(L, p, "address");
+    lua_getfield(L, -1, "city");
+    cr_assert_str_eq(lua_tostring(L, -1), "Paris");
+    lua_getfield(L, p, "stats");
+    lua_getfield(L, -1, "visits");
+    cr_assert_eq(lua_tonumber(L, -1), 3);
+    cr_assert(lua_getmetatable(L, p) == 0, "no metatable appeared on the original");
+    lua_getfield(L, ctx, "country");
+    cr_assert_str_eq(lua_tostring(L, -1), "FR");
+    lua_settop(L, top);
+    return rc;
+}
+
+/* Every body runs twice: as written (a file that cannot write tables gets
+ * the originals, luavm_pure.c) and with a table store added (views). */
+#define IMPURE "local w_ = {} w_[1] = 0 "
+#define VIEW_OK(body, want) do {                                                    \
+        char got_[256];                                                             \
+        int rc_ = call_with_views("return function(p, ctx) " body " end", got_,    \
+                                  sizeof got_);                                    \
+        cr_assert_eq(rc_, 0, "%s\n-> %s", body, err);                               \
+        cr_assert_str_eq(got_, want, "%s", body);                                   \
+        rc_ = call_with_views("return function(p, ctx) " IMPURE body " end", got_, \
+                              sizeof got_);                                        \
+        cr_assert_eq(rc_, 0, "(views) %s\n-> %s", body, err);                       \
+        cr_assert_str_eq(got_, want, "(views) %s", body);                           \
+    } while (0)
+#define VIEW_FAILS(body, sub) do {                                                  \
+        char got_[256];                                                             \
+        int rc_ = call_with_views("return function(p, ctx) " body " end", got_,    \
+                                  sizeof got_);                                    \
+        cr_assert_eq(rc_, ERR_LUA, "%s\n-> rc %d %s", body, rc_, err);             \
+        cr_assert_not_null(strstr(err, sub), "%s\n-> '%s' lacks '%s'", body, err, sub); \
+    } while (0)
+
+Test(luavm, views_read_like_tables)
+{
+    VIEW_OK("return p.first_name .. ' ' .. p.tier .. ' ' .. ctx.country", "Ana gold FR");
+    VIEW_OK("return #p.tags .. p.tags[2] .. p.address.city .. p.address.geo.lat", "3euParis48.5");
+    VIEW_OK("return type(p) .. type(p.tags) .. type(ctx)", "tabletabletable");
+    VIEW_OK("local s = '' for i, v in ipairs(p.tags) do s = s .. i .. v end return s",
+            "1vip2eu3new");
+    VIEW_OK("local n = 0 for k, v in pairs(p) do n = n + 1 end return n", "8");
+    VIEW_OK("local k = {} for key in pairs(p.address) do k[#k + 1] = key end table.sort(k)"
+            " return table.concat(k, ',')", "city,geo");
+    VIEW_OK("return table.concat(p.tags, '+') .. select('#', unpack(p.tags))", "vip+eu+new3");
+    VIEW_OK("return tostring(rawget(p, 'tier')) .. tostring(next(p.consent))", "goldemail");
+    VIEW_OK("return tostring(promo.has(p.tags, 'eu')) .. promo.count(p.address) .."
+            " tostring(promo.set(p.tags).new) .. tostring(promo.in_set('vip', p.tags))",
+            "true2truetrue");
+    VIEW_OK("return (('{tier}'):gsub('{(%w+)}', p))", "gold");
+    VIEW_OK("return table.maxn(p.tags) .. tostring(p.missing) .. tostring(p.tags[9])",
+            "3nilnil");
+    VIEW_OK("return tostring(p):match('^table: ') and 'ok'", "ok");
+    VIEW_OK("return type(getmetatable(p)) == 'table' and 'leak' or 'hidden'", "hidden");
+    VIEW_OK("return tostring(p.tags == p.tags and p.address == p.address)", "true");
+    /* a hook may return parts of p: C reads them through (render's message) */
+    push_fn("return function(p) return { to = p.first_name, where = p.address, tags = p.tags } end");
+    int fn = lua_gettop(L);
+    int pr = push_profile();
+    int pv = luavm_push_readonly(L, pr, "profile");
+    lua_pushvalue(L, fn);
+    lua_pushvalue(L, pv);
+    cr_assert_eq(luavm_call(vm, 1, 1, err, sizeof err), 0, "%s", err);
+    int jerr = 0;
+    json_t *j = luavm_to_json(L, -1, &jerr);
+    cr_assert_not_null(j, "err %d", jerr);
+    char *txt = json_dumps(j, JSON_SORT_KEYS | JSON_COMPACT);
+    cr_assert_str_eq(txt, "{\"tags\":[\"vip\",\"eu\",\"new\"],\"to\":\"Ana\","
+                          "\"where\":{\"city\":\"Paris\",\"geo\":{\"lat\":48.5}}}");
+    free(txt);
+    json_decref(j);
+    /* C readers get the original */
+    int orig = luavm_push_original(L, pv);
+    cr_assert(lua_rawequal(L, orig, pr));
+    lua_settop(L, fn - 1);
+}
+
+Test(luavm, views_refuse_every_write)
+{
+    VIEW_FAILS("p.first_name = 'PWNED'", "fn.lua:1: profile is read-only");
+    VIEW_FAILS("p.new_field = 1", "profile is read-only");
+    VIEW_FAILS("p.stats.visits = 1e9", "profile is read-only");
+    VIEW_FAILS("p.address.geo.lat = 0", "profile is read-only");
+    VIEW_FAILS("p.tags[1] = 'x'", "profile is read-only");
+    VIEW_FAILS("ctx.country = 'XX'", "ctx is read-only");
+    VIEW_FAILS("rawset(p, 'tier', 'x')", "profile is read-only");
+    VIEW_FAILS("rawset(p.stats, 'x', 1)", "profile is read-only");
+    VIEW_FAILS("table.insert(p.tags, 'x')", "profile is read-only");
+    VIEW_FAILS("table.remove(p.tags)", "profile is read-only");
+    VIEW_FAILS("table.sort(p.tags)", "profile is read-only");
+    VIEW_FAILS("setmetatable(p, {})", "profile is read-only");
+    VIEW_FAILS("setmetatable(ctx, nil)", "ctx is read-only");
+    /* caught writes still leave the data alone (checked by call_with_views) */
+    VIEW_OK("local ok = pcall(function() p.first_name = 'x' end) return tostring(ok) .. p.first_name",
+            "falseAna");
+    /* no real table leaks: everything reachable is a view */
+    VIEW_OK("local n = 0 for k, v in pairs(p) do if type(v) == 'table' then"
+            " if pcall(function() v.x = 1 end) then error('leak at ' .. k) end n = n + 1 end end"
+            " return n", "4");
+    VIEW_OK("for _, t in ipairs({ rawget(p, 'stats'), select(2, next(p.address, 'city')),"
+            " (unpack({ p.address })) }) do if pcall(rawset, t, 'x', 1) then error('leak') end end"
+            " return 'sealed'", "sealed");
+}
+
+Test(luavm, views_of_cycles_and_deep_tables)
+{
+    /* cycles and shared subtables come out as views too (the API is generic) */
+    cr_assert_eq(luaL_loadstring(L, "local t = { name = 'x' } t.self = t t.kids = { t, { t } } return t"), 0);
+    cr_assert_eq(lua_pcall(L, 0, 1, 0), 0);
+    int t = lua_gettop(L);
+    int v = luavm_push_readonly(L, t, "profile");
+    push_fn("return function(v) return tostring(v.self == v and v.kids[1] == v and v.kids[2][1].name) end");
+    lua_pushvalue(L, v);
+    cr_assert_eq(luavm_call(vm, 1, 1, err, sizeof err), 0, "%s", err);
+    cr_assert_str_eq(lua_tostring(L, -1), "x");
+    lua_settop(L, t - 1);
+    /* non-tables pass through */
+    lua_pushnumber(L, 7);
+    int n = luavm_push_readonly(L, -1, "ctx");
+    cr_assert_eq(lua_tonumber(L, n), 7);
+    lua_settop(L, t - 1);
+}
+
+/* A campaign that rewrites what it required changes its own copy only. */
+Test(luavm, require_gives_each_file_its_own_module)
+{
+    WRITE("shared.lua", "local M = { n = 0 }\nfunction M.greet(n) return 'Hi ' .. n end\n"
+                        "function M.bump() M.n = M.n + 1 return M.n end\nreturn M\n");
+    push_fn("local s = require('shared') return function() s.greet = function() return 'PWNED' end"
+            " s.bump() s.bump() return s.greet('x') end");
+    int a = lua_gettop(L);
+    push_fn("local s = require('shared') return function() return s.greet('Bo') .. s.bump() end");
+    int b = lua_gettop(L);
+    lua_pushvalue(L, a);
+    cr_assert_eq(luavm_call(vm, 0, 1, err, sizeof err), 0, "%s", err);
+    cr_assert_str_eq(lua_tostring(L, -1), "PWNED");
+    lua_pushvalue(L, b);
+    cr_assert_eq(luavm_call(vm, 0, 1, err, sizeof err), 0, "%s", err);
+    cr_assert_str_eq(lua_tostring(L, -1), "Hi Bo1", "the other file's module is untouched");
+    lua_settop(L, a - 1);
+    /* a module required from a module belongs to the same file */
+    WRITE("outer.lua", "local s = require('shared') return { s = s }\n");
+    OK("local o = require('outer') assert(o.s == require('shared'))");
+}
+
+/* A file that provably cannot write a table gets the originals (no view
+ * costs); anything that might write gets views (luavm_pure.c). */
+static int gets_original(const char *src)
+{
+    int top = lua_gettop(L);
+    int p = push_profile();
+    int v = luavm_push_readonly(L, p, "profile");
+    int rc = luavm_load_chunk(vm, "pure.lua", src, strlen(src), err, sizeof err);
+    cr_assert_eq(rc, 0, "%s\n-> %s", src, err);
+    lua_pushvalue(L, v);
+    rc = luavm_call(vm, 1, 1, err, sizeof err);
+    cr_assert_eq(rc, 0, "%s\n-> %s", src, err);
+    int orig = lua_rawequal(L, -1, p);
+    cr_assert(orig || (luavm_push_original(L, -1) && lua_rawequal(L, -1, p)), "%s", src);
+    lua_settop(L, top);
+    return orig;
+}
+
+Test(luavm, pure_files_get_the_originals)
+{
+    WRITE("puremod.lua", "local M = {}\nM.k = 1\nfunction M.get(t, k) return t[k] end\nreturn M\n");
+    WRITE("writer.lua", "local M = {}\nfunction M.mark(t) t.marked = true end\nreturn M\n");
+    static const struct { const char *src; int original; } cases[] = {
+        { "return function(p) return p end", 1 },
+        { "local T = { a = 1 } T.b = 2 T[3] = 4 return function(p) return p end", 1 },
+        { "local function has(l, v) for i = 1, #l do if l[i] == v then return true end end end\n"
+          "return function(p) if has(p.tags, 'vip') and ('x'):find('x') then return p end return p end", 1 },
+        { "local m = require('puremod') return function(p) return m.get(p, 'id') and p end", 1 },
+        { "return function(p) local t = {} t[1] = 1 return p end", 0 },
+        { "return function(p) local t = { n = #p.tags } return p end", 0 },
+        { "return function(p) local t = { unpack(p.tags) } return p end", 0 },
+        { "local rs = rawset return function(p) return p end", 0 },
+        { "local t = table return function(p) return p end", 0 },
+        { "return function(p) local s = setmetatable return p end", 0 },
+        { "local f = loadstring('return 1') return function(p) return p end", 0 },
+        { "local f = load('return 1') return function(p) return p end", 0 },
+        { "return function(p) local m = require('puremod') return p end", 0 },
+        { "local w = require('writer') return function(p) return p end", 0 },
+        { "local w = require('puremod') local x = require('writer') return function(p) return p end", 0 },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        cr_assert_eq(gets_original(cases[i].src), cases[i].original, "case %zu: %s", i, cases[i].src);
+    /* a pure file cannot load a writing module later, when p is its own */
+    push_fn("local req = require return function(p) local w = req('writer') w.mark(p) return p end");
+    int fn = lua_gettop(L);
+    int p = push_profile();
+    int v = luavm_push_readonly(L, p, "profile");
+    lua_pushvalue(L, fn);
+    lua_pushvalue(L, v);
+    cr_assert_eq(luavm_call(vm, 1, 1, err, sizeof err), ERR_LUA);
+    cr_assert_not_null(strstr(err, "require it at the top of the file"), "%s", err);
+    lua_getfield(L, p, "marked");
+    cr_assert(lua_isnil(L, -1), "the original was written");
+    lua_settop(L, fn - 1);
 }
