@@ -4,7 +4,9 @@
  * with the profile as stored and p.stats as it was at the example's time)
  * and for serving (decide's own p and ctx), so the two cannot drift apart.
  * It reads the Lua tables through lua_getfield, which honours read-only
- * proxies the way a hook's own p.x does. */
+ * proxies the way a hook's own p.x does: a hook may hand promo.predict the
+ * read-only view of p or ctx it was given (a userdata whose metatable's
+ * __index is the table it reads, nested tables being views in turn). */
 #include "engine/models.h"
 #include "base/err.h"
 #include "lua/luavm.h"
@@ -14,8 +16,22 @@
 #include <stdio.h>
 #include <string.h>
 
+/* Can lua_getfield read the value at idx without raising: a table, or a
+ * userdata whose metatable has an __index (a read-only view)? */
+static int readable(lua_State *L, int idx)
+{
+    if (lua_istable(L, idx))
+        return 1;
+    if (lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx))
+        return 0;
+    lua_getfield(L, -1, "__index");
+    int ok = !lua_isnil(L, -1);
+    lua_pop(L, 2);
+    return ok;
+}
+
 /* Push the value at `path` below the table at `idx` (nil when a step is
- * not a table). */
+ * not a table or a view). */
 static void push_path(lua_State *L, int idx, char *const *path, int n)
 {
     if (!idx) {
@@ -24,7 +40,7 @@ static void push_path(lua_State *L, int idx, char *const *path, int n)
     }
     lua_pushvalue(L, idx);
     for (int i = 0; i < n; i++) {
-        if (!lua_istable(L, -1)) {
+        if (!readable(L, -1)) {
             lua_pop(L, 1);
             lua_pushnil(L);
             return;
@@ -60,7 +76,7 @@ static double sub_field(lua_State *L, int idx, const char *sub, const char *k)
         return NAN;
     lua_getfield(L, idx, sub);
     double v = NAN;
-    if (lua_istable(L, -1)) {
+    if (readable(L, -1)) {
         lua_getfield(L, -1, k);
         v = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : NAN;
         lua_pop(L, 1);
@@ -184,7 +200,7 @@ int models_features(struct luavm *vm, const struct models_def *d, const int *fn_
         case MODELS_SRC_STATS:
             if (!have_st) {
                 lua_getfield(L, p_idx, "stats");
-                if (lua_istable(L, -1))
+                if (readable(L, -1))
                     st = lua_gettop(L);
                 else
                     lua_pop(L, 1);

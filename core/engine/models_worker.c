@@ -320,6 +320,17 @@ const struct models_gen *models_worker_gen(const struct models_worker *w)
     return w ? w->gen : NULL;
 }
 
+/* The table a value stands for, as the per-decide cache and promo.predict's
+ * default ctx compare it: a table is itself, and the read-only view a hook
+ * was given of the decide's p or ctx (luavm_push_readonly) is that table. */
+static const void *identity(lua_State *L, int idx)
+{
+    luavm_push_original(L, idx);
+    const void *p = lua_topointer(L, -1);
+    lua_pop(L, 1);
+    return p;
+}
+
 void models_decide_begin(struct models_worker *w, int p_idx, int ctx_idx, int64_t now)
 {
     if (!w)
@@ -396,8 +407,8 @@ int models_predict(struct models_worker *w, int idx, int p_idx, int ctx_idx, dou
         return ERR_NOTFOUND;
     }
     lua_State *L = luavm_state(w->vm);
-    int cacheable = w->p_ptr && lua_topointer(L, p_idx) == w->p_ptr &&
-                    (ctx_idx ? lua_topointer(L, ctx_idx) : NULL) == w->ctx_ptr;
+    int cacheable = w->p_ptr && identity(L, p_idx) == w->p_ptr &&
+                    (ctx_idx ? identity(L, ctx_idx) : NULL) == w->ctx_ptr;
     if (cacheable && w->at[idx] == w->epoch) {
         *out = w->val[idx];
         if (w->rcs[idx]) {
@@ -475,12 +486,26 @@ int models_predict_explain(struct models_worker *w, int idx, int p_idx, int ctx_
  * when the model has no live version or a feature function failed.
  * @example local p_buy = promo.predict(p, "buy_7d") or 0
  */
+/* Argument `arg` of promo.predict: a table, or the read-only view of one a
+ * hook was given (a userdata that reads through its metatable's __index). */
+static void check_readable(lua_State *L, int arg)
+{
+    if (lua_type(L, arg) == LUA_TUSERDATA && lua_getmetatable(L, arg)) {
+        lua_getfield(L, -1, "__index");
+        int ok = !lua_isnil(L, -1);
+        lua_pop(L, 2);
+        if (ok)
+            return;
+    }
+    luaL_checktype(L, arg, LUA_TTABLE);
+}
+
 static int l_predict(lua_State *L)
 {
-    luaL_checktype(L, 1, LUA_TTABLE);
+    check_readable(L, 1);
     const char *id = luaL_checkstring(L, 2);
     if (!lua_isnoneornil(L, 3))
-        luaL_checktype(L, 3, LUA_TTABLE);
+        check_readable(L, 3);
     struct models_worker *w = models_worker_self();
     if (!w || !w->gen) {
         lua_pushnil(L);
@@ -496,7 +521,7 @@ static int l_predict(lua_State *L)
     int ctx_idx = 0;
     if (!lua_isnoneornil(L, 3)) {
         ctx_idx = 3;
-    } else if (w->p_ptr && lua_topointer(L, 1) == w->p_ptr && w->ctx_ptr) {
+    } else if (w->p_ptr && identity(L, 1) == w->p_ptr && w->ctx_ptr) {
         lua_settop(L, 2);
         lua_rawgeti(L, LUA_REGISTRYINDEX, w->ctx_slot);
         ctx_idx = 3;

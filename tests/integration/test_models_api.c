@@ -223,6 +223,40 @@ Test(models, promo_predict_in_hooks)
         cr_assert_lt(i, 99, "the edited file was not served");
         usleep(50000);
     }
+    /* a file that writes tables: its hooks get read-only views of p and ctx
+     * (luavm_push_readonly), and promo.predict of the view is the decide's
+     * own prediction, computed once: two computations per decide (p, and p
+     * with another ctx), not three */
+    tfx_write(&srv, "rules/viewed.lua",
+              "local seen = {}\n"
+              "return { id = 'viewed', channels = { 'app' },\n"
+              "  variants = { { id = 'V', content = { t = 'x' } } },\n"
+              "  eligible = function(p, ctx)\n"
+              "    seen[1] = true\n"
+              "    if pcall(function() p.tier = 'x' end) then return false, 'p is writable' end\n"
+              "    local v, why = promo.predict(p, 'buy_shoe')\n"
+              "    if v == nil then return false, why end\n"
+              "    local again = promo.predict(p, 'buy_shoe', { device = 'x' })\n"
+              "    return v > 0.5 and again == v, 'unlikely'\n"
+              "  end,\n"
+              "  score = function(p, ctx) return 100 * promo.predict(p, 'buy_shoe') end }\n");
+    cr_assert(otfx_wait_campaign(&srv, "viewed"));
+    struct tfx_resp m;
+    double before, after;
+    cr_assert_eq(tfx_req(&srv, "GET", "/metrics", NULL, &m), 200);
+    cr_assert(tfx_metric(m.body, "promod_model_predictions_total", "model=\"buy_shoe\"", &before));
+    tfx_resp_free(&m);
+    cr_assert_eq(decide("g002", "app", ids, sc, &rep), 1);
+    txt = json_dumps(rep, 0);
+    json_decref(rep);
+    cr_assert_str_eq(ids[0], "viewed", "%s", txt);
+    free(txt);
+    cr_assert_float_eq(sc[0], 100 * P, 1e-9);
+    cr_assert_eq(tfx_req(&srv, "GET", "/metrics", NULL, &m), 200);
+    cr_assert(tfx_metric(m.body, "promod_model_predictions_total", "model=\"buy_shoe\"", &after));
+    tfx_resp_free(&m);
+    cr_assert_eq(after - before, 2, "%g predictions for one decide", after - before);
+    cr_assert_eq(decide("b002", "app", ids, sc, NULL), 0);
 }
 
 static double decide_prop(const char *cust)

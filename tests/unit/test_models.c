@@ -310,6 +310,68 @@ Test(models, features_from_p_and_ctx)
     json_decref(errs);
 }
 
+/* Push the read-only view of the table at idx the sandbox gives a hook
+ * whose file can write tables (luavm_push_readonly): the file's function
+ * returns what it was given. */
+static int push_view(int idx, const char *what)
+{
+    if (idx < 0)
+        idx = lua_gettop(L) + idx + 1;
+    char err[300];
+    const char *src = "local seen = {}\nreturn function(v) seen[1] = true; return v end\n";
+    cr_assert_eq(luavm_load_chunk(vm, "view.lua", src, strlen(src), err, sizeof err), 0, "%s", err);
+    luavm_push_readonly(L, idx, what);
+    cr_assert_eq(luavm_call(vm, 1, 1, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(lua_type(L, -1), LUA_TUSERDATA, "not a view: %s", luaL_typename(L, -1));
+    return lua_gettop(L);
+}
+
+Test(models, features_through_read_only_views_match_the_tables)
+{
+    const char *src =
+        "return {\n"
+        "  label = { conversion = 'x', within = '7d' },\n"
+        "  features = {\n"
+        "    'age', 'address.zip', { 'tier', values = { 'gold', 'silver' } },\n"
+        "    'stats.click', 'stats.custom.purchase', 'stats.days_since.click', 'stats.monetary',\n"
+        "    'ctx.device.w',\n"
+        "    { 'twice', fn = function(p, ctx) return (p.age or 0) * 2 + ctx.device.w end },\n"
+        "  },\n"
+        "}\n";
+    json_t *errs = json_array();
+    struct models_def *d = NULL;
+    int ref;
+    cr_assert_eq(models_parse(vm, "models/m.lua", src, strlen(src), errs, &d, &ref), 0);
+    int fn[4];
+    cr_assert_eq(models_fn_refs(L, d, ref, fn), 0);
+    int64_t now = 1000000;
+    int p = push_src("return { age = 41, address = { zip = 1210 }, tier = 'gold',"
+                     " stats = { click = 7, custom = { purchase = 3 }, revenue = 99.5,"
+                     "   last = { click = 1000000 - 86400 * 3 } } }");
+    int c = push_src("return { device = { w = 640 } }");
+    float want[PREDICT_MAX_FEATURES], x[PREDICT_MAX_FEATURES];
+    struct models_feat_err fe;
+    cr_assert_eq(models_features(vm, d, fn, p, c, now, want, &fe), 0, "%s", fe.msg);
+    int pv = push_view(p, "profile");
+    int cv = push_view(c, "ctx");
+    int top = lua_gettop(L);
+    cr_assert_eq(models_features(vm, d, fn, pv, cv, now, x, &fe), 0, "%s", fe.msg);
+    cr_assert_eq(lua_gettop(L), top);
+    cr_assert_eq(fe.nbad, 0);
+    float expect[] = { 41, 1210, 1, 0, 7, 3, 3, 99.5f, 640, 722 };
+    cr_assert_eq(d->ncols, 10);
+    for (int i = 0; i < d->ncols; i++) {
+        cr_assert_float_eq(x[i], want[i], 1e-6, "column %d (%s): %g vs %g", i, d->colnames[i], x[i], want[i]);
+        cr_assert_float_eq(x[i], expect[i], 1e-4, "column %d (%s): %g", i, d->colnames[i], x[i]);
+    }
+    for (int i = 0; i < d->nfn; i++)
+        luaL_unref(L, LUA_REGISTRYINDEX, fn[i]);
+    luaL_unref(L, LUA_REGISTRYINDEX, ref);
+    models_def_free(d);
+    json_decref(errs);
+    lua_settop(L, 0);
+}
+
 Test(models, a_feature_function_out_of_budget_fails_the_vector)
 {
     struct luavm_opts o = { .instr_budget = 100000 };
