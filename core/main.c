@@ -2,7 +2,7 @@
  * main.c — the promod command line: serve, check, import.
  *
  *   promod serve [-c config/promod.lua] [--listen HOST:PORT] [--data DIR]
- *                [--rules DIR] [--plugins DIR] [--port-file FILE]
+ *                [--rules DIR] [--plugins DIR] [--web DIR] [--port-file FILE]
  *   promod check [DIR|FILE ...]
  *   promod import profiles FILE.ndjson [-c CONFIG] [--data DIR]
  *   promod train MODEL [--force] [--threads N] [--now TIME] [-c CONFIG] [--data DIR]
@@ -41,7 +41,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage:\n"
             "  promod serve [-c CONFIG] [--listen HOST:PORT] [--data DIR] [--rules DIR]\n"
-            "               [--plugins DIR] [--port-file FILE]\n"
+            "               [--plugins DIR] [--web DIR] [--port-file FILE]\n"
             "  promod check [DIR|FILE ...]        (default: rules/ plugins/ models/)\n"
             "  promod import profiles FILE.ndjson [-c CONFIG] [--data DIR]\n"
             "  promod train MODEL [--force] [--threads N] [--now TIME] [-c CONFIG] [--data DIR]\n"
@@ -50,7 +50,7 @@ static void usage(FILE *f)
 }
 
 struct cli {
-    const char *config, *listen, *data, *rules, *plugins, *port_file, *models, *threads, *now;
+    const char *config, *listen, *data, *rules, *plugins, *web, *port_file, *models, *threads, *now;
     int force;
     const char *args[64];
     int nargs;
@@ -72,6 +72,8 @@ static int parse_cli(int argc, char **argv, struct cli *c)
             dst = &c->rules;
         else if (!strcmp(a, "--plugins"))
             dst = &c->plugins;
+        else if (!strcmp(a, "--web"))
+            dst = &c->web;
         else if (!strcmp(a, "--port-file"))
             dst = &c->port_file;
         else if (!strcmp(a, "--models"))
@@ -136,6 +138,8 @@ static int load_config(struct config *cfg, const struct cli *c)
         set(&cfg->plugins_dir, c->plugins);
     if (c->models)
         set(&cfg->models_dir, c->models);
+    if (c->web)
+        set(&cfg->web_dir, c->web);
     log_set_level((enum log_level)cfg->log_level);
     return 0;
 }

@@ -11,8 +11,11 @@
 # latency, then POST /api/v1/decide (web/home_banner, limit 3) with caps on,
 # as a dry run (no reservation committed) and with the campaigns' caps
 # removed, each as a ratio to healthz plus p50/p90/p99/p99.9 latency; the offline
-# import rate; the time to reload all 500 campaign files.  Figures drift on a
-# shared 2-core machine; ratios hold (see ../shared/bench/README.md).
+# import rate; the time to reload all 500 campaign files; and decide while
+# the web console's dashboard polls (one console at its 5 s interval, and
+# ten at once), interleaved with runs without it, plus the server time one
+# poll costs.  Figures drift on a shared 2-core machine; ratios hold (see
+# ../shared/bench/README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -157,6 +160,91 @@ SERVER_PCT=$(server_pct "$OUT/hist0.txt" "$OUT/hist1.txt")
 echo "== POST /api/v1/decide, caps on, dry_run (everything but the reservation's write)"
 DD=$(decide_wrk decide-dry "$ROOT/scripts/decide-dry.wrk.lua")
 
+# The web console's dashboard as a browser runs it (web/js/pages/
+# dashboard.js): every tick /metrics and the outbox summary, every 3rd
+# tick today's dashboard, every 60th (5 minutes at 5 s) the 30-day
+# dashboard and the by-day report.  curl opens a connection per request
+# where a browser keeps one alive, so this costs the server a little more
+# than a real console.
+console_poller() { # tick_s
+  local n=0 today u="http://127.0.0.1:$PORT"
+  today=$(date -u +%F)
+  while :; do
+    curl -fs -o /dev/null "$u/metrics" || true
+    curl -fs -o /dev/null "$u/api/v1/outbox" || true
+    if [ $((n % 3)) -eq 0 ]; then
+      curl -fs -o /dev/null "$u/api/v1/analytics/dashboard?from=$today&to=$today&top=1" || true
+    fi
+    if [ $((n % 60)) -eq 0 ]; then
+      curl -fs -o /dev/null "$u/api/v1/analytics/dashboard" || true
+      curl -fs -o /dev/null -H 'Content-Type: application/json' -d \
+        '{"dimensions":["day"],"metrics":["impressions","clicks","conversions"]}' \
+        "$u/api/v1/analytics/reports" || true
+    fi
+    n=$((n + 1))
+    sleep "$1"
+  done
+}
+# The server's own time per request of a route, in microseconds: the mean
+# from its request-duration histogram (dispatch to reply) over 50 requests
+# one after another.  An upper bound of the CPU it costs: on a shared
+# machine it includes time the thread waited for a core.
+route_sum_count() { # route
+  curl -fs "http://127.0.0.1:$PORT/metrics" | awk -v r="route=\"$1\"" '
+    index($1, r) && $1 ~ /^promod_http_request_duration_seconds_sum/ { s += $2 }
+    index($1, r) && $1 ~ /^promod_http_request_duration_seconds_count/ { c += $2 }
+    END { printf "%.9f %d\n", s, c }'
+}
+req_server_us() { # route path [curl args...]
+  local route=$1 p=$2 a b
+  shift 2
+  a=$(route_sum_count "$route")
+  for _ in $(seq 1 50); do curl -fs -o /dev/null "$@" "http://127.0.0.1:$PORT$p"; done
+  b=$(route_sum_count "$route")
+  python3 -c "a, b = '$a'.split(), '$b'.split(); print('%.0f' % (1e6 * (float(b[0]) - float(a[0])) / max(1, int(b[1]) - int(a[1]))))"
+}
+POLLER_PID=
+poller_start() { console_poller "$1" & POLLER_PID=$!; }
+poller_stop() { [ -n "$POLLER_PID" ] && kill "$POLLER_PID" 2>/dev/null && wait "$POLLER_PID" 2>/dev/null || true; POLLER_PID=; }
+trap 'poller_stop; stop_server' EXIT
+echo "== events for the dashboard to read (100,000 over the 500 campaigns, last 30 days)"
+awk -v now="$(date +%s)" 'BEGIN {
+  srand(7);
+  for (i = 0; i < 100000; i++) {
+    r = rand(); k = int(rand() * 500); v = (rand() < 0.5) ? "A" : "B";
+    t = (r < 0.8) ? "impression" : (r < 0.95) ? "click" : "conversion";
+    rev = (t == "conversion") ? sprintf(",\"revenue\":%.2f", rand() * 100) : "";
+    printf "{\"type\":\"%s\",\"customer_id\":\"console%06d\",\"campaign_id\":\"bench-%03d\",\"variant\":\"%s\",\"channel\":\"web\",\"ts\":%d%s}\n", t, i % 20000, k, v, now - int(rand() * 30 * 86400), rev;
+  }
+}' > "$OUT/console-events.ndjson"
+curl -fsS -o /dev/null -X POST -H 'Content-Type: application/x-ndjson' \
+  --data-binary @"$OUT/console-events.ndjson" "http://127.0.0.1:$PORT/api/v1/events"
+echo "== POST /api/v1/decide with and without the console polling (interleaved)"
+# (the poller starts with a 30-day refresh, as a console does when opened)
+DC0=$(decide_wrk decide-console0)
+poller_start 5
+DC1=$(decide_wrk decide-console1)
+poller_stop
+poller_start 0.5 # ten consoles: ten times the requests
+DC10=$(decide_wrk decide-console10)
+poller_stop
+DC0B=$(decide_wrk decide-console0b)
+# what each of the console's requests costs the server, and so one open
+# console a minute: 12 ticks, 4 of today's dashboard, a fifth of the
+# 30-day refresh
+TODAY=$(date -u +%F)
+RQ='{"dimensions":["day"],"metrics":["impressions","clicks","conversions"]}'
+DPATH=/api/v1/analytics/dashboard
+C_MET=$(req_server_us /metrics /metrics)
+C_TODAY=$(req_server_us $DPATH "$DPATH?from=$TODAY&to=$TODAY&top=1")
+C_OUT=$(req_server_us /api/v1/outbox /api/v1/outbox)
+C_DASH=$(req_server_us $DPATH $DPATH)
+C_REP=$(req_server_us /api/v1/analytics/reports /api/v1/analytics/reports -H 'Content-Type: application/json' -d "$RQ")
+C_MIN=$(( 12 * (C_MET + C_OUT) + 4 * C_TODAY + (C_DASH + C_REP) / 5 ))
+POLL_MS="server time per request: /metrics ${C_MET} us, outbox ${C_OUT} us (every 5 s), today's dashboard"
+POLL_MS+=" ${C_TODAY} us (every 15 s), 30-day dashboard ${C_DASH} us and by-day report ${C_REP} us (every 5 min)"
+POLL_MS+="; one console: $(python3 -c "print('%.1f ms a minute, %.3f%% of a core' % ($C_MIN / 1000, $C_MIN / 600000))")"
+
 echo "== reload of every campaign file (POST /api/v1/rules/reload, forced)"
 RELOAD_MS=$(curl -fs -XPOST "http://127.0.0.1:$PORT/api/v1/rules/reload" | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["build_ms"],1))')
 T0=$(date +%s%N)
@@ -188,7 +276,12 @@ row "GET /healthz" "$H" healthz
 row "POST /api/v1/decide (caps on)" "$D" decide-caps
 row "POST /api/v1/decide (caps off)" "$D0" decide-nocaps
 row "POST /api/v1/decide (dry_run)" "$DD" decide-dry
+row "decide, no console" "$DC0" decide-console0
+row "decide, 1 console polling / 5 s" "$DC1" decide-console1
+row "decide, 10 consoles (poll / 0.5 s)" "$DC10" decide-console10
+row "decide, no console (again)" "$DC0B" decide-console0b
 echo "caps on / caps off throughput: $(ratio "$D" "$D0")"
+echo "console: decide throughput with 1 console / without: $(ratio "$DC1" "$(python3 -c "print(($DC0 + $DC0B) / 2)")"), with 10: $(ratio "$DC10" "$(python3 -c "print(($DC0 + $DC0B) / 2)")"); $POLL_MS"
 echo "server time per decide, caps on (p50 / p99 / p99.9 us, from /metrics; no queueing): $SERVER_PCT"
 echo "reload of all campaign files: ${RELOAD_MS} ms (generation build, forced)"
 echo "offline import: $(cat "$OUT/import.json")"

@@ -11,11 +11,15 @@ PKGS=(
   libcriterion-dev libssl-dev libpcre2-dev
   libxgboost-dev liblinear-dev python3-sklearn
   tzdata wrk lmdb-utils python3 curl openssl
+  chromium chromium-driver python3-selenium python3-yaml prometheus
   python3-scipy # reference statistics for tests/unit/test_stats.c (stats_ref.py)
 )
 
+# No pipe into grep -q here: with pipefail, grep leaving early makes a long
+# `dpkg -s` (prometheus lists many conffiles) die of SIGPIPE, and the
+# package would count as missing.
 installed() {
-  dpkg -s "$1" 2>/dev/null | grep -q '^Status: install ok installed'
+  [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]
 }
 
 missing=()

@@ -3,7 +3,11 @@
 # ASan+UBSan build, and every Criterion suite (ctest) in both.  Prints one
 # final line "N passed, N failed" (ctest test programs, both builds) and
 # exits non-zero on any failure or build error.  The layering check of
-# core/ (scripts/check-layers.py) counts as one more test.
+# core/ (scripts/check-layers.py) counts as one more test, and so do two
+# suites run against the release build: the web console in a headless
+# chromium (tests/browser/test_console.py; `--shots docs/screenshots`
+# refreshes the README's screenshots, a test run leaves them alone) and the Prometheus/Grafana kit in
+# deploy/ (tests/deploy/test_kit.py, promtool).
 #
 #   scripts/test.sh
 #
@@ -63,10 +67,21 @@ check_layers() {
   if [ $ok -eq 1 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 }
 
+# A Python suite (/usr/bin/python3: Debian's selenium and yaml) that prints
+# its own summary and exits non-zero on failure: one test.
+run_py() { # name script args...
+  local name=$1
+  shift
+  echo "=== $name"
+  if /usr/bin/python3 "$@"; then passed=$((passed + 1)); else echo "=== $name failed"; failed=$((failed + 1)); fi
+}
+
 start=$(date +%s)
 check_layers
 if build release; then
   run_suite release build
+  run_py "browser: the web console in headless chromium" tests/browser/test_console.py --bin build/promod
+  run_py "deploy: Prometheus and Grafana kit" tests/deploy/test_kit.py --bin build/promod
 fi
 if build asan; then
   run_suite asan build-asan \

@@ -40,6 +40,7 @@ void config_defaults(struct config *c)
     c->plugins_dir = xstrdup("./plugins");
     c->models_dir = xstrdup("./models");
     c->train_threads = 1;
+    c->web_dir = xstrdup("./web");
     c->threads = 0;
     c->map_size = (size_t)1 << 30;
     c->sync_interval_ms = 1000;
@@ -75,6 +76,7 @@ void config_free(struct config *c)
     free(c->rules_dir);
     free(c->plugins_dir);
     free(c->models_dir);
+    free(c->web_dir);
     free(c->loyalty_dir);
     free(c->source);
     /* <= nkeys: an entry rejected half-way (id read, key bad) is at keys[nkeys] */
@@ -379,6 +381,15 @@ static int apply(lua_State *L, struct cerr *e, struct config *c)
         } else if (!strcmp(k, "train_threads")) {
             if (!(rc = get_int(L, e, k, 1, 64, &v)))
                 c->train_threads = (int)v;
+        } else if (!strcmp(k, "web_dir")) {
+            if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
+                free(c->web_dir); /* false: no web console */
+                c->web_dir = NULL;
+            } else if (lua_type(L, -1) == LUA_TSTRING) {
+                rc = get_str(L, e, k, &c->web_dir);
+            } else {
+                rc = bad(e, k, "expected a directory (string) or false");
+            }
         } else if (!strcmp(k, "loyalty_dir")) {
             rc = get_str(L, e, k, &c->loyalty_dir);
         } else if (!strcmp(k, "threads")) {

@@ -43,6 +43,7 @@ struct config {
     char *plugins_dir;        /**< "./plugins" */
     char *models_dir;         /**< "./models" (model files, docs/models.md) */
     int train_threads;        /**< XGBoost threads of a training in the server (1) */
+    char *web_dir;            /**< the web console's files, served at /ui/ ("./web"); NULL = off */
     char *loyalty_dir;        /**< loyalty program and earn rules; NULL = "loyalty" beside rules_dir */
     int threads;              /**< worker threads; 0 = number of cores */
     size_t map_size;          /**< LMDB map size, bytes (1 GiB) */

@@ -424,17 +424,22 @@ struct req {
     struct cand **served;        /* ... and the offers, in order */
 };
 
-/* Step 1: the worker's generation and the channel. */
+/* Step 1: the worker's generation and the channel.  The worker is the
+ * calling thread's own, refreshed here, unless the caller gave one (a
+ * simulation's, decide_run_worker). */
 static int begin(struct req *r, struct reqerr *e)
 {
-    r->rw = rules_worker_self();
-    if (!r->rw || !r->rw->vm) {
-        reqerr_set(e, 503, "unavailable", NULL, "decide runs only on worker threads");
-        return ERR_INVAL;
+    if (!r->rw) {
+        r->rw = rules_worker_self();
+        if (!r->rw || !r->rw->vm) {
+            reqerr_set(e, 503, "unavailable", NULL, "decide runs only on worker threads");
+            return ERR_INVAL;
+        }
+        rules_worker_refresh(r->rw);
+        /* the thread's models serve its own state; a simulation has none */
+        r->mw = models_worker_self();
+        models_worker_refresh(r->mw);
     }
-    rules_worker_refresh(r->rw);
-    r->mw = models_worker_self();
-    models_worker_refresh(r->mw);
     r->g = r->rw->gen;
     r->chi = rules_gen_find_channel(r->g, r->q->channel);
     if (r->chi < 0) {
@@ -958,26 +963,41 @@ static void trim_scratch(struct req *r)
         buf_free(&r->scr->rv.enc);
 }
 
+static int run(struct req *r, struct reqerr *e, struct buf *out)
+{
+    int rc = begin(r, e);
+    if (rc)
+        return rc;
+    if ((rc = load_customer(r, e))) {
+        json_decref(r->explain);
+        return rc;
+    }
+    candidates(r);
+    rank(r);
+    walk(r);
+    explain_rest(r);
+    store_txn_end(r->t);
+    models_decide_end(r->mw);
+    lua_settop(r->L, r->top);
+    rc = reply(r, out, e);
+    json_decref(r->explain);
+    trim_scratch(r);
+    return rc;
+}
+
 int decide_run(const struct decide_req *q, struct reqerr *e, struct buf *out, int msgpack)
 {
     struct req r = { .q = q, .msgpack = msgpack };
-    int rc = begin(&r, e);
-    if (rc)
-        return rc;
-    if ((rc = load_customer(&r, e))) {
-        json_decref(r.explain);
-        return rc;
-    }
-    candidates(&r);
-    rank(&r);
-    walk(&r);
-    explain_rest(&r);
-    store_txn_end(r.t);
-    models_decide_end(r.mw);
-    lua_settop(r.L, r.top);
-    rc = reply(&r, out, e);
-    json_decref(r.explain);
-    trim_scratch(&r);
+    return run(&r, e, out);
+}
+
+int decide_run_worker(struct rules_worker *rw, const struct decide_req *q, struct reqerr *e,
+                      struct buf *out, int msgpack)
+{
+    struct req r = { .q = q, .msgpack = msgpack, .rw = rw };
+    hooks_count_pause(rw->sim);
+    int rc = run(&r, e, out);
+    hooks_count_pause(0);
     return rc;
 }
 

@@ -43,6 +43,34 @@ struct decide_req {
  *  internal. */
 int decide_run(const struct decide_req *q, struct reqerr *e, struct buf *out, int msgpack);
 
+/** decide_run() on a given worker instead of the calling thread's own:
+ *  the worker is not refreshed.  For simulations (rules_sim_start), whose
+ *  hook failures are then not counted in /metrics. */
+struct rules_worker;
+int decide_run_worker(struct rules_worker *rw, const struct decide_req *q, struct reqerr *e,
+                      struct buf *out, int msgpack);
+
+/** A decide against a campaign script that is not saved (decide_sim.c):
+ *  the script is compiled in a throwaway sandbox (rules_sim_start) and the
+ *  decide pipeline runs for that one campaign on `q.channel`, as a dry run
+ *  with explain (nothing is reserved, counted or stored), on the calling
+ *  thread.  The campaign counts as active; everything else (profile,
+ *  consent, quiet hours, schedule, placements, caps on the store's
+ *  counters, the four hooks, templates) applies as live. */
+struct decide_sim_req {
+    const char *path;         /**< "rules/<name>.lua": chunk name, default id */
+    const char *script;       /**< Lua source */
+    size_t script_len;
+    struct decide_req q;      /**< customer, channel, placement, context, limit */
+};
+
+/** @return new object {"simulated": true, "campaign_id", "decision_id",
+ *  "offers", "explain", "dry_run": true}, or NULL with `e` filled: 422
+ *  invalid_script (field "script", the loader's "path:line: message"
+ *  strings under extra "errors"; 413 for a script over the size limit),
+ *  422 unknown_channel or channel_not_listed (field "channel"), 503, 500. */
+json_t *decide_simulate(const struct decide_sim_req *s, struct reqerr *e);
+
 /** Register decide's per-campaign counters with /metrics, and the hook
  *  layer's (hooks_metrics_init).  Start-up, once. */
 void decide_metrics_init(void);

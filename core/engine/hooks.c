@@ -38,8 +38,16 @@ int hooks_find(enum hooks_owner owner, const char *name)
 /* Two counters per hook and campaign: kind "error" (2h) and "budget" (2h+1). */
 static struct counters *g_errors;
 
+/* Set while a simulation's decide runs on this thread (hooks_count_pause):
+ * its failures are the edited script's, not the live campaign's. */
+static __thread int tl_paused;
+
+void hooks_count_pause(int paused) { tl_paused = paused; }
+
 static void count_failure(const char *who, enum hooks_id h, int rc)
 {
+    if (tl_paused)
+        return;
     counters_add(g_errors, who, 2 * (int)h + (rc == ERR_BUDGET), 1);
 }
 

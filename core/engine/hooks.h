@@ -236,4 +236,9 @@ void hooks_explain(json_t *xp, enum hooks_id h, const char *msg);
 /** Register promod_hook_errors_total with /metrics (start-up, once). */
 void hooks_metrics_init(void);
 
+/** Stop (1) or resume (0) counting failures on the calling thread: a
+ *  simulation (decide_run_worker on a rules_sim worker) runs a script that
+ *  is not live, whose failures must not show as the campaign's. */
+void hooks_count_pause(int paused);
+
 #endif

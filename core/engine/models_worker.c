@@ -507,7 +507,7 @@ static int l_predict(lua_State *L)
     if (!lua_isnoneornil(L, 3))
         check_readable(L, 3);
     struct models_worker *w = models_worker_self();
-    if (!w || !w->gen) {
+    if (!w || !w->gen || luavm_state(w->vm) != L) { /* a simulation's state has no models */
         lua_pushnil(L);
         lua_pushliteral(L, "models are not available in this state");
         return 2;
@@ -567,7 +567,11 @@ int models_score(struct models_worker *w, const struct rules_campaign *c, int p_
 {
     const char *why = NULL;
     double prop = NAN, value = c->score_value;
-    int idx = w && w->gen ? models_gen_find(w->gen, c->score_model) : -1;
+    if (!w || !w->gen) {
+        xp_model_error(xp, "models are not available here (a simulation does not serve them)");
+        return ERR_NOTFOUND;
+    }
+    int idx = models_gen_find(w->gen, c->score_model);
     if (idx < 0) {
         char b[400];
         snprintf(b, sizeof b, "unknown model '%s' (no %s.lua in the models directory)",

@@ -269,6 +269,9 @@ struct rules_worker {
      *  arrays and buffers), freed with the worker by scratch_free. */
     void *scratch;
     void (*scratch_free)(void *);
+    /** A simulation's throwaway worker (rules_sim_start): never the
+     *  thread's own, never refreshed, its hook errors stay out of /metrics. */
+    int sim;
 };
 
 /** Hook function refs of campaign `camp` of rw->gen, indexed by enum
@@ -295,7 +298,34 @@ int rules_worker_start(struct event_base *base, struct rules_worker **out);
 void rules_worker_stop(struct rules_worker *rw);
 /** Adopt the newest generation if there is one (call between requests). */
 void rules_worker_refresh(struct rules_worker *rw);
+/** Adopt generation `g` (the caller's reference passes to the worker):
+ *  compile what changed, drop what went.  rules_worker_refresh() with the
+ *  live generation; rules_sim_start() with an unpublished one. */
+void rules_worker_adopt(struct rules_worker *rw, struct rules_gen *g);
 struct rules_worker *rules_worker_self(void);
+
+/* --- simulation (rules_sim.c; any thread) ------------------------------- */
+/** A throwaway worker for running decide against a script that is not
+ *  saved: its generation, never published, holds the campaign compiled
+ *  from `src` under `path` ("rules/spring.lua") and a copy of the live
+ *  generation's channel `channel`, so consent, quiet hours and the
+ *  channel's contact policy apply as they would live.  The campaign counts
+ *  as active whatever its stored status (a simulation asks what the script
+ *  would do once live); its schedule, placements, caps (read from the
+ *  store under the campaign's id) and hooks apply.  The worker has its own
+ *  Lua state (the workers' memory and instruction budgets, rules/lib for
+ *  require) and is not the calling thread's rules_worker_self().
+ *  @return 0 with *out (free with rules_sim_stop) and *camp_id (the
+ *  campaign's id, borrowed from the worker's generation), or a negative
+ *  code with `e` filled: 422 invalid_script (field "script"; the loader's
+ *  "path:line: message" strings as extra "errors"; 413 past the size
+ *  limit), 422 unknown_channel or channel_not_listed (field "channel"),
+ *  503 before the first load, 500 out of memory. */
+struct reqerr;
+int rules_sim_start(const char *path, const char *src, size_t len, const char *channel,
+                    struct reqerr *e, struct rules_worker **out, const char **camp_id);
+/** Free a simulation's worker, its Lua state and its generation. */
+void rules_sim_stop(struct rules_worker *rw);
 
 /* --- internal: shared by the module's own files (rules*.c) only ---------- */
 

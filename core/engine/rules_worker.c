@@ -119,8 +119,9 @@ void rules_worker_stop(struct rules_worker *rw)
     if (rw->scratch_free)
         rw->scratch_free(rw->scratch);
     luavm_free(rw->vm);
+    if (tl_rw == rw) /* a simulation's worker is not the thread's own */
+        tl_rw = NULL;
     free(rw);
-    tl_rw = NULL;
 }
 
 struct rules_worker *rules_worker_self(void) { return tl_rw; }
@@ -203,6 +204,11 @@ void rules_worker_refresh(struct rules_worker *rw)
         rules_gen_release(g);
         return;
     }
+    rules_worker_adopt(rw, g);
+}
+
+void rules_worker_adopt(struct rules_worker *rw, struct rules_gen *g)
+{
     uint64_t t0 = clock_mono_ns();
     rw->ncompiled = 0;
     for (int i = 0; i < rw->nwfiles; i++)
@@ -240,7 +246,8 @@ void rules_worker_refresh(struct rules_worker *rw)
     rules_gen_release(rw->gen);
     rw->gen = g;
     lua_gc(L, LUA_GCCOLLECT, 0);
-    log_info("worker adopted rules", "generation=%llu compiled=%d ms=%.1f lua_kb=%zu",
+    if (!rw->sim)
+        log_info("worker adopted rules", "generation=%llu compiled=%d ms=%.1f lua_kb=%zu",
              (unsigned long long)g->seq, rw->ncompiled,
              (double)(clock_mono_ns() - t0) / 1e6, luavm_mem_used(rw->vm) / 1024);
 }

@@ -1,11 +1,14 @@
-/* api_rules.c — /api/v1/rules: load status, forced reload, dry-compile. */
+/* api_rules.c — /api/v1/rules: load status, forced reload, dry-compile,
+ * and a decide against a script that is not saved (simulate). */
 #include "http/api.h"
 #include "base/id.h"
 #include "base/app.h"
+#include "engine/decide.h"
 #include "store/audit.h"
 #include "http/router.h"
 #include "engine/loyalty_rules.h"
 #include "engine/rules.h"
+#include <stdlib.h>
 #include <string.h>
 
 /* campaign files and plugins, and the loyalty files beside them */
@@ -29,6 +32,27 @@ static void h_reload(struct http_req *r)
               NULL, sum);
     json_decref(sum);
     http_reply_json(r, 200, o);
+}
+
+/* A campaign file's path under rules/ ("spring.lua", "promo/summer.lua"):
+ * segments of id characters, none empty or starting with '.'. */
+static int rel_name_valid(const char *n)
+{
+    if (strlen(n) > 128)
+        return 0;
+    char seg[130];
+    for (const char *p = n;; p++) {
+        size_t k = strcspn(p, "/");
+        if (k == 0 || k >= sizeof seg)
+            return 0;
+        memcpy(seg, p, k);
+        seg[k] = 0;
+        if (!id_valid(seg))
+            return 0;
+        p += k;
+        if (!*p)
+            return 1;
+    }
 }
 
 /* POST /api/v1/rules/validate {"script": "...", "kind": "campaign"|"plugin", "name": "x.lua"}
@@ -85,9 +109,10 @@ static void h_validate(struct http_req *r)
         }
         json_t *nv = json_object_get(b, "name");
         const char *n = json_string_value(nv);
-        if ((nv && !json_is_null(nv) && !n) || (n && !id_valid(n))) {
+        if ((nv && !json_is_null(nv) && !n) || (n && !rel_name_valid(n))) {
             http_reply_error(r, 400, "invalid_field",
-                             "\"name\" is a file name like \"spring.lua\" (A-Z a-z 0-9 _ - . : @)", "name");
+                             "\"name\" is the file's path under rules/ or plugins/, like \"spring.lua\" "
+                             "or \"promo/summer.lua\" (A-Z a-z 0-9 _ - . : @)", "name");
             json_decref(b);
             return;
         }
@@ -113,9 +138,128 @@ static void h_validate(struct http_req *r)
     json_decref(b);
 }
 
+/* A string field of at most `max` bytes (1..max, no NUL); NULL when absent.
+ * *bad = 1 after replying 400. */
+static const char *str_field(struct http_req *r, json_t *b, const char *k, int required,
+                             size_t max, int *bad)
+{
+    json_t *v = json_object_get(b, k);
+    if (!v || json_is_null(v)) {
+        if (required) {
+            http_reply_errorf(r, 400, "missing_field", k, "\"%s\" is required", k);
+            *bad = 1;
+        }
+        return NULL;
+    }
+    size_t n = json_string_length(v);
+    const char *s = json_string_value(v);
+    if (!s || n == 0 || n > max || strlen(s) != n) {
+        http_reply_errorf(r, 400, "invalid_field", k, "\"%s\" must be a string of 1-%zu bytes", k,
+                          max);
+        *bad = 1;
+        return NULL;
+    }
+    return s;
+}
+
+/* POST /api/v1/rules/simulate {"script", "name"?, "customer_id", "channel",
+ * "placement"?, "context"?, "limit"?}: decide_simulate() (dry run, explain). */
+static void h_simulate(struct http_req *r)
+{
+    json_t *b = http_body_json(r, JSON_OBJECT);
+    if (!b)
+        return;
+    static const char *known[] = { "script", "name", "customer_id", "channel", "placement",
+                                   "context", "limit", NULL };
+    const char *k;
+    json_t *v;
+    char *ctx = NULL;
+    json_object_foreach(b, k, v) {
+        int ok = 0;
+        for (int i = 0; known[i] && !ok; i++)
+            ok = !strcmp(k, known[i]);
+        if (!ok) {
+            http_reply_errorf(r, 400, "unknown_field", k,
+                              "unknown field \"%.64s\" (expected script, name, customer_id, "
+                              "channel, placement, context, limit)", k);
+            goto out;
+        }
+    }
+    int bad = 0;
+    json_t *sv = json_object_get(b, "script");
+    if (!json_is_string(sv)) {
+        http_reply_error(r, 400, sv && !json_is_null(sv) ? "invalid_field" : "missing_field",
+                         "\"script\" (the Lua source) is required as a string", "script");
+        goto out;
+    }
+    const char *name = str_field(r, b, "name", 0, 128, &bad);
+    if (bad)
+        goto out;
+    if (name && !rel_name_valid(name)) {
+        http_reply_error(r, 400, "invalid_field",
+                         "\"name\" is the file's path under rules/, like \"spring.lua\" or "
+                         "\"promo/summer.lua\" (A-Z a-z 0-9 _ - . : @)", "name");
+        goto out;
+    }
+    struct decide_sim_req q = { .script = json_string_value(sv),
+                                .script_len = json_string_length(sv) };
+    q.q.limit = 1;
+    q.q.customer_id = str_field(r, b, "customer_id", 1, 128, &bad);
+    if (!bad)
+        q.q.channel = str_field(r, b, "channel", 1, 64, &bad);
+    if (!bad)
+        q.q.placement = str_field(r, b, "placement", 0, 128, &bad);
+    if (bad)
+        goto out;
+    if (!id_valid(q.q.customer_id)) {
+        http_reply_error(r, 400, "invalid_id",
+                         "customer_id must be 1-128 characters of A-Z a-z 0-9 _ - . : @", "customer_id");
+        goto out;
+    }
+    json_t *cv = json_object_get(b, "context");
+    if (cv && !json_is_null(cv)) {
+        if (!json_is_object(cv)) {
+            http_reply_error(r, 400, "invalid_field", "\"context\" must be an object", "context");
+            goto out;
+        }
+        if (!(ctx = json_dumps(cv, JSON_COMPACT | JSON_REAL_PRECISION(17)))) {
+            http_reply_error(r, 500, "internal", "out of memory", NULL);
+            goto out;
+        }
+        q.q.context_text = ctx;
+        q.q.context_len = strlen(ctx);
+    }
+    json_t *lv = json_object_get(b, "limit");
+    if (lv && !json_is_null(lv)) {
+        if (!json_is_integer(lv) || json_integer_value(lv) < 1 ||
+            json_integer_value(lv) > g_app->cfg.max_limit) {
+            http_reply_errorf(r, 400, "invalid_field", "limit",
+                              "\"limit\" must be an integer from 1 to %d", g_app->cfg.max_limit);
+            goto out;
+        }
+        q.q.limit = (int)json_integer_value(lv);
+    }
+    char path[160];
+    if (name)
+        snprintf(path, sizeof path, "rules/%s", name);
+    else
+        snprintf(path, sizeof path, "rules/simulation.lua");
+    q.path = path;
+    struct reqerr e = { 0 };
+    json_t *o = decide_simulate(&q, &e);
+    if (o)
+        http_reply_json(r, 200, o);
+    else
+        http_reply_reqerr(r, &e);
+out:
+    free(ctx);
+    json_decref(b);
+}
+
 void api_rules_register(void)
 {
     router_add(HTTP_GET, "/api/v1/rules", ROLE_MARKETER, h_list, 0);
     router_add(HTTP_POST, "/api/v1/rules/reload", ROLE_MARKETER, h_reload, 0);
     router_add(HTTP_POST, "/api/v1/rules/validate", ROLE_MARKETER, h_validate, 0);
+    router_add(HTTP_POST, "/api/v1/rules/simulate", ROLE_MARKETER, h_simulate, 0);
 }

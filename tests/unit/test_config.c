@@ -68,6 +68,7 @@ Test(config, defaults)
     cr_assert_str_eq(cfg.data_dir, "./data");
     cr_assert_str_eq(cfg.rules_dir, "./rules");
     cr_assert_str_eq(cfg.plugins_dir, "./plugins");
+    cr_assert_str_eq(cfg.web_dir, "./web");
     cr_assert_eq(cfg.threads, 0);
     cr_assert_eq(cfg.map_size, (size_t)1 << 30);
     cr_assert_eq(cfg.store_writemap, 1);
@@ -93,6 +94,14 @@ Test(config, defaults)
     cr_assert_eq(cfg.nkeys, 0);
     cr_assert_null(cfg.channels);
     cr_assert_str_eq(cfg.source, "(defaults)");
+}
+
+Test(config, web_dir_path_or_off)
+{
+    load_ok("return { web_dir = '/srv/promod/web' }");
+    cr_assert_str_eq(cfg.web_dir, "/srv/promod/web");
+    load_ok("return { web_dir = false }");
+    cr_assert_null(cfg.web_dir); /* the console is off */
 }
 
 Test(config, empty_table_keeps_defaults)
@@ -290,6 +299,9 @@ ParameterizedTestParameters(config, rejected)
         { "return { data_dir = 5 }", "data_dir: expected a string" },
         { "return { rules_dir = 'a\\0b' }", "rules_dir: expected a non-empty string" },
         { "return { plugins_dir = false }", "plugins_dir: expected a string" },
+        { "return { web_dir = 5 }", "web_dir: expected a directory (string) or false" },
+        { "return { web_dir = true }", "web_dir: expected a directory (string) or false" },
+        { "return { web_dir = '' }", "web_dir: expected a non-empty string" },
         { "return { access_log = 'yes' }", "access_log: expected true or false" },
         { "return { access_log = 1 }", "access_log: expected true or false" },
         { "return { require_approval = 'no' }", "require_approval: expected true or false" },
