@@ -8,7 +8,8 @@ return {
   -- models_dir = "./models",   -- model files (docs/models.md)
   -- train_threads = 1,         -- XGBoost threads of a training in the server
   -- threads = 0,               -- 0 = one worker per core
-  -- map_size_mb = 1024,
+  -- map_size_mb = 1024,       -- the store's initial map; it grows as data comes
+  -- map_max_mb = 0,            -- 0 = grow as far as the disk allows
   -- api_keys = {
   --   { id = "site",  key_env = "PROMOD_SITE_KEY", role = "decide" },
   --   { id = "alice", key = "change-me-marketer", role = "marketer" },

@@ -4,7 +4,7 @@
  *   promod serve [-c config/promod.lua] [--listen HOST:PORT] [--data DIR]
  *                [--rules DIR] [--plugins DIR] [--web DIR] [--port-file FILE]
  *   promod check [DIR|FILE ...]
- *   promod import profiles FILE.ndjson [-c CONFIG] [--data DIR]
+ *   promod import profiles FILE.ndjson [-c CONFIG] [--data DIR] [--resume | --from-line N]
  *   promod train MODEL [--force] [--threads N] [--now TIME] [-c CONFIG] [--data DIR]
  *                [--models DIR]
  */
@@ -28,6 +28,7 @@
 #include "delivery/sends.h"
 #include "http/ratelimit.h"
 #include "http/server.h"
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,15 +44,16 @@ static void usage(FILE *f)
             "  promod serve [-c CONFIG] [--listen HOST:PORT] [--data DIR] [--rules DIR]\n"
             "               [--plugins DIR] [--web DIR] [--port-file FILE]\n"
             "  promod check [DIR|FILE ...]        (default: rules/ plugins/ models/)\n"
-            "  promod import profiles FILE.ndjson [-c CONFIG] [--data DIR]\n"
+            "  promod import profiles FILE.ndjson [-c CONFIG] [--data DIR] [--resume | --from-line N]\n"
             "  promod train MODEL [--force] [--threads N] [--now TIME] [-c CONFIG] [--data DIR]\n"
             "               [--models DIR]\n"
             "  promod version\n");
 }
 
 struct cli {
-    const char *config, *listen, *data, *rules, *plugins, *web, *port_file, *models, *threads, *now;
-    int force;
+    const char *config, *listen, *data, *rules, *plugins, *web, *port_file, *models, *threads, *now,
+        *from_line;
+    int force, resume;
     const char *args[64];
     int nargs;
 };
@@ -85,8 +87,12 @@ static int parse_cli(int argc, char **argv, struct cli *c)
         else if (!strcmp(a, "--force")) {
             c->force = 1;
             continue;
-        }
-        else if (a[0] == '-' && a[1]) {
+        } else if (!strcmp(a, "--from-line"))
+            dst = &c->from_line;
+        else if (!strcmp(a, "--resume")) {
+            c->resume = 1;
+            continue;
+        } else if (a[0] == '-' && a[1]) {
             fprintf(stderr, "promod: unknown option %s\n", a);
             return -1;
         }
@@ -147,7 +153,7 @@ static int load_config(struct config *cfg, const struct cli *c)
 static int open_store(struct app *app)
 {
     struct store_opts so = { .dir = app->cfg.data_dir, .map_size = app->cfg.map_size,
-                             .no_writemap = !app->cfg.store_writemap,
+                             .map_max = app->cfg.map_max, .no_writemap = !app->cfg.store_writemap,
                              .sync_interval_ms = (unsigned)app->cfg.sync_interval_ms };
     int rc = store_open(&so, &app->store);
     if (rc)
@@ -263,52 +269,186 @@ static int cmd_serve(const struct cli *c)
     return 0;
 }
 
+static volatile sig_atomic_t import_stop;
+
+static void on_import_signal(int sig)
+{
+    (void)sig;
+    import_stop = 1; /* a second signal (SA_RESETHAND) kills at once */
+}
+
+/* Read past the lines before `line` (a stream that cannot seek, or
+ * --from-line); returns the bytes skipped, or -1 when the input ends
+ * first (*seen = lines it has). */
+static long long skip_lines(FILE *f, long line, long *seen)
+{
+    long long bytes = 0;
+    *seen = 0;
+    int ch;
+    while (*seen < line - 1 && (ch = getc(f)) != EOF) {
+        bytes++;
+        *seen += ch == '\n';
+    }
+    return *seen < line - 1 ? -1 : bytes;
+}
+
+/* `promod import profiles FILE`: resumable.  Every batch commits a
+ * progress record with its lines (profiles_import_file), so a stopped
+ * import is continued with --resume from the first line it did not store
+ * (checked against the file's size and mtime, and found again by its
+ * offset), or from any line with --from-line. */
 static int cmd_import(const struct cli *c)
 {
-    if (c->nargs != 3 || strcmp(c->args[1], "profiles") != 0) {
+    if (c->nargs != 3 || strcmp(c->args[1], "profiles") != 0 || (c->resume && c->from_line)) {
         usage(stderr);
         return 2;
+    }
+    long from = 0;
+    if (c->from_line) {
+        char *end;
+        from = strtol(c->from_line, &end, 10);
+        if (*end || from < 1) {
+            fprintf(stderr, "promod: --from-line: expected a line number from 1\n");
+            return 2;
+        }
     }
     static struct app app;
     g_app = &app;
     if (load_config(&app.cfg, c))
         return 2;
-    FILE *f = strcmp(c->args[2], "-") ? fopen(c->args[2], "rb") : stdin;
+    const char *path = c->args[2];
+    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
     if (!f) {
-        fprintf(stderr, "promod: cannot open %s: %m\n", c->args[2]);
+        fprintf(stderr, "promod: cannot open %s: %m\n", path);
         return 1;
     }
-    if (open_store(&app)) {
+    char key[512];
+    json_t *ident = NULL;
+    int seekable = 0;
+    int rc = profiles_import_ident(path, key, sizeof key, &ident, &seekable);
+    if (rc) {
+        fprintf(stderr, "promod: %s: %s\n", path, err_str(rc));
         if (f != stdin)
             fclose(f);
         return 1;
     }
+    if (open_store(&app)) {
+        json_decref(ident);
+        if (f != stdin)
+            fclose(f);
+        return 1;
+    }
+    struct profiles_import_opts o = { .first_line = 1, .checkpoint = key, .ident = ident,
+                                      .stop = &import_stop };
+    int prc, status = 0;
+    json_t *prog = profiles_import_progress(app.store, key, &prc);
+    long pline = prog ? (long)json_integer_value(json_object_get(prog, "line")) : 0;
+    int pdone = prog && json_is_true(json_object_get(prog, "done"));
+    /* the same file, unchanged since that import? */
+    int same = prog && (!seekable || (json_equal(json_object_get(prog, "size"), json_object_get(ident, "size")) &&
+                                      json_equal(json_object_get(prog, "mtime_ns"),
+                                                 json_object_get(ident, "mtime_ns"))));
+    if (c->resume && prog && !same) {
+        if (pdone)
+            fprintf(stderr, "promod: %s changed since it was imported completely (size or modification "
+                            "time differ); import it again without --resume\n", path);
+        else
+            fprintf(stderr, "promod: %s changed since the import that stopped at line %ld (size or "
+                            "modification time differ); to continue from that line anyway: --from-line %ld\n",
+                    path, pline, pline);
+        status = 2;
+        goto out;
+    }
+    if (c->resume && prog && pdone) {
+        printf("{\"imported\": 0, \"failed\": 0, \"complete\": true, \"already_imported\": %lld, "
+               "\"next_line\": %ld}\n",
+               (long long)json_integer_value(json_object_get(prog, "imported")), pline);
+        fprintf(stderr, "promod: %s was already imported completely (%lld profiles); nothing to do\n", path,
+                (long long)json_integer_value(json_object_get(prog, "imported")));
+        goto out;
+    }
+    if (c->resume && prog) {
+        o.first_line = pline > 0 ? pline : 1;
+        o.imported_before = (long)json_integer_value(json_object_get(prog, "imported"));
+        o.failed_before = (long)json_integer_value(json_object_get(prog, "failed"));
+        json_int_t off = json_integer_value(json_object_get(prog, "offset"));
+        if (seekable && off > 0) {
+            /* the offset must start a line: the byte before it is a newline */
+            int ok = fseeko(f, (off_t)off - 1, SEEK_SET) == 0 && getc(f) == '\n';
+            if (!ok) {
+                fprintf(stderr, "promod: %s: the recorded offset of line %ld is not a line start; "
+                                "use --from-line %ld\n", path, pline, pline);
+                status = 2;
+                goto out;
+            }
+            o.first_offset = (uint64_t)off;
+        }
+        fprintf(stderr, "promod: resuming the import of %s at line %ld\n", path, o.first_line);
+    } else if (c->resume) {
+        fprintf(stderr, "promod: no stopped import of %s recorded in %s; importing from line 1\n", path,
+                app.cfg.data_dir);
+    } else if (from > 1) {
+        o.first_line = from;
+    } else if (prog && !pdone && same) {
+        fprintf(stderr, "promod: note: an earlier import of %s stopped at line %ld; this one starts "
+                        "from line 1 (--resume continues instead)\n", path, pline);
+    }
+    if (o.first_line > 1 && !o.first_offset) {
+        long seen;
+        long long skipped = skip_lines(f, o.first_line, &seen);
+        if (skipped < 0) {
+            fprintf(stderr, "promod: %s has only %ld lines; nothing to import from line %ld\n", path, seen,
+                    o.first_line);
+            status = 2;
+            goto out;
+        }
+        o.first_offset = (uint64_t)skipped;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_import_signal;
+    sa.sa_flags = SA_RESETHAND; /* no SA_RESTART: a blocked read returns to look at the flag */
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     struct profiles_import_result res = { 0 };
-    int rc = profiles_import_file(app.store, f, &res);
+    rc = profiles_import_file(app.store, f, &o, &res);
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    if (f != stdin)
-        fclose(f);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
     double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
     if (res.errors) {
         size_t i;
         json_t *e;
         json_array_foreach(res.errors, i, e)
-            fprintf(stderr, "%s:%lld: %s\n", c->args[2],
+            fprintf(stderr, "%s:%lld: %s\n", path,
                     (long long)json_integer_value(json_object_get(e, "line")),
                     json_string_value(json_object_get(e, "message")));
         json_decref(res.errors);
     }
-    printf("{\"imported\": %ld, \"failed\": %ld, \"seconds\": %.3f, \"per_second\": %.0f}\n",
-           res.imported, res.failed, secs, secs > 0 ? (double)res.imported / secs : 0.0);
+    printf("{\"imported\": %ld, \"failed\": %ld, \"seconds\": %.3f, \"per_second\": %.0f, "
+           "\"first_line\": %ld, \"next_line\": %ld, \"complete\": %s}\n",
+           res.imported, res.failed, secs, secs > 0 ? (double)res.imported / secs : 0.0, o.first_line,
+           res.next_line, res.complete ? "true" : "false");
+    if (rc || !res.complete) {
+        fprintf(stderr, "promod: import stopped at line %ld of %s: %s\n", res.next_line, path,
+                rc ? err_str(rc) : "interrupted");
+        fprintf(stderr, "promod: the lines before %ld are stored (or were reported); continue with: "
+                        "promod import profiles %s --resume (or --from-line %ld)\n",
+                res.next_line, path, res.next_line);
+        status = 1;
+    } else {
+        status = res.failed ? 3 : 0;
+    }
+out:
+    json_decref(prog);
+    json_decref(ident);
     store_close(app.store);
     config_free(&app.cfg);
-    if (rc) {
-        fprintf(stderr, "promod: import stopped: %s\n", err_str(rc));
-        return 1;
-    }
-    return res.failed ? 3 : 0;
+    if (f != stdin)
+        fclose(f);
+    return status;
 }
 
 /* A path with a "models" component, or under the config's models_dir,

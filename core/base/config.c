@@ -398,6 +398,11 @@ static int apply(lua_State *L, struct cerr *e, struct config *c)
         } else if (!strcmp(k, "map_size_mb")) {
             if (!(rc = get_int(L, e, k, 16, 1L << 24, &v)))
                 c->map_size = (size_t)v << 20;
+        } else if (!strcmp(k, "map_max_mb")) {
+            if (!(rc = get_int(L, e, k, 0, 1L << 24, &v)) && v > 0 && v < 16)
+                rc = bad(e, k, "expected 0 (no limit) or an integer from 16 to 16777216");
+            if (!rc)
+                c->map_max = (size_t)v << 20;
         } else if (!strcmp(k, "store_writemap")) {
             rc = get_bool(L, e, k, &c->store_writemap);
         } else if (!strcmp(k, "sync_interval_ms")) {
@@ -488,6 +493,8 @@ static int apply(lua_State *L, struct cerr *e, struct config *c)
     }
     if (c->default_limit > c->max_limit)
         return bad(e, "default_limit", "must not exceed max_limit");
+    if (c->map_max && c->map_max < c->map_size)
+        return bad(e, "map_max_mb", "must not be below map_size_mb");
     return 0;
 }
 

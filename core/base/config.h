@@ -46,7 +46,8 @@ struct config {
     char *web_dir;            /**< the web console's files, served at /ui/ ("./web"); NULL = off */
     char *loyalty_dir;        /**< loyalty program and earn rules; NULL = "loyalty" beside rules_dir */
     int threads;              /**< worker threads; 0 = number of cores */
-    size_t map_size;          /**< LMDB map size, bytes (1 GiB) */
+    size_t map_size;          /**< LMDB map's initial size, bytes (1 GiB); it grows */
+    size_t map_max;           /**< largest the map may grow to, bytes; 0 = no limit (0) */
     int store_writemap;       /**< 1 = MDB_WRITEMAP commits (default), 0 = pwrite */
     int sync_interval_ms;     /**< background flush of non-durable commits (1000) */
     size_t max_body;          /**< request body limit, bytes (1 MiB) */

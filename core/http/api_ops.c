@@ -22,7 +22,7 @@ static void store_collector(struct buf *out, void *ud)
     if (!g_app || !g_app->store || store_stat(g_app->store, &st))
         return;
     buf_printf(out,
-               "# HELP promod_lmdb_map_size_bytes LMDB map size.\n"
+               "# HELP promod_lmdb_map_size_bytes LMDB map size (address space; grows when the data fills half of it).\n"
                "# TYPE promod_lmdb_map_size_bytes gauge\n"
                "promod_lmdb_map_size_bytes %zu\n"
                "# HELP promod_lmdb_used_bytes LMDB pages in use.\n"
@@ -31,6 +31,21 @@ static void store_collector(struct buf *out, void *ud)
                "# HELP promod_lmdb_map_usage_ratio Used share of the LMDB map.\n"
                "# TYPE promod_lmdb_map_usage_ratio gauge\n"
                "promod_lmdb_map_usage_ratio %.6f\n"
+               "# HELP promod_lmdb_map_max_bytes Largest the map may grow to (map_max_mb; 0 = no limit).\n"
+               "# TYPE promod_lmdb_map_max_bytes gauge\n"
+               "promod_lmdb_map_max_bytes %zu\n"
+               "# HELP promod_lmdb_map_growths_total Times the map grew since start.\n"
+               "# TYPE promod_lmdb_map_growths_total counter\n"
+               "promod_lmdb_map_growths_total %llu\n"
+               "# HELP promod_store_disk_free_bytes Free bytes on the data directory's filesystem.\n"
+               "# TYPE promod_store_disk_free_bytes gauge\n"
+               "promod_store_disk_free_bytes %llu\n"
+               "# HELP promod_store_disk_size_bytes Size of the data directory's filesystem.\n"
+               "# TYPE promod_store_disk_size_bytes gauge\n"
+               "promod_store_disk_size_bytes %llu\n"
+               "# HELP promod_store_full_errors_total Writes refused or failed for want of room (507).\n"
+               "# TYPE promod_store_full_errors_total counter\n"
+               "promod_store_full_errors_total %llu\n"
                "# HELP promod_profiles Stored customer profiles.\n"
                "# TYPE promod_profiles gauge\n"
                "promod_profiles %zu\n"
@@ -41,7 +56,8 @@ static void store_collector(struct buf *out, void *ud)
                "# TYPE promod_store_durable_commits_total counter\n"
                "promod_store_durable_commits_total %llu\n",
                st.map_size, st.used_bytes, st.map_size ? (double)st.used_bytes / (double)st.map_size : 0,
-               st.entries[STORE_PROFILES], (unsigned long long)st.syncs,
+               st.map_max, (unsigned long long)st.growths, (unsigned long long)st.disk_free,
+               (unsigned long long)st.disk_size, (unsigned long long)st.full_errors, st.entries[STORE_PROFILES], (unsigned long long)st.syncs,
                (unsigned long long)st.durable_commits);
     buf_adds(out, "# HELP promod_store_entries Records per LMDB database.\n"
                   "# TYPE promod_store_entries gauge\n");

@@ -115,8 +115,11 @@ static void h_import(struct http_req *r)
     json_object_set_new(o, "failed", json_integer(res.failed));
     json_object_set_new(o, "errors", res.errors ? res.errors : json_array());
     if (rc) {
+        /* lines before next_line are stored: the client resends the rest */
+        char msg[96];
+        snprintf(msg, sizeof msg, "import stopped at line %ld (the lines before it are stored)", res.next_line);
         json_decref(o);
-        http_reply_err_code(r, rc, "import stopped");
+        http_reply_err_code(r, rc, msg);
         return;
     }
     http_reply_json(r, 200, o);

@@ -10,6 +10,8 @@
 #ifndef PROMOD_PROFILES_H
 #define PROMOD_PROFILES_H
 #include <jansson.h>
+#include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include "base/buf.h"
 #include "store/store.h"
@@ -39,25 +41,53 @@ long profiles_erase_txn(struct store_txn *t, const char *id);
 struct profiles_import_result {
     long imported, failed, lines;
     json_t *errors; /**< array of {"line": n, "message": "..."} (first 100) */
+    long next_line; /**< every line before this one is stored or was reported */
+    uint64_t next_offset; /**< byte offset of next_line in the input */
+    int complete;   /**< profiles_import_file: the input was read to its end */
 };
 
 /** Import NDJSON from memory: one `{"id": ..., attrs...}` per line, blank
  *  lines ignored, commits every `batch` lines (0 = 5000); the last commit
  *  is durable.  Bad lines are counted and reported; good ones kept.
- *  `first_line` numbers the first line (for streaming from a file).
+ *  `first_line` numbers the first line (for streaming from a file).  A
+ *  batch that finds the map full is redone once it has grown.
  *  @return 0 or a store error (ERR_FULL...) after which nothing more is
- *  imported (earlier batches stay). */
+ *  imported (earlier batches stay; res->next_line says where they end). */
 int profiles_import_ndjson(struct store *s, const char *data, size_t len, long first_line,
                            int batch, struct profiles_import_result *res);
 
-/** Import a whole NDJSON file (streamed in 8 MiB blocks of whole lines),
- *  for `promod import`.  Each block is parsed on up to 4 threads (one per
+/** Where a file import starts and how it records its progress. */
+struct profiles_import_opts {
+    long first_line;          /**< number of the first line read from the stream (0 = 1) */
+    uint64_t first_offset;    /**< the stream's byte offset in the whole input */
+    const char *checkpoint;   /**< STORE_META key of the progress record, or NULL for none */
+    const json_t *ident;      /**< the input's identity, copied into the record (borrowed) */
+    long imported_before, failed_before; /**< totals of the runs this one continues */
+    volatile sig_atomic_t *stop; /**< when set (a signal handler), stop after the block being read */
+};
+
+/** Import a whole NDJSON stream (read in 8 MiB blocks of whole lines), for
+ *  `promod import`.  Each block is parsed on up to 4 threads (one per
  *  core) and written in line order by the calling thread, so the result
  *  is the same as one pass: same line numbers, last line wins for an id.
- *  Each block ends with a durable commit. */
-int profiles_import_file(struct store *s, FILE *f, struct profiles_import_result *res);
+ *  With a checkpoint key, every batch's transaction also writes the
+ *  progress record (JSON: the ident's fields, "line", "offset",
+ *  "imported", "failed", "done", "updated"), so that whatever stops the
+ *  import, the record names the first line not stored; "done" is set once
+ *  the stream was read to its end.  One fsync at the end.  `o` may be
+ *  NULL.  @return 0 (res->complete says whether the stream was read to its
+ *  end or the stop flag ended it), ERR_IO, or a store error. */
+int profiles_import_file(struct store *s, FILE *f, const struct profiles_import_opts *o,
+                         struct profiles_import_result *res);
 
+/** The progress-record key and identity of an input: "-" (stdin) or a
+ *  path (absolute; size and mtime for a regular file, which is also
+ *  `seekable`).  @return 0, -errno (stat), ERR_NOMEM.  *ident is new. */
+int profiles_import_ident(const char *path, char *key, size_t keylen, json_t **ident, int *seekable);
 
+/** The progress record under `key` (new reference), or NULL with *rc =
+ *  ERR_NOTFOUND (no import recorded), ERR_PARSE, a store error. */
+json_t *profiles_import_progress(struct store *s, const char *key, int *rc);
 
 /* Service wrappers owning their transactions (what handlers call).  Writes
  * are durable on return. */

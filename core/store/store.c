@@ -1,24 +1,63 @@
 /*
- * store.c — LMDB environment, per-thread read transactions, group sync.
+ * store.c — LMDB environment, per-thread read transactions, group sync,
+ * and a map that grows with the data.
  *
  * Why MDB_NOSYNC plus a syncer thread instead of synchronous commits: a
  * synchronous commit holds LMDB's writer lock through the fsync, so every
  * decide that reserves a cap would wait behind a profile write's disk
  * flush.  Here commits only copy pages into the page cache (safe against a
  * process crash); the syncer flushes outside the writer lock and wakes all
- * durable writers whose commit the flush covered.
+ * durable writers whose commit the flush covered.  It flushes with
+ * fdatasync(2) on the data file rather than mdb_env_sync(): with
+ * MDB_WRITEMAP that would msync() the map, and the map may be replaced
+ * under it by a growth (on Linux both flush the same dirty pages).
+ *
+ * Why the map grows here rather than being sized once: mdb_env_set_mapsize
+ * unmaps and remaps the file, so it may run only while no transaction of
+ * this process is open (read transactions point into the map).  Every
+ * transaction therefore holds a "pass" (a per-thread depth counter, no
+ * shared cache line on the fast path).  The writer that finds the map
+ * half full raises `growing` at once (so the room left is not eaten while
+ * the grower thread waits for a core); new passes wait at the gate, the
+ * grower drains the open ones (requests are short), replaces the map and
+ * opens the gate.  A thread that already holds a pass (a
+ * decide keeps its read snapshot while it reserves caps in a write txn)
+ * passes the gate, so the grower never waits on a thread that waits on it;
+ * it also gives up after GROW_WAIT_MS and retries later rather than stall
+ * on a transaction held for long.  A thread's cached read transaction
+ * holds no pointer into the map once reset, so cached transactions do not
+ * count, only live ones.
+ *
+ * Why fallocate: with MDB_WRITEMAP the file is sparse, and a page first
+ * written in a hole of a full disk raises SIGBUS instead of an error.  So
+ * the store keeps the blocks just past the data allocated ahead of the
+ * writers (headroom), and refuses a write (ERR_FULL, HTTP 507) when the
+ * disk cannot give that headroom any more; the process never writes into
+ * a hole it could not allocate, unless one transaction writes more than
+ * the headroom.
  */
 #include "store/store.h"
 #include "base/err.h"
 #include "base/log.h"
 #include <errno.h>
+#include <fcntl.h>
 #include <lmdb.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
+#include <unistd.h>
+
+#define MIB ((size_t)1 << 20)
+#define GIB ((size_t)1 << 30)
+#define GROW_STEP_MAX (16 * GIB) /* the map doubles up to this step, then grows by it */
+#define GROW_WAIT_MS 1000        /* longest stop of new transactions while growing */
+#define CHECK_MS 1000            /* the grower's periodic look at disk and map */
+#define DISK_WARN_MIN GIB        /* warn when free disk is below max(this, used / 4) */
 
 static const char *db_names[STORE_NDB] = {
     "meta", "profiles", "campaigns", "versions", "counters", "events",
@@ -26,17 +65,29 @@ static const char *db_names[STORE_NDB] = {
     "coupons", "loyalty",
 };
 
+/* A transaction handle.  Each thread that touches the store also owns one
+ * of these as its "slot": its cached read transaction (txn, NULL until the
+ * thread first reads) and the depth of its open transactions, which the
+ * grower waits to see at zero.  A write txn is a separate malloc'd handle
+ * that points to its thread's slot. */
 struct store_txn {
     struct store *s;
     MDB_txn *txn;
     int write;
-    struct store_txn *next; /* list of cached read txns, for close */
+    struct store_txn *slot; /* write txns: the thread's slot */
+    int depth;              /* slots: open txns of the thread (atomic) */
+    int live;               /* slots: the read txn is live (not reset) */
+    struct store_txn *next; /* list of slots, for close and the grower */
 };
 
 struct store {
     MDB_env *env;
     MDB_dbi dbi[STORE_NDB];
-    pthread_mutex_t mu;
+    int fd;                    /* data.mdb */
+    int writemap;
+    size_t psize;
+    char *dir;
+    pthread_mutex_t mu;        /* syncer state, the slot list */
     pthread_mutex_t wmu;       /* this process's writers queue here, not on LMDB's lock */
     pthread_cond_t work, done;
     uint64_t committed, synced, async_dirty;
@@ -44,16 +95,43 @@ struct store {
     int running;
     unsigned sync_interval_ms;
     pthread_t syncer;
-    struct store_txn *readers; /* every thread's cached read txn */
+    struct store_txn *readers; /* every thread's slot */
     uint64_t id;               /* unique per open: see tl_store_id */
+
+    /* growth: gmu guards the requests, the gate and the grower's state */
+    pthread_mutex_t gmu;
+    pthread_cond_t gate;       /* growing went back to 0 */
+    pthread_cond_t drained;    /* a pass was released while growing */
+    pthread_cond_t grow_cv;    /* wakes the grower */
+    pthread_cond_t grown;      /* grow_ack advanced */
+    uint64_t grow_req, grow_ack;
+    int growing;               /* atomic: new transactions wait at the gate */
+    int grow_running;
+    pthread_t grower;
+    int full_hit;              /* atomic: a write ran out of map */
+    size_t map_size;           /* atomic: this process's map */
+    size_t map_max;            /* 0 = no limit */
+    size_t used;               /* atomic: bytes up to the last used page */
+    uint64_t ngrowths, nfull;  /* atomic */
+    int64_t backoff_until_ms;  /* atomic: no non-urgent growth before (after a postponed one) */
+    int grow_rc;               /* the grower's last growth: 0, ERR_BUSY, ERR_FULL... (under gmu) */
+    int max_warned;
+
+    /* disk: alloc_end under wmu; the figures are atomic */
+    size_t alloc_end;          /* data.mdb is allocated (not a hole) up to here */
+    int no_fallocate;          /* the filesystem cannot: fall back to statvfs */
+    int64_t disk_free, disk_size;
+    int disk_low;
+    int64_t disk_warned_ms, refused_warned_ms;
+
     void (*sync_hook)(void *);  /* store_set_sync_hook, called after each flush */
     void *sync_hook_ud;
 };
 
-/* The calling thread's cached read txn and the store it belongs to.  The
- * store is remembered by a never-reused id, not its address: after a
- * close, a new store may be allocated at the same address and must not
- * inherit (renew) a transaction freed with the old one. */
+/* The calling thread's slot and the store it belongs to.  The store is
+ * remembered by a never-reused id, not its address: after a close, a new
+ * store may be allocated at the same address and must not inherit (renew)
+ * a transaction freed with the old one. */
 static __thread struct store_txn *tl_rtxn;
 static __thread uint64_t tl_store_id;
 static uint64_t next_store_id;
@@ -71,10 +149,29 @@ static int map_err(int rc)
     case MDB_MAP_FULL: return ERR_FULL;
     case MDB_BAD_VALSIZE: return ERR_TOOBIG;
     case MDB_KEYEXIST: return ERR_EXISTS;
+    case ENOSPC: return ERR_FULL; /* pwrite commits on a full disk */
     default:
         if (rc > 0 && rc < 10000)
             return -rc; /* errno */
         return ERR_STORE;
+    }
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void deadline_in(struct timespec *ts, long ms)
+{
+    clock_gettime(CLOCK_REALTIME, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
     }
 }
 
@@ -107,6 +204,390 @@ uint32_t store_get_be32(const unsigned char in[4])
     return (uint32_t)in[0] << 24 | (uint32_t)in[1] << 16 | (uint32_t)in[2] << 8 | in[3];
 }
 
+/* ---- the pass: who may touch the map ------------------------------------ */
+
+/* The calling thread's slot, created on first use.  NULL on ENOMEM. */
+static struct store_txn *slot_get(struct store *s)
+{
+    if (tl_store_id == s->id && tl_rtxn)
+        return tl_rtxn;
+    struct store_txn *t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    t->s = s;
+    pthread_mutex_lock(&s->mu);
+    t->next = s->readers;
+    s->readers = t;
+    pthread_mutex_unlock(&s->mu);
+    tl_store_id = s->id;
+    tl_rtxn = t;
+    return t;
+}
+
+/* Take a pass before touching the map.  A thread that holds one already
+ * goes on (the grower waits for it); otherwise it publishes its depth and
+ * then looks at `growing` (both sequentially consistent, so either it sees
+ * the grower or the grower sees it), and waits at the gate if needed. */
+static void pass_enter(struct store *s, struct store_txn *slot)
+{
+    if (__atomic_load_n(&slot->depth, __ATOMIC_RELAXED) > 0) {
+        __atomic_add_fetch(&slot->depth, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    for (;;) {
+        __atomic_store_n(&slot->depth, 1, __ATOMIC_SEQ_CST);
+        if (!__atomic_load_n(&s->growing, __ATOMIC_SEQ_CST))
+            return;
+        __atomic_store_n(&slot->depth, 0, __ATOMIC_SEQ_CST);
+        pthread_mutex_lock(&s->gmu);
+        pthread_cond_broadcast(&s->drained);
+        while (__atomic_load_n(&s->growing, __ATOMIC_SEQ_CST))
+            pthread_cond_wait(&s->gate, &s->gmu);
+        pthread_mutex_unlock(&s->gmu);
+    }
+}
+
+/* A pass for the grower itself, which must never wait at its own gate:
+ * @return 1 (held), 0 (the gate is closed: a writer found growth due). */
+static int pass_try(struct store *s, struct store_txn *slot)
+{
+    __atomic_store_n(&slot->depth, 1, __ATOMIC_SEQ_CST);
+    if (!__atomic_load_n(&s->growing, __ATOMIC_SEQ_CST))
+        return 1;
+    __atomic_store_n(&slot->depth, 0, __ATOMIC_SEQ_CST);
+    return 0;
+}
+
+static void pass_exit(struct store *s, struct store_txn *slot)
+{
+    if (__atomic_sub_fetch(&slot->depth, 1, __ATOMIC_SEQ_CST) == 0 &&
+        __atomic_load_n(&s->growing, __ATOMIC_SEQ_CST)) {
+        pthread_mutex_lock(&s->gmu);
+        pthread_cond_broadcast(&s->drained);
+        pthread_mutex_unlock(&s->gmu);
+    }
+}
+
+static int slots_busy(struct store *s)
+{
+    int n = 0;
+    pthread_mutex_lock(&s->mu);
+    for (struct store_txn *t = s->readers; t; t = t->next)
+        n += __atomic_load_n(&t->depth, __ATOMIC_SEQ_CST) > 0;
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+/* ---- growth ------------------------------------------------------------- */
+
+static int at_max(struct store *s)
+{
+    return s->map_max && __atomic_load_n(&s->map_size, __ATOMIC_RELAXED) >= s->map_max;
+}
+
+/* Ask the grower to look now; with `wait`, return once it has (the caller
+ * must hold no pass). */
+static void grow_request(struct store *s, int wait)
+{
+    pthread_mutex_lock(&s->gmu);
+    if (wait || s->grow_req == s->grow_ack) {
+        uint64_t req = ++s->grow_req;
+        pthread_cond_signal(&s->grow_cv);
+        while (wait && s->grow_ack < req && s->grow_running)
+            pthread_cond_wait(&s->grown, &s->gmu);
+    }
+    pthread_mutex_unlock(&s->gmu);
+}
+
+/* Growth is due: close the gate now (new transactions wait from this
+ * moment, not from when the grower thread gets a core) and wake the
+ * grower, which drains the open ones and replaces the map. */
+static void grow_start(struct store *s)
+{
+    if (!__atomic_exchange_n(&s->growing, 1, __ATOMIC_SEQ_CST))
+        grow_request(s, 0);
+}
+
+static void note_full(struct store *s)
+{
+    __atomic_store_n(&s->full_hit, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&s->nfull, 1, __ATOMIC_RELAXED);
+    if (!at_max(s))
+        grow_start(s);
+}
+
+/* Growth is due when the data fills half the map: the other half is the
+ * room writers have while the grower works (a write txn inside a read txn
+ * cannot wait for it), and address space costs nothing. */
+static int grow_due(size_t used, size_t map)
+{
+    return used > map / 2;
+}
+
+/* The map size after one growth from `map` holding `used` bytes: double
+ * (steps of at most GROW_STEP_MAX) until the data fills at most half. */
+static size_t grow_target(size_t map, size_t used)
+{
+    size_t step = map < GROW_STEP_MAX ? map : GROW_STEP_MAX;
+    size_t target = map + step;
+    while (target / 2 < used)
+        target += step;
+    return target;
+}
+
+static void disk_refresh(struct store *s)
+{
+    struct statvfs v;
+    if (statvfs(s->dir, &v) == 0) {
+        __atomic_store_n(&s->disk_free, (int64_t)v.f_bavail * (int64_t)v.f_frsize, __ATOMIC_RELAXED);
+        __atomic_store_n(&s->disk_size, (int64_t)v.f_blocks * (int64_t)v.f_frsize, __ATOMIC_RELAXED);
+    }
+}
+
+/* Replace the map by a bigger one (grower thread, holding no pass), the
+ * gate closed (by a writer that found growth due, or here).  When the
+ * drained store turns out not to need it (not urgent, not half full), the
+ * gate just opens again.  @return 0, ERR_FULL (at map_max), ERR_BUSY
+ * (transactions did not drain in time: try later), -errno. */
+static int grow(struct store *s, int urgent)
+{
+    size_t map = __atomic_load_n(&s->map_size, __ATOMIC_RELAXED);
+    if (at_max(s)) {
+        if (!s->max_warned)
+            log_warn("store map at its maximum: writes that need room fail with 507",
+                     "dir=\"%s\" map_mb=%zu map_max_mb=%zu", s->dir, map / MIB, s->map_max / MIB);
+        s->max_warned = 1;
+        __atomic_store_n(&s->full_hit, 0, __ATOMIC_RELAXED);
+        pthread_mutex_lock(&s->gmu);
+        __atomic_store_n(&s->growing, 0, __ATOMIC_SEQ_CST);
+        pthread_cond_broadcast(&s->gate);
+        pthread_mutex_unlock(&s->gmu);
+        return ERR_FULL;
+    }
+    int64_t t0 = mono_ms();
+    pthread_mutex_lock(&s->gmu);
+    __atomic_store_n(&s->growing, 1, __ATOMIC_SEQ_CST);
+    int busy;
+    while ((busy = slots_busy(s)) > 0 && mono_ms() - t0 < GROW_WAIT_MS) {
+        struct timespec ts;
+        deadline_in(&ts, 10);
+        pthread_cond_timedwait(&s->drained, &s->gmu, &ts);
+    }
+    int rc = 0;
+    size_t used = 0, target = 0;
+    if (busy) {
+        rc = ERR_BUSY;
+    } else {
+        /* no transaction of this process is open: the map may be read */
+        MDB_envinfo info;
+        mdb_env_info(s->env, &info);
+        used = (size_t)(info.me_last_pgno + 1) * s->psize;
+        map = info.me_mapsize;
+        __atomic_store_n(&s->used, used, __ATOMIC_RELAXED);
+        if (!urgent && !grow_due(used, map))
+            rc = 1; /* not needed after all */
+        target = grow_target(map, used);
+        if (s->map_max && target > s->map_max)
+            target = s->map_max;
+        /* never below the file: with MDB_WRITEMAP another process maps it
+         * all (LMDB sets the file to the map's size, which must not shrink
+         * it under that process) */
+        struct stat fst;
+        if (fstat(s->fd, &fst) == 0 && (size_t)fst.st_size > target)
+            target = (size_t)fst.st_size;
+        if (!rc && target <= map)
+            rc = ERR_FULL;
+        void *probe = rc ? MAP_FAILED
+                         : mmap(NULL, target, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (probe != MAP_FAILED)
+            munmap(probe, target);
+        else if (!rc)
+            rc = -errno; /* no address space for it: keep the old map intact */
+        /* LMDB would ftruncate after unmapping; a failure there would leave
+         * it without a map, so extend the (sparse) file first */
+        if (!rc && s->writemap && ftruncate(s->fd, (off_t)target))
+            rc = -errno;
+        if (!rc && (rc = mdb_env_set_mapsize(s->env, target)) != 0) {
+            int r2 = mdb_env_set_mapsize(s->env, map);
+            if (r2) {
+                log_error("store map lost after a failed growth", "dir=\"%s\" err=\"%s\"", s->dir,
+                          mdb_strerror(r2));
+                abort();
+            }
+            rc = map_err(rc);
+        }
+        if (!rc) {
+            __atomic_store_n(&s->map_size, target, __ATOMIC_RELAXED);
+            __atomic_store_n(&s->used, used, __ATOMIC_RELAXED);
+            __atomic_add_fetch(&s->ngrowths, 1, __ATOMIC_RELAXED);
+            __atomic_store_n(&s->full_hit, 0, __ATOMIC_RELAXED);
+        }
+    }
+    __atomic_store_n(&s->growing, 0, __ATOMIC_SEQ_CST);
+    pthread_cond_broadcast(&s->gate);
+    pthread_mutex_unlock(&s->gmu);
+    long waited = (long)(mono_ms() - t0);
+    if (rc == 1)
+        rc = 0;
+    else if (rc == 0)
+        log_info("store map grown", "dir=\"%s\" from_mb=%zu to_mb=%zu used_mb=%zu stopped_ms=%ld%s",
+                 s->dir, map / MIB, target / MIB, used / MIB, waited, urgent ? " after=full" : "");
+    else if (rc == ERR_BUSY)
+        log_warn("store map growth postponed: transactions stayed open", "dir=\"%s\" open=%d waited_ms=%ld",
+                 s->dir, busy, waited);
+    else
+        log_error("store map growth failed", "dir=\"%s\" map_mb=%zu target_mb=%zu err=\"%s\"", s->dir,
+                  map / MIB, target / MIB, err_str(rc));
+    return rc;
+}
+
+/* One look: disk figures, the map's fill (another process may have
+ * written), growth when due, a warning when the disk runs low. */
+static void grower_check(struct store *s, struct store_txn *slot)
+{
+    disk_refresh(s);
+    int closed = __atomic_load_n(&s->growing, __ATOMIC_SEQ_CST); /* a writer found growth due */
+    size_t used = __atomic_load_n(&s->used, __ATOMIC_RELAXED);
+    size_t map = __atomic_load_n(&s->map_size, __ATOMIC_RELAXED);
+    if (!closed && pass_try(s, slot)) {
+        MDB_envinfo info;
+        mdb_env_info(s->env, &info);
+        pass_exit(s, slot);
+        used = (size_t)(info.me_last_pgno + 1) * s->psize;
+        map = info.me_mapsize;
+        __atomic_store_n(&s->used, used, __ATOMIC_RELAXED);
+    } else {
+        closed = 1; /* closed meanwhile: the gate opens only after grow() */
+    }
+    int urgent = __atomic_load_n(&s->full_hit, __ATOMIC_RELAXED);
+    int64_t now = mono_ms();
+    if (closed || urgent ||
+        (grow_due(used, map) && now >= __atomic_load_n(&s->backoff_until_ms, __ATOMIC_RELAXED))) {
+        int rc = grow(s, urgent);
+        if (rc == ERR_BUSY)
+            __atomic_store_n(&s->backoff_until_ms, mono_ms() + CHECK_MS, __ATOMIC_RELAXED);
+        pthread_mutex_lock(&s->gmu);
+        s->grow_rc = rc;
+        pthread_mutex_unlock(&s->gmu);
+    }
+    int64_t free_b = __atomic_load_n(&s->disk_free, __ATOMIC_RELAXED);
+    int64_t warn_below = (int64_t)(used / 4 > DISK_WARN_MIN ? used / 4 : DISK_WARN_MIN);
+    if (free_b < warn_below) {
+        if (!s->disk_low || now - s->disk_warned_ms >= 600000) {
+            log_warn("disk space low for the store", "dir=\"%s\" disk_free_mb=%lld used_mb=%zu warn_below_mb=%lld",
+                     s->dir, (long long)(free_b / (int64_t)MIB), used / MIB,
+                     (long long)(warn_below / (int64_t)MIB));
+            s->disk_warned_ms = now;
+        }
+        s->disk_low = 1;
+    } else if (s->disk_low) {
+        log_info("disk space for the store recovered", "dir=\"%s\" disk_free_mb=%lld", s->dir,
+                 (long long)(free_b / (int64_t)MIB));
+        s->disk_low = 0;
+    }
+}
+
+static void *grower_main(void *arg)
+{
+    struct store *s = arg;
+    struct store_txn *slot = slot_get(s);
+    pthread_mutex_lock(&s->gmu);
+    while (s->grow_running) {
+        if (s->grow_req == s->grow_ack && !__atomic_load_n(&s->growing, __ATOMIC_SEQ_CST)) {
+            struct timespec ts;
+            deadline_in(&ts, CHECK_MS);
+            pthread_cond_timedwait(&s->grow_cv, &s->gmu, &ts);
+        }
+        if (!s->grow_running)
+            break;
+        uint64_t req = s->grow_req;
+        pthread_mutex_unlock(&s->gmu);
+        if (slot)
+            grower_check(s, slot);
+        pthread_mutex_lock(&s->gmu);
+        s->grow_ack = req;
+        pthread_cond_broadcast(&s->grown);
+    }
+    s->grow_ack = s->grow_req;
+    pthread_cond_broadcast(&s->grown);
+    pthread_mutex_unlock(&s->gmu);
+    return NULL;
+}
+
+/* Headroom of allocated disk kept past the data: 1/16 of it, 8-256 MiB. */
+static size_t headroom(size_t used)
+{
+    size_t h = used / 16;
+    return h < 8 * MIB ? 8 * MIB : h > 256 * MIB ? 256 * MIB : h;
+}
+
+/* Before a write txn (holding wmu): make sure the blocks past the data
+ * are allocated.  @return 0, or ERR_FULL when the disk cannot give the
+ * room a write may need. */
+static int disk_reserve(struct store *s)
+{
+    size_t used = __atomic_load_n(&s->used, __ATOMIC_RELAXED);
+    size_t map = __atomic_load_n(&s->map_size, __ATOMIC_RELAXED);
+    size_t hr = headroom(used);
+    if (hr > map / 2)
+        hr = map / 2;
+    if (!s->no_fallocate) {
+        if (s->alloc_end >= used + hr)
+            return 0;
+        size_t want = used + 2 * hr;
+        if (want > map)
+            want = map;
+        if (want <= s->alloc_end)
+            return 0;
+        /* on a nearly full disk take what it has, in halves down to 1 MiB */
+        size_t len = want - s->alloc_end;
+        int rc, e = 0;
+        for (;;) {
+            do
+                rc = fallocate(s->fd, FALLOC_FL_KEEP_SIZE, (off_t)s->alloc_end, (off_t)len);
+            while (rc && errno == EINTR);
+            e = rc ? errno : 0;
+            if (!rc || e != ENOSPC || len <= MIB)
+                break;
+            len /= 2;
+        }
+        if (rc == 0) {
+            s->alloc_end += len;
+            if (s->alloc_end >= used + hr / 2)
+                return 0;
+            e = ENOSPC; /* what the disk had is not enough */
+        }
+        if (e == EOPNOTSUPP || e == ENOSYS) {
+            s->no_fallocate = 1;
+            log_info("store: the filesystem cannot preallocate; free disk is checked instead",
+                     "dir=\"%s\"", s->dir);
+        } else if (e == ENOSPC || e == EDQUOT || e == EFBIG) {
+            disk_refresh(s);
+            if (s->alloc_end >= used + hr / 2)
+                return 0; /* still room allocated; refuse once it runs short */
+        } else {
+            log_error("store: preallocation failed", "dir=\"%s\" err=\"%s\"", s->dir, strerror(e));
+            return 0;
+        }
+    }
+    if (s->no_fallocate) {
+        int64_t free_b = __atomic_load_n(&s->disk_free, __ATOMIC_RELAXED);
+        if (free_b < 0 || free_b >= (int64_t)hr)
+            return 0;
+    }
+    __atomic_add_fetch(&s->nfull, 1, __ATOMIC_RELAXED);
+    int64_t now = mono_ms();
+    if (now - s->refused_warned_ms >= 10000) {
+        s->refused_warned_ms = now;
+        log_warn("store: disk full, writes refused", "dir=\"%s\" disk_free_mb=%lld used_mb=%zu need_mb=%zu",
+                 s->dir, (long long)(__atomic_load_n(&s->disk_free, __ATOMIC_RELAXED) / (int64_t)MIB),
+                 used / MIB, hr / MIB);
+    }
+    return ERR_FULL;
+}
+
+/* ---- syncer -------------------------------------------------------------- */
+
 static void *syncer_main(void *arg)
 {
     struct store *s = arg;
@@ -123,21 +604,15 @@ static void *syncer_main(void *arg)
             if (!s->running)
                 break;
             struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 50 * 1000000L; /* re-check async dirt every 50 ms */
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
+            deadline_in(&ts, 50); /* re-check async dirt every 50 ms */
             pthread_cond_timedwait(&s->work, &s->mu, &ts);
             continue;
         }
         uint64_t target = s->committed;
         s->async_dirty = 0;
         pthread_mutex_unlock(&s->mu);
-        int rc = mdb_env_sync(s->env, 1);
-        if (rc)
-            log_error("store sync failed", "err=\"%s\"", mdb_strerror(rc));
+        if (fdatasync(s->fd))
+            log_error("store sync failed", "err=\"%s\"", strerror(errno));
         clock_gettime(CLOCK_MONOTONIC, &last);
         pthread_mutex_lock(&s->mu);
         s->nsyncs++;
@@ -156,6 +631,16 @@ static void *syncer_main(void *arg)
     return NULL;
 }
 
+/* ---- open / close -------------------------------------------------------- */
+
+static void store_free(struct store *s)
+{
+    if (s->env)
+        mdb_env_close(s->env);
+    free(s->dir);
+    free(s);
+}
+
 int store_open(const struct store_opts *o, struct store **out)
 {
     *out = NULL;
@@ -165,17 +650,42 @@ int store_open(const struct store_opts *o, struct store **out)
         return -e;
     }
     struct store *s = calloc(1, sizeof *s);
-    if (!s)
+    if (!s || !(s->dir = strdup(o->dir))) {
+        free(s);
         return ERR_NOMEM;
+    }
+    s->fd = -1;
+    s->writemap = !o->no_writemap;
+    s->map_max = o->map_max;
+    size_t want = o->map_size ? o->map_size : GIB;
+    if (s->map_max && want > s->map_max)
+        want = s->map_max;
     int rc = mdb_env_create(&s->env);
     if (rc)
         goto fail;
     mdb_env_set_maxdbs(s->env, STORE_NDB + 2);
     mdb_env_set_maxreaders(s->env, o->max_readers ? o->max_readers : 256);
-    rc = mdb_env_set_mapsize(s->env, o->map_size ? o->map_size : (size_t)1 << 30);
+    /* an existing store opens at the size it grew to: with MDB_WRITEMAP the
+     * file is as large as the largest map on it (this process's last one,
+     * or another process's now), and LMDB sets the file to the map's size,
+     * which must never shrink it under another process */
+    char path[4200];
+    struct stat fst;
+    snprintf(path, sizeof path, "%s/data.mdb", o->dir);
+    if (stat(path, &fst) == 0 && (size_t)fst.st_size > want)
+        want = (size_t)fst.st_size;
+    rc = mdb_env_set_mapsize(s->env, want);
     if (rc)
         goto fail;
-    rc = mdb_env_open(s->env, o->dir, MDB_NOSYNC | MDB_NOTLS | (o->no_writemap ? 0 : MDB_WRITEMAP), 0640);
+    rc = mdb_env_open(s->env, o->dir, MDB_NOSYNC | MDB_NOTLS | (s->writemap ? MDB_WRITEMAP : 0), 0640);
+    if (rc)
+        goto fail;
+    MDB_envinfo info;
+    MDB_stat est;
+    mdb_env_info(s->env, &info);
+    mdb_env_stat(s->env, &est);
+    s->psize = est.ms_psize;
+    rc = mdb_env_get_fd(s->env, &s->fd);
     if (rc)
         goto fail;
     MDB_txn *txn;
@@ -203,8 +713,7 @@ int store_open(const struct store_opts *o, struct store **out)
             mdb_txn_abort(txn);
             log_error("unsupported schema version", "dir=\"%s\" found=%llu want=%d",
                       o->dir, (unsigned long long)ver, STORE_SCHEMA_VERSION);
-            mdb_env_close(s->env);
-            free(s);
+            store_free(s);
             return ERR_STORE;
         }
     }
@@ -216,6 +725,19 @@ int store_open(const struct store_opts *o, struct store **out)
     if (rc)
         goto fail;
     mdb_env_sync(s->env, 1);
+    mdb_env_info(s->env, &info);
+    s->used = (size_t)(info.me_last_pgno + 1) * s->psize;
+    s->map_size = info.me_mapsize;
+    if (grow_due(s->used, s->map_size) && !at_max(s)) {
+        /* the data fills the map already: grow now, before anyone reads */
+        size_t target = grow_target(s->map_size, s->used);
+        if (s->map_max && target > s->map_max)
+            target = s->map_max;
+        if (mdb_env_set_mapsize(s->env, target) == 0)
+            s->map_size = target;
+    }
+    s->alloc_end = s->used; /* LMDB has written every page up to the last */
+    disk_refresh(s);
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutexattr_t ma;
     pthread_mutexattr_init(&ma);
@@ -224,21 +746,33 @@ int store_open(const struct store_opts *o, struct store **out)
     pthread_mutexattr_destroy(&ma);
     pthread_cond_init(&s->work, NULL);
     pthread_cond_init(&s->done, NULL);
+    pthread_mutex_init(&s->gmu, NULL);
+    pthread_cond_init(&s->gate, NULL);
+    pthread_cond_init(&s->drained, NULL);
+    pthread_cond_init(&s->grow_cv, NULL);
+    pthread_cond_init(&s->grown, NULL);
     s->running = 1;
+    s->grow_running = 1;
     s->id = __atomic_add_fetch(&next_store_id, 1, __ATOMIC_RELAXED);
     s->sync_interval_ms = o->sync_interval_ms ? o->sync_interval_ms : 1000;
     if (pthread_create(&s->syncer, NULL, syncer_main, s)) {
-        mdb_env_close(s->env);
-        free(s);
+        store_free(s);
+        return ERR_NOMEM;
+    }
+    if (pthread_create(&s->grower, NULL, grower_main, s)) {
+        pthread_mutex_lock(&s->mu);
+        s->running = 0;
+        pthread_cond_signal(&s->work);
+        pthread_mutex_unlock(&s->mu);
+        pthread_join(s->syncer, NULL);
+        store_free(s);
         return ERR_NOMEM;
     }
     *out = s;
     return 0;
 fail:
     log_error("cannot open store", "dir=\"%s\" err=\"%s\"", o->dir, mdb_strerror(rc));
-    if (s->env)
-        mdb_env_close(s->env);
-    free(s);
+    store_free(s);
     return map_err(rc) == ERR_NOTFOUND ? ERR_STORE : map_err(rc);
 }
 
@@ -246,6 +780,11 @@ void store_close(struct store *s)
 {
     if (!s)
         return;
+    pthread_mutex_lock(&s->gmu);
+    s->grow_running = 0;
+    pthread_cond_signal(&s->grow_cv);
+    pthread_mutex_unlock(&s->gmu);
+    pthread_join(s->grower, NULL);
     pthread_mutex_lock(&s->mu);
     s->running = 0;
     pthread_cond_signal(&s->work);
@@ -253,7 +792,8 @@ void store_close(struct store *s)
     pthread_join(s->syncer, NULL);
     for (struct store_txn *t = s->readers, *n; t; t = n) {
         n = t->next;
-        mdb_txn_abort(t->txn);
+        if (t->txn)
+            mdb_txn_abort(t->txn);
         free(t);
     }
     if (tl_store_id == s->id) {
@@ -261,74 +801,130 @@ void store_close(struct store *s)
         tl_rtxn = NULL;
     }
     mdb_env_sync(s->env, 1);
-    mdb_env_close(s->env);
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->wmu);
     pthread_cond_destroy(&s->work);
     pthread_cond_destroy(&s->done);
-    free(s);
+    pthread_mutex_destroy(&s->gmu);
+    pthread_cond_destroy(&s->gate);
+    pthread_cond_destroy(&s->drained);
+    pthread_cond_destroy(&s->grow_cv);
+    pthread_cond_destroy(&s->grown);
+    store_free(s);
 }
+
+/* ---- transactions -------------------------------------------------------- */
 
 int store_rtxn_begin(struct store *s, struct store_txn **out)
 {
     *out = NULL;
-    if (tl_store_id != s->id || !tl_rtxn) {
-        struct store_txn *t = calloc(1, sizeof *t);
-        if (!t)
-            return ERR_NOMEM;
-        int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &t->txn);
-        if (rc) {
-            free(t);
-            return map_err(rc);
+    struct store_txn *t = slot_get(s);
+    if (!t)
+        return ERR_NOMEM;
+    for (int tries = 0;; tries++) {
+        pass_enter(s, t);
+        int rc = t->txn ? mdb_txn_renew(t->txn) : mdb_txn_begin(s->env, NULL, MDB_RDONLY, &t->txn);
+        if (rc == 0) {
+            t->live = 1;
+            *out = t;
+            return 0;
         }
-        t->s = s;
-        pthread_mutex_lock(&s->mu);
-        t->next = s->readers;
-        s->readers = t;
-        pthread_mutex_unlock(&s->mu);
-        tl_store_id = s->id;
-        tl_rtxn = t;
-        *out = t;
-        return 0;
+        pass_exit(s, t);
+        if (rc != MDB_MAP_RESIZED)
+            return map_err(rc);
+        /* another process grew the map and wrote past ours: adopt its size */
+        if (tries >= 3 || __atomic_load_n(&t->depth, __ATOMIC_RELAXED) > 0)
+            return ERR_BUSY;
+        grow_request(s, 1);
     }
-    int rc = mdb_txn_renew(tl_rtxn->txn);
-    if (rc)
-        return map_err(rc);
-    *out = tl_rtxn;
-    return 0;
 }
 
 int store_wtxn_begin(struct store *s, struct store_txn **out)
 {
     *out = NULL;
+    struct store_txn *slot = slot_get(s);
     struct store_txn *t = malloc(sizeof *t);
-    if (!t)
-        return ERR_NOMEM;
-    pthread_mutex_lock(&s->wmu);
-    int rc = mdb_txn_begin(s->env, NULL, 0, &t->txn);
-    if (rc) {
-        pthread_mutex_unlock(&s->wmu);
+    if (!slot || !t) {
         free(t);
-        return map_err(rc);
+        return ERR_NOMEM;
     }
-    t->s = s;
-    t->write = 1;
-    t->next = NULL;
-    *out = t;
-    return 0;
+    for (int tries = 0;; tries++) {
+        int outer = __atomic_load_n(&slot->depth, __ATOMIC_RELAXED) == 0;
+        size_t used = __atomic_load_n(&s->used, __ATOMIC_RELAXED);
+        size_t map = __atomic_load_n(&s->map_size, __ATOMIC_RELAXED);
+        if (grow_due(used, map) && !__atomic_load_n(&s->growing, __ATOMIC_RELAXED) && !at_max(s) &&
+            mono_ms() >= __atomic_load_n(&s->backoff_until_ms, __ATOMIC_RELAXED)) {
+            /* close the gate: this writer (unless it is inside a read txn,
+             * which the grower waits for) and every new transaction wait
+             * below until the map has grown */
+            grow_start(s);
+        }
+        pass_enter(s, slot);
+        pthread_mutex_lock(&s->wmu);
+        int rc = disk_reserve(s);
+        if (rc) {
+            pthread_mutex_unlock(&s->wmu);
+            pass_exit(s, slot);
+            free(t);
+            return rc;
+        }
+        rc = mdb_txn_begin(s->env, NULL, 0, &t->txn);
+        if (rc == 0) {
+            t->s = s;
+            t->write = 1;
+            t->slot = slot;
+            t->depth = t->live = 0;
+            t->next = NULL;
+            *out = t;
+            return 0;
+        }
+        pthread_mutex_unlock(&s->wmu);
+        pass_exit(s, slot);
+        if (rc != MDB_MAP_RESIZED || tries >= 3 || !outer) {
+            free(t);
+            return rc == MDB_MAP_RESIZED ? ERR_BUSY : map_err(rc);
+        }
+        grow_request(s, 1); /* another process grew the map: adopt its size */
+    }
 }
 
 void store_txn_end(struct store_txn *t)
 {
     if (!t)
         return;
+    struct store *s = t->s;
     if (t->write) {
         mdb_txn_abort(t->txn);
-        pthread_mutex_unlock(&t->s->wmu);
+        pthread_mutex_unlock(&s->wmu);
+        pass_exit(s, t->slot);
         free(t);
-    } else {
+    } else if (t->live) {
         mdb_txn_reset(t->txn);
+        t->live = 0;
+        pass_exit(s, t);
     }
+}
+
+/* Commit a write txn and let go of it (the writer lock, the thread's
+ * pass, the handle) on every path; note the room used for the grower. */
+static int wcommit(struct store_txn *t)
+{
+    struct store *s = t->s;
+    int rc = mdb_txn_commit(t->txn);
+    if (rc == 0) {
+        MDB_envinfo info;
+        mdb_env_info(s->env, &info);
+        __atomic_store_n(&s->used, (size_t)(info.me_last_pgno + 1) * s->psize, __ATOMIC_RELAXED);
+    }
+    pthread_mutex_unlock(&s->wmu);
+    pass_exit(s, t->slot);
+    free(t);
+    if (rc) {
+        if (rc == MDB_MAP_FULL || rc == ENOSPC)
+            note_full(s);
+        return map_err(rc);
+    }
+    return 0;
 }
 
 int store_txn_commit(struct store_txn *t, int durable)
@@ -338,11 +934,9 @@ int store_txn_commit(struct store_txn *t, int durable)
         return 0;
     }
     struct store *s = t->s;
-    int rc = mdb_txn_commit(t->txn);
-    pthread_mutex_unlock(&s->wmu);
-    free(t);
+    int rc = wcommit(t);
     if (rc)
-        return map_err(rc);
+        return rc;
     pthread_mutex_lock(&s->mu);
     if (durable) {
         uint64_t seq = ++s->committed;
@@ -357,6 +951,36 @@ int store_txn_commit(struct store_txn *t, int durable)
     return 0;
 }
 
+int store_grow(struct store *s)
+{
+    struct store_txn *slot = slot_get(s);
+    if (!slot || __atomic_load_n(&slot->depth, __ATOMIC_RELAXED) > 0 || at_max(s))
+        return ERR_FULL;
+    size_t before = __atomic_load_n(&s->map_size, __ATOMIC_RELAXED);
+    for (int tries = 0; tries < 5; tries++) {
+        __atomic_store_n(&s->full_hit, 1, __ATOMIC_RELAXED);
+        grow_start(s);
+        grow_request(s, 1);
+        if (__atomic_load_n(&s->map_size, __ATOMIC_RELAXED) > before)
+            return 0;
+        pthread_mutex_lock(&s->gmu);
+        int rc = s->grow_rc;
+        pthread_mutex_unlock(&s->gmu);
+        if (rc != ERR_BUSY)
+            break; /* at map_max, or no address space: growing again will not help */
+    }
+    return ERR_FULL;
+}
+
+/* A write failed for lack of room: remember it, so the map grows before
+ * the next write txn. */
+static int wfail(struct store_txn *t, int rc)
+{
+    if (rc == MDB_MAP_FULL)
+        note_full(t->s);
+    return map_err(rc);
+}
+
 int store_txn_commit_ticket(struct store_txn *t, uint64_t *ticket)
 {
     *ticket = 0;
@@ -365,11 +989,9 @@ int store_txn_commit_ticket(struct store_txn *t, uint64_t *ticket)
         return 0;
     }
     struct store *s = t->s;
-    int rc = mdb_txn_commit(t->txn);
-    pthread_mutex_unlock(&s->wmu);
-    free(t);
+    int rc = wcommit(t);
     if (rc)
-        return map_err(rc);
+        return rc;
     pthread_mutex_lock(&s->mu);
     *ticket = ++s->committed;
     s->ndurable++;
@@ -424,7 +1046,7 @@ int store_put(struct store_txn *t, enum store_db db, const void *key, size_t kle
     if (klen == 0 || klen > 511)
         return ERR_TOOBIG;
     MDB_val k = { klen, (void *)key }, v = { vlen, (void *)val };
-    return map_err(mdb_put(t->txn, t->s->dbi[db], &k, &v, 0));
+    return wfail(t, mdb_put(t->txn, t->s->dbi[db], &k, &v, 0));
 }
 
 int store_reserve(struct store_txn *t, enum store_db db, const void *key, size_t klen,
@@ -435,7 +1057,7 @@ int store_reserve(struct store_txn *t, enum store_db db, const void *key, size_t
     MDB_val k = { klen, (void *)key }, v = { vlen, NULL };
     int rc = mdb_put(t->txn, t->s->dbi[db], &k, &v, MDB_RESERVE);
     if (rc)
-        return map_err(rc);
+        return wfail(t, rc);
     *dst = v.mv_data;
     return 0;
 }
@@ -445,7 +1067,7 @@ int store_del(struct store_txn *t, enum store_db db, const void *key, size_t kle
     if (klen == 0 || klen > 511)
         return ERR_NOTFOUND;
     MDB_val k = { klen, (void *)key };
-    return map_err(mdb_del(t->txn, t->s->dbi[db], &k, NULL));
+    return wfail(t, mdb_del(t->txn, t->s->dbi[db], &k, NULL));
 }
 
 int store_scan(struct store_txn *t, enum store_db db, const void *prefix, size_t plen,
@@ -506,7 +1128,7 @@ long store_del_prefix(struct store_txn *t, enum store_db db, const void *prefix,
     }
     mdb_cursor_close(c);
     if (rc && rc != MDB_NOTFOUND)
-        return map_err(rc);
+        return wfail(t, rc);
     return n;
 }
 
@@ -543,18 +1165,24 @@ int store_seq_next(struct store_txn *t, const char *name, uint64_t *out)
 int store_stat(struct store *s, struct store_stat *st)
 {
     memset(st, 0, sizeof *st);
-    MDB_envinfo info;
-    MDB_stat est;
-    mdb_env_info(s->env, &info);
-    mdb_env_stat(s->env, &est);
-    st->map_size = info.me_mapsize;
-    st->used_bytes = (size_t)(info.me_last_pgno + 1) * est.ms_psize;
     struct store_txn *t;
-    if (store_rtxn_begin(s, &t) == 0) {
-        for (int i = 0; i < STORE_NDB; i++)
-            st->entries[i] = store_count(t, (enum store_db)i);
-        store_txn_end(t);
-    }
+    int rc = store_rtxn_begin(s, &t);
+    if (rc)
+        return rc;
+    MDB_envinfo info; /* read under the txn's pass: the map cannot move */
+    mdb_env_info(s->env, &info);
+    st->map_size = info.me_mapsize;
+    st->used_bytes = (size_t)(info.me_last_pgno + 1) * s->psize;
+    for (int i = 0; i < STORE_NDB; i++)
+        st->entries[i] = store_count(t, (enum store_db)i);
+    store_txn_end(t);
+    st->map_max = s->map_max;
+    st->growths = __atomic_load_n(&s->ngrowths, __ATOMIC_RELAXED);
+    st->full_errors = __atomic_load_n(&s->nfull, __ATOMIC_RELAXED);
+    int64_t f = __atomic_load_n(&s->disk_free, __ATOMIC_RELAXED);
+    int64_t z = __atomic_load_n(&s->disk_size, __ATOMIC_RELAXED);
+    st->disk_free = f > 0 ? (uint64_t)f : 0;
+    st->disk_size = z > 0 ? (uint64_t)z : 0;
     pthread_mutex_lock(&s->mu);
     st->syncs = s->nsyncs;
     st->durable_commits = s->ndurable;

@@ -25,8 +25,28 @@
  * on the decide path.  The price is that a stray pointer write in the
  * process could corrupt the map; store_opts.no_writemap turns it off.
  *
- * Errors: LMDB's codes map to ERR_NOTFOUND, ERR_FULL (map full — the caller
- * answers 507), ERR_STORE; -errno passes through.
+ * The map grows with the data.  It starts at store_opts.map_size (or the
+ * size an existing environment grew to, if larger) and doubles (steps of
+ * at most 16 GiB) whenever the data fills half of it, or at once when a
+ * write ran out of room.  Replacing the map needs every transaction of
+ * this process closed: from the moment a writer finds the map half full,
+ * new transactions wait at a gate for the few milliseconds a growth takes,
+ * and the grower thread waits for the open ones (a thread that already
+ * holds a transaction is never made to wait, so a read txn kept open
+ * across a write txn is fine; a transaction kept open for over a second
+ * postpones the growth instead).  The map is address space, not disk: the
+ * file is sparse.  Disk is what can really run out, so the store keeps the
+ * blocks just past the data allocated ahead of the writers (fallocate) and
+ * refuses a write with ERR_FULL when the disk cannot give that headroom;
+ * store_opts.map_max caps the map (ERR_FULL past it).  Another process on
+ * the same environment (`promod import`) grows the map for itself; this
+ * process adopts the size when it meets data beyond its map.
+ *
+ * Errors: LMDB's codes map to ERR_NOTFOUND, ERR_FULL (no room: disk full
+ * or map_max reached — the caller answers 507), ERR_STORE; -errno passes
+ * through.  A write that failed with ERR_FULL lost its whole transaction;
+ * the map grows before the next write transaction begins, so a caller may
+ * redo the unit of work (store_grow() waits for the growth explicitly).
  */
 #ifndef PROMOD_STORE_H
 #define PROMOD_STORE_H
@@ -61,7 +81,8 @@ struct store_txn;
 
 struct store_opts {
     const char *dir;          /**< created if missing */
-    size_t map_size;          /**< bytes; 0 = 1 GiB */
+    size_t map_size;          /**< bytes, the map's initial size; 0 = 1 GiB */
+    size_t map_max;           /**< bytes the map may grow to; 0 = no limit but the disk */
     unsigned max_readers;     /**< 0 = 256 */
     unsigned sync_interval_ms;/**< background sync of non-durable commits; 0 = 1000 */
     int no_writemap;          /**< 1 = classic pwrite commits instead of MDB_WRITEMAP */
@@ -79,7 +100,10 @@ void store_close(struct store *s);
 /** Begin the calling thread's read transaction (snapshot).  One read txn
  *  per thread at a time.  @return 0, ERR_STORE. */
 int store_rtxn_begin(struct store *s, struct store_txn **txn);
-/** Begin a write transaction (blocks while another writer is active). */
+/** Begin a write transaction (blocks while another writer is active, and
+ *  while the map grows when it is nearly full).  @return 0, ERR_FULL
+ *  (the disk cannot give the room a write may need), ERR_BUSY (another
+ *  process grew the map and this one could not adopt it yet), ERR_STORE. */
 int store_wtxn_begin(struct store *s, struct store_txn **txn);
 /** Commit a write txn (freed on every path); with STORE_DURABLE returns only
  *  once the data is fsynced.  Read txns: same as store_txn_end. */
@@ -100,6 +124,13 @@ void store_sync_wait(struct store *s, uint64_t ticket);
 void store_set_sync_hook(struct store *s, void (*fn)(void *ud), void *ud);
 /** End a read txn or abort a write txn.  NULL is a no-op. */
 void store_txn_end(struct store_txn *txn);
+
+/** After a write failed with ERR_FULL: grow the map now and return once
+ *  it has grown, so the caller can redo its transaction.  Call with no
+ *  transaction open on this thread.  @return 0 (grown), ERR_FULL (it
+ *  cannot grow: map_max reached, no address space, or a transaction of
+ *  this thread is open). */
+int store_grow(struct store *s);
 
 /** @return 0 and the value (valid until txn end), ERR_NOTFOUND, ERR_STORE. */
 int store_get(struct store_txn *txn, enum store_db db, const void *key, size_t klen,
@@ -133,9 +164,17 @@ int store_seq_next(struct store_txn *txn, const char *name, uint64_t *out);
 
 struct store_stat {
     size_t map_size, used_bytes;
+    size_t map_max;           /**< 0 = no limit */
     size_t entries[STORE_NDB];
     uint64_t syncs, durable_commits;
+    uint64_t growths;         /**< times the map grew since open */
+    uint64_t full_errors;     /**< writes refused or failed for want of room */
+    uint64_t disk_free;       /**< free bytes on the data dir's filesystem (for unprivileged users) */
+    uint64_t disk_size;       /**< size of that filesystem */
 };
+/** Figures for /metrics (map and disk as of now, disk refreshed every
+ *  second).  Opens the calling thread's read txn: call with none open.
+ *  @return 0, or the error of store_rtxn_begin(). */
 int store_stat(struct store *s, struct store_stat *st);
 
 /** Name of a database ("profiles", ...). */

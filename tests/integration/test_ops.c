@@ -106,6 +106,11 @@ Test(ops, metrics_series)
     double ratio = metric(m, "promod_lmdb_map_usage_ratio", "");
     cr_assert(ratio > 0 && ratio < 1, "map usage ratio %f", ratio);
     cr_assert_gt(metric(m, "promod_lmdb_map_size_bytes", ""), 0);
+    cr_assert_eq(metric(m, "promod_lmdb_map_max_bytes", ""), 0, "no cap by default");
+    cr_assert_eq(metric(m, "promod_lmdb_map_growths_total", ""), 0);
+    cr_assert_eq(metric(m, "promod_store_full_errors_total", ""), 0);
+    double disk_free = metric(m, "promod_store_disk_free_bytes", "");
+    cr_assert(disk_free > 0 && disk_free < metric(m, "promod_store_disk_size_bytes", ""), "disk free %f", disk_free);
     cr_assert_eq(metric(m, "promod_profiles", ""), 3);
     cr_assert_eq(metric(m, "promod_store_entries", "db=\"profiles\""), 3);
     cr_assert_geq(metric(m, "promod_store_durable_commits_total", ""), 4);

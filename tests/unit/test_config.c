@@ -71,6 +71,7 @@ Test(config, defaults)
     cr_assert_str_eq(cfg.web_dir, "./web");
     cr_assert_eq(cfg.threads, 0);
     cr_assert_eq(cfg.map_size, (size_t)1 << 30);
+    cr_assert_eq(cfg.map_max, 0, "the map grows as far as the disk allows");
     cr_assert_eq(cfg.store_writemap, 1);
     cr_assert_eq(cfg.sync_interval_ms, 1000);
     cr_assert_eq(cfg.max_body, (size_t)1 << 20);
@@ -123,6 +124,7 @@ Test(config, every_key)
             "  plugins_dir = base .. '/plugins',\n"
             "  threads = 4,\n"
             "  map_size_mb = 2048,\n"
+            "  map_max_mb = 65536,\n"
             "  store_writemap = false,\n"
             "  sync_interval_ms = 250,\n"
             "  max_body_kb = 512,\n"
@@ -158,6 +160,7 @@ Test(config, every_key)
     cr_assert_str_eq(cfg.plugins_dir, "/srv/promod/plugins");
     cr_assert_eq(cfg.threads, 4);
     cr_assert_eq(cfg.map_size, (size_t)2048 << 20);
+    cr_assert_eq(cfg.map_max, (size_t)65536 << 20);
     cr_assert_eq(cfg.store_writemap, 0);
     cr_assert_eq(cfg.sync_interval_ms, 250);
     cr_assert_eq(cfg.max_body, (size_t)512 << 10);
@@ -268,6 +271,10 @@ ParameterizedTestParameters(config, rejected)
         { "return { threads = true }", "threads: expected a number" },
         { "return { map_size_mb = 1 }", "map_size_mb: expected an integer from 16" },
         { "return { map_size_mb = {} }", "map_size_mb: expected a number" },
+        { "return { map_max_mb = 8 }", "map_max_mb: expected 0 (no limit) or an integer from 16" },
+        { "return { map_max_mb = -1 }", "map_max_mb: expected an integer from 0" },
+        { "return { map_max_mb = 512 }", "map_max_mb: must not be below map_size_mb" },
+        { "return { map_size_mb = 4096, map_max_mb = 2048 }", "map_max_mb: must not be below map_size_mb" },
         { "return { store_writemap = 1 }", "store_writemap: expected true or false" },
         { "return { sync_interval_ms = 5 }", "sync_interval_ms: expected an integer from 10 to 60000" },
         { "return { sync_interval_ms = 60001 }", "sync_interval_ms: expected an integer" },

@@ -1,12 +1,15 @@
 /* test_store.c — the LMDB store: records, scans, sequences, group commit,
- * a full map, snapshot isolation and key limits, on a real environment in a
- * temporary directory. */
+ * a map that grows under concurrent writers and readers (and one grown by
+ * another process), a map capped and full, snapshot isolation and key
+ * limits, on a real environment in a temporary directory. */
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "base/err.h"
@@ -19,9 +22,11 @@ static struct store *st;
 
 static int no_writemap; /* the map is opened as the test asks: both modes are shipped */
 
+static size_t map_max; /* the cap the next open_store() sets (0: none) */
+
 static void open_store(size_t map_size)
 {
-    struct store_opts o = { .dir = dir, .map_size = map_size, .sync_interval_ms = 50,
+    struct store_opts o = { .dir = dir, .map_size = map_size, .map_max = map_max, .sync_interval_ms = 50,
                             .no_writemap = no_writemap };
     int rc = store_open(&o, &st);
     cr_assert_eq(rc, 0, "store_open: %s", err_str(rc));
@@ -29,8 +34,9 @@ static void open_store(size_t map_size)
 
 static void setup(void)
 {
-    log_set_level(LOG_ERROR);
+    log_set_level(getenv("STORE_TEST_LOG") ? LOG_INFO : LOG_ERROR);
     tfx_tmpdir(dir, sizeof dir);
+    map_max = 0;
     open_store(0);
 }
 
@@ -662,15 +668,16 @@ ParameterizedTest(struct keycase *c, store, key_lengths)
     free(k);
 }
 
-/* A tiny map fills up: the failing commit reports ERR_FULL, everything
- * committed before is intact, and the store keeps serving reads and
- * writes that fit (after making room). */
+/* A tiny map capped at its size (map_max) fills up: the failing commit
+ * reports ERR_FULL, everything committed before is intact, and the store
+ * keeps serving reads and writes that fit (after making room). */
 static void map_full(void)
 {
     store_close(st);
     tfx_rmrf(dir);
     tfx_tmpdir(dir, sizeof dir);
-    open_store((size_t)1 << 20); /* 1 MiB: 256 pages */
+    map_max = (size_t)1 << 20;
+    open_store((size_t)1 << 20); /* 1 MiB: 256 pages, and no more */
     static char val[8000];
     int committed = 0, rc = 0;
     for (int batch = 0; batch < 1000 && !rc; batch++) {
@@ -696,6 +703,10 @@ static void map_full(void)
     cr_assert_eq(store_stat(st, &s), 0);
     cr_assert_geq(s.used_bytes * 10, s.map_size * 8, "map reported full at %zu of %zu bytes",
                   s.used_bytes, s.map_size);
+    cr_assert_eq(s.map_size, map_max, "the map never grows past map_max");
+    cr_assert_eq(s.growths, 0);
+    cr_assert_gt(s.full_errors, 0, "the failed write is counted for /metrics");
+    cr_assert_eq(store_grow(st), ERR_FULL, "nothing to grow into");
     /* every committed record is intact */
     struct store_txn *t;
     cr_assert_eq(store_rtxn_begin(st, &t), 0);
@@ -731,6 +742,317 @@ Test(store, map_full_pwrite)
 {
     no_writemap = 1;
     map_full();
+}
+
+/* ---- a map that grows ---- */
+
+/* Writers, readers and a decide-like thread (a read txn kept open across
+ * a write txn) on a 4 MiB map until 64 MiB are stored: the map grows many
+ * times, no write fails, every read sees whole, correct records. */
+enum { GW_WRITERS = 3, GW_READERS = 3, GW_START_MB = 4, GW_TARGET_MB = 64 };
+
+struct grow_ctx {
+    long committed[GW_WRITERS + 1]; /* records each writer has committed (atomic) */
+    long bytes;                     /* value bytes committed (atomic) */
+    int stop;                       /* atomic */
+    long write_errors, read_errors, reads, nested; /* atomic */
+    char first_error[160];
+};
+static struct grow_ctx gx;
+
+/* record i of writer w: key "w<w>-<i>", 500-12,500 bytes derived from both */
+static size_t grow_val(int w, long i, char *out, size_t cap)
+{
+    size_t len = 500 + (size_t)((i * 7919 + w * 104729) % 12000);
+    if (len > cap)
+        len = cap;
+    for (size_t k = 0; k < len; k++)
+        out[k] = (char)('a' + (k + (size_t)i + (size_t)w) % 26);
+    return len;
+}
+
+static void grow_fail(long *counter, const char *what, int rc)
+{
+    if (__atomic_fetch_add(counter, 1, __ATOMIC_RELAXED) == 0)
+        snprintf(gx.first_error, sizeof gx.first_error, "%s: %s", what, err_str(rc));
+}
+
+static void *grow_writer(void *arg)
+{
+    int w = (int)(intptr_t)arg;
+    static __thread char val[12600];
+    long i = 0;
+    while (!__atomic_load_n(&gx.stop, __ATOMIC_RELAXED)) {
+        struct store_txn *t;
+        int rc = store_wtxn_begin(st, &t);
+        if (rc) {
+            grow_fail(&gx.write_errors, "wtxn_begin", rc);
+            return NULL;
+        }
+        int n = 1 + (int)(i % 6), k;
+        size_t bytes = 0;
+        for (k = 0; k < n && !rc; k++) {
+            char key[32];
+            int kl = snprintf(key, sizeof key, "w%d-%ld", w, i + k);
+            size_t vl = grow_val(w, i + k, val, sizeof val);
+            rc = store_put(t, STORE_EVENTS, key, (size_t)kl, val, vl);
+            bytes += vl;
+        }
+        if (rc) {
+            store_txn_end(t);
+            grow_fail(&gx.write_errors, "put", rc);
+            return NULL;
+        }
+        rc = store_txn_commit(t, i % 5 ? STORE_ASYNC : STORE_DURABLE);
+        if (rc) {
+            grow_fail(&gx.write_errors, "commit", rc);
+            return NULL;
+        }
+        i += n;
+        __atomic_store_n(&gx.committed[w], i, __ATOMIC_RELEASE);
+        __atomic_add_fetch(&gx.bytes, (long)bytes, __ATOMIC_RELAXED);
+    }
+    return NULL;
+}
+
+/* Read a committed record of writer w and check it; with `nested`, keep
+ * the snapshot open while a write txn counts the read (as decide keeps its
+ * profile snapshot while it reserves caps). */
+static void grow_read(unsigned *seed, int nested)
+{
+    static __thread char want[12600];
+    int w = (int)(rand_r(seed) % GW_WRITERS);
+    long n = __atomic_load_n(&gx.committed[w], __ATOMIC_ACQUIRE);
+    if (!n)
+        return;
+    long i = (long)(rand_r(seed) % (unsigned)n);
+    char key[32];
+    int kl = snprintf(key, sizeof key, "w%d-%ld", w, i);
+    struct store_txn *t;
+    int rc = store_rtxn_begin(st, &t);
+    if (rc) {
+        grow_fail(&gx.read_errors, "rtxn_begin", rc);
+        return;
+    }
+    const void *v;
+    size_t vl;
+    size_t wl = grow_val(w, i, want, sizeof want);
+    rc = store_get(t, STORE_EVENTS, key, (size_t)kl, &v, &vl);
+    if (rc || vl != wl || memcmp(v, want, vl)) {
+        grow_fail(&gx.read_errors, key, rc ? rc : ERR_PARSE);
+    } else if (nested) {
+        struct store_txn *wt;
+        unsigned char cnt[8];
+        long seen = __atomic_add_fetch(&gx.nested, 1, __ATOMIC_RELAXED);
+        store_be64((uint64_t)seen, cnt);
+        if ((rc = store_wtxn_begin(st, &wt)) == 0) {
+            if ((rc = store_put(wt, STORE_COUNTERS, key, (size_t)kl, cnt, 8)))
+                store_txn_end(wt);
+            else
+                rc = store_txn_commit(wt, STORE_ASYNC); /* frees wt on every path */
+        }
+        if (rc)
+            grow_fail(&gx.write_errors, "nested write", rc);
+        /* the snapshot still reads what it read before the write */
+        const void *v2;
+        size_t vl2;
+        if (store_get(t, STORE_EVENTS, key, (size_t)kl, &v2, &vl2) || vl2 != wl || memcmp(v2, want, wl))
+            grow_fail(&gx.read_errors, "snapshot after nested write", ERR_PARSE);
+    }
+    store_txn_end(t);
+    __atomic_add_fetch(&gx.reads, 1, __ATOMIC_RELAXED);
+}
+
+static void *grow_reader(void *arg)
+{
+    unsigned seed = (unsigned)(intptr_t)arg * 2654435761u;
+    int nested = (intptr_t)arg == 0;
+    while (!__atomic_load_n(&gx.stop, __ATOMIC_RELAXED))
+        grow_read(&seed, nested);
+    return NULL;
+}
+
+static void map_grows_under_load(void)
+{
+    store_close(st);
+    tfx_rmrf(dir);
+    tfx_tmpdir(dir, sizeof dir);
+    open_store((size_t)GW_START_MB << 20); /* no cap: it must grow */
+    memset(&gx, 0, sizeof gx);
+    pthread_t wt[GW_WRITERS], rt[GW_READERS];
+    for (int i = 0; i < GW_WRITERS; i++)
+        pthread_create(&wt[i], NULL, grow_writer, (void *)(intptr_t)i);
+    for (int i = 0; i < GW_READERS; i++)
+        pthread_create(&rt[i], NULL, grow_reader, (void *)(intptr_t)i);
+    /* wait for the data (or a failure); the suite's timeout is the deadline */
+    while (__atomic_load_n(&gx.bytes, __ATOMIC_RELAXED) < (long)GW_TARGET_MB << 20 &&
+           !__atomic_load_n(&gx.write_errors, __ATOMIC_RELAXED) &&
+           !__atomic_load_n(&gx.read_errors, __ATOMIC_RELAXED))
+        usleep(10000);
+    __atomic_store_n(&gx.stop, 1, __ATOMIC_RELAXED);
+    for (int i = 0; i < GW_WRITERS; i++)
+        pthread_join(wt[i], NULL);
+    for (int i = 0; i < GW_READERS; i++)
+        pthread_join(rt[i], NULL);
+    cr_assert_eq(gx.write_errors, 0, "%ld failed writes, first: %s", gx.write_errors, gx.first_error);
+    cr_assert_eq(gx.read_errors, 0, "%ld failed reads, first: %s", gx.read_errors, gx.first_error);
+    cr_assert_gt(gx.reads, 0);
+    cr_assert_gt(gx.nested, 0, "the decide-like reader wrote inside its snapshot");
+    struct store_stat s;
+    cr_assert_eq(store_stat(st, &s), 0);
+    cr_assert_geq(s.map_size, (size_t)GW_TARGET_MB << 20, "map %zu bytes for %ld bytes of data", s.map_size,
+                  gx.bytes);
+    cr_assert_geq(s.growths, 4, "4 MiB to over 64 MiB is at least 4 doublings, saw %llu",
+                  (unsigned long long)s.growths);
+    cr_assert_eq(s.full_errors, 0, "no write ran out of room");
+    cr_assert_gt(s.disk_size, 0, "the filesystem's size is known");
+    /* everything committed is there, after a reopen too */
+    for (int pass = 0; pass < 2; pass++) {
+        static char want[12600];
+        struct store_txn *t;
+        cr_assert_eq(store_rtxn_begin(st, &t), 0);
+        long total = 0;
+        for (int w = 0; w < GW_WRITERS; w++) {
+            for (long i = 0; i < gx.committed[w]; i++) {
+                char key[32];
+                int kl = snprintf(key, sizeof key, "w%d-%ld", w, i);
+                const void *v;
+                size_t vl, wl = grow_val(w, i, want, sizeof want);
+                cr_assert_eq(store_get(t, STORE_EVENTS, key, (size_t)kl, &v, &vl), 0, "%s lost", key);
+                cr_assert(vl == wl && !memcmp(v, want, wl), "%s damaged", key);
+            }
+            total += gx.committed[w];
+        }
+        cr_assert_eq(store_count(t, STORE_EVENTS), (size_t)total);
+        store_txn_end(t);
+        if (!pass)
+            reopen();
+    }
+}
+
+Test(store, map_grows_under_concurrent_writers_and_readers) { map_grows_under_load(); }
+
+Test(store, map_grows_under_concurrent_writers_and_readers_pwrite)
+{
+    no_writemap = 1;
+    map_grows_under_load();
+}
+
+/* A write too big for the map fails whole (ERR_FULL); store_grow() then
+ * grows it and the same transaction, redone, fits. */
+Test(store, store_grow_after_a_full_write)
+{
+    store_close(st);
+    tfx_rmrf(dir);
+    tfx_tmpdir(dir, sizeof dir);
+    open_store((size_t)1 << 20);
+    static char val[100000];
+    memset(val, 'g', sizeof val);
+    int tries = 0, rc;
+    do {
+        struct store_txn *t;
+        cr_assert_eq(store_wtxn_begin(st, &t), 0);
+        rc = 0;
+        for (int i = 0; i < 40 && !rc; i++) { /* 4 MB in one txn */
+            char k[16];
+            int n = snprintf(k, sizeof k, "big%02d", i);
+            rc = store_put(t, STORE_EVENTS, k, (size_t)n, val, sizeof val);
+        }
+        if (rc) {
+            store_txn_end(t);
+            cr_assert_eq(rc, ERR_FULL, "%s", err_str(rc));
+            cr_assert_eq(store_grow(st), 0, "the map could not grow");
+        } else {
+            cr_assert_eq(store_txn_commit(t, STORE_DURABLE), 0);
+        }
+    } while (rc && ++tries < 10);
+    cr_assert_eq(rc, 0, "4 MB never fit");
+    cr_assert_gt(tries, 0, "a 1 MiB map cannot take 4 MB in one go");
+    struct store_stat s;
+    cr_assert_eq(store_stat(st, &s), 0);
+    cr_assert_geq(s.map_size, (size_t)4 << 20, "the map grew to hold 4 MB");
+    struct store_txn *t;
+    cr_assert_eq(store_rtxn_begin(st, &t), 0);
+    cr_assert_eq(store_count(t, STORE_EVENTS), 40);
+    store_txn_end(t);
+}
+
+/* Commits that take a ticket (a reply held until its flush) let go of
+ * the thread's pass like any commit: 8 MB through a 1 MiB map in such
+ * commits, each waited for, all succeed and the map grows under them. */
+Test(store, ticket_commits_let_the_map_grow)
+{
+    store_close(st);
+    tfx_rmrf(dir);
+    tfx_tmpdir(dir, sizeof dir);
+    open_store((size_t)1 << 20);
+    static char val[20000];
+    memset(val, 't', sizeof val);
+    enum { N = 400 };
+    uint64_t last = 0;
+    for (int i = 0; i < N; i++) {
+        struct store_txn *t;
+        int rc = store_wtxn_begin(st, &t);
+        cr_assert_eq(rc, 0, "begin %d: %s", i, err_str(rc));
+        char k[16];
+        int n = snprintf(k, sizeof k, "tk%04d", i);
+        rc = store_put(t, STORE_EVENTS, k, (size_t)n, val, sizeof val);
+        if (rc) {
+            store_txn_end(t);
+            cr_assert_fail("put %d: %s", i, err_str(rc));
+        }
+        uint64_t ticket;
+        rc = store_txn_commit_ticket(t, &ticket);
+        cr_assert_eq(rc, 0, "commit %d: %s", i, err_str(rc));
+        cr_assert_gt(ticket, last, "tickets follow the commit order");
+        last = ticket;
+        store_sync_wait(st, ticket);
+        cr_assert_geq(store_synced(st), ticket);
+    }
+    struct store_stat s;
+    cr_assert_eq(store_stat(st, &s), 0);
+    cr_assert_gt(s.growths, 0, "the map grew");
+    cr_assert_geq(s.map_size, (size_t)8 << 20, "the map holds the 8 MB");
+    struct store_txn *t;
+    cr_assert_eq(store_rtxn_begin(st, &t), 0);
+    cr_assert_eq(store_count(t, STORE_EVENTS), N);
+    store_txn_end(t);
+}
+
+/* Another process (`promod import` next to a running server) grows the
+ * map and writes past this process's map: this process adopts the size
+ * on its next transaction, for reads and for writes. */
+Test(store, adopts_a_map_grown_by_another_process)
+{
+    store_close(st);
+    tfx_rmrf(dir);
+    tfx_tmpdir(dir, sizeof dir);
+    open_store((size_t)1 << 20);
+    put1(STORE_PROFILES, "here-before", "1");
+    char file[300];
+    snprintf(file, sizeof file, "%s.ndjson", dir);
+    FILE *f = fopen(file, "w");
+    cr_assert(f);
+    for (int i = 0; i < 20000; i++) /* about 10 MB */
+        fprintf(f, "{\"id\":\"other-%05d\",\"pad\":\"%0480d\"}\n", i, i);
+    fclose(f);
+    char *out = NULL;
+    int rc = tfx_promod(&out, "import", "profiles", file, "--data", dir, (char *)NULL);
+    unlink(file);
+    cr_assert_eq(rc, 0, "import: %s", out);
+    free(out);
+    struct store_txn *t;
+    cr_assert_eq(store_rtxn_begin(st, &t), 0, "a read after the other process grew the map");
+    cr_assert_eq(store_count(t, STORE_PROFILES), 20001);
+    const void *v;
+    size_t vl;
+    cr_assert_eq(store_get(t, STORE_PROFILES, "other-19999", 11, &v, &vl), 0);
+    store_txn_end(t);
+    put1(STORE_PROFILES, "here-after", "2");
+    cr_assert_str_eq(get1(STORE_PROFILES, "here-after", 10), "2");
+    struct store_stat s;
+    cr_assert_eq(store_stat(st, &s), 0);
+    cr_assert_gt(s.map_size, (size_t)8 << 20, "the map follows the data");
 }
 
 Test(store, pwrite_mode_round_trip)
