@@ -4,7 +4,7 @@
 # scripts/bench.sh measures decide.
 #
 #   scripts/bench-models.sh [--profiles N] [--events N] [--duration S] [--rounds R]
-#                           [--connections C] [--probe K] [--out DIR]
+#                           [--connections C] [--probe K] [--out DIR] [--decide-only]
 #
 # 1. Events: scripts/gen-model-bench.py plants a conversion propensity on
 #    the reference profiles (N events, default 10M, over 60 days), ingested
@@ -23,6 +23,9 @@
 #    asks K fresh predictions (promo.predict with a new ctx each, so none is
 #    cached) and says no; (cpu/req with it - without) / K is the cost of each
 #    further model a decide needs: features read from p and ctx, 200 trees.
+#
+# --decide-only runs steps 3 and 4 again on the data directory, the rule
+# files and the trained model an earlier full run left in --out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -34,6 +37,7 @@ ROUNDS=3
 CONNS=32
 PROBE=16
 OUT=$ROOT/bench-out
+DECIDE_ONLY=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --profiles) PROFILES=$2; shift 2 ;;
@@ -43,7 +47,8 @@ while [ $# -gt 0 ]; do
     --connections) CONNS=$2; shift 2 ;;
     --probe) PROBE=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
-    *) echo "usage: $0 [--profiles N] [--events N] [--duration S] [--rounds R] [--connections C] [--probe K] [--out DIR]" >&2; exit 2 ;;
+    --decide-only) DECIDE_ONLY=1; shift ;;
+    *) echo "usage: $0 [--profiles N] [--events N] [--duration S] [--rounds R] [--connections C] [--probe K] [--out DIR] [--decide-only]" >&2; exit 2 ;;
   esac
 done
 
@@ -65,6 +70,12 @@ fi
 PORT=${BENCH_PORT:-18182}
 DATA=$OUT/model-data
 RUN=$OUT/model-run
+INGEST="(not run: --decide-only)"
+TRAIN="  (not run: --decide-only)
+"
+if [ "$DECIDE_ONLY" = 1 ]; then
+  [ -f "$RUN/promod.lua" ] && [ -d "$DATA" ] || { echo "--decide-only: no earlier full run in $OUT" >&2; exit 2; }
+else
 rm -rf "$DATA" "$RUN"
 mkdir -p "$RUN/base" "$RUN/model/bench" "$RUN/probe/bench" "$RUN/plugins" "$RUN/models"
 cp -r "$ROOT/plugins/." "$RUN/plugins/"
@@ -106,6 +117,7 @@ return {
   map_size_mb = 32768, max_import_body_mb = 512, request_timeout = 900, ${BENCH_CONFIG:-}
 }
 CFG
+fi
 
 SERVER_PID=
 start_server() { # rules dir
@@ -124,6 +136,7 @@ stop_server() {
 }
 trap stop_server EXIT
 
+if [ "$DECIDE_ONLY" = 0 ]; then
 echo "== ingesting the events over HTTP"
 start_server "$RUN/base"
 T0=$(date +%s.%N)
@@ -159,6 +172,7 @@ PY
 )
 "
 done
+fi
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$SERVER_PID/stat"; }
 steal_ticks() { awk '/^cpu / {print $9; exit}' /proc/stat; }
@@ -214,6 +228,6 @@ for r in sorted(rows):
               % (r, (d["probe"][1] - d["model"][1]) / k, d["probe"][1], d["model"][1], k))
 PY
 echo "ingestion: $INGEST"
-echo "training of nba ($PROFILES profiles, $NEV events), promod train:"
+echo "training of nba ($PROFILES profiles, ${NEV:-?} events), promod train:"
 printf '%s' "$TRAIN"
 echo "load average at the end: $(cat /proc/loadavg)"
