@@ -3,7 +3,7 @@
  *
  *   promod serve [-c config/promod.lua] [--listen HOST:PORT] [--data DIR]
  *                [--rules DIR] [--plugins DIR] [--web DIR] [--port-file FILE]
- *   promod check [DIR|FILE ...]
+ *   promod check [DIR|FILE ...]  (rules/ plugins/ experiments/ loyalty/ by default)
  *   promod import profiles FILE.ndjson [-c CONFIG] [--data DIR] [--resume | --from-line N]
  *   promod train MODEL [--force] [--threads N] [--now TIME] [-c CONFIG] [--data DIR]
  *                [--models DIR]
@@ -15,6 +15,7 @@
 #include "base/err.h"
 #include "insight/events.h"
 #include "insight/events_log.h"
+#include "service/exp_admin.h"
 #include "base/log.h"
 #include "delivery/deliver.h"
 #include "service/profiles.h"
@@ -43,7 +44,7 @@ static void usage(FILE *f)
             "usage:\n"
             "  promod serve [-c CONFIG] [--listen HOST:PORT] [--data DIR] [--rules DIR]\n"
             "               [--plugins DIR] [--web DIR] [--port-file FILE]\n"
-            "  promod check [DIR|FILE ...]        (default: rules/ plugins/ models/)\n"
+            "  promod check [DIR|FILE ...]        (default: rules/ plugins/ experiments/ loyalty/ models/)\n"
             "  promod import profiles FILE.ndjson [-c CONFIG] [--data DIR] [--resume | --from-line N]\n"
             "  promod train MODEL [--force] [--threads N] [--now TIME] [-c CONFIG] [--data DIR]\n"
             "               [--models DIR]\n"
@@ -218,6 +219,7 @@ static int cmd_serve(const struct cli *c)
         store_close(app.store);
         return 1;
     }
+    exp_admin_start(&app); /* after the rules: experiments name their campaigns */
     loyalty_rules_start(&app.cfg); /* loyalty/: program and earn rules */
     app_register_routes();
     ratelimit_init(&app.cfg);
@@ -229,6 +231,7 @@ static int cmd_serve(const struct cli *c)
     if (rc) {
         fprintf(stderr, "promod: cannot start the server: %s\n", err_str(rc));
         sends_shutdown();
+        exp_admin_stop();
         rules_stop(&app);
         store_close(app.store);
         return 1;
@@ -237,6 +240,7 @@ static int cmd_serve(const struct cli *c)
     models_attach(&app, server_main_base(app.srv));
     if (train_sched_start(&app))
         log_error("model training unavailable", "%s", "cannot start the trainer thread");
+    exp_admin_attach(&app, server_main_base(app.srv));
     loyalty_rules_attach(server_main_base(app.srv));
     promotions_sweeper_start(server_main_base(app.srv));
     events_log_compactor_start(server_main_base(app.srv), app.store, app.cfg.event_retention_days);
@@ -258,6 +262,7 @@ static int cmd_serve(const struct cli *c)
     sends_shutdown();
     deliver_stop();
     events_log_compactor_stop();
+    exp_admin_stop(); /* after the workers stopped deciding: stores queued exposures */
     promotions_sweeper_stop();
     loyalty_rules_stop();
     rules_stop(&app);
@@ -467,24 +472,41 @@ static int is_model_path(const struct config *cfg, const char *p)
     return 0;
 }
 
+/* Is `path` an experiment file or directory: under experiments_dir, or a
+ * path with an "experiments" component? */
+static int is_experiment_path(const struct config *cfg, const char *path)
+{
+    char dir[4096];
+    config_experiments_dir(cfg, dir, sizeof dir);
+    size_t dl = strlen(dir);
+    if (!strncmp(path, dir, dl) && (path[dl] == 0 || path[dl] == '/'))
+        return 1;
+    for (const char *p = path; (p = strstr(p, "experiments")); p += 11)
+        if ((p == path || p[-1] == '/') && (p[11] == '/' || p[11] == 0))
+            return 1;
+    return 0;
+}
+
 static int cmd_check(const struct cli *c)
 {
     struct config cfg;
     if (load_config(&cfg, c))
         return 2;
-    /* model files and loyalty files go to their own checkers, the rest to
-     * the rules'; no paths: the rules, the plugins, the loyalty files and
-     * the models of the config */
-    int n = c->nargs - 1, nr = 0, nl = 0, nm = 0;
+    /* model, experiment and loyalty files go to their own checkers, the
+     * rest (campaigns, plugins) to the rules'.  No argument: each checks
+     * its default directory (rules/ plugins/, experiments/, loyalty/, the
+     * models_dir when it exists) */
+    int n = c->nargs - 1, nr = 0, nl = 0, nx = 0, nm = 0;
     const char **rp = calloc((size_t)n + 1, sizeof *rp), **lp = calloc((size_t)n + 1, sizeof *lp),
-               **mp = calloc((size_t)n + 1, sizeof *mp);
-    if (!rp || !lp || !mp) {
+               **xp = calloc((size_t)n + 1, sizeof *xp), **mp = calloc((size_t)n + 1, sizeof *mp);
+    if (!rp || !lp || !xp || !mp) {
         free(rp);
         free(lp);
+        free(xp);
         free(mp);
         config_free(&cfg);
         fprintf(stderr, "promod check: out of memory\n");
-        return 2;
+        return 1;
     }
     for (int i = 0; i < n; i++) {
         const char *a = c->args[1 + i];
@@ -492,11 +514,14 @@ static int cmd_check(const struct cli *c)
             mp[nm++] = a;
         else if (loyalty_rules_is_loyalty_path(&cfg, a))
             lp[nl++] = a;
+        else if (is_experiment_path(&cfg, a))
+            xp[nx++] = a;
         else
             rp[nr++] = a;
     }
     int rc = n && !nr ? 0 : rules_check_cli(&cfg, rp, nr);
     int lbad = n && !nl ? 0 : loyalty_rules_check_cli(&cfg, lp, nl);
+    int xbad = n && !nx ? 0 : exp_admin_check_cli(&cfg, xp, nx);
     if (!n && access(cfg.models_dir, F_OK) == 0)
         mp[nm++] = cfg.models_dir;
     int mbad = 0;
@@ -507,9 +532,10 @@ static int cmd_check(const struct cli *c)
     }
     free(rp);
     free(lp);
+    free(xp);
     free(mp);
     config_free(&cfg);
-    return rc ? rc : lbad || mbad ? 1 : 0;
+    return rc ? rc : (lbad || xbad || mbad) ? 1 : 0;
 }
 
 /* promod train MODEL: one training in this process, on the data directory

@@ -20,6 +20,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 SHARED=${PROMOD_SHARED:-$ROOT/../shared}
+if [ ! -d "$SHARED" ]; then # a git worktree elsewhere: beside the checkout that owns the repository
+  SHARED=$(cd "$(git rev-parse --path-format=absolute --git-common-dir)/../.." && pwd)/shared
+fi
 PROFILES=1000000
 DURATION=10
 CONNS=32

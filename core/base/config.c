@@ -76,6 +76,7 @@ void config_free(struct config *c)
     free(c->rules_dir);
     free(c->plugins_dir);
     free(c->models_dir);
+    free(c->experiments_dir);
     free(c->web_dir);
     free(c->loyalty_dir);
     free(c->source);
@@ -88,6 +89,27 @@ void config_free(struct config *c)
     if (c->channels)
         json_decref(c->channels);
     memset(c, 0, sizeof *c);
+}
+
+const char *config_experiments_dir(const struct config *c, char *out, size_t len)
+{
+    if (c->experiments_dir) {
+        snprintf(out, len, "%s", c->experiments_dir);
+        return out;
+    }
+    /* beside rules_dir: its parent (trailing slashes ignored) + /experiments */
+    const char *r = c->rules_dir ? c->rules_dir : "./rules";
+    size_t n = strlen(r);
+    while (n > 1 && r[n - 1] == '/')
+        n--;
+    size_t cut = n;
+    while (cut > 0 && r[cut - 1] != '/')
+        cut--;
+    if (cut == 0)
+        snprintf(out, len, "experiments");
+    else
+        snprintf(out, len, "%.*sexperiments", (int)cut, r);
+    return out;
 }
 
 int config_set_listen(struct config *c, const char *hp)
@@ -381,6 +403,8 @@ static int apply(lua_State *L, struct cerr *e, struct config *c)
         } else if (!strcmp(k, "train_threads")) {
             if (!(rc = get_int(L, e, k, 1, 64, &v)))
                 c->train_threads = (int)v;
+        } else if (!strcmp(k, "experiments_dir")) {
+            rc = get_str(L, e, k, &c->experiments_dir);
         } else if (!strcmp(k, "web_dir")) {
             if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
                 free(c->web_dir); /* false: no web console */

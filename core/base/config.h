@@ -43,6 +43,8 @@ struct config {
     char *plugins_dir;        /**< "./plugins" */
     char *models_dir;         /**< "./models" (model files, docs/models.md) */
     int train_threads;        /**< XGBoost threads of a training in the server (1) */
+    char *experiments_dir;    /**< experiment files; NULL = "experiments" beside rules_dir
+                                   (config_experiments_dir) */
     char *web_dir;            /**< the web console's files, served at /ui/ ("./web"); NULL = off */
     char *loyalty_dir;        /**< loyalty program and earn rules; NULL = "loyalty" beside rules_dir */
     int threads;              /**< worker threads; 0 = number of cores */
@@ -88,6 +90,11 @@ int config_load(struct config *c, const char *path, char *err, size_t errlen);
 
 /** Parse "HOST:PORT" into the config.  @return 0 or ERR_INVAL. */
 int config_set_listen(struct config *c, const char *hostport);
+
+/** Where experiment files live: `experiments_dir`, else the directory
+ *  "experiments" beside rules_dir ("./rules" → "./experiments").  Writes
+ *  into out (always NUL-terminated) and returns it. */
+const char *config_experiments_dir(const struct config *c, char *out, size_t len);
 
 /** Find the key matching a bearer token (constant-time compare), or NULL. */
 const struct config_key *config_find_key(const struct config *c, const char *token);

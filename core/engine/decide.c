@@ -22,6 +22,7 @@
 #include "engine/coupons.h"
 #include "engine/loyalty.h"
 #include "engine/counters.h"
+#include "engine/experiments.h"
 #include "engine/hooks.h"
 #include "base/app.h"
 #include "base/clock.h"
@@ -83,6 +84,8 @@ struct cand {
     int hooked;        /* the throttle hook passed it on the counts in `seen` */
     int coupon;        /* its content shows {{coupon}}: a code is assigned when served */
     struct throttle_counts seen;
+    int picked;        /* an experiment chose the variant (pick) */
+    struct experiments_pick pick;
 };
 
 /* What a decide needs beyond its stack, kept per worker between requests:
@@ -220,10 +223,13 @@ static int bucket_variant(const struct rules_campaign *c, const char *cust)
  * in the reply's wire form; 0 on success.  Stack-neutral.  `c` must be a
  * campaign of the worker's own generation (every caller's is).  `p_idx`
  * and `ctx_idx` are what the content hook gets (luavm_push_readonly's);
- * the templates read the profile itself (luavm_push_original). */
+ * the templates read the profile itself (luavm_push_original).  `forced`
+ * >= 0: that variant (an experiment's assignment, or a re-render), else
+ * the content hook or weighted bucketing; `code`: the customer's coupon
+ * for {{coupon}}, NULL until one is assigned. */
 static int choose_content(struct rules_worker *rw, const struct rules_campaign *c, int ref,
                           const char *cust, int p_idx, int ctx_idx, struct cand *cd, int msgpack,
-                          const char *code)
+                          int forced, const char *code)
 {
     const struct rules_gen *g = rw->gen;
     if (!g || !rw->content || c < g->camps || c >= g->camps + g->ncamps)
@@ -231,7 +237,9 @@ static int choose_content(struct rules_worker *rw, const struct rules_campaign *
     int ci = (int)(c - g->camps);
     int fn = rules_worker_hooks(rw, ci)[HOOKS_CONTENT];
     int rc = 0, chosen;
-    if (fn != LUA_NOREF) {
+    if (forced >= 0 && forced < c->nvariants) {
+        chosen = forced; /* an experiment's assignment (engine/experiments.h) */
+    } else if (fn != LUA_NOREF) {
         if ((chosen = content_hook(rw, c, ref, fn, p_idx, ctx_idx, cd->xp, &rc)) < 0)
             return rc;
     } else {
@@ -422,7 +430,23 @@ struct req {
     int accepted;
     struct cand **batch;         /* the reservation batch ... */
     struct cand **served;        /* ... and the offers, in order */
+    const struct experiments_view *xv; /* live experiments of r->g, or NULL */
+    const char *pmp;             /* the stored profile (msgpack, in r->t), or NULL */
+    size_t plen;
+    char did[21];                /* the decision id */
 };
+
+/* "d" + 11 hex digits of the ms clock + 8 random hex digits. */
+static void decision_id(char did[20])
+{
+    uint64_t ms = (uint64_t)clock_now_ms(), rnd = next_rand() & 0xffffffffu;
+    static const char hx[] = "0123456789abcdef";
+    did[0] = 'd';
+    for (int i = 0; i < 11; i++)
+        did[11 - i] = hx[(ms >> (4 * i)) & 15];
+    for (int i = 0; i < 8; i++)
+        did[19 - i] = hx[(rnd >> (4 * i)) & 15];
+}
 
 /* Step 1: the worker's generation and the channel.  The worker is the
  * calling thread's own, refreshed here, unless the caller gave one (a
@@ -454,21 +478,28 @@ static int begin(struct req *r, struct reqerr *e)
     r->now = clock_now();
     r->gcap = g_app->cfg.global_daily_cap;
     r->explain = r->q->explain ? json_array() : NULL;
+    r->xv = experiments_view(r->g);
+    decision_id(r->did);
     return 0;
 }
 
 /* Push p: the stored profile (an empty one for an unknown customer), its
  * id, its stats and p.loyalty; then what hooks are given for it
  * (luavm_push_readonly: read-only for every hook), whose index goes to
- * *ro.  Returns p's own stack index (for C readers). */
-static int push_profile(lua_State *L, struct store_txn *t, const char *cust, int *ro)
+ * *ro.  Returns p's own stack index (for C readers); *mp gets the stored
+ * profile's bytes (valid while `t` lives) or NULL. */
+static int push_profile(lua_State *L, struct store_txn *t, const char *cust, int *ro,
+                        const char **mp, size_t *mplen)
 {
     int top = lua_gettop(L);
     const void *pv;
     size_t pl;
+    *mp = NULL;
+    *mplen = 0;
     if (store_get(t, STORE_PROFILES, cust, strlen(cust), &pv, &pl) == 0 &&
         luavm_push_msgpack(L, pv, pl) == 0 && lua_istable(L, -1)) {
-        /* known customer */
+        *mp = pv; /* known customer */
+        *mplen = pl;
     } else {
         lua_settop(L, top);
         lua_createtable(L, 0, 2);
@@ -523,7 +554,7 @@ static int load_customer(struct req *r, struct reqerr *e)
         reqerr_set(e, 503, "store_unavailable", NULL, "%s", err_str(rc));
         return rc;
     }
-    r->p_idx = push_profile(r->L, r->t, cust, &r->p_ro);
+    r->p_idx = push_profile(r->L, r->t, cust, &r->p_ro, &r->pmp, &r->plen);
     r->ctx_idx = push_ctx(r->L, r->q, r->now, &r->ctx_ro);
     models_decide_begin(r->mw, r->p_idx, r->ctx_idx, r->now);
     r->blocked = consent_block(r->L, r->p_idx, r->ch);
@@ -779,6 +810,32 @@ static int hook_recheck(struct req *r, struct cand *cd)
     return throttle_hook(r->rw, c, fn, cd->xp, r->ch, &n, r->p_ro, r->ctx_ro);
 }
 
+/* A campaign an experiment covers: which variant the experiment gives
+ * this customer (engine/experiments.h), or that they are held out — then
+ * the campaign is not offered, and a first hold-out is logged at once
+ * (the campaign would have been served here).  Returns 1 when held out. */
+static int experiment_step(struct req *r, struct cand *cd)
+{
+    cd->picked = 0;
+    const struct experiments_who w = { r->q->customer_id, r->L, r->p_idx, r->pmp, r->plen };
+    struct experiments_pick *pk = &cd->pick;
+    if (experiments_pick(r->xv, cd->idx, &w, r->t, pk))
+        return 0; /* the experiment names a variant the campaign lost: serve as usual */
+    cd->picked = 1;
+    if (cd->xp) {
+        json_t *x = json_pack("{s:s,s:s,s:b,s:s}", "id", pk->exp_id, "variant", pk->variant_id,
+                              "in_experiment", pk->in_experiment, "why", pk->why);
+        json_object_set_new(cd->xp, "experiment", x);
+    }
+    if (pk->outcome != EXPERIMENTS_HOLD)
+        return 0;
+    if (pk->log && !r->q->dry_run)
+        experiments_expose(pk->xkey, EXPERIMENTS_HOLDOUT, r->q->customer_id, r->did,
+                           clock_now_ms());
+    xp_reason(cd->xp, "experiment holdout: no offer");
+    return 1;
+}
+
 /* The next candidates in rank order, up to the room left, that pass caps
  * and the throttle hook on the read snapshot and get their content: into
  * r->batch.  Returns how many. */
@@ -789,11 +846,32 @@ static int next_batch(struct req *r)
         struct cand *cd = &r->cands[r->next++];
         if (cap_gate(r, cd))
             continue;
+        cd->picked = 0;
+        if (experiments_covers(r->xv, cd->idx) && experiment_step(r, cd))
+            continue;
+        int forced = cd->picked ? cd->pick.variant : -1;
         if (choose_content(r->rw, &r->g->camps[cd->idx], r->rw->refs[cd->idx], r->q->customer_id,
-                           r->p_ro, r->ctx_ro, cd, r->msgpack, NULL) == 0)
+                           r->p_ro, r->ctx_ro, cd, r->msgpack, forced, NULL) == 0)
             r->batch[nb++] = cd;
     }
     return nb;
+}
+
+/* First exposures of the offers served (after the reservation committed;
+ * none for a dry run): queued for the exposure writer. */
+static void log_exposures(struct req *r)
+{
+    if (r->q->dry_run)
+        return;
+    int64_t ms = 0;
+    for (int k = 0; k < r->accepted; k++) {
+        const struct cand *cd = r->served[k];
+        if (!cd->picked || !cd->pick.log)
+            continue;
+        if (!ms)
+            ms = clock_now_ms();
+        experiments_expose(cd->pick.xkey, cd->pick.variant_id, r->q->customer_id, r->did, ms);
+    }
 }
 
 /* Reserve the batch's caps exactly, in one write txn (none for a dry run
@@ -893,18 +971,6 @@ static void explain_rest(struct req *r)
             json_object_set_new(r->cands[k].xp, "reason", json_string("ranked below the limit"));
 }
 
-/* "d" + 11 hex digits of the ms clock + 8 random hex digits. */
-static void decision_id(char did[20])
-{
-    uint64_t ms = (uint64_t)clock_now_ms(), rnd = next_rand() & 0xffffffffu;
-    static const char hx[] = "0123456789abcdef";
-    did[0] = 'd';
-    for (int i = 0; i < 11; i++)
-        did[11 - i] = hx[(ms >> (4 * i)) & 15];
-    for (int i = 0; i < 8; i++)
-        did[19 - i] = hx[(rnd >> (4 * i)) & 15];
-}
-
 /* Step 7: the reply, written straight into `out` in the wire form asked for. */
 static int reply(struct req *r, struct buf *out, struct reqerr *e)
 {
@@ -915,10 +981,8 @@ static int reply(struct req *r, struct buf *out, struct reqerr *e)
     buf_reserve(out, need); /* a failure shows up as the emitter's error */
     emit_init(&em, out, r->msgpack);
     emit_map(&em, 2 + (r->explain != NULL) + (r->q->dry_run != 0));
-    char did[20];
-    decision_id(did);
     emit_key(&em, "decision_id", 11);
-    emit_str(&em, did, sizeof did);
+    emit_str(&em, r->did, 20);
     emit_key(&em, "offers", 6);
     emit_array(&em, (size_t)r->accepted);
     for (int k = 0; k < r->accepted; k++) {
@@ -975,6 +1039,7 @@ static int run(struct req *r, struct reqerr *e, struct buf *out)
     candidates(r);
     rank(r);
     walk(r);
+    log_exposures(r);
     explain_rest(r);
     store_txn_end(r->t);
     models_decide_end(r->mw);
@@ -1010,7 +1075,7 @@ int decide_content(struct rules_worker *rw, const struct rules_campaign *c, int 
                    const char *cust, int p_idx, int ctx_idx, int *variant, json_t **content)
 {
     struct cand cd = { .variant = -1 };
-    int rc = choose_content(rw, c, ref, cust, p_idx, ctx_idx, &cd, 0, NULL);
+    int rc = choose_content(rw, c, ref, cust, p_idx, ctx_idx, &cd, 0, -1, NULL);
     if (rc == 0 && cd.coupon) {
         /* a send shows {{coupon}} too: the customer's code, assigned in a
          * write txn of its own (idempotent, so a retried send shows the same
@@ -1027,7 +1092,7 @@ int decide_content(struct rules_worker *rw, const struct rules_campaign *c, int 
         }
         if (!rc) {
             buf_free(&cd.content);
-            rc = choose_content(rw, c, ref, cust, p_idx, ctx_idx, &cd, 0, code);
+            rc = choose_content(rw, c, ref, cust, p_idx, ctx_idx, &cd, 0, cd.variant, code);
         }
     }
     *variant = cd.variant;

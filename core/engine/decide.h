@@ -6,9 +6,11 @@
  * generation.  Order of work, cheapest first so Lua runs only where it
  * must: channel index → status → schedule → placement → consent and quiet
  * hours → eligible (Lua) → cap pre-check on the read snapshot → throttle
- * hook (Lua) → score (Lua or priority) → rank → content (Lua or weighted
- * bucketing) + templates → exact cap reservation in one write transaction
- * (skipped for dry runs).  A hook that errors or exceeds its budget skips
+ * hook (Lua) → score (Lua or priority) → rank → content (a running
+ * experiment's assignment, else Lua or weighted bucketing; an experiment's
+ * holdout skips the campaign) + templates → exact cap reservation in one
+ * write transaction (skipped for dry runs) → first exposures queued for
+ * the exposure log (engine/experiments.h; none for dry runs).  A hook that errors or exceeds its budget skips
  * that campaign for this request only, is counted in /metrics and shown in
  * explain.  When the counts a throttle hook saw on the snapshot have moved
  * by reservation time (a concurrent decide, or an earlier offer of the same

@@ -39,14 +39,14 @@ static long g_m_accepted[EVENTS_NKINDS], g_m_rejected, g_m_duplicates;
 struct ev {
     long index, line;
     int kind;
-    const char *type, *cust, *camp, *variant, *channel, *decision, *event_id;
+    const char *type, *cust, *camp, *variant, *channel, *decision, *event_id, *order_id;
     char currency[4];
     int has_rev;
     double revenue;
     int64_t ts_ms;
     char *props_mp; /* `properties` as msgpack (owned) or NULL */
     size_t props_len;
-    char sbuf[656]; /* the strings above point here (the parsed JSON is freed) */
+    char sbuf[800]; /* the strings above point here (the parsed JSON is freed) */
     unsigned char ekey[16]; /* apply_chunk: its STORE_EVENTS key */
     int dup;                /* apply_chunk: its event_id was already stored */
 };
@@ -139,8 +139,8 @@ static int validate(json_t *o, long index, long line, int64_t now, struct ev *e,
         return -1;
     }
     static const char *known[] = { "type", "customer_id", "campaign_id", "variant", "channel",
-                                   "decision_id", "event_id", "revenue", "currency", "ts",
-                                   "properties", NULL };
+                                   "decision_id", "event_id", "order_id", "revenue", "currency",
+                                   "ts", "properties", NULL };
     const char *k;
     json_t *v;
     json_object_foreach(o, k, v) {
@@ -179,7 +179,9 @@ static int validate(json_t *o, long index, long line, int64_t now, struct ev *e,
     }
     v = json_object_get(o, "campaign_id");
     if (!v || json_is_null(v)) {
-        if (e->kind != EVENTS_CUSTOM) {
+        /* a conversion (an order from the shop) rarely knows which campaign
+         * caused it: attribution and experiments credit it by customer */
+        if (e->kind != EVENTS_CUSTOM && e->kind != EVENTS_CONVERSION) {
             add_error(res, index, line, "missing_field", "campaign_id",
                       "\"campaign_id\" is required for %s events", e->type);
             return -1;
@@ -193,9 +195,10 @@ static int validate(json_t *o, long index, long line, int64_t now, struct ev *e,
         }
     }
     static const struct { const char *name; size_t max; int strict; } opt[] = {
-        { "variant", 64, 1 }, { "channel", 32, 1 }, { "decision_id", 128, 0 }, { "event_id", 128, 0 } };
-    const char **dst[] = { &e->variant, &e->channel, &e->decision, &e->event_id };
-    for (int i = 0; i < 4; i++) {
+        { "variant", 64, 1 }, { "channel", 32, 1 }, { "decision_id", 128, 0 }, { "event_id", 128, 0 },
+        { "order_id", 128, 0 } };
+    const char **dst[] = { &e->variant, &e->channel, &e->decision, &e->event_id, &e->order_id };
+    for (int i = 0; i < 5; i++) {
         v = json_object_get(o, opt[i].name);
         if (!v || json_is_null(v))
             continue;
@@ -210,6 +213,11 @@ static int validate(json_t *o, long index, long line, int64_t now, struct ev *e,
             return -1;
         }
         *dst[i] = s;
+    }
+    if (e->order_id && e->kind != EVENTS_CONVERSION) {
+        add_error(res, index, line, "invalid_field", "order_id",
+                  "\"order_id\" is only allowed on conversion events");
+        return -1;
     }
     v = json_object_get(o, "revenue");
     if (v && !json_is_null(v)) {
@@ -303,7 +311,7 @@ static int validate(json_t *o, long index, long line, int64_t now, struct ev *e,
      * parsing thread, not under the writer lock) */
     char *w = e->sbuf;
     const char **fields[] = { &e->type, &e->cust, &e->camp, &e->variant, &e->channel,
-                              &e->decision, &e->event_id };
+                              &e->decision, &e->event_id, &e->order_id };
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
         if (!*fields[i])
             continue;
@@ -354,7 +362,7 @@ static int pack_event(const struct ev *e, int64_t received, struct buf *b)
     msgpack_packer pk;
     msgpack_packer_init(&pk, b, mp_write);
     size_t n = 5 + !!e->camp + !!e->variant + !!e->channel + !!e->decision + !!e->event_id +
-               !!e->has_rev + !!e->currency[0] + !!e->props_mp;
+               !!e->order_id + !!e->has_rev + !!e->currency[0] + !!e->props_mp;
     msgpack_pack_map(&pk, n);
     pack_kv_str(&pk, "type", e->type);
     pack_kv_str(&pk, "customer_id", e->cust);
@@ -368,6 +376,8 @@ static int pack_event(const struct ev *e, int64_t received, struct buf *b)
         pack_kv_str(&pk, "decision_id", e->decision);
     if (e->event_id)
         pack_kv_str(&pk, "event_id", e->event_id);
+    if (e->order_id)
+        pack_kv_str(&pk, "order_id", e->order_id);
     if (e->has_rev) {
         pack_str(&pk, "revenue");
         msgpack_pack_double(&pk, e->revenue);
@@ -492,24 +502,36 @@ static int apply_chunk(struct store *s, struct ev *evs, int n, int durable, long
     for (int i = 0; i < n && !rc; i++) {
         struct ev *e = &evs[i];
         e->dup = 0;
-        char ikey[140];
-        size_t ikl = 0;
-        if (e->event_id) {
-            ikl = (size_t)snprintf(ikey, sizeof ikey, "ev:%s", e->event_id);
-            rc = store_get(t, STORE_IDEM, ikey, ikl, &v, &vl);
-            if (rc == 0) {
-                (*dups)++;
-                e->dup = 1;
+        /* idempotency: the event id, and a conversion's order id (the same
+         * order reported twice, by a retry or by two systems, counts once) */
+        char ikey[2][140];
+        size_t ikl[2] = { 0, 0 };
+        if (e->event_id)
+            ikl[0] = (size_t)snprintf(ikey[0], sizeof ikey[0], "ev:%s", e->event_id);
+        if (e->order_id)
+            ikl[1] = (size_t)snprintf(ikey[1], sizeof ikey[1], "order:%s", e->order_id);
+        for (int j = 0; j < 2 && !rc && !e->dup; j++) {
+            if (!ikl[j])
                 continue;
-            }
-            if (rc != ERR_NOTFOUND)
-                break;
-            rc = 0;
+            rc = store_get(t, STORE_IDEM, ikey[j], ikl[j], &v, &vl);
+            if (rc == 0)
+                e->dup = 1;
+            else if (rc == ERR_NOTFOUND)
+                rc = 0;
+        }
+        if (rc)
+            break;
+        if (e->dup) {
+            (*dups)++;
+            continue;
         }
         seq++;
         store_be64((uint64_t)e->ts_ms, e->ekey);
         store_be64(seq, e->ekey + 8);
-        if (ikl && (rc = store_put(t, STORE_IDEM, ikey, ikl, e->ekey, 16)))
+        for (int j = 0; j < 2 && !rc; j++)
+            if (ikl[j])
+                rc = store_put(t, STORE_IDEM, ikey[j], ikl[j], e->ekey, 16);
+        if (rc)
             break;
         ord[nord++] = i;
     }

@@ -300,7 +300,8 @@ static int customer_keys(struct store_txn *t, const char *customer, size_t max, 
     return store_scan(t, STORE_CUSTIDX, pre, pl, NULL, 0, keylist_cb, l);
 }
 
-/* Delete one raw event (and its event_id key when it points at it). */
+/* Delete one raw event (and its event_id and order_id keys when they point
+ * at it). */
 static int delete_event(struct store_txn *t, const unsigned char key[16], char *cust_out,
                         size_t cust_cap)
 {
@@ -310,14 +311,18 @@ static int delete_event(struct store_txn *t, const unsigned char key[16], char *
     if (rc)
         return rc;
     json_t *o = codec_msgpack_to_json(v, vl, NULL);
-    const char *id = json_string_value(json_object_get(o, "event_id"));
     if (cust_out)
         snprintf(cust_out, cust_cap, "%s",
                  json_string_value(json_object_get(o, "customer_id")) ?
                      json_string_value(json_object_get(o, "customer_id")) : "");
-    if (id) {
+    /* its idempotency keys: the event id and a conversion's order id */
+    static const char *const idem[2][2] = { { "event_id", "ev:" }, { "order_id", "order:" } };
+    for (int j = 0; j < 2; j++) {
+        const char *id = json_string_value(json_object_get(o, idem[j][0]));
+        if (!id)
+            continue;
         char ik[140];
-        int il = snprintf(ik, sizeof ik, "ev:%s", id);
+        int il = snprintf(ik, sizeof ik, "%s%s", idem[j][1], id);
         const void *iv;
         size_t ivl;
         if (il > 0 && (size_t)il < sizeof ik &&

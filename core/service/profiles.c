@@ -4,6 +4,7 @@
 #include "codec/codec.h"
 #include "base/err.h"
 #include "insight/events_log.h"
+#include "engine/experiments.h"
 #include "engine/coupons.h"
 #include "engine/loyalty.h"
 #include <stdlib.h>
@@ -180,6 +181,10 @@ long profiles_erase_txn(struct store_txn *t, const char *id)
     if (ob < 0)
         return ob;
     total += ob;
+    long xp = experiments_expo_erase_customer(t, id); /* first exposures (assignments) */
+    if (xp < 0)
+        return xp;
+    total += xp;
     long cp = coupons_erase_customer(t, id); /* assignments, uses; redemptions anonymised */
     if (cp < 0)
         return cp;
@@ -253,6 +258,7 @@ int profiles_patch(struct store *s, const char *id, const json_t *patch, json_t 
 
 long profiles_erase(struct store *s, const char *id)
 {
+    experiments_expo_flush(); /* an exposure still queued must not land after the erasure */
     struct store_txn *t;
     int rc = store_wtxn_begin(s, &t);
     if (rc)
@@ -297,8 +303,31 @@ static int export_cb(void *ud, const void *key, size_t klen, const void *val, si
     return json_array_size(x->arr) >= 100000 ? 1 : 0;
 }
 
+/* Name each exposure's experiment: the record whose "xkey" it carries. */
+struct xname_ctx {
+    json_t *xps;
+};
+
+static int xname_cb(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    (void)key;
+    (void)klen;
+    struct xname_ctx *x = ud;
+    json_t *rec = codec_msgpack_to_json(val, vlen, NULL);
+    json_t *xk = json_object_get(rec, "xkey"), *xid = json_object_get(rec, "id");
+    size_t i;
+    json_t *e;
+    json_array_foreach (x->xps, i, e)
+        if (json_is_integer(xk) && json_is_string(xid) &&
+            json_integer_value(json_object_get(e, "experiment_key")) == json_integer_value(xk))
+            json_object_set(e, "experiment_id", xid);
+    json_decref(rec);
+    return 0;
+}
+
 json_t *profiles_export(struct store *s, const char *id, int *rc)
 {
+    experiments_expo_flush(); /* exposures of decides answered before the request */
     struct store_txn *t;
     *rc = store_rtxn_begin(s, &t);
     if (*rc)
@@ -329,6 +358,13 @@ json_t *profiles_export(struct store *s, const char *id, int *rc)
     any |= json_array_size(evs) > 0 || json_array_size(act) > 0;
     json_object_set_new(out, "events", evs ? evs : json_array());
     json_object_set_new(out, "activity", act ? act : json_array());
+    json_t *xps = experiments_expo_customer(t, id); /* experiment exposures = assignments */
+    any |= json_array_size(xps) > 0;
+    if (json_array_size(xps)) {
+        struct xname_ctx xn = { xps };
+        store_scan(t, STORE_EXPERIMENTS, NULL, 0, NULL, 0, xname_cb, &xn);
+    }
+    json_object_set_new(out, "experiment_exposures", xps ? xps : json_array());
     int crc;
     json_t *cp = coupons_export_customer(t, id, &crc);
     any |= cp && (json_array_size(json_object_get(cp, "assignments")) ||

@@ -35,7 +35,8 @@ json_t *profiles_get_txn(struct store_txn *t, const char *id, int *rc);
 int profiles_patch_txn(struct store_txn *t, const char *id, const json_t *patch, json_t **merged);
 
 /** Delete the profile and everything keyed by the customer (stats,
- *  counters, events index).  @return number of records removed or error. */
+ *  counters, events index, experiment exposures).  @return number of
+ *  records removed or error. */
 long profiles_erase_txn(struct store_txn *t, const char *id);
 
 struct profiles_import_result {
@@ -95,7 +96,10 @@ int profiles_put(struct store *s, const char *id, const json_t *attrs, int *crea
 json_t *profiles_get(struct store *s, const char *id, int *rc);
 int profiles_patch(struct store *s, const char *id, const json_t *patch, json_t **merged);
 long profiles_erase(struct store *s, const char *id);
-/** Everything stored about the customer: profile, stats, counters, events. */
+/** Everything stored about the customer: profile, stats, counters, events,
+ *  experiment exposures ("experiment_exposures": the variant of each
+ *  experiment the customer was first exposed to, with when and the
+ *  decision).  Erasure and export first store queued exposures. */
 json_t *profiles_export(struct store *s, const char *id, int *rc);
 
 #endif

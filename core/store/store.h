@@ -71,6 +71,9 @@ enum store_db {
     STORE_SEGMENTS,   /**< segment id → msgpack segment definition */
     STORE_TIMERS,     /**< due time(be64) id → triggered sends, delayed work */
     STORE_MODELS,     /**< trained model versions, live pointers (engine/models.h) */
+    STORE_EXPERIMENTS, /**< experiment id → msgpack experiment record (service/exp_admin.h) */
+    STORE_EXPOSURES,  /**< xkey(be32) customer → first exposure [variant, ts_ms, decision]
+                           (engine/experiments.h) */
     STORE_COUPONS,    /**< coupon codes, pools, assignments, redemptions, money budgets (coupons.h) */
     STORE_LOYALTY,    /**< loyalty points ledgers and tiers per customer (loyalty.h) */
     STORE_NDB

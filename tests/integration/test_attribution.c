@@ -229,3 +229,24 @@ Test(attribution, roi_from_campaign_and_channel_costs)
     cr_assert(fabs(etfx_num(a, "campaigns.0.attributed_revenue") - 120) < 1e-9);
     json_decref(a);
 }
+
+/* The shop's order system reports a purchase without knowing any campaign:
+ * the conversion is credited to the touches of that customer's journey
+ * like any other (the journey, not the event, names the campaigns). */
+Test(attribution, conversions_without_a_campaign_are_credited)
+{
+    static char body[2048];
+    size_t n = 0;
+    n += (size_t)snprintf(body, sizeof body, "[");
+    ev(body, sizeof body, &n, "impression", "j9", "camp_a", "web", T - 3 * H, 0);
+    ev(body, sizeof body, &n, "click", "j9", "camp_b", "web", T - 2 * H, 0);
+    ev(body, sizeof body, &n, "conversion", "j9", NULL, NULL, T - 1 * H, 40);
+    n += (size_t)snprintf(body + n, sizeof body - n, "]");
+    cr_assert_eq(etfx_ingest(&srv, body, 200), 3);
+    /* last touch: camp_b gets j9's 40 on top of its 30; linear: 20 each */
+    const struct want last[] = { { "camp_a", 0, 0 }, { "camp_b", 70, 3 }, { "camp_c", 100, 1 } };
+    check_model("model=last_touch", last, 3, 7, 5, 177);
+    const struct want lin[] = { { "camp_a", 100.0 / 3 + 10 + 20, 1.0 / 3 + 0.5 + 0.5 },
+                                { "camp_b", 100.0 / 3 + 10 + 10 + 20, 1.0 / 3 + 1 + 0.5 + 0.5 } };
+    check_model("model=linear", lin, 2, 7, 5, 177);
+}

@@ -105,7 +105,11 @@ static const struct bad_case bad_cases[] = {
     { "{\"type\":\"click\",\"customer_id\":\"has space\",\"campaign_id\":\"c\"}", "invalid_id", "customer_id" },
     { "{\"type\":\"click\",\"customer_id\":7,\"campaign_id\":\"c\"}", "invalid_id", "customer_id" },
     { "{\"type\":\"click\",\"customer_id\":\"b\"}", "missing_field", "campaign_id" },
-    { "{\"type\":\"conversion\",\"customer_id\":\"b\",\"revenue\":5}", "missing_field", "campaign_id" },
+    { "{\"type\":\"open\",\"customer_id\":\"b\"}", "missing_field", "campaign_id" },
+    { "{\"type\":\"click\",\"customer_id\":\"b\",\"campaign_id\":\"c\",\"order_id\":\"o1\"}",
+      "invalid_field", "order_id" },
+    { "{\"type\":\"conversion\",\"customer_id\":\"b\",\"order_id\":\"has space\"}",
+      "invalid_field", "order_id" },
     { "{\"type\":\"click\",\"customer_id\":\"b\",\"campaign_id\":\"../x\"}", "invalid_id", "campaign_id" },
     { "{\"type\":\"conversion\",\"customer_id\":\"b\",\"campaign_id\":\"c\",\"revenue\":-1}",
       "invalid_revenue", "revenue" },
@@ -306,6 +310,35 @@ Test(events, event_ids_make_retries_idempotent)
     cr_assert_eq(etfx_int(a, "totals.conversions"), 1);
     cr_assert_eq(etfx_num(a, "totals.revenue"), 10.0);
     json_decref(a);
+}
+
+/* An order from the shop knows no campaign: a conversion needs none, and
+ * its order_id makes a second report of the same order a duplicate (a
+ * retry, or the same order from two systems with different event ids). */
+Test(events, conversions_need_no_campaign_and_order_ids_count_once)
+{
+    const char *batch =
+        "[{\"type\":\"conversion\",\"customer_id\":\"o1\",\"revenue\":40,\"order_id\":\"ORD-7\"},"
+        " {\"type\":\"conversion\",\"customer_id\":\"o1\",\"revenue\":40,\"order_id\":\"ORD-7\","
+        "  \"event_id\":\"other-system-1\"},"
+        " {\"type\":\"conversion\",\"customer_id\":\"o1\",\"revenue\":15,\"order_id\":\"ORD-8\"}]";
+    struct tfx_resp r;
+    cr_assert_eq(etfx_post(&srv, "application/json", batch, strlen(batch), &r), 200, "%s", r.body);
+    cr_assert_eq(json_integer_value(json_object_get(r.json, "accepted")), 2, "%s", r.body);
+    cr_assert_eq(json_integer_value(json_object_get(r.json, "duplicates")), 1, "%s", r.body);
+    tfx_resp_free(&r);
+    cr_assert_eq(etfx_post(&srv, "application/json", batch, strlen(batch), &r), 200);
+    cr_assert_eq(json_integer_value(json_object_get(r.json, "accepted")), 0, "%s", r.body);
+    cr_assert_eq(json_integer_value(json_object_get(r.json, "duplicates")), 3);
+    tfx_resp_free(&r);
+    /* stored as sent: no campaign, the order id kept */
+    json_t *x = etfx_get(&srv, "/api/v1/profiles/o1/export");
+    json_t *evs = json_object_get(x, "events");
+    cr_assert_eq(json_array_size(evs), 2);
+    cr_assert_str_eq(json_string_value(etfx_at(evs, "0.order_id")), "ORD-7");
+    cr_assert_null(json_object_get(json_array_get(evs, 0), "campaign_id"));
+    cr_assert_eq(etfx_num(x, "stats.revenue"), 55.0);
+    json_decref(x);
 }
 
 struct par {

@@ -97,6 +97,20 @@ Test(config, defaults)
     cr_assert_str_eq(cfg.source, "(defaults)");
 }
 
+Test(config, experiments_dir_beside_the_rules_unless_set)
+{
+    char out[256];
+    cr_assert_null(cfg.experiments_dir);
+    cr_assert_str_eq(config_experiments_dir(&cfg, out, sizeof out), "./experiments");
+    load_ok("return { rules_dir = '/srv/promod/rules/' }");
+    cr_assert_str_eq(config_experiments_dir(&cfg, out, sizeof out), "/srv/promod/experiments");
+    load_ok("return { rules_dir = 'rules' }");
+    cr_assert_str_eq(config_experiments_dir(&cfg, out, sizeof out), "experiments");
+    load_ok("return { experiments_dir = '/data/tests' }");
+    cr_assert_str_eq(config_experiments_dir(&cfg, out, sizeof out), "/data/tests");
+    load_fails("return { experiments_dir = 5 }", "experiments_dir: expected a string");
+}
+
 Test(config, web_dir_path_or_off)
 {
     load_ok("return { web_dir = '/srv/promod/web' }");
