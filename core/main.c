@@ -24,6 +24,7 @@
 #include "insight/train.h"
 #include "base/reqerr.h"
 #include "base/tz.h"
+#include "engine/segments.h"
 #include "engine/loyalty_rules.h"
 #include "service/promotions.h"
 #include "delivery/sends.h"
@@ -44,7 +45,7 @@ static void usage(FILE *f)
             "usage:\n"
             "  promod serve [-c CONFIG] [--listen HOST:PORT] [--data DIR] [--rules DIR]\n"
             "               [--plugins DIR] [--web DIR] [--port-file FILE]\n"
-            "  promod check [DIR|FILE ...]        (default: rules/ plugins/ experiments/ loyalty/ models/)\n"
+            "  promod check [DIR|FILE ...]        (default: rules/ plugins/ experiments/ loyalty/ segments/ models/)\n"
             "  promod import profiles FILE.ndjson [-c CONFIG] [--data DIR] [--resume | --from-line N]\n"
             "  promod train MODEL [--force] [--threads N] [--now TIME] [-c CONFIG] [--data DIR]\n"
             "               [--models DIR]\n"
@@ -214,8 +215,13 @@ static int cmd_serve(const struct cli *c)
     models_init(); /* promo.predict in every Lua state: before the first one is made */
     models_start(&app);
     campaigns_start(&app); /* reloader hooks: before the first load */
+    /* segments before campaigns: audiences name segments */
+    if (segments_start(&app, 1))
+        log_error("segments unavailable", "%s", "cannot record the index slots");
+    segments_metrics_init();
     int rc = rules_start(&app);
     if (rc) {
+        segments_stop(&app);
         store_close(app.store);
         return 1;
     }
@@ -233,6 +239,7 @@ static int cmd_serve(const struct cli *c)
         sends_shutdown();
         exp_admin_stop();
         rules_stop(&app);
+        segments_stop(&app);
         store_close(app.store);
         return 1;
     }
@@ -240,6 +247,7 @@ static int cmd_serve(const struct cli *c)
     models_attach(&app, server_main_base(app.srv));
     if (train_sched_start(&app))
         log_error("model training unavailable", "%s", "cannot start the trainer thread");
+    segments_attach(&app, server_main_base(app.srv));
     exp_admin_attach(&app, server_main_base(app.srv));
     loyalty_rules_attach(server_main_base(app.srv));
     promotions_sweeper_start(server_main_base(app.srv));
@@ -266,6 +274,7 @@ static int cmd_serve(const struct cli *c)
     promotions_sweeper_stop();
     loyalty_rules_stop();
     rules_stop(&app);
+    segments_stop(&app);
     server_free(app.srv);
     models_stop(&app);
     store_close(app.store);
@@ -343,6 +352,10 @@ static int cmd_import(const struct cli *c)
             fclose(f);
         return 1;
     }
+    /* the loaded segments' membership follows the import; segments new to
+     * the store are filled by the server's builder when it next starts */
+    if (segments_start(&app, 0))
+        fprintf(stderr, "promod: segments: cannot record the index slots\n");
     struct profiles_import_opts o = { .first_line = 1, .checkpoint = key, .ident = ident,
                                       .stop = &import_stop };
     int prc, status = 0;
@@ -447,6 +460,7 @@ static int cmd_import(const struct cli *c)
         status = res.failed ? 3 : 0;
     }
 out:
+    segments_stop(&app);
     json_decref(prog);
     json_decref(ident);
     store_close(app.store);
@@ -492,18 +506,21 @@ static int cmd_check(const struct cli *c)
     struct config cfg;
     if (load_config(&cfg, c))
         return 2;
-    /* model, experiment and loyalty files go to their own checkers, the
-     * rest (campaigns, plugins) to the rules'.  No argument: each checks
-     * its default directory (rules/ plugins/, experiments/, loyalty/, the
-     * models_dir when it exists) */
-    int n = c->nargs - 1, nr = 0, nl = 0, nx = 0, nm = 0;
+    /* model files, segment files (under segments_dir or a "segments"
+     * directory), experiment files and loyalty files go to their own
+     * checkers, the rest (campaigns, plugins) to the rules'.  No argument:
+     * each checks its default directory (rules/ plugins/, experiments/,
+     * loyalty/, segments/, the models_dir when it exists) */
+    int n = c->nargs - 1, nr = 0, nl = 0, nx = 0, nm = 0, ns = 0;
     const char **rp = calloc((size_t)n + 1, sizeof *rp), **lp = calloc((size_t)n + 1, sizeof *lp),
-               **xp = calloc((size_t)n + 1, sizeof *xp), **mp = calloc((size_t)n + 1, sizeof *mp);
-    if (!rp || !lp || !xp || !mp) {
+               **xp = calloc((size_t)n + 1, sizeof *xp), **mp = calloc((size_t)n + 1, sizeof *mp),
+               **sp = calloc((size_t)n + 1, sizeof *sp);
+    if (!rp || !lp || !xp || !mp || !sp) {
         free(rp);
         free(lp);
         free(xp);
         free(mp);
+        free(sp);
         config_free(&cfg);
         fprintf(stderr, "promod check: out of memory\n");
         return 1;
@@ -512,12 +529,20 @@ static int cmd_check(const struct cli *c)
         const char *a = c->args[1 + i];
         if (is_model_path(&cfg, a))
             mp[nm++] = a;
+        else if (segments_is_segments_path(&cfg, a))
+            sp[ns++] = a;
         else if (loyalty_rules_is_loyalty_path(&cfg, a))
             lp[nl++] = a;
         else if (is_experiment_path(&cfg, a))
             xp[nx++] = a;
         else
             rp[nr++] = a;
+    }
+    int seg_problems = 0, seg_files = 0;
+    if (ns || !n) {
+        seg_problems = segments_check_paths(&cfg, sp, ns, &seg_files);
+        if (seg_files || ns)
+            fprintf(stderr, "promod check: %d segment files, %d problems\n", seg_files, seg_problems);
     }
     int rc = n && !nr ? 0 : rules_check_cli(&cfg, rp, nr);
     int lbad = n && !nl ? 0 : loyalty_rules_check_cli(&cfg, lp, nl);
@@ -534,8 +559,9 @@ static int cmd_check(const struct cli *c)
     free(lp);
     free(xp);
     free(mp);
+    free(sp);
     config_free(&cfg);
-    return rc ? rc : (lbad || xbad || mbad) ? 1 : 0;
+    return rc ? rc : (lbad || xbad || mbad || seg_problems) ? 1 : 0;
 }
 
 /* promod train MODEL: one training in this process, on the data directory

@@ -40,6 +40,8 @@ void config_defaults(struct config *c)
     c->plugins_dir = xstrdup("./plugins");
     c->models_dir = xstrdup("./models");
     c->train_threads = 1;
+    c->segments_dir = xstrdup("./segments");
+    c->segments_sweep_s = 600;
     c->web_dir = xstrdup("./web");
     c->threads = 0;
     c->map_size = (size_t)1 << 30;
@@ -76,6 +78,7 @@ void config_free(struct config *c)
     free(c->rules_dir);
     free(c->plugins_dir);
     free(c->models_dir);
+    free(c->segments_dir);
     free(c->experiments_dir);
     free(c->web_dir);
     free(c->loyalty_dir);
@@ -403,6 +406,11 @@ static int apply(lua_State *L, struct cerr *e, struct config *c)
         } else if (!strcmp(k, "train_threads")) {
             if (!(rc = get_int(L, e, k, 1, 64, &v)))
                 c->train_threads = (int)v;
+        } else if (!strcmp(k, "segments_dir")) {
+            rc = get_str(L, e, k, &c->segments_dir);
+        } else if (!strcmp(k, "segments_sweep_interval")) {
+            if (!(rc = get_int(L, e, k, 1, 86400, &v)))
+                c->segments_sweep_s = (int)v;
         } else if (!strcmp(k, "experiments_dir")) {
             rc = get_str(L, e, k, &c->experiments_dir);
         } else if (!strcmp(k, "web_dir")) {

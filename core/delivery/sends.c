@@ -14,6 +14,9 @@
  * on resume from the same cursor).
  */
 #include "delivery/sends.h"
+#include "delivery/sends_internal.h"
+#include "engine/audience.h"
+#include "engine/segments.h"
 #include "base/id.h"
 #include "store/record.h"
 #include "base/app.h"
@@ -220,6 +223,11 @@ static int set_state(const char *id, const char *actor, int want)
 
 int sends_start(const char *campaign_id, const char *actor)
 {
+    return sends_start_audience(campaign_id, actor, NULL);
+}
+
+int sends_start_audience(const char *campaign_id, const char *actor, const char *audience_id)
+{
     if (!S.started)
         return ERR_BUSY;
     if (!campaign_id || !id_valid(campaign_id))
@@ -249,6 +257,18 @@ int sends_start(const char *campaign_id, const char *actor)
         json_decref(names);
         return rc;
     }
+    if (audience_id) { /* it must exist (it is evaluated again as the send walks it) */
+        struct segments_audience *a;
+        struct reqerr e = { 0 };
+        rc = segments_audience_load(wt, audience_id, &a, &e);
+        reqerr_clear(&e);
+        segments_audience_free(a);
+        if (rc) {
+            store_txn_end(wt);
+            json_decref(names);
+            return ERR_NOTFOUND;
+        }
+    }
     json_t *rec = rec_load(wt, campaign_id, &rc);
     if (rec) {
         /* launched before: never build again; a paused send resumes */
@@ -277,6 +297,8 @@ int sends_start(const char *campaign_id, const char *actor)
     json_object_set_new(rec, "skipped", json_object());
     json_object_set_new(rec, "started_at", json_integer(clock_now()));
     json_object_set_new(rec, "actor", actor ? json_string(actor) : json_null());
+    if (audience_id)
+        json_object_set_new(rec, "audience_id", json_string(audience_id));
     rc = rec_store(wt, campaign_id, rec);
     json_decref(rec);
     if (!rc)
@@ -367,288 +389,6 @@ int sends_count_txn(struct store_txn *wt, const char *campaign_id, const char *w
     return rc;
 }
 
-/* --- one customer -------------------------------------------------------- */
-
-/* Push p: the stored profile, its id and its stats; then what hooks are
- * given for it (luavm_push_readonly: read-only for every hook), whose index
- * goes to *ro.  Returns p's own stack index (for C readers), or 0 (nothing
- * pushed) when the profile does not decode to a table. */
-static int push_profile(lua_State *L, const char *cust, const void *pv, size_t pl, const void *sv,
-                        size_t sl, int *ro)
-{
-    int top = lua_gettop(L);
-    if (luavm_push_msgpack(L, pv, pl) || !lua_istable(L, -1)) {
-        lua_settop(L, top);
-        return 0;
-    }
-    int p_idx = lua_gettop(L);
-    lua_pushstring(L, cust);
-    lua_setfield(L, p_idx, "id");
-    if (sv && luavm_push_msgpack(L, sv, sl) == 0)
-        lua_setfield(L, p_idx, "stats");
-    lua_settop(L, p_idx);
-    *ro = luavm_push_readonly(L, p_idx, "profile");
-    return p_idx;
-}
-
-/* Push a send's ctx: { channel, now, campaign_id, send = true }, then
- * what hooks are given for it (luavm_push_readonly).  Returns the index of
- * what hooks get. */
-static int push_ctx(lua_State *L, const struct rules_channel *ch, const struct rules_campaign *c,
-                    int64_t now)
-{
-    lua_createtable(L, 0, 4);
-    int ctx_idx = lua_gettop(L);
-    lua_pushstring(L, ch->name);
-    lua_setfield(L, ctx_idx, "channel");
-    lua_pushnumber(L, (lua_Number)now);
-    lua_setfield(L, ctx_idx, "now");
-    lua_pushstring(L, c->id);
-    lua_setfield(L, ctx_idx, "campaign_id");
-    lua_pushboolean(L, 1);
-    lua_setfield(L, ctx_idx, "send");
-    return luavm_push_readonly(L, ctx_idx, "ctx"); /* C reads nothing of ctx */
-}
-
-/* The campaign's eligible hook through the hook layer, as decide runs it:
- * 0 when eligible, else 1 with *why "not_eligible" (it->reason: the
- * rule's reason, if it gave one) or "hook_error" (it->error). */
-static int send_eligible(struct rules_worker *rw, const struct rules_campaign *c, int fn,
-                         int p_idx, int ctx_idx, struct sends_item *it, const char **why)
-{
-    if (fn == LUA_NOREF)
-        return 0;
-    lua_State *L = luavm_state(rw->vm);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, fn);
-    lua_pushvalue(L, p_idx);
-    lua_pushvalue(L, ctx_idx);
-    struct hooks_res res;
-    enum hooks_verdict v = hooks_call(rw->vm, L, HOOKS_ELIGIBLE, fn, c->id, &res);
-    if (v == HOOKS_PASS) {
-        lua_pop(L, 2);
-        return 0;
-    }
-    if (v == HOOKS_FAILED) {
-        hooks_text(it->error, sizeof it->error, HOOKS_ELIGIBLE, res.msg);
-        *why = "hook_error";
-        return 1;
-    }
-    const char *reason = hooks_reason(L);
-    size_t n = reason ? strlen(reason) : 0;
-    if (n >= sizeof it->reason) { /* cut before a UTF-8 character, never inside one */
-        n = sizeof it->reason - 1;
-        while (n && ((unsigned char)reason[n] & 0xC0) == 0x80)
-            n--;
-    }
-    if (n)
-        memcpy(it->reason, reason, n);
-    it->reason[n] = 0;
-    lua_pop(L, 2);
-    *why = "not_eligible";
-    return 1;
-}
-
-/* audience = { model = ..., top | above }: the customer's score, and
- * whether it clears `cutoff` (NAN: the campaign's `above`, or no cut for a
- * `top` campaign evaluated one at a time; -INFINITY: no cut, for the pass
- * that ranks).  0 = passes, 1 = *why set. */
-static int audience_gate(const struct rules_campaign *c, int p_idx, int ctx_idx, int64_t now,
-                         double cutoff, struct sends_item *it, const char **why)
-{
-    struct models_worker *mw = models_worker_self();
-    models_worker_refresh(mw);
-    int idx = mw ? models_gen_find(models_worker_gen(mw), c->audience_model) : -1;
-    const char *mwhy = NULL;
-    double score = NAN;
-    models_decide_begin(mw, p_idx, ctx_idx, now);
-    int rc = idx < 0 ? ERR_NOTFOUND : models_predict(mw, idx, p_idx, ctx_idx, &score, &mwhy);
-    models_decide_end(mw);
-    if (rc) {
-        snprintf(it->error, sizeof it->error, "audience: %.180s",
-                 idx < 0 ? "unknown model" : mwhy ? mwhy : err_str(rc));
-        *why = "audience_model_error";
-        return 1;
-    }
-    it->score = score;
-    double cut = isnan(cutoff) ? (c->audience_top ? -INFINITY : c->audience_above) : cutoff;
-    if (!(score >= cut)) {
-        *why = "below_audience_score";
-        return 1;
-    }
-    return 0;
-}
-
-static int eval_impl(struct rules_worker *rw, const struct rules_gen *g, int camp, int chan,
-                     const char *cust, const void *pv, size_t pl, const void *sv, size_t sl,
-                     int64_t now, double cutoff, int score_only, struct sends_item *it,
-                     const char **why);
-
-int sends_eval(struct rules_worker *rw, const struct rules_gen *g, int camp, int chan,
-               const char *cust, const void *pv, size_t pl, const void *sv, size_t sl,
-               int64_t now, struct sends_item *it, const char **why)
-{
-    return eval_impl(rw, g, camp, chan, cust, pv, pl, sv, sl, now, NAN, 0, it, why);
-}
-
-/* sends_eval with the audience cut `cutoff` (see audience_gate); with
- * `score_only` it stops after the audience score (it->score), for the
- * pass that ranks the audience. */
-static int eval_impl(struct rules_worker *rw, const struct rules_gen *g, int camp, int chan,
-                     const char *cust, const void *pv, size_t pl, const void *sv, size_t sl,
-                     int64_t now, double cutoff, int score_only, struct sends_item *it,
-                     const char **why)
-{
-    memset(it, 0, sizeof *it);
-    const struct rules_campaign *c = &g->camps[camp];
-    const struct rules_channel *ch = &g->chans[chan];
-    int ref = rw->refs[camp];
-    lua_State *L = luavm_state(rw->vm);
-    int top = lua_gettop(L);
-    if (!pv) {
-        *why = "no_profile";
-        return 1;
-    }
-    if (c->sched.ends && now > c->sched.ends) {
-        *why = "outside_schedule";
-        return 1;
-    }
-    if (ref == LUA_NOREF || ref == LUA_REFNIL) {
-        snprintf(it->error, sizeof it->error, "campaign not loaded in the builder");
-        *why = "hook_error";
-        return 1;
-    }
-    int p_ro;
-    int p_idx = push_profile(L, cust, pv, pl, sv, sl, &p_ro);
-    if (!p_idx) {
-        *why = "no_profile";
-        return 1;
-    }
-    int ctx_ro = push_ctx(L, ch, c, now);
-
-    *why = NULL;
-    if (decide_consent_block(L, p_idx, ch)) {
-        *why = "consent";
-        goto out;
-    }
-    if (send_eligible(rw, c, rules_worker_hooks(rw, camp)[HOOKS_ELIGIBLE], p_ro, ctx_ro, it, why))
-        goto out;
-    if (c->audience_model[0] && audience_gate(c, p_idx, ctx_ro, now, cutoff, it, why))
-        goto out;
-    if (score_only)
-        goto out;
-    json_t *content = NULL;
-    int variant = 0;
-    if (decide_content(rw, c, ref, cust, p_ro, ctx_ro, &variant, &content)) {
-        snprintf(it->error, sizeof it->error, "content: variant could not be chosen or rendered");
-        *why = "hook_error";
-        goto out;
-    }
-    it->variant = variant;
-    json_t *msg = NULL;
-    int render = rules_worker_chan_hooks(rw, chan)[HOOKS_RENDER];
-    if (render != LUA_NOREF) {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, render);
-        lua_createtable(L, 0, 4);
-        lua_pushstring(L, c->id);
-        lua_setfield(L, -2, "campaign_id");
-        lua_pushstring(L, c->variants[variant].id);
-        lua_setfield(L, -2, "variant");
-        lua_pushstring(L, ch->name);
-        lua_setfield(L, -2, "channel");
-        if (luavm_push_json(L, content) == 0)
-            lua_setfield(L, -2, "content");
-        lua_pushvalue(L, p_ro);
-        lua_pushvalue(L, ctx_ro);
-        struct hooks_res res;
-        enum hooks_verdict v = hooks_call(rw->vm, L, HOOKS_RENDER, render, c->id, &res);
-        if (v == HOOKS_FAILED) {
-            hooks_text(it->error, sizeof it->error, HOOKS_RENDER, res.msg);
-            *why = "render_error";
-        } else if (v == HOOKS_DENY) {
-            const char *reason = hooks_reason(L);
-            if (reason)
-                snprintf(it->error, sizeof it->error, "render declined: %s", reason);
-            *why = "render_declined";
-        } else {
-            int jerr;
-            msg = luavm_to_json(L, -2, &jerr);
-            if (!msg || !json_is_object(msg)) {
-                json_decref(msg);
-                msg = NULL;
-                hooks_refuse(HOOKS_RENDER, c->id, &res,
-                             "must return a table of fields (got one JSON cannot carry)");
-                hooks_text(it->error, sizeof it->error, HOOKS_RENDER, res.msg);
-                *why = "render_error";
-            }
-        }
-        json_decref(content);
-        if (*why)
-            goto out;
-    } else {
-        msg = json_is_object(content) ? content : NULL;
-        if (!msg) {
-            json_decref(content);
-            *why = "render_error";
-            goto out;
-        }
-    }
-    it->msg = msg;
-    lua_getfield(L, p_idx, "tz");
-    if (lua_type(L, -1) == LUA_TSTRING)
-        snprintf(it->tz, sizeof it->tz, "%s", lua_tostring(L, -1));
-out:
-    lua_settop(L, top);
-    return *why ? 1 : 0;
-}
-
-int sends_put(struct store_txn *wt, const struct rules_gen *g, int camp, int chan,
-              const char *cust, struct sends_item *it, const char *key, int64_t now,
-              const char **why)
-{
-    const struct rules_campaign *c = &g->camps[camp];
-    const struct rules_channel *ch = &g->chans[chan];
-    *why = NULL;
-    int rc = outbox_has_key(wt, key);
-    if (rc == 1) {
-        *why = "duplicate";
-        goto done;
-    }
-    if (rc < 0)
-        goto done;
-    long gcap = g_app->cfg.global_daily_cap;
-    if (throttle_needed(c, ch, gcap)) {
-        const char *w = NULL;
-        rc = throttle_reserve(wt, cust, c, ch, now, gcap, &w);
-        if (rc == ERR_CAPPED) {
-            rc = 0;
-            *why = "capped";
-            goto done;
-        }
-        if (rc)
-            goto done;
-    }
-    /* not before the schedule starts, and not in the customer's quiet hours */
-    int64_t at = c->sched.starts > now ? c->sched.starts : now;
-    int64_t qend = throttle_quiet_end(ch, it->tz, at);
-    if (qend)
-        at = qend;
-    struct outbox_msg m = { .key = key, .campaign = c->id, .customer = cust, .channel = ch->name,
-                            .variant = c->variants[it->variant].id, .tz = it->tz, .msg = it->msg,
-                            .due_ms = at > now ? at * 1000 : 0 };
-    rc = outbox_enqueue_txn(wt, &m, NULL);
-    if (rc == OUTBOX_DUPLICATE) {
-        rc = 0;
-        *why = "duplicate";
-    } else if (rc == ERR_TOOBIG || rc == ERR_INVAL) {
-        rc = 0;
-        *why = "render_error";
-    }
-done:
-    json_decref(it->msg);
-    it->msg = NULL;
-    return rc;
-}
-
 /* --- the builder thread --------------------------------------------------- */
 
 struct item {
@@ -692,31 +432,18 @@ static void count_reason(json_t *reasons, const char *reason, long n)
     json_object_set_new(reasons, k, json_integer(json_integer_value(v) + n));
 }
 
-static int batch_cb(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
+/* One customer of the batch on each of the send's channels.  With an
+ * audience.top cut (b->cutoff), a customer tied at the cut counts once,
+ * while places remain, so the send reaches exactly N. */
+static void eval_customer(struct batch *b, const char *cust, size_t klen, const void *val,
+                          size_t vlen, const void *sv, size_t sl)
 {
-    struct batch *b = ud;
-    if (klen == 0 || klen >= sizeof b->last)
-        return 0;
-    if (b->nprof == 0 && b->last[0] && strlen(b->last) == klen && !memcmp(b->last, key, klen))
-        return 0; /* the cursor itself was done in the previous batch */
-    if (b->nprof >= BATCH)
-        return 1;
-    char cust[132];
-    memcpy(cust, key, klen);
-    cust[klen] = 0;
-    memcpy(b->last, cust, klen + 1);
-    b->nprof++;
-    const void *sv = NULL;
-    size_t sl = 0;
-    if (store_get(b->t, STORE_PSTATS, key, klen, &sv, &sl))
-        sv = NULL;
     int tie_taken = 0;
     for (int i = 0; i < b->nch; i++) {
         struct item *x = &b->items[b->nitems];
         const char *why;
-        int rc = eval_impl(b->rw, b->g, b->camp, b->chans[i], cust, val, vlen, sv, sl, b->now,
+        int rc = sends_eval_cut(b->rw, b->g, b->camp, b->chans[i], b->t, cust, val, vlen, sv, sl, b->now,
                            b->cutoff, 0, &x->it, &why);
-        /* exactly N: a customer tied at the cut counts once, while places remain */
         if (rc == 0 && !isnan(b->cutoff) && x->it.score == b->cutoff && !tie_taken) {
             if (b->tie_left > 0) {
                 b->tie_left--;
@@ -741,7 +468,70 @@ static int batch_cb(void *ud, const void *key, size_t klen, const void *val, siz
                 snprintf(b->last_error, sizeof b->last_error, "%s", x->it.error);
         }
     }
+}
+
+static int batch_cb(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    struct batch *b = ud;
+    if (klen == 0 || klen >= sizeof b->last)
+        return 0;
+    if (b->nprof == 0 && b->last[0] && strlen(b->last) == klen && !memcmp(b->last, key, klen))
+        return 0; /* the cursor itself was done in the previous batch */
+    if (b->nprof >= BATCH)
+        return 1;
+    char cust[132];
+    memcpy(cust, key, klen);
+    cust[klen] = 0;
+    memcpy(b->last, cust, klen + 1);
+    b->nprof++;
+    const void *sv = NULL;
+    size_t sl = 0;
+    if (store_get(b->t, STORE_PSTATS, key, klen, &sv, &sl))
+        sv = NULL;
+    eval_customer(b, cust, klen, val, vlen, sv, sl);
     return 0;
+}
+
+/* A member found through the segment index (the cursor is the index's). */
+static int member_cb(void *ud, const char *cust, size_t clen, const char *prof, size_t plen,
+                     const char *stats, size_t slen)
+{
+    struct batch *b = ud;
+    if (clen >= sizeof b->last)
+        return 0;
+    char id[132];
+    memcpy(id, cust, clen);
+    id[clen] = 0;
+    b->nprof++;
+    eval_customer(b, id, clen, prof, plen, stats, slen);
+    return 0;
+}
+
+/* The audience a send walks through the segment index: the saved one the
+ * launch named, else the campaign's own when it names segments; NULL when
+ * the send scans every profile.  *err set when a named audience is gone. */
+static struct segments_audience *send_audience(struct store_txn *t, const json_t *rec,
+                                               const struct rules_campaign *c, int *gone)
+{
+    *gone = 0;
+    struct segments_audience *a = NULL;
+    struct reqerr e = { 0 };
+    const char *aid = json_string_value(json_object_get(rec, "audience_id"));
+    if (aid) {
+        if (segments_audience_load(t, aid, &a, &e))
+            *gone = 1;
+    } else if (c->audience && json_array_size(json_object_get(c->audience, "segments"))) {
+        json_t *def = json_object();
+        json_object_set(def, "any", json_object_get(c->audience, "segments"));
+        if (json_object_get(c->audience, "exclude"))
+            json_object_set(def, "exclude", json_object_get(c->audience, "exclude"));
+        /* the conditions are the campaign's: sends_eval checks them with the rest */
+        if (segments_audience_compile(def, c->id, &a, &e))
+            a = NULL; /* a segment gone since the campaign loaded: scan instead */
+        json_decref(def);
+    }
+    reqerr_clear(&e);
+    return a;
 }
 
 /* audience.top: rank every eligible customer by the model's score (the
@@ -793,6 +583,18 @@ static void heap_push(struct rank *r, double v)
     }
 }
 
+static void rank_one(struct rank *r, const char *cust, const void *val, size_t vlen,
+                     const void *sv, size_t sl)
+{
+    struct sends_item it;
+    const char *why;
+    if (sends_eval_cut(r->rw, r->g, r->camp, r->chan, r->t, cust, val, vlen, sv, sl, r->now,
+                  -INFINITY, 1, &it, &why) == 0) {
+        r->ranked++;
+        heap_push(r, it.score);
+    }
+}
+
 static int rank_cb(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
 {
     struct rank *r = ud;
@@ -809,18 +611,30 @@ static int rank_cb(void *ud, const void *key, size_t klen, const void *val, size
     size_t sl = 0;
     if (store_get(r->t, STORE_PSTATS, key, klen, &sv, &sl))
         sv = NULL;
-    struct sends_item it;
-    const char *why;
-    if (eval_impl(r->rw, r->g, r->camp, r->chan, r->last, val, vlen, sv, sl, r->now, -INFINITY, 1,
-                  &it, &why) == 0) {
-        r->ranked++;
-        heap_push(r, it.score);
-    }
+    rank_one(r, r->last, val, vlen, sv, sl);
     return 0;
 }
 
+/* A member found through the segment index (the index advances r->last). */
+static int rank_member_cb(void *ud, const char *cust, size_t clen, const char *prof, size_t plen,
+                          const char *stats, size_t slen)
+{
+    struct rank *r = ud;
+    if (clen >= sizeof r->last)
+        return 0;
+    char id[132];
+    memcpy(id, cust, clen);
+    id[clen] = 0;
+    rank_one(r, id, prof, plen, stats, slen);
+    return 0;
+}
+
+/* Rank the customers the send will walk: those of its segment audience
+ * (send_audience: a saved audience or the campaign's segments) through the
+ * index, else every profile; eval_impl applies the rest of the campaign's
+ * audience filter (exclude, conditions) before the model scores. */
 static json_t *rank_audience(struct rules_worker *rw, const struct rules_gen *g, int ci, int chan,
-                             int *rc)
+                             const char *id, int *rc)
 {
     const struct rules_campaign *c = &g->camps[ci];
     struct rank r = { .rw = rw, .g = g, .camp = ci, .chan = chan, .now = clock_now(),
@@ -831,6 +645,7 @@ static json_t *rank_audience(struct rules_worker *rw, const struct rules_gen *g,
         return NULL;
     }
     *rc = 0;
+    int more;
     do {
         pthread_mutex_lock(&S.mu);
         int stop = S.stop;
@@ -842,10 +657,24 @@ static json_t *rank_audience(struct rules_worker *rw, const struct rules_gen *g,
         r.inchunk = 0;
         if ((*rc = store_rtxn_begin(S.app->store, &r.t)))
             break;
-        size_t ll = strlen(r.last);
-        *rc = store_scan(r.t, STORE_PROFILES, NULL, 0, ll ? r.last : NULL, ll, rank_cb, &r);
+        int gone = 0, lrc = 0;
+        json_t *rec = rec_load(r.t, id, &lrc);
+        struct segments_audience *sa = rec ? send_audience(r.t, rec, c, &gone) : NULL;
+        json_decref(rec);
+        if (gone) {
+            more = 0; /* the send's saved audience is gone: nobody to rank */
+        } else if (sa) {
+            long visited = segments_audience_next(r.t, sa, r.last, BATCH * 10, rank_member_cb, &r);
+            *rc = visited < 0 ? (int)visited : 0;
+            more = visited >= BATCH * 10;
+        } else {
+            size_t ll = strlen(r.last);
+            *rc = store_scan(r.t, STORE_PROFILES, NULL, 0, ll ? r.last : NULL, ll, rank_cb, &r);
+            more = r.inchunk >= BATCH * 10;
+        }
+        segments_audience_free(sa);
         store_txn_end(r.t);
-    } while (!*rc && r.inchunk >= BATCH * 10);
+    } while (!*rc && more);
     json_t *a = NULL;
     if (!*rc) {
         a = json_object();
@@ -891,7 +720,7 @@ static int build_batch(struct rules_worker *rw, const char *id)
     }
     struct batch b = { .rw = rw, .g = g, .camp = ci, .now = clock_now(), .cutoff = NAN };
     snprintf(b.last, sizeof b.last, "%s", json_string_value(json_object_get(rec, "cursor")) ?: "");
-    json_t *aud = json_incref(json_object_get(rec, "audience"));
+    json_t *rank = json_incref(json_object_get(rec, "audience"));
     json_decref(rec);
     if (ci < 0 || !(b.nch = outbound_channels(g, &g->camps[ci], b.chans))) {
         store_txn_end(t);
@@ -918,42 +747,42 @@ static int build_batch(struct rules_worker *rw, const char *id)
         log_warn("send stopped: campaign not loaded", "campaign=\"%s\"", id);
         return 1;
     }
-    if (g->camps[ci].audience_top && !aud) {
+    if (g->camps[ci].audience_top && !rank) {
         /* rank the audience once, before the first batch, and keep the cut */
         store_txn_end(t);
-        if (!(aud = rank_audience(rw, g, ci, b.chans[0], &rc)))
+        if (!(rank = rank_audience(rw, g, ci, b.chans[0], id, &rc)))
             return rc;
         struct store_txn *wt;
         if ((rc = store_wtxn_begin(st, &wt))) {
-            json_decref(aud);
+            json_decref(rank);
             return rc;
         }
         rec = rec_load(wt, id, &rc);
         if (rec) {
-            json_object_set(rec, "audience", aud);
+            json_object_set(rec, "audience", rank);
             rc = rec_store(wt, id, rec);
             json_decref(rec);
         }
         rc = rc ? rc : store_txn_commit(wt, STORE_DURABLE);
         if (rc) {
             store_txn_end(wt);
-            json_decref(aud);
+            json_decref(rank);
             return rc;
         }
         log_info("send audience ranked", "campaign=\"%s\" top=%ld ranked=%lld", id,
                  g->camps[ci].audience_top,
-                 (long long)json_integer_value(json_object_get(aud, "ranked")));
+                 (long long)json_integer_value(json_object_get(rank, "ranked")));
         if ((rc = store_rtxn_begin(st, &t))) {
-            json_decref(aud);
+            json_decref(rank);
             return rc;
         }
     }
-    if (aud) {
-        json_t *cut = json_object_get(aud, "cutoff");
+    if (rank) {
+        json_t *cut = json_object_get(rank, "cutoff");
         b.cutoff = json_is_number(cut) ? json_number_value(cut) : -INFINITY;
-        b.tie_left = (long)json_integer_value(json_object_get(aud, "tie_left"));
+        b.tie_left = (long)json_integer_value(json_object_get(rank, "tie_left"));
     }
-    json_decref(aud);
+    json_decref(rank);
     b.items = malloc(sizeof *b.items * (size_t)BATCH * (size_t)b.nch);
     b.skips = json_object();
     b.reasons = json_object();
@@ -964,10 +793,30 @@ static int build_batch(struct rules_worker *rw, const char *id)
         return ERR_NOMEM;
     }
     b.t = t;
-    size_t cl = strlen(b.last);
-    rc = store_scan(t, STORE_PROFILES, NULL, 0, cl ? b.last : NULL, cl, batch_cb, &b);
+    int gone;
+    rec = rec_load(t, id, &rc);
+    struct segments_audience *aud = rec ? send_audience(t, rec, &g->camps[ci], &gone) : NULL;
+    /* a send keeps the walk it started with; the cursor means nothing to another */
+    const char *mode = aud ? "index" : "profiles";
+    const char *was = rec ? json_string_value(json_object_get(rec, "walk")) : NULL;
+    if (was && strcmp(was, mode))
+        b.last[0] = 0;
+    json_decref(rec);
+    int finished;
+    if (rec && gone) {
+        snprintf(b.last_error, sizeof b.last_error, "the send's audience no longer exists");
+        finished = 1;
+    } else if (aud) {
+        long visited = segments_audience_next(t, aud, b.last, BATCH, member_cb, &b);
+        rc = visited < 0 ? (int)visited : 0;
+        finished = visited < BATCH;
+    } else {
+        size_t cl = strlen(b.last);
+        rc = store_scan(t, STORE_PROFILES, NULL, 0, cl ? b.last : NULL, cl, batch_cb, &b);
+        finished = b.nprof < BATCH;
+    }
+    segments_audience_free(aud);
     store_txn_end(t);
-    int finished = b.nprof < BATCH;
     if (!rc) {
         /* write: re-check the state, then caps + enqueue + progress */
         struct store_txn *wt;
@@ -1015,6 +864,7 @@ static int build_batch(struct rules_worker *rw, const char *id)
                     json_object_set_new(json_object_get(rec, "audience"), "tie_left",
                                         json_integer(b.tie_left));
                 json_object_set_new(rec, "cursor", json_string(b.last));
+                json_object_set_new(rec, "walk", json_string(mode));
                 if (b.last_error[0])
                     json_object_set_new(rec, "last_error", json_string(b.last_error));
                 if (finished) {

@@ -9,8 +9,12 @@
  * never because a file was saved.
  *
  * The builder streams STORE_PROFILES in batches (short read transactions,
- * a cursor kept in the send record), and for each profile runs, in its own
- * Lua state: status and schedule → consent (the same rules as decide:
+ * a cursor kept in the send record) — or, when the campaign's audience
+ * names segments, or the launch named a saved audience ("audience_id" from
+ * POST /api/v1/targeting/audience), only the members the segment index
+ * lists (engine/segments.h segments_audience_next) — and for each profile
+ * runs, in its own Lua state: status and schedule → the campaign's
+ * audience (C) → consent (the same rules as decide:
  * p.opt_out, p.consent[<policy.consent>|<channel>|all] == false, and a
  * channel that requires consent needs a record) → eligible (Lua) → content
  * (variant + templates, as decide) → the plugin's render(offer, p, ctx).
@@ -63,6 +67,10 @@ void sends_shutdown(void);
  *  loaded campaign with that id), ERR_BUSY (sends_init not run), store
  *  errors. */
 int sends_start(const char *campaign_id, const char *actor);
+/** sends_start() that targets the members of saved audience `audience_id`
+ *  (NULL: the campaign's own audience, or every profile).  Returns
+ *  ERR_NOTFOUND also when the audience does not exist. */
+int sends_start_audience(const char *campaign_id, const char *actor, const char *audience_id);
 /** Pause the build and the drain of this campaign's messages.
  *  @return 0 (also when already paused), ERR_NOTFOUND (never launched),
  *  ERR_CONFLICT (the send was stopped), store errors. */
@@ -103,21 +111,25 @@ struct sends_item {
 };
 
 /** Evaluate campaign `camp` on channel `chan` of generation `g` for one
- *  customer (profile msgpack pv/pl, NULL when unknown; stats sv/sl or NULL)
- *  with rw's Lua state: consent, eligible, content, the plugin's render.
- *  A campaign declaring audience = { model = ..., above = t } also needs
- *  the model's score (it->score) to be at least t ("below_audience_score",
- *  or "audience_model_error" when the model cannot score); one with
- *  audience.top is ranked by the builder (the N best scores at launch).
- *  The hooks run through the hook layer (engine/hooks.h), judged and
- *  counted as in decide, and get p and ctx read-only as there
- *  (luavm_push_readonly).  @return 0 with *it filled, or 1 with *why one of
- *  "no_profile", "consent", "not_eligible" (it->reason), "hook_error",
- *  "render_error", "render_declined" (it->error), "outside_schedule" (the
- *  schedule has ended; nothing to free). */
+ *  customer (profile msgpack pv/pl, NULL when unknown; stats sv/sl or NULL,
+ *  read in `t`, which also gives the customer's segments) with rw's Lua
+ *  state: the campaign's audience filter (segments, exclude, conditions, in
+ *  C, engine/audience.h), consent, eligible, then the audience's model when
+ *  it has one, content, the plugin's render.  A campaign declaring
+ *  audience = { model = ..., above = t } needs the model's score (it->score)
+ *  to be at least t ("below_audience_score", or "audience_model_error"
+ *  when the model cannot score); one with audience.top is ranked by the
+ *  builder (the N best scores at launch among the customers passing the
+ *  filter).  The hooks run through the hook layer (engine/hooks.h), judged
+ *  and counted as in decide, and get p (with p.segments) and ctx read-only
+ *  as there (luavm_push_readonly).  @return 0 with *it filled, or 1 with
+ *  *why one of "no_profile", "audience", "consent", "not_eligible"
+ *  (it->reason), "hook_error", "below_audience_score",
+ *  "audience_model_error", "render_error", "render_declined" (it->error),
+ *  "outside_schedule" (the schedule has ended; nothing to free). */
 int sends_eval(struct rules_worker *rw, const struct rules_gen *g, int camp, int chan,
-               const char *cust, const void *pv, size_t pl, const void *sv, size_t sl,
-               int64_t now, struct sends_item *it, const char **why);
+               struct store_txn *t, const char *cust, const void *pv, size_t pl, const void *sv,
+               size_t sl, int64_t now, struct sends_item *it, const char **why);
 
 /** In write txn `wt`: reserve the caps and the channel policy exactly
  *  (throttle_reserve) and enqueue under `key`, due now (or when the

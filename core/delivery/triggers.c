@@ -260,7 +260,7 @@ int triggers_fire_due(struct rules_worker *rw, int64_t now, int max)
                 continue;
             const char *why;
             struct sends_item *it = &t->items[t->nitems];
-            if (sends_eval(rw, g, t->camp, ch, t->cust, pv, pl, sv, sl, now, it, &why) == 0) {
+            if (sends_eval(rw, g, t->camp, ch, rt, t->cust, pv, pl, sv, sl, now, it, &why) == 0) {
                 t->chans[t->nitems++] = ch;
             } else {
                 t->skip[t->nskip++] = why;

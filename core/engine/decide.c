@@ -18,6 +18,7 @@
  */
 #include "engine/decide.h"
 #include "engine/models.h"
+#include "engine/audience.h"
 #include "engine/content.h"
 #include "engine/coupons.h"
 #include "engine/loyalty.h"
@@ -430,6 +431,7 @@ struct req {
     int accepted;
     struct cand **batch;         /* the reservation batch ... */
     struct cand **served;        /* ... and the offers, in order */
+    struct audience_cust ac;     /* segments and campaign audiences (audience.h) */
     const struct experiments_view *xv; /* live experiments of r->g, or NULL */
     const char *pmp;             /* the stored profile (msgpack, in r->t), or NULL */
     size_t plen;
@@ -484,20 +486,23 @@ static int begin(struct req *r, struct reqerr *e)
 }
 
 /* Push p: the stored profile (an empty one for an unknown customer), its
- * id, its stats and p.loyalty; then what hooks are given for it
- * (luavm_push_readonly: read-only for every hook), whose index goes to
- * *ro.  Returns p's own stack index (for C readers); *mp gets the stored
- * profile's bytes (valid while `t` lives) or NULL. */
-static int push_profile(lua_State *L, struct store_txn *t, const char *cust, int *ro,
-                        const char **mp, size_t *mplen)
+ * id, its stats, p.segments (the customer's segments, read once into
+ * `ac`, which also serves the campaign audiences) and p.loyalty; then what
+ * hooks are given for it (luavm_push_readonly: read-only for every hook),
+ * whose index goes to *ro.  Returns p's own stack index (for C readers);
+ * *mp gets the stored profile's bytes (valid while `t` lives) or NULL. */
+static int push_profile(lua_State *L, struct store_txn *t, const char *cust,
+                        struct audience_cust *ac, int64_t now, int *ro, const char **mp,
+                        size_t *mplen)
 {
     int top = lua_gettop(L);
-    const void *pv;
-    size_t pl;
+    const void *pv, *sv;
+    size_t pl, sl;
     *mp = NULL;
     *mplen = 0;
-    if (store_get(t, STORE_PROFILES, cust, strlen(cust), &pv, &pl) == 0 &&
-        luavm_push_msgpack(L, pv, pl) == 0 && lua_istable(L, -1)) {
+    if (store_get(t, STORE_PROFILES, cust, strlen(cust), &pv, &pl))
+        pv = NULL;
+    if (pv && luavm_push_msgpack(L, pv, pl) == 0 && lua_istable(L, -1)) {
         *mp = pv; /* known customer */
         *mplen = pl;
     } else {
@@ -507,11 +512,13 @@ static int push_profile(lua_State *L, struct store_txn *t, const char *cust, int
     int p_idx = lua_gettop(L);
     lua_pushstring(L, cust);
     lua_setfield(L, p_idx, "id");
-    if (store_get(t, STORE_PSTATS, cust, strlen(cust), &pv, &pl) == 0 &&
-        luavm_push_msgpack(L, pv, pl) == 0) {
+    if (store_get(t, STORE_PSTATS, cust, strlen(cust), &sv, &sl))
+        sv = NULL;
+    if (sv && luavm_push_msgpack(L, sv, sl) == 0)
         lua_setfield(L, p_idx, "stats");
-    }
     lua_settop(L, p_idx);
+    audience_begin(ac, t, cust, pv, pl, sv, sl, now);
+    audience_push_segments(ac, L, p_idx); /* p.segments */
     if (loyalty_push_lua(L, t, cust)) /* p.loyalty: balance, tier */
         lua_setfield(L, p_idx, "loyalty");
     *ro = luavm_push_readonly(L, p_idx, "profile"); /* p is complete: it must not change now */
@@ -554,7 +561,7 @@ static int load_customer(struct req *r, struct reqerr *e)
         reqerr_set(e, 503, "store_unavailable", NULL, "%s", err_str(rc));
         return rc;
     }
-    r->p_idx = push_profile(r->L, r->t, cust, &r->p_ro, &r->pmp, &r->plen);
+    r->p_idx = push_profile(r->L, r->t, cust, &r->ac, r->now, &r->p_ro, &r->pmp, &r->plen);
     r->ctx_idx = push_ctx(r->L, r->q, r->now, &r->ctx_ro);
     models_decide_begin(r->mw, r->p_idx, r->ctx_idx, r->now);
     r->blocked = consent_block(r->L, r->p_idx, r->ch);
@@ -566,6 +573,7 @@ static int load_customer(struct req *r, struct reqerr *e)
     }
     int nlist = r->g->nby_channel[r->chi];
     if (!(r->scr = scratch_get(r->rw, nlist))) {
+        audience_end(&r->ac);
         store_txn_end(r->t);
         models_decide_end(r->mw);
         lua_settop(r->L, r->top);
@@ -672,8 +680,22 @@ static int score(const struct call *k, const struct rules_campaign *c, int fn, j
     return 0;
 }
 
-/* Step 3: the candidates — the channel's campaigns (priority order) that
- * pass the cheap filters, eligible and score. */
+/* The next position >= j whose bit is set in `pass` (n when none). */
+static int next_pass(const uint64_t *pass, int j, int n)
+{
+    while (j < n) {
+        uint64_t w = pass[j >> 6] >> (j & 63);
+        if (w)
+            return j + __builtin_ctzll(w) < n ? j + __builtin_ctzll(w) : n;
+        j = (j | 63) + 1;
+    }
+    return n;
+}
+
+/* Step 3: the candidates — the channel's campaigns (priority order) whose
+ * audience holds (evaluated in C for the whole channel at once, before any
+ * Lua: audience.h) and that pass the cheap filters, eligible and score.
+ * Without explain, campaigns whose audience fails are never visited. */
 static void candidates(struct req *r)
 {
     const struct rules_gen *g = r->g;
@@ -686,7 +708,9 @@ static void candidates(struct req *r)
     struct cand *cands = r->cands;
     int nlist = r->blocked ? 0 : g->nby_channel[r->chi], n = 0;
     const int *list = g->by_channel[r->chi];
-    for (int j = 0; j < nlist; j++) {
+    const uint64_t *pass = nlist ? audience_channel(&r->ac, g, r->chi, NULL) : NULL;
+    for (int j = pass && !explain ? next_pass(pass, 0, nlist) : 0; j < nlist;
+         j = pass && !explain ? next_pass(pass, j + 1, nlist) : j + 1) {
         int i = list[j];
         const struct rules_campaign *c = &g->camps[i];
         json_t *xp = NULL;
@@ -697,6 +721,13 @@ static void candidates(struct req *r)
         }
         if (filtered_out(c, placement, pbit, now, xp))
             continue;
+        if (pass && !((pass[j >> 6] >> (j & 63)) & 1)) { /* only with explain */
+            char why[400];
+            audience_explain(&r->ac, g, r->chi, j, why, sizeof why);
+            json_object_set_new(xp, "eligible", json_false());
+            xp_reason(xp, why[0] ? why : "audience");
+            continue;
+        }
         int ref = rw->refs[i];
         if (ref == LUA_NOREF || ref == LUA_REFNIL) {
             if (xp)
@@ -1041,6 +1072,7 @@ static int run(struct req *r, struct reqerr *e, struct buf *out)
     walk(r);
     log_exposures(r);
     explain_rest(r);
+    audience_end(&r->ac);
     store_txn_end(r->t);
     models_decide_end(r->mw);
     lua_settop(r->L, r->top);

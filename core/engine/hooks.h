@@ -48,6 +48,7 @@ enum hooks_id {
     HOOKS_THROTTLE,   /**< throttle(p, ctx, counts) -> true | false */
     HOOKS_RENDER,     /**< render(offer, p, ctx) -> message table | nil [, "reason"] */
     HOOKS_DELIVER,    /**< deliver(msg, net, settings, meta), a coroutine run by the outbox */
+    HOOKS_MATCH,      /**< match(p) -> true | false/nil: a segment's Lua predicate */
     HOOKS_N
 };
 
@@ -55,7 +56,7 @@ enum hooks_id {
 #define HOOKS_BIT(h) (1u << (h))
 
 /** Who defines a hook: which kind of file holds it. */
-enum hooks_owner { HOOKS_CAMPAIGN, HOOKS_CHANNEL };
+enum hooks_owner { HOOKS_CAMPAIGN, HOOKS_CHANNEL, HOOKS_SEGMENT };
 
 /** How a hook's results are judged. */
 enum hooks_result {
@@ -106,6 +107,9 @@ static const struct hooks_desc hooks_table[HOOKS_N] = {
                         "deliver = function(msg, net, settings, meta) return net.http_post(...) "
                         "end",
                         "" },
+    [HOOKS_MATCH] = { "match", HOOKS_SEGMENT, 1, 2, HOOKS_R_PASSFAIL, 0,
+                      "match = function(p) return (p.ltv or 0) > 500 end",
+                      "must return true or false (got a non-boolean)" },
 };
 
 /** The hook `name` of `owner`, or -1 (e.g. for the unknown-field check). */

@@ -4,8 +4,8 @@
  *
  * A model file returns one table: the model's features (profile
  * attributes, p.stats behaviour, context fields, Lua feature functions;
- * segment memberships have their place in the parser and are refused until
- * the server has segments), its label (a conversion after an impression,
+ * segment memberships have their place in the parser and are refused: a
+ * training cannot read them as of each example), its label (a conversion after an impression,
  * churn, or revenue to come), its algorithm and parameters, its training
  * window and its retraining schedule.  docs/models.md is the reference.
  *
@@ -61,7 +61,7 @@ enum models_src {
     MODELS_SRC_STATS,     /**< behaviour from p.stats (enum models_stat) */
     MODELS_SRC_CTX,       /**< a request context field: ctx.<path> */
     MODELS_SRC_FN,        /**< a Lua function fn(p, ctx) of the model file */
-    MODELS_SRC_SEGMENT    /**< membership of a segment (refused until segments exist) */
+    MODELS_SRC_SEGMENT    /**< membership of a segment (refused by the parser) */
 };
 
 enum models_stat {

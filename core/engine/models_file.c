@@ -407,11 +407,13 @@ static void parse_source(struct pctx *v, const char *field, const char *name,
             perr(v, field, "%s: '%s' is not a context field path (ctx.a.b)", field, name);
     } else if (!strncmp(name, "segment.", 8)) {
         f->src = MODELS_SRC_SEGMENT;
-        /* The feature source exists so that model files can name segments
-         * once the server has them; until then there is no membership to
-         * read, at training or at serving. */
-        perr(v, field, "%s: segment features need segments, which this server does not have "
-             "(use a profile attribute or a feature function)", field);
+        /* The server has segments (engine/segments.h), but a training has
+         * no membership to read as of each example's anchor (the index
+         * holds today's only), so a model would learn from memberships its
+         * examples did not have: refused rather than skewed. */
+        perr(v, field, "%s: segment features are not supported: a training cannot read a "
+             "segment's membership as of each example (use a profile attribute or a feature "
+             "function)", field);
     } else {
         f->src = MODELS_SRC_ATTR;
         if (split_path(name, f))

@@ -9,6 +9,8 @@
  * lock on the request path (the swap lock is taken once per adoption).
  */
 #include "engine/rules.h"
+#include "engine/condset.h"
+#include "engine/segments.h"
 #include "base/app.h"
 #include "base/clock.h"
 #include "codec/codec.h"
@@ -69,6 +71,7 @@ void rules_campaign_free(struct rules_campaign *c)
     free(c->variants);
     if (c->trigger)
         json_decref(c->trigger);
+    json_decref(c->audience);
     memset(c, 0, sizeof *c);
 }
 
@@ -94,8 +97,11 @@ static void gen_free(struct rules_gen *g)
     for (int i = 0; i < g->nchans; i++)
         rules_channel_free(&g->chans[i]);
     free(g->chans);
-    for (int i = 0; i < 32; i++)
+    for (int i = 0; i < 32; i++) {
         free(g->by_channel[i]);
+        condset_free(g->aud[i]);
+        free(g->aud_pos[i]);
+    }
     for (int i = 0; i < g->nplacement_names; i++)
         free(g->placement_names[i]);
     free(g);
@@ -383,10 +389,71 @@ static int keep_parsed(const struct rules_gen *prev, const struct rules_gen *g, 
             camp->variants[j].id = rules_xstrdup(o->variants[j].id);
         }
         camp->trigger = o->trigger ? json_deep_copy(o->trigger) : NULL;
+        camp->audience = o->audience ? json_deep_copy(o->audience) : NULL;
         camp->status = camp->file_status;
         return 1;
     }
     return 0;
+}
+
+/* Ids of a list in an audience ("segments", "exclude") as a C array
+ * (borrowed from the JSON), NULL when absent or empty. */
+static const char **aud_ids(const json_t *aud, const char *key, int *n)
+{
+    json_t *a = json_object_get(aud, key);
+    *n = (int)json_array_size(a);
+    if (!*n)
+        return NULL;
+    const char **ids = calloc((size_t)*n, sizeof *ids);
+    if (!ids)
+        abort();
+    for (int i = 0; i < *n; i++)
+        ids[i] = json_string_value(json_array_get(a, (size_t)i));
+    return ids;
+}
+
+/* The boolean-expression index of channel `ch`: its campaigns' audiences
+ * compiled together (engine/audience.h), when any declares one. */
+static void build_audiences(struct rules_gen *g, int ch)
+{
+    int n = g->nby_channel[ch], any = 0;
+    for (int j = 0; j < n; j++)
+        any |= g->camps[g->by_channel[ch][j]].audience != NULL;
+    if (!any)
+        return;
+    struct condset_build *b;
+    if (condset_build_new(n, &b))
+        abort();
+    for (int j = 0; j < n; j++) {
+        const struct rules_campaign *c = &g->camps[g->by_channel[ch][j]];
+        if (!c->audience)
+            continue;
+        int nany, nnone;
+        const char **any_ids = aud_ids(c->audience, "segments", &nany);
+        const char **none_ids = aud_ids(c->audience, "exclude", &nnone);
+        struct reqerr e = { 0 };
+        if (condset_build_set(b, j, json_object_get(c->audience, "conditions"), NULL, 0, any_ids,
+                              nany, none_ids, nnone, &e)) {
+            /* validated at load, so only memory can fail here: match nobody */
+            log_error("campaign audience not indexed", "campaign=\"%s\" error=\"%s\"", c->id,
+                      e.message);
+            static const char *nothing[1];
+            if (condset_build_set(b, j, NULL, NULL, 0, nothing, 0, NULL, 0, NULL))
+                abort();
+        }
+        reqerr_clear(&e);
+        free(any_ids);
+        free(none_ids);
+    }
+    if (condset_build_finish(b, &g->aud[ch]))
+        abort();
+    g->aud_pos[ch] = malloc(sizeof(int) * (size_t)(g->ncamps + 1));
+    if (!g->aud_pos[ch])
+        abort();
+    for (int i = 0; i < g->ncamps; i++)
+        g->aud_pos[ch][i] = -1;
+    for (int j = 0; j < n; j++)
+        g->aud_pos[ch][g->by_channel[ch][j]] = j;
 }
 
 /* Build a new generation from disk, reusing the previous one's last good
@@ -586,6 +653,7 @@ static struct rules_gen *gen_build(struct app *app, int *nerrors)
         }
         g->by_channel[ch] = list;
         g->nby_channel[ch] = n;
+        build_audiences(g, ch);
     }
     /* placements as bits, so decide filters with a mask test, not strcmp */
     for (int i = 0; i < g->ncamps; i++) {
@@ -779,8 +847,58 @@ static void rules_collector(struct buf *out, void *ud)
     rules_gen_release(g);
 }
 
+/* Does JSON value `v` hold {"$segment": id} anywhere? */
+static int names_segment(const json_t *v, const char *id, int depth)
+{
+    if (depth > 64)
+        return 0;
+    if (json_is_object(v)) {
+        const char *k;
+        json_t *x;
+        json_object_foreach((json_t *)v, k, x) {
+            if (!strcmp(k, "$segment") && json_is_string(x) && !strcmp(json_string_value(x), id))
+                return 1;
+            if (names_segment(x, id, depth + 1))
+                return 1;
+        }
+    } else if (json_is_array(v)) {
+        for (size_t i = 0; i < json_array_size(v); i++)
+            if (names_segment(json_array_get(v, i), id, depth + 1))
+                return 1;
+    }
+    return 0;
+}
+
+/* For segments_delete: the first loaded campaign whose audience names
+ * segment `id` ("campaign spring-sale"), or NULL. */
+static char *segment_user(const char *id)
+{
+    struct rules_gen *g = rules_gen_acquire();
+    char *who = NULL;
+    for (int i = 0; g && i < g->ncamps && !who; i++) {
+        const json_t *a = g->camps[i].audience;
+        if (!a)
+            continue;
+        int uses = names_segment(json_object_get(a, "conditions"), id, 0);
+        static const char *lists[2] = { "segments", "exclude" };
+        for (int l = 0; l < 2 && !uses; l++) {
+            json_t *arr = json_object_get(a, lists[l]);
+            for (size_t k = 0; k < json_array_size(arr) && !uses; k++)
+                uses = !strcmp(json_string_value(json_array_get(arr, k)), id);
+        }
+        if (uses) {
+            size_t n = strlen(g->camps[i].id) + 32;
+            if ((who = malloc(n)))
+                snprintf(who, n, "campaign \"%s\"", g->camps[i].id);
+        }
+    }
+    rules_gen_release(g);
+    return who;
+}
+
 int rules_start(struct app *app)
 {
+    segments_set_user_check(segment_user);
     rules_reload(app, 1);
     metrics_register(rules_collector, NULL);
     luavm_metrics_init();

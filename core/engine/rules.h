@@ -44,6 +44,7 @@
 
 struct app;
 struct event_base;
+struct condset;
 struct luavm;
 struct store_txn;
 
@@ -110,9 +111,12 @@ struct rules_campaign {
     char score_model[132];          /**< "" when the score is not a model's */
     char score_value_model[132];    /**< a value model, or "" (score_value is the value) */
     double score_value;
-    /* audience = { model = "buy_7d", top = N } or { model = ..., above = t }: an outbound
-     * send goes to the N likeliest eligible customers, or those above t */
-    char audience_model[132];       /**< "" when the campaign declares no audience */
+    /* audience = { segments, exclude, conditions, model, top | above }: one table, two parts.
+     * The filter (segments/exclude/conditions) decides membership in decide and sends
+     * (audience.h); the model part ranks the customers passing the filter for outbound sends
+     * only: the N likeliest (top) or those scoring at least `above` */
+    json_t *audience;               /**< {"segments"?, "exclude"?, "conditions"?}, or NULL */
+    char audience_model[132];       /**< "" when the audience has no model */
     long audience_top;              /**< 0 when `above` is used */
     double audience_above;
     double cost_per_send, cost_per_impression;
@@ -161,6 +165,12 @@ struct rules_gen {
     uint32_t lib_hash;      /**< of rules/lib: a change invalidates require caches */
     char *placement_names[64]; /**< every placement named by a campaign (first 64) */
     int nplacement_names;
+    /** Per channel: the audiences of by_channel[ch]'s campaigns compiled
+     *  together (member j = position j), or NULL when none declares one
+     *  (engine/audience.h); and campaign index → position in by_channel[ch]
+     *  (-1 when not on the channel), present with it. */
+    struct condset *aud[32];
+    int *aud_pos[32];
 };
 
 /** 1 when `now` is inside the schedule: between starts and ends, on one of

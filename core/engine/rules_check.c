@@ -10,6 +10,8 @@
  * file that passes `promod check` also loads in the server.
  */
 #include "engine/rules.h"
+#include "engine/cond.h"
+#include "engine/segments.h"
 #include "base/id.h"
 #include "base/app.h"
 #include "base/err.h"
@@ -149,7 +151,8 @@ static void check_unknown(lua_State *L, struct vctx *v, const char **allowed,
 
 /* The hooks of `owner` the table on top of the stack defines, as
  * HOOKS_BIT()s: each must be a function, the required ones must be there. */
-static unsigned declared_hooks(lua_State *L, struct vctx *v, enum hooks_owner owner)
+static unsigned declared_hooks(lua_State *L, struct vctx *v, enum hooks_owner owner,
+                               unsigned optional)
 {
     unsigned bits = 0;
     for (int h = 0; h < HOOKS_N; h++) {
@@ -165,7 +168,7 @@ static unsigned declared_hooks(lua_State *L, struct vctx *v, enum hooks_owner ow
             continue; /* score = { model = ..., value = ... }: parse_model_score */
         else if (t != LUA_TNIL)
             verr(v, d->name, "%s must be a function", d->name);
-        else if (d->required)
+        else if (d->required && !(optional & HOOKS_BIT(h)))
             verr(v, NULL, "%s is required: %s", d->name, d->usage);
     }
     return bits;
@@ -210,46 +213,6 @@ static void parse_model_score(lua_State *L, struct vctx *v, struct rules_campaig
         verr(v, "score.value", "score.value must be a number or { model = \"<value model>\" }");
     }
     lua_pop(L, 1);
-}
-
-/* audience = { model = "buy_7d", top = 1000 } or { model = ..., above = 0.3 } */
-static void parse_audience(lua_State *L, struct vctx *v, struct rules_campaign *c)
-{
-    if (!lua_istable(L, -1)) {
-        verr(v, "audience", "audience must be a table { model = \"id\", top = N } or "
-             "{ model = \"id\", above = t }");
-        return;
-    }
-    lua_pushnil(L);
-    while (lua_next(L, -2)) {
-        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
-        if (strcmp(k, "model") && strcmp(k, "top") && strcmp(k, "above"))
-            verr(v, "audience", "unknown field '%s' in audience (use model with top or above)", k);
-        lua_pop(L, 1);
-    }
-    model_id_field(L, v, "model", "audience.model", c->audience_model, sizeof c->audience_model);
-    lua_getfield(L, -1, "top");
-    int has_top = !lua_isnil(L, -1);
-    if (has_top) {
-        double n = lua_tonumber(L, -1);
-        if (lua_type(L, -1) != LUA_TNUMBER || n != floor(n) || n < 1 || n > 10000000)
-            verr(v, "audience.top", "audience.top must be a whole number from 1 to 10000000");
-        else
-            c->audience_top = (long)n;
-    }
-    lua_pop(L, 1);
-    lua_getfield(L, -1, "above");
-    int has_above = !lua_isnil(L, -1);
-    if (has_above) {
-        c->audience_above = lua_tonumber(L, -1);
-        if (lua_type(L, -1) != LUA_TNUMBER || !isfinite(c->audience_above))
-            verr(v, "audience.above", "audience.above must be a number (the score a customer must "
-                 "exceed)");
-    }
-    lua_pop(L, 1);
-    if (has_top == has_above)
-        verr(v, "audience", "audience needs exactly one of top (the N likeliest) or above (a "
-             "score threshold)");
 }
 
 /* `promod check`: the campaign directory the file being validated was
@@ -383,6 +346,158 @@ static void parse_schedule(lua_State *L, struct vctx *v, struct rules_schedule *
             verr(v, pathf(pb, sizeof pb, "schedule.%s", k), "unknown field '%s' in schedule", k);
         lua_pop(L, 1);
     }
+}
+
+/* ---- audience = { segments = {...}, exclude = {...}, conditions = {...} } ---- */
+
+/* Segment ids `promod check` knows without a running server (set by
+ * rules_check_cli from segments_dir); the server asks the live generation. */
+static json_t *g_check_segments;
+
+static int segment_known(void *ud, const char *id, size_t len)
+{
+    (void)ud;
+    struct segments_gen *sg = segments_gen_acquire();
+    int known;
+    if (sg) {
+        known = segments_find(sg, id, len) >= 0;
+    } else if (g_check_segments) {
+        known = 0;
+        size_t i;
+        json_t *x;
+        json_array_foreach(g_check_segments, i, x)
+            known |= json_string_length(x) == len && !memcmp(json_string_value(x), id, len);
+    } else {
+        known = 1; /* no segments loaded anywhere to check against */
+    }
+    segments_gen_release(sg);
+    return known;
+}
+
+/* The model part of the audience table on top: model = "id" with exactly
+ * one of top = N (the N likeliest) or above = t (a score threshold).  Each
+ * half without the other is an error: a model ranks only with a cut, and a
+ * cut needs the model that scores. */
+static void parse_audience_model(lua_State *L, struct vctx *v, struct rules_campaign *c)
+{
+    lua_getfield(L, -1, "model");
+    int has_model = !lua_isnil(L, -1);
+    lua_pop(L, 1);
+    lua_getfield(L, -1, "top");
+    int has_top = !lua_isnil(L, -1);
+    if (has_top) {
+        double n = lua_tonumber(L, -1);
+        if (lua_type(L, -1) != LUA_TNUMBER || n != floor(n) || n < 1 || n > 10000000)
+            verr(v, "audience.top", "audience.top must be a whole number from 1 to 10000000");
+        else
+            c->audience_top = (long)n;
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, -1, "above");
+    int has_above = !lua_isnil(L, -1);
+    if (has_above) {
+        c->audience_above = lua_tonumber(L, -1);
+        if (lua_type(L, -1) != LUA_TNUMBER || !isfinite(c->audience_above))
+            verr(v, "audience.above", "audience.above must be a number (the score a customer must "
+                 "exceed)");
+    }
+    lua_pop(L, 1);
+    if (has_model)
+        model_id_field(L, v, "model", "audience.model", c->audience_model, sizeof c->audience_model);
+    if (has_top && has_above)
+        verr(v, "audience", "audience.top and audience.above together: use one, top (the N "
+             "likeliest) or above (a score threshold)");
+    else if (has_model && !has_top && !has_above)
+        verr(v, "audience.model", "audience.model needs top (the N likeliest) or above (a score "
+             "threshold)");
+    else if (!has_model && (has_top || has_above))
+        verr(v, has_top ? "audience.top" : "audience.above",
+             "audience.%s needs audience.model (the model whose score ranks the customers)",
+             has_top ? "top" : "above");
+}
+
+/* The audience table on top of the stack, checked, as JSON (NULL when it
+ * has errors or is empty). */
+static json_t *parse_audience(lua_State *L, struct vctx *v, struct rules_campaign *c)
+{
+    char pb[96];
+    int nerr = v->nerr;
+    json_t *out = json_object();
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+        if (!k || (strcmp(k, "segments") && strcmp(k, "exclude") && strcmp(k, "conditions") &&
+                   strcmp(k, "model") && strcmp(k, "top") && strcmp(k, "above")))
+            verr(v, k ? pathf(pb, sizeof pb, "audience.%s", k) : "audience",
+                 "unknown field '%s' in audience (segments, exclude, conditions, model, top, "
+                 "above)", k ? k : "?");
+        lua_pop(L, 1);
+    }
+    parse_audience_model(L, v, c);
+    static const char *lists[2] = { "segments", "exclude" };
+    for (int l = 0; l < 2; l++) {
+        lua_getfield(L, -1, lists[l]);
+        int n = lua_istable(L, -1) ? (int)lua_objlen(L, -1) : 0;
+        if (!lua_isnil(L, -1) && (!lua_istable(L, -1) || n > SEGMENTS_MAX)) {
+            verr(v, pathf(pb, sizeof pb, "audience.%s", lists[l]),
+                 "audience.%s must be a list of segment ids: { \"gold\", \"vip\" }", lists[l]);
+        } else if (n) {
+            json_t *arr = json_array();
+            for (int i = 1; i <= n; i++) {
+                lua_rawgeti(L, -1, i);
+                const char *id = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+                if (!id || !id_valid(id))
+                    verr(v, pathf(pb, sizeof pb, "audience.%s[%d]", lists[l], i),
+                         "audience.%s[%d] must be a segment id", lists[l], i);
+                else if (!segment_known(NULL, id, strlen(id)))
+                    verr(v, pathf(pb, sizeof pb, "audience.%s[%d]", lists[l], i),
+                         "audience.%s[%d]: no segment \"%s\" (segments/*.lua)", lists[l], i, id);
+                else
+                    json_array_append_new(arr, json_string(id));
+                lua_pop(L, 1);
+            }
+            json_object_set_new(out, lists[l], arr);
+        }
+        lua_pop(L, 1);
+    }
+    lua_getfield(L, -1, "conditions");
+    json_t *cond = NULL;
+    if (lua_type(L, -1) == LUA_TSTRING) { /* GrowthBook's JSON, as written in its UI */
+        size_t len;
+        const char *text = lua_tolstring(L, -1, &len);
+        json_error_t je;
+        if (!(cond = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je)))
+            verr(v, "audience.conditions", "audience.conditions: invalid JSON: %s", je.text);
+    } else if (lua_istable(L, -1)) {
+        int jerr;
+        if (!(cond = luavm_to_json(L, -1, &jerr)))
+            verr(v, "audience.conditions",
+                 "audience.conditions holds a value JSON cannot carry (function, NaN, cycle)");
+    } else if (!lua_isnil(L, -1)) {
+        verr(v, "audience.conditions", "audience.conditions must be a table or a JSON string");
+    }
+    lua_pop(L, 1);
+    if (cond && !json_is_object(cond)) {
+        verr(v, "audience.conditions", "audience.conditions must be an object (names), as "
+                                       "GrowthBook's conditions are");
+        json_decref(cond);
+        cond = NULL;
+    }
+    if (cond) {
+        struct cond_opts o = { .mode = COND_STRICT, .segment_known = segment_known };
+        struct cond *c = NULL;
+        struct reqerr e = { 0 };
+        if (cond_compile(cond, &o, &c, &e))
+            verr(v, "audience.conditions", "audience.conditions: %s", e.message);
+        cond_free(c);
+        reqerr_clear(&e);
+        json_object_set_new(out, "conditions", cond);
+    }
+    if (v->nerr > nerr || !json_object_size(out)) {
+        json_decref(out);
+        return NULL;
+    }
+    return out;
 }
 
 /* Validate the campaign table at the top of the stack into *c. */
@@ -595,19 +710,29 @@ static void validate_campaign(lua_State *L, struct vctx *v, const char *const *c
     }
     lua_pop(L, 1);
 
-    c->hooks = declared_hooks(L, v, HOOKS_CAMPAIGN);
+    /* a campaign whose audience filters (segments, exclude, conditions)
+     * needs no eligible hook; a model-only audience ranks, it does not
+     * filter, so eligible stays required there */
+    lua_getfield(L, -1, "audience");
+    int filters = !lua_isnil(L, -1);
+    if (lua_istable(L, -1)) {
+        int has_model_part = 0, has_filter_part = 0;
+        lua_pushnil(L);
+        while (lua_next(L, -2)) {
+            const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
+            if (!strcmp(k, "model") || !strcmp(k, "top") || !strcmp(k, "above"))
+                has_model_part = 1;
+            else
+                has_filter_part = 1;
+            lua_pop(L, 1);
+        }
+        filters = has_filter_part || !has_model_part;
+    }
+    lua_pop(L, 1);
+    c->hooks = declared_hooks(L, v, HOOKS_CAMPAIGN, filters ? HOOKS_BIT(HOOKS_ELIGIBLE) : 0);
     lua_getfield(L, -1, "score");
     if (lua_istable(L, -1))
         parse_model_score(L, v, c);
-    lua_pop(L, 1);
-    lua_getfield(L, -1, "audience");
-    if (!lua_isnil(L, -1))
-        parse_audience(L, v, c);
-    lua_pop(L, 1);
-    lua_getfield(L, -1, "trigger");
-    if (c->audience_top && !lua_isnil(L, -1))
-        verr(v, "audience.top", "audience.top ranks a whole audience at launch; a triggered "
-             "campaign sends one event at a time: use audience.above");
     lua_pop(L, 1);
 
     lua_getfield(L, -1, "trigger");
@@ -625,6 +750,17 @@ static void validate_campaign(lua_State *L, struct vctx *v, const char *const *c
         verr(v, "trigger", "trigger must be a table { event = ..., delay = ..., cancel_on = ... }");
     }
     lua_pop(L, 1);
+
+    lua_getfield(L, -1, "audience");
+    if (lua_istable(L, -1))
+        c->audience = parse_audience(L, v, c);
+    else if (!lua_isnil(L, -1))
+        verr(v, "audience", "audience must be a table { segments = {...}, exclude = {...}, "
+                            "conditions = {...}, model = \"id\", top = N | above = t }");
+    lua_pop(L, 1);
+    if (c->audience_top && c->trigger)
+        verr(v, "audience.top", "audience.top ranks a whole audience at launch; a triggered "
+             "campaign sends one event at a time: use audience.above");
 
     lua_getfield(L, -1, "cost");
     if (lua_istable(L, -1)) {
@@ -700,7 +836,7 @@ static void validate_plugin(lua_State *L, struct vctx *v, struct rules_channel *
         verr(v, "policy", "policy must be a table");
     }
     lua_pop(L, 1);
-    ch->hooks = declared_hooks(L, v, HOOKS_CHANNEL);
+    ch->hooks = declared_hooks(L, v, HOOKS_CHANNEL, 0);
     ch->outbound = (ch->hooks & HOOKS_BIT(HOOKS_DELIVER)) != 0;
 }
 
@@ -843,6 +979,9 @@ static char *dir_dup(const char *dir)
 
 int rules_check_cli(const struct config *cfg, const char **paths, int n)
 {
+    /* audiences name segments: those segments_dir defines */
+    json_decref(g_check_segments);
+    g_check_segments = segments_known_ids(cfg);
     const char *defaults[2] = { cfg->rules_dir, cfg->plugins_dir };
     if (n == 0) {
         paths = defaults;

@@ -203,8 +203,9 @@ static void h_propensity(struct http_req *r)
     if (only_fields(r, b, allowed, "model or campaign, customer_ids, channel, context"))
         goto out;
     if (json_object_get(b, "segment")) {
-        http_reply_error(r, 400, "segments_unavailable", "this server has no segments yet: list the "
-                         "customers in \"customer_ids\"", "segment");
+        http_reply_error(r, 400, "segment_unsupported", "propensity scores listed customers: "
+                         "list the segment's members in \"customer_ids\" (GET "
+                         "/api/v1/segments/{id}/customers pages them)", "segment");
         goto out;
     }
     json_t *m = json_object_get(b, "model"), *c = json_object_get(b, "campaign");

@@ -3,6 +3,7 @@
 #include "codec/codec.h"
 #include "base/err.h"
 #include <event2/buffer.h>
+#include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <stdarg.h>
@@ -240,4 +241,113 @@ const char *http_header(const struct http_req *r, const char *name)
 void http_add_header(struct http_req *r, const char *name, const char *value)
 {
     evhttp_add_header(evhttp_request_get_output_headers(r->ev), name, value);
+}
+
+/* ---- streamed replies ------------------------------------------------------
+ *
+ * evhttp keeps a request whose reply is still being streamed alive when
+ * its connection fails (it detaches it: evhttp_request_get_connection()
+ * becomes NULL) and frees it at evhttp_send_reply_end().  The next-chunk
+ * callback is never called for a connection that failed, so a timer looks
+ * once a second for a detached request and ends it there.  (The
+ * connection's close callback belongs to the server's connection reader.) */
+
+static long g_streams; /* streamed replies in progress (all workers) */
+
+long http_streams_open(void)
+{
+    return __atomic_load_n(&g_streams, __ATOMIC_RELAXED);
+}
+
+struct stream {
+    struct evhttp_request *req;
+    struct event *watch;
+    http_stream_fn fn;
+    void (*done)(void *);
+    void *ud;
+    struct buf b;
+};
+
+static void stream_free(struct stream *s)
+{
+    __atomic_sub_fetch(&g_streams, 1, __ATOMIC_RELAXED);
+    if (s->watch)
+        event_free(s->watch);
+    buf_free(&s->b);
+    if (s->done)
+        s->done(s->ud);
+    free(s);
+}
+
+static void stream_next(struct evhttp_connection *evcon, void *arg);
+
+static void stream_watch(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct stream *s = arg;
+    if (evhttp_request_get_connection(s->req))
+        return;
+    evhttp_send_reply_end(s->req); /* frees the detached request */
+    stream_free(s);
+}
+
+static void stream_next(struct evhttp_connection *evcon, void *arg)
+{
+    (void)evcon;
+    struct stream *s = arg;
+    if (!evhttp_request_get_connection(s->req)) {
+        stream_watch(-1, 0, s);
+        return;
+    }
+    buf_reset(&s->b);
+    int rc = s->fn(s->ud, &s->b);
+    struct evbuffer *eb = evbuffer_new();
+    if (eb && s->b.len)
+        evbuffer_add(eb, s->b.p, s->b.len);
+    if (rc == 0 && eb) {
+        evhttp_send_reply_chunk_with_cb(s->req, eb, stream_next, s);
+        evbuffer_free(eb);
+        return;
+    }
+    if (eb && s->b.len)
+        evhttp_send_reply_chunk(s->req, eb);
+    if (eb)
+        evbuffer_free(eb);
+    evhttp_send_reply_end(s->req);
+    stream_free(s);
+}
+
+void http_reply_stream(struct http_req *r, const char *ctype, http_stream_fn fn,
+                       void (*done)(void *ud), void *ud)
+{
+    if (r->status) {
+        if (done)
+            done(ud);
+        return;
+    }
+    struct stream *s = calloc(1, sizeof *s);
+    struct evhttp_connection *evcon = evhttp_request_get_connection(r->ev);
+    struct event_base *base = evcon ? evhttp_connection_get_base(evcon) : NULL;
+    if (s && base)
+        s->watch = event_new(base, -1, EV_PERSIST, stream_watch, s);
+    if (!s || !s->watch) {
+        if (s)
+            free(s);
+        if (done)
+            done(ud);
+        http_reply_error(r, 500, "internal", "out of memory", NULL);
+        return;
+    }
+    __atomic_add_fetch(&g_streams, 1, __ATOMIC_RELAXED);
+    s->req = r->ev;
+    s->fn = fn;
+    s->done = done;
+    s->ud = ud;
+    struct timeval sec = { 1, 0 };
+    event_add(s->watch, &sec);
+    r->status = 200;
+    evhttp_add_header(evhttp_request_get_output_headers(r->ev), "Content-Type", ctype);
+    evhttp_send_reply_start(r->ev, 200, "OK");
+    stream_next(NULL, s);
 }

@@ -20,6 +20,7 @@
 #include <stdint.h>
 #include <jansson.h>
 #include "base/config.h"
+#include "base/buf.h"
 #include "base/reqerr.h"
 
 struct evhttp_request;
@@ -71,6 +72,23 @@ void http_reply_err_code(struct http_req *r, int rc, const char *what);
  *  extra members merged into the error object) and clear it.  An unset
  *  error (status 0) answers 500. */
 void http_reply_reqerr(struct http_req *r, struct reqerr *e);
+
+/** A producer of a streamed reply: append the next part to `out`, return
+ *  0 (more follows), 1 (that was the last part) or <0 (stop here: the
+ *  reply ends after what was appended).  Called on the worker thread. */
+typedef int (*http_stream_fn)(void *ud, struct buf *out);
+
+/** Reply 200 with `ctype` in chunks: `fn` is called for the first part
+ *  now and for each next part once the previous one has gone out to the
+ *  socket (so a slow client slows the producer, never the memory), and
+ *  `done(ud)` exactly once at the end, also when the client goes away in
+ *  the middle (noticed within a second).  The request counts as answered
+ *  when this returns. */
+void http_reply_stream(struct http_req *r, const char *ctype, http_stream_fn fn,
+                       void (*done)(void *ud), void *ud);
+
+/** Streamed replies in progress on every worker (promod_http_streams_open). */
+long http_streams_open(void);
 
 /** Decode the body (JSON or msgpack) into a new value.  On failure the
  *  error reply (400/413/415) is sent and NULL returned.  `required_type`

@@ -8,6 +8,7 @@
  * write in key order: neighbouring updates share B-tree pages.
  */
 #include "insight/events_agg.h"
+#include "engine/segments.h"
 #include "base/buf.h"
 #include "codec/codec.h"
 #include "base/err.h"
@@ -469,29 +470,48 @@ static int pack_stats(const struct sacc *s, struct buf *b)
     return b->p ? 0 : ERR_NOMEM;
 }
 
+/* p.stats of each customer, and the segments that read it: membership
+ * follows in the same transaction (core/engine/segments.h), with the old
+ * stats still readable in the map when the segments look at them. */
 static int flush_stats(struct store_txn *t, struct hmap *m)
 {
     struct buf b = BUF_INIT;
     int rc = 0;
     struct hent **sorted = hmap_sorted(m);
-    if (!sorted)
+    struct segments_batch *sb = segments_batch_begin(t);
+    if (!sorted || !sb) {
+        free(sorted);
+        segments_batch_abort(sb);
         return ERR_NOMEM;
+    }
     for (size_t i = 0; i < m->n && !rc; i++) {
         struct hent *h = sorted[i];
         struct sacc *s = h->val;
-        const void *v;
-        size_t vl;
+        const void *v = NULL, *pv = NULL;
+        size_t vl = 0, pl = 0;
         rc = store_get(t, STORE_PSTATS, h->key, h->klen, &v, &vl);
         if (rc == 0)
             rc = sacc_merge_stored(s, v, vl);
-        else if (rc == ERR_NOTFOUND)
+        else if (rc == ERR_NOTFOUND) {
+            v = NULL;
             rc = 0;
+        }
         buf_reset(&b);
         if (!rc)
             rc = pack_stats(s, &b);
+        if (!rc && (rc = store_get(t, STORE_PROFILES, h->key, h->klen, &pv, &pl)) == ERR_NOTFOUND) {
+            pv = NULL;
+            rc = 0;
+        }
+        if (!rc)
+            rc = segments_batch_customer(sb, h->key, h->klen, pv, pl, pv, pl, v, vl, b.p, b.len);
         if (!rc)
             rc = store_put(t, STORE_PSTATS, h->key, h->klen, b.p, b.len);
     }
+    if (rc)
+        segments_batch_abort(sb);
+    else
+        rc = segments_batch_end(sb);
     free(sorted);
     buf_free(&b);
     return rc;

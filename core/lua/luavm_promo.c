@@ -449,7 +449,40 @@ void luavm_log_args(lua_State *L, const char *what)
     lua_settop(L, n);
 }
 
+/***
+ * @function promo.in_segment(p, id)
+ * Whether the customer is a member of segment `id`, from `p.segments` (the
+ * set of segment ids the customer is in, kept live by the segment index;
+ * see docs/segments.md).  False for an unknown segment or when `p` has no
+ * segments.
+ * @param {table} p     the profile a hook was given
+ * @param {string} id   a segment id
+ * @return {boolean}
+ * @example
+ * eligible = function(p) return promo.in_segment(p, "gold_fr") end
+ */
+static int l_promo_in_segment(lua_State *L)
+{
+    luavm_check_readable(L, 1); /* p, or the table its read-only view reads */
+    luaL_checkstring(L, 2);
+    lua_pushliteral(L, "segments");
+    lua_rawget(L, 1);
+    if (luavm_ro_source(L, -1)) /* through a view, p.segments is a view too */
+        lua_remove(L, -2);
+    int yes = 0;
+    if (lua_istable(L, -1)) {
+        lua_pushvalue(L, 2);
+        lua_rawget(L, -2);
+        yes = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    lua_pushboolean(L, yes);
+    return 1;
+}
+
 static const luaL_Reg promo_funcs[] = {
+    { "in_segment", l_promo_in_segment },
     { "hash", l_promo_hash },
     { "bucket", l_promo_bucket },
     { "now", l_promo_now },

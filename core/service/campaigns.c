@@ -11,6 +11,7 @@
  * here: scripts are validated by rules_validate_campaign().
  */
 #include "service/campaigns.h"
+#include "engine/segments.h"
 #include "service/campaigns_internal.h"
 #include "base/err.h"
 #include "base/id.h"
@@ -584,7 +585,8 @@ done:
  * sends.c about launch/resume/pause/stop/delete, after the status is
  * committed and the generation republished (sends_start reads it).  Returns
  * {"action", "result"} for the reply, or NULL when nothing applies. */
-static json_t *sends_apply(const char *id, int a, const char *from, const char *actor)
+static json_t *sends_apply(const char *id, int a, const char *from, const char *actor,
+                           const char *audience_id)
 {
     int rc;
     const char *what;
@@ -593,7 +595,7 @@ static json_t *sends_apply(const char *id, int a, const char *from, const char *
         rc = sends_resume(id, actor);
     } else if (a == A_LAUNCH) {
         what = "start";
-        rc = sends_start(id, actor);
+        rc = sends_start_audience(id, actor, audience_id);
     } else if (a == A_PAUSE) {
         what = "pause";
         rc = sends_pause(id, actor);
@@ -617,10 +619,10 @@ static json_t *sends_apply(const char *id, int a, const char *from, const char *
  * sends follow the new status, and answer with the campaign's view (plus
  * "send" when a send was started, paused or stopped). */
 static json_t *publish_change(const char *id, int a, const char *from, const char *actor,
-                              int with_script, struct reqerr *e)
+                              int with_script, const char *audience_id, struct reqerr *e)
 {
     rules_reload(g_app, 0);
-    json_t *sent = sends_apply(id, a, from, actor);
+    json_t *sent = sends_apply(id, a, from, actor, audience_id);
     json_t *out = campaigns_get(id, with_script, e);
     if (out && sent)
         json_object_set(out, "send", sent);
@@ -681,7 +683,7 @@ json_t *campaigns_delete(const char *id, const char *actor, long if_match, struc
     pthread_mutex_unlock(&campaigns_mu);
     json_decref(rec);
     json_decref(old);
-    return publish_change(id, A_DELETE, st_copy, actor, 0, e);
+    return publish_change(id, A_DELETE, st_copy, actor, 0, NULL, e);
 fail:
     store_txn_end(t);
     rules_gen_release(g);
@@ -718,6 +720,22 @@ static int same_actor_refused(const json_t *rec, const json_t *ver, const char *
 static json_t *clone_campaign(const char *id, const json_t *body, const char *actor,
                               struct reqerr *e);
 
+/* 1 (with e set) when a launch names an audience that was never saved. */
+static int launch_audience_missing(const char *aid, struct reqerr *e)
+{
+    struct store_txn *t;
+    int rc = store_rtxn_begin(g_app->store, &t);
+    if (rc) {
+        campaigns_err_rc(e, rc, "audience");
+        return 1;
+    }
+    struct segments_audience *a = NULL;
+    rc = segments_audience_load(t, aid, &a, e);
+    store_txn_end(t);
+    segments_audience_free(a);
+    return rc != 0;
+}
+
 json_t *campaigns_action(const char *id, const char *action, const json_t *body, const char *actor,
                          long if_match, struct reqerr *e)
 {
@@ -734,11 +752,21 @@ json_t *campaigns_action(const char *id, const char *action, const json_t *body,
     static const char *const with_reason[] = { "version", "reason", NULL };
     static const char *const clone_f[] = { "id",          "name", "script", "owner",
                                            "description", "tags", "cost",   NULL };
+    static const char *const with_audience[] = { "audience_id", NULL };
     const char *const *allowed = a == A_APPROVE  ? with_version
                                  : a == A_REJECT ? with_reason
                                  : a == A_CLONE  ? clone_f
+                                 : a == A_LAUNCH ? with_audience
                                                  : none;
     if (body && check_body(body, allowed, e))
+        return NULL;
+    /* launch {"audience_id"}: a send to a saved audience (targeting/audience) */
+    const char *audience_id = a == A_LAUNCH && body ? jstr(body, "audience_id") : NULL;
+    if (a == A_LAUNCH && body && json_object_get(body, "audience_id") && !audience_id) {
+        reqerr_set(e, 400, "invalid_field", "audience_id", "audience_id must be a string");
+        return NULL;
+    }
+    if (audience_id && launch_audience_missing(audience_id, e))
         return NULL;
     if (a == A_CLONE)
         return clone_campaign(id, body, actor, e);
@@ -889,7 +917,7 @@ json_t *campaigns_action(const char *id, const char *action, const json_t *body,
     json_decref(rec);
     json_decref(before);
     json_decref(ver);
-    return publish_change(id, a, st, actor, 1, e);
+    return publish_change(id, a, st, actor, 1, audience_id, e);
 fail:
     store_txn_end(t);
     rules_gen_release(g);

@@ -4,6 +4,7 @@
 #include "codec/codec.h"
 #include "base/err.h"
 #include "insight/events_log.h"
+#include "engine/segments.h"
 #include "engine/experiments.h"
 #include "engine/coupons.h"
 #include "engine/loyalty.h"
@@ -64,6 +65,23 @@ static int encode_attrs(const json_t *attrs, struct buf *b)
     return rc;
 }
 
+/* Segment membership follows the write in the same transaction: called
+ * with the old profile (or NULL) while it is still readable, before the
+ * new one is stored. */
+static int follow_segments(struct store_txn *t, const char *id, const void *old, size_t ol,
+                           const struct buf *b)
+{
+    size_t n = strlen(id);
+    const void *sv;
+    size_t sl;
+    int rc = store_get(t, STORE_PSTATS, id, n, &sv, &sl);
+    if (rc && rc != ERR_NOTFOUND)
+        return rc;
+    if (rc)
+        sv = NULL;
+    return segments_customer_txn(t, id, n, old, ol, b->p, b->len, sv, sl, sv, sl);
+}
+
 int profiles_put_txn(struct store_txn *t, const char *id, const json_t *attrs, int *created)
 {
     const void *old;
@@ -73,8 +91,12 @@ int profiles_put_txn(struct store_txn *t, const char *id, const json_t *attrs, i
         return rc;
     if (created)
         *created = rc == ERR_NOTFOUND;
+    if (rc)
+        old = NULL;
     struct buf b = BUF_INIT;
     rc = encode_attrs(attrs, &b);
+    if (!rc)
+        rc = follow_segments(t, id, old, ol, &b);
     if (!rc)
         rc = store_put(t, STORE_PROFILES, id, strlen(id), b.p, b.len);
     buf_free(&b);
@@ -134,6 +156,7 @@ int profiles_patch_txn(struct store_txn *t, const char *id, const json_t *patch,
     json_t *cur;
     int rc = store_get(t, STORE_PROFILES, id, strlen(id), &v, &vl);
     if (rc == ERR_NOTFOUND) {
+        v = NULL;
         cur = json_object();
     } else if (rc) {
         return rc;
@@ -149,6 +172,8 @@ int profiles_patch_txn(struct store_txn *t, const char *id, const json_t *patch,
     struct buf b = BUF_INIT;
     rc = codec_depth(cur) > 16 ? ERR_INVAL : encode_attrs(cur, &b);
     if (!rc)
+        rc = follow_segments(t, id, v, vl, &b);
+    if (!rc)
         rc = store_put(t, STORE_PROFILES, id, strlen(id), b.p, b.len);
     buf_free(&b);
     if (!rc && merged)
@@ -162,6 +187,10 @@ long profiles_erase_txn(struct store_txn *t, const char *id)
 {
     size_t n = strlen(id);
     long total = 0;
+    long sg = segments_erase_customer_txn(t, id); /* memberships: found through the index */
+    if (sg < 0)
+        return sg;
+    total += sg;
     int rc = store_del(t, STORE_PROFILES, id, n);
     if (rc == 0)
         total++;
@@ -353,6 +382,9 @@ json_t *profiles_export(struct store *s, const char *id, int *rc)
         any |= st != NULL;
         json_object_set_new(out, "stats", st ? st : json_null());
     }
+    json_t *segs = segments_customer_json(t, id);
+    any |= json_array_size(segs) > 0;
+    json_object_set_new(out, "segments", segs ? segs : json_array());
     json_t *evs = events_log_customer_list(t, id, 1000000);
     json_t *act = events_log_customer_activity(t, id);
     any |= json_array_size(evs) > 0 || json_array_size(act) > 0;

@@ -16,6 +16,7 @@
  * and skips nothing.
  */
 #include "service/profiles.h"
+#include "engine/segments.h"
 #include "base/clock.h"
 #include "base/err.h"
 #include "base/hash.h"
@@ -194,11 +195,35 @@ static int put_progress(struct store_txn *t, const struct iwriter *w, long line,
  * the result's position advance only once it is committed.  A range that
  * ran out of memory while parsing ends the work: its parsed records are
  * committed and *parse_rc is set. */
+/* A record's put, with the customer's segment membership following it in
+ * the same transaction (one segments batch per write batch: the counts are
+ * written once, just before the commit). */
+static int import_put(struct store_txn *t, struct segments_batch *sb, const char *key, size_t klen,
+                      const char *val, size_t vlen)
+{
+    const void *old, *sv;
+    size_t ol, sl;
+    int rc = store_get(t, STORE_PROFILES, key, klen, &old, &ol);
+    if (rc && rc != ERR_NOTFOUND)
+        return rc;
+    if (rc)
+        old = NULL;
+    rc = store_get(t, STORE_PSTATS, key, klen, &sv, &sl);
+    if (rc && rc != ERR_NOTFOUND)
+        return rc;
+    if (rc)
+        sv = NULL;
+    if ((rc = segments_batch_customer(sb, key, klen, old, ol, val, vlen, sv, sl, sv, sl)))
+        return rc;
+    return store_put(t, STORE_PROFILES, key, klen, val, vlen);
+}
+
 static int write_batch(struct iwriter *w, struct irange *gs, int ng, int *pi, size_t *pj, int durable,
                        int *parse_rc)
 {
     struct profiles_import_result *res = w->res;
     struct store_txn *t = NULL;
+    struct segments_batch *sb = NULL;
     int i = *pi, n = 0, rc = 0;
     size_t j = *pj;
     long line = res->next_line;
@@ -213,7 +238,11 @@ static int write_batch(struct iwriter *w, struct irange *gs, int ng, int *pi, si
             } else {
                 if (!t && (rc = store_wtxn_begin(w->s, &t)))
                     break;
-                if ((rc = store_put(t, STORE_PROFILES, d, r->klen, d + r->klen, r->vlen)))
+                if (!sb && !(sb = segments_batch_begin(t))) {
+                    rc = ERR_NOMEM;
+                    break;
+                }
+                if ((rc = import_put(t, sb, d, r->klen, d + r->klen, r->vlen)))
                     break;
                 res->imported++;
                 n++;
@@ -236,11 +265,16 @@ static int write_batch(struct iwriter *w, struct irange *gs, int ng, int *pi, si
             break;
     }
     int final = i >= ng || *parse_rc;
+    if (!rc && sb) {
+        rc = segments_batch_end(sb); /* the member counts, before the commit */
+        sb = NULL;
+    }
     if (!rc && w->o && w->o->checkpoint && (t || line != res->next_line)) {
         if (t || (rc = store_wtxn_begin(w->s, &t)) == 0)
             rc = put_progress(t, w, line, off, 0);
     }
     if (rc) {
+        segments_batch_abort(sb);
         store_txn_end(t);
         return rc;
     }

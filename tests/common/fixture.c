@@ -77,11 +77,13 @@ void tfx_server_init(struct tfx_server *s, const char *config_fields)
     snprintf(s->rules, sizeof s->rules, "%s/rules", s->dir);
     snprintf(s->plugins, sizeof s->plugins, "%s/plugins", s->dir);
     snprintf(s->models, sizeof s->models, "%s/models", s->dir);
+    snprintf(s->segments, sizeof s->segments, "%s/segments", s->dir);
     snprintf(s->config, sizeof s->config, "%s/promod.lua", s->dir);
     snprintf(s->log, sizeof s->log, "%s/server.log", s->dir);
     mkdirs(s->rules);
     mkdirs(s->plugins);
     mkdirs(s->models);
+    mkdirs(s->segments);
     char lib[320];
     snprintf(lib, sizeof lib, "%s/lib", s->rules);
     mkdirs(lib);
@@ -90,8 +92,10 @@ void tfx_server_init(struct tfx_server *s, const char *config_fields)
     char cfg[8192];
     snprintf(cfg, sizeof cfg,
              "return {\n  data_dir = \"%s\",\n  rules_dir = \"%s\",\n  plugins_dir = \"%s\",\n"
-             "  models_dir = \"%s\",\n  threads = 2,\n  reload_debounce_ms = 50,\n  %s\n}\n",
-             s->data, s->rules, s->plugins, s->models, config_fields ? config_fields : "");
+             "  models_dir = \"%s\",\n  segments_dir = \"%s\",\n  threads = 2,\n"
+             "  reload_debounce_ms = 50,\n  %s\n}\n",
+             s->data, s->rules, s->plugins, s->models, s->segments,
+             config_fields ? config_fields : "");
     FILE *f = fopen(s->config, "w");
     if (!f)
         abort();
@@ -299,6 +303,27 @@ char *tfx_raw(struct tfx_server *s, const void *data, size_t len)
     return out;
 }
 
+/* A chunked body decoded in place (a streamed reply); a body cut short
+ * keeps the chunks that arrived whole. */
+static void dechunk(struct tfx_resp *r)
+{
+    char *in = r->body, *end = r->body + r->len, *out = r->body;
+    while (in < end) {
+        char *eol = strstr(in, "\r\n");
+        if (!eol)
+            break;
+        size_t sz = strtoul(in, NULL, 16);
+        in = eol + 2;
+        if (!sz || (size_t)(end - in) < sz)
+            break;
+        memmove(out, in, sz);
+        out += sz;
+        in += sz + 2;
+    }
+    r->len = (size_t)(out - r->body);
+    r->body[r->len] = 0;
+}
+
 int tfx_http(struct tfx_server *s, const char *method, const char *path, const char *headers,
              const char *body, size_t len, struct tfx_resp *r)
 {
@@ -340,6 +365,8 @@ int tfx_http(struct tfx_server *s, const char *method, const char *path, const c
     memcpy(r->body, sep + 4, r->len);
     r->body[r->len] = 0;
     free(all);
+    if (strcasestr(r->headers, "\r\nTransfer-Encoding: chunked"))
+        dechunk(r);
     if (strstr(r->ctype, "json"))
         r->json = json_loadb(r->body, r->len, 0, NULL);
     return r->status;

@@ -497,7 +497,7 @@ Test(models, bad_input_is_refused_with_reasons)
         { "POST", "/api/v1/targeting/propensity", "{\"model\": \"few\", \"customer_ids\": [\"g1\"], \"context\": 3}",
           400, "invalid_field" },
         { "POST", "/api/v1/targeting/propensity", "{\"segment\": \"gold\", \"model\": \"few\"}", 400,
-          "segments_unavailable" },
+          "segment_unsupported" },
         { "POST", "/api/v1/targeting/propensity", "{\"model\": \"nope\", \"customer_ids\": [\"g001\"]}", 404,
           "model_not_found" },
         { "POST", "/api/v1/targeting/propensity", "{\"model\": \"few\", \"customer_ids\": [\"g001\"]}", 409,
@@ -582,6 +582,63 @@ Test(models, an_outbound_send_reaches_the_top_n_by_score)
     s = otfx_get(&srv, "/api/v1/campaigns/likely/sends");
     cr_assert_eq(otfx_int(s, "skipped.below_audience_score"), 100);
     json_decref(s);
+}
+
+/* One audience: a segment filter and a model part.  The model ranks only
+ * the customers the filter passes, found through the segment index:
+ * "young" (age < 30) is 20 gold and 20 bronze customers, the gold ones
+ * scoring ~1 and the bronze ~0, so the top 10 are young gold customers
+ * and `above` admits exactly the 20 young gold ones. */
+Test(models, a_segment_audience_ranked_by_a_model)
+{
+    mtfx_model(&srv, "buy_shoe", "shoe", TIER, NULL);
+    cr_assert(mtfx_wait_model(&srv, "buy_shoe", "ok"));
+    train_ok("buy_shoe", 0, 1);
+    tfx_write(&srv, "segments/young.lua", "return { conditions = { age = { ['$lt'] = 30 } } }\n");
+    /* the segment loads with the next reload and its membership is built */
+    long size = -1;
+    for (int waited = 0; waited < 60000 && size != 40; waited += 50) {
+        struct tfx_resp r;
+        if (tfx_req(&srv, "GET", "/api/v1/segments/young/size", NULL, &r) == 200 &&
+            !strcmp(json_string_value(json_object_get(r.json, "state")) ?: "", "ready"))
+            size = (long)json_integer_value(json_object_get(r.json, "size"));
+        tfx_resp_free(&r);
+        if (size != 40)
+            usleep(50000);
+    }
+    cr_assert_eq(size, 40);
+    otfx_campaign(&srv, "young_top", "'webhook'", NULL,
+                  "audience = { segments = { 'young' }, model = 'buy_shoe', top = 10 },");
+    otfx_campaign(&srv, "young_above", "'webhook'", NULL,
+                  "audience = { segments = { 'young' }, model = 'buy_shoe', above = 0.5 },");
+    cr_assert(otfx_wait_campaign(&srv, "young_top") && otfx_wait_campaign(&srv, "young_above"));
+    cr_assert_eq(otfx_action(&srv, "young_top", "launch"), 200);
+    cr_assert_eq(otfx_wait_int(&srv, "/api/v1/campaigns/young_top/sends", "queued", 10, 60000), 10);
+    json_t *s = otfx_get(&srv, "/api/v1/campaigns/young_top/sends");
+    cr_assert_str_eq(json_string_value(json_object_get(s, "state")), "done", "%s", json_dumps(s, 0));
+    /* only the segment's 40 members were looked at and ranked */
+    cr_assert_eq(otfx_int(s, "evaluated"), 40, "%s", json_dumps(s, 0));
+    cr_assert_eq(otfx_int(s, "audience.ranked"), 40, "%s", json_dumps(s, 0));
+    cr_assert_eq(otfx_int(s, "queued"), 10);
+    cr_assert_eq(otfx_int(s, "skipped.below_audience_score"), 30);
+    json_decref(s);
+    cr_assert_eq(rcv_wait_unique(rcv, 10, 30000), 10);
+    cr_assert_eq(otfx_action(&srv, "young_above", "launch"), 200);
+    cr_assert_eq(otfx_wait_int(&srv, "/api/v1/campaigns/young_above/sends", "queued", 20, 60000), 20);
+    s = otfx_get(&srv, "/api/v1/campaigns/young_above/sends");
+    cr_assert_eq(otfx_int(s, "evaluated"), 40, "%s", json_dumps(s, 0));
+    cr_assert_eq(otfx_int(s, "skipped.below_audience_score"), 20);
+    json_decref(s);
+    cr_assert_eq(rcv_wait_unique(rcv, 30, 30000), 30);
+    for (size_t i = 0; i < rcv_count(rcv); i++) {
+        struct rcv_entry e;
+        cr_assert_eq(rcv_get(rcv, i, &e), 0);
+        cr_assert(strstr(e.body, "\"customer_id\":\"g"), "a non-gold customer was sent: %s", e.body);
+        /* young: g000-g009 and g050-g059 */
+        const char *c = strstr(e.body, "\"customer_id\":\"g") + 15; /* "g0N" + digit */
+        cr_assert(c[1] == '0' && (c[2] == '0' || c[2] == '5'), "not a young customer: %s", e.body);
+        rcv_entry_free(&e);
+    }
 }
 
 Test(models, promod_train_on_the_command_line)

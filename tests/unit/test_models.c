@@ -162,7 +162,7 @@ static struct bad_file bad_files[] = {
     { "return {\n label = { conversion = 'x', within = '7d' },\n features = { { 'a.b', fn = function() end } },\n}",
       "a feature function's name is a plain name" },
     { "return {\n label = { conversion = 'x', within = '7d' },\n features = { 'segment.gold' },\n}",
-      "segment features need segments" },
+      "segment features are not supported" },
     { "return {\n label = { conversion = 'x', within = '7d' },\n features = { { 'tier', values = { 'a', 'a' } } },\n}",
       "'a' is listed twice" },
     { "return {\n label = { conversion = 'x', within = '7d' },\n features = { { 'tier', colour = 1 } },\n}",

@@ -1,0 +1,474 @@
+/*
+ * test_condset.c — many conditions evaluated together (engine/condset.h)
+ * must give, member by member, exactly what evaluating each condition on
+ * its own with cond_eval gives.  Checked on the GrowthBook conformance
+ * cases (every strict-valid condition against every case's attributes,
+ * twice, so the per-thread memory of group values is both filled and
+ * used) and on random workload-like conditions and profiles with segment
+ * references; plus the membership tests (all/any/none), explain, and
+ * sharing one set between threads.
+ */
+#include "cond_tfx.h"
+#include "engine/condset.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+TestSuite(condset, .timeout = 300);
+
+/* ---- conformance cases ------------------------------------------------ */
+
+static int uses_groups(const char *text)
+{
+    return strstr(text, "$inGroup") || strstr(text, "$notInGroup");
+}
+
+Test(condset, conformance_cross_product)
+{
+    json_error_t je;
+    json_t *all = json_load_file(CONDTFX_CASES, JSON_DECODE_INT_AS_REAL, &je);
+    cr_assert(all, "cannot read %s: the GrowthBook conformance file is required", CONDTFX_CASES);
+    json_t *cases = json_object_get(all, "evalCondition");
+    size_t n = json_array_size(cases);
+    cr_assert_gt(n, 100);
+    /* members: every condition strict mode accepts (the only kind sets hold) */
+    struct cond **whole = calloc(n, sizeof *whole);
+    int *member_of = calloc(n, sizeof *member_of);
+    int nm = 0;
+    struct condset_build *b;
+    cr_assert_eq(condset_build_new((int)n, &b), 0);
+    for (size_t i = 0; i < n; i++) {
+        json_t *cj = json_array_get(json_array_get(cases, i), 1);
+        char *text = json_dumps(cj, JSON_COMPACT | JSON_ENCODE_ANY);
+        int skip = !json_is_object(cj) || uses_groups(text) || strstr(text, "$segment");
+        free(text);
+        struct cond_opts o = { .mode = COND_STRICT };
+        if (skip || cond_compile(cj, &o, &whole[i], NULL)) {
+            whole[i] = NULL;
+            member_of[i] = -1;
+            continue;
+        }
+        member_of[i] = nm;
+        cr_assert_eq(condset_build_set(b, nm, cj, NULL, 0, NULL, 0, NULL, 0, NULL), 0, "case %zu", i);
+        nm++;
+    }
+    cr_assert_gt(nm, 50, "only %d strict-valid conditions", nm);
+    struct condset *cs;
+    cr_assert_eq(condset_build_finish(b, &cs), 0);
+    struct condset_stats st;
+    condset_stats(cs, &st);
+    cr_assert_gt(st.groups, 5);
+    struct condset_scratch *sc = condset_scratch_new();
+    uint64_t *out = calloc(CONDSET_WORDS(n), sizeof *out);
+    long checked = 0;
+    for (int round = 0; round < 2; round++)
+        for (size_t a = 0; a < n; a++) {
+            json_t *attrs = json_array_get(json_array_get(cases, a), 2);
+            if (!json_is_object(attrs))
+                continue;
+            struct buf mp = BUF_INIT;
+            if (codec_json_to_msgpack(attrs, &mp)) {
+                buf_free(&mp);
+                continue;
+            }
+            int cnt = condset_eval(cs, sc, mp.p, mp.len, NULL, NULL, out);
+            cr_assert_geq(cnt, 0);
+            for (size_t i = 0; i < n; i++) {
+                if (member_of[i] < 0)
+                    continue;
+                int want = cond_eval(whole[i], mp.p, mp.len, NULL) == 1;
+                int got = (int)(out[member_of[i] >> 6] >> (member_of[i] & 63)) & 1;
+                cr_assert_eq(got, want, "condition of case %zu on attributes of case %zu: set says %d, "
+                             "cond_eval %d", i, a, got, want);
+                checked++;
+            }
+            buf_free(&mp);
+        }
+    cr_log_info("condset: %ld member evaluations checked (%d members, %d groups, %d deep, %d "
+                "complex)", checked, nm, st.groups, st.deep_groups, st.complex);
+    for (size_t i = 0; i < n; i++)
+        cond_free(whole[i]);
+    free(whole);
+    free(member_of);
+    free(out);
+    condset_scratch_free(sc);
+    condset_free(cs);
+    json_decref(all);
+}
+
+/* ---- random workload-like conditions ---------------------------------- */
+
+static const char *tiers[] = { "bronze", "silver", "gold", "platinum" };
+static const char *countries[] = { "FR", "DE", "US", "GB", "ES", "IT", "NL", "BE" };
+static const char *interests[] = { "beach", "ski", "city", "golf", "food", "wine", "spa" };
+
+static uint64_t rng_state = 88172645463325252ull;
+static uint64_t rnd(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+#define PICK(a) (a[rnd() % (sizeof a / sizeof a[0])])
+
+static json_t *rand_profile(int i)
+{
+    json_t *p = json_object();
+    if (rnd() % 10)
+        json_object_set_new(p, "tier", json_string(PICK(tiers)));
+    if (rnd() % 10)
+        json_object_set_new(p, "country", json_string(PICK(countries)));
+    if (rnd() % 5)
+        json_object_set_new(p, "age", json_integer(18 + (json_int_t)(rnd() % 60)));
+    else if (rnd() % 2)
+        json_object_set_new(p, "age", json_string(rnd() % 2 ? "42" : "n/a"));
+    json_object_set_new(p, "ltv", json_real((double)(rnd() % 100000) / 37.0));
+    json_t *arr = json_array();
+    for (int k = (int)(rnd() % 4); k > 0; k--)
+        json_array_append_new(arr, json_string(PICK(interests)));
+    json_object_set_new(p, "interests", arr);
+    json_t *consent = json_object();
+    json_object_set_new(consent, "email", json_boolean(rnd() % 2));
+    if (rnd() % 3)
+        json_object_set_new(consent, "sms", json_boolean(rnd() % 2));
+    json_object_set_new(p, "consent", consent);
+    json_t *stats = json_object();
+    if (rnd() % 4) {
+        json_object_set_new(stats, "click", json_integer((json_int_t)(rnd() % 5)));
+        json_object_set_new(stats, "recency_days", json_integer((json_int_t)(rnd() % 120)));
+        json_t *ds = json_object();
+        json_object_set_new(ds, "purchase", json_integer((json_int_t)(rnd() % 200)));
+        json_object_set_new(stats, "days_since", ds);
+    }
+    json_object_set_new(p, "stats", stats);
+    char id[32];
+    snprintf(id, sizeof id, "c%05d", i);
+    json_object_set_new(p, "id", json_string(id));
+    if (rnd() % 7 == 0)
+        json_object_set_new(p, "email", json_string(rnd() % 2 ? "x@example.com" : "y@test.org"));
+    return p;
+}
+
+static json_t *rand_clause(int depth);
+
+static json_t *rand_doc(int depth)
+{
+    json_t *d = json_object();
+    int n = 1 + (int)(rnd() % 3);
+    for (int i = 0; i < n; i++) {
+        json_t *c = rand_clause(depth);
+        json_object_update(d, c); /* a repeated key keeps the last: fine */
+        json_decref(c);
+    }
+    return d;
+}
+
+static json_t *rand_clause(int depth)
+{
+    int kind = (int)(rnd() % (depth < 2 ? 14 : 10));
+    char buf[300];
+    switch (kind) {
+    case 0:
+        snprintf(buf, sizeof buf, "{\"tier\": {\"$in\": [\"%s\", \"%s\"]}}", PICK(tiers), PICK(tiers));
+        break;
+    case 1:
+        snprintf(buf, sizeof buf, "{\"country\": \"%s\"}", PICK(countries));
+        break;
+    case 2:
+        snprintf(buf, sizeof buf, "{\"age\": {\"$gte\": %d, \"$lt\": %d}}", 18 + (int)(rnd() % 30),
+                 40 + (int)(rnd() % 40));
+        break;
+    case 3:
+        snprintf(buf, sizeof buf, "{\"ltv\": {\"$gt\": %d}}", (int)(rnd() % 2000));
+        break;
+    case 4:
+        snprintf(buf, sizeof buf, "{\"interests\": {\"$elemMatch\": {\"$eq\": \"%s\"}}}",
+                 PICK(interests));
+        break;
+    case 5:
+        snprintf(buf, sizeof buf, "{\"consent.email\": %s}", rnd() % 2 ? "true" : "false");
+        break;
+    case 6:
+        snprintf(buf, sizeof buf, "{\"stats.click\": {\"$gte\": %d}}", (int)(rnd() % 4));
+        break;
+    case 7:
+        snprintf(buf, sizeof buf, "{\"stats.days_since.purchase\": {\"$lte\": %d}}",
+                 (int)(rnd() % 150));
+        break;
+    case 8:
+        snprintf(buf, sizeof buf, "{\"$segment\": \"s%d\"}", (int)(rnd() % 6));
+        break;
+    case 9:
+        snprintf(buf, sizeof buf, "{\"email\": {\"$regex\": \"@example\\\\.com$\"}}");
+        break;
+    case 10: { /* $or over two attributes: evaluated on its own */
+        json_t *o = json_object(), *l = json_array();
+        json_array_append_new(l, rand_doc(depth + 1));
+        json_array_append_new(l, rand_doc(depth + 1));
+        json_object_set_new(o, "$or", l);
+        return o;
+    }
+    case 11: {
+        json_t *o = json_object();
+        json_object_set_new(o, "$not", rand_doc(depth + 1));
+        return o;
+    }
+    case 12: {
+        json_t *o = json_object(), *l = json_array();
+        json_array_append_new(l, rand_doc(depth + 1));
+        json_array_append_new(l, rand_doc(depth + 1));
+        json_object_set_new(o, "$and", l);
+        return o;
+    }
+    default: {
+        json_t *o = json_object(), *l = json_array();
+        json_array_append_new(l, rand_doc(depth + 1));
+        json_object_set_new(o, "$nor", l);
+        return o;
+    }
+    }
+    return condtfx_json(buf);
+}
+
+struct refctx {
+    const uint64_t *refs;
+    const struct condset *cs;
+};
+
+static int seg_cb(void *ud, const char *id, size_t len, const char *mp, size_t ml)
+{
+    (void)mp;
+    (void)ml;
+    struct refctx *x = ud;
+    int k = condset_ref_find(x->cs, id, len);
+    return k >= 0 && x->refs && (x->refs[k >> 6] >> (k & 63)) & 1;
+}
+
+static int in_list(const char *const *l, int n, const uint64_t *refs, const struct condset *cs)
+{
+    for (int i = 0; i < n; i++) {
+        int k = condset_ref_find(cs, l[i], strlen(l[i]));
+        if (k >= 0 && (refs[k >> 6] >> (k & 63)) & 1)
+            return 1;
+    }
+    return 0;
+}
+
+#define NRAND 400
+static const char *seg_ids[] = { "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7" };
+
+Test(condset, random_conditions_and_profiles)
+{
+    json_t *conds[NRAND];
+    struct cond *whole[NRAND];
+    const char *any[NRAND][2], *none[NRAND][1];
+    int nany[NRAND], nnone[NRAND], has_any[NRAND];
+    struct condset_build *b;
+    cr_assert_eq(condset_build_new(NRAND, &b), 0);
+    for (int i = 0; i < NRAND; i++) {
+        conds[i] = i % 17 == 0 ? NULL : rand_doc(0);
+        whole[i] = NULL;
+        if (conds[i]) {
+            struct cond_opts o = { .mode = COND_STRICT };
+            struct reqerr e = { 0 };
+            cr_assert_eq(cond_compile(conds[i], &o, &whole[i], &e), 0, "%s", e.message);
+        }
+        has_any[i] = rnd() % 5 == 0;
+        nany[i] = has_any[i] ? (int)(rnd() % 3) : 0; /* 0 with has_any: can never match */
+        for (int k = 0; k < nany[i]; k++)
+            any[i][k] = PICK(seg_ids);
+        nnone[i] = rnd() % 6 == 0;
+        if (nnone[i])
+            none[i][0] = PICK(seg_ids);
+        cr_assert_eq(condset_build_set(b, i, conds[i], NULL, 0, has_any[i] ? any[i] : NULL, nany[i],
+                                       nnone[i] ? none[i] : NULL, nnone[i], NULL), 0);
+    }
+    struct condset *cs;
+    cr_assert_eq(condset_build_finish(b, &cs), 0);
+    struct condset_scratch *sc = condset_scratch_new();
+    uint64_t out[CONDSET_WORDS(NRAND)], mask[CONDSET_WORDS(NRAND)];
+    uint64_t refs[CONDSET_WORDS(CONDSET_MAX_REFS)];
+    long checked = 0;
+    for (int p = 0; p < 3000; p++) {
+        json_t *prof = rand_profile(p);
+        struct buf mp = BUF_INIT;
+        cr_assert_eq(codec_json_to_msgpack(prof, &mp), 0);
+        memset(refs, 0, sizeof refs);
+        for (int k = 0; k < condset_nrefs(cs); k++)
+            if (rnd() % 2)
+                refs[k >> 6] |= 1ull << (k & 63);
+        const uint64_t *mp_mask = NULL;
+        if (p % 3 == 0) { /* a random subset selected */
+            for (size_t w = 0; w < CONDSET_WORDS(NRAND); w++)
+                mask[w] = rnd();
+            mp_mask = mask;
+        }
+        cr_assert_geq(condset_eval(cs, sc, mp.p, mp.len, refs, mp_mask, out), 0);
+        struct refctx x = { refs, cs };
+        struct cond_env env = { .segment = seg_cb, .segment_ud = &x };
+        for (int i = 0; i < NRAND; i++) {
+            int sel = !mp_mask || ((mask[i >> 6] >> (i & 63)) & 1);
+            int want = sel;
+            if (want && whole[i])
+                want = cond_eval(whole[i], mp.p, mp.len, &env) == 1;
+            if (want && has_any[i])
+                want = in_list(any[i], nany[i], refs, cs);
+            if (want && nnone[i])
+                want = !in_list(none[i], 1, refs, cs);
+            int got = (int)(out[i >> 6] >> (i & 63)) & 1;
+            if (got != want) {
+                char *ct = conds[i] ? json_dumps(conds[i], JSON_COMPACT) : strdup("(none)");
+                char *pt = json_dumps(prof, JSON_COMPACT);
+                cr_assert_fail("member %d %s on %s: set %d, expected %d", i, ct, pt, got, want);
+            }
+            /* explain agrees with the verdict */
+            if (sel && p % 50 == 0) {
+                char why[400];
+                int held = condset_explain(cs, sc, i, mp.p, mp.len, refs, why, sizeof why);
+                cr_assert_eq(held, want, "explain of member %d: %d vs %d (%s)", i, held, want, why);
+                cr_assert(held || why[0], "a failing member is explained");
+            }
+            checked++;
+        }
+        buf_free(&mp);
+        json_decref(prof);
+    }
+    cr_log_info("condset: %ld random member evaluations checked", checked);
+    for (int i = 0; i < NRAND; i++) {
+        json_decref(conds[i]);
+        cond_free(whole[i]);
+    }
+    condset_scratch_free(sc);
+    condset_free(cs);
+}
+
+Test(condset, explain_names_the_failing_test)
+{
+    struct condset_build *b;
+    cr_assert_eq(condset_build_new(3, &b), 0);
+    json_t *c0 = condtfx_json("{\"tier\": \"gold\", \"$and\": [{\"age\": {\"$gte\": 18}}, "
+                              "{\"country\": {\"$in\": [\"FR\"]}}]}");
+    const char *any[] = { "vip", "gold" }, *none[] = { "dormant" };
+    cr_assert_eq(condset_build_set(b, 0, c0, NULL, 0, NULL, 0, NULL, 0, NULL), 0);
+    cr_assert_eq(condset_build_set(b, 1, NULL, NULL, 0, any, 2, NULL, 0, NULL), 0);
+    cr_assert_eq(condset_build_set(b, 2, NULL, NULL, 0, NULL, 0, none, 1, NULL), 0);
+    struct condset *cs;
+    cr_assert_eq(condset_build_finish(b, &cs), 0);
+    cr_assert_eq(condset_nrefs(cs), 3);
+    struct condset_scratch *sc = condset_scratch_new();
+    json_t *p = condtfx_json("{\"tier\": \"gold\", \"age\": 30, \"country\": \"DE\"}");
+    struct buf mp = BUF_INIT;
+    cr_assert_eq(codec_json_to_msgpack(p, &mp), 0);
+    uint64_t refs[1] = { 0 };
+    int dormant = condset_ref_find(cs, "dormant", 7);
+    cr_assert_geq(dormant, 0);
+    refs[0] |= 1ull << dormant;
+    char why[300];
+    cr_assert_eq(condset_explain(cs, sc, 0, mp.p, mp.len, refs, why, sizeof why), 0);
+    cr_assert(strstr(why, "$.and[1]") && strstr(why, "country"), "%s", why);
+    cr_assert_eq(condset_explain(cs, sc, 1, mp.p, mp.len, refs, why, sizeof why), 0);
+    cr_assert(strstr(why, "segments: in none of") && strstr(why, "vip"), "%s", why);
+    cr_assert_eq(condset_explain(cs, sc, 2, mp.p, mp.len, refs, why, sizeof why), 0);
+    cr_assert(strstr(why, "exclude: in dormant"), "%s", why);
+    /* an empty "any of" list can never match; none of nothing always does */
+    struct condset_build *b2;
+    cr_assert_eq(condset_build_new(1, &b2), 0);
+    cr_assert_eq(condset_build_set(b2, 0, NULL, NULL, 0, any, 0, NULL, 0, NULL), 0);
+    struct condset *cs2;
+    cr_assert_eq(condset_build_finish(b2, &cs2), 0);
+    uint64_t out[1];
+    cr_assert_eq(condset_eval(cs2, sc, mp.p, mp.len, refs, NULL, out), 0);
+    /* a bad condition is refused with its path */
+    struct condset_build *b3;
+    cr_assert_eq(condset_build_new(1, &b3), 0);
+    json_t *bad = condtfx_json("{\"$and\": [{\"a\": 1}, {\"b\": {\"$gt\": [1]}}]}");
+    struct reqerr e = { 0 };
+    cr_assert_eq(condset_build_set(b3, 0, bad, NULL, 0, NULL, 0, NULL, 0, &e), ERR_INVAL);
+    cr_assert_str_eq(e.field, "$.and[1].b.$gt");
+    cr_assert_eq(condset_build_set(b3, 5, NULL, NULL, 0, NULL, 0, NULL, 0, NULL), ERR_INVAL);
+    condset_build_free(b3);
+    reqerr_clear(&e);
+    json_decref(bad);
+    condset_free(cs2);
+    buf_free(&mp);
+    json_decref(p);
+    json_decref(c0);
+    condset_scratch_free(sc);
+    condset_free(cs);
+}
+
+/* One set, many threads, each with its own scratch: same answers. */
+struct thr {
+    const struct condset *cs;
+    json_t **profiles;
+    int n;
+    uint64_t (*want)[CONDSET_WORDS(64)];
+    int bad;
+};
+
+static void *thr_main(void *arg)
+{
+    struct thr *t = arg;
+    struct condset_scratch *sc = condset_scratch_new();
+    for (int round = 0; round < 20; round++)
+        for (int i = 0; i < t->n; i++) {
+            struct buf mp = BUF_INIT;
+            codec_json_to_msgpack(t->profiles[i], &mp);
+            uint64_t out[CONDSET_WORDS(64)];
+            condset_eval(t->cs, sc, mp.p, mp.len, NULL, NULL, out);
+            if (memcmp(out, t->want[i], sizeof out))
+                t->bad++;
+            buf_free(&mp);
+        }
+    condset_scratch_free(sc);
+    return NULL;
+}
+
+Test(condset, threads_share_a_set)
+{
+    struct condset_build *b;
+    cr_assert_eq(condset_build_new(64, &b), 0);
+    json_t *c[64];
+    for (int i = 0; i < 64; i++) {
+        do {
+            c[i] = rand_doc(1);
+            char *t = json_dumps(c[i], JSON_COMPACT);
+            int seg = strstr(t, "$segment") != NULL;
+            free(t);
+            if (!seg)
+                break;
+            json_decref(c[i]);
+        } while (1);
+        cr_assert_eq(condset_build_set(b, i, c[i], NULL, 0, NULL, 0, NULL, 0, NULL), 0);
+    }
+    struct condset *cs;
+    cr_assert_eq(condset_build_finish(b, &cs), 0);
+    json_t *profiles[200];
+    static uint64_t want[200][CONDSET_WORDS(64)];
+    struct condset_scratch *sc = condset_scratch_new();
+    for (int i = 0; i < 200; i++) {
+        profiles[i] = rand_profile(i);
+        struct buf mp = BUF_INIT;
+        codec_json_to_msgpack(profiles[i], &mp);
+        condset_eval(cs, sc, mp.p, mp.len, NULL, NULL, want[i]);
+        buf_free(&mp);
+    }
+    struct thr t[4];
+    pthread_t th[4];
+    for (int k = 0; k < 4; k++) {
+        t[k] = (struct thr){ cs, profiles, 200, want, 0 };
+        pthread_create(&th[k], NULL, thr_main, &t[k]);
+    }
+    for (int k = 0; k < 4; k++) {
+        pthread_join(th[k], NULL);
+        cr_assert_eq(t[k].bad, 0, "thread %d disagreed %d times", k, t[k].bad);
+    }
+    for (int i = 0; i < 200; i++)
+        json_decref(profiles[i]);
+    for (int i = 0; i < 64; i++)
+        json_decref(c[i]);
+    condset_scratch_free(sc);
+    condset_free(cs);
+}
