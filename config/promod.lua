@@ -10,9 +10,11 @@ return {
   -- threads = 0,               -- 0 = one worker per core
   -- map_size_mb = 1024,       -- the store's initial map; it grows as data comes
   -- map_max_mb = 0,            -- 0 = grow as far as the disk allows
-  -- api_keys = {
+  -- api_keys = {            -- `promod key --role ROLE --id ID` prints a key and its entry
   --   { id = "site",  key_env = "PROMOD_SITE_KEY", role = "decide" },
-  --   { id = "alice", key = "change-me-marketer", role = "marketer" },
-  --   { id = "ops",   key = "change-me-admin",    role = "admin" },
+  --   { id = "alice", sha256 = "<64 hex digits from promod key>", role = "marketer" },
+  --   { id = "ops",   sha256 = "<64 hex digits from promod key>", role = "admin" },
   -- },
+  -- tls = { cert = "/etc/promod/server.pem", key = "/etc/promod/server.key" },  -- needed beyond loopback with keys
+  -- header_timeout = 10,     -- seconds for a complete request head
 }

@@ -3,10 +3,11 @@
  *
  *   promod serve [-c config/promod.lua] [--listen HOST:PORT] [--data DIR]
  *                [--rules DIR] [--plugins DIR] [--web DIR] [--port-file FILE]
- *   promod check [DIR|FILE ...]  (rules/ plugins/ experiments/ loyalty/ by default)
+ *   promod check [DIR|FILE ...]  (rules/ plugins/ experiments/ loyalty/ segments/ models/ by default)
  *   promod import profiles FILE.ndjson [-c CONFIG] [--data DIR] [--resume | --from-line N]
  *   promod train MODEL [--force] [--threads N] [--now TIME] [-c CONFIG] [--data DIR]
  *                [--models DIR]
+ *   promod key [--role ROLE] [--id ID]
  */
 #include "http/api.h"
 #include "base/app.h"
@@ -30,10 +31,12 @@
 #include "delivery/sends.h"
 #include "http/ratelimit.h"
 #include "http/server.h"
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -49,12 +52,14 @@ static void usage(FILE *f)
             "  promod import profiles FILE.ndjson [-c CONFIG] [--data DIR] [--resume | --from-line N]\n"
             "  promod train MODEL [--force] [--threads N] [--now TIME] [-c CONFIG] [--data DIR]\n"
             "               [--models DIR]\n"
+            "  promod key [--role decide|checkout|marketer|admin] [--id ID]\n"
             "  promod version\n");
 }
 
 struct cli {
     const char *config, *listen, *data, *rules, *plugins, *web, *port_file, *models, *threads, *now,
         *from_line;
+    const char *role, *id;
     int force, resume;
     const char *args[64];
     int nargs;
@@ -91,6 +96,10 @@ static int parse_cli(int argc, char **argv, struct cli *c)
             continue;
         } else if (!strcmp(a, "--from-line"))
             dst = &c->from_line;
+        else if (!strcmp(a, "--role"))
+            dst = &c->role;
+        else if (!strcmp(a, "--id"))
+            dst = &c->id;
         else if (!strcmp(a, "--resume")) {
             c->resume = 1;
             continue;
@@ -637,6 +646,72 @@ static int cmd_train(const struct cli *c)
     return rc ? 1 : 0;
 }
 
+static int random_bytes(unsigned char *p, size_t n)
+{
+    while (n) {
+        ssize_t got = getrandom(p, n, 0);
+        if (got < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += got;
+        n -= (size_t)got;
+    }
+    return 0;
+}
+
+/* promod key: a new random API key and the config entry holding only its
+ * SHA-256, so the secret itself is never written to the config. */
+static int cmd_key(const struct cli *c)
+{
+    const char *role = c->role ? c->role : "decide";
+    if (strcmp(role, "decide") && strcmp(role, "checkout") && strcmp(role, "marketer") &&
+        strcmp(role, "admin")) {
+        fprintf(stderr, "promod: --role: expected decide, checkout, marketer or admin\n");
+        return 2;
+    }
+    unsigned char raw[32];
+    if (random_bytes(raw, sizeof raw)) {
+        fprintf(stderr, "promod: no randomness: %s\n", strerror(errno));
+        return 1;
+    }
+    char id[80];
+    if (c->id) {
+        size_t n = strlen(c->id);
+        int ok = n > 0 && n <= 64;
+        for (size_t i = 0; ok && i < n; i++)
+            ok = (unsigned char)c->id[i] > ' ' && c->id[i] != '"' && c->id[i] != '\\' && c->id[i] != 0x7f;
+        if (!ok) {
+            fprintf(stderr, "promod: --id: 1 to 64 characters, no spaces, quotes or backslashes\n");
+            return 2;
+        }
+        snprintf(id, sizeof id, "%s", c->id);
+    } else {
+        snprintf(id, sizeof id, "%s-%02x%02x%02x%02x", role, raw[28], raw[29], raw[30], raw[31]);
+    }
+    /* 32 random bytes, base64url without padding: 43 characters */
+    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    char key[64] = "pmk_";
+    size_t o = 4;
+    for (size_t i = 0; i < sizeof raw; i += 3) {
+        unsigned v = (unsigned)raw[i] << 16 | (i + 1 < sizeof raw ? (unsigned)raw[i + 1] << 8 : 0) |
+                     (i + 2 < sizeof raw ? raw[i + 2] : 0);
+        size_t chars = i + 2 < sizeof raw ? 4 : i + 1 < sizeof raw ? 3 : 2;
+        for (size_t k = 0; k < chars; k++)
+            key[o++] = b64[(v >> (18 - 6 * k)) & 63];
+    }
+    key[o] = 0;
+    char hex[65];
+    config_key_hash_hex(key, o, hex);
+    printf("key:    %s\n"
+           "config: { id = \"%s\", sha256 = \"%s\", role = \"%s\" },\n",
+           key, id, hex, role);
+    fprintf(stderr, "promod: give the key to its client; add the config line to api_keys "
+                    "(only the digest is stored) and restart the server\n");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -657,6 +732,8 @@ int main(int argc, char **argv)
         return cmd_check(&c);
     if (!strcmp(cmd, "train"))
         return cmd_train(&c);
+    if (!strcmp(cmd, "key"))
+        return cmd_key(&c);
     if (!strcmp(cmd, "version")) {
         printf("promod 0.1.0\n");
         return 0;

@@ -10,7 +10,9 @@ PKGS=(
   libluajit-5.1-dev libevent-dev libmsgpack-dev liblmdb-dev libjansson-dev
   libcriterion-dev libssl-dev libpcre2-dev
   libxgboost-dev liblinear-dev python3-sklearn
+  libicu-dev # locale formatting of numbers, money and dates in templates (core/base/i18n.c)
   tzdata wrk lmdb-utils python3 curl openssl
+  clang libclang-rt-14-dev
   chromium chromium-driver python3-selenium python3-yaml prometheus
   python3-scipy # reference statistics for tests/unit/test_stats.c (stats_ref.py)
 )

@@ -1,18 +1,26 @@
 #!/usr/bin/env bash
 # test.sh — everything CI runs: dependencies, a release build and an
-# ASan+UBSan build, and every Criterion suite (ctest) in both.  Prints one
-# final line "N passed, N failed" (ctest test programs, both builds) and
-# exits non-zero on any failure or build error.  The layering check of
-# core/ (scripts/check-layers.py) counts as one more test, and so do two
-# suites run against the release build: the web console in a headless
-# chromium (tests/browser/test_console.py; `--shots docs/screenshots`
-# refreshes the README's screenshots, a test run leaves them alone) and the Prometheus/Grafana kit in
-# deploy/ (tests/deploy/test_kit.py, promtool).
+# ASan+UBSan build, and every Criterion suite (ctest) in both; then the
+# libFuzzer build (clang) and a short run of every fuzz target under
+# ASan+UBSan.  Prints one final line "N passed, N failed" (ctest test
+# programs of both builds, plus one per fuzz target) and exits non-zero on
+# any failure or build error.  The layering check of core/
+# (scripts/check-layers.py) counts as one more test, and so do two suites
+# run against the release build: the web console in a headless chromium
+# (tests/browser/test_console.py; `--shots docs/screenshots` refreshes the
+# README's screenshots, a test run leaves them alone) and the
+# Prometheus/Grafana kit in deploy/ (tests/deploy/test_kit.py, promtool).
 #
 #   scripts/test.sh
 #
 # PROMOD_TEST_JOBS sets ctest's parallelism (default 2: the suites use
 # their own temp dirs and port 0, so they do not conflict).
+# PROMOD_FUZZ_SECONDS sets the run of each fuzz target (default 20; 0
+# skips the fuzz step).  20 s x 8 targets keeps the step near three
+# minutes on a shared two-core machine: enough to replay every seed and
+# catch what breaks near them (a crash found later in a long run gets its
+# input committed as a seed, so it is replayed here from then on); the
+# deep search is scripts/fuzz.sh's job (hours per target).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -87,6 +95,18 @@ if build asan; then
   run_suite asan build-asan \
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+fi
+fuzz_secs=${PROMOD_FUZZ_SECONDS:-20}
+if [ "$fuzz_secs" != 0 ]; then
+  if build fuzz; then
+    for t in $(bash scripts/fuzz.sh --list); do
+      if PROMOD_FUZZ_NO_BUILD=1 bash scripts/fuzz.sh --smoke --time "$fuzz_secs" "$t"; then
+        passed=$((passed + 1))
+      else
+        failed=$((failed + 1))
+      fi
+    done
+  fi
 fi
 echo "=== $(( $(date +%s) - start )) s"
 echo "$passed passed, $failed failed"

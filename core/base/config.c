@@ -3,18 +3,60 @@
  *
  * The config is trusted operator input, so it runs in a plain LuaJIT state
  * (not the rule sandbox) but with only base/string/table/math opened: no io
- * or os, so a config cannot do anything but compute its table.
+ * or os, so a config cannot do anything but compute its table.  It still
+ * runs under limits (CONFIG_MAX_INSTRUCTIONS, CONFIG_MAX_MEMORY, the JIT
+ * off so the instruction hook sees every loop): a config that never ends
+ * or allocates without bound is an error naming the file, not a server
+ * that hangs at start.
  */
 #include "base/config.h"
 #include "base/err.h"
 #include "base/log.h"
 #include <lauxlib.h>
 #include <lua.h>
+#include <luajit.h>
 #include <lualib.h>
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#define CONFIG_MAX_INSTRUCTIONS 10000000L /* a real config runs a few thousand */
+#define CONFIG_MAX_MEMORY ((size_t)64 << 20)
+#define CONFIG_HOOK_EVERY 10000
+
+struct lim {
+    size_t used;
+    long hooks;
+};
+
+static void *lim_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    struct lim *l = ud;
+    if (nsize == 0) {
+        free(ptr);
+        l->used -= osize;
+        return NULL;
+    }
+    if (nsize > osize && l->used + (nsize - osize) > CONFIG_MAX_MEMORY)
+        return NULL; /* Lua raises "not enough memory" */
+    void *p = realloc(ptr, nsize);
+    if (p)
+        l->used += nsize - osize;
+    return p;
+}
+
+static void lim_hook(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    struct lim *l;
+    lua_getallocf(L, (void **)&l);
+    if (++l->hooks > CONFIG_MAX_INSTRUCTIONS / CONFIG_HOOK_EVERY)
+        luaL_error(L, "runs too long (more than %d million instructions: a loop that never ends?)",
+                   (int)(CONFIG_MAX_INSTRUCTIONS / 1000000));
+}
 
 static char *xstrdup(const char *s)
 {
@@ -65,6 +107,8 @@ void config_defaults(struct config *c)
     c->reload_debounce_ms = 100;
     c->event_retention_days = 90;
     c->request_timeout = 30;
+    c->header_timeout = 10;
+    c->max_header = 64 << 10;
     c->coupon_velocity_customer = (struct config_rate){ 20, 60 };
     c->coupon_velocity_prefix = (struct config_rate){ 50, 60 };
     c->coupon_prefix_len = 4;
@@ -83,11 +127,11 @@ void config_free(struct config *c)
     free(c->web_dir);
     free(c->loyalty_dir);
     free(c->source);
+    free(c->tls_cert);
+    free(c->tls_key);
     /* <= nkeys: an entry rejected half-way (id read, key bad) is at keys[nkeys] */
-    for (int i = 0; c->keys && i <= c->nkeys; i++) {
+    for (int i = 0; c->keys && i <= c->nkeys; i++)
         free(c->keys[i].id);
-        free(c->keys[i].key);
-    }
     free(c->keys);
     if (c->channels)
         json_decref(c->channels);
@@ -151,18 +195,25 @@ const char *config_role_name(enum config_role r)
 
 const struct config_key *config_find_key(const struct config *c, const char *token)
 {
-    size_t tl = strlen(token);
+    unsigned char d[CONFIG_KEY_DIGEST];
+    SHA256((const unsigned char *)token, strlen(token), d);
     const struct config_key *found = NULL;
     for (int i = 0; i < c->nkeys; i++) {
-        const char *k = c->keys[i].key;
-        size_t kl = strlen(k);
-        unsigned char diff = (unsigned char)(kl != tl);
-        for (size_t j = 0; j < tl; j++)
-            diff |= (unsigned char)(token[j] ^ k[j < kl ? j : 0]);
-        if (!diff && !found)
+        /* every digest is compared in full: no early exit on a match */
+        int same = CRYPTO_memcmp(d, c->keys[i].sha256, sizeof d) == 0;
+        if (same && !found)
             found = &c->keys[i];
     }
+    OPENSSL_cleanse(d, sizeof d);
     return found;
+}
+
+void config_key_hash_hex(const char *key, size_t len, char out[65])
+{
+    unsigned char d[CONFIG_KEY_DIGEST];
+    SHA256((const unsigned char *)key, len, d);
+    for (int i = 0; i < CONFIG_KEY_DIGEST; i++)
+        snprintf(out + 2 * i, 3, "%02x", d[i]);
 }
 
 /* env(name) → string or nil: lets a config read a secret from the environment */
@@ -294,10 +345,28 @@ static json_t *to_json(lua_State *L, int idx, int depth)
     }
 }
 
+static int hexdigit(int ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+#define KEY_SHAPE "expected a list of { id = ..., sha256 = ... (or key/key_env), role = ... }"
+
+/* api_keys = { { id = "site", sha256 = "<64 hex>", role = "decide" }, ... }
+ * One secret per entry: `sha256` (the digest `promod key` prints), `key`
+ * (the secret itself, in the file: deprecated, warned about at start) or
+ * `key_env` (the secret from the environment; wins over `key`).  Only the
+ * digest is kept. */
 static int load_keys(lua_State *L, struct cerr *e, struct config *c)
 {
     if (!lua_istable(L, -1))
-        return bad(e, "api_keys", "expected a list of { id = ..., key = ..., role = ... }");
+        return bad(e, "api_keys", KEY_SHAPE);
     int n = (int)lua_objlen(L, -1), count = 0;
     lua_pushnil(L);
     while (lua_next(L, -2)) {
@@ -305,7 +374,7 @@ static int load_keys(lua_State *L, struct cerr *e, struct config *c)
         lua_pop(L, 1);
     }
     if (count != n) /* { site = {...} } would otherwise load no key at all */
-        return bad(e, "api_keys", "expected a list of { id = ..., key = ..., role = ... }");
+        return bad(e, "api_keys", KEY_SHAPE);
     c->keys = calloc((size_t)n + 1, sizeof *c->keys);
     if (!c->keys)
         return ERR_NOMEM;
@@ -319,16 +388,44 @@ static int load_keys(lua_State *L, struct cerr *e, struct config *c)
         lua_getfield(L, -1, "id");
         if (lua_type(L, -1) != LUA_TSTRING)
             return bad(e, where, "id: expected a string");
-        k->id = xstrdup(lua_tostring(L, -1));
+        size_t idlen;
+        const char *id = lua_tolstring(L, -1, &idlen);
+        if (idlen == 0 || idlen > 64 || strlen(id) != idlen)
+            return bad(e, where, "id: expected 1 to 64 characters");
+        for (size_t j = 0; j < idlen; j++)
+            if ((unsigned char)id[j] <= ' ' || id[j] == '"' || id[j] == '\\' || id[j] == 0x7f)
+                return bad(e, where, "id: no spaces, quotes, backslashes or control characters");
+        k->id = xstrdup(id);
         lua_pop(L, 1);
+        /* the secret: sha256, key, key_env */
+        int have = 0;
+        lua_getfield(L, -1, "sha256");
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            size_t hl;
+            const char *h = lua_tolstring(L, -1, &hl);
+            if (hl != 2 * CONFIG_KEY_DIGEST)
+                return bad(e, where, "sha256: expected 64 hexadecimal digits (promod key prints them)");
+            for (int j = 0; j < CONFIG_KEY_DIGEST; j++) {
+                int hi = hexdigit((unsigned char)h[2 * j]), lo = hexdigit((unsigned char)h[2 * j + 1]);
+                if (hi < 0 || lo < 0)
+                    return bad(e, where, "sha256: expected 64 hexadecimal digits (promod key prints them)");
+                k->sha256[j] = (unsigned char)(hi << 4 | lo);
+            }
+            k->source = CONFIG_KEY_SHA256;
+            have = 1;
+        } else if (!lua_isnil(L, -1)) {
+            return bad(e, where, "sha256: expected a string");
+        }
+        lua_pop(L, 1);
+        const char *secret = NULL;
         lua_getfield(L, -1, "key");
         if (lua_type(L, -1) == LUA_TSTRING) {
-            k->key = xstrdup(lua_tostring(L, -1));
+            secret = lua_tostring(L, -1);
+            k->source = CONFIG_KEY_PLAIN;
         } else if (!lua_isnil(L, -1)) {
             return bad(e, where, "key: expected a string");
         }
-        lua_pop(L, 1);
-        lua_getfield(L, -1, "key_env");
+        lua_getfield(L, -2, "key_env");
         if (lua_type(L, -1) == LUA_TSTRING) {
             const char *v = getenv(lua_tostring(L, -1));
             if (!v || !*v) {
@@ -337,12 +434,19 @@ static int load_keys(lua_State *L, struct cerr *e, struct config *c)
                          lua_tostring(L, -1));
                 return bad(e, where, m);
             }
-            free(k->key);
-            k->key = xstrdup(v);
+            secret = v;
+            k->source = CONFIG_KEY_ENV;
+        } else if (!lua_isnil(L, -1)) {
+            return bad(e, where, "key_env: expected a string");
         }
-        lua_pop(L, 1);
-        if (!k->key || strlen(k->key) < 8)
-            return bad(e, where, "key: missing or shorter than 8 characters");
+        if (have && secret)
+            return bad(e, where, "give one of sha256, key or key_env");
+        if (!have) {
+            if (!secret || strlen(secret) < 8)
+                return bad(e, where, "key: missing or shorter than 8 characters");
+            SHA256((const unsigned char *)secret, strlen(secret), k->sha256);
+        }
+        lua_pop(L, 2);
         lua_getfield(L, -1, "role");
         const char *role = lua_tostring(L, -1);
         if (!role)
@@ -361,7 +465,8 @@ static int load_keys(lua_State *L, struct cerr *e, struct config *c)
         lua_pushnil(L);
         while (lua_next(L, -2)) {
             const char *f = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
-            if (strcmp(f, "id") && strcmp(f, "key") && strcmp(f, "key_env") && strcmp(f, "role")) {
+            if (strcmp(f, "id") && strcmp(f, "key") && strcmp(f, "key_env") && strcmp(f, "role") &&
+                strcmp(f, "sha256")) {
                 char m[128];
                 snprintf(m, sizeof m, "unknown field '%s'", f);
                 lua_pop(L, 2);
@@ -372,12 +477,41 @@ static int load_keys(lua_State *L, struct cerr *e, struct config *c)
         for (int j = 0; j < c->nkeys; j++) {
             if (!strcmp(c->keys[j].id, k->id))
                 return bad(e, where, "duplicate id");
-            if (!strcmp(c->keys[j].key, k->key))
+            if (!memcmp(c->keys[j].sha256, k->sha256, CONFIG_KEY_DIGEST))
                 return bad(e, where, "key: same key as another entry");
         }
         c->nkeys++;
         lua_pop(L, 1);
     }
+    return 0;
+}
+
+/* tls = { cert = "server.pem", key = "server.key" } */
+static int load_tls(lua_State *L, struct cerr *e, struct config *c)
+{
+    if (!lua_istable(L, -1))
+        return bad(e, "tls", "expected { cert = \"FILE\", key = \"FILE\" }");
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        const char *f = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+        int rc;
+        if (!strcmp(f, "cert"))
+            rc = get_str(L, e, "tls.cert", &c->tls_cert);
+        else if (!strcmp(f, "key"))
+            rc = get_str(L, e, "tls.key", &c->tls_key);
+        else {
+            char m[128];
+            snprintf(m, sizeof m, "unknown field '%s' (expected cert and key)", f);
+            rc = bad(e, "tls", m);
+        }
+        if (rc) {
+            lua_pop(L, 2);
+            return rc;
+        }
+        lua_pop(L, 1);
+    }
+    if (!c->tls_cert || !c->tls_key)
+        return bad(e, "tls", "needs both cert and key");
     return 0;
 }
 
@@ -494,6 +628,16 @@ static int apply(lua_State *L, struct cerr *e, struct config *c)
         } else if (!strcmp(k, "request_timeout")) {
             if (!(rc = get_int(L, e, k, 1, 3600, &v)))
                 c->request_timeout = (double)v;
+        } else if (!strcmp(k, "header_timeout")) {
+            if (!(rc = get_int(L, e, k, 1, 3600, &v)))
+                c->header_timeout = (int)v;
+        } else if (!strcmp(k, "max_header_kb")) {
+            if (!(rc = get_int(L, e, k, 1, 1024, &v)))
+                c->max_header = (size_t)v << 10;
+        } else if (!strcmp(k, "tls")) {
+            rc = load_tls(L, e, c);
+        } else if (!strcmp(k, "insecure_http")) {
+            rc = get_bool(L, e, k, &c->insecure_http);
         } else if (!strcmp(k, "rate_limit_per_key")) {
             rc = get_rate(L, e, k, &c->rate_per_key);
         } else if (!strcmp(k, "rate_limit_per_address")) {
@@ -532,7 +676,6 @@ static int apply(lua_State *L, struct cerr *e, struct config *c)
 
 int config_load(struct config *c, const char *path, char *err, size_t errlen)
 {
-    struct cerr e = { err, errlen, path };
     FILE *f = fopen(path, "rb");
     if (!f) {
         snprintf(err, errlen, "%s: cannot open: %m", path);
@@ -563,11 +706,21 @@ int config_load(struct config *c, const char *path, char *err, size_t errlen)
             break;
     }
     fclose(f);
-    lua_State *L = luaL_newstate();
-    if (!L) {
-        free(src);
+    int rc = config_load_source(c, src, len, path, err, errlen);
+    free(src);
+    return rc;
+}
+
+int config_load_source(struct config *c, const char *src, size_t len, const char *path, char *err,
+                       size_t errlen)
+{
+    struct cerr e = { err, errlen, path };
+    struct lim lim = { 0, 0 };
+    lua_State *L = lua_newstate(lim_alloc, &lim);
+    if (!L)
         return ERR_NOMEM;
-    }
+    luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF); /* hooks do not see JIT traces */
+    lua_sethook(L, lim_hook, LUA_MASKCOUNT, CONFIG_HOOK_EVERY);
     static const luaL_Reg libs[] = {
         { "", luaopen_base }, { LUA_STRLIBNAME, luaopen_string },
         { LUA_TABLIBNAME, luaopen_table }, { LUA_MATHLIBNAME, luaopen_math }, { NULL, NULL }
@@ -592,7 +745,13 @@ int config_load(struct config *c, const char *path, char *err, size_t errlen)
         snprintf(err, errlen, "%s: bytecode is not accepted", path);
         rc = ERR_INVAL;
     } else if (luaL_loadbuffer(L, src, len, chunk) || lua_pcall(L, 0, 1, 0)) {
-        snprintf(err, errlen, "%s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "error");
+        const char *m = lua_tostring(L, -1);
+        if (!m)
+            snprintf(err, errlen, "%s: error", path);
+        else if (!strncmp(m, path, strlen(path)))
+            snprintf(err, errlen, "%s", m);
+        else /* "not enough memory" and the like carry no position */
+            snprintf(err, errlen, "%s: %s", path, m);
         rc = ERR_INVAL;
     } else if (!lua_istable(L, -1)) {
         snprintf(err, errlen, "%s: must return a table", path);
@@ -600,7 +759,6 @@ int config_load(struct config *c, const char *path, char *err, size_t errlen)
     } else {
         rc = apply(L, &e, c);
     }
-    free(src);
     lua_close(L);
     if (!rc)
         set_str(&c->source, path);

@@ -22,10 +22,22 @@
 enum config_role { ROLE_PUBLIC = 0, ROLE_DECIDE = 1, ROLE_CHECKOUT = 2, ROLE_MARKETER = 3,
                    ROLE_ADMIN = 4 };
 
+#define CONFIG_KEY_DIGEST 32 /**< SHA-256 */
+
+/** Where an API key's secret came from. */
+enum config_key_source {
+    CONFIG_KEY_SHA256 = 0, /**< `sha256 = "<hex>"`: only the digest was ever in the file */
+    CONFIG_KEY_PLAIN,      /**< `key = "..."`: the secret is in the file (deprecated) */
+    CONFIG_KEY_ENV,        /**< `key_env = "VAR"`: read from the environment */
+};
+
+/** One API key.  Only the SHA-256 of the secret is kept in memory: a plain
+ *  `key` or `key_env` is hashed at load and the text dropped. */
 struct config_key {
     char *id;
-    char *key;
+    unsigned char sha256[CONFIG_KEY_DIGEST];
     enum config_role role;
+    enum config_key_source source;
 };
 
 /** A rate limit: at most `limit` per `window_s` seconds; limit 0 = off.
@@ -72,6 +84,11 @@ struct config {
     int reload_debounce_ms;   /**< quiet time after a file change before reloading (100) */
     int event_retention_days; /**< raw events older than this are compacted (90) */
     double request_timeout;   /**< seconds (30) */
+    int header_timeout;       /**< seconds from a request head's first byte to its end (10) */
+    size_t max_header;        /**< request line + header fields, bytes (64 KiB) */
+    char *tls_cert;           /**< PEM certificate chain file; NULL = plain HTTP */
+    char *tls_key;            /**< PEM private key file (set together with tls_cert) */
+    int insecure_http;        /**< allow plain HTTP beyond loopback with keys (0) */
     struct config_rate rate_per_key;     /**< requests per API key (off) */
     struct config_rate rate_per_address; /**< requests per client address (off) */
     struct config_rate coupon_velocity_customer; /**< validate/redeem calls per customer (20 per 1m) */
@@ -90,6 +107,11 @@ void config_defaults(struct config *c);
  *  for an unreadable file) and writes "path: key: problem" into err. */
 int config_load(struct config *c, const char *path, char *err, size_t errlen);
 
+/** config_load() on text already in memory; `name` stands for the path in
+ *  messages and in c->source.  Same returns. */
+int config_load_source(struct config *c, const char *src, size_t len, const char *name, char *err,
+                       size_t errlen);
+
 /** Parse "HOST:PORT" into the config.  @return 0 or ERR_INVAL. */
 int config_set_listen(struct config *c, const char *hostport);
 
@@ -98,8 +120,14 @@ int config_set_listen(struct config *c, const char *hostport);
  *  into out (always NUL-terminated) and returns it. */
 const char *config_experiments_dir(const struct config *c, char *out, size_t len);
 
-/** Find the key matching a bearer token (constant-time compare), or NULL. */
+/** Find the key matching a bearer token, or NULL.  The token is hashed
+ *  and its digest compared with every key's in constant time (no early
+ *  exit), so the time taken says nothing about which key came close. */
 const struct config_key *config_find_key(const struct config *c, const char *token);
+
+/** SHA-256 of a key as 64 lowercase hex digits into out[65] (what
+ *  `sha256 = "..."` holds; `promod key` prints it). */
+void config_key_hash_hex(const char *key, size_t len, char out[65]);
 
 const char *config_role_name(enum config_role r);
 

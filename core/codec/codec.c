@@ -520,6 +520,26 @@ json_t *codec_parse_json(const char *p, size_t len, int *err, char *msg, size_t 
     *err = 0;
     if (msg && msglen)
         msg[0] = 0;
+    /* A raw NUL byte is refused like jscan_check refuses it: jansson lets
+     * one through right after a number ("[1\0,2]" parsed as [1,2]), so the
+     * decide path (jscan) and every other route disagreed on such a body
+     * (found by fuzz/fuzz_json.c). */
+    const char *nul = p ? memchr(p, '\0', len) : NULL;
+    if (nul) {
+        int line = 1, col = 1;
+        for (const char *q = p; q < nul; q++) {
+            if (*q == '\n') {
+                line++;
+                col = 1;
+            } else {
+                col++;
+            }
+        }
+        *err = ERR_PARSE;
+        if (msg && msglen)
+            snprintf(msg, msglen, "line %d column %d: NUL byte in input", line, col);
+        return NULL;
+    }
     json_error_t je;
     /* No JSON_DISABLE_EOF_CHECK (trailing garbage refused), no JSON_ALLOW_NUL,
      * no JSON_REJECT_DUPLICATES (last wins). */

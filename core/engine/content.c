@@ -4,9 +4,11 @@
 #include "base/err.h"
 #include "lua/luavm.h"
 #include "engine/tmpl.h"
+#include "base/i18n.h"
 #include <lua.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 struct slot {
     size_t at;             /* where in code the rendered string goes */
@@ -18,12 +20,14 @@ struct content_prog {
     int rc;      /* 0, or why this content cannot be rendered */
     int mp;
     int coupon;  /* a template uses {{coupon}} */
+    int format;  /* a template has a format filter: rendering needs a locale */
     struct buf code;
     struct slot *slots;
     int nslots, cap;
 };
 
 #define MAX_DEPTH 16
+#define RULES_CHAIN_MAX 8 /* a locale's chain: itself, its parents, the default */
 
 static int ends_raw(const char *k, size_t n) { return n >= 4 && !memcmp(k + n - 4, "_raw", 4); }
 
@@ -61,6 +65,7 @@ static int add_slot(struct content_prog *p, struct emit *em, const char *s, size
     struct tmpl_prog *t = tmpl_compile(s, n);
     if (!t)
         return ERR_NOMEM;
+    p->format |= tmpl_has_format(t);
     /* an empty string written through the emitter puts the separator and
      * leaves its state as after any value; the string itself ("" or 0xa0)
      * is taken back off: the slot's rendering goes there */
@@ -183,6 +188,8 @@ static int lookup(void *ud, const char *path, size_t len, struct buf *out)
 
 int content_uses_coupon(const struct content_prog *p) { return p && p->coupon; }
 
+int content_uses_format(const struct content_prog *p) { return p && p->format; }
+
 int content_render(const struct content_prog *p, lua_State *L, int p_idx,
                    struct content_scratch *cs, struct buf *out)
 {
@@ -199,7 +206,8 @@ int content_render(const struct content_prog *p, lua_State *L, int p_idx,
         }
         from = s->at;
         buf_reset(&cs->text);
-        if ((rc = tmpl_run(s->tpl, s->escape, lookup, &tc, &cs->val, &cs->text)))
+        struct tmpl_fmt fmt = { cs->locale, cs->tz };
+        if ((rc = tmpl_run_fmt(s->tpl, s->escape, &fmt, lookup, &tc, &cs->val, &cs->text)))
             break;
         struct emit em; /* a lone string: no separator, the code has it */
         emit_init(&em, out, p->mp);
@@ -225,4 +233,151 @@ void content_free(struct content_prog *p)
     free(p->slots);
     buf_free(&p->code);
     free(p);
+}
+
+/* --- localized content ---------------------------------------------------- */
+
+static int locale_index(const char *k, char *const *locales, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (!strcasecmp(k, locales[i]))
+            return i;
+    return -1;
+}
+
+int content_is_localized(lua_State *L, int idx, char *const *locales, int n)
+{
+    if (!lua_istable(L, idx) || n <= 0)
+        return 0;
+    if (idx < 0)
+        idx = lua_gettop(L) + idx + 1;
+    int any = 0, all = 1;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        any = 1;
+        if (lua_type(L, -2) != LUA_TSTRING || locale_index(lua_tostring(L, -2), locales, n) < 0)
+            all = 0;
+        lua_pop(L, 1);
+        if (!all) {
+            lua_pop(L, 1);
+            break;
+        }
+    }
+    return any && all;
+}
+
+/* The entry of the localized table at `idx` for locale li, pushed (nil
+ * when it has none of the chain). */
+static void push_pick(lua_State *L, int idx, char *const *locales, int n, int li)
+{
+    int chain[RULES_CHAIN_MAX], nc = 0;
+    char tag[I18N_TAG_MAX];
+    snprintf(tag, sizeof tag, "%s", locales[li]);
+    for (;;) { /* li, its declared parents, then the default */
+        int k = i18n_match(tag, locales, n);
+        if (k >= 0 && nc < RULES_CHAIN_MAX)
+            chain[nc++] = k;
+        char *dash = strrchr(tag, '-');
+        if (!dash)
+            break;
+        *dash = 0;
+    }
+    if (nc < RULES_CHAIN_MAX)
+        chain[nc++] = 0;
+    for (int c = 0; c < nc; c++) {
+        lua_pushnil(L);
+        while (lua_next(L, idx)) {
+            if (!strcasecmp(lua_tostring(L, -2), locales[chain[c]])) {
+                lua_remove(L, -2); /* the key: leave the value */
+                return;
+            }
+            lua_pop(L, 1);
+        }
+    }
+    lua_pushnil(L);
+}
+
+static void push_loc(lua_State *L, int idx, char *const *locales, int n, int li, int depth)
+{
+    if (idx < 0)
+        idx = lua_gettop(L) + idx + 1;
+    if (!lua_istable(L, idx) || depth > MAX_DEPTH || !lua_checkstack(L, 6)) {
+        lua_pushvalue(L, idx);
+        return;
+    }
+    if (content_is_localized(L, idx, locales, n)) {
+        push_pick(L, idx, locales, n, li);
+        if (lua_istable(L, -1)) { /* a whole content per locale may localize fields too */
+            int picked = lua_gettop(L);
+            push_loc(L, picked, locales, n, li, depth + 1);
+            lua_remove(L, picked);
+        }
+        return;
+    }
+    lua_newtable(L);
+    int dst = lua_gettop(L);
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pushvalue(L, -2);           /* key */
+        push_loc(L, -2, locales, n, li, depth + 1);
+        lua_rawset(L, dst);
+        lua_pop(L, 1);
+    }
+}
+
+void content_push_localized(lua_State *L, int idx, char *const *locales, int n, int li)
+{
+    push_loc(L, idx, locales, n, li, 0);
+}
+
+/* Fill `lr` once per decide: the tags the request asks for (context.locale,
+ * else p.locale, else Accept-Language by preference) and p.tz. */
+void content_locale_lookup(lua_State *L, int p_idx, int ctx_idx, const char *accept,
+                           struct content_locale *lr)
+{
+    if (lr->looked)
+        return;
+    lr->looked = 1;
+    lr->ntags = 0;
+    lr->from = NULL;
+    lr->tz[0] = 0;
+    static const char *const from[2] = { "context", "profile" };
+    int idx[2] = { ctx_idx, p_idx };
+    for (int i = 0; i < 2 && !lr->ntags; i++) {
+        lua_getfield(L, idx[i], "locale");
+        size_t n;
+        const char *t = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
+        if (t && n && n < I18N_TAG_MAX && i18n_accept(t, lr->tags, 1) == 1) {
+            lr->ntags = 1;
+            lr->from = from[i];
+        }
+        lua_pop(L, 1);
+    }
+    if (!lr->ntags && accept && (lr->ntags = i18n_accept(accept, lr->tags, 8)))
+        lr->from = "accept-language";
+    lua_getfield(L, p_idx, "tz");
+    if (lua_type(L, -1) == LUA_TSTRING)
+        snprintf(lr->tz, sizeof lr->tz, "%s", lua_tostring(L, -1));
+    lua_pop(L, 1);
+}
+
+/* Which of a campaign's `nlocales` locales serves the request — the first asked-for
+ * tag that matches along its chain (fr-CA → fr), else the default (0) —
+ * and the locale format filters write in (`fmt`): the tag asked for when
+ * one matched (fr-CA writes money as Canada does, even with "fr" content),
+ * else the content's. */
+int content_locale_pick(char *const *locales, int nlocales, const struct content_locale *lr,
+                        char *fmt, const char **from)
+{
+    for (int i = 0; i < lr->ntags; i++) {
+        int li = nlocales ? i18n_match(lr->tags[i], locales, nlocales) : 0;
+        if (li >= 0) {
+            snprintf(fmt, I18N_TAG_MAX, "%s", lr->tags[i]);
+            *from = lr->from;
+            return li;
+        }
+    }
+    snprintf(fmt, I18N_TAG_MAX, "%s", nlocales ? locales[0] : "en");
+    *from = "default";
+    return 0;
 }

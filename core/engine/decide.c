@@ -31,6 +31,7 @@
 #include "codec/emit.h"
 #include "base/err.h"
 #include "base/hash.h"
+#include "base/i18n.h"
 #include "codec/jscan.h"
 #include "base/log.h"
 #include "lua/luavm.h"
@@ -84,6 +85,8 @@ struct cand {
     int served;        /* reserved and going into the reply */
     int hooked;        /* the throttle hook passed it on the counts in `seen` */
     int coupon;        /* its content shows {{coupon}}: a code is assigned when served */
+    int li;            /* the locale of its content (an index into the campaign's locales) */
+    char fmt[I18N_TAG_MAX]; /* the locale its format filters write in, "" = none needed */
     struct throttle_counts seen;
     int picked;        /* an experiment chose the variant (pick) */
     struct experiments_pick pick;
@@ -224,13 +227,15 @@ static int bucket_variant(const struct rules_campaign *c, const char *cust)
  * in the reply's wire form; 0 on success.  Stack-neutral.  `c` must be a
  * campaign of the worker's own generation (every caller's is).  `p_idx`
  * and `ctx_idx` are what the content hook gets (luavm_push_readonly's);
- * the templates read the profile itself (luavm_push_original).  `forced`
- * >= 0: that variant (an experiment's assignment, or a re-render), else
- * the content hook or weighted bucketing; `code`: the customer's coupon
- * for {{coupon}}, NULL until one is assigned. */
+ * the templates and the locale lookup read the tables themselves
+ * (luavm_push_original).  `forced` >= 0: that variant (an experiment's
+ * assignment, or a re-render), else the content hook or weighted
+ * bucketing; `code`: the customer's coupon for {{coupon}}, NULL until one
+ * is assigned.  `lr` is the request's locale, looked up on first need from
+ * context.locale, p.locale or `accept`. */
 static int choose_content(struct rules_worker *rw, const struct rules_campaign *c, int ref,
                           const char *cust, int p_idx, int ctx_idx, struct cand *cd, int msgpack,
-                          int forced, const char *code)
+                          int forced, const char *code, struct content_locale *lr, const char *accept)
 {
     const struct rules_gen *g = rw->gen;
     if (!g || !rw->content || c < g->camps || c >= g->camps + g->ncamps)
@@ -255,17 +260,43 @@ static int choose_content(struct rules_worker *rw, const struct rules_campaign *
         return ERR_NOMEM;
     /* compiled when the worker loaded the file (rules_worker.c compile_variants) */
     const struct rules_content *rcon = &rw->content[ci];
+    int nloc = rcon->nloc > 0 ? rcon->nloc : 1, li = 0;
     struct content_prog *prog =
-        2 * chosen + msgpack < rcon->n ? rcon->progs[2 * chosen + msgpack] : NULL;
+        (chosen * nloc) * 2 + msgpack < rcon->n ? rcon->progs[(chosen * nloc) * 2 + msgpack] : NULL;
     if (!prog)
         return ERR_NOMEM;
-    cd->coupon = content_uses_coupon(prog);
+    cd->fmt[0] = 0;
     lua_State *L = luavm_state(rw->vm);
     int top = lua_gettop(L);
     int real = luavm_push_original(L, p_idx); /* templates read the profile itself */
+    if (c->nlocales || content_uses_format(prog)) {
+        const char *from;
+        int real_ctx = luavm_push_original(L, ctx_idx);
+        content_locale_lookup(L, real, real_ctx, accept, lr);
+        lua_pop(L, 1);
+        li = content_locale_pick(c->locales, c->nlocales, lr, cd->fmt, &from);
+        if (li >= nloc)
+            li = 0;
+        prog = rcon->progs[(chosen * nloc + li) * 2 + msgpack];
+        if (!prog) {
+            lua_settop(L, top);
+            return ERR_NOMEM;
+        }
+        if (cd->xp && c->nlocales) {
+            json_object_set_new(cd->xp, "locale", json_string(c->locales[li]));
+            json_object_set_new(cd->xp, "locale_from", json_string(from));
+            if (lr->ntags)
+                json_object_set_new(cd->xp, "locale_requested", json_string(lr->tags[0]));
+        }
+    }
+    cd->li = li;
+    cd->coupon = content_uses_coupon(prog);
     scr->cs.coupon = code; /* NULL until decide's reservation assigned one */
+    scr->cs.locale = cd->fmt[0] ? cd->fmt : NULL;
+    scr->cs.tz = lr->tz[0] ? lr->tz : NULL;
     rc = content_render(prog, L, real, &scr->cs, &cd->content);
     scr->cs.coupon = NULL;
+    scr->cs.locale = scr->cs.tz = NULL; /* they point into this request */
     lua_settop(L, top);
     if (scr->cs.text.cap > SCRATCH_KEEP)
         buf_free(&scr->cs.text);
@@ -288,7 +319,7 @@ static int choose_content(struct rules_worker *rw, const struct rules_campaign *
  * when the candidate cannot be served (pool exhausted, store trouble). */
 static int coupon_step(struct rules_worker *rw, const struct rules_campaign *c, struct cand *cd,
                        const char *cust, struct store_txn *t, struct store_txn *wt, int64_t now,
-                       int p_idx, int msgpack)
+                       int p_idx, int msgpack, const char *tz)
 {
     char code[COUPONS_CODE_MAX + 1];
     int fresh = 0, rc;
@@ -308,11 +339,15 @@ static int coupon_step(struct rules_worker *rw, const struct rules_campaign *c, 
     struct scratch *scr = scratch_get(rw, 0);
     const struct rules_gen *g = rw->gen;
     const struct rules_content *rcon = &rw->content[c - g->camps];
-    struct content_prog *prog = rcon->progs[2 * cd->variant + msgpack];
+    int nloc = rcon->nloc > 0 ? rcon->nloc : 1;
+    struct content_prog *prog = rcon->progs[(cd->variant * nloc + cd->li) * 2 + msgpack];
     buf_reset(&cd->content);
     scr->cs.coupon = code;
+    scr->cs.locale = cd->fmt[0] ? cd->fmt : NULL; /* as choose_content rendered it */
+    scr->cs.tz = tz;
     rc = content_render(prog, luavm_state(rw->vm), p_idx, &scr->cs, &cd->content);
     scr->cs.coupon = NULL;
+    scr->cs.locale = scr->cs.tz = NULL;
     if (rc) {
         hooks_explain(cd->xp, HOOKS_CONTENT, "content could not be rendered with the coupon code");
         return 1;
@@ -431,6 +466,7 @@ struct req {
     int accepted;
     struct cand **batch;         /* the reservation batch ... */
     struct cand **served;        /* ... and the offers, in order */
+    struct content_locale loc;       /* the locale the request asks for, on first need */
     struct audience_cust ac;     /* segments and campaign audiences (audience.h) */
     const struct experiments_view *xv; /* live experiments of r->g, or NULL */
     const char *pmp;             /* the stored profile (msgpack, in r->t), or NULL */
@@ -882,7 +918,8 @@ static int next_batch(struct req *r)
             continue;
         int forced = cd->picked ? cd->pick.variant : -1;
         if (choose_content(r->rw, &r->g->camps[cd->idx], r->rw->refs[cd->idx], r->q->customer_id,
-                           r->p_ro, r->ctx_ro, cd, r->msgpack, forced, NULL) == 0)
+                           r->p_ro, r->ctx_ro, cd, r->msgpack, forced, NULL, &r->loc,
+                           r->q->accept_language) == 0)
             r->batch[nb++] = cd;
     }
     return nb;
@@ -939,7 +976,8 @@ static int reserve_batch(struct req *r, int nb)
                     json_object_set_new(cd->xp, "capped", json_string(why));
                 continue;
             }
-            if (coupon_step(r->rw, c, cd, q->customer_id, r->t, wt, r->now, r->p_idx, r->msgpack))
+            if (coupon_step(r->rw, c, cd, q->customer_id, r->t, wt, r->now, r->p_idx, r->msgpack,
+                            r->loc.tz[0] ? r->loc.tz : NULL))
                 continue;
         }
         if (counted) {
@@ -1107,7 +1145,8 @@ int decide_content(struct rules_worker *rw, const struct rules_campaign *c, int 
                    const char *cust, int p_idx, int ctx_idx, int *variant, json_t **content)
 {
     struct cand cd = { .variant = -1 };
-    int rc = choose_content(rw, c, ref, cust, p_idx, ctx_idx, &cd, 0, -1, NULL);
+    struct content_locale lr = { 0 };
+    int rc = choose_content(rw, c, ref, cust, p_idx, ctx_idx, &cd, 0, -1, NULL, &lr, NULL);
     if (rc == 0 && cd.coupon) {
         /* a send shows {{coupon}} too: the customer's code, assigned in a
          * write txn of its own (idempotent, so a retried send shows the same
@@ -1124,7 +1163,8 @@ int decide_content(struct rules_worker *rw, const struct rules_campaign *c, int 
         }
         if (!rc) {
             buf_free(&cd.content);
-            rc = choose_content(rw, c, ref, cust, p_idx, ctx_idx, &cd, 0, cd.variant, code);
+            rc = choose_content(rw, c, ref, cust, p_idx, ctx_idx, &cd, 0, cd.variant, code, &lr,
+                                NULL);
         }
     }
     *variant = cd.variant;

@@ -35,6 +35,7 @@ struct decide_req {
     int limit;
     int explain;
     int dry_run;
+    const char *accept_language; /**< the request's Accept-Language header, or NULL */
 };
 
 /** Decide on the calling worker thread and append the reply

@@ -71,6 +71,9 @@ void rules_campaign_free(struct rules_campaign *c)
     free(c->variants);
     if (c->trigger)
         json_decref(c->trigger);
+    for (int j = 0; j < c->nlocales; j++)
+        free(c->locales[j]);
+    free(c->locales);
     json_decref(c->audience);
     memset(c, 0, sizeof *c);
 }
@@ -80,6 +83,18 @@ void rules_channel_free(struct rules_channel *ch)
     free(ch->name);
     free(ch->consent);
     memset(ch, 0, sizeof *ch);
+}
+
+char **rules_strv_dup(char *const *v, int n)
+{
+    if (!v)
+        return NULL;
+    char **d = calloc((size_t)n + 1, sizeof *d);
+    if (!d)
+        abort();
+    for (int i = 0; i < n; i++)
+        d[i] = rules_xstrdup(v[i]);
+    return d;
 }
 
 static void gen_free(struct rules_gen *g)
@@ -389,6 +404,7 @@ static int keep_parsed(const struct rules_gen *prev, const struct rules_gen *g, 
             camp->variants[j].id = rules_xstrdup(o->variants[j].id);
         }
         camp->trigger = o->trigger ? json_deep_copy(o->trigger) : NULL;
+        camp->locales = rules_strv_dup(o->locales, o->nlocales);
         camp->audience = o->audience ? json_deep_copy(o->audience) : NULL;
         camp->status = camp->file_status;
         return 1;

@@ -50,6 +50,7 @@ struct store_txn;
 
 #define RULES_MAX_WINDOWS 8
 #define RULES_MAX_VARIANTS 64
+#define RULES_MAX_LOCALES 32
 
 enum rules_kind { RULES_CAMPAIGN = 0, RULES_PLUGIN = 1 };
 
@@ -121,6 +122,9 @@ struct rules_campaign {
     double audience_above;
     double cost_per_send, cost_per_impression;
     struct coupons_budget budget;   /**< money budget for coupon redemptions; amount_m 0 = none */
+    char **locales;                 /**< declared content locales ("en", "fr-CA"), the first the
+                                         default; NULL = content is not localized */
+    int nlocales;
 };
 
 struct rules_channel {
@@ -250,11 +254,14 @@ int rules_check_cli(const struct config *cfg, const char **paths, int n);
 
 /* --- the worker side (rules_worker.c) ----------------------------------- */
 /** A campaign's variants' content as compiled in a worker (content.h),
- *  progs[2 * variant + msgpack]; owned by the worker's loaded file. */
+ *  progs[(variant * nloc + locale) * 2 + msgpack] (nloc is 1 for content
+ *  that is not localized; the locale index follows the campaign's
+ *  `locales`); owned by the worker's loaded file. */
 struct content_prog;
 struct rules_content {
     struct content_prog **progs;
     int n;
+    int nloc;
 };
 
 /** The worker's adopted generation and its compiled tables.  `refs[i]` is a
@@ -343,6 +350,8 @@ void rules_sim_stop(struct rules_worker *rw);
 
 /** @internal strdup that aborts when out of memory (the loader's small strings). */
 char *rules_xstrdup(const char *s);
+/** @internal A deep copy of n strings (NULL for NULL); aborts when out of memory. */
+char **rules_strv_dup(char *const *v, int n);
 /** @internal Free what a parsed channel owns and zero it. */
 void rules_channel_free(struct rules_channel *ch);
 /** @internal seq of the newest published generation (an atomic read). */

@@ -32,8 +32,9 @@ struct wfile {
     uint32_t hash;
     int ref;   /* registry ref of the table the file returned */
     int seen;
-    struct content_prog **progs; /* its variants' content, [2 * variant + msgpack] */
+    struct content_prog **progs; /* its variants' content, [(variant * nloc + locale) * 2 + msgpack] */
     int nprogs;
+    int nloc;  /* declared locales (1 when none) */
 };
 
 static void wfile_free(lua_State *L, struct wfile *w)
@@ -46,29 +47,53 @@ static void wfile_free(lua_State *L, struct wfile *w)
 }
 
 /* Compile the content of every variant of the campaign table on top of the
- * stack, in both wire forms, as the file returned it: before any of its
- * hooks has run (see content.h).  A NULL entry (out of memory) makes that
- * variant fail to render.  Stack-neutral. */
-static struct content_prog **compile_variants(lua_State *L, int *n)
+ * stack, in both wire forms and for each of its declared `locales` (every
+ * localized value resolved along that locale's chain, content.h), as the
+ * file returned it: before any of its hooks has run.  A NULL entry (out
+ * of memory) makes that variant fail to render.  Stack-neutral. */
+static struct content_prog **compile_variants(lua_State *L, int *n, int *nloc)
 {
     *n = 0;
+    *nloc = 1;
     int top = lua_gettop(L);
-    lua_pushliteral(L, "variants"); /* raw: C reads file tables unarmed (luavm.h) */
+    char *locales[RULES_MAX_LOCALES];
+    int nl = 0;
+    lua_pushliteral(L, "locales"); /* raw: C reads file tables unarmed (luavm.h) */
+    lua_rawget(L, -2);
+    for (int i = 1; lua_istable(L, -1) && i <= (int)lua_objlen(L, -1) && nl < RULES_MAX_LOCALES; i++) {
+        lua_rawgeti(L, -1, i);
+        if (lua_type(L, -1) == LUA_TSTRING)
+            locales[nl++] = rules_xstrdup(lua_tostring(L, -1));
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    int per = nl ? nl : 1;
+    lua_pushliteral(L, "variants");
     lua_rawget(L, -2);
     int nv = lua_istable(L, -1) ? (int)lua_objlen(L, -1) : 0;
-    struct content_prog **progs = nv > 0 ? calloc((size_t)nv * 2, sizeof *progs) : NULL;
+    struct content_prog **progs = nv > 0 ? calloc((size_t)nv * (size_t)per * 2, sizeof *progs) : NULL;
     for (int v = 0; progs && v < nv; v++) {
         lua_rawgeti(L, top + 1, v + 1);
         if (lua_istable(L, -1)) {
             lua_pushliteral(L, "content");
             lua_rawget(L, -2);
         }
-        for (int mp = 0; mp < 2; mp++)
-            progs[2 * v + mp] = content_compile(L, -1, mp);
+        int content = lua_gettop(L);
+        for (int li = 0; li < per; li++) {
+            if (nl)
+                content_push_localized(L, content, locales, nl, li);
+            for (int mp = 0; mp < 2; mp++)
+                progs[(v * per + li) * 2 + mp] = content_compile(L, -1, mp);
+            lua_settop(L, content);
+        }
         lua_settop(L, top + 1);
     }
-    if (progs)
-        *n = nv * 2;
+    if (progs) {
+        *n = nv * per * 2;
+        *nloc = per;
+    }
+    for (int i = 0; i < nl; i++)
+        free(locales[i]);
     lua_settop(L, top);
     return progs;
 }
@@ -126,28 +151,26 @@ void rules_worker_stop(struct rules_worker *rw)
 
 struct rules_worker *rules_worker_self(void) { return tl_rw; }
 
-static int wfile_load(struct rules_worker *rw, const struct rules_file *f,
-                      struct content_prog ***progs, int *nprogs)
+static int wfile_load(struct rules_worker *rw, const struct rules_file *f, struct rules_content *rc)
 {
     for (int i = 0; i < rw->nwfiles; i++) {
         struct wfile *w = &rw->wfiles[i];
         if (!strcmp(w->path, f->path) && w->hash == f->hash) {
             w->seen = 1;
-            if (progs) {
-                *progs = w->progs;
-                *nprogs = w->nprogs;
-            }
+            if (rc)
+                *rc = (struct rules_content){ w->progs, w->nprogs, w->nloc };
             return w->ref;
         }
     }
     lua_State *L = luavm_state(rw->vm);
     char err[512];
-    int ref = LUA_NOREF, np = 0;
+    int ref = LUA_NOREF, np = 0, nloc = 1;
     struct content_prog **cp = NULL;
     rw->ncompiled++;
     if (luavm_load_chunk(rw->vm, f->path, f->source, f->source_len, err, sizeof err) == 0) {
         if (lua_istable(L, -1)) {
-            cp = compile_variants(L, &np);
+            if (rc) /* campaigns only: a plugin's table has no variants */
+                cp = compile_variants(L, &np, &nloc);
             ref = luaL_ref(L, LUA_REGISTRYINDEX);
         } else {
             lua_pop(L, 1);
@@ -161,11 +184,9 @@ static int wfile_load(struct rules_worker *rw, const struct rules_file *f,
         if (!rw->wfiles)
             abort();
     }
-    rw->wfiles[rw->nwfiles++] = (struct wfile){ rules_xstrdup(f->path), f->hash, ref, 1, cp, np };
-    if (progs) {
-        *progs = cp;
-        *nprogs = np;
-    }
+    rw->wfiles[rw->nwfiles++] = (struct wfile){ rules_xstrdup(f->path), f->hash, ref, 1, cp, np, nloc };
+    if (rc)
+        *rc = (struct rules_content){ cp, np, nloc };
     return ref;
 }
 
@@ -222,9 +243,9 @@ void rules_worker_adopt(struct rules_worker *rw, struct rules_gen *g)
     if (!refs || !crefs || !content)
         abort();
     for (int i = 0; i < g->nchans; i++)
-        crefs[i] = wfile_load(rw, &g->files[g->chans[i].file], NULL, NULL);
+        crefs[i] = wfile_load(rw, &g->files[g->chans[i].file], NULL);
     for (int i = 0; i < g->ncamps; i++)
-        refs[i] = wfile_load(rw, &g->files[g->camps[i].file], &content[i].progs, &content[i].n);
+        refs[i] = wfile_load(rw, &g->files[g->camps[i].file], &content[i]);
     cache_hooks(rw, g, refs, crefs);
     lua_State *L = luavm_state(rw->vm);
     /* drop files no longer live */

@@ -12,6 +12,8 @@
  */
 #include "engine/tmpl.h"
 #include "base/err.h"
+#include "base/i18n.h"
+#include "base/tz.h"
 
 #include <lauxlib.h>
 #include <lua.h>
@@ -20,14 +22,24 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum ph_status { PH_NONE, PH_OK, PH_UNCLOSED, PH_EMPTY, PH_BADPATH };
+enum ph_status { PH_NONE, PH_OK, PH_UNCLOSED, PH_EMPTY, PH_BADPATH, PH_BADFILTER };
 
 struct ph {
     size_t start, end;          /* [start, end) covers "{{ ... }}" */
     const char *path;
     size_t plen;
-    const char *def;            /* NULL when there is no '|' */
+    const char *def;            /* NULL when there is no default */
     size_t dlen;
+    int fkind;                  /* enum i18n_kind of a format filter, or -1 */
+    const char *farg;           /* its argument ("EUR", "medium"), NULL when none */
+    size_t falen;
+    char ferr[96];              /* PH_BADFILTER: why */
+};
+
+/* The format filters: {{price|currency:EUR}}, {{n|number:2}}, {{d|date:long}}. */
+static const struct { const char *name; int kind; } filters[] = {
+    { "number", I18N_NUMBER }, { "currency", I18N_CURRENCY }, { "percent", I18N_PERCENT },
+    { "date", I18N_DATE },     { "time", I18N_TIME },         { "datetime", I18N_DATETIME },
 };
 
 static int is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
@@ -94,15 +106,51 @@ static enum ph_status next_placeholder(const char *tpl, size_t len, size_t from,
     ph->plen = bar ? (size_t)(bar - body) : blen;
     ph->def = NULL;
     ph->dlen = 0;
-    if (bar) {
-        ph->def = bar + 1;
+    ph->fkind = -1;
+    ph->farg = NULL;
+    ph->falen = 0;
+    enum ph_status st = PH_OK;
+    /* after the path: a format filter if the first part names one, then
+     * the default (everything after its '|', bars included) */
+    const char *rest = bar ? bar + 1 : NULL;
+    if (rest) {
+        const char *bar2 = memchr(rest, '|', (size_t)(close - rest));
+        const char *pe = bar2 ? bar2 : close, *ps = rest;
+        size_t pn = (size_t)(pe - ps);
+        trim(&ps, &pn);
+        const char *colon = memchr(ps, ':', pn);
+        size_t nn = colon ? (size_t)(colon - ps) : pn;
+        for (size_t f = 0; f < sizeof filters / sizeof filters[0]; f++) {
+            if (strlen(filters[f].name) != nn || memcmp(ps, filters[f].name, nn))
+                continue;
+            ph->fkind = filters[f].kind;
+            if (colon) {
+                ph->farg = colon + 1;
+                ph->falen = (size_t)(ps + pn - ph->farg);
+                trim(&ph->farg, &ph->falen);
+            }
+            char arg[32];
+            snprintf(arg, sizeof arg, "%.*s", (int)(ph->falen < 31 ? ph->falen : 31),
+                     ph->farg ? ph->farg : "");
+            if (ph->falen > 16 ||
+                !i18n_arg_ok((enum i18n_kind)ph->fkind, ph->farg ? arg : NULL, ph->ferr,
+                             sizeof ph->ferr))
+                st = PH_BADFILTER;
+            rest = bar2 ? bar2 + 1 : NULL;
+            break;
+        }
+    }
+    if (rest) {
+        ph->def = rest;
         ph->dlen = (size_t)(close - ph->def);
         trim(&ph->def, &ph->dlen);
     }
     trim(&ph->path, &ph->plen);
     if (ph->plen == 0)
         return PH_EMPTY;
-    return path_valid(ph->path, ph->plen) ? PH_OK : PH_BADPATH;
+    if (!path_valid(ph->path, ph->plen))
+        return PH_BADPATH;
+    return st;
 }
 
 int tmpl_has_placeholders(const char *tpl, size_t len)
@@ -123,6 +171,8 @@ struct tmpl_piece {
     size_t off, len;   /* the literal text, or the placeholder's path */
     size_t doff, dlen; /* the default (when has_def) */
     unsigned char is_ph, has_def;
+    signed char fkind; /* a format filter (enum i18n_kind), or -1 */
+    char farg[17];     /* its argument, "" when none */
 };
 
 struct tmpl_prog {
@@ -166,12 +216,15 @@ struct tmpl_prog *tmpl_compile(const char *tpl, size_t len)
     enum ph_status st;
     while ((st = next_placeholder(t->text, len, pos, &ph)) != PH_NONE) {
         size_t lit_end = st == PH_OK ? ph.start : ph.end;
-        if (piece_add(t, &cap, (struct tmpl_piece){ .off = pos, .len = lit_end - pos }))
+        if (piece_add(t, &cap, (struct tmpl_piece){ .off = pos, .len = lit_end - pos, .fkind = -1 }))
             goto oom;
         pos = ph.end;
         if (st != PH_OK)
             continue;
-        struct tmpl_piece pc = { .off = (size_t)(ph.path - t->text), .len = ph.plen, .is_ph = 1 };
+        struct tmpl_piece pc = { .off = (size_t)(ph.path - t->text), .len = ph.plen, .is_ph = 1,
+                                 .fkind = (signed char)ph.fkind };
+        if (ph.farg)
+            memcpy(pc.farg, ph.farg, ph.falen); /* at most 16 bytes: checked by the scan */
         if (ph.def) {
             pc.has_def = 1;
             pc.doff = (size_t)(ph.def - t->text);
@@ -180,11 +233,19 @@ struct tmpl_prog *tmpl_compile(const char *tpl, size_t len)
         if (piece_add(t, &cap, pc))
             goto oom;
     }
-    if (piece_add(t, &cap, (struct tmpl_piece){ .off = pos, .len = len - pos }) == 0)
+    if (piece_add(t, &cap, (struct tmpl_piece){ .off = pos, .len = len - pos, .fkind = -1 }) == 0)
         return t;
 oom:
     tmpl_prog_free(t);
     return NULL;
+}
+
+int tmpl_has_format(const struct tmpl_prog *t)
+{
+    for (int i = 0; t && i < t->n; i++)
+        if (t->pieces[i].is_ph && t->pieces[i].fkind >= 0)
+            return 1;
+    return 0;
 }
 
 void tmpl_prog_free(struct tmpl_prog *t)
@@ -196,8 +257,36 @@ void tmpl_prog_free(struct tmpl_prog *t)
     free(t);
 }
 
+/* A looked-up value through a format filter, in place in `val`: 1 when
+ * formatted, 0 when the value is not a number (nor, for dates, an ISO-8601
+ * time) or cannot be formatted — then it counts as missing. */
+static int apply_filter(const struct tmpl_piece *pc, const struct tmpl_fmt *fmt, struct buf *val)
+{
+    char tmp[64];
+    size_t n = val->len < sizeof tmp - 1 ? val->len : sizeof tmp - 1;
+    memcpy(tmp, val->p ? val->p : "", n);
+    tmp[n] = 0;
+    char *end;
+    double v = strtod(tmp, &end);
+    if (n == 0 || *end || val->len >= sizeof tmp - 1) {
+        int64_t ts;
+        if (pc->fkind < I18N_DATE || val->len >= sizeof tmp - 1 || tz_parse_iso8601(tmp, &ts))
+            return 0;
+        v = (double)ts;
+    }
+    buf_reset(val);
+    return i18n_format((enum i18n_kind)pc->fkind, fmt ? fmt->locale : NULL,
+                       pc->farg[0] ? pc->farg : NULL, v, fmt ? fmt->tz : NULL, val) == 0;
+}
+
 int tmpl_run(const struct tmpl_prog *t, int html_escape, tmpl_lookup_fn lookup, void *ud,
              struct buf *val, struct buf *out)
+{
+    return tmpl_run_fmt(t, html_escape, NULL, lookup, ud, val, out);
+}
+
+int tmpl_run_fmt(const struct tmpl_prog *t, int html_escape, const struct tmpl_fmt *fmt,
+                 tmpl_lookup_fn lookup, void *ud, struct buf *val, struct buf *out)
 {
     size_t orig = out->len;
     int rc = buf_add(out, "", 0); /* like any render: `out` holds a string after */
@@ -209,6 +298,8 @@ int tmpl_run(const struct tmpl_prog *t, int html_escape, tmpl_lookup_fn lookup, 
         }
         buf_reset(val);
         int found = lookup(ud, t->text + pc->off, pc->len, val);
+        if (found > 0 && pc->fkind >= 0)
+            found = apply_filter(pc, fmt, val);
         if (found < 0)
             rc = found;
         else if (found > 0)
@@ -251,6 +342,10 @@ int tmpl_check(const char *tpl, size_t len, char *err, size_t errlen)
         case PH_EMPTY:
             if (err && errlen)
                 snprintf(err, errlen, "empty placeholder at offset %zu", ph.start);
+            return ERR_INVAL;
+        case PH_BADFILTER:
+            if (err && errlen)
+                snprintf(err, errlen, "%s (at offset %zu)", ph.ferr, ph.start);
             return ERR_INVAL;
         case PH_BADPATH:
             if (err && errlen) {

@@ -11,7 +11,15 @@
  * by tmpl_check.  Pure; any thread.
  *
  * Grammar: a placeholder runs from `{{` to the first `}}` after it.  The
- * first `|` splits path from default; both are trimmed.  A path is one or
+ * first `|` splits path from default; both are trimmed.  When the text
+ * after that `|` starts with a format filter — `number`, `number:N`,
+ * `currency:EUR`, `percent`, `date`, `time`, `datetime` (styles `:short`
+ * `:medium` `:long` `:full`) — the value is formatted for the render's
+ * locale (base/i18n.h, ICU) and the default, if any, follows a second `|`:
+ * {{price|currency:EUR|on request}}.  A value the filter cannot read (not
+ * a number; for dates neither unix seconds nor ISO-8601) counts as missing.
+ * A filter with a bad argument ("currency:EURO") is a tmpl_check error and
+ * renders literally.  A path is one or
  * more non-empty segments of [A-Za-z0-9_-] joined by '.' ("a..b", ".a",
  * "first name" are invalid).  An invalid placeholder (empty, bad path) is
  * copied literally by tmpl_render and reported by tmpl_check, so "{{{x}}}"
@@ -43,7 +51,19 @@ struct tmpl_prog;
 struct tmpl_prog *tmpl_compile(const char *tpl, size_t len);
 int tmpl_run(const struct tmpl_prog *t, int html_escape, tmpl_lookup_fn lookup, void *ud,
              struct buf *val, struct buf *out);
+
+/** How format filters write: the locale tag (NULL = "en") and, for dates,
+ *  the zone (NULL = UTC).  Borrowed for the call. */
+struct tmpl_fmt {
+    const char *locale;
+    const char *tz;
+};
+/** tmpl_run with format filters written for `fmt` (NULL: "en", UTC). */
+int tmpl_run_fmt(const struct tmpl_prog *t, int html_escape, const struct tmpl_fmt *fmt,
+                 tmpl_lookup_fn lookup, void *ud, struct buf *val, struct buf *out);
 void tmpl_prog_free(struct tmpl_prog *t);
+/** 1 when a placeholder of `t` has a format filter (it needs a locale). */
+int tmpl_has_format(const struct tmpl_prog *t);
 
 /** 1 when the text contains at least one placeholder (fast path: skip render). */
 int tmpl_has_placeholders(const char *tpl, size_t len);

@@ -8,7 +8,8 @@
 #define PROMOD_API_H
 #include "http/http.h"
 
-void api_ops_register(void);
+void api_ops_register(void);       /* /healthz, /metrics */
+void api_ops_admin_register(void); /* /api/v1/admin/clock, /api/v1/admin/keys: last */
 void api_profiles_register(void);
 void api_decide_register(void);
 void api_rules_register(void);

@@ -89,14 +89,18 @@ static int body_text(struct http_req *r, char **conv, struct jscan_val *whole)
     int rc = jscan_check(p, len, msg, sizeof msg);
     if (rc) {
         http_reply_error(r, 400, rc == ERR_TOOBIG ? "too_deep" : "invalid_json", msg, NULL);
-        return -1;
+        goto fail;
     }
     *whole = jscan_whole(p, len);
     if (jscan_type(*whole) != '{') {
         http_reply_error(r, 400, "invalid_body", "body must be a JSON object", NULL);
-        return -1;
+        goto fail;
     }
     return 0;
+fail: /* the caller frees conv only on success (found by fuzz/fuzz_http.c) */
+    free(*conv);
+    *conv = NULL;
+    return -1;
 }
 
 static void h_decide(struct http_req *r)
@@ -149,6 +153,10 @@ static void h_decide(struct http_req *r)
         }
         q.limit = (int)lim;
     }
+    /* for localized content when neither context.locale nor p.locale says
+     * (a longer header is not a browser's: ignored) */
+    const char *al = http_header(r, "Accept-Language");
+    q.accept_language = al && strlen(al) <= 256 ? al : NULL;
     struct reqerr e = { 0 };
     if (decide_run(&q, &e, &out, r->want_msgpack))
         http_reply_reqerr(r, &e);

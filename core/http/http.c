@@ -23,7 +23,10 @@ static void send_buf(struct http_req *r, int status, const char *ctype, const vo
         evbuffer_add(b, data, len);
     const char *reason = NULL;
     switch (status) {
+    case 408: reason = "Request Timeout"; break;
     case 413: reason = "Payload Too Large"; break;
+    case 414: reason = "URI Too Long"; break;
+    case 431: reason = "Request Header Fields Too Large"; break;
     case 422: reason = "Unprocessable Entity"; break;
     case 429: reason = "Too Many Requests"; break;
     case 507: reason = "Insufficient Storage"; break;

@@ -10,11 +10,16 @@
  * worker->ctx.  The main thread runs a small event loop for signals and
  * timers (file watching, reload, delivery scheduling).
  *
- * Body limits: dispatch() answers 413 in the contract's shape for a body
- * over the route's limit (max_body, or max_import_body for ROUTER_BIG_BODY
- * routes).  libevent also enforces a hard per-connection cap of 1.25 x the
- * larger limit; above it libevent 2.1 itself answers 413 with an HTML body
- * and closes the connection (it has no hook to change that reply).
+ * Every connection is read by wire.c before evhttp parses it: request
+ * heads are checked whole (syntax, framing, size, header_timeout) and
+ * refusals answered in the contract's shape; bodies over the route's limit
+ * (max_body, or max_import_body for ROUTER_BIG_BODY routes) get 413 before
+ * they are read when Content-Length says so, and dispatch() checks the
+ * limit again on the body it got.
+ *
+ * TLS (tls.h) when the config names a certificate; SIGHUP reloads it.
+ * Listening beyond loopback needs API keys, and with keys it needs TLS
+ * unless insecure_http is set (logged as a warning at every start).
  *
  * Shutdown (SIGTERM/SIGINT or server_stop): listeners close first, every
  * worker finishes the request it is running (handlers run to completion),
@@ -36,6 +41,7 @@ struct worker {
     struct event_base *base;
     struct evhttp *http;
     struct evconnlistener *lev;
+    struct wire *wire;  /**< the connection reader in front of evhttp (wire.h) */
     struct server *srv;
     void *ctx; /**< owned by the application's thread hooks */
 };
@@ -48,7 +54,9 @@ struct server_opts {
 };
 
 /** Bind, start the workers.  Refuses (ERR_INVAL) a non-loopback address
- *  when no API key is configured.  @return 0, ERR_INVAL, -errno. */
+ *  when no API key is configured, or without TLS unless insecure_http;
+ *  ERR_INVAL too when the TLS files do not load.  @return 0, ERR_INVAL,
+ *  -errno. */
 int server_start(const struct server_opts *o, struct server **out);
 /** The bound port (useful with port 0). */
 int server_port(const struct server *s);

@@ -42,7 +42,7 @@ static void *pool_get(struct luavm_pool *p, size_t n)
         return b;
     }
     size_t sz = (size_t)(c + 1) << 4;
-    if (p->cur + sz > p->end) {
+    if (!p->cur || sz > (size_t)(p->end - p->cur)) { /* no NULL + n (UB; clang's UBSan stops there) */
         char *slab = malloc(POOL_SLAB);
         if (!slab)
             return NULL;

@@ -240,7 +240,7 @@ char *tfx_server_log(struct tfx_server *s)
     return b;
 }
 
-static int connect_to(int port)
+int tfx_connect_port(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0)
@@ -256,7 +256,7 @@ static int connect_to(int port)
     return fd;
 }
 
-static char *read_all(int fd, size_t *outlen, int timeout_ms)
+char *tfx_read_all(int fd, size_t *outlen, int timeout_ms)
 {
     size_t cap = 65536, len = 0;
     char *b = malloc(cap);
@@ -278,7 +278,7 @@ static char *read_all(int fd, size_t *outlen, int timeout_ms)
     return b;
 }
 
-static int send_all(int fd, const void *data, size_t len)
+int tfx_send_all(int fd, const void *data, size_t len)
 {
     const char *p = data;
     while (len) {
@@ -293,12 +293,12 @@ static int send_all(int fd, const void *data, size_t len)
 
 char *tfx_raw(struct tfx_server *s, const void *data, size_t len)
 {
-    int fd = connect_to(s->port);
+    int fd = tfx_connect_port(s->port);
     if (fd < 0)
         return strdup("");
-    send_all(fd, data, len);
+    tfx_send_all(fd, data, len);
     size_t n;
-    char *out = read_all(fd, &n, 5000);
+    char *out = tfx_read_all(fd, &n, 5000);
     close(fd);
     return out;
 }
@@ -328,7 +328,7 @@ int tfx_http(struct tfx_server *s, const char *method, const char *path, const c
              const char *body, size_t len, struct tfx_resp *r)
 {
     memset(r, 0, sizeof *r);
-    int fd = connect_to(s->port);
+    int fd = tfx_connect_port(s->port);
     if (fd < 0) {
         r->body = strdup("");
         return 0;
@@ -338,11 +338,11 @@ int tfx_http(struct tfx_server *s, const char *method, const char *path, const c
                       "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
                       "Content-Length: %zu\r\n%s\r\n",
                       method, path, body ? len : 0, headers ? headers : "");
-    if (send_all(fd, head, (size_t)hl) || (body && len && send_all(fd, body, len))) {
+    if (tfx_send_all(fd, head, (size_t)hl) || (body && len && tfx_send_all(fd, body, len))) {
         /* the server may answer and close early (413): read what it said */
     }
     size_t n;
-    char *all = read_all(fd, &n, 60000);
+    char *all = tfx_read_all(fd, &n, 60000);
     close(fd);
     char *sep = strstr(all, "\r\n\r\n");
     if (!sep || sscanf(all, "HTTP/1.%*d %d", &r->status) != 1) {
@@ -420,7 +420,7 @@ int tfx_promod(char **output, const char *arg, ...)
     }
     close(pfd[1]);
     size_t len;
-    char *out = read_all(pfd[0], &len, 120000);
+    char *out = tfx_read_all(pfd[0], &len, 120000);
     close(pfd[0]);
     int st = 0;
     for (int i = 0; i < 12000; i++) { /* 120 s */

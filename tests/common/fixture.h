@@ -68,6 +68,14 @@ int tfx_req(struct tfx_server *s, const char *method, const char *path, const ch
             struct tfx_resp *r);
 void tfx_resp_free(struct tfx_resp *r);
 
+/** A connected TCP socket to 127.0.0.1:port (TCP_NODELAY), or -1. */
+int tfx_connect_port(int port);
+/** Write all of `data`: 0, or -1 when the peer closed or reset. */
+int tfx_send_all(int fd, const void *data, size_t len);
+/** Read until the peer closes, or `timeout_ms` pass without data; the bytes
+ *  (malloc'd, NUL-terminated) and their count in *len. */
+char *tfx_read_all(int fd, size_t *len, int timeout_ms);
+
 /** Send raw bytes, read the answer until close (<= 5 s); malloc'd, NUL-terminated. */
 char *tfx_raw(struct tfx_server *s, const void *data, size_t len);
 

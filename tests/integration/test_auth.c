@@ -166,16 +166,30 @@ Test(auth, forbidden_message_names_role_and_route)
     tfx_resp_free(&r);
 }
 
-Test(auth, keys_allow_listening_beyond_loopback)
+/* With keys, anything but loopback needs TLS (test_tls.c) or the explicit
+ * insecure_http override, which the log shouts about at every start. */
+Test(auth, keys_beyond_loopback_need_tls_or_the_override)
 {
-    /* the same config on 0.0.0.0: allowed because keys are configured */
     tfx_server_stop(&srv);
-    cr_assert_eq(tfx_server_start_listen(&srv, "0.0.0.0:0"), 0, "refused to start with keys on 0.0.0.0");
-    cr_assert_eq(call(NULL, "GET", "/healthz", NULL, NULL, 0), 200);
-    cr_assert_eq(call(NULL, "GET", "/api/v1/profiles/u1", NULL, NULL, 0), 401);
+    cr_assert_neq(tfx_server_start_listen(&srv, "0.0.0.0:0"), 0, "started on 0.0.0.0 over plain HTTP");
     char *log = tfx_server_log(&srv);
+    cr_assert(strstr(log, "refusing to listen beyond loopback with API keys over plain HTTP"), "%s", log);
+    free(log);
+
+    struct tfx_server plain;
+    tfx_server_init(&plain, "insecure_http = true,\n"
+                            "  api_keys = { { id = 'site', key = '" DECIDE_KEY "', role = 'decide' } },");
+    cr_assert_eq(tfx_server_start_listen(&plain, "0.0.0.0:0"), 0, "the override did not start");
+    struct tfx_resp r;
+    cr_assert_eq(tfx_req(&plain, "GET", "/healthz", NULL, &r), 200);
+    tfx_resp_free(&r);
+    cr_assert_eq(tfx_req(&plain, "GET", "/api/v1/profiles/u1", NULL, &r), 401);
+    tfx_resp_free(&r);
+    log = tfx_server_log(&plain);
+    cr_assert(strstr(log, "level=warn") && strstr(log, "INSECURE: serving plain HTTP beyond loopback"), "%s", log);
     cr_assert(strstr(log, "auth=api_keys"), "start-up line does not say auth is on: %s", log);
     free(log);
+    tfx_server_cleanup(&plain);
 }
 
 /* No keys: loopback works (and says so); anything else refuses to start. */
@@ -209,4 +223,153 @@ Test(auth, no_keys_loopback_only)
     cr_assert(strstr(out, "refusing to listen beyond loopback") && strstr(out, "api_keys"), "%s", out);
     free(out);
     tfx_server_cleanup(&open);
+}
+
+/* ---- hashed keys, `promod key`, rotation, last use ---- */
+
+/* `promod key` once: the key and its config entry (both malloc'd). */
+static void new_key(const char *role, const char *id, char **key, char **entry)
+{
+    char *out = NULL;
+    int st = tfx_promod(&out, "key", "--role", role, "--id", id, (char *)NULL);
+    cr_assert_eq(st, 0, "promod key: %s", out);
+    char *k = strstr(out, "key:    "), *c = strstr(out, "config: ");
+    cr_assert(k && c, "%s", out);
+    k += 8;
+    c += 8;
+    *key = strndup(k, strcspn(k, "\n"));
+    *entry = strndup(c, strcspn(c, "\n"));
+    cr_assert(!strncmp(*key, "pmk_", 4) && strlen(*key) == 47, "key %s", *key);
+    cr_assert(strstr(*entry, "sha256 = \""), "%s", *entry);
+    cr_assert_null(strstr(*entry, *key), "the config entry holds the key itself: %s", *entry);
+    free(out);
+}
+
+static int call_on(struct tfx_server *s, const char *key, const char *path, struct tfx_resp *r)
+{
+    char h[200];
+    snprintf(h, sizeof h, "Authorization: Bearer %s\r\n", key);
+    return tfx_http(s, "GET", path, h, NULL, 0, r);
+}
+
+/* `promod key` knows every role the config accepts, including checkout
+ * (the shop's server: coupons and points, not campaigns), and nothing else. */
+Test(auth, promod_key_for_checkout)
+{
+    tfx_server_stop(&srv);
+    char *key, *entry, *out = NULL;
+    new_key("checkout", "shop-1", &key, &entry);
+    cr_assert(strstr(entry, "role = \"checkout\""), "%s", entry);
+    cr_assert_eq(tfx_promod(&out, "key", "--role", "owner", (char *)NULL), 2, "%s", out);
+    cr_assert(strstr(out, "expected decide, checkout, marketer or admin"), "%s", out);
+    free(out);
+    char cfg[512];
+    snprintf(cfg, sizeof cfg, "api_keys = {\n    %s\n  },", entry);
+    struct tfx_server k;
+    tfx_server_init(&k, cfg);
+    cr_assert_eq(tfx_server_start(&k), 0);
+    struct tfx_resp r;
+    cr_assert_eq(call_on(&k, key, "/api/v1/whoami", &r), 200, "%s", r.body);
+    cr_assert_str_eq(json_string_value(json_object_get(r.json, "role")), "checkout", "%s", r.body);
+    cr_assert_str_eq(json_string_value(json_object_get(r.json, "key_id")), "shop-1", "%s", r.body);
+    tfx_resp_free(&r);
+    int st = call_on(&k, key, "/api/v1/loyalty/c1", &r); /* a checkout route: the role passes */
+    cr_assert(st != 401 && st != 403 && st != 0, "%d %s", st, r.body);
+    tfx_resp_free(&r);
+    cr_assert_eq(call_on(&k, key, "/api/v1/rules", &r), 403, "a marketer route: %s", r.body);
+    tfx_resp_free(&r);
+    tfx_server_cleanup(&k);
+    free(key);
+    free(entry);
+}
+
+Test(auth, promod_key_and_rotation)
+{
+    tfx_server_stop(&srv);
+    char *old_key, *old_entry, *new_key_s, *new_entry, *admin_key, *admin_entry;
+    new_key("marketer", "alice-2025", &old_key, &old_entry);
+    new_key("marketer", "alice-2026", &new_key_s, &new_entry);
+    new_key("admin", "ops", &admin_key, &admin_entry);
+    cr_assert_str_neq(old_key, new_key_s, "two runs gave the same key");
+    char cfg[2048];
+    snprintf(cfg, sizeof cfg, "api_keys = {\n    %s\n    %s\n    %s\n    { id = 'legacy', key = '%s', role = 'decide' },\n  },",
+             old_entry, new_entry, admin_entry, DECIDE_KEY);
+    struct tfx_server k;
+    tfx_server_init(&k, cfg);
+    cr_assert_eq(tfx_server_start(&k), 0);
+    /* both marketer keys work while a client moves from one to the other */
+    struct tfx_resp r;
+    cr_assert_eq(call_on(&k, old_key, "/api/v1/rules", &r), 200, "%s", r.body);
+    tfx_resp_free(&r);
+    cr_assert_eq(call_on(&k, new_key_s, "/api/v1/rules", &r), 200, "%s", r.body);
+    tfx_resp_free(&r);
+    cr_assert_eq(call_on(&k, new_key_s, "/api/v1/admin/keys", &r), 403, "a marketer lists keys");
+    tfx_resp_free(&r);
+    /* the digest from the config is not a key */
+    const char *d = strstr(new_entry, "sha256 = \"") + 10;
+    char digest[65];
+    snprintf(digest, sizeof digest, "%.64s", d);
+    cr_assert_eq(call_on(&k, digest, "/api/v1/rules", &r), 401);
+    tfx_resp_free(&r);
+
+    /* who was used when: the admin listing and the gauge; never a secret */
+    cr_assert_eq(call_on(&k, admin_key, "/api/v1/admin/keys", &r), 200, "%s", r.body);
+    json_t *keys = json_object_get(r.json, "keys");
+    cr_assert_eq(json_array_size(keys), 4, "%s", r.body);
+    const char *ids[] = { "alice-2025", "alice-2026", "ops", "legacy" };
+    const char *roles[] = { "marketer", "marketer", "admin", "decide" };
+    for (size_t i = 0; i < 4; i++) {
+        json_t *e = json_array_get(keys, i);
+        cr_assert_str_eq(json_string_value(json_object_get(e, "id")), ids[i]);
+        cr_assert_str_eq(json_string_value(json_object_get(e, "role")), roles[i]);
+        json_t *lu = json_object_get(e, "last_used");
+        if (i < 3)
+            cr_assert(json_is_integer(lu) && json_integer_value(lu) > 1700000000, "%s: %s", ids[i], r.body);
+        else
+            cr_assert(json_is_null(lu), "the unused key has no last use: %s", r.body);
+    }
+    cr_assert_str_eq(json_string_value(json_object_get(json_array_get(keys, 3), "source")), "key");
+    cr_assert_str_eq(json_string_value(json_object_get(json_array_get(keys, 0), "source")), "sha256");
+    cr_assert_null(strstr(r.body, old_key));
+    cr_assert_null(strstr(r.body, digest), "the listing shows a digest");
+    tfx_resp_free(&r);
+    cr_assert_eq(tfx_req(&k, "GET", "/metrics", NULL, &r), 200);
+    double v = 0;
+    cr_assert(tfx_metric(r.body, "promod_api_key_last_used_seconds", "id=\"alice-2026\",role=\"marketer\"", &v),
+              "%s", r.body);
+    cr_assert_gt(v, 1700000000);
+    cr_assert(tfx_metric(r.body, "promod_api_key_last_used_seconds", "id=\"legacy\",role=\"decide\"", &v));
+    cr_assert_eq(v, 0);
+    cr_assert_null(strstr(r.body, digest));
+    tfx_resp_free(&r);
+    /* a key in clear in the config is warned about at start */
+    char *log = tfx_server_log(&k);
+    cr_assert(strstr(log, "api key stored in clear") && strstr(log, "id=\"legacy\""), "%s", log);
+    cr_assert_null(strstr(log, "id=\"ops\" hint"), "a hashed key was warned about: %s", log);
+    free(log);
+    tfx_server_cleanup(&k);
+
+    /* retiring the old key: drop its line; it stops working, the new one goes on */
+    snprintf(cfg, sizeof cfg, "api_keys = {\n    %s\n    %s\n  },", new_entry, admin_entry);
+    tfx_server_init(&k, cfg);
+    cr_assert_eq(tfx_server_start(&k), 0);
+    cr_assert_eq(call_on(&k, old_key, "/api/v1/rules", &r), 401);
+    tfx_resp_free(&r);
+    cr_assert_eq(call_on(&k, new_key_s, "/api/v1/rules", &r), 200);
+    tfx_resp_free(&r);
+    tfx_server_cleanup(&k);
+
+    char *out = NULL;
+    cr_assert_eq(tfx_promod(&out, "key", "--role", "root", (char *)NULL), 2, "%s", out);
+    cr_assert(strstr(out, "--role"), "%s", out);
+    free(out);
+    out = NULL;
+    cr_assert_eq(tfx_promod(&out, "key", "--id", "has space", (char *)NULL), 2, "%s", out);
+    free(out);
+    free(old_key);
+    free(old_entry);
+    free(new_key_s);
+    free(new_entry);
+    free(admin_key);
+    free(admin_entry);
 }

@@ -7,6 +7,7 @@
 
 #include "base/buf.h"
 #include "codec/codec.h"
+#include "codec/jscan.h"
 #include "base/err.h"
 
 TestSuite(codec, .timeout = 60);
@@ -443,6 +444,28 @@ Test(codec, json_error_position)
     cr_expect_eq(strncmp(msg, "line 3 column ", 14), 0, "%s", msg);
     /* NULL err/msg are tolerated */
     cr_expect_null(codec_parse_json("[", 1, NULL, NULL, 0));
+}
+
+/* Regression (fuzz/fuzz_json.c): jansson swallowed a raw NUL right after
+ * a number, so codec_parse_json took "[1\0,2]" for [1,2] while jscan (the
+ * decide path) refused it.  Both refuse every raw NUL now, and say where. */
+Test(codec, raw_nul_refused_like_jscan)
+{
+    static const struct { const char *t; size_t n; } cases[] = {
+        { "[1\0,2]", 6 }, { "{\"a\":1\0}", 8 }, { "{\"stju$caf\xc3\xa9 W\":1\0}", 19 },
+        { "1\0", 2 }, { "\0[]", 3 }, { "[\"a\0b\"]", 7 }, { "[\n1.5\0]", 7 },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int err = 0;
+        char msg[200] = "", jmsg[200] = "";
+        json_t *v = codec_parse_json(cases[i].t, cases[i].n, &err, msg, sizeof msg);
+        cr_expect_null(v, "case %zu accepted", i);
+        json_decref(v);
+        cr_expect_eq(err, ERR_PARSE, "case %zu", i);
+        cr_expect(strstr(msg, "NUL byte in input"), "case %zu: %s", i, msg);
+        cr_expect_eq(jscan_check(cases[i].t, cases[i].n, jmsg, sizeof jmsg), ERR_PARSE, "case %zu", i);
+        cr_expect_str_eq(msg, jmsg, "case %zu: both readers name the same place", i);
+    }
 }
 
 Test(codec, json_accepts)

@@ -61,6 +61,16 @@ static void load_fails(const char *src, const char *want)
     cr_assert(strstr(err, want), "error '%s' lacks '%s' (config: %s)", err, want, src);
 }
 
+/* does the key hold the digest of `secret`? */
+static int same_key(const struct config_key *k, const char *secret)
+{
+    char hex[65], have[65];
+    config_key_hash_hex(secret, strlen(secret), hex);
+    for (int i = 0; i < CONFIG_KEY_DIGEST; i++)
+        snprintf(have + 2 * i, 3, "%02x", k->sha256[i]);
+    return strcmp(hex, have) == 0;
+}
+
 Test(config, defaults)
 {
     cr_assert_str_eq(cfg.listen_host, "127.0.0.1");
@@ -92,6 +102,11 @@ Test(config, defaults)
     cr_assert_eq(cfg.reload_debounce_ms, 100);
     cr_assert_eq(cfg.event_retention_days, 90);
     cr_assert_float_eq(cfg.request_timeout, 30.0, 1e-9);
+    cr_assert_eq(cfg.header_timeout, 10);
+    cr_assert_eq(cfg.max_header, (size_t)64 << 10);
+    cr_assert_null(cfg.tls_cert);
+    cr_assert_null(cfg.tls_key);
+    cr_assert_eq(cfg.insecure_http, 0);
     cr_assert_eq(cfg.nkeys, 0);
     cr_assert_null(cfg.channels);
     cr_assert_str_eq(cfg.source, "(defaults)");
@@ -159,6 +174,10 @@ Test(config, every_key)
             "  reload_debounce_ms = 250,\n"
             "  event_retention_days = 30,\n"
             "  request_timeout = 12,\n"
+            "  header_timeout = 7,\n"
+            "  max_header_kb = 16,\n"
+            "  tls = { cert = 'server.pem', key = 'server.key' },\n"
+            "  insecure_http = true,\n"
             "  api_keys = {\n"
             "    { id = 'site', key_env = 'PROMOD_TEST_SITE_KEY', role = 'decide' },\n"
             "    { id = 'alice', key = 'marketer-key-0001', role = 'marketer' },\n"
@@ -195,9 +214,16 @@ Test(config, every_key)
     cr_assert_eq(cfg.reload_debounce_ms, 250);
     cr_assert_eq(cfg.event_retention_days, 30);
     cr_assert_float_eq(cfg.request_timeout, 12.0, 1e-9);
+    cr_assert_eq(cfg.header_timeout, 7);
+    cr_assert_eq(cfg.max_header, (size_t)16 << 10);
+    cr_assert_str_eq(cfg.tls_cert, "server.pem");
+    cr_assert_str_eq(cfg.tls_key, "server.key");
+    cr_assert_eq(cfg.insecure_http, 1);
     cr_assert_eq(cfg.nkeys, 3);
     cr_assert_str_eq(cfg.keys[0].id, "site");
-    cr_assert_str_eq(cfg.keys[0].key, "site-key-from-env-123");
+    cr_assert(same_key(&cfg.keys[0], "site-key-from-env-123"));
+    cr_assert_eq(cfg.keys[0].source, CONFIG_KEY_ENV);
+    cr_assert_eq(cfg.keys[1].source, CONFIG_KEY_PLAIN);
     cr_assert_eq(cfg.keys[0].role, ROLE_DECIDE);
     cr_assert_eq(cfg.keys[1].role, ROLE_MARKETER);
     cr_assert_eq(cfg.keys[2].role, ROLE_ADMIN);
@@ -309,6 +335,13 @@ ParameterizedTestParameters(config, rejected)
         { "return { event_retention_days = 0 }", "event_retention_days: expected an integer" },
         { "return { request_timeout = 0 }", "request_timeout: expected an integer" },
         { "return { request_timeout = 2.5 }", "request_timeout: expected an integer" },
+        { "return { header_timeout = 0 }", "header_timeout: expected an integer from 1 to 3600" },
+        { "return { max_header_kb = 2048 }", "max_header_kb: expected an integer from 1 to 1024" },
+        { "return { tls = 'server.pem' }", "tls: expected { cert = \"FILE\", key = \"FILE\" }" },
+        { "return { tls = { cert = 'a.pem' } }", "tls: needs both cert and key" },
+        { "return { tls = { cert = 'a.pem', key = 'a.key', ca = 'x' } }", "tls: unknown field 'ca'" },
+        { "return { tls = { cert = 5, key = 'a.key' } }", "tls.cert: expected a string" },
+        { "return { insecure_http = 'yes' }", "insecure_http: expected true or false" },
         { "return { listen = 8080 }", "listen: expected \"HOST:PORT\"" },
         { "return { listen = 'localhost' }", "listen: expected \"HOST:PORT\"" },
         { "return { listen = ':8080' }", "listen: expected \"HOST:PORT\"" },
@@ -385,6 +418,19 @@ ParameterizedTestParameters(config, api_keys_rejected)
           "api_keys[2]: key: same key as another entry" },
         { "return { api_keys = { { id = 's', key_env = 'PROMOD_TEST_NOT_SET_ANYWHERE', role = 'decide' } } }",
           "api_keys[1]: key_env: environment variable PROMOD_TEST_NOT_SET_ANYWHERE is not set" },
+        { "return { api_keys = { { id = 's', sha256 = 'abcd', role = 'decide' } } }",
+          "api_keys[1]: sha256: expected 64 hexadecimal digits" },
+        { "return { api_keys = { { id = 's', sha256 = string.rep('g', 64), role = 'decide' } } }",
+          "api_keys[1]: sha256: expected 64 hexadecimal digits" },
+        { "return { api_keys = { { id = 's', sha256 = 42, role = 'decide' } } }",
+          "api_keys[1]: sha256: expected a string" },
+        { "return { api_keys = { { id = 's', sha256 = string.rep('a', 64), key = 'abcdefgh12',"
+          " role = 'decide' } } }",
+          "api_keys[1]: give one of sha256, key or key_env" },
+        { "return { api_keys = { { id = 'a b', key = 'abcdefgh12', role = 'decide' } } }",
+          "api_keys[1]: id: no spaces" },
+        { "return { api_keys = { { id = '', key = 'abcdefgh12', role = 'decide' } } }",
+          "api_keys[1]: id: expected 1 to 64 characters" },
     };
     return cr_make_param_array(struct bad, cases, sizeof cases / sizeof cases[0]);
 }
@@ -411,10 +457,46 @@ Test(config, api_key_env_set_empty_and_overriding)
     load_ok("return { api_keys = { { id = 's', key = 'in-the-file-123', key_env = 'PROMOD_TEST_GOOD_KEY',\n"
             "                        role = 'admin' } } }");
     cr_assert_eq(cfg.nkeys, 1);
-    cr_assert_str_eq(cfg.keys[0].key, "from-the-environment", "key_env wins over key");
+    cr_assert(same_key(&cfg.keys[0], "from-the-environment"), "key_env wins over key");
     unsetenv("PROMOD_TEST_EMPTY_KEY");
     unsetenv("PROMOD_TEST_SHORT_KEY");
     unsetenv("PROMOD_TEST_GOOD_KEY");
+}
+
+/* A key given only by its digest (what `promod key` prints) authenticates
+ * its secret; the digest of a plain key in another entry counts as the same
+ * key. */
+Test(config, sha256_keys)
+{
+    char hex[65], src[512];
+    config_key_hash_hex("rotated-site-key-2", 18, hex);
+    snprintf(src, sizeof src,
+             "return { api_keys = {\n"
+             "  { id = 'site-1', key = 'rotated-site-key-1', role = 'decide' },\n"
+             "  { id = 'site-2', sha256 = '%s', role = 'decide' },\n"
+             "  { id = 'ops', sha256 = '%s', role = 'admin' } } }",
+             hex, "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08");
+    load_ok(src);
+    cr_assert_eq(cfg.nkeys, 3);
+    cr_assert_eq(cfg.keys[1].source, CONFIG_KEY_SHA256);
+    const struct config_key *k = config_find_key(&cfg, "rotated-site-key-2");
+    cr_assert(k && !strcmp(k->id, "site-2"), "the hashed key authenticates");
+    k = config_find_key(&cfg, "rotated-site-key-1");
+    cr_assert(k && !strcmp(k->id, "site-1"), "the plain one too: two keys for one role");
+    /* sha256("test"), given in upper case */
+    k = config_find_key(&cfg, "test");
+    cr_assert(k && k->role == ROLE_ADMIN);
+    cr_assert_null(config_find_key(&cfg, hex), "the digest itself is not a key");
+    config_key_hash_hex("abc", 3, hex); /* FIPS 180-2's test vector */
+    cr_assert_str_eq(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+
+    config_free(&cfg);
+    config_defaults(&cfg);
+    config_key_hash_hex("abcdefgh12", 10, hex);
+    snprintf(src, sizeof src,
+             "return { api_keys = { { id = 'a', key = 'abcdefgh12', role = 'decide' },\n"
+             "                      { id = 'b', sha256 = '%s', role = 'admin' } } }", hex);
+    load_fails(src, "api_keys[2]: key: same key as another entry");
 }
 
 Test(config, find_key)
@@ -459,6 +541,25 @@ Test(config, runtime_error_gives_file_and_line)
     config_free(&cfg);
     config_defaults(&cfg);
     load_fails("local a = 1\nerror('operator says no')\n", ":2: operator says no");
+}
+
+/* A config that never ends, or eats memory, is an error naming the file
+ * (not a server hanging at start). */
+Test(config, runaway_config_stopped)
+{
+    load_fails("while true do end\nreturn {}\n", "runs too long");
+    config_free(&cfg);
+    config_defaults(&cfg);
+    load_fails("local t = {}\nfor i = 1, 1e12 do t[i] = string.rep('x', 1000) .. i end\nreturn {}\n",
+               "not enough memory");
+    config_free(&cfg);
+    config_defaults(&cfg);
+    load_fails("error({})\n", ": error");
+    config_free(&cfg);
+    config_defaults(&cfg);
+    /* loops of a sane size are fine */
+    load_ok("local n = 0\nfor i = 1, 100000 do n = n + i end\nreturn { threads = n % 7 }\n");
+    cr_assert_eq(cfg.threads, (int)((100000L * 100001L / 2) % 7));
 }
 
 Test(config, syntax_error_gives_file_and_line)

@@ -46,7 +46,7 @@ static char *render_json(const char *content, const char *profile, int *rc)
     lua_pop(L, 1);
     cr_assert_eq(lua_gettop(L), p_idx, "compile is stack-neutral");
     struct buf out = BUF_INIT;
-    struct content_scratch tmp = { BUF_INIT, BUF_INIT, NULL };
+    struct content_scratch tmp = { BUF_INIT, BUF_INIT, NULL, NULL, NULL };
     buf_add(&out, "<", 1); /* rendering appends; an error restores this */
     *rc = content_render(p, L, p_idx, &tmp, &out);
     cr_assert_eq(lua_gettop(L), p_idx, "render is stack-neutral");
@@ -117,7 +117,7 @@ Test(content, one_program_renders_each_profile, .init = setup, .fini = teardown)
     lua_pop(L, 1);
     const char *names[] = { "{ first_name = 'Ann' }", "{ first_name = 'Bob' }", "{}" };
     const char *want[] = { "Hello Ann", "Hello Bob", "Hello friend" };
-    struct content_scratch tmp = { BUF_INIT, BUF_INIT, NULL };
+    struct content_scratch tmp = { BUF_INIT, BUF_INIT, NULL, NULL, NULL };
     for (int i = 0; i < 3; i++) {
         push_eval(names[i]);
         struct buf out = BUF_INIT;
@@ -153,7 +153,7 @@ Test(content, msgpack_decodes_to_the_json_rendering, .init = setup, .fini = tear
         struct content_prog *p = content_compile(L, -1, 1);
         lua_pop(L, 1);
         struct buf out = BUF_INIT;
-    struct content_scratch tmp = { BUF_INIT, BUF_INIT, NULL };
+    struct content_scratch tmp = { BUF_INIT, BUF_INIT, NULL, NULL, NULL };
         cr_assert_eq(content_render(p, L, p_idx, &tmp, &out), 0);
         int err = 0;
         json_t *fromm = codec_msgpack_to_json(out.p, out.len, &err);
@@ -207,11 +207,98 @@ Test(content, templates_are_copied_at_compile_time, .init = setup, .fini = teard
     lua_gc(L, LUA_GCCOLLECT, 0);
     push_eval("{ n = 'Ann' }");
     struct buf out = BUF_INIT;
-    struct content_scratch tmp = { BUF_INIT, BUF_INIT, NULL };
+    struct content_scratch tmp = { BUF_INIT, BUF_INIT, NULL, NULL, NULL };
     cr_assert_eq(content_render(p, L, lua_gettop(L), &tmp, &out), 0);
     cr_expect_str_eq(out.p, "{\"t\":\"Hi Ann !!!\"}");
     buf_free(&out);
     buf_free(&tmp.text);
     buf_free(&tmp.val);
     content_free(p);
+}
+
+/* ---- localized content (campaign `locales`) ------------------------------------ */
+
+/* The content expression resolved for locale li of `locales`, compiled and
+ * rendered as JSON for profile `prof`, with format filters written in
+ * `fmt_locale`. */
+static char *render_localized(const char *content, int li, const char *prof, const char *fmt_locale)
+{
+    char *locales[] = { "en", "fr", "fr-CA", "de" };
+    int top = lua_gettop(L);
+    push_eval(prof);
+    int p_idx = lua_gettop(L);
+    push_eval(content);
+    content_push_localized(L, -1, locales, 4, li);
+    cr_assert_eq(lua_gettop(L), p_idx + 2, "one value pushed");
+    struct content_prog *p = content_compile(L, -1, 0);
+    cr_assert_not_null(p);
+    lua_settop(L, p_idx);
+    struct buf out = BUF_INIT;
+    struct content_scratch cs = { BUF_INIT, BUF_INIT, NULL, fmt_locale, NULL };
+    cr_assert_eq(content_render(p, L, p_idx, &cs, &out), 0);
+    cr_expect_eq(content_uses_format(p), strstr(content, "|currency") != NULL);
+    lua_settop(L, top);
+    content_free(p);
+    buf_free(&cs.text);
+    buf_free(&cs.val);
+    return buf_steal(&out);
+}
+
+Test(content, localized_values_follow_the_chain, .init = setup, .fini = teardown)
+{
+    /* per field: fr-CA has no entry of its own → fr; de has none → en (the default) */
+    const char *per_field = "{ h = { en = 'Hi {{n}}', fr = 'Salut {{n}}' }, cta = 'Go', "
+                            "nested = { x = { EN = 'one', Fr = 'un' } } }";
+    const char *want[] = { "{\"h\":\"Hi Ann\",\"cta\":\"Go\",\"nested\":{\"x\":\"one\"}}",
+                           "{\"h\":\"Salut Ann\",\"cta\":\"Go\",\"nested\":{\"x\":\"un\"}}",
+                           "{\"h\":\"Salut Ann\",\"cta\":\"Go\",\"nested\":{\"x\":\"un\"}}",
+                           "{\"h\":\"Hi Ann\",\"cta\":\"Go\",\"nested\":{\"x\":\"one\"}}" };
+    for (int li = 0; li < 4; li++) {
+        char *got = render_localized(per_field, li, "{ n = 'Ann' }", NULL);
+        json_error_t je;
+        json_t *g = json_loads(got, 0, &je), *w = json_loads(want[li], 0, &je);
+        cr_expect(json_equal(g, w), "locale %d: %s", li, got);
+        json_decref(g);
+        json_decref(w);
+        free(got);
+    }
+    /* a whole content per locale, with a field inside it localized again */
+    const char *whole = "{ en = { h = 'Hi', p = '{{price|currency:EUR}}' }, "
+                        "['fr-CA'] = { h = { fr = 'Allo', en = 'Hey' }, p = '{{price|currency:CAD}}' } }";
+    const char *want2[][2] = { { "fr-CA", "{\"h\":\"Allo\",\"p\":\"9,50\xc2\xa0$\"}" },
+                               /* fr: no fr, no parent → en */
+                               { "fr", "{\"h\":\"Hi\",\"p\":\"9,50\xc2\xa0\xe2\x82\xac\"}" } };
+    for (int k = 0; k < 2; k++) {
+        char *got = render_localized(whole, 2 - k, "{ price = 9.5 }", want2[k][0]);
+        json_error_t je;
+        json_t *g = json_loads(got, 0, &je), *w = json_loads(want2[k][1], 0, &je);
+        cr_expect(json_equal(g, w), "%s: %s", want2[k][0], got);
+        json_decref(g);
+        json_decref(w);
+        free(got);
+    }
+}
+
+Test(content, what_counts_as_localized, .init = setup, .fini = teardown)
+{
+    char *locales[] = { "en", "fr" };
+    const char *yes[] = { "{ en = 'a' }", "{ EN = 'a', fr = 'b' }", "{ fr = { x = 1 } }" };
+    const char *no[] = { "{}", "{ en = 'a', es = 'b' }", "{ 'en', 'fr' }", "'en'", "{ en = 'a', [1] = 'b' }" };
+    for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++) {
+        push_eval(yes[i]);
+        cr_expect_eq(content_is_localized(L, -1, locales, 2), 1, "%s", yes[i]);
+        lua_pop(L, 1);
+    }
+    for (size_t i = 0; i < sizeof no / sizeof no[0]; i++) {
+        push_eval(no[i]);
+        cr_expect_eq(content_is_localized(L, -1, locales, 2), 0, "%s", no[i]);
+        lua_pop(L, 1);
+    }
+    cr_expect_eq(lua_gettop(L), 0, "stack-neutral");
+    /* a table none of whose keys is in the chain gives nil for that locale */
+    char *only_fr[] = { "fr", "de" };
+    push_eval("{ de = 'x' }");
+    content_push_localized(L, -1, only_fr, 2, 0);
+    cr_expect(lua_isnil(L, -1));
+    lua_settop(L, 0);
 }
