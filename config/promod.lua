@@ -5,6 +5,8 @@ return {
   data_dir  = "./data",
   rules_dir = "./rules",
   plugins_dir = "./plugins",
+  -- models_dir = "./models",   -- model files (docs/models.md)
+  -- train_threads = 1,         -- XGBoost threads of a training in the server
   -- threads = 0,               -- 0 = one worker per core
   -- map_size_mb = 1024,       -- the store's initial map; it grows as data comes
   -- map_max_mb = 0,            -- 0 = grow as far as the disk allows

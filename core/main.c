@@ -3,8 +3,10 @@
  *
  *   promod serve [-c config/promod.lua] [--listen HOST:PORT] [--data DIR]
  *                [--rules DIR] [--plugins DIR] [--web DIR] [--port-file FILE]
- *   promod check [DIR|FILE ...]  (rules/ plugins/ experiments/ loyalty/ by default)
+ *   promod check [DIR|FILE ...]  (rules/ plugins/ experiments/ loyalty/ segments/ models/ by default)
  *   promod import profiles FILE.ndjson [-c CONFIG] [--data DIR] [--resume | --from-line N]
+ *   promod train MODEL [--force] [--threads N] [--now TIME] [-c CONFIG] [--data DIR]
+ *                [--models DIR]
  *   promod key [--role ROLE] [--id ID]
  */
 #include "http/api.h"
@@ -19,7 +21,11 @@
 #include "delivery/deliver.h"
 #include "service/profiles.h"
 #include "store/audit.h"
+#include "engine/models.h"
 #include "engine/rules.h"
+#include "insight/train.h"
+#include "base/reqerr.h"
+#include "base/tz.h"
 #include "engine/segments.h"
 #include "engine/loyalty_rules.h"
 #include "service/promotions.h"
@@ -43,16 +49,19 @@ static void usage(FILE *f)
             "usage:\n"
             "  promod serve [-c CONFIG] [--listen HOST:PORT] [--data DIR] [--rules DIR]\n"
             "               [--plugins DIR] [--web DIR] [--port-file FILE]\n"
-            "  promod check [DIR|FILE ...]        (default: rules/ plugins/ experiments/ loyalty/ segments/)\n"
+            "  promod check [DIR|FILE ...]        (default: rules/ plugins/ experiments/ loyalty/ segments/ models/)\n"
             "  promod import profiles FILE.ndjson [-c CONFIG] [--data DIR] [--resume | --from-line N]\n"
+            "  promod train MODEL [--force] [--threads N] [--now TIME] [-c CONFIG] [--data DIR]\n"
+            "               [--models DIR]\n"
             "  promod key [--role decide|checkout|marketer|admin] [--id ID]\n"
             "  promod version\n");
 }
 
 struct cli {
-    const char *config, *listen, *data, *rules, *plugins, *web, *port_file, *from_line;
+    const char *config, *listen, *data, *rules, *plugins, *web, *port_file, *models, *threads, *now,
+        *from_line;
     const char *role, *id;
-    int resume;
+    int force, resume;
     const char *args[64];
     int nargs;
 };
@@ -77,7 +86,16 @@ static int parse_cli(int argc, char **argv, struct cli *c)
             dst = &c->web;
         else if (!strcmp(a, "--port-file"))
             dst = &c->port_file;
-        else if (!strcmp(a, "--from-line"))
+        else if (!strcmp(a, "--models"))
+            dst = &c->models;
+        else if (!strcmp(a, "--threads"))
+            dst = &c->threads;
+        else if (!strcmp(a, "--now"))
+            dst = &c->now;
+        else if (!strcmp(a, "--force")) {
+            c->force = 1;
+            continue;
+        } else if (!strcmp(a, "--from-line"))
             dst = &c->from_line;
         else if (!strcmp(a, "--role"))
             dst = &c->role;
@@ -136,6 +154,8 @@ static int load_config(struct config *cfg, const struct cli *c)
         set(&cfg->rules_dir, c->rules);
     if (c->plugins)
         set(&cfg->plugins_dir, c->plugins);
+    if (c->models)
+        set(&cfg->models_dir, c->models);
     if (c->web)
         set(&cfg->web_dir, c->web);
     log_set_level((enum log_level)cfg->log_level);
@@ -202,6 +222,8 @@ static int cmd_serve(const struct cli *c)
         return 2;
     if (open_store(&app))
         return 1;
+    models_init(); /* promo.predict in every Lua state: before the first one is made */
+    models_start(&app);
     campaigns_start(&app); /* reloader hooks: before the first load */
     /* segments before campaigns: audiences name segments */
     if (segments_start(&app, 1))
@@ -232,6 +254,9 @@ static int cmd_serve(const struct cli *c)
         return 1;
     }
     rules_attach(&app, server_main_base(app.srv));
+    models_attach(&app, server_main_base(app.srv));
+    if (train_sched_start(&app))
+        log_error("model training unavailable", "%s", "cannot start the trainer thread");
     segments_attach(&app, server_main_base(app.srv));
     exp_admin_attach(&app, server_main_base(app.srv));
     loyalty_rules_attach(server_main_base(app.srv));
@@ -251,6 +276,7 @@ static int cmd_serve(const struct cli *c)
         }
     }
     server_run(app.srv);
+    train_sched_stop();
     sends_shutdown();
     deliver_stop();
     events_log_compactor_stop();
@@ -260,6 +286,7 @@ static int cmd_serve(const struct cli *c)
     rules_stop(&app);
     segments_stop(&app);
     server_free(app.srv);
+    models_stop(&app);
     store_close(app.store);
     config_free(&app.cfg);
     log_info("stopped", "%s", "");
@@ -462,6 +489,22 @@ out:
     return status;
 }
 
+/* A path with a "models" component, or under the config's models_dir,
+ * holds model files. */
+static int is_model_path(const struct config *cfg, const char *p)
+{
+    size_t ml = strlen(cfg->models_dir);
+    if (!strncmp(p, cfg->models_dir, ml) && (p[ml] == 0 || p[ml] == '/'))
+        return 1;
+    const char *s = p;
+    while ((s = strstr(s, "models"))) {
+        if ((s == p || s[-1] == '/') && (s[6] == 0 || s[6] == '/'))
+            return 1;
+        s += 6;
+    }
+    return 0;
+}
+
 /* Is `path` an experiment file or directory: under experiments_dir, or a
  * path with an "experiments" component? */
 static int is_experiment_path(const struct config *cfg, const char *path)
@@ -482,18 +525,20 @@ static int cmd_check(const struct cli *c)
     struct config cfg;
     if (load_config(&cfg, c))
         return 2;
-    /* segment files (under segments_dir or a "segments" directory),
-     * experiment files and loyalty files go to their own checkers, the
-     * rest (campaigns, plugins) to the rules'.  No argument: each checks
-     * its default directory (rules/ plugins/, experiments/, loyalty/,
-     * segments/) */
-    int n = c->nargs - 1, nr = 0, nl = 0, nx = 0, ns = 0;
+    /* model files, segment files (under segments_dir or a "segments"
+     * directory), experiment files and loyalty files go to their own
+     * checkers, the rest (campaigns, plugins) to the rules'.  No argument:
+     * each checks its default directory (rules/ plugins/, experiments/,
+     * loyalty/, segments/, the models_dir when it exists) */
+    int n = c->nargs - 1, nr = 0, nl = 0, nx = 0, nm = 0, ns = 0;
     const char **rp = calloc((size_t)n + 1, sizeof *rp), **lp = calloc((size_t)n + 1, sizeof *lp),
-               **xp = calloc((size_t)n + 1, sizeof *xp), **sp = calloc((size_t)n + 1, sizeof *sp);
-    if (!rp || !lp || !xp || !sp) {
+               **xp = calloc((size_t)n + 1, sizeof *xp), **mp = calloc((size_t)n + 1, sizeof *mp),
+               **sp = calloc((size_t)n + 1, sizeof *sp);
+    if (!rp || !lp || !xp || !mp || !sp) {
         free(rp);
         free(lp);
         free(xp);
+        free(mp);
         free(sp);
         config_free(&cfg);
         fprintf(stderr, "promod check: out of memory\n");
@@ -501,7 +546,9 @@ static int cmd_check(const struct cli *c)
     }
     for (int i = 0; i < n; i++) {
         const char *a = c->args[1 + i];
-        if (segments_is_segments_path(&cfg, a))
+        if (is_model_path(&cfg, a))
+            mp[nm++] = a;
+        else if (segments_is_segments_path(&cfg, a))
             sp[ns++] = a;
         else if (loyalty_rules_is_loyalty_path(&cfg, a))
             lp[nl++] = a;
@@ -519,12 +566,94 @@ static int cmd_check(const struct cli *c)
     int rc = n && !nr ? 0 : rules_check_cli(&cfg, rp, nr);
     int lbad = n && !nl ? 0 : loyalty_rules_check_cli(&cfg, lp, nl);
     int xbad = n && !nx ? 0 : exp_admin_check_cli(&cfg, xp, nx);
+    if (!n && access(cfg.models_dir, F_OK) == 0)
+        mp[nm++] = cfg.models_dir;
+    int mbad = 0;
+    if (nm) {
+        int nfiles = 0;
+        mbad = models_check_paths(mp, nm, &nfiles);
+        fprintf(stderr, "promod check: %d model files, %d problems\n", nfiles, mbad);
+    }
     free(rp);
     free(lp);
     free(xp);
+    free(mp);
     free(sp);
     config_free(&cfg);
-    return rc ? rc : (lbad || xbad || seg_problems) ? 1 : 0;
+    return rc ? rc : (lbad || xbad || mbad || seg_problems) ? 1 : 0;
+}
+
+/* promod train MODEL: one training in this process, on the data directory
+ * (the server may be running: its registry picks the new version up
+ * within a second). */
+static int cmd_train(const struct cli *c)
+{
+    if (c->nargs != 2) {
+        usage(stderr);
+        return 2;
+    }
+    static struct app app;
+    g_app = &app;
+    if (load_config(&app.cfg, c))
+        return 2;
+    int threads = 0;
+    if (c->threads && ((threads = atoi(c->threads)) < 1 || threads > 64)) {
+        fprintf(stderr, "promod: --threads: expected 1 to 64\n");
+        config_free(&app.cfg);
+        return 2;
+    }
+    if (c->now) {
+        /* train as of another time (the examples are those whose outcome
+         * window had closed then): unix seconds or ISO-8601 */
+        int64_t t;
+        char *end;
+        long long n = strtoll(c->now, &end, 10);
+        if (*end == 0 && end != c->now)
+            t = n;
+        else if (tz_parse_iso8601(c->now, &t)) {
+            fprintf(stderr, "promod: --now: expected unix seconds or ISO-8601\n");
+            config_free(&app.cfg);
+            return 2;
+        }
+        clock_set_offset(t - (int64_t)time(NULL));
+    }
+    if (open_store(&app)) {
+        config_free(&app.cfg);
+        return 1;
+    }
+    models_start(&app);
+    struct train_opts o = { .force = c->force, .actor = "cli", .trigger = "cli", .threads = threads };
+    json_t *res = NULL;
+    struct reqerr e = { 0 };
+    int rc = train_model(&app, c->args[1], &o, &res, &e);
+    if (rc) {
+        fprintf(stderr, "promod train: %s: %s\n", c->args[1], e.message);
+        if (e.extra) {
+            char *x = json_dumps(e.extra, JSON_COMPACT);
+            if (x)
+                fprintf(stderr, "promod train: %s\n", x);
+            free(x);
+        }
+        reqerr_clear(&e);
+    } else {
+        json_t *summary = json_pack("{s:O,s:O,s:O,s:O,s:O,s:O,s:O}", "model", json_object_get(res, "model"),
+                                    "version", json_object_get(res, "version"),
+                                    "status", json_object_get(res, "status"),
+                                    "rows", json_object_get(res, "rows"),
+                                    "validation", json_object_get(json_object_get(res, "metrics"), "validation"),
+                                    "decision", json_object_get(res, "decision"),
+                                    "duration_ms", json_object_get(res, "duration_ms"));
+        char *txt = json_dumps(summary ? summary : res, JSON_INDENT(2));
+        if (txt)
+            printf("%s\n", txt);
+        free(txt);
+        json_decref(summary);
+    }
+    json_decref(res);
+    models_stop(&app);
+    store_close(app.store);
+    config_free(&app.cfg);
+    return rc ? 1 : 0;
 }
 
 static int random_bytes(unsigned char *p, size_t n)
@@ -611,6 +740,8 @@ int main(int argc, char **argv)
         return cmd_import(&c);
     if (!strcmp(cmd, "check"))
         return cmd_check(&c);
+    if (!strcmp(cmd, "train"))
+        return cmd_train(&c);
     if (!strcmp(cmd, "key"))
         return cmd_key(&c);
     if (!strcmp(cmd, "version")) {

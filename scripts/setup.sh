@@ -9,6 +9,7 @@ PKGS=(
   build-essential cmake pkg-config
   libluajit-5.1-dev libevent-dev libmsgpack-dev liblmdb-dev libjansson-dev
   libcriterion-dev libssl-dev libpcre2-dev
+  libxgboost-dev liblinear-dev python3-sklearn
   libicu-dev # locale formatting of numbers, money and dates in templates (core/base/i18n.c)
   tzdata wrk lmdb-utils python3 curl openssl
   clang libclang-rt-14-dev

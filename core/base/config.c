@@ -80,6 +80,8 @@ void config_defaults(struct config *c)
     c->data_dir = xstrdup("./data");
     c->rules_dir = xstrdup("./rules");
     c->plugins_dir = xstrdup("./plugins");
+    c->models_dir = xstrdup("./models");
+    c->train_threads = 1;
     c->segments_dir = xstrdup("./segments");
     c->segments_sweep_s = 600;
     c->web_dir = xstrdup("./web");
@@ -119,6 +121,7 @@ void config_free(struct config *c)
     free(c->data_dir);
     free(c->rules_dir);
     free(c->plugins_dir);
+    free(c->models_dir);
     free(c->segments_dir);
     free(c->experiments_dir);
     free(c->web_dir);
@@ -532,6 +535,11 @@ static int apply(lua_State *L, struct cerr *e, struct config *c)
             rc = get_str(L, e, k, &c->rules_dir);
         } else if (!strcmp(k, "plugins_dir")) {
             rc = get_str(L, e, k, &c->plugins_dir);
+        } else if (!strcmp(k, "models_dir")) {
+            rc = get_str(L, e, k, &c->models_dir);
+        } else if (!strcmp(k, "train_threads")) {
+            if (!(rc = get_int(L, e, k, 1, 64, &v)))
+                c->train_threads = (int)v;
         } else if (!strcmp(k, "segments_dir")) {
             rc = get_str(L, e, k, &c->segments_dir);
         } else if (!strcmp(k, "segments_sweep_interval")) {

@@ -53,6 +53,8 @@ struct config {
     char *data_dir;           /**< "./data" */
     char *rules_dir;          /**< "./rules" */
     char *plugins_dir;        /**< "./plugins" */
+    char *models_dir;         /**< "./models" (model files, docs/models.md) */
+    int train_threads;        /**< XGBoost threads of a training in the server (1) */
     char *segments_dir;       /**< "./segments" */
     int segments_sweep_s;     /**< re-evaluation of time-based segments, seconds (600) */
     char *experiments_dir;    /**< experiment files; NULL = "experiments" beside rules_dir

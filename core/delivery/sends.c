@@ -14,6 +14,7 @@
  * on resume from the same cursor).
  */
 #include "delivery/sends.h"
+#include "delivery/sends_internal.h"
 #include "engine/audience.h"
 #include "engine/segments.h"
 #include "base/id.h"
@@ -22,6 +23,7 @@
 #include "base/clock.h"
 #include "codec/codec.h"
 #include "engine/decide.h"
+#include "engine/models.h"
 #include "engine/hooks.h"
 #include "base/err.h"
 #include "base/log.h"
@@ -33,6 +35,7 @@
 #include <event2/event.h>
 #include <lauxlib.h>
 #include <lua.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -352,7 +355,7 @@ json_t *sends_status(const char *campaign_id, int *rc)
     static const char *copy[] = { "state", "mode", "channels", "evaluated", "queued", "skipped",
                                   "not_eligible_reasons",
                                   "started_at", "finished_at", "paused_at", "resumed_at",
-                                  "stopped_at", "actor", "last_actor", "last_error" };
+                                  "stopped_at", "actor", "last_actor", "last_error", "audience" };
     for (size_t i = 0; i < sizeof copy / sizeof copy[0]; i++) {
         json_t *v = json_object_get(rec, copy[i]);
         if (v)
@@ -386,250 +389,6 @@ int sends_count_txn(struct store_txn *wt, const char *campaign_id, const char *w
     return rc;
 }
 
-/* --- one customer -------------------------------------------------------- */
-
-/* Push p: the stored profile, its id and its stats; then what hooks are
- * given for it (luavm_push_readonly: read-only for every hook), whose index
- * goes to *ro.  Returns p's own stack index (for C readers), or 0 (nothing
- * pushed) when the profile does not decode to a table. */
-static int push_profile(lua_State *L, struct audience_cust *ac, const char *cust, const void *pv,
-                        size_t pl, const void *sv, size_t sl, int *ro)
-{
-    int top = lua_gettop(L);
-    if (luavm_push_msgpack(L, pv, pl) || !lua_istable(L, -1)) {
-        lua_settop(L, top);
-        return 0;
-    }
-    int p_idx = lua_gettop(L);
-    lua_pushstring(L, cust);
-    lua_setfield(L, p_idx, "id");
-    if (sv && luavm_push_msgpack(L, sv, sl) == 0)
-        lua_setfield(L, p_idx, "stats");
-    lua_settop(L, p_idx);
-    audience_push_segments(ac, L, p_idx); /* p.segments, before p is registered read-only */
-    *ro = luavm_push_readonly(L, p_idx, "profile");
-    return p_idx;
-}
-
-/* Push a send's ctx: { channel, now, campaign_id, send = true }, then
- * what hooks are given for it (luavm_push_readonly).  Returns the index of
- * what hooks get. */
-static int push_ctx(lua_State *L, const struct rules_channel *ch, const struct rules_campaign *c,
-                    int64_t now)
-{
-    lua_createtable(L, 0, 4);
-    int ctx_idx = lua_gettop(L);
-    lua_pushstring(L, ch->name);
-    lua_setfield(L, ctx_idx, "channel");
-    lua_pushnumber(L, (lua_Number)now);
-    lua_setfield(L, ctx_idx, "now");
-    lua_pushstring(L, c->id);
-    lua_setfield(L, ctx_idx, "campaign_id");
-    lua_pushboolean(L, 1);
-    lua_setfield(L, ctx_idx, "send");
-    return luavm_push_readonly(L, ctx_idx, "ctx"); /* C reads nothing of ctx */
-}
-
-/* The campaign's eligible hook through the hook layer, as decide runs it:
- * 0 when eligible, else 1 with *why "not_eligible" (it->reason: the
- * rule's reason, if it gave one) or "hook_error" (it->error). */
-static int send_eligible(struct rules_worker *rw, const struct rules_campaign *c, int fn,
-                         int p_idx, int ctx_idx, struct sends_item *it, const char **why)
-{
-    if (fn == LUA_NOREF)
-        return 0;
-    lua_State *L = luavm_state(rw->vm);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, fn);
-    lua_pushvalue(L, p_idx);
-    lua_pushvalue(L, ctx_idx);
-    struct hooks_res res;
-    enum hooks_verdict v = hooks_call(rw->vm, L, HOOKS_ELIGIBLE, fn, c->id, &res);
-    if (v == HOOKS_PASS) {
-        lua_pop(L, 2);
-        return 0;
-    }
-    if (v == HOOKS_FAILED) {
-        hooks_text(it->error, sizeof it->error, HOOKS_ELIGIBLE, res.msg);
-        *why = "hook_error";
-        return 1;
-    }
-    const char *reason = hooks_reason(L);
-    size_t n = reason ? strlen(reason) : 0;
-    if (n >= sizeof it->reason) { /* cut before a UTF-8 character, never inside one */
-        n = sizeof it->reason - 1;
-        while (n && ((unsigned char)reason[n] & 0xC0) == 0x80)
-            n--;
-    }
-    if (n)
-        memcpy(it->reason, reason, n);
-    it->reason[n] = 0;
-    lua_pop(L, 2);
-    *why = "not_eligible";
-    return 1;
-}
-
-int sends_eval(struct rules_worker *rw, const struct rules_gen *g, int camp, int chan,
-               struct store_txn *t, const char *cust, const void *pv, size_t pl, const void *sv,
-               size_t sl, int64_t now, struct sends_item *it, const char **why)
-{
-    memset(it, 0, sizeof *it);
-    const struct rules_campaign *c = &g->camps[camp];
-    const struct rules_channel *ch = &g->chans[chan];
-    int ref = rw->refs[camp];
-    lua_State *L = luavm_state(rw->vm);
-    int top = lua_gettop(L);
-    if (!pv) {
-        *why = "no_profile";
-        return 1;
-    }
-    if (c->sched.ends && now > c->sched.ends) {
-        *why = "outside_schedule";
-        return 1;
-    }
-    if (ref == LUA_NOREF || ref == LUA_REFNIL) {
-        snprintf(it->error, sizeof it->error, "campaign not loaded in the builder");
-        *why = "hook_error";
-        return 1;
-    }
-    /* the audience, in C, before any Lua */
-    struct audience_cust ac;
-    char aud_why[200];
-    audience_begin(&ac, t, cust, pv, pl, sv, sl, now);
-    if (!audience_campaign(&ac, g, chan, camp, aud_why, sizeof aud_why)) {
-        audience_end(&ac);
-        *why = "audience";
-        return 1;
-    }
-    int p_ro;
-    int p_idx = push_profile(L, &ac, cust, pv, pl, sv, sl, &p_ro);
-    if (!p_idx) {
-        audience_end(&ac);
-        *why = "no_profile";
-        return 1;
-    }
-    audience_end(&ac);
-    int ctx_ro = push_ctx(L, ch, c, now);
-
-    *why = NULL;
-    if (decide_consent_block(L, p_idx, ch)) {
-        *why = "consent";
-        goto out;
-    }
-    if (send_eligible(rw, c, rules_worker_hooks(rw, camp)[HOOKS_ELIGIBLE], p_ro, ctx_ro, it, why))
-        goto out;
-    json_t *content = NULL;
-    int variant = 0;
-    if (decide_content(rw, c, ref, cust, p_ro, ctx_ro, &variant, &content)) {
-        snprintf(it->error, sizeof it->error, "content: variant could not be chosen or rendered");
-        *why = "hook_error";
-        goto out;
-    }
-    it->variant = variant;
-    json_t *msg = NULL;
-    int render = rules_worker_chan_hooks(rw, chan)[HOOKS_RENDER];
-    if (render != LUA_NOREF) {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, render);
-        lua_createtable(L, 0, 4);
-        lua_pushstring(L, c->id);
-        lua_setfield(L, -2, "campaign_id");
-        lua_pushstring(L, c->variants[variant].id);
-        lua_setfield(L, -2, "variant");
-        lua_pushstring(L, ch->name);
-        lua_setfield(L, -2, "channel");
-        if (luavm_push_json(L, content) == 0)
-            lua_setfield(L, -2, "content");
-        lua_pushvalue(L, p_ro);
-        lua_pushvalue(L, ctx_ro);
-        struct hooks_res res;
-        enum hooks_verdict v = hooks_call(rw->vm, L, HOOKS_RENDER, render, c->id, &res);
-        if (v == HOOKS_FAILED) {
-            hooks_text(it->error, sizeof it->error, HOOKS_RENDER, res.msg);
-            *why = "render_error";
-        } else if (v == HOOKS_DENY) {
-            const char *reason = hooks_reason(L);
-            if (reason)
-                snprintf(it->error, sizeof it->error, "render declined: %s", reason);
-            *why = "render_declined";
-        } else {
-            int jerr;
-            msg = luavm_to_json(L, -2, &jerr);
-            if (!msg || !json_is_object(msg)) {
-                json_decref(msg);
-                msg = NULL;
-                hooks_refuse(HOOKS_RENDER, c->id, &res,
-                             "must return a table of fields (got one JSON cannot carry)");
-                hooks_text(it->error, sizeof it->error, HOOKS_RENDER, res.msg);
-                *why = "render_error";
-            }
-        }
-        json_decref(content);
-        if (*why)
-            goto out;
-    } else {
-        msg = json_is_object(content) ? content : NULL;
-        if (!msg) {
-            json_decref(content);
-            *why = "render_error";
-            goto out;
-        }
-    }
-    it->msg = msg;
-    lua_getfield(L, p_idx, "tz");
-    if (lua_type(L, -1) == LUA_TSTRING)
-        snprintf(it->tz, sizeof it->tz, "%s", lua_tostring(L, -1));
-out:
-    lua_settop(L, top);
-    return *why ? 1 : 0;
-}
-
-int sends_put(struct store_txn *wt, const struct rules_gen *g, int camp, int chan,
-              const char *cust, struct sends_item *it, const char *key, int64_t now,
-              const char **why)
-{
-    const struct rules_campaign *c = &g->camps[camp];
-    const struct rules_channel *ch = &g->chans[chan];
-    *why = NULL;
-    int rc = outbox_has_key(wt, key);
-    if (rc == 1) {
-        *why = "duplicate";
-        goto done;
-    }
-    if (rc < 0)
-        goto done;
-    long gcap = g_app->cfg.global_daily_cap;
-    if (throttle_needed(c, ch, gcap)) {
-        const char *w = NULL;
-        rc = throttle_reserve(wt, cust, c, ch, now, gcap, &w);
-        if (rc == ERR_CAPPED) {
-            rc = 0;
-            *why = "capped";
-            goto done;
-        }
-        if (rc)
-            goto done;
-    }
-    /* not before the schedule starts, and not in the customer's quiet hours */
-    int64_t at = c->sched.starts > now ? c->sched.starts : now;
-    int64_t qend = throttle_quiet_end(ch, it->tz, at);
-    if (qend)
-        at = qend;
-    struct outbox_msg m = { .key = key, .campaign = c->id, .customer = cust, .channel = ch->name,
-                            .variant = c->variants[it->variant].id, .tz = it->tz, .msg = it->msg,
-                            .due_ms = at > now ? at * 1000 : 0 };
-    rc = outbox_enqueue_txn(wt, &m, NULL);
-    if (rc == OUTBOX_DUPLICATE) {
-        rc = 0;
-        *why = "duplicate";
-    } else if (rc == ERR_TOOBIG || rc == ERR_INVAL) {
-        rc = 0;
-        *why = "render_error";
-    }
-done:
-    json_decref(it->msg);
-    it->msg = NULL;
-    return rc;
-}
-
 /* --- the builder thread --------------------------------------------------- */
 
 struct item {
@@ -652,6 +411,8 @@ struct batch {
     json_t *reasons;         /* eligible's own reasons → n */
     char last_error[200];
     struct store_txn *t;
+    double cutoff;           /* audience.top: the N-th best score (NAN: no ranking) */
+    long tie_left;           /* customers at exactly the cutoff still to admit */
 };
 
 /* Count one of eligible's reasons in `reasons` (reason text → n): at most
@@ -671,15 +432,30 @@ static void count_reason(json_t *reasons, const char *reason, long n)
     json_object_set_new(reasons, k, json_integer(json_integer_value(v) + n));
 }
 
-/* One customer of the batch on each of the send's channels. */
+/* One customer of the batch on each of the send's channels.  With an
+ * audience.top cut (b->cutoff), a customer tied at the cut counts once,
+ * while places remain, so the send reaches exactly N. */
 static void eval_customer(struct batch *b, const char *cust, size_t klen, const void *val,
                           size_t vlen, const void *sv, size_t sl)
 {
+    int tie_taken = 0;
     for (int i = 0; i < b->nch; i++) {
         struct item *x = &b->items[b->nitems];
         const char *why;
-        if (sends_eval(b->rw, b->g, b->camp, b->chans[i], b->t, cust, val, vlen, sv, sl, b->now, &x->it,
-                       &why) == 0) {
+        int rc = sends_eval_cut(b->rw, b->g, b->camp, b->chans[i], b->t, cust, val, vlen, sv, sl, b->now,
+                           b->cutoff, 0, &x->it, &why);
+        if (rc == 0 && !isnan(b->cutoff) && x->it.score == b->cutoff && !tie_taken) {
+            if (b->tie_left > 0) {
+                b->tie_left--;
+                tie_taken = 1;
+            } else {
+                json_decref(x->it.msg);
+                x->it.msg = NULL;
+                rc = 1;
+                why = "below_audience_score";
+            }
+        }
+        if (rc == 0) {
             memcpy(x->cust, cust, klen + 1);
             x->chan = b->chans[i];
             b->nitems++;
@@ -758,6 +534,168 @@ static struct segments_audience *send_audience(struct store_txn *t, const json_t
     return a;
 }
 
+/* audience.top: rank every eligible customer by the model's score (the
+ * first outbound channel's consent) and keep the N best in a min-heap.
+ * The result goes into the send record once, so a send resumed after a
+ * restart keeps its cut: {"model", "top", "ranked", "cutoff" (null: fewer
+ * than N eligible, no cut), "tie_left"}. */
+struct rank {
+    struct rules_worker *rw;
+    const struct rules_gen *g;
+    int camp, chan;
+    int64_t now;
+    double *heap;
+    long n, cap, ranked;
+    char last[132];
+    long inchunk;
+    struct store_txn *t;
+};
+
+static void heap_push(struct rank *r, double v)
+{
+    double *h = r->heap;
+    if (r->n < r->cap) {
+        long i = r->n++;
+        h[i] = v;
+        while (i > 0 && h[(i - 1) / 2] > h[i]) {
+            double x = h[i];
+            h[i] = h[(i - 1) / 2];
+            h[(i - 1) / 2] = x;
+            i = (i - 1) / 2;
+        }
+        return;
+    }
+    if (v <= h[0])
+        return;
+    h[0] = v;
+    for (long i = 0;;) {
+        long l = 2 * i + 1, m = i;
+        if (l < r->n && h[l] < h[m])
+            m = l;
+        if (l + 1 < r->n && h[l + 1] < h[m])
+            m = l + 1;
+        if (m == i)
+            break;
+        double x = h[i];
+        h[i] = h[m];
+        h[m] = x;
+        i = m;
+    }
+}
+
+static void rank_one(struct rank *r, const char *cust, const void *val, size_t vlen,
+                     const void *sv, size_t sl)
+{
+    struct sends_item it;
+    const char *why;
+    if (sends_eval_cut(r->rw, r->g, r->camp, r->chan, r->t, cust, val, vlen, sv, sl, r->now,
+                  -INFINITY, 1, &it, &why) == 0) {
+        r->ranked++;
+        heap_push(r, it.score);
+    }
+}
+
+static int rank_cb(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    struct rank *r = ud;
+    if (klen == 0 || klen >= sizeof r->last)
+        return 0;
+    if (r->inchunk == 0 && r->last[0] && strlen(r->last) == klen && !memcmp(r->last, key, klen))
+        return 0;
+    if (r->inchunk >= BATCH * 10)
+        return 1;
+    r->inchunk++;
+    memcpy(r->last, key, klen);
+    r->last[klen] = 0;
+    const void *sv = NULL;
+    size_t sl = 0;
+    if (store_get(r->t, STORE_PSTATS, key, klen, &sv, &sl))
+        sv = NULL;
+    rank_one(r, r->last, val, vlen, sv, sl);
+    return 0;
+}
+
+/* A member found through the segment index (the index advances r->last). */
+static int rank_member_cb(void *ud, const char *cust, size_t clen, const char *prof, size_t plen,
+                          const char *stats, size_t slen)
+{
+    struct rank *r = ud;
+    if (clen >= sizeof r->last)
+        return 0;
+    char id[132];
+    memcpy(id, cust, clen);
+    id[clen] = 0;
+    rank_one(r, id, prof, plen, stats, slen);
+    return 0;
+}
+
+/* Rank the customers the send will walk: those of its segment audience
+ * (send_audience: a saved audience or the campaign's segments) through the
+ * index, else every profile; eval_impl applies the rest of the campaign's
+ * audience filter (exclude, conditions) before the model scores. */
+static json_t *rank_audience(struct rules_worker *rw, const struct rules_gen *g, int ci, int chan,
+                             const char *id, int *rc)
+{
+    const struct rules_campaign *c = &g->camps[ci];
+    struct rank r = { .rw = rw, .g = g, .camp = ci, .chan = chan, .now = clock_now(),
+                      .cap = c->audience_top };
+    r.heap = malloc(sizeof *r.heap * (size_t)r.cap);
+    if (!r.heap) {
+        *rc = ERR_NOMEM;
+        return NULL;
+    }
+    *rc = 0;
+    int more;
+    do {
+        pthread_mutex_lock(&S.mu);
+        int stop = S.stop;
+        pthread_mutex_unlock(&S.mu);
+        if (stop) {
+            *rc = ERR_BUSY;
+            break;
+        }
+        r.inchunk = 0;
+        if ((*rc = store_rtxn_begin(S.app->store, &r.t)))
+            break;
+        int gone = 0, lrc = 0;
+        json_t *rec = rec_load(r.t, id, &lrc);
+        struct segments_audience *sa = rec ? send_audience(r.t, rec, c, &gone) : NULL;
+        json_decref(rec);
+        if (gone) {
+            more = 0; /* the send's saved audience is gone: nobody to rank */
+        } else if (sa) {
+            long visited = segments_audience_next(r.t, sa, r.last, BATCH * 10, rank_member_cb, &r);
+            *rc = visited < 0 ? (int)visited : 0;
+            more = visited >= BATCH * 10;
+        } else {
+            size_t ll = strlen(r.last);
+            *rc = store_scan(r.t, STORE_PROFILES, NULL, 0, ll ? r.last : NULL, ll, rank_cb, &r);
+            more = r.inchunk >= BATCH * 10;
+        }
+        segments_audience_free(sa);
+        store_txn_end(r.t);
+    } while (!*rc && more);
+    json_t *a = NULL;
+    if (!*rc) {
+        a = json_object();
+        json_object_set_new(a, "model", json_string(c->audience_model));
+        json_object_set_new(a, "top", json_integer(c->audience_top));
+        json_object_set_new(a, "ranked", json_integer(r.ranked));
+        if (r.n < r.cap) {
+            json_object_set_new(a, "cutoff", json_null());
+            json_object_set_new(a, "tie_left", json_integer(0));
+        } else {
+            long above = 0;
+            for (long i = 0; i < r.n; i++)
+                above += r.heap[i] > r.heap[0];
+            json_object_set_new(a, "cutoff", json_real(r.heap[0]));
+            json_object_set_new(a, "tie_left", json_integer(r.n - above));
+        }
+    }
+    free(r.heap);
+    return a;
+}
+
 /* Evaluate and enqueue one batch of one send.  Returns 1 when the send's
  * audience is complete (or the send ended), 0 to continue, <0 on error. */
 static int build_batch(struct rules_worker *rw, const char *id)
@@ -780,8 +718,9 @@ static int build_batch(struct rules_worker *rw, const char *id)
         json_decref(rec);
         return 1;
     }
-    struct batch b = { .rw = rw, .g = g, .camp = ci, .now = clock_now() };
+    struct batch b = { .rw = rw, .g = g, .camp = ci, .now = clock_now(), .cutoff = NAN };
     snprintf(b.last, sizeof b.last, "%s", json_string_value(json_object_get(rec, "cursor")) ?: "");
+    json_t *rank = json_incref(json_object_get(rec, "audience"));
     json_decref(rec);
     if (ci < 0 || !(b.nch = outbound_channels(g, &g->camps[ci], b.chans))) {
         store_txn_end(t);
@@ -808,6 +747,42 @@ static int build_batch(struct rules_worker *rw, const char *id)
         log_warn("send stopped: campaign not loaded", "campaign=\"%s\"", id);
         return 1;
     }
+    if (g->camps[ci].audience_top && !rank) {
+        /* rank the audience once, before the first batch, and keep the cut */
+        store_txn_end(t);
+        if (!(rank = rank_audience(rw, g, ci, b.chans[0], id, &rc)))
+            return rc;
+        struct store_txn *wt;
+        if ((rc = store_wtxn_begin(st, &wt))) {
+            json_decref(rank);
+            return rc;
+        }
+        rec = rec_load(wt, id, &rc);
+        if (rec) {
+            json_object_set(rec, "audience", rank);
+            rc = rec_store(wt, id, rec);
+            json_decref(rec);
+        }
+        rc = rc ? rc : store_txn_commit(wt, STORE_DURABLE);
+        if (rc) {
+            store_txn_end(wt);
+            json_decref(rank);
+            return rc;
+        }
+        log_info("send audience ranked", "campaign=\"%s\" top=%ld ranked=%lld", id,
+                 g->camps[ci].audience_top,
+                 (long long)json_integer_value(json_object_get(rank, "ranked")));
+        if ((rc = store_rtxn_begin(st, &t))) {
+            json_decref(rank);
+            return rc;
+        }
+    }
+    if (rank) {
+        json_t *cut = json_object_get(rank, "cutoff");
+        b.cutoff = json_is_number(cut) ? json_number_value(cut) : -INFINITY;
+        b.tie_left = (long)json_integer_value(json_object_get(rank, "tie_left"));
+    }
+    json_decref(rank);
     b.items = malloc(sizeof *b.items * (size_t)BATCH * (size_t)b.nch);
     b.skips = json_object();
     b.reasons = json_object();
@@ -885,6 +860,9 @@ static int build_batch(struct rules_worker *rw, const char *id)
                 }
                 rec_inc(rec, "evaluated", b.nprof);
                 rec_inc(rec, "queued", queued);
+                if (!isnan(b.cutoff)) /* the places left at the cut, with the cursor */
+                    json_object_set_new(json_object_get(rec, "audience"), "tie_left",
+                                        json_integer(b.tie_left));
                 json_object_set_new(rec, "cursor", json_string(b.last));
                 json_object_set_new(rec, "walk", json_string(mode));
                 if (b.last_error[0])

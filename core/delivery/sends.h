@@ -107,19 +107,26 @@ struct sends_item {
     char tz[64];            /**< p.tz or "" */
     char error[200];        /**< hook/render error text when skipped for one */
     char reason[120];       /**< "not_eligible": the reason eligible gave (false, "reason"), or "" */
+    double score;           /**< audience = { model = ... }: the customer's score */
 };
 
 /** Evaluate campaign `camp` on channel `chan` of generation `g` for one
  *  customer (profile msgpack pv/pl, NULL when unknown; stats sv/sl or NULL,
  *  read in `t`, which also gives the customer's segments) with rw's Lua
- *  state: the campaign's audience (in C, engine/audience.h), consent,
- *  eligible, content, the plugin's render.  The hooks run through the hook
- *  layer (engine/hooks.h), judged and counted as in decide, and get p (with
- *  p.segments) and ctx read-only as there (luavm_push_readonly).  @return 0
- *  with *it filled, or 1 with *why one of "no_profile", "audience",
- *  "consent", "not_eligible" (it->reason), "hook_error", "render_error",
- *  "render_declined" (it->error), "outside_schedule" (the schedule has
- *  ended; nothing to free). */
+ *  state: the campaign's audience filter (segments, exclude, conditions, in
+ *  C, engine/audience.h), consent, eligible, then the audience's model when
+ *  it has one, content, the plugin's render.  A campaign declaring
+ *  audience = { model = ..., above = t } needs the model's score (it->score)
+ *  to be at least t ("below_audience_score", or "audience_model_error"
+ *  when the model cannot score); one with audience.top is ranked by the
+ *  builder (the N best scores at launch among the customers passing the
+ *  filter).  The hooks run through the hook layer (engine/hooks.h), judged
+ *  and counted as in decide, and get p (with p.segments) and ctx read-only
+ *  as there (luavm_push_readonly).  @return 0 with *it filled, or 1 with
+ *  *why one of "no_profile", "audience", "consent", "not_eligible"
+ *  (it->reason), "hook_error", "below_audience_score",
+ *  "audience_model_error", "render_error", "render_declined" (it->error),
+ *  "outside_schedule" (the schedule has ended; nothing to free). */
 int sends_eval(struct rules_worker *rw, const struct rules_gen *g, int camp, int chan,
                struct store_txn *t, const char *cust, const void *pv, size_t pl, const void *sv,
                size_t sl, int64_t now, struct sends_item *it, const char **why);

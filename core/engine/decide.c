@@ -17,6 +17,7 @@
  * themselves.
  */
 #include "engine/decide.h"
+#include "engine/models.h"
 #include "engine/audience.h"
 #include "engine/content.h"
 #include "engine/coupons.h"
@@ -444,6 +445,7 @@ struct req {
     const struct decide_req *q;
     int msgpack;                 /* reply wire form */
     struct rules_worker *rw;
+    struct models_worker *mw;    /* the worker's models: predictions once per decide */
     const struct rules_gen *g;   /* the worker's adopted generation */
     int chi;                     /* channel index in g */
     const struct rules_channel *ch;
@@ -496,6 +498,9 @@ static int begin(struct req *r, struct reqerr *e)
             return ERR_INVAL;
         }
         rules_worker_refresh(r->rw);
+        /* the thread's models serve its own state; a simulation has none */
+        r->mw = models_worker_self();
+        models_worker_refresh(r->mw);
     }
     r->g = r->rw->gen;
     r->chi = rules_gen_find_channel(r->g, r->q->channel);
@@ -594,6 +599,7 @@ static int load_customer(struct req *r, struct reqerr *e)
     }
     r->p_idx = push_profile(r->L, r->t, cust, &r->ac, r->now, &r->p_ro, &r->pmp, &r->plen);
     r->ctx_idx = push_ctx(r->L, r->q, r->now, &r->ctx_ro);
+    models_decide_begin(r->mw, r->p_idx, r->ctx_idx, r->now);
     r->blocked = consent_block(r->L, r->p_idx, r->ch);
     if (!r->blocked && r->ch->quiet_from >= 0) {
         lua_getfield(r->L, r->p_idx, "tz");
@@ -605,6 +611,7 @@ static int load_customer(struct req *r, struct reqerr *e)
     if (!(r->scr = scratch_get(r->rw, nlist))) {
         audience_end(&r->ac);
         store_txn_end(r->t);
+        models_decide_end(r->mw);
         lua_settop(r->L, r->top);
         reqerr_set(e, 500, "internal", NULL, "%s", err_str(ERR_NOMEM));
         return ERR_NOMEM;
@@ -766,8 +773,16 @@ static void candidates(struct req *r)
         }
         const int *hooks = rules_worker_hooks(rw, i);
         double s;
-        if (!eligible(&k, c, hooks[HOOKS_ELIGIBLE], xp) || score(&k, c, hooks[HOOKS_SCORE], xp, &s))
+        if (!eligible(&k, c, hooks[HOOKS_ELIGIBLE], xp))
             continue;
+        if (c->score_model[0]) { /* expected value: the decide's one prediction per model */
+            if (models_score(r->mw, c, r->p_idx, r->ctx_idx, xp, &s, NULL))
+                continue; /* explain says why */
+            if (xp)
+                json_object_set_new(xp, "score", json_real(s));
+        } else if (score(&k, c, hooks[HOOKS_SCORE], xp, &s)) {
+            continue;
+        }
         struct cand *cd = &cands[n++];
         struct buf keep = cd->content; /* the content buffer is reused */
         *cd = (struct cand){ .idx = i, .rank = j, .score = s, .xp = xp, .variant = -1 };
@@ -1097,6 +1112,7 @@ static int run(struct req *r, struct reqerr *e, struct buf *out)
     explain_rest(r);
     audience_end(&r->ac);
     store_txn_end(r->t);
+    models_decide_end(r->mw);
     lua_settop(r->L, r->top);
     rc = reply(r, out, e);
     json_decref(r->explain);

@@ -107,7 +107,19 @@ struct rules_campaign {
     enum campaign_status status;    /**< effective status (store overrides file) */
     enum campaign_status file_status;
     json_t *trigger;                /**< {"event","delay","cancel_on"} or NULL */
-    json_t *audience;               /**< {"segments"?, "exclude"?, "conditions"?} (audience.h), or NULL */
+    /* score = { model = "buy_7d", value = 25 } (value may be { model = "rev_90d" }): rank by
+     * expected value, propensity x value, times priority / 50 (engine/models.h) */
+    char score_model[132];          /**< "" when the score is not a model's */
+    char score_value_model[132];    /**< a value model, or "" (score_value is the value) */
+    double score_value;
+    /* audience = { segments, exclude, conditions, model, top | above }: one table, two parts.
+     * The filter (segments/exclude/conditions) decides membership in decide and sends
+     * (audience.h); the model part ranks the customers passing the filter for outbound sends
+     * only: the N likeliest (top) or those scoring at least `above` */
+    json_t *audience;               /**< {"segments"?, "exclude"?, "conditions"?}, or NULL */
+    char audience_model[132];       /**< "" when the audience has no model */
+    long audience_top;              /**< 0 when `above` is used */
+    double audience_above;
     double cost_per_send, cost_per_impression;
     struct coupons_budget budget;   /**< money budget for coupon redemptions; amount_m 0 = none */
     char **locales;                 /**< declared content locales ("en", "fr-CA"), the first the
@@ -393,7 +405,8 @@ struct rules_lines {
  *  nearest written parent; 0 when none is written. */
 int rules_lines_find(struct rules_lines *w, const char *path);
 void rules_lines_free(struct rules_lines *w);
-/** @internal rules_lines_find on a source, 1 when the field is not written. */
+/** @internal rules_lines_find on a source, 1 when the field is not written.
+ *  Model files (models_file.c) use it for their file:line messages too. */
 int rules_line_of(const char *src, size_t len, const char *path);
 
 #endif

@@ -10,6 +10,7 @@
  * file that passes `promod check` also loads in the server.
  */
 #include "engine/rules.h"
+#include "engine/rules_internal.h"
 #include "engine/content.h"
 #include "engine/cond.h"
 #include "engine/segments.h"
@@ -21,6 +22,7 @@
 #include "base/tz.h"
 #include <errno.h>
 #include <lua.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,16 +30,8 @@
 #include <strings.h>
 #include <sys/stat.h>
 
-struct vctx {
-    const char *path;
-    json_t *errors;
-    int nerr;
-    struct rules_lines lines; /* field positions, built on the first error */
-};
 
-static void verr(struct vctx *v, const char *key, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void verr(struct vctx *v, const char *key, const char *fmt, ...)
+void rules_verr(struct vctx *v, const char *key, const char *fmt, ...)
 {
     char msg[512];
     va_list ap;
@@ -51,10 +45,8 @@ static void verr(struct vctx *v, const char *key, const char *fmt, ...)
     v->nerr++;
 }
 
-/* A field path with an index: pathf(b, "variants[%d].weight", 2). */
-static const char *pathf(char *buf, size_t len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static const char *pathf(char *buf, size_t len, const char *fmt, ...)
+/* A field path with an index: rules_pathf(b, "variants[%d].weight", 2). */
+const char *rules_pathf(char *buf, size_t len, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -69,18 +61,18 @@ static void parse_caps(lua_State *L, struct vctx *v, const char *what, struct ru
     char pb[96];
     out->n = 0;
     if (!lua_istable(L, -1)) {
-        verr(v, what, "%s: expected a list like { { 3, \"7d\" } }", what);
+        rules_verr(v, what, "%s: expected a list like { { 3, \"7d\" } }", what);
         return;
     }
     int n = (int)lua_objlen(L, -1);
     if (n > RULES_MAX_WINDOWS) {
-        verr(v, what, "%s: at most %d windows", what, RULES_MAX_WINDOWS);
+        rules_verr(v, what, "%s: at most %d windows", what, RULES_MAX_WINDOWS);
         return;
     }
     for (int i = 1; i <= n; i++) {
         lua_rawgeti(L, -1, i);
         if (!lua_istable(L, -1)) { /* lua_rawgeti on a non-table crashed (fuzz/fuzz_rules.c) */
-            verr(v, pathf(pb, sizeof pb, "%s[%d]", what, i),
+            rules_verr(v, rules_pathf(pb, sizeof pb, "%s[%d]", what, i),
                  "%s[%d]: expected { count, \"window\" }", what, i);
             lua_pop(L, 1);
             continue;
@@ -92,10 +84,10 @@ static void parse_caps(lua_State *L, struct vctx *v, const char *what, struct ru
         struct rules_cap *c = &out->w[out->n];
         /* the range before the cast: (long) of NaN or 1e22 is undefined */
         if (lua_type(L, -2) != LUA_TNUMBER || !(lim >= 0 && lim <= 1e12) || lim != (double)(long)lim) {
-            verr(v, pathf(pb, sizeof pb, "%s[%d]", what, i),
+            rules_verr(v, rules_pathf(pb, sizeof pb, "%s[%d]", what, i),
                  "%s[%d]: the count must be a whole number >= 0", what, i);
         } else if (!win) {
-            verr(v, pathf(pb, sizeof pb, "%s[%d]", what, i),
+            rules_verr(v, rules_pathf(pb, sizeof pb, "%s[%d]", what, i),
                  "%s[%d]: the window must be a string like \"7d\" or \"life\"", what, i);
         } else if (!strcmp(win, "life") || !strcmp(win, "lifetime")) {
             c->limit = (long)lim;
@@ -110,7 +102,7 @@ static void parse_caps(lua_State *L, struct vctx *v, const char *what, struct ru
             char u = wl ? win[wl - 1] : 0;
             if (tz_parse_duration(win, &secs) || (u != 'h' && u != 'd' && u != 'w') ||
                 secs > 366LL * 86400) {
-                verr(v, pathf(pb, sizeof pb, "%s[%d]", what, i),
+                rules_verr(v, rules_pathf(pb, sizeof pb, "%s[%d]", what, i),
                      "%s[%d]: window \"%s\" is not N[hdw] (1h .. 366d) or \"life\"",
                      what, i, win);
             } else {
@@ -146,11 +138,11 @@ static void check_unknown(lua_State *L, struct vctx *v, const char **allowed,
     lua_pushnil(L);
     while (lua_next(L, -2)) {
         if (lua_type(L, -2) != LUA_TSTRING) {
-            verr(v, NULL, "%s: keys must be names", what);
+            rules_verr(v, NULL, "%s: keys must be names", what);
         } else if (!in_list(lua_tostring(L, -2), allowed) &&
                    hooks_find(owner, lua_tostring(L, -2)) < 0) {
             const char *k = lua_tostring(L, -2);
-            verr(v, k, "unknown field '%s' in the %s (typo?)", k, what);
+            rules_verr(v, k, "unknown field '%s' in the %s (typo?)", k, what);
         }
         lua_pop(L, 1);
     }
@@ -171,10 +163,12 @@ static unsigned declared_hooks(lua_State *L, struct vctx *v, enum hooks_owner ow
         lua_pop(L, 1);
         if (t == LUA_TFUNCTION)
             bits |= HOOKS_BIT(h);
+        else if (t == LUA_TTABLE && h == HOOKS_SCORE)
+            continue; /* score = { model = ..., value = ... }: parse_model_score */
         else if (t != LUA_TNIL)
-            verr(v, d->name, "%s must be a function", d->name);
+            rules_verr(v, d->name, "%s must be a function", d->name);
         else if (d->required && !(optional & HOOKS_BIT(h)))
-            verr(v, NULL, "%s is required: %s", d->name, d->usage);
+            rules_verr(v, NULL, "%s is required: %s", d->name, d->usage);
     }
     return bits;
 }
@@ -220,18 +214,18 @@ static void parse_schedule(lua_State *L, struct vctx *v, struct rules_schedule *
     if (lua_isnil(L, -1))
         return;
     if (!lua_istable(L, -1)) {
-        verr(v, "schedule", "schedule must be a table { starts = ..., ends = ... }");
+        rules_verr(v, "schedule", "schedule must be a table { starts = ..., ends = ... }");
         return;
     }
     lua_getfield(L, -1, "tz");
     if (lua_type(L, -1) == LUA_TSTRING) {
         int off;
         if (tz_offset(lua_tostring(L, -1), 0, &off))
-            verr(v, "schedule.tz", "schedule.tz: unknown time zone \"%s\"", lua_tostring(L, -1));
+            rules_verr(v, "schedule.tz", "schedule.tz: unknown time zone \"%s\"", lua_tostring(L, -1));
         else
             snprintf(s->tz, sizeof s->tz, "%s", lua_tostring(L, -1));
     } else if (!lua_isnil(L, -1)) {
-        verr(v, "schedule.tz", "schedule.tz must be a zone name like \"Europe/Paris\"");
+        rules_verr(v, "schedule.tz", "schedule.tz must be a zone name like \"Europe/Paris\"");
     }
     lua_pop(L, 1);
     static const char *ends[] = { "starts", "ends" };
@@ -240,7 +234,7 @@ static void parse_schedule(lua_State *L, struct vctx *v, struct rules_schedule *
         if (lua_type(L, -1) == LUA_TSTRING) {
             int64_t t;
             if (tz_parse_iso8601(lua_tostring(L, -1), &t))
-                verr(v, i ? "schedule.ends" : "schedule.starts", "schedule.%s: \"%s\" is not an ISO-8601 time like "
+                rules_verr(v, i ? "schedule.ends" : "schedule.starts", "schedule.%s: \"%s\" is not an ISO-8601 time like "
                                  "\"2026-03-01T00:00:00Z\"", ends[i], lua_tostring(L, -1));
             else if (i == 0)
                 s->starts = t;
@@ -252,13 +246,13 @@ static void parse_schedule(lua_State *L, struct vctx *v, struct rules_schedule *
             else
                 s->ends = (int64_t)lua_tonumber(L, -1);
         } else if (!lua_isnil(L, -1)) {
-            verr(v, i ? "schedule.ends" : "schedule.starts", "schedule.%s must be an ISO-8601 string",
+            rules_verr(v, i ? "schedule.ends" : "schedule.starts", "schedule.%s must be an ISO-8601 string",
                  ends[i]);
         }
         lua_pop(L, 1);
     }
     if (s->starts && s->ends && s->ends <= s->starts)
-        verr(v, "schedule.ends", "schedule.ends must be after schedule.starts");
+        rules_verr(v, "schedule.ends", "schedule.ends must be after schedule.starts");
     lua_getfield(L, -1, "days");
     if (lua_istable(L, -1)) {
         int n = (int)lua_objlen(L, -1);
@@ -273,13 +267,13 @@ static void parse_schedule(lua_State *L, struct vctx *v, struct rules_schedule *
                         d = j + 1;
             }
             if (d < 1 || d > 7)
-                verr(v, pathf(pb, sizeof pb, "schedule.days[%d]", i), "schedule.days[%d]: use 1-7 (Monday=1) or \"mon\"..\"sun\"", i);
+                rules_verr(v, rules_pathf(pb, sizeof pb, "schedule.days[%d]", i), "schedule.days[%d]: use 1-7 (Monday=1) or \"mon\"..\"sun\"", i);
             else
                 s->days |= 1u << d;
             lua_pop(L, 1);
         }
     } else if (!lua_isnil(L, -1)) {
-        verr(v, "schedule.days", "schedule.days must be a list like { \"mon\", \"tue\" }");
+        rules_verr(v, "schedule.days", "schedule.days must be a list like { \"mon\", \"tue\" }");
     }
     lua_pop(L, 1);
     lua_getfield(L, -1, "hours");
@@ -289,9 +283,9 @@ static void parse_schedule(lua_State *L, struct vctx *v, struct rules_schedule *
         if (lua_type(L, -2) != LUA_TNUMBER || lua_type(L, -1) != LUA_TNUMBER ||
             lua_tonumber(L, -2) < 0 || lua_tonumber(L, -2) > 23 || lua_tonumber(L, -1) < 0 ||
             lua_tonumber(L, -1) > 24)
-            verr(v, "schedule.hours", "schedule.hours must be { from, to } with hours 0-24");
+            rules_verr(v, "schedule.hours", "schedule.hours must be { from, to } with hours 0-24");
         else if ((int)lua_tonumber(L, -2) == (int)lua_tonumber(L, -1))
-            verr(v, "schedule.hours", "schedule.hours { %d, %d } is an empty window (use { 0, 24 } for "
+            rules_verr(v, "schedule.hours", "schedule.hours { %d, %d } is an empty window (use { 0, 24 } for "
                  "all day)", (int)lua_tonumber(L, -2), (int)lua_tonumber(L, -1));
         else {
             s->hour_from = (int)lua_tonumber(L, -2);
@@ -299,7 +293,7 @@ static void parse_schedule(lua_State *L, struct vctx *v, struct rules_schedule *
         }
         lua_pop(L, 2);
     } else if (!lua_isnil(L, -1)) {
-        verr(v, "schedule.hours", "schedule.hours must be { from, to }");
+        rules_verr(v, "schedule.hours", "schedule.hours must be { from, to }");
     }
     lua_pop(L, 1);
     lua_pushnil(L);
@@ -307,7 +301,7 @@ static void parse_schedule(lua_State *L, struct vctx *v, struct rules_schedule *
         const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
         if (strcmp(k, "starts") && strcmp(k, "ends") && strcmp(k, "days") && strcmp(k, "hours") &&
             strcmp(k, "tz"))
-            verr(v, pathf(pb, sizeof pb, "schedule.%s", k), "unknown field '%s' in schedule", k);
+            rules_verr(v, rules_pathf(pb, sizeof pb, "schedule.%s", k), "unknown field '%s' in schedule", k);
         lua_pop(L, 1);
     }
 }
@@ -342,7 +336,7 @@ static void parse_locales(lua_State *L, struct vctx *v, struct rules_campaign *c
     char pb[96];
     int n = lua_istable(L, -1) ? (int)lua_objlen(L, -1) : 0;
     if (n < 1 || n > RULES_MAX_LOCALES) {
-        verr(v, "locales", "locales must be a list of 1-%d locale tags like { \"en\", \"fr\" } "
+        rules_verr(v, "locales", "locales must be a list of 1-%d locale tags like { \"en\", \"fr\" } "
              "(the first is the default)", RULES_MAX_LOCALES);
         return;
     }
@@ -353,14 +347,14 @@ static void parse_locales(lua_State *L, struct vctx *v, struct rules_campaign *c
         lua_rawgeti(L, -1, i);
         const char *t = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
         if (!t || !locale_tag_ok(t)) {
-            verr(v, pathf(pb, sizeof pb, "locales[%d]", i),
+            rules_verr(v, rules_pathf(pb, sizeof pb, "locales[%d]", i),
                  "locales[%d] must be a locale tag like \"fr\" or \"fr-CA\"", i);
         } else {
             int dup = 0;
             for (int j = 0; j < c->nlocales; j++)
                 dup |= !strcasecmp(c->locales[j], t);
             if (dup)
-                verr(v, pathf(pb, sizeof pb, "locales[%d]", i), "locales[%d]: \"%s\" is listed twice",
+                rules_verr(v, rules_pathf(pb, sizeof pb, "locales[%d]", i), "locales[%d]: \"%s\" is listed twice",
                      i, t);
             else
                 c->locales[c->nlocales++] = rules_xstrdup(t);
@@ -380,7 +374,7 @@ static void check_content(lua_State *L, struct vctx *v, const struct rules_campa
         size_t tl;
         const char *t = lua_tolstring(L, -1, &tl);
         if (tmpl_check(t, tl, terr, sizeof terr))
-            verr(v, path, "%s: %s", path, terr);
+            rules_verr(v, path, "%s: %s", path, terr);
         return;
     }
     if (!lua_istable(L, -1) || depth > 16)
@@ -398,7 +392,7 @@ static void check_content(lua_State *L, struct vctx *v, const struct rules_campa
             }
         }
         if (!has_default)
-            verr(v, path, "%s is localized but has no \"%s\" (the default locale, locales[1])",
+            rules_verr(v, path, "%s is localized but has no \"%s\" (the default locale, locales[1])",
                  path, c->locales[0]);
     }
     lua_pushnil(L);
@@ -415,113 +409,6 @@ static void check_content(lua_State *L, struct vctx *v, const struct rules_campa
         check_content(L, v, c, pb, depth + 1);
         lua_pop(L, 1);
     }
-}
-
-/* ---- audience = { segments = {...}, exclude = {...}, conditions = {...} } ---- */
-
-/* Segment ids `promod check` knows without a running server (set by
- * rules_check_cli from segments_dir); the server asks the live generation. */
-static json_t *g_check_segments;
-
-static int segment_known(void *ud, const char *id, size_t len)
-{
-    (void)ud;
-    struct segments_gen *sg = segments_gen_acquire();
-    int known;
-    if (sg) {
-        known = segments_find(sg, id, len) >= 0;
-    } else if (g_check_segments) {
-        known = 0;
-        size_t i;
-        json_t *x;
-        json_array_foreach(g_check_segments, i, x)
-            known |= json_string_length(x) == len && !memcmp(json_string_value(x), id, len);
-    } else {
-        known = 1; /* no segments loaded anywhere to check against */
-    }
-    segments_gen_release(sg);
-    return known;
-}
-
-/* The audience table on top of the stack, checked, as JSON (NULL when it
- * has errors or is empty). */
-static json_t *parse_audience(lua_State *L, struct vctx *v)
-{
-    char pb[96];
-    int nerr = v->nerr;
-    json_t *out = json_object();
-    lua_pushnil(L);
-    while (lua_next(L, -2)) {
-        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
-        if (!k || (strcmp(k, "segments") && strcmp(k, "exclude") && strcmp(k, "conditions")))
-            verr(v, k ? pathf(pb, sizeof pb, "audience.%s", k) : "audience",
-                 "unknown field '%s' in audience (segments, exclude, conditions)", k ? k : "?");
-        lua_pop(L, 1);
-    }
-    static const char *lists[2] = { "segments", "exclude" };
-    for (int l = 0; l < 2; l++) {
-        lua_getfield(L, -1, lists[l]);
-        int n = lua_istable(L, -1) ? (int)lua_objlen(L, -1) : 0;
-        if (!lua_isnil(L, -1) && (!lua_istable(L, -1) || n > SEGMENTS_MAX)) {
-            verr(v, pathf(pb, sizeof pb, "audience.%s", lists[l]),
-                 "audience.%s must be a list of segment ids: { \"gold\", \"vip\" }", lists[l]);
-        } else if (n) {
-            json_t *arr = json_array();
-            for (int i = 1; i <= n; i++) {
-                lua_rawgeti(L, -1, i);
-                const char *id = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-                if (!id || !id_valid(id))
-                    verr(v, pathf(pb, sizeof pb, "audience.%s[%d]", lists[l], i),
-                         "audience.%s[%d] must be a segment id", lists[l], i);
-                else if (!segment_known(NULL, id, strlen(id)))
-                    verr(v, pathf(pb, sizeof pb, "audience.%s[%d]", lists[l], i),
-                         "audience.%s[%d]: no segment \"%s\" (segments/*.lua)", lists[l], i, id);
-                else
-                    json_array_append_new(arr, json_string(id));
-                lua_pop(L, 1);
-            }
-            json_object_set_new(out, lists[l], arr);
-        }
-        lua_pop(L, 1);
-    }
-    lua_getfield(L, -1, "conditions");
-    json_t *cond = NULL;
-    if (lua_type(L, -1) == LUA_TSTRING) { /* GrowthBook's JSON, as written in its UI */
-        size_t len;
-        const char *text = lua_tolstring(L, -1, &len);
-        json_error_t je;
-        if (!(cond = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je)))
-            verr(v, "audience.conditions", "audience.conditions: invalid JSON: %s", je.text);
-    } else if (lua_istable(L, -1)) {
-        int jerr;
-        if (!(cond = luavm_to_json(L, -1, &jerr)))
-            verr(v, "audience.conditions",
-                 "audience.conditions holds a value JSON cannot carry (function, NaN, cycle)");
-    } else if (!lua_isnil(L, -1)) {
-        verr(v, "audience.conditions", "audience.conditions must be a table or a JSON string");
-    }
-    lua_pop(L, 1);
-    if (cond && !json_is_object(cond)) {
-        verr(v, "audience.conditions", "audience.conditions must be an object (names), as "
-                                       "GrowthBook's conditions are");
-        json_decref(cond);
-        cond = NULL;
-    }
-    if (cond) {
-        struct cond_opts o = { .mode = COND_STRICT, .segment_known = segment_known };
-        struct cond *c = NULL;
-        struct reqerr e = { 0 };
-        if (cond_compile(cond, &o, &c, &e))
-            verr(v, "audience.conditions", "audience.conditions: %s", e.message);
-        cond_free(c);
-        reqerr_clear(&e);
-        json_object_set_new(out, "conditions", cond);
-    }
-    if (v->nerr > nerr || !json_object_size(out)) {
-        json_decref(out);
-        return NULL;
-    }
-    return out;
 }
 
 /* Validate the campaign table at the top of the stack into *c. */
@@ -542,14 +429,14 @@ static void validate_campaign(lua_State *L, struct vctx *v, const char *const *c
     if (lua_type(L, -1) == LUA_TSTRING) {
         snprintf(idbuf, sizeof idbuf, "%s", lua_tostring(L, -1));
         if (!id_valid(idbuf))
-            verr(v, "id", "id \"%.64s\" must be 1-128 characters of A-Z a-z 0-9 _ - . : @", idbuf);
+            rules_verr(v, "id", "id \"%.64s\" must be 1-128 characters of A-Z a-z 0-9 _ - . : @", idbuf);
     } else if (lua_isnil(L, -1)) {
         default_id(v->path, idbuf, sizeof idbuf);
         if (!id_valid(idbuf))
-            verr(v, NULL, "the file name gives the id \"%.64s\", which is not valid: set id = \"...\"",
+            rules_verr(v, NULL, "the file name gives the id \"%.64s\", which is not valid: set id = \"...\"",
                  idbuf);
     } else {
-        verr(v, "id", "id must be a string");
+        rules_verr(v, "id", "id must be a string");
         idbuf[0] = 0;
     }
     c->id = rules_xstrdup(idbuf);
@@ -559,14 +446,14 @@ static void validate_campaign(lua_State *L, struct vctx *v, const char *const *c
     if (lua_type(L, -1) == LUA_TSTRING)
         c->name = rules_xstrdup(lua_tostring(L, -1));
     else if (!lua_isnil(L, -1))
-        verr(v, "name", "name must be a string");
+        rules_verr(v, "name", "name must be a string");
     if (!c->name)
         c->name = rules_xstrdup(c->id);
     lua_pop(L, 1);
 
     lua_getfield(L, -1, "channels");
     if (!lua_istable(L, -1) || lua_objlen(L, -1) == 0) {
-        verr(v, "channels", "channels must be a non-empty list like { \"web\" }");
+        rules_verr(v, "channels", "channels must be a non-empty list like { \"web\" }");
     } else {
         int n = (int)lua_objlen(L, -1);
         for (int i = 1; i <= n; i++) {
@@ -577,9 +464,9 @@ static void validate_campaign(lua_State *L, struct vctx *v, const char *const *c
                 if (!strcmp(chans[j], ch))
                     found = j;
             if (!ch)
-                verr(v, pathf(pb, sizeof pb, "channels[%d]", i), "channels[%d] must be a string", i);
+                rules_verr(v, rules_pathf(pb, sizeof pb, "channels[%d]", i), "channels[%d] must be a string", i);
             else if (chans && found < 0)
-                verr(v, pathf(pb, sizeof pb, "channels[%d]", i), "unknown channel \"%s\" (loaded plugins: %d; add plugins/%s.lua)",
+                rules_verr(v, rules_pathf(pb, sizeof pb, "channels[%d]", i), "unknown channel \"%s\" (loaded plugins: %d; add plugins/%s.lua)",
                      ch, nchans, ch);
             else if (found >= 0)
                 c->channels |= 1u << found;
@@ -595,14 +482,14 @@ static void validate_campaign(lua_State *L, struct vctx *v, const char *const *c
         for (int i = 1; i <= n; i++) {
             lua_rawgeti(L, -1, i);
             if (lua_type(L, -1) != LUA_TSTRING)
-                verr(v, pathf(pb, sizeof pb, "placements[%d]", i), "placements[%d] must be a string",
+                rules_verr(v, rules_pathf(pb, sizeof pb, "placements[%d]", i), "placements[%d] must be a string",
                      i);
             else
                 c->placements[c->nplacements++] = rules_xstrdup(lua_tostring(L, -1));
             lua_pop(L, 1);
         }
     } else if (!lua_isnil(L, -1)) {
-        verr(v, "placements", "placements must be a list of strings");
+        rules_verr(v, "placements", "placements must be a list of strings");
     }
     lua_pop(L, 1);
 
@@ -610,7 +497,7 @@ static void validate_campaign(lua_State *L, struct vctx *v, const char *const *c
     if (lua_type(L, -1) == LUA_TNUMBER)
         c->priority = lua_tonumber(L, -1);
     else if (!lua_isnil(L, -1))
-        verr(v, "priority", "priority must be a number");
+        rules_verr(v, "priority", "priority must be a number");
     lua_pop(L, 1);
 
     lua_getfield(L, -1, "status");
@@ -623,10 +510,10 @@ static void validate_campaign(lua_State *L, struct vctx *v, const char *const *c
         else if (!strcmp(s, "paused"))
             c->file_status = CAMP_PAUSED;
         else
-            verr(v, "status", "status in a file may be \"draft\", \"active\" or \"paused\"");
+            rules_verr(v, "status", "status in a file may be \"draft\", \"active\" or \"paused\"");
         c->status = c->file_status;
     } else if (!lua_isnil(L, -1)) {
-        verr(v, "status", "status must be a string");
+        rules_verr(v, "status", "status must be a string");
     }
     lua_pop(L, 1);
 
@@ -648,33 +535,33 @@ static void validate_campaign(lua_State *L, struct vctx *v, const char *const *c
         while (lua_next(L, -2)) {
             const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
             if (strcmp(k, "customer") && strcmp(k, "total"))
-                verr(v, pathf(pb, sizeof pb, "caps.%s", k),
+                rules_verr(v, rules_pathf(pb, sizeof pb, "caps.%s", k),
                      "unknown field '%s' in caps (use customer or total)", k);
             lua_pop(L, 1);
         }
     } else if (!lua_isnil(L, -1)) {
-        verr(v, "caps", "caps must be a table { customer = ..., total = ... }");
+        rules_verr(v, "caps", "caps must be a table { customer = ..., total = ... }");
     }
     lua_pop(L, 1);
 
     lua_getfield(L, -1, "variants");
     int nv = lua_istable(L, -1) ? (int)lua_objlen(L, -1) : 0;
     if (nv == 0 || nv > RULES_MAX_VARIANTS) {
-        verr(v, "variants", "variants must be a list of 1-%d { id = ..., weight = ..., content = {...} }",
+        rules_verr(v, "variants", "variants must be a list of 1-%d { id = ..., weight = ..., content = {...} }",
              RULES_MAX_VARIANTS);
     } else {
         c->variants = calloc((size_t)nv, sizeof *c->variants);
         for (int i = 1; i <= nv; i++) {
             lua_rawgeti(L, -1, i);
             if (!lua_istable(L, -1)) {
-                verr(v, pathf(pb, sizeof pb, "variants[%d]", i), "variants[%d] must be a table", i);
+                rules_verr(v, rules_pathf(pb, sizeof pb, "variants[%d]", i), "variants[%d] must be a table", i);
                 lua_pop(L, 1);
                 continue;
             }
             struct rules_variant *var = &c->variants[c->nvariants];
             lua_getfield(L, -1, "id");
             if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER) {
-                verr(v, pathf(pb, sizeof pb, "variants[%d].id", i), "variants[%d].id must be a string",
+                rules_verr(v, rules_pathf(pb, sizeof pb, "variants[%d].id", i), "variants[%d].id must be a string",
                      i);
                 lua_pop(L, 2);
                 continue;
@@ -683,37 +570,37 @@ static void validate_campaign(lua_State *L, struct vctx *v, const char *const *c
             lua_pop(L, 1);
             json_t *idj = json_string(var->id); /* offers carry it as JSON text */
             if (!idj || !var->id[0] || strlen(var->id) > 128)
-                verr(v, pathf(pb, sizeof pb, "variants[%d].id", i),
+                rules_verr(v, rules_pathf(pb, sizeof pb, "variants[%d].id", i),
                      "variants[%d].id must be 1-128 bytes of UTF-8 text", i);
             json_decref(idj);
             for (int j = 0; j < c->nvariants; j++)
                 if (!strcmp(c->variants[j].id, var->id))
-                    verr(v, pathf(pb, sizeof pb, "variants[%d].id", i),
+                    rules_verr(v, rules_pathf(pb, sizeof pb, "variants[%d].id", i),
                          "variants[%d]: duplicate id \"%s\"", i, var->id);
             lua_getfield(L, -1, "weight");
             var->weight = 1;
             if (lua_type(L, -1) == LUA_TNUMBER) {
                 var->weight = lua_tonumber(L, -1);
                 if (!(var->weight > 0) || var->weight > 1e9)
-                    verr(v, pathf(pb, sizeof pb, "variants[%d].weight", i),
+                    rules_verr(v, rules_pathf(pb, sizeof pb, "variants[%d].weight", i),
                          "variants[%d].weight must be a positive number", i);
             } else if (!lua_isnil(L, -1)) {
-                verr(v, pathf(pb, sizeof pb, "variants[%d].weight", i),
+                rules_verr(v, rules_pathf(pb, sizeof pb, "variants[%d].weight", i),
                      "variants[%d].weight must be a number", i);
             }
             lua_pop(L, 1);
             lua_getfield(L, -1, "content");
             if (!lua_istable(L, -1)) {
-                verr(v, pathf(pb, sizeof pb, "variants[%d].content", i),
+                rules_verr(v, rules_pathf(pb, sizeof pb, "variants[%d].content", i),
                      "variants[%d].content must be a table of fields", i);
             } else {
                 /* templates must parse, localized values must have the default */
-                check_content(L, v, c, pathf(pb, sizeof pb, "variants[%d].content", i), 0);
+                check_content(L, v, c, rules_pathf(pb, sizeof pb, "variants[%d].content", i), 0);
                 /* content must be representable as JSON */
                 int jerr = 0;
                 json_t *j = luavm_to_json(L, -1, &jerr);
                 if (!j)
-                    verr(v, pathf(pb, sizeof pb, "variants[%d].content", i),
+                    rules_verr(v, rules_pathf(pb, sizeof pb, "variants[%d].content", i),
                          "variants[%d].content holds a value JSON cannot carry "
                                        "(function, NaN, cycle)", i);
                 json_decref(j);
@@ -726,11 +613,30 @@ static void validate_campaign(lua_State *L, struct vctx *v, const char *const *c
     }
     lua_pop(L, 1);
 
-    /* a campaign that declares its audience needs no eligible hook */
+    /* a campaign whose audience filters (segments, exclude, conditions)
+     * needs no eligible hook; a model-only audience ranks, it does not
+     * filter, so eligible stays required there */
     lua_getfield(L, -1, "audience");
-    int has_audience = !lua_isnil(L, -1);
+    int filters = !lua_isnil(L, -1);
+    if (lua_istable(L, -1)) {
+        int has_model_part = 0, has_filter_part = 0;
+        lua_pushnil(L);
+        while (lua_next(L, -2)) {
+            const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
+            if (!strcmp(k, "model") || !strcmp(k, "top") || !strcmp(k, "above"))
+                has_model_part = 1;
+            else
+                has_filter_part = 1;
+            lua_pop(L, 1);
+        }
+        filters = has_filter_part || !has_model_part;
+    }
     lua_pop(L, 1);
-    c->hooks = declared_hooks(L, v, HOOKS_CAMPAIGN, has_audience ? HOOKS_BIT(HOOKS_ELIGIBLE) : 0);
+    c->hooks = declared_hooks(L, v, HOOKS_CAMPAIGN, filters ? HOOKS_BIT(HOOKS_ELIGIBLE) : 0);
+    lua_getfield(L, -1, "score");
+    if (lua_istable(L, -1))
+        rules_parse_model_score(L, v, c);
+    lua_pop(L, 1);
 
     lua_getfield(L, -1, "trigger");
     if (lua_istable(L, -1)) {
@@ -740,21 +646,24 @@ static void validate_campaign(lua_State *L, struct vctx *v, const char *const *c
         const char *delay = json_string_value(json_object_get(c->trigger, "delay"));
         int64_t secs;
         if (!ev)
-            verr(v, "trigger.event", "trigger.event must name an event type");
+            rules_verr(v, "trigger.event", "trigger.event must name an event type");
         if (delay && tz_parse_duration(delay, &secs))
-            verr(v, "trigger.delay", "trigger.delay \"%s\" is not a duration like \"1h\"", delay);
+            rules_verr(v, "trigger.delay", "trigger.delay \"%s\" is not a duration like \"1h\"", delay);
     } else if (!lua_isnil(L, -1)) {
-        verr(v, "trigger", "trigger must be a table { event = ..., delay = ..., cancel_on = ... }");
+        rules_verr(v, "trigger", "trigger must be a table { event = ..., delay = ..., cancel_on = ... }");
     }
     lua_pop(L, 1);
 
     lua_getfield(L, -1, "audience");
     if (lua_istable(L, -1))
-        c->audience = parse_audience(L, v);
+        c->audience = rules_parse_audience(L, v, c);
     else if (!lua_isnil(L, -1))
-        verr(v, "audience",
-             "audience must be a table { segments = {...}, exclude = {...}, conditions = {...} }");
+        rules_verr(v, "audience", "audience must be a table { segments = {...}, exclude = {...}, "
+                            "conditions = {...}, model = \"id\", top = N | above = t }");
     lua_pop(L, 1);
+    if (c->audience_top && c->trigger)
+        rules_verr(v, "audience.top", "audience.top ranks a whole audience at launch; a triggered "
+             "campaign sends one event at a time: use audience.above");
 
     lua_getfield(L, -1, "cost");
     if (lua_istable(L, -1)) {
@@ -765,16 +674,16 @@ static void validate_campaign(lua_State *L, struct vctx *v, const char *const *c
         c->cost_per_impression = lua_tonumber(L, -1);
         lua_pop(L, 1);
         if (c->cost_per_send < 0 || c->cost_per_impression < 0)
-            verr(v, "cost", "cost values must be >= 0");
+            rules_verr(v, "cost", "cost values must be >= 0");
     } else if (!lua_isnil(L, -1)) {
-        verr(v, "cost", "cost must be a table { per_send = ..., per_impression = ... }");
+        rules_verr(v, "cost", "cost must be a table { per_send = ..., per_impression = ... }");
     }
     lua_pop(L, 1);
 
     lua_getfield(L, -1, "budget"); /* money for coupon redemptions (coupons.h) */
     char bf[32], bm[256];
     if (!lua_isnil(L, -1) && coupons_budget_parse(L, -1, &c->budget, bf, sizeof bf, bm, sizeof bm))
-        verr(v, bf, "%s", bm);
+        rules_verr(v, bf, "%s", bm);
     lua_pop(L, 1);
 }
 
@@ -787,7 +696,7 @@ static void validate_plugin(lua_State *L, struct vctx *v, struct rules_channel *
     lua_getfield(L, -1, "channel");
     const char *name = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
     if (!name || !id_valid(name) || strlen(name) > 32)
-        verr(v, "channel", "channel must be a short name like \"email\"");
+        rules_verr(v, "channel", "channel must be a short name like \"email\"");
     ch->name = rules_xstrdup(name ? name : "");
     lua_pop(L, 1);
     lua_getfield(L, -1, "policy");
@@ -803,31 +712,31 @@ static void validate_plugin(lua_State *L, struct vctx *v, struct rules_channel *
             double a = lua_tonumber(L, -2), b = lua_tonumber(L, -1);
             if (lua_type(L, -2) != LUA_TNUMBER || lua_type(L, -1) != LUA_TNUMBER || a < 0 ||
                 a > 23 || b < 0 || b > 23)
-                verr(v, "policy.quiet_hours", "policy.quiet_hours must be { from, to } hours 0-23");
+                rules_verr(v, "policy.quiet_hours", "policy.quiet_hours must be { from, to } hours 0-23");
             else {
                 ch->quiet_from = (int)a;
                 ch->quiet_to = (int)b;
             }
             lua_pop(L, 2);
         } else if (!lua_isnil(L, -1)) {
-            verr(v, "policy.quiet_hours", "policy.quiet_hours must be { from, to }");
+            rules_verr(v, "policy.quiet_hours", "policy.quiet_hours must be { from, to }");
         }
         lua_pop(L, 1);
         lua_getfield(L, -1, "consent");
         if (lua_type(L, -1) == LUA_TSTRING)
             ch->consent = rules_xstrdup(lua_tostring(L, -1));
         else if (!lua_isnil(L, -1))
-            verr(v, "policy.consent", "policy.consent must name a consent key like \"email\"");
+            rules_verr(v, "policy.consent", "policy.consent must name a consent key like \"email\"");
         lua_pop(L, 1);
         lua_pushnil(L);
         while (lua_next(L, -2)) {
             const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
             if (strcmp(k, "customer") && strcmp(k, "quiet_hours") && strcmp(k, "consent"))
-                verr(v, pathf(pb, sizeof pb, "policy.%s", k), "unknown field '%s' in policy", k);
+                rules_verr(v, rules_pathf(pb, sizeof pb, "policy.%s", k), "unknown field '%s' in policy", k);
             lua_pop(L, 1);
         }
     } else if (!lua_isnil(L, -1)) {
-        verr(v, "policy", "policy must be a table");
+        rules_verr(v, "policy", "policy must be a table");
     }
     lua_pop(L, 1);
     ch->hooks = declared_hooks(L, v, HOOKS_CHANNEL, 0);
@@ -847,11 +756,11 @@ int rules_validate_in(struct luavm *vm, const char *path, enum rules_kind kind, 
         memset(chan, 0, sizeof *chan);
     char err[1024];
     if (len > RULES_MAX_FILE_BYTES) {
-        verr(&v, NULL, "file larger than %u bytes", RULES_MAX_FILE_BYTES);
+        rules_verr(&v, NULL, "file larger than %u bytes", RULES_MAX_FILE_BYTES);
         return ERR_TOOBIG;
     }
     if (memchr(src, 0, len)) {
-        verr(&v, NULL, "file contains a NUL byte (binary files are not accepted)");
+        rules_verr(&v, NULL, "file contains a NUL byte (binary files are not accepted)");
         return ERR_INVAL;
     }
     if (luavm_load_chunk(vm, path, src, len, err, sizeof err)) {
@@ -859,15 +768,15 @@ int rules_validate_in(struct luavm *vm, const char *path, enum rules_kind kind, 
          * the file:line: shape every consumer parses */
         size_t pl = strlen(path);
         if (!strncmp(err, path, pl) && !strncmp(err + pl, ": ", 2))
-            verr(&v, NULL, "%s", err + pl + 2);
+            rules_verr(&v, NULL, "%s", err + pl + 2);
         else if (strncmp(err, path, pl) != 0 && !strstr(err, ".lua:"))
-            verr(&v, NULL, "%s", err);
+            rules_verr(&v, NULL, "%s", err);
         else
             json_array_append_new(errors, json_string(err));
         return ERR_LUA;
     }
     if (!lua_istable(L, -1)) {
-        verr(&v, NULL, "the file must return a table (return { ... })");
+        rules_verr(&v, NULL, "the file must return a table (return { ... })");
         lua_settop(L, top);
         return ERR_INVAL;
     }
@@ -974,8 +883,7 @@ static char *dir_dup(const char *dir)
 int rules_check_cli(const struct config *cfg, const char **paths, int n)
 {
     /* audiences name segments: those segments_dir defines */
-    json_decref(g_check_segments);
-    g_check_segments = segments_known_ids(cfg);
+    rules_check_set_segments(segments_known_ids(cfg));
     const char *defaults[2] = { cfg->rules_dir, cfg->plugins_dir };
     if (n == 0) {
         paths = defaults;

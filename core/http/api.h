@@ -18,6 +18,7 @@ void api_audit_register(void);     /* audit log */
 void api_events_register(void);    /* events, admin/compact */
 void api_analytics_register(void); /* analytics/... */
 void api_outbox_register(void);    /* outbox, dead letters, campaign sends */
+void api_models_register(void);    /* models, targeting */
 void api_segments_register(void);  /* segments, targeting/audience */
 void api_experiments_register(void); /* experiments, results, recommendations, power */
 void api_ui_register(void);        /* the web console at /ui/, whoami */

@@ -14,6 +14,7 @@ void app_register_routes(void)
     api_events_register();
     api_analytics_register();
     api_outbox_register();
+    api_models_register();
     api_ops_admin_register();
     api_segments_register();
     api_experiments_register();

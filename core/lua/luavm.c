@@ -137,6 +137,19 @@ struct luavm *luavm_of(lua_State *L)
 /* ------------------------------------------------------------------ */
 /* life cycle                                                         */
 
+#define MAX_OPENERS 8
+static luavm_opener_fn g_openers[MAX_OPENERS];
+static int g_nopeners;
+
+void luavm_add_opener(luavm_opener_fn fn)
+{
+    for (int i = 0; i < g_nopeners; i++)
+        if (g_openers[i] == fn)
+            return;
+    if (g_nopeners < MAX_OPENERS)
+        g_openers[g_nopeners++] = fn;
+}
+
 int luavm_new(const struct luavm_opts *opts, struct luavm **out)
 {
     *out = NULL;
@@ -168,6 +181,8 @@ int luavm_new(const struct luavm_opts *opts, struct luavm **out)
         return ERR_NOMEM;
     }
     luaJIT_setmode(vm->L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
+    for (int i = 0; i < g_nopeners; i++)
+        g_openers[i](vm->L);
     vm->listed = luavm_watch_add(vm) == 0;
     vm->watched = vm->listed && vm->instr_budget >= LUAVM_WATCH_MIN_BUDGET;
     if (!vm->watched)

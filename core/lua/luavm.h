@@ -231,6 +231,20 @@ void luavm_register(struct lua_State *L, const char *name);
  *  promo.log). */
 void luavm_log_args(struct lua_State *L, const char *what);
 
+/** Pop the value on top of the stack and add it as field `name` of the
+ *  library `lib` ("promo") published with luavm_register: every file of
+ *  the state, loaded before or after, sees it through its read-only
+ *  proxy.  Call between calls.  @return 0, ERR_NOTFOUND (no such
+ *  library), ERR_INVAL (not a luavm state). */
+int luavm_lib_add(struct lua_State *L, const char *lib, const char *name);
+
+/** A function run on every state luavm_new makes, after the sandbox and
+ *  the promo library are built: how a higher layer adds to `promo` what
+ *  only it can compute (promo.predict, engine/models.h).  Start-up only,
+ *  before any thread makes states; at most 8. */
+typedef void (*luavm_opener_fn)(struct lua_State *L);
+void luavm_add_opener(luavm_opener_fn fn);
+
 /** Forget every file's `require` cache, so the next require re-reads the
  *  module. */
 void luavm_clear_modules(struct luavm *vm);

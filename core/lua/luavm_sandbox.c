@@ -33,6 +33,7 @@
  */
 #include "lua/luavm.h"
 #include "lua/luavm_int.h"
+#include "base/err.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -521,6 +522,26 @@ void luavm_register(lua_State *L, const char *name)
         lua_setfield(L, -2, name);
         lua_pop(L, 1);
     }
+}
+
+int luavm_lib_add(lua_State *L, const char *lib, const char *name)
+{
+    struct luavm *vm = luavm_of(L);
+    if (!vm || !vm->ref_libs) {
+        lua_pop(L, 1);
+        return ERR_INVAL;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->ref_libs); /* v libs */
+    lua_getfield(L, -1, lib);                         /* v libs mt */
+    if (!lua_istable(L, -1)) {
+        lua_pop(L, 3);
+        return ERR_NOTFOUND;
+    }
+    lua_getfield(L, -1, "__index");                   /* v libs mt tbl */
+    lua_pushvalue(L, -4);
+    lua_setfield(L, -2, name);
+    lua_pop(L, 4);
+    return 0;
 }
 
 /* Push a new table holding the listed fields of global table `lib`. */

@@ -70,6 +70,7 @@ enum store_db {
     STORE_PSTATS,     /**< customer id → msgpack behavioural stats (p.stats) */
     STORE_SEGMENTS,   /**< segment id → msgpack segment definition */
     STORE_TIMERS,     /**< due time(be64) id → triggered sends, delayed work */
+    STORE_MODELS,     /**< trained model versions, live pointers (engine/models.h) */
     STORE_EXPERIMENTS, /**< experiment id → msgpack experiment record (service/exp_admin.h) */
     STORE_EXPOSURES,  /**< xkey(be32) customer → first exposure [variant, ts_ms, decision]
                            (engine/experiments.h) */

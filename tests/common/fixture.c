@@ -76,11 +76,13 @@ void tfx_server_init(struct tfx_server *s, const char *config_fields)
     snprintf(s->data, sizeof s->data, "%s/data", s->dir);
     snprintf(s->rules, sizeof s->rules, "%s/rules", s->dir);
     snprintf(s->plugins, sizeof s->plugins, "%s/plugins", s->dir);
+    snprintf(s->models, sizeof s->models, "%s/models", s->dir);
     snprintf(s->segments, sizeof s->segments, "%s/segments", s->dir);
     snprintf(s->config, sizeof s->config, "%s/promod.lua", s->dir);
     snprintf(s->log, sizeof s->log, "%s/server.log", s->dir);
     mkdirs(s->rules);
     mkdirs(s->plugins);
+    mkdirs(s->models);
     mkdirs(s->segments);
     char lib[320];
     snprintf(lib, sizeof lib, "%s/lib", s->rules);
@@ -90,8 +92,10 @@ void tfx_server_init(struct tfx_server *s, const char *config_fields)
     char cfg[8192];
     snprintf(cfg, sizeof cfg,
              "return {\n  data_dir = \"%s\",\n  rules_dir = \"%s\",\n  plugins_dir = \"%s\",\n"
-             "  segments_dir = \"%s\",\n  threads = 2,\n  reload_debounce_ms = 50,\n  %s\n}\n",
-             s->data, s->rules, s->plugins, s->segments, config_fields ? config_fields : "");
+             "  models_dir = \"%s\",\n  segments_dir = \"%s\",\n  threads = 2,\n"
+             "  reload_debounce_ms = 50,\n  %s\n}\n",
+             s->data, s->rules, s->plugins, s->models, s->segments,
+             config_fields ? config_fields : "");
     FILE *f = fopen(s->config, "w");
     if (!f)
         abort();

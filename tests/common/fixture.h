@@ -19,6 +19,7 @@ struct tfx_server {
     char data[300];     /**< dir/data */
     char rules[300];    /**< dir/rules */
     char plugins[300];  /**< dir/plugins (the project's plugins copied in) */
+    char models[300];   /**< dir/models (model files) */
     char segments[300]; /**< dir/segments (empty) */
     char config[300];   /**< dir/promod.lua */
     char log[300];      /**< dir/server.log (stderr of the server) */

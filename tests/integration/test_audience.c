@@ -302,6 +302,68 @@ Test(audience, bad_audiences_are_file_line_errors, .init = one_server, .fini = t
     tfx_resp_free(&r);
 }
 
+/* One audience table may hold a segment filter and a model part (model
+ * with top or above); bad combinations are file:line errors, in the server
+ * and in `promod check`. */
+Test(audience, model_and_filter_combinations, .init = one_server, .fini = teardown_srv,
+     .timeout = 120)
+{
+    static const char *const files[][2] = {
+        { "rules/both.lua", "audience = { segments = { 'gold' }, model = 'm1', top = 5, above = 0.3 }," },
+        { "rules/nocut.lua", "audience = { model = 'm1' }," },
+        { "rules/nomodel.lua", "audience = { segments = { 'gold' }, above = 0.2 }," },
+        { "rules/trig.lua", "audience = { model = 'm1', top = 5 }, trigger = { event = 'signup' }," },
+        { "rules/noelig.lua", "audience = { model = 'm1', above = 0.5 }," },
+        { "rules/combo.lua", "audience = { segments = { 'gold' }, exclude = { 'dormant' }, model = 'm1', top = 5 }," },
+    };
+    static const char *const expect[] = {
+        "both.lua:4: audience.top and audience.above together",
+        "nocut.lua:4: audience.model needs top",
+        "nomodel.lua:4: audience.above needs audience.model",
+        "trig.lua:4: audience.top ranks a whole audience at launch",
+        "noelig.lua:1: eligible is required",
+        NULL,
+    };
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char src[600];
+        /* eligible only where the test needs it (noelig and combo have none) */
+        int elig = i < 4;
+        snprintf(src, sizeof src,
+                 "return {\n  id = '%.*s', channels = { 'web' },\n"
+                 "  variants = { { id = 'A', content = { h = 'x' } } },\n  %s\n%s}\n",
+                 (int)(strchr(files[i][0], '.') - files[i][0] - 6), files[i][0] + 6, files[i][1],
+                 elig ? "  eligible = function(p, ctx) return true end,\n" : "");
+        tfx_write(&srv, files[i][0], src);
+    }
+    for (size_t i = 0; expect[i]; i++)
+        cr_assert(wait_rules_loaded(expect[i]), "no error \"%s\"", expect[i]);
+    /* the valid combination loads: a filter needs no eligible, and the
+     * model part is for sends (a decide applies the filter alone) */
+    cr_assert(wait_rules_loaded("\"combo\""));
+    struct tfx_resp r;
+    cr_assert_eq(req(&srv, "GET", "/api/v1/rules", NULL, &r), 200);
+    cr_assert(!strstr(r.body, "combo.lua:"), "%s", r.body);
+    tfx_resp_free(&r);
+    put("cg", "{\"tier\":\"gold\",\"country\":\"FR\"}");
+    put("cs", "{\"tier\":\"silver\",\"country\":\"FR\"}");
+    json_t *x = explain_of("cg", "combo");
+    cr_assert(json_is_true(json_object_get(x, "eligible")), "%s", json_dumps(x, 0));
+    json_decref(x);
+    x = explain_of("cs", "combo");
+    const char *why = json_string_value(json_object_get(x, "reason"));
+    cr_assert(why && strstr(why, "audience: segments: in none of gold"), "%s", json_dumps(x, 0));
+    json_decref(x);
+    /* promod check: the same errors, and 0 for the valid one */
+    char *out = NULL, path[400];
+    snprintf(path, sizeof path, "%s/both.lua", srv.rules);
+    cr_assert_eq(tfx_promod(&out, "check", "-c", srv.config, path, (char *)NULL), 1);
+    cr_assert(strstr(out, "both.lua:4: audience.top and audience.above together"), "%s", out);
+    free(out);
+    snprintf(path, sizeof path, "%s/combo.lua", srv.rules);
+    cr_assert_eq(tfx_promod(&out, "check", "-c", srv.config, path, (char *)NULL), 0, "%s", out);
+    free(out);
+}
+
 /* ---- outbound sends through the index ------------------------------------ */
 
 static struct rcv *rcv;

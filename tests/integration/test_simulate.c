@@ -275,6 +275,38 @@ Test(simulate, hook_errors_show_in_explain_not_in_metrics)
     tfx_resp_free(&r);
 }
 
+/* A simulation's Lua state is not a worker's: models are not served there,
+ * and asking says so instead of reading another state's stack. */
+Test(simulate, models_are_not_served_in_a_simulation)
+{
+    start();
+    struct tfx_resp r;
+    const char *hook =
+        "return { id = \"gold-deal\", channels = { \"web\" },\n"
+        "  variants = { { id = \"A\", content = { h = \"x\" } } },\n"
+        "  eligible = function(p, ctx)\n"
+        "    local v, why = promo.predict(p, \"buy\")\n"
+        "    return v ~= nil, why\n"
+        "  end }\n";
+    cr_assert_eq(sim(hook, "\"customer_id\":\"ann\",\"channel\":\"web\"", &r), 200, "%s", r.body);
+    cr_assert_eq(offers(&r), 0, "%s", r.body);
+    const char *why = json_string_value(json_object_get(first_explain(&r), "reason"));
+    cr_assert(why && strstr(why, "models are not available in this state"), "%s", r.body);
+    tfx_resp_free(&r);
+    const char *ranked =
+        "return { id = \"gold-deal\", channels = { \"web\" },\n"
+        "  variants = { { id = \"A\", content = { h = \"x\" } } },\n"
+        "  eligible = function(p, ctx) return true end,\n"
+        "  score = { model = \"buy\", value = 5 } }\n";
+    cr_assert_eq(sim(ranked, "\"customer_id\":\"ann\",\"channel\":\"web\"", &r), 200, "%s", r.body);
+    cr_assert_eq(offers(&r), 0, "%s", r.body);
+    const char *err = json_string_value(json_object_get(first_explain(&r), "error"));
+    cr_assert(err && strstr(err, "a simulation does not serve them"), "%s", r.body);
+    tfx_resp_free(&r);
+    cr_assert_eq(real_decide("ann", &r), 200); /* the server is fine */
+    tfx_resp_free(&r);
+}
+
 Test(simulate, refuses_bad_requests)
 {
     start();

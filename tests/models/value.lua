@@ -1,0 +1,15 @@
+-- Revenue of purchases in the next 90 days.
+return {
+  id = "value",
+  label = { value = "purchase", within = "90d" },
+  features = {
+    { "tier", values = { "gold", "silver", "bronze" } },
+    "age",
+    "stats.custom.purchase",
+    "stats.revenue",
+  },
+  algorithm = "xgboost",
+  params = { trees = 100, depth = 3 },
+  window = "360d",
+  min_positives = 100,
+}
