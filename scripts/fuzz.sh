@@ -21,7 +21,7 @@
 # anything, so test.sh fails.
 #
 # Targets (fuzz/README.md says what each covers): json msgpack tmpl config
-# rules import events http.
+# rules import events http cond.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD

@@ -16,8 +16,8 @@
 # PROMOD_TEST_JOBS sets ctest's parallelism (default 2: the suites use
 # their own temp dirs and port 0, so they do not conflict).
 # PROMOD_FUZZ_SECONDS sets the run of each fuzz target (default 20; 0
-# skips the fuzz step).  20 s x 8 targets keeps the step near three
-# minutes on a shared two-core machine: enough to replay every seed and
+# skips the fuzz step).  20 s x 9 targets keeps the step near three and a
+# half minutes on a shared two-core machine: enough to replay every seed and
 # catch what breaks near them (a crash found later in a long run gets its
 # input committed as a seed, so it is replayed here from then on); the
 # deep search is scripts/fuzz.sh's job (hours per target).
