@@ -78,7 +78,7 @@ static const struct reason reasons[WIRE_NREASONS] = {
     [WIRE_BODY_NOT_ALLOWED] = { 400, "bad_framing", "body_not_allowed", "a HEAD request may not have a body" },
     [WIRE_BAD_CHUNK] = { 400, "bad_chunk", "bad_chunk", "malformed chunked body" },
     [WIRE_METHOD] = { 501, "not_implemented", "method",
-                      "method not implemented (GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS)" },
+                      "method not supported (GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS)" },
     [WIRE_VERSION] = { 505, "http_version_not_supported", "version",
                        "only HTTP/1.0 and HTTP/1.1 are supported" },
     [WIRE_URI_TOO_LONG] = { 414, "uri_too_long", "uri_too_long", "request line longer than the limit of" },
