@@ -20,11 +20,16 @@ Debian's chromium through chromedriver (python3-selenium):
     admin key does and can use them; a decide key is turned away;
   - hostile campaign content and profile values render as text, never as
     markup; the API key never appears in a URL;
+  - the experiment page shows the sample-ratio mismatch first, and the
+    API's exposures, conversions, rates and lift intervals; its winner
+    button concludes the experiment; the segments page shows the API's
+    sizes and first members; hostile segment and experiment names are text;
   - the console's code never parses HTML strings (static check).
 
-With --shots DIR it writes a screenshot of each page there
-(`--shots docs/screenshots` refreshes the copies the README shows; a test
-run leaves the tree as it found it).  Prints one line per check and "browser: N passed, M
+It writes a screenshot of each page into screenshots/ in its temporary
+directory (kept, its path printed at the end); with --shots DIR into DIR
+instead (`--shots docs/screenshots` refreshes the copies the README and
+docs/console.md show).  A plain run leaves the tree as it found it.  Prints one line per check and "browser: N passed, M
 failed"; exits 1 on any failure.
 
   /usr/bin/python3 tests/browser/test_console.py [--bin build/promod] [--shots DIR]
@@ -61,6 +66,31 @@ WAIT = 30  # seconds: generous, the machine is shared
 
 HOSTILE_NAME = "<img src=x onerror=window.__pwned=1>"
 HOSTILE_PROFILE = "<img src=x onerror=window.__pwned=3>"
+HOSTILE_SEGMENT = "<img src=x onerror=window.__pwned=6>"
+HOSTILE_EXPERIMENT = "<svg onload=window.__pwned=7><b>exp</b>"
+
+# a segment file (gold members) whose name is markup
+GOLD_SEGMENT = """return {
+  name = "%s",
+  conditions = { tier = "gold" },
+}
+""" % HOSTILE_SEGMENT
+
+# the campaign the fixture experiment splits: the only one on the "app"
+# channel's "exp_slot" placement, so every decide there is an exposure
+EXP_CAMPAIGN = """return {
+  id = "exp-banner",
+  name = "Experiment banner",
+  channels = { "app" },
+  placements = { "exp_slot" },
+  priority = 10,
+  variants = {
+    { id = "A", weight = 50, content = { headline = "A headline" } },
+    { id = "B", weight = 50, content = { headline = "B headline" } },
+  },
+  eligible = function(p, ctx) return true end,
+}
+"""
 
 HOSTILE_CAMPAIGN = """return {
   id = "hostile",
@@ -152,13 +182,17 @@ class Server:
         shutil.copytree(os.path.join(ROOT, "rules"), os.path.join(t, "rules"))
         shutil.copytree(os.path.join(ROOT, "plugins"), os.path.join(t, "plugins"))
         for name, src in (("hostile.lua", HOSTILE_CAMPAIGN), ("flaky.lua", FLAKY_CAMPAIGN),
-                          ("crm-sync.lua", WEBHOOK_CAMPAIGN), ("broken.lua", BROKEN_CAMPAIGN)):
+                          ("crm-sync.lua", WEBHOOK_CAMPAIGN), ("broken.lua", BROKEN_CAMPAIGN),
+                          ("exp-banner.lua", EXP_CAMPAIGN)):
             with open(os.path.join(t, "rules", name), "w") as f:
                 f.write(src)
+        os.makedirs(os.path.join(t, "segments"))
+        with open(os.path.join(t, "segments", "gold.lua"), "w") as f:
+            f.write(GOLD_SEGMENT)
         with open(os.path.join(t, "promod.lua"), "w") as f:
             f.write("""return {
   listen = "127.0.0.1:0", data_dir = "data", rules_dir = "rules",
-  plugins_dir = "plugins", web_dir = "%(web)s", threads = 2, log_level = "warn",
+  plugins_dir = "plugins", segments_dir = "segments", web_dir = "%(web)s", threads = 2, log_level = "warn",
   reload_debounce_ms = 50,
   api_keys = {
     { id = "ops", key = "%(admin)s", role = "admin" },
@@ -362,6 +396,42 @@ def seed(srv):
     st, r = srv.call("POST", "/api/v1/campaigns/crm-sync/launch")
     assert st == 200, (st, r)
     wait_for("dead letters", lambda: srv.call("GET", "/api/v1/outbox")[1]["dead"] > 0)
+    seed_experiment(srv)
+
+
+EXP_ID = "exp-headline"
+EXP_CUSTOMERS = 240
+
+
+def exp_def(weights):
+    return {"name": HOSTILE_EXPERIMENT, "campaign_id": "exp-banner",
+            "variants": [{"id": "A", "weight": weights[0]}, {"id": "B", "weight": weights[1]}], "min_sample": 10}
+
+
+def seed_experiment(srv):
+    """A running experiment with exposures and conversions whose weights
+    then change from 50/50 to 90/10: the exposures no longer match the
+    weights, a sample-ratio mismatch the results must report."""
+    st, r = srv.call("POST", "/api/v1/experiments", dict(exp_def([0.5, 0.5]), id=EXP_ID))
+    assert st == 201, (st, r)
+    st, r = srv.call("POST", "/api/v1/experiments/%s/start" % EXP_ID)
+    assert st == 200 and r["status"] == "running", (st, r)
+    for i in range(EXP_CUSTOMERS):
+        st, r = srv.call("POST", "/api/v1/decide", {"customer_id": "c%08d" % i, "channel": "app",
+                                                     "placement": "exp_slot"}, key=DECIDE)
+        assert st == 200, (st, r)
+    wait_for("exposures recorded", lambda: srv.call("GET", "/api/v1/experiments/%s/results" % EXP_ID)[1]
+             ["exposures"] == EXP_CUSTOMERS)
+    events = [{"type": "conversion", "customer_id": "c%08d" % i, "revenue": 10 + i % 7}
+              for i in range(0, EXP_CUSTOMERS, 3)]
+    st, r = srv.call("POST", "/api/v1/events", "\n".join(json.dumps(e) for e in events),
+                     headers={"Content-Type": "application/x-ndjson"})
+    assert st == 200 and r["rejected"] == 0, (st, r)
+    st, r = srv.call("PUT", "/api/v1/experiments/" + EXP_ID, exp_def([0.9, 0.1]))
+    assert st == 200, (st, r)
+    res = wait_for("conversions counted", lambda: (lambda r: r if r["variants"][0]["conversions"] else None)(
+        srv.call("GET", "/api/v1/experiments/%s/results" % EXP_ID)[1]))
+    assert res["srm"]["mismatch"], res["srm"]
 
 
 def decide_burst(srv, n, start=0):
@@ -524,7 +594,8 @@ def check_pages_load_clean(c, srv):
              all(r.find_element(By.CSS_SELECTOR, ".badge").text == "active"
                  for r in c.els("#campaign-list tbody tr[data-campaign]")))
     # the nav follows the role: no page above it
-    assert [a.get_attribute("data-page") for a in c.els("#nav a")] == ["dashboard", "campaigns", "outbox", "rules"]
+    assert [a.get_attribute("data-page") for a in c.els("#nav a")] == ["dashboard", "campaigns", "experiments",
+                                                                        "segments", "outbox", "rules"]
 
 
 def status_of(srv, cid):
@@ -673,6 +744,90 @@ def check_hostile_content_is_text(c, srv):
     assert not [u for u in urls if ADMIN in u or MARKETER in u], urls
 
 
+def check_experiments(c, srv):
+    """The list and one experiment: the API's numbers, the SRM warning above
+    the results, the hostile name as text, and the winner button."""
+    c.go("experiments")
+    row = c.wait_css('#experiment-list tr[data-experiment="%s"]' % EXP_ID)
+    assert HOSTILE_EXPERIMENT in row.text and "running" in row.text, row.text
+    c.shot("experiments")
+    c.go("experiments/" + EXP_ID)
+    warn = c.wait_css("#srm-warning")
+    c.wait_css("#exp-variants tbody tr[data-variant]")
+    _, res = srv.call("GET", "/api/v1/experiments/%s/results" % EXP_ID)
+    assert res["srm"]["mismatch"]
+    srm_text = [w for w in res["warnings"] if "SAMPLE RATIO MISMATCH" in w]
+    assert srm_text and srm_text[0] in warn.text, (warn.text, res["warnings"])
+    # prominent: the first thing under the crumbs, above the name and the results
+    first = c.js("const v = document.getElementById('view'); return v.children[1].id")
+    assert first == "exp-srm", first
+    assert c.el("#exp-name").text == HOSTILE_EXPERIMENT
+    rows = {r.get_attribute("data-variant"): r for r in c.els("#exp-variants tbody tr[data-variant]")}
+    assert sorted(rows) == sorted(v["id"] for v in res["variants"]), rows.keys()
+    lifts = {x["variant"]: x for m in res["metrics"] if m["metric"] == res["primary_metric"]
+             for x in m["comparisons"]}
+    for v in res["variants"]:
+        r = rows[v["id"]]
+        assert int(r.get_attribute("data-exposures")) == v["exposures"], (v, r.get_attribute("data-exposures"))
+        assert int(r.get_attribute("data-conversions")) == v["conversions"], v
+        cells = [td.text for td in r.find_elements(By.CSS_SELECTOR, "td")]
+        assert cells[2].replace(",", "") == str(v["exposures"]) and cells[3] == str(v["conversions"]), cells
+        assert cells[4] == "%.2f%%" % (v["conversion_rate"] * 100), (cells, v)
+        if v["id"] in lifts:  # the lift interval is the API's
+            lf = lifts[v["id"]]["lift"]
+            want = "%.2f%% (%.2f%% … %.2f%%)" % (lf["estimate"] * 100, lf["ci_low"] * 100, lf["ci_high"] * 100)
+            assert cells[7] == want.replace("-0.00%", "0.00%") or cells[7] == want, (cells[7], want)
+    assert sum(v["exposures"] for v in res["variants"]) == EXP_CUSTOMERS
+    assert c.el('[data-kpi="exposures"]').get_attribute("data-value") == str(res["exposures"])
+    assert len(c.els("#exp-results svg.interval-chart")) == 2
+    errs = c.console_errors()
+    assert not errs, errs
+    c.shot("experiment", 1400)
+    # declare B the winner: a confirmation first, then the state changes
+    c.js("document.getElementById('winner-variant').value = 'B'")
+    c.el("#btn-winner").click()
+    c.wait_css("#btn-winner-confirm").click()
+    wait_for("concluded", lambda: c.el("#exp-status").get_attribute("data-status") == "concluded")
+    c.wait_text("#exp-result", "running → concluded")
+    _, x = srv.call("GET", "/api/v1/experiments/" + EXP_ID)
+    assert x["status"] == "concluded" and x["winner"] == "B", x
+    assert c.el("#exp-winner-id").text == "B"
+    # a second declaration is refused with the server's reason
+    c.el("#btn-winner").click()
+    c.wait_css("#btn-winner-confirm").click()
+    c.wait_text("#exp-result", "409")
+    errs = c.console_errors(allow=("409",))
+    assert not errs, errs
+    assert c.js("return window.__pwned") is None
+    assert c.js("return document.querySelectorAll('#view img, #view b, #view svg:not(.interval-chart)').length") == 0
+
+
+def check_segments(c, srv):
+    """Sizes and members equal the API's; the hostile name is text."""
+    _, lst = srv.call("GET", "/api/v1/segments")
+    assert [x["id"] for x in lst["segments"]] == ["gold"], lst
+    _, size = wait_for("segment built", lambda: (lambda r: r if r[1]["state"] == "ready" else None)(
+        srv.call("GET", "/api/v1/segments/gold/size")))
+    assert size["size"] > 20, size  # more members than the first page shows
+    c.go("segments")
+    row = c.wait_css('#segment-list tr[data-segment="gold"]')
+    assert row.get_attribute("data-size") == str(size["size"]), (row.get_attribute("data-size"), size)
+    assert HOSTILE_SEGMENT in row.text and str(size["size"]) in row.text.replace(",", ""), row.text
+    c.shot("segments")
+    c.go("segments/gold")
+    c.wait_css("#segment-members li")
+    _, m = srv.call("GET", "/api/v1/segments/gold/customers?limit=20")
+    shown = [li.text for li in c.els("#segment-members li")]
+    assert shown == m["customers"] and len(shown) == 20, (shown, m)
+    assert c.el("#segment-name").text == HOSTILE_SEGMENT
+    assert c.el("#segment-size").get_attribute("data-size") == str(size["size"])
+    errs = c.console_errors()
+    assert not errs, errs
+    c.shot("segment")
+    assert c.js("return window.__pwned") is None
+    assert c.js("return document.querySelectorAll('#view img').length") == 0
+
+
 def check_roles(c, srv):
     # admin: redrive controls, and they work
     c.go("outbox")
@@ -704,18 +859,19 @@ def check_roles(c, srv):
 
 CHECKS = [check_static_safety, check_sign_in_and_key_handling, check_dashboard_equals_api, check_pages_load_clean,
           check_lifecycle_buttons, check_editor_errors_save_versions, check_simulate,
-          check_hostile_content_is_text, check_roles]
+          check_hostile_content_is_text, check_experiments, check_segments, check_roles]
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default=os.path.join(ROOT, "build", "promod"))
-    ap.add_argument("--shots", default="")
+    ap.add_argument("--shots", default="", help="directory for the screenshots (default: screenshots/ in the "
+                    "run's temp directory, kept and printed at the end)")
     a = ap.parse_args()
     passed = failed = 0
-    if a.shots:
-        os.makedirs(a.shots, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="promod-browser-")
+    shots = os.path.abspath(a.shots) if a.shots else os.path.join(tmp, "screenshots")
+    os.makedirs(shots, exist_ok=True)
     srv = Server(os.path.abspath(a.bin), tmp)
     c = None
     t0 = time.time()
@@ -723,7 +879,7 @@ def main():
         srv.prepare()
         srv.start()
         seed(srv)
-        c = Console(srv, a.shots)
+        c = Console(srv, shots)
         for check in CHECKS:
             t = time.time()
             c.console_errors(allow=("",))  # what an earlier check left behind
@@ -749,8 +905,18 @@ def main():
         srv.stop()
         if failed:
             print("server log and screenshots kept in " + tmp)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        else:  # keep only the screenshots (when they are in the temp dir)
+            for name in os.listdir(tmp):
+                p = os.path.join(tmp, name)
+                if p == shots:
+                    continue
+                if os.path.isdir(p):
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    os.remove(p)
+            if not os.listdir(tmp):
+                os.rmdir(tmp)
+        print("screenshots: " + shots)
     print("browser: %d passed, %d failed (%.0f s)" % (passed, failed, time.time() - t0))
     return 1 if failed else 0
 
