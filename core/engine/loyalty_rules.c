@@ -3,6 +3,7 @@
 #include "base/app.h"
 #include "base/clock.h"
 #include "base/err.h"
+#include "base/file.h"
 #include "base/hash.h"
 #include "base/log.h"
 #include "base/tz.h"
@@ -15,6 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+
+/* a loyalty rules file is small Lua: refuse anything larger */
+#define LOYALTY_MAX_FILE (4u << 20)
 
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct loyalty_rules_gen *g_cur;
@@ -238,35 +242,6 @@ void loyalty_rules_program(struct loyalty_program *out)
     loyalty_rules_release(g);
 }
 
-static char *read_all(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    char *b = NULL;
-    size_t n = 0, cap = 0;
-    for (;;) {
-        if (n + 4096 > cap) {
-            cap = cap ? cap * 2 : 8192;
-            char *nb = cap > (4u << 20) ? NULL : realloc(b, cap);
-            if (!nb) {
-                free(b);
-                fclose(f);
-                return NULL;
-            }
-            b = nb;
-        }
-        size_t r = fread(b + n, 1, cap - n - 1, f);
-        n += r;
-        if (!r)
-            break;
-    }
-    fclose(f);
-    b[n] = 0;
-    *len = n;
-    return b;
-}
-
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 /* the directory's *.lua names, sorted; *sig = a hash of names, sizes, mtimes */
@@ -360,7 +335,7 @@ static int reload_locked(int force)
         struct loyalty_rules_file *f = &g->files[g->nfiles++];
         f->path = strdup(shown);
         size_t len = 0;
-        char *src = read_all(full, &len);
+        char *src = file_read_all(full, LOYALTY_MAX_FILE, &len, NULL);
         if (!src) {
             f->error = strdup("cannot read the file");
             nerr++;
@@ -504,7 +479,7 @@ int loyalty_rules_is_loyalty_path(const struct config *cfg, const char *path)
 static int check_one(const char *path, const char *shown)
 {
     size_t len;
-    char *src = read_all(path, &len);
+    char *src = file_read_all(path, LOYALTY_MAX_FILE, &len, NULL);
     if (!src) {
         printf("%s:1: cannot read the file\n", shown);
         return 1;

@@ -12,6 +12,7 @@
 #include "base/app.h"
 #include "base/clock.h"
 #include "base/err.h"
+#include "base/file.h"
 #include "base/hash.h"
 #include "base/log.h"
 #include "base/metrics.h"
@@ -148,27 +149,6 @@ static void scan(const char *dir, struct flist *l, int depth)
         }
     }
     closedir(d);
-}
-
-static char *read_all(const char *path, size_t *len, int *rc)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        *rc = -errno;
-        return NULL;
-    }
-    char *b = malloc(MODELS_MAX_FILE_BYTES + 2);
-    size_t n = b ? fread(b, 1, MODELS_MAX_FILE_BYTES + 1, f) : 0;
-    int bad = ferror(f);
-    fclose(f);
-    if (!b || bad) {
-        free(b);
-        *rc = b ? ERR_IO : ERR_NOMEM;
-        return NULL;
-    }
-    b[n] = 0;
-    *len = n;
-    return b;
 }
 
 static const struct models_entry *prev_by_path(const struct models_gen *g, const char *path)
@@ -318,7 +298,7 @@ static struct models_gen *build(struct app *app, int *nerrors)
         const struct models_entry *pe = prev_by_path(prev, fl.p[i]);
         size_t len = 0;
         int rc = 0;
-        char *src = read_all(fl.p[i], &len, &rc);
+        char *src = file_read_all(fl.p[i], MODELS_MAX_FILE_BYTES, &len, &rc);
         json_t *errs = json_array();
         struct models_def *d = NULL;
         uint32_t h = src ? hash_fnv1a(src, len, HASH_FNV_INIT) : 0;
@@ -422,7 +402,7 @@ static uint32_t fingerprint(struct app *app, uint64_t *rev)
     for (int i = 0; i < fl.n; i++) {
         size_t len = 0;
         int rc;
-        char *src = read_all(fl.p[i], &len, &rc);
+        char *src = file_read_all(fl.p[i], MODELS_MAX_FILE_BYTES, &len, &rc);
         h = hash_fnv1a(fl.p[i], strlen(fl.p[i]) + 1, h);
         h = src ? hash_fnv1a(src, len, h) : hash_fnv1a(&rc, sizeof rc, h);
         free(src);

@@ -5,6 +5,7 @@
 #include "engine/rules.h"
 #include "base/app.h"
 #include "base/err.h"
+#include "base/file.h"
 #include "base/hash.h"
 #include "base/id.h"
 #include "lua/luavm.h"
@@ -807,38 +808,11 @@ int models_validate_source(const char *path, const char *src, size_t len, json_t
 /* ---------------------------------------------------------------------- */
 /* promod check                                                            */
 
-static char *slurp(const char *path, size_t *len, int *rc)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        *rc = -errno;
-        return NULL;
-    }
-    char *buf = malloc(MODELS_MAX_FILE_BYTES + 2);
-    if (!buf) {
-        fclose(f);
-        *rc = ERR_NOMEM;
-        return NULL;
-    }
-    size_t n = fread(buf, 1, MODELS_MAX_FILE_BYTES + 1, f);
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(buf);
-        *rc = ERR_IO;
-        return NULL;
-    }
-    buf[n] = 0;
-    *len = n;
-    *rc = 0;
-    return buf;
-}
-
 static int check_one(const char *path, int *nfiles)
 {
     size_t len;
     int rc;
-    char *src = slurp(path, &len, &rc);
+    char *src = file_read_all(path, MODELS_MAX_FILE_BYTES, &len, &rc);
     (*nfiles)++;
     if (!src) {
         printf("%s:1: cannot read: %s\n", path, rc < 0 && rc > -4096 ? strerror(-rc) : err_str(rc));

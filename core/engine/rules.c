@@ -15,6 +15,7 @@
 #include "base/clock.h"
 #include "codec/codec.h"
 #include "base/err.h"
+#include "base/file.h"
 #include "base/hash.h"
 #include "base/log.h"
 #include "lua/luavm.h"
@@ -290,29 +291,7 @@ void rules_scan_dir(const char *dir, const char *skip, int recurse, enum rules_k
 
 char *rules_read_file(const char *path, size_t *len, int *rc)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        *rc = -errno;
-        return NULL;
-    }
-    struct stat st;
-    if (fstat(fileno(f), &st) || st.st_size > (off_t)RULES_MAX_FILE_BYTES) {
-        fclose(f);
-        *rc = ERR_TOOBIG;
-        return NULL;
-    }
-    char *buf = malloc((size_t)st.st_size + 1);
-    if (!buf) {
-        fclose(f);
-        *rc = ERR_NOMEM;
-        return NULL;
-    }
-    size_t n = fread(buf, 1, (size_t)st.st_size, f);
-    fclose(f);
-    buf[n] = 0;
-    *len = n;
-    *rc = 0;
-    return buf;
+    return file_read_all(path, RULES_MAX_FILE_BYTES, len, rc);
 }
 
 static uint32_t lib_hash(const char *lib_dir)

@@ -22,6 +22,7 @@
 #include "base/app.h"
 #include "base/clock.h"
 #include "base/err.h"
+#include "base/file.h"
 #include "base/hash.h"
 #include "base/id.h"
 #include "base/log.h"
@@ -749,30 +750,6 @@ static char **list_dir(const char *dir0, int *n)
     return v;
 }
 
-static char *read_text(const char *path, size_t *len, int *rc)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        *rc = -errno;
-        return NULL;
-    }
-    char *buf = malloc(SEGMENTS_MAX_SOURCE + 1);
-    size_t n = buf ? fread(buf, 1, SEGMENTS_MAX_SOURCE + 1, f) : 0;
-    fclose(f);
-    if (!buf) {
-        *rc = ERR_NOMEM;
-        return NULL;
-    }
-    if (n > SEGMENTS_MAX_SOURCE) {
-        free(buf);
-        *rc = ERR_TOOBIG;
-        return NULL;
-    }
-    buf[n] = 0;
-    *len = n;
-    return buf;
-}
-
 static struct luavm *scratch_vm(const struct config *cfg)
 {
     struct luavm_opts o = { .instr_budget = cfg ? cfg->instr_budget : 0,
@@ -798,7 +775,7 @@ static void load_defs(const struct config *cfg, char **paths, int np, struct dse
             d->source_len = strlen(over_text);
             d->source = xstrndup(over_text, d->source_len);
         } else {
-            d->source = read_text(paths[i], &d->source_len, &rc);
+            d->source = file_read_all(paths[i], SEGMENTS_MAX_SOURCE, &d->source_len, &rc);
         }
         if (!d->source) {
             set_error(d, 1, "cannot read: %s", rc == ERR_TOOBIG ? "larger than 64 KiB" : err_str(rc));

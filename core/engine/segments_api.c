@@ -16,6 +16,7 @@
 #include "store/store.h"
 #include "base/app.h"
 #include "base/err.h"
+#include "base/file.h"
 #include "base/id.h"
 #include "base/log.h"
 #include <errno.h>
@@ -180,41 +181,6 @@ static int file_text(struct buf *b, const char *id, const char *name, const char
     return rc || buf_adds(b, "}\n") ? ERR_NOMEM : 0;
 }
 
-/* Write `data` to `path` atomically (temp file, fsync, rename). */
-static int write_file(const char *path, const char *data, size_t len)
-{
-    char tmp[4300];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp-%ld", path, (long)getpid()) >= (int)sizeof tmp)
-        return ERR_TOOBIG;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return -errno;
-    size_t off = 0;
-    while (off < len) {
-        ssize_t n = write(fd, data + off, len - off);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            int e = errno;
-            close(fd);
-            unlink(tmp);
-            return -e;
-        }
-        off += (size_t)n;
-    }
-    if (fsync(fd) || close(fd)) {
-        int e = errno;
-        unlink(tmp);
-        return -e;
-    }
-    if (rename(tmp, path)) {
-        int e = errno;
-        unlink(tmp);
-        return -e;
-    }
-    return 0;
-}
-
 struct known {
     const struct segments_gen *g;
     const char *self;
@@ -320,7 +286,7 @@ int segments_put(struct app *app, const char *id, const json_t *body, int create
         goto out;
     }
     mkdir(app->cfg.segments_dir, 0755);
-    if ((rc = write_file(path, text.p, text.len))) {
+    if ((rc = file_write_atomic(path, text.p, text.len))) {
         reqerr_set(err, 500, "write_failed", NULL, "cannot write %s: %s", path, err_str(rc));
         goto out;
     }

@@ -16,7 +16,9 @@
  */
 #include "service/campaigns.h"
 #include "service/campaigns_internal.h"
+
 #include "base/err.h"
+#include "base/file.h"
 #include "base/log.h"
 #include "codec/codec.h"
 #include "store/audit.h"
@@ -28,7 +30,6 @@
 #include <unistd.h>
 
 pthread_mutex_t campaigns_mu = PTHREAD_MUTEX_INITIALIZER;
-static _Atomic unsigned long g_tmp_counter;
 
 void campaigns_sha256_hex(const char *p, size_t n, char out[65])
 {
@@ -69,96 +70,6 @@ int campaigns_rel_ok(const char *rel)
         if (p[0] == '.' && (p == rel || p[-1] == '/'))
             return 0; /* "..", hidden files and ./ */
     return 1;
-}
-
-static void fsync_dir_of(const char *path)
-{
-    char d[4200];
-    snprintf(d, sizeof d, "%s", path);
-    char *slash = strrchr(d, '/');
-    if (!slash)
-        return;
-    *slash = 0;
-    int fd = open(*d ? d : "/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-}
-
-/* Write `data` to a hidden temp file beside `abs` (the loader skips names
- * starting with '.') and fsync it.  @return 0 or -errno. */
-static int file_prepare(const char *abs, const char *data, size_t len, char *tmp, size_t tmplen)
-{
-    char d[4200];
-    snprintf(d, sizeof d, "%s", abs);
-    char *slash = strrchr(d, '/');
-    if (!slash)
-        return -EINVAL;
-    *slash = 0;
-    snprintf(tmp, tmplen, "%s/.%s.tmp-%ld-%lu", d, slash + 1, (long)getpid(),
-             (unsigned long)++g_tmp_counter);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return -errno;
-    size_t off = 0;
-    while (off < len) {
-        ssize_t w = write(fd, data + off, len - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            int rc = w < 0 ? -errno : -EIO;
-            close(fd);
-            unlink(tmp);
-            return rc;
-        }
-        off += (size_t)w;
-    }
-    if (fsync(fd)) {
-        int rc = -errno;
-        close(fd);
-        unlink(tmp);
-        return rc;
-    }
-    if (close(fd)) {
-        int rc = -errno;
-        unlink(tmp);
-        return rc;
-    }
-    return 0;
-}
-
-static int file_commit(const char *tmp, const char *abs)
-{
-    if (rename(tmp, abs)) {
-        int rc = -errno;
-        unlink(tmp);
-        return rc;
-    }
-    fsync_dir_of(abs);
-    return 0;
-}
-
-static char *read_whole(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    struct stat st;
-    if (fstat(fileno(f), &st) || !S_ISREG(st.st_mode) || st.st_size > (off_t)CAMPAIGNS_MAX_SCRIPT) {
-        fclose(f);
-        return NULL;
-    }
-    char *b = malloc((size_t)st.st_size + 1);
-    if (!b) {
-        fclose(f);
-        return NULL;
-    }
-    size_t n = fread(b, 1, (size_t)st.st_size, f);
-    fclose(f);
-    b[n] = 0;
-    *len = n;
-    return b;
 }
 
 /* ===================================================================== */
@@ -221,7 +132,7 @@ static int sync_campaign(struct store_txn *t, const struct rules_gen *g, int i, 
     if (content_new) {
         /* only what the loader validated: the file must still hold that text */
         size_t dl = 0;
-        char *disk = read_whole(f->path, &dl);
+        char *disk = file_read_all(f->path, CAMPAIGNS_MAX_SCRIPT, &dl, NULL);
         char dh[65] = "";
         if (disk)
             campaigns_sha256_hex(disk, dl, dh);

@@ -125,23 +125,33 @@ static json_t *view(const json_t *rec)
     return v;
 }
 
-static json_t *view_of(const char *id, struct reqerr *e)
+/* The record of `id` in txn `t` (NULL: a read txn of its own), or NULL
+ * with `e` filled: 404 for an unknown id, 503/500 for the store. */
+static json_t *rec_of(struct store_txn *t, const char *id, struct reqerr *e)
 {
-    struct store_txn *t;
-    int rc = store_rtxn_begin(g_app->store, &t);
+    struct store_txn *own = NULL;
+    int rc = t ? 0 : store_rtxn_begin(g_app->store, &own);
     if (rc) {
         store_err(e, rc, "experiments");
         return NULL;
     }
-    json_t *rec = expa_rec_get(t, id, &rc);
-    store_txn_end(t);
+    json_t *rec = expa_rec_get(t ? t : own, id, &rc);
+    if (own)
+        store_txn_end(own);
     if (!rec) {
         if (rc == ERR_NOTFOUND)
             reqerr_set(e, 404, "not_found", "id", "no experiment \"%s\"", id);
         else
             store_err(e, rc, "experiments");
-        return NULL;
     }
+    return rec;
+}
+
+static json_t *view_of(const char *id, struct reqerr *e)
+{
+    json_t *rec = rec_of(NULL, id, e);
+    if (!rec)
+        return NULL;
     json_t *v = view(rec);
     json_decref(rec);
     return v;
@@ -443,14 +453,7 @@ static json_t *begin_change(const char *id, struct store_txn **t, struct reqerr 
         store_err(e, rc, "experiments");
         return NULL;
     }
-    json_t *rec = expa_rec_get(*t, id, &rc);
-    if (!rec) {
-        if (rc == ERR_NOTFOUND)
-            reqerr_set(e, 404, "not_found", "id", "no experiment \"%s\"", id);
-        else
-            store_err(e, rc, "experiments");
-    }
-    return rec;
+    return rec_of(*t, id, e);
 }
 
 json_t *exp_admin_update(const char *id, const json_t *body, const char *actor, struct reqerr *e)
@@ -767,21 +770,9 @@ static json_t *results_summary(const json_t *rec, const struct experiments_def *
 /* Load the record and definition of `id` (read only). */
 static json_t *load_rec(const char *id, struct experiments_def **d, struct reqerr *e)
 {
-    struct store_txn *t;
-    int rc = store_rtxn_begin(g_app->store, &t);
-    if (rc) {
-        store_err(e, rc, "experiments");
+    json_t *rec = rec_of(NULL, id, e);
+    if (!rec)
         return NULL;
-    }
-    json_t *rec = expa_rec_get(t, id, &rc);
-    store_txn_end(t);
-    if (!rec) {
-        if (rc == ERR_NOTFOUND)
-            reqerr_set(e, 404, "not_found", "id", "no experiment \"%s\"", id);
-        else
-            store_err(e, rc, "experiments");
-        return NULL;
-    }
     if (!(*d = expa_def_of(rec))) {
         reqerr_set(e, 409, "invalid_definition", NULL,
                    "experiment \"%s\" has no definition that loads", id);

@@ -17,6 +17,7 @@
 #include "base/clock.h"
 #include "base/config.h"
 #include "base/err.h"
+#include "base/file.h"
 #include "base/hash.h"
 #include "base/id.h"
 #include "base/log.h"
@@ -45,7 +46,6 @@
 
 pthread_mutex_t expa_mu = PTHREAD_MUTEX_INITIALIZER;
 struct expa_state expa;
-static unsigned long g_tmp_counter;
 
 /* ---------------------------------------------------------------------- */
 /* small helpers                                                          */
@@ -146,76 +146,18 @@ static void abs_of(const char *rel, char *out, size_t len)
     snprintf(out, len, "%s/%s", expa.dir, rel);
 }
 
-static void fsync_dir(void)
-{
-    int fd = open(expa.dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-}
-
 int expa_file_prepare(const char *rel, const char *data, size_t len, char *tmp, size_t tmplen)
 {
-    snprintf(tmp, tmplen, "%s/.%s.tmp-%ld-%lu", expa.dir, rel, (long)getpid(),
-             __atomic_add_fetch(&g_tmp_counter, 1, __ATOMIC_RELAXED));
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return -errno;
-    size_t off = 0;
-    while (off < len) {
-        ssize_t w = write(fd, data + off, len - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            int rc = w < 0 ? -errno : -EIO;
-            close(fd);
-            unlink(tmp);
-            return rc;
-        }
-        off += (size_t)w;
-    }
-    int rc = fsync(fd) ? -errno : 0;
-    if (close(fd) && !rc)
-        rc = -errno;
-    if (rc)
-        unlink(tmp);
-    return rc;
+    char abs[4400];
+    abs_of(rel, abs, sizeof abs);
+    return file_prepare(abs, data, len, tmp, tmplen);
 }
 
 int expa_file_commit(const char *tmp, const char *rel)
 {
     char abs[4400];
     abs_of(rel, abs, sizeof abs);
-    if (rename(tmp, abs)) {
-        int rc = -errno;
-        unlink(tmp);
-        return rc;
-    }
-    fsync_dir();
-    return 0;
-}
-
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    struct stat st;
-    if (fstat(fileno(f), &st) || !S_ISREG(st.st_mode) || st.st_size > (off_t)MAX_FILE_BYTES) {
-        fclose(f);
-        return NULL;
-    }
-    char *b = malloc((size_t)st.st_size + 1);
-    if (!b) {
-        fclose(f);
-        return NULL;
-    }
-    size_t n = fread(b, 1, (size_t)st.st_size, f);
-    fclose(f);
-    b[n] = 0;
-    *len = n;
-    return b;
+    return file_commit(tmp, abs);
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -361,7 +303,7 @@ static int load_dir(void)
         char path[4400];
         abs_of(f->rel, path, sizeof path);
         size_t len = 0;
-        char *src = read_file(path, &len);
+        char *src = file_read_all(path, MAX_FILE_BYTES, &len, NULL);
         const struct expa_file *old = NULL;
         for (int k = 0; k < expa.nfiles; k++)
             if (!strcmp(expa.files[k].rel, f->rel))
@@ -1062,7 +1004,7 @@ int exp_admin_check_cli(const struct config *cfg, const char **paths, int n)
             else
                 snprintf(path, sizeof path, "%s", paths[i]);
             size_t len = 0;
-            char *src = read_file(path, &len), *err = NULL;
+            char *src = file_read_all(path, MAX_FILE_BYTES, &len, NULL), *err = NULL;
             files++;
             struct experiments_def *d =
                 src ? load_text(vm, path, names[k] ? names[k] : path, src, len, &err) : NULL;
