@@ -194,13 +194,13 @@ static int aggs_apply(struct store_txn *wt, struct aggs *s)
     return rc;
 }
 
-static json_t *rec_get(struct store_txn *t, uint64_t id, int *rc)
+static json_t *msg_get(struct store_txn *t, uint64_t id, int *rc)
 {
     unsigned char k[9];
     return record_get(t, STORE_OUTBOX, k, key_m(k, id), rc);
 }
 
-static int rec_put(struct store_txn *wt, uint64_t id, const json_t *rec)
+static int msg_put(struct store_txn *wt, uint64_t id, const json_t *rec)
 {
     unsigned char k[9];
     return record_put(wt, STORE_OUTBOX, k, key_m(k, id), rec);
@@ -348,7 +348,7 @@ int outbox_due_scan(struct store_txn *t, const char *channel, int64_t now_ms, ou
 
 json_t *outbox_get(struct store_txn *t, uint64_t id, int *rc)
 {
-    return rec_get(t, id, rc);
+    return msg_get(t, id, rc);
 }
 
 struct outbox_batch {
@@ -404,7 +404,7 @@ int outbox_batch_add(struct outbox_batch *b, const struct outbox_outcome *o)
             agg_add(ag, 'c', camp, C_FAILED, 1);
             agg_add(ag, 'r', o->reason, 0, 1);
         }
-        rc = rec_put(wt, o->id, o->rec);
+        rc = msg_put(wt, o->id, o->rec);
         if (!rc)
             rc = store_put(wt, STORE_OUTBOX, k, key_q(k, chan, o->new_due_ms, o->id), camp,
                            strlen(camp));
@@ -415,7 +415,7 @@ int outbox_batch_add(struct outbox_batch *b, const struct outbox_outcome *o)
         json_object_set_new(o->rec, "error", json_string(o->error));
         json_object_set_new(o->rec, "reason", json_string(o->reason));
         json_object_set_new(o->rec, "dead_at", json_integer(b->now_ms));
-        rc = rec_put(wt, o->id, o->rec);
+        rc = msg_put(wt, o->id, o->rec);
         if (!rc)
             rc = store_put(wt, STORE_OUTBOX, k, key_d(k, o->id), "", 0);
         agg_add(ag, 'n', chan, C_QUEUED, -1);
@@ -735,7 +735,7 @@ static int dead_cb(void *ud, const void *key, size_t klen, const void *val, size
     }
     s->last = id;
     int rc;
-    json_t *rec = rec_get(s->t, id, &rc);
+    json_t *rec = msg_get(s->t, id, &rc);
     if (!rec)
         return 0;
     if ((!s->channel || !strcmp(rec_str(rec, "channel"), s->channel)) &&
@@ -830,7 +830,7 @@ long outbox_redrive(const json_t *ids, const char *channel, const char *campaign
         int grc;
         json_t *rec = NULL;
         if (store_get(wt, STORE_OUTBOX, k, key_d(k, id), &v, &vl) == 0)
-            rec = rec_get(wt, id, &grc);
+            rec = msg_get(wt, id, &grc);
         if (!rec) {
             if (missing)
                 json_array_append_new(*missing, json_integer((json_int_t)id));
@@ -846,7 +846,7 @@ long outbox_redrive(const json_t *ids, const char *channel, const char *campaign
         json_object_set_new(rec, "due", json_integer(now_ms));
         json_object_set_new(rec, "redriven_at", json_integer(now_ms));
         json_object_del(rec, "dead_at");
-        rc = rec_put(wt, id, rec);
+        rc = msg_put(wt, id, rec);
         if (!rc)
             rc = store_del(wt, STORE_OUTBOX, k, key_d(k, id));
         if (!rc)
@@ -894,7 +894,7 @@ static int erase_cb(void *ud, const void *key, size_t klen, const void *val, siz
         return 0;
     uint64_t id = store_get_be64((const unsigned char *)key + 1);
     int rc;
-    json_t *rec = rec_get(s->t, id, &rc);
+    json_t *rec = msg_get(s->t, id, &rc);
     if (!rec)
         return 0;
     int mine = !strcmp(rec_str(rec, "customer"), s->customer);
@@ -929,7 +929,7 @@ long outbox_erase_customer_txn(struct store_txn *wt, const char *customer)
     long removed = 0;
     for (size_t i = 0; i < s.n; i++) {
         int grc;
-        json_t *rec = rec_get(wt, s.ids[i], &grc);
+        json_t *rec = msg_get(wt, s.ids[i], &grc);
         unsigned char k[9];
         int64_t d[NCTR] = { 0 };
         d[C_DEAD] = -1;
