@@ -33,7 +33,9 @@ cp -r rules/. "$RUN/rules/"
 "$BIN" import profiles scripts/demo/profiles.ndjson --data "$RUN/data" >/dev/null
 cat > "$RUN/promod.lua" <<CFG
 return { listen = "127.0.0.1:$PORT", data_dir = "$RUN/data", rules_dir = "$RUN/rules",
-  plugins_dir = "$RUN/plugins", log_level = "warn", threads = 2, header_timeout = $HT }
+  plugins_dir = "$RUN/plugins", segments_dir = "$RUN/segments",
+  models_dir = "$RUN/models", log_level = "warn", threads = 2,
+  header_timeout = $HT }
 CFG
 "$BIN" serve -c "$RUN/promod.lua" 2>>"$RUN/server.log" &
 PID=$!
