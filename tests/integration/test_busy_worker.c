@@ -133,9 +133,9 @@ static void wait_in_flight(long n)
  * socket (the client saw no answer at all).  Every one must be answered. */
 Test(busy_worker, requests_waiting_in_the_socket_of_a_busy_worker_are_answered)
 {
-    /* one worker; the hook (>= 4 s of CPU) outlasts header_timeout (2 s),
+    /* one worker; the hook (>= 5 s of CPU) outlasts header_timeout (3 s),
      * which outlasts the set-up below */
-    start("threads = 1, header_timeout = 2, hook_time_limit_ms = 4000,"
+    start("threads = 1, header_timeout = 3, hook_time_limit_ms = 5000,"
           " instruction_budget = 1000000000, ops_port = 0,");
     enum { N = 100 };
     int fds[N];
