@@ -17,4 +17,6 @@ return {
   -- },
   -- tls = { cert = "/etc/promod/server.pem", key = "/etc/promod/server.key" },  -- needed beyond loopback with keys
   -- header_timeout = 10,     -- seconds for a complete request head
+  -- ops_port = 8081,         -- /healthz and /metrics on a thread that never runs Lua: probe here
+  -- listen_backlog = 4096,   -- accept queue per worker socket (capped by net.core.somaxconn)
 }

@@ -271,6 +271,8 @@ static int cmd_serve(const struct cli *c)
         FILE *f = fopen(tmp, "w");
         if (f) {
             fprintf(f, "%d\n", server_port(app.srv));
+            if (server_ops_port(app.srv) >= 0) /* a second line: the ops port */
+                fprintf(f, "%d\n", server_ops_port(app.srv));
             fclose(f);
             rename(tmp, c->port_file);
         }

@@ -77,6 +77,8 @@ void config_defaults(struct config *c)
     memset(c, 0, sizeof *c);
     c->listen_host = xstrdup("127.0.0.1");
     c->listen_port = 8080;
+    c->ops_port = -1;
+    c->listen_backlog = 4096;
     c->data_dir = xstrdup("./data");
     c->rules_dir = xstrdup("./rules");
     c->plugins_dir = xstrdup("./plugins");
@@ -628,6 +630,12 @@ static int apply(lua_State *L, struct cerr *e, struct config *c)
         } else if (!strcmp(k, "request_timeout")) {
             if (!(rc = get_int(L, e, k, 1, 3600, &v)))
                 c->request_timeout = (double)v;
+        } else if (!strcmp(k, "listen_backlog")) {
+            if (!(rc = get_int(L, e, k, 16, 65535, &v)))
+                c->listen_backlog = (int)v;
+        } else if (!strcmp(k, "ops_port")) {
+            if (!(rc = get_int(L, e, k, -1, 65535, &v)))
+                c->ops_port = (int)v;
         } else if (!strcmp(k, "header_timeout")) {
             if (!(rc = get_int(L, e, k, 1, 3600, &v)))
                 c->header_timeout = (int)v;

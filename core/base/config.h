@@ -50,6 +50,10 @@ struct config_rate {
 struct config {
     char *listen_host;        /**< "127.0.0.1" */
     int listen_port;          /**< 8080; 0 = any free port */
+    int listen_backlog;       /**< accept queue per listening socket (4096; the kernel caps it
+                                   at net.core.somaxconn) */
+    int ops_port;             /**< the ops listener (/healthz, /metrics on a thread that never
+                                   runs Lua; server.h): -1 = none (default), 0 = any free port */
     char *data_dir;           /**< "./data" */
     char *rules_dir;          /**< "./rules" */
     char *plugins_dir;        /**< "./plugins" */

@@ -137,8 +137,8 @@ static void h_keys(struct http_req *r)
 
 void api_ops_register(void)
 {
-    router_add(HTTP_GET, "/healthz", ROLE_PUBLIC, h_healthz, 0);
-    router_add(HTTP_GET, "/metrics", ROLE_PUBLIC, h_metrics, 0);
+    router_add(HTTP_GET, "/healthz", ROLE_PUBLIC, h_healthz, ROUTER_OPS);
+    router_add(HTTP_GET, "/metrics", ROLE_PUBLIC, h_metrics, ROUTER_OPS);
     metrics_register(store_collector, NULL);
 }
 

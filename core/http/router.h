@@ -19,6 +19,8 @@ typedef void (*router_fn)(struct http_req *r);
 
 enum router_flags {
     ROUTER_BIG_BODY = 1, /**< body limit is max_import_body instead of max_body */
+    ROUTER_OPS = 2,      /**< also served by the ops thread (server.h): the handler runs no
+                              Lua and touches no worker-thread state */
 };
 
 struct router_route {

@@ -37,6 +37,8 @@ struct server {
     int port;
     int nworkers;
     struct worker *workers;
+    struct worker ops;  /* the ops thread (ops_port), or zeroed */
+    int ops_fd, ops_port;
     struct event_base *main_base;
     struct event *sigint, *sigterm, *sighup, *stop_ev;
     pthread_barrier_t ready;
@@ -54,7 +56,7 @@ static int is_loopback(const struct sockaddr *sa)
     return 0;
 }
 
-static int listen_one(const struct addrinfo *ai, int port, int reuseport, const char *host)
+static int listen_one(const struct addrinfo *ai, int port, int reuseport, const char *host, int backlog)
 {
     int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
@@ -72,7 +74,7 @@ static int listen_one(const struct addrinfo *ai, int port, int reuseport, const 
         ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)port);
     else
         ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)port);
-    if (bind(fd, (struct sockaddr *)&ss, ai->ai_addrlen) || listen(fd, 1024)) {
+    if (bind(fd, (struct sockaddr *)&ss, ai->ai_addrlen) || listen(fd, backlog)) {
         int e = errno;
         log_error("cannot listen", "host=\"%s\" port=%d err=\"%s\"", host, port, strerror(e));
         close(fd);
@@ -90,7 +92,14 @@ static int bound_port(int fd)
                                          : ((struct sockaddr_in6 *)&ss)->sin6_port);
 }
 
-/* One listening socket per worker, joined with SO_REUSEPORT, so the kernel
+/* The accept queue (listen_backlog, 4096 by default; Linux caps it at
+ * net.core.somaxconn, 4096 on current kernels): a burst of new connections
+ * larger than the queue of a worker busy in a hook overflows it, and the
+ * kernel then drops handshakes (ListenOverflows), so the client's connect
+ * or first request waits for retransmissions (1 s, 2 s, ...) and may run
+ * into header_timeout.  Was 1024.
+ *
+ * One listening socket per worker, joined with SO_REUSEPORT, so the kernel
  * spreads new connections over the workers.  (With one shared socket the
  * first worker to wake accepts every pending connection: a load generator
  * opening 32 connections at once put all 32 on one worker and left the
@@ -135,7 +144,7 @@ static int bind_socket(struct server *s, const char *host, int port)
         return ERR_NOMEM;
     }
     if (port != 0 && n > 1) {
-        int probe = listen_one(res, port, 0, host);
+        int probe = listen_one(res, port, 0, host, 16);
         if (probe < 0) {
             freeaddrinfo(res);
             return probe;
@@ -143,7 +152,7 @@ static int bind_socket(struct server *s, const char *host, int port)
         close(probe);
     }
     for (int i = 0; i < n; i++) {
-        int fd = listen_one(res, i == 0 ? port : s->port, n > 1, host);
+        int fd = listen_one(res, i == 0 ? port : s->port, n > 1, host, s->cfg->listen_backlog);
         if (fd < 0) {
             freeaddrinfo(res);
             return fd;
@@ -151,6 +160,16 @@ static int bind_socket(struct server *s, const char *host, int port)
         s->fds[s->nfds++] = fd;
         if (i == 0)
             s->port = bound_port(fd);
+    }
+    if (s->cfg->ops_port >= 0) {
+        s->ops_fd = listen_one(res, s->cfg->ops_port, 0, host, 128);
+        if (s->ops_fd < 0) {
+            int e = s->ops_fd;
+            s->ops_fd = -1;
+            freeaddrinfo(res);
+            return e;
+        }
+        s->ops_port = bound_port(s->ops_fd);
     }
     freeaddrinfo(res);
     return 0;
@@ -257,6 +276,12 @@ static void dispatch(struct evhttp_request *ev, void *arg)
         goto done;
     }
     const struct router_route *rt = router_get(r.route);
+    if (w->ops && !(rt->flags & ROUTER_OPS)) {
+        r.route = -1;
+        http_reply_errorf(&r, 404, "not_found", NULL,
+                          "the ops port serves only GET /healthz and GET /metrics, not %s", r.path);
+        goto done;
+    }
     const char *accept = http_header(&r, "Accept");
     r.want_msgpack = accept && strstr(accept, "application/msgpack") != NULL;
 
@@ -320,7 +345,7 @@ static void dispatch(struct evhttp_request *ev, void *arg)
 done:;
     uint64_t ns = clock_mono_ns() - r.t0;
     router_metrics_observe(r.route, r.status, ns);
-    if (w->idx < MAX_COUNTED_WORKERS)
+    if (!w->ops && w->idx < MAX_COUNTED_WORKERS)
         __atomic_add_fetch(&g_worker_reqs[w->idx], 1, __ATOMIC_RELAXED);
     if (cfg->access_log) {
         const struct router_route *x = router_get(r.route);
@@ -361,6 +386,14 @@ static void *worker_main(void *arg)
         event_base_dispatch(w->base);
     if (s->opts.thread_fini)
         s->opts.thread_fini(w);
+    return NULL;
+}
+
+/* The ops thread: no thread_init (no Lua state, no read transaction). */
+static void *ops_main(void *arg)
+{
+    struct worker *w = arg;
+    event_base_dispatch(w->base);
     return NULL;
 }
 
@@ -409,6 +442,41 @@ static struct event_base *new_worker_base(void)
     return b ? b : event_base_new();
 }
 
+/* A worker's (or the ops thread's) event base, evhttp over `fd`, and the
+ * connection reader.  0, or -1 (logged). */
+static int setup_worker(struct server *s, struct worker *w, int fd)
+{
+    w->srv = s;
+    w->base = new_worker_base();
+    w->http = w->base ? evhttp_new(w->base) : NULL;
+    if (w->http)
+        w->lev = evconnlistener_new(w->base, NULL, NULL, LEV_OPT_REUSEABLE, -1, fd);
+    if (!w->lev) {
+        log_error("cannot set up worker", "worker=%d", w->idx);
+        return -1;
+    }
+    w->wire = wire_new(w->base, s->cfg);
+    if (!w->wire)
+        return -1;
+    evhttp_bind_listener(w->http, w->lev);
+    evhttp_set_gencb(w->http, dispatch, w);
+    /* Every connection is read by wire.c first: it holds each request
+     * head back until it is complete and refuses what is malformed,
+     * too large or too slow in the contract's shape, before evhttp
+     * (whose own refusals are HTML with no hook) sees it.  evhttp's
+     * limits sit at or above the reader's so they never trigger. */
+    evhttp_set_bevcb(w->http, wire_bevcb, w->wire);
+    size_t hard = s->cfg->max_import_body > s->cfg->max_body ? s->cfg->max_import_body
+                                                             : s->cfg->max_body;
+    evhttp_set_max_body_size(w->http, (ev_ssize_t)hard);
+    evhttp_set_max_headers_size(w->http, (ev_ssize_t)(s->cfg->max_header + 4096));
+    evhttp_set_timeout(w->http, (int)s->cfg->request_timeout);
+    evhttp_set_allowed_methods(w->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
+                                            EVHTTP_REQ_PATCH | EVHTTP_REQ_DELETE |
+                                            EVHTTP_REQ_HEAD | EVHTTP_REQ_OPTIONS);
+    return 0;
+}
+
 int server_start(const struct server_opts *o, struct server **out)
 {
     *out = NULL;
@@ -425,10 +493,13 @@ int server_start(const struct server_opts *o, struct server **out)
     s->nworkers = s->cfg->threads > 0 ? s->cfg->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (s->nworkers < 1)
         s->nworkers = 1;
+    s->ops_fd = s->ops_port = -1;
     int rc = bind_socket(s, s->cfg->listen_host, s->cfg->listen_port);
     if (!rc && tls_init(s->cfg))
         rc = ERR_INVAL;
     if (rc) {
+        if (s->ops_fd >= 0)
+            close(s->ops_fd);
         for (int i = 0; i < s->nfds; i++)
             close(s->fds[i]);
         free(s->fds);
@@ -464,38 +535,16 @@ int server_start(const struct server_opts *o, struct server **out)
     for (int i = 0; i < s->nworkers; i++) {
         struct worker *w = &s->workers[i];
         w->idx = i;
-        w->srv = s;
-        w->base = new_worker_base();
-        w->http = w->base ? evhttp_new(w->base) : NULL;
-        if (w->http) {
-            w->lev = evconnlistener_new(w->base, NULL, NULL, LEV_OPT_REUSEABLE, -1, s->fds[i % s->nfds]);
-        }
-        if (!w->lev) {
-            log_error("cannot set up worker", "worker=%d", i);
+        if (setup_worker(s, w, s->fds[i % s->nfds])) {
             s->init_failed = 1;
             break;
         }
-        w->wire = wire_new(w->base, s->cfg);
-        if (!w->wire) {
+    }
+    if (!s->init_failed && s->ops_fd >= 0) {
+        s->ops.ops = 1;
+        s->ops.idx = -1;
+        if (setup_worker(s, &s->ops, s->ops_fd))
             s->init_failed = 1;
-            break;
-        }
-        evhttp_bind_listener(w->http, w->lev);
-        evhttp_set_gencb(w->http, dispatch, w);
-        /* Every connection is read by wire.c first: it holds each request
-         * head back until it is complete and refuses what is malformed,
-         * too large or too slow in the contract's shape, before evhttp
-         * (whose own refusals are HTML with no hook) sees it.  evhttp's
-         * limits sit at or above the reader's so they never trigger. */
-        evhttp_set_bevcb(w->http, wire_bevcb, w->wire);
-        size_t hard = s->cfg->max_import_body > s->cfg->max_body ? s->cfg->max_import_body
-                                                                 : s->cfg->max_body;
-        evhttp_set_max_body_size(w->http, (ev_ssize_t)hard);
-        evhttp_set_max_headers_size(w->http, (ev_ssize_t)(s->cfg->max_header + 4096));
-        evhttp_set_timeout(w->http, (int)s->cfg->request_timeout);
-        evhttp_set_allowed_methods(w->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
-                                                EVHTTP_REQ_PATCH | EVHTTP_REQ_DELETE |
-                                                EVHTTP_REQ_HEAD | EVHTTP_REQ_OPTIONS);
     }
     if (s->init_failed) {
         pthread_barrier_destroy(&s->ready);
@@ -505,6 +554,12 @@ int server_start(const struct server_opts *o, struct server **out)
     for (int i = 0; i < s->nworkers; i++)
         pthread_create(&s->workers[i].thread, NULL, worker_main, &s->workers[i]);
     pthread_barrier_wait(&s->ready);
+    if (!__atomic_load_n(&s->init_failed, __ATOMIC_SEQ_CST) && s->ops.base &&
+        pthread_create(&s->ops.thread, NULL, ops_main, &s->ops)) {
+        log_error("cannot start the ops thread", "port=%d", s->ops_port);
+        s->ops.thread = 0;
+        __atomic_store_n(&s->init_failed, 1, __ATOMIC_SEQ_CST);
+    }
     if (__atomic_load_n(&s->init_failed, __ATOMIC_SEQ_CST)) {
         for (int i = 0; i < s->nworkers; i++) {
             event_base_loopbreak(s->workers[i].base);
@@ -523,11 +578,15 @@ int server_start(const struct server_opts *o, struct server **out)
     log_info("listening", "addr=%s:%d threads=%d auth=%s tls=%s", s->cfg->listen_host, s->port,
              s->nworkers, s->cfg->nkeys ? "api_keys" : "none (loopback only)",
              tls_enabled() ? "on" : "off");
+    if (s->ops.thread)
+        log_info("ops listener (/healthz, /metrics; no Lua on its thread)", "addr=%s:%d",
+                 s->cfg->listen_host, s->ops_port);
     *out = s;
     return 0;
 }
 
 int server_port(const struct server *s) { return s->port; }
+int server_ops_port(const struct server *s) { return s->ops.thread ? s->ops_port : -1; }
 struct event_base *server_main_base(struct server *s) { return s->main_base; }
 int server_nworkers(const struct server *s) { return s->nworkers; }
 struct worker *server_worker(struct server *s, int i) { return &s->workers[i]; }
@@ -552,26 +611,38 @@ void server_run(struct server *s)
     event_base_dispatch(s->main_base);
     for (int i = 0; i < s->nworkers; i++)
         event_base_once(s->workers[i].base, -1, EV_TIMEOUT, stop_worker, &s->workers[i], NULL);
+    if (s->ops.thread)
+        event_base_once(s->ops.base, -1, EV_TIMEOUT, stop_worker, &s->ops, NULL);
     for (int i = 0; i < s->nworkers; i++) {
         pthread_join(s->workers[i].thread, NULL);
         s->workers[i].thread = 0;
     }
+    if (s->ops.thread) {
+        pthread_join(s->ops.thread, NULL);
+        s->ops.thread = 0;
+    }
+}
+
+static void worker_free(struct worker *w)
+{
+    if (w->http)
+        evhttp_free(w->http); /* frees the bound listener (not the shared fd) */
+    else if (w->lev)
+        evconnlistener_free(w->lev);
+    wire_free(w->wire); /* after evhttp's connections, before their event base */
+    if (w->base)
+        event_base_free(w->base);
 }
 
 void server_free(struct server *s)
 {
     if (!s)
         return;
-    for (int i = 0; i < s->nworkers && s->workers; i++) {
-        struct worker *w = &s->workers[i];
-        if (w->http)
-            evhttp_free(w->http); /* frees the bound listener (not the shared fd) */
-        else if (w->lev)
-            evconnlistener_free(w->lev);
-        wire_free(w->wire); /* after evhttp's connections, before their event base */
-        if (w->base)
-            event_base_free(w->base);
-    }
+    for (int i = 0; i < s->nworkers && s->workers; i++)
+        worker_free(&s->workers[i]);
+    worker_free(&s->ops);
+    if (s->ops_fd >= 0)
+        close(s->ops_fd);
     free(s->workers);
     if (s->sigint)
         event_free(s->sigint);

@@ -17,6 +17,16 @@
  * they are read when Content-Length says so, and dispatch() checks the
  * limit again on the body it got.
  *
+ * The ops thread (ops_port in the config): one more event_base with its
+ * own listening socket on listen_host, serving only the ROUTER_OPS routes
+ * (GET /healthz, GET /metrics) and never running Lua.  A worker inside a
+ * hook (up to hook_time_limit_ms of CPU per call, several calls per
+ * decide) cannot read, let alone answer, the connections the kernel gave
+ * it, so a health probe on the main port waits behind the hook; on the
+ * ops port it does not.  Like an admin port (Envoy) or a control socket
+ * (Knot): point liveness probes and scrapers at it.  Other paths there
+ * get 404.  Same wire reader, TLS and limits as the main port.
+ *
  * TLS (tls.h) when the config names a certificate; SIGHUP reloads it.
  * Listening beyond loopback needs API keys, and with keys it needs TLS
  * unless insecure_http is set (logged as a warning at every start).
@@ -37,6 +47,8 @@ struct server;
 
 struct worker {
     int idx;
+    int ops;            /**< the ops thread (cfg->ops_port): never runs Lua, serves only
+                             ROUTER_OPS routes */
     pthread_t thread;
     struct event_base *base;
     struct evhttp *http;
@@ -60,6 +72,8 @@ struct server_opts {
 int server_start(const struct server_opts *o, struct server **out);
 /** The bound port (useful with port 0). */
 int server_port(const struct server *s);
+/** The ops listener's bound port, or -1 when ops_port is not configured. */
+int server_ops_port(const struct server *s);
 /** The main thread's event base, for timers and signals. */
 struct event_base *server_main_base(struct server *s);
 /** Run the main loop until a signal or server_stop(); then shut down the

@@ -41,12 +41,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #define CHUNK_LINE_MAX 1024   /* a chunk-size line with its extensions */
 #define MAX_BLANK_LINES 8     /* CRLFs tolerated before a request line */
 #define LINGER_IDLE_MS 1000   /* linger ends after this long without data */
+#define OVERDUE_RECHECK_MS 100 /* header_timeout passed with bytes unread: look again */
 
 /* ---- reasons ------------------------------------------------------------ */
 
@@ -93,6 +95,7 @@ static const struct reason reasons[WIRE_NREASONS] = {
 
 static long g_rejected[WIRE_NREASONS];
 static long g_head_timeouts_idle; /* connections closed with no head at all */
+static long g_overdue;            /* deadlines met by bytes the worker had not read yet */
 static long g_conns;              /* connections open (all workers) */
 
 const char *wire_reason_name(enum wire_reason r)
@@ -146,11 +149,16 @@ static void wire_collector(struct buf *out, void *ud)
                "without a byte of a request.\n"
                "# TYPE promod_http_idle_closed_total counter\n"
                "promod_http_idle_closed_total %ld\n"
+               "# HELP promod_http_head_deadline_deferred_total header_timeout expiries put off "
+               "because the client's bytes were already waiting in the socket, unread by a busy "
+               "worker.\n"
+               "# TYPE promod_http_head_deadline_deferred_total counter\n"
+               "promod_http_head_deadline_deferred_total %ld\n"
                "# HELP promod_http_connections Client connections open (lingering ones included).\n"
                "# TYPE promod_http_connections gauge\n"
                "promod_http_connections %ld\n",
                __atomic_load_n(&g_head_timeouts_idle, __ATOMIC_RELAXED),
-               __atomic_load_n(&g_conns, __ATOMIC_RELAXED));
+               __atomic_load_n(&g_overdue, __ATOMIC_RELAXED), __atomic_load_n(&g_conns, __ATOMIC_RELAXED));
 }
 
 void wire_metrics_init(void) { metrics_register(wire_collector, NULL); }
@@ -834,9 +842,27 @@ static void in_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, voi
     c->busy = 0;
 }
 
+/* Bytes the kernel holds for the socket that the worker has not read. */
+static int bytes_waiting(const struct conn *c)
+{
+    int n = 0;
+    return ioctl((int)bufferevent_getfd(c->bev), FIONREAD, &n) == 0 && n > 0;
+}
+
 /* header_timeout: a partial head gets 408; a connection that sent nothing
  * (or never finished its TLS handshake) is closed.  In P_LINGER the same
- * timer is the linger's idle limit. */
+ * timer is the linger's idle limit.
+ *
+ * The deadline is judged on what the client sent, not on what the worker
+ * got round to reading.  A worker that was busy past the deadline (a long
+ * hook; or a burst of connections, each armed at accept, whose requests
+ * epoll hands out 32 ready sockets per loop turn) finds the timers of
+ * connections it has not read yet expired in the same turn as their
+ * readiness, and the timers may run first.  Closing then threw away a
+ * complete request sitting in the socket (the client saw the connection
+ * end with no reply, and the unread bytes turned the close into a reset).
+ * So while bytes wait in the socket the verdict is put off until they are
+ * read. */
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -849,6 +875,11 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     }
     if (c->phase >= P_CLOSED || c->st != WS_HEAD)
         return;
+    if (bytes_waiting(c)) {
+        __atomic_add_fetch(&g_overdue, 1, __ATOMIC_RELAXED);
+        timer_arm_for(c, OVERDUE_RECHECK_MS);
+        return;
+    }
     if (c->held.len == 0) {
         __atomic_add_fetch(&g_head_timeouts_idle, 1, __ATOMIC_RELAXED);
         bufferevent_event_cb ecb;

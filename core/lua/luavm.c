@@ -381,9 +381,13 @@ static int call_impl(struct luavm *vm, int nargs, int nresults, char *err, size_
         /* loading a file: an exact budget, and the load time limit */
         luavm_guard_begin(vm, where != NULL, where ? vm->load_time_ms : vm->call_time_ms);
     }
+    if (outer)
+        __atomic_add_fetch(&luavm_calls_in_flight, 1, __ATOMIC_RELAXED);
     vm->armed++;
     int st = lua_pcall(L, nargs, nresults, msgh);
     vm->armed--;
+    if (outer)
+        __atomic_sub_fetch(&luavm_calls_in_flight, 1, __ATOMIC_RELAXED);
     int kill = vm->killed;
     if (outer) {
         vm->killed = 0;
@@ -427,7 +431,9 @@ int luavm_resume(struct luavm *vm, struct lua_State *co, int nargs, int *nres, c
     vm->call_base = vm->used;
     luavm_guard_begin(vm, 0, vm->call_time_ms);
     vm->armed = 1;
+    __atomic_add_fetch(&luavm_calls_in_flight, 1, __ATOMIC_RELAXED);
     int st = lua_resume(co, nargs);
+    __atomic_sub_fetch(&luavm_calls_in_flight, 1, __ATOMIC_RELAXED);
     vm->armed = 0;
     int kill = vm->killed;
     vm->killed = 0;

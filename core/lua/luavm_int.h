@@ -275,6 +275,9 @@ int luavm_l_ostime(lua_State *L);
  *  drop otherwise. */
 int luavm_log_allowed(lua_State *L, const char *file);
 /** After an outer call: scan per-file memory when the state is large. */
+/** Lua calls running now, all states (outer calls: a hook, a file's top
+ *  level, a resume); the promod_lua_calls_in_flight gauge.  Atomic. */
+extern long luavm_calls_in_flight;
 void luavm_stats_after_call(struct luavm *vm);
 /** A disabled owner's message for the function at `fidx`, or NULL. */
 const char *luavm_disabled_msg(lua_State *L, int fidx);

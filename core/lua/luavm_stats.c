@@ -72,6 +72,7 @@ struct disabled_entry {
 };
 static struct disabled_entry g_disabled[DISABLED_SLOTS];
 static long g_disabled_total, g_scans_total;
+long luavm_calls_in_flight;
 
 static struct luavm *g_states[STATE_SLOTS];
 
@@ -574,6 +575,10 @@ static void collector(struct buf *out, void *ud)
                     "# HELP promod_lua_files_disabled_total Files disabled in a state for "
                     "retaining too much memory.\n# TYPE promod_lua_files_disabled_total counter\n"
                     "promod_lua_files_disabled_total %ld\n", g_scans_total, g_disabled_total);
+    buf_printf(out, "# HELP promod_lua_calls_in_flight Lua calls running now (hooks, file loads, "
+                    "validations), all threads.\n# TYPE promod_lua_calls_in_flight gauge\n"
+                    "promod_lua_calls_in_flight %ld\n",
+               __atomic_load_n(&luavm_calls_in_flight, __ATOMIC_RELAXED));
     buf_adds(out, "# HELP promod_lua_log_dropped_total print/promo.log lines dropped by the "
                   "per-file rate limit.\n# TYPE promod_lua_log_dropped_total counter\n");
     for (int i = 0; i < LOG_SLOTS; i++)
