@@ -115,9 +115,12 @@ struct segments_gen {
 /* --- lifecycle ------------------------------------------------------------ */
 
 /** First load of `app->cfg.segments_dir` (errors are reported, not fatal),
- *  slot assignment in the store, and (with `builder`) the builder thread.
+ *  slot assignment in the store, and (with `builder` 1) the builder thread.
  *  The offline import passes builder = 0: its writes keep the index of
- *  loaded segments exact; a server started later fills new ones.
+ *  loaded segments exact; a server started later fills new ones.  builder
+ *  = -1 loads the definitions only and neither reads nor writes the index
+ *  (`promod train`: segment features evaluate definitions, and a process
+ *  beside a running server must not touch the server's slots).
  *  @return 0, or a store error. */
 int segments_start(struct app *app, int builder);
 /** Watch the directory for changes, on `base` (the main thread's loop). */

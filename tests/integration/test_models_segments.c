@@ -149,19 +149,21 @@ static void check_model(const char *id, const char *algo, const char *params)
 /* Members of `seg` through GET /api/v1/segments/{id}/customers, once ready. */
 static json_t *members(const char *seg, long want)
 {
-    char path[300];
-    for (int waited = 0; waited < 120000; waited += 50) {
+    char path[300], last[300] = "";
+    long size = -1;
+    for (int waited = 0; waited < 120000 && size != want; waited += 50) {
         snprintf(path, sizeof path, "/api/v1/segments/%s/size", seg);
         struct tfx_resp r;
-        long size = -1;
+        size = -1;
         if (tfx_req(&srv, "GET", path, NULL, &r) == 200 &&
             !strcmp(json_string_value(json_object_get(r.json, "state")) ?: "", "ready"))
             size = (long)json_integer_value(json_object_get(r.json, "size"));
+        snprintf(last, sizeof last, "%.200s", r.body ? r.body : "");
         tfx_resp_free(&r);
-        if (size == want)
-            break;
-        usleep(50000);
+        if (size != want)
+            usleep(50000);
     }
+    cr_assert_eq(size, want, "segment %s: %s (want %ld members)", seg, last, want);
     json_t *all = json_array();
     char cursor[200] = "";
     do {
@@ -190,6 +192,26 @@ Test(segfeat, segment_memberships_as_of_each_example_and_propensity_for_a_segmen
 
     check_model("segbuy_linear", "logistic", "");
     check_model("segbuy_xgb", "xgboost", "params = { trees = 40, depth = 2, eta = 0.3 },");
+
+    /* `promod train` in its own process loads the segments too: the same
+     * examples, the same features, so LIBLINEAR finds the same validation AUC */
+    json_t *m = mtfx_model_get(&srv, "segbuy_linear");
+    double auc1 = json_number_value(json_object_get(json_object_get(json_object_get(
+        json_array_get(json_object_get(m, "versions"), 0), "metrics"), "validation"), "auc"));
+    json_decref(m);
+    char *out = NULL, now[32];
+    snprintf(now, sizeof now, "%ld", MTFX_NOW);
+    int st = tfx_promod(&out, "train", "segbuy_linear", "-c", srv.config, "--now", now, "--force",
+                        NULL);
+    cr_assert_eq(st, 0, "%s", out);
+    const char *brace = strchr(out, '{');
+    json_t *res = brace ? json_loads(brace, JSON_DISABLE_EOF_CHECK, NULL) : NULL;
+    cr_assert_not_null(res, "%s", out);
+    double auc2 = json_number_value(json_object_get(json_object_get(res, "validation"), "auc"));
+    cr_log_info("promod train: %s", out);
+    cr_assert_float_eq(auc2, auc1, 1e-9, "promod train: %s", out);
+    json_decref(res);
+    free(out);
 
     /* today: every gold clicker is a member, before or after the impression */
     long want = 0;
