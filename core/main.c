@@ -624,6 +624,10 @@ static int cmd_train(const struct cli *c)
         return 1;
     }
     models_start(&app);
+    /* segment features evaluate the segments' definitions (models_seg.c):
+     * loaded here as the server loads them, the index left to the server */
+    if (segments_start(&app, -1))
+        fprintf(stderr, "promod: segments: cannot load the segment files\n");
     struct train_opts o = { .force = c->force, .actor = "cli", .trigger = "cli", .threads = threads };
     json_t *res = NULL;
     struct reqerr e = { 0 };
@@ -652,6 +656,7 @@ static int cmd_train(const struct cli *c)
         json_decref(summary);
     }
     json_decref(res);
+    segments_stop(&app);
     models_stop(&app);
     store_close(app.store);
     config_free(&app.cfg);

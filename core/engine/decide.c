@@ -498,7 +498,8 @@ static int begin(struct req *r, struct reqerr *e)
             return ERR_INVAL;
         }
         rules_worker_refresh(r->rw);
-        /* the thread's models serve its own state; a simulation has none */
+        /* the thread's models serve its own state; a simulation brings its
+         * own (decide_run_worker) */
         r->mw = models_worker_self();
         models_worker_refresh(r->mw);
     }
@@ -1126,10 +1127,11 @@ int decide_run(const struct decide_req *q, struct reqerr *e, struct buf *out, in
     return run(&r, e, out);
 }
 
-int decide_run_worker(struct rules_worker *rw, const struct decide_req *q, struct reqerr *e,
-                      struct buf *out, int msgpack)
+int decide_run_worker(struct rules_worker *rw, struct models_worker *mw,
+                      const struct decide_req *q, struct reqerr *e, struct buf *out, int msgpack)
 {
-    struct req r = { .q = q, .msgpack = msgpack, .rw = rw };
+    struct req r = { .q = q, .msgpack = msgpack, .rw = rw, .mw = mw };
+    models_worker_refresh(mw);
     hooks_count_pause(rw->sim);
     int rc = run(&r, e, out);
     hooks_count_pause(0);

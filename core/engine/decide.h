@@ -48,10 +48,13 @@ int decide_run(const struct decide_req *q, struct reqerr *e, struct buf *out, in
 
 /** decide_run() on a given worker instead of the calling thread's own:
  *  the worker is not refreshed.  For simulations (rules_sim_start), whose
- *  hook failures are then not counted in /metrics. */
+ *  hook failures are then not counted in /metrics.  `mw` serves the
+ *  models in that worker's Lua state (models_worker_new on rw->vm), or
+ *  NULL: then no model is served (campaigns that rank by one are skipped). */
 struct rules_worker;
-int decide_run_worker(struct rules_worker *rw, const struct decide_req *q, struct reqerr *e,
-                      struct buf *out, int msgpack);
+struct models_worker;
+int decide_run_worker(struct rules_worker *rw, struct models_worker *mw,
+                      const struct decide_req *q, struct reqerr *e, struct buf *out, int msgpack);
 
 /** A decide against a campaign script that is not saved (decide_sim.c):
  *  the script is compiled in a throwaway sandbox (rules_sim_start) and the

@@ -6,7 +6,11 @@
  * Lua state and a one-campaign generation, never published), and the
  * live pipeline runs on it through decide_run_worker, forced to a dry run
  * with explain: nothing is reserved, no offer or hook error is counted,
- * nothing is stored.  Costs a Lua state per call (about a millisecond
+ * nothing is stored.  Models are served as a live decide serves them: the
+ * live versions, with a models worker of the simulation's own state (the
+ * feature functions of the models that have some are loaded into it), so
+ * promo.predict and score = { model = ... } answer what they would live.
+ * Costs a Lua state per call (about a millisecond
  * with the demo campaigns), which is fine for a person pressing a button
  * and keeps every live worker's state untouched.
  */
@@ -14,6 +18,7 @@
 #include "base/err.h"
 #include "base/reqerr.h"
 #include "codec/codec.h"
+#include "engine/models.h"
 #include "engine/rules.h"
 #include <string.h>
 
@@ -28,7 +33,13 @@ json_t *decide_simulate(const struct decide_sim_req *s, struct reqerr *e)
     q.dry_run = 1;
     struct buf out = BUF_INIT;
     json_t *o = NULL;
-    if (decide_run_worker(rw, &q, e, &out, 0) == 0) {
+    struct models_worker *mw = models_worker_new(rw->vm);
+    if (!mw) {
+        rules_sim_stop(rw);
+        reqerr_set(e, 500, "internal", NULL, "out of memory for the simulation's models");
+        return NULL;
+    }
+    if (decide_run_worker(rw, mw, &q, e, &out, 0) == 0) {
         int rc = 0;
         o = codec_parse_json(out.p, out.len, &rc, NULL, 0);
         if (!o) {
@@ -39,6 +50,7 @@ json_t *decide_simulate(const struct decide_sim_req *s, struct reqerr *e)
         }
     }
     buf_free(&out);
+    models_worker_free(mw); /* before its Lua state goes */
     rules_sim_stop(rw);
     return o;
 }

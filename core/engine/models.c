@@ -541,6 +541,8 @@ json_t *models_def_json(const struct models_def *d)
         json_t *fo = json_object();
         json_object_set_new(fo, "name", json_string(f->name));
         json_object_set_new(fo, "source", json_string(srcs[f->src]));
+        if (f->src == MODELS_SRC_SEGMENT)
+            json_object_set_new(fo, "segment", json_string(f->path[0]));
         if (f->nvalues) {
             json_t *vs = json_array();
             for (int k = 0; k < f->nvalues; k++)

@@ -3,15 +3,16 @@
  * predictions on the decide path.
  *
  * A model file returns one table: the model's features (profile
- * attributes, p.stats behaviour, context fields, Lua feature functions;
- * segment memberships have their place in the parser and are refused: a
- * training cannot read them as of each example), its label (a conversion after an impression,
+ * attributes, p.stats behaviour, context fields, Lua feature functions,
+ * segment memberships evaluated from the segment's definition on the same
+ * p as of the example's or the decide's time), its label (a conversion after an impression,
  * churn, or revenue to come), its algorithm and parameters, its training
  * window and its retraining schedule.  docs/models.md is the reference.
  *
  * Owns:
  *   models_file.c   parsing and validating one model file (file:line
  *                   errors, `promod check`)
+ *   models_seg.c    segment membership features, from the definitions
  *   models_feat.c   features: the one function that turns a profile table
  *                   p and a context table ctx into the feature vector, for
  *                   training and for serving alike
@@ -61,7 +62,7 @@ enum models_src {
     MODELS_SRC_STATS,     /**< behaviour from p.stats (enum models_stat) */
     MODELS_SRC_CTX,       /**< a request context field: ctx.<path> */
     MODELS_SRC_FN,        /**< a Lua function fn(p, ctx) of the model file */
-    MODELS_SRC_SEGMENT    /**< membership of a segment (refused by the parser) */
+    MODELS_SRC_SEGMENT    /**< membership of a segment (path[0] = its id; models_seg.c) */
 };
 
 enum models_stat {
@@ -186,6 +187,24 @@ struct models_feat_err {
  *  feature function failed; fe->msg says why). */
 int models_features(struct luavm *vm, const struct models_def *d, const int *fn_refs, int p_idx,
                     int ctx_idx, int64_t now, float *x, struct models_feat_err *fe);
+
+/** Keep every key string models_features looks up for d alive in L (a
+ *  table of them in the registry): lua_getfield then finds each key
+ *  interned and never allocates, even for keys p does not have, so a
+ *  prediction allocates nothing (feature functions and segment features
+ *  aside: they run Lua code or build a view).  @return the registry ref
+ *  (luaL_unref when the model goes). */
+int models_anchor_keys(struct lua_State *L, const struct models_def *d);
+
+/** The segment features of d (every feats[i] with src MODELS_SRC_SEGMENT)
+ *  for the profile table (or read-only view) at p_idx, as of `now`: each
+ *  segment's definition evaluated on p's attributes and p.stats
+ *  (segments_eval_ids, recursively through `$segment`), 1.0 member, 0.0
+ *  not, NaN when no such segment is loaded.  Called by models_features
+ *  (models_seg.c).  Stack-neutral.  @return 0, ERR_NOMEM, ERR_PARSE (then
+ *  the columns are NaN). */
+int models_segment_features(struct lua_State *L, const struct models_def *d, int p_idx,
+                            int64_t now, float *x);
 
 /** Push the value feature `f` had in the vector (for explanations): the
  *  number, the category, or nil.  From x (not from p), so it is what the
@@ -325,6 +344,13 @@ struct models_worker;
  *  rules worker Lua state; NULL on threads without one).  Adopts the newest
  *  generation when called between requests. */
 struct models_worker *models_worker_self(void);
+/** A models worker serving the Lua state of `vm` (not the thread's own: a
+ *  simulation's throwaway state), with the newest generation adopted.
+ *  promo.predict called in that state uses it.  Free it with
+ *  models_worker_free before the state is freed.  NULL when out of memory. */
+struct models_worker *models_worker_new(struct luavm *vm);
+void models_worker_free(struct models_worker *w);
+
 /** Adopt the newest generation (between requests). */
 void models_worker_refresh(struct models_worker *w);
 /** The generation the worker serves. */

@@ -186,6 +186,7 @@ int models_features(struct luavm *vm, const struct models_def *d, const int *fn_
     memset(fe->bad, 0, sizeof fe->bad);
     int st = 0; /* p.stats, fetched on the first stats feature */
     int have_st = 0;
+    int have_seg = 0; /* segment features computed */
     for (int i = 0; i < d->nfeats; i++) {
         const struct models_feature *f = &d->feats[i];
         switch (f->src) {
@@ -235,9 +236,16 @@ int models_features(struct luavm *vm, const struct models_def *d, const int *fn_
             to_columns(L, d, i, x, fe);
             break;
         }
-        case MODELS_SRC_SEGMENT: /* refused by the parser */
-            for (int k = 0; k < f->ncols; k++)
-                x[f->col + k] = NAN;
+        case MODELS_SRC_SEGMENT:
+            /* every segment feature at once, on the first (models_seg.c);
+             * a p that cannot be read as a view leaves them missing */
+            if (!have_seg) {
+                have_seg = 1;
+                if (models_segment_features(L, d, p_idx, now, x))
+                    for (int k = 0; k < d->nfeats; k++)
+                        if (d->feats[k].src == MODELS_SRC_SEGMENT)
+                            x[d->feats[k].col] = NAN;
+            }
             break;
         }
     }
@@ -282,4 +290,32 @@ json_t *models_feature_value_json(const struct models_def *d, int i, const float
         return k >= 0 ? json_string(f->values[k]) : k == -2 ? json_string("(other)") : json_null();
     }
     return isnan(x[f->col]) ? json_null() : json_real(x[f->col]);
+}
+
+/* Every key models_features may look up for d: its paths, its stats
+ * types, and the fixed names of p.stats. */
+static void anchor_add(lua_State *L, int t, int *n, const char *k)
+{
+    lua_pushstring(L, k);
+    lua_rawseti(L, t, ++*n);
+}
+
+int models_anchor_keys(lua_State *L, const struct models_def *d)
+{
+    static const char *const fixed[] = { "stats", "custom", "last", "events", "revenue",
+                                         "conversion", "last_conversion", "first_seen",
+                                         "last_seen", "impression", "click", "send", "open",
+                                         "dismiss", "id", NULL };
+    lua_createtable(L, 32, 0);
+    int t = lua_gettop(L), n = 0;
+    for (int i = 0; fixed[i]; i++)
+        anchor_add(L, t, &n, fixed[i]);
+    for (int i = 0; i < d->nfeats; i++) {
+        const struct models_feature *f = &d->feats[i];
+        for (int k = 0; k < f->npath; k++)
+            anchor_add(L, t, &n, f->path[k]);
+        if (f->stat_type)
+            anchor_add(L, t, &n, f->stat_type);
+    }
+    return luaL_ref(L, LUA_REGISTRYINDEX);
 }

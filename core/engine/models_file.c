@@ -408,13 +408,12 @@ static void parse_source(struct pctx *v, const char *field, const char *name,
             perr(v, field, "%s: '%s' is not a context field path (ctx.a.b)", field, name);
     } else if (!strncmp(name, "segment.", 8)) {
         f->src = MODELS_SRC_SEGMENT;
-        /* The server has segments (engine/segments.h), but a training has
-         * no membership to read as of each example's anchor (the index
-         * holds today's only), so a model would learn from memberships its
-         * examples did not have: refused rather than skewed. */
-        perr(v, field, "%s: segment features are not supported: a training cannot read a "
-             "segment's membership as of each example (use a profile attribute or a feature "
-             "function)", field);
+        /* membership as the segment's definition says it on the example's
+         * (training) or the decide's (serving) profile and stats, at that
+         * time: models_feat.c; a segment not loaded reads as missing */
+        if (split_path(name + 8, f) || f->npath != 1)
+            perr(v, field, "%s: '%s' is not a segment id (segment.<id>, 1-64 of A-Z a-z 0-9 _ -)",
+                 field, name);
     } else {
         f->src = MODELS_SRC_ATTR;
         if (split_path(name, f))
@@ -524,6 +523,8 @@ static void parse_features(lua_State *L, struct pctx *v, struct models_def *d)
             parse_values(L, v, field, f);
             if (f->nvalues && f->src == MODELS_SRC_STATS)
                 perr(v, field, "%s: behaviour from p.stats is a number; it takes no values", field);
+            if (f->nvalues && f->src == MODELS_SRC_SEGMENT)
+                perr(v, field, "%s: a segment membership is 1 or 0; it takes no values", field);
         }
         f->col = col;
         f->ncols = f->nvalues ? f->nvalues : 1;

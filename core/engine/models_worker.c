@@ -123,6 +123,7 @@ struct wmodel {
     char *id;
     int version;
     int table_ref;      /* the live source's table (models with feature functions) */
+    int keys_ref;       /* the feature keys, kept interned (models_anchor_keys) */
     int *fn_refs;
     int nfn;
     int ok;             /* loaded (or nothing to load) */
@@ -149,12 +150,38 @@ struct models_worker {
 static pthread_key_t g_key;
 static pthread_once_t g_key_once = PTHREAD_ONCE_INIT;
 
+/* The registry of a Lua state served by a models worker holds it under this
+ * key (a light userdata): promo.predict finds the worker of the state it
+ * runs in, the thread's or a simulation's. */
+static const char g_reg_key = 0;
+
+static void reg_set(lua_State *L, struct models_worker *w)
+{
+    lua_pushlightuserdata(L, (void *)&g_reg_key);
+    if (w)
+        lua_pushlightuserdata(L, w);
+    else
+        lua_pushnil(L);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+}
+
+static struct models_worker *reg_get(lua_State *L)
+{
+    lua_pushlightuserdata(L, (void *)&g_reg_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    struct models_worker *w = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return w;
+}
+
 static void wmodel_drop(lua_State *L, struct wmodel *m)
 {
     if (L) {
         for (int i = 0; i < m->nfn; i++)
             luaL_unref(L, LUA_REGISTRYINDEX, m->fn_refs[i]);
         luaL_unref(L, LUA_REGISTRYINDEX, m->table_ref);
+        if (m->id)
+            luaL_unref(L, LUA_REGISTRYINDEX, m->keys_ref);
     }
     free(m->fn_refs);
     free(m->id);
@@ -173,6 +200,8 @@ static void worker_free(struct models_worker *w, lua_State *L)
     if (L) {
         luaL_unref(L, LUA_REGISTRYINDEX, w->p_slot);
         luaL_unref(L, LUA_REGISTRYINDEX, w->ctx_slot);
+        if (reg_get(L) == w)
+            reg_set(L, NULL);
     }
     free(w->wm);
     free(w->at);
@@ -202,6 +231,7 @@ static void wmodel_load(struct models_worker *w, const struct models_entry *e, s
     m->id = strdup(e->id);
     m->version = e->live_version;
     m->table_ref = LUA_NOREF;
+    m->keys_ref = e->live_def ? models_anchor_keys(L, e->live_def) : LUA_NOREF;
     m->ok = 1;
     if (!e->live || !e->live_def || !e->live_def->nfn)
         return;
@@ -302,17 +332,32 @@ struct models_worker *models_worker_self(void)
         worker_free(w, NULL);
         pthread_setspecific(g_key, NULL);
     }
-    if (!(w = calloc(1, sizeof *w)))
+    if (!(w = models_worker_new(rw->vm)))
         return NULL;
-    w->vm = rw->vm;
+    pthread_setspecific(g_key, w);
+    return w;
+}
+
+struct models_worker *models_worker_new(struct luavm *vm)
+{
+    struct models_worker *w = calloc(1, sizeof *w);
+    if (!w)
+        return NULL;
+    w->vm = vm;
     lua_State *L = luavm_state(w->vm);
     lua_pushboolean(L, 0);
     w->p_slot = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pushboolean(L, 0);
     w->ctx_slot = luaL_ref(L, LUA_REGISTRYINDEX);
-    pthread_setspecific(g_key, w);
+    reg_set(L, w);
     models_worker_refresh(w);
     return w;
+}
+
+void models_worker_free(struct models_worker *w)
+{
+    if (w)
+        worker_free(w, luavm_state(w->vm));
 }
 
 const struct models_gen *models_worker_gen(const struct models_worker *w)
@@ -506,8 +551,10 @@ static int l_predict(lua_State *L)
     const char *id = luaL_checkstring(L, 2);
     if (!lua_isnoneornil(L, 3))
         check_readable(L, 3);
-    struct models_worker *w = models_worker_self();
-    if (!w || !w->gen || luavm_state(w->vm) != L) { /* a simulation's state has no models */
+    struct models_worker *w = reg_get(L); /* the worker serving this state */
+    if (!w)
+        w = models_worker_self(); /* the thread's, made on first use */
+    if (!w || !w->gen || luavm_state(w->vm) != L) { /* a state no worker serves */
         lua_pushnil(L);
         lua_pushliteral(L, "models are not available in this state");
         return 2;
@@ -568,7 +615,7 @@ int models_score(struct models_worker *w, const struct rules_campaign *c, int p_
     const char *why = NULL;
     double prop = NAN, value = c->score_value;
     if (!w || !w->gen) {
-        xp_model_error(xp, "models are not available here (a simulation does not serve them)");
+        xp_model_error(xp, "models are not available here (no models worker serves this state)");
         return ERR_NOTFOUND;
     }
     int idx = models_gen_find(w->gen, c->score_model);

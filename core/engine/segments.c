@@ -52,6 +52,9 @@ const struct config *segments_cfg(void)
     return g_cfg;
 }
 
+/* segments_start(app, -1): definitions only, the store's slots untouched */
+static int g_defs_only;
+
 struct segments_gen *segments_gen_peek(void)
 {
     return g_cur;
@@ -919,7 +922,7 @@ int segments_reload_locked(struct app *app, int force, const char *over_path, co
         return nerr;
     }
     int changed = 0;
-    if (app->store && (rc = assign_slots(app->store, g, &changed))) {
+    if (app->store && !g_defs_only && (rc = assign_slots(app->store, g, &changed))) {
         log_error("segments: cannot record index slots, keeping the previous generation",
                   "err=\"%s\"", err_str(rc));
         segments_gen_release(old);
@@ -1011,12 +1014,13 @@ void segments_attach(struct app *app, struct event_base *base)
 
 int segments_start(struct app *app, int builder)
 {
+    g_defs_only = builder < 0;
     g_appp = app;
     g_cfg = &app->cfg;
     int n = segments_reload(app, 1);
     if (n < 0)
         return ERR_NOMEM;
-    if (builder)
+    if (builder > 0)
         return segments_builder_start(app);
     return 0;
 }

@@ -115,9 +115,12 @@ struct segments_gen {
 /* --- lifecycle ------------------------------------------------------------ */
 
 /** First load of `app->cfg.segments_dir` (errors are reported, not fatal),
- *  slot assignment in the store, and (with `builder`) the builder thread.
+ *  slot assignment in the store, and (with `builder` 1) the builder thread.
  *  The offline import passes builder = 0: its writes keep the index of
- *  loaded segments exact; a server started later fills new ones.
+ *  loaded segments exact; a server started later fills new ones.  builder
+ *  = -1 loads the definitions only and neither reads nor writes the index
+ *  (`promod train`: segment features evaluate definitions, and a process
+ *  beside a running server must not touch the server's slots).
  *  @return 0, or a store error. */
 int segments_start(struct app *app, int builder);
 /** Watch the directory for changes, on `base` (the main thread's loop). */
@@ -153,6 +156,22 @@ int segments_view(struct buf *out, const char *id, size_t idlen, const char *pro
  *  words to `out` (bit = segment index). */
 void segments_affected(const struct segments_gen *g, const char *ov, size_t ol, const char *nv,
                        size_t nl, uint64_t *out);
+
+/** Membership of segments ids[0..n-1] as their definitions say it for the
+ *  customer `id` whose profile is `prof` and stats `stats` (msgpack maps,
+ *  NULL = none), as of `now`: the view segments_view builds (so
+ *  `stats.recency_days` and `stats.days_since` count from `now`), each
+ *  condition or Lua predicate evaluated on it, the segments they reference
+ *  through `$segment` evaluated the same way first (recursively).  The
+ *  index is not read: this is what membership would be for that view at
+ *  that time (model features, engine/models.h: training at each example's
+ *  time, serving at the decide's).  out[i] = 1 a member, 0 not, -1 no such
+ *  segment loaded.  Any thread (Lua predicates run in the thread's own
+ *  segments state).  @return 0, ERR_PARSE (a profile or stats that is not a
+ *  map), ERR_NOMEM. */
+int segments_eval_ids(const char *id, size_t idlen, const char *prof, size_t plen,
+                      const char *stats, size_t slen, int64_t now, const char *const *ids, int n,
+                      int *out);
 
 /* --- live membership ------------------------------------------------------------ */
 

@@ -494,6 +494,7 @@ static void tls_free(void *p)
     condset_scratch_free(x->cs);
     buf_free(&x->oview);
     buf_free(&x->nview);
+    buf_free(&x->fview);
     free(x->match_ref);
     luavm_free(x->vm);
     free(x);
@@ -658,5 +659,69 @@ out:
         free(res);
     if (m != m_stack)
         free(m);
+    return rc;
+}
+
+/* ---- membership from the definitions (model features) ------------------------ */
+
+/* Segment j and, transitively, every segment it references into `mask`. */
+static void mask_with_deps(const struct segments_gen *g, int j, uint64_t *mask)
+{
+    if (segbit_get(mask, j))
+        return;
+    segbit_set(mask, j);
+    for (int k = 0; k < g->segs[j].ndeps; k++)
+        mask_with_deps(g, g->segs[j].deps[k], mask);
+}
+
+int segments_eval_ids(const char *id, size_t idlen, const char *prof, size_t plen,
+                      const char *stats, size_t slen, int64_t now, const char *const *ids, int n,
+                      int *out)
+{
+    for (int i = 0; i < n; i++)
+        out[i] = -1;
+    struct segments_gen *g = segments_gen_acquire();
+    if (!g)
+        return 0;
+    struct segments_tls *x = segments_tls();
+    uint64_t st_mask[16], st_prev[16], st_res[16];
+    size_t nw = g->nw ? g->nw : 1;
+    uint64_t *mask = nw <= 16 ? st_mask : calloc(nw, sizeof *mask);
+    uint64_t *prev = nw <= 16 ? st_prev : calloc(nw, sizeof *prev);
+    uint64_t *res = nw <= 16 ? st_res : calloc(nw, sizeof *res);
+    int rc = 0;
+    if (!x || !mask || !prev || !res) {
+        rc = ERR_NOMEM;
+        goto out;
+    }
+    memset(mask, 0, nw * sizeof *mask);
+    memset(prev, 0, nw * sizeof *prev);
+    int any = 0;
+    for (int i = 0; i < n; i++) {
+        int j = segments_find(g, ids[i], strlen(ids[i]));
+        if (j >= 0) {
+            mask_with_deps(g, j, mask);
+            any = 1;
+        }
+    }
+    if (!any)
+        goto out;
+    x->fview.len = 0;
+    rc = segments_view(&x->fview, id, idlen, prof, plen, stats, slen, now);
+    if (!rc)
+        rc = segments_eval_view(g, x, x->fview.p, x->fview.len, mask, prev, res);
+    for (int i = 0; !rc && i < n; i++) {
+        int j = segments_find(g, ids[i], strlen(ids[i]));
+        if (j >= 0)
+            out[i] = segbit_get(res, j);
+    }
+out:
+    if (mask != st_mask)
+        free(mask);
+    if (prev != st_prev)
+        free(prev);
+    if (res != st_res)
+        free(res);
+    segments_gen_release(g);
     return rc;
 }

@@ -55,6 +55,7 @@ const struct config *segments_cfg(void);
 struct segments_tls {
     struct condset_scratch *cs;
     struct buf oview, nview;
+    struct buf fview;       /* segments_eval_ids' view (may run inside a batch) */
     struct luavm *vm;
     uint64_t vm_seq;        /* generation the Lua state's predicates come from */
     int *match_ref;         /* per segment of that generation: the match function, or LUA_NOREF */

@@ -6,6 +6,7 @@
 #include "base/err.h"
 #include "base/id.h"
 #include "engine/models.h"
+#include "engine/segments.h"
 #include "engine/targeting.h"
 #include "http/router.h"
 #include "insight/train.h"
@@ -190,23 +191,69 @@ static void h_promote(struct http_req *r) { live_change(r, 0); }
 static void h_rollback(struct http_req *r) { live_change(r, 1); }
 
 /* POST /api/v1/targeting/propensity
- * {"model" | "campaign", "customer_ids": [...], "channel"?, "context"?, "segment"?} */
+ * {"model" | "campaign", "customer_ids": [...] | "segment" (+ "limit"?, "cursor"?),
+ *  "channel"?, "context"?} */
 static void h_propensity(struct http_req *r)
 {
     json_t *b = http_body_json(r, JSON_OBJECT);
     if (!b)
         return;
     static const char *const allowed[] = { "model", "campaign", "customer_ids", "channel",
-                                           "context", "segment", NULL };
+                                           "context", "segment", "limit", "cursor", NULL };
     const char *ids[TARGETING_MAX_CUSTOMERS];
     struct targeting_req q = { .customers = ids };
-    if (only_fields(r, b, allowed, "model or campaign, customer_ids, channel, context"))
+    json_t *members = NULL; /* a segment's page: owns the ids */
+    char next[132] = "";
+    if (only_fields(r, b, allowed, "model or campaign, customer_ids or segment (limit, cursor), "
+                                   "channel, context"))
         goto out;
-    if (json_object_get(b, "segment")) {
-        http_reply_error(r, 400, "segment_unsupported", "propensity scores listed customers: "
-                         "list the segment's members in \"customer_ids\" (GET "
-                         "/api/v1/segments/{id}/customers pages them)", "segment");
+    json_t *sg = json_object_get(b, "segment"), *lim = json_object_get(b, "limit"),
+           *cur = json_object_get(b, "cursor");
+    if (sg && json_object_get(b, "customer_ids")) {
+        http_reply_error(r, 400, "invalid_field", "give \"customer_ids\" or \"segment\", not both",
+                         "segment");
         goto out;
+    }
+    if (!sg && (lim || cur)) {
+        http_reply_error(r, 400, "invalid_field", "\"limit\" and \"cursor\" page a \"segment\"",
+                         lim ? "limit" : "cursor");
+        goto out;
+    }
+    if (sg) {
+        if (!json_is_string(sg) || !id_valid(json_string_value(sg))) {
+            http_reply_error(r, 400, "invalid_field", "\"segment\" must be a segment id", "segment");
+            goto out;
+        }
+        json_int_t limit = lim ? (json_is_integer(lim) ? json_integer_value(lim) : -1) : 100;
+        if (limit < 1 || limit > TARGETING_MAX_CUSTOMERS) {
+            http_reply_errorf(r, 400, "invalid_field", "limit", "\"limit\" must be 1 to %d",
+                              TARGETING_MAX_CUSTOMERS);
+            goto out;
+        }
+        if (cur && (!json_is_string(cur) || strlen(json_string_value(cur)) > 128)) {
+            http_reply_error(r, 400, "invalid_field", "\"cursor\" must be the next_cursor of the "
+                             "previous page", "cursor");
+            goto out;
+        }
+        members = json_array();
+        int rc = members ? segments_members_page(g_app->store, json_string_value(sg),
+                                                 cur ? json_string_value(cur) : "", (int)limit,
+                                                 members, next)
+                         : ERR_NOMEM;
+        if (rc == ERR_NOTFOUND) {
+            http_reply_errorf(r, 404, "segment_not_found", "segment", "no segment '%s'",
+                              json_string_value(sg));
+            goto out;
+        }
+        if (rc) {
+            http_reply_err_code(r, rc, "segment");
+            goto out;
+        }
+        size_t i;
+        json_t *v;
+        json_array_foreach(members, i, v)
+            if (q.ncustomers < TARGETING_MAX_CUSTOMERS)
+                ids[q.ncustomers++] = json_string_value(v);
     }
     json_t *m = json_object_get(b, "model"), *c = json_object_get(b, "campaign");
     if ((m != NULL) == (c != NULL)) {
@@ -226,7 +273,9 @@ static void h_propensity(struct http_req *r)
         q.campaign = json_string_value(c);
     json_t *cs = json_object_get(b, "customer_ids");
     size_t n = json_array_size(cs);
-    if (!json_is_array(cs) || n < 1 || n > TARGETING_MAX_CUSTOMERS) {
+    if (sg) {
+        n = 0; /* the segment's page */
+    } else if (!json_is_array(cs) || n < 1 || n > TARGETING_MAX_CUSTOMERS) {
         http_reply_errorf(r, 400, cs ? "invalid_field" : "missing_field", "customer_ids",
                           "\"customer_ids\" must be a list of 1 to %d customer ids",
                           TARGETING_MAX_CUSTOMERS);
@@ -255,11 +304,16 @@ static void h_propensity(struct http_req *r)
     q.context = ctx;
     struct reqerr e = { 0 };
     json_t *o = targeting_propensity(&q, &e);
+    if (o && sg) {
+        json_object_set_new(o, "segment", json_string(json_string_value(sg)));
+        json_object_set_new(o, "next_cursor", next[0] ? json_string(next) : json_null());
+    }
     if (o)
         http_reply_json(r, 200, o);
     else
         http_reply_reqerr(r, &e);
 out:
+    json_decref(members);
     json_decref(b);
 }
 

@@ -3,8 +3,8 @@
  * one customer against a campaign script that is not saved (the console's
  * simulate panel).  The edited script decides, the saved one keeps
  * serving; nothing is reserved, counted or stored; script errors come back
- * at their line; hook errors show in explain and not in /metrics; bad
- * input is refused field by field.
+ * at their line; hook errors show in explain and not in /metrics; models
+ * are served as in a live decide; bad input is refused field by field.
  */
 #include <criterion/criterion.h>
 #include <pthread.h>
@@ -14,6 +14,7 @@
 
 #include "campaigns_tfx.h"
 #include "fixture.h"
+#include "models_tfx.h"
 
 static struct tfx_server srv;
 
@@ -275,35 +276,58 @@ Test(simulate, hook_errors_show_in_explain_not_in_metrics)
     tfx_resp_free(&r);
 }
 
-/* A simulation's Lua state is not a worker's: models are not served there,
- * and asking says so instead of reading another state's stack. */
-Test(simulate, models_are_not_served_in_a_simulation)
+/* Models are served in a simulation as in a live decide: the live
+ * version, its feature functions loaded into the simulation's own Lua
+ * state.  The shop (models_tfx.h): gold customers convert on "shoe", bronze
+ * ones do not, so model "buy" says ~1 for g001 and ~0 for b001. */
+Test(simulate, models_are_served_in_a_simulation)
 {
-    start();
+    tfx_server_init(&srv, "test_clock = true, event_retention_days = 800,");
+    tfx_write(&srv, "rules/gold-deal.lua", saved);
+    cr_assert_eq(tfx_server_start(&srv), 0, "server did not start");
+    mtfx_shop(&srv);
+    mtfx_model(&srv, "buy", "shoe",
+               "{ 'is_gold', fn = function(p, ctx) return p.tier == 'gold' end }, 'age'", NULL);
+    cr_assert(mtfx_wait_model(&srv, "buy", "ok"));
+    json_t *last = mtfx_train(&srv, "buy", 0);
+    cr_assert(json_is_true(json_object_get(last, "ok")), "%s", json_dumps(last, 0));
+    json_decref(last);
+    double pg = mtfx_propensity(&srv, "buy", "g001"), pb = mtfx_propensity(&srv, "buy", "b001");
+    cr_assert(pg > 0.9 && pb < 0.1, "%g %g", pg, pb);
+
     struct tfx_resp r;
     const char *hook =
         "return { id = \"gold-deal\", channels = { \"web\" },\n"
         "  variants = { { id = \"A\", content = { h = \"x\" } } },\n"
         "  eligible = function(p, ctx)\n"
         "    local v, why = promo.predict(p, \"buy\")\n"
-        "    return v ~= nil, why\n"
+        "    if v == nil then return false, why end\n"
+        "    return v > 0.5, \"predicted \" .. v\n"
         "  end }\n";
-    cr_assert_eq(sim(hook, "\"customer_id\":\"ann\",\"channel\":\"web\"", &r), 200, "%s", r.body);
+    cr_assert_eq(sim(hook, "\"customer_id\":\"g001\",\"channel\":\"web\"", &r), 200, "%s", r.body);
+    cr_assert_eq(offers(&r), 1, "%s", r.body);
+    tfx_resp_free(&r);
+    cr_assert_eq(sim(hook, "\"customer_id\":\"b001\",\"channel\":\"web\"", &r), 200, "%s", r.body);
     cr_assert_eq(offers(&r), 0, "%s", r.body);
     const char *why = json_string_value(json_object_get(first_explain(&r), "reason"));
-    cr_assert(why && strstr(why, "models are not available in this state"), "%s", r.body);
+    cr_assert(why && strstr(why, "predicted "), "%s", r.body);
     tfx_resp_free(&r);
+
     const char *ranked =
         "return { id = \"gold-deal\", channels = { \"web\" },\n"
         "  variants = { { id = \"A\", content = { h = \"x\" } } },\n"
         "  eligible = function(p, ctx) return true end,\n"
         "  score = { model = \"buy\", value = 5 } }\n";
-    cr_assert_eq(sim(ranked, "\"customer_id\":\"ann\",\"channel\":\"web\"", &r), 200, "%s", r.body);
-    cr_assert_eq(offers(&r), 0, "%s", r.body);
-    const char *err = json_string_value(json_object_get(first_explain(&r), "error"));
-    cr_assert(err && strstr(err, "a simulation does not serve them"), "%s", r.body);
+    cr_assert_eq(sim(ranked, "\"customer_id\":\"g001\",\"channel\":\"web\"", &r), 200, "%s", r.body);
+    cr_assert_eq(offers(&r), 1, "%s", r.body);
+    json_t *m = json_object_get(first_explain(&r), "model");
+    cr_assert_not_null(m, "%s", r.body);
+    cr_assert_str_eq(json_string_value(json_object_get(m, "id")), "buy");
+    cr_assert_eq(json_integer_value(json_object_get(m, "version")), 1);
+    cr_assert_float_eq(json_number_value(json_object_get(m, "propensity")), pg, 1e-9, "%s", r.body);
+    cr_assert_float_eq(json_number_value(json_object_get(m, "expected_value")), 5 * pg, 1e-9);
     tfx_resp_free(&r);
-    cr_assert_eq(real_decide("ann", &r), 200); /* the server is fine */
+    cr_assert_eq(real_decide("g001", &r), 200); /* the server is fine */
     tfx_resp_free(&r);
 }
 

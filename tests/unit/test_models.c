@@ -161,8 +161,10 @@ static struct bad_file bad_files[] = {
       "feature 'age' is listed twice" },
     { "return {\n label = { conversion = 'x', within = '7d' },\n features = { { 'a.b', fn = function() end } },\n}",
       "a feature function's name is a plain name" },
-    { "return {\n label = { conversion = 'x', within = '7d' },\n features = { 'segment.gold' },\n}",
-      "segment features are not supported" },
+    { "return {\n label = { conversion = 'x', within = '7d' },\n features = { 'segment.a.b' },\n}",
+      "'segment.a.b' is not a segment id" },
+    { "return {\n label = { conversion = 'x', within = '7d' },\n features = { { 'segment.gold', values = { 'a' } } },\n}",
+      "a segment membership is 1 or 0" },
     { "return {\n label = { conversion = 'x', within = '7d' },\n features = { { 'tier', values = { 'a', 'a' } } },\n}",
       "'a' is listed twice" },
     { "return {\n label = { conversion = 'x', within = '7d' },\n features = { { 'tier', colour = 1 } },\n}",
@@ -537,4 +539,91 @@ Test(models, old_model_bytes_are_pruned_but_live_ones_kept)
     store_txn_end(t);
     store_close(st);
     tfx_rmrf(dir);
+}
+
+/* ---------------------------------------------------------------------- */
+/* a prediction allocates nothing                                          */
+
+/* Every malloc / calloc / realloc of the process is counted while
+ * `g_counting` is set: the test binary's own definitions interpose glibc's
+ * (through its __libc_* entry points).  Not under ASan, whose allocator
+ * must stay the only one; there the Lua heap check below still runs. */
+#if !defined(__SANITIZE_ADDRESS__)
+#define COUNT_MALLOC 1
+extern void *__libc_malloc(size_t n);
+extern void *__libc_calloc(size_t n, size_t m);
+extern void *__libc_realloc(void *p, size_t n);
+extern void __libc_free(void *p);
+static long g_mallocs;
+static int g_counting;
+void *malloc(size_t n)
+{
+    if (g_counting)
+        __atomic_add_fetch(&g_mallocs, 1, __ATOMIC_RELAXED);
+    return __libc_malloc(n);
+}
+void *calloc(size_t n, size_t m)
+{
+    if (g_counting)
+        __atomic_add_fetch(&g_mallocs, 1, __ATOMIC_RELAXED);
+    return __libc_calloc(n, m);
+}
+void *realloc(void *p, size_t n)
+{
+    if (g_counting)
+        __atomic_add_fetch(&g_mallocs, 1, __ATOMIC_RELAXED);
+    return __libc_realloc(p, n);
+}
+void free(void *p)
+{
+    __libc_free(p);
+}
+#endif
+
+Test(models, predicting_allocates_nothing)
+{
+    /* attributes present and absent, a category, stats present and absent
+     * (custom types, days since), context: every kind of lookup */
+    struct models_def *d = parse_ok(
+        "return { label = { conversion = 'x', within = '7d' }, features = {\n"
+        "  'age', 'missing.deep.path', { 'tier', values = { 'gold', 'silver' } },\n"
+        "  'stats.click', 'stats.custom.purchase', 'stats.custom.never', 'stats.days_since.open',\n"
+        "  'stats.recency', 'stats.frequency', 'stats.monetary', 'stats.tenure', 'stats.idle',\n"
+        "  'ctx.device.w', 'ctx.absent' } }");
+    struct predict_model *m = predict_alloc(PREDICT_LINEAR, PREDICT_LOGISTIC, d->ncols, 0, 0);
+    for (int i = 0; i < d->ncols; i++)
+        m->w[i] = 1e-5 * (i + 1);
+    char err[200];
+    cr_assert_eq(predict_check(m, err, sizeof err), 0, "%s", err);
+    int p = push_src("return { id = 'c1', age = 30, tier = 'gold', stats = { click = 4,"
+                     " events = 9, last = { click = 999000 }, first_seen = 900000,"
+                     " last_seen = 999000 } }");
+    int c = push_src("return { device = { w = 1280 } }");
+    int keys = models_anchor_keys(L, d); /* as a models worker does on loading the model */
+    float x[PREDICT_MAX_FEATURES];
+    struct models_feat_err fe;
+    int64_t now = 1000000;
+    cr_assert_eq(models_features(vm, d, NULL, p, c, now, x, &fe), 0);
+    double first = predict_eval(m, x), sum = 0;
+    lua_gc(L, LUA_GCCOLLECT, 0); /* the GC keeps running during the loop */
+    size_t mem0 = luavm_mem_used(vm);
+#ifdef COUNT_MALLOC
+    g_mallocs = 0;
+    g_counting = 1;
+#endif
+    for (int i = 0; i < 20000; i++) {
+        models_features(vm, d, NULL, p, c, now + i, x, &fe);
+        sum += predict_eval(m, x);
+    }
+#ifdef COUNT_MALLOC
+    g_counting = 0;
+    cr_assert_eq(g_mallocs, 0, "%ld allocations in 20000 predictions", g_mallocs);
+#endif
+    cr_assert_eq(luavm_mem_used(vm), mem0, "the Lua heap grew by %zd bytes",
+                 (ssize_t)(luavm_mem_used(vm) - mem0));
+    cr_assert(sum > 0 && first > 0 && first < 1);
+    luaL_unref(L, LUA_REGISTRYINDEX, keys);
+    predict_free(m);
+    models_def_free(d);
+    lua_settop(L, 0);
 }

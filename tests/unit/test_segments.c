@@ -13,6 +13,8 @@
  * emptying segments, the time sweep, and concurrent writers.
  */
 #include <criterion/criterion.h>
+#include <lua.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,9 +27,11 @@
 #include "base/log.h"
 #include "codec/codec.h"
 #include "engine/cond.h"
+#include "engine/models.h"
 #include "engine/segments.h"
 #include "fixture.h"
 #include "insight/events.h"
+#include "lua/luavm.h"
 #include "service/profiles.h"
 #include "store/store.h"
 
@@ -745,4 +749,102 @@ Test(segments, concurrent_writers)
         cr_assert_null(r, "writer %d failed", k);
     }
     verify(NCUST + 20, NULL);
+}
+
+/* ---- segment memberships as model features ------------------------------------ */
+
+/* p as decide (and targeting) build it: the stored profile, p.id, p.stats. */
+static int push_p(lua_State *L, const char *id)
+{
+    struct store_txn *t;
+    cr_assert_eq(store_rtxn_begin(app.store, &t), 0);
+    const void *v;
+    size_t vl;
+    if (store_get(t, STORE_PROFILES, id, strlen(id), &v, &vl) == 0)
+        cr_assert_eq(luavm_push_msgpack(L, v, vl), 0);
+    else
+        lua_createtable(L, 0, 2);
+    int p = lua_gettop(L);
+    lua_pushstring(L, id);
+    lua_setfield(L, p, "id");
+    if (store_get(t, STORE_PSTATS, id, strlen(id), &v, &vl) == 0) {
+        cr_assert_eq(luavm_push_msgpack(L, v, vl), 0);
+        lua_setfield(L, p, "stats");
+    }
+    store_txn_end(t);
+    return p;
+}
+
+/* A model's "segment.<id>" features (engine/models.h, models_seg.c) are
+ * the definitions evaluated on p as of the time given: at the clock's now
+ * they equal the live index (computed by another path: the write batch
+ * from the stored msgpack) and the brute-force scan, for condition,
+ * `$segment` (recursive) and Lua segments alike; at an earlier time they
+ * equal the scan at that time (what a training example sees). */
+Test(segments, model_segment_features_are_the_definitions_at_a_time)
+{
+    for (int step = 0; step < 1500; step++)
+        rand_op();
+    struct luavm_opts o = { 0 };
+    struct luavm *vm;
+    cr_assert_eq(luavm_new(&o, &vm), 0);
+    lua_State *L = luavm_state(vm);
+    char src[2000] = "return { label = { conversion = 'x', within = '7d' }, features = { 'age'";
+    int nseg = 0;
+    for (int i = 0; i < NDEFS; i++)
+        all_segs[nseg++] = defs[i].id;
+    all_segs[nseg++] = "big_spender";
+    for (int s = 0; s < nseg; s++)
+        snprintf(src + strlen(src), sizeof src - strlen(src), ", 'segment.%s'", all_segs[s]);
+    strcat(src, ", 'segment.not_loaded' } }");
+    json_t *errs = json_array();
+    struct models_def *d = NULL;
+    cr_assert_eq(models_parse(vm, "models/seg.lua", src, strlen(src), errs, &d, NULL), 0, "%s",
+                 json_dumps(errs, 0));
+    json_decref(errs);
+    struct brute b;
+    brute_init(&b);
+    int64_t times[2] = { T0, T0 - 20 * 86400 };
+    long members = 0, checked = 0;
+    for (int k = 0; k < 2; k++) {
+        clock_freeze(times[k]); /* the scan's now */
+        for (int c = 0; c < NCUST + 20; c++) {
+            char id[16];
+            cust_id(id, c);
+            int exists;
+            json_t *view = brute_view(id, &exists);
+            if (!exists) {
+                json_decref(view);
+                continue;
+            }
+            int p = push_p(L, id);
+            float x[PREDICT_MAX_FEATURES];
+            struct models_feat_err fe;
+            cr_assert_eq(models_features(vm, d, NULL, p, 0, times[k], x, &fe), 0, "%s", fe.msg);
+            struct store_txn *t;
+            cr_assert_eq(store_rtxn_begin(app.store, &t), 0);
+            json_t *mine = segments_customer_json(t, id);
+            store_txn_end(t);
+            for (int s = 0; s < nseg; s++) {
+                float f = x[d->feats[1 + s].col];
+                int want = brute_member(&b, all_segs[s], view);
+                cr_assert(f == (float)want, "%s, segment %s at %lld: feature %g, scan %d", id,
+                          all_segs[s], (long long)times[k], f, want);
+                if (k == 0)
+                    cr_assert_eq(json_has(mine, all_segs[s]), want, "%s, %s: feature vs index", id,
+                                 all_segs[s]);
+                members += want;
+                checked++;
+            }
+            cr_assert(isnan(x[d->feats[1 + nseg].col]), "a segment not loaded reads as missing");
+            json_decref(mine);
+            json_decref(view);
+            lua_settop(L, 0);
+        }
+    }
+    clock_freeze(T0);
+    cr_assert(members > 0 && members < checked, "the data exercise both answers");
+    brute_free(&b);
+    models_def_free(d);
+    luavm_free(vm);
 }
