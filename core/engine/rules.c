@@ -792,6 +792,7 @@ struct rules_gen *rules_gen_sandbox(struct app *app, const char *rules_dir,
                                 1 };
     int nerr;
     struct rules_gen *g = gen_build(app, &gs, &nerr);
+    g->refs = 1; /* the caller's: gen_publish sets it for a reload's */
     if (nerr) {
         rules_gen_release(g);
         return NULL;
