@@ -23,6 +23,8 @@
 #include "store/audit.h"
 #include "engine/models.h"
 #include "engine/rules.h"
+#include "engine/dlog.h"
+#include "service/backtest.h"
 #include "insight/train.h"
 #include "base/reqerr.h"
 #include "base/tz.h"
@@ -54,6 +56,9 @@ static void usage(FILE *f)
             "  promod train MODEL [--force] [--threads N] [--now TIME] [-c CONFIG] [--data DIR]\n"
             "               [--models DIR]\n"
             "  promod key [--role decide|checkout|marketer|admin] [--id ID]\n"
+            "  promod replay [--from TIME] [--to TIME] [--rules DIR] [--data DIR] [--json]\n"
+            "               [--limit N] [--sample S] [--show N] [-c CONFIG]\n"
+            "               (re-runs logged decides on the configured rules/ and on DIR)\n"
             "  promod version\n");
 }
 
@@ -61,7 +66,8 @@ struct cli {
     const char *config, *listen, *data, *rules, *plugins, *web, *port_file, *models, *threads, *now,
         *from_line;
     const char *role, *id;
-    int force, resume;
+    const char *from, *to, *limit, *sample, *show;
+    int force, resume, json;
     const char *args[64];
     int nargs;
 };
@@ -101,7 +107,20 @@ static int parse_cli(int argc, char **argv, struct cli *c)
             dst = &c->role;
         else if (!strcmp(a, "--id"))
             dst = &c->id;
-        else if (!strcmp(a, "--resume")) {
+        else if (!strcmp(a, "--from"))
+            dst = &c->from;
+        else if (!strcmp(a, "--to"))
+            dst = &c->to;
+        else if (!strcmp(a, "--limit"))
+            dst = &c->limit;
+        else if (!strcmp(a, "--sample"))
+            dst = &c->sample;
+        else if (!strcmp(a, "--show"))
+            dst = &c->show;
+        else if (!strcmp(a, "--json")) {
+            c->json = 1;
+            continue;
+        } else if (!strcmp(a, "--resume")) {
             c->resume = 1;
             continue;
         } else if (a[0] == '-' && a[1]) {
@@ -236,6 +255,9 @@ static int cmd_serve(const struct cli *c)
         return 1;
     }
     exp_admin_start(&app); /* after the rules: experiments name their campaigns */
+    if (dlog_start(&app.cfg, app.store)) /* the decision log's writer */
+        log_error("decision log unavailable", "%s", "cannot start its writer");
+    dlog_metrics_init();
     loyalty_rules_start(&app.cfg); /* loyalty/: program and earn rules */
     app_register_routes();
     ratelimit_init(&app.cfg);
@@ -248,6 +270,7 @@ static int cmd_serve(const struct cli *c)
         fprintf(stderr, "promod: cannot start the server: %s\n", err_str(rc));
         sends_shutdown();
         exp_admin_stop();
+        dlog_stop();
         rules_stop(&app);
         segments_stop(&app);
         store_close(app.store);
@@ -285,6 +308,7 @@ static int cmd_serve(const struct cli *c)
     exp_admin_stop(); /* after the workers stopped deciding: stores queued exposures */
     promotions_sweeper_stop();
     loyalty_rules_stop();
+    dlog_stop(); /* after the workers stopped deciding: what they logged is written */
     rules_stop(&app);
     segments_stop(&app);
     server_free(app.srv);
@@ -729,6 +753,104 @@ static int cmd_key(const struct cli *c)
     return 0;
 }
 
+/* `promod replay`: the decision log of --data replayed on the configured
+ * rules directory (as it is) and on --rules DIR (the edit); prints the
+ * report (service/backtest.h, engine/replay.h).  Exit 0, 1 (store or
+ * replay failed), 2 (usage), 3 (a rule set does not validate). */
+static int cmd_replay(const struct cli *c)
+{
+    if (c->nargs != 1) {
+        usage(stderr);
+        return 2;
+    }
+    static struct app app;
+    g_app = &app;
+    struct cli base = *c;
+    base.rules = NULL; /* --rules is the edit; the configured directory is the baseline */
+    if (load_config(&app.cfg, &base))
+        return 2;
+    struct replay_opts o = { .limit = 0, .sample = 1, .show = 10 };
+    o.to_ms = clock_now_ms();
+    o.from_ms = o.to_ms - 86400000LL;
+    char *end = NULL;
+    if ((c->to && backtest_parse_time(c->to, &o.to_ms)) ||
+        (c->from && backtest_parse_time(c->from, &o.from_ms)) || o.from_ms > o.to_ms) {
+        fprintf(stderr, "promod replay: --from/--to: ISO-8601 or unix milliseconds, from <= to\n");
+        config_free(&app.cfg);
+        return 2;
+    }
+    if ((c->limit && ((o.limit = strtol(c->limit, &end, 10)) < 1 || *end)) ||
+        (c->sample && (!((o.sample = strtod(c->sample, &end)) > 0 && o.sample <= 1) || *end)) ||
+        (c->show && ((o.show = (int)strtol(c->show, &end, 10)) < 0 || o.show > 100 || *end))) {
+        fprintf(stderr, "promod replay: --limit N (>= 1), --sample S (0 < S <= 1), --show N "
+                        "(0-100)\n");
+        config_free(&app.cfg);
+        return 2;
+    }
+    if (open_store(&app)) {
+        config_free(&app.cfg);
+        return 1;
+    }
+    models_init(); /* promo.predict in the sandboxes' Lua states */
+    if (segments_start(&app, 0))
+        fprintf(stderr, "promod replay: segments: cannot record the index slots\n");
+    struct reqerr e = { 0 };
+    json_t *rep = backtest_run(&app, NULL, c->rules, &o, &e);
+    int status = 0;
+    if (!rep) {
+        fprintf(stderr, "promod replay: %s\n", e.message);
+        size_t i;
+        json_t *m;
+        json_array_foreach(json_object_get(e.extra, "errors"), i, m)
+            fprintf(stderr, "%s\n", json_string_value(m));
+        json_decref(e.extra);
+        status = e.status == 422 ? 3 : 1;
+    } else if (c->json) {
+        char *txt = json_dumps(rep, JSON_INDENT(2) | JSON_SORT_KEYS);
+        if (txt)
+            puts(txt);
+        free(txt);
+    } else {
+        printf("replayed %lld decisions in %.1f s (%.0f/s): %lld changed (%.2f%%), drift %lld, "
+               "failed %lld/%lld\n",
+               (long long)json_integer_value(json_object_get(rep, "decisions")),
+               json_number_value(json_object_get(rep, "seconds")),
+               json_number_value(json_object_get(rep, "decisions_per_second")),
+               (long long)json_integer_value(json_object_get(rep, "changed")),
+               100 * json_number_value(json_object_get(rep, "changed_share")),
+               (long long)json_integer_value(json_object_get(rep, "drift")),
+               (long long)json_integer_value(json_object_get(json_object_get(rep, "failed"), "before")),
+               (long long)json_integer_value(json_object_get(json_object_get(rep, "failed"), "after")));
+        printf("%-32s %10s %10s %9s %9s %9s %7s\n", "campaign", "before", "after", "changed",
+               "new", "lost", "errors");
+        const char *id;
+        json_t *v;
+        json_object_foreach(json_object_get(rep, "campaigns"), id, v) {
+            printf("%-32s %10lld %10lld %9lld %9lld %9lld %7lld\n", id,
+                   (long long)json_integer_value(json_object_get(v, "offers_before")),
+                   (long long)json_integer_value(json_object_get(v, "offers_after")),
+                   (long long)json_integer_value(json_object_get(v, "decisions_changed")),
+                   (long long)json_integer_value(json_object_get(v, "customers_new")),
+                   (long long)json_integer_value(json_object_get(v, "customers_lost")),
+                   (long long)json_integer_value(json_object_get(v, "errors_after")));
+            size_t i;
+            json_t *cp;
+            json_array_foreach(json_object_get(v, "caps"), i, cp)
+                if (json_integer_value(json_object_get(cp, "would_bind")))
+                    printf("    %s cap %lld per %s would bind %lld times\n",
+                           json_string_value(json_object_get(cp, "scope")),
+                           (long long)json_integer_value(json_object_get(cp, "limit")),
+                           json_string_value(json_object_get(cp, "window")),
+                           (long long)json_integer_value(json_object_get(cp, "would_bind")));
+        }
+    }
+    json_decref(rep);
+    segments_stop(&app);
+    store_close(app.store);
+    config_free(&app.cfg);
+    return status;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -751,6 +873,8 @@ int main(int argc, char **argv)
         return cmd_train(&c);
     if (!strcmp(cmd, "key"))
         return cmd_key(&c);
+    if (!strcmp(cmd, "replay"))
+        return cmd_replay(&c);
     if (!strcmp(cmd, "version")) {
         printf("promod 0.1.0\n");
         return 0;

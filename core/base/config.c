@@ -108,6 +108,9 @@ void config_defaults(struct config *c)
     c->global_daily_cap = 0;
     c->reload_debounce_ms = 100;
     c->event_retention_days = 90;
+    c->dlog_sample = 0;
+    c->dlog_retention_days = 7;
+    c->dlog_queue = 16384;
     c->request_timeout = 30;
     c->header_timeout = 10;
     c->max_header = 64 << 10;
@@ -624,6 +627,18 @@ static int apply(lua_State *L, struct cerr *e, struct config *c)
         } else if (!strcmp(k, "reload_debounce_ms")) {
             if (!(rc = get_int(L, e, k, 0, 10000, &v)))
                 c->reload_debounce_ms = (int)v;
+        } else if (!strcmp(k, "decision_log_sample")) {
+            double d = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : -1;
+            if (!(d >= 0 && d <= 1))
+                rc = bad(e, k, "expected a number from 0 to 1");
+            else
+                c->dlog_sample = d;
+        } else if (!strcmp(k, "decision_log_retention_days")) {
+            if (!(rc = get_int(L, e, k, 1, 3650, &v)))
+                c->dlog_retention_days = (int)v;
+        } else if (!strcmp(k, "decision_log_queue")) {
+            if (!(rc = get_int(L, e, k, 16, 1 << 22, &v)))
+                c->dlog_queue = v;
         } else if (!strcmp(k, "event_retention_days")) {
             if (!(rc = get_int(L, e, k, 1, 36500, &v)))
                 c->event_retention_days = (int)v;

@@ -87,6 +87,11 @@ struct config {
     long global_daily_cap;    /**< offers per customer per day over all campaigns; 0 = none */
     int reload_debounce_ms;   /**< quiet time after a file change before reloading (100) */
     int event_retention_days; /**< raw events older than this are compacted (90) */
+    double dlog_sample;       /**< decision_log_sample: share of customers whose decides are
+                                   logged, 0-1 (0 = the decision log is off; default 0) */
+    int dlog_retention_days;  /**< decision_log_retention_days: older entries are swept (7) */
+    long dlog_queue;          /**< decision_log_queue: decides waiting for the log's writer
+                                   before new ones are dropped (16384) */
     double request_timeout;   /**< seconds (30) */
     int header_timeout;       /**< seconds from a request head's first byte to its end (10) */
     size_t max_header;        /**< request line + header fields, bytes (64 KiB) */

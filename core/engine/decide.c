@@ -17,6 +17,8 @@
  * themselves.
  */
 #include "engine/decide.h"
+#include "engine/decide_internal.h"
+#include "engine/dlog.h"
 #include "engine/models.h"
 #include "engine/audience.h"
 #include "engine/content.h"
@@ -75,38 +77,7 @@ void decide_metrics_init(void)
 
 /* ---------------------------------------------------------------------- */
 
-struct cand {
-    int idx;           /* campaign index in the generation */
-    int rank;          /* position in the channel's index: priority desc, then id */
-    double score;
-    json_t *xp;        /* explain entry (borrowed from the explain array) */
-    int variant;       /* chosen variant index */
-    struct buf content; /* rendered content, in the reply's wire form */
-    int served;        /* reserved and going into the reply */
-    int hooked;        /* the throttle hook passed it on the counts in `seen` */
-    int coupon;        /* its content shows {{coupon}}: a code is assigned when served */
-    int li;            /* the locale of its content (an index into the campaign's locales) */
-    char fmt[I18N_TAG_MAX]; /* the locale its format filters write in, "" = none needed */
-    struct throttle_counts seen;
-    int picked;        /* an experiment chose the variant (pick) */
-    struct experiments_pick pick;
-};
 
-/* What a decide needs beyond its stack, kept per worker between requests:
- * the candidate array (a few hundred bytes per campaign of the channel),
- * the offers' content buffers, the customer's parsed counter record and the
- * template scratch.  Allocating and freeing these per request cost more
- * than the malloc calls: large blocks freed each time made glibc
- * consolidate its heap on every decide. */
-struct scratch {
-    struct cand *cands;   /* cands[k].content stays allocated between requests */
-    int ccap;
-    struct cand **batch;  /* 2 * bcap: the reservation batch, then the offers */
-    int bcap;
-    struct throttle_cust tc;
-    struct throttle_resv rv;
-    struct content_scratch cs; /* template rendering */
-};
 
 #define SCRATCH_KEEP (64 * 1024) /* a buffer grown past this is given back */
 
@@ -440,39 +411,6 @@ static const char *consent_block(lua_State *L, int p_idx, const struct rules_cha
 /* ---------------------------------------------------------------------- */
 /* one request                                                            */
 
-/* A decide's state, handed from step to step. */
-struct req {
-    const struct decide_req *q;
-    int msgpack;                 /* reply wire form */
-    struct rules_worker *rw;
-    struct models_worker *mw;    /* the worker's models: predictions once per decide */
-    const struct rules_gen *g;   /* the worker's adopted generation */
-    int chi;                     /* channel index in g */
-    const struct rules_channel *ch;
-    lua_State *L;
-    int top;                     /* Lua stack height at entry, restored before the reply */
-    int64_t now;
-    long gcap;                   /* global daily cap (config) */
-    struct store_txn *t;         /* the request's read snapshot */
-    int p_idx, ctx_idx;          /* p and ctx on the Lua stack, for C readers */
-    int p_ro, ctx_ro;            /* what hooks get for them (luavm_push_readonly) */
-    json_t *explain;             /* array of entries, or NULL */
-    const char *blocked;         /* consent or quiet hours close the channel: why */
-    struct scratch *scr;
-    struct throttle_counts shared; /* channel and global counts, read once */
-    struct cand *cands;
-    int ncand;
-    int next;                    /* first candidate the walk has not reached */
-    int accepted;
-    struct cand **batch;         /* the reservation batch ... */
-    struct cand **served;        /* ... and the offers, in order */
-    struct content_locale loc;       /* the locale the request asks for, on first need */
-    struct audience_cust ac;     /* segments and campaign audiences (audience.h) */
-    const struct experiments_view *xv; /* live experiments of r->g, or NULL */
-    const char *pmp;             /* the stored profile (msgpack, in r->t), or NULL */
-    size_t plen;
-    char did[21];                /* the decision id */
-};
 
 /* "d" + 11 hex digits of the ms clock + 8 random hex digits. */
 static void decision_id(char did[20])
@@ -514,11 +452,18 @@ static int begin(struct req *r, struct reqerr *e)
     r->ch = &r->g->chans[r->chi];
     r->L = luavm_state(r->rw->vm);
     r->top = lua_gettop(r->L);
-    r->now = clock_now();
+    const struct decide_as_was *aw = r->q->as_was;
+    r->now = aw ? aw->now : clock_now();
     r->gcap = g_app->cfg.global_daily_cap;
     r->explain = r->q->explain ? json_array() : NULL;
     r->xv = experiments_view(r->g);
-    decision_id(r->did);
+    if (aw)
+        memcpy(r->did, aw->decision_id, 20);
+    else
+        decision_id(r->did);
+    r->logged = !aw && !r->q->dry_run && !r->rw->sim && dlog_sampled(r->q->customer_id);
+    if (aw || r->logged) /* math.random draws what the logged decide drew */
+        decide_log_seed(r->L, r->did);
     return 0;
 }
 
@@ -529,16 +474,24 @@ static int begin(struct req *r, struct reqerr *e)
  * whose index goes to *ro.  Returns p's own stack index (for C readers);
  * *mp gets the stored profile's bytes (valid while `t` lives) or NULL. */
 static int push_profile(lua_State *L, struct store_txn *t, const char *cust,
-                        struct audience_cust *ac, int64_t now, int *ro, const char **mp,
-                        size_t *mplen)
+                        const struct decide_as_was *aw, struct audience_cust *ac, int64_t now,
+                        int *ro, const char **mp, size_t *mplen, const char **smp, size_t *slen)
 {
     int top = lua_gettop(L);
     const void *pv, *sv;
     size_t pl, sl;
     *mp = NULL;
     *mplen = 0;
-    if (store_get(t, STORE_PROFILES, cust, strlen(cust), &pv, &pl))
-        pv = NULL;
+    if (aw) { /* a replay: the customer as logged */
+        pv = aw->profile, pl = aw->profile_len, sv = aw->stats, sl = aw->stats_len;
+    } else {
+        if (store_get(t, STORE_PROFILES, cust, strlen(cust), &pv, &pl))
+            pv = NULL;
+        if (store_get(t, STORE_PSTATS, cust, strlen(cust), &sv, &sl))
+            sv = NULL;
+    }
+    *smp = sv;
+    *slen = sv ? sl : 0;
     if (pv && luavm_push_msgpack(L, pv, pl) == 0 && lua_istable(L, -1)) {
         *mp = pv; /* known customer */
         *mplen = pl;
@@ -549,8 +502,6 @@ static int push_profile(lua_State *L, struct store_txn *t, const char *cust,
     int p_idx = lua_gettop(L);
     lua_pushstring(L, cust);
     lua_setfield(L, p_idx, "id");
-    if (store_get(t, STORE_PSTATS, cust, strlen(cust), &sv, &sl))
-        sv = NULL;
     if (sv && luavm_push_msgpack(L, sv, sl) == 0)
         lua_setfield(L, p_idx, "stats");
     lua_settop(L, p_idx);
@@ -598,7 +549,8 @@ static int load_customer(struct req *r, struct reqerr *e)
         reqerr_set(e, 503, "store_unavailable", NULL, "%s", err_str(rc));
         return rc;
     }
-    r->p_idx = push_profile(r->L, r->t, cust, &r->ac, r->now, &r->p_ro, &r->pmp, &r->plen);
+    r->p_idx = push_profile(r->L, r->t, cust, r->q->as_was, &r->ac, r->now, &r->p_ro, &r->pmp,
+                            &r->plen, &r->smp, &r->slen);
     r->ctx_idx = push_ctx(r->L, r->q, r->now, &r->ctx_ro);
     models_decide_begin(r->mw, r->p_idx, r->ctx_idx, r->now);
     r->blocked = consent_block(r->L, r->p_idx, r->ch);
@@ -838,8 +790,8 @@ static int throttle_hook(struct rules_worker *rw, const struct rules_campaign *c
 static int cap_gate(struct req *r, struct cand *cd)
 {
     const struct rules_campaign *c = &r->g->camps[cd->idx];
-    if (!throttle_needed(c, r->ch, r->gcap))
-        return 0;
+    if (r->q->as_was || !throttle_needed(c, r->ch, r->gcap))
+        return 0; /* a replay counts caps itself (decide.h) */
     struct throttle_counts n;
     const char *why = NULL;
     if (throttle_read(r->t, &r->scr->tc, c, r->ch, r->now, &n, &r->shared) == 0 &&
@@ -1111,6 +1063,7 @@ static int run(struct req *r, struct reqerr *e, struct buf *out)
     walk(r);
     log_exposures(r);
     explain_rest(r);
+    decide_log_finish(r); /* before the snapshot ends: the log copies the profile's bytes */
     audience_end(&r->ac);
     store_txn_end(r->t);
     models_decide_end(r->mw);

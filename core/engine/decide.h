@@ -26,6 +26,30 @@
 #include "base/buf.h"
 #include "base/reqerr.h"
 
+/** An offer as decide made it (a replay's view): the ids are borrowed from
+ *  the worker's generation. */
+struct decide_offer {
+    const char *campaign, *variant;
+    double score;
+};
+
+/** A decide replayed from the decision log (engine/replay.h): the
+ *  customer as they were instead of the store's record, the logged clock
+ *  and decision id (the seed of Lua's math.random).  Set it only with
+ *  dry_run on a simulation's worker.  Declared caps and throttle hooks are
+ *  not consulted (the replay counts caps itself, in memory: nothing in the
+ *  store reflects the replayed traffic); segments, loyalty and experiment
+ *  assignments are read from the store as they are now.  decide fills
+ *  `offers` (up to offers_cap) and `noffers`. */
+struct decide_as_was {
+    const void *profile, *stats;   /**< msgpack as logged, or NULL */
+    size_t profile_len, stats_len;
+    int64_t now;                   /**< ctx.now as logged (unix seconds) */
+    const char *decision_id;       /**< 20 characters */
+    struct decide_offer *offers;   /**< out */
+    int offers_cap, noffers;
+};
+
 struct decide_req {
     const char *customer_id;
     const char *channel;
@@ -36,6 +60,7 @@ struct decide_req {
     int explain;
     int dry_run;
     const char *accept_language; /**< the request's Accept-Language header, or NULL */
+    struct decide_as_was *as_was; /**< a replay (see above), or NULL for a live decide */
 };
 
 /** Decide on the calling worker thread and append the reply

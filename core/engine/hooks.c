@@ -44,8 +44,17 @@ static __thread int tl_paused;
 
 void hooks_count_pause(int paused) { tl_paused = paused; }
 
+/* Set while a replay's decide runs on this thread (hooks_count_divert). */
+static __thread struct counters *tl_divert;
+
+void hooks_count_divert(struct counters *to) { tl_divert = to; }
+
 static void count_failure(const char *who, enum hooks_id h, int rc)
 {
+    if (tl_divert) {
+        counters_add(tl_divert, who, 0, 1);
+        return;
+    }
     if (tl_paused)
         return;
     counters_add(g_errors, who, 2 * (int)h + (rc == ERR_BUDGET), 1);

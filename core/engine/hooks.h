@@ -245,4 +245,10 @@ void hooks_metrics_init(void);
  *  is not live, whose failures must not show as the campaign's. */
 void hooks_count_pause(int paused);
 
+/** Count the calling thread's failures into `to` instead (one value per
+ *  campaign: failed calls of any hook), until called with NULL: a replay
+ *  (engine/replay.h) reports the errors of the rule set it runs. */
+struct counters;
+void hooks_count_divert(struct counters *to);
+
 #endif

@@ -453,21 +453,55 @@ static void build_audiences(struct rules_gen *g, int ch)
 
 /* Build a new generation from disk, reusing the previous one's last good
  * sources for files that fail.  Errors are logged. Returns error count. */
-static struct rules_gen *gen_build(struct app *app, int *nerrors)
+/* Where a generation comes from: the configured directories (a reload),
+ * or for a sandbox (rules_gen_sandbox) other directories and/or `overlay`
+ * (file name below the rules directory → source, replacing or adding
+ * files); a sandbox keeps no previous version of a failing file: its
+ * errors go to `errors`. */
+struct gen_src {
+    const char *rules_dir, *plugins_dir;
+    const json_t *overlay;
+    json_t *errors;
+    int sandbox;
+};
+
+/* The overlay's source for `path` (rules_dir/NAME), or NULL. */
+static const char *overlay_src(const struct gen_src *gs, const char *path, size_t *len)
+{
+    size_t dl = strlen(gs->rules_dir);
+    if (!gs->overlay || strncmp(path, gs->rules_dir, dl) || path[dl] != '/')
+        return NULL;
+    const json_t *v = json_object_get(gs->overlay, path + dl + 1);
+    *len = json_string_length(v);
+    return json_string_value(v);
+}
+
+static struct rules_gen *gen_build(struct app *app, const struct gen_src *gs, int *nerrors)
 {
     const struct config *cfg = &app->cfg;
-    struct rules_gen *prev = rules_gen_acquire();
+    struct rules_gen *prev = gs->sandbox ? NULL : rules_gen_acquire();
     struct rules_gen *g = calloc(1, sizeof *g);
     if (!g)
         abort();
     uint64_t t0 = clock_mono_ns();
     char lib_dir[4096];
-    snprintf(lib_dir, sizeof lib_dir, "%s/lib", cfg->rules_dir);
+    snprintf(lib_dir, sizeof lib_dir, "%s/lib", gs->rules_dir);
     uint32_t libh = lib_hash(lib_dir);
     struct rules_flist fl = { 0 };
-    rules_scan_dir(cfg->plugins_dir, NULL, 0, RULES_PLUGIN, &fl, 0);
+    rules_scan_dir(gs->plugins_dir, NULL, 0, RULES_PLUGIN, &fl, 0);
     int nplug = fl.n;
-    rules_scan_dir(cfg->rules_dir, lib_dir, 1, RULES_CAMPAIGN, &fl, 0);
+    rules_scan_dir(gs->rules_dir, lib_dir, 1, RULES_CAMPAIGN, &fl, 0);
+    const char *oname;
+    json_t *ov;
+    json_object_foreach((json_t *)gs->overlay, oname, ov) { /* files the edits add */
+        char p[4096];
+        snprintf(p, sizeof p, "%s/%s", gs->rules_dir, oname);
+        int found = 0;
+        for (int i = nplug; i < fl.n && !found; i++)
+            found = !strcmp(fl.paths[i], p);
+        if (!found)
+            rules_flist_add(&fl, p, RULES_CAMPAIGN);
+    }
     rules_sort_paths(fl.paths, nplug);
     rules_sort_paths(fl.paths + nplug, fl.n - nplug);
     g->files = calloc((size_t)fl.n + 1, sizeof *g->files);
@@ -492,7 +526,14 @@ static struct rules_gen *gen_build(struct app *app, int *nerrors)
         f->kind = kind;
         size_t len = 0;
         int rc;
-        char *src = rules_read_file(fl.paths[i], &len, &rc);
+        const char *osrc = kind == RULES_CAMPAIGN ? overlay_src(gs, fl.paths[i], &len) : NULL;
+        char *src = osrc ? malloc(len + 1) : rules_read_file(fl.paths[i], &len, &rc);
+        if (osrc && src) {
+            memcpy(src, osrc, len);
+            src[len] = 0;
+        } else if (osrc) {
+            rc = ERR_NOMEM;
+        }
         const struct rules_file *old = NULL;
         for (int j = 0; prev && j < prev->nfiles; j++)
             if (!strcmp(prev->files[j].path, f->path)) {
@@ -537,7 +578,7 @@ static struct rules_gen *gen_build(struct app *app, int *nerrors)
             /* The source filter (campaigns.c, require_approval) may serve an
              * approved version instead of a valid file still waiting for
              * approval; the file's own text is kept as disk_source. */
-            if (ok && kind == RULES_CAMPAIGN && g_source_filter) {
+            if (ok && kind == RULES_CAMPAIGN && g_source_filter && !osrc) {
                 size_t hl = 0;
                 char *held = g_source_filter(st, camp.id, f->path, src, len, &hl);
                 if (held) {
@@ -570,6 +611,8 @@ static struct rules_gen *gen_build(struct app *app, int *nerrors)
             src = NULL;
         } else {
             errs++;
+            if (gs->errors)
+                json_array_extend(gs->errors, errors);
             char *e = json_dumps(errors, JSON_COMPACT);
             const char *first = json_string_value(json_array_get(errors, 0));
             f->error = rules_xstrdup(first ? first : "invalid");
@@ -696,7 +739,8 @@ int rules_reload(struct app *app, int force)
 {
     pthread_mutex_lock(&g_reload);
     int nerr;
-    struct rules_gen *g = gen_build(app, &nerr);
+    const struct gen_src gs = { app->cfg.rules_dir, app->cfg.plugins_dir, NULL, NULL, 0 };
+    struct rules_gen *g = gen_build(app, &gs, &nerr);
     struct rules_gen *cur = rules_gen_acquire();
     int same = gen_same(cur, g);
     rules_gen_release(cur);
@@ -717,6 +761,23 @@ int rules_reload(struct app *app, int force)
 }
 
 void rules_refresh_status(struct app *app) { rules_reload(app, 0); }
+
+struct rules_gen *rules_gen_sandbox(struct app *app, const char *rules_dir,
+                                    const char *plugins_dir, const json_t *overlay,
+                                    json_t *errors)
+{
+    const struct gen_src gs = { rules_dir ? rules_dir : app->cfg.rules_dir,
+                                plugins_dir ? plugins_dir : app->cfg.plugins_dir, overlay, errors,
+                                1 };
+    int nerr;
+    struct rules_gen *g = gen_build(app, &gs, &nerr);
+    g->refs = 1; /* the caller's: gen_publish sets it for a reload's */
+    if (nerr) {
+        rules_gen_release(g);
+        return NULL;
+    }
+    return g;
+}
 
 json_t *rules_status_json(void)
 {

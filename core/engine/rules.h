@@ -197,6 +197,20 @@ void rules_stop(struct app *app);
  *  changed (or `force`).  Returns the number of files with errors. */
 int rules_reload(struct app *app, int force);
 
+/** A generation that is never published, for a replay's sandbox
+ *  (engine/replay.h): built like a reload from `rules_dir` and
+ *  `plugins_dir` (NULL: the configured ones), with `overlay` (may be NULL:
+ *  a JSON object, file name below the rules directory such as
+ *  "spring.lua" → source) replacing or adding campaign files; stored
+ *  status overrides and approved versions apply as live, except to the
+ *  overlay's files.  Any file that does not validate fails the build: its
+ *  "path:line: message" strings are appended to `errors`.  Call with no
+ *  store txn open.  @return a generation (one reference, for
+ *  rules_worker_adopt or rules_gen_release), or NULL. */
+struct rules_gen *rules_gen_sandbox(struct app *app, const char *rules_dir,
+                                    const char *plugins_dir, const json_t *overlay,
+                                    json_t *errors);
+
 /** Set a campaign's status override (stored by the campaigns module) and
  *  republish so decide sees it.  Cheap: no file is recompiled. */
 void rules_refresh_status(struct app *app);
@@ -343,6 +357,12 @@ int rules_sim_start(const char *path, const char *src, size_t len, const char *c
                     struct reqerr *e, struct rules_worker **out, const char **camp_id);
 /** Free a simulation's worker, its Lua state and its generation. */
 void rules_sim_stop(struct rules_worker *rw);
+/** A throwaway worker (like rules_sim_start's) adopting generation `g`
+ *  (its reference passes to the worker, also on failure), whose
+ *  require() reads `rules_dir`/lib (NULL: the configured rules
+ *  directory's): a replay's sandbox.  Free with rules_sim_stop.
+ *  @return 0, ERR_NOMEM. */
+int rules_sim_worker(struct rules_gen *g, const char *rules_dir, struct rules_worker **out);
 
 /* --- internal: shared by the module's own files (rules*.c) only ---------- */
 

@@ -167,4 +167,23 @@ int rules_sim_start(const char *path, const char *src, size_t len, const char *c
     return 0;
 }
 
+int rules_sim_worker(struct rules_gen *g, const char *rules_dir, struct rules_worker **out)
+{
+    *out = NULL;
+    char lib[4200];
+    snprintf(lib, sizeof lib, "%s/lib", rules_dir ? rules_dir : g_app->cfg.rules_dir);
+    struct rules_worker *rw = calloc(1, sizeof *rw);
+    struct luavm_opts o = { .mem_limit = g_app->cfg.lua_mem_limit,
+                            .instr_budget = g_app->cfg.instr_budget, .lib_dir = lib };
+    if (!rw || luavm_new(&o, &rw->vm)) {
+        free(rw);
+        rules_gen_release(g);
+        return ERR_NOMEM;
+    }
+    rw->sim = 1;
+    rules_worker_adopt(rw, g); /* takes the reference */
+    *out = rw;
+    return 0;
+}
+
 void rules_sim_stop(struct rules_worker *rw) { rules_worker_stop(rw); }

@@ -13,6 +13,7 @@ void api_ops_admin_register(void); /* /api/v1/admin/clock, /api/v1/admin/keys: l
 void api_profiles_register(void);
 void api_decide_register(void);
 void api_rules_register(void);
+void api_decisions_register(void); /* decision log, replay */
 void api_campaigns_register(void); /* campaigns, lifecycle, versions */
 void api_audit_register(void);     /* audit log */
 void api_events_register(void);    /* events, admin/compact */

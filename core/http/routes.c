@@ -7,6 +7,7 @@ void app_register_routes(void)
     api_ops_register();
     api_decide_register();
     api_rules_register();
+    api_decisions_register();
     api_profiles_register();
     api_coupons_register(); /* before campaigns: /campaigns/{id}/coupons */
     api_campaigns_register();

@@ -1,5 +1,6 @@
 /* profiles.c — profile records (the NDJSON import is in profiles_import.c). */
 #include "service/profiles.h"
+#include "engine/dlog.h"
 #include "store/audit.h"
 #include "delivery/outbox.h"
 #include "codec/codec.h"
@@ -223,6 +224,10 @@ long profiles_erase_txn(struct store_txn *t, const char *id)
     if (ly < 0)
         return ly;
     total += ly;
+    long dl = dlog_erase_customer_txn(t, id); /* logged decides (engine/dlog.h) */
+    if (dl < 0)
+        return dl;
+    total += dl;
     /* every per-customer family keys as "<id>\0..." */
     char *prefix = malloc(n + 1);
     if (!prefix)
@@ -353,6 +358,7 @@ int profiles_patch(struct store *s, const char *id, const json_t *patch, json_t 
 long profiles_erase(struct store *s, const char *id)
 {
     experiments_expo_flush(); /* an exposure still queued must not land after the erasure */
+    dlog_flush(10000);        /* so must a decide still queued for the decision log */
     struct store_txn *t;
     int rc = store_wtxn_begin(s, &t);
     if (rc)
@@ -425,6 +431,7 @@ static int xname_cb(void *ud, const void *key, size_t klen, const void *val, siz
 json_t *profiles_export(struct store *s, const char *id, int *rc)
 {
     experiments_expo_flush(); /* exposures of decides answered before the request */
+    dlog_flush(10000);        /* and their decision log entries */
     struct store_txn *t;
     *rc = store_rtxn_begin(s, &t);
     if (*rc)
@@ -476,6 +483,9 @@ json_t *profiles_export(struct store *s, const char *id, int *rc)
     json_t *au = audit_customer_json(t, id); /* who changed the profile, when, which fields */
     any |= json_array_size(au) > 0;
     json_object_set_new(out, "audit", au ? au : json_array());
+    json_t *dl = dlog_export_customer(t, id); /* logged decides, with the profile as it was */
+    any |= json_array_size(dl) > 0;
+    json_object_set_new(out, "decisions", dl ? dl : json_array());
     store_txn_end(t);
     if (!any) {
         json_decref(out);

@@ -63,7 +63,7 @@ static const char *db_names[STORE_NDB] = {
     "meta", "profiles", "campaigns", "versions", "counters", "events",
     "aggregates", "audit", "outbox", "idem", "custidx", "pstats", "segments", "timers", "models",
     "experiments", "exposures",
-    "coupons", "loyalty",
+    "coupons", "loyalty", "dlog", "dlog_cust",
 };
 
 /* A transaction handle.  Each thread that touches the store also owns one

@@ -76,6 +76,8 @@ enum store_db {
                            (engine/experiments.h) */
     STORE_COUPONS,    /**< coupon codes, pools, assignments, redemptions, money budgets (coupons.h) */
     STORE_LOYALTY,    /**< loyalty points ledgers and tiers per customer (loyalty.h) */
+    STORE_DLOG,       /**< decision log: be64(ms) be32(seq) → entry (engine/dlog.h) */
+    STORE_DLOG_CUST,  /**< customer id \0 be64(ms) be32(seq) → "" (the log's customer index) */
     STORE_NDB
 };
 

@@ -1,0 +1,97 @@
+/*
+ * decide_internal.h — what decide's files share (decide.c, decide_log.c):
+ * a candidate, the per-worker scratch and one request's state.  Not an
+ * interface: nothing outside engine/decide*.c includes it.
+ */
+#ifndef PROMOD_DECIDE_INTERNAL_H
+#define PROMOD_DECIDE_INTERNAL_H
+#ifndef PROMOD_DECIDE_H
+#error "include engine/decide.h before engine/decide_internal.h"
+#endif
+#include "engine/audience.h"
+#include "engine/content.h"
+#include "engine/experiments.h"
+#include "engine/rules.h"
+#include "engine/throttle.h"
+#include "base/i18n.h"
+#include <lua.h>
+
+struct cand {
+    int idx;           /* campaign index in the generation */
+    int rank;          /* position in the channel's index: priority desc, then id */
+    double score;
+    json_t *xp;        /* explain entry (borrowed from the explain array) */
+    int variant;       /* chosen variant index */
+    struct buf content; /* rendered content, in the reply's wire form */
+    int served;        /* reserved and going into the reply */
+    int hooked;        /* the throttle hook passed it on the counts in `seen` */
+    int coupon;        /* its content shows {{coupon}}: a code is assigned when served */
+    int li;            /* the locale of its content (an index into the campaign's locales) */
+    char fmt[I18N_TAG_MAX]; /* the locale its format filters write in, "" = none needed */
+    struct throttle_counts seen;
+    int picked;        /* an experiment chose the variant (pick) */
+    struct experiments_pick pick;
+};
+
+/* What a decide needs beyond its stack, kept per worker between requests:
+ * the candidate array (a few hundred bytes per campaign of the channel),
+ * the offers' content buffers, the customer's parsed counter record and the
+ * template scratch.  Allocating and freeing these per request cost more
+ * than the malloc calls: large blocks freed each time made glibc
+ * consolidate its heap on every decide. */
+struct scratch {
+    struct cand *cands;   /* cands[k].content stays allocated between requests */
+    int ccap;
+    struct cand **batch;  /* 2 * bcap: the reservation batch, then the offers */
+    int bcap;
+    struct throttle_cust tc;
+    struct throttle_resv rv;
+    struct content_scratch cs; /* template rendering */
+};
+
+/* A decide's state, handed from step to step. */
+struct req {
+    const struct decide_req *q;
+    int msgpack;                 /* reply wire form */
+    struct rules_worker *rw;
+    struct models_worker *mw;    /* the worker's models: predictions once per decide */
+    const struct rules_gen *g;   /* the worker's adopted generation */
+    int chi;                     /* channel index in g */
+    const struct rules_channel *ch;
+    lua_State *L;
+    int top;                     /* Lua stack height at entry, restored before the reply */
+    int64_t now;
+    long gcap;                   /* global daily cap (config) */
+    struct store_txn *t;         /* the request's read snapshot */
+    int p_idx, ctx_idx;          /* p and ctx on the Lua stack, for C readers */
+    int p_ro, ctx_ro;            /* what hooks get for them (luavm_push_readonly) */
+    json_t *explain;             /* array of entries, or NULL */
+    const char *blocked;         /* consent or quiet hours close the channel: why */
+    struct scratch *scr;
+    struct throttle_counts shared; /* channel and global counts, read once */
+    struct cand *cands;
+    int ncand;
+    int next;                    /* first candidate the walk has not reached */
+    int accepted;
+    struct cand **batch;         /* the reservation batch ... */
+    struct cand **served;        /* ... and the offers, in order */
+    struct content_locale loc;       /* the locale the request asks for, on first need */
+    struct audience_cust ac;     /* segments and campaign audiences (audience.h) */
+    const struct experiments_view *xv; /* live experiments of r->g, or NULL */
+    const char *pmp;             /* the stored profile (msgpack, in r->t), or NULL */
+    size_t plen;
+    const char *smp;             /* p.stats as stored (msgpack, in r->t), or NULL */
+    size_t slen;
+    int logged;                  /* a sampled live decide: goes to the decision log */
+    char did[21];                /* the decision id */
+};
+
+/* The decision log and replay (decide_log.c): after the walk, hand the
+ * offers to a replay's caller (q->as_was) and queue a sampled live decide
+ * for the decision log (engine/dlog.h). */
+void decide_log_finish(struct req *r);
+/* Seed the state's math.random from the decision id, so a replay draws
+ * what the logged decide drew. */
+void decide_log_seed(lua_State *L, const char *did);
+
+#endif

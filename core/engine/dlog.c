@@ -1,0 +1,625 @@
+/*
+ * dlog.c — the decision log: encoding on the worker, a bounded ring, the
+ * writer thread, retention, and the readers (see dlog.h).
+ *
+ * Why a ring of swapped buffers: a logged decide must cost the request a
+ * copy of a few hundred bytes and nothing more.  Each worker encodes into
+ * a buffer of its own, then trades it under the ring's mutex for the
+ * slot's (already drained) buffer — no allocation in steady state, no
+ * write transaction, no wait for the writer.  The writer trades the slots
+ * it takes for buffers it has drained, writes a batch in one transaction
+ * and commits without waiting for the disk: the log is evidence for
+ * authors, not a ledger; a crash of the operating system may lose its
+ * last second, like the cap reservations.
+ *
+ * Entry layout (native byte order: the log is read where it is written):
+ *   u8 version | i64 ts_ms | i64 now | u64 gen_seq | char did[20] | i32 limit
+ *   | u32 considered, scored, offered, blocked | then customer, channel,
+ *   placement, context, accept_language, profile, stats, each u32 length
+ *   (NIL = absent) and bytes | u32 noffers, each u16 length + campaign id,
+ *   u16 length + variant id, f64 score.
+ */
+#include "engine/dlog.h"
+#include "base/buf.h"
+#include "base/clock.h"
+#include "base/config.h"
+#include "base/err.h"
+#include "base/hash.h"
+#include "base/log.h"
+#include "base/metrics.h"
+#include "codec/codec.h"
+#include "store/store.h"
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define VERSION 1
+#define NIL 0xffffffffu
+#define HDR 65              /* bytes before the first variable field */
+#define BATCH_MAX 2048      /* entries per write transaction */
+#define SWEEP_EVERY_MS 60000
+#define SWEEP_MAX 20000     /* deletes per transaction */
+#define BUF_KEEP (64 * 1024)
+#define KEY_MAX 511         /* LMDB's key size limit */
+
+struct slot {
+    struct buf b; /* the encoded entry */
+};
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t wake, done;
+    struct slot *ring;
+    long cap, head, count;
+    uint64_t submitted, written;
+    int running, stop;
+    pthread_t th;
+    struct store *st;
+    uint32_t threshold;         /* sampled when hash % 1e6 < threshold */
+    int64_t retention_ms;
+    uint64_t seq;               /* the next entry's sequence number (writer only) */
+    _Atomic long n_written, n_dropped, n_swept, n_failed;
+} D = { .mu = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER,
+        .done = PTHREAD_COND_INITIALIZER };
+
+static pthread_key_t g_tl_key;
+static pthread_once_t g_tl_once = PTHREAD_ONCE_INIT;
+
+static void tl_free(void *p)
+{
+    struct slot *s = p;
+    buf_free(&s->b);
+    free(s);
+}
+
+static void tl_make(void) { pthread_key_create(&g_tl_key, tl_free); }
+
+/* ---------------------------------------------------------------------- */
+/* encoding                                                                */
+
+static int put_u32(struct buf *b, uint32_t v) { return buf_add(b, &v, 4); }
+
+static int put_field(struct buf *b, const void *p, size_t n)
+{
+    if (!p)
+        return put_u32(b, NIL);
+    return put_u32(b, (uint32_t)n) | buf_add(b, p, n);
+}
+
+static int put_str(struct buf *b, const char *s) { return put_field(b, s, s ? strlen(s) : 0); }
+
+int dlog_sampled(const char *customer)
+{
+    if (!D.threshold || !D.running)
+        return 0;
+    if (D.threshold >= 1000000)
+        return 1;
+    return hash_fnv1a(customer, strlen(customer), HASH_FNV_INIT) % 1000000u < D.threshold;
+}
+
+void dlog_submit(const struct dlog_rec *r)
+{
+    if (!D.running)
+        return;
+    pthread_once(&g_tl_once, tl_make);
+    struct slot *me = pthread_getspecific(g_tl_key);
+    if (!me) {
+        if (!(me = calloc(1, sizeof *me)))
+            return;
+        pthread_setspecific(g_tl_key, me);
+    }
+    struct buf *b = &me->b;
+    buf_reset(b);
+    if (buf_reserve(b, 256 + r->profile_len + r->stats_len + r->context_len))
+        return;
+    unsigned char hdr[HDR] = { VERSION };
+    memcpy(hdr + 1, &r->ts_ms, 8);
+    memcpy(hdr + 9, &r->now, 8);
+    memcpy(hdr + 17, &r->gen_seq, 8);
+    memcpy(hdr + 25, r->decision_id, 20);
+    int32_t lim = r->limit;
+    memcpy(hdr + 45, &lim, 4);
+    uint32_t sum[4] = { (uint32_t)r->considered, (uint32_t)r->scored, (uint32_t)r->noffers,
+                        (uint32_t)(r->blocked != 0) };
+    memcpy(hdr + 49, sum, 16);
+    int bad = buf_add(b, hdr, HDR);
+    bad |= put_str(b, r->customer);
+    bad |= put_str(b, r->channel);
+    bad |= put_str(b, r->placement);
+    bad |= put_field(b, r->context, r->context_len);
+    bad |= put_str(b, r->accept_language);
+    bad |= put_field(b, r->profile, r->profile_len);
+    bad |= put_field(b, r->stats, r->stats_len);
+    bad |= put_u32(b, (uint32_t)r->noffers);
+    for (int i = 0; i < r->noffers; i++) {
+        uint16_t cl = (uint16_t)strlen(r->offers[i].campaign),
+                 vl = (uint16_t)strlen(r->offers[i].variant);
+        bad |= buf_add(b, &cl, 2) | buf_add(b, r->offers[i].campaign, cl);
+        bad |= buf_add(b, &vl, 2) | buf_add(b, r->offers[i].variant, vl);
+        bad |= buf_add(b, &r->offers[i].score, 8);
+    }
+    if (bad)
+        return;
+    pthread_mutex_lock(&D.mu);
+    if (D.count >= D.cap || !D.running) {
+        pthread_mutex_unlock(&D.mu);
+        D.n_dropped++;
+        return;
+    }
+    struct slot *q = &D.ring[(D.head + D.count) % D.cap];
+    struct slot tmp = *q; /* trade buffers: the slot's drained one becomes ours */
+    *q = *me;
+    *me = tmp;
+    D.count++;
+    D.submitted++;
+    if (D.count == D.cap / 2)
+        pthread_cond_signal(&D.wake);
+    pthread_mutex_unlock(&D.mu);
+    if (me->b.cap > BUF_KEEP)
+        buf_free(&me->b);
+}
+
+/* ---------------------------------------------------------------------- */
+/* decoding                                                                */
+
+struct rd {
+    const unsigned char *p, *end;
+    int bad;
+};
+
+static const char *get_field(struct rd *r, size_t *n)
+{
+    uint32_t l;
+    *n = 0;
+    if (r->end - r->p < 4) {
+        r->bad = 1;
+        return NULL;
+    }
+    memcpy(&l, r->p, 4);
+    r->p += 4;
+    if (l == NIL)
+        return NULL;
+    if ((size_t)(r->end - r->p) < l) {
+        r->bad = 1;
+        return NULL;
+    }
+    const char *s = (const char *)r->p;
+    r->p += l;
+    *n = l;
+    return s;
+}
+
+int dlog_entry_decode(const void *bytes, size_t len, struct dlog_entry *e)
+{
+    memset(e, 0, sizeof *e);
+    const unsigned char *p = bytes;
+    if (len < HDR || p[0] != VERSION)
+        return ERR_PARSE;
+    memcpy(&e->ts_ms, p + 1, 8);
+    memcpy(&e->now, p + 9, 8);
+    memcpy(&e->gen_seq, p + 17, 8);
+    memcpy(e->decision_id, p + 25, 20);
+    int32_t lim;
+    memcpy(&lim, p + 45, 4);
+    e->limit = lim;
+    uint32_t sum[4];
+    memcpy(sum, p + 49, 16);
+    e->considered = (int)sum[0], e->scored = (int)sum[1], e->offered = (int)sum[2];
+    e->blocked = (int)sum[3];
+    struct rd r = { p + HDR, p + len, 0 };
+    e->customer = get_field(&r, &e->customer_len);
+    e->channel = get_field(&r, &e->channel_len);
+    e->placement = get_field(&r, &e->placement_len);
+    e->context = get_field(&r, &e->context_len);
+    e->accept_language = get_field(&r, &e->accept_language_len);
+    e->profile = get_field(&r, &e->profile_len);
+    e->stats = get_field(&r, &e->stats_len);
+    uint32_t no;
+    if (r.bad || r.end - r.p < 4 || !e->customer || !e->channel)
+        return ERR_PARSE;
+    memcpy(&no, r.p, 4);
+    r.p += 4;
+    e->offers = r.p;
+    e->noffers = (int)no;
+    for (uint32_t i = 0; i < no; i++) { /* validate the offers once */
+        for (int k = 0; k < 2; k++) {
+            uint16_t l;
+            if (r.end - r.p < 2)
+                return ERR_PARSE;
+            memcpy(&l, r.p, 2);
+            r.p += 2;
+            if (r.end - r.p < l)
+                return ERR_PARSE;
+            r.p += l;
+        }
+        if (r.end - r.p < 8)
+            return ERR_PARSE;
+        r.p += 8;
+    }
+    return 0;
+}
+
+void dlog_entry_offer(const struct dlog_entry *e, int i, const char **camp, size_t *cl,
+                      const char **variant, size_t *vl, double *score)
+{
+    const unsigned char *p = e->offers;
+    for (int k = 0;; k++) {
+        uint16_t a, b;
+        memcpy(&a, p, 2);
+        memcpy(&b, p + 2 + a, 2);
+        if (k == i) {
+            *camp = (const char *)p + 2;
+            *cl = a;
+            *variant = (const char *)p + 4 + a;
+            *vl = b;
+            memcpy(score, p + 4 + a + b, 8);
+            return;
+        }
+        p += 4 + a + b + 8;
+    }
+}
+
+static json_t *msgpack_json(const char *p, size_t n)
+{
+    if (!p)
+        return json_null();
+    int e;
+    json_t *j = codec_msgpack_to_json(p, n, &e);
+    return j ? j : json_null();
+}
+
+static void iso_ms(int64_t ms, char iso[80])
+{
+    time_t secs = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    snprintf(iso, 80, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)((ms % 1000 + 1000) % 1000));
+}
+
+json_t *dlog_entry_json(const struct dlog_entry *e)
+{
+    json_t *o = json_object();
+    char iso[80];
+    iso_ms(e->ts_ms, iso);
+    json_object_set_new(o, "decision_id", json_stringn(e->decision_id, strnlen(e->decision_id, 20)));
+    json_object_set_new(o, "at", json_string(iso));
+    json_object_set_new(o, "ts_ms", json_integer(e->ts_ms));
+    json_object_set_new(o, "now", json_integer(e->now));
+    json_t *rq = json_object();
+    json_object_set_new(rq, "customer_id", json_stringn(e->customer, e->customer_len));
+    json_object_set_new(rq, "channel", json_stringn(e->channel, e->channel_len));
+    if (e->placement)
+        json_object_set_new(rq, "placement", json_stringn(e->placement, e->placement_len));
+    if (e->context) {
+        int err;
+        json_t *c = codec_parse_json(e->context, e->context_len, &err, NULL, 0);
+        json_object_set_new(rq, "context", c ? c : json_null());
+    }
+    json_object_set_new(rq, "limit", json_integer(e->limit));
+    if (e->accept_language)
+        json_object_set_new(rq, "accept_language",
+                            json_stringn(e->accept_language, e->accept_language_len));
+    json_object_set_new(o, "request", rq);
+    json_object_set_new(o, "profile", msgpack_json(e->profile, e->profile_len));
+    if (e->stats)
+        json_object_set_new(o, "stats", msgpack_json(e->stats, e->stats_len));
+    json_t *offers = json_array();
+    for (int i = 0; i < e->noffers; i++) {
+        const char *c, *v;
+        size_t cl, vl;
+        double sc;
+        dlog_entry_offer(e, i, &c, &cl, &v, &vl, &sc);
+        json_array_append_new(offers, json_pack("{s:s%,s:s%,s:f}", "campaign_id", c, cl, "variant",
+                                                v, vl, "score", sc));
+    }
+    json_object_set_new(o, "offers", offers);
+    json_object_set_new(o, "summary",
+                        json_pack("{s:i,s:i,s:i,s:b}", "considered", e->considered, "candidates",
+                                  e->scored, "offered", e->offered, "channel_closed", e->blocked));
+    json_object_set_new(o, "rules", json_pack("{s:I}", "generation", (json_int_t)e->gen_seq));
+    return o;
+}
+
+/* ---------------------------------------------------------------------- */
+/* the writer                                                              */
+
+static void entry_key(unsigned char key[12], int64_t ts_ms, uint64_t seq)
+{
+    store_be64((uint64_t)ts_ms, key);
+    store_be32((uint32_t)seq, key + 8);
+}
+
+/* The customer index key: id \0 entry key; 0 when the id does not fit. */
+static size_t index_key(char *ik, const char *cust, size_t cl, const unsigned char key[12])
+{
+    if (cl + 13 > KEY_MAX)
+        return 0;
+    memcpy(ik, cust, cl);
+    ik[cl] = 0;
+    memcpy(ik + cl + 1, key, 12);
+    return cl + 13;
+}
+
+static int write_one(struct store_txn *t, struct slot *s)
+{
+    const unsigned char *p = (const unsigned char *)s->b.p;
+    int64_t ts;
+    memcpy(&ts, p + 1, 8);
+    unsigned char key[12];
+    entry_key(key, ts, D.seq++);
+    int rc = store_put(t, STORE_DLOG, key, 12, s->b.p, s->b.len);
+    if (rc)
+        return rc;
+    uint32_t cl;
+    memcpy(&cl, p + HDR, 4);
+    char ik[KEY_MAX + 1];
+    size_t kl = cl == NIL ? 0 : index_key(ik, (const char *)p + HDR + 4, cl, key);
+    return kl ? store_put(t, STORE_DLOG_CUST, ik, kl, "", 0) : 0;
+}
+
+static const char seq_key[] = "dlog:seq";
+
+static void load_seq(void)
+{
+    struct store_txn *t;
+    const void *v;
+    size_t vl;
+    if (store_rtxn_begin(D.st, &t))
+        return;
+    if (store_get(t, STORE_META, seq_key, sizeof seq_key - 1, &v, &vl) == 0 && vl == 8)
+        D.seq = store_get_be64(v);
+    store_txn_end(t);
+}
+
+static void write_batch(struct slot *w, int n)
+{
+    struct store_txn *t = NULL;
+    int rc = store_wtxn_begin(D.st, &t);
+    for (int i = 0; !rc && i < n; i++)
+        rc = write_one(t, &w[i]);
+    if (!rc) {
+        unsigned char v[8];
+        store_be64(D.seq, v);
+        rc = store_put(t, STORE_META, seq_key, sizeof seq_key - 1, v, 8);
+    }
+    if (!rc)
+        rc = store_txn_commit(t, STORE_ASYNC);
+    else if (t)
+        store_txn_end(t);
+    if (rc) {
+        D.n_failed += n;
+        log_warn("decision log: batch not written", "entries=%d err=\"%s\"", n, err_str(rc));
+    } else {
+        D.n_written += n;
+    }
+}
+
+/* --- retention ------------------------------------------------------------ */
+
+struct collect {
+    unsigned char (*keys)[12];
+    char **cust;
+    int n, max;
+    int64_t before_ms;
+};
+
+static int collect_cb(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    struct collect *c = ud;
+    if (klen != 12 || c->n >= c->max || (int64_t)store_get_be64(key) >= c->before_ms)
+        return 1;
+    memcpy(c->keys[c->n], key, 12);
+    struct dlog_entry e;
+    c->cust[c->n] = NULL;
+    if (dlog_entry_decode(val, vlen, &e) == 0 && (c->cust[c->n] = malloc(e.customer_len + 1))) {
+        memcpy(c->cust[c->n], e.customer, e.customer_len);
+        c->cust[c->n][e.customer_len] = 0;
+    }
+    c->n++;
+    return 0;
+}
+
+/* Delete up to SWEEP_MAX entries older than before_ms in one txn. */
+static long sweep_some(struct store *st, int64_t before_ms)
+{
+    struct collect c = { malloc(12 * (size_t)SWEEP_MAX), calloc(SWEEP_MAX, sizeof(char *)), 0,
+                         SWEEP_MAX, before_ms };
+    long done = 0;
+    struct store_txn *t = NULL;
+    int rc = ERR_NOMEM;
+    if (!c.keys || !c.cust || (rc = store_wtxn_begin(st, &t)))
+        goto out;
+    rc = store_scan(t, STORE_DLOG, NULL, 0, NULL, 0, collect_cb, &c);
+    for (int i = 0; !rc && i < c.n; i++) {
+        if ((rc = store_del(t, STORE_DLOG, c.keys[i], 12)) == ERR_NOTFOUND)
+            rc = 0;
+        char ik[KEY_MAX + 1];
+        size_t kl = c.cust[i] ? index_key(ik, c.cust[i], strlen(c.cust[i]), c.keys[i]) : 0;
+        if (!rc && kl && (rc = store_del(t, STORE_DLOG_CUST, ik, kl)) == ERR_NOTFOUND)
+            rc = 0;
+    }
+    if (!rc && c.n) {
+        rc = store_txn_commit(t, STORE_ASYNC);
+        t = NULL;
+        done = rc ? rc : c.n;
+    } else if (rc) {
+        done = rc;
+    }
+out:
+    store_txn_end(t);
+    for (int i = 0; c.cust && i < c.n; i++)
+        free(c.cust[i]);
+    free(c.keys);
+    free(c.cust);
+    return c.keys && c.cust ? done : ERR_NOMEM;
+}
+
+long dlog_sweep(struct store *st, int64_t before_ms)
+{
+    long n, total = 0;
+    while ((n = sweep_some(st, before_ms)) > 0)
+        total += n;
+    if (n < 0)
+        return n;
+    if (total) {
+        D.n_swept += total;
+        log_info("decision log swept", "entries=%ld", total);
+    }
+    return total;
+}
+
+static void *writer_main(void *arg)
+{
+    (void)arg;
+    struct slot *w = calloc(BATCH_MAX, sizeof *w);
+    int64_t last_sweep = 0;
+    if (!w)
+        return NULL;
+    load_seq();
+    for (;;) {
+        pthread_mutex_lock(&D.mu);
+        if (!D.count && !D.stop) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 50 * 1000000L; /* a batch every 50 ms at most, fewer at low traffic */
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&D.wake, &D.mu, &ts);
+        }
+        int n = 0;
+        while (D.count && n < BATCH_MAX) {
+            struct slot *q = &D.ring[D.head];
+            struct slot tmp = *q;
+            *q = w[n];
+            w[n++] = tmp;
+            D.head = (D.head + 1) % D.cap;
+            D.count--;
+        }
+        int stop = D.stop && !D.count;
+        pthread_mutex_unlock(&D.mu);
+        if (n)
+            write_batch(w, n);
+        for (int i = 0; i < n; i++)
+            if (w[i].b.cap > BUF_KEEP)
+                buf_free(&w[i].b);
+        pthread_mutex_lock(&D.mu);
+        D.written += (uint64_t)n;
+        pthread_cond_broadcast(&D.done);
+        pthread_mutex_unlock(&D.mu);
+        int64_t now = clock_now_ms();
+        if (!n && (now - last_sweep > SWEEP_EVERY_MS || now < last_sweep)) {
+            dlog_sweep(D.st, now - D.retention_ms);
+            last_sweep = now;
+        }
+        if (stop)
+            break;
+    }
+    for (int i = 0; i < BATCH_MAX; i++)
+        buf_free(&w[i].b);
+    free(w);
+    return NULL;
+}
+
+int dlog_start(const struct config *cfg, struct store *st)
+{
+    D.st = st;
+    D.threshold = (uint32_t)(cfg->dlog_sample * 1000000.0 + 0.5);
+    D.retention_ms = (int64_t)cfg->dlog_retention_days * 86400000LL;
+    D.cap = cfg->dlog_queue > 0 ? cfg->dlog_queue : 16384;
+    D.ring = calloc((size_t)D.cap, sizeof *D.ring);
+    if (!D.ring)
+        return ERR_NOMEM;
+    D.head = D.count = 0;
+    D.stop = 0;
+    D.running = 1;
+    if (pthread_create(&D.th, NULL, writer_main, NULL)) {
+        D.running = 0;
+        free(D.ring);
+        D.ring = NULL;
+        return ERR_NOMEM;
+    }
+    return 0;
+}
+
+void dlog_stop(void)
+{
+    if (!D.ring)
+        return;
+    pthread_mutex_lock(&D.mu);
+    D.stop = 1;
+    pthread_cond_signal(&D.wake);
+    pthread_mutex_unlock(&D.mu);
+    pthread_join(D.th, NULL);
+    pthread_mutex_lock(&D.mu);
+    D.running = 0;
+    for (long i = 0; i < D.cap; i++)
+        buf_free(&D.ring[i].b);
+    free(D.ring);
+    D.ring = NULL;
+    D.cap = D.count = 0;
+    pthread_mutex_unlock(&D.mu);
+}
+
+int dlog_flush(int timeout_ms)
+{
+    if (!D.ring)
+        return 0;
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += timeout_ms / 1000;
+    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    int rc = 0;
+    pthread_mutex_lock(&D.mu);
+    uint64_t target = D.submitted;
+    pthread_cond_signal(&D.wake);
+    while (D.written < target && D.running)
+        if (pthread_cond_timedwait(&D.done, &D.mu, &dl)) {
+            rc = D.written < target ? ERR_BUSY : 0;
+            break;
+        }
+    pthread_mutex_unlock(&D.mu);
+    return rc;
+}
+
+static void dlog_collector(struct buf *out, void *ud)
+{
+    (void)ud;
+    pthread_mutex_lock(&D.mu);
+    long depth = D.count, cap = D.cap;
+    pthread_mutex_unlock(&D.mu);
+    buf_printf(out,
+               "# HELP promod_decision_log_written_total Decides written to the decision log.\n"
+               "# TYPE promod_decision_log_written_total counter\n"
+               "promod_decision_log_written_total %ld\n"
+               "# HELP promod_decision_log_dropped_total Decides not logged: the writer's queue "
+               "was full.\n"
+               "# TYPE promod_decision_log_dropped_total counter\n"
+               "promod_decision_log_dropped_total %ld\n"
+               "# HELP promod_decision_log_failed_total Decides not logged: their batch could "
+               "not be written.\n"
+               "# TYPE promod_decision_log_failed_total counter\n"
+               "promod_decision_log_failed_total %ld\n"
+               "# HELP promod_decision_log_swept_total Entries removed by retention.\n"
+               "# TYPE promod_decision_log_swept_total counter\n"
+               "promod_decision_log_swept_total %ld\n"
+               "# HELP promod_decision_log_queue Decides waiting for the writer.\n"
+               "# TYPE promod_decision_log_queue gauge\n"
+               "promod_decision_log_queue %ld\n"
+               "# HELP promod_decision_log_queue_capacity Size of the writer's queue.\n"
+               "# TYPE promod_decision_log_queue_capacity gauge\n"
+               "promod_decision_log_queue_capacity %ld\n",
+               (long)D.n_written, (long)D.n_dropped, (long)D.n_failed, (long)D.n_swept, depth,
+               cap);
+}
+
+void dlog_metrics_init(void) { metrics_register(dlog_collector, NULL); }
