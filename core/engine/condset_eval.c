@@ -423,10 +423,13 @@ int condset_eval(const struct condset *cs, struct condset_scratch *sc, const cha
             }
         }
     }
+    /* remembered groups first (a look-up each), so that the groups
+     * evaluated clause by clause see only the members still in the running */
+    for (int pass = 0; pass < 2; pass++)
     for (int gi = 0; gi < cs->ng; gi++) {
         const struct group *g = &cs->g[gi];
         const struct gkey *gk = &sc->gk[gi];
-        if (!gk->need || !bits_meet(g->users, out, nw))
+        if ((pass == 0) != (gk->keyed != 0) || !gk->need || !bits_meet(g->users, out, nw))
             continue;
         struct gmemo *gm = &sm->g[gi];
         if (gk->keyed && gm->looks == MEMO_WINDOW) {
