@@ -211,21 +211,22 @@ wait_rules 500
 decide warm1 >/dev/null
 W1=$(put put-seg)
 D1=$(decide decide-seg)
-for f in "$RUN/segments/"*.lua; do
-  id=$(basename "$f" .lua)
-  curl -fs -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:$PORT/api/v1/segments/$id/size"
-done > "$OUT/seg-size-times.txt"
-SIZES=$(python3 -c '
-import sys; t = sorted(float(x) * 1000 for x in open(sys.argv[1]))
-print("median %.2f ms, p90 %.2f ms, max %.2f ms over %d segments" % (t[len(t) // 2], t[len(t) * 9 // 10], t[-1], len(t)))' "$OUT/seg-size-times.txt")
-# overlaps: counted by one scan of the customer records (no pair counters)
-for k in $(seq 10 10 100); do
-  a=$(printf 'seg-%03d' "$k"); b=$(printf 'seg-%03d' $((k + 1)))
-  curl -fs -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:$PORT/api/v1/segments/$a/size?overlap=$b"
-done > "$OUT/seg-overlap-times.txt"
-OVERLAPS=$(python3 -c '
-import sys; t = sorted(float(x) * 1000 for x in open(sys.argv[1]))
-print("median %.1f ms, max %.1f ms over %d pairs" % (t[len(t) // 2], t[-1], len(t)))' "$OUT/seg-overlap-times.txt")
+# sizes (5 rounds over every segment) and overlaps (10 pairs), over one
+# keep-alive connection: the time of each answer, client side
+IFS=$'\t' read -r SIZES OVERLAPS < <(python3 - "$PORT" <<'PY' | tr '\n' '\t'
+import http.client, json, sys, time
+c = http.client.HTTPConnection('127.0.0.1', int(sys.argv[1]))
+def get(path):
+    t = time.perf_counter(); c.request('GET', path); r = c.getresponse(); r.read()
+    if r.status != 200: sys.exit('%s answered %d' % (path, r.status))
+    return (time.perf_counter() - t) * 1000
+c.request('GET', '/api/v1/segments'); ids = [s["id"] for s in json.loads(c.getresponse().read())["segments"]]
+t = sorted(get('/api/v1/segments/%s/size' % i) for _ in range(5) for i in ids)
+print("median %.2f ms, p99 %.2f ms, max %.2f ms over %d answers" % (t[len(t) // 2], t[len(t) * 99 // 100], t[-1], len(t)))
+o = sorted(get('/api/v1/segments/%s/size?overlap=%s' % (ids[k], ids[k + 1])) for k in range(10, 110, 10))
+print("min %.0f ms, median %.0f ms, max %.0f ms over %d pairs" % (o[0], o[len(o) // 2], o[-1], len(o)))
+PY
+) || true # read meets the end of the text without a newline
 curl -fs "http://127.0.0.1:$PORT/api/v1/segments" | python3 -c '
 import json,sys; s = json.load(sys.stdin)["segments"]; n = sorted(x["size"] for x in s)
 print("segment sizes: min %d, median %d, max %d" % (n[0], n[len(n) // 2], n[-1]))' > "$OUT/seg-sizes.txt"
@@ -278,7 +279,7 @@ echo "decide 2,000 / 500 campaigns, Lua:               $(ratio "$DL2000" "$D1")"
 echo "decide 2,000 / 500 campaigns, audiences:         $(ratio "$DA2000" "$DA500")"
 echo "campaigns whose audience (and eligible) hold, of those on web / home_banner, per customer:"
 echo "  500: $SH500, 2,000: $SH2000"
-echo "GET /api/v1/segments/{id}/size (curl, loopback): $SIZES"
-echo "GET .../size?overlap=other (curl, loopback):     $OVERLAPS"
+echo "GET /api/v1/segments/{id}/size (loopback):       $SIZES"
+echo "GET .../size?overlap=other (loopback, a scan):   $OVERLAPS"
 cat "$OUT/seg-sizes.txt"
 echo "offline import: $(cat "$OUT/seg-import.json")"
