@@ -19,6 +19,18 @@
 # segments, decide with segments and audiences / today's decide, decide at
 # 2,000 / 500 campaigns.  Figures drift on a shared 2-core machine; the
 # steal seen during the run is printed (see ../shared/bench/README.md).
+#
+#   scripts/bench-segments.sh --instructions [--profiles N]
+#
+# instead counts the instructions per decide under callgrind
+# (scripts/profile-decide.sh: one worker, 3,000 warm-up decides, then 1,000
+# counted ones, web / home_banner, limit 3) for the four set-ups the
+# targets compare — 500 campaigns in Lua without segments (today's decide),
+# the same with 200 segments, 500 and 2,000 campaigns with audiences and
+# 200 segments — on a workload of N profiles (default 100,000: the fill
+# of 200 segments runs natively first), and prints the ratios.  The counts
+# do not depend on the machine's load, so they compare builds and set-ups
+# where wall-clock rates on this machine cannot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -30,24 +42,54 @@ PROFILES=1000000
 DURATION=10
 CONNS=32
 OUT=$ROOT/bench-out
+INSTR=
 while [ $# -gt 0 ]; do
   case "$1" in
+    --instructions) INSTR=1; [ "$PROFILES" = 1000000 ] && PROFILES=100000; shift ;;
     --profiles) PROFILES=$2; shift 2 ;;
     --duration) DURATION=$2; shift 2 ;;
     --connections) CONNS=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
-    *) echo "usage: $0 [--profiles N] [--duration S] [--connections C] [--out DIR]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--instructions] [--profiles N] [--duration S] [--connections C] [--out DIR]" >&2; exit 2 ;;
   esac
 done
 
 PROMOD_BUILD_TESTS=OFF bash scripts/build.sh release promod >/dev/null
 BIN=$ROOT/build/promod
+
 WL=$OUT/workload-$PROFILES
 mkdir -p "$OUT"
 gen() { # dir args...
   local d=$1; shift
   [ -f "$d/customers.txt" ] || python3 "$SHARED/bench/gen_workload.py" "$d" "$@" >/dev/null
 }
+
+if [ -n "$INSTR" ]; then
+  gen "$OUT/rules-aud-500" --profiles 1 --audiences
+  gen "$OUT/rules-aud-2000" --profiles 1 --campaigns 2000 --audiences
+  [ -d "$OUT/segments-200" ] || python3 scripts/gen_segments.py "$OUT/segments-200" >/dev/null
+  icount() { # tag profile-decide args... -> instructions per decide (k)
+    local tag=$1; shift
+    PROFILE_NO_BUILD=1 PROMOD_SHARED=$SHARED bash scripts/profile-decide.sh --profiles "$PROFILES" \
+      --warmup 3000 --requests 1000 --top 40 --tag "seg-$tag" "$@" > "$OUT/seg-instr-$tag.txt"
+    awk '/instructions per decide/ {print $(NF-1)}' "$OUT/seg-instr-$tag.txt"
+  }
+  I0=$(icount lua500)
+  I1=$(icount lua500-seg --segments "$OUT/segments-200")
+  I2=$(icount aud500 --rules "$OUT/rules-aud-500" --segments "$OUT/segments-200")
+  I3=$(icount aud2000 --rules "$OUT/rules-aud-2000" --segments "$OUT/segments-200")
+  echo "== instructions per decide (callgrind, $PROFILES profiles, web / home_banner, limit 3)"
+  printf '%-52s %10s\n' "500 campaigns (Lua), no segments" "${I0}k"
+  printf '%-52s %10s\n' "500 campaigns (Lua), 200 segments" "${I1}k"
+  printf '%-52s %10s\n' "500 campaigns (audiences), 200 segments" "${I2}k"
+  printf '%-52s %10s\n' "2,000 campaigns (audiences), 200 segments" "${I3}k"
+  python3 -c "
+i0, i1, i2, i3 = $I0, $I1, $I2, $I3
+print('decide with segments + audiences / today\'s (rate = 1 / instructions): %.2f' % (i0 / i2))
+print('decide 2,000 / 500 campaigns, audiences:                            %.2f' % (i2 / i3))"
+  echo "(per-function counts: $OUT/seg-instr-*.txt)"
+  exit 0
+fi
 echo "== workloads (generated once, kept in $OUT)"
 gen "$WL" --profiles "$PROFILES"
 gen "$OUT/rules-aud-500" --profiles 1 --audiences
@@ -114,6 +156,23 @@ put() { # name
   CUSTOMERS=$WL/customers.txt METHOD=PUT run_wrk "$1" -s "$ROOT/scripts/profile-write.wrk.lua" \
     "http://127.0.0.1:$PORT"
 }
+share() { # -> "M of N": campaigns eligible / visited for web / home_banner, mean of 300 customers (explain)
+  python3 - "$PORT" "$WL/customers.txt" <<'PY'
+import http.client, json, random, sys
+port, ids = int(sys.argv[1]), open(sys.argv[2]).read().split()
+random.seed(3)
+c = http.client.HTTPConnection('127.0.0.1', port)
+elig = placed = 0
+for _ in range(300):
+    body = json.dumps({"customer_id": random.choice(ids), "channel": "web", "placement": "home_banner",
+                       "limit": 3, "dry_run": True, "explain": True})
+    c.request('POST', '/api/v1/decide', body, {'Content-Type': 'application/json'})
+    x = json.loads(c.getresponse().read())["explain"]
+    elig += sum(e.get("eligible") is True for e in x)
+    placed += sum(e.get("reason") not in ("placement not targeted", "outside schedule") for e in x if "campaign_id" in e)
+print("%.1f of %.1f" % (elig / 300, placed / 300))
+PY
+}
 wait_rules() { # campaigns expected
   for _ in $(seq 1 600); do
     n=$(curl -fs "http://127.0.0.1:$PORT/api/v1/rules" |
@@ -152,13 +211,22 @@ wait_rules 500
 decide warm1 >/dev/null
 W1=$(put put-seg)
 D1=$(decide decide-seg)
-for f in "$RUN/segments/"*.lua; do
-  id=$(basename "$f" .lua)
-  curl -fs -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:$PORT/api/v1/segments/$id/size"
-done > "$OUT/seg-size-times.txt"
-SIZES=$(python3 -c '
-import sys; t = sorted(float(x) * 1000 for x in open(sys.argv[1]))
-print("median %.2f ms, p90 %.2f ms, max %.2f ms over %d segments" % (t[len(t) // 2], t[len(t) * 9 // 10], t[-1], len(t)))' "$OUT/seg-size-times.txt")
+# sizes (5 rounds over every segment) and overlaps (10 pairs), over one
+# keep-alive connection: the time of each answer, client side
+IFS=$'\t' read -r SIZES OVERLAPS < <(python3 - "$PORT" <<'PY' | tr '\n' '\t'
+import http.client, json, sys, time
+c = http.client.HTTPConnection('127.0.0.1', int(sys.argv[1]))
+def get(path):
+    t = time.perf_counter(); c.request('GET', path); r = c.getresponse(); r.read()
+    if r.status != 200: sys.exit('%s answered %d' % (path, r.status))
+    return (time.perf_counter() - t) * 1000
+c.request('GET', '/api/v1/segments'); ids = [s["id"] for s in json.loads(c.getresponse().read())["segments"]]
+t = sorted(get('/api/v1/segments/%s/size' % i) for _ in range(5) for i in ids)
+print("median %.2f ms, p99 %.2f ms, max %.2f ms over %d answers" % (t[len(t) // 2], t[len(t) * 99 // 100], t[-1], len(t)))
+o = sorted(get('/api/v1/segments/%s/size?overlap=%s' % (ids[k], ids[k + 1])) for k in range(10, 110, 10))
+print("min %.0f ms, median %.0f ms, max %.0f ms over %d pairs" % (o[0], o[len(o) // 2], o[-1], len(o)))
+PY
+) || true # read meets the end of the text without a newline
 curl -fs "http://127.0.0.1:$PORT/api/v1/segments" | python3 -c '
 import json,sys; s = json.load(sys.stdin)["segments"]; n = sorted(x["size"] for x in s)
 print("segment sizes: min %d, median %d, max %d" % (n[0], n[len(n) // 2], n[-1]))' > "$OUT/seg-sizes.txt"
@@ -170,6 +238,7 @@ start_server
 wait_rules 500
 decide warm2 >/dev/null
 DA500=$(decide decide-aud500)
+SH500=$(share)
 stop_server
 use_rules "$OUT/rules-2000"
 start_server
@@ -182,6 +251,7 @@ start_server
 wait_rules 2000
 decide warm4 >/dev/null
 DA2000=$(decide decide-aud2000)
+SH2000=$(share)
 stop_server
 trap - EXIT
 
@@ -207,6 +277,9 @@ echo "PUT with 200 segments / without:                 $(ratio "$W1" "$W0")"
 echo "decide with segments + audiences / today's:      $(ratio "$DA500" "$D0")"
 echo "decide 2,000 / 500 campaigns, Lua:               $(ratio "$DL2000" "$D1")"
 echo "decide 2,000 / 500 campaigns, audiences:         $(ratio "$DA2000" "$DA500")"
-echo "GET /api/v1/segments/{id}/size (curl, loopback): $SIZES"
+echo "campaigns whose audience (and eligible) hold, of those on web / home_banner, per customer:"
+echo "  500: $SH500, 2,000: $SH2000"
+echo "GET /api/v1/segments/{id}/size (loopback):       $SIZES"
+echo "GET .../size?overlap=other (loopback, a scan):   $OVERLAPS"
 cat "$OUT/seg-sizes.txt"
 echo "offline import: $(cat "$OUT/seg-import.json")"

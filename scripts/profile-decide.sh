@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # profile-decide.sh — instructions per decide, counted by callgrind.
 #
-#   scripts/profile-decide.sh [--requests N] [--top K]
+#   scripts/profile-decide.sh [--requests N] [--warmup W] [--top K] [--profiles P]
+#                             [--rules DIR] [--segments DIR] [--tag NAME]
 #
 # Wall-clock figures on a shared 2-core machine swing by ±20% from one
 # minute to the next; instruction counts do not.  This runs the release
@@ -12,50 +13,102 @@
 # dispatcher per decide plus the K most expensive functions (inclusive).
 # Kernel time (sockets, page faults) is not counted: compare builds with
 # it, quote throughput from scripts/bench.sh.
+#
+# --warmup W sends W decides first and zeroes the counts after them
+# (callgrind_control -z): the per-thread memories (the audience index's
+# group values, caches) are then filled as on a server that has been
+# running, instead of growing inside the measured requests.
+# --rules DIR uses the campaign files of another generated workload (e.g.
+# gen_workload.py --campaigns 2000 --audiences) instead of the reference
+# 500; --segments DIR loads segment files (scripts/gen_segments.py) and
+# waits until the builder has filled them; --profiles P uses a workload of
+# P profiles (generated once into bench-out/workload-P); --tag NAME keeps
+# the run's files in bench-out/profile-NAME.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 SHARED=${PROMOD_SHARED:-$ROOT/../shared}
 N=1500
+WARM=0
 TOP=25
+PROFILES=1000000
+BIN=${PROFILE_BIN:-./build/promod}
+RULES=
+SEGS=
+TAG=
 while [ $# -gt 0 ]; do
   case "$1" in
     --requests) N=$2; shift 2 ;;
     --top) TOP=$2; shift 2 ;;
-    *) echo "usage: $0 [--requests N] [--top K]" >&2; exit 2 ;;
+    --warmup) WARM=$2; shift 2 ;;
+    --profiles) PROFILES=$2; shift 2 ;;
+    --rules) RULES=$2; shift 2 ;;
+    --segments) SEGS=$2; shift 2 ;;
+    --tag) TAG=-$2; shift 2 ;;
+    *) echo "usage: $0 [--requests N] [--top K] [--profiles P] [--rules DIR] [--segments DIR] [--tag NAME]" >&2; exit 2 ;;
   esac
 done
 command -v valgrind >/dev/null || apt-get install -y -qq valgrind >/dev/null
-bash scripts/setup.sh >/dev/null
-PROMOD_BUILD_TESTS=OFF bash scripts/build.sh release promod >/dev/null
-WL=$ROOT/bench-out/workload-1000000
+[ -n "${PROFILE_NO_BUILD:-}" ] || bash scripts/setup.sh >/dev/null
+[ -n "${PROFILE_NO_BUILD:-}" ] || PROMOD_BUILD_TESTS=OFF bash scripts/build.sh release promod >/dev/null
+WL=$ROOT/bench-out/workload-$PROFILES
 if [ ! -f "$WL/customers.txt" ]; then
-  python3 "$SHARED/bench/gen_workload.py" "$WL" >/dev/null
+  python3 "$SHARED/bench/gen_workload.py" "$WL" --profiles "$PROFILES" >/dev/null
 fi
-OUT=$ROOT/bench-out/profile
+OUT=$ROOT/bench-out/profile$TAG
 rm -rf "$OUT"
-mkdir -p "$OUT/rules" "$OUT/plugins"
+mkdir -p "$OUT/rules" "$OUT/plugins" "$OUT/segments"
 cp -r plugins/. "$OUT/plugins/"
-cp -r "$WL/rules/." "$OUT/rules/"
-./build/promod import profiles "$WL/profiles.ndjson" --data "$OUT/data" >/dev/null
+cp -r "${RULES:-$WL}/rules/." "$OUT/rules/"
+[ -z "$SEGS" ] || cp "$SEGS"/*.lua "$OUT/segments/"
+# the imported (and segment-filled) store is made once per workload and
+# segment set, and copied for each run (a run's decides write caps into it)
+BASE=$ROOT/bench-out/profile-data-$PROFILES${SEGS:+-$(basename "$SEGS")}
+if [ ! -f "$BASE/.done" ]; then
+  rm -rf "$BASE"
+  "$BIN" import profiles "$WL/profiles.ndjson" --data "$BASE" >/dev/null
+  FILLING=1
+fi
 PORT=${PROFILE_PORT:-18383}
 cat > "$OUT/promod.lua" <<CFG
 return { listen = "127.0.0.1:$PORT", data_dir = "$OUT/data", rules_dir = "$OUT/rules",
-  plugins_dir = "$OUT/plugins", log_level = "warn", map_size_mb = 8192, threads = 1 }
+  plugins_dir = "$OUT/plugins", segments_dir = "$OUT/segments", log_level = "warn",
+  map_size_mb = 8192, threads = 1 }
 CFG
+if [ -n "$SEGS" ] && [ -n "${FILLING:-}" ]; then
+  # the builder fills new segments in the background: let a native server
+  # fill them all (valgrind would take an hour), then profile on that data
+  sed "s|$OUT/data|$BASE|" "$OUT/promod.lua" > "$OUT/fill.lua"
+  "$BIN" serve -c "$OUT/fill.lua" 2>"$OUT/fill.log" &
+  FILL=$!
+  trap 'kill $FILL 2>/dev/null || true' EXIT
+  want=$(ls "$OUT/segments" | wc -l)
+  for _ in $(seq 1 3600); do
+    ready=$(curl -fs "http://127.0.0.1:$PORT/api/v1/segments" 2>/dev/null | python3 -c \
+      'import json,sys; print(sum(s["state"] == "ready" for s in json.load(sys.stdin)["segments"]))' \
+      2>/dev/null || echo 0)
+    [ "$ready" -ge "$want" ] && break
+    sleep 1
+  done
+  kill $FILL; wait $FILL 2>/dev/null || true
+  trap - EXIT
+fi
+touch "$BASE/.done"
+cp -r "$BASE" "$OUT/data"
 valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out" --toggle-collect=dispatch \
-  ./build/promod serve -c "$OUT/promod.lua" 2>"$OUT/valgrind.log" &
+  "$BIN" serve -c "$OUT/promod.lua" 2>"$OUT/valgrind.log" &
 VG=$!
 trap 'kill $VG 2>/dev/null || true' EXIT
 for _ in $(seq 1 600); do
   curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
   sleep 0.2
 done
-python3 - "$PORT" "$N" "$WL/customers.txt" <<'PY'
+send() { # count seed
+python3 - "$PORT" "$1" "$WL/customers.txt" "$2" <<'PY'
 import http.client, random, sys
 port, n, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 ids = open(path).read().split()
-random.seed(7)
+random.seed(int(sys.argv[4]))
 c = http.client.HTTPConnection('127.0.0.1', port)
 offers = 0
 for _ in range(n):
@@ -67,6 +120,12 @@ for _ in range(n):
     offers += d.count(b'"campaign_id"')
 print('decides %d, offers served %d' % (n, offers))
 PY
+}
+if [ "$WARM" -gt 0 ]; then
+  send "$WARM" 11 >/dev/null
+  callgrind_control -z "$VG" >/dev/null
+fi
+send "$N" 7
 kill $VG; wait $VG 2>/dev/null || true
 trap - EXIT
 TOTAL=$(callgrind_annotate "$OUT/callgrind.out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1}')

@@ -499,8 +499,13 @@ static int finish(struct condset_build *b, struct condset *cs)
         size_t rl, sl;
         if (!clause_root(cs->cl[i].c, &r, &rl, &sub, &sl))
             continue;
+        /* "root" or "root.sub": a root holds no dot (paths split at dots),
+         * and the key must hold no NUL either — strset keeps C strings, so
+         * a key with one never matched again and every clause made a group
+         * of its own (nothing was shared, a memory per clause) */
         char key[600];
-        int kl = snprintf(key, sizeof key, "%.*s%c%.*s", (int)rl, r, 0, (int)sl, sub ? sub : "");
+        int kl = sub ? snprintf(key, sizeof key, "%.*s.%.*s", (int)rl, r, (int)sl, sub)
+                     : snprintf(key, sizeof key, "%.*s", (int)rl, r);
         if (kl >= (int)sizeof key)
             continue; /* an absurdly long name: evaluate it on its own */
         bool added;

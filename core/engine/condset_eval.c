@@ -18,6 +18,8 @@
 #define MEMO_KEYMAX 38      /* longer values are not remembered */
 #define MEMO_BYTES (192u << 10) /* per group */
 #define MEMO_RESETS 3       /* a group that fills up this often stops remembering */
+#define MEMO_WINDOW 1024    /* look-ups per judgement of a group's hit rate ... */
+#define MEMO_MINHITS 512    /* ... fewer hits than this in a window: stop remembering */
 #define SCRATCH_SETS 8      /* sets remembered per thread */
 
 /* One remembered value: its hash, key and the group's verdict bitset
@@ -32,6 +34,7 @@ struct ment {
 
 struct gmemo {
     uint32_t cap, n, maxcap;
+    uint32_t looks, hits;   /* in the current window */
     uint8_t resets, off;
     size_t stride;          /* bytes per entry */
     unsigned char *tab;     /* cap entries */
@@ -420,14 +423,31 @@ int condset_eval(const struct condset *cs, struct condset_scratch *sc, const cha
             }
         }
     }
+    /* remembered groups first (a look-up each), so that the groups
+     * evaluated clause by clause see only the members still in the running */
+    for (int pass = 0; pass < 2; pass++)
     for (int gi = 0; gi < cs->ng; gi++) {
         const struct group *g = &cs->g[gi];
         const struct gkey *gk = &sc->gk[gi];
-        if (!gk->need || !bits_meet(g->users, out, nw))
+        if ((pass == 0) != (gk->keyed != 0) || !gk->need || !bits_meet(g->users, out, nw))
             continue;
         struct gmemo *gm = &sm->g[gi];
-        if (gk->keyed) {
+        if (gk->keyed && gm->looks == MEMO_WINDOW) {
+            /* values that seldom repeat (a price, a list of interests):
+             * remembering costs a whole-group evaluation per miss and buys
+             * little, so then only the clauses still needed are evaluated */
+            if (gm->hits < MEMO_MINHITS) {
+                free(gm->tab);
+                gm->tab = NULL;
+                gm->cap = gm->n = 0;
+                gm->off = 1;
+            }
+            gm->looks = gm->hits = 0;
+        }
+        if (gk->keyed && !gm->off) {
             const uint64_t *hit = gmemo_get(gm, gk->h, gk->key, gk->kl);
+            gm->looks++;
+            gm->hits += hit != NULL;
             if (hit) {
                 for (size_t w = 0; w < nw; w++)
                     out[w] &= hit[w];

@@ -117,7 +117,7 @@ static struct scratch *scratch_get(struct rules_worker *rw, int ncand)
     }
     if (ncand > s->bcap) {
         int cap = ncand < 16 ? 16 : ncand;
-        struct cand **b = realloc(s->batch, sizeof *b * (size_t)cap * 2);
+        struct cand **b = realloc(s->batch, sizeof *b * (size_t)cap * 3);
         if (!b)
             return NULL;
         s->batch = b;
@@ -362,7 +362,7 @@ static void push_counts(lua_State *L, const struct rules_campaign *c, const stru
 
 static int cand_cmp(const void *a, const void *b)
 {
-    const struct cand *x = a, *y = b;
+    const struct cand *x = *(const struct cand *const *)a, *y = *(const struct cand *const *)b;
     if (x->score != y->score)
         return x->score < y->score ? 1 : -1;
     return x->rank - y->rank; /* equal scores: priority order, then id (the channel index) */
@@ -574,6 +574,7 @@ static int load_customer(struct req *r, struct reqerr *e)
     throttle_read_shared(tc, r->ch, r->now, &r->shared);
     r->cands = r->scr->cands;
     r->batch = r->scr->batch;
+    r->order = r->scr->batch + 2 * (size_t)r->scr->bcap;
     return 0;
 }
 
@@ -617,10 +618,14 @@ static int filtered_out(const struct rules_campaign *c, const char *placement, u
     return 0;
 }
 
-/* The eligible hook (none = eligible).  1 when eligible. */
-static int eligible(const struct call *k, const struct rules_campaign *c, int fn, json_t *xp)
+/* The eligible hook (none = eligible).  1 when eligible.  `always`: the
+ * hook is `return true` exactly (rules_worker.hook_true), so its verdict is
+ * known without the call — unless some file of the state is disabled, when
+ * calls fail and the call must be made to fail the same way. */
+static int eligible(const struct call *k, const struct rules_campaign *c, int fn, int always,
+                    json_t *xp)
 {
-    if (fn != LUA_NOREF) {
+    if (fn != LUA_NOREF && !(always && !luavm_any_disabled(k->vm))) {
         lua_rawgeti(k->L, LUA_REGISTRYINDEX, fn);
         lua_pushvalue(k->L, k->p_idx);
         lua_pushvalue(k->L, k->ctx_idx);
@@ -697,7 +702,10 @@ static void candidates(struct req *r)
     struct cand *cands = r->cands;
     int nlist = r->blocked ? 0 : g->nby_channel[r->chi], n = 0;
     const int *list = g->by_channel[r->chi];
-    const uint64_t *pass = nlist ? audience_channel(&r->ac, g, r->chi, NULL) : NULL;
+    /* without explain, only the positions the cheap filters let through
+     * (active, placement targeted) are evaluated and visited */
+    const uint64_t *serve = explain ? NULL : rules_gen_serve_mask(g, r->chi, placement, pbit);
+    const uint64_t *pass = nlist ? audience_channel(&r->ac, g, r->chi, serve) : NULL;
     for (int j = pass && !explain ? next_pass(pass, 0, nlist) : 0; j < nlist;
          j = pass && !explain ? next_pass(pass, j + 1, nlist) : j + 1) {
         int i = list[j];
@@ -726,7 +734,8 @@ static void candidates(struct req *r)
         }
         const int *hooks = rules_worker_hooks(rw, i);
         double s;
-        if (!eligible(&k, c, hooks[HOOKS_ELIGIBLE], xp))
+        if (!eligible(&k, c, hooks[HOOKS_ELIGIBLE],
+                      rw->hook_true[i] & HOOKS_BIT(HOOKS_ELIGIBLE), xp))
             continue;
         if (c->score_model[0]) { /* expected value: the decide's one prediction per model */
             if (models_score(r->mw, c, r->p_idx, r->ctx_idx, xp, &s, NULL))
@@ -754,8 +763,10 @@ static void candidates(struct req *r)
 /* Step 4: rank by score (descending), then the channel index's order. */
 static void rank(struct req *r)
 {
+    for (int k = 0; k < r->ncand; k++)
+        r->order[k] = &r->cands[k];
     if (r->ncand > 1)
-        qsort(r->cands, (size_t)r->ncand, sizeof *r->cands, cand_cmp);
+        qsort(r->order, (size_t)r->ncand, sizeof *r->order, cand_cmp);
 }
 
 /* Ask campaign `c`'s throttle hook (registry ref `fn`) about counts `n`.
@@ -863,7 +874,7 @@ static int next_batch(struct req *r)
 {
     int nb = 0;
     while (nb < r->q->limit - r->accepted && r->next < r->ncand) {
-        struct cand *cd = &r->cands[r->next++];
+        struct cand *cd = r->order[r->next++];
         if (cap_gate(r, cd))
             continue;
         cd->picked = 0;
@@ -989,8 +1000,8 @@ static void walk(struct req *r)
 static void explain_rest(struct req *r)
 {
     for (int k = r->next; r->explain && k < r->ncand; k++)
-        if (!cap_gate(r, &r->cands[k]) && r->cands[k].xp)
-            json_object_set_new(r->cands[k].xp, "reason", json_string("ranked below the limit"));
+        if (!cap_gate(r, r->order[k]) && r->order[k]->xp)
+            json_object_set_new(r->order[k]->xp, "reason", json_string("ranked below the limit"));
 }
 
 /* Step 7: the reply, written straight into `out` in the wire form asked for. */

@@ -42,7 +42,8 @@ struct cand {
 struct scratch {
     struct cand *cands;   /* cands[k].content stays allocated between requests */
     int ccap;
-    struct cand **batch;  /* 2 * bcap: the reservation batch, then the offers */
+    struct cand **batch;  /* 3 * bcap: the reservation batch, the offers, then the rank
+                             order (pointers: sorting the big candidates moved ~40 KB) */
     int bcap;
     struct throttle_cust tc;
     struct throttle_resv rv;
@@ -75,6 +76,7 @@ struct req {
     int accepted;
     struct cand **batch;         /* the reservation batch ... */
     struct cand **served;        /* ... and the offers, in order */
+    struct cand **order;         /* the candidates by rank (rank()) */
     struct content_locale loc;       /* the locale the request asks for, on first need */
     struct audience_cust ac;     /* segments and campaign audiences (audience.h) */
     const struct experiments_view *xv; /* live experiments of r->g, or NULL */

@@ -17,6 +17,7 @@
 #include "engine/decide.h"
 #include "engine/dlog.h"
 #include "engine/hooks.h"
+#include "engine/models.h"
 #include "engine/rules.h"
 #include "base/app.h"
 #include "base/buf.h"
@@ -198,6 +199,7 @@ static long in_window(const int64_t *v, long n, const struct rules_cap *cap, int
 
 struct run {
     struct rules_worker *rw[2];   /* 0: the rule set as it is, 1: the edit */
+    struct models_worker *mw[2];  /* the live model versions, served on each side's state */
     struct counters *errs[2];
     const struct replay_opts *o;
     struct tally t;
@@ -349,7 +351,7 @@ static int decide_side(struct run *R, int side, struct decide_req *q, int explai
     q->explain = explain;
     buf_reset(&R->out);
     hooks_count_divert(explain ? NULL : R->errs[side]);
-    int rc = decide_run_worker(R->rw[side], q, &e, &R->out, !explain);
+    int rc = decide_run_worker(R->rw[side], R->mw[side], q, &e, &R->out, !explain);
     hooks_count_divert(NULL);
     json_decref(e.extra);
     if (rc == 0 && reply) {
@@ -524,6 +526,16 @@ json_t *replay_run(struct store *st, struct rules_gen *base, const char *base_di
         reqerr_set(e, 500, "internal", NULL, "out of memory for the replay's Lua state");
         return NULL;
     }
+    R.mw[0] = models_worker_new(R.rw[0]->vm);
+    R.mw[1] = models_worker_new(R.rw[1]->vm);
+    if (!R.mw[0] || !R.mw[1]) {
+        models_worker_free(R.mw[0]);
+        models_worker_free(R.mw[1]);
+        rules_sim_stop(R.rw[0]);
+        rules_sim_stop(R.rw[1]);
+        reqerr_set(e, 500, "internal", NULL, "out of memory for the replay's models");
+        return NULL;
+    }
     R.errs[0] = counters_new(1);
     R.errs[1] = counters_new(1);
     R.sample = json_array();
@@ -550,6 +562,8 @@ json_t *replay_run(struct store *st, struct rules_gen *base, const char *base_di
     json_decref(R.sample);
     counters_free(R.errs[0]);
     counters_free(R.errs[1]);
+    models_worker_free(R.mw[0]); /* before their Lua states go */
+    models_worker_free(R.mw[1]);
     rules_sim_stop(R.rw[0]);
     rules_sim_stop(R.rw[1]);
     return out;

@@ -117,6 +117,7 @@ static void gen_free(struct rules_gen *g)
         free(g->by_channel[i]);
         condset_free(g->aud[i]);
         free(g->aud_pos[i]);
+        free(g->aud_serve[i]);
     }
     for (int i = 0; i < g->nplacement_names; i++)
         free(g->placement_names[i]);
@@ -451,6 +452,39 @@ static void build_audiences(struct rules_gen *g, int ch)
         g->aud_pos[ch][g->by_channel[ch][j]] = j;
 }
 
+/* g->aud_serve[ch] (rules.h): per placement, the positions of the
+ * channel's list that pass the status and placement filters. */
+static void build_serve_masks(struct rules_gen *g, int ch)
+{
+    if (!g->aud[ch])
+        return;
+    int n = g->nby_channel[ch], np = g->nplacement_names;
+    size_t nw = CONDSET_WORDS(n ? n : 1);
+    uint64_t *m = calloc((size_t)(np + 2) * nw, sizeof *m);
+    if (!m)
+        abort();
+    for (int j = 0; j < n; j++) {
+        const struct rules_campaign *c = &g->camps[g->by_channel[ch][j]];
+        if (c->status != CAMP_ACTIVE)
+            continue;
+        for (int k = 0; k < np + 2; k++)
+            if (!c->placement_mask || k == np + 1 || (k < np && ((c->placement_mask >> k) & 1)))
+                m[(size_t)k * nw + (size_t)(j >> 6)] |= 1ull << (j & 63);
+    }
+    g->aud_serve[ch] = m;
+}
+
+const uint64_t *rules_gen_serve_mask(const struct rules_gen *g, int chi, const char *placement,
+                                     uint64_t pbit)
+{
+    if (chi < 0 || chi >= 32 || !g->aud_serve[chi])
+        return NULL;
+    int np = g->nplacement_names;
+    size_t nw = CONDSET_WORDS(g->nby_channel[chi] ? g->nby_channel[chi] : 1);
+    int k = !placement ? np + 1 : pbit ? __builtin_ctzll(pbit) : np;
+    return g->aud_serve[chi] + (size_t)k * nw;
+}
+
 /* Build a new generation from disk, reusing the previous one's last good
  * sources for files that fail.  Errors are logged. Returns error count. */
 /* Where a generation comes from: the configured directories (a reload),
@@ -709,6 +743,8 @@ static struct rules_gen *gen_build(struct app *app, const struct gen_src *gs, in
         /* more than 64 distinct names: such a campaign falls back to "any" */
         c->placement_mask = c->nplacements && mask ? mask : 0;
     }
+    for (int ch = 0; ch < g->nchans && ch < 32; ch++)
+        build_serve_masks(g, ch);
     g->built_at = clock_now();
     g->lib_hash = libh;
     g->build_ms = (double)(clock_mono_ns() - t0) / 1e6;

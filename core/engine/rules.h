@@ -175,7 +175,22 @@ struct rules_gen {
      *  (-1 when not on the channel), present with it. */
     struct condset *aud[32];
     int *aud_pos[32];
+    /** Per channel with an audience index: which of its positions may
+     *  serve at all (active, and the placement targeted), as
+     *  (nplacement_names + 2) bitsets of CONDSET_WORDS(nby_channel) words —
+     *  row k for placement bit k, row nplacement_names for a placement no
+     *  campaign names, the last row for a request without a placement — so
+     *  the audience evaluation skips campaigns the cheap filters would drop
+     *  anyway (rules_gen_serve_mask). */
+    uint64_t *aud_serve[32];
 };
+
+/** The bitset of channel `chi`'s positions that may serve (active and the
+ *  placement targeted) for `placement` (NULL: none given) with its bit
+ *  `pbit` (rules_gen_placement_bit), or NULL when the channel has no
+ *  audience index.  Borrowed from `g`. */
+const uint64_t *rules_gen_serve_mask(const struct rules_gen *g, int chi, const char *placement,
+                                     uint64_t pbit);
 
 /** 1 when `now` is inside the schedule: between starts and ends, on one of
  *  its days and within its hours in its zone (a campaign enters and leaves
@@ -290,6 +305,10 @@ struct rules_worker {
     int *chan_refs;
     int *hook_refs;       /**< HOOKS_N per campaign of gen (hooks_refs_resolve) */
     int *chan_hook_refs;  /**< HOOKS_N per channel of gen */
+    /** Per campaign of gen: HOOKS_BIT(h) set when hook h is exactly
+     *  `function(p, ctx) return true end` (luavm_fn_returns_true) — an
+     *  `eligible` that always passes, which decide need not call. */
+    unsigned char *hook_true;
     struct rules_content *content; /**< per campaign of gen */
     struct wfile *wfiles; /* loaded files by path/hash (internal) */
     int nwfiles, capwfiles;

@@ -140,6 +140,7 @@ void rules_worker_stop(struct rules_worker *rw)
     free(rw->chan_refs);
     free(rw->content);
     free(rw->hook_refs); /* the refs go with the state */
+    free(rw->hook_true);
     free(rw->chan_hook_refs);
     if (rw->scratch_free)
         rw->scratch_free(rw->scratch);
@@ -207,8 +208,15 @@ static void cache_hooks(struct rules_worker *rw, const struct rules_gen *g, cons
     rw->chan_hook_refs = malloc(sizeof(int) * HOOKS_N * (size_t)(g->nchans + 1));
     if (!rw->hook_refs || !rw->chan_hook_refs)
         abort();
-    for (int i = 0; i < g->ncamps; i++)
-        hooks_refs_resolve(L, HOOKS_CAMPAIGN, refs[i], rw->hook_refs + (size_t)i * HOOKS_N);
+    free(rw->hook_true);
+    if (!(rw->hook_true = calloc((size_t)g->ncamps + 1, 1)))
+        abort();
+    for (int i = 0; i < g->ncamps; i++) {
+        int *h = rw->hook_refs + (size_t)i * HOOKS_N;
+        hooks_refs_resolve(L, HOOKS_CAMPAIGN, refs[i], h);
+        if (luavm_fn_returns_true(rw->vm, h[HOOKS_ELIGIBLE]))
+            rw->hook_true[i] |= HOOKS_BIT(HOOKS_ELIGIBLE);
+    }
     for (int i = 0; i < g->nchans; i++)
         hooks_refs_resolve(L, HOOKS_CHANNEL, crefs[i], rw->chan_hook_refs + (size_t)i * HOOKS_N);
 }

@@ -181,6 +181,19 @@ int luavm_push_json(struct lua_State *L, const json_t *v);
  *  NULL with *err set (ERR_INVAL, ERR_TOOBIG, ERR_NOMEM). */
 json_t *luavm_to_json(struct lua_State *L, int idx, int *err);
 
+/** 1 when the function at registry ref `fn_ref` is exactly `function(p,
+ *  ctx) return true end` (any parameter names, 0-3 parameters): the
+ *  instructions and shape of that function (luavm_pure.c), so it reads,
+ *  writes and calls nothing and returns true.  0 for anything else, a C
+ *  function, or when jit.util is missing.  Runs unarmed (at adoption, not
+ *  inside a call).  A caller may then skip calling it, as long as
+ *  luavm_any_disabled() is 0 (a disabled file's calls fail). */
+int luavm_fn_returns_true(struct luavm *vm, int fn_ref);
+
+/** 1 when some file of the state is disabled for retaining too much
+ *  memory (its functions' calls fail until it reloads). */
+int luavm_any_disabled(const struct luavm *vm);
+
 /** Register the table at `idx` as a read-only input and push what hooks
  *  are to be given for it; return its stack index.  What is pushed is the
  *  table itself: luavm_call / luavm_call_ref pass it unchanged to a

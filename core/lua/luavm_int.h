@@ -101,6 +101,7 @@ struct luavm {
     int ref_ipairs_aux, ref_next;   /* LuaJIT's own iterators, for plain tables */
     int ref_format, ref_rep, ref_ostime; /* originals wrapped by luavm_strlib.c */
     int ref_pure;                   /* the purity checker (luavm_pure.c), or LUA_NOREF */
+    int ref_true;                   /* the "returns true" checker (luavm_pure.c), or LUA_NOREF */
     struct luavm_pcache *pcache;    /* function -> pure, LUAVM_PCACHE entries (luavm_pure.c) */
     int pcache_n, ref_anchor;       /* entries; the table keeping their functions alive */
     /* Inputs registered by luavm_push_readonly, newest last (luavm_readonly.c): */

@@ -33,6 +33,10 @@
  * environment has the mark and puts read-only views in their place for
  * every other function (luavm_readonly.c).  The per-call cost for a pure
  * hook is a cache lookup by the function's address.
+ *
+ * The same bytecode walk also says which functions are `function(p, ctx)
+ * return true end` exactly (luavm_fn_returns_true): a default written out
+ * (an `eligible` that always passes), whose call a caller may skip.
  */
 #include "lua/luavm.h"
 #include "lua/luavm_int.h"
@@ -93,6 +97,27 @@ static const char checker_src[] =
     "end\n"
     "return function(chunk) return clean(chunk, true) end\n";
 
+/* Compares a function's prototype with the one of `function(a, b) return
+ * true end` of the same arity: same shape (jit.util.funcinfo: slots,
+ * upvalues, constants, no children, no varargs) and the same instructions
+ * (funcbc, the header included).  Such a function reads nothing, writes
+ * nothing, calls nothing and returns exactly true. */
+static const char true_src[] =
+    "local funcinfo, funcbc = ...\n"
+    "local refs = { [0] = function() return true end, function(a) return true end,\n"
+    "  function(a, b) return true end, function(a, b, c) return true end }\n"
+    "local KEYS = { 'params', 'bytecodes', 'stackslots', 'upvalues', 'gcconsts', 'nconsts',\n"
+    "  'isvararg', 'children' }\n"
+    "return function(f)\n"
+    "  local fi = funcinfo(f)\n"
+    "  local r = fi.params and refs[fi.params]\n"
+    "  if not r then return false end\n"
+    "  local ri = funcinfo(r)\n"
+    "  for i = 1, #KEYS do if fi[KEYS[i]] ~= ri[KEYS[i]] then return false end end\n"
+    "  for pc = 0, ri.bytecodes - 1 do if funcbc(f, pc) ~= funcbc(r, pc) then return false end end\n"
+    "  return true\n"
+    "end\n";
+
 /* jit.util's functions, from LuaJIT's own preload table; 0 when absent. */
 static int push_jit_util(lua_State *L)
 {
@@ -117,6 +142,7 @@ static int push_jit_util(lua_State *L)
 void luavm_pure_init(lua_State *L, struct luavm *vm)
 {
     vm->ref_pure = LUA_NOREF;
+    vm->ref_true = LUA_NOREF;
     vm->pcache = calloc(LUAVM_PCACHE, sizeof *vm->pcache);
     lua_newtable(L);
     vm->ref_anchor = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -131,8 +157,35 @@ void luavm_pure_init(lua_State *L, struct luavm *vm)
     lua_getfield(L, util, "funck");
     if (lua_pcall(L, 2, 1, 0) == 0 && lua_isfunction(L, -1))
         vm->ref_pure = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_settop(L, util);
+    if (luaL_loadbuffer(L, true_src, sizeof true_src - 1, "=returns_true") == 0) {
+        lua_getfield(L, util, "funcinfo");
+        lua_getfield(L, util, "funcbc");
+        if (lua_pcall(L, 2, 1, 0) == 0 && lua_isfunction(L, -1))
+            vm->ref_true = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
     lua_settop(L, util - 1);
 }
+
+int luavm_fn_returns_true(struct luavm *vm, int fn_ref)
+{
+    lua_State *L = vm->L;
+    if (vm->ref_true == LUA_NOREF || fn_ref == LUA_NOREF || fn_ref == LUA_REFNIL)
+        return 0;
+    int top = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->ref_true);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, fn_ref);
+    int yes = 0;
+    if (lua_isfunction(L, -1) && !lua_iscfunction(L, -1)) {
+        vm->trusted++; /* a bounded walk over the function's bytecode: not its file's budget */
+        yes = lua_pcall(L, 1, 1, 0) == 0 && lua_toboolean(L, -1);
+        vm->trusted--;
+    }
+    lua_settop(L, top);
+    return yes;
+}
+
+int luavm_any_disabled(const struct luavm *vm) { return vm->ndisabled > 0; }
 
 int luavm_pure_check(lua_State *L, struct luavm *vm, int fn)
 {

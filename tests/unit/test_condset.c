@@ -472,3 +472,68 @@ Test(condset, threads_share_a_set)
     condset_scratch_free(sc);
     condset_free(cs);
 }
+
+/* Clauses reading the same attribute share one group (one remembered
+ * value per attribute, one look-up per decide): 60 members over three
+ * attributes make three groups, a dotted path its own — and their verdicts
+ * are those of cond_eval, before and after the values are remembered. */
+Test(condset, clauses_on_one_attribute_share_a_group)
+{
+    enum { N = 60 };
+    struct condset_build *b;
+    cr_assert_eq(condset_build_new(N, &b), 0);
+    json_t *conds[N];
+    for (int i = 0; i < N; i++) {
+        char text[160];
+        if (i % 3 == 0)
+            snprintf(text, sizeof text, "{\"age\": {\"$gte\": %d}}", 18 + i);
+        else if (i % 3 == 1)
+            snprintf(text, sizeof text, "{\"country\": {\"$in\": [\"FR\", \"C%d\"]}, \"age\": {\"$lt\": %d}}",
+                     i, 30 + i);
+        else
+            snprintf(text, sizeof text, "{\"consent.email\": true, \"tier\": \"t%d\"}", i % 4);
+        json_error_t je;
+        conds[i] = json_loads(text, 0, &je);
+        cr_assert(conds[i], "%s", je.text);
+        struct reqerr e = { 0 };
+        cr_assert_eq(condset_build_set(b, i, conds[i], NULL, 0, NULL, 0, NULL, 0, &e), 0, "%s",
+                     e.message);
+    }
+    struct condset *cs;
+    cr_assert_eq(condset_build_finish(b, &cs), 0);
+    struct condset_stats st;
+    condset_stats(cs, &st);
+    cr_assert_eq(st.groups, 4, "groups: %d (age, country, tier, consent.email)", st.groups);
+    cr_assert_eq(st.deep_groups, 1);
+    struct condset_scratch *sc = condset_scratch_new();
+    uint64_t out[CONDSET_WORDS(N)];
+    static const char *profiles[] = {
+        "{\"age\": 40, \"country\": \"FR\", \"tier\": \"t2\", \"consent\": {\"email\": true}}",
+        "{\"age\": 70, \"country\": \"C7\", \"tier\": \"t1\", \"consent\": {\"email\": false}}",
+        "{\"age\": 25, \"tier\": \"t0\"}",
+    };
+    for (int round = 0; round < 3; round++) /* filled, then read from memory */
+        for (size_t p = 0; p < sizeof profiles / sizeof *profiles; p++) {
+            json_error_t je;
+            json_t *pj = json_loads(profiles[p], 0, &je);
+            struct buf mp = { 0 };
+            cr_assert_eq(codec_json_to_msgpack(pj, &mp), 0);
+            cr_assert_geq(condset_eval(cs, sc, mp.p, mp.len, NULL, NULL, out), 0);
+            for (int i = 0; i < N; i++) {
+                struct cond *c = NULL;
+                struct reqerr e = { 0 };
+                struct cond_opts o = { .mode = COND_STRICT };
+                cr_assert_eq(cond_compile(conds[i], &o, &c, &e), 0);
+                int want = cond_eval(c, mp.p, mp.len, NULL) == 1;
+                cr_assert_eq((int)((out[i >> 6] >> (i & 63)) & 1), want, "member %d, profile %zu",
+                             i, p);
+                cond_free(c);
+            }
+            buf_free(&mp);
+            json_decref(pj);
+        }
+    condset_scratch_free(sc);
+    condset_free(cs);
+    for (int i = 0; i < N; i++)
+        json_decref(conds[i]);
+}

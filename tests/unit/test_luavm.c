@@ -1285,3 +1285,50 @@ Test(luavm, pure_files_get_the_originals)
     cr_assert(lua_isnil(L, -1), "the original was written");
     lua_settop(L, fn - 1);
 }
+
+static int c_true(lua_State *Ls)
+{
+    lua_pushboolean(Ls, 1);
+    return 1;
+}
+
+/* luavm_fn_returns_true: exactly `return true` (any names, 0-3 parameters,
+ * any layout or comments) and nothing else — decide skips calling such an
+ * eligible, so a function that reads, calls or returns anything else must
+ * never be taken for one. */
+Test(luavm, fn_returns_true_only_for_return_true)
+{
+    static const struct { const char *src; int yes; } cases[] = {
+        { "return function(p, ctx) return true end", 1 },
+        { "return function(a, b)\n  -- always\n  return true\nend", 1 },
+        { "return function() return true end", 1 },
+        { "return function(p) return true end", 1 },
+        { "local x = 1 return function(p, ctx) return true end", 1 },
+        { "return function(p, ctx) return false end", 0 },
+        { "return function(p, ctx) return nil end", 0 },
+        { "return function(p, ctx) return 1 end", 0 },
+        { "return function(p, ctx) return true, 'why' end", 0 },
+        { "return function(p, ctx) return p.x end", 0 },
+        { "return function(p, ctx) return p ~= nil end", 0 },
+        { "return function(p, ctx) local _ = p.x return true end", 0 },
+        { "return function(p, ctx) error('no') return true end", 0 },
+        { "return function(p, ctx) if p.vip then return true end return true end", 0 },
+        { "local ok = true return function(p, ctx) return ok end", 0 },
+        { "return function(p, ctx) promo.log('x') return true end", 0 },
+        { "return function(...) return true end", 0 },
+        { "return function(p, ctx) while true do end return true end", 0 },
+        { "return function(p, ctx) local function f() return true end return true end", 0 },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        push_fn(cases[i].src); /* the function the file returns */
+        int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        cr_assert_eq(luavm_fn_returns_true(vm, ref), cases[i].yes, "case %zu: %s", i, cases[i].src);
+        luaL_unref(L, LUA_REGISTRYINDEX, ref);
+    }
+    lua_pushcfunction(L, c_true); /* a C function is never judged */
+    int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    cr_assert_eq(luavm_fn_returns_true(vm, ref), 0);
+    luaL_unref(L, LUA_REGISTRYINDEX, ref);
+    cr_assert_eq(luavm_fn_returns_true(vm, LUA_NOREF), 0);
+    cr_assert_eq(luavm_any_disabled(vm), 0);
+}
