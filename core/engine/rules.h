@@ -26,6 +26,8 @@
  *                   validation messages)
  *   rules_worker.c  the worker side: loading files into a worker's Lua
  *                   state, adopting generations, the hook ref cache
+ *   rules_warn.c    static warnings over a rule set (promod check,
+ *                   GET /api/v1/rules) and the profile sample they use
  * Which hooks a file may define, and how they are called, is the hooks
  * module's (engine/hooks.h); validation and the worker side follow its
  * table.
@@ -285,8 +287,9 @@ json_t *rules_warnings(const struct rules_campaign *camps, int ncamps,
                        int64_t now);
 /** rules_warnings over a generation. */
 json_t *rules_gen_warnings(const struct rules_gen *g, const json_t *profiles, int64_t now);
-/** Up to `n` profiles spread over the store (every total/n-th), each an
- *  object with its "id", for the template warning.  Read txn `t` (NULL
+/** Up to `n` profiles spread over the store (runs of n/8 from 8 start
+ *  keys across the id alphabet; at most about 5n records read, never a full scan), each
+ *  an object with its "id", for the template warning.  Read txn `t` (NULL
  *  gives []).  @return a new array. */
 json_t *rules_sample_profiles(struct store_txn *t, int n);
 /** Print warnings as "file:line: warning: message" lines; @return how many. */

@@ -260,36 +260,53 @@ json_t *rules_warnings(const struct rules_campaign *camps, int ncamps,
 }
 
 struct sample_ctx {
-    json_t *arr;
-    size_t step, seen;
-    int want;
+    json_t *arr, *seen;
+    int want, got;
 };
 
 static int sample_one(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
 {
     struct sample_ctx *s = ud;
-    if (s->seen++ % s->step)
+    char id[520];
+    if (klen >= sizeof id)
         return 0;
+    memcpy(id, key, klen);
+    id[klen] = 0;
+    if (json_object_get(s->seen, id))
+        return 0; /* taken by an earlier run: go on past it */
     int rc;
     json_t *p = codec_msgpack_to_json(val, vlen, &rc);
     if (json_is_object(p)) {
-        json_object_set_new(p, "id", json_stringn(key, klen));
+        json_object_set_new(p, "id", json_string(id));
         json_array_append_new(s->arr, p);
+        json_object_set_new(s->seen, id, json_true());
     } else {
         json_decref(p);
     }
-    return (int)json_array_size(s->arr) >= s->want ? 1 : 0;
+    return ++s->got >= s->want ? 1 : 0;
 }
 
+/* Runs of n/8 keys from 8 start keys spread over the characters ids are
+ * made of: a spread sample at the cost of at most about 5n records (keys an
+ * earlier run took are stepped over), never a full scan. */
 json_t *rules_sample_profiles(struct store_txn *t, int n)
 {
     json_t *arr = json_array();
     if (!arr || !t || n <= 0)
         return arr;
-    size_t total = store_count(t, STORE_PROFILES);
-    struct sample_ctx s = { .arr = arr, .step = total > (size_t)n ? total / (size_t)n : 1,
-                            .want = n };
-    store_scan(t, STORE_PROFILES, NULL, 0, NULL, 0, sample_one, &s);
+    static const char *const starts[8] = { "", "4", "9", "G", "O", "W", "f", "q" };
+    struct sample_ctx s = { .arr = arr, .seen = json_object() };
+    for (int i = 0; i < 9 && (int)json_array_size(arr) < n; i++) {
+        s.got = 0;
+        /* the ninth run, from the start again, fills what runs that reached
+         * the end of the keys could not */
+        s.want = i < 8 ? (n - (int)json_array_size(arr) + (7 - i)) / (8 - i)
+                       : n - (int)json_array_size(arr);
+        if (s.want > 0)
+            store_scan(t, STORE_PROFILES, NULL, 0, starts[i % 8], strlen(starts[i % 8]), sample_one,
+                       &s);
+    }
+    json_decref(s.seen);
     return arr;
 }
 

@@ -148,7 +148,8 @@ json_t *templates_list(const char *dir)
             snprintf(err, sizeof err, "%.400s: %s", path, err_str(rc));
         if (decl) {
             json_t *ds = json_object_get(decl, "description");
-            json_object_set(t, "description", json_is_string(ds) ? ds : json_string(""));
+            json_object_set_new(t, "description",
+                                json_string(json_is_string(ds) ? json_string_value(ds) : ""));
             json_object_set(t, "params", json_object_get(decl, "params"));
         } else {
             json_object_set_new(t, "error", json_string(err));

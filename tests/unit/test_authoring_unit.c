@@ -16,6 +16,10 @@
 #include "engine/rules.h"
 #include "engine/ruletest.h"
 #include "engine/templates.h"
+#include "base/buf.h"
+#include "codec/codec.h"
+#include "store/store.h"
+#include "fixture.h"
 
 struct app *g_app; /* rules.c reads it; no server here */
 
@@ -443,4 +447,52 @@ Test(authoring, lua_literal_escapes_everything_but_printable_ascii)
     v = json_pack("{s:i}", "a", 1);
     cr_assert_eq(templates_lua_literal(v, &s), ERR_INVAL);
     json_decref(v);
+}
+
+/* The template warning's sample: spread, no duplicates, bounded. */
+Test(authoring, profile_sample_is_spread_and_bounded)
+{
+    char dir[256];
+    tfx_tmpdir(dir, sizeof dir);
+    struct store *st;
+    struct store_opts o = { .dir = dir, .sync_interval_ms = 50 };
+    cr_assert_eq(store_open(&o, &st), 0);
+    struct store_txn *t;
+    cr_assert_eq(store_wtxn_begin(st, &t), 0);
+    for (int i = 0; i < 400; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "%c-%04d", "0AMaz"[i % 5], i);
+        json_t *p = json_pack("{s:i}", "n", i);
+        struct buf b = BUF_INIT;
+        cr_assert_eq(codec_json_to_msgpack(p, &b), 0);
+        cr_assert_eq(store_put(t, STORE_PROFILES, id, strlen(id), b.p, b.len), 0);
+        buf_free(&b);
+        json_decref(p);
+    }
+    cr_assert_eq(store_txn_commit(t, STORE_DURABLE), 0);
+    cr_assert_eq(store_rtxn_begin(st, &t), 0);
+    json_t *a = rules_sample_profiles(t, 40);
+    cr_assert_eq(json_array_size(a), 40);
+    json_t *ids = json_object();
+    int first[5] = { 0 };
+    size_t i;
+    json_t *p;
+    json_array_foreach(a, i, p) {
+        const char *id = json_string_value(json_object_get(p, "id"));
+        cr_assert_null(json_object_get(ids, id), "%s twice", id);
+        json_object_set_new(ids, id, json_true());
+        cr_assert(json_is_integer(json_object_get(p, "n")));
+        first[strchr("0AMaz", id[0]) - "0AMaz"] = 1;
+    }
+    /* ids from more than one part of the key space */
+    cr_assert_geq(first[0] + first[1] + first[2] + first[3] + first[4], 3);
+    json_decref(ids);
+    json_decref(a);
+    /* more asked than there are: each once */
+    a = rules_sample_profiles(t, 1000);
+    cr_assert_eq(json_array_size(a), 400);
+    json_decref(a);
+    store_txn_end(t);
+    store_close(st);
+    tfx_rmrf(dir);
 }
