@@ -328,7 +328,10 @@ static void h_test(struct http_req *r)
     } else {
         char path[300], tpath[300];
         snprintf(path, sizeof path, "rules/%s", n ? n : "script.lua");
-        snprintf(tpath, sizeof tpath, "%.*s_test.lua", (int)(strlen(path) - 4 > 250 ? 250 : strlen(path) - 4), path);
+        size_t stem = strlen(path);
+        if (stem > 4 && !strcmp(path + stem - 4, ".lua"))
+            stem -= 4; /* rules/x.lua's tests are rules/x_test.lua */
+        snprintf(tpath, sizeof tpath, "%.*s_test.lua", (int)(stem > 250 ? 250 : stem), path);
         struct rules_gen *g = rules_gen_acquire();
         int nf = g ? g->nfiles : 0, nc = 0;
         struct ruletest_src *cs = calloc((size_t)nf + 2, sizeof *cs);
