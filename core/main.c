@@ -3,7 +3,9 @@
  *
  *   promod serve [-c config/promod.lua] [--listen HOST:PORT] [--data DIR]
  *                [--rules DIR] [--plugins DIR] [--web DIR] [--port-file FILE]
- *   promod check [DIR|FILE ...]  (rules/ plugins/ experiments/ loyalty/ segments/ models/ by default)
+ *   promod check [--test] [--strict] [--data DIR] [DIR|FILE ...]  (rules/ plugins/ experiments/
+ *                loyalty/ segments/ models/ by default; warnings, campaign tests, --strict)
+ *   promod test [DIR|FILE ...]   campaign tests (rules/ by default)
  *   promod import profiles FILE.ndjson [-c CONFIG] [--data DIR] [--resume | --from-line N]
  *   promod train MODEL [--force] [--threads N] [--now TIME] [-c CONFIG] [--data DIR]
  *                [--models DIR]
@@ -24,6 +26,7 @@
 #include "engine/models.h"
 #include "engine/rules.h"
 #include "engine/dlog.h"
+#include "engine/ruletest.h"
 #include "service/backtest.h"
 #include "insight/train.h"
 #include "base/reqerr.h"
@@ -51,7 +54,9 @@ static void usage(FILE *f)
             "usage:\n"
             "  promod serve [-c CONFIG] [--listen HOST:PORT] [--data DIR] [--rules DIR]\n"
             "               [--plugins DIR] [--web DIR] [--port-file FILE]\n"
-            "  promod check [DIR|FILE ...]        (default: rules/ plugins/ experiments/ loyalty/ segments/ models/)\n"
+            "  promod check [--test] [--strict] [--data DIR] [DIR|FILE ...]\n"
+            "               (default: rules/ plugins/ experiments/ loyalty/ segments/ models/)\n"
+            "  promod test [DIR|FILE ...]         (campaign tests, *_test.lua; default: rules/)\n"
             "  promod import profiles FILE.ndjson [-c CONFIG] [--data DIR] [--resume | --from-line N]\n"
             "  promod train MODEL [--force] [--threads N] [--now TIME] [-c CONFIG] [--data DIR]\n"
             "               [--models DIR]\n"
@@ -67,7 +72,7 @@ struct cli {
         *from_line;
     const char *role, *id;
     const char *from, *to, *limit, *sample, *show;
-    int force, resume, json;
+    int force, resume, json, test, strict;
     const char *args[64];
     int nargs;
 };
@@ -122,6 +127,12 @@ static int parse_cli(int argc, char **argv, struct cli *c)
             continue;
         } else if (!strcmp(a, "--resume")) {
             c->resume = 1;
+            continue;
+        } else if (!strcmp(a, "--test")) {
+            c->test = 1;
+            continue;
+        } else if (!strcmp(a, "--strict")) {
+            c->strict = 1;
             continue;
         } else if (a[0] == '-' && a[1]) {
             fprintf(stderr, "promod: unknown option %s\n", a);
@@ -589,7 +600,33 @@ static int cmd_check(const struct cli *c)
         if (seg_files || ns)
             fprintf(stderr, "promod check: %d segment files, %d problems\n", seg_files, seg_problems);
     }
-    int rc = n && !nr ? 0 : rules_check_cli(&cfg, rp, nr);
+    /* --data DIR: profiles sampled from that store feed the template warning */
+    struct rules_check_opts ro = { .strict = c->strict };
+    json_t *sample = NULL;
+    if (c->data && (!n || nr) && access(c->data, F_OK) == 0) {
+        static struct app sapp;
+        sapp.cfg = cfg;
+        struct store_txn *t = NULL;
+        if (open_store(&sapp) == 0) {
+            if (store_rtxn_begin(sapp.store, &t) == 0)
+                sample = rules_sample_profiles(t, RULES_WARN_SAMPLE);
+            store_txn_end(t);
+            store_close(sapp.store);
+            sapp.store = NULL;
+        }
+        ro.profiles = sample;
+    }
+    int rc = n && !nr ? 0 : rules_check_cli(&cfg, rp, nr, &ro);
+    json_decref(sample);
+    /* --test: the campaign tests of the rule directories checked */
+    if (c->test && (!n || nr)) {
+        int nt = 0;
+        for (int i = 0; i < nr; i++)
+            if (!strstr(rp[i], "plugins"))
+                rp[nt++] = rp[i];
+        if (!nr || nt)
+            rc |= ruletest_cli(&cfg, rp, nt, 0);
+    }
     int lbad = n && !nl ? 0 : loyalty_rules_check_cli(&cfg, lp, nl);
     int xbad = n && !nx ? 0 : exp_admin_check_cli(&cfg, xp, nx);
     if (!n && access(cfg.models_dir, F_OK) == 0)
@@ -607,6 +644,17 @@ static int cmd_check(const struct cli *c)
     free(sp);
     config_free(&cfg);
     return rc ? rc : (lbad || xbad || mbad || seg_problems) ? 1 : 0;
+}
+
+/* promod test [DIR|FILE ...]: the campaign tests (engine/ruletest.h) */
+static int cmd_test(const struct cli *c)
+{
+    struct config cfg;
+    if (load_config(&cfg, c))
+        return 2;
+    int rc = ruletest_cli(&cfg, c->args + 1, c->nargs - 1, 1);
+    config_free(&cfg);
+    return rc;
 }
 
 /* promod train MODEL: one training in this process, on the data directory
@@ -871,6 +919,8 @@ int main(int argc, char **argv)
         return cmd_check(&c);
     if (!strcmp(cmd, "train"))
         return cmd_train(&c);
+    if (!strcmp(cmd, "test"))
+        return cmd_test(&c);
     if (!strcmp(cmd, "key"))
         return cmd_key(&c);
     if (!strcmp(cmd, "replay"))

@@ -129,6 +129,7 @@ void config_free(struct config *c)
     free(c->models_dir);
     free(c->segments_dir);
     free(c->experiments_dir);
+    free(c->templates_dir);
     free(c->web_dir);
     free(c->loyalty_dir);
     free(c->source);
@@ -141,6 +142,29 @@ void config_free(struct config *c)
     if (c->channels)
         json_decref(c->channels);
     memset(c, 0, sizeof *c);
+}
+
+/* `name` beside rules_dir: its parent (trailing slashes ignored) + name */
+static const char *beside_rules(const struct config *c, const char *name, char *out, size_t len)
+{
+    const char *r = c->rules_dir ? c->rules_dir : "./rules";
+    size_t n = strlen(r);
+    while (n > 1 && r[n - 1] == '/')
+        n--;
+    size_t cut = n;
+    while (cut > 0 && r[cut - 1] != '/')
+        cut--;
+    snprintf(out, len, "%.*s%s", (int)cut, r, name);
+    return out;
+}
+
+const char *config_templates_dir(const struct config *c, char *out, size_t len)
+{
+    if (c->templates_dir) {
+        snprintf(out, len, "%s", c->templates_dir);
+        return out;
+    }
+    return beside_rules(c, "templates", out, len);
 }
 
 const char *config_experiments_dir(const struct config *c, char *out, size_t len)
@@ -552,6 +576,8 @@ static int apply(lua_State *L, struct cerr *e, struct config *c)
                 c->segments_sweep_s = (int)v;
         } else if (!strcmp(k, "experiments_dir")) {
             rc = get_str(L, e, k, &c->experiments_dir);
+        } else if (!strcmp(k, "templates_dir")) {
+            rc = get_str(L, e, k, &c->templates_dir);
         } else if (!strcmp(k, "web_dir")) {
             if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
                 free(c->web_dir); /* false: no web console */

@@ -63,6 +63,8 @@ struct config {
     int segments_sweep_s;     /**< re-evaluation of time-based segments, seconds (600) */
     char *experiments_dir;    /**< experiment files; NULL = "experiments" beside rules_dir
                                    (config_experiments_dir) */
+    char *templates_dir;      /**< campaign templates; NULL = "templates" beside rules_dir
+                                   (config_templates_dir) */
     char *web_dir;            /**< the web console's files, served at /ui/ ("./web"); NULL = off */
     char *loyalty_dir;        /**< loyalty program and earn rules; NULL = "loyalty" beside rules_dir */
     int threads;              /**< worker threads; 0 = number of cores */
@@ -128,6 +130,10 @@ int config_set_listen(struct config *c, const char *hostport);
  *  "experiments" beside rules_dir ("./rules" → "./experiments").  Writes
  *  into out (always NUL-terminated) and returns it. */
 const char *config_experiments_dir(const struct config *c, char *out, size_t len);
+
+/** Where campaign templates live: `templates_dir`, else "templates" beside
+ *  rules_dir ("./rules" → "./templates"); as config_experiments_dir. */
+const char *config_templates_dir(const struct config *c, char *out, size_t len);
 
 /** Find the key matching a bearer token, or NULL.  The token is hashed
  *  and its digest compared with every key's in constant time (no early

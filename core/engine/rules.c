@@ -83,6 +83,9 @@ void rules_channel_free(struct rules_channel *ch)
 {
     free(ch->name);
     free(ch->consent);
+    for (int i = 0; i < ch->nplacements; i++)
+        free(ch->placements[i]);
+    free(ch->placements);
     memset(ch, 0, sizeof *ch);
 }
 
@@ -283,11 +286,19 @@ void rules_scan_dir(const char *dir, const char *skip, int recurse, enum rules_k
                 rules_scan_dir(p, skip, recurse, k, out, depth + 1);
         } else if (S_ISREG(st.st_mode)) {
             size_t n = strlen(e->d_name);
-            if (n > 4 && !strcmp(e->d_name + n - 4, ".lua"))
+            /* campaign tests (x_test.lua below rules/) are run by `promod test`, never loaded */
+            if (n > 4 && !strcmp(e->d_name + n - 4, ".lua") &&
+                !(k == RULES_CAMPAIGN && rules_is_test_file(p)))
                 rules_flist_add(out, p, k);
         }
     }
     closedir(d);
+}
+
+int rules_is_test_file(const char *path)
+{
+    size_t n = strlen(path);
+    return n > 9 && !strcmp(path + n - 9, "_test.lua");
 }
 
 char *rules_read_file(const char *path, size_t *len, int *rc)
@@ -353,6 +364,7 @@ static int keep_parsed(const struct rules_gen *prev, const struct rules_gen *g, 
             *chan = *o;
             chan->name = rules_xstrdup(o->name);
             chan->consent = o->consent ? rules_xstrdup(o->consent) : NULL;
+            chan->placements = rules_strv_dup(o->placements, o->nplacements);
             return 1;
         }
         return 0;

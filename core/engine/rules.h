@@ -26,6 +26,8 @@
  *                   validation messages)
  *   rules_worker.c  the worker side: loading files into a worker's Lua
  *                   state, adopting generations, the hook ref cache
+ *   rules_warn.c    static warnings over a rule set (promod check,
+ *                   GET /api/v1/rules) and the profile sample they use
  * Which hooks a file may define, and how they are called, is the hooks
  * module's (engine/hooks.h); validation and the worker side follow its
  * table.
@@ -38,6 +40,7 @@
 #define PROMOD_RULES_H
 #include <jansson.h>
 #include <stdint.h>
+#include <stdio.h>
 #include "base/config.h"
 #include "engine/coupons.h"
 #include "engine/hooks.h"
@@ -136,6 +139,9 @@ struct rules_channel {
     unsigned hooks;                 /**< HOOKS_BIT() of each channel hook (render, deliver) */
     int outbound;                   /**< has deliver: messages go through the outbox */
     json_t *settings;               /**< config channels[name] (borrowed from config) */
+    char **placements;              /**< the plugin's `placements` (slots it serves), or NULL
+                                         when it does not say (any); for warnings only */
+    int nplacements;
 };
 
 struct rules_file {
@@ -277,9 +283,61 @@ void rules_set_source_filter(rules_source_filter_fn fn);
 typedef void (*rules_reload_hook_fn)(struct app *app);
 void rules_set_reload_hook(rules_reload_hook_fn fn);
 
+/** 1 when `path` names a campaign test file (ends in "_test.lua"): the
+ *  loader and `promod check` skip those; `promod test` runs them
+ *  (engine/ruletest.h). */
+int rules_is_test_file(const char *path);
+
+/* --- static warnings (rules_warn.c; any thread) ------------------------- */
+/** A file's text, for the line numbers and template placeholders of warnings. */
+struct rules_warn_file {
+    const char *path;
+    const char *src; /**< may be NULL */
+    size_t len;
+};
+/** Static warnings over a rule set — things that load but are probably not
+ *  meant; they never block loading.  `camps[i].file` indexes `files`; a
+ *  campaign's channel bits index `chans`.  Codes: schedule_past (the
+ *  schedule ends before `now`), placement_unserved (a placement on a
+ *  campaign whose channels all send, or that no channel's `placements`
+ *  list names), variant_weights_zero, priority_tie (two active campaigns
+ *  with the same priority, a shared channel and an overlapping placement,
+ *  no score hook: the lower id ranks first), cap_never_binds (a customer
+ *  or total cap another cap of the campaign always reaches first),
+ *  cap_above_policy (a customer cap above a channel policy's cap with at
+ *  least as long a window), template_attribute_unseen (a {{path}} in the
+ *  file's text that none of `profiles` has; skipped when `profiles` is
+ *  NULL or empty).  @return a new object: file path → [{"file", "line",
+ *  "code", "message"}] (files without warnings absent), NULL when out of
+ *  memory. */
+json_t *rules_warnings(const struct rules_campaign *camps, int ncamps,
+                       const struct rules_channel *chans, int nchans,
+                       const struct rules_warn_file *files, int nfiles, const json_t *profiles,
+                       int64_t now);
+/** rules_warnings over a generation. */
+json_t *rules_gen_warnings(const struct rules_gen *g, const json_t *profiles, int64_t now);
+/** Up to `n` profiles spread over the store (runs of n/8 from 8 start
+ *  keys across the id alphabet; at most about 5n records read, never a full scan), each
+ *  an object with its "id", for the template warning.  Read txn `t` (NULL
+ *  gives []).  @return a new array. */
+json_t *rules_sample_profiles(struct store_txn *t, int n);
+/** Print warnings as "file:line: warning: message" lines; @return how many. */
+int rules_warnings_print(const json_t *w, FILE *f);
+#define RULES_WARN_SAMPLE 500 /**< profiles sampled for the template warning */
+
+/** Options of `promod check` beyond the paths. */
+struct rules_check_opts {
+    int strict;               /**< warnings fail the check (exit status 1) */
+    const json_t *profiles;   /**< sampled profiles (--data), or NULL */
+    int64_t now;              /**< for the schedule warning; 0 = the clock */
+};
+
 /** `promod check`: validate the given dirs/files (default rules/ plugins/),
- *  print each problem, return the exit status. */
-int rules_check_cli(const struct config *cfg, const char **paths, int n);
+ *  print each problem and then each warning (rules_warnings over the files
+ *  checked, with opts->profiles for the template warning), return the exit
+ *  status: 1 on a problem, or on a warning with opts->strict. */
+int rules_check_cli(const struct config *cfg, const char **paths, int n,
+                    const struct rules_check_opts *opts);
 
 /* --- the worker side (rules_worker.c) ----------------------------------- */
 /** A campaign's variants' content as compiled in a worker (content.h),

@@ -29,6 +29,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <time.h>
 
 
 void rules_verr(struct vctx *v, const char *key, const char *fmt, ...)
@@ -121,8 +122,8 @@ static void parse_caps(lua_State *L, struct vctx *v, const char *what, struct ru
 /* The fields a file's table may have besides its owner's hooks (hooks.h). */
 static const char *camp_fields[] = { "id", "name", "channels", "placements", "priority", "schedule",
                                      "caps", "variants", "status", "trigger", "cost", "description",
-                                     "owner", "tags", "audience", "budget", "locales", NULL };
-static const char *plugin_fields[] = { "channel", "policy", "description", NULL };
+                                     "owner", "tags", "audience", "budget", "locales", "tests", NULL };
+static const char *plugin_fields[] = { "channel", "policy", "description", "placements", NULL };
 
 static int in_list(const char *k, const char **list)
 {
@@ -581,9 +582,10 @@ static void validate_campaign(lua_State *L, struct vctx *v, const char *const *c
             var->weight = 1;
             if (lua_type(L, -1) == LUA_TNUMBER) {
                 var->weight = lua_tonumber(L, -1);
-                if (!(var->weight > 0) || var->weight > 1e9)
+                /* 0 switches a variant off; all of them 0 is a warning (rules_warn.c) */
+                if (!(var->weight >= 0) || var->weight > 1e9)
                     rules_verr(v, rules_pathf(pb, sizeof pb, "variants[%d].weight", i),
-                         "variants[%d].weight must be a positive number", i);
+                         "variants[%d].weight must be a number from 0 to 1e9", i);
             } else if (!lua_isnil(L, -1)) {
                 rules_verr(v, rules_pathf(pb, sizeof pb, "variants[%d].weight", i),
                      "variants[%d].weight must be a number", i);
@@ -739,6 +741,24 @@ static void validate_plugin(lua_State *L, struct vctx *v, struct rules_channel *
         rules_verr(v, "policy", "policy must be a table");
     }
     lua_pop(L, 1);
+    /* placements = { "home_banner", ... }: the slots this channel serves (warnings only) */
+    lua_getfield(L, -1, "placements");
+    if (lua_istable(L, -1)) {
+        int n = (int)lua_objlen(L, -1);
+        ch->placements = calloc((size_t)n + 1, sizeof *ch->placements);
+        for (int i = 1; ch->placements && i <= n; i++) {
+            lua_rawgeti(L, -1, i);
+            if (lua_type(L, -1) == LUA_TSTRING)
+                ch->placements[ch->nplacements++] = rules_xstrdup(lua_tostring(L, -1));
+            else
+                rules_verr(v, rules_pathf(pb, sizeof pb, "placements[%d]", i),
+                           "placements[%d] must be a string", i);
+            lua_pop(L, 1);
+        }
+    } else if (!lua_isnil(L, -1)) {
+        rules_verr(v, "placements", "placements must be a list of names like { \"home_banner\" }");
+    }
+    lua_pop(L, 1);
     ch->hooks = declared_hooks(L, v, HOOKS_CHANNEL, 0);
     ch->outbound = (ch->hooks & HOOKS_BIT(HOOKS_DELIVER)) != 0;
 }
@@ -880,7 +900,8 @@ static char *dir_dup(const char *dir)
     return d;
 }
 
-int rules_check_cli(const struct config *cfg, const char **paths, int n)
+int rules_check_cli(const struct config *cfg, const char **paths, int n,
+                    const struct rules_check_opts *opts)
 {
     /* audiences name segments: those segments_dir defines */
     rules_check_set_segments(segments_known_ids(cfg));
@@ -925,7 +946,7 @@ int rules_check_cli(const struct config *cfg, const char **paths, int n)
                 roots[nroots++] = root;
             else
                 free(root);
-        } else {
+        } else if (is_plugin || !rules_is_test_file(paths[i])) { /* tests: `promod test` */
             rules_flist_add(is_plugin ? &plugins : &camps, paths[i],
                       is_plugin ? RULES_PLUGIN : RULES_CAMPAIGN);
         }
@@ -945,6 +966,15 @@ int rules_check_cli(const struct config *cfg, const char **paths, int n)
     json_t *ids = json_object(); /* campaign id → file, as the loader refuses duplicates */
     char *names[32];
     int nnames = 0, files = 0;
+    /* what the warnings look at: the valid campaigns and channels, the files' text */
+    struct rules_channel wch[32];
+    struct rules_campaign *wc = calloc((size_t)camps.n + 1, sizeof *wc);
+    struct rules_warn_file *wf = calloc((size_t)camps.n + 1, sizeof *wf);
+    int nwc = 0, nwf = 0;
+    if (!wc || !wf) {
+        fprintf(stderr, "promod check: out of memory\n");
+        exit(1);
+    }
     for (int pass = 0; pass < 2; pass++) {
         struct rules_flist *l = pass ? &camps : &plugins;
         for (int i = 0; i < l->n; i++) {
@@ -988,8 +1018,9 @@ int rules_check_cli(const struct config *cfg, const char **paths, int n)
                              l->paths[i], rules_line_of(src, len, "channel"), ch.name);
                     json_array_append_new(errors, json_string(m));
                 } else {
+                    wch[nnames] = ch;
                     names[nnames++] = ch.name;
-                    ch.name = NULL;
+                    memset(&ch, 0, sizeof ch);
                 }
             }
             if (!pass)
@@ -1002,6 +1033,12 @@ int rules_check_cli(const struct config *cfg, const char **paths, int n)
                     json_array_append_new(errors, json_string(m));
                 } else {
                     json_object_set_new(ids, camp.id, json_string(l->paths[i]));
+                    camp.status = camp.file_status;
+                    camp.file = nwf;
+                    wf[nwf++] = (struct rules_warn_file){ l->paths[i], src, len };
+                    wc[nwc++] = camp;
+                    memset(&camp, 0, sizeof camp);
+                    src = NULL; /* kept for the warnings */
                 }
             }
             if (pass)
@@ -1014,16 +1051,27 @@ int rules_check_cli(const struct config *cfg, const char **paths, int n)
     json_array_foreach(errors, i, e)
         printf("%s\n", json_string_value(e));
     size_t nerr = json_array_size(errors);
-    fprintf(stderr, "promod check: %d files, %zu problems\n", files, nerr);
+    int64_t now = opts && opts->now ? opts->now : (int64_t)time(NULL);
+    json_t *warns = rules_warnings(wc, nwc, wch, nnames, wf, nwf, opts ? opts->profiles : NULL, now);
+    int nwarn = warns ? rules_warnings_print(warns, stdout) : 0;
+    json_decref(warns);
+    fprintf(stderr, "promod check: %d files, %zu problems, %d warnings%s\n", files, nerr, nwarn,
+            nwarn && opts && opts->strict ? " (--strict: warnings fail)" : "");
+    for (int k = 0; k < nwc; k++)
+        rules_campaign_free(&wc[k]);
+    for (int k = 0; k < nwf; k++)
+        free((char *)wf[k].src);
+    free(wc);
+    free(wf);
     json_decref(errors);
     json_decref(ids);
     for (int k = 0; k < nnames; k++)
-        free(names[k]);
+        rules_channel_free(&wch[k]); /* names[k] is wch[k].name */
     for (int k = 0; k < nroots; k++)
         free(roots[k]);
     free(rules_root);
     luavm_free(vm);
     rules_flist_free(&plugins);
     rules_flist_free(&camps);
-    return nerr ? 1 : 0;
+    return nerr || (nwarn && opts && opts->strict) ? 1 : 0;
 }

@@ -65,6 +65,7 @@ static struct rules_gen *sim_gen(const struct rules_gen *live, int chi, const ch
     ch->file = 0;
     ch->name = dup_s(lc->name);
     ch->consent = dup_s(lc->consent);
+    ch->placements = rules_strv_dup(lc->placements, lc->nplacements);
     if (!ch->name || (lc->consent && !ch->consent))
         goto fail;
     f = &g->files[g->nfiles++];

@@ -8,6 +8,10 @@
 #include "http/router.h"
 #include "engine/loyalty_rules.h"
 #include "engine/rules.h"
+#include "engine/ruletest.h"
+#include "engine/templates.h"
+#include "base/clock.h"
+#include "store/store.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,7 +24,41 @@ static json_t *status(void)
     return o;
 }
 
-static void h_list(struct http_req *r) { http_reply_json(r, 200, status()); }
+/* GET /api/v1/rules: each file's "warnings" (engine/rules.h rules_warnings),
+ * the template warning against profiles sampled from the store. */
+static void h_list(struct http_req *r)
+{
+    json_t *o = status();
+    struct store_txn *t = NULL;
+    json_t *sample = NULL;
+    if (g_app->store && store_rtxn_begin(g_app->store, &t) == 0)
+        sample = rules_sample_profiles(t, RULES_WARN_SAMPLE);
+    store_txn_end(t);
+    struct rules_gen *g = rules_gen_acquire();
+    json_t *w = rules_gen_warnings(g, sample, clock_now());
+    rules_gen_release(g);
+    size_t i;
+    json_t *f;
+    int n = 0;
+    json_array_foreach(json_object_get(o, "files"), i, f) {
+        json_t *fw = w ? json_object_get(w, json_string_value(json_object_get(f, "file"))) : NULL;
+        json_t *list = json_array();
+        size_t k;
+        json_t *x;
+        json_array_foreach(fw, k, x) { /* the file is the entry's own */
+            json_t *c = json_deep_copy(x);
+            json_object_del(c, "file");
+            json_array_append_new(list, c);
+            n++;
+        }
+        json_object_set_new(f, "warnings", list);
+    }
+    json_object_set_new(o, "warnings", json_integer(n));
+    json_object_set_new(o, "profiles_sampled", json_integer(sample ? (json_int_t)json_array_size(sample) : 0));
+    json_decref(w);
+    json_decref(sample);
+    http_reply_json(r, 200, o);
+}
 
 static void h_reload(struct http_req *r)
 {
@@ -256,8 +294,90 @@ out:
     json_decref(b);
 }
 
+/* POST /api/v1/rules/test {"script"?, "name"?, "tests"}: the campaign tests
+ * `tests` (a test file's source) against the posted script (under rules/NAME,
+ * default rules/script.lua) and every live campaign file, in a throwaway
+ * sandbox (engine/ruletest.h): nothing is counted or stored.  200 with the
+ * results whether the tests pass or not. */
+static void h_test(struct http_req *r)
+{
+    json_t *b = http_body_json(r, JSON_OBJECT);
+    if (!b)
+        return;
+    const char *k;
+    json_t *v;
+    json_object_foreach(b, k, v) {
+        if (strcmp(k, "script") && strcmp(k, "name") && strcmp(k, "tests")) {
+            http_reply_errorf(r, 400, "unknown_field", k,
+                              "unknown field \"%.64s\" (expected script, name, tests)", k);
+            json_decref(b);
+            return;
+        }
+    }
+    json_t *sv = json_object_get(b, "script"), *tv = json_object_get(b, "tests");
+    const char *n = json_string_value(json_object_get(b, "name"));
+    if (!json_is_string(tv)) {
+        http_reply_error(r, 400, tv ? "invalid_field" : "missing_field",
+                         "\"tests\" (a test file's Lua source) is required as a string", "tests");
+    } else if (sv && !json_is_string(sv)) {
+        http_reply_error(r, 400, "invalid_field", "\"script\" must be the Lua source as a string",
+                         "script");
+    } else if ((json_object_get(b, "name") && !n) || (n && !rel_name_valid(n))) {
+        http_reply_error(r, 400, "invalid_field",
+                         "\"name\" is the file's path under rules/, like \"spring.lua\"", "name");
+    } else {
+        char path[300], tpath[300];
+        snprintf(path, sizeof path, "rules/%s", n ? n : "script.lua");
+        size_t stem = strlen(path);
+        if (stem > 4 && !strcmp(path + stem - 4, ".lua"))
+            stem -= 4; /* rules/x.lua's tests are rules/x_test.lua */
+        snprintf(tpath, sizeof tpath, "%.*s_test.lua", (int)(stem > 250 ? 250 : stem), path);
+        struct rules_gen *g = rules_gen_acquire();
+        int nf = g ? g->nfiles : 0, nc = 0;
+        struct ruletest_src *cs = calloc((size_t)nf + 2, sizeof *cs);
+        const char *chans[32];
+        int nch = 0;
+        for (int i = 0; g && i < g->nchans && i < 32; i++)
+            chans[nch++] = g->chans[i].name;
+        /* the posted script first: campaign(id) finds it before a live file of that id */
+        if (cs && sv)
+            cs[nc++] = (struct ruletest_src){ path, json_string_value(sv), json_string_length(sv) };
+        for (int i = 0; cs && i < nf; i++) {
+            const struct rules_file *f = &g->files[i];
+            if (f->kind == RULES_CAMPAIGN && f->source)
+                cs[nc++] = (struct ruletest_src){ f->path, f->source, f->source_len };
+        }
+        struct ruletest_src ts = { tpath, json_string_value(tv), json_string_length(tv) };
+        char lib[4096];
+        snprintf(lib, sizeof lib, "%s/lib", g_app->cfg.rules_dir);
+        json_t *o = cs ? ruletest_run(cs, nc, &ts, 1, chans, nch, lib) : NULL;
+        rules_gen_release(g);
+        free(cs);
+        if (o)
+            http_reply_json(r, 200, o);
+        else
+            http_reply_error(r, 500, "internal", "out of memory", NULL);
+    }
+    json_decref(b);
+}
+
+/* GET /api/v1/templates: the campaign templates with their parameters */
+static void h_templates(struct http_req *r)
+{
+    char dir[4096];
+    config_templates_dir(&g_app->cfg, dir, sizeof dir);
+    json_t *l = templates_list(dir);
+    if (!l) {
+        http_reply_error(r, 500, "internal", "out of memory", NULL);
+        return;
+    }
+    http_reply_json(r, 200, json_pack("{s:o}", "templates", l));
+}
+
 void api_rules_register(void)
 {
+    router_add(HTTP_POST, "/api/v1/rules/test", ROLE_MARKETER, h_test, 0);
+    router_add(HTTP_GET, "/api/v1/templates", ROLE_MARKETER, h_templates, 0);
     router_add(HTTP_GET, "/api/v1/rules", ROLE_MARKETER, h_list, 0);
     router_add(HTTP_POST, "/api/v1/rules/reload", ROLE_MARKETER, h_reload, 0);
     router_add(HTTP_POST, "/api/v1/rules/validate", ROLE_MARKETER, h_validate, 0);

@@ -11,6 +11,7 @@
  * here: scripts are validated by rules_validate_campaign().
  */
 #include "service/campaigns.h"
+#include "engine/templates.h"
 #include "engine/segments.h"
 #include "service/campaigns_internal.h"
 #include "base/err.h"
@@ -324,6 +325,11 @@ static json_t *create_campaign(const char *id, const json_t *meta, const char *s
 {
     char rel[300], abs[4200];
     snprintf(rel, sizeof rel, "%s.lua", id);
+    if (rules_is_test_file(rel)) { /* x_test.lua is a test file: the loader skips it */
+        reqerr_set(e, 400, "invalid_id", "id",
+                   "ids ending in \"_test\" name campaign test files (docs/authoring.md)");
+        return NULL;
+    }
     abs_of(rel, abs, sizeof abs);
     struct rules_gen *g = rules_gen_acquire();
     struct rules_campaign pc;
@@ -430,12 +436,56 @@ fail_nt:
 }
 
 static const char *const create_fields[] = { "id",          "script", "name", "owner",
-                                             "description", "tags",   "cost", NULL };
+                                             "description", "tags",   "cost", "template",
+                                             "params",      NULL };
+
+/* {"template": "cart_abandon", "params": {...}, "id"?, name/owner/...}: the
+ * template's source with the values written in (engine/templates.h), then
+ * the path every created campaign takes.  A body "id" is params.id. */
+static json_t *create_from_template(const json_t *body, const char *actor, struct reqerr *e)
+{
+    json_t *tv = json_object_get(body, "template");
+    if (!json_is_string(tv)) {
+        reqerr_set(e, 400, tv ? "invalid_field" : "missing_field", "template",
+                   "\"template\" names the template to instantiate (GET /api/v1/templates)");
+        return NULL;
+    }
+    if (json_object_get(body, "script")) {
+        reqerr_set(e, 400, "invalid_field", "script",
+                   "give either \"script\" or \"template\" with \"params\", not both");
+        return NULL;
+    }
+    json_t *pv = json_object_get(body, "params");
+    json_t *params = json_is_object(pv) ? json_deep_copy(pv) : pv ? json_incref(pv) : json_object();
+    const char *bid = jstr(body, "id");
+    if (bid && json_is_object(params)) {
+        json_t *pid = json_object_get(params, "id");
+        if (pid && !(json_is_string(pid) && !strcmp(json_string_value(pid), bid))) {
+            reqerr_set(e, 400, "invalid_id", "id", "\"id\" and params.id differ");
+            json_decref(params);
+            return NULL;
+        }
+        json_object_set_new(params, "id", json_string(bid));
+    }
+    char dir[4096], id[160];
+    config_templates_dir(&g_app->cfg, dir, sizeof dir);
+    char *src = NULL;
+    size_t len = 0;
+    int rc = templates_instantiate(dir, json_string_value(tv), params, &src, &len, id, sizeof id, e);
+    json_decref(params);
+    if (rc)
+        return NULL;
+    json_t *v = create_campaign(id, body, src, len, actor, "api", NULL, e);
+    free(src);
+    return v;
+}
 
 json_t *campaigns_create(const json_t *body, const char *actor, struct reqerr *e)
 {
     if (check_body(body, create_fields, e))
         return NULL;
+    if (json_object_get(body, "template") || json_object_get(body, "params"))
+        return create_from_template(body, actor, e);
     const char *id = jstr(body, "id");
     if (!id) {
         reqerr_set(e, 400, "missing_field", "id",

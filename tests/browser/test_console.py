@@ -713,6 +713,27 @@ def check_simulate(c, srv):
     assert not errs, errs
 
 
+def check_campaign_tests(c, srv):
+    _, camp = srv.call("GET", "/api/v1/campaigns/spring-sale")
+    c.go("campaigns/spring-sale/script")
+    c.wait_css("#tests-editor")
+    tests = ('local c = campaign("spring-sale")\n'
+             'test("fr gold", function() expect(c:eligible({ id = "a", tier = "gold" }, { country = "FR" })).to_be(true) end)\n'
+             'test("wrong", function()\n  expect(c:score({ id = "a" }, {})).to_be(-1)\nend)\n')
+    c.js("document.getElementById('tests-editor').value = arguments[0]", tests)
+    c.el("#btn-run-tests").click()
+    c.wait_css("#tests-result tbody tr")
+    rows = c.els("#tests-result tbody tr")
+    assert len(rows) == 2, [r.text for r in rows]
+    assert rows[0].get_attribute("data-ok") == "true", rows[0].text
+    assert rows[1].get_attribute("data-ok") == "false" and "_test.lua:4: expected -1, got 50" in rows[1].text, rows[1].text
+    _, api = srv.call("POST", "/api/v1/rules/test", {"script": camp["script"], "name": "spring-sale.lua",
+                                                     "tests": tests})
+    assert api["passed"] == 1 and api["failed"] == 1, api
+    errs = c.console_errors()
+    assert not errs, errs
+
+
 def check_hostile_content_is_text(c, srv):
     c.go("campaigns")
     c.wait_css('#campaign-list tr[data-campaign="hostile"]')
@@ -858,7 +879,7 @@ def check_roles(c, srv):
 
 
 CHECKS = [check_static_safety, check_sign_in_and_key_handling, check_dashboard_equals_api, check_pages_load_clean,
-          check_lifecycle_buttons, check_editor_errors_save_versions, check_simulate,
+          check_lifecycle_buttons, check_editor_errors_save_versions, check_simulate, check_campaign_tests,
           check_hostile_content_is_text, check_experiments, check_segments, check_roles]
 
 

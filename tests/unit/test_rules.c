@@ -220,15 +220,12 @@ ParameterizedTestParameters(rules, bad_campaign)
           "    { id = 'B', content = {} },\n    { id = 'A', content = {} },\n  },\n" ELIG "}\n", 6,
           "variants[3]: duplicate id \"A\"" },
         { "return {\n  channels = { 'web' },\n  variants = {\n    { id = 'A', weight = 1, content = {} },\n"
-          "    { id = 'B', weight = 0, content = {} },\n  },\n" ELIG "}\n", 5,
-          "variants[2].weight must be a positive number" },
-        { "return {\n  channels = { 'web' },\n  variants = {\n    { id = 'A', weight = 1, content = {} },\n"
           "    { id = 'B',\n      weight = -5,\n      content = {} },\n  },\n" ELIG "}\n", 6,
-          "variants[2].weight must be a positive number" },
+          "variants[2].weight must be a number from 0 to 1e9" },
         { "return {\n  channels = { 'web' },\n  variants = { { id = 'A', weight = 0/0, content = {} } },\n"
-          ELIG "}\n", 3, "variants[1].weight must be a positive number" },
+          ELIG "}\n", 3, "variants[1].weight must be a number from 0 to 1e9" },
         { "return {\n  channels = { 'web' },\n  variants = { { id = 'A', weight = 1/0, content = {} } },\n"
-          ELIG "}\n", 3, "variants[1].weight must be a positive number" },
+          ELIG "}\n", 3, "variants[1].weight must be a number from 0 to 1e9" },
         { "return {\n  channels = { 'web' },\n  variants = { { id = 'A', weight = '50', content = {} } },\n"
           ELIG "}\n", 3, "variants[1].weight must be a number" },
         { "return {\n  channels = { 'web' },\n  variants = { { id = 'A', content = 'hello' } },\n" ELIG "}\n",
@@ -566,7 +563,7 @@ Test(rules, every_problem_reported_with_its_line)
         "  priority = 'top',\n"                         /* 4 */
         "  variants = {\n"                              /* 5 */
         "    { id = 'A', weight = 2, content = {} },\n" /* 6 */
-        "    { id = 'B', weight = 0, content = {} },\n" /* 7 */
+        "    { id = 'B', weight = -1, content = {} },\n"/* 7 */
         "  },\n"                                        /* 8 */
         "  -- content = 5, (a comment: not the field)\n"/* 9 */
         "  content = 5,\n"                              /* 10 */
@@ -575,7 +572,7 @@ Test(rules, every_problem_reported_with_its_line)
     json_t *e = validate(RULES_CAMPAIGN, "rules/t.lua", src, sizeof src - 1, &rc);
     static const char *want[] = { "rules/t.lua:2: id \"x y\"", "rules/t.lua:3: unknown channel \"pager\"",
                                   "rules/t.lua:4: priority must be a number",
-                                  "rules/t.lua:7: variants[2].weight must be a positive number",
+                                  "rules/t.lua:7: variants[2].weight must be a number from 0 to 1e9",
                                   "rules/t.lua:10: content must be a function",
                                   "rules/t.lua:1: eligible is required" };
     char *all = json_dumps(e, JSON_INDENT(1));
@@ -611,5 +608,5 @@ Test(rules, lines_survive_locals_strings_and_comments)
         "}\n"                                                     /* 14 */
         "return c\n";
     expect_error(RULES_CAMPAIGN, "rules/t.lua", src, sizeof src - 1, 12,
-                 "variants[2].weight must be a positive number");
+                 "variants[2].weight must be a number from 0 to 1e9");
 }

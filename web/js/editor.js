@@ -8,6 +8,8 @@
 // /api/v1/rules/simulate: the edited text, not the saved one, runs through
 // the live decide pipeline as a dry run with explain for the chosen
 // customer, channel, placement and context — before anything is saved.
+// Run tests is POST /api/v1/rules/test: a campaign test file (the textarea,
+// docs/authoring.md) against the edited text; failures at their test line.
 
 import { api, get, post, describe, seg, ApiError } from "./api.js";
 import { h, put, notice, table, fmtJSON, fmtNum } from "./dom.js";
@@ -168,8 +170,41 @@ export function scriptTab(body, camp, { onSaved }) {
   put(body, h("div", { class: "script-layout" },
     h("section", { class: "card editor-card" }, h("h2", null, "Script ", h("code", null, camp.file || "")),
       toolbar, ed.el, errBox),
-    simulatePanel(camp, ed, name, showErrors)));
+    simulatePanel(camp, ed, name, showErrors), testsPanel(camp, ed, name)));
   return () => {};
+}
+
+// ---- campaign tests ---------------------------------------------------------
+
+function testsPanel(camp, ed, name) {
+  const src = h("textarea", { class: "code", id: "tests-editor", rows: 8, spellcheck: "false", wrap: "off",
+    "aria-label": "Campaign tests (Lua)" });
+  src.value = `local c = campaign(${JSON.stringify(camp.id)})\n\n` +
+    `test("a customer I expect to be eligible", function()\n` +
+    `  expect(c:eligible({ id = "c1" }, {})).to_be(true)\nend)\n`;
+  const out = h("div", { id: "tests-result", "aria-live": "polite" });
+
+  async function run() {
+    put(out, h("span", { class: "muted" }, "running…"));
+    try {
+      const d = (await post("/api/v1/rules/test", { script: ed.value, name, tests: src.value })).data;
+      const rows = (d.tests || []).map((t) => ({
+        props: { class: t.ok ? null : "row-error", dataset: { ok: String(t.ok) } },
+        cells: [t.name, t.ok ? "pass" : "FAIL", t.error || ""],
+      }));
+      put(out, notice(d.failed ? "error" : "ok", `${d.passed} passed, ${d.failed} failed (nothing stored)`),
+        table(["test", "result", "failure (file:line: message)"], rows));
+    } catch (e) {
+      put(out, notice("error", describe(e)));
+    }
+  }
+
+  return h("section", { class: "card tests-card" },
+    h("h2", null, "Tests"),
+    h("p", { class: "muted" }, "Campaign tests against the edited script: campaign(id), test(name, fn), expect(x).to_be(y) (docs/authoring.md)."),
+    src,
+    h("div", { class: "toolbar" }, h("button", { type: "button", id: "btn-run-tests", on: { click: run } }, "Run tests")),
+    out);
 }
 
 // ---- simulate -------------------------------------------------------------

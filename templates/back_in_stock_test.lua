@@ -1,0 +1,5 @@
+local c = campaign("back-in-stock")
+test("only customers who asked", function()
+  expect(c:eligible({ id = "u1" }, {})).to_be(false)
+  expect(c:eligible({ id = "u2", notify_stock = true }, {})).to_be(true)
+end)

@@ -1,0 +1,10 @@
+local c = campaign("birthday")
+local now = 1781136000 -- 2026-06-11T00:00:00Z
+test("the gift shows on the birthday", function()
+  local o = c:decide({ id = "u1", birthday = "1990-06-11", first_name = "Eve" }, { now = now })
+  expect(o.content.headline).to_be("Happy birthday, Eve!")
+  expect(o.content.body).to_be("Your gift today: a free dessert")
+end)
+test("not on another day", function()
+  expect(c:eligible({ id = "u2", birthday = "06-12" }, { now = now })).to_be(false)
+end)

@@ -1,0 +1,8 @@
+local c = campaign("browse-abandon")
+test("one view is not enough", function()
+  expect(c:eligible({ id = "u1", stats = { product_view = 1 } }, {})).to_be(false)
+end)
+test("two views get the nudge", function()
+  local o = c:decide({ id = "u2", first_name = "Bo", stats = { product_view = 2 } }, {})
+  expect(o.content.subject).to_be("Still thinking it over, Bo?")
+end)

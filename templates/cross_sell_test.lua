@@ -1,0 +1,8 @@
+local c = campaign("cross-sell")
+test("suggests the category to those who do not buy it", function()
+  local o = c:decide({ id = "u1", categories = { "shoes" } }, {})
+  expect(o.content.body).to_be("Have a look at our accessories.")
+end)
+test("not to those who already buy it", function()
+  expect(c:eligible({ id = "u2", categories = { "shoes", "accessories" } }, {})).to_be(false)
+end)

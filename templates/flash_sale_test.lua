@@ -1,0 +1,6 @@
+local c = campaign("flash-sale")
+test("everyone sees the sale by default", function()
+  local o = c:decide({ id = "u1" }, {})
+  expect(o.content.headline).to_be("Flash sale: 30% off")
+  expect(o.score).to_be(90)
+end)

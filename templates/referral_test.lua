@@ -1,0 +1,8 @@
+local c = campaign("referral")
+test("repeat customers are invited", function()
+  local o = c:decide({ id = "u1", orders = 3 }, {})
+  expect(o.content.headline).to_be("Give 10 EUR, get 10 EUR")
+end)
+test("first-time customers are not", function()
+  expect(c:eligible({ id = "u2", orders = 1 }, {})).to_be(false)
+end)

@@ -1,0 +1,8 @@
+local c = campaign("welcome-series")
+test("new sign-ups are welcomed", function()
+  local o = c:decide({ id = "u1" }, {})
+  expect(o.content.subject).to_be("Welcome aboard, friend")
+end)
+test("customers who bought are not", function()
+  expect(c:eligible({ id = "u2", stats = { conversion = 1 } }, {})).to_be(false)
+end)
