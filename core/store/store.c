@@ -28,14 +28,9 @@
  * holds no pointer into the map once reset, so cached transactions do not
  * count, only live ones.
  *
- * Why no readahead (MDB_NORDAHEAD, i.e. MADV_RANDOM on the map): with
- * readahead a page fault reads a whole window of the file, and recent
- * kernels cache such a window as one large folio; dirtying any 4 KiB of
- * it then makes the flush write the whole folio.  Measured on coupon
- * redemptions (random codes, one durable commit each): 1.2 MB written to
- * disk per redemption with readahead, 19 KB without (write_bytes of the
- * process; docs/promotions.md#performance).  Lookups here are by key, so
- * readahead rarely helps; a cold sequential scan is what it slows.
+ * Why MDB_NORDAHEAD: a readahead window is cached as one large folio, and
+ * dirtying 4 KiB of it makes the flush write all of it (1.2 MB flushed per
+ * coupon redemption with readahead, 19 KB without; docs/promotions.md).
  *
  * Why fallocate: with MDB_WRITEMAP the file is sparse, and a page first
  * written in a hole of a full disk raises SIGBUS instead of an error.  So
