@@ -13,7 +13,8 @@
 #   made before the first run, page cache dropped before every server start)
 #   is driven by this build and by OTHER_PROMOD_BINARY (e.g. a build of
 #   main) in alternating runs: round 1 this, other, round 2 this, other, ...
-#   for each connection count.  Rows also give the ceilings of this HTTP
+#   for each connection count; every server start is followed by an
+#   uncounted warm-up of BENCH_WARM (5) seconds of redemptions.  Rows also give the ceilings of this HTTP
 #   server on this machine: GET /healthz (no work) and POST
 #   /api/v1/coupons/validate (the same request parsing, checks and reads,
 #   no write, no fsync).  Reported: req/s, latencies, non-2xx (must be 0),
@@ -159,6 +160,8 @@ CFG
   bin_of() { [ "$1" = new ] && echo "$BIN" || echo "$VS"; }
   # the last 50,000 codes are never redeemed: validate runs on them
   VALIDATE_AT=$(( NCODES - 50000 ))
+  tail -n 50000 "$RUN/codes.txt" > "$RUN/validate-codes.txt"
+  WARM=${BENCH_WARM:-5}
   ROWS=$OUT/redeem-rows.txt
   : > "$ROWS"
   for round in $(seq 1 "$ROUNDS"); do
@@ -168,13 +171,18 @@ CFG
         drop_cache "$RUN/data-$b/data.mdb"
         start_server "$(config "$RUN/data-$b")" "$(bin_of "$b")"
         name=redeem-$b-c$c-r$round
+        # warm-up, not counted: the server faults in the pages it uses its own way
+        DURATION_SAVED=$DURATION; DURATION=$WARM
+        CODES=$RUN/codes.txt OFFSET=${OFFSET[$b]} run_wrk "warm-$name" -s scripts/redeem.wrk.lua --timeout 10s "http://127.0.0.1:$PORT" >/dev/null
+        DURATION=$DURATION_SAVED
+        OFFSET[$b]=$(( ${OFFSET[$b]} + $(used "warm-$name") + 1000 ))
         R=$(CODES=$RUN/codes.txt OFFSET=${OFFSET[$b]} run_wrk "$name" -s scripts/redeem.wrk.lua --timeout 10s "http://127.0.0.1:$PORT")
         OFFSET[$b]=$(( ${OFFSET[$b]} + $(used "$name") + 1000 ))
         [ "${OFFSET[$b]}" -lt "$VALIDATE_AT" ] || { echo "out of codes: raise BENCH_CODES" >&2; exit 1; }
         B=$(curl -fs "http://127.0.0.1:$PORT/metrics" | awk '/^promod_coupon_redeem_batch(es|ed)_total/ {v[$1]=$2} END {if (v["promod_coupon_redeem_batches_total"] > 0) printf "%.1f", v["promod_coupon_redeem_batched_total"] / v["promod_coupon_redeem_batches_total"]; else print "-"}')
         if [ "$round" = 1 ]; then # ceilings of the same server and machine, once per connection count
           H=$(run_wrk "healthz-$b-c$c" "http://127.0.0.1:$PORT/healthz")
-          V=$(CODES=$RUN/codes.txt OFFSET=$VALIDATE_AT MODE=validate run_wrk "validate-$b-c$c" -s scripts/redeem.wrk.lua "http://127.0.0.1:$PORT")
+          V=$(CODES=$RUN/validate-codes.txt OFFSET=0 MODE=validate run_wrk "validate-$b-c$c" -s scripts/redeem.wrk.lua --timeout 10s "http://127.0.0.1:$PORT")
           echo "healthz $b $c $round $H healthz-$b-c$c -" >> "$ROWS"
           echo "validate $b $c $round $V validate-$b-c$c -" >> "$ROWS"
         fi
