@@ -210,3 +210,88 @@ Test(coupons_batch, batches_answer_as_one_transaction_each_would)
                 commits, ok, refused);
     g_budget.amount_m = 20000;
 }
+
+/* A store that fills up in the middle of a batch: the redemption that hits
+ * the full map fails half-way, so the batch is thrown away and each
+ * redemption is done again alone.  Whatever each one's outcome, none is
+ * half-stored: a success is there with its use, its order and its money,
+ * a failure left nothing, and the stats count exactly the successes. */
+Test(coupons_batch, a_store_error_mid_batch_falls_back_to_one_transaction_each)
+{
+    store_close(st[1]);
+    tfx_rmrf(dir[1]);
+    struct store_opts o = { .dir = dir[1], .sync_interval_ms = 50, .map_size = 2u << 20,
+                            .map_max = 2u << 20 };
+    cr_assert_eq(store_open(&o, &st[1]), 0);
+    /* fill the map with single-use codes, 40 a transaction, until it refuses */
+    int made = 0;
+    static char codes[6000][24];
+    for (int full = 0; !full && made < 6000;) {
+        struct store_txn *wt;
+        if (store_wtxn_begin(st[1], &wt))
+            break;
+        int k;
+        for (k = 0; k < 40 && made + k < 6000; k++) {
+            snprintf(codes[made + k], sizeof codes[0], "FILL-%05d", made + k);
+            struct coupons_opts co = { .pool = "p", .max_uses = 1 };
+            if (coupons_code_add(wt, "camp", &co, codes[made + k], NULL, 1)) {
+                full = 1;
+                break;
+            }
+        }
+        if (full || store_txn_commit(wt, STORE_ASYNC)) {
+            if (!full)
+                break;
+            store_txn_end(wt);
+        } else {
+            made += k;
+        }
+    }
+    cr_assert_gt(made, 100, "only %d codes fit", made);
+    /* redeem every one of them in one batch, with long ids: it runs out of
+     * room part-way */
+    int nb = made;
+    static struct coupons_batch_item b[6000];
+    static struct coupons_batch_item *p[6000];
+    static char cust[6000][128], order[6000][128];
+    for (int i = 0; i < nb; i++) {
+        snprintf(cust[i], sizeof cust[i], "customer-%05d-%0100d", i, 0);
+        snprintf(order[i], sizeof order[i], "order-%05d-%0100d", i, 0);
+        item(&b[i], codes[i], cust[i], order[i], 10);
+        p[i] = &b[i];
+    }
+    g_budget.amount_m = 0; /* no budget: only room decides */
+    int commits = coupons_redeem_batch(st[1], p, (size_t)nb, camp_active, NULL);
+    g_budget.amount_m = 20000;
+    int ok = 0, failed = 0;
+    for (int i = 0; i < nb; i++) {
+        if (b[i].rc == 0) {
+            ok++;
+            cr_assert_gt(b[i].ticket, 0);
+        } else {
+            failed++;
+            cr_assert_eq(b[i].ticket, 0);
+            cr_assert_geq(b[i].e.status, 500, "item %d refused for a reason of its own: %d %s", i,
+                          b[i].e.status, b[i].e.code);
+        }
+        reqerr_clear(&b[i].e);
+    }
+    cr_assert_gt(failed, 0, "a batch of %d never ran out of room: the test does not test the fallback",
+                 nb);
+    cr_assert_eq(commits, ok, "after a fallback each success is a commit of its own");
+    struct store_txn *t;
+    cr_assert_eq(store_rtxn_begin(st[1], &t), 0);
+    for (int i = 0; i < nb; i++) {
+        struct coupons_code c;
+        cr_assert_eq(coupons_code_get(t, b[i].q.code, &c), 0);
+        cr_assert_eq(c.uses, b[i].rc == 0 ? 1u : 0u, "item %d (rc %d): %u uses stored", i, b[i].rc,
+                     c.uses);
+    }
+    struct coupons_stats s;
+    cr_assert_eq(coupons_stats_read(t, "camp", &s), 0);
+    store_txn_end(t);
+    cr_assert_eq(s.v[COUPONS_REDEEMED], ok);
+    cr_assert_eq(s.v[COUPONS_SPENT_M], 10 * ok);
+    cr_log_info("%d codes filled the map; a batch of all of them: %d redeemed alone, %d failed for room",
+                made, ok, failed);
+}
