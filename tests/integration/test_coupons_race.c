@@ -276,7 +276,7 @@ Test(coupons_race, refusals_in_a_batch_leave_the_other_redemptions_alone)
 
 /* --- SIGKILL during redemption load ----------------------------------------------- */
 
-#define KILL_THREADS 8
+#define KILL_THREADS 32 /* enough at once that redemptions share batches when the kill comes */
 #define KILL_MAX 3000
 
 struct kload {
