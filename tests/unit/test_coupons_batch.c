@@ -128,7 +128,7 @@ Test(coupons_batch, batches_answer_as_one_transaction_each_would)
 {
     const char *codes[12];
     long uses[12];
-    char names[12][16];
+    char names[12][24];
     for (int i = 0; i < 12; i++) {
         snprintf(names[i], sizeof names[i], "PROP-%02d", i);
         codes[i] = names[i];
@@ -139,7 +139,7 @@ Test(coupons_batch, batches_answer_as_one_transaction_each_would)
     g_budget.amount_m = 400000; /* runs out part-way */
     unsigned seed = 12345;
     static struct coupons_batch_item a[NITEMS], b[NITEMS];
-    static char cust[NITEMS][16], order[NITEMS][16], code[NITEMS][16];
+    static char cust[NITEMS][32], order[NITEMS][32], code[NITEMS][32];
     for (int i = 0; i < NITEMS; i++) {
         int o = (int)(rand_r(&seed) % 400); /* repeats: replays and conflicts */
         snprintf(order[i], sizeof order[i], "ord-%d", o);
