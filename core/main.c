@@ -196,6 +196,7 @@ static int open_store(struct app *app)
 {
     struct store_opts so = { .dir = app->cfg.data_dir, .map_size = app->cfg.map_size,
                              .map_max = app->cfg.map_max, .no_writemap = !app->cfg.store_writemap,
+                             .readahead = app->cfg.store_readahead,
                              .sync_interval_ms = (unsigned)app->cfg.sync_interval_ms };
     int rc = store_open(&so, &app->store);
     if (rc)
@@ -318,6 +319,7 @@ static int cmd_serve(const struct cli *c)
     events_log_compactor_stop();
     exp_admin_stop(); /* after the workers stopped deciding: stores queued exposures */
     promotions_sweeper_stop();
+    promotions_redeemer_stop(); /* after the workers: applies what they queued */
     loyalty_rules_stop();
     dlog_stop(); /* after the workers stopped deciding: what they logged is written */
     rules_stop(&app);

@@ -2,8 +2,10 @@
 -- single-use code, customer and order (codes from CODES, one a line, as
 -- written by scripts/bench-redeem.sh).  Use with wrk -t1: the position in
 -- the list is per wrk thread.  OFFSET skips codes used by an earlier run.
--- Prints the count of non-2xx answers (a used-up or unknown code would be
--- one: the run must show 0).
+-- MODE=validate: POST /api/v1/coupons/validate of the same codes instead
+-- (nothing is written; the codes stay unused).  Prints the count of
+-- non-2xx answers (a used-up or unknown code would be one: the run must
+-- show 0).
 local ffi = require "ffi"
 local file = assert(os.getenv("CODES"), "CODES: file of codes, one a line")
 local fh = assert(io.open(file, "rb")); local data = fh:read("*a"); fh:close()
@@ -16,6 +18,7 @@ while true do local e = data:find("\n", pos, true); if not e then break end; sta
 starts[n] = pos
 local i = tonumber(os.getenv("OFFSET") or "0")
 local key = os.getenv("API_KEY")
+local validate = os.getenv("MODE") == "validate"
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 if key then wrk.headers["Authorization"] = "Bearer " .. key end
@@ -24,6 +27,11 @@ function request()
   i = i + 1
   local code = data:sub(starts[k], starts[k + 1] - 2)
   -- amounts 1.00 .. 9.99 EUR
+  if validate then
+    return wrk.format(nil, "/api/v1/coupons/validate", nil, string.format(
+      '{"code":"%s","customer_id":"bench-%d","amount":%d.%02d,"currency":"EUR"}',
+      code, i, 1 + i % 9, i % 100))
+  end
   local body = string.format(
     '{"code":"%s","customer_id":"bench-%d","order_id":"order-%d","amount":%d.%02d,"currency":"EUR"}',
     code, i, i, 1 + i % 9, i % 100)

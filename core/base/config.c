@@ -602,6 +602,8 @@ static int apply(lua_State *L, struct cerr *e, struct config *c)
                 c->map_max = (size_t)v << 20;
         } else if (!strcmp(k, "store_writemap")) {
             rc = get_bool(L, e, k, &c->store_writemap);
+        } else if (!strcmp(k, "store_readahead")) {
+            rc = get_bool(L, e, k, &c->store_readahead);
         } else if (!strcmp(k, "sync_interval_ms")) {
             if (!(rc = get_int(L, e, k, 10, 60000, &v)))
                 c->sync_interval_ms = (int)v;

@@ -190,6 +190,8 @@ struct coupons_outcome {
     struct coupons_budget budget;
     int64_t spent_m, allowed_m; /**< the budget's current bucket after the operation */
     int64_t customer_uses;  /**< of this code by this customer, after */
+    int partial;            /**< coupons_redeem failed after its first write: the
+                                 transaction holds part of it and must be aborted */
 };
 
 /** Would `q` be accepted now?  Checks the code (exists, enabled, validity
@@ -216,6 +218,32 @@ int coupons_validate(struct store_txn *t, const struct coupons_req *q, coupons_c
  *  @return 0, the refusal's ERR_* code, or a store error (e filled too). */
 int coupons_redeem(struct store_txn *wt, const struct coupons_req *q, coupons_campaign_fn camp,
                    void *ud, struct coupons_outcome *out, struct reqerr *e);
+
+/** One redemption of a batch (coupons_redeem_batch). */
+struct coupons_batch_item {
+    struct coupons_req q;          /**< in: as for coupons_redeem (strings borrowed) */
+    int rc;                        /**< out: 0, the refusal's ERR_* code, or a store error */
+    struct coupons_outcome out;    /**< out: as from coupons_redeem */
+    struct reqerr e;               /**< out: the refusal or error (extra owned by the caller) */
+    uint64_t ticket;               /**< out: sync ticket of the commit that holds it (0: none) */
+};
+
+/** Redeem many requests in ONE write transaction of store `s`, in array
+ *  order, each with exactly the checks and writes of coupons_redeem (a
+ *  later item sees what the earlier ones wrote, so two redemptions of a
+ *  single-use code still give one success), then one commit: every item
+ *  gets the same ticket, which the caller waits for (store_synced) before
+ *  acknowledging any of them.  A refusal writes nothing, so it does not
+ *  touch the others.  When an item fails half-way (a store error after
+ *  its first write, out.partial) or the commit fails, the transaction is
+ *  aborted and every item is done again alone, in a transaction of its own
+ *  (as coupons_redeem's callers do), so the failure stays with the item
+ *  that caused it.  `camp` is called on the calling thread.
+ *  @return the number of commits made (1 for a batch that went through in
+ *  one; more after a fallback), or a store error when no transaction could
+ *  be started (then every item has rc and e set to it). */
+int coupons_redeem_batch(struct store *s, struct coupons_batch_item *const *items, size_t n,
+                         coupons_campaign_fn camp, void *ud);
 
 /** Undo the redemption of `code` by `order` (a cancelled order): the use,
  *  the customer's use and the budget are given back and the redemption is

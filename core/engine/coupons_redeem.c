@@ -338,7 +338,17 @@ int coupons_redeem(struct store_txn *wt, const struct coupons_req *q, coupons_ca
         return reqerr_from_code(e, rc, "redemption");
     if ((rc = check(wt, code, q, camp, ud, out, e)))
         return rc;
-    /* every check passed: write it all, in this one transaction */
+    /* the customer's index key, checked before anything is written */
+    char ckey[COUPONS_ID_MAX * 2 + COUPONS_CODE_MAX + 8];
+    int ckl = coupons_key(ckey, sizeof ckey, 'c', q->customer, "r", code);
+    if (ckl < 0 || ckl + 1 + strlen(q->order) > sizeof ckey)
+        return reqerr_set(e, 400, "invalid_field", "order_id", "\"order_id\" is too long");
+    ckey[ckl] = 0;
+    memcpy(ckey + ckl + 1, q->order, strlen(q->order));
+    ckl += 1 + (int)strlen(q->order);
+    /* every check passed: write it all, in this one transaction; from
+     * here a failure leaves the transaction half-written */
+    out->partial = 1;
     struct coupons_code *c = &out->c;
     c->uses++;
     out->customer_uses++;
@@ -369,13 +379,7 @@ int coupons_redeem(struct store_txn *wt, const struct coupons_req *q, coupons_ca
         else if (rc != ERR_NOTFOUND)
             return reqerr_from_code(e, rc, "redemption");
     }
-    kl = coupons_key(key, sizeof key, 'c', q->customer, "r", code);
-    if (kl < 0 || kl + 1 + strlen(q->order) > sizeof key)
-        return reqerr_set(e, 400, "invalid_field", "order_id", "\"order_id\" is too long");
-    key[kl] = 0;
-    memcpy(key + kl + 1, q->order, strlen(q->order));
-    kl += 1 + (int)strlen(q->order);
-    if ((rc = store_put(wt, STORE_COUPONS, key, (size_t)kl, "", 0)) ||
+    if ((rc = store_put(wt, STORE_COUPONS, ckey, (size_t)ckl, "", 0)) ||
         (out->has_budget && (rc = bucket_add(wt, c->campaign, bucket, q->amount_m))) ||
         (rc = coupons_stats_add(wt, c->campaign, d)))
         return reqerr_from_code(e, rc, "redemption");
@@ -384,6 +388,7 @@ int coupons_redeem(struct store_txn *wt, const struct coupons_req *q, coupons_ca
     out->amount_m = q->amount_m;
     memcpy(out->currency, q->currency, 4);
     out->at = q->now;
+    out->partial = 0;
     return 0;
 }
 

@@ -47,19 +47,57 @@ static void h_validate(struct http_req *r)
         reply_err(r, &e);
 }
 
+/* The redemption is out of the writer thread: answer (on the worker), or
+ * just let go when the worker stopped meanwhile (r == NULL). */
+static void redeem_answer(struct http_req *r, void *ud)
+{
+    struct reqerr e = { 0 };
+    uint64_t ticket;
+    json_t *o = promotions_redeem_finish(ud, &ticket, &e);
+    if (!r) {
+        json_decref(o);
+        json_decref(e.extra);
+        return;
+    }
+    if (o)
+        reply_durable(r, 200, o, ticket);
+    else
+        reply_err(r, &e);
+}
+
+static void redeem_ready(void *ud)
+{
+    http_later_ready(ud);
+}
+
+/* The worker queues the redemption for the writer thread and serves other
+ * connections until it is applied (it then joins one store transaction
+ * with the redemptions queued meanwhile); the answer waits further for the
+ * group sync to have the commit on disk. */
 static void h_redeem(struct http_req *r)
 {
     json_t *b = http_body_json(r, JSON_OBJECT);
     if (!b)
         return;
     struct reqerr e = { 0 };
-    uint64_t ticket;
-    json_t *o = promotions_redeem(b, &ticket, &e);
+    struct promotions_redemption *x = promotions_redeem_start(b, &e);
     json_decref(b);
-    if (o)
-        reply_durable(r, 200, o, ticket);
-    else
+    if (!x) {
         reply_err(r, &e);
+        return;
+    }
+    struct http_later *l = http_later(r, redeem_answer, x);
+    if (!l) { /* cannot answer later: wait for the writer here */
+        uint64_t ticket;
+        promotions_redeem_submit_wait(x);
+        json_t *o = promotions_redeem_finish(x, &ticket, &e);
+        if (o)
+            reply_durable(r, 200, o, ticket);
+        else
+            reply_err(r, &e);
+        return;
+    }
+    promotions_redeem_submit(x, redeem_ready, l);
 }
 
 static void h_rollback(struct http_req *r)

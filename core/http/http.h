@@ -51,6 +51,8 @@ struct http_req {
     struct store *hold_store;         /**< with hold_ticket: see http_hold_until_synced */
     uint64_t hold_ticket;
     uint64_t t0;                      /**< monotonic ns at start */
+    int later;                        /**< answered later (http_later) */
+    void (*finished)(struct http_req *r); /**< the server's bookkeeping once answered */
 };
 
 /** Reply with `body` (reference stolen; may be NULL for no body) as JSON or
@@ -116,6 +118,26 @@ void http_held_thread_stop(void);
  *  takes `body`.  @return 1 when kept, 0 when the ticket is already on
  *  disk (the caller sends now). */
 int http_held_defer(struct http_req *r, int status, const char *reason, struct evbuffer *body);
+
+/** Answering later (http_later.c): a handler that hands its work to
+ *  another thread calls http_later() and returns without replying; that
+ *  thread calls http_later_ready() when the work is done, and then `fn(r,
+ *  ud)` runs on this request's worker thread with a request that replies
+ *  on the same connection as `r` would (route, Accept, key, start time;
+ *  no body, no path parameters) — through http_reply_*() as usual, holds
+ *  included.  If the worker stops first, `fn(NULL, ud)` is called instead
+ *  (on the thread of http_later_ready or the stopping worker) so `ud` can
+ *  be released.  Meanwhile the worker serves other connections.
+ *  @return the handle, or NULL (not on a worker thread, no memory): then
+ *  the handler answers now. */
+struct http_later;
+typedef void (*http_later_fn)(struct http_req *r, void *ud);
+struct http_later *http_later(struct http_req *r, http_later_fn fn, void *ud);
+/** The work behind `l` is done (any thread); `l` is gone after this. */
+void http_later_ready(struct http_later *l);
+/** The calling worker thread is stopping: answers not yet given are
+ *  dropped (their fn called with NULL).  Called by http_held_thread_stop. */
+void http_later_thread_stop(void);
 
 /** Request header value (borrowed) or NULL. */
 const char *http_header(const struct http_req *r, const char *name);

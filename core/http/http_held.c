@@ -159,6 +159,7 @@ int http_held_defer(struct http_req *r, int status, const char *reason, struct e
 
 void http_held_thread_stop(void)
 {
+    http_later_thread_stop();
     struct heldq *q = tl_q;
     if (!q)
         return;

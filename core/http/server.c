@@ -226,11 +226,28 @@ static int ctype_is(const char *ct, const char *want)
 static long g_worker_reqs[MAX_COUNTED_WORKERS];
 static int g_counted_workers;
 
+/* A request is answered: its route/status series and the access log (at
+ * the end of dispatch, or when an answer given later went out). */
+static const struct config *g_log_cfg;
+static void request_finished(struct http_req *r)
+{
+    uint64_t ns = clock_mono_ns() - r->t0;
+    router_metrics_observe(r->route, r->status, ns);
+    if (g_log_cfg && g_log_cfg->access_log) {
+        const struct router_route *x = router_get(r->route);
+        log_info("access", "method=%s path=\"%.200s\" route=\"%s\" status=%d us=%llu key=%s",
+                 method_name(r->method), r->path ? r->path : "?", x ? x->pattern : "-", r->status,
+                 (unsigned long long)(ns / 1000), r->key ? r->key->id : "-");
+    }
+}
+
 static void dispatch(struct evhttp_request *ev, void *arg)
 {
     struct worker *w = arg;
     const struct config *cfg = w->srv->cfg;
-    struct http_req r = { .ev = ev, .worker = w, .route = -1, .t0 = clock_mono_ns() };
+    struct http_req r = { .ev = ev, .worker = w, .route = -1, .t0 = clock_mono_ns(),
+                          .finished = request_finished };
+    g_log_cfg = cfg;
     r.method = map_method(evhttp_request_get_command(ev));
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(ev);
     const char *rawpath = uri ? evhttp_uri_get_path(uri) : NULL;
@@ -340,19 +357,13 @@ static void dispatch(struct evhttp_request *ev, void *arg)
         }
     }
     rt->fn(&r);
-    if (!r.status)
+    if (!r.status && !r.later)
         http_reply_error(&r, 500, "internal", "handler did not answer", NULL);
-done:;
-    uint64_t ns = clock_mono_ns() - r.t0;
-    router_metrics_observe(r.route, r.status, ns);
+done:
+    if (!r.later) /* else when the answer goes out (http_later.c) */
+        request_finished(&r);
     if (!w->ops && w->idx < MAX_COUNTED_WORKERS)
         __atomic_add_fetch(&g_worker_reqs[w->idx], 1, __ATOMIC_RELAXED);
-    if (cfg->access_log) {
-        const struct router_route *x = router_get(r.route);
-        log_info("access", "method=%s path=\"%.200s\" route=\"%s\" status=%d us=%llu key=%s",
-                 method_name(r.method), r.path ? r.path : "?", x ? x->pattern : "-", r.status,
-                 (unsigned long long)(ns / 1000), r.key ? r.key->id : "-");
-    }
     for (int i = 0; i < r.nparams; i++)
         free(r.params[i]);
     free(r.path);

@@ -92,6 +92,7 @@ void promotions_init(struct app *app)
                                 c->coupon_velocity_customer.window_s, 0);
     g_by_prefix = limiter_new(c->coupon_velocity_prefix.limit, c->coupon_velocity_prefix.window_s, 0);
     metrics_register(collector, NULL);
+    promotions_redeemer_init();
     promotions_loyalty_init(app);
 }
 
@@ -339,9 +340,8 @@ json_t *promotions_validate(const json_t *body, struct reqerr *e)
     return o;
 }
 
-json_t *promotions_redeem(const json_t *body, uint64_t *ticket, struct reqerr *e)
+struct promotions_redemption *promotions_redeem_start(const json_t *body, struct reqerr *e)
 {
-    *ticket = 0;
     static const char *const known[] = { "code", "customer_id", "order_id", "amount", "currency",
                                          NULL };
     int rc = promotions_fields_known(body, known, e);
@@ -356,48 +356,55 @@ json_t *promotions_redeem(const json_t *body, uint64_t *ticket, struct reqerr *e
         rc = currency_field(body, 1, &cur, e);
     if (!rc)
         rc = velocity_check(cust, code, e);
-    if (rc) {
-        __atomic_fetch_add(&g_redeem[outcome_idx(e->code)], 1, __ATOMIC_RELAXED);
-        return NULL;
-    }
-    struct promotions_lookup lk = { rules_gen_acquire(), clock_now() };
-    struct coupons_req q = { .code = code, .customer = cust, .order = order, .amount_m = amount,
-                             .currency = cur, .now = lk.now };
-    struct coupons_outcome r;
-    struct store_txn *wt;
-    if ((rc = store_wtxn_begin(g_app->store, &wt))) {
-        rules_gen_release(lk.gen);
-        store_fail(e, rc, "redeem");
-        return NULL;
-    }
-    /* the checks and every write of the redemption, budget included, in
-     * this one write transaction: exact whatever the concurrency */
-    rc = coupons_redeem(wt, &q, promotions_campaign_lookup, &lk, &r, e);
-    rules_gen_release(lk.gen);
-    if (rc) {
-        store_txn_end(wt); /* a refusal writes nothing */
-        if (e->status >= 500)
-            store_fail(e, rc, "redeem");
+    if (!rc && strlen(code) >= sizeof ((struct promotions_redemption *)0)->code) {
+        /* what coupons_redeem answers for any malformed code, a guess too */
+        rc = reqerr_set(e, 400, "invalid_field", "code",
+                        "\"code\" must be 3 to %d letters, digits, '-' or '_'", COUPONS_CODE_MAX);
         count_guess(code, e);
+    }
+    struct promotions_redemption *x = rc ? NULL : calloc(1, sizeof *x);
+    if (!rc && !x)
+        rc = reqerr_set(e, 503, "store_error", NULL, "redeem: out of memory");
+    if (rc) {
         __atomic_fetch_add(&g_redeem[outcome_idx(e->code)], 1, __ATOMIC_RELAXED);
         return NULL;
     }
-    if ((rc = store_txn_commit_ticket(wt, ticket))) {
-        store_fail(e, rc, "redeem");
-        __atomic_fetch_add(&g_redeem[NOUT - 1], 1, __ATOMIC_RELAXED);
+    snprintf(x->code, sizeof x->code, "%s", code);
+    snprintf(x->customer, sizeof x->customer, "%s", cust);
+    snprintf(x->order, sizeof x->order, "%s", order);
+    memcpy(x->currency, cur, 4);
+    x->item.q = (struct coupons_req){ .code = x->code, .customer = x->customer, .order = x->order,
+                                      .amount_m = amount, .currency = x->currency };
+    return x;
+}
+
+json_t *promotions_redeem_finish(struct promotions_redemption *x, uint64_t *ticket,
+                                 struct reqerr *e)
+{
+    struct coupons_batch_item *it = &x->item;
+    *ticket = it->ticket;
+    if (it->rc) {
+        *e = it->e; /* takes its extra */
+        if (e->status >= 500)
+            store_fail(e, it->rc, "redeem");
+        count_guess(x->code, e);
+        __atomic_fetch_add(&g_redeem[outcome_idx(e->code)], 1, __ATOMIC_RELAXED);
+        free(x);
         return NULL;
     }
-    __atomic_fetch_add(&g_redeem[r.replayed ? 1 : 0], 1, __ATOMIC_RELAXED);
+    const struct coupons_outcome *r = &it->out;
+    __atomic_fetch_add(&g_redeem[r->replayed ? 1 : 0], 1, __ATOMIC_RELAXED);
     json_t *o = json_object();
     json_object_set_new(o, "redeemed", json_true());
-    json_object_set_new(o, "replayed", json_boolean(r.replayed));
-    code_json(o, &r.c);
-    json_object_set_new(o, "order_id", json_string(order));
-    json_object_set_new(o, "customer_id", json_string(cust));
-    json_object_set_new(o, "amount", coupons_money_json(r.amount_m));
-    json_object_set_new(o, "currency", json_string(r.currency));
-    json_object_set_new(o, "customer_uses", json_integer(r.customer_uses));
-    budget_json(o, &r);
+    json_object_set_new(o, "replayed", json_boolean(r->replayed));
+    code_json(o, &r->c);
+    json_object_set_new(o, "order_id", json_string(x->order));
+    json_object_set_new(o, "customer_id", json_string(x->customer));
+    json_object_set_new(o, "amount", coupons_money_json(r->amount_m));
+    json_object_set_new(o, "currency", json_string(r->currency));
+    json_object_set_new(o, "customer_uses", json_integer(r->customer_uses));
+    budget_json(o, r);
+    free(x);
     return o;
 }
 

@@ -50,6 +50,34 @@ json_t *promotions_validate(const json_t *body, struct reqerr *e);
  *  the commit's sync ticket (0 when nothing was written). */
 json_t *promotions_redeem(const json_t *body, uint64_t *ticket, struct reqerr *e);
 
+/* Redemptions go through one writer thread (promotions_redeem.c) that
+ * applies every redemption waiting for it in ONE store transaction
+ * (coupons_redeem_batch: each with its own checks and outcome, a refusal
+ * touching none of the others) and commits once; the group sync then
+ * flushes that commit once for all of them.  promotions_redeem() above is
+ * the blocking form; an HTTP worker uses the three steps below so that it
+ * serves other connections meanwhile, which is what fills the batches. */
+struct promotions_redemption;
+/** Check the body (fields, velocity limits) and copy what the redemption
+ *  needs.  @return a new redemption, or NULL with `e` filled (counted in
+ *  /metrics). */
+struct promotions_redemption *promotions_redeem_start(const json_t *body, struct reqerr *e);
+/** Queue `x` for the writer thread; `done(ud)` is called on that thread
+ *  once x's outcome is known and, when it wrote, committed (not yet
+ *  synced: the ticket says when).  After promotions_redeemer_stop (or when
+ *  the thread cannot start) the redemption runs at once on the caller's
+ *  thread and `done` is called before this returns. */
+void promotions_redeem_submit(struct promotions_redemption *x, void (*done)(void *ud), void *ud);
+/** promotions_redeem_submit, then wait until it is done (blocking). */
+void promotions_redeem_submit_wait(struct promotions_redemption *x);
+/** The outcome of a done redemption, as promotions_redeem returns it;
+ *  frees `x`.  Any thread. */
+json_t *promotions_redeem_finish(struct promotions_redemption *x, uint64_t *ticket,
+                                 struct reqerr *e);
+/** Stop the writer thread after applying what is queued (shutdown, after
+ *  the HTTP workers stopped; before the store closes). */
+void promotions_redeemer_stop(void);
+
 /** POST /api/v1/coupons/{code}/rollback {"order_id"} → {"rolled_back":
  *  true, "replayed", "code", "order_id", "amount", "currency"}. */
 json_t *promotions_rollback(const char *code, const json_t *body, uint64_t *ticket,

@@ -30,6 +30,22 @@ int promotions_fields_known(const json_t *body, const char *const *known, struct
  *  *rc = 400 missing_field if `required`) or invalid (*rc set). */
 const char *promotions_str(const json_t *body, const char *name, int required, int id,
                            struct reqerr *e, int *rc);
+/** A redemption on its way through the writer thread (promotions_redeem.c):
+ *  the request's fields copied, and the batch item the writer fills. */
+struct promotions_redemption {
+    struct coupons_batch_item item;
+    char code[4 * COUPONS_CODE_MAX]; /**< as typed (normalised by the engine) */
+    char customer[COUPONS_ID_MAX + 1];
+    char order[COUPONS_ID_MAX + 1];
+    char currency[4];
+    void (*done)(void *ud);          /**< promotions_redeem_submit's callback */
+    void *ud;
+    struct promotions_redemption *next;
+};
+
+/** Register the writer's /metrics (promotions_redeem.c; from promotions_init). */
+void promotions_redeemer_init(void);
+
 /** Set up the loyalty side (promotions_loyalty.c). */
 void promotions_loyalty_init(struct app *app);
 

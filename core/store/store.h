@@ -91,6 +91,7 @@ struct store_opts {
     unsigned max_readers;     /**< 0 = 256 */
     unsigned sync_interval_ms;/**< background sync of non-durable commits; 0 = 1000 */
     int no_writemap;          /**< 1 = classic pwrite commits instead of MDB_WRITEMAP */
+    int readahead;            /**< 1 = leave the kernel's readahead on for the map (see store.c) */
 };
 
 enum { STORE_ASYNC = 0, STORE_DURABLE = 1 };

@@ -186,9 +186,99 @@ Test(coupons_race, pool_of_10000_codes_for_12000_customers)
     json_decref(g);
 }
 
+/* --- good and bad redemptions in the same batches ---------------------------------
+ * Redemptions that reach the writer thread together share one store
+ * transaction: refusals (unknown code, used up, order conflict) must get
+ * their own answers and leave every other redemption in the batch as it
+ * would be alone. */
+
+#define MIX_N 400
+
+struct mix {
+    json_t *single;     /* single-use codes, one per "good" request */
+    const char *hot;    /* one single-use code every "hot" request wants */
+    int status[MIX_N];
+    char code[MIX_N][32];
+};
+
+static void mix_one(int i, void *ud)
+{
+    struct mix *x = ud;
+    struct tfx_resp r;
+    switch (i % 4) {
+    case 0: case 1: /* good: its own single-use code */
+        ctfx_post_counted(&r, "/api/v1/coupons/redeem",
+                        "{\"code\":\"%s\",\"customer_id\":\"m%d\",\"order_id\":\"mix-%d\","
+                        "\"amount\":2,\"currency\":\"EUR\"}", ctfx_code(x->single, (size_t)(i / 4 * 2 + i % 4)), i, i);
+        break;
+    case 2: /* a code nobody issued */
+        ctfx_post_counted(&r, "/api/v1/coupons/redeem",
+                        "{\"code\":\"GHOST-%06d\",\"customer_id\":\"m%d\",\"order_id\":\"mix-%d\","
+                        "\"amount\":2,\"currency\":\"EUR\"}", i, i, i);
+        break;
+    default: /* everybody wants the hot code: one wins */
+        ctfx_post_counted(&r, "/api/v1/coupons/redeem",
+                        "{\"code\":\"%s\",\"customer_id\":\"m%d\",\"order_id\":\"mix-%d\","
+                        "\"amount\":2,\"currency\":\"EUR\"}", x->hot, i, i);
+        break;
+    }
+    x->status[i] = r.status;
+    snprintf(x->code[i], sizeof x->code[i], "%s", r.status == 200 ? "" : tfx_err_code(&r));
+    tfx_resp_free(&r);
+}
+
+Test(coupons_race, refusals_in_a_batch_leave_the_other_redemptions_alone)
+{
+    start(NULL);
+    ctfx_campaign("mix", "budget = { amount = 100000, currency = \"EUR\" },");
+    go();
+    struct mix *x = calloc(1, sizeof *x);
+    x->single = ctfx_generate("mix", MIX_N / 2, "\"max_uses\":1");
+    json_t *hot = ctfx_generate("mix", 1, "\"max_uses\":1");
+    x->hot = ctfx_code(hot, 0);
+    ctfx_run(MIX_N, 64, mix_one, x);
+    int good = 0, hot_ok = 0, hot_used = 0;
+    for (int i = 0; i < MIX_N; i++) {
+        if (i % 4 < 2) {
+            cr_assert_eq(x->status[i], 200, "good redemption %d refused: %d %s", i, x->status[i], x->code[i]);
+            good++;
+        } else if (i % 4 == 2) {
+            cr_assert_eq(x->status[i], 404, "unknown code %d: %d", i, x->status[i]);
+            cr_assert_str_eq(x->code[i], "unknown_code");
+        } else if (x->status[i] == 200) {
+            hot_ok++;
+        } else {
+            cr_assert_eq(x->status[i], 422, "hot code %d: %d %s", i, x->status[i], x->code[i]);
+            cr_assert_str_eq(x->code[i], "used_up");
+            hot_used++;
+        }
+    }
+    cr_assert_eq(hot_ok, 1, "the single-use hot code was redeemed %d times", hot_ok);
+    cr_assert_eq(hot_used, MIX_N / 4 - 1);
+    json_t *s = ctfx_stats("mix");
+    cr_assert_eq(json_integer_value(json_object_get(s, "redeemed")), good + 1);
+    long long spent = ctfx_milli(json_object_get(json_object_get(s, "budget"), "spent"));
+    cr_assert_eq(spent, (long long)(good + 1) * 2000, "budget spent %lld", spent);
+    json_decref(s);
+    /* every redemption that reached the store went through the writer */
+    struct tfx_resp m;
+    cr_assert_eq(tfx_req(&srv, "GET", "/metrics", NULL, &m), 200);
+    double batched = 0, batches = 0, largest = 0;
+    cr_assert_eq(tfx_metric(m.body, "promod_coupon_redeem_batched_total", "", &batched), 1);
+    cr_assert_eq(tfx_metric(m.body, "promod_coupon_redeem_batches_total", "", &batches), 1);
+    cr_assert_eq(tfx_metric(m.body, "promod_coupon_redeem_batch_largest", "", &largest), 1);
+    tfx_resp_free(&m);
+    cr_assert_geq(batched, MIX_N, "%g redemptions through the writer, %d sent", batched, MIX_N);
+    cr_assert_leq(batches, batched);
+    cr_log_info("%g redemptions in %g batches (largest %g)", batched, batches, largest);
+    json_decref(hot);
+    json_decref(x->single);
+    free(x);
+}
+
 /* --- SIGKILL during redemption load ----------------------------------------------- */
 
-#define KILL_THREADS 8
+#define KILL_THREADS 32 /* enough at once that redemptions share batches when the kill comes */
 #define KILL_MAX 3000
 
 struct kload {

@@ -83,6 +83,7 @@ Test(config, defaults)
     cr_assert_eq(cfg.map_size, (size_t)1 << 30);
     cr_assert_eq(cfg.map_max, 0, "the map grows as far as the disk allows");
     cr_assert_eq(cfg.store_writemap, 1);
+    cr_assert_eq(cfg.store_readahead, 0);
     cr_assert_eq(cfg.sync_interval_ms, 1000);
     cr_assert_eq(cfg.max_body, (size_t)1 << 20);
     cr_assert_eq(cfg.max_import_body, (size_t)64 << 20);
@@ -155,6 +156,7 @@ Test(config, every_key)
             "  map_size_mb = 2048,\n"
             "  map_max_mb = 65536,\n"
             "  store_writemap = false,\n"
+            "  store_readahead = true,\n"
             "  sync_interval_ms = 250,\n"
             "  max_body_kb = 512,\n"
             "  max_import_body_mb = 16,\n"
@@ -195,6 +197,7 @@ Test(config, every_key)
     cr_assert_eq(cfg.map_size, (size_t)2048 << 20);
     cr_assert_eq(cfg.map_max, (size_t)65536 << 20);
     cr_assert_eq(cfg.store_writemap, 0);
+    cr_assert_eq(cfg.store_readahead, 1);
     cr_assert_eq(cfg.sync_interval_ms, 250);
     cr_assert_eq(cfg.max_body, (size_t)512 << 10);
     cr_assert_eq(cfg.max_import_body, (size_t)16 << 20);
@@ -316,6 +319,7 @@ ParameterizedTestParameters(config, rejected)
         { "return { map_max_mb = 512 }", "map_max_mb: must not be below map_size_mb" },
         { "return { map_size_mb = 4096, map_max_mb = 2048 }", "map_max_mb: must not be below map_size_mb" },
         { "return { store_writemap = 1 }", "store_writemap: expected true or false" },
+        { "return { store_readahead = \"yes\" }", "store_readahead: expected true or false" },
         { "return { sync_interval_ms = 5 }", "sync_interval_ms: expected an integer from 10 to 60000" },
         { "return { sync_interval_ms = 60001 }", "sync_interval_ms: expected an integer" },
         { "return { max_body_kb = 0 }", "max_body_kb: expected an integer from 1" },

@@ -1,0 +1,183 @@
+/* promotions_redeem.c — the redemption writer thread (see
+ * promotions_redeem_submit in promotions.h).
+ *
+ * Why one writer: LMDB runs one write transaction at a time anyway, and a
+ * redemption in a transaction of its own pays a commit and, through the
+ * group sync, a flush of every page its commit copied — far more than its
+ * few records.  Here the HTTP workers queue redemptions and go on serving;
+ * the writer takes everything queued (up to BATCH_MAX), applies it in one
+ * transaction (coupons_redeem_batch) and hands each outcome back.  Under
+ * load the queue fills while the previous batch is applied, so batches
+ * grow with the load by themselves; a lone redemption is applied at once,
+ * with no waiting for company.
+ *
+ * Exactness is coupons_redeem's: the items of a batch are applied one
+ * after the other in one transaction, each seeing the writes of those
+ * before it, and other writers (rollbacks, assignments) serialise with
+ * the batch on LMDB's writer lock. */
+#include "service/promotions.h"
+#include "service/promotions_internal.h"
+#include "base/app.h"
+#include "base/buf.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "base/metrics.h"
+#include "engine/coupons.h"
+#include "engine/rules.h"
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BATCH_MAX 256 /* redemptions in one transaction */
+
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_work = PTHREAD_COND_INITIALIZER;
+static struct promotions_redemption *g_head, **g_tail = &g_head;
+static pthread_t g_thread;
+static int g_state; /* 0 not started, 1 running, 2 stopping or stopped (or failed to start) */
+static long g_batches, g_items, g_commits, g_largest;
+
+/* Apply `n` redemptions and call their callbacks (any thread). */
+static void apply(struct promotions_redemption **xs, size_t n)
+{
+    struct coupons_batch_item *items[BATCH_MAX];
+    struct promotions_lookup lk = { rules_gen_acquire(), clock_now() };
+    for (size_t i = 0; i < n; i++) {
+        items[i] = &xs[i]->item;
+        items[i]->q.now = lk.now;
+    }
+    int commits = coupons_redeem_batch(g_app->store, items, n, promotions_campaign_lookup, &lk);
+    rules_gen_release(lk.gen);
+    __atomic_fetch_add(&g_batches, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&g_items, (long)n, __ATOMIC_RELAXED);
+    if (commits > 0)
+        __atomic_fetch_add(&g_commits, (long)commits, __ATOMIC_RELAXED);
+    if ((long)n > __atomic_load_n(&g_largest, __ATOMIC_RELAXED))
+        __atomic_store_n(&g_largest, (long)n, __ATOMIC_RELAXED);
+    for (size_t i = 0; i < n; i++)
+        xs[i]->done(xs[i]->ud); /* x may be gone once this returns */
+}
+
+static void *writer_main(void *arg)
+{
+    (void)arg;
+    struct promotions_redemption *xs[BATCH_MAX];
+    pthread_mutex_lock(&g_mu);
+    for (;;) {
+        while (!g_head && g_state == 1)
+            pthread_cond_wait(&g_work, &g_mu);
+        if (!g_head)
+            break; /* stopping, nothing left */
+        size_t n = 0;
+        while (g_head && n < BATCH_MAX) {
+            xs[n++] = g_head;
+            g_head = g_head->next;
+        }
+        if (!g_head)
+            g_tail = &g_head;
+        pthread_mutex_unlock(&g_mu);
+        apply(xs, n);
+        pthread_mutex_lock(&g_mu);
+    }
+    pthread_mutex_unlock(&g_mu);
+    return NULL;
+}
+
+void promotions_redeem_submit(struct promotions_redemption *x, void (*done)(void *ud), void *ud)
+{
+    x->done = done;
+    x->ud = ud;
+    x->next = NULL;
+    pthread_mutex_lock(&g_mu);
+    if (g_state == 0) {
+        g_state = pthread_create(&g_thread, NULL, writer_main, NULL) == 0 ? 1 : 2;
+        if (g_state == 2)
+            log_error("redemption writer unavailable", "%s", "redemptions run on the caller's thread");
+    }
+    if (g_state != 1) {
+        pthread_mutex_unlock(&g_mu);
+        apply(&x, 1);
+        return;
+    }
+    *g_tail = x;
+    g_tail = &x->next;
+    pthread_cond_signal(&g_work);
+    pthread_mutex_unlock(&g_mu);
+}
+
+void promotions_redeemer_stop(void)
+{
+    pthread_mutex_lock(&g_mu);
+    int was = g_state;
+    g_state = 2;
+    pthread_cond_signal(&g_work);
+    pthread_mutex_unlock(&g_mu);
+    if (was == 1)
+        pthread_join(g_thread, NULL);
+}
+
+/* --- the blocking form ----------------------------------------------------- */
+
+struct waiter {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done;
+};
+
+static void wake(void *ud)
+{
+    struct waiter *w = ud;
+    pthread_mutex_lock(&w->mu);
+    w->done = 1;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+void promotions_redeem_submit_wait(struct promotions_redemption *x)
+{
+    struct waiter w = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0 };
+    promotions_redeem_submit(x, wake, &w);
+    pthread_mutex_lock(&w.mu);
+    while (!w.done)
+        pthread_cond_wait(&w.cv, &w.mu);
+    pthread_mutex_unlock(&w.mu);
+    pthread_mutex_destroy(&w.mu);
+    pthread_cond_destroy(&w.cv);
+}
+
+json_t *promotions_redeem(const json_t *body, uint64_t *ticket, struct reqerr *e)
+{
+    *ticket = 0;
+    struct promotions_redemption *x = promotions_redeem_start(body, e);
+    if (!x)
+        return NULL;
+    promotions_redeem_submit_wait(x);
+    return promotions_redeem_finish(x, ticket, e);
+}
+
+/* --- /metrics ---------------------------------------------------------------- */
+
+static void collector(struct buf *out, void *ud)
+{
+    (void)ud;
+    buf_printf(out,
+               "# HELP promod_coupon_redeem_batches_total Redemption batches applied by the writer thread.\n"
+               "# TYPE promod_coupon_redeem_batches_total counter\n"
+               "promod_coupon_redeem_batches_total %ld\n"
+               "# HELP promod_coupon_redeem_batched_total Redemptions applied in those batches.\n"
+               "# TYPE promod_coupon_redeem_batched_total counter\n"
+               "promod_coupon_redeem_batched_total %ld\n"
+               "# HELP promod_coupon_redeem_commits_total Store commits of redemption batches (more than batches after a fallback to one by one).\n"
+               "# TYPE promod_coupon_redeem_commits_total counter\n"
+               "promod_coupon_redeem_commits_total %ld\n"
+               "# HELP promod_coupon_redeem_batch_largest Most redemptions in one batch since start.\n"
+               "# TYPE promod_coupon_redeem_batch_largest gauge\n"
+               "promod_coupon_redeem_batch_largest %ld\n",
+               __atomic_load_n(&g_batches, __ATOMIC_RELAXED), __atomic_load_n(&g_items, __ATOMIC_RELAXED),
+               __atomic_load_n(&g_commits, __ATOMIC_RELAXED), __atomic_load_n(&g_largest, __ATOMIC_RELAXED));
+}
+
+void promotions_redeemer_init(void)
+{
+    metrics_register(collector, NULL);
+}
