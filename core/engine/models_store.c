@@ -23,7 +23,7 @@
 #define MODELS_KEEP_BYTES 20
 #define HISTORY_MAX 50
 
-static size_t vkey(unsigned char *k, char tag, const char *id, int version)
+static size_t model_key(unsigned char *k, char tag, const char *id, int version)
 {
     size_t l = strlen(id);
     k[0] = (unsigned char)tag;
@@ -74,7 +74,7 @@ static int last_cb(void *ud, const void *k, size_t kl, const void *v, size_t vl)
 static int last_version(struct store_txn *t, const char *id)
 {
     unsigned char p[140];
-    size_t pl = vkey(p, 'v', id, 0) - 4;
+    size_t pl = model_key(p, 'v', id, 0) - 4;
     struct last_ud u = { 0, pl };
     store_scan(t, STORE_MODELS, p, pl, NULL, 0, last_cb, &u);
     return u.last;
@@ -127,20 +127,20 @@ int models_store_put(struct store_txn *t, const char *id, json_t *meta, const vo
     unsigned char k[140];
     json_object_set_new(meta, "version", json_integer(v));
     json_object_set_new(meta, "created_at", json_integer(clock_now()));
-    int rc = record_put(t, STORE_MODELS, k, vkey(k, 'v', id, v), meta);
+    int rc = record_put(t, STORE_MODELS, k, model_key(k, 'v', id, v), meta);
     if (!rc)
-        rc = store_put(t, STORE_MODELS, k, vkey(k, 'b', id, v), model, mlen);
+        rc = store_put(t, STORE_MODELS, k, model_key(k, 'b', id, v), model, mlen);
     /* keep the bytes of recent, live and once-live versions only */
     if (!rc && v > MODELS_KEEP_BYTES) {
         json_t *live = live_rec(t, id);
         int old = v - MODELS_KEEP_BYTES;
         if (!in_history(live, old)) {
-            int drc = store_del(t, STORE_MODELS, k, vkey(k, 'b', id, old));
+            int drc = store_del(t, STORE_MODELS, k, model_key(k, 'b', id, old));
             if (drc == 0) {
-                json_t *m = record_get(t, STORE_MODELS, k, vkey(k, 'v', id, old), &drc);
+                json_t *m = record_get(t, STORE_MODELS, k, model_key(k, 'v', id, old), &drc);
                 if (m) {
                     json_object_set_new(m, "model_pruned", json_true());
-                    drc = record_put(t, STORE_MODELS, k, vkey(k, 'v', id, old), m);
+                    drc = record_put(t, STORE_MODELS, k, model_key(k, 'v', id, old), m);
                     json_decref(m);
                 }
                 if (drc && drc != ERR_NOTFOUND)
@@ -167,13 +167,13 @@ int models_store_get(struct store_txn *t, const char *id, int version, json_t **
         return ERR_NOTFOUND;
     unsigned char k[140];
     int rc;
-    json_t *m = record_get(t, STORE_MODELS, k, vkey(k, 'v', id, version), &rc);
+    json_t *m = record_get(t, STORE_MODELS, k, model_key(k, 'v', id, version), &rc);
     if (!m)
         return rc;
     if (model) {
         const void *b;
         size_t bl;
-        rc = store_get(t, STORE_MODELS, k, vkey(k, 'b', id, version), &b, &bl);
+        rc = store_get(t, STORE_MODELS, k, model_key(k, 'b', id, version), &b, &bl);
         if (rc) {
             json_decref(m);
             return rc;
@@ -217,7 +217,7 @@ json_t *models_store_list(struct store_txn *t, const char *id, int limit)
     if (strlen(id) > 128)
         return arr;
     unsigned char p[140];
-    size_t pl = vkey(p, 'v', id, 0) - 4;
+    size_t pl = model_key(p, 'v', id, 0) - 4;
     struct list_ud u = { arr, pl };
     store_scan(t, STORE_MODELS, p, pl, NULL, 0, list_cb, &u);
     while (limit > 0 && json_array_size(arr) > (size_t)limit)
@@ -234,7 +234,7 @@ int models_store_annotate(struct store_txn *t, const char *id, int version, cons
         json_decref(value);
         return ERR_NOTFOUND;
     }
-    size_t kl = vkey(k, 'v', id, version);
+    size_t kl = model_key(k, 'v', id, version);
     json_t *m = record_get(t, STORE_MODELS, k, kl, &rc);
     if (!m) {
         json_decref(value);
@@ -254,7 +254,7 @@ static int set_live(struct store_txn *t, const char *id, int version, const char
     unsigned char k[140];
     const void *b;
     size_t bl;
-    int rc = store_get(t, STORE_MODELS, k, vkey(k, 'b', id, version), &b, &bl);
+    int rc = store_get(t, STORE_MODELS, k, model_key(k, 'b', id, version), &b, &bl);
     if (rc)
         return rc; /* no such version, or its model was pruned */
     json_t *live = live_rec(t, id);

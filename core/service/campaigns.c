@@ -401,7 +401,7 @@ static json_t *create_campaign(const char *id, const json_t *meta, const char *s
     json_decref(v);
     if (!rc)
         rc = rec_put(t, id, rec);
-    json_t *sm = summary(rec);
+    json_t *sm = campaign_summary(rec);
     if (!rc)
         rc = audit_append(t, actor, cloned_from ? "campaign.clone" : "campaign.create", obj, NULL,
                           sm);
@@ -564,7 +564,7 @@ json_t *campaigns_update(const char *id, const json_t *body, const char *actor, 
         reqerr_set(e, 409, "conflict", "file", "the campaign's file changed while saving; retry");
         goto done;
     }
-    before = summary(rec);
+    before = campaign_summary(rec);
     old = json_deep_copy(rec); /* for an undo */
     apply_meta(rec, body);
     int new_script = src && !jeq(rec, "head_hash", h);
@@ -588,10 +588,10 @@ json_t *campaigns_update(const char *id, const json_t *body, const char *actor, 
         rules_campaign_free(&pc);
         return campaigns_get(id, 1, e);
     }
-    touch(rec, actor);
+    campaign_touch(rec, actor);
     if (!rc)
         rc = rec_put(t, id, rec);
-    json_t *after = summary(rec);
+    json_t *after = campaign_summary(rec);
     if (new_script)
         json_object_set_new(after, "version_state", json_string(state));
     if (!rc)
@@ -708,7 +708,7 @@ json_t *campaigns_delete(const char *id, const char *actor, long if_match, struc
     json_object_set_new(rec, "archived_at", json_string(at));
     json_object_set_new(rec, "archived_by", json_string(actor));
     json_object_del(rec, "file_missing");
-    touch(rec, actor);
+    campaign_touch(rec, actor);
     rc = rec_put(t, id, rec);
     json_t *a = json_pack("{s:s,s:s}", "status", "archived", "file_removed", jstr(rec, "file"));
     if (!rc)
@@ -848,7 +848,7 @@ json_t *campaigns_action(const char *id, const char *action, const json_t *body,
     }
     if (campaigns_check_rev(rec, if_match, e))
         goto fail;
-    before = summary(rec);
+    before = campaign_summary(rec);
     const char *verb = action, *noun = "campaign";
     const char *newst = NULL;
     long head = (long)jint(rec, "version");
@@ -939,10 +939,10 @@ json_t *campaigns_action(const char *id, const char *action, const json_t *body,
     }
     if (newst)
         json_object_set_new(rec, "status", json_string(newst));
-    touch(rec, actor);
+    campaign_touch(rec, actor);
     if (!rc)
         rc = rec_put(t, id, rec);
-    json_t *after = summary(rec);
+    json_t *after = campaign_summary(rec);
     if (ver)
         json_object_set_new(after, "approved_version", json_integer(jint(ver, "version")));
     if (a == A_REJECT && jstr(body, "reason"))

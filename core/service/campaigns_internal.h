@@ -85,7 +85,7 @@ static inline int ver_put(struct store_txn *t, const char *id, uint64_t n, const
 }
 
 /* The record without bulky or internal members, for audit before/after. */
-static inline json_t *summary(const json_t *rec)
+static inline json_t *campaign_summary(const json_t *rec)
 {
     if (!rec)
         return NULL;
@@ -137,7 +137,7 @@ static inline const char *gen_disk_text(const struct rules_file *f, size_t *len)
 }
 static inline int req_approval(void) { return g_app->cfg.require_approval; }
 
-static inline void touch(json_t *rec, const char *actor)
+static inline void campaign_touch(json_t *rec, const char *actor)
 {
     char at[32];
     now_iso(at, sizeof at);

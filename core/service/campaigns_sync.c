@@ -170,12 +170,12 @@ static int sync_campaign(struct store_txn *t, const struct rules_gen *g, int i, 
         json_decref(v);
         if (!rc)
             rc = rec_put(t, c->id, rec);
-        json_t *sm = summary(rec);
+        json_t *sm = campaign_summary(rec);
         if (!rc)
             rc = audit_append(t, "file", "campaign.create", obj, NULL, sm);
         json_decref(sm);
     } else {
-        json_t *before = summary(rec);
+        json_t *before = campaign_summary(rec);
         if (json_is_true(json_object_get(rec, "file_missing"))) {
             json_object_del(rec, "file_missing");
             json_t *a = json_pack("{s:s}", "file", rel);
@@ -218,7 +218,7 @@ static int sync_campaign(struct store_txn *t, const struct rules_gen *g, int i, 
         int grc;
         json_t *was = rec_get(t, c->id, &grc);
         if (!rc && !json_equal(was, rec)) { /* nothing to write when the file caught up */
-            touch(rec, "file");
+            campaign_touch(rec, "file");
             rc = rec_put(t, c->id, rec);
         }
         json_decref(was);
@@ -306,7 +306,7 @@ static void reload_hook(struct app *app)
             struct stat st;
             if (stat(abs, &st) && errno == ENOENT) {
                 json_object_set_new(rec, "file_missing", json_true());
-                touch(rec, "file");
+                campaign_touch(rec, "file");
                 snprintf(obj, sizeof obj, "campaign:%s", ms.ids[i]);
                 rc = rec_put(t, ms.ids[i], rec);
                 json_t *a = json_pack("{s:s,s:s}", "file", jstr(rec, "file"), "status", "archived");

@@ -328,15 +328,15 @@ json_t *campaigns_rollback(const char *id, long n, const char *actor, long if_ma
         goto fail;
     }
     old = json_deep_copy(rec);
-    before = summary(rec);
+    before = campaign_summary(rec);
     long nv;
     const char *state;
     rc = campaigns_add_version(t, id, rec, src, len, h, actor, "rollback", n, approved_before,
                                chans, &nv, &state);
-    touch(rec, actor);
+    campaign_touch(rec, actor);
     if (!rc)
         rc = rec_put(t, id, rec);
-    json_t *after = summary(rec);
+    json_t *after = campaign_summary(rec);
     json_object_set_new(after, "rollback_of", json_integer(n));
     json_object_set_new(after, "version_state", json_string(state));
     if (!rc)
