@@ -83,6 +83,7 @@ struct store_txn {
     int depth;              /* slots: open txns of the thread (atomic) */
     int live;               /* slots: the read txn is live (not reset) */
     struct store_txn *next; /* list of slots, for close and the grower */
+    void *user;             /* write txns: store_txn_user (the end hook's argument) */
 };
 
 struct store {
@@ -130,6 +131,7 @@ struct store {
     int64_t disk_warned_ms, refused_warned_ms;
 
     void (*sync_hook)(void *);  /* store_set_sync_hook, called after each flush */
+    void (*txn_hook)(void *user, uint64_t txnid); /* store_set_txn_hook */
     void *sync_hook_ud;
 };
 
@@ -882,6 +884,7 @@ int store_wtxn_begin(struct store *s, struct store_txn **out)
             t->slot = slot;
             t->depth = t->live = 0;
             t->next = NULL;
+            t->user = NULL;
             *out = t;
             return 0;
         }
@@ -902,6 +905,9 @@ void store_txn_end(struct store_txn *t)
     struct store *s = t->s;
     if (t->write) {
         mdb_txn_abort(t->txn);
+        void (*hook)(void *, uint64_t) = __atomic_load_n(&s->txn_hook, __ATOMIC_ACQUIRE);
+        if (hook && t->user)
+            hook(t->user, 0);
         pthread_mutex_unlock(&s->wmu);
         pass_exit(s, t->slot);
         free(t);
@@ -918,11 +924,15 @@ static int wcommit(struct store_txn *t)
 {
     struct store *s = t->s;
     int rc = mdb_txn_commit(t->txn);
+    MDB_envinfo info;
     if (rc == 0) {
-        MDB_envinfo info;
         mdb_env_info(s->env, &info);
         __atomic_store_n(&s->used, (size_t)(info.me_last_pgno + 1) * s->psize, __ATOMIC_RELAXED);
     }
+    /* still under this process's writer lock: hooks see commits in order */
+    void (*hook)(void *, uint64_t) = __atomic_load_n(&s->txn_hook, __ATOMIC_ACQUIRE);
+    if (hook && (rc == 0 || t->user))
+        hook(t->user, rc == 0 ? (uint64_t)info.me_last_txnid : 0);
     pthread_mutex_unlock(&s->wmu);
     pass_exit(s, t->slot);
     free(t);
@@ -1023,6 +1033,24 @@ void store_sync_wait(struct store *s, uint64_t ticket)
         pthread_cond_wait(&s->done, &s->mu);
     }
     pthread_mutex_unlock(&s->mu);
+}
+
+void store_set_txn_hook(struct store *s, void (*fn)(void *user, uint64_t txnid))
+{
+    __atomic_store_n(&s->txn_hook, fn, __ATOMIC_RELEASE);
+}
+
+void **store_txn_user(struct store_txn *t)
+{
+    return t->write ? &t->user : NULL;
+}
+
+uint64_t store_last_txnid(struct store *s)
+{
+    MDB_envinfo info;
+    if (mdb_env_info(s->env, &info))
+        return 0;
+    return (uint64_t)info.me_last_txnid;
 }
 
 void store_set_sync_hook(struct store *s, void (*fn)(void *), void *ud)
