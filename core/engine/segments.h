@@ -18,8 +18,11 @@
  *      "S" slot(be16)        → {"id", "fp", "state", "cursor", "built_at"}
  *      "A" audience id       → saved audience definition (segments_audience.c)
  *    A segment keeps its slot while it exists.  A write changes one record
- *    and the counts (few pages: the write path stays cheap); member pages,
- *    overlaps and audiences scan the customer records in id order;
+ *    and the counts (few pages: the write path stays cheap); member pages
+ *    scan the customer records in id order; overlaps and audiences of
+ *    segments are bitmap algebra over an in-memory view of the customer
+ *    records (engine/segbits.h, rebuilt at start, updated after each
+ *    commit), with the scan as fallback;
  *  - the builder thread (segments_build.c): fills a new or changed
  *    segment over every customer, empties a deleted one, and re-evaluates
  *    time-based segments every `segments_sweep_interval` seconds.

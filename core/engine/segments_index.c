@@ -11,10 +11,14 @@
  * another page of the B-tree: a profile that moves in or out of 20 of 200
  * segments dirtied ~40 pages, and writing them back made a PUT 6-8 times
  * slower on the reference store.  Here a write changes one record and the
- * few pages the 200 counts share.  Counts stay O(1); member pages,
- * overlaps and audiences scan the customer records in id order (small
- * values, ~45 bytes each: about 100 ms for a million customers, and a page
- * of members stops as soon as it is full).
+ * few pages the 200 counts share.  Counts stay O(1); member pages scan
+ * the customer records in id order (small values, ~45 bytes each: about
+ * 100 ms for a million customers, and a page of members stops as soon as
+ * it is full).  Overlaps and audiences of segments are counted from the
+ * in-memory view of these records (engine/segbits.h: a bitmap per slot
+ * over customer ordinals), which every record written here is noted to
+ * (segbits_note: applied after the commit, in commit order) and which
+ * segidx_view_build makes at start; the scan stays as their fallback.
  */
 #include "engine/segments.h"
 #include "engine/segments_internal.h"
