@@ -187,20 +187,26 @@ echo "view at start: $VIEW0"
 
 if [ -n "$VS" ]; then
   echo "== 4. PUT rate: $VS vs this build, interleaved, $ROUNDS rounds"
-  put() { # binary tag -> req/s
+  cpu_ticks() { awk '{print $14 + $15}' "/proc/$SERVER_PID/stat"; }
+  put() { # binary tag -> "req/s cpu_us/req" (the server's CPU: every thread, user + system)
+    local t0 t1 n
     start_server "$1"
+    t0=$(cpu_ticks)
     CUSTOMERS=$WL/customers.txt METHOD=PUT wrk -t1 -c"$CONNS" -d"${DURATION}s" \
       -s "$ROOT/scripts/profile-write.wrk.lua" "http://127.0.0.1:$PORT" > "$OUT/segview-wrk-$2.txt" 2>&1 || true
+    t1=$(cpu_ticks)
     [ "$1" = "$BIN" ] && view_line >> "$OUT/segview-starts.txt"
     stop_server
-    awk '/Requests\/sec/ {print $2}' "$OUT/segview-wrk-$2.txt"
+    n=$(awk '/requests in/ {print $1}' "$OUT/segview-wrk-$2.txt")
+    echo "$(awk '/Requests\/sec/ {print $2}' "$OUT/segview-wrk-$2.txt")" \
+      "$(python3 -c "print('%.0f' % (($t1 - $t0) * 1e6 / $(getconf CLK_TCK) / max(1, ${n:-0})))")"
   }
   : > "$OUT/segview-starts.txt"
-  printf '%-6s %12s %12s %8s\n' round "vs req/s" "this req/s" ratio
+  printf '%-6s %12s %12s %8s %14s %14s\n' round "vs req/s" "this req/s" ratio "vs cpu_us/req" "this cpu_us/req"
   for r in $(seq 1 "$ROUNDS"); do
-    if [ $((r % 2)) = 1 ]; then A=$(put "$VS" "vs-$r"); B=$(put "$BIN" "this-$r")
-    else B=$(put "$BIN" "this-$r"); A=$(put "$VS" "vs-$r"); fi
-    printf '%-6s %12s %12s %8s\n' "$r" "$A" "$B" "$(python3 -c "print('%.2f' % ($B / $A))")"
+    if [ $((r % 2)) = 1 ]; then read -r A CA < <(put "$VS" "vs-$r"); read -r B CB < <(put "$BIN" "this-$r")
+    else read -r B CB < <(put "$BIN" "this-$r"); read -r A CA < <(put "$VS" "vs-$r"); fi
+    printf '%-6s %12s %12s %8s %14s %14s\n' "$r" "$A" "$B" "$(python3 -c "print('%.2f' % ($B / $A))")" "$CA" "$CB"
   done
   echo "view at each start of this build:"
   cat "$OUT/segview-starts.txt"

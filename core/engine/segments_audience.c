@@ -4,9 +4,13 @@
  * optional random holdout, counted and sampled; saved under an id so a
  * campaign send can target exactly that definition.
  *
- * With segments named, candidates come from the customer records of the
- * segment index (a scan testing a few bits per customer, no profile read):
- * a count without a condition or holdout reads nothing else.  The
+ * With segments named and no condition, the count is bitmap algebra over
+ * the in-memory view (engine/segbits.h): the sample is the members at
+ * random ranks, a holdout hashes each member's id.  Otherwise, or when the
+ * view cannot answer (or ?via=scan asks), candidates come from the
+ * customer records of the segment index (a scan testing a few bits per
+ * customer, no profile read) — a count without a condition or holdout
+ * reads nothing else — or, with no segment named, every profile.  The
  * condition is evaluated on each candidate's view, as a segment's would
  * be; the holdout is
  * GrowthBook's hash (core/engine/assign.h, version 2) of the customer id
