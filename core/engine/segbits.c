@@ -29,6 +29,7 @@
 static struct {
     struct store *st;
     int live, broken;               /* atomic */
+    int foreign;                    /* atomic: another process wrote the store */
     uint64_t txnid;                 /* atomic: last commit applied */
     uint64_t **slot[SEGBITS_SLOTS]; /* per slot: chunk pointers (atomic), NULL = no member yet */
     int maxslot;                    /* slots below this may have bits */
@@ -347,6 +348,7 @@ int segbits_build_begin(struct store *st, struct store_txn *wt)
     V.st = st;
     __atomic_store_n(&V.live, 0, __ATOMIC_RELEASE);
     __atomic_store_n(&V.broken, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&V.foreign, 0, __ATOMIC_RELAXED);
     V.build_t0 = clock_mono_ns();
     store_set_txn_hook(st, txn_hook);
     return tab_grow();
@@ -392,12 +394,18 @@ int segbits_usable(void)
     /* A commit of this process is between LMDB and the hook for a few
      * microseconds: wait for it (up to 100 ms, the thread may be
      * descheduled); a txn id that stays ahead is another process's write. */
+    if (__atomic_load_n(&V.foreign, __ATOMIC_RELAXED))
+        return 0;
     for (int i = 0; i < 1000; i++) {
         if (store_last_txnid(V.st) == __atomic_load_n(&V.txnid, __ATOMIC_ACQUIRE))
             return 1;
         struct timespec ts = { 0, 100000 };
         nanosleep(&ts, NULL);
     }
+    if (!__atomic_exchange_n(&V.foreign, 1, __ATOMIC_RELAXED))
+        log_warn("segments: another process wrote the store; overlaps and audiences scan the "
+                 "index until a restart rebuilds the in-memory view",
+                 "txnid=%llu", (unsigned long long)store_last_txnid(V.st));
     return 0;
 }
 
@@ -579,7 +587,8 @@ void segbits_stats(struct segbits_stats *o)
 {
     memset(o, 0, sizeof *o);
     o->live = __atomic_load_n(&V.live, __ATOMIC_ACQUIRE);
-    o->broken = __atomic_load_n(&V.broken, __ATOMIC_RELAXED);
+    o->broken = __atomic_load_n(&V.broken, __ATOMIC_RELAXED) ||
+                __atomic_load_n(&V.foreign, __ATOMIC_RELAXED);
     o->ordinals = __atomic_load_n(&V.nords, __ATOMIC_ACQUIRE);
     /* the rest is written under the store's writer lock: read as is */
     o->customers = __atomic_load_n(&V.tabn, __ATOMIC_RELAXED);

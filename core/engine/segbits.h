@@ -29,10 +29,12 @@
  * same customer cannot apply out of order; an aborted txn's rows are
  * dropped.  A row is a customer's full record, so applying it is
  * idempotent.  The view remembers the txn id of the last commit it saw;
- * when the environment's last txn id differs (another process wrote the
- * store, or a commit is between LMDB and its hook), readers are told to
- * use the scan instead (segbits_usable).  Out of memory while applying
- * marks the view broken for good (the scan serves until a restart).
+ * when the environment's last txn id differs, a reader waits up to 100 ms
+ * for the hook (a commit of this process is between LMDB and its hook for
+ * microseconds); a txn id that stays ahead is another process's write,
+ * and from then on readers use the scan (segbits_usable), logged once.
+ * Out of memory while applying marks the view broken the same way.  Both
+ * last until a restart rebuilds the view.
  *
  * Readers never lock for counts: words are read and written with 64-bit
  * atomic loads and stores (one writer at a time), chunk pointers are
@@ -109,7 +111,7 @@ int segbits_at_ranks(const struct segbits_expr *e, const uint64_t *ranks, int k,
 
 /** Figures for /metrics and the docs. */
 struct segbits_stats {
-    int live, broken;
+    int live, broken;          /**< broken: out of memory, or another process wrote */
     uint64_t customers;        /**< ordinals in use */
     uint64_t ordinals;         /**< ordinals ever handed out (high-water mark) */
     uint64_t bytes;            /**< bitmaps + ids + tables */

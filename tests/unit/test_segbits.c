@@ -281,3 +281,29 @@ Test(segbits, concurrent_writers_and_a_reader)
     unsigned seed = 3;
     check(&seed);
 }
+
+Test(segbits, another_process_writing_turns_it_off)
+{
+    build(100);
+    int one[1] = { 0 };
+    struct segbits_expr e = { .any = one, .nany = 1 };
+    uint64_t n;
+    cr_assert_eq(segbits_count(&e, &n), 0);
+    /* `promod import` writes the same store from another process */
+    char path[300];
+    snprintf(path, sizeof path, "%s/p.ndjson", dir);
+    FILE *f = fopen(path, "w");
+    cr_assert(f);
+    fputs("{\"id\":\"x1\",\"tier\":\"gold\"}\n", f);
+    fclose(f);
+    char *out = NULL;
+    int st = tfx_promod(&out, "import", "profiles", path, "--data", dir, (char *)NULL);
+    cr_assert_eq(st, 0, "%s", out);
+    free(out);
+    /* the view cannot vouch for that write: callers scan */
+    cr_assert_eq(segbits_usable(), 0);
+    cr_assert_eq(segbits_count(&e, &n), ERR_BUSY);
+    struct segbits_stats s;
+    segbits_stats(&s);
+    cr_assert(s.live && s.broken);
+}
