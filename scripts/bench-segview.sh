@@ -23,7 +23,9 @@
 #      /api/v1/profiles/{id} rate (wrk -t1 -cC -dS, scripts/profile-write.wrk.lua)
 #      of BIN and of this build on the same store, interleaved K rounds
 #      (BIN first in odd rounds, this build first in even ones), and the
-#      ratio per round.
+#      ratio per round, the server's CPU per PUT, and the server's
+#      anonymous memory (RssAnon) 2 s after each start: the view's whole
+#      cost in memory, allocator overhead included, is the difference.
 # Load average and CPU steal seen during the run are printed; on a shared
 # machine compare the interleaved pairs, not runs of different sittings.
 set -euo pipefail
@@ -191,6 +193,8 @@ if [ -n "$VS" ]; then
   put() { # binary tag -> "req/s cpu_us/req" (the server's CPU: every thread, user + system)
     local t0 t1 n
     start_server "$1"
+    sleep 2 # the server settles (the view is built before it listens)
+    echo "$2 $(awk '/^RssAnon/ {print $2}' "/proc/$SERVER_PID/status")" >> "$OUT/segview-rss.txt"
     t0=$(cpu_ticks)
     CUSTOMERS=$WL/customers.txt METHOD=PUT wrk -t1 -c"$CONNS" -d"${DURATION}s" \
       -s "$ROOT/scripts/profile-write.wrk.lua" "http://127.0.0.1:$PORT" > "$OUT/segview-wrk-$2.txt" 2>&1 || true
@@ -202,6 +206,7 @@ if [ -n "$VS" ]; then
       "$(python3 -c "print('%.0f' % (($t1 - $t0) * 1e6 / $(getconf CLK_TCK) / max(1, ${n:-0})))")"
   }
   : > "$OUT/segview-starts.txt"
+  : > "$OUT/segview-rss.txt"
   printf '%-6s %12s %12s %8s %14s %14s\n' round "vs req/s" "this req/s" ratio "vs cpu_us/req" "this cpu_us/req"
   for r in $(seq 1 "$ROUNDS"); do
     if [ $((r % 2)) = 1 ]; then read -r A CA < <(put "$VS" "vs-$r"); read -r B CB < <(put "$BIN" "this-$r")
@@ -210,6 +215,9 @@ if [ -n "$VS" ]; then
   done
   echo "view at each start of this build:"
   cat "$OUT/segview-starts.txt"
+  echo "anonymous memory (RssAnon) 2 s after each start, kB:"
+  sort "$OUT/segview-rss.txt" | tr '\n' ' '
+  echo
 fi
 trap - EXIT
 STEAL1=$(steal)
