@@ -16,6 +16,7 @@
 #include "engine/segments_internal.h"
 #include "engine/cond.h"
 #include "engine/condset.h"
+#include "engine/segbits.h"
 #include "engine/hooks.h"
 #include "lua/luavm.h"
 #include "store/store.h"
@@ -1020,8 +1021,10 @@ int segments_start(struct app *app, int builder)
     int n = segments_reload(app, 1);
     if (n < 0)
         return ERR_NOMEM;
-    if (builder > 0)
+    if (builder > 0) {
+        segidx_view_build(app->store); /* on failure queries scan: not fatal */
         return segments_builder_start(app);
+    }
     return 0;
 }
 
@@ -1029,6 +1032,7 @@ void segments_stop(struct app *app)
 {
     (void)app;
     segments_builder_stop();
+    segbits_stop();
     if (g_iev)
         event_free(g_iev);
     if (g_debounce)

@@ -18,8 +18,11 @@
  *      "S" slot(be16)        → {"id", "fp", "state", "cursor", "built_at"}
  *      "A" audience id       → saved audience definition (segments_audience.c)
  *    A segment keeps its slot while it exists.  A write changes one record
- *    and the counts (few pages: the write path stays cheap); member pages,
- *    overlaps and audiences scan the customer records in id order;
+ *    and the counts (few pages: the write path stays cheap); member pages
+ *    scan the customer records in id order; overlaps and audiences of
+ *    segments are bitmap algebra over an in-memory view of the customer
+ *    records (engine/segbits.h, rebuilt at start, updated after each
+ *    commit), with the scan as fallback;
  *  - the builder thread (segments_build.c): fills a new or changed
  *    segment over every customer, empties a deleted one, and re-evaluates
  *    time-based segments every `segments_sweep_interval` seconds.
@@ -226,8 +229,12 @@ int segments_customer_bits(struct store_txn *t, const struct segments_gen *g, co
  *  @return 0, ERR_NOTFOUND, store errors. */
 int segments_size(struct store *s, const char *id, uint64_t *count, const char **state);
 
-/** Members of both `a` and `b` (a scan of the customer records). */
-int segments_overlap(struct store *s, const char *a, const char *b, uint64_t *count);
+/** Members of both `a` and `b`: from the in-memory view (engine/segbits.h)
+ *  when it is usable and `scan` is 0, else a scan of the customer records.
+ *  *by = "view" or "scan" (static).  @return 0, ERR_NOTFOUND, store
+ *  errors. */
+int segments_overlap(struct store *s, const char *a, const char *b, int scan, uint64_t *count,
+                     const char **by);
 
 /** One page of members in customer id order: up to `limit` ids appended
  *  to `ids` (a JSON array), after customer `after` ("" = from the start);
@@ -265,11 +272,16 @@ long segments_audience_next(struct store_txn *t, const struct segments_audience 
                             long max, segments_member_fn fn, void *ud);
 
 /** POST /api/v1/targeting/audience: compile, count, sample, save.  Returns
- *  {"id", "count", "sample", "definition", "counted_at", "matched"?,
- *  "held_out"?} or NULL with err. */
-json_t *segments_audience_create(struct app *app, const json_t *body, struct reqerr *err);
-/** GET /api/v1/targeting/audience/{id}: the saved definition counted now. */
-json_t *segments_audience_get(struct store *st, const char *id, struct reqerr *err);
+ *  {"id", "count", "sample", "definition", "counted_at", "counted_by",
+ *  "matched"?, "held_out"?} or NULL with err.  Segments named and no
+ *  condition: counted from the in-memory view (engine/segbits.h) unless
+ *  `scan` is 1 or the view is not usable ("counted_by": "view" / "scan");
+ *  a condition needs each candidate's profile: always the scan. */
+json_t *segments_audience_create(struct app *app, const json_t *body, int scan,
+                                 struct reqerr *err);
+/** GET /api/v1/targeting/audience/{id}: the saved definition counted now
+ *  (`scan` as above). */
+json_t *segments_audience_get(struct store *st, const char *id, int scan, struct reqerr *err);
 
 /* --- definitions over the API ------------------------------------------------------ */
 

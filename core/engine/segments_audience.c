@@ -4,9 +4,13 @@
  * optional random holdout, counted and sampled; saved under an id so a
  * campaign send can target exactly that definition.
  *
- * With segments named, candidates come from the customer records of the
- * segment index (a scan testing a few bits per customer, no profile read):
- * a count without a condition or holdout reads nothing else.  The
+ * With segments named and no condition, the count is bitmap algebra over
+ * the in-memory view (engine/segbits.h): the sample is the members at
+ * random ranks, a holdout hashes each member's id.  Otherwise, or when the
+ * view cannot answer (or ?via=scan asks), candidates come from the
+ * customer records of the segment index (a scan testing a few bits per
+ * customer, no profile read) — a count without a condition or holdout
+ * reads nothing else — or, with no segment named, every profile.  The
  * condition is evaluated on each candidate's view, as a segment's would
  * be; the holdout is
  * GrowthBook's hash (core/engine/assign.h, version 2) of the customer id
@@ -15,6 +19,7 @@
  */
 #include "engine/segments.h"
 #include "engine/segments_internal.h"
+#include "engine/segbits.h"
 #include "engine/assign.h"
 #include "engine/cond.h"
 #include "store/record.h"
@@ -336,6 +341,7 @@ long segments_audience_next(struct store_txn *t, const struct segments_audience 
 /* ---- counting (POST /api/v1/targeting/audience) ------------------------------------ */
 
 struct tally {
+    const char *by;       /* "view" or "scan" */
     uint64_t count, held;
     uint64_t seen;        /* for the reservoir */
     uint64_t rng;
@@ -408,8 +414,93 @@ static int count_fast(struct store_txn *tx, const struct segments_audience *a, s
     return n < 0 ? (int)n : 0;
 }
 
-static int tally_all(struct store *st, const struct segments_audience *a, struct tally *t)
+/* ---- counting from the in-memory view (engine/segbits.h) -------------------------- */
+
+static int sample_cb(void *ud, const char *id, size_t il)
 {
+    struct tally *t = ud;
+    if (t->ns < t->k)
+        snprintf(t->sample[t->ns++], 132, "%.*s", (int)il, id);
+    return 0;
+}
+
+/* Holdout over the members: each member's hash decides, as admit() does. */
+struct hold_ctx {
+    const struct segments_audience *a;
+    struct tally *t;
+};
+
+static int hold_cb(void *ud, const char *id, size_t il)
+{
+    struct hold_ctx *x = ud;
+    double h;
+    if (assign_hash(x->a->id, strlen(x->a->id), id, il, 2, &h) == 0 && h < x->a->holdout) {
+        x->t->held++;
+        return 0;
+    }
+    x->t->count++;
+    reservoir(x->t, id, il);
+    return 0;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Segments named, no condition: the count is bitmap algebra; the sample is
+ * members at `k` distinct random ranks; a holdout hashes every member.
+ * @return 0, ERR_BUSY (the view is not usable: scan), errors. */
+static int tally_view(const struct segments_audience *a, struct tally *t)
+{
+    struct walk w;
+    int rc = walk_init(&w, NULL, a);
+    if (rc) {
+        walk_free(&w);
+        return rc == ERR_NOTFOUND ? ERR_BUSY : rc;
+    }
+    struct segbits_expr e = { w.slots[0], w.slots[1], w.slots[2], w.ns[0], w.ns[1], w.ns[2] };
+    if (a->holdout > 0) {
+        struct hold_ctx x = { a, t };
+        rc = segbits_members(&e, hold_cb, &x);
+    } else if ((rc = segbits_count(&e, &t->count)) == 0 && t->k && t->count) {
+        uint64_t want = t->count < (uint64_t)t->k ? t->count : (uint64_t)t->k;
+        uint64_t *ranks = calloc(want, sizeof *ranks);
+        if (!ranks) {
+            rc = ERR_NOMEM;
+        } else {
+            /* Floyd's choice of `want` distinct ranks out of count */
+            uint64_t n = 0;
+            for (uint64_t j = t->count - want; j < t->count; j++) {
+                uint64_t r = xorshift(&t->rng) % (j + 1), i;
+                for (i = 0; i < n && ranks[i] != r; i++)
+                    ;
+                uint64_t pick = i < n ? j : r;
+                ranks[n++] = pick;
+            }
+            qsort(ranks, n, sizeof *ranks, cmp_u64);
+            rc = segbits_at_ranks(&e, ranks, (int)n, sample_cb, t);
+            free(ranks);
+        }
+    }
+    walk_free(&w);
+    return rc;
+}
+
+static int tally_all(struct store *st, const struct segments_audience *a, int scan,
+                     struct tally *t)
+{
+    t->by = "scan";
+    if (!scan && (a->n[0] || a->n[1]) && !a->cond) {
+        struct tally keep = *t;
+        int rc = tally_view(a, t);
+        if (rc != ERR_BUSY) {
+            t->by = "view";
+            return rc;
+        }
+        *t = keep; /* not usable now: the scan answers */
+    }
     struct store_txn *tx;
     int rc = store_rtxn_begin(st, &tx);
     if (rc)
@@ -452,11 +543,13 @@ static json_t *result_json(const char *id, const json_t *def, const struct tally
     json_object_set_new(o, "sample", s);
     json_object_set(o, "definition", (json_t *)def);
     json_object_set_new(o, "counted_at", json_integer(at));
+    json_object_set_new(o, "counted_by", json_string(t->by));
     return o;
 }
 
 /* The held-out count: customers matching everything but the holdout. */
-static int count_held(struct store *st, const struct segments_audience *a, uint64_t *held)
+static int count_held(struct store *st, const struct segments_audience *a, int scan,
+                      uint64_t *held)
 {
     *held = 0;
     if (a->holdout <= 0)
@@ -464,12 +557,13 @@ static int count_held(struct store *st, const struct segments_audience *a, uint6
     struct segments_audience b = *a;
     b.holdout = 0;
     struct tally t = { 0 };
-    int rc = tally_all(st, &b, &t);
+    int rc = tally_all(st, &b, scan, &t);
     *held = t.count;
     return rc;
 }
 
-json_t *segments_audience_create(struct app *app, const json_t *body, struct reqerr *err)
+json_t *segments_audience_create(struct app *app, const json_t *body, int scan,
+                                 struct reqerr *err)
 {
     char id[64];
     new_id(id, sizeof id);
@@ -480,10 +574,12 @@ json_t *segments_audience_create(struct app *app, const json_t *body, struct req
     t.k = a->sample;
     t.rng = 0x9E3779B97F4A7C15ull ^ (uint64_t)strlen(id) * 31 ^ id[5];
     t.sample = t.k ? calloc((size_t)t.k, sizeof *t.sample) : NULL;
-    int rc = t.k && !t.sample ? ERR_NOMEM : tally_all(app->store, a, &t);
+    int rc = t.k && !t.sample ? ERR_NOMEM : tally_all(app->store, a, scan, &t);
     uint64_t matched = 0;
-    if (!rc)
-        rc = count_held(app->store, a, &matched);
+    if (!rc && a->holdout > 0 && !strcmp(t.by, "view"))
+        matched = t.count + t.held; /* the view's holdout walk counted both */
+    else if (!rc)
+        rc = count_held(app->store, a, scan, &matched);
     int64_t now = clock_now();
     json_t *o = NULL;
     if (!rc) {
@@ -536,7 +632,7 @@ int segments_audience_load(struct store_txn *t, const char *id, struct segments_
     return rc;
 }
 
-json_t *segments_audience_get(struct store *st, const char *id, struct reqerr *err)
+json_t *segments_audience_get(struct store *st, const char *id, int scan, struct reqerr *err)
 {
     struct store_txn *tx;
     int rc = store_rtxn_begin(st, &tx);
@@ -553,7 +649,7 @@ json_t *segments_audience_get(struct store *st, const char *id, struct reqerr *e
     t.k = a->sample;
     t.rng = 0x9E3779B97F4A7C15ull;
     t.sample = t.k ? calloc((size_t)t.k, sizeof *t.sample) : NULL;
-    rc = t.k && !t.sample ? ERR_NOMEM : tally_all(st, a, &t);
+    rc = t.k && !t.sample ? ERR_NOMEM : tally_all(st, a, scan, &t);
     json_t *o = rc ? NULL : result_json(id, a->def, &t, clock_now());
     free(t.sample);
     segments_audience_free(a);

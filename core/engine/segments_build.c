@@ -13,6 +13,7 @@
  */
 #include "engine/segments.h"
 #include "engine/segments_internal.h"
+#include "engine/segbits.h"
 #include "store/store.h"
 #include "base/app.h"
 #include "base/clock.h"
@@ -444,6 +445,7 @@ static void collect(struct buf *out, void *ud)
     buf_printf(out, "# HELP promod_segments_sweeps_total Completed sweeps of time-based segments.\n"
                     "# TYPE promod_segments_sweeps_total counter\npromod_segments_sweeps_total %llu\n",
                (unsigned long long)p.sweeps);
+    segbits_metrics(out);
     if (g && g_bapp && g_bapp->store) {
         buf_adds(out, "# HELP promod_segment_members Customers in each segment.\n"
                       "# TYPE promod_segment_members gauge\n");

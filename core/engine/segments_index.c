@@ -11,13 +11,18 @@
  * another page of the B-tree: a profile that moves in or out of 20 of 200
  * segments dirtied ~40 pages, and writing them back made a PUT 6-8 times
  * slower on the reference store.  Here a write changes one record and the
- * few pages the 200 counts share.  Counts stay O(1); member pages,
- * overlaps and audiences scan the customer records in id order (small
- * values, ~45 bytes each: about 100 ms for a million customers, and a page
- * of members stops as soon as it is full).
+ * few pages the 200 counts share.  Counts stay O(1); member pages scan
+ * the customer records in id order (small values, ~45 bytes each: about
+ * 100 ms for a million customers, and a page of members stops as soon as
+ * it is full).  Overlaps and audiences of segments are counted from the
+ * in-memory view of these records (engine/segbits.h: a bitmap per slot
+ * over customer ordinals), which every record written here is noted to
+ * (segbits_note: applied after the commit, in commit order) and which
+ * segidx_view_build makes at start; the scan stays as their fallback.
  */
 #include "engine/segments.h"
 #include "engine/segments_internal.h"
+#include "engine/segbits.h"
 #include "store/record.h"
 #include "store/store.h"
 #include "base/clock.h"
@@ -156,7 +161,9 @@ int segidx_apply(struct segments_batch *b, const char *cust, size_t clen, struct
     size_t kl = key_cust(k, cust, clen);
     if (!any) {
         int rc = store_del(b->t, STORE_SEGMENTS, k, kl);
-        return rc == ERR_NOTFOUND ? 0 : rc;
+        if (rc == ERR_NOTFOUND)
+            rc = 0;
+        return rc ? rc : segbits_note(b->t, cust, clen, NULL, 0);
     }
     unsigned char val[SEGMENTS_SLOTS / 8];
     memset(val, 0, sizeof val);
@@ -169,7 +176,8 @@ int segidx_apply(struct segments_batch *b, const char *cust, size_t clen, struct
                 n = (size_t)s / 8 + 1;
         }
     (void)c;
-    return store_put(b->t, STORE_SEGMENTS, k, kl, val, n);
+    int rc = store_put(b->t, STORE_SEGMENTS, k, kl, val, n);
+    return rc ? rc : segbits_note(b->t, cust, clen, val, n);
 }
 
 struct segments_batch *segments_batch_begin(struct store_txn *wt)
@@ -332,7 +340,8 @@ long segments_erase_customer_txn(struct store_txn *wt, const char *cust)
             count_change(b, s, 0);
     unsigned char k[256];
     size_t kl = key_cust(k, cust, clen);
-    if ((rc = store_del(wt, STORE_SEGMENTS, k, kl))) {
+    if ((rc = store_del(wt, STORE_SEGMENTS, k, kl)) ||
+        (rc = segbits_note(wt, cust, clen, NULL, 0))) {
         segments_batch_abort(b);
         return rc;
     }
@@ -485,6 +494,34 @@ long segidx_scan(struct store_txn *t, const char *after, long max, segidx_cust_f
     return rc ? rc : x.n;
 }
 
+/* The in-memory view (engine/segbits.h) from every customer record, in a
+ * write txn: no commit of this process can land between the scan and the
+ * view going live. */
+_Static_assert(SEGBITS_SLOTS == SEGMENTS_SLOTS, "the view has a bitmap per index slot");
+
+static int build_cb(void *ud, const char *id, size_t idlen, const struct segidx_cust *c)
+{
+    (void)ud;
+    int rc = segbits_build_row(id, idlen, c->bits, c->nbytes);
+    return rc < 0 ? rc : 0;
+}
+
+int segidx_view_build(struct store *st)
+{
+    struct store_txn *t;
+    int rc = store_wtxn_begin(st, &t);
+    if (rc)
+        return rc;
+    if ((rc = segbits_build_begin(st, t)) == 0) {
+        char last[132];
+        long n = segidx_scan(t, "", LONG_MAX, build_cb, NULL, last);
+        rc = n < 0 ? (int)n : 0;
+    }
+    segbits_build_done(rc);
+    store_txn_end(t);
+    return rc;
+}
+
 /* Emptying a slot: the records that have its bit are collected by a scan,
  * then rewritten without it (a put or delete inside a scan's callback
  * would move the scan's own cursor). */
@@ -524,6 +561,8 @@ long segidx_drain_slot(struct store_txn *t, int slot, char *cursor, long max)
         size_t kl = key_cust(k, x.ids[i], il);
         rc = c.nbytes ? store_put(t, STORE_SEGMENTS, k, kl, c.bits, c.nbytes)
                       : store_del(t, STORE_SEGMENTS, k, kl);
+        if (!rc)
+            rc = segbits_note(t, x.ids[i], il, c.bits, c.nbytes);
     }
     free(x.ids);
     if (rc)
@@ -578,9 +617,11 @@ static int overlap_cb(void *ud, const char *id, size_t idlen, const struct segid
     return 0;
 }
 
-int segments_overlap(struct store *st, const char *a, const char *b, uint64_t *count)
+int segments_overlap(struct store *st, const char *a, const char *b, int scan, uint64_t *count,
+                     const char **by)
 {
     *count = 0;
+    *by = "scan";
     struct store_txn *t;
     int rc = store_rtxn_begin(st, &t);
     if (rc)
@@ -589,6 +630,15 @@ int segments_overlap(struct store *st, const char *a, const char *b, uint64_t *c
     if (sa < 0 || sb < 0) {
         store_txn_end(t);
         return ERR_NOTFOUND;
+    }
+    if (!scan) {
+        int both[2] = { sa, sb };
+        struct segbits_expr e = { .all = both, .nall = 2 };
+        if (segbits_count(&e, count) == 0) {
+            store_txn_end(t);
+            *by = "view";
+            return 0;
+        }
     }
     struct overlap_ctx x = { sa, sb, 0 };
     char last[132];

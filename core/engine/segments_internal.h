@@ -131,6 +131,10 @@ int segidx_count(struct store_txn *t, int slot, uint64_t *count);
 /** Slot of a loaded segment by id in the store, -1 when none. */
 int segidx_slot_of(struct store_txn *t, const char *id, struct segidx_slot *out);
 
+/** Build the in-memory view (engine/segbits.h) from the customer records;
+ *  queries scan when it fails.  @return 0 or an error (logged). */
+int segidx_view_build(struct store *st);
+
 /** Empty `slot`: clear its bit in the customer records after `cursor`
  *  (132 bytes, "" at the start; advanced), looking at up to `max` records.
  *  @return records looked at (0 = done), or a store error. */

@@ -101,6 +101,16 @@ static void h_one(struct http_req *r)
     http_reply_json(r, 200, out);
 }
 
+/* ?via=scan: count by scanning the index even when the in-memory view
+ * could answer (comparisons, tests). */
+static int via_scan(struct http_req *r)
+{
+    char *via = http_query_get(r, "via");
+    int scan = via && !strcmp(via, "scan");
+    free(via);
+    return scan;
+}
+
 static void h_size(struct http_req *r)
 {
     const char *id = r->params[0];
@@ -121,9 +131,11 @@ static void h_size(struct http_req *r)
     if (ov) {
         json_t *m = json_object();
         char *save = NULL;
+        int scan = via_scan(r);
+        const char *by = "scan";
         for (char *tok = strtok_r(ov, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
             uint64_t both;
-            if (!id_valid(tok) || segments_overlap(g_app->store, id, tok, &both)) {
+            if (!id_valid(tok) || segments_overlap(g_app->store, id, tok, scan, &both, &by)) {
                 json_decref(m);
                 json_decref(o);
                 http_reply_errorf(r, 404, "not_found", "overlap", "overlap: no segment \"%s\"", tok);
@@ -133,6 +145,7 @@ static void h_size(struct http_req *r)
             json_object_set_new(m, tok, json_integer((json_int_t)both));
         }
         json_object_set_new(o, "overlap", m);
+        json_object_set_new(o, "counted_by", json_string(by));
         free(ov);
     }
     http_reply_json(r, 200, o);
@@ -245,7 +258,7 @@ static void h_audience(struct http_req *r)
     if (!body)
         return;
     struct reqerr e = { 0 };
-    json_t *o = segments_audience_create(g_app, body, &e);
+    json_t *o = segments_audience_create(g_app, body, via_scan(r), &e);
     json_decref(body);
     if (!o) {
         http_reply_reqerr(r, &e);
@@ -257,7 +270,7 @@ static void h_audience(struct http_req *r)
 static void h_audience_get(struct http_req *r)
 {
     struct reqerr e = { 0 };
-    json_t *o = segments_audience_get(g_app->store, r->params[0], &e);
+    json_t *o = segments_audience_get(g_app->store, r->params[0], via_scan(r), &e);
     if (!o) {
         http_reply_reqerr(r, &e);
         return;

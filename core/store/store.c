@@ -83,6 +83,7 @@ struct store_txn {
     int depth;              /* slots: open txns of the thread (atomic) */
     int live;               /* slots: the read txn is live (not reset) */
     struct store_txn *next; /* list of slots, for close and the grower */
+    void *user;             /* write txns: store_txn_user (the end hook's argument) */
 };
 
 struct store {
@@ -130,6 +131,7 @@ struct store {
     int64_t disk_warned_ms, refused_warned_ms;
 
     void (*sync_hook)(void *);  /* store_set_sync_hook, called after each flush */
+    void (*txn_hook)(void *user, uint64_t txnid); /* store_set_txn_hook */
     void *sync_hook_ud;
 };
 
@@ -178,35 +180,6 @@ static void deadline_in(struct timespec *ts, long ms)
         ts->tv_sec++;
         ts->tv_nsec -= 1000000000L;
     }
-}
-
-void store_be64(uint64_t v, unsigned char out[8])
-{
-    for (int i = 7; i >= 0; i--) {
-        out[i] = (unsigned char)(v & 0xff);
-        v >>= 8;
-    }
-}
-
-uint64_t store_get_be64(const unsigned char in[8])
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = (v << 8) | in[i];
-    return v;
-}
-
-void store_be32(uint32_t v, unsigned char out[4])
-{
-    out[0] = (unsigned char)(v >> 24);
-    out[1] = (unsigned char)(v >> 16);
-    out[2] = (unsigned char)(v >> 8);
-    out[3] = (unsigned char)v;
-}
-
-uint32_t store_get_be32(const unsigned char in[4])
-{
-    return (uint32_t)in[0] << 24 | (uint32_t)in[1] << 16 | (uint32_t)in[2] << 8 | in[3];
 }
 
 /* ---- the pass: who may touch the map ------------------------------------ */
@@ -882,6 +855,7 @@ int store_wtxn_begin(struct store *s, struct store_txn **out)
             t->slot = slot;
             t->depth = t->live = 0;
             t->next = NULL;
+            t->user = NULL;
             *out = t;
             return 0;
         }
@@ -902,6 +876,9 @@ void store_txn_end(struct store_txn *t)
     struct store *s = t->s;
     if (t->write) {
         mdb_txn_abort(t->txn);
+        void (*hook)(void *, uint64_t) = __atomic_load_n(&s->txn_hook, __ATOMIC_ACQUIRE);
+        if (hook && t->user)
+            hook(t->user, 0);
         pthread_mutex_unlock(&s->wmu);
         pass_exit(s, t->slot);
         free(t);
@@ -918,11 +895,15 @@ static int wcommit(struct store_txn *t)
 {
     struct store *s = t->s;
     int rc = mdb_txn_commit(t->txn);
+    MDB_envinfo info;
     if (rc == 0) {
-        MDB_envinfo info;
         mdb_env_info(s->env, &info);
         __atomic_store_n(&s->used, (size_t)(info.me_last_pgno + 1) * s->psize, __ATOMIC_RELAXED);
     }
+    /* still under this process's writer lock: hooks see commits in order */
+    void (*hook)(void *, uint64_t) = __atomic_load_n(&s->txn_hook, __ATOMIC_ACQUIRE);
+    if (hook && (rc == 0 || t->user))
+        hook(t->user, rc == 0 ? (uint64_t)info.me_last_txnid : 0);
     pthread_mutex_unlock(&s->wmu);
     pass_exit(s, t->slot);
     free(t);
@@ -1023,6 +1004,24 @@ void store_sync_wait(struct store *s, uint64_t ticket)
         pthread_cond_wait(&s->done, &s->mu);
     }
     pthread_mutex_unlock(&s->mu);
+}
+
+void store_set_txn_hook(struct store *s, void (*fn)(void *user, uint64_t txnid))
+{
+    __atomic_store_n(&s->txn_hook, fn, __ATOMIC_RELEASE);
+}
+
+void **store_txn_user(struct store_txn *t)
+{
+    return t->write ? &t->user : NULL;
+}
+
+uint64_t store_last_txnid(struct store *s)
+{
+    MDB_envinfo info;
+    if (mdb_env_info(s->env, &info))
+        return 0;
+    return (uint64_t)info.me_last_txnid;
 }
 
 void store_set_sync_hook(struct store *s, void (*fn)(void *), void *ud)

@@ -128,6 +128,23 @@ void store_sync_wait(struct store *s, uint64_t ticket);
  *  held (one hook per store; NULL removes it).  fn must be quick and must
  *  not open transactions. */
 void store_set_sync_hook(struct store *s, void (*fn)(void *ud), void *ud);
+/** Call fn(user, txnid) when a write txn of this process ends, on the
+ *  thread ending it and with this process's writer lock still held — so
+ *  calls come one at a time, in commit order: after every successful
+ *  commit with the environment's last txn id (that commit's, or the one
+ *  before when the txn wrote nothing) and `user` = what the txn's
+ *  store_txn_user slot holds (NULL when nothing was attached); after an
+ *  abort or a failed commit with txnid 0, only when `user` is not NULL.
+ *  fn must be quick, must not open transactions and must free (or keep)
+ *  `user`.  One hook per store (the segment view's, engine/segbits.h);
+ *  NULL removes it. */
+void store_set_txn_hook(struct store *s, void (*fn)(void *user, uint64_t txnid));
+/** The write txn's user slot (NULL for read txns): a pointer the txn hook
+ *  receives when the txn ends.  Starts NULL. */
+void **store_txn_user(struct store_txn *txn);
+/** The id of the last txn committed to the environment by any process
+ *  (0 on error). */
+uint64_t store_last_txnid(struct store *s);
 /** End a read txn or abort a write txn.  NULL is a no-op. */
 void store_txn_end(struct store_txn *txn);
 
