@@ -76,7 +76,8 @@ struct req {
     int accepted;
     struct cand **batch;         /* the reservation batch ... */
     struct cand **served;        /* ... and the offers, in order */
-    struct cand **order;         /* the candidates by rank (rank()) */
+    struct cand **order;         /* the candidates, by rank up to `sorted` (rank(), take()) */
+    int sorted;                  /* order[0 .. sorted) is final */
     struct content_locale loc;       /* the locale the request asks for, on first need */
     struct audience_cust ac;     /* segments and campaign audiences (audience.h) */
     const struct experiments_view *xv; /* live experiments of r->g, or NULL */
