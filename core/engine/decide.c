@@ -360,14 +360,6 @@ static void push_counts(lua_State *L, const struct rules_campaign *c, const stru
     lua_setfield(L, -2, "global_1d");
 }
 
-static int cand_cmp(const void *a, const void *b)
-{
-    const struct cand *x = *(const struct cand *const *)a, *y = *(const struct cand *const *)b;
-    if (x->score != y->score)
-        return x->score < y->score ? 1 : -1;
-    return x->rank - y->rank; /* equal scores: priority order, then id (the channel index) */
-}
-
 /* Is consent withdrawn for this channel?  p.consent[key] == false,
  * p.consent[channel] == false, p.consent.all == false or p.opt_out == true. */
 static const char *consent_block(lua_State *L, int p_idx, const struct rules_channel *ch)
@@ -768,74 +760,6 @@ static void candidates(struct req *r)
     }
 }
 
-/* Step 4: rank by score (descending), then the channel index's order
- * (cand_cmp: a total order, every rank differs).  Lazily: the walk usually
- * takes `limit` candidates and a few more that caps hold back, so the first
- * take() puts only the best limit + RANK_SPARE in order, in one pass (each
- * candidate is compared with the worst of them, and the few better ones
- * inserted); only a walk that gets past them sorts the rest.  Sorting ~50
- * candidates up front cost ~6k instructions of a decide with 2,000
- * campaigns; the order the walk and explain see is the same either way. */
-#define RANK_SPARE 4
-
-static void rank(struct req *r)
-{
-    for (int k = 0; k < r->ncand; k++)
-        r->order[k] = &r->cands[k];
-    r->sorted = r->ncand > 1 ? 0 : r->ncand;
-}
-
-static inline int cand_before(const struct cand *x, const struct cand *y)
-{
-    return x->score != y->score ? x->score > y->score : x->rank < y->rank;
-}
-
-/* order[r->next .. ncand) in rank order from here on. */
-static void rank_rest(struct req *r)
-{
-    if (r->sorted < r->ncand && r->ncand - r->next > 1)
-        qsort(r->order + r->next, (size_t)(r->ncand - r->next), sizeof *r->order, cand_cmp);
-    r->sorted = r->ncand;
-}
-
-/* order[0 .. m) := the best m candidates, in rank order. */
-static void rank_top(struct req *r, int m)
-{
-    struct cand **o = r->order;
-    for (int k = 1; k < m; k++) /* insertion sort of the first m */
-        for (int j = k; j > 0 && cand_before(o[j], o[j - 1]); j--) {
-            struct cand *t = o[j];
-            o[j] = o[j - 1];
-            o[j - 1] = t;
-        }
-    for (int k = m; k < r->ncand; k++) {
-        if (!cand_before(o[k], o[m - 1]))
-            continue;
-        struct cand *t = o[k];
-        o[k] = o[m - 1]; /* the one pushed out joins the rest */
-        int j = m - 1;
-        while (j > 0 && cand_before(t, o[j - 1])) {
-            o[j] = o[j - 1];
-            j--;
-        }
-        o[j] = t;
-    }
-    r->sorted = m;
-}
-
-/* The next candidate in rank order (r->next < r->ncand). */
-static struct cand *take(struct req *r)
-{
-    if (r->next >= r->sorted) {
-        int lim = r->q->limit;
-        if (r->next == 0 && lim >= 1 && lim < r->ncand - RANK_SPARE)
-            rank_top(r, lim + RANK_SPARE);
-        else
-            rank_rest(r);
-    }
-    return r->order[r->next++];
-}
-
 /* Ask campaign `c`'s throttle hook (registry ref `fn`) about counts `n`.
  * 1 when it holds the candidate back (explain says why).  Stack-neutral. */
 static int throttle_hook(struct rules_worker *rw, const struct rules_campaign *c, int fn,
@@ -941,7 +865,7 @@ static int next_batch(struct req *r)
 {
     int nb = 0;
     while (nb < r->q->limit - r->accepted && r->next < r->ncand) {
-        struct cand *cd = take(r);
+        struct cand *cd = decide_take(r);
         if (cap_gate(r, cd))
             continue;
         cd->picked = 0;
@@ -1067,7 +991,7 @@ static void walk(struct req *r)
 static void explain_rest(struct req *r)
 {
     if (r->explain)
-        rank_rest(r);
+        decide_rank_rest(r);
     for (int k = r->next; r->explain && k < r->ncand; k++)
         if (!cap_gate(r, r->order[k]) && r->order[k]->xp)
             json_object_set_new(r->order[k]->xp, "reason", json_string("ranked below the limit"));
@@ -1139,7 +1063,7 @@ static int run(struct req *r, struct reqerr *e, struct buf *out)
         return rc;
     }
     candidates(r);
-    rank(r);
+    decide_rank(r);
     walk(r);
     log_exposures(r);
     explain_rest(r);
