@@ -130,6 +130,12 @@ kill $VG; wait $VG 2>/dev/null || true
 trap - EXIT
 TOTAL=$(callgrind_annotate "$OUT/callgrind.out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1}')
 python3 -c "print('instructions per decide (inside dispatch): %.1f k' % ($TOTAL / $N / 1000))"
+# the worker thread alone: the count above also holds what other threads
+# (the outbox's timer, the segment sweep) ran while a request was being
+# dispatched, which follows valgrind's wall time (+-2 k on a loaded machine)
+WORKER=$(callgrind_annotate --inclusive=yes --threshold=100 "$OUT/callgrind.out" 2>/dev/null |
+  awk '/[: ]worker_main / && !w {gsub(",","",$1); w = $1} END {print w}')
+[ -z "$WORKER" ] || python3 -c "print('worker thread per decide: %.1f k' % ($WORKER / $N / 1000))"
 echo "most expensive functions (inclusive, per decide):"
 callgrind_annotate --inclusive=yes "$OUT/callgrind.out" 2>/dev/null |
   sed -nE 's/^ *([0-9,]+) \( *[0-9.]+%\)  (.*)$/\1 \2/p' | tr -d ',' |

@@ -63,6 +63,8 @@ void condset_stats(const struct condset *cs, struct condset_stats *st)
     st->complex = cs->ncplx;
     for (int i = 0; i < cs->ng; i++)
         st->deep_groups += cs->g[i].sub != NULL;
+    for (int i = 0; i < cs->ncl; i++)
+        st->native += cs->cl[i].fast != F_NONE;
 }
 
 void condset_free(struct condset *cs)
@@ -81,6 +83,7 @@ void condset_free(struct condset *cs)
     for (int i = 0; i < cs->ncl; i++) {
         cond_free(cs->cl[i].c);
         free(cs->cl[i].text);
+        free(cs->cl[i].str);
         free(cs->cl[i].users);
     }
     free(cs->cl);
@@ -427,6 +430,65 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* Does clause document `doc` have one of the native shapes (struct
+ * clause, condset_internal.h)?  Sets c->fast (F_NONE when not).  0 or
+ * ERR_NOMEM. */
+static int fast_form(const json_t *doc, struct clause *c)
+{
+    c->fast = F_NONE;
+    const char *attr;
+    json_t *v;
+    if (json_object_size(doc) != 1)
+        return 0;
+    attr = json_object_iter_key(json_object_iter((json_t *)doc));
+    v = json_object_iter_value(json_object_iter((json_t *)doc));
+    if (!attr[0] || attr[0] == '$' || strchr(attr, '.') || !json_is_object(v) ||
+        !json_object_size(v))
+        return 0;
+    json_t *em = json_object_get(v, "$elemMatch");
+    if (em && json_object_size(v) == 1) {
+        json_t *eq = json_object_get(em, "$eq");
+        if (!eq || json_object_size(em) != 1 || !json_is_string(eq) || !json_string_length(eq))
+            return 0;
+        size_t n = json_string_length(eq);
+        if (!(c->str = malloc(n)))
+            return ERR_NOMEM;
+        memcpy(c->str, json_string_value(eq), n);
+        c->slen = n;
+        c->fast = F_ELEM;
+        return 0;
+    }
+    static const char *const names[] = { "$gt", "$gte", "$lt", "$lte", "$eq", "$ne", "$exists" };
+    if (json_object_size(v) > F_MAXOPS)
+        return 0;
+    const char *k;
+    json_t *x;
+    int n = 0;
+    json_object_foreach(v, k, x) {
+        int op = -1;
+        for (int j = 0; j < (int)(sizeof names / sizeof *names); j++)
+            if (!strcmp(k, names[j]))
+                op = j;
+        if (op < 0)
+            return 0;
+        if (op == FO_EXISTS) {
+            if (!json_is_boolean(x))
+                return 0;
+            if (!json_is_true(x))
+                op = FO_MISSING;
+        } else if (!json_is_number(x)) {
+            return 0;
+        }
+        c->op[n] = (uint8_t)op;
+        c->num[n] = op >= FO_EXISTS ? 0 : json_number_value(x);
+        n++;
+    }
+    c->nops = (uint8_t)n;
+    c->fast = F_NUM;
+    return 0;
+}
+
+
 static int finish(struct condset_build *b, struct condset *cs)
 {
     struct splitter s = { 0 };
@@ -454,6 +516,8 @@ static int finish(struct condset_build *b, struct condset *cs)
         json_t *doc = json_loads(s.texts.v[i], 0, &je);
         struct cond_opts o = { .mode = COND_LENIENT };
         rc = doc ? cond_compile(doc, &o, &cs->cl[i].c, NULL) : ERR_NOMEM;
+        if (!rc)
+            rc = fast_form(doc, &cs->cl[i]);
         json_decref(doc);
         if (rc)
             goto out;
@@ -541,6 +605,9 @@ static int finish(struct condset_build *b, struct condset *cs)
         cs->cl[i].group = gi;
     }
     strset_free(&gkeys, false);
+    for (int i = 0; i < cs->ncl; i++) /* the native forms read a whole root's value */
+        if (cs->cl[i].group < 0 || cs->g[cs->cl[i].group].sub)
+            cs->cl[i].fast = F_NONE;
     /* the groups' user bitsets side by side: the evaluation reads them all */
     if (!rc && cs->ng && !(cs->gusers = calloc((size_t)cs->ng * cs->nw, sizeof(uint64_t))))
         rc = ERR_NOMEM;

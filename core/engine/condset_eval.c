@@ -69,6 +69,7 @@ struct condset_scratch {
     uint64_t tick;
     struct cond_attrs attrs;
     bool attrs_ready, attrs_ok;
+    bool roots_ok;          /* rv holds this evaluation's root values */
     const char *attrs_mp;
     struct rootval *rv;
     int rvcap;
@@ -230,9 +231,119 @@ static int seg_cb(void *ud, const char *id, size_t idlen, const char *mp, size_t
     return k >= 0 && x->refs && bit_get(x->refs, k);
 }
 
+/* A msgpack number at p (n bytes there) as cond reads it (cond_js.c):
+ * 0 with *x, -1 when p is not a number. */
+static int mp_number(const unsigned char *p, size_t n, double *x)
+{
+    if (!n)
+        return -1;
+    unsigned c = p[0];
+    if (c <= 0x7f) { *x = (double)c; return 0; }
+    if (c >= 0xe0) { *x = (double)(int8_t)c; return 0; }
+    static const uint8_t need[] = { [0xca - 0xca] = 4, [0xcb - 0xca] = 8, [0xcc - 0xca] = 1,
+                                    [0xcd - 0xca] = 2, [0xce - 0xca] = 4, [0xcf - 0xca] = 8,
+                                    [0xd0 - 0xca] = 1, [0xd1 - 0xca] = 2, [0xd2 - 0xca] = 4,
+                                    [0xd3 - 0xca] = 8 };
+    if (c < 0xca || c > 0xd3 || n < 1u + need[c - 0xca])
+        return -1;
+    uint64_t u = 0;
+    for (unsigned i = 0; i < need[c - 0xca]; i++)
+        u = u << 8 | p[1 + i];
+    switch (c) {
+    case 0xca: { float f; uint32_t w = (uint32_t)u; memcpy(&f, &w, 4); *x = (double)f; return 0; }
+    case 0xcb: memcpy(x, &u, 8); return 0;
+    case 0xcc: case 0xcd: case 0xce: case 0xcf: *x = (double)u; return 0;
+    case 0xd0: *x = (double)(int8_t)u; return 0;
+    case 0xd1: *x = (double)(int16_t)u; return 0;
+    case 0xd2: *x = (double)(int32_t)u; return 0;
+    default: *x = (double)(int64_t)u; return 0;
+    }
+}
+
+/* A clause's native form (struct clause) on its root's value: 1 holds,
+ * 0 not, -1 a value the form does not cover (then cond decides). */
+static int eval_fast(const struct clause *c, const unsigned char *p, size_t n)
+{
+    if (c->fast == F_NUM) {
+        double x;
+        if (mp_number(p, n, &x))
+            return -1;
+        for (int k = 0; k < c->nops; k++) {
+            double t = c->num[k];
+            bool ok;
+            switch (c->op[k]) {
+            case FO_GT: ok = x > t; break;       /* NaN: false, as cond */
+            case FO_GTE: ok = x >= t; break;
+            case FO_LT: ok = x < t; break;
+            case FO_LTE: ok = x <= t; break;
+            case FO_EQ: ok = x == t; break;
+            case FO_NE: ok = !(x == t); break;
+            case FO_EXISTS: ok = true; break;    /* a number is not null */
+            default: ok = false; break;          /* $exists: false */
+            }
+            if (!ok)
+                return 0;
+        }
+        return 1;
+    }
+    /* F_ELEM: an array of strings and scalars (fixarray, array16/32) */
+    uint32_t cnt;
+    size_t at;
+    if (!n)
+        return -1;
+    if (p[0] >= 0x90 && p[0] <= 0x9f) {
+        cnt = p[0] & 0x0f;
+        at = 1;
+    } else if (p[0] == 0xdc && n >= 3) {
+        cnt = (uint32_t)p[1] << 8 | p[2];
+        at = 3;
+    } else if (p[0] == 0xdd && n >= 5) {
+        cnt = (uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 8 | p[4];
+        at = 5;
+    } else {
+        return -1; /* not an array (cond: false), or one to read with cond */
+    }
+    for (uint32_t i = 0; i < cnt; i++) {
+        if (at >= n)
+            return -1;
+        unsigned t = p[at];
+        size_t sl, hl;
+        if (t >= 0xa0 && t <= 0xbf) {
+            sl = t & 0x1f;
+            hl = 1;
+        } else if (t == 0xd9 && n - at >= 2) {
+            sl = p[at + 1];
+            hl = 2;
+        } else if (t == 0xda && n - at >= 3) {
+            sl = (size_t)p[at + 1] << 8 | p[at + 2];
+            hl = 3;
+        } else if (t <= 0x7f || t >= 0xe0 || t == 0xc0 || t == 0xc2 || t == 0xc3) {
+            at++; /* a small number, nil, a boolean: never === a string */
+            continue;
+        } else {
+            return -1; /* bin, ext (cond reads them as strings), containers, ... */
+        }
+        if (n - at < hl + sl)
+            return -1;
+        if (sl == c->slen && !memcmp(p + at + hl, c->str, sl))
+            return 1; /* cond stops at the first match too */
+        at += hl + sl;
+    }
+    return 0;
+}
+
 static int eval_clause(const struct condset *cs, struct condset_scratch *sc, int ci, const char *mp,
                        size_t len, const uint64_t *refs)
 {
+    const struct clause *cl = &cs->cl[ci];
+    if (cl->fast && sc->roots_ok) {
+        const struct rootval *v = &sc->rv[cs->g[cl->group].root];
+        if (v->p) {
+            int r = eval_fast(cl, (const unsigned char *)v->p, v->len);
+            if (r >= 0)
+                return r;
+        }
+    }
     if (!sc->attrs_ready) {
         sc->attrs_ready = true;
         sc->attrs_ok = cond_attrs_init(&sc->attrs, mp, len) == 0;
@@ -388,6 +499,7 @@ int condset_eval(const struct condset *cs, struct condset_scratch *sc, const cha
     if (cs->ng && !sm)
         return ERR_NOMEM;
     bool roots = cs->ng && find_roots(cs, sc, mp, len);
+    sc->roots_ok = roots;
     if (sc->tmpcap < nw) {
         uint64_t *t = realloc(sc->tmp, nw * sizeof *t);
         if (!t)
@@ -486,6 +598,7 @@ int condset_eval(const struct condset *cs, struct condset_scratch *sc, const cha
                 out[w] &= ~c->users[w];
     }
     done_attrs(sc);
+    sc->roots_ok = false;
     int count = 0;
     for (size_t w = 0; w < nw; w++)
         count += __builtin_popcountll(out[w]);
@@ -529,6 +642,7 @@ int condset_explain(const struct condset *cs, struct condset_scratch *sc, int i,
     const struct cmember *m = &cs->m[i];
     size_t at = 0;
     sc->attrs_ready = false;
+    sc->roots_ok = false; /* explain evaluates with cond alone */
     int held = 1;
     for (int k = 0; k < m->nt && held; k++) {
         const struct ctest *t = &m->t[k];

@@ -42,11 +42,31 @@ struct cmember {
     uint64_t *all, *any, *none; /* over refs; NULL when unused */
 };
 
+/* Clause shapes evaluated natively on the root value (condset_eval.c),
+ * without cond's path walk: campaigns' audiences are mostly made of them,
+ * and values such as a float or a list of interests never repeat enough
+ * for the group memory, so each was a full cond evaluation (~700
+ * instructions) per decide.  A value the native form does not cover (not a
+ * number, an array holding more than strings and scalars, malformed) goes
+ * to cond as before, so the result is cond's by construction. */
+enum { F_NONE, F_NUM, F_ELEM };
+#define F_MAXOPS 4
+enum { FO_GT, FO_GTE, FO_LT, FO_LTE, FO_EQ, FO_NE, FO_EXISTS, FO_MISSING };
+
 struct clause {
     struct cond *c;
     char *text;     /* compact JSON of the clause document */
     int group;      /* -1: evaluated on its own */
     uint64_t *users;
+    /* F_NUM: {"attr": {ops}}, every op one of $gt $gte $lt $lte $eq $ne
+     * with a number, or $exists with a boolean; F_ELEM: {"attr":
+     * {"$elemMatch": {"$eq": "a non-empty string"}}}.  Only for a group
+     * on a whole root ("attr" holds no dot). */
+    uint8_t fast, nops;
+    uint8_t op[F_MAXOPS];
+    double num[F_MAXOPS];
+    char *str;      /* F_ELEM */
+    size_t slen;
 };
 
 struct group {

@@ -360,14 +360,6 @@ static void push_counts(lua_State *L, const struct rules_campaign *c, const stru
     lua_setfield(L, -2, "global_1d");
 }
 
-static int cand_cmp(const void *a, const void *b)
-{
-    const struct cand *x = *(const struct cand *const *)a, *y = *(const struct cand *const *)b;
-    if (x->score != y->score)
-        return x->score < y->score ? 1 : -1;
-    return x->rank - y->rank; /* equal scores: priority order, then id (the channel index) */
-}
-
 /* Is consent withdrawn for this channel?  p.consent[key] == false,
  * p.consent[channel] == false, p.consent.all == false or p.opt_out == true. */
 static const char *consent_block(lua_State *L, int p_idx, const struct rules_channel *ch)
@@ -745,11 +737,19 @@ static void candidates(struct req *r)
         } else if (score(&k, c, hooks[HOOKS_SCORE], xp, &s)) {
             continue;
         }
+        /* field by field: a compound literal zeroed the whole candidate
+         * (~400 bytes: the experiment pick, the counts) for each of up to
+         * ~50 candidates; what is not set here is written before it is read
+         * (li, fmt and coupon by choose_content, seen when hooked, pick when
+         * picked) */
         struct cand *cd = &cands[n++];
-        struct buf keep = cd->content; /* the content buffer is reused */
-        *cd = (struct cand){ .idx = i, .rank = j, .score = s, .xp = xp, .variant = -1 };
-        cd->content = keep;
-        buf_reset(&cd->content);
+        cd->idx = i;
+        cd->rank = j;
+        cd->score = s;
+        cd->xp = xp;
+        cd->variant = -1;
+        cd->served = cd->hooked = cd->coupon = cd->picked = 0;
+        buf_reset(&cd->content); /* the content buffer is reused */
     }
     r->ncand = n;
     if (r->blocked && explain) {
@@ -758,15 +758,6 @@ static void candidates(struct req *r)
         json_object_set_new(x, "reason", json_string(r->blocked));
         json_array_append_new(explain, x);
     }
-}
-
-/* Step 4: rank by score (descending), then the channel index's order. */
-static void rank(struct req *r)
-{
-    for (int k = 0; k < r->ncand; k++)
-        r->order[k] = &r->cands[k];
-    if (r->ncand > 1)
-        qsort(r->order, (size_t)r->ncand, sizeof *r->order, cand_cmp);
 }
 
 /* Ask campaign `c`'s throttle hook (registry ref `fn`) about counts `n`.
@@ -874,7 +865,7 @@ static int next_batch(struct req *r)
 {
     int nb = 0;
     while (nb < r->q->limit - r->accepted && r->next < r->ncand) {
-        struct cand *cd = r->order[r->next++];
+        struct cand *cd = decide_take(r);
         if (cap_gate(r, cd))
             continue;
         cd->picked = 0;
@@ -999,6 +990,8 @@ static void walk(struct req *r)
 /* Step 6: explain reports caps for the candidates the walk did not reach. */
 static void explain_rest(struct req *r)
 {
+    if (r->explain)
+        decide_rank_rest(r);
     for (int k = r->next; r->explain && k < r->ncand; k++)
         if (!cap_gate(r, r->order[k]) && r->order[k]->xp)
             json_object_set_new(r->order[k]->xp, "reason", json_string("ranked below the limit"));
@@ -1070,7 +1063,7 @@ static int run(struct req *r, struct reqerr *e, struct buf *out)
         return rc;
     }
     candidates(r);
-    rank(r);
+    decide_rank(r);
     walk(r);
     log_exposures(r);
     explain_rest(r);

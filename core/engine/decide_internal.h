@@ -1,5 +1,6 @@
 /*
- * decide_internal.h — what decide's files share (decide.c, decide_log.c):
+ * decide_internal.h — what decide's files share (decide.c, decide_log.c,
+ * decide_rank.c):
  * a candidate, the per-worker scratch and one request's state.  Not an
  * interface: nothing outside engine/decide*.c includes it.
  */
@@ -76,7 +77,8 @@ struct req {
     int accepted;
     struct cand **batch;         /* the reservation batch ... */
     struct cand **served;        /* ... and the offers, in order */
-    struct cand **order;         /* the candidates by rank (rank()) */
+    struct cand **order;         /* the candidates, by rank up to `sorted` (rank(), take()) */
+    int sorted;                  /* order[0 .. sorted) is final */
     struct content_locale loc;       /* the locale the request asks for, on first need */
     struct audience_cust ac;     /* segments and campaign audiences (audience.h) */
     const struct experiments_view *xv; /* live experiments of r->g, or NULL */
@@ -87,6 +89,14 @@ struct req {
     int logged;                  /* a sampled live decide: goes to the decision log */
     char did[21];                /* the decision id */
 };
+
+/* Ranking (decide_rank.c): decide_rank() after the candidates are known;
+ * decide_take() gives the next candidate in rank order (r->next <
+ * r->ncand), ordering only as far as the walk gets; decide_rank_rest()
+ * orders everything from r->next on (explain reports them in order). */
+void decide_rank(struct req *r);
+struct cand *decide_take(struct req *r);
+void decide_rank_rest(struct req *r);
 
 /* The decision log and replay (decide_log.c): after the walk, hand the
  * offers to a replay's caller (q->as_was) and queue a sampled live decide

@@ -537,3 +537,118 @@ Test(condset, clauses_on_one_attribute_share_a_group)
     for (int i = 0; i < N; i++)
         json_decref(conds[i]);
 }
+
+/* ---- native clause forms ------------------------------------------------ */
+
+/* Numeric comparisons and $elemMatch of a string on a top-level attribute
+ * are evaluated natively (condset.h); every other value goes to cond.  The
+ * native verdicts must be cond's on every msgpack encoding a value can
+ * have: each clause below, as a member of one set, against each raw value
+ * below as attribute "v", with the memory of group values both off (the
+ * first pass, a value at a time) and on (a second pass). */
+static const char *const native_clauses[] = {
+    "{\"v\": {\"$gt\": 10}}", "{\"v\": {\"$gte\": 10}}", "{\"v\": {\"$lt\": -1.5}}",
+    "{\"v\": {\"$lte\": 0}}", "{\"v\": {\"$eq\": 42}}", "{\"v\": {\"$ne\": 42}}",
+    "{\"v\": {\"$gte\": 25, \"$lte\": 39}}", "{\"v\": {\"$exists\": true, \"$lte\": 90}}",
+    "{\"v\": {\"$exists\": false}}", "{\"v\": {\"$exists\": true}}",
+    "{\"v\": {\"$gt\": 4294967295}}", "{\"v\": {\"$lt\": 1e300}}", "{\"v\": {\"$eq\": 0}}",
+    "{\"v\": {\"$gt\": 1, \"$lt\": 3, \"$ne\": 2, \"$exists\": true}}",
+    "{\"v\": {\"$elemMatch\": {\"$eq\": \"ski\"}}}", "{\"v\": {\"$elemMatch\": {\"$eq\": \"été\"}}}",
+    "{\"v\": {\"$elemMatch\": {\"$eq\": \"a-long-interest-name-over-thirty-two-bytes\"}}}",
+    /* shapes that stay with cond, mixed in */
+    "{\"v\": {\"$gt\": \"10\"}}", "{\"v\": {\"$elemMatch\": {\"$eq\": 5}}}", "{\"v\": 42}",
+    "{\"v\": {\"$elemMatch\": {\"$gt\": 3}}}",
+};
+
+/* Raw msgpack values (bytes, length). */
+struct rawv {
+    const char *b;
+    size_t n;
+};
+#define RV(s) { s, sizeof s - 1 }
+static const struct rawv native_values[] = {
+    RV("\x0a"), RV("\x2a"), RV("\x00"), RV("\x7f"), RV("\xff"), RV("\xe0"),     /* fixints */
+    RV("\xcc\xff"), RV("\xcd\x01\x00"), RV("\xce\xff\xff\xff\xff"),                /* uints */
+    RV("\xcf\xff\xff\xff\xff\xff\xff\xff\xff"), RV("\xcf\x00\x00\x00\x01\x00\x00\x00\x00"),
+    RV("\xd0\x80"), RV("\xd1\xff\x00"), RV("\xd2\x80\x00\x00\x00"),              /* ints */
+    RV("\xd3\xff\xff\xff\xff\xff\xff\xff\xfe"),
+    RV("\xca\x41\x20\x00\x00"), RV("\xca\x7f\xc0\x00\x00"),                      /* 10.0f, NaN */
+    RV("\xcb\x40\x45\x00\x00\x00\x00\x00\x00"), RV("\xcb\x80\x00\x00\x00\x00\x00\x00\x00"),
+    RV("\xcb\x7f\xf0\x00\x00\x00\x00\x00\x00"), RV("\xcb\x7f\xf8\x00\x00\x00\x00\x00\x00"),
+    RV("\xcb\x40\x24\x00\x00\x00\x00\x00\x01"), RV("\xcb\xbf\xf8\x00\x00\x00\x00\x00\x00"),
+    RV("\xc0"), RV("\xc2"), RV("\xc3"), RV("\xa2" "42"), RV("\xa0"), RV("\xa3" "ski"),
+    RV("\xc4\x03" "ski"), RV("\x80"), RV("\x81\xa1k\x01"),
+    RV("\x90"), RV("\x91\xa3" "ski"), RV("\x93\xa4" "golf\xa3" "ski\xa2" "xy"),
+    RV("\x92\xa3" "sk\xa3" "skii"), RV("\x93\x05\xc0\xa3" "ski"), RV("\x92\xc3\xa0"),
+    RV("\x91\xc4\x03" "ski"), RV("\x92\x91\xa3" "ski\xa3" "ski"), RV("\x91\x91\xa3" "ski"),
+    RV("\x92\xcb\x40\x08\x00\x00\x00\x00\x00\x00\xa3" "ski"), RV("\x91\xa4\xc3\xa9t\xc3\xa9"),
+    RV("\x92\xd9\x03" "ski\xa1z"), RV("\xdc\x00\x02\xa1z\xa3" "ski"),
+    RV("\xdd\x00\x00\x00\x01\xda\x00\x03" "ski"),
+    RV("\x91\xd9\x2a" "a-long-interest-name-over-thirty-two-bytes"),
+    RV("\x92\x05\xd1\x00"), RV("\x93\x04\x05"), RV("\x92\xa3" "ski"), RV("\x91\xa5" "sk"),
+    RV("\xcb\x40"), RV("\xd2\x00\x01"), RV("\x9f"), RV("\x92\x81\xa1k\x02\xa3" "ski"),
+};
+
+Test(condset, native_forms_agree_with_cond)
+{
+    int nc = (int)(sizeof native_clauses / sizeof *native_clauses);
+    int nv = (int)(sizeof native_values / sizeof *native_values);
+    struct cond **whole = calloc((size_t)nc, sizeof *whole);
+    struct condset_build *b;
+    cr_assert_eq(condset_build_new(nc, &b), 0);
+    for (int i = 0; i < nc; i++) {
+        json_t *j = condtfx_json(native_clauses[i]);
+        struct cond_opts o = { .mode = COND_STRICT };
+        cr_assert_eq(cond_compile(j, &o, &whole[i], NULL), 0, "%s", native_clauses[i]);
+        cr_assert_eq(condset_build_set(b, i, j, NULL, 0, NULL, 0, NULL, 0, NULL), 0);
+        json_decref(j);
+    }
+    struct condset *cs;
+    cr_assert_eq(condset_build_finish(b, &cs), 0);
+    struct condset_stats st;
+    condset_stats(cs, &st);
+    cr_assert_eq(st.native, 17, "the first 17 clauses have a native form (%d found)", st.native);
+    struct condset_scratch *sc = condset_scratch_new();
+    uint64_t out[CONDSET_WORDS(64)];
+    long checked = 0;
+    /* many passes: the group's memory fills, judges its hit rate and turns
+     * itself off, so values are seen both remembered and evaluated */
+    for (int pass = 0; pass < 40; pass++)
+        for (int a = -1; a < nv; a++) {
+            /* {"v": value} (a = -1: {"w": 1}, v absent), with a first pair
+             * "v": "x" that the later one overrides */
+            char mp[128];
+            size_t len = 0;
+            const struct rawv *v = a < 0 ? &(struct rawv)RV("\x01") : &native_values[a];
+            mp[len++] = (char)0x82;
+            memcpy(mp + len, "\xa1v\xa1x", 4);
+            len += 4;
+            memcpy(mp + len, a < 0 ? "\xa1w" : "\xa1v", 2);
+            len += 2;
+            cr_assert_lt(len + v->n, sizeof mp);
+            memcpy(mp + len, v->b, v->n);
+            len += v->n;
+            if (a < 0) { /* absent: {"w": 1} only */
+                memcpy(mp, "\x81\xa1w\x01", 4);
+                len = 4;
+            }
+            cr_assert_geq(condset_eval(cs, sc, mp, len, NULL, NULL, out), 0);
+            for (int i = 0; i < nc; i++) {
+                int want = cond_eval(whole[i], mp, len, NULL) == 1;
+                int got = (int)(out[i >> 6] >> (i & 63)) & 1;
+                cr_assert_eq(got, want, "%s on value %d: set %d, cond %d", native_clauses[i], a, got,
+                             want);
+                if (pass == 0) {
+                    char why[300];
+                    cr_assert_eq(condset_explain(cs, sc, i, mp, len, NULL, why, sizeof why), want);
+                }
+                checked++;
+            }
+        }
+    cr_log_info("condset: %ld native-form evaluations checked", checked);
+    for (int i = 0; i < nc; i++)
+        cond_free(whole[i]);
+    free(whole);
+    condset_scratch_free(sc);
+    condset_free(cs);
+}
