@@ -137,8 +137,10 @@ struct store {
  * remembered by a never-reused id, not its address: after a close, a new
  * store may be allocated at the same address and must not inherit (renew)
  * a transaction freed with the old one. */
-static __thread struct store_txn *tl_rtxn;
-static __thread uint64_t tl_store_id;
+#define TL_STORES 4 /* stores a thread keeps a slot for: the main one, the decision log's */
+static __thread struct store_txn *tl_rtxn[TL_STORES];
+static __thread uint64_t tl_store_id[TL_STORES];
+static __thread unsigned tl_next;
 static uint64_t next_store_id;
 
 const char *store_db_name(enum store_db db)
@@ -214,8 +216,9 @@ uint32_t store_get_be32(const unsigned char in[4])
 /* The calling thread's slot, created on first use.  NULL on ENOMEM. */
 static struct store_txn *slot_get(struct store *s)
 {
-    if (tl_store_id == s->id && tl_rtxn)
-        return tl_rtxn;
+    for (int i = 0; i < TL_STORES; i++)
+        if (tl_store_id[i] == s->id && tl_rtxn[i])
+            return tl_rtxn[i];
     struct store_txn *t = calloc(1, sizeof *t);
     if (!t)
         return NULL;
@@ -224,8 +227,14 @@ static struct store_txn *slot_get(struct store *s)
     t->next = s->readers;
     s->readers = t;
     pthread_mutex_unlock(&s->mu);
-    tl_store_id = s->id;
-    tl_rtxn = t;
+    int k = -1; /* a free entry, else the next in turn (its slot stays its store's) */
+    for (int i = 0; i < TL_STORES && k < 0; i++)
+        if (!tl_rtxn[i])
+            k = i;
+    if (k < 0)
+        k = (int)(tl_next++ % TL_STORES);
+    tl_store_id[k] = s->id;
+    tl_rtxn[k] = t;
     return t;
 }
 
@@ -803,10 +812,11 @@ void store_close(struct store *s)
             mdb_txn_abort(t->txn);
         free(t);
     }
-    if (tl_store_id == s->id) {
-        tl_store_id = 0;
-        tl_rtxn = NULL;
-    }
+    for (int i = 0; i < TL_STORES; i++)
+        if (tl_store_id[i] == s->id) {
+            tl_store_id[i] = 0;
+            tl_rtxn[i] = NULL;
+        }
     mdb_env_sync(s->env, 1);
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->wmu);
