@@ -102,6 +102,8 @@ struct store {
     pthread_t syncer;
     struct store_txn *readers; /* every thread's slot */
     uint64_t id;               /* unique per open: see tl_store_id */
+    uint64_t wlock_waits, wlock_wait_ns; /* atomic: write txns that found wmu taken, and
+                                            how long they waited for it */
 
     /* growth: gmu guards the requests, the gate and the grower's state */
     pthread_mutex_t gmu;
@@ -877,7 +879,17 @@ int store_wtxn_begin(struct store *s, struct store_txn **out)
             grow_start(s);
         }
         pass_enter(s, slot);
-        pthread_mutex_lock(&s->wmu);
+        if (pthread_mutex_trylock(&s->wmu)) { /* another writer holds it: count the wait */
+            struct timespec a, b;
+            clock_gettime(CLOCK_MONOTONIC, &a);
+            pthread_mutex_lock(&s->wmu);
+            clock_gettime(CLOCK_MONOTONIC, &b);
+            __atomic_add_fetch(&s->wlock_waits, 1, __ATOMIC_RELAXED);
+            __atomic_add_fetch(&s->wlock_wait_ns,
+                               (uint64_t)((b.tv_sec - a.tv_sec) * 1000000000LL +
+                                          (b.tv_nsec - a.tv_nsec)),
+                               __ATOMIC_RELAXED);
+        }
         int rc = disk_reserve(s);
         if (rc) {
             pthread_mutex_unlock(&s->wmu);
@@ -1202,6 +1214,8 @@ int store_stat(struct store *s, struct store_stat *st)
     st->disk_size = z > 0 ? (uint64_t)z : 0;
     pthread_mutex_lock(&s->mu);
     st->syncs = s->nsyncs;
+    st->write_lock_waits = __atomic_load_n(&s->wlock_waits, __ATOMIC_RELAXED);
+    st->write_lock_wait_ns = __atomic_load_n(&s->wlock_wait_ns, __ATOMIC_RELAXED);
     st->durable_commits = s->ndurable;
     pthread_mutex_unlock(&s->mu);
     return 0;
