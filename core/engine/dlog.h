@@ -146,6 +146,11 @@ json_t *dlog_entry_json(const struct dlog_entry *e);
 typedef int (*dlog_visit_fn)(void *ud, const void *val, size_t len);
 int dlog_scan(struct store *st, int64_t from_ms, int64_t to_ms, dlog_visit_fn fn, void *ud);
 
+/** How many entries the log `st` holds in [from_ms, to_ms]: one pass over
+ *  the window's keys in one read txn (the values are not read).  @return
+ *  the count, or an error < 0 (ERR_STORE when `st` is NULL). */
+long dlog_count(struct store *st, int64_t from_ms, int64_t to_ms);
+
 /** GET /api/v1/decisions: up to `limit` entries of [from_ms, to_ms], of
  *  customer `customer` (NULL: everyone), oldest first, after `cursor` (as
  *  returned in "next_cursor", or NULL).  @return new object {"decisions":

@@ -95,6 +95,39 @@ int dlog_scan(struct store *st, int64_t from_ms, int64_t to_ms, dlog_visit_fn fn
     return ret;
 }
 
+struct count {
+    int64_t to_ms;
+    long n;
+};
+
+static int count_cb(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    (void)val, (void)vlen;
+    struct count *c = ud;
+    if (klen != 12)
+        return 0;
+    if ((int64_t)store_get_be64(key) > c->to_ms)
+        return 1;
+    c->n++;
+    return 0;
+}
+
+long dlog_count(struct store *st, int64_t from_ms, int64_t to_ms)
+{
+    if (!st)
+        return ERR_STORE;
+    struct store_txn *t;
+    int rc = store_rtxn_begin(st, &t);
+    if (rc)
+        return rc;
+    unsigned char start[12];
+    entry_key(start, from_ms, 0);
+    struct count c = { to_ms, 0 };
+    rc = store_scan(t, STORE_DLOG, NULL, 0, start, 12, count_cb, &c);
+    store_txn_end(t);
+    return rc ? rc : c.n;
+}
+
 /* ---------------------------------------------------------------------- */
 /* the listing                                                             */
 

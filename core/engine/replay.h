@@ -83,8 +83,5 @@ json_t *replay_eligible(struct store *log, struct rules_gen *g, const char *dir,
 json_t *replay_elig_warnings(const struct rules_gen *g, const long *reached, const long *passed);
 /** The tallies as {id: {"reached","passed"}} (campaigns reached only). */
 json_t *replay_elig_counts(const struct rules_gen *g, const long *reached, const long *passed);
-/** How many entries the log holds in [from_ms, to_ms] (one pass over the
- *  window), or an error < 0. */
-long replay_count(struct store *log, int64_t from_ms, int64_t to_ms);
 
 #endif

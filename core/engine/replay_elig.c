@@ -125,20 +125,6 @@ static int visit(void *ud, const void *val, size_t len)
     return 0;
 }
 
-static int count_cb(void *ud, const void *val, size_t len)
-{
-    (void)val, (void)len;
-    ++*(long *)ud;
-    return 0;
-}
-
-long replay_count(struct store *log, int64_t from_ms, int64_t to_ms)
-{
-    long n = 0;
-    int rc = dlog_scan(log, from_ms, to_ms, count_cb, &n);
-    return rc ? rc : n;
-}
-
 json_t *replay_eligible(struct store *log, struct rules_gen *g, const char *dir,
                         const struct replay_opts *o, struct reqerr *e)
 {

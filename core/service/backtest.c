@@ -105,7 +105,7 @@ json_t *backtest_eligible(struct app *app, const char *rules_dir, int64_t now_ms
     }
     struct replay_opts o = { .from_ms = now_ms - 86400000LL, .to_ms = now_ms,
                              .limit = BACKTEST_ELIG_MAX, .sample = 1 };
-    long n = replay_count(dlog_store(), o.from_ms, o.to_ms);
+    long n = dlog_count(dlog_store(), o.from_ms, o.to_ms);
     if (n < 0) {
         rules_gen_release(g);
         reqerr_from_code(e, (int)n, "decision log");

@@ -41,7 +41,7 @@ json_t *backtest_http(struct app *app, const json_t *body, struct reqerr *e);
  *  (a sandbox build; NULL: the live generation) replayed on at most
  *  BACKTEST_ELIG_MAX logged decides of [now_ms - 24 h, now_ms], a sample
  *  by decision id hash spread over the whole day when it holds more.
- *  Cost: one pass over the day's entries to count them, then at most
+ *  Cost: one pass over the day's keys to count them, then at most
  *  about BACKTEST_ELIG_MAX dry decides on one sandboxed Lua state.
  *  @return replay_eligible's object plus "logged" (entries of the day),
  *  or NULL with `e` filled (422 invalid_rules, 503, 500). */

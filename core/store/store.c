@@ -184,35 +184,6 @@ static void deadline_in(struct timespec *ts, long ms)
     }
 }
 
-void store_be64(uint64_t v, unsigned char out[8])
-{
-    for (int i = 7; i >= 0; i--) {
-        out[i] = (unsigned char)(v & 0xff);
-        v >>= 8;
-    }
-}
-
-uint64_t store_get_be64(const unsigned char in[8])
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = (v << 8) | in[i];
-    return v;
-}
-
-void store_be32(uint32_t v, unsigned char out[4])
-{
-    out[0] = (unsigned char)(v >> 24);
-    out[1] = (unsigned char)(v >> 16);
-    out[2] = (unsigned char)(v >> 8);
-    out[3] = (unsigned char)v;
-}
-
-uint32_t store_get_be32(const unsigned char in[4])
-{
-    return (uint32_t)in[0] << 24 | (uint32_t)in[1] << 16 | (uint32_t)in[2] << 8 | in[3];
-}
-
 /* ---- the pass: who may touch the map ------------------------------------ */
 
 /* The calling thread's slot, created on first use.  NULL on ENOMEM. */
@@ -1076,6 +1047,15 @@ int store_put(struct store_txn *t, enum store_db db, const void *key, size_t kle
         return ERR_TOOBIG;
     MDB_val k = { klen, (void *)key }, v = { vlen, (void *)val };
     return wfail(t, mdb_put(t->txn, t->s->dbi[db], &k, &v, 0));
+}
+
+int store_put_append(struct store_txn *t, enum store_db db, const void *key, size_t klen,
+                     const void *val, size_t vlen)
+{
+    if (klen == 0 || klen > 511)
+        return ERR_TOOBIG;
+    MDB_val k = { klen, (void *)key }, v = { vlen, (void *)val };
+    return wfail(t, mdb_put(t->txn, t->s->dbi[db], &k, &v, MDB_APPEND));
 }
 
 int store_reserve(struct store_txn *t, enum store_db db, const void *key, size_t klen,

@@ -145,6 +145,13 @@ int store_get(struct store_txn *txn, enum store_db db, const void *key, size_t k
 /** @return 0, ERR_FULL, ERR_TOOBIG (key > 511 bytes), ERR_STORE. */
 int store_put(struct store_txn *txn, enum store_db db, const void *key, size_t klen,
               const void *val, size_t vlen);
+/** store_put of a key greater than every key of `db` (MDB_APPEND): the
+ *  record goes at the end of the last page, which fills pages completely
+ *  instead of splitting them in halves (append-only logs).  @return as
+ *  store_put, or ERR_EXISTS when the key is not greater than the last
+ *  (nothing written, the txn stays usable: use store_put then). */
+int store_put_append(struct store_txn *txn, enum store_db db, const void *key, size_t klen,
+                     const void *val, size_t vlen);
 /** Reserve `vlen` bytes for a value and return where to write it. */
 int store_reserve(struct store_txn *txn, enum store_db db, const void *key, size_t klen,
                   size_t vlen, void **dst);

@@ -367,6 +367,33 @@ Test(store, schema_version_mismatch_refused)
     cr_assert_eq(store_open(&o, &s2), ERR_STORE, "still refused, nothing was changed");
 }
 
+Test(store, put_append_takes_greater_keys_and_refuses_others_harmlessly)
+{
+    struct store_txn *t;
+    cr_assert_eq(store_wtxn_begin(st, &t), 0);
+    for (int i = 0; i < 2000; i++) { /* several pages' worth */
+        unsigned char k[8];
+        store_be64((uint64_t)(i * 2 + 10), k);
+        cr_assert_eq(store_put_append(t, STORE_DLOG, k, 8, "entry-of-some-length", 20), 0,
+                     "key %d", i);
+    }
+    unsigned char low[8], mid[8];
+    store_be64(3, low);
+    store_be64(11, mid); /* between two appended keys */
+    cr_assert_eq(store_put_append(t, STORE_DLOG, low, 8, "x", 1), ERR_EXISTS);
+    cr_assert_eq(store_put_append(t, STORE_DLOG, mid, 8, "y", 1), ERR_EXISTS);
+    cr_assert_eq(store_put(t, STORE_DLOG, low, 8, "x", 1), 0, "the txn stays usable");
+    cr_assert_eq(store_put(t, STORE_DLOG, mid, 8, "y", 1), 0);
+    cr_assert_eq(store_txn_commit(t, STORE_DURABLE), 0);
+    cr_assert_eq(store_rtxn_begin(st, &t), 0);
+    cr_assert_eq(store_count(t, STORE_DLOG), 2002);
+    const void *v;
+    size_t vl;
+    cr_assert_eq(store_get(t, STORE_DLOG, mid, 8, &v, &vl), 0);
+    cr_assert_eq(vl, 1);
+    store_txn_end(t);
+}
+
 /* A thread that reads two stores in turn (the main one and the decision
  * log's) keeps one read slot in each: with a slot per thread only, every
  * switch would begin a new LMDB reader, and 16 readers run out fast. */
