@@ -953,6 +953,12 @@ static int cmd_replay(const struct cli *c)
                            json_string_value(json_object_get(cp, "window")),
                            (long long)json_integer_value(json_object_get(cp, "would_bind")));
         }
+        size_t wi;
+        json_t *w;
+        json_array_foreach(json_object_get(rep, "warnings"), wi, w) /* the edit's eligible hooks */
+            printf("%s:%lld: warning: %s\n", json_string_value(json_object_get(w, "file")),
+                   (long long)json_integer_value(json_object_get(w, "line")),
+                   json_string_value(json_object_get(w, "message")));
     }
     json_decref(rep);
     segments_stop(&app);

@@ -12,6 +12,13 @@
  * authors, not a ledger; a crash of the operating system may lose its
  * last second (the environment's syncer flushes every sync_interval_ms).
  *
+ * Why it is opened without MDB_WRITEMAP, unlike the main store: the log
+ * writes a few megabytes a second of new pages.  Written through the
+ * shared mapping, every flush of the syncer write-protects them again
+ * (page_mkclean), which costs a TLB shootdown on every CPU running a
+ * worker, and the next write a page fault; with pwrite commits the
+ * mapping stays read-only and the workers are left alone.
+ *
  * Why an environment of its own (<data_dir>/dlog): LMDB has one write
  * lock per environment, and the decide path takes the main one for its
  * cap reservations; the writer's batches there made reservations wait
@@ -569,7 +576,7 @@ int dlog_open(const struct config *cfg)
         return ERR_NOMEM;
     snprintf(dir, n, "%s/dlog", cfg->data_dir);
     struct store_opts so = { .dir = dir, .map_size = DLOG_MAP_SIZE, .map_max = cfg->map_max,
-                             .no_writemap = !cfg->store_writemap,
+                             .no_writemap = 1, /* see the top of the file */
                              .readahead = cfg->store_readahead,
                              .sync_interval_ms = (unsigned)cfg->sync_interval_ms };
     int rc = store_open(&so, &D.env);
