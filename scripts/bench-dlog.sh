@@ -137,7 +137,7 @@ for r in $(seq 1 "$ROUNDS"); do
   printf "   per decide, off / on: server cpu %s / %s us (of it kernel %s / %s us), page faults %s / %s, store write-lock waits %s / %s per 1000 decides, %s / %s us waited; %s entries dropped\n" \
     "$OFFCPU" "$ONCPU" "$OFFSYS" "$ONSYS" "$OFFPF" "$ONPF" "$OFFW" "$ONW" "$OFFWUS" "$ONWUS" "$DROP"
 done
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+median() { sort -n | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2] + a[NR/2+1]) / 2}'; }
 echo "median on/off decide rate ratio: $(printf '%s\n' "${RATIOS[@]}" | median) (target >= 0.9)"
 echo "median off/on server cpu per decide ratio: $(printf '%s\n' "${CPURATIOS[@]}" | median)"
 
