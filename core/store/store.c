@@ -102,8 +102,7 @@ struct store {
     pthread_t syncer;
     struct store_txn *readers; /* every thread's slot */
     uint64_t id;               /* unique per open: see tl_store_id */
-    uint64_t wlock_waits, wlock_wait_ns; /* atomic: write txns that found wmu taken, and
-                                            how long they waited for it */
+    uint64_t wlock_waits, wlock_wait_ns; /* atomic: writers that waited for wmu, how long */
 
     /* growth: gmu guards the requests, the gate and the grower's state */
     pthread_mutex_t gmu;
@@ -139,7 +138,7 @@ struct store {
  * remembered by a never-reused id, not its address: after a close, a new
  * store may be allocated at the same address and must not inherit (renew)
  * a transaction freed with the old one. */
-#define TL_STORES 4 /* stores a thread keeps a slot for: the main one, the decision log's */
+#define TL_STORES 4 /* stores a thread keeps a slot in (the main one, the decision log's) */
 static __thread struct store_txn *tl_rtxn[TL_STORES];
 static __thread uint64_t tl_store_id[TL_STORES];
 static __thread unsigned tl_next;
@@ -856,10 +855,8 @@ int store_wtxn_begin(struct store *s, struct store_txn **out)
             pthread_mutex_lock(&s->wmu);
             clock_gettime(CLOCK_MONOTONIC, &b);
             __atomic_add_fetch(&s->wlock_waits, 1, __ATOMIC_RELAXED);
-            __atomic_add_fetch(&s->wlock_wait_ns,
-                               (uint64_t)((b.tv_sec - a.tv_sec) * 1000000000LL +
-                                          (b.tv_nsec - a.tv_nsec)),
-                               __ATOMIC_RELAXED);
+            __atomic_add_fetch(&s->wlock_wait_ns, (uint64_t)((b.tv_sec - a.tv_sec) * 1000000000LL +
+                               (b.tv_nsec - a.tv_nsec)), __ATOMIC_RELAXED);
         }
         int rc = disk_reserve(s);
         if (rc) {
