@@ -43,6 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -559,6 +560,57 @@ static int is_experiment_path(const struct config *cfg, const char *path)
     return 0;
 }
 
+/* promod check --data DIR: the eligible_never_passed warning of the rules
+ * directory checked (`dir`, when it is one; else the configured one) over
+ * a sample of the last day's decision log (service/backtest.h).  Prints
+ * "file:line: warning: ..." lines; @return 1 when there is one and
+ * `strict`, else 0. */
+static int check_eligible(const struct config *cfg, const char *dir, int strict)
+{
+    static struct app eapp;
+    struct stat sb;
+    eapp.cfg = *cfg;
+    if (!dir || stat(dir, &sb) || !S_ISDIR(sb.st_mode))
+        dir = cfg->rules_dir;
+    if (open_store(&eapp))
+        return 0;
+    g_app = &eapp;
+    int nw = 0;
+    if (dlog_open(cfg) == 0) {
+        models_init();
+        segments_start(&eapp, 0);
+        struct reqerr e = { 0 };
+        json_t *res = backtest_eligible(&eapp, dir, clock_now_ms(), &e);
+        if (!res) {
+            fprintf(stderr, "promod check: replay of the decision log: %s\n", e.message);
+        } else {
+            json_t *byfile = json_object();
+            size_t i;
+            json_t *x;
+            json_array_foreach(json_object_get(res, "warnings"), i, x) {
+                const char *f = json_string_value(json_object_get(x, "file"));
+                if (!json_object_get(byfile, f))
+                    json_object_set_new(byfile, f, json_array());
+                json_array_append(json_object_get(byfile, f), x);
+            }
+            nw = rules_warnings_print(byfile, stderr);
+            fprintf(stderr, "promod check: %lld logged decisions of the last day replayed "
+                            "(of %lld), %d eligible warnings\n",
+                    (long long)json_integer_value(json_object_get(res, "decisions")),
+                    (long long)json_integer_value(json_object_get(res, "logged")), nw);
+            json_decref(byfile);
+        }
+        json_decref(res);
+        json_decref(e.extra);
+        segments_stop(&eapp);
+        dlog_close();
+    }
+    store_close(eapp.store);
+    eapp.store = NULL;
+    g_app = NULL;
+    return nw && strict ? 1 : 0;
+}
+
 static int cmd_check(const struct cli *c)
 {
     struct config cfg;
@@ -620,6 +672,9 @@ static int cmd_check(const struct cli *c)
     }
     int rc = n && !nr ? 0 : rules_check_cli(&cfg, rp, nr, &ro);
     json_decref(sample);
+    /* --data DIR: and the rule set replayed on the last day's logged decides */
+    if (c->data && (!n || nr) && rc != 1 && access(c->data, F_OK) == 0)
+        rc |= check_eligible(&cfg, nr == 1 ? rp[0] : NULL, c->strict);
     /* --test: the campaign tests of the rule directories checked */
     if (c->test && (!n || nr)) {
         int nt = 0;
@@ -841,6 +896,11 @@ static int cmd_replay(const struct cli *c)
         config_free(&app.cfg);
         return 1;
     }
+    if (dlog_open(&app.cfg)) { /* the decision log's own environment */
+        store_close(app.store);
+        config_free(&app.cfg);
+        return 1;
+    }
     models_init(); /* promo.predict in the sandboxes' Lua states */
     if (segments_start(&app, 0))
         fprintf(stderr, "promod replay: segments: cannot record the index slots\n");
@@ -893,9 +953,16 @@ static int cmd_replay(const struct cli *c)
                            json_string_value(json_object_get(cp, "window")),
                            (long long)json_integer_value(json_object_get(cp, "would_bind")));
         }
+        size_t wi;
+        json_t *w;
+        json_array_foreach(json_object_get(rep, "warnings"), wi, w) /* the edit's eligible hooks */
+            printf("%s:%lld: warning: %s\n", json_string_value(json_object_get(w, "file")),
+                   (long long)json_integer_value(json_object_get(w, "line")),
+                   json_string_value(json_object_get(w, "message")));
     }
     json_decref(rep);
     segments_stop(&app);
+    dlog_close();
     store_close(app.store);
     config_free(&app.cfg);
     return status;

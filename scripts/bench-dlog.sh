@@ -10,8 +10,9 @@
 # run in turn on the same data, R rounds in the order off-on, on-off, ...
 # (so a drift of the machine's speed weighs on both alike); each round's
 # ratio on/off and the median ratio are printed, with the server's CPU
-# time per decide (steadier than req/s on a shared machine) and the log's
-# drops.  Then `promod replay` (the rules as they are against themselves:
+# time per decide (steadier than req/s on a shared machine), the main
+# store's write-lock waits per decide (promod_store_write_lock_wait_*:
+# cap reservations waiting for another writer) and the log's drops.  Then `promod replay` (the rules as they are against themselves:
 # every decide is run twice) over everything the "on" runs logged, which
 # prints replayed decisions per second.  Load (/proc/loadavg) and CPU steal
 # (/proc/stat) over the run are printed last: quote them with the figures.
@@ -40,8 +41,10 @@ while [ $# -gt 0 ]; do
 done
 
 bash scripts/setup.sh >/dev/null
-PROMOD_BUILD_TESTS=OFF bash scripts/build.sh release promod >/dev/null
-BIN=$ROOT/build/promod
+if [ -z "${BENCH_BIN:-}" ]; then
+  PROMOD_BUILD_TESTS=OFF bash scripts/build.sh release promod >/dev/null
+fi
+BIN=${BENCH_BIN:-$ROOT/build/promod} # BENCH_BIN: another build to measure (before/after)
 WL=$OUT/workload-$PROFILES
 mkdir -p "$OUT"
 if [ ! -f "$WL/customers.txt" ]; then
@@ -93,38 +96,50 @@ stop_server() {
 trap stop_server EXIT
 metric() { curl -fs "http://127.0.0.1:$PORT/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$SERVER_PID/stat"; }
+sys_ticks() { awk '{print $15}' "/proc/$SERVER_PID/stat"; }
+minflt() { awk '{print $10}' "/proc/$SERVER_PID/stat"; }
 REF_SCRIPT=$SHARED/bench/decide.wrk.lua
 run() { # sample round -> "rps cpu_us_per_decide dropped"
   start_server "$1"
   CUSTOMERS=$WL/customers.txt CHANNEL=web PLACEMENT=home_banner DECIDE_SCRIPT=$REF_SCRIPT \
     wrk -t1 -c"$CONNS" -d2s -s "$REF_SCRIPT" "http://127.0.0.1:$PORT" >/dev/null 2>&1 || true
   local t0 t1 f=$OUT/wrk-dlog-$1-$2.txt
-  t0=$(cpu_ticks)
+  t0=$(cpu_ticks); s0=$(sys_ticks); f0=$(minflt)
   CUSTOMERS=$WL/customers.txt CHANNEL=web PLACEMENT=home_banner DECIDE_SCRIPT=$REF_SCRIPT \
     wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$REF_SCRIPT" "http://127.0.0.1:$PORT" >"$f" 2>&1 || true
-  t1=$(cpu_ticks)
+  t1=$(cpu_ticks); s1=$(sys_ticks); f1=$(minflt)
   local rps n dropped
   rps=$(awk '/Requests\/sec/ {print $2}' "$f")
   n=$(awk '/requests in/ {print $1}' "$f")
   dropped=$(metric promod_decision_log_dropped_total)
+  waits=$(metric promod_store_write_lock_waits_total)
+  waitsec=$(metric promod_store_write_lock_wait_seconds_total)
   stop_server
-  python3 -c "print('%s %.1f %s' % ('$rps', ($t1 - $t0) * 1e6 / $(getconf CLK_TCK) / max(1, $n), '$dropped'))"
+  python3 -c "n = max(1, $n + 0); hz = $(getconf CLK_TCK); print('%s %.1f %s %.1f %.2f %.1f %.2f' % ('$rps', ($t1 - $t0) * 1e6 / hz / n, '$dropped', 1000.0 * ${waits:-0} / n, 1e6 * ${waitsec:-0} / n, ($s1 - $s0) * 1e6 / hz / n, ($f1 - $f0) / n))"
 }
 
 echo "== decide, decision log off (sample 0) and on (sample 1), $ROUNDS interleaved rounds of ${DURATION}s"
 RATIOS=()
+CPURATIOS=()
 for r in $(seq 1 "$ROUNDS"); do
   if [ $((r % 2)) -eq 1 ]; then
-    read -r OFF OFFCPU _ < <(run 0 "$r"); read -r ON ONCPU DROP < <(run 1 "$r")
+    read -r OFF OFFCPU _ OFFW OFFWUS OFFSYS OFFPF < <(run 0 "$r")
+    read -r ON ONCPU DROP ONW ONWUS ONSYS ONPF < <(run 1 "$r")
   else
-    read -r ON ONCPU DROP < <(run 1 "$r"); read -r OFF OFFCPU _ < <(run 0 "$r")
+    read -r ON ONCPU DROP ONW ONWUS ONSYS ONPF < <(run 1 "$r")
+    read -r OFF OFFCPU _ OFFW OFFWUS OFFSYS OFFPF < <(run 0 "$r")
   fi
   RATIO=$(python3 -c "print('%.3f' % ($ON / $OFF))")
+  CPURATIO=$(python3 -c "print('%.3f' % ($OFFCPU / max(0.001, $ONCPU)))")
   RATIOS+=("$RATIO")
-  printf "round %d: off %8.0f/s (%s us cpu/decide)   on %8.0f/s (%s us cpu/decide, %s dropped)   on/off %s\n" \
-    "$r" "$OFF" "$OFFCPU" "$ON" "$ONCPU" "$DROP" "$RATIO"
+  CPURATIOS+=("$CPURATIO")
+  printf "round %d: off %8.0f/s   on %8.0f/s   on/off %s\n" "$r" "$OFF" "$ON" "$RATIO"
+  printf "   per decide, off / on: server cpu %s / %s us (of it kernel %s / %s us), page faults %s / %s, store write-lock waits %s / %s per 1000 decides, %s / %s us waited; %s entries dropped\n" \
+    "$OFFCPU" "$ONCPU" "$OFFSYS" "$ONSYS" "$OFFPF" "$ONPF" "$OFFW" "$ONW" "$OFFWUS" "$ONWUS" "$DROP"
 done
-echo "median on/off ratio: $(printf '%s\n' "${RATIOS[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')"
+median() { sort -n | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2] + a[NR/2+1]) / 2}'; }
+echo "median on/off decide rate ratio: $(printf '%s\n' "${RATIOS[@]}" | median) (target >= 0.9)"
+echo "median off/on server cpu per decide ratio: $(printf '%s\n' "${CPURATIOS[@]}" | median)"
 
 echo "== promod replay over the logged decides (the rule set against itself)"
 "$BIN" replay -c "$RUN/promod-1.lua" --from 0 --json --show 0 > "$OUT/dlog-replay.json" 2>>"$OUT/dlog-server.log"

@@ -3,6 +3,7 @@
 #
 #   scripts/profile-decide.sh [--requests N] [--warmup W] [--top K] [--profiles P]
 #                             [--rules DIR] [--segments DIR] [--tag NAME]
+#                             [--dlog] [--all-threads]
 #
 # Wall-clock figures on a shared 2-core machine swing by ±20% from one
 # minute to the next; instruction counts do not.  This runs the release
@@ -24,6 +25,12 @@
 # waits until the builder has filled them; --profiles P uses a workload of
 # P profiles (generated once into bench-out/workload-P); --tag NAME keeps
 # the run's files in bench-out/profile-NAME.
+# --dlog runs with the decision log at 100% sampling (decision_log_sample
+# = 1) and waits until its writer has written every decide; --all-threads
+# counts every thread of the server (the log's writer, the store's syncer,
+# the event loop), not only the dispatcher, from the end of the warmup on:
+# the way to see what the log costs in all, e.g. the ratio of
+#   --warmup 300 --all-threads --dlog   to   --warmup 300 --all-threads
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -36,6 +43,8 @@ BIN=${PROFILE_BIN:-./build/promod}
 RULES=
 SEGS=
 TAG=
+DLOG=0
+ALL=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --requests) N=$2; shift 2 ;;
@@ -45,6 +54,8 @@ while [ $# -gt 0 ]; do
     --rules) RULES=$2; shift 2 ;;
     --segments) SEGS=$2; shift 2 ;;
     --tag) TAG=-$2; shift 2 ;;
+    --dlog) DLOG=1; shift ;;
+    --all-threads) ALL=1; shift ;;
     *) echo "usage: $0 [--requests N] [--top K] [--profiles P] [--rules DIR] [--segments DIR] [--tag NAME]" >&2; exit 2 ;;
   esac
 done
@@ -73,7 +84,7 @@ PORT=${PROFILE_PORT:-18383}
 cat > "$OUT/promod.lua" <<CFG
 return { listen = "127.0.0.1:$PORT", data_dir = "$OUT/data", rules_dir = "$OUT/rules",
   plugins_dir = "$OUT/plugins", segments_dir = "$OUT/segments", log_level = "warn",
-  map_size_mb = 8192, threads = 1 }
+  map_size_mb = 8192, threads = 1, decision_log_sample = $DLOG }
 CFG
 if [ -n "$SEGS" ] && [ -n "${FILLING:-}" ]; then
   # the builder fills new segments in the background: let a native server
@@ -95,7 +106,9 @@ if [ -n "$SEGS" ] && [ -n "${FILLING:-}" ]; then
 fi
 touch "$BASE/.done"
 cp -r "$BASE" "$OUT/data"
-valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out" --toggle-collect=dispatch \
+COLLECT=--toggle-collect=dispatch
+[ "$ALL" = 1 ] && COLLECT=--collect-atstart=yes
+valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out" "$COLLECT" \
   "$BIN" serve -c "$OUT/promod.lua" 2>"$OUT/valgrind.log" &
 VG=$!
 trap 'kill $VG 2>/dev/null || true' EXIT
@@ -126,10 +139,22 @@ if [ "$WARM" -gt 0 ]; then
   callgrind_control -z "$VG" >/dev/null
 fi
 send "$N" 7
+if [ "$DLOG" = 1 ]; then # the writer's work belongs to the decides it logs
+  for _ in $(seq 1 600); do
+    w=$(curl -fs "http://127.0.0.1:$PORT/metrics" | awk '$1 == "promod_decision_log_written_total" {print $2}')
+    [ "${w:-0}" -ge $((WARM + N)) ] && break
+    sleep 0.2
+  done
+  echo "decision log: ${w:-0} of $((WARM + N)) decides written"
+fi
 kill $VG; wait $VG 2>/dev/null || true
 trap - EXIT
 TOTAL=$(callgrind_annotate "$OUT/callgrind.out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1}')
-python3 -c "print('instructions per decide (inside dispatch): %.1f k' % ($TOTAL / $N / 1000))"
+if [ "$ALL" = 1 ]; then
+  python3 -c "print('instructions per decide (all threads, after the warmup): %.1f k' % ($TOTAL / $N / 1000))"
+else
+  python3 -c "print('instructions per decide (inside dispatch): %.1f k' % ($TOTAL / $N / 1000))"
+fi
 # the worker thread alone: the count above also holds what other threads
 # (the outbox's timer, the segment sweep) ran while a request was being
 # dispatched, which follows valgrind's wall time (+-2 k on a loaded machine)

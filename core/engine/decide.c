@@ -691,6 +691,7 @@ static void candidates(struct req *r)
     uint64_t pbit = placement ? rules_gen_placement_bit(g, placement) : 0;
     int64_t now = r->now;
     json_t *explain = r->explain;
+    struct decide_as_was *aw = r->q->as_was;
     struct cand *cands = r->cands;
     int nlist = r->blocked ? 0 : g->nby_channel[r->chi], n = 0;
     const int *list = g->by_channel[r->chi];
@@ -726,8 +727,13 @@ static void candidates(struct req *r)
         }
         const int *hooks = rules_worker_hooks(rw, i);
         double s;
-        if (!eligible(&k, c, hooks[HOOKS_ELIGIBLE],
-                      rw->hook_true[i] & HOOKS_BIT(HOOKS_ELIGIBLE), xp))
+        int ok = eligible(&k, c, hooks[HOOKS_ELIGIBLE],
+                          rw->hook_true[i] & HOOKS_BIT(HOOKS_ELIGIBLE), xp);
+        if (aw && aw->elig_reached && i < aw->elig_n && hooks[HOOKS_ELIGIBLE] != LUA_NOREF) {
+            aw->elig_reached[i]++; /* a replay's tally (the eligible_never_passed warning) */
+            aw->elig_passed[i] += ok;
+        }
+        if (!ok)
             continue;
         if (c->score_model[0]) { /* expected value: the decide's one prediction per model */
             if (models_score(r->mw, c, r->p_idx, r->ctx_idx, xp, &s, NULL))

@@ -48,6 +48,13 @@ struct decide_as_was {
     const char *decision_id;       /**< 20 characters */
     struct decide_offer *offers;   /**< out */
     int offers_cap, noffers;
+    /** Optional (NULL: not counted): per campaign of the worker's
+     *  generation (index into gen->camps, `elig_n` of them), how many
+     *  decides called its `eligible` hook (it passed the cheap filters and
+     *  its audience) and how many of those it passed.  Campaigns without
+     *  an eligible hook are not counted.  decide adds to them. */
+    long *elig_reached, *elig_passed;
+    int elig_n;
 };
 
 struct decide_req {

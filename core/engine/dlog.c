@@ -10,7 +10,22 @@
  * it takes for buffers it has drained, writes a batch in one transaction
  * and commits without waiting for the disk: the log is evidence for
  * authors, not a ledger; a crash of the operating system may lose its
- * last second, like the cap reservations.
+ * last second (the environment's syncer flushes every sync_interval_ms).
+ *
+ * Why it is opened without MDB_WRITEMAP, unlike the main store: the log
+ * writes a few megabytes a second of new pages.  Written through the
+ * shared mapping, every flush of the syncer write-protects them again
+ * (page_mkclean), which costs a TLB shootdown on every CPU running a
+ * worker, and the next write a page fault; with pwrite commits the
+ * mapping stays read-only and the workers are left alone.
+ *
+ * Why an environment of its own (<data_dir>/dlog): LMDB has one write
+ * lock per environment, and the decide path takes the main one for its
+ * cap reservations; the writer's batches there made reservations wait
+ * behind them.  In its own environment the log's commits never hold the
+ * main write lock (nor grow the main map).  Entries written before the
+ * log had its own environment stay in the main one: they are exported,
+ * erased and swept with the rest, but no longer listed or replayed.
  *
  * Entry layout (native byte order: the log is read where it is written):
  *   u8 version | i64 ts_ms | i64 now | u64 gen_seq | char did[20] | i32 limit
@@ -44,6 +59,7 @@
 #define SWEEP_MAX 20000     /* deletes per transaction */
 #define BUF_KEEP (64 * 1024)
 #define KEY_MAX 511         /* LMDB's key size limit */
+#define DLOG_MAP_SIZE (64ul << 20) /* the log's map to start with; it grows */
 
 struct slot {
     struct buf b; /* the encoded entry */
@@ -57,10 +73,13 @@ static struct {
     uint64_t submitted, written;
     int running, stop;
     pthread_t th;
-    struct store *st;
+    struct store *st;           /* the main environment: entries from before (legacy) */
+    struct store *env;          /* the log's own environment */
+    int legacy;                 /* the main environment still holds entries */
     uint32_t threshold;         /* sampled when hash % 1e6 < threshold */
     int64_t retention_ms;
     uint64_t seq;               /* the next entry's sequence number (writer only) */
+    int64_t last_ts;            /* the greatest key millisecond appended (writer only) */
     _Atomic long n_written, n_dropped, n_swept, n_failed;
 } D = { .mu = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER,
         .done = PTHREAD_COND_INITIALIZER };
@@ -344,16 +363,29 @@ static size_t index_key(char *ik, const char *cust, size_t cl, const unsigned ch
     return cl + 13;
 }
 
+/* Entries are appended (store_put_append: full pages, half the pages and
+ * page faults of splitting inserts).  Workers stamp ts_ms before they
+ * queue, so a batch can hold a millisecond out of order: such a key takes
+ * the last key's millisecond (the entry keeps its own ts_ms).  A clock
+ * that went back further, or a log an earlier run wrote ahead, gets an
+ * ordinary insert. */
 static int write_one(struct store_txn *t, struct slot *s)
 {
     const unsigned char *p = (const unsigned char *)s->b.p;
     int64_t ts;
     memcpy(&ts, p + 1, 8);
+    if (ts < D.last_ts && ts >= D.last_ts - 1000)
+        ts = D.last_ts;
     unsigned char key[12];
     entry_key(key, ts, D.seq++);
-    int rc = store_put(t, STORE_DLOG, key, 12, s->b.p, s->b.len);
+    int rc = ts >= D.last_ts ? store_put_append(t, STORE_DLOG, key, 12, s->b.p, s->b.len)
+                             : ERR_EXISTS;
+    if (rc == ERR_EXISTS)
+        rc = store_put(t, STORE_DLOG, key, 12, s->b.p, s->b.len);
     if (rc)
         return rc;
+    if (ts > D.last_ts)
+        D.last_ts = ts;
     uint32_t cl;
     memcpy(&cl, p + HDR, 4);
     char ik[KEY_MAX + 1];
@@ -368,7 +400,7 @@ static void load_seq(void)
     struct store_txn *t;
     const void *v;
     size_t vl;
-    if (store_rtxn_begin(D.st, &t))
+    if (store_rtxn_begin(D.env, &t))
         return;
     if (store_get(t, STORE_META, seq_key, sizeof seq_key - 1, &v, &vl) == 0 && vl == 8)
         D.seq = store_get_be64(v);
@@ -378,7 +410,7 @@ static void load_seq(void)
 static void write_batch(struct slot *w, int n)
 {
     struct store_txn *t = NULL;
-    int rc = store_wtxn_begin(D.st, &t);
+    int rc = store_wtxn_begin(D.env, &t);
     for (int i = 0; !rc && i < n; i++)
         rc = write_one(t, &w[i]);
     if (!rc) {
@@ -472,6 +504,12 @@ long dlog_sweep(struct store *st, int64_t before_ms)
     return total;
 }
 
+static size_t legacy_entries(struct store *st)
+{
+    struct store_stat ss;
+    return st && store_stat(st, &ss) == 0 ? ss.entries[STORE_DLOG] : 0;
+}
+
 static void *writer_main(void *arg)
 {
     (void)arg;
@@ -514,7 +552,9 @@ static void *writer_main(void *arg)
         pthread_mutex_unlock(&D.mu);
         int64_t now = clock_now_ms();
         if (!n && (now - last_sweep > SWEEP_EVERY_MS || now < last_sweep)) {
-            dlog_sweep(D.st, now - D.retention_ms);
+            dlog_sweep(D.env, now - D.retention_ms);
+            if (D.legacy && dlog_sweep(D.st, now - D.retention_ms) >= 0)
+                D.legacy = legacy_entries(D.st) > 0;
             last_sweep = now;
         }
         if (stop)
@@ -526,9 +566,38 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
+int dlog_open(const struct config *cfg)
+{
+    if (D.env)
+        return 0;
+    size_t n = strlen(cfg->data_dir) + 8;
+    char *dir = malloc(n);
+    if (!dir)
+        return ERR_NOMEM;
+    snprintf(dir, n, "%s/dlog", cfg->data_dir);
+    struct store_opts so = { .dir = dir, .map_size = DLOG_MAP_SIZE, .map_max = cfg->map_max,
+                             .no_writemap = 1, /* see the top of the file */
+                             .readahead = cfg->store_readahead,
+                             .sync_interval_ms = (unsigned)cfg->sync_interval_ms };
+    int rc = store_open(&so, &D.env);
+    if (rc)
+        log_error("decision log: cannot open its environment", "dir=\"%s\" err=\"%s\"", dir,
+                  err_str(rc));
+    free(dir);
+    return rc;
+}
+
+struct store *dlog_store(void) { return D.env; }
+
+void dlog_close(void) { dlog_stop(); }
+
 int dlog_start(const struct config *cfg, struct store *st)
 {
+    int orc = dlog_open(cfg);
+    if (orc)
+        return orc;
     D.st = st;
+    D.legacy = legacy_entries(st) > 0;
     D.threshold = (uint32_t)(cfg->dlog_sample * 1000000.0 + 0.5);
     D.retention_ms = (int64_t)cfg->dlog_retention_days * 86400000LL;
     D.cap = cfg->dlog_queue > 0 ? cfg->dlog_queue : 16384;
@@ -547,10 +616,19 @@ int dlog_start(const struct config *cfg, struct store *st)
     return 0;
 }
 
+static void stop_writer(void);
+
 void dlog_stop(void)
 {
-    if (!D.ring)
-        return;
+    if (D.ring)
+        stop_writer();
+    if (D.env)
+        store_close(D.env);
+    D.env = NULL;
+}
+
+static void stop_writer(void)
+{
     pthread_mutex_lock(&D.mu);
     D.stop = 1;
     pthread_cond_signal(&D.wake);
@@ -597,6 +675,9 @@ static void dlog_collector(struct buf *out, void *ud)
     pthread_mutex_lock(&D.mu);
     long depth = D.count, cap = D.cap;
     pthread_mutex_unlock(&D.mu);
+    struct store_stat ss = { 0 };
+    if (D.env)
+        store_stat(D.env, &ss);
     buf_printf(out,
                "# HELP promod_decision_log_written_total Decides written to the decision log.\n"
                "# TYPE promod_decision_log_written_total counter\n"
@@ -617,9 +698,18 @@ static void dlog_collector(struct buf *out, void *ud)
                "promod_decision_log_queue %ld\n"
                "# HELP promod_decision_log_queue_capacity Size of the writer's queue.\n"
                "# TYPE promod_decision_log_queue_capacity gauge\n"
-               "promod_decision_log_queue_capacity %ld\n",
+               "promod_decision_log_queue_capacity %ld\n"
+               "# HELP promod_decision_log_entries Entries in the log's own environment.\n"
+               "# TYPE promod_decision_log_entries gauge\n"
+               "promod_decision_log_entries %zu\n"
+               "# HELP promod_decision_log_index_entries Customer index entries of the log.\n"
+               "# TYPE promod_decision_log_index_entries gauge\n"
+               "promod_decision_log_index_entries %zu\n"
+               "# HELP promod_decision_log_map_bytes Map size of the log's environment.\n"
+               "# TYPE promod_decision_log_map_bytes gauge\n"
+               "promod_decision_log_map_bytes %zu\n",
                (long)D.n_written, (long)D.n_dropped, (long)D.n_failed, (long)D.n_swept, depth,
-               cap);
+               cap, ss.entries[STORE_DLOG], ss.entries[STORE_DLOG_CUST], ss.map_size);
 }
 
 void dlog_metrics_init(void) { metrics_register(dlog_collector, NULL); }

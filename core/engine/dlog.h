@@ -4,9 +4,13 @@
  * server really had (engine/replay.h), and readable through
  * GET /api/v1/decisions.
  *
- * Owns: STORE_DLOG (one entry per logged decide, key be64(ms) be32(seq),
- * so keys sort by time) and STORE_DLOG_CUST (customer id \0 key → "", to
- * find a customer's entries for export and erasure).
+ * Owns: an LMDB environment of its own, <data_dir>/dlog (dlog_open), so
+ * that the log's writes never hold the main environment's write lock that
+ * the decide path's cap reservations take; in it STORE_DLOG (one entry per
+ * logged decide, key be64(ms) be32(seq), so keys sort by time) and
+ * STORE_DLOG_CUST (customer id \0 key → "", to find a customer's entries
+ * for export and erasure).  Entries an older version wrote into the main
+ * environment's STORE_DLOG are still exported, erased and swept there.
  *
  * An entry holds the request (customer, channel, placement, context,
  * limit, Accept-Language), the customer as decide saw them (the stored
@@ -69,12 +73,23 @@ struct dlog_rec {
                                           that passed eligible and score, channel closed */
 };
 
-/** Start the writer (after the store is open).  With decision_log_sample
- *  0 nothing is logged, but the readers still work on an existing log and
- *  the sweep still runs.  @return 0, ERR_NOMEM. */
+/** Open (creating) the log's environment, <cfg->data_dir>/dlog, without
+ *  starting the writer (the CLI's readers: replay, check).  Idempotent.
+ *  @return 0 or a store error (logged). */
+int dlog_open(const struct config *cfg);
+/** The log's environment (what dlog_scan and dlog_list read), or NULL
+ *  when it is not open. */
+struct store *dlog_store(void);
+/** Start the writer (after the main store `st` is open; opens the log's
+ *  environment).  With decision_log_sample 0 nothing is logged, but the
+ *  readers still work on an existing log and the sweep still runs.
+ *  @return 0, ERR_NOMEM, a store error. */
 int dlog_start(const struct config *cfg, struct store *st);
-/** Write what is queued, stop the writer (before the store closes). */
+/** Write what is queued, stop the writer and close the log's environment
+ *  (before the main store closes). */
 void dlog_stop(void);
+/** Close what dlog_open opened (same as dlog_stop). */
+void dlog_close(void);
 
 /** Is this customer in the sample?  Cheap: one hash, 0 when the log is off. */
 int dlog_sampled(const char *customer);
@@ -92,7 +107,7 @@ int dlog_flush(int timeout_ms);
 long dlog_sweep(struct store *st, int64_t before_ms);
 
 /** Register the log's metrics with /metrics (written, dropped, failed,
- *  swept, queue depth).  Start-up, once. */
+ *  swept, queue depth, entries in its environment).  Start-up, once. */
 void dlog_metrics_init(void);
 
 /* --- reading ------------------------------------------------------------ */
@@ -131,6 +146,11 @@ json_t *dlog_entry_json(const struct dlog_entry *e);
 typedef int (*dlog_visit_fn)(void *ud, const void *val, size_t len);
 int dlog_scan(struct store *st, int64_t from_ms, int64_t to_ms, dlog_visit_fn fn, void *ud);
 
+/** How many entries the log `st` holds in [from_ms, to_ms]: one pass over
+ *  the window's keys in one read txn (the values are not read).  @return
+ *  the count, or an error < 0 (ERR_STORE when `st` is NULL). */
+long dlog_count(struct store *st, int64_t from_ms, int64_t to_ms);
+
 /** GET /api/v1/decisions: up to `limit` entries of [from_ms, to_ms], of
  *  customer `customer` (NULL: everyone), oldest first, after `cursor` (as
  *  returned in "next_cursor", or NULL).  @return new object {"decisions":
@@ -141,11 +161,18 @@ json_t *dlog_list(struct store *st, const char *customer, int64_t from_ms, int64
 
 /* --- privacy -------------------------------------------------------------- */
 
-/** Every entry of the customer, oldest first (export).  New reference. */
+/** Every entry of the customer, oldest first (export): those of the main
+ *  environment's read txn `t` (written by older versions), then those of
+ *  the log's environment (its own read txn).  New reference. */
 json_t *dlog_export_customer(struct store_txn *t, const char *customer);
 /** Delete every entry of the customer and its index (erasure), in the
- *  caller's write txn.  Call dlog_flush() before opening it, so nothing
- *  queued comes back after.  @return entries deleted, or an error < 0. */
+ *  caller's write txn of the main environment (older versions' entries).
+ *  @return entries deleted, or an error < 0. */
 long dlog_erase_customer_txn(struct store_txn *t, const char *customer);
+/** Delete every entry of the customer in the log's environment, in a
+ *  write txn of its own.  Call dlog_flush() first, so nothing queued comes
+ *  back after.  @return entries deleted (0 when the log is not open), or
+ *  an error < 0. */
+long dlog_erase_customer(const char *customer);
 
 #endif

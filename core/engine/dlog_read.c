@@ -55,6 +55,8 @@ static int scan_cb(void *ud, const void *key, size_t klen, const void *val, size
 
 int dlog_scan(struct store *st, int64_t from_ms, int64_t to_ms, dlog_visit_fn fn, void *ud)
 {
+    if (!st)
+        return ERR_STORE; /* the log's environment is not open */
     struct scan *s = calloc(1, sizeof *s);
     if (!s)
         return ERR_NOMEM;
@@ -91,6 +93,39 @@ int dlog_scan(struct store *st, int64_t from_ms, int64_t to_ms, dlog_visit_fn fn
     buf_free(&s->data);
     free(s);
     return ret;
+}
+
+struct count {
+    int64_t to_ms;
+    long n;
+};
+
+static int count_cb(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    (void)val, (void)vlen;
+    struct count *c = ud;
+    if (klen != 12)
+        return 0;
+    if ((int64_t)store_get_be64(key) > c->to_ms)
+        return 1;
+    c->n++;
+    return 0;
+}
+
+long dlog_count(struct store *st, int64_t from_ms, int64_t to_ms)
+{
+    if (!st)
+        return ERR_STORE;
+    struct store_txn *t;
+    int rc = store_rtxn_begin(st, &t);
+    if (rc)
+        return rc;
+    unsigned char start[12];
+    entry_key(start, from_ms, 0);
+    struct count c = { to_ms, 0 };
+    rc = store_scan(t, STORE_DLOG, NULL, 0, start, 12, count_cb, &c);
+    store_txn_end(t);
+    return rc ? rc : c.n;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -163,6 +198,10 @@ json_t *dlog_list(struct store *st, const char *customer, int64_t from_ms, int64
                   const char *cursor, int limit, int *rc)
 {
     struct list l = { .arr = NULL, .limit = limit, .to_ms = to_ms };
+    if (!st) {
+        *rc = ERR_STORE; /* the log's environment is not open */
+        return NULL;
+    }
     if (cursor && *cursor) {
         if (parse_cursor(cursor, l.after)) {
             *rc = ERR_INVAL;
@@ -243,10 +282,9 @@ static int cust_keys(struct store_txn *t, const char *customer, struct cust *c)
     return store_scan(t, STORE_DLOG_CUST, customer, n + 1, NULL, 0, cust_cb, c);
 }
 
-json_t *dlog_export_customer(struct store_txn *t, const char *customer)
+static void export_from(struct store_txn *t, const char *customer, json_t *arr)
 {
     struct cust c = { 0 };
-    json_t *arr = json_array();
     if (cust_keys(t, customer, &c) == 0)
         for (int i = 0; i < c.n; i++) {
             const void *v;
@@ -257,7 +295,37 @@ json_t *dlog_export_customer(struct store_txn *t, const char *customer)
                 json_array_append_new(arr, dlog_entry_json(&e));
         }
     free(c.keys);
+}
+
+json_t *dlog_export_customer(struct store_txn *t, const char *customer)
+{
+    json_t *arr = json_array();
+    struct store_txn *lt = NULL;
+    if (t)
+        export_from(t, customer, arr); /* older versions' entries: older than the others */
+    if (dlog_store() && store_rtxn_begin(dlog_store(), &lt) == 0) {
+        export_from(lt, customer, arr);
+        store_txn_end(lt);
+    }
     return arr;
+}
+
+long dlog_erase_customer(const char *customer)
+{
+    struct store *env = dlog_store();
+    struct store_txn *t;
+    if (!env)
+        return 0;
+    int rc = store_wtxn_begin(env, &t);
+    if (rc)
+        return rc;
+    long n = dlog_erase_customer_txn(t, customer);
+    if (n < 0) {
+        store_txn_end(t);
+        return n;
+    }
+    rc = store_txn_commit(t, STORE_DURABLE);
+    return rc ? rc : n;
 }
 
 long dlog_erase_customer_txn(struct store_txn *t, const char *customer)

@@ -207,6 +207,8 @@ struct run {
     struct buf out, strs;
     struct decide_offer offs[2][MAX_OFFERS];
     json_t *sample;
+    long *elig_reached, *elig_passed; /* the edited rule set's eligible hooks, per campaign */
+    int elig_n;
     long decisions, changed, drift, failed[2], seen;
     uint32_t sample_below;
     int rc;
@@ -415,7 +417,9 @@ static int visit(void *ud, const void *val, size_t len)
     struct decide_as_was aw[2];
     for (int side = 0; side < 2; side++) {
         aw[side] = (struct decide_as_was){ e.profile, e.stats, e.profile_len, e.stats_len, e.now,
-                                           e.decision_id, R->offs[side], MAX_OFFERS, 0 };
+                                           e.decision_id, R->offs[side], MAX_OFFERS, 0,
+                                           side ? R->elig_reached : NULL,
+                                           side ? R->elig_passed : NULL, side ? R->elig_n : 0 };
         q.as_was = &aw[side];
         if (decide_side(R, side, &q, 0, NULL)) {
             R->failed[side]++;
@@ -506,6 +510,9 @@ static json_t *report(struct run *R, double secs)
     json_object_set_new(o, "decisions_per_second",
                         json_real(secs > 0 ? (double)R->decisions / secs : 0));
     json_object_set_new(o, "campaigns", camps);
+    const struct rules_gen *g = R->rw[1]->gen;
+    json_object_set_new(o, "eligible", replay_elig_counts(g, R->elig_reached, R->elig_passed));
+    json_object_set_new(o, "warnings", replay_elig_warnings(g, R->elig_reached, R->elig_passed));
     json_object_set_new(o, "sample", json_incref(R->sample));
     return o;
 }
@@ -536,11 +543,16 @@ json_t *replay_run(struct store *st, struct rules_gen *base, const char *base_di
         reqerr_set(e, 500, "internal", NULL, "out of memory for the replay's models");
         return NULL;
     }
+    R.elig_n = R.rw[1]->gen->ncamps;
+    R.elig_reached = calloc((size_t)R.elig_n + 1, sizeof *R.elig_reached);
+    R.elig_passed = calloc((size_t)R.elig_n + 1, sizeof *R.elig_passed);
+    if (!R.elig_reached || !R.elig_passed)
+        R.elig_n = 0, R.rc = ERR_NOMEM;
     R.errs[0] = counters_new(1);
     R.errs[1] = counters_new(1);
     R.sample = json_array();
     uint64_t t0 = clock_mono_ns();
-    int rc = dlog_scan(st, o->from_ms, o->to_ms, visit, &R);
+    int rc = R.rc ? 0 : dlog_scan(st, o->from_ms, o->to_ms, visit, &R);
     double secs = (double)(clock_mono_ns() - t0) / 1e9;
     json_t *out = NULL;
     if (rc || R.rc) {
@@ -556,6 +568,8 @@ json_t *replay_run(struct store *st, struct rules_gen *base, const char *base_di
     }
     free(R.t.c);
     free(R.t.slots);
+    free(R.elig_reached);
+    free(R.elig_passed);
     hset_free(&R.reach);
     buf_free(&R.out);
     buf_free(&R.strs);

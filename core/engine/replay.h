@@ -55,10 +55,33 @@ struct replay_opts {
  *      "customers_new","customers_lost","errors_before","errors_after",
  *      "caps": [{"scope","window","limit","would_bind"}]}},
  *   "sample": [{"decision_id","customer_id","at","offers_before",
- *      "offers_after","explain_before","explain_after"}]}
+ *      "offers_after","explain_before","explain_after"}],
+ *   "eligible": {id: {"reached","passed"}} (the edited rule set's eligible
+ *      hooks), "warnings": [eligible_never_passed, see replay_elig_warnings]}
  *  or NULL with `e` filled (503 store, 500 out of memory). */
 json_t *replay_run(struct store *st, struct rules_gen *base, const char *base_dir,
                    struct rules_gen *edit, const char *edit_dir, const struct replay_opts *o,
                    struct reqerr *e);
+
+/* --- the eligible_never_passed warning (replay_elig.c) -------------------- */
+
+/** Logged decides of the window re-run on one sandboxed rule set `g`
+ *  (its reference passes to the call; `dir` as for replay_run), counting
+ *  per campaign how many reached its `eligible` hook and how many passed
+ *  it.  `o->limit` and `o->sample` bound the work as for replay_run
+ *  (`show` is unused).  Same threads as replay_run.  @return a new object
+ *  {"window": {"from","to"}, "decisions", "failed", "eligible": {id:
+ *  {"reached","passed"}}, "warnings": [as replay_elig_warnings]}, or NULL
+ *  with `e` filled (503 store, 500 out of memory). */
+json_t *replay_eligible(struct store *log, struct rules_gen *g, const char *dir,
+                        const struct replay_opts *o, struct reqerr *e);
+/** The warnings of tallies over generation `g` (`reached`/`passed` per
+ *  g->camps index): every campaign whose eligible was reached >= 1 times
+ *  and passed 0, as {"file", "line" (of `eligible` in the file), "code":
+ *  "eligible_never_passed", "campaign_id", "message", "reached",
+ *  "passed"}.  @return a new array. */
+json_t *replay_elig_warnings(const struct rules_gen *g, const long *reached, const long *passed);
+/** The tallies as {id: {"reached","passed"}} (campaigns reached only). */
+json_t *replay_elig_counts(const struct rules_gen *g, const long *reached, const long *passed);
 
 #endif

@@ -46,7 +46,7 @@ static void h_list(struct http_req *r)
     } else {
         dlog_flush(2000); /* what was decided before the request is listed */
         int rc;
-        json_t *o = dlog_list(g_app->store, cust, from, to, cursor, (int)limit, &rc);
+        json_t *o = dlog_list(dlog_store(), cust, from, to, cursor, (int)limit, &rc);
         if (o)
             http_reply_json(r, 200, o);
         else if (rc == ERR_INVAL)

@@ -61,6 +61,16 @@ static void store_collector(struct buf *out, void *ud)
                st.map_max, (unsigned long long)st.growths, (unsigned long long)st.disk_free,
                (unsigned long long)st.disk_size, (unsigned long long)st.full_errors, st.entries[STORE_PROFILES], (unsigned long long)st.syncs,
                (unsigned long long)st.durable_commits);
+    buf_printf(out,
+               "# HELP promod_store_write_lock_waits_total Write transactions that waited for "
+               "another writer.\n"
+               "# TYPE promod_store_write_lock_waits_total counter\n"
+               "promod_store_write_lock_waits_total %llu\n"
+               "# HELP promod_store_write_lock_wait_seconds_total Time write transactions waited "
+               "for another writer.\n"
+               "# TYPE promod_store_write_lock_wait_seconds_total counter\n"
+               "promod_store_write_lock_wait_seconds_total %.6f\n",
+               (unsigned long long)st.write_lock_waits, (double)st.write_lock_wait_ns / 1e9);
     buf_adds(out, "# HELP promod_store_entries Records per LMDB database.\n"
                   "# TYPE promod_store_entries gauge\n");
     for (int i = 0; i < STORE_NDB; i++)

@@ -12,6 +12,7 @@
 #include "engine/templates.h"
 #include "base/clock.h"
 #include "store/store.h"
+#include "service/backtest.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,6 +38,21 @@ static void h_list(struct http_req *r)
     struct rules_gen *g = rules_gen_acquire();
     json_t *w = rules_gen_warnings(g, sample, clock_now());
     rules_gen_release(g);
+    /* eligible_never_passed: the live rule set replayed on a bounded sample
+     * of the last day's logged decides, cached per generation */
+    json_t *el = backtest_eligible_live(g_app);
+    size_t ei;
+    json_t *ew;
+    json_array_foreach(json_object_get(el, "warnings"), ei, ew) {
+        const char *file = json_string_value(json_object_get(ew, "file"));
+        json_t *arr = w && file ? json_object_get(w, file) : NULL;
+        if (w && file && !arr) {
+            arr = json_array();
+            json_object_set_new(w, file, arr);
+        }
+        if (arr)
+            json_array_append(arr, ew);
+    }
     size_t i;
     json_t *f;
     int n = 0;
@@ -54,6 +70,9 @@ static void h_list(struct http_req *r)
         json_object_set_new(f, "warnings", list);
     }
     json_object_set_new(o, "warnings", json_integer(n));
+    json_object_set_new(o, "decisions_replayed",
+                        json_integer(json_integer_value(json_object_get(el, "decisions"))));
+    json_decref(el);
     json_object_set_new(o, "profiles_sampled", json_integer(sample ? (json_int_t)json_array_size(sample) : 0));
     json_decref(w);
     json_decref(sample);

@@ -8,7 +8,9 @@
 #include "base/err.h"
 #include "base/id.h"
 #include "base/tz.h"
+#include "engine/dlog.h"
 #include "engine/rules.h"
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -79,7 +81,79 @@ json_t *backtest_run(struct app *app, const json_t *files, const char *edit_dir,
         return NULL;
     }
     json_decref(errors);
-    return replay_run(app->store, base, NULL, edit, edit_dir, o, e);
+    return replay_run(dlog_store(), base, NULL, edit, edit_dir, o, e);
+}
+
+json_t *backtest_eligible(struct app *app, const char *rules_dir, int64_t now_ms,
+                          struct reqerr *e)
+{
+    struct rules_gen *g;
+    if (rules_dir) {
+        json_t *errors = json_array();
+        g = rules_gen_sandbox(app, rules_dir, NULL, NULL, errors);
+        if (!g) {
+            const char *first = json_string_value(json_array_get(errors, 0));
+            reqerr_set(e, 422, "invalid_rules", NULL, "the rule set does not validate: %s",
+                       first ? first : "(no message)");
+            e->extra = json_pack("{s:o}", "errors", errors);
+            return NULL;
+        }
+        json_decref(errors);
+    } else if (!(g = rules_gen_acquire())) {
+        reqerr_set(e, 503, "unavailable", NULL, "no rule set is loaded");
+        return NULL;
+    }
+    struct replay_opts o = { .from_ms = now_ms - 86400000LL, .to_ms = now_ms,
+                             .limit = BACKTEST_ELIG_MAX, .sample = 1 };
+    long n = dlog_count(dlog_store(), o.from_ms, o.to_ms);
+    if (n < 0) {
+        rules_gen_release(g);
+        reqerr_from_code(e, (int)n, "decision log");
+        return NULL;
+    }
+    if (n == 0) { /* nothing logged: nothing to warn about, no sandbox to build */
+        rules_gen_release(g);
+        return json_pack("{s:{s:I,s:I},s:i,s:i,s:{},s:[],s:i}", "window", "from",
+                         (json_int_t)o.from_ms, "to", (json_int_t)o.to_ms, "decisions", 0,
+                         "failed", 0, "eligible", "warnings", "logged", 0);
+    }
+    if (n > BACKTEST_ELIG_MAX)
+        o.sample = (double)BACKTEST_ELIG_MAX / (double)n;
+    json_t *out = replay_eligible(dlog_store(), g, rules_dir, &o, e);
+    if (out)
+        json_object_set_new(out, "logged", json_integer(n));
+    return out;
+}
+
+static struct {
+    pthread_mutex_t mu;
+    uint64_t seq;
+    int64_t at_ms;
+    json_t *res;
+} g_elig = { .mu = PTHREAD_MUTEX_INITIALIZER };
+
+json_t *backtest_eligible_live(struct app *app)
+{
+    struct rules_gen *g = rules_gen_acquire();
+    if (!g)
+        return NULL;
+    uint64_t seq = g->seq;
+    rules_gen_release(g);
+    int64_t now = clock_now_ms();
+    pthread_mutex_lock(&g_elig.mu); /* one computation at a time; the others wait for it */
+    if (!g_elig.res || g_elig.seq != seq || now - g_elig.at_ms > 3600000LL ||
+        now < g_elig.at_ms) {
+        struct reqerr e = { 0 };
+        json_t *res = backtest_eligible(app, NULL, now, &e);
+        json_decref(e.extra);
+        json_decref(g_elig.res);
+        g_elig.res = res;
+        g_elig.seq = seq;
+        g_elig.at_ms = now;
+    }
+    json_t *out = json_incref(g_elig.res);
+    pthread_mutex_unlock(&g_elig.mu);
+    return out;
 }
 
 /* The file a posted script replaces: the live file of the campaign whose

@@ -36,6 +36,25 @@ json_t *backtest_run(struct app *app, const json_t *files, const char *edit_dir,
  *  backtest_run's errors. */
 json_t *backtest_http(struct app *app, const json_t *body, struct reqerr *e);
 
+/** The eligible_never_passed warning over the last day of logged
+ *  traffic (engine/replay.h replay_eligible): the rule set of `rules_dir`
+ *  (a sandbox build; NULL: the live generation) replayed on at most
+ *  BACKTEST_ELIG_MAX logged decides of [now_ms - 24 h, now_ms], a sample
+ *  by decision id hash spread over the whole day when it holds more.
+ *  Cost: one pass over the day's keys to count them, then at most
+ *  about BACKTEST_ELIG_MAX dry decides on one sandboxed Lua state.
+ *  @return replay_eligible's object plus "logged" (entries of the day),
+ *  or NULL with `e` filled (422 invalid_rules, 503, 500). */
+#define BACKTEST_ELIG_MAX 2000
+json_t *backtest_eligible(struct app *app, const char *rules_dir, int64_t now_ms,
+                          struct reqerr *e);
+/** backtest_eligible on the live generation, cached per generation for
+ *  at most an hour (GET /api/v1/rules): the first request after a publish
+ *  pays for the replay, the others get the cached result.  Never called
+ *  on the decide path.  @return a new reference, or NULL (no log, store
+ *  error: no warning then). */
+json_t *backtest_eligible_live(struct app *app);
+
 /** A time for --from/--to and the body's from/to: unix milliseconds (all
  *  digits) or ISO-8601.  @return 0, ERR_INVAL. */
 int backtest_parse_time(const char *s, int64_t *ms);

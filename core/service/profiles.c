@@ -359,6 +359,9 @@ long profiles_erase(struct store *s, const char *id)
 {
     experiments_expo_flush(); /* an exposure still queued must not land after the erasure */
     dlog_flush(10000);        /* so must a decide still queued for the decision log */
+    long dl = dlog_erase_customer(id); /* the log's own environment (engine/dlog.h) */
+    if (dl < 0)
+        return dl;
     struct store_txn *t;
     int rc = store_wtxn_begin(s, &t);
     if (rc)
@@ -367,12 +370,12 @@ long profiles_erase(struct store *s, const char *id)
      * not counted as erased: the log keeps the entries, without the id */
     long au = audit_erase_customer(t, id);
     long n = au < 0 ? au : profiles_erase_txn(t, id);
-    if (n <= 0) {
+    if (n < 0 || (n == 0 && dl == 0)) {
         store_txn_end(t);
         return n == 0 ? ERR_NOTFOUND : n;
     }
     rc = store_txn_commit(t, STORE_DURABLE);
-    return rc ? rc : n;
+    return rc ? rc : n + dl;
 }
 
 struct export_ctx {

@@ -103,6 +103,7 @@ struct store {
     pthread_t syncer;
     struct store_txn *readers; /* every thread's slot */
     uint64_t id;               /* unique per open: see tl_store_id */
+    uint64_t wlock_waits, wlock_wait_ns; /* atomic: writers that waited for wmu, how long */
 
     /* growth: gmu guards the requests, the gate and the grower's state */
     pthread_mutex_t gmu;
@@ -139,8 +140,10 @@ struct store {
  * remembered by a never-reused id, not its address: after a close, a new
  * store may be allocated at the same address and must not inherit (renew)
  * a transaction freed with the old one. */
-static __thread struct store_txn *tl_rtxn;
-static __thread uint64_t tl_store_id;
+#define TL_STORES 4 /* stores a thread keeps a slot in (the main one, the decision log's) */
+static __thread struct store_txn *tl_rtxn[TL_STORES];
+static __thread uint64_t tl_store_id[TL_STORES];
+static __thread unsigned tl_next;
 static uint64_t next_store_id;
 
 const char *store_db_name(enum store_db db)
@@ -187,8 +190,9 @@ static void deadline_in(struct timespec *ts, long ms)
 /* The calling thread's slot, created on first use.  NULL on ENOMEM. */
 static struct store_txn *slot_get(struct store *s)
 {
-    if (tl_store_id == s->id && tl_rtxn)
-        return tl_rtxn;
+    for (int i = 0; i < TL_STORES; i++)
+        if (tl_store_id[i] == s->id && tl_rtxn[i])
+            return tl_rtxn[i];
     struct store_txn *t = calloc(1, sizeof *t);
     if (!t)
         return NULL;
@@ -197,8 +201,14 @@ static struct store_txn *slot_get(struct store *s)
     t->next = s->readers;
     s->readers = t;
     pthread_mutex_unlock(&s->mu);
-    tl_store_id = s->id;
-    tl_rtxn = t;
+    int k = -1; /* a free entry, else the next in turn (its slot stays its store's) */
+    for (int i = 0; i < TL_STORES && k < 0; i++)
+        if (!tl_rtxn[i])
+            k = i;
+    if (k < 0)
+        k = (int)(tl_next++ % TL_STORES);
+    tl_store_id[k] = s->id;
+    tl_rtxn[k] = t;
     return t;
 }
 
@@ -776,10 +786,11 @@ void store_close(struct store *s)
             mdb_txn_abort(t->txn);
         free(t);
     }
-    if (tl_store_id == s->id) {
-        tl_store_id = 0;
-        tl_rtxn = NULL;
-    }
+    for (int i = 0; i < TL_STORES; i++)
+        if (tl_store_id[i] == s->id) {
+            tl_store_id[i] = 0;
+            tl_rtxn[i] = NULL;
+        }
     mdb_env_sync(s->env, 1);
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->wmu);
@@ -840,7 +851,15 @@ int store_wtxn_begin(struct store *s, struct store_txn **out)
             grow_start(s);
         }
         pass_enter(s, slot);
-        pthread_mutex_lock(&s->wmu);
+        if (pthread_mutex_trylock(&s->wmu)) { /* another writer holds it: count the wait */
+            struct timespec a, b;
+            clock_gettime(CLOCK_MONOTONIC, &a);
+            pthread_mutex_lock(&s->wmu);
+            clock_gettime(CLOCK_MONOTONIC, &b);
+            __atomic_add_fetch(&s->wlock_waits, 1, __ATOMIC_RELAXED);
+            __atomic_add_fetch(&s->wlock_wait_ns, (uint64_t)((b.tv_sec - a.tv_sec) * 1000000000LL +
+                               (b.tv_nsec - a.tv_nsec)), __ATOMIC_RELAXED);
+        }
         int rc = disk_reserve(s);
         if (rc) {
             pthread_mutex_unlock(&s->wmu);
@@ -1055,6 +1074,15 @@ int store_put(struct store_txn *t, enum store_db db, const void *key, size_t kle
     return wfail(t, mdb_put(t->txn, t->s->dbi[db], &k, &v, 0));
 }
 
+int store_put_append(struct store_txn *t, enum store_db db, const void *key, size_t klen,
+                     const void *val, size_t vlen)
+{
+    if (klen == 0 || klen > 511)
+        return ERR_TOOBIG;
+    MDB_val k = { klen, (void *)key }, v = { vlen, (void *)val };
+    return wfail(t, mdb_put(t->txn, t->s->dbi[db], &k, &v, MDB_APPEND));
+}
+
 int store_reserve(struct store_txn *t, enum store_db db, const void *key, size_t klen,
                   size_t vlen, void **dst)
 {
@@ -1191,6 +1219,8 @@ int store_stat(struct store *s, struct store_stat *st)
     st->disk_size = z > 0 ? (uint64_t)z : 0;
     pthread_mutex_lock(&s->mu);
     st->syncs = s->nsyncs;
+    st->write_lock_waits = __atomic_load_n(&s->wlock_waits, __ATOMIC_RELAXED);
+    st->write_lock_wait_ns = __atomic_load_n(&s->wlock_wait_ns, __ATOMIC_RELAXED);
     st->durable_commits = s->ndurable;
     pthread_mutex_unlock(&s->mu);
     return 0;

@@ -104,7 +104,8 @@ int store_open(const struct store_opts *opts, struct store **out);
 void store_close(struct store *s);
 
 /** Begin the calling thread's read transaction (snapshot).  One read txn
- *  per thread at a time.  @return 0, ERR_STORE. */
+ *  per thread and store at a time (a thread keeps a slot in up to 4
+ *  stores: the main one and the decision log's).  @return 0, ERR_STORE. */
 int store_rtxn_begin(struct store *s, struct store_txn **txn);
 /** Begin a write transaction (blocks while another writer is active, and
  *  while the map grows when it is nearly full).  @return 0, ERR_FULL
@@ -161,6 +162,13 @@ int store_get(struct store_txn *txn, enum store_db db, const void *key, size_t k
 /** @return 0, ERR_FULL, ERR_TOOBIG (key > 511 bytes), ERR_STORE. */
 int store_put(struct store_txn *txn, enum store_db db, const void *key, size_t klen,
               const void *val, size_t vlen);
+/** store_put of a key greater than every key of `db` (MDB_APPEND): the
+ *  record goes at the end of the last page, which fills pages completely
+ *  instead of splitting them in halves (append-only logs).  @return as
+ *  store_put, or ERR_EXISTS when the key is not greater than the last
+ *  (nothing written, the txn stays usable: use store_put then). */
+int store_put_append(struct store_txn *txn, enum store_db db, const void *key, size_t klen,
+                     const void *val, size_t vlen);
 /** Reserve `vlen` bytes for a value and return where to write it. */
 int store_reserve(struct store_txn *txn, enum store_db db, const void *key, size_t klen,
                   size_t vlen, void **dst);
@@ -190,6 +198,8 @@ struct store_stat {
     size_t map_max;           /**< 0 = no limit */
     size_t entries[STORE_NDB];
     uint64_t syncs, durable_commits;
+    uint64_t write_lock_waits;   /**< write txns that waited for another writer of this process */
+    uint64_t write_lock_wait_ns; /**< the time they waited, in total */
     uint64_t growths;         /**< times the map grew since open */
     uint64_t full_errors;     /**< writes refused or failed for want of room */
     uint64_t disk_free;       /**< free bytes on the data dir's filesystem (for unprivileged users) */

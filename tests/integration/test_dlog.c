@@ -165,7 +165,7 @@ Test(dlog, retention_sweeps_old_entries)
     cr_assert_eq(swept, 40, "the writer sweeps the entries past the retention");
     cr_assert_eq(listed("limit=1000"), 10, "the new entries stay");
     cr_assert_eq(listed("customer_id=c0015&limit=1000"), 0, "c0015's old entries went");
-    cr_assert_eq(dtfx_metric(&srv, "promod_store_entries", "db=\"dlog_cust\""), 10,
+    cr_assert_eq(dtfx_metric(&srv, "promod_decision_log_index_entries", ""), 10,
                  "the customer index goes with them");
 }
 
@@ -178,7 +178,9 @@ Test(dlog, a_full_queue_drops_and_counts_without_failing_decides)
     double written = dtfx_wait_logged(&srv, n);
     double dropped = dtfx_metric(&srv, "promod_decision_log_dropped_total", "");
     cr_assert_eq(written + dropped, n, "written %.0f + dropped %.0f", written, dropped);
-    cr_assert_eq(written, dtfx_metric(&srv, "promod_store_entries", "db=\"dlog\""),
+    cr_assert_eq(written, dtfx_metric(&srv, "promod_decision_log_entries", ""),
                  "what is counted as written is in the log");
+    cr_assert_eq(dtfx_metric(&srv, "promod_store_entries", "db=\"dlog\""), 0,
+                 "the log writes into its own environment, not the main one");
     cr_log_info("queue of 16: %.0f of %d decides logged, %.0f dropped", written, n, dropped);
 }

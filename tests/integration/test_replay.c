@@ -187,6 +187,9 @@ Test(replay, writes_no_counter_event_outbox_or_log_entry)
         snprintf(l, sizeof l, "db=\"%s\"", dbs[i]);
         before[i] = dtfx_metric(&srv, "promod_store_entries", l);
     }
+    double logged = dtfx_metric(&srv, "promod_decision_log_entries", "");
+    double indexed = dtfx_metric(&srv, "promod_decision_log_index_entries", "");
+    cr_assert_gt(logged, 0, "the live decides were logged (in the log's own environment)");
     double served = dtfx_metric(&srv, "promod_offers_served_total", "campaign=\"promo\"");
     double written = dtfx_metric(&srv, "promod_decision_log_written_total", "");
     char *body = dtfx_files_body("promo.lua", promo_no_fr, "{\"from\":0,\"limit\":20000}");
@@ -200,6 +203,8 @@ Test(replay, writes_no_counter_event_outbox_or_log_entry)
         cr_assert_eq(after[i], before[i], "%s: %.0f entries before the replay, %.0f after", dbs[i],
                      before[i], after[i]);
     }
+    cr_assert_eq(dtfx_metric(&srv, "promod_decision_log_entries", ""), logged);
+    cr_assert_eq(dtfx_metric(&srv, "promod_decision_log_index_entries", ""), indexed);
     cr_assert_eq(dtfx_metric(&srv, "promod_offers_served_total", "campaign=\"promo\""), served);
     cr_assert_eq(dtfx_metric(&srv, "promod_decision_log_written_total", ""), written);
     cr_assert_gt(before[0], 0, "the live decides did count");

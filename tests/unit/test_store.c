@@ -367,6 +367,66 @@ Test(store, schema_version_mismatch_refused)
     cr_assert_eq(store_open(&o, &s2), ERR_STORE, "still refused, nothing was changed");
 }
 
+Test(store, put_append_takes_greater_keys_and_refuses_others_harmlessly)
+{
+    struct store_txn *t;
+    cr_assert_eq(store_wtxn_begin(st, &t), 0);
+    for (int i = 0; i < 2000; i++) { /* several pages' worth */
+        unsigned char k[8];
+        store_be64((uint64_t)(i * 2 + 10), k);
+        cr_assert_eq(store_put_append(t, STORE_DLOG, k, 8, "entry-of-some-length", 20), 0,
+                     "key %d", i);
+    }
+    unsigned char low[8], mid[8];
+    store_be64(3, low);
+    store_be64(11, mid); /* between two appended keys */
+    cr_assert_eq(store_put_append(t, STORE_DLOG, low, 8, "x", 1), ERR_EXISTS);
+    cr_assert_eq(store_put_append(t, STORE_DLOG, mid, 8, "y", 1), ERR_EXISTS);
+    cr_assert_eq(store_put(t, STORE_DLOG, low, 8, "x", 1), 0, "the txn stays usable");
+    cr_assert_eq(store_put(t, STORE_DLOG, mid, 8, "y", 1), 0);
+    cr_assert_eq(store_txn_commit(t, STORE_DURABLE), 0);
+    cr_assert_eq(store_rtxn_begin(st, &t), 0);
+    cr_assert_eq(store_count(t, STORE_DLOG), 2002);
+    const void *v;
+    size_t vl;
+    cr_assert_eq(store_get(t, STORE_DLOG, mid, 8, &v, &vl), 0);
+    cr_assert_eq(vl, 1);
+    store_txn_end(t);
+}
+
+/* A thread that reads two stores in turn (the main one and the decision
+ * log's) keeps one read slot in each: with a slot per thread only, every
+ * switch would begin a new LMDB reader, and 16 readers run out fast. */
+Test(store, a_thread_alternating_two_stores_keeps_one_reader_in_each)
+{
+    put1(STORE_PROFILES, "a", "1");
+    char dir2[300];
+    snprintf(dir2, sizeof dir2, "%s/second", dir);
+    struct store_opts o = { .dir = dir2, .max_readers = 16, .sync_interval_ms = 50 };
+    struct store *s2 = NULL;
+    cr_assert_eq(store_open(&o, &s2), 0);
+    struct store_txn *w;
+    cr_assert_eq(store_wtxn_begin(s2, &w), 0);
+    cr_assert_eq(store_put(w, STORE_DLOG, "k", 1, "v", 1), 0);
+    cr_assert_eq(store_txn_commit(w, STORE_DURABLE), 0);
+    for (int i = 0; i < 200; i++) {
+        struct store_txn *t1, *t2;
+        const void *v;
+        size_t vl;
+        int rc = store_rtxn_begin(st, &t1);
+        cr_assert_eq(rc, 0, "round %d: main store: %s", i, err_str(rc));
+        rc = store_rtxn_begin(s2, &t2); /* both open at once, too */
+        cr_assert_eq(rc, 0, "round %d: second store: %s", i, err_str(rc));
+        cr_assert_eq(store_get(t1, STORE_PROFILES, "a", 1, &v, &vl), 0);
+        cr_assert_eq(store_get(t2, STORE_DLOG, "k", 1, &v, &vl), 0);
+        cr_assert_eq(store_get(t2, STORE_PROFILES, "a", 1, &v, &vl), ERR_NOTFOUND,
+                     "each transaction reads its own store");
+        store_txn_end(t2);
+        store_txn_end(t1);
+    }
+    store_close(s2);
+}
+
 /* ---- concurrency: group commit ---- */
 
 #define GC_THREADS 8
