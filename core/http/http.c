@@ -34,6 +34,8 @@ static void send_buf(struct http_req *r, int status, const char *ctype, const vo
     }
     if (r->hold_ticket && b && http_held_defer(r, status, reason, b))
         return; /* sent by the worker once the commit is on disk */
+    if (!evhttp_request_get_connection(r->ev))
+        http_dropped(HTTP_DROP_CONN_GONE, 1); /* libevent frees the request */
     evhttp_send_reply(r->ev, status, reason, b);
     if (b)
         evbuffer_free(b);
