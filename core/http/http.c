@@ -11,6 +11,22 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Before evhttp arms the connection's request_timeout for writing the
+ * reply: libevent measures a timeout from the time it cached when the loop
+ * turn began, which after a long handler (a hook near its time limit) lies
+ * that long in the past.  A handler that ran longer than request_timeout
+ * got a deadline already expired; a timeout evhttp arms for the reply
+ * then fired before the reply went out, and the connection was
+ * closed with the answer unsent (the client saw EOF, no byte).  So the
+ * cached time is brought up to now first. */
+static void fresh_clock(struct evhttp_request *ev)
+{
+    struct evhttp_connection *con = evhttp_request_get_connection(ev);
+    struct event_base *base = con ? evhttp_connection_get_base(con) : NULL;
+    if (base)
+        event_base_update_cache_time(base);
+}
+
 static void send_buf(struct http_req *r, int status, const char *ctype, const void *data, size_t len)
 {
     if (r->status) /* already answered: a handler bug, never a second reply */
@@ -34,6 +50,9 @@ static void send_buf(struct http_req *r, int status, const char *ctype, const vo
     }
     if (r->hold_ticket && b && http_held_defer(r, status, reason, b))
         return; /* sent by the worker once the commit is on disk */
+    if (!evhttp_request_get_connection(r->ev))
+        http_dropped(HTTP_DROP_CONN_GONE, 1); /* libevent frees the request */
+    fresh_clock(r->ev);
     evhttp_send_reply(r->ev, status, reason, b);
     if (b)
         evbuffer_free(b);
@@ -351,6 +370,7 @@ void http_reply_stream(struct http_req *r, const char *ctype, http_stream_fn fn,
     event_add(s->watch, &sec);
     r->status = 200;
     evhttp_add_header(evhttp_request_get_output_headers(r->ev), "Content-Type", ctype);
+    fresh_clock(r->ev);
     evhttp_send_reply_start(r->ev, 200, "OK");
     stream_next(NULL, s);
 }

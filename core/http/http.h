@@ -139,6 +139,20 @@ void http_later_ready(struct http_later *l);
  *  dropped (their fn called with NULL).  Called by http_held_thread_stop. */
 void http_later_thread_stop(void);
 
+/** Answers the server owed and never sent (http_later.c counts them;
+ *  /metrics: promod_http_dropped_answers_total and, per reason,
+ *  promod_http_dropped_answers_reason_total{reason}).  Every one is a
+ *  client left without a reply, so tests assert the total stays 0. */
+enum http_drop {
+    HTTP_DROP_STOPPED,   /**< the worker stopped with the answer pending (later or held) */
+    HTTP_DROP_CONN_GONE, /**< the answer was ready but its connection had been closed */
+    HTTP_DROP_N
+};
+/** Count `n` answers dropped for `why` (any thread). */
+void http_dropped(enum http_drop why, long n);
+/** Register the counters with /metrics (once, before serving). */
+void http_dropped_metrics_init(void);
+
 /** Request header value (borrowed) or NULL. */
 const char *http_header(const struct http_req *r, const char *name);
 /** Add a response header (before replying). */

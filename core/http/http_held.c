@@ -87,6 +87,8 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
     pthread_mutex_unlock(&q->mu);
     for (struct held *h = ready, *n; h; h = n) {
         n = h->next;
+        if (!evhttp_request_get_connection(h->ev))
+            http_dropped(HTTP_DROP_CONN_GONE, 1);
         evhttp_send_reply(h->ev, h->status, h->reason, h->body);
         evbuffer_free(h->body);
         free(h);
@@ -180,6 +182,7 @@ void http_held_thread_stop(void)
     }
     if (n)
         log_warn("held replies dropped at shutdown", "n=%d", n);
+    http_dropped(HTTP_DROP_STOPPED, n);
     event_free(q->wake);
     pthread_mutex_destroy(&q->mu);
     free(q);

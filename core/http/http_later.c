@@ -14,7 +14,9 @@
  * queue dead; the queue is freed by whichever of the stop and the last
  * outstanding http_later_ready comes last. */
 #include "http/http.h"
+#include "base/buf.h"
 #include "base/log.h"
+#include "base/metrics.h"
 #include <event2/event.h>
 #include <event2/http.h>
 #include <pthread.h>
@@ -40,6 +42,41 @@ struct laterq {
 };
 
 static __thread struct laterq *tl_lq;
+
+/* ---- answers dropped (see http_dropped in http.h) ---- */
+
+static long g_dropped[HTTP_DROP_N];
+static const char *const drop_names[HTTP_DROP_N] = {
+    [HTTP_DROP_STOPPED] = "worker_stopped",
+    [HTTP_DROP_CONN_GONE] = "connection_gone",
+};
+
+void http_dropped(enum http_drop why, long n)
+{
+    if (n > 0 && (unsigned)why < HTTP_DROP_N)
+        __atomic_add_fetch(&g_dropped[why], n, __ATOMIC_RELAXED);
+}
+
+static void dropped_collector(struct buf *out, void *ud)
+{
+    (void)ud;
+    long total = 0;
+    for (int i = 0; i < HTTP_DROP_N; i++)
+        total += __atomic_load_n(&g_dropped[i], __ATOMIC_RELAXED);
+    buf_printf(out,
+               "# HELP promod_http_dropped_answers_total Requests the server took and never answered "
+               "(see the reason series).\n"
+               "# TYPE promod_http_dropped_answers_total counter\n"
+               "promod_http_dropped_answers_total %ld\n"
+               "# HELP promod_http_dropped_answers_reason_total Requests never answered, per reason.\n"
+               "# TYPE promod_http_dropped_answers_reason_total counter\n",
+               total);
+    for (int i = 0; i < HTTP_DROP_N; i++)
+        buf_printf(out, "promod_http_dropped_answers_reason_total{reason=\"%s\"} %ld\n", drop_names[i],
+                   __atomic_load_n(&g_dropped[i], __ATOMIC_RELAXED));
+}
+
+void http_dropped_metrics_init(void) { metrics_register(dropped_collector, NULL); }
 
 static void later_free(struct http_later *l)
 {
@@ -124,6 +161,7 @@ void http_later_ready(struct http_later *l)
     if (q->dead) {
         int last = q->outstanding == 0;
         pthread_mutex_unlock(&q->mu);
+        http_dropped(HTTP_DROP_STOPPED, 1);
         l->fn(NULL, l->ud);
         later_free(l);
         if (last)
@@ -162,6 +200,7 @@ void http_later_thread_stop(void)
     }
     if (n)
         log_warn("answers dropped at shutdown", "n=%d", n);
+    http_dropped(HTTP_DROP_STOPPED, n);
     if (last)
         queue_free(q);
 }

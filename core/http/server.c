@@ -460,8 +460,15 @@ static int setup_worker(struct server *s, struct worker *w, int fd)
     w->srv = s;
     w->base = new_worker_base();
     w->http = w->base ? evhttp_new(w->base) : NULL;
+    /* backlog 0: the socket listens already, with listen_backlog
+     * (bind_socket).  -1 would mean "libevent's default" and make libevent
+     * call listen(fd, 128) again, silently shrinking the accept queue to
+     * 128: a burst of more new connections than that (500 checkout clients
+     * at once) overflowed it, the kernel dropped handshakes, and a few
+     * clients whose half-open connection it then gave up on got a reset
+     * instead of an answer. */
     if (w->http)
-        w->lev = evconnlistener_new(w->base, NULL, NULL, LEV_OPT_REUSEABLE, -1, fd);
+        w->lev = evconnlistener_new(w->base, NULL, NULL, LEV_OPT_REUSEABLE, 0, fd);
     if (!w->lev) {
         log_error("cannot set up worker", "worker=%d", w->idx);
         return -1;
@@ -537,6 +544,7 @@ int server_start(const struct server_opts *o, struct server **out)
         router_metrics_init();
         metrics_register(worker_collector, NULL);
         wire_metrics_init();
+        http_dropped_metrics_init();
         collector_registered = 1;
     }
     auth_init(s->cfg);

@@ -240,14 +240,20 @@ char *tfx_server_log(struct tfx_server *s)
     return b;
 }
 
-int tfx_connect_port(int port)
+/* A connected socket, or -1 with *err (errno) and *phase (SOCKET or CONNECT). */
+static int connect_why(int port, int *err, enum tfx_fail *phase)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
+    if (fd < 0) {
+        *err = errno;
+        *phase = TFX_FAIL_SOCKET;
         return -1;
+    }
     struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (connect(fd, (struct sockaddr *)&a, sizeof a)) {
+        *err = errno;
+        *phase = TFX_FAIL_CONNECT;
         close(fd);
         return -1;
     }
@@ -256,26 +262,52 @@ int tfx_connect_port(int port)
     return fd;
 }
 
-char *tfx_read_all(int fd, size_t *outlen, int timeout_ms)
+int tfx_connect_port(int port)
+{
+    int err;
+    enum tfx_fail phase;
+    return connect_why(port, &err, &phase);
+}
+
+char *tfx_read_all_why(int fd, size_t *outlen, int timeout_ms, enum tfx_read_end *end, int *err)
 {
     size_t cap = 65536, len = 0;
     char *b = malloc(cap);
+    *err = 0;
     for (;;) {
         struct pollfd p = { fd, POLLIN, 0 };
-        if (poll(&p, 1, timeout_ms) <= 0)
+        int pr = poll(&p, 1, timeout_ms);
+        if (pr < 0 && errno == EINTR)
+            continue;
+        if (pr <= 0) {
+            *end = pr == 0 ? TFX_READ_TIMEOUT : TFX_READ_ERROR;
+            *err = pr == 0 ? 0 : errno;
             break;
+        }
         if (len + 65536 > cap) {
             cap *= 2;
             b = realloc(b, cap);
         }
         ssize_t n = read(fd, b + len, cap - len - 1);
-        if (n <= 0)
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            *end = n == 0 ? TFX_READ_EOF : TFX_READ_ERROR;
+            *err = n == 0 ? 0 : errno;
             break;
+        }
         len += (size_t)n;
     }
     b[len] = 0;
     *outlen = len;
     return b;
+}
+
+char *tfx_read_all(int fd, size_t *outlen, int timeout_ms)
+{
+    enum tfx_read_end end;
+    int err;
+    return tfx_read_all_why(fd, outlen, timeout_ms, &end, &err);
 }
 
 int tfx_send_all(int fd, const void *data, size_t len)
@@ -324,31 +356,112 @@ static void dechunk(struct tfx_resp *r)
     r->body[r->len] = 0;
 }
 
+static long ms_since(const struct timespec *t0)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long)(t.tv_sec - t0->tv_sec) * 1000 + (t.tv_nsec - t0->tv_nsec) / 1000000;
+}
+
+const char *tfx_fail_name(enum tfx_fail f)
+{
+    switch (f) {
+    case TFX_FAIL_NONE: return "none";
+    case TFX_FAIL_SOCKET: return "socket";
+    case TFX_FAIL_CONNECT: return "connect";
+    case TFX_FAIL_SEND: return "send";
+    case TFX_FAIL_TIMEOUT: return "timeout";
+    case TFX_FAIL_READ: return "read_error";
+    case TFX_FAIL_EOF_EMPTY: return "eof_before_any_byte";
+    case TFX_FAIL_EOF_PARTIAL: return "eof_mid_response";
+    case TFX_FAIL_MALFORMED: return "malformed_reply";
+    }
+    return "?";
+}
+
+const char *tfx_fail_describe(const struct tfx_resp *r, char *buf, size_t len)
+{
+    snprintf(buf, len, "no answer: %s%s%s, %zu bytes received, after %ld ms (connect took %ld ms), client port %d",
+             tfx_fail_name(r->fail), r->fail_errno ? " " : "", r->fail_errno ? strerror(r->fail_errno) : "",
+             r->got_bytes, r->fail_ms, r->connect_ms, r->local_port);
+    return buf;
+}
+
+/* The head of a whole answer is in `all`: is the body complete?  With
+ * Content-Length it must be exactly there; a chunked one must end with
+ * the last chunk; otherwise (close-delimited) whatever came is the body. */
+static int body_complete(const char *headers, size_t body_len, const char *body)
+{
+    const char *cl = strcasestr(headers, "\r\nContent-Length:");
+    if (cl)
+        return body_len >= strtoull(cl + 17, NULL, 10);
+    if (strcasestr(headers, "\r\nTransfer-Encoding: chunked"))
+        return body_len >= 5 && !memcmp(body + body_len - 5, "0\r\n\r\n", 5);
+    return 1;
+}
+
 int tfx_http(struct tfx_server *s, const char *method, const char *path, const char *headers,
              const char *body, size_t len, struct tfx_resp *r)
 {
     memset(r, 0, sizeof *r);
-    int fd = tfx_connect_port(s->port);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int fd = connect_why(s->port, &r->fail_errno, &r->fail);
     if (fd < 0) {
+        r->fail_ms = ms_since(&t0);
         r->body = strdup("");
         return 0;
     }
+    r->connect_ms = ms_since(&t0);
+    struct sockaddr_in me;
+    socklen_t ml = sizeof me;
+    if (getsockname(fd, (struct sockaddr *)&me, &ml) == 0)
+        r->local_port = ntohs(me.sin_port);
     char head[8192];
     int hl = snprintf(head, sizeof head,
                       "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
                       "Content-Length: %zu\r\n%s\r\n",
                       method, path, body ? len : 0, headers ? headers : "");
+    int send_errno = 0;
     if (tfx_send_all(fd, head, (size_t)hl) || (body && len && tfx_send_all(fd, body, len))) {
         /* the server may answer and close early (413): read what it said */
+        send_errno = errno;
     }
     size_t n;
-    char *all = tfx_read_all(fd, &n, 60000);
+    enum tfx_read_end end;
+    int rerr;
+    char *all = tfx_read_all_why(fd, &n, 60000, &end, &rerr);
     close(fd);
+    r->got_bytes = n;
     char *sep = strstr(all, "\r\n\r\n");
     if (!sep || sscanf(all, "HTTP/1.%*d %d", &r->status) != 1) {
+        /* no answer: say why */
+        if (sep)
+            r->fail = TFX_FAIL_MALFORMED;
+        else if (end == TFX_READ_TIMEOUT)
+            r->fail = TFX_FAIL_TIMEOUT;
+        else if (end == TFX_READ_ERROR)
+            r->fail = n == 0 && send_errno ? TFX_FAIL_SEND : TFX_FAIL_READ;
+        else if (n == 0)
+            r->fail = send_errno ? TFX_FAIL_SEND : TFX_FAIL_EOF_EMPTY;
+        else
+            r->fail = TFX_FAIL_EOF_PARTIAL;
+        r->fail_errno = r->fail == TFX_FAIL_SEND ? send_errno : rerr;
+        r->fail_ms = ms_since(&t0);
         r->status = 0;
         r->body = all;
+        r->len = n;
         return 0;
+    }
+    /* a head arrived (the status stands, as it always did); a body cut
+     * short is still told in fail */
+    if (strcmp(method, "HEAD") != 0 && r->status != 204 && r->status != 304 &&
+        !body_complete(all, n - (size_t)(sep + 4 - all), sep + 4)) {
+        r->fail = end == TFX_READ_TIMEOUT ? TFX_FAIL_TIMEOUT
+                  : end == TFX_READ_ERROR ? TFX_FAIL_READ
+                                          : TFX_FAIL_EOF_PARTIAL;
+        r->fail_errno = rerr;
+        r->fail_ms = ms_since(&t0);
     }
     size_t hsz = (size_t)(sep - all);
     snprintf(r->headers, sizeof r->headers, "%.*s", (int)(hsz < 4095 ? hsz : 4095), all);

@@ -50,14 +50,40 @@ void tfx_server_cleanup(struct tfx_server *s);
 /** Whole server log (malloc'd). */
 char *tfx_server_log(struct tfx_server *s);
 
+/** Why tfx_http got no (complete) answer: the status is then 0. */
+enum tfx_fail {
+    TFX_FAIL_NONE = 0,    /**< an answer arrived */
+    TFX_FAIL_SOCKET,      /**< socket() failed (fail_errno) */
+    TFX_FAIL_CONNECT,     /**< connect() failed (fail_errno: ECONNREFUSED, ...) */
+    TFX_FAIL_SEND,        /**< sending the request failed (fail_errno) and nothing came back */
+    TFX_FAIL_TIMEOUT,     /**< no byte for the whole read timeout (got_bytes may be > 0) */
+    TFX_FAIL_READ,        /**< read() failed, e.g. ECONNRESET (fail_errno), before a whole answer */
+    TFX_FAIL_EOF_EMPTY,   /**< the server closed before sending a single byte */
+    TFX_FAIL_EOF_PARTIAL, /**< the server closed in the middle of the answer (head or body cut) */
+    TFX_FAIL_MALFORMED,   /**< a whole answer that is not "HTTP/1.x NNN ..." */
+};
+
 struct tfx_resp {
-    int status;          /**< 0 when the connection failed */
-    char *body;          /**< NUL-terminated */
+    int status;          /**< 0 when no answer arrived: see fail */
+    char *body;          /**< NUL-terminated (what arrived, when status is 0) */
     size_t len;
     char ctype[128];
     char headers[4096];  /**< raw header block */
     json_t *json;        /**< parsed body when it is JSON, else NULL */
+    enum tfx_fail fail;  /**< why status is 0; with a status, set only when the
+                              body was cut short (EOF_PARTIAL, TIMEOUT, READ) */
+    int fail_errno;      /**< the errno of a failed socket call, else 0 */
+    size_t got_bytes;    /**< bytes received before the failure */
+    long fail_ms;        /**< milliseconds from connect to the failure */
+    long connect_ms;     /**< milliseconds connect() took */
+    int local_port;      /**< the client's port, to find the connection in server logs */
 };
+
+/** Short name of a failure cause ("connect", "eof_empty", ...). */
+const char *tfx_fail_name(enum tfx_fail f);
+/** One line describing why `r` got no answer (into buf; returns buf):
+ *  cause, errno text, bytes received, time, client port. */
+const char *tfx_fail_describe(const struct tfx_resp *r, char *buf, size_t len);
 
 /** One request on a fresh connection.  `headers` are extra raw lines
  *  ("Authorization: Bearer x\r\n") or NULL.  Returns r->status. */
@@ -75,6 +101,11 @@ int tfx_send_all(int fd, const void *data, size_t len);
 /** Read until the peer closes, or `timeout_ms` pass without data; the bytes
  *  (malloc'd, NUL-terminated) and their count in *len. */
 char *tfx_read_all(int fd, size_t *len, int timeout_ms);
+/** How tfx_read_all_why stopped. */
+enum tfx_read_end { TFX_READ_EOF, TFX_READ_TIMEOUT, TFX_READ_ERROR };
+/** tfx_read_all, also saying how it stopped (*end) and the errno of a
+ *  failed poll/read (*err, else 0). */
+char *tfx_read_all_why(int fd, size_t *len, int timeout_ms, enum tfx_read_end *end, int *err);
 
 /** Send raw bytes, read the answer until close (<= 5 s); malloc'd, NUL-terminated. */
 char *tfx_raw(struct tfx_server *s, const void *data, size_t len);
