@@ -37,6 +37,46 @@ static pthread_t g_thread;
 static int g_state; /* 0 not started, 1 running, 2 stopping or stopped (or failed to start) */
 static long g_batches, g_items, g_commits, g_largest;
 
+/* Histograms for /metrics: how many redemptions a batch gets, how long the
+ * writer takes to apply and commit one (no fsync: the group syncer flushes
+ * afterwards, see promod_store_sync_seconds_total), and how long a
+ * redemption waits in the queue before its batch starts. */
+static const double size_le[] = { 1, 2, 4, 8, 16, 32, 64, 128, 256 };
+static const double us_le[] = { 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 100000 };
+#define NSIZE (sizeof size_le / sizeof size_le[0])
+#define NUS (sizeof us_le / sizeof us_le[0])
+struct hist {
+    long n[NUS + 1]; /* per bucket (not cumulative), last = +Inf */
+    double sum;
+    long count;
+};
+static struct hist g_hsize, g_happly, g_hwait; /* under g_hmu */
+static pthread_mutex_t g_hmu = PTHREAD_MUTEX_INITIALIZER;
+
+static void hist_add(struct hist *h, const double *le, size_t nle, double v)
+{
+    size_t i = 0;
+    while (i < nle && v > le[i])
+        i++;
+    h->n[i]++;
+    h->sum += v;
+    h->count++;
+}
+
+static void hist_render(struct buf *out, const char *name, const char *help, const struct hist *h,
+                        const double *le, size_t nle, double scale)
+{
+    buf_printf(out, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    long c = 0;
+    for (size_t i = 0; i < nle; i++) {
+        c += h->n[i];
+        buf_printf(out, "%s_bucket{le=\"%g\"} %ld\n", name, le[i] * scale, c);
+    }
+    c += h->n[nle];
+    buf_printf(out, "%s_bucket{le=\"+Inf\"} %ld\n%s_sum %g\n%s_count %ld\n", name, c, name,
+               h->sum * scale, name, h->count);
+}
+
 /* Apply `n` redemptions and call their callbacks (any thread). */
 static void apply(struct promotions_redemption **xs, size_t n)
 {
@@ -46,8 +86,17 @@ static void apply(struct promotions_redemption **xs, size_t n)
         items[i] = &xs[i]->item;
         items[i]->q.now = lk.now;
     }
+    uint64_t t0 = clock_mono_ns();
     int commits = coupons_redeem_batch(g_app->store, items, n, promotions_campaign_lookup, &lk);
+    uint64_t t1 = clock_mono_ns();
     rules_gen_release(lk.gen);
+    pthread_mutex_lock(&g_hmu);
+    hist_add(&g_hsize, size_le, NSIZE, (double)n);
+    hist_add(&g_happly, us_le, NUS, (double)(t1 - t0) / 1e3);
+    for (size_t i = 0; i < n; i++)
+        hist_add(&g_hwait, us_le, NUS, xs[i]->queued_ns && t0 > xs[i]->queued_ns
+                                           ? (double)(t0 - xs[i]->queued_ns) / 1e3 : 0);
+    pthread_mutex_unlock(&g_hmu);
     __atomic_fetch_add(&g_batches, 1, __ATOMIC_RELAXED);
     __atomic_fetch_add(&g_items, (long)n, __ATOMIC_RELAXED);
     if (commits > 0)
@@ -88,6 +137,7 @@ void promotions_redeem_submit(struct promotions_redemption *x, void (*done)(void
     x->done = done;
     x->ud = ud;
     x->next = NULL;
+    x->queued_ns = clock_mono_ns();
     pthread_mutex_lock(&g_mu);
     if (g_state == 0) {
         g_state = pthread_create(&g_thread, NULL, writer_main, NULL) == 0 ? 1 : 2;
@@ -145,16 +195,6 @@ void promotions_redeem_submit_wait(struct promotions_redemption *x)
     pthread_cond_destroy(&w.cv);
 }
 
-json_t *promotions_redeem(const json_t *body, uint64_t *ticket, struct reqerr *e)
-{
-    *ticket = 0;
-    struct promotions_redemption *x = promotions_redeem_start(body, e);
-    if (!x)
-        return NULL;
-    promotions_redeem_submit_wait(x);
-    return promotions_redeem_finish(x, ticket, e);
-}
-
 /* --- /metrics ---------------------------------------------------------------- */
 
 static void collector(struct buf *out, void *ud)
@@ -175,6 +215,16 @@ static void collector(struct buf *out, void *ud)
                "promod_coupon_redeem_batch_largest %ld\n",
                __atomic_load_n(&g_batches, __ATOMIC_RELAXED), __atomic_load_n(&g_items, __ATOMIC_RELAXED),
                __atomic_load_n(&g_commits, __ATOMIC_RELAXED), __atomic_load_n(&g_largest, __ATOMIC_RELAXED));
+    pthread_mutex_lock(&g_hmu);
+    struct hist hs = g_hsize, ha = g_happly, hw = g_hwait;
+    pthread_mutex_unlock(&g_hmu);
+    hist_render(out, "promod_coupon_redeem_batch_size", "Redemptions per batch (one store transaction).",
+                &hs, size_le, NSIZE, 1);
+    hist_render(out, "promod_coupon_redeem_apply_seconds",
+                "Time to apply and commit one batch (before the group fsync).", &ha, us_le, NUS, 1e-6);
+    hist_render(out, "promod_coupon_redeem_queue_seconds",
+                "Time a redemption waited for the writer thread before its batch started.", &hw,
+                us_le, NUS, 1e-6);
 }
 
 void promotions_redeemer_init(void)

@@ -97,6 +97,7 @@ struct store {
     pthread_cond_t work, done;
     uint64_t committed, synced, async_dirty;
     uint64_t nsyncs, ndurable;
+    uint64_t sync_ns;          /* in fdatasync, summed */
     int running;
     unsigned sync_interval_ms;
     pthread_t syncer;
@@ -616,11 +617,14 @@ static void *syncer_main(void *arg)
         uint64_t target = s->committed;
         s->async_dirty = 0;
         pthread_mutex_unlock(&s->mu);
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         if (fdatasync(s->fd))
             log_error("store sync failed", "err=\"%s\"", strerror(errno));
         clock_gettime(CLOCK_MONOTONIC, &last);
         pthread_mutex_lock(&s->mu);
         s->nsyncs++;
+        s->sync_ns += (uint64_t)((last.tv_sec - t0.tv_sec) * 1000000000LL + (last.tv_nsec - t0.tv_nsec));
         if (target > s->synced)
             s->synced = target;
         pthread_cond_broadcast(&s->done);
@@ -1193,6 +1197,7 @@ int store_stat(struct store *s, struct store_stat *st)
     pthread_mutex_lock(&s->mu);
     st->syncs = s->nsyncs;
     st->durable_commits = s->ndurable;
+    st->sync_ns = s->sync_ns;
     pthread_mutex_unlock(&s->mu);
     return 0;
 }

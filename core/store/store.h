@@ -173,6 +173,7 @@ struct store_stat {
     size_t map_max;           /**< 0 = no limit */
     size_t entries[STORE_NDB];
     uint64_t syncs, durable_commits;
+    uint64_t sync_ns;         /**< time spent in the syncer's fdatasync calls */
     uint64_t growths;         /**< times the map grew since open */
     uint64_t full_errors;     /**< writes refused or failed for want of room */
     uint64_t disk_free;       /**< free bytes on the data dir's filesystem (for unprivileged users) */
