@@ -24,6 +24,7 @@
 #include "base/metrics.h"
 #include "engine/coupons.h"
 #include "engine/rules.h"
+#include "store/store.h"
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,8 +78,54 @@ static void hist_render(struct buf *out, const char *name, const char *help, con
                h->sum * scale, name, h->count);
 }
 
-/* Apply `n` redemptions and call their callbacks (any thread). */
-static void apply(struct promotions_redemption **xs, size_t n)
+/* --- answers released by the flush -------------------------------------------
+ *
+ * A redemption that wrote may be answered only once its commit is on disk.
+ * Handing it back to the HTTP worker right after the commit meant two
+ * wake-ups of every worker per batch: one to write the answer (which then
+ * waited in http_held.c), one after the flush to send it.  Instead the
+ * writer parks what it committed here and the store's sync hook releases
+ * it after the flush that covers it: the worker wakes once, and the answer
+ * it writes goes out at once.  Refusals (nothing written) are handed back
+ * straight away. */
+
+static pthread_mutex_t g_pmu = PTHREAD_MUTEX_INITIALIZER;
+static struct promotions_redemption *g_parked, **g_ptail = &g_parked; /* in commit order */
+static struct store *g_hooked;   /* the store whose sync hook releases them, NULL = none */
+
+/* Call done() of every parked redemption whose commit is on disk (the
+ * syncer thread after a flush, or the writer when the flush was quicker). */
+static void release_synced(void *ud)
+{
+    struct store *st = ud;
+    uint64_t synced = store_synced(st);
+    struct promotions_redemption *ready = NULL, **rt = &ready;
+    pthread_mutex_lock(&g_pmu);
+    for (struct promotions_redemption **p = &g_parked; *p;) {
+        struct promotions_redemption *x = *p;
+        if (x->item.ticket <= synced) {
+            *p = x->next;
+            x->next = NULL;
+            *rt = x;
+            rt = &x->next;
+        } else {
+            p = &x->next;
+        }
+    }
+    g_ptail = &g_parked;
+    while (*g_ptail)
+        g_ptail = &(*g_ptail)->next;
+    pthread_mutex_unlock(&g_pmu);
+    for (struct promotions_redemption *x = ready, *next; x; x = next) {
+        next = x->next;
+        x->done(x->ud); /* x may be gone once this returns */
+    }
+}
+
+/* Apply `n` redemptions and call their callbacks (any thread).  `park`:
+ * those that wrote are released by the flush (the writer thread); else
+ * their callbacks run at once and the caller waits for the ticket. */
+static void apply(struct promotions_redemption **xs, size_t n, int park)
 {
     struct coupons_batch_item *items[BATCH_MAX];
     struct promotions_lookup lk = { rules_gen_acquire(), clock_now() };
@@ -103,8 +150,25 @@ static void apply(struct promotions_redemption **xs, size_t n)
         __atomic_fetch_add(&g_commits, (long)commits, __ATOMIC_RELAXED);
     if ((long)n > __atomic_load_n(&g_largest, __ATOMIC_RELAXED))
         __atomic_store_n(&g_largest, (long)n, __ATOMIC_RELAXED);
-    for (size_t i = 0; i < n; i++)
-        xs[i]->done(xs[i]->ud); /* x may be gone once this returns */
+    struct store *st = park ? __atomic_load_n(&g_hooked, __ATOMIC_ACQUIRE) : NULL;
+    int parked = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct promotions_redemption *x = xs[i];
+        if (!st || !x->item.ticket) {
+            x->done(x->ud); /* x may be gone once this returns */
+            continue;
+        }
+        pthread_mutex_lock(&g_pmu);
+        x->next = NULL;
+        *g_ptail = x;
+        g_ptail = &x->next;
+        pthread_mutex_unlock(&g_pmu);
+        parked = 1;
+    }
+    /* a flush that ended before they were parked released nothing of
+     * theirs, and no other flush may follow: look once more */
+    if (parked)
+        release_synced(st);
 }
 
 static void *writer_main(void *arg)
@@ -125,7 +189,7 @@ static void *writer_main(void *arg)
         if (!g_head)
             g_tail = &g_head;
         pthread_mutex_unlock(&g_mu);
-        apply(xs, n);
+        apply(xs, n, 1);
         pthread_mutex_lock(&g_mu);
     }
     pthread_mutex_unlock(&g_mu);
@@ -146,7 +210,7 @@ void promotions_redeem_submit(struct promotions_redemption *x, void (*done)(void
     }
     if (g_state != 1) {
         pthread_mutex_unlock(&g_mu);
-        apply(&x, 1);
+        apply(&x, 1, 0);
         return;
     }
     *g_tail = x;
@@ -164,6 +228,19 @@ void promotions_redeemer_stop(void)
     pthread_mutex_unlock(&g_mu);
     if (was == 1)
         pthread_join(g_thread, NULL);
+    /* what the writer parked: on disk with the next flush */
+    struct store *st = __atomic_exchange_n(&g_hooked, NULL, __ATOMIC_ACQ_REL);
+    if (!st)
+        return;
+    pthread_mutex_lock(&g_pmu);
+    uint64_t last = 0;
+    for (struct promotions_redemption *x = g_parked; x; x = x->next)
+        if (x->item.ticket > last)
+            last = x->item.ticket;
+    pthread_mutex_unlock(&g_pmu);
+    if (last)
+        store_sync_wait(st, last);
+    release_synced(st);
 }
 
 /* --- the blocking form ----------------------------------------------------- */
@@ -230,4 +307,9 @@ static void collector(struct buf *out, void *ud)
 void promotions_redeemer_init(void)
 {
     metrics_register(collector, NULL);
+    struct store *st = g_app->store;
+    if (st && store_set_sync_hook(st, release_synced, st) == 0)
+        __atomic_store_n(&g_hooked, st, __ATOMIC_RELEASE);
+    else
+        __atomic_store_n(&g_hooked, NULL, __ATOMIC_RELEASE);
 }

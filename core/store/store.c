@@ -130,8 +130,11 @@ struct store {
     int disk_low;
     int64_t disk_warned_ms, refused_warned_ms;
 
-    void (*sync_hook)(void *);  /* store_set_sync_hook, called after each flush */
-    void *sync_hook_ud;
+    struct {                   /* store_set_sync_hook, called after each flush */
+        void (*fn)(void *);
+        void *ud;
+    } sync_hooks[STORE_SYNC_HOOKS];
+    int nsync_hooks;
 };
 
 /* The calling thread's slot and the store it belongs to.  The store is
@@ -628,11 +631,13 @@ static void *syncer_main(void *arg)
         if (target > s->synced)
             s->synced = target;
         pthread_cond_broadcast(&s->done);
-        void (*hook)(void *) = s->sync_hook;
-        void *hud = s->sync_hook_ud;
-        if (hook) { /* outside the lock: the hook takes its own */
+        int nh = s->nsync_hooks;
+        if (nh) { /* outside the lock: a hook takes its own */
+            __typeof__(s->sync_hooks) hooks;
+            memcpy(hooks, s->sync_hooks, sizeof hooks);
             pthread_mutex_unlock(&s->mu);
-            hook(hud);
+            for (int i = 0; i < nh; i++)
+                hooks[i].fn(hooks[i].ud);
             pthread_mutex_lock(&s->mu);
         }
     }
@@ -1029,12 +1034,22 @@ void store_sync_wait(struct store *s, uint64_t ticket)
     pthread_mutex_unlock(&s->mu);
 }
 
-void store_set_sync_hook(struct store *s, void (*fn)(void *), void *ud)
+int store_set_sync_hook(struct store *s, void (*fn)(void *), void *ud)
 {
+    int rc = 0, i;
     pthread_mutex_lock(&s->mu);
-    s->sync_hook = fn;
-    s->sync_hook_ud = ud;
+    for (i = 0; i < s->nsync_hooks && s->sync_hooks[i].fn != fn; i++)
+        ;
+    if (i < STORE_SYNC_HOOKS) {
+        s->sync_hooks[i].fn = fn;
+        s->sync_hooks[i].ud = ud;
+        if (i == s->nsync_hooks)
+            s->nsync_hooks++;
+    } else {
+        rc = ERR_FULL;
+    }
     pthread_mutex_unlock(&s->mu);
+    return rc;
 }
 
 int store_get(struct store_txn *t, enum store_db db, const void *key, size_t klen,

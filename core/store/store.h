@@ -125,9 +125,11 @@ uint64_t store_synced(struct store *s);
 /** Block until `ticket` is on disk. */
 void store_sync_wait(struct store *s, uint64_t ticket);
 /** Call fn(ud) on the syncer thread after every flush, with no store lock
- *  held (one hook per store; NULL removes it).  fn must be quick and must
- *  not open transactions. */
-void store_set_sync_hook(struct store *s, void (*fn)(void *ud), void *ud);
+ *  held.  A store has up to STORE_SYNC_HOOKS hooks, one per fn: setting a
+ *  fn again replaces its ud.  fn must be quick and must not open
+ *  transactions.  @return 0, or ERR_FULL when all slots are taken. */
+#define STORE_SYNC_HOOKS 4
+int store_set_sync_hook(struct store *s, void (*fn)(void *ud), void *ud);
 /** End a read txn or abort a write txn.  NULL is a no-op. */
 void store_txn_end(struct store_txn *txn);
 
