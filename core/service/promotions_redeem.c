@@ -99,22 +99,19 @@ static void release_synced(void *ud)
 {
     struct store *st = ud;
     uint64_t synced = store_synced(st);
-    struct promotions_redemption *ready = NULL, **rt = &ready;
+    /* parked in commit order, so tickets never decrease along the list:
+     * what the flush covers is a prefix */
     pthread_mutex_lock(&g_pmu);
-    for (struct promotions_redemption **p = &g_parked; *p;) {
-        struct promotions_redemption *x = *p;
-        if (x->item.ticket <= synced) {
-            *p = x->next;
-            x->next = NULL;
-            *rt = x;
-            rt = &x->next;
-        } else {
-            p = &x->next;
-        }
+    struct promotions_redemption *ready = NULL, *last = NULL;
+    for (struct promotions_redemption *x = g_parked; x && x->item.ticket <= synced; x = x->next)
+        last = x;
+    if (last) {
+        ready = g_parked;
+        g_parked = last->next;
+        last->next = NULL;
+        if (!g_parked)
+            g_ptail = &g_parked;
     }
-    g_ptail = &g_parked;
-    while (*g_ptail)
-        g_ptail = &(*g_ptail)->next;
     pthread_mutex_unlock(&g_pmu);
     for (struct promotions_redemption *x = ready, *next; x; x = next) {
         next = x->next;
