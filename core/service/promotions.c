@@ -521,6 +521,12 @@ struct promotions_redemption *promotions_redeem_start(struct jscan_val body, str
     cfields_free(&f);
     x->item.q = (struct coupons_req){ .code = x->code, .customer = x->customer, .order = x->order,
                                       .amount_m = amount, .currency = x->currency };
+    /* the pages the writer will need, read here (see coupons_redeem_prefetch) */
+    struct store_txn *t;
+    if (store_rtxn_begin(g_app->store, &t) == 0) {
+        coupons_redeem_prefetch(t, &x->item.q);
+        store_txn_end(t);
+    }
     return x;
 }
 
