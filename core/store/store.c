@@ -130,11 +130,8 @@ struct store {
     int disk_low;
     int64_t disk_warned_ms, refused_warned_ms;
 
-    struct {                   /* store_set_sync_hook, called after each flush */
-        void (*fn)(void *);
-        void *ud;
-    } sync_hooks[STORE_SYNC_HOOKS];
-    int nsync_hooks;
+    struct { void (*fn)(void *); void *ud; } hooks[STORE_SYNC_HOOKS]; /* after each flush */
+    int nhooks;
 };
 
 /* The calling thread's slot and the store it belongs to.  The store is
@@ -182,35 +179,6 @@ static void deadline_in(struct timespec *ts, long ms)
         ts->tv_sec++;
         ts->tv_nsec -= 1000000000L;
     }
-}
-
-void store_be64(uint64_t v, unsigned char out[8])
-{
-    for (int i = 7; i >= 0; i--) {
-        out[i] = (unsigned char)(v & 0xff);
-        v >>= 8;
-    }
-}
-
-uint64_t store_get_be64(const unsigned char in[8])
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = (v << 8) | in[i];
-    return v;
-}
-
-void store_be32(uint32_t v, unsigned char out[4])
-{
-    out[0] = (unsigned char)(v >> 24);
-    out[1] = (unsigned char)(v >> 16);
-    out[2] = (unsigned char)(v >> 8);
-    out[3] = (unsigned char)v;
-}
-
-uint32_t store_get_be32(const unsigned char in[4])
-{
-    return (uint32_t)in[0] << 24 | (uint32_t)in[1] << 16 | (uint32_t)in[2] << 8 | in[3];
 }
 
 /* ---- the pass: who may touch the map ------------------------------------ */
@@ -620,7 +588,7 @@ static void *syncer_main(void *arg)
         uint64_t target = s->committed;
         s->async_dirty = 0;
         pthread_mutex_unlock(&s->mu);
-        struct timespec t0;
+        struct timespec t0; /* for the time in fdatasync */
         clock_gettime(CLOCK_MONOTONIC, &t0);
         if (fdatasync(s->fd))
             log_error("store sync failed", "err=\"%s\"", strerror(errno));
@@ -631,15 +599,13 @@ static void *syncer_main(void *arg)
         if (target > s->synced)
             s->synced = target;
         pthread_cond_broadcast(&s->done);
-        int nh = s->nsync_hooks;
-        if (nh) { /* outside the lock: a hook takes its own */
-            __typeof__(s->sync_hooks) hooks;
-            memcpy(hooks, s->sync_hooks, sizeof hooks);
-            pthread_mutex_unlock(&s->mu);
-            for (int i = 0; i < nh; i++)
-                hooks[i].fn(hooks[i].ud);
-            pthread_mutex_lock(&s->mu);
-        }
+        __typeof__(s->hooks) hooks; /* called outside the lock: a hook takes its own */
+        int nh = s->nhooks;
+        memcpy(hooks, s->hooks, sizeof hooks);
+        pthread_mutex_unlock(&s->mu);
+        for (int i = 0; i < nh; i++)
+            hooks[i].fn(hooks[i].ud);
+        pthread_mutex_lock(&s->mu);
     }
     pthread_mutex_unlock(&s->mu);
     return NULL;
@@ -1036,20 +1002,17 @@ void store_sync_wait(struct store *s, uint64_t ticket)
 
 int store_set_sync_hook(struct store *s, void (*fn)(void *), void *ud)
 {
-    int rc = 0, i;
     pthread_mutex_lock(&s->mu);
-    for (i = 0; i < s->nsync_hooks && s->sync_hooks[i].fn != fn; i++)
-        ;
+    int i = 0;
+    while (i < s->nhooks && s->hooks[i].fn != fn)
+        i++;
     if (i < STORE_SYNC_HOOKS) {
-        s->sync_hooks[i].fn = fn;
-        s->sync_hooks[i].ud = ud;
-        if (i == s->nsync_hooks)
-            s->nsync_hooks++;
-    } else {
-        rc = ERR_FULL;
+        s->hooks[i].fn = fn;
+        s->hooks[i].ud = ud;
+        s->nhooks += i == s->nhooks;
     }
     pthread_mutex_unlock(&s->mu);
-    return rc;
+    return i < STORE_SYNC_HOOKS ? 0 : ERR_FULL;
 }
 
 int store_get(struct store_txn *t, enum store_db db, const void *key, size_t klen,
