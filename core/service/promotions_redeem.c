@@ -28,12 +28,15 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define BATCH_MAX 256 /* redemptions in one transaction */
 
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_work = PTHREAD_COND_INITIALIZER;
 static struct promotions_redemption *g_head, **g_tail = &g_head;
+static size_t g_qlen;           /* queued, under g_mu */
+static uint64_t g_last_ticket;  /* the writer's last commit (writer thread only) */
 static pthread_t g_thread;
 static int g_state; /* 0 not started, 1 running, 2 stopping or stopped (or failed to start) */
 static long g_batches, g_items, g_commits, g_largest;
@@ -117,6 +120,9 @@ static void release_synced(void *ud)
         next = x->next;
         x->done(x->ud); /* x may be gone once this returns */
     }
+    pthread_mutex_lock(&g_mu); /* a writer waiting for this flush may go on */
+    pthread_cond_signal(&g_work);
+    pthread_mutex_unlock(&g_mu);
 }
 
 /* Apply `n` redemptions and call their callbacks (any thread).  `park`:
@@ -149,6 +155,9 @@ static void apply(struct promotions_redemption **xs, size_t n, int park)
         __atomic_store_n(&g_largest, (long)n, __ATOMIC_RELAXED);
     struct store *st = park ? __atomic_load_n(&g_hooked, __ATOMIC_ACQUIRE) : NULL;
     int parked = 0;
+    for (size_t i = 0; park && i < n; i++)
+        if (xs[i]->item.ticket > g_last_ticket)
+            g_last_ticket = xs[i]->item.ticket;
     for (size_t i = 0; i < n; i++) {
         struct promotions_redemption *x = xs[i];
         if (!st || !x->item.ticket) {
@@ -178,11 +187,30 @@ static void *writer_main(void *arg)
             pthread_cond_wait(&g_work, &g_mu);
         if (!g_head)
             break; /* stopping, nothing left */
+        /* Group commit: while the flush of the previous batch is still in
+         * flight, a commit now would only wait for the next flush anyway;
+         * let the queue grow instead (up to BATCH_MAX), so that one commit
+         * per flush writes the pages the redemptions share (branch pages,
+         * the campaign's records, LMDB's own) once, not once per commit.
+         * The flush's hook (release_synced) wakes the writer. */
+        struct store *st = __atomic_load_n(&g_hooked, __ATOMIC_ACQUIRE);
+        while (st && g_state == 1 && g_last_ticket && g_qlen < BATCH_MAX &&
+               store_synced(st) < g_last_ticket) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 50 * 1000000L; /* a bound, should a wake-up be missed */
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&g_work, &g_mu, &ts);
+        }
         size_t n = 0;
         while (g_head && n < BATCH_MAX) {
             xs[n++] = g_head;
             g_head = g_head->next;
         }
+        g_qlen -= n;
         if (!g_head)
             g_tail = &g_head;
         pthread_mutex_unlock(&g_mu);
@@ -212,6 +240,7 @@ void promotions_redeem_submit(struct promotions_redemption *x, void (*done)(void
     }
     *g_tail = x;
     g_tail = &x->next;
+    g_qlen++;
     pthread_cond_signal(&g_work);
     pthread_mutex_unlock(&g_mu);
 }
