@@ -19,7 +19,11 @@
 #   /api/v1/coupons/validate (the same request parsing, checks and reads,
 #   no write, no fsync).  Reported: req/s, latencies, non-2xx (must be 0),
 #   the server's CPU time per request, the host's load and CPU steal, and
-#   the redemption writer's batches.
+#   the redemption writer's batches; then the pipeline of every run from
+#   the server's /metrics (average batch, apply + commit per batch,
+#   fdatasync per flush, queue wait per redemption), and last each build's
+#   median redemptions/s per connection count against issue 16's target
+#   of 10,000/s.
 # decide: the reference workload (../shared/bench, N profiles, 500
 #   campaigns) plus one top-priority web campaign, run with its content
 #   plain and then with "{{coupon}}" in it (a code assigned to every
