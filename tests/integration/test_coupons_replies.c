@@ -10,7 +10,33 @@
 #include "coupons_tfx.h"
 #include "codec/codec.h"
 
-static void teardown(void) { tfx_server_cleanup(&srv); }
+static void teardown(void)
+{
+    if (ctfx_lost_answers)
+        cr_log_warn("%d requests got no answer and were sent again", ctfx_lost_answers);
+    tfx_server_cleanup(&srv);
+}
+
+/* A request as a checkout client sends it (see ctfx_post_counted): one
+ * that got no answer at all is sent again, unchanged (every request here
+ * is a refusal, a validate or an idempotent redeem), counted and logged. */
+static int req(const char *method, const char *path, const char *headers, const char *body,
+               size_t len, struct tfx_resp *r)
+{
+    for (int attempt = 0;; attempt++) {
+        tfx_http(&srv, method, path, headers, body, len, r);
+        if (r->status != 0 || attempt == 2)
+            return r->status;
+        __atomic_fetch_add(&ctfx_lost_answers, 1, __ATOMIC_RELAXED);
+        tfx_resp_free(r);
+    }
+}
+
+static int req_json(const char *method, const char *path, const char *json, struct tfx_resp *r)
+{
+    return req(method, path, json ? "Content-Type: application/json\r\n" : NULL, json,
+               json ? strlen(json) : 0, r);
+}
 
 TestSuite(coupons_replies, .fini = teardown, .timeout = 120);
 
@@ -44,8 +70,8 @@ static void same_bytes(const struct tfx_resp *r, const char *const *keys)
 static void same_msgpack(const char *path, const char *body, const json_t *want)
 {
     struct tfx_resp r;
-    tfx_http(&srv, "POST", path, "Accept: application/msgpack\r\nContent-Type: application/json\r\n",
-             body, strlen(body), &r);
+    req("POST", path, "Accept: application/msgpack\r\nContent-Type: application/json\r\n", body,
+        strlen(body), &r);
     cr_assert_eq(r.status, 200, "%s", r.body);
     cr_assert(strstr(r.ctype, "msgpack"), "%s", r.ctype);
     int err = 0;
@@ -68,7 +94,7 @@ Test(coupons_replies, success_replies_are_the_bytes_jansson_wrote)
     ctfx_campaign("plain", NULL);
     cr_assert_eq(tfx_server_start(&srv), 0, "server did not start");
     struct tfx_resp r;
-    cr_assert_eq(tfx_req(&srv, "GET", "/api/v1/admin/clock", NULL, &r), 200);
+    cr_assert_eq(req_json("GET", "/api/v1/admin/clock", NULL, &r), 200);
     long long now = json_integer_value(json_object_get(r.json, "now"));
     tfx_resp_free(&r);
     char more[256];
@@ -86,7 +112,7 @@ Test(coupons_replies, success_replies_are_the_bytes_jansson_wrote)
     static const char *const vkeys[] = { "valid", "code", "campaign_id", "pool", "uses", "max_uses",
                                          "per_customer", "valid_from", "valid_until", "customer_uses",
                                          "discount", "budget", NULL };
-    cr_assert_eq(tfx_req(&srv, "POST", V, vb, &r), 200, "%s", r.body);
+    cr_assert_eq(req_json("POST", V, vb, &r), 200, "%s", r.body);
     same_bytes(&r, vkeys);
     cr_assert_str_eq(json_string_value(json_object_get(json_object_get(r.json, "discount"), "label")),
                      "\xc3\xa9t\xc3\xa9 \"10\"\tnow");
@@ -102,7 +128,7 @@ Test(coupons_replies, success_replies_are_the_bytes_jansson_wrote)
                                          "max_uses", "per_customer", "valid_from", "valid_until",
                                          "order_id", "customer_id", "amount", "currency",
                                          "customer_uses", "budget", NULL };
-    cr_assert_eq(tfx_req(&srv, "POST", R, rb, &r), 200, "%s", r.body);
+    cr_assert_eq(req_json("POST", R, rb, &r), 200, "%s", r.body);
     same_bytes(&r, rkeys);
     cr_assert(json_is_false(json_object_get(r.json, "replayed")), "%s", r.body);
     cr_assert_eq(ctfx_milli(json_object_get(r.json, "amount")), 12345, "%s", r.body);
@@ -128,7 +154,7 @@ Test(coupons_replies, success_replies_are_the_bytes_jansson_wrote)
                                                 "uses", "max_uses", "per_customer", "valid_from",
                                                 "valid_until", "order_id", "customer_id", "amount",
                                                 "currency", "customer_uses", NULL };
-    cr_assert_eq(tfx_req(&srv, "POST", R, rb, &r), 200, "%s", r.body);
+    cr_assert_eq(req_json("POST", R, rb, &r), 200, "%s", r.body);
     same_bytes(&r, rkeys_replay);
     cr_assert(json_is_true(json_object_get(r.json, "replayed")), "%s", r.body);
     same_msgpack(R, rb, r.json);
@@ -142,7 +168,7 @@ Test(coupons_replies, success_replies_are_the_bytes_jansson_wrote)
     static const char *const rkeys2[] = { "redeemed", "replayed", "code", "campaign_id", "pool",
                                           "uses", "max_uses", "per_customer", "order_id",
                                           "customer_id", "amount", "currency", "customer_uses", NULL };
-    cr_assert_eq(tfx_req(&srv, "POST", R, rb, &r), 200, "%s", r.body);
+    cr_assert_eq(req_json("POST", R, rb, &r), 200, "%s", r.body);
     same_bytes(&r, rkeys2);
     cr_assert(json_is_null(json_object_get(r.json, "max_uses")), "%s", r.body);
     cr_assert(json_is_null(json_object_get(r.json, "per_customer")), "%s", r.body);
@@ -151,7 +177,7 @@ Test(coupons_replies, success_replies_are_the_bytes_jansson_wrote)
     snprintf(vb, sizeof vb, "{\"code\":\"%s\",\"customer_id\":\"bob\"}", ctfx_code(g2, 0));
     static const char *const vkeys2[] = { "valid", "code", "campaign_id", "pool", "uses", "max_uses",
                                           "per_customer", "customer_uses", NULL };
-    cr_assert_eq(tfx_req(&srv, "POST", V, vb, &r), 200, "%s", r.body);
+    cr_assert_eq(req_json("POST", V, vb, &r), 200, "%s", r.body);
     same_bytes(&r, vkeys2);
     cr_assert_eq(json_integer_value(json_object_get(r.json, "customer_uses")), 1, "%s", r.body);
     tfx_resp_free(&r);
@@ -164,7 +190,7 @@ static void refused(const char *path, const char *body, size_t len, const char *
                     const char *code, const char *field)
 {
     struct tfx_resp r;
-    tfx_http(&srv, "POST", path, headers ? headers : "Content-Type: application/json\r\n", body, len, &r);
+    req("POST", path, headers ? headers : "Content-Type: application/json\r\n", body, len, &r);
     cr_assert_eq(r.status, status, "%s %s → %d %s", path, body ? body : "", r.status, r.body);
     static const char *const top[] = { "error", NULL };
     same_bytes(&r, top);
@@ -268,7 +294,7 @@ Test(coupons_replies, bodies_read_in_place_keep_every_rule_and_refusal)
              " {\"amount\":999, \"code\" : \"%s\",\"customer_id\":\"\\u0063ust\",\"order_id\":\"o\\u002d1\","
              "\"currency\":\"EUR\",\"amount\":2.5e0 }\n",
              c1);
-    cr_assert_eq(tfx_req(&srv, "POST", R, b, &r), 200, "%s", r.body);
+    cr_assert_eq(req_json("POST", R, b, &r), 200, "%s", r.body);
     cr_assert_str_eq(json_string_value(json_object_get(r.json, "customer_id")), "cust", "%s", r.body);
     cr_assert_str_eq(json_string_value(json_object_get(r.json, "order_id")), "o-1", "%s", r.body);
     cr_assert_eq(ctfx_milli(json_object_get(r.json, "amount")), 2500, "%s", r.body);
@@ -277,7 +303,7 @@ Test(coupons_replies, bodies_read_in_place_keep_every_rule_and_refusal)
                            "o2", "amount", 4, "currency", "EUR");
     struct buf mp = BUF_INIT;
     cr_assert_eq(codec_json_to_msgpack(mb, &mp), 0);
-    tfx_http(&srv, "POST", R, "Content-Type: application/msgpack\r\n", mp.p, mp.len, &r);
+    req("POST", R, "Content-Type: application/msgpack\r\n", mp.p, mp.len, &r);
     cr_assert_eq(r.status, 200, "%s", r.body);
     cr_assert_str_eq(json_string_value(json_object_get(r.json, "order_id")), "o2", "%s", r.body);
     cr_assert_eq(ctfx_milli(json_object_get(r.json, "amount")), 4000, "%s", r.body);
