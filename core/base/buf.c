@@ -19,6 +19,7 @@ int buf_reserve(struct buf *b, size_t extra)
     char *p = realloc(b->p, cap);
     if (!p)
         return ERR_NOMEM;
+    p[b->len] = 0; /* a first allocation is NUL-terminated too (buf.h) */
     b->p = p;
     b->cap = cap;
     return 0;

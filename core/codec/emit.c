@@ -229,9 +229,14 @@ void emit_int(struct emit *e, int64_t v)
 {
     sep(e);
     if (!e->mp) {
-        char t[24];
-        int n = snprintf(t, sizeof t, "%lld", (long long)v);
-        put(e, t, (size_t)n);
+        char t[24], *o = t + sizeof t;
+        uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v; /* INT64_MIN too */
+        do
+            *--o = (char)('0' + u % 10);
+        while ((u /= 10));
+        if (v < 0)
+            *--o = '-';
+        put(e, o, (size_t)(t + sizeof t - o));
     } else if (v >= 0 && v < 128) {
         putc1(e, (char)v);
     } else if (v < 0 && v >= -32) {

@@ -219,6 +219,16 @@ int coupons_validate(struct store_txn *t, const struct coupons_req *q, coupons_c
 int coupons_redeem(struct store_txn *wt, const struct coupons_req *q, coupons_campaign_fn camp,
                    void *ud, struct coupons_outcome *out, struct reqerr *e);
 
+/** Read, in the read txn `t`, the records coupons_redeem(q) will read or
+ *  write next to (the code, its redemption and use by the customer, the
+ *  customer's index and the campaign's free list), and ignore what they
+ *  say.  Why: the redemptions are applied by one writer thread, and a
+ *  record whose page is not in memory stops that thread — and every
+ *  redemption behind it — for a disk read.  An HTTP worker calls this
+ *  before queueing, so the reads of many redemptions overlap and the
+ *  writer finds the pages in memory.  Changes nothing. */
+void coupons_redeem_prefetch(struct store_txn *t, const struct coupons_req *q);
+
 /** One redemption of a batch (coupons_redeem_batch). */
 struct coupons_batch_item {
     struct coupons_req q;          /**< in: as for coupons_redeem (strings borrowed) */

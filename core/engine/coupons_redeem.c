@@ -299,6 +299,29 @@ int coupons_validate(struct store_txn *t, const struct coupons_req *q, coupons_c
     return rc ? rc : check(t, code, q, camp, ud, out, e);
 }
 
+void coupons_redeem_prefetch(struct store_txn *t, const struct coupons_req *q)
+{
+    char code[COUPONS_CODE_MAX + 1];
+    if (coupons_code_normalize(q->code, code))
+        return;
+    struct red r;
+    red_get(t, code, q->order, &r);
+    struct coupons_code c;
+    if (coupons_code_get(t, code, &c))
+        return;
+    int64_t n;
+    uses_read(t, code, q->customer, &n);
+    char key[COUPONS_ID_MAX * 2 + COUPONS_CODE_MAX + 8];
+    const void *v;
+    size_t vl;
+    int kl = coupons_key(key, sizeof key, 'c', q->customer, "r", code);
+    if (kl >= 0) /* where the customer's index key will go */
+        store_get(t, STORE_COUPONS, key, (size_t)kl, &v, &vl);
+    kl = coupons_key(key, sizeof key, 'f', c.campaign, code, NULL);
+    if (kl >= 0)
+        store_get(t, STORE_COUPONS, key, (size_t)kl, &v, &vl);
+}
+
 int coupons_redeem(struct store_txn *wt, const struct coupons_req *q, coupons_campaign_fn camp,
                    void *ud, struct coupons_outcome *out, struct reqerr *e)
 {

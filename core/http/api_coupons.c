@@ -33,18 +33,30 @@ static void reply_durable(struct http_req *r, int status, json_t *o, uint64_t ti
     http_reply_json(r, status, o);
 }
 
+/* The checkout's replies come written (codec/emit), in the wire form the
+ * request asked for. */
+static void reply_bytes(struct http_req *r, const struct buf *out, uint64_t ticket)
+{
+    if (ticket)
+        http_hold_until_synced(r, g_app->store, ticket);
+    http_reply_raw(r, 200, r->want_msgpack ? "application/msgpack" : "application/json", out->p,
+                   out->len);
+}
+
 static void h_validate(struct http_req *r)
 {
-    json_t *b = http_body_json(r, JSON_OBJECT);
-    if (!b)
+    char *conv;
+    struct jscan_val b;
+    if (http_body_text(r, &conv, &b))
         return;
     struct reqerr e = { 0 };
-    json_t *o = promotions_validate(b, &e);
-    json_decref(b);
-    if (o)
-        http_reply_json(r, 200, o);
+    struct buf out = BUF_INIT;
+    if (promotions_validate(b, &out, r->want_msgpack, &e) == 0)
+        reply_bytes(r, &out, 0);
     else
         reply_err(r, &e);
+    buf_free(&out);
+    free(conv);
 }
 
 /* The redemption is out of the writer thread: answer (on the worker), or
@@ -53,16 +65,15 @@ static void redeem_answer(struct http_req *r, void *ud)
 {
     struct reqerr e = { 0 };
     uint64_t ticket;
-    json_t *o = promotions_redeem_finish(ud, &ticket, &e);
-    if (!r) {
-        json_decref(o);
-        json_decref(e.extra);
-        return;
-    }
-    if (o)
-        reply_durable(r, 200, o, ticket);
+    struct buf out = BUF_INIT;
+    int rc = promotions_redeem_finish(ud, &out, r && r->want_msgpack, &ticket, &e);
+    if (!r)
+        reqerr_clear(&e);
+    else if (rc == 0)
+        reply_bytes(r, &out, ticket);
     else
         reply_err(r, &e);
+    buf_free(&out);
 }
 
 static void redeem_ready(void *ud)
@@ -76,25 +87,21 @@ static void redeem_ready(void *ud)
  * group sync to have the commit on disk. */
 static void h_redeem(struct http_req *r)
 {
-    json_t *b = http_body_json(r, JSON_OBJECT);
-    if (!b)
+    char *conv;
+    struct jscan_val b;
+    if (http_body_text(r, &conv, &b))
         return;
     struct reqerr e = { 0 };
     struct promotions_redemption *x = promotions_redeem_start(b, &e);
-    json_decref(b);
+    free(conv);
     if (!x) {
         reply_err(r, &e);
         return;
     }
     struct http_later *l = http_later(r, redeem_answer, x);
     if (!l) { /* cannot answer later: wait for the writer here */
-        uint64_t ticket;
         promotions_redeem_submit_wait(x);
-        json_t *o = promotions_redeem_finish(x, &ticket, &e);
-        if (o)
-            reply_durable(r, 200, o, ticket);
-        else
-            reply_err(r, &e);
+        redeem_answer(r, x);
         return;
     }
     promotions_redeem_submit(x, redeem_ready, l);

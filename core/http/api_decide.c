@@ -61,53 +61,11 @@ static int get_bool(struct http_req *r, struct body *b, int f, int *out)
     return 0;
 }
 
-/* The body as validated JSON text: the request's own bytes, or `conv`
- * holding the JSON form of a msgpack body.  0, or an error replied. */
-static int body_text(struct http_req *r, char **conv, struct jscan_val *whole)
-{
-    *conv = NULL;
-    if (r->body_len == 0) {
-        http_reply_error(r, 400, "empty_body", "a request body is required", NULL);
-        return -1;
-    }
-    const char *p = r->body;
-    size_t len = r->body_len;
-    if (r->body_msgpack) {
-        json_t *j = http_body_json(r, -1); /* replies on malformed msgpack */
-        if (!j)
-            return -1;
-        *conv = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
-        json_decref(j);
-        if (!*conv) {
-            http_reply_error(r, 500, "internal", "out of memory", NULL);
-            return -1;
-        }
-        p = *conv;
-        len = strlen(p);
-    }
-    char msg[200];
-    int rc = jscan_check(p, len, msg, sizeof msg);
-    if (rc) {
-        http_reply_error(r, 400, rc == ERR_TOOBIG ? "too_deep" : "invalid_json", msg, NULL);
-        goto fail;
-    }
-    *whole = jscan_whole(p, len);
-    if (jscan_type(*whole) != '{') {
-        http_reply_error(r, 400, "invalid_body", "body must be a JSON object", NULL);
-        goto fail;
-    }
-    return 0;
-fail: /* the caller frees conv only on success (found by fuzz/fuzz_http.c) */
-    free(*conv);
-    *conv = NULL;
-    return -1;
-}
-
 static void h_decide(struct http_req *r)
 {
     char *conv;
     struct jscan_val whole;
-    if (body_text(r, &conv, &whole))
+    if (http_body_text(r, &conv, &whole))
         return;
     struct body b = { 0 };
     struct buf key = BUF_INIT, out = BUF_INIT;

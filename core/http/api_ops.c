@@ -56,11 +56,14 @@ static void store_collector(struct buf *out, void *ud)
                "promod_store_syncs_total %llu\n"
                "# HELP promod_store_durable_commits_total Commits acknowledged after fsync.\n"
                "# TYPE promod_store_durable_commits_total counter\n"
-               "promod_store_durable_commits_total %llu\n",
+               "promod_store_durable_commits_total %llu\n"
+               "# HELP promod_store_sync_seconds_total Time the group syncer spent in fdatasync (divided by promod_store_syncs_total: the disk's flush latency).\n"
+               "# TYPE promod_store_sync_seconds_total counter\n"
+               "promod_store_sync_seconds_total %.6f\n",
                st.map_size, st.used_bytes, st.map_size ? (double)st.used_bytes / (double)st.map_size : 0,
                st.map_max, (unsigned long long)st.growths, (unsigned long long)st.disk_free,
                (unsigned long long)st.disk_size, (unsigned long long)st.full_errors, st.entries[STORE_PROFILES], (unsigned long long)st.syncs,
-               (unsigned long long)st.durable_commits);
+               (unsigned long long)st.durable_commits, (double)st.sync_ns / 1e9);
     buf_printf(out,
                "# HELP promod_store_write_lock_waits_total Write transactions that waited for "
                "another writer.\n"

@@ -1,6 +1,7 @@
 /* http.c — request helpers and the single reply path. */
 #include "http/http.h"
 #include "codec/codec.h"
+#include "codec/jscan.h"
 #include "base/err.h"
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -10,6 +11,28 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+/* The Date header, formatted once a second per thread: libevent would
+ * otherwise format it (gmtime + snprintf) for every reply. */
+static const char *date_now(void)
+{
+    static __thread char text[40];
+    static __thread time_t at = -1;
+    time_t now = time(NULL);
+    if (now != at) {
+        static const char days[7][4] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" };
+        static const char months[12][4] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                            "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        snprintf(text, sizeof text, "%s, %02d %s %d %02d:%02d:%02d GMT", days[tm.tm_wday % 7],
+                 tm.tm_mday, months[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
+                 tm.tm_sec);
+        at = now;
+    }
+    return text;
+}
 
 /* Before evhttp arms the connection's request_timeout for writing the
  * reply: libevent measures a timeout from the time it cached when the loop
@@ -34,6 +57,8 @@ static void send_buf(struct http_req *r, int status, const char *ctype, const vo
     r->status = status;
     struct evkeyvalq *oh = evhttp_request_get_output_headers(r->ev);
     evhttp_add_header(oh, "Content-Type", ctype);
+    if (!evhttp_find_header(oh, "Date"))
+        evhttp_add_header(oh, "Date", date_now());
     struct evbuffer *b = evbuffer_new();
     if (b && len)
         evbuffer_add(b, data, len);
@@ -217,6 +242,48 @@ json_t *http_body_json(struct http_req *r, int required_type)
         return NULL;
     }
     return v;
+}
+
+/* A msgpack body is turned into JSON text first, so both wire forms meet
+ * the same checks. */
+int http_body_text(struct http_req *r, char **conv, struct jscan_val *whole)
+{
+    *conv = NULL;
+    if (r->body_len == 0) {
+        http_reply_error(r, 400, "empty_body", "a request body is required", NULL);
+        return -1;
+    }
+    const char *p = r->body;
+    size_t len = r->body_len;
+    if (r->body_msgpack) {
+        json_t *j = http_body_json(r, -1); /* replies on malformed msgpack */
+        if (!j)
+            return -1;
+        *conv = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
+        json_decref(j);
+        if (!*conv) {
+            http_reply_error(r, 500, "internal", "out of memory", NULL);
+            return -1;
+        }
+        p = *conv;
+        len = strlen(p);
+    }
+    char msg[200];
+    int rc = jscan_check(p, len, msg, sizeof msg);
+    if (rc) {
+        http_reply_error(r, 400, rc == ERR_TOOBIG ? "too_deep" : "invalid_json", msg, NULL);
+        goto fail;
+    }
+    *whole = jscan_whole(p, len);
+    if (jscan_type(*whole) != '{') {
+        http_reply_error(r, 400, "invalid_body", "body must be a JSON object", NULL);
+        goto fail;
+    }
+    return 0;
+fail: /* the caller frees conv only on success (found by fuzz/fuzz_http.c) */
+    free(*conv);
+    *conv = NULL;
+    return -1;
 }
 
 char *http_query_get(const struct http_req *r, const char *name)

@@ -22,6 +22,7 @@
 #include "base/config.h"
 #include "base/buf.h"
 #include "base/reqerr.h"
+#include "codec/jscan.h"
 
 struct evhttp_request;
 struct worker;
@@ -54,6 +55,13 @@ struct http_req {
     int later;                        /**< answered later (http_later) */
     void (*finished)(struct http_req *r); /**< the server's bookkeeping once answered */
 };
+
+/** The request body as a validated JSON object read in place (see
+ *  codec/jscan.h: no tree is built): the request's own bytes, or, for a
+ *  msgpack body, its JSON text in a new *conv (the caller frees it on
+ *  success).  @return 0, or -1 with the 400 replied (empty_body,
+ *  invalid_json, invalid_msgpack, too_deep, invalid_body). */
+int http_body_text(struct http_req *r, char **conv, struct jscan_val *whole);
 
 /** Reply with `body` (reference stolen; may be NULL for no body) as JSON or
  *  msgpack per the request's Accept header. */

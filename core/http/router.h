@@ -29,6 +29,7 @@ struct router_route {
     enum config_role role;     /**< least role allowed; ROLE_PUBLIC = no auth */
     router_fn fn;
     int flags;
+    size_t literal;            /**< length of the pattern before its first '{' */
 };
 
 /** Add a route.  @return its index, or ERR_FULL past ROUTER_MAX. */

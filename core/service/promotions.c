@@ -8,6 +8,8 @@
 #include "base/id.h"
 #include "base/limiter.h"
 #include "base/metrics.h"
+#include "codec/emit.h"
+#include "codec/jscan.h"
 #include "engine/coupons.h"
 #include "engine/rules.h"
 #include "store/store.h"
@@ -191,36 +193,112 @@ const char *promotions_str(const json_t *body, const char *name, int required, i
     return s;
 }
 
-/* "amount": a positive finite number with at most three decimals */
-static int amount_field(const json_t *body, int required, int64_t *out, struct reqerr *e)
+/* The members of a validate or redeem body, read in place from the
+ * validated text (codec/jscan): no tree is built for the checkout's
+ * requests.  The checks, their order and their messages are those of
+ * promotions_fields_known / promotions_str on a parsed body. */
+enum { CF_CODE, CF_CUSTOMER, CF_ORDER, CF_AMOUNT, CF_CURRENCY, NCF };
+static const char *const cf_names[NCF] = { "code", "customer_id", "order_id", "amount", "currency" };
+
+struct cfields {
+    struct jscan_val v[NCF]; /* len 0 = absent */
+    struct buf s[NCF];       /* decoded strings */
+};
+
+static void cfields_free(struct cfields *f)
 {
-    json_t *v = json_object_get(body, "amount");
+    for (int i = 0; i < NCF; i++)
+        buf_free(&f->s[i]);
+}
+
+static int cf_absent(const struct cfields *f, int i)
+{
+    return f->v[i].len == 0 || jscan_type(f->v[i]) == 'n';
+}
+
+/* Collect the members; an unknown one (order_id too, unless `with_order`)
+ * is 400 unknown_field.  A repeated member: the last one counts. */
+static int cfields_read(struct jscan_val body, int with_order, struct cfields *f, struct reqerr *e)
+{
+    struct jscan_obj o;
+    struct jscan_val v;
+    struct buf key = BUF_INIT;
+    int rc = 0;
+    if (jscan_object(&o, body))
+        return reqerr_set(e, 400, "invalid_body", NULL, "body must be a JSON object");
+    while (jscan_next(&o, &key, &v)) {
+        const char *k = key.p ? key.p : "";
+        int i = 0;
+        while (i < NCF && (strcmp(k, cf_names[i]) || (i == CF_ORDER && !with_order)))
+            i++;
+        if (i == NCF) {
+            rc = reqerr_set(e, 400, "unknown_field", k, "unknown field \"%.64s\"", k);
+            break;
+        }
+        f->v[i] = v;
+    }
+    buf_free(&key);
+    return rc;
+}
+
+/* promotions_str over a member */
+static const char *cf_str(struct cfields *f, int i, int required, int id, struct reqerr *e, int *rc)
+{
+    const char *name = cf_names[i];
+    if (cf_absent(f, i)) {
+        if (required)
+            *rc = reqerr_set(e, 400, "missing_field", name, "\"%s\" is required", name);
+        return NULL;
+    }
+    if (jscan_type(f->v[i]) != '"' || jscan_string(f->v[i], &f->s[i]) || f->s[i].len == 0) {
+        *rc = reqerr_set(e, 400, "invalid_field", name, "\"%s\" must be a non-empty string", name);
+        return NULL;
+    }
+    if (id && !id_valid(f->s[i].p)) {
+        *rc = reqerr_set(e, 400, "invalid_field", name,
+                         "\"%s\" must be 1-128 characters of letters, digits and _.:@-", name);
+        return NULL;
+    }
+    return f->s[i].p;
+}
+
+/* "amount": a positive finite number with at most three decimals */
+static int amount_field(struct cfields *f, int required, int64_t *out, struct reqerr *e)
+{
     *out = 0;
-    if (!v || json_is_null(v)) {
+    if (cf_absent(f, CF_AMOUNT)) {
         if (required)
             return reqerr_set(e, 400, "missing_field", "amount", "\"amount\" is required");
         return 0;
     }
-    if (!json_is_number(v) || coupons_money_parse(json_number_value(v), out))
+    struct jscan_val v = f->v[CF_AMOUNT];
+    struct buf *t = &f->s[CF_AMOUNT];
+    buf_reset(t);
+    /* the literal, NUL-terminated for strtod (JSON's number grammar is a
+     * subset of strtod's; integers are within int64 after jscan_check, so
+     * the double is the one json_number_value would give) */
+    if (jscan_type(v) != '0' || buf_add(t, v.p, v.len) ||
+        coupons_money_parse(strtod(t->p, NULL), out))
         return reqerr_set(e, 400, "invalid_field", "amount",
                           "\"amount\" must be a positive finite number with at most 3 decimals "
                           "(the discount granted, in \"currency\")");
     return 0;
 }
 
-static int currency_field(const json_t *body, int required, const char **out, struct reqerr *e)
+static int currency_field(struct cfields *f, int required, const char **out, struct reqerr *e)
 {
-    json_t *v = json_object_get(body, "currency");
     *out = NULL;
-    if (!v || json_is_null(v)) {
+    if (cf_absent(f, CF_CURRENCY)) {
         if (required)
             return reqerr_set(e, 400, "missing_field", "currency", "\"currency\" is required");
         return 0;
     }
-    if (!coupons_currency_valid(json_string_value(v)))
+    struct buf *t = &f->s[CF_CURRENCY];
+    if (jscan_type(f->v[CF_CURRENCY]) != '"' || jscan_string(f->v[CF_CURRENCY], t) ||
+        !coupons_currency_valid(t->p))
         return reqerr_set(e, 400, "invalid_field", "currency",
                           "\"currency\" must be an ISO 4217 code in capitals, such as \"EUR\"");
-    *out = json_string_value(v);
+    *out = t->p;
     return 0;
 }
 
@@ -241,32 +319,87 @@ void promotions_campaign_lookup(void *ud, const char *id, struct coupons_campaig
     promotions_campaign_budget(c, &out->budget);
 }
 
-static void code_json(json_t *o, const struct coupons_code *c)
+/* The replies are written with the emitter (codec/emit), member for member
+ * in the order the jansson objects they replace had, so the bytes are the
+ * same: money as an integer when whole, else a real. */
+static void emit_strz(struct emit *m, const char *s) { emit_str(m, s, strlen(s)); }
+
+static void emit_member(struct emit *m, const char *k) { emit_key(m, k, strlen(k)); }
+
+static void emit_money(struct emit *m, int64_t v)
 {
-    json_object_set_new(o, "code", json_string(c->code));
-    json_object_set_new(o, "campaign_id", json_string(c->campaign));
-    json_object_set_new(o, "pool", json_string(c->pool));
-    json_object_set_new(o, "uses", json_integer(c->uses));
-    json_object_set_new(o, "max_uses", c->max_uses ? json_integer(c->max_uses) : json_null());
-    json_object_set_new(o, "per_customer", c->per_customer ? json_integer(c->per_customer) : json_null());
-    if (c->valid_from)
-        json_object_set_new(o, "valid_from", json_integer(c->valid_from));
-    if (c->valid_until)
-        json_object_set_new(o, "valid_until", json_integer(c->valid_until));
+    if (v % 1000 == 0)
+        emit_int(m, v / 1000);
+    else
+        emit_real(m, (double)v / 1000.0);
 }
 
-static void budget_json(json_t *o, const struct coupons_outcome *r)
+/* a NULL or zero limit is null */
+static void emit_limit(struct emit *m, int64_t v)
+{
+    if (v)
+        emit_int(m, v);
+    else
+        emit_null(m);
+}
+
+static size_t code_members(const struct coupons_code *c)
+{
+    return 6 + (c->valid_from != 0) + (c->valid_until != 0);
+}
+
+static void code_emit(struct emit *m, const struct coupons_code *c)
+{
+    emit_member(m, "code");
+    emit_strz(m, c->code);
+    emit_member(m, "campaign_id");
+    emit_strz(m, c->campaign);
+    emit_member(m, "pool");
+    emit_strz(m, c->pool);
+    emit_member(m, "uses");
+    emit_int(m, c->uses);
+    emit_member(m, "max_uses");
+    emit_limit(m, c->max_uses);
+    emit_member(m, "per_customer");
+    emit_limit(m, c->per_customer);
+    if (c->valid_from) {
+        emit_member(m, "valid_from");
+        emit_int(m, c->valid_from);
+    }
+    if (c->valid_until) {
+        emit_member(m, "valid_until");
+        emit_int(m, c->valid_until);
+    }
+}
+
+static void budget_emit(struct emit *m, const struct coupons_outcome *r)
 {
     if (!r->has_budget)
         return;
-    json_t *b = json_object();
-    json_object_set_new(b, "currency", json_string(r->budget.currency));
-    json_object_set_new(b, "amount", coupons_money_json(r->budget.amount_m));
-    json_object_set_new(b, "per", json_string(r->budget.per_day ? "1d" : "campaign"));
-    json_object_set_new(b, "spent", coupons_money_json(r->spent_m));
+    emit_member(m, "budget");
+    emit_map(m, 5);
+    emit_member(m, "currency");
+    emit_strz(m, r->budget.currency);
+    emit_member(m, "amount");
+    emit_money(m, r->budget.amount_m);
+    emit_member(m, "per");
+    emit_strz(m, r->budget.per_day ? "1d" : "campaign");
+    emit_member(m, "spent");
+    emit_money(m, r->spent_m);
     int64_t left = r->allowed_m - r->spent_m;
-    json_object_set_new(b, "remaining", coupons_money_json(left > 0 ? left : 0));
-    json_object_set_new(o, "budget", b);
+    emit_member(m, "remaining");
+    emit_money(m, left > 0 ? left : 0);
+    emit_end(m);
+}
+
+/* The emitter's verdict: 0, or 500 with e filled (out of memory, or text
+ * that is not UTF-8 in a stored value). */
+static int emit_done(struct emit *m, struct buf *out, struct reqerr *e)
+{
+    if (!emit_error(m) && (m->mp || buf_addc(out, '\n') == 0))
+        return 0;
+    return reqerr_set(e, 500, "internal", NULL, "reply could not be written: %s",
+                      err_str(emit_error(m) ? emit_error(m) : ERR_NOMEM));
 }
 
 static int store_fail(struct reqerr *e, int rc, const char *what)
@@ -280,28 +413,30 @@ static int store_fail(struct reqerr *e, int rc, const char *what)
 
 /* --- validate / redeem / rollback --------------------------------------------------- */
 
-json_t *promotions_validate(const json_t *body, struct reqerr *e)
+int promotions_validate(struct jscan_val body, struct buf *out, int msgpack, struct reqerr *e)
 {
-    static const char *const known[] = { "code", "customer_id", "amount", "currency", NULL };
-    int rc = promotions_fields_known(body, known, e);
-    const char *code = rc ? NULL : promotions_str(body, "code", 1, 0, e, &rc);
-    const char *cust = rc ? NULL : promotions_str(body, "customer_id", 1, 1, e, &rc);
+    struct cfields f = { 0 };
+    int rc = cfields_read(body, 0, &f, e);
+    const char *code = rc ? NULL : cf_str(&f, CF_CODE, 1, 0, e, &rc);
+    const char *cust = rc ? NULL : cf_str(&f, CF_CUSTOMER, 1, 1, e, &rc);
     int64_t amount = 0;
     const char *cur = NULL;
     if (!rc)
-        rc = amount_field(body, 0, &amount, e);
+        rc = amount_field(&f, 0, &amount, e);
     if (!rc)
-        rc = currency_field(body, 0, &cur, e);
+        rc = currency_field(&f, 0, &cur, e);
     if (!rc)
         rc = velocity_check(cust, code, e);
     if (rc) {
         __atomic_fetch_add(&g_validate[outcome_idx(e->code)], 1, __ATOMIC_RELAXED);
-        return NULL;
+        cfields_free(&f);
+        return rc;
     }
     struct store_txn *t;
     if ((rc = store_rtxn_begin(g_app->store, &t))) {
         store_fail(e, rc, "validate");
-        return NULL;
+        cfields_free(&f);
+        return rc;
     }
     struct promotions_lookup lk = { rules_gen_acquire(), clock_now() };
     struct coupons_req q = { .code = code, .customer = cust, .amount_m = amount, .currency = cur,
@@ -325,35 +460,43 @@ json_t *promotions_validate(const json_t *body, struct reqerr *e)
         count_guess(code, e);
         __atomic_fetch_add(&g_validate[outcome_idx(e->code)], 1, __ATOMIC_RELAXED);
         json_decref(pool);
-        return NULL;
+        cfields_free(&f);
+        return rc;
     }
+    cfields_free(&f);
     __atomic_fetch_add(&g_validate[0], 1, __ATOMIC_RELAXED);
-    json_t *o = json_object();
-    json_object_set_new(o, "valid", json_true());
-    code_json(o, &r.c);
-    json_object_set_new(o, "customer_uses", json_integer(r.customer_uses));
     json_t *disc = pool ? json_object_get(pool, "discount") : NULL;
-    if (disc)
-        json_object_set(o, "discount", disc);
+    struct emit m;
+    emit_init(&m, out, msgpack);
+    emit_map(&m, 2 + code_members(&r.c) + (disc != NULL) + (r.has_budget != 0));
+    emit_member(&m, "valid");
+    emit_bool(&m, 1);
+    code_emit(&m, &r.c);
+    emit_member(&m, "customer_uses");
+    emit_int(&m, r.customer_uses);
+    if (disc) {
+        emit_member(&m, "discount");
+        emit_json(&m, disc);
+    }
+    budget_emit(&m, &r);
+    emit_end(&m);
     json_decref(pool);
-    budget_json(o, &r);
-    return o;
+    return emit_done(&m, out, e);
 }
 
-struct promotions_redemption *promotions_redeem_start(const json_t *body, struct reqerr *e)
+struct promotions_redemption *promotions_redeem_start(struct jscan_val body, struct reqerr *e)
 {
-    static const char *const known[] = { "code", "customer_id", "order_id", "amount", "currency",
-                                         NULL };
-    int rc = promotions_fields_known(body, known, e);
-    const char *code = rc ? NULL : promotions_str(body, "code", 1, 0, e, &rc);
-    const char *cust = rc ? NULL : promotions_str(body, "customer_id", 1, 1, e, &rc);
-    const char *order = rc ? NULL : promotions_str(body, "order_id", 1, 1, e, &rc);
+    struct cfields f = { 0 };
+    int rc = cfields_read(body, 1, &f, e);
+    const char *code = rc ? NULL : cf_str(&f, CF_CODE, 1, 0, e, &rc);
+    const char *cust = rc ? NULL : cf_str(&f, CF_CUSTOMER, 1, 1, e, &rc);
+    const char *order = rc ? NULL : cf_str(&f, CF_ORDER, 1, 1, e, &rc);
     int64_t amount = 0;
     const char *cur = NULL;
     if (!rc)
-        rc = amount_field(body, 1, &amount, e);
+        rc = amount_field(&f, 1, &amount, e);
     if (!rc)
-        rc = currency_field(body, 1, &cur, e);
+        rc = currency_field(&f, 1, &cur, e);
     if (!rc)
         rc = velocity_check(cust, code, e);
     if (!rc && strlen(code) >= sizeof ((struct promotions_redemption *)0)->code) {
@@ -367,45 +510,65 @@ struct promotions_redemption *promotions_redeem_start(const json_t *body, struct
         rc = reqerr_set(e, 503, "store_error", NULL, "redeem: out of memory");
     if (rc) {
         __atomic_fetch_add(&g_redeem[outcome_idx(e->code)], 1, __ATOMIC_RELAXED);
+        cfields_free(&f);
         return NULL;
     }
-    snprintf(x->code, sizeof x->code, "%s", code);
-    snprintf(x->customer, sizeof x->customer, "%s", cust);
-    snprintf(x->order, sizeof x->order, "%s", order);
+    /* lengths checked above (code) and by id_valid (ids: at most 128) */
+    memcpy(x->code, code, f.s[CF_CODE].len + 1);
+    memcpy(x->customer, cust, f.s[CF_CUSTOMER].len + 1);
+    memcpy(x->order, order, f.s[CF_ORDER].len + 1);
     memcpy(x->currency, cur, 4);
+    cfields_free(&f);
     x->item.q = (struct coupons_req){ .code = x->code, .customer = x->customer, .order = x->order,
                                       .amount_m = amount, .currency = x->currency };
+    /* the pages the writer will need, read here (see coupons_redeem_prefetch) */
+    struct store_txn *t;
+    if (store_rtxn_begin(g_app->store, &t) == 0) {
+        coupons_redeem_prefetch(t, &x->item.q);
+        store_txn_end(t);
+    }
     return x;
 }
 
-json_t *promotions_redeem_finish(struct promotions_redemption *x, uint64_t *ticket,
-                                 struct reqerr *e)
+int promotions_redeem_finish(struct promotions_redemption *x, struct buf *out, int msgpack,
+                             uint64_t *ticket, struct reqerr *e)
 {
     struct coupons_batch_item *it = &x->item;
     *ticket = it->ticket;
     if (it->rc) {
+        int rc = it->rc;
         *e = it->e; /* takes its extra */
         if (e->status >= 500)
             store_fail(e, it->rc, "redeem");
         count_guess(x->code, e);
         __atomic_fetch_add(&g_redeem[outcome_idx(e->code)], 1, __ATOMIC_RELAXED);
         free(x);
-        return NULL;
+        return rc;
     }
     const struct coupons_outcome *r = &it->out;
     __atomic_fetch_add(&g_redeem[r->replayed ? 1 : 0], 1, __ATOMIC_RELAXED);
-    json_t *o = json_object();
-    json_object_set_new(o, "redeemed", json_true());
-    json_object_set_new(o, "replayed", json_boolean(r->replayed));
-    code_json(o, &r->c);
-    json_object_set_new(o, "order_id", json_string(x->order));
-    json_object_set_new(o, "customer_id", json_string(x->customer));
-    json_object_set_new(o, "amount", coupons_money_json(r->amount_m));
-    json_object_set_new(o, "currency", json_string(r->currency));
-    json_object_set_new(o, "customer_uses", json_integer(r->customer_uses));
-    budget_json(o, r);
+    struct emit m;
+    emit_init(&m, out, msgpack);
+    emit_map(&m, 7 + code_members(&r->c) + (r->has_budget != 0));
+    emit_member(&m, "redeemed");
+    emit_bool(&m, 1);
+    emit_member(&m, "replayed");
+    emit_bool(&m, r->replayed);
+    code_emit(&m, &r->c);
+    emit_member(&m, "order_id");
+    emit_strz(&m, x->order);
+    emit_member(&m, "customer_id");
+    emit_strz(&m, x->customer);
+    emit_member(&m, "amount");
+    emit_money(&m, r->amount_m);
+    emit_member(&m, "currency");
+    emit_strz(&m, r->currency);
+    emit_member(&m, "customer_uses");
+    emit_int(&m, r->customer_uses);
+    budget_emit(&m, r);
+    emit_end(&m);
     free(x);
-    return o;
+    return emit_done(&m, out, e);
 }
 
 json_t *promotions_rollback(const char *code, const json_t *body, uint64_t *ticket,

@@ -21,7 +21,10 @@
  * http_hold_until_synced).  Refusals write nothing and carry ticket 0.
  *
  * Errors: every entry point returns a new JSON value, or NULL with `*e`
- * filled in the contract's shape (status, code, message, field).
+ * filled in the contract's shape (status, code, message, field) — except
+ * the checkout's validate and redeem, which run on every checkout: they
+ * read the body in place (codec/jscan) and write the reply straight into
+ * a buffer (codec/emit), returning 0 or the error code with `*e` filled.
  *
  * Threads: any worker thread, with no store txn open.
  */
@@ -29,7 +32,9 @@
 #define PROMOD_PROMOTIONS_H
 #include <jansson.h>
 #include <stdint.h>
+#include "base/buf.h"
 #include "base/reqerr.h"
+#include "codec/jscan.h"
 
 struct app;
 
@@ -38,30 +43,33 @@ struct app;
 void promotions_init(struct app *app);
 
 /** POST /api/v1/coupons/validate {"code", "customer_id", "amount"?, "currency"?}
- *  → {"valid": true, "code", "campaign_id", "pool", "discount"?, "uses",
- *  "max_uses", "customer_uses", "per_customer", "valid_from"?,
- *  "valid_until"?, "budget"?: {"currency", "remaining"}}. */
-json_t *promotions_validate(const json_t *body, struct reqerr *e);
+ *  → {"valid": true, "code", "campaign_id", "pool", "uses", "max_uses",
+ *  "per_customer", "valid_from"?, "valid_until"?, "customer_uses",
+ *  "discount"?, "budget"?: {"currency", "amount", "per", "spent",
+ *  "remaining"}}.  `body`: a JSON object validated by jscan_check.  The
+ *  reply is appended to `out`, as JSON text ending in a newline or as
+ *  msgpack (`msgpack` = 1).  @return 0, or an ERR_* code with `e` filled
+ *  (counted in /metrics). */
+int promotions_validate(struct jscan_val body, struct buf *out, int msgpack, struct reqerr *e);
 
-/** POST /api/v1/coupons/redeem {"code", "customer_id", "order_id", "amount",
- *  "currency"} → {"redeemed": true, "replayed", "code", "campaign_id",
- *  "order_id", "customer_id", "amount", "currency", "uses", "max_uses",
- *  "budget"?: {"currency", "amount", "spent", "remaining"}}.  *ticket gets
- *  the commit's sync ticket (0 when nothing was written). */
-json_t *promotions_redeem(const json_t *body, uint64_t *ticket, struct reqerr *e);
-
-/* Redemptions go through one writer thread (promotions_redeem.c) that
+/* POST /api/v1/coupons/redeem {"code", "customer_id", "order_id", "amount",
+ * "currency"} → {"redeemed": true, "replayed", "code", "campaign_id",
+ * "pool", "uses", "max_uses", "per_customer", "valid_from"?,
+ * "valid_until"?, "order_id", "customer_id", "amount", "currency",
+ * "customer_uses", "budget"?: {...as for validate}}.
+ *
+ * Redemptions go through one writer thread (promotions_redeem.c) that
  * applies every redemption waiting for it in ONE store transaction
  * (coupons_redeem_batch: each with its own checks and outcome, a refusal
  * touching none of the others) and commits once; the group sync then
- * flushes that commit once for all of them.  promotions_redeem() above is
- * the blocking form; an HTTP worker uses the three steps below so that it
- * serves other connections meanwhile, which is what fills the batches. */
+ * flushes that commit once for all of them.  An HTTP worker uses the steps
+ * below so that it serves other connections meanwhile, which is what
+ * fills the batches. */
 struct promotions_redemption;
-/** Check the body (fields, velocity limits) and copy what the redemption
- *  needs.  @return a new redemption, or NULL with `e` filled (counted in
- *  /metrics). */
-struct promotions_redemption *promotions_redeem_start(const json_t *body, struct reqerr *e);
+/** Check the body (a JSON object validated by jscan_check: fields,
+ *  velocity limits) and copy what the redemption needs.  @return a new
+ *  redemption, or NULL with `e` filled (counted in /metrics). */
+struct promotions_redemption *promotions_redeem_start(struct jscan_val body, struct reqerr *e);
 /** Queue `x` for the writer thread; `done(ud)` is called on that thread
  *  once x's outcome is known and, when it wrote, committed (not yet
  *  synced: the ticket says when).  After promotions_redeemer_stop (or when
@@ -70,10 +78,12 @@ struct promotions_redemption *promotions_redeem_start(const json_t *body, struct
 void promotions_redeem_submit(struct promotions_redemption *x, void (*done)(void *ud), void *ud);
 /** promotions_redeem_submit, then wait until it is done (blocking). */
 void promotions_redeem_submit_wait(struct promotions_redemption *x);
-/** The outcome of a done redemption, as promotions_redeem returns it;
- *  frees `x`.  Any thread. */
-json_t *promotions_redeem_finish(struct promotions_redemption *x, uint64_t *ticket,
-                                 struct reqerr *e);
+/** The outcome of a done redemption: the reply appended to `out` (as
+ *  promotions_validate writes it), *ticket the commit's sync ticket (0
+ *  when nothing was written; the reply must wait for it).  Frees `x`.
+ *  Any thread.  @return 0, or an ERR_* code with `e` filled. */
+int promotions_redeem_finish(struct promotions_redemption *x, struct buf *out, int msgpack,
+                             uint64_t *ticket, struct reqerr *e);
 /** Stop the writer thread after applying what is queued (shutdown, after
  *  the HTTP workers stopped; before the store closes). */
 void promotions_redeemer_stop(void);

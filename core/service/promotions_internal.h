@@ -39,6 +39,7 @@ struct promotions_redemption {
     char order[COUPONS_ID_MAX + 1];
     char currency[4];
     void (*done)(void *ud);          /**< promotions_redeem_submit's callback */
+    uint64_t queued_ns;              /**< monotonic, when submitted (queue wait metric) */
     void *ud;
     struct promotions_redemption *next;
 };

@@ -41,6 +41,7 @@
  * the headroom.
  */
 #include "store/store.h"
+#include "store/store_internal.h"
 #include "base/err.h"
 #include "base/log.h"
 #include <errno.h>
@@ -70,71 +71,6 @@ static const char *db_names[STORE_NDB] = {
     "coupons", "loyalty", "dlog", "dlog_cust",
 };
 
-/* A transaction handle.  Each thread that touches the store also owns one
- * of these as its "slot": its cached read transaction (txn, NULL until the
- * thread first reads) and the depth of its open transactions, which the
- * grower waits to see at zero.  A write txn is a separate malloc'd handle
- * that points to its thread's slot. */
-struct store_txn {
-    struct store *s;
-    MDB_txn *txn;
-    int write;
-    struct store_txn *slot; /* write txns: the thread's slot */
-    int depth;              /* slots: open txns of the thread (atomic) */
-    int live;               /* slots: the read txn is live (not reset) */
-    struct store_txn *next; /* list of slots, for close and the grower */
-    void *user;             /* write txns: store_txn_user (the end hook's argument) */
-};
-
-struct store {
-    MDB_env *env;
-    MDB_dbi dbi[STORE_NDB];
-    int fd;                    /* data.mdb */
-    int writemap;
-    size_t psize;
-    char *dir;
-    pthread_mutex_t mu;        /* syncer state, the slot list */
-    pthread_mutex_t wmu;       /* this process's writers queue here, not on LMDB's lock */
-    pthread_cond_t work, done;
-    uint64_t committed, synced, async_dirty;
-    uint64_t nsyncs, ndurable;
-    int running;
-    unsigned sync_interval_ms;
-    pthread_t syncer;
-    struct store_txn *readers; /* every thread's slot */
-    uint64_t id;               /* unique per open: see tl_store_id */
-    uint64_t wlock_waits, wlock_wait_ns; /* atomic: writers that waited for wmu, how long */
-
-    /* growth: gmu guards the requests, the gate and the grower's state */
-    pthread_mutex_t gmu;
-    pthread_cond_t gate;       /* growing went back to 0 */
-    pthread_cond_t drained;    /* a pass was released while growing */
-    pthread_cond_t grow_cv;    /* wakes the grower */
-    pthread_cond_t grown;      /* grow_ack advanced */
-    uint64_t grow_req, grow_ack;
-    int growing;               /* atomic: new transactions wait at the gate */
-    int grow_running;
-    pthread_t grower;
-    int full_hit;              /* atomic: a write ran out of map */
-    size_t map_size;           /* atomic: this process's map */
-    size_t map_max;            /* 0 = no limit */
-    size_t used;               /* atomic: bytes up to the last used page */
-    uint64_t ngrowths, nfull;  /* atomic */
-    int64_t backoff_until_ms;  /* atomic: no non-urgent growth before (after a postponed one) */
-    int grow_rc;               /* the grower's last growth: 0, ERR_BUSY, ERR_FULL... (under gmu) */
-    int max_warned;
-
-    /* disk: alloc_end under wmu; the figures are atomic */
-    size_t alloc_end;          /* data.mdb is allocated (not a hole) up to here */
-    int no_fallocate;          /* the filesystem cannot: fall back to statvfs */
-    int64_t disk_free, disk_size;
-    int disk_low;
-    int64_t disk_warned_ms, refused_warned_ms;
-
-    void (*sync_hook)(void *);  /* store_set_sync_hook, called after each flush */
-    void (*txn_hook)(void *user, uint64_t txnid); /* store_set_txn_hook */
-    void *sync_hook_ud;
-};
 
 /* The calling thread's slot and the store it belongs to.  The store is
  * remembered by a never-reused id, not its address: after a close, a new
@@ -599,21 +535,24 @@ static void *syncer_main(void *arg)
         uint64_t target = s->committed;
         s->async_dirty = 0;
         pthread_mutex_unlock(&s->mu);
+        struct timespec t0; /* for the time in fdatasync */
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         if (fdatasync(s->fd))
             log_error("store sync failed", "err=\"%s\"", strerror(errno));
         clock_gettime(CLOCK_MONOTONIC, &last);
         pthread_mutex_lock(&s->mu);
         s->nsyncs++;
+        s->sync_ns += (uint64_t)((last.tv_sec - t0.tv_sec) * 1000000000LL + (last.tv_nsec - t0.tv_nsec));
         if (target > s->synced)
             s->synced = target;
         pthread_cond_broadcast(&s->done);
-        void (*hook)(void *) = s->sync_hook;
-        void *hud = s->sync_hook_ud;
-        if (hook) { /* outside the lock: the hook takes its own */
-            pthread_mutex_unlock(&s->mu);
-            hook(hud);
-            pthread_mutex_lock(&s->mu);
-        }
+        __typeof__(s->hooks) hooks; /* called outside the lock: a hook takes its own */
+        int nh = s->nhooks;
+        memcpy(hooks, s->hooks, sizeof hooks);
+        pthread_mutex_unlock(&s->mu);
+        for (int i = 0; i < nh; i++)
+            hooks[i].fn(hooks[i].ud);
+        pthread_mutex_lock(&s->mu);
     }
     pthread_mutex_unlock(&s->mu);
     return NULL;
@@ -1043,12 +982,19 @@ uint64_t store_last_txnid(struct store *s)
     return (uint64_t)info.me_last_txnid;
 }
 
-void store_set_sync_hook(struct store *s, void (*fn)(void *), void *ud)
+int store_set_sync_hook(struct store *s, void (*fn)(void *), void *ud)
 {
     pthread_mutex_lock(&s->mu);
-    s->sync_hook = fn;
-    s->sync_hook_ud = ud;
+    int i = 0;
+    while (i < s->nhooks && s->hooks[i].fn != fn)
+        i++;
+    if (i < STORE_SYNC_HOOKS) {
+        s->hooks[i].fn = fn;
+        s->hooks[i].ud = ud;
+        s->nhooks += i == s->nhooks;
+    }
     pthread_mutex_unlock(&s->mu);
+    return i < STORE_SYNC_HOOKS ? 0 : ERR_FULL;
 }
 
 int store_get(struct store_txn *t, enum store_db db, const void *key, size_t klen,
@@ -1222,6 +1168,7 @@ int store_stat(struct store *s, struct store_stat *st)
     st->write_lock_waits = __atomic_load_n(&s->wlock_waits, __ATOMIC_RELAXED);
     st->write_lock_wait_ns = __atomic_load_n(&s->wlock_wait_ns, __ATOMIC_RELAXED);
     st->durable_commits = s->ndurable;
+    st->sync_ns = s->sync_ns;
     pthread_mutex_unlock(&s->mu);
     return 0;
 }

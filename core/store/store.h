@@ -126,9 +126,11 @@ uint64_t store_synced(struct store *s);
 /** Block until `ticket` is on disk. */
 void store_sync_wait(struct store *s, uint64_t ticket);
 /** Call fn(ud) on the syncer thread after every flush, with no store lock
- *  held (one hook per store; NULL removes it).  fn must be quick and must
- *  not open transactions. */
-void store_set_sync_hook(struct store *s, void (*fn)(void *ud), void *ud);
+ *  held.  A store has up to STORE_SYNC_HOOKS hooks, one per fn: setting a
+ *  fn again replaces its ud.  fn must be quick and must not open
+ *  transactions.  @return 0, or ERR_FULL when all slots are taken. */
+#define STORE_SYNC_HOOKS 4
+int store_set_sync_hook(struct store *s, void (*fn)(void *ud), void *ud);
 /** Call fn(user, txnid) when a write txn of this process ends, on the
  *  thread ending it and with this process's writer lock still held — so
  *  calls come one at a time, in commit order: after every successful
@@ -200,6 +202,7 @@ struct store_stat {
     uint64_t syncs, durable_commits;
     uint64_t write_lock_waits;   /**< write txns that waited for another writer of this process */
     uint64_t write_lock_wait_ns; /**< the time they waited, in total */
+    uint64_t sync_ns;         /**< time spent in the syncer's fdatasync calls */
     uint64_t growths;         /**< times the map grew since open */
     uint64_t full_errors;     /**< writes refused or failed for want of room */
     uint64_t disk_free;       /**< free bytes on the data dir's filesystem (for unprivileged users) */

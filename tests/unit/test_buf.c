@@ -6,6 +6,7 @@
 #include "base/buf.h"
 #include "base/err.h"
 #include "base/hash.h"
+#include "codec/jscan.h"
 
 TestSuite(buf, .timeout = 60);
 
@@ -136,4 +137,22 @@ Test(buf, hash_unit_uniform)
         double share = (double)count[b] / N;
         cr_expect(share > 0.09 && share < 0.11, "bucket %d has %.4f", b, share);
     }
+}
+
+/* A buffer's first allocation is NUL-terminated even with nothing added:
+ * jscan_string of "" reserves, adds nothing, and its caller reads a C
+ * string (a redeem body with "currency": "" read past the allocation). */
+Test(buf, first_reserve_is_a_c_string)
+{
+    struct buf b = BUF_INIT;
+    cr_assert_eq(buf_reserve(&b, 0), 0);
+    cr_assert_not_null(b.p);
+    cr_assert_eq(b.len, 0);
+    cr_assert_str_eq(b.p, "");
+    buf_free(&b);
+    struct buf s = BUF_INIT;
+    cr_assert_eq(jscan_string(jscan_whole("\"\"", 2), &s), 0);
+    cr_assert_not_null(s.p);
+    cr_assert_str_eq(s.p, "");
+    buf_free(&s);
 }

@@ -1163,3 +1163,56 @@ Test(store, open_errors)
     cr_assert_lt(store_open(&o2, &s2), 0, "a data dir that is a file");
     cr_assert_null(s2);
 }
+
+/* Sync hooks: each registered fn runs after a flush (the redemption writer
+ * releases answers from one, held replies are sent from another); setting a
+ * fn again replaces its ud; past STORE_SYNC_HOOKS the store says so. */
+struct hook_seen {
+    uint64_t synced_at_call; /* store_synced() when the hook last ran */
+    long calls;
+};
+static void hook_a(void *ud)
+{
+    struct hook_seen *h = ud;
+    __atomic_store_n(&h->synced_at_call, store_synced(st), __ATOMIC_SEQ_CST);
+    __atomic_add_fetch(&h->calls, 1, __ATOMIC_SEQ_CST);
+}
+static void hook_b(void *ud) { hook_a(ud); }
+static void hook_c(void *ud) { hook_a(ud); }
+static void hook_d(void *ud) { hook_a(ud); }
+static void hook_e(void *ud) { hook_a(ud); }
+
+Test(store, sync_hooks_all_run_after_the_flush)
+{
+    /* static: the store's last flush, at close, still calls them */
+    static struct hook_seen a, b, stale;
+    cr_assert_eq(store_set_sync_hook(st, hook_a, &stale), 0);
+    cr_assert_eq(store_set_sync_hook(st, hook_b, &b), 0);
+    cr_assert_eq(store_set_sync_hook(st, hook_a, &a), 0, "the same fn again: a new ud, no new slot");
+    cr_assert_eq(store_set_sync_hook(st, hook_c, &stale), 0);
+    cr_assert_eq(store_set_sync_hook(st, hook_d, &stale), 0);
+    cr_assert_eq(store_set_sync_hook(st, hook_e, &stale), ERR_FULL, "only %d slots", STORE_SYNC_HOOKS);
+    struct store_txn *t;
+    cr_assert_eq(store_wtxn_begin(st, &t), 0);
+    cr_assert_eq(store_put(t, STORE_META, "hook", 4, "1", 1), 0);
+    uint64_t ticket = 0;
+    cr_assert_eq(store_txn_commit_ticket(t, &ticket), 0);
+    cr_assert(ticket > 0);
+    store_sync_wait(st, ticket);
+    /* the hooks run on the syncer thread after the flush that woke the
+     * waiter, before its next flush: one more durable commit, waited for,
+     * proves they ran */
+    cr_assert_eq(store_wtxn_begin(st, &t), 0);
+    cr_assert_eq(store_put(t, STORE_META, "hook", 4, "2", 1), 0);
+    uint64_t ticket2 = 0;
+    cr_assert_eq(store_txn_commit_ticket(t, &ticket2), 0);
+    cr_assert(ticket2 > ticket);
+    store_sync_wait(st, ticket2);
+    cr_assert_geq(__atomic_load_n(&a.synced_at_call, __ATOMIC_SEQ_CST), ticket,
+                  "hook a saw the flush covering the commit");
+    cr_assert_geq(__atomic_load_n(&b.synced_at_call, __ATOMIC_SEQ_CST), ticket,
+                  "hook b saw the flush covering the commit");
+    cr_assert_eq(__atomic_load_n(&stale.synced_at_call, __ATOMIC_SEQ_CST) >= ticket &&
+                     __atomic_load_n(&stale.calls, __ATOMIC_SEQ_CST) > 0,
+                 1, "hooks c and d run too (sharing one record)");
+}

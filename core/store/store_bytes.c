@@ -1,7 +1,7 @@
-/*
- * store_keys.c — big-endian key helpers of the store module (store.h):
- * keys that sort as numbers in LMDB's byte order.
- */
+/* store_bytes.c — big-endian integers for keys and values (see store.h):
+ * byte order that sorts like the numbers, so LMDB's key order is numeric
+ * order.  Pure functions, apart from store.c so that it stays one seam:
+ * the environment, transactions, growth and sync. */
 #include "store/store.h"
 
 void store_be64(uint64_t v, unsigned char out[8])
