@@ -134,6 +134,31 @@ static void wait_in_flight(long n)
  * fix the timers of the sockets not in that turn's batch found "nothing
  * read" and closed connections whose complete request sat unread in the
  * socket (the client saw no answer at all).  Every one must be answered. */
+/* Send a decide whose hook burns its time limit on a connection of its
+ * own and return that connection once the hook has begun (its print() is
+ * in the server's log): from then on the only worker is busy. */
+static int begin_burning_hook(void)
+{
+    int hook = tfx_connect_port(srv.port);
+    cr_assert_geq(hook, 0);
+    char head[512];
+    int hl = snprintf(head, sizeof head,
+                      "POST /api/v1/decide HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                      "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+                      strlen(DECIDE_BURN), DECIDE_BURN);
+    cr_assert_eq(tfx_send_all(hook, head, (size_t)hl), 0);
+    double end = now_s() + 120;
+    for (;;) {
+        char *log = tfx_server_log(&srv);
+        int begun = log && strstr(log, "BURNING");
+        free(log);
+        if (begun)
+            return hook;
+        cr_assert_lt(now_s(), end, "the hook never began");
+        usleep(5000);
+    }
+}
+
 Test(busy_worker, requests_waiting_in_the_socket_of_a_busy_worker_are_answered)
 {
     /* one worker; the hook (>= 5 s of CPU) outlasts header_timeout (3 s),
@@ -150,23 +175,7 @@ Test(busy_worker, requests_waiting_in_the_socket_of_a_busy_worker_are_answered)
      * their header_timeout running */
     cr_assert_eq(req_port(srv.port, "GET", "/healthz", NULL, NULL), 200);
 
-    int hook = tfx_connect_port(srv.port);
-    char head[512];
-    int hl = snprintf(head, sizeof head,
-                      "POST /api/v1/decide HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-                      "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
-                      strlen(DECIDE_BURN), DECIDE_BURN);
-    cr_assert_eq(tfx_send_all(hook, head, (size_t)hl), 0);
-    double end = now_s() + 120; /* the hook has begun: its print() is in the log */
-    for (;;) {
-        char *log = tfx_server_log(&srv);
-        int begun = log && strstr(log, "BURNING");
-        free(log);
-        if (begun)
-            break;
-        cr_assert_lt(now_s(), end, "the hook never began");
-        usleep(5000);
-    }
+    int hook = begin_burning_hook();
     cr_assert_geq(ops_metric("promod_lua_calls_in_flight"), 1);
     static const char probe[] = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     for (int i = 0; i < N; i++)
@@ -219,24 +228,7 @@ Test(busy_worker, a_burst_beyond_128_connections_waits_in_the_accept_queue)
     /* one worker (one listening socket); listen_backlog is the default 4096 */
     start("threads = 1, hook_time_limit_ms = 5000, instruction_budget = 1000000000, ops_port = 0,");
     enum { N = 400 };
-    int hook = tfx_connect_port(srv.port);
-    cr_assert_geq(hook, 0);
-    char head[512];
-    int hl = snprintf(head, sizeof head,
-                      "POST /api/v1/decide HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-                      "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
-                      strlen(DECIDE_BURN), DECIDE_BURN);
-    cr_assert_eq(tfx_send_all(hook, head, (size_t)hl), 0);
-    double end = now_s() + 120; /* the hook has begun: its print() is in the log */
-    for (;;) {
-        char *log = tfx_server_log(&srv);
-        int begun = log && strstr(log, "BURNING");
-        free(log);
-        if (begun)
-            break;
-        cr_assert_lt(now_s(), end, "the hook never began");
-        usleep(5000);
-    }
+    int hook = begin_burning_hook();
     /* N connections at once, none accepted by the busy worker */
     static int fds[N];
     static struct pollfd pf[N + 1];
@@ -252,7 +244,7 @@ Test(busy_worker, a_burst_beyond_128_connections_waits_in_the_accept_queue)
      * arrives) — whichever comes first */
     int connected = 0, hook_done = 0;
     char done[N] = { 0 };
-    end = now_s() + 120;
+    double end = now_s() + 120;
     while (connected < N && !hook_done) {
         int n = 0;
         int idx[N];
