@@ -27,6 +27,23 @@
  * log had its own environment stay in the main one: they are exported,
  * erased and swept with the rest, but no longer listed or replayed.
  *
+ * Why a customer index record per batch rather than a row per entry: the
+ * log's one random write was its per-customer index (customer id \0 key,
+ * one B-tree insert per entry at a random leaf): at a few hundred entries
+ * per batch nearly every entry copied and wrote a 4 KiB leaf page of its
+ * own, eight times the bytes of the entry, and the writer's pwrite of
+ * those pages was most of what the log cost decide (README, "Performance
+ * figures").  Now each batch appends one record to STORE_DLOG_BATCH,
+ * keyed by its greatest entry key: the (customer hash, entry key) of each
+ * entry, sorted, so a customer's rows are a binary search in each record.
+ * Export, erasure and the listing by customer read every record from the
+ * window's start (one per batch, 20 bytes per entry), and take an entry
+ * only when its own customer id matches (a hash is only a candidate).
+ * Erasure rewrites the records that held the customer's rows without
+ * them, so not even the hash stays.  The sweep deletes a record once its
+ * greatest entry is past the retention.  Logs of older versions keep
+ * their per-entry rows (STORE_DLOG_CUST): read, erased and swept as ever.
+ *
  * Entry layout (native byte order: the log is read where it is written):
  *   u8 version | i64 ts_ms | i64 now | u64 gen_seq | char did[20] | i32 limit
  *   | u32 considered, scored, offered, blocked | then customer, channel,
@@ -109,6 +126,28 @@ static int put_field(struct buf *b, const void *p, size_t n)
 }
 
 static int put_str(struct buf *b, const char *s) { return put_field(b, s, s ? strlen(s) : 0); }
+
+uint64_t dlog_cust_hash(const char *id, size_t len)
+{
+    uint64_t h = 14695981039346656037ull;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)id[i]) * 1099511628211ull;
+    return h;
+}
+
+int dlog_batch_encode(struct buf *out, const unsigned char lo[12], const struct dlog_bitem *rows,
+                      int n)
+{
+    unsigned char hdr[DLOG_BIDX_HDR] = { DLOG_BIDX_VERSION };
+    uint32_t nn = (uint32_t)n;
+    memcpy(hdr + 4, &nn, 4);
+    memcpy(hdr + 8, lo, 12);
+    int bad = buf_reserve(out, DLOG_BIDX_HDR + (size_t)n * DLOG_BIDX_ROW);
+    bad |= buf_add(out, hdr, DLOG_BIDX_HDR);
+    for (int i = 0; !bad && i < n; i++)
+        bad |= buf_add(out, &rows[i].hash, 8) | buf_add(out, rows[i].key, 12);
+    return bad ? ERR_NOMEM : 0;
+}
 
 int dlog_sampled(const char *customer)
 {
@@ -368,8 +407,8 @@ static size_t index_key(char *ik, const char *cust, size_t cl, const unsigned ch
  * queue, so a batch can hold a millisecond out of order: such a key takes
  * the last key's millisecond (the entry keeps its own ts_ms).  A clock
  * that went back further, or a log an earlier run wrote ahead, gets an
- * ordinary insert. */
-static int write_one(struct store_txn *t, struct slot *s)
+ * ordinary insert.  The entry's row of the batch index goes to `it`. */
+static int write_one(struct store_txn *t, struct slot *s, struct dlog_bitem *it)
 {
     const unsigned char *p = (const unsigned char *)s->b.p;
     int64_t ts;
@@ -388,9 +427,41 @@ static int write_one(struct store_txn *t, struct slot *s)
         D.last_ts = ts;
     uint32_t cl;
     memcpy(&cl, p + HDR, 4);
-    char ik[KEY_MAX + 1];
-    size_t kl = cl == NIL ? 0 : index_key(ik, (const char *)p + HDR + 4, cl, key);
-    return kl ? store_put(t, STORE_DLOG_CUST, ik, kl, "", 0) : 0;
+    it->hash = dlog_cust_hash(cl == NIL ? "" : (const char *)p + HDR + 4, cl == NIL ? 0 : cl);
+    memcpy(it->key, key, 12);
+    return 0;
+}
+
+static int bitem_cmp(const void *a, const void *b)
+{
+    const struct dlog_bitem *x = a, *y = b;
+    if (x->hash != y->hash)
+        return x->hash < y->hash ? -1 : 1;
+    return memcmp(x->key, y->key, 12);
+}
+
+/* The batch's index record: its rows sorted by (hash, key), keyed by the
+ * batch's greatest entry key (appended like the entries; an ordinary
+ * insert when a clock that went back makes it smaller than the last). */
+static int write_index(struct store_txn *t, struct dlog_bitem *ix, int n, struct buf *rec)
+{
+    unsigned char lo[12], hi[12];
+    memcpy(lo, ix[0].key, 12);
+    memcpy(hi, ix[0].key, 12);
+    for (int i = 1; i < n; i++) {
+        if (memcmp(ix[i].key, lo, 12) < 0)
+            memcpy(lo, ix[i].key, 12);
+        if (memcmp(ix[i].key, hi, 12) > 0)
+            memcpy(hi, ix[i].key, 12);
+    }
+    qsort(ix, (size_t)n, sizeof *ix, bitem_cmp);
+    buf_reset(rec);
+    if (dlog_batch_encode(rec, lo, ix, n))
+        return ERR_NOMEM;
+    int rc = store_put_append(t, STORE_DLOG_BATCH, hi, 12, rec->p, rec->len);
+    if (rc == ERR_EXISTS)
+        rc = store_put(t, STORE_DLOG_BATCH, hi, 12, rec->p, rec->len);
+    return rc;
 }
 
 static const char seq_key[] = "dlog:seq";
@@ -407,12 +478,14 @@ static void load_seq(void)
     store_txn_end(t);
 }
 
-static void write_batch(struct slot *w, int n)
+static void write_batch(struct slot *w, int n, struct dlog_bitem *ix, struct buf *rec)
 {
     struct store_txn *t = NULL;
     int rc = store_wtxn_begin(D.env, &t);
     for (int i = 0; !rc && i < n; i++)
-        rc = write_one(t, &w[i]);
+        rc = write_one(t, &w[i], &ix[i]);
+    if (!rc)
+        rc = write_index(t, ix, n, rec);
     if (!rc) {
         unsigned char v[8];
         store_be64(D.seq, v);
@@ -435,7 +508,7 @@ static void write_batch(struct slot *w, int n)
 struct collect {
     unsigned char (*keys)[12];
     char **cust;
-    int n, max;
+    int n, max, old_index; /* old_index: rows of the older per-entry index to delete too */
     int64_t before_ms;
 };
 
@@ -447,7 +520,8 @@ static int collect_cb(void *ud, const void *key, size_t klen, const void *val, s
     memcpy(c->keys[c->n], key, 12);
     struct dlog_entry e;
     c->cust[c->n] = NULL;
-    if (dlog_entry_decode(val, vlen, &e) == 0 && (c->cust[c->n] = malloc(e.customer_len + 1))) {
+    if (c->old_index && dlog_entry_decode(val, vlen, &e) == 0 &&
+        (c->cust[c->n] = malloc(e.customer_len + 1))) {
         memcpy(c->cust[c->n], e.customer, e.customer_len);
         c->cust[c->n][e.customer_len] = 0;
     }
@@ -459,12 +533,13 @@ static int collect_cb(void *ud, const void *key, size_t klen, const void *val, s
 static long sweep_some(struct store *st, int64_t before_ms)
 {
     struct collect c = { malloc(12 * (size_t)SWEEP_MAX), calloc(SWEEP_MAX, sizeof(char *)), 0,
-                         SWEEP_MAX, before_ms };
+                         SWEEP_MAX, 0, before_ms };
     long done = 0;
     struct store_txn *t = NULL;
     int rc = ERR_NOMEM;
     if (!c.keys || !c.cust || (rc = store_wtxn_begin(st, &t)))
         goto out;
+    c.old_index = store_count(t, STORE_DLOG_CUST) > 0;
     rc = store_scan(t, STORE_DLOG, NULL, 0, NULL, 0, collect_cb, &c);
     for (int i = 0; !rc && i < c.n; i++) {
         if ((rc = store_del(t, STORE_DLOG, c.keys[i], 12)) == ERR_NOTFOUND)
@@ -490,6 +565,45 @@ out:
     return c.keys && c.cust ? done : ERR_NOMEM;
 }
 
+struct bcollect {
+    unsigned char (*keys)[12];
+    int n, max;
+    int64_t before_ms;
+};
+
+static int bcollect_cb(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    (void)val, (void)vlen;
+    struct bcollect *c = ud;
+    if (klen != 12 || c->n >= c->max || (int64_t)store_get_be64(key) >= c->before_ms)
+        return 1;
+    memcpy(c->keys[c->n++], key, 12);
+    return 0;
+}
+
+/* Delete up to SWEEP_MAX batch index records whose every entry (their key
+ * is the batch's greatest entry key) is older than before_ms. */
+static long sweep_batches(struct store *st, int64_t before_ms)
+{
+    struct bcollect c = { malloc(12 * (size_t)SWEEP_MAX), 0, SWEEP_MAX, before_ms };
+    struct store_txn *t = NULL;
+    if (!c.keys)
+        return ERR_NOMEM;
+    long rc = store_wtxn_begin(st, &t);
+    if (!rc)
+        rc = store_scan(t, STORE_DLOG_BATCH, NULL, 0, NULL, 0, bcollect_cb, &c);
+    for (int i = 0; !rc && i < c.n; i++)
+        if ((rc = store_del(t, STORE_DLOG_BATCH, c.keys[i], 12)) == ERR_NOTFOUND)
+            rc = 0;
+    if (!rc && c.n) {
+        rc = store_txn_commit(t, STORE_ASYNC);
+        t = NULL;
+    }
+    store_txn_end(t);
+    free(c.keys);
+    return rc ? rc : c.n;
+}
+
 long dlog_sweep(struct store *st, int64_t before_ms)
 {
     long n, total = 0;
@@ -497,6 +611,11 @@ long dlog_sweep(struct store *st, int64_t before_ms)
         total += n;
     if (n < 0)
         return n;
+    long b;
+    while ((b = sweep_batches(st, before_ms)) > 0)
+        ;
+    if (b < 0)
+        return b;
     if (total) {
         D.n_swept += total;
         log_info("decision log swept", "entries=%ld", total);
@@ -514,9 +633,14 @@ static void *writer_main(void *arg)
 {
     (void)arg;
     struct slot *w = calloc(BATCH_MAX, sizeof *w);
+    struct dlog_bitem *ix = malloc(BATCH_MAX * sizeof *ix);
+    struct buf rec = { 0 };
     int64_t last_sweep = 0;
-    if (!w)
+    if (!w || !ix) {
+        free(w);
+        free(ix);
         return NULL;
+    }
     load_seq();
     for (;;) {
         pthread_mutex_lock(&D.mu);
@@ -542,7 +666,7 @@ static void *writer_main(void *arg)
         int stop = D.stop && !D.count;
         pthread_mutex_unlock(&D.mu);
         if (n)
-            write_batch(w, n);
+            write_batch(w, n, ix, &rec);
         for (int i = 0; i < n; i++)
             if (w[i].b.cap > BUF_KEEP)
                 buf_free(&w[i].b);
@@ -563,6 +687,8 @@ static void *writer_main(void *arg)
     for (int i = 0; i < BATCH_MAX; i++)
         buf_free(&w[i].b);
     free(w);
+    free(ix);
+    buf_free(&rec);
     return NULL;
 }
 
@@ -702,14 +828,16 @@ static void dlog_collector(struct buf *out, void *ud)
                "# HELP promod_decision_log_entries Entries in the log's own environment.\n"
                "# TYPE promod_decision_log_entries gauge\n"
                "promod_decision_log_entries %zu\n"
-               "# HELP promod_decision_log_index_entries Customer index entries of the log.\n"
+               "# HELP promod_decision_log_index_entries Customer index records of the log (one "
+               "per writer batch; one per entry in logs of older versions).\n"
                "# TYPE promod_decision_log_index_entries gauge\n"
                "promod_decision_log_index_entries %zu\n"
                "# HELP promod_decision_log_map_bytes Map size of the log's environment.\n"
                "# TYPE promod_decision_log_map_bytes gauge\n"
                "promod_decision_log_map_bytes %zu\n",
                (long)D.n_written, (long)D.n_dropped, (long)D.n_failed, (long)D.n_swept, depth,
-               cap, ss.entries[STORE_DLOG], ss.entries[STORE_DLOG_CUST], ss.map_size);
+               cap, ss.entries[STORE_DLOG], ss.entries[STORE_DLOG_CUST] + ss.entries[STORE_DLOG_BATCH],
+               ss.map_size);
 }
 
 void dlog_metrics_init(void) { metrics_register(dlog_collector, NULL); }

@@ -8,9 +8,13 @@
  * that the log's writes never hold the main environment's write lock that
  * the decide path's cap reservations take; in it STORE_DLOG (one entry per
  * logged decide, key be64(ms) be32(seq), so keys sort by time) and
- * STORE_DLOG_CUST (customer id \0 key → "", to find a customer's entries
- * for export and erasure).  Entries an older version wrote into the main
- * environment's STORE_DLOG are still exported, erased and swept there.
+ * STORE_DLOG_BATCH (one customer index record per writer batch: the
+ * customer hash and entry key of each of its entries, to find a customer's
+ * entries for export, erasure and the listing by customer).  Logs written
+ * by older versions have a row per entry in STORE_DLOG_CUST (customer id
+ * \0 key → "") instead: it is still read, erased and swept.  Entries an
+ * older version wrote into the main environment's STORE_DLOG are still
+ * exported, erased and swept there.
  *
  * An entry holds the request (customer, channel, placement, context,
  * limit, Accept-Language), the customer as decide saw them (the stored
@@ -158,6 +162,31 @@ long dlog_count(struct store *st, int64_t from_ms, int64_t to_ms);
  *  cursor) or a store error. */
 json_t *dlog_list(struct store *st, const char *customer, int64_t from_ms, int64_t to_ms,
                   const char *cursor, int limit, int *rc);
+
+/* --- the batch index (dlog.c writes it, dlog_read.c reads it) ------------- */
+
+/* A batch index record (native byte order): u8 version, 3 zero bytes, u32
+ * rows, the batch's least entry key[12], then the rows, each u64 customer
+ * hash + entry key[12], sorted by (hash, key); its key is the batch's
+ * greatest entry key. */
+#define DLOG_BIDX_VERSION 1
+#define DLOG_BIDX_HDR 20
+#define DLOG_BIDX_ROW 20
+
+/** One row of a batch index record: a customer's hash and an entry key. */
+struct dlog_bitem {
+    uint64_t hash;
+    unsigned char key[12];
+};
+
+/** The customer hash of the batch index (64-bit FNV-1a of the id): it
+ *  only selects candidates, each entry's own customer id decides. */
+uint64_t dlog_cust_hash(const char *id, size_t len);
+struct buf;
+/** Append a batch index record to `out`: the batch's least entry key
+ *  `lo` and its `n` rows, sorted by (hash, key).  @return 0, ERR_NOMEM. */
+int dlog_batch_encode(struct buf *out, const unsigned char lo[12], const struct dlog_bitem *rows,
+                      int n);
 
 /* --- privacy -------------------------------------------------------------- */
 

@@ -129,6 +129,134 @@ long dlog_count(struct store *st, int64_t from_ms, int64_t to_ms)
 }
 
 /* ---------------------------------------------------------------------- */
+/* a customer's entries: the batch index and the older per-entry index     */
+
+struct keys {
+    unsigned char (*k)[12];
+    int n, cap;
+};
+
+static int keys_add(struct keys *c, const void *key)
+{
+    if (c->n == c->cap) {
+        int cap = c->cap ? c->cap * 2 : 64;
+        unsigned char (*k)[12] = realloc(c->k, 12 * (size_t)cap);
+        if (!k)
+            return ERR_NOMEM;
+        c->k = k;
+        c->cap = cap;
+    }
+    memcpy(c->k[c->n++], key, 12);
+    return 0;
+}
+
+static int key_cmp(const void *a, const void *b) { return memcmp(a, b, 12); }
+
+/* The rows of a batch index record, or 0 when `v` is not one. */
+static uint32_t batch_rows(const unsigned char *v, size_t vl)
+{
+    uint32_t n;
+    if (vl < DLOG_BIDX_HDR || v[0] != DLOG_BIDX_VERSION)
+        return 0;
+    memcpy(&n, v + 4, 4);
+    return (size_t)n <= (vl - DLOG_BIDX_HDR) / DLOG_BIDX_ROW ? n : 0;
+}
+
+static uint64_t row_hash(const unsigned char *v, uint32_t i)
+{
+    uint64_t h;
+    memcpy(&h, v + DLOG_BIDX_HDR + (size_t)i * DLOG_BIDX_ROW, 8);
+    return h;
+}
+
+/* The first row of hash h (rows are sorted by hash), or n. */
+static uint32_t batch_find(const unsigned char *v, uint32_t n, uint64_t h)
+{
+    uint32_t lo = 0, hi = n;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (row_hash(v, mid) < h)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+struct bscan {
+    uint64_t hash;
+    int64_t to_ms;
+    struct keys *out, *recs;
+    size_t plen; /* the older index: the prefix's length */
+};
+
+static int bscan_cb(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    struct bscan *b = ud;
+    const unsigned char *v = val;
+    uint32_t n = klen == 12 ? batch_rows(v, vlen) : 0;
+    if (!n)
+        return 0;
+    if ((int64_t)store_get_be64(v + 8) > b->to_ms)
+        return 1; /* the batch's least entry is past the window */
+    int found = 0, rc = 0;
+    for (uint32_t i = batch_find(v, n, b->hash); !rc && i < n && row_hash(v, i) == b->hash; i++) {
+        rc = keys_add(b->out, v + DLOG_BIDX_HDR + (size_t)i * DLOG_BIDX_ROW + 8);
+        found = 1;
+    }
+    if (!rc && found && b->recs)
+        rc = keys_add(b->recs, key);
+    return rc;
+}
+
+static int old_cb(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    (void)val, (void)vlen;
+    struct bscan *b = ud;
+    return klen == b->plen + 12 ? keys_add(b->out, (const char *)key + b->plen) : 0;
+}
+
+/* The keys of the customer's entries from `from` (NULL: all) up to the
+ * batches that begin after to_ms, sorted, each once: candidates, whose
+ * own customer id is checked by cust_entry.  `recs` (or NULL) gets the
+ * keys of the batch index records that hold a candidate. */
+static int cust_keys(struct store_txn *t, const char *customer, const unsigned char *from,
+                     int64_t to_ms, struct keys *out, struct keys *recs)
+{
+    size_t cl = strlen(customer);
+    struct bscan b = { dlog_cust_hash(customer, cl), to_ms, out, recs, cl + 1 };
+    int rc = 0;
+    if (cl + 13 <= KEY_MAX) { /* longer ids were never in the older index */
+        char k[KEY_MAX + 1];
+        memcpy(k, customer, cl + 1);
+        if (from)
+            memcpy(k + cl + 1, from, 12);
+        rc = store_scan(t, STORE_DLOG_CUST, k, cl + 1, from ? k : NULL, from ? cl + 13 : 0,
+                        old_cb, &b);
+    }
+    if (!rc)
+        rc = store_scan(t, STORE_DLOG_BATCH, NULL, 0, from, from ? 12 : 0, bscan_cb, &b);
+    if (rc || !out->n)
+        return rc;
+    qsort(out->k, (size_t)out->n, 12, key_cmp);
+    int w = 0;
+    for (int i = 0; i < out->n; i++)
+        if ((!from || memcmp(out->k[i], from, 12) >= 0) && (!w || memcmp(out->k[i], out->k[w - 1], 12)))
+            memcpy(out->k[w++], out->k[i], 12);
+    out->n = w;
+    return 0;
+}
+
+/* The entry under `key` if it is the customer's: 1 with its bytes, else 0. */
+static int cust_entry(struct store_txn *t, const unsigned char key[12], const char *customer,
+                      size_t cl, const void **v, size_t *vl)
+{
+    struct dlog_entry e;
+    return store_get(t, STORE_DLOG, key, 12, v, vl) == 0 && dlog_entry_decode(*v, *vl, &e) == 0 &&
+           e.customer_len == cl && memcmp(e.customer, customer, cl) == 0;
+}
+
+/* ---------------------------------------------------------------------- */
 /* the listing                                                             */
 
 struct list {
@@ -136,7 +264,6 @@ struct list {
     json_t *arr;
     int limit, more;
     int64_t to_ms;
-    size_t plen;             /* customer index: prefix length, else 0 */
     unsigned char after[12]; /* the cursor: skip keys <= this */
     int has_after;
     unsigned char last[12];
@@ -167,19 +294,6 @@ static int list_cb(void *ud, const void *key, size_t klen, const void *val, size
     return list_one(l, key, val, vlen);
 }
 
-static int list_cust_cb(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
-{
-    (void)val, (void)vlen;
-    struct list *l = ud;
-    if (klen != l->plen + 12)
-        return 0;
-    const unsigned char *ek = (const unsigned char *)key + l->plen;
-    const void *v;
-    size_t vl;
-    if (store_get(l->t, STORE_DLOG, ek, 12, &v, &vl))
-        return 0; /* swept between the two reads of this txn cannot happen; a stale index row */
-    return list_one(l, ek, v, vl);
-}
 
 static int parse_cursor(const char *c, unsigned char out[12])
 {
@@ -217,14 +331,16 @@ json_t *dlog_list(struct store *st, const char *customer, int64_t from_ms, int64
         return NULL;
     l.arr = json_array();
     if (customer) {
+        struct keys k = { 0 };
         size_t cl = strlen(customer);
-        char k[KEY_MAX + 1];
-        if (cl + 13 <= KEY_MAX) {
-            memcpy(k, customer, cl + 1);
-            memcpy(k + cl + 1, start, 12);
-            l.plen = cl + 1;
-            *rc = store_scan(l.t, STORE_DLOG_CUST, k, cl + 1, k, cl + 13, list_cust_cb, &l);
+        *rc = cust_keys(l.t, customer, start, to_ms, &k, NULL);
+        for (int i = 0; !*rc && i < k.n; i++) {
+            const void *v;
+            size_t vl;
+            if (cust_entry(l.t, k.k[i], customer, cl, &v, &vl) && list_one(&l, k.k[i], v, vl))
+                break;
         }
+        free(k.k);
     } else {
         *rc = store_scan(l.t, STORE_DLOG, NULL, 0, start, 12, list_cb, &l);
     }
@@ -249,52 +365,19 @@ json_t *dlog_list(struct store *st, const char *customer, int64_t from_ms, int64
 /* ---------------------------------------------------------------------- */
 /* privacy                                                                 */
 
-struct cust {
-    size_t plen;
-    unsigned char (*keys)[12];
-    int n, cap;
-};
-
-static int cust_cb(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
-{
-    (void)val, (void)vlen;
-    struct cust *c = ud;
-    if (klen != c->plen + 12)
-        return 0;
-    if (c->n == c->cap) {
-        int cap = c->cap ? c->cap * 2 : 64;
-        unsigned char (*k)[12] = realloc(c->keys, 12 * (size_t)cap);
-        if (!k)
-            return ERR_NOMEM;
-        c->keys = k;
-        c->cap = cap;
-    }
-    memcpy(c->keys[c->n++], (const char *)key + c->plen, 12);
-    return 0;
-}
-
-static int cust_keys(struct store_txn *t, const char *customer, struct cust *c)
-{
-    size_t n = strlen(customer);
-    if (n + 13 > KEY_MAX)
-        return 0; /* never indexed, never logged under the index */
-    c->plen = n + 1;
-    return store_scan(t, STORE_DLOG_CUST, customer, n + 1, NULL, 0, cust_cb, c);
-}
-
 static void export_from(struct store_txn *t, const char *customer, json_t *arr)
 {
-    struct cust c = { 0 };
-    if (cust_keys(t, customer, &c) == 0)
-        for (int i = 0; i < c.n; i++) {
+    struct keys k = { 0 };
+    size_t cl = strlen(customer);
+    if (cust_keys(t, customer, NULL, INT64_MAX, &k, NULL) == 0)
+        for (int i = 0; i < k.n; i++) {
             const void *v;
             size_t vl;
             struct dlog_entry e;
-            if (store_get(t, STORE_DLOG, c.keys[i], 12, &v, &vl) == 0 &&
-                dlog_entry_decode(v, vl, &e) == 0)
+            if (cust_entry(t, k.k[i], customer, cl, &v, &vl) && dlog_entry_decode(v, vl, &e) == 0)
                 json_array_append_new(arr, dlog_entry_json(&e));
         }
-    free(c.keys);
+    free(k.k);
 }
 
 json_t *dlog_export_customer(struct store_txn *t, const char *customer)
@@ -328,23 +411,64 @@ long dlog_erase_customer(const char *customer)
     return rc ? rc : n;
 }
 
+/* Rewrite the batch index record `rk` without the rows of hash h whose
+ * entry is gone (the erased customer's; another customer of the same
+ * hash keeps theirs), deleting it when no row is left. */
+static int batch_drop(struct store_txn *t, const unsigned char rk[12], uint64_t h, struct buf *nb)
+{
+    const void *v;
+    size_t vl;
+    int rc = store_get(t, STORE_DLOG_BATCH, rk, 12, &v, &vl);
+    if (rc)
+        return rc == ERR_NOTFOUND ? 0 : rc;
+    const unsigned char *p = v;
+    uint32_t n = batch_rows(p, vl), kept = 0;
+    buf_reset(nb);
+    if (!n || buf_add(nb, p, DLOG_BIDX_HDR))
+        return n ? ERR_NOMEM : 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const unsigned char *row = p + DLOG_BIDX_HDR + (size_t)i * DLOG_BIDX_ROW;
+        const void *ev;
+        size_t evl;
+        if (row_hash(p, i) == h && store_get(t, STORE_DLOG, row + 8, 12, &ev, &evl) != 0)
+            continue;
+        if (buf_add(nb, row, DLOG_BIDX_ROW))
+            return ERR_NOMEM;
+        kept++;
+    }
+    if (!kept)
+        return store_del(t, STORE_DLOG_BATCH, rk, 12);
+    memcpy(nb->p + 4, &kept, 4);
+    return kept == n ? 0 : store_put(t, STORE_DLOG_BATCH, rk, 12, nb->p, nb->len);
+}
+
 long dlog_erase_customer_txn(struct store_txn *t, const char *customer)
 {
-    struct cust c = { 0 };
-    int rc = cust_keys(t, customer, &c);
+    struct keys k = { 0 }, recs = { 0 };
+    size_t cl = strlen(customer);
+    int rc = cust_keys(t, customer, NULL, INT64_MAX, &k, &recs);
     long n = 0;
-    for (int i = 0; !rc && i < c.n; i++) {
-        rc = store_del(t, STORE_DLOG, c.keys[i], 12);
-        if (rc == 0)
+    for (int i = 0; !rc && i < k.n; i++) {
+        const void *v;
+        size_t vl;
+        if (!cust_entry(t, k.k[i], customer, cl, &v, &vl))
+            continue; /* swept, or another customer's of the same hash */
+        if ((rc = store_del(t, STORE_DLOG, k.k[i], 12)) == 0)
             n++;
-        else if (rc == ERR_NOTFOUND)
-            rc = 0;
     }
-    if (!rc && c.plen) {
-        long d = store_del_prefix(t, STORE_DLOG_CUST, customer, c.plen);
+    if (!rc && cl + 13 <= KEY_MAX) {
+        char pre[KEY_MAX + 1];
+        memcpy(pre, customer, cl + 1);
+        long d = store_del_prefix(t, STORE_DLOG_CUST, pre, cl + 1);
         if (d < 0)
             rc = (int)d;
     }
-    free(c.keys);
+    struct buf nb = { 0 };
+    uint64_t h = dlog_cust_hash(customer, cl);
+    for (int i = 0; !rc && i < recs.n; i++)
+        rc = batch_drop(t, recs.k[i], h, &nb);
+    buf_free(&nb);
+    free(k.k);
+    free(recs.k);
     return rc ? rc : n;
 }

@@ -68,7 +68,7 @@ static const char *db_names[STORE_NDB] = {
     "meta", "profiles", "campaigns", "versions", "counters", "events",
     "aggregates", "audit", "outbox", "idem", "custidx", "pstats", "segments", "timers", "models",
     "experiments", "exposures",
-    "coupons", "loyalty", "dlog", "dlog_cust",
+    "coupons", "loyalty", "dlog", "dlog_cust", "dlog_batch",
 };
 
 

@@ -77,7 +77,10 @@ enum store_db {
     STORE_COUPONS,    /**< coupon codes, pools, assignments, redemptions, money budgets (coupons.h) */
     STORE_LOYALTY,    /**< loyalty points ledgers and tiers per customer (loyalty.h) */
     STORE_DLOG,       /**< decision log: be64(ms) be32(seq) → entry (engine/dlog.h) */
-    STORE_DLOG_CUST,  /**< customer id \0 be64(ms) be32(seq) → "" (the log's customer index) */
+    STORE_DLOG_CUST,  /**< customer id \0 be64(ms) be32(seq) → "" (the log's customer index
+                           as versions before the batch index wrote it; read and erased) */
+    STORE_DLOG_BATCH, /**< be64(ms) be32(seq) of a writer batch's last entry → the batch's
+                           customer index record (engine/dlog.h) */
     STORE_NDB
 };
 

@@ -4,7 +4,9 @@
  * their erasure and are listed by GET /api/v1/decisions (cursor pages,
  * bad queries refused); retention sweeps old entries; a queue too small
  * for the traffic drops entries and counts them without failing or
- * holding back a decide; dry runs are not logged.
+ * holding back a decide; dry runs are not logged; a log written with the
+ * older per-entry customer index (before the batch index) is still
+ * listed, exported and erased by customer.
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -13,7 +15,9 @@
 #include <time.h>
 
 #include "dlog_tfx.h"
+#include "engine/dlog.h"
 #include "fixture.h"
+#include "store/store.h"
 
 static struct tfx_server srv;
 
@@ -130,6 +134,11 @@ Test(dlog, export_and_erasure_include_the_customers_logged_decides)
     tfx_resp_free(&r);
     cr_assert_eq(listed("customer_id=c0003&limit=1000"), 0);
     cr_assert_eq(listed("limit=1000"), 95, "the other customers' entries stay");
+    for (int c = 0; c < 20; c++) { /* and stay found by customer: their index rows were kept */
+        char q[80];
+        snprintf(q, sizeof q, "customer_id=c%04d&limit=1000", c);
+        cr_assert_eq(listed(q), c == 3 ? 0 : 5, "%s", q);
+    }
     int st = tfx_req(&srv, "GET", "/api/v1/profiles/c0003/export", NULL, &r);
     cr_assert(st == 404 || json_array_size(json_object_get(r.json, "decisions")) == 0, "%d %s", st,
               r.body);
@@ -165,8 +174,10 @@ Test(dlog, retention_sweeps_old_entries)
     cr_assert_eq(swept, 40, "the writer sweeps the entries past the retention");
     cr_assert_eq(listed("limit=1000"), 10, "the new entries stay");
     cr_assert_eq(listed("customer_id=c0015&limit=1000"), 0, "c0015's old entries went");
-    cr_assert_eq(dtfx_metric(&srv, "promod_decision_log_index_entries", ""), 10,
-                 "the customer index goes with them");
+    double idx = dtfx_metric(&srv, "promod_decision_log_index_entries", "");
+    cr_assert(idx >= 1 && idx <= 10, "the old entries' batch index records go with them: %.0f left",
+              idx);
+    cr_assert_eq(listed("customer_id=c0005&limit=1000"), 1, "the new entries stay indexed");
 }
 
 Test(dlog, a_full_queue_drops_and_counts_without_failing_decides)
@@ -183,4 +194,100 @@ Test(dlog, a_full_queue_drops_and_counts_without_failing_decides)
     cr_assert_eq(dtfx_metric(&srv, "promod_store_entries", "db=\"dlog\""), 0,
                  "the log writes into its own environment, not the main one");
     cr_log_info("queue of 16: %.0f of %d decides logged, %.0f dropped", written, n, dropped);
+}
+
+struct older {
+    unsigned char (*keys)[12];
+    char (*cust)[16];
+    int n;
+};
+
+static int older_cb(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    struct older *o = ud;
+    struct dlog_entry e;
+    cr_assert_eq(klen, 12);
+    cr_assert_eq(dlog_entry_decode(val, vlen, &e), 0);
+    cr_assert_lt(e.customer_len, 16);
+    o->keys = realloc(o->keys, 12 * (size_t)(o->n + 1));
+    o->cust = realloc(o->cust, 16 * (size_t)(o->n + 1));
+    memcpy(o->keys[o->n], key, 12);
+    memcpy(o->cust[o->n], e.customer, e.customer_len);
+    o->cust[o->n][e.customer_len] = 0;
+    o->n++;
+    return 0;
+}
+
+/* Rewrite the stopped server's log into the layout of the versions before
+ * the batch index: a row customer id \0 entry key → "" per entry, no
+ * batch records. */
+static int make_older_layout(void)
+{
+    char dir[400];
+    snprintf(dir, sizeof dir, "%s/dlog", srv.data);
+    struct store_opts so = { .dir = dir, .no_writemap = 1 };
+    struct store *st;
+    struct store_txn *t;
+    struct older o = { 0 };
+    cr_assert_eq(store_open(&so, &st), 0);
+    cr_assert_eq(store_wtxn_begin(st, &t), 0);
+    cr_assert_eq(store_scan(t, STORE_DLOG, NULL, 0, NULL, 0, older_cb, &o), 0);
+    for (int i = 0; i < o.n; i++) {
+        char k[32];
+        size_t cl = strlen(o.cust[i]);
+        memcpy(k, o.cust[i], cl + 1);
+        memcpy(k + cl + 1, o.keys[i], 12);
+        cr_assert_eq(store_put(t, STORE_DLOG_CUST, k, cl + 13, "", 0), 0);
+    }
+    cr_assert_gt(store_del_prefix(t, STORE_DLOG_BATCH, NULL, 0), 0, "the new layout had records");
+    cr_assert_eq(store_txn_commit(t, STORE_DURABLE), 0);
+    store_close(st);
+    free(o.keys);
+    free(o.cust);
+    return o.n;
+}
+
+static long exported(const char *id)
+{
+    struct tfx_resp r;
+    char path[200];
+    snprintf(path, sizeof path, "/api/v1/profiles/%s/export", id);
+    int st = tfx_req(&srv, "GET", path, NULL, &r);
+    long n = st == 200 ? (long)json_array_size(json_object_get(r.json, "decisions")) : 0;
+    cr_assert(st == 200 || st == 404, "%d %s", st, r.body);
+    tfx_resp_free(&r);
+    return n;
+}
+
+Test(dlog, a_log_with_the_older_per_entry_index_is_still_listed_exported_and_erased)
+{
+    start("decision_log_sample = 1,", 20);
+    cr_assert_eq(dtfx_decides(&srv, 100, 20, 1), 100); /* 5 decides per customer */
+    cr_assert_eq(dtfx_wait_logged(&srv, 100), 100);
+    cr_assert_eq(tfx_server_stop(&srv), 0);
+    cr_assert_eq(make_older_layout(), 100);
+    cr_assert_eq(tfx_server_start(&srv), 0, "the server restarts on the older layout");
+    cr_assert_eq(dtfx_metric(&srv, "promod_decision_log_index_entries", ""), 100,
+                 "one older index row per entry, no batch record");
+    cr_assert_eq(listed("customer_id=c0003&limit=1000"), 5);
+    cr_assert_eq(exported("c0003"), 5);
+    /* new decides go to the batch index: both are read */
+    cr_assert_eq(dtfx_decides(&srv, 20, 20, 1), 20);
+    cr_assert_eq(dtfx_wait_logged(&srv, 20), 20);
+    cr_assert_eq(listed("customer_id=c0003&limit=1000"), 6);
+    cr_assert_eq(listed("customer_id=c0003&limit=3"), 3, "pages of the merged indexes");
+    cr_assert_eq(exported("c0003"), 6);
+    struct tfx_resp r;
+    cr_assert_eq(tfx_req(&srv, "DELETE", "/api/v1/profiles/c0003", NULL, &r), 200, "%s", r.body);
+    tfx_resp_free(&r);
+    cr_assert_eq(listed("customer_id=c0003&limit=1000"), 0);
+    cr_assert_eq(exported("c0003"), 0);
+    cr_assert_eq(listed("limit=1000"), 114, "the other customers' entries stay");
+    cr_assert_eq(listed("customer_id=c0004&limit=1000"), 6);
+    double idx = dtfx_metric(&srv, "promod_decision_log_index_entries", "");
+    cr_assert(idx >= 96 && idx <= 95 + 19, "c0003's older rows went, the others and the new "
+              "batch records stay: %.0f", idx);
+    cr_assert_eq(tfx_req(&srv, "GET", "/api/v1/decisions?limit=1000", NULL, &r), 200);
+    cr_assert_null(strstr(r.body, "c0003"));
+    tfx_resp_free(&r);
 }
