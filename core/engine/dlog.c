@@ -8,7 +8,9 @@
  * slot's (already drained) buffer — no allocation in steady state, no
  * write transaction, no wait for the writer.  The writer trades the slots
  * it takes for buffers it has drained, writes a batch in one transaction
- * and commits without waiting for the disk: the log is evidence for
+ * (one every BATCH_EVERY_MS at most, unless the ring is a quarter full or
+ * a flush waits: a commit's own pages are then shared by hundreds of
+ * entries) and commits without waiting for the disk: the log is evidence for
  * authors, not a ledger; a crash of the operating system may lose its
  * last second (the environment's syncer flushes every sync_interval_ms).
  *
@@ -72,6 +74,7 @@
 #define NIL 0xffffffffu
 #define HDR 65              /* bytes before the first variable field */
 #define BATCH_MAX 2048      /* entries per write transaction */
+#define BATCH_EVERY_MS 50    /* the writer's pace under load (see writer_main) */
 #define SWEEP_EVERY_MS 60000
 #define SWEEP_MAX 20000     /* deletes per transaction */
 #define BUF_KEEP (64 * 1024)
@@ -88,6 +91,7 @@ static struct {
     struct slot *ring;
     long cap, head, count;
     uint64_t submitted, written;
+    uint64_t flush_to;          /* dlog_flush waits until this many are written */
     int running, stop;
     pthread_t th;
     struct store *st;           /* the main environment: entries from before (legacy) */
@@ -213,7 +217,7 @@ void dlog_submit(const struct dlog_rec *r)
     *me = tmp;
     D.count++;
     D.submitted++;
-    if (D.count == D.cap / 2)
+    if (D.count == (D.cap + 3) / 4)
         pthread_cond_signal(&D.wake);
     pthread_mutex_unlock(&D.mu);
     if (me->b.cap > BUF_KEEP)
@@ -642,18 +646,24 @@ static void *writer_main(void *arg)
         return NULL;
     }
     load_seq();
+    struct timespec due;
+    clock_gettime(CLOCK_REALTIME, &due);
     for (;;) {
         pthread_mutex_lock(&D.mu);
-        if (!D.count && !D.stop) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 50 * 1000000L; /* a batch every 50 ms at most, fewer at low traffic */
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
-            pthread_cond_timedwait(&D.wake, &D.mu, &ts);
+        /* A batch every BATCH_EVERY_MS at most (sooner when the ring is a
+         * quarter full, a flush waits, or at stop): a commit writes a few
+         * pages of its own (branch, meta, free list), so batches taken as
+         * soon as the last one is committed (a few entries each under
+         * load) made the writer write kilobytes per entry. */
+        due.tv_nsec += BATCH_EVERY_MS * 1000000L;
+        if (due.tv_nsec >= 1000000000L) {
+            due.tv_sec++;
+            due.tv_nsec -= 1000000000L;
         }
+        while (!D.stop && D.flush_to <= D.written && D.count < (D.cap + 3) / 4)
+            if (pthread_cond_timedwait(&D.wake, &D.mu, &due))
+                break;
+        clock_gettime(CLOCK_REALTIME, &due);
         int n = 0;
         while (D.count && n < BATCH_MAX) {
             struct slot *q = &D.ring[D.head];
@@ -785,6 +795,8 @@ int dlog_flush(int timeout_ms)
     int rc = 0;
     pthread_mutex_lock(&D.mu);
     uint64_t target = D.submitted;
+    if (D.flush_to < target) /* the writer takes them now rather than at its next batch */
+        D.flush_to = target;
     pthread_cond_signal(&D.wake);
     while (D.written < target && D.running)
         if (pthread_cond_timedwait(&D.done, &D.mu, &dl)) {

@@ -97,6 +97,8 @@ Test(dlog, sampling_one_logs_every_decide_and_lists_them_in_pages)
     cr_assert_eq(listed("customer_id=c0007&limit=1000"), 6);
     cr_assert_eq(listed("customer_id=nobody&limit=1000"), 0);
     cr_assert_eq(listed("to=1000"), 0, "nothing was logged in 1970");
+    cr_assert_eq(listed("customer_id=c0007&to=1000"), 0, "not by customer either");
+    cr_assert_eq(listed("customer_id=c0007&from=1000&limit=1000"), 6);
     /* a dry run is not logged */
     struct tfx_resp r;
     cr_assert_eq(tfx_req(&srv, "POST", "/api/v1/decide",
