@@ -28,8 +28,9 @@
  * Off the request path: dlog_submit() encodes the entry into the worker's
  * own buffer and trades it for a drained one in a bounded ring (a pointer
  * swap under a mutex, no allocation in steady state); one writer thread
- * drains the ring in batches, one LMDB write transaction per batch,
- * committed without waiting for the disk.  A full ring drops the entry
+ * drains the ring in batches (one per 50 ms at most under load, sooner
+ * when the ring is a quarter full or dlog_flush waits), one LMDB write
+ * transaction per batch, committed without waiting for the disk.  A full ring drops the entry
  * and counts it (promod_decision_log_dropped_total): a slow disk never
  * slows decide down.  Every minute of idle time the writer sweeps entries
  * older than `decision_log_retention_days`.

@@ -241,7 +241,8 @@ static int cust_keys(struct store_txn *t, const char *customer, const unsigned c
     qsort(out->k, (size_t)out->n, 12, key_cmp);
     int w = 0;
     for (int i = 0; i < out->n; i++)
-        if ((!from || memcmp(out->k[i], from, 12) >= 0) && (!w || memcmp(out->k[i], out->k[w - 1], 12)))
+        if ((!from || memcmp(out->k[i], from, 12) >= 0) &&
+            (!w || memcmp(out->k[i], out->k[w - 1], 12)))
             memcpy(out->k[w++], out->k[i], 12);
     out->n = w;
     return 0;
