@@ -228,12 +228,17 @@ static const char *view(struct audience_cust *ac, struct tls *x, size_t *len)
     }
     if (ac->view_state < 0)
         return NULL;
-    *len = x->view.len;
+    ac->view_p = x->view.p;
+    ac->view_len = *len = x->view.len;
     return x->view.p;
 }
 
 const char *audience_view(struct audience_cust *ac, size_t *len)
 {
+    if (ac->view_state > 0) { /* built: no tls() look-up (one call per candidate) */
+        *len = ac->view_len;
+        return ac->view_p;
+    }
     struct tls *x = tls();
     return x ? view(ac, x, len) : NULL;
 }

@@ -47,6 +47,8 @@ struct audience_cust {
     int bits_state;            /**< 0 not read, 1 read, <0 read failed */
     int any;                   /**< a member of at least one segment */
     int view_state;            /**< 0 not built, 1 built, <0 failed */
+    const char *view_p;        /**< when built: the view (scratch-owned) ... */
+    size_t view_len;           /**< ... and its length */
     int boost_state, boost_chi; /**< audience_boosts: 0 not run, 1 done (for boost_chi), <0 failed */
     const uint64_t *boost_bits; /**< audience_boosts' result (scratch-owned) */
 };
