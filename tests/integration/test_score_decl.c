@@ -233,3 +233,29 @@ Test(score_decl, malformed_declarations_are_refused_with_their_line)
     cr_assert_eq(tfx_promod(&out, "check", "-c", srv.config, bad, (char *)NULL), 0, "%s", out);
     free(out);
 }
+
+/* A simulation (rules/simulate: a generation of its own, without the
+ * channel's boost index) works the declared score out condition by
+ * condition, to the same number. */
+Test(score_decl, a_simulation_gives_the_same_declared_score)
+{
+    put_profile("m1", "{\"ltv\": 1234.5, \"visits\": 17, \"age\": 41, \"tier\": \"gold\", "
+                      "\"country\": \"FR\", \"interests\": [\"golf\", \"safari\"]}");
+    json_t *x = explain_of("m1");
+    double live = json_number_value(json_object_get(entry(x, "d1"), "score"));
+    json_decref(x);
+    char src[2000];
+    snprintf(src, sizeof src, CAMP("%s", "%s"), "d1", "d1", pairs[1][1]);
+    json_t *body = json_pack("{s:s, s:s, s:s, s:s}", "script", src, "name", "d1.lua",
+                             "customer_id", "m1", "channel", "web");
+    char *b = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    struct tfx_resp r;
+    cr_assert_eq(tfx_req(&srv, "POST", "/api/v1/rules/simulate", b, &r), 200, "%s", r.body);
+    free(b);
+    json_t *sx = json_array_get(json_object_get(r.json, "explain"), 0);
+    cr_assert(json_is_number(json_object_get(sx, "score")), "%s", r.body);
+    cr_assert(json_number_value(json_object_get(sx, "score")) == live, "simulated %.17g, live %.17g",
+              json_number_value(json_object_get(sx, "score")), live);
+    tfx_resp_free(&r);
+}
