@@ -55,7 +55,7 @@ static void setup(void)
               "return { channel = 'web', policy = { customer = { { 100000, '1d' } } } }\n");
     for (int k = 0; k < NPAIRS; k++)
         for (int d = 0; d < 2; d++) {
-            char path[64], id[8], src[2000];
+            char path[64], id[16], src[2000];
             snprintf(id, sizeof id, "%c%d", d ? 'd' : 'l', k);
             snprintf(path, sizeof path, "rules/%s.lua", id);
             snprintf(src, sizeof src, CAMP("%s", "%s"), id, id, pairs[k][d]);
@@ -141,7 +141,7 @@ Test(score_decl, declared_scores_equal_their_lua_form)
         put_profile(cust, prof);
         json_t *x = explain_of(cust);
         for (int k = 0; k < NPAIRS; k++) {
-            char l[8], d[8];
+            char l[16], d[16];
             snprintf(l, sizeof l, "l%d", k);
             snprintf(d, sizeof d, "d%d", k);
             json_t *el = entry(x, l), *ed = entry(x, d);
