@@ -14,7 +14,11 @@
 #   3. audiences:          decide with the 500 campaigns' targeting
 #                          declared as `audience` (gen_workload.py
 #                          --audiences); then 2,000 campaigns in Lua and
-#                          2,000 with audiences
+#                          2,000 with audiences; then 500 and 2,000 with
+#                          audiences and declared scores (the same
+#                          campaigns, their Lua `score` hooks rewritten as
+#                          `score = { base, per, boost }` by
+#                          scripts/declare_scores.py)
 # and prints the ratios the issue asks about: PUT with / without
 # segments, decide with segments and audiences / today's decide, decide at
 # 2,000 / 500 campaigns.  Figures drift on a shared 2-core machine; the
@@ -27,7 +31,7 @@
 # counted ones, web / home_banner, limit 3) for the four set-ups the
 # targets compare — 500 campaigns in Lua without segments (today's decide),
 # the same with 200 segments, 500 and 2,000 campaigns with audiences and
-# 200 segments — on a workload of N profiles (default 100,000: the fill
+# 200 segments, and those two again with declared scores — on a workload of N profiles (default 100,000: the fill
 # of 200 segments runs natively first), and prints the ratios.  The counts
 # are the worker thread's (other threads' timers, which run while a request
 # is dispatched, are left out: they follow valgrind's wall time).  They do
@@ -70,6 +74,8 @@ if [ -n "$INSTR" ]; then
   gen "$OUT/rules-aud-500" --profiles 1 --audiences
   gen "$OUT/rules-aud-2000" --profiles 1 --campaigns 2000 --audiences
   [ -d "$OUT/segments-200" ] || python3 scripts/gen_segments.py "$OUT/segments-200" >/dev/null
+  python3 scripts/declare_scores.py "$OUT/rules-aud-500" "$OUT/rules-decl-500" >/dev/null
+  python3 scripts/declare_scores.py "$OUT/rules-aud-2000" "$OUT/rules-decl-2000" >/dev/null
   icount() { # tag profile-decide args... -> instructions per decide (k)
     local tag=$1; shift
     PROFILE_NO_BUILD=1 PROMOD_SHARED=$SHARED bash scripts/profile-decide.sh --profiles "$PROFILES" \
@@ -80,15 +86,20 @@ if [ -n "$INSTR" ]; then
   I1=$(icount lua500-seg --segments "$OUT/segments-200")
   I2=$(icount aud500 --rules "$OUT/rules-aud-500" --segments "$OUT/segments-200")
   I3=$(icount aud2000 --rules "$OUT/rules-aud-2000" --segments "$OUT/segments-200")
+  I4=$(icount decl500 --rules "$OUT/rules-decl-500" --segments "$OUT/segments-200")
+  I5=$(icount decl2000 --rules "$OUT/rules-decl-2000" --segments "$OUT/segments-200")
   echo "== instructions per decide of the worker thread (callgrind, $PROFILES profiles, web / home_banner, limit 3)"
   printf '%-52s %10s\n' "500 campaigns (Lua), no segments" "${I0}k"
   printf '%-52s %10s\n' "500 campaigns (Lua), 200 segments" "${I1}k"
   printf '%-52s %10s\n' "500 campaigns (audiences), 200 segments" "${I2}k"
   printf '%-52s %10s\n' "2,000 campaigns (audiences), 200 segments" "${I3}k"
+  printf '%-52s %10s\n' "500 campaigns (audiences, declared scores)" "${I4}k"
+  printf '%-52s %10s\n' "2,000 campaigns (audiences, declared scores)" "${I5}k"
   python3 -c "
-i0, i1, i2, i3 = $I0, $I1, $I2, $I3
+i0, i1, i2, i3, i4, i5 = $I0, $I1, $I2, $I3, $I4, $I5
 print('decide with segments + audiences / today\'s (rate = 1 / instructions): %.2f' % (i0 / i2))
-print('decide 2,000 / 500 campaigns, audiences:                            %.2f' % (i2 / i3))"
+print('decide 2,000 / 500 campaigns, audiences, Lua scores:                %.2f' % (i2 / i3))
+print('decide 2,000 / 500 campaigns, audiences, declared scores:           %.2f' % (i4 / i5))"
   echo "(per-function counts: $OUT/seg-instr-*.txt)"
   exit 0
 fi
@@ -98,6 +109,8 @@ gen "$OUT/rules-aud-500" --profiles 1 --audiences
 gen "$OUT/rules-2000" --profiles 1 --campaigns 2000
 gen "$OUT/rules-aud-2000" --profiles 1 --campaigns 2000 --audiences
 [ -d "$OUT/segments-200" ] || python3 scripts/gen_segments.py "$OUT/segments-200" >/dev/null
+python3 scripts/declare_scores.py "$OUT/rules-aud-500" "$OUT/rules-decl-500" >/dev/null
+python3 scripts/declare_scores.py "$OUT/rules-aud-2000" "$OUT/rules-decl-2000" >/dev/null
 
 PORT=${BENCH_PORT:-18183}
 DATA=$OUT/seg-data
@@ -255,6 +268,18 @@ decide warm4 >/dev/null
 DA2000=$(decide decide-aud2000)
 SH2000=$(share)
 stop_server
+use_rules "$OUT/rules-decl-500"
+start_server
+wait_rules 500
+decide warm5 >/dev/null
+DD500=$(decide decide-decl500)
+stop_server
+use_rules "$OUT/rules-decl-2000"
+start_server
+wait_rules 2000
+decide warm6 >/dev/null
+DD2000=$(decide decide-decl2000)
+stop_server
 trap - EXIT
 
 STEAL1=$(steal)
@@ -275,10 +300,13 @@ printf '%-52s %10s %12s %8s\n' "decide, 500 campaigns (Lua), 200 segments" "$D1"
 printf '%-52s %10s %12s %8s\n' "decide, 500 campaigns (audiences), 200 segments" "$DA500" "$(cpu decide-aud500)" "$(errs decide-aud500)"
 printf '%-52s %10s %12s %8s\n' "decide, 2,000 campaigns (Lua), 200 segments" "$DL2000" "$(cpu decide-lua2000)" "$(errs decide-lua2000)"
 printf '%-52s %10s %12s %8s\n' "decide, 2,000 campaigns (audiences), 200 segments" "$DA2000" "$(cpu decide-aud2000)" "$(errs decide-aud2000)"
+printf '%-52s %10s %12s %8s\n' "decide, 500 (audiences, declared scores)" "$DD500" "$(cpu decide-decl500)" "$(errs decide-decl500)"
+printf '%-52s %10s %12s %8s\n' "decide, 2,000 (audiences, declared scores)" "$DD2000" "$(cpu decide-decl2000)" "$(errs decide-decl2000)"
 echo "PUT with 200 segments / without:                 $(ratio "$W1" "$W0")"
 echo "decide with segments + audiences / today's:      $(ratio "$DA500" "$D0")"
 echo "decide 2,000 / 500 campaigns, Lua:               $(ratio "$DL2000" "$D1")"
 echo "decide 2,000 / 500 campaigns, audiences:         $(ratio "$DA2000" "$DA500")"
+echo "decide 2,000 / 500, audiences + declared scores:  $(ratio "$DD2000" "$DD500")"
 echo "campaigns whose audience (and eligible) hold, of those on web / home_banner, per customer:"
 echo "  500: $SH500, 2,000: $SH2000"
 echo "GET /api/v1/segments/{id}/size (loopback):       $SIZES"

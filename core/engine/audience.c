@@ -6,7 +6,9 @@
  * segment references to the live segment generation's indexes.
  */
 #include "engine/audience.h"
+#include "engine/cond.h"
 #include "engine/condset.h"
+#include "engine/formula.h"
 #include "engine/rules.h"
 #include "engine/segments.h"
 #include "base/err.h"
@@ -28,8 +30,8 @@ struct refmap {
 struct tls {
     struct condset_scratch *cs;
     struct buf view;
-    uint64_t *bits, *refs, *out;
-    size_t bitsw, refsw, outw;
+    uint64_t *bits, *refs, *out, *bmask, *bout;
+    size_t bitsw, refsw, outw, bmaskw, boutw;
     struct refmap maps[32];
     /* the Lua strings of the segment ids, per state and generation */
     struct lua_State *ids_L;
@@ -51,6 +53,8 @@ static void tls_free(void *p)
     free(x->bits);
     free(x->refs);
     free(x->out);
+    free(x->bmask);
+    free(x->bout);
     for (int i = 0; i < 32; i++)
         free(x->maps[i].seg);
     free(x);
@@ -224,8 +228,19 @@ static const char *view(struct audience_cust *ac, struct tls *x, size_t *len)
     }
     if (ac->view_state < 0)
         return NULL;
-    *len = x->view.len;
+    ac->view_p = x->view.p;
+    ac->view_len = *len = x->view.len;
     return x->view.p;
+}
+
+const char *audience_view(struct audience_cust *ac, size_t *len)
+{
+    if (ac->view_state > 0) { /* built: no tls() look-up (one call per candidate) */
+        *len = ac->view_len;
+        return ac->view_p;
+    }
+    struct tls *x = tls();
+    return x ? view(ac, x, len) : NULL;
 }
 
 const uint64_t *audience_channel(struct audience_cust *ac, const struct rules_gen *g, int chi,
@@ -249,6 +264,46 @@ const uint64_t *audience_channel(struct audience_cust *ac, const struct rules_ge
     if (condset_eval(cs, x->cs, v, vl, refs, mask, x->out) < 0)
         memset(x->out, 0, nw * sizeof *x->out); /* out of memory: nothing passes */
     return x->out;
+}
+
+const uint64_t *audience_boosts(struct audience_cust *ac, const struct rules_gen *g, int chi,
+                                const uint64_t *mask)
+{
+    if (ac->boost_state) /* the first call's bits (no tls() look-up: one call per candidate) */
+        return ac->boost_state > 0 && ac->boost_chi == chi ? ac->boost_bits : NULL;
+    ac->boost_state = -1;
+    ac->boost_chi = chi;
+    const struct condset *cs = g->boost[chi];
+    struct tls *x = tls();
+    if (!cs || !x)
+        return NULL;
+    int n = condset_nmembers(cs), npos = g->nby_channel[chi];
+    size_t nw = CONDSET_WORDS(n);
+    if (!words(&x->bout, &x->boutw, nw) || (mask && !words(&x->bmask, &x->bmaskw, nw)))
+        return NULL;
+    const uint64_t *bm = NULL;
+    if (mask) { /* positions -> their boosts' members */
+        memset(x->bmask, 0, nw * sizeof *x->bmask);
+        const int *first = g->boost_first[chi], *member = g->boost_member[chi];
+        const struct rules_campaign *camps = g->camps;
+        const int *list = g->by_channel[chi];
+        for (size_t w = 0; w < CONDSET_WORDS(npos); w++)
+            for (uint64_t bits = mask[w]; bits; bits &= bits - 1) {
+                int j = (int)(w * 64) + __builtin_ctzll(bits);
+                if (j >= npos || first[j] < 0)
+                    continue;
+                int k = formula_nboosts(camps[list[j]].score_formula);
+                for (int i = first[j]; i < first[j] + k; i++)
+                    x->bmask[member[i] >> 6] |= 1ull << (member[i] & 63);
+            }
+        bm = x->bmask;
+    }
+    size_t vl = 0;
+    const char *v = view(ac, x, &vl);
+    if (!v || condset_eval(cs, x->cs, v, vl, NULL, bm, x->bout) < 0)
+        return NULL;
+    ac->boost_state = 1;
+    return ac->boost_bits = x->bout;
 }
 
 void audience_explain(struct audience_cust *ac, const struct rules_gen *g, int chi, int j,

@@ -47,6 +47,10 @@ struct audience_cust {
     int bits_state;            /**< 0 not read, 1 read, <0 read failed */
     int any;                   /**< a member of at least one segment */
     int view_state;            /**< 0 not built, 1 built, <0 failed */
+    const char *view_p;        /**< when built: the view (scratch-owned) ... */
+    size_t view_len;           /**< ... and its length */
+    int boost_state, boost_chi; /**< audience_boosts: 0 not run, 1 done (for boost_chi), <0 failed */
+    const uint64_t *boost_bits; /**< audience_boosts' result (scratch-owned) */
 };
 
 /** Start: takes a reference on the live segment generation. */
@@ -68,6 +72,23 @@ void audience_push_segments(struct audience_cust *ac, struct lua_State *L, int p
  *  this thread. */
 const uint64_t *audience_channel(struct audience_cust *ac, const struct rules_gen *g, int chi,
                                  const uint64_t *mask);
+
+/** What the conditions see (the profile, `id`, `stats`) as one msgpack
+ *  map, built once per customer: what a declared score reads
+ *  (engine/formula.h).  NULL when it cannot be built (malformed profile,
+ *  no memory).  Borrowed until the next audience_begin on this thread. */
+const char *audience_view(struct audience_cust *ac, size_t *len);
+
+/** The boosts of declared scores (engine/formula.h) on channel `chi`
+ *  (g->boost[chi]; rules.h) for this customer: bit m set when member m
+ *  holds.  Evaluated on the first call for the customer, for the boosts
+ *  of the positions selected by `mask` (a bitset over by_channel
+ *  positions, e.g. those whose audience holds; NULL = all); later calls
+ *  return the same bits.  NULL when the channel has no boosts or the
+ *  evaluation failed (the caller then evaluates each condition itself).
+ *  Borrowed until the next audience_begin on this thread. */
+const uint64_t *audience_boosts(struct audience_cust *ac, const struct rules_gen *g, int chi,
+                                const uint64_t *mask);
 
 /** Why the audience of position `j` of channel `chi` does not hold, for
  *  explain: "audience: <test that failed>" (see condset_explain).  Writes

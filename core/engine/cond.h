@@ -175,6 +175,14 @@ void cond_attrs_free(struct cond_attrs *a);
  *  attribute a clause starts with found by binary search. */
 int cond_eval_attrs(const struct cond *c, const struct cond_attrs *a, const struct cond_env *env);
 
+/** The number at top-level key `key` of the msgpack map `mp` (what a
+ *  declared score reads, engine/formula.h; one pass over the map's keys, a
+ *  repeated key reads its last value).  @return 1 (*out set), 0 when the
+ *  key is absent or null (or `mp` is not a map), ERR_INVAL when the value
+ *  is not a number (a string, boolean, array or map: never converted),
+ *  ERR_PARSE for malformed bytes. */
+int cond_mp_number(const char *mp, size_t len, const char *key, size_t klen, double *out);
+
 /** cond_eval() on a jansson value (encoded to msgpack first; allocates).
  *  Same returns; ERR_INVAL/ERR_TOOBIG when `attrs` cannot be encoded. */
 int cond_eval_json(const struct cond *c, const json_t *attrs, const struct cond_env *env);

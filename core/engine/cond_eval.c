@@ -635,6 +635,37 @@ static const unsigned char *attrs_find(const struct cond_attrs *a, const char *k
     return NULL;
 }
 
+int cond_mp_number(const char *mp, size_t len, const char *key, size_t klen, double *out)
+{
+    const unsigned char *p = (const unsigned char *)mp, *end = p + len, *at = NULL;
+    struct jv root, v;
+    if (!mp || cond_mp_head(&p, end, &root))
+        return mp && len ? ERR_PARSE : 0;
+    if (root.t != JT_OBJ)
+        return 0;
+    for (uint32_t i = 0; i < root.n; i++) { /* a repeated key: its last value */
+        const char *k;
+        size_t kl;
+        char tmp[32];
+        if (cond_mp_key(&p, end, &k, &kl, tmp))
+            return ERR_PARSE;
+        if (kl == klen && !memcmp(k, key, klen))
+            at = p;
+        if (cond_mp_skip(&p, end))
+            return ERR_PARSE;
+    }
+    if (!at)
+        return 0;
+    if (cond_mp_head(&at, end, &v))
+        return ERR_PARSE;
+    if (v.t == JT_NULL)
+        return 0;
+    if (v.t != JT_NUM)
+        return ERR_INVAL;
+    *out = v.num;
+    return 1;
+}
+
 int cond_eval_attrs(const struct cond *c, const struct cond_attrs *a, const struct cond_env *env)
 {
     if (!c || !a)

@@ -26,6 +26,7 @@
 #include "engine/loyalty.h"
 #include "engine/counters.h"
 #include "engine/experiments.h"
+#include "engine/formula.h"
 #include "engine/hooks.h"
 #include "base/app.h"
 #include "base/clock.h"
@@ -666,6 +667,31 @@ static int score(const struct call *k, const struct rules_campaign *c, int fn, j
     return 0;
 }
 
+/* A declared score (engine/formula.h), read from what audiences see.  0
+ * with *out set, or -1 when it failed (counted and explained as the score
+ * hook's failure would be). */
+static int declared_score(struct req *r, const struct rules_campaign *c, int j,
+                          const uint64_t *mask, json_t *xp, double *out)
+{
+    size_t vl = 0;
+    const char *a = audience_view(&r->ac, &vl);
+    const int *first = r->g->boost_first[r->chi];
+    const uint64_t *held = NULL;
+    if (first && first[j] >= 0) /* all candidates' boosts in one pass, on the first */
+        held = audience_boosts(&r->ac, r->g, r->chi, mask);
+    const int *member = held ? r->g->boost_member[r->chi] + first[j] : NULL;
+    char why[200];
+    if (!a || formula_eval(c->score_formula, a, vl, held, member, &r->fmemo, out, why, sizeof why)) {
+        struct hooks_res res;
+        hooks_refuse(HOOKS_SCORE, c->id, &res, a ? why : "the profile cannot be read");
+        hooks_explain(xp, HOOKS_SCORE, res.msg);
+        return -1;
+    }
+    if (xp)
+        json_object_set_new(xp, "score", json_real(*out));
+    return 0;
+}
+
 /* The next position >= j whose bit is set in `pass` (n when none). */
 static int next_pass(const uint64_t *pass, int j, int n)
 {
@@ -694,6 +720,7 @@ static void candidates(struct req *r)
     struct decide_as_was *aw = r->q->as_was;
     struct cand *cands = r->cands;
     int nlist = r->blocked ? 0 : g->nby_channel[r->chi], n = 0;
+    r->fmemo.n = 0; /* numbers declared scores read: this customer's */
     const int *list = g->by_channel[r->chi];
     /* without explain, only the positions the cheap filters let through
      * (active, placement targeted) are evaluated and visited */
@@ -740,7 +767,9 @@ static void candidates(struct req *r)
                 continue; /* explain says why */
             if (xp)
                 json_object_set_new(xp, "score", json_real(s));
-        } else if (score(&k, c, hooks[HOOKS_SCORE], xp, &s)) {
+        } else if (c->score_formula ? declared_score(r, c, j, explain ? NULL : pass ? pass : serve,
+                                                     xp, &s)
+                                    : score(&k, c, hooks[HOOKS_SCORE], xp, &s)) {
             continue;
         }
         /* field by field: a compound literal zeroed the whole candidate

@@ -12,6 +12,7 @@
 #include "engine/audience.h"
 #include "engine/content.h"
 #include "engine/experiments.h"
+#include "engine/formula.h"
 #include "engine/rules.h"
 #include "engine/throttle.h"
 #include "base/i18n.h"
@@ -81,6 +82,7 @@ struct req {
     int sorted;                  /* order[0 .. sorted) is final */
     struct content_locale loc;       /* the locale the request asks for, on first need */
     struct audience_cust ac;     /* segments and campaign audiences (audience.h) */
+    struct formula_memo fmemo;   /* what declared scores read (formula.h) */
     const struct experiments_view *xv; /* live experiments of r->g, or NULL */
     const char *pmp;             /* the stored profile (msgpack, in r->t), or NULL */
     size_t plen;

@@ -10,6 +10,7 @@
  */
 #include "engine/rules.h"
 #include "engine/condset.h"
+#include "engine/formula.h"
 #include "engine/segments.h"
 #include "base/app.h"
 #include "base/clock.h"
@@ -76,6 +77,7 @@ void rules_campaign_free(struct rules_campaign *c)
         free(c->locales[j]);
     free(c->locales);
     json_decref(c->audience);
+    formula_free(c->score_formula);
     memset(c, 0, sizeof *c);
 }
 
@@ -120,6 +122,9 @@ static void gen_free(struct rules_gen *g)
         free(g->by_channel[i]);
         condset_free(g->aud[i]);
         free(g->aud_pos[i]);
+        condset_free(g->boost[i]);
+        free(g->boost_first[i]);
+        free(g->boost_member[i]);
         free(g->aud_serve[i]);
     }
     for (int i = 0; i < g->nplacement_names; i++)
@@ -398,6 +403,7 @@ static int keep_parsed(const struct rules_gen *prev, const struct rules_gen *g, 
         camp->trigger = o->trigger ? json_deep_copy(o->trigger) : NULL;
         camp->locales = rules_strv_dup(o->locales, o->nlocales);
         camp->audience = o->audience ? json_deep_copy(o->audience) : NULL;
+        camp->score_formula = formula_ref(o->score_formula);
         camp->status = camp->file_status;
         return 1;
     }
@@ -462,6 +468,70 @@ static void build_audiences(struct rules_gen *g, int ch)
         g->aud_pos[ch][i] = -1;
     for (int j = 0; j < n; j++)
         g->aud_pos[ch][g->by_channel[ch][j]] = j;
+}
+
+/* g->boost[ch] (rules.h): the boosts of the channel's declared scores, one
+ * condset member per distinct condition (written out with sorted keys, so
+ * the same condition in 300 campaigns is evaluated once). */
+struct boost_key {
+    char *text;
+    const json_t *cond;
+    int slot;
+};
+
+static int boost_key_cmp(const void *a, const void *b)
+{
+    const struct boost_key *x = a, *y = b;
+    int c = strcmp(x->text, y->text);
+    return c ? c : x->slot - y->slot;
+}
+
+static void build_boosts(struct rules_gen *g, int ch)
+{
+    int n = g->nby_channel[ch], nb = 0;
+    for (int j = 0; j < n; j++)
+        nb += formula_nboosts(g->camps[g->by_channel[ch][j]].score_formula);
+    if (!nb)
+        return;
+    struct boost_key *keys = malloc(sizeof *keys * (size_t)nb);
+    g->boost_first[ch] = malloc(sizeof(int) * (size_t)n);
+    g->boost_member[ch] = malloc(sizeof(int) * (size_t)nb);
+    if (!keys || !g->boost_first[ch] || !g->boost_member[ch])
+        abort();
+    int m = 0;
+    for (int j = 0; j < n; j++) {
+        const struct formula *f = g->camps[g->by_channel[ch][j]].score_formula;
+        int k = formula_nboosts(f);
+        g->boost_first[ch][j] = k ? m : -1;
+        for (int i = 0; i < k; i++, m++) {
+            keys[m].cond = formula_boost_cond(f, i);
+            keys[m].text = json_dumps(keys[m].cond, JSON_COMPACT | JSON_SORT_KEYS);
+            keys[m].slot = m;
+            if (!keys[m].text)
+                abort();
+        }
+    }
+    qsort(keys, (size_t)nb, sizeof *keys, boost_key_cmp);
+    int nd = 0;
+    for (int t = 0; t < nb; t++) {
+        if (t == 0 || strcmp(keys[t].text, keys[t - 1].text))
+            nd++;
+        g->boost_member[ch][keys[t].slot] = nd - 1;
+    }
+    struct condset_build *b;
+    if (condset_build_new(nd, &b))
+        abort();
+    for (int t = 0; t < nb; t++) {
+        if ((t == 0 || strcmp(keys[t].text, keys[t - 1].text)) &&
+            condset_build_set(b, g->boost_member[ch][keys[t].slot], keys[t].cond, NULL, 0, NULL, 0,
+                              NULL, 0, NULL))
+            abort(); /* compiled at load: only memory can fail */
+    }
+    for (int t = 0; t < nb; t++)
+        free(keys[t].text);
+    free(keys);
+    if (condset_build_finish(b, &g->boost[ch]))
+        abort();
 }
 
 /* g->aud_serve[ch] (rules.h): per placement, the positions of the
@@ -738,6 +808,7 @@ static struct rules_gen *gen_build(struct app *app, const struct gen_src *gs, in
         g->by_channel[ch] = list;
         g->nby_channel[ch] = n;
         build_audiences(g, ch);
+        build_boosts(g, ch);
     }
     /* placements as bits, so decide filters with a mask test, not strcmp */
     for (int i = 0; i < g->ncamps; i++) {

@@ -48,6 +48,7 @@
 struct app;
 struct event_base;
 struct condset;
+struct formula;
 struct luavm;
 struct store_txn;
 
@@ -115,6 +116,9 @@ struct rules_campaign {
     char score_model[132];          /**< "" when the score is not a model's */
     char score_value_model[132];    /**< a value model, or "" (score_value is the value) */
     double score_value;
+    /* score = { base, per, boost }: a score declared in the file, worked out in C
+     * (engine/formula.h); NULL when the score is a hook, a model's or the priority */
+    struct formula *score_formula;
     /* audience = { segments, exclude, conditions, model, top | above }: one table, two parts.
      * The filter (segments/exclude/conditions) decides membership in decide and sends
      * (audience.h); the model part ranks the customers passing the filter for outbound sends
@@ -181,6 +185,12 @@ struct rules_gen {
      *  (-1 when not on the channel), present with it. */
     struct condset *aud[32];
     int *aud_pos[32];
+    /* Declared scores' boosts (engine/formula.h) of each channel's campaigns in one condset,
+     * a member per distinct condition: boost i of position j of by_channel is member
+     * boost_member[ch][boost_first[ch][j] + i] (boost_first -1: no boosts).  NULL when no
+     * campaign of the channel has one. */
+    struct condset *boost[32];
+    int *boost_first[32], *boost_member[32];
     /** Per channel with an audience index: which of its positions may
      *  serve at all (active, and the placement targeted), as
      *  (nplacement_names + 2) bitsets of CONDSET_WORDS(nby_channel) words —

@@ -1,11 +1,14 @@
 /*
  * rules_audience.c — the model and audience fields of a campaign file,
- * checked for the loader (rules_check.c): score = { model, value } and
+ * checked for the loader (rules_check.c): score = { model, value } or
+ * { base, per, boost } (a declared score, engine/formula.h), and
  * audience = { segments, exclude, conditions, model, top | above }.
  */
 #include "engine/rules.h"
 #include "engine/rules_internal.h"
 #include "engine/cond.h"
+#include "engine/formula.h"
+#include "base/err.h"
 #include "engine/segments.h"
 #include "base/id.h"
 #include "base/reqerr.h"
@@ -29,9 +32,35 @@ static int model_id_field(lua_State *L, struct vctx *v, const char *key, const c
     return ok;
 }
 
-/* score = { model = "buy_7d", value = 25 | { model = "rev_90d" } } (table on top) */
+/* score = { base = 96, per = {...}, boost = {...} } (table on top): engine/formula.h */
+static void parse_formula(lua_State *L, struct vctx *v, struct rules_campaign *c)
+{
+    int jerr;
+    json_t *decl = luavm_to_json(L, -1, &jerr);
+    if (!decl) {
+        rules_verr(v, "score", "score holds a value JSON cannot carry (function, NaN, cycle)");
+        return;
+    }
+    char path[200], msg[400];
+    int rc = formula_compile(decl, &c->score_formula, path, sizeof path, msg, sizeof msg);
+    json_decref(decl);
+    if (rc == ERR_NOMEM)
+        rules_verr(v, "score", "score: out of memory");
+    else if (rc)
+        rules_verr(v, "score", "%s: %s", path, msg);
+}
+
+/* score = { model = "buy_7d", value = 25 | { model = "rev_90d" } } (table on top), or a
+ * declared score (parse_formula) */
 void rules_parse_model_score(lua_State *L, struct vctx *v, struct rules_campaign *c)
 {
+    lua_getfield(L, -1, "model");
+    int model = !lua_isnil(L, -1);
+    lua_pop(L, 1);
+    if (!model) {
+        parse_formula(L, v, c);
+        return;
+    }
     lua_pushnil(L);
     while (lua_next(L, -2)) {
         const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";

@@ -244,7 +244,7 @@ json_t *rules_warnings(const struct rules_campaign *camps, int ncamps,
             if (j == i || c->status != CAMP_ACTIVE || o->status != CAMP_ACTIVE ||
                 c->priority != o->priority || !(c->channels & o->channels) ||
                 !placements_overlap(c, o) || (c->hooks & HOOKS_BIT(HOOKS_SCORE)) ||
-                (o->hooks & HOOKS_BIT(HOOKS_SCORE)))
+                (o->hooks & HOOKS_BIT(HOOKS_SCORE)) || c->score_formula || o->score_formula)
                 continue;
             const char *first = strcmp(c->id, o->id) < 0 ? c->id : o->id;
             warn(out, P, S, L, "priority", "priority_tie",
