@@ -4,7 +4,8 @@
 #
 #   scripts/bench-redeem.sh [--part redeem|decide|all] [--duration S]
 #                           [--connections "C1 C2 ..."] [--rounds N]
-#                           [--vs OTHER_PROMOD_BINARY] [--profiles N] [--out DIR]
+#                           [--vs OTHER_PROMOD_BINARY | --vs-config 'KEY = VALUE, ...']
+#                           [--profiles N] [--out DIR]
 #
 # redeem: a campaign with a money budget and single-use codes; wrk (-t1,
 #   scripts/redeem.wrk.lua) redeems a different code for a different
@@ -14,7 +15,9 @@
 #   is driven by this build and by OTHER_PROMOD_BINARY (e.g. a build of
 #   main) in alternating runs: round 1 this, other, round 2 this, other, ...
 #   for each connection count; every server start is followed by an
-#   uncounted warm-up of BENCH_WARM (5) seconds of redemptions.  Rows also give the ceilings of this HTTP
+#   uncounted warm-up of BENCH_WARM (5) seconds of redemptions.  With
+#   --vs-config, "old" is this build with those config entries added (e.g.
+#   'store_writemap = false'), run the same way.  Rows also give the ceilings of this HTTP
 #   server on this machine: GET /healthz (no work) and POST
 #   /api/v1/coupons/validate (the same request parsing, checks and reads,
 #   no write, no fsync).  Reported: req/s, latencies, non-2xx (must be 0),
@@ -42,6 +45,7 @@ DURATION=10
 CONNS_LIST="64 256"
 ROUNDS=3
 VS=
+VS_CONFIG=
 PROFILES=1000000
 OUT=$ROOT/bench-out
 while [ $# -gt 0 ]; do
@@ -51,9 +55,10 @@ while [ $# -gt 0 ]; do
     --connections) CONNS_LIST=$2; shift 2 ;;
     --rounds) ROUNDS=$2; shift 2 ;;
     --vs) VS=$(cd "$(dirname "$2")" && pwd)/$(basename "$2"); shift 2 ;;
+    --vs-config) VS_CONFIG=$2; shift 2 ;;
     --profiles) PROFILES=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
-    *) echo "usage: $0 [--part redeem|decide|all] [--duration S] [--connections \"C ...\"] [--rounds N] [--vs BINARY] [--profiles N] [--out DIR]" >&2
+    *) echo "usage: $0 [--part redeem|decide|all] [--duration S] [--connections \"C ...\"] [--rounds N] [--vs BINARY | --vs-config 'K = V'] [--profiles N] [--out DIR]" >&2
        exit 2 ;;
   esac
 done
@@ -142,10 +147,13 @@ return {
   eligible = function(p, ctx) return true end,
 }
 LUA
-  config() { # data dir -> config file
+  config() { # data dir -> config file (data-old: with --vs-config's entries)
+    local extra=
+    [ "$(basename "$1")" = data-old ] && extra=$VS_CONFIG
     cat > "$RUN/promod-$(basename "$1").lua" <<CFG
 return { listen = "127.0.0.1:$PORT", data_dir = "$1", rules_dir = "$RUN/rules",
-         plugins_dir = "$RUN/plugins", log_level = "warn", map_size_mb = 4096, ${BENCH_CONFIG:-} }
+         plugins_dir = "$RUN/plugins", log_level = "warn", map_size_mb = 4096,
+         ${extra:+$extra,} ${BENCH_CONFIG:-} }
 CFG
     echo "$RUN/promod-$(basename "$1").lua"
   }
@@ -156,7 +164,8 @@ CFG
   generate checkout "$NCODES"
   stop_server
   BINS="new"
-  if [ -n "$VS" ]; then
+  if [ -n "$VS" ] || [ -n "$VS_CONFIG" ]; then
+    [ -n "$VS" ] || VS=$BIN
     cp --sparse=always -r "$RUN/data-new" "$RUN/data-old"
     BINS="new old"
   fi
@@ -214,7 +223,7 @@ CFG
   done
   echo
   echo "== redemptions: wrk -t1 -d${DURATION}s, $(nproc) cores, server threads = cores; rounds interleave the builds"
-  echo "   new = $BIN${VS:+, old = $VS}; avg batch = redemptions per store transaction (new only)"
+  echo "   new = $BIN${VS:+, old = $VS}${VS_CONFIG:+ with $VS_CONFIG}; avg batch = redemptions per store transaction (new only)"
   for c in $CONNS_LIST; do
     header "-c$c"
     while read -r kind b cc round rps name avg; do
