@@ -37,7 +37,6 @@ static pthread_cond_t g_work = PTHREAD_COND_INITIALIZER;
 static struct promotions_redemption *g_head, **g_tail = &g_head;
 static size_t g_qlen;           /* queued, under g_mu */
 static uint64_t g_last_ticket;  /* the writer's last commit (writer thread only) */
-static uint64_t g_prev_ticket;  /* the commit before that one (writer thread only) */
 static pthread_t g_thread;
 static int g_state; /* 0 not started, 1 running, 2 stopping or stopped (or failed to start) */
 static long g_batches, g_items, g_commits, g_largest;
@@ -156,14 +155,9 @@ static void apply(struct promotions_redemption **xs, size_t n, int park)
         __atomic_store_n(&g_largest, (long)n, __ATOMIC_RELAXED);
     struct store *st = park ? __atomic_load_n(&g_hooked, __ATOMIC_ACQUIRE) : NULL;
     int parked = 0;
-    uint64_t newest = 0;
     for (size_t i = 0; park && i < n; i++)
-        if (xs[i]->item.ticket > newest)
-            newest = xs[i]->item.ticket;
-    if (newest > g_last_ticket) {
-        g_prev_ticket = g_last_ticket;
-        g_last_ticket = newest;
-    }
+        if (xs[i]->item.ticket > g_last_ticket)
+            g_last_ticket = xs[i]->item.ticket;
     for (size_t i = 0; i < n; i++) {
         struct promotions_redemption *x = xs[i];
         if (!st || !x->item.ticket) {
@@ -193,20 +187,15 @@ static void *writer_main(void *arg)
             pthread_cond_wait(&g_work, &g_mu);
         if (!g_head)
             break; /* stopping, nothing left */
-        /* Group commit, two batches deep: while the flush of the last
-         * batch is in flight, the next one is applied and committed (its
-         * pages go to the page cache; the flush after this one takes them),
-         * so a cycle costs the longer of apply and fdatasync, not their
-         * sum.  A third batch waits until the flush of the one before the
-         * last has ended — a commit then would only wait for the flush
-         * after next anyway — and the queue grows meanwhile (up to
-         * BATCH_MAX), so that one commit per flush writes the pages the
-         * redemptions share (branch pages, the campaign's records, LMDB's
-         * own) once, not once per commit.  The flush's hook
-         * (release_synced) wakes the writer. */
+        /* Group commit: while the flush of the previous batch is still in
+         * flight, a commit now would only wait for the next flush anyway;
+         * let the queue grow instead (up to BATCH_MAX), so that one commit
+         * per flush writes the pages the redemptions share (branch pages,
+         * the campaign's records, LMDB's own) once, not once per commit.
+         * The flush's hook (release_synced) wakes the writer. */
         struct store *st = __atomic_load_n(&g_hooked, __ATOMIC_ACQUIRE);
-        while (st && g_state == 1 && g_prev_ticket && g_qlen < BATCH_MAX &&
-               store_synced(st) < g_prev_ticket) {
+        while (st && g_state == 1 && g_last_ticket && g_qlen < BATCH_MAX &&
+               store_synced(st) < g_last_ticket) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_nsec += 50 * 1000000L; /* a bound, should a wake-up be missed */
