@@ -43,6 +43,14 @@ bench_stop_server() {
 bench_cpu_ticks() { awk '{print $14 + $15}' "/proc/$SERVER_PID/stat"; }
 bench_sys_ticks() { awk '{print $15}' "/proc/$SERVER_PID/stat"; }
 bench_minflt() { awk '{print $10}' "/proc/$SERVER_PID/stat"; }
+# the CPU ticks of the server's threads named NAME* (worker-0, worker-1 ...:
+# the request workers; dlog-writer: the decision log's writer)
+bench_thread_ticks() { # name-prefix
+  local t
+  for t in /proc/"$SERVER_PID"/task/*; do
+    case "$(cat "$t/comm" 2>/dev/null)" in "$1"*) awk '{print $14 + $15}' "$t/stat" ;; esac
+  done | awk '{s += $1} END {print s + 0}'
+}
 
 # "steal total" ticks of the host, for the steal over a run
 bench_steal() { awk '/^cpu / {print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }

@@ -3,7 +3,8 @@
 # reference workload (../shared/bench) plus 200 generated segments
 # (scripts/gen_segments.py), against a release build, wrk on loopback.
 #
-#   scripts/bench-segments.sh [--profiles N] [--duration S] [--connections C] [--out DIR]
+#   scripts/bench-segments.sh [--profiles N] [--duration S] [--connections C]
+#                             [--rounds R] [--part all|audiences] [--out DIR]
 #
 # One sitting, one data directory, runs in this order:
 #   1. no segment files:   PUT /api/v1/profiles/{id} rate; decide (500
@@ -23,6 +24,13 @@
 # segments, decide with segments and audiences / today's decide, decide at
 # 2,000 / 500 campaigns.  Figures drift on a shared 2-core machine; the
 # steal seen during the run is printed (see ../shared/bench/README.md).
+# --rounds R runs step 3's four audience set-ups (500 and 2,000 campaigns,
+# Lua and declared scores) R times, interleaved (500, 2,000, 500 declared,
+# 2,000 declared; again ...), and prints each round's 2,000 / 500 ratios
+# and their median: one run per row cannot tell 0.74 from 0.82 on this
+# machine.  --part audiences runs only that (after the import and the
+# segments' fill).  Each row also gives the CPU per decide of the request
+# workers alone (threads worker-N) beside the whole server's.
 #
 #   scripts/bench-segments.sh --instructions [--profiles N]
 #
@@ -49,6 +57,8 @@ DURATION=10
 CONNS=32
 OUT=$ROOT/bench-out
 INSTR=
+ROUNDS=1
+PART=all
 while [ $# -gt 0 ]; do
   case "$1" in
     --instructions) INSTR=1; [ "$PROFILES" = 1000000 ] && PROFILES=100000; shift ;;
@@ -56,9 +66,14 @@ while [ $# -gt 0 ]; do
     --duration) DURATION=$2; shift 2 ;;
     --connections) CONNS=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
-    *) echo "usage: $0 [--instructions] [--profiles N] [--duration S] [--connections C] [--out DIR]" >&2; exit 2 ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --part) PART=$2; shift 2 ;;
+    *) echo "usage: $0 [--instructions] [--profiles N] [--duration S] [--connections C] [--rounds R] [--part all|audiences] [--out DIR]" >&2; exit 2 ;;
   esac
 done
+
+case "$PART" in all|audiences) ;; *) echo "--part: all or audiences" >&2; exit 2 ;; esac
+. "$ROOT/scripts/bench-lib.sh"
 
 PROMOD_BUILD_TESTS=OFF bash scripts/build.sh release promod >/dev/null
 BIN=$ROOT/build/promod
@@ -155,12 +170,13 @@ STEAL0=$(steal)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$SERVER_PID/stat"; }
 run_wrk() { # name args... -> req/s; server CPU us per request in seg-cpu-NAME.txt
   local name=$1; shift
-  local t0 t1 n
-  t0=$(cpu_ticks)
+  local t0 t1 w0 w1 n
+  t0=$(cpu_ticks); w0=$(bench_thread_ticks worker-)
   wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$@" > "$OUT/seg-wrk-$name.txt" 2>&1 || true
-  t1=$(cpu_ticks)
+  t1=$(cpu_ticks); w1=$(bench_thread_ticks worker-)
   n=$(awk '/requests in/ {print $1}' "$OUT/seg-wrk-$name.txt")
   python3 -c "print('%.1f' % (($t1 - $t0) * 1e6 / $(getconf CLK_TCK) / max(1, ${n:-0})))" > "$OUT/seg-cpu-$name.txt"
+  python3 -c "print('%.1f' % (($w1 - $w0) * 1e6 / $(getconf CLK_TCK) / max(1, ${n:-0})))" > "$OUT/seg-wcpu-$name.txt"
   awk '/Requests\/sec/ {print $2}' "$OUT/seg-wrk-$name.txt"
 }
 decide() { # name
@@ -203,15 +219,18 @@ segs_ready() { # -> number of segments with state "ready"
     python3 -c 'import json,sys; print(sum(s["state"] == "ready" for s in json.load(sys.stdin)["segments"]))'
 }
 
-echo "== 1. no segments"
-start_server
-wait_rules 500
-decide warm0 >/dev/null
-W0=$(put put-noseg)
-D0=$(decide decide-noseg)
-stop_server
+W0=- D0=- W1=- D1=- SIZES=- OVERLAPS=- DL2000=-
+if [ "$PART" = all ]; then
+  echo "== 1. no segments"
+  start_server
+  wait_rules 500
+  decide warm0 >/dev/null
+  W0=$(put put-noseg)
+  D0=$(decide decide-noseg)
+  stop_server
+fi
 
-echo "== 2. 200 segments: fill, writes, decide, sizes"
+echo "== 2. 200 segments: fill (then, with --part all: writes, decide, sizes)"
 cp "$OUT/segments-200/"*.lua "$RUN/segments/"
 T0=$(date +%s.%N)
 start_server
@@ -222,6 +241,7 @@ done
 T1=$(date +%s.%N)
 READY=$(segs_ready)
 BUILD_S=$(python3 -c "print('%.0f' % ($T1 - $T0))")
+if [ "$PART" = all ]; then
 wait_rules 500
 decide warm1 >/dev/null
 W1=$(put put-seg)
@@ -242,73 +262,74 @@ o = sorted(get('/api/v1/segments/%s/size?overlap=%s' % (ids[k], ids[k + 1])) for
 print("min %.0f ms, median %.0f ms, max %.0f ms over %d pairs" % (o[0], o[len(o) // 2], o[-1], len(o)))
 PY
 ) || true # read meets the end of the text without a newline
+fi
 curl -fs "http://127.0.0.1:$PORT/api/v1/segments" | python3 -c '
 import json,sys; s = json.load(sys.stdin)["segments"]; n = sorted(x["size"] for x in s)
 print("segment sizes: min %d, median %d, max %d" % (n[0], n[len(n) // 2], n[-1]))' > "$OUT/seg-sizes.txt"
 stop_server
 
-echo "== 3. audiences; 2,000 campaigns"
-use_rules "$OUT/rules-aud-500"
-start_server
-wait_rules 500
-decide warm2 >/dev/null
-DA500=$(decide decide-aud500)
-SH500=$(share)
-stop_server
-use_rules "$OUT/rules-2000"
-start_server
-wait_rules 2000
-decide warm3 >/dev/null
-DL2000=$(decide decide-lua2000)
-stop_server
-use_rules "$OUT/rules-aud-2000"
-start_server
-wait_rules 2000
-decide warm4 >/dev/null
-DA2000=$(decide decide-aud2000)
-SH2000=$(share)
-stop_server
-use_rules "$OUT/rules-decl-500"
-start_server
-wait_rules 500
-decide warm5 >/dev/null
-DD500=$(decide decide-decl500)
-stop_server
-use_rules "$OUT/rules-decl-2000"
-start_server
-wait_rules 2000
-decide warm6 >/dev/null
-DD2000=$(decide decide-decl2000)
-stop_server
+echo "== 3. audiences; 2,000 campaigns ($ROUNDS round(s), interleaved)"
+one() { # tag rules-dir campaigns rate-file: appends the run's req/s to rate-file
+  use_rules "$2"
+  start_server
+  wait_rules "$3"
+  decide "warm-$1" >/dev/null
+  decide "$1" >> "$4"
+  [ "$1" = decide-aud500-r1 ] && share > "$OUT/seg-share-500.txt"
+  [ "$1" = decide-aud2000-r1 ] && share > "$OUT/seg-share-2000.txt"
+  stop_server
+}
+rm -f "$OUT"/seg-rate-*.txt
+for r in $(seq 1 "$ROUNDS"); do
+  one "decide-aud500-r$r" "$OUT/rules-aud-500" 500 "$OUT/seg-rate-aud500.txt"
+  one "decide-aud2000-r$r" "$OUT/rules-aud-2000" 2000 "$OUT/seg-rate-aud2000.txt"
+  one "decide-decl500-r$r" "$OUT/rules-decl-500" 500 "$OUT/seg-rate-decl500.txt"
+  one "decide-decl2000-r$r" "$OUT/rules-decl-2000" 2000 "$OUT/seg-rate-decl2000.txt"
+  if [ "$r" = 1 ] && [ "$PART" = all ]; then
+    one decide-lua2000 "$OUT/rules-2000" 2000 "$OUT/seg-rate-lua2000.txt"
+    DL2000=$(cat "$OUT/seg-rate-lua2000.txt")
+  fi
+done
 trap - EXIT
-
 STEAL1=$(steal)
-ratio() { python3 -c "print('%.2f' % ($1 / $2))"; }
-cpu() { cat "$OUT/seg-cpu-$1.txt"; }
+ratio() { [ "$1" = - ] || [ "$2" = - ] && { echo -; return; }; python3 -c "print('%.2f' % ($1 / $2))"; }
+cpu() { [ -f "$OUT/seg-cpu-$1.txt" ] && echo "$(cat "$OUT/seg-cpu-$1.txt") / $(cat "$OUT/seg-wcpu-$1.txt")" || echo -; }
 errs() { # non-2xx answers of a run (0 when wrk printed none)
+  [ -f "$OUT/seg-wrk-$1.txt" ] || { echo -; return; }
   awk '/Non-2xx/ {n = $NF} /errors\(non-2xx/ {n = $NF} END {print n + 0}' "$OUT/seg-wrk-$1.txt"
 }
+DA500=$(bench_median < "$OUT/seg-rate-aud500.txt")
+DA2000=$(bench_median < "$OUT/seg-rate-aud2000.txt")
+DD500=$(bench_median < "$OUT/seg-rate-decl500.txt")
+DD2000=$(bench_median < "$OUT/seg-rate-decl2000.txt")
+row() { printf '%-52s %10s %18s %8s\n' "$@"; }
 echo
-echo "== results ($PROFILES profiles, wrk -t1 -c$CONNS -d${DURATION}s, $(nproc) cores)"
-echo "steal during the run: $(python3 -c "a='$STEAL0'.split(); b='$STEAL1'.split(); print('%.0f%%' % (100.0 * (int(b[0]) - int(a[0])) / max(1, int(b[1]) - int(a[1]))))")"
+echo "== results ($PROFILES profiles, wrk -t1 -c$CONNS -d${DURATION}s, $(nproc) cores, $ROUNDS round(s))"
+echo "steal during the run: $(python3 -c "a='$STEAL0'.split(); b='$STEAL1'.split(); print('%.0f%%' % (100.0 * (int(b[0]) - int(a[0])) / max(1, int(b[1]) - int(a[1]))))"), load now: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "segments filled by the builder: $READY of 200 ready after ${BUILD_S} s"
-printf '%-52s %10s %12s %8s\n' run req/s cpu_us/req non-2xx
-printf '%-52s %10s %12s %8s\n' "PUT profile, no segments" "$W0" "$(cpu put-noseg)" "$(errs put-noseg)"
-printf '%-52s %10s %12s %8s\n' "PUT profile, 200 segments" "$W1" "$(cpu put-seg)" "$(errs put-seg)"
-printf '%-52s %10s %12s %8s\n' "decide, 500 campaigns (Lua), no segments" "$D0" "$(cpu decide-noseg)" "$(errs decide-noseg)"
-printf '%-52s %10s %12s %8s\n' "decide, 500 campaigns (Lua), 200 segments" "$D1" "$(cpu decide-seg)" "$(errs decide-seg)"
-printf '%-52s %10s %12s %8s\n' "decide, 500 campaigns (audiences), 200 segments" "$DA500" "$(cpu decide-aud500)" "$(errs decide-aud500)"
-printf '%-52s %10s %12s %8s\n' "decide, 2,000 campaigns (Lua), 200 segments" "$DL2000" "$(cpu decide-lua2000)" "$(errs decide-lua2000)"
-printf '%-52s %10s %12s %8s\n' "decide, 2,000 campaigns (audiences), 200 segments" "$DA2000" "$(cpu decide-aud2000)" "$(errs decide-aud2000)"
-printf '%-52s %10s %12s %8s\n' "decide, 500 (audiences, declared scores)" "$DD500" "$(cpu decide-decl500)" "$(errs decide-decl500)"
-printf '%-52s %10s %12s %8s\n' "decide, 2,000 (audiences, declared scores)" "$DD2000" "$(cpu decide-decl2000)" "$(errs decide-decl2000)"
+row run req/s "cpu_us/req all/wkr" non-2xx
+row "PUT profile, no segments" "$W0" "$(cpu put-noseg)" "$(errs put-noseg)"
+row "PUT profile, 200 segments" "$W1" "$(cpu put-seg)" "$(errs put-seg)"
+row "decide, 500 campaigns (Lua), no segments" "$D0" "$(cpu decide-noseg)" "$(errs decide-noseg)"
+row "decide, 500 campaigns (Lua), 200 segments" "$D1" "$(cpu decide-seg)" "$(errs decide-seg)"
+row "decide, 2,000 campaigns (Lua), 200 segments" "$DL2000" "$(cpu decide-lua2000)" "$(errs decide-lua2000)"
+for r in $(seq 1 "$ROUNDS"); do
+  row "round $r: 500 campaigns (audiences), 200 segments" "$(sed -n "${r}p" "$OUT/seg-rate-aud500.txt")" "$(cpu decide-aud500-r$r)" "$(errs decide-aud500-r$r)"
+  row "round $r: 2,000 campaigns (audiences)" "$(sed -n "${r}p" "$OUT/seg-rate-aud2000.txt")" "$(cpu decide-aud2000-r$r)" "$(errs decide-aud2000-r$r)"
+  row "round $r: 500 (audiences, declared scores)" "$(sed -n "${r}p" "$OUT/seg-rate-decl500.txt")" "$(cpu decide-decl500-r$r)" "$(errs decide-decl500-r$r)"
+  row "round $r: 2,000 (audiences, declared scores)" "$(sed -n "${r}p" "$OUT/seg-rate-decl2000.txt")" "$(cpu decide-decl2000-r$r)" "$(errs decide-decl2000-r$r)"
+done
+per_round() { # a b -> the rounds' ratios b/a, and their median
+  paste "$OUT/seg-rate-$2.txt" "$OUT/seg-rate-$1.txt" | awk '{printf "%.2f\n", $1 / $2}' > "$OUT/seg-ratio-$2.txt"
+  echo "$(tr '\n' ' ' < "$OUT/seg-ratio-$2.txt")-> median $(bench_median < "$OUT/seg-ratio-$2.txt")"
+}
 echo "PUT with 200 segments / without:                 $(ratio "$W1" "$W0")"
-echo "decide with segments + audiences / today's:      $(ratio "$DA500" "$D0")"
+echo "decide with segments + audiences / today's:      $(ratio "$DA500" "$D0") (median of the 500 rows)"
 echo "decide 2,000 / 500 campaigns, Lua:               $(ratio "$DL2000" "$D1")"
-echo "decide 2,000 / 500 campaigns, audiences:         $(ratio "$DA2000" "$DA500")"
-echo "decide 2,000 / 500, audiences + declared scores:  $(ratio "$DD2000" "$DD500")"
+echo "decide 2,000 / 500 campaigns, audiences:         $(per_round aud500 aud2000)"
+echo "decide 2,000 / 500, audiences + declared scores: $(per_round decl500 decl2000)"
 echo "campaigns whose audience (and eligible) hold, of those on web / home_banner, per customer:"
-echo "  500: $SH500, 2,000: $SH2000"
+echo "  500: $(cat "$OUT/seg-share-500.txt"), 2,000: $(cat "$OUT/seg-share-2000.txt")"
 echo "GET /api/v1/segments/{id}/size (loopback):       $SIZES"
 echo "GET .../size?overlap=other (loopback, a scan):   $OVERLAPS"
 cat "$OUT/seg-sizes.txt"

@@ -266,6 +266,8 @@ const uint64_t *audience_channel(struct audience_cust *ac, const struct rules_ge
     return x->out;
 }
 
+void audience_boosts_forget(struct audience_cust *ac) { ac->boost_state = 0; }
+
 const uint64_t *audience_boosts(struct audience_cust *ac, const struct rules_gen *g, int chi,
                                 const uint64_t *mask)
 {

@@ -79,6 +79,10 @@ const uint64_t *audience_channel(struct audience_cust *ac, const struct rules_ge
  *  no memory).  Borrowed until the next audience_begin on this thread. */
 const char *audience_view(struct audience_cust *ac, size_t *len);
 
+/** Forget audience_boosts' result: the next call evaluates again, with
+ *  its mask (decide_prune.c widens it). */
+void audience_boosts_forget(struct audience_cust *ac);
+
 /** The boosts of declared scores (engine/formula.h) on channel `chi`
  *  (g->boost[chi]; rules.h) for this customer: bit m set when member m
  *  holds.  Evaluated on the first call for the customer, for the boosts

@@ -66,6 +66,7 @@ static void decide_collector(struct buf *out, void *ud)
             metrics_label(out, id);
             buf_printf(out, "\"} %ld\n", n);
         }
+    decide_prune_metrics(out);
 }
 
 void decide_metrics_init(void)
@@ -95,6 +96,7 @@ static void scratch_free(void *p)
     throttle_resv_free(&s->rv);
     buf_free(&s->cs.text);
     buf_free(&s->cs.val);
+    free(s->pwords);
     free(s);
 }
 
@@ -681,7 +683,13 @@ static int declared_score(struct req *r, const struct rules_campaign *c, int j,
         held = audience_boosts(&r->ac, r->g, r->chi, mask);
     const int *member = held ? r->g->boost_member[r->chi] + first[j] : NULL;
     char why[200];
-    if (!a || formula_eval(c->score_formula, a, vl, held, member, &r->fmemo, out, why, sizeof why)) {
+    const uint64_t *in = r->g->prune_in[r->chi];
+    int rc = !a ? ERR_PARSE
+             : r->pm_ok && in && ((in[j >> 6] >> (j & 63)) & 1) /* its `per`: m is known */
+                 ? formula_eval_m(c->score_formula, r->pm, a, vl, held, member, out, why, sizeof why)
+                 : formula_eval(c->score_formula, a, vl, held, member, &r->fmemo, out, why,
+                                sizeof why);
+    if (rc) {
         struct hooks_res res;
         hooks_refuse(HOOKS_SCORE, c->id, &res, a ? why : "the profile cannot be read");
         hooks_explain(xp, HOOKS_SCORE, res.msg);
@@ -704,89 +712,103 @@ static int next_pass(const uint64_t *pass, int j, int n)
     return n;
 }
 
-/* Step 3: the candidates — the channel's campaigns (priority order) whose
- * audience holds (evaluated in C for the whole channel at once, before any
- * Lua: audience.h) and that pass the cheap filters, eligible and score.
- * Without explain, campaigns whose audience fails are never visited. */
-static void candidates(struct req *r)
+/* Consider position j of the channel's list: the cheap filters, eligible
+ * and the score; a candidate appended to r->cands when it passes (explain
+ * entry xp, or NULL). */
+void decide_consider(struct req *r, int j, json_t *xp)
 {
     const struct rules_gen *g = r->g;
     const struct rules_worker *rw = r->rw;
+    int i = g->by_channel[r->chi][j];
+    const struct rules_campaign *c = &g->camps[i];
+    if (filtered_out(c, r->q->placement, r->pbit, r->now, xp))
+        return;
+    int ref = rw->refs[i];
+    if (ref == LUA_NOREF || ref == LUA_REFNIL) {
+        if (xp)
+            json_object_set_new(xp, "error", json_string("load: campaign not loaded in this worker"));
+        return;
+    }
     const struct call k = { rw->vm, r->L, r->p_ro, r->ctx_ro };
-    const char *placement = r->q->placement;
-    uint64_t pbit = placement ? rules_gen_placement_bit(g, placement) : 0;
-    int64_t now = r->now;
-    json_t *explain = r->explain;
+    const int *hooks = rules_worker_hooks(rw, i);
     struct decide_as_was *aw = r->q->as_was;
-    struct cand *cands = r->cands;
-    int nlist = r->blocked ? 0 : g->nby_channel[r->chi], n = 0;
+    double s;
+    int ok = eligible(&k, c, hooks[HOOKS_ELIGIBLE], rw->hook_true[i] & HOOKS_BIT(HOOKS_ELIGIBLE),
+                      xp);
+    if (aw && aw->elig_reached && i < aw->elig_n && hooks[HOOKS_ELIGIBLE] != LUA_NOREF) {
+        aw->elig_reached[i]++; /* a replay's tally (the eligible_never_passed warning) */
+        aw->elig_passed[i] += ok;
+    }
+    if (!ok)
+        return;
+    if (c->score_model[0]) { /* expected value: the decide's one prediction per model */
+        if (models_score(r->mw, c, r->p_idx, r->ctx_idx, xp, &s, NULL))
+            return; /* explain says why */
+        if (xp)
+            json_object_set_new(xp, "score", json_real(s));
+    } else if (c->score_formula ? declared_score(r, c, j, r->bmask, xp, &s)
+                                : score(&k, c, hooks[HOOKS_SCORE], xp, &s)) {
+        return;
+    }
+    /* field by field: a compound literal zeroed the whole candidate
+     * (~400 bytes: the experiment pick, the counts) for each of up to
+     * ~50 candidates; what is not set here is written before it is read
+     * (li, fmt and coupon by choose_content, seen when hooked, pick when
+     * picked) */
+    struct cand *cd = &r->cands[r->ncand++];
+    cd->idx = i;
+    cd->rank = j;
+    cd->score = s;
+    cd->xp = xp;
+    cd->variant = -1;
+    cd->served = cd->hooked = cd->coupon = cd->picked = 0;
+    buf_reset(&cd->content); /* the content buffer is reused */
+}
+
+/* Step 3: the candidates — the channel's campaigns (priority order) whose
+ * audience holds (evaluated in C for the whole channel at once, before any
+ * Lua: audience.h) and that pass the cheap filters, eligible and score.
+ * Without explain, campaigns whose audience fails are never visited, and
+ * those that could not rank among the offers are left unscored
+ * (decide_prune.c). */
+static void candidates(struct req *r)
+{
+    const struct rules_gen *g = r->g;
+    const char *placement = r->q->placement;
+    json_t *explain = r->explain;
+    int nlist = r->blocked ? 0 : g->nby_channel[r->chi];
+    r->pbit = placement ? rules_gen_placement_bit(g, placement) : 0;
     r->fmemo.n = 0; /* numbers declared scores read: this customer's */
-    const int *list = g->by_channel[r->chi];
+    r->ncand = 0;
+    r->pn = r->pm_ok = 0;
     /* without explain, only the positions the cheap filters let through
      * (active, placement targeted) are evaluated and visited */
-    const uint64_t *serve = explain ? NULL : rules_gen_serve_mask(g, r->chi, placement, pbit);
+    const uint64_t *serve = explain ? NULL : rules_gen_serve_mask(g, r->chi, placement, r->pbit);
     const uint64_t *pass = nlist ? audience_channel(&r->ac, g, r->chi, serve) : NULL;
+    r->bmask = explain ? NULL : pass ? pass : serve;
+    int defer = nlist && !explain && decide_prune_begin(r, pass ? pass : serve);
     for (int j = pass && !explain ? next_pass(pass, 0, nlist) : 0; j < nlist;
          j = pass && !explain ? next_pass(pass, j + 1, nlist) : j + 1) {
-        int i = list[j];
-        const struct rules_campaign *c = &g->camps[i];
+        if (defer && decide_prune_skipped(r, j))
+            continue;
         json_t *xp = NULL;
         if (explain) {
             xp = json_object();
-            json_object_set_new(xp, "campaign_id", json_string(c->id));
+            json_object_set_new(xp, "campaign_id", json_string(g->camps[g->by_channel[r->chi][j]].id));
             json_array_append_new(explain, xp);
         }
-        if (filtered_out(c, placement, pbit, now, xp))
-            continue;
         if (pass && !((pass[j >> 6] >> (j & 63)) & 1)) { /* only with explain */
+            const struct rules_campaign *c = &g->camps[g->by_channel[r->chi][j]];
+            if (filtered_out(c, placement, r->pbit, r->now, xp))
+                continue;
             char why[400];
             audience_explain(&r->ac, g, r->chi, j, why, sizeof why);
             json_object_set_new(xp, "eligible", json_false());
             xp_reason(xp, why[0] ? why : "audience");
             continue;
         }
-        int ref = rw->refs[i];
-        if (ref == LUA_NOREF || ref == LUA_REFNIL) {
-            if (xp)
-                json_object_set_new(xp, "error",
-                                    json_string("load: campaign not loaded in this worker"));
-            continue;
-        }
-        const int *hooks = rules_worker_hooks(rw, i);
-        double s;
-        int ok = eligible(&k, c, hooks[HOOKS_ELIGIBLE],
-                          rw->hook_true[i] & HOOKS_BIT(HOOKS_ELIGIBLE), xp);
-        if (aw && aw->elig_reached && i < aw->elig_n && hooks[HOOKS_ELIGIBLE] != LUA_NOREF) {
-            aw->elig_reached[i]++; /* a replay's tally (the eligible_never_passed warning) */
-            aw->elig_passed[i] += ok;
-        }
-        if (!ok)
-            continue;
-        if (c->score_model[0]) { /* expected value: the decide's one prediction per model */
-            if (models_score(r->mw, c, r->p_idx, r->ctx_idx, xp, &s, NULL))
-                continue; /* explain says why */
-            if (xp)
-                json_object_set_new(xp, "score", json_real(s));
-        } else if (c->score_formula ? declared_score(r, c, j, explain ? NULL : pass ? pass : serve,
-                                                     xp, &s)
-                                    : score(&k, c, hooks[HOOKS_SCORE], xp, &s)) {
-            continue;
-        }
-        /* field by field: a compound literal zeroed the whole candidate
-         * (~400 bytes: the experiment pick, the counts) for each of up to
-         * ~50 candidates; what is not set here is written before it is read
-         * (li, fmt and coupon by choose_content, seen when hooked, pick when
-         * picked) */
-        struct cand *cd = &cands[n++];
-        cd->idx = i;
-        cd->rank = j;
-        cd->score = s;
-        cd->xp = xp;
-        cd->variant = -1;
-        cd->served = cd->hooked = cd->coupon = cd->picked = 0;
-        buf_reset(&cd->content); /* the content buffer is reused */
+        decide_consider(r, j, xp);
     }
-    r->ncand = n;
     if (r->blocked && explain) {
         json_t *x = json_object();
         json_object_set_new(x, "channel", json_string(r->q->channel));
@@ -899,8 +921,10 @@ static int experiment_step(struct req *r, struct cand *cd)
 static int next_batch(struct req *r)
 {
     int nb = 0;
-    while (nb < r->q->limit - r->accepted && r->next < r->ncand) {
-        struct cand *cd = decide_take(r);
+    while (nb < r->q->limit - r->accepted && decide_more(r)) {
+        struct cand *cd = decide_prune_take(r);
+        if (!cd)
+            break;
         if (cap_gate(r, cd))
             continue;
         cd->picked = 0;
@@ -975,8 +999,10 @@ static int reserve_batch(struct req *r, int nb)
             if (rc) {
                 if (cd->xp)
                     json_object_set_new(cd->xp, "capped", json_string(why ? why : err_str(rc)));
-                if (rc != ERR_CAPPED) /* store trouble: serve nothing more */
+                if (rc != ERR_CAPPED) { /* store trouble: serve nothing more */
                     r->next = r->ncand;
+                    r->pn = 0;
+                }
                 continue;
             }
         }
@@ -1013,9 +1039,9 @@ static int reserve_batch(struct req *r, int nb)
 static void walk(struct req *r)
 {
     r->scr->rv.dirty = r->scr->rv.loaded = 0;
-    r->served = r->batch ? r->batch + r->ncand : NULL;
+    r->served = r->batch ? r->batch + r->scr->bcap : NULL; /* the batch: at most ncand <= bcap */
     r->next = r->accepted = 0;
-    while (r->accepted < r->q->limit && r->next < r->ncand) {
+    while (r->accepted < r->q->limit && decide_more(r)) {
         int nb = next_batch(r);
         if (!nb || reserve_batch(r, nb))
             break;

@@ -50,6 +50,8 @@ struct scratch {
     struct throttle_cust tc;
     struct throttle_resv rv;
     struct content_scratch cs; /* template rendering */
+    uint64_t *pwords;     /* decide_prune.c: the deferred positions and the boost mask */
+    size_t pwcap;
 };
 
 /* A decide's state, handed from step to step. */
@@ -80,6 +82,13 @@ struct req {
     struct cand **served;        /* ... and the offers, in order */
     struct cand **order;         /* the candidates, by rank up to `sorted` (rank(), take()) */
     int sorted;                  /* order[0 .. sorted) is final */
+    uint64_t pbit;               /* the placement's bit (rules_gen_placement_bit) */
+    const uint64_t *bmask;       /* positions whose boosts declared scores evaluate together */
+    const uint64_t *skip;        /* positions left unscored (decide_prune.c) ... */
+    double skip_bound;           /* ... none scores above this */
+    int pn;                      /* how many are left unscored (0: none) */
+    int pm_ok;                   /* pm: the multiplier of the channel's prune `per` */
+    double pm;
     struct content_locale loc;       /* the locale the request asks for, on first need */
     struct audience_cust ac;     /* segments and campaign audiences (audience.h) */
     struct formula_memo fmemo;   /* what declared scores read (formula.h) */
@@ -99,6 +108,27 @@ struct req {
 void decide_rank(struct req *r);
 struct cand *decide_take(struct req *r);
 void decide_rank_rest(struct req *r);
+#define RANK_SPARE 4 /* candidates ranked beyond the limit at first (caps hold some back) */
+
+/* Candidates (decide.c): position j of the channel's list through the
+ * cheap filters, eligible and the score; appended to r->cands when it
+ * passes (xp: its explain entry, or NULL). */
+void decide_consider(struct req *r, int j, json_t *xp);
+
+/* Leaving unscored the candidates that cannot rank among the offers
+ * (decide_prune.c).  decide_prune_begin() before step 3's loop over
+ * `universe` (the positions it visits, NULL = all): 1 when some are
+ * skipped — decide_prune_skipped(j) says which, the loop leaves them out.
+ * The walk asks decide_more() whether anything is left and takes
+ * candidates with decide_prune_take() (NULL: none), which scores the
+ * skipped ones first when one of them might rank before what it would
+ * give.  Without skipping these are decide_take() over r->cands. */
+int decide_prune_begin(struct req *r, const uint64_t *universe);
+int decide_prune_skipped(const struct req *r, int j);
+int decide_more(const struct req *r);
+/* Its /metrics lines (promod_decide_unscored_total ...). */
+void decide_prune_metrics(struct buf *out);
+struct cand *decide_prune_take(struct req *r);
 
 /* The decision log and replay (decide_log.c): after the walk, hand the
  * offers to a replay's caller (q->as_was) and queue a sampled live decide

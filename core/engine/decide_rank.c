@@ -22,7 +22,7 @@ static int cand_cmp(const void *a, const void *b)
  * inserted); only a walk that gets past them sorts the rest.  Sorting ~50
  * candidates up front cost ~6k instructions of a decide with 2,000
  * campaigns; the order the walk and explain see is the same either way. */
-#define RANK_SPARE 4
+/* RANK_SPARE: decide_internal.h */
 
 void decide_rank(struct req *r)
 {

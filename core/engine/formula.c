@@ -230,26 +230,77 @@ static int number(const char *mp, size_t mlen, struct formula_memo *memo, const 
     return rc;
 }
 
-int formula_eval(const struct formula *f, const char *mp, size_t mlen, const uint64_t *held,
-                 const int *member, struct formula_memo *memo, double *out, char *err,
-                 size_t errlen)
+/* 1 + p.a / da + ... in `per` order; on error the failing term's index. */
+static int multiplier(const struct formula *f, const char *mp, size_t mlen,
+                      struct formula_memo *memo, double *out, int *bad_term)
+{
+    double m = 1;
+    for (int i = 0; i < f->nper; i++) {
+        double v = 0;
+        int rc = number(mp, mlen, memo, f->per[i].key, f->per[i].len, &v);
+        if (rc < 0) {
+            *bad_term = i;
+            return rc;
+        }
+        if (rc == 0)
+            v = 0;
+        m = m + v / f->per[i].div;
+    }
+    *out = m;
+    return 0;
+}
+
+int formula_multiplier(const struct formula *f, const char *mp, size_t mlen,
+                       struct formula_memo *memo, double *m)
+{
+    int bad_term;
+    return multiplier(f, mp, mlen, memo, m, &bad_term);
+}
+
+int formula_bound_key(const struct formula *f, double *key)
+{
+    if (!f || !isfinite(f->base) || f->base < 0)
+        return 0;
+    double k = f->base;
+    for (int i = 0; i < f->nboost; i++) {
+        if (!isfinite(f->boost[i].by) || f->boost[i].by < 0)
+            return 0;
+        if (f->boost[i].by > 1)
+            k = k * f->boost[i].by;
+    }
+    if (!isfinite(k))
+        return 0;
+    *key = k;
+    return 1;
+}
+
+double formula_low_key(const struct formula *f)
+{
+    double k = f->base;
+    for (int i = 0; i < f->nboost; i++)
+        if (f->boost[i].by < 1)
+            k = k * f->boost[i].by;
+    return k;
+}
+
+int formula_same_per(const struct formula *a, const struct formula *b)
+{
+    if (a->nper != b->nper)
+        return 0;
+    for (int i = 0; i < a->nper; i++)
+        if (a->per[i].len != b->per[i].len || a->per[i].div != b->per[i].div ||
+            memcmp(a->per[i].key, b->per[i].key, a->per[i].len))
+            return 0;
+    return 1;
+}
+
+/* The score from the multiplier on (m: NAN when there is no `per`). */
+static int finish(const struct formula *f, double m, const char *mp, size_t mlen,
+                  const uint64_t *held, const int *member, double *out, char *err, size_t errlen)
 {
     double s = f->base;
-    if (f->nper) {
-        double m = 1;
-        for (int i = 0; i < f->nper; i++) {
-            double v = 0;
-            int rc = number(mp, mlen, memo, f->per[i].key, f->per[i].len, &v);
-            if (rc < 0) {
-                snprintf(err, errlen, "p.%s is not a number", f->per[i].key);
-                return rc;
-            }
-            if (rc == 0)
-                v = 0;
-            m = m + v / f->per[i].div;
-        }
+    if (f->nper)
         s = s * m;
-    }
     for (int i = 0; i < f->nboost; i++) {
         int rc = held ? (int)((held[member[i] >> 6] >> (member[i] & 63)) & 1)
                       : cond_eval(f->boost[i].when, mp, mlen, NULL);
@@ -266,4 +317,26 @@ int formula_eval(const struct formula *f, const char *mp, size_t mlen, const uin
     }
     *out = s;
     return 0;
+}
+
+int formula_eval(const struct formula *f, const char *mp, size_t mlen, const uint64_t *held,
+                 const int *member, struct formula_memo *memo, double *out, char *err,
+                 size_t errlen)
+{
+    double m = NAN;
+    if (f->nper) {
+        int bad_term = 0;
+        int rc = multiplier(f, mp, mlen, memo, &m, &bad_term);
+        if (rc < 0) {
+            snprintf(err, errlen, "p.%s is not a number", f->per[bad_term].key);
+            return rc;
+        }
+    }
+    return finish(f, m, mp, mlen, held, member, out, err, errlen);
+}
+
+int formula_eval_m(const struct formula *f, double m, const char *mp, size_t mlen,
+                   const uint64_t *held, const int *member, double *out, char *err, size_t errlen)
+{
+    return finish(f, m, mp, mlen, held, member, out, err, errlen);
 }

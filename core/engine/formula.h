@@ -105,4 +105,34 @@ int formula_eval(const struct formula *f, const char *mp, size_t mlen, const uin
                  const int *member, struct formula_memo *memo, double *out, char *err,
                  size_t errlen);
 
+/** formula_eval with the multiplier known already: m from
+ *  formula_multiplier of a formula with the same `per` (formula_same_per)
+ *  for the same customer — the same number formula_eval gives. */
+int formula_eval_m(const struct formula *f, double m, const char *mp, size_t mlen,
+                   const uint64_t *held, const int *member, double *out, char *err,
+                   size_t errlen);
+
+/** Bounds, for ranking without scoring every candidate (decide_prune.c):
+ *  a formula is boundable when its base and every boost's `by` are finite
+ *  and >= 0; then, for a customer whose multiplier (1 + p.a / da + ...,
+ *  formula_multiplier) is m >= 0, its score is at most
+ *  key * m, key = base * (the product of max(1, by)) — up to a few ulps of
+ *  rounding, which the caller allows for.
+ *  @return 1 with *key set when boundable, else 0. */
+int formula_bound_key(const struct formula *f, double *key);
+
+/** For a boundable formula: the score is at least lo * m, lo = base * the
+ *  product of min(1, by) (same rounding caveat). */
+double formula_low_key(const struct formula *f);
+
+/** 1 when a and b have the same `per` (attributes and divisors): the same
+ *  customer gives them the same multiplier. */
+int formula_same_per(const struct formula *a, const struct formula *b);
+
+/** The multiplier (1 + p.a / da + ...; 1 without `per`) of formula_eval,
+ *  with the same operations in the same order.
+ *  @return 0 with *m set, or what formula_eval would return for it. */
+int formula_multiplier(const struct formula *f, const char *mp, size_t mlen,
+                       struct formula_memo *memo, double *m);
+
 #endif

@@ -125,6 +125,9 @@ static void gen_free(struct rules_gen *g)
         condset_free(g->boost[i]);
         free(g->boost_first[i]);
         free(g->boost_member[i]);
+        free(g->prune_in[i]);
+        free(g->prune_hi[i]);
+        free(g->prune_lo[i]);
         free(g->aud_serve[i]);
     }
     for (int i = 0; i < g->nplacement_names; i++)
@@ -534,6 +537,52 @@ static void build_boosts(struct rules_gen *g, int ch)
         abort();
 }
 
+/* g->prune_*[ch] (rules.h): the candidates a decide may leave unscored
+ * while better-scored ones fill the offers (engine/decide_prune.c). */
+static void build_prune(struct rules_gen *g, int ch)
+{
+    int n = g->nby_channel[ch], best = 0;
+    const struct formula *per = NULL;
+    double key;
+    /* the most common `per` among the boundable formulas (first of a tie) */
+    for (int j = 0; j < n; j++) {
+        const struct rules_campaign *c = &g->camps[g->by_channel[ch][j]];
+        if (c->score_model[0] || !formula_bound_key(c->score_formula, &key) ||
+            (per && formula_same_per(per, c->score_formula)))
+            continue;
+        int same = 0;
+        for (int k = 0; k < n; k++) {
+            const struct rules_campaign *d = &g->camps[g->by_channel[ch][k]];
+            if (!d->score_model[0] && formula_bound_key(d->score_formula, &key) &&
+                formula_same_per(c->score_formula, d->score_formula))
+                same++;
+        }
+        if (same > best) {
+            best = same;
+            per = c->score_formula;
+        }
+        if (2 * best > n) /* a majority: no other can beat it */
+            break;
+    }
+    if (best < 2)
+        return;
+    g->prune_in[ch] = calloc(CONDSET_WORDS(n), sizeof(uint64_t));
+    g->prune_hi[ch] = calloc((size_t)n, sizeof(double));
+    g->prune_lo[ch] = calloc((size_t)n, sizeof(double));
+    if (!g->prune_in[ch] || !g->prune_hi[ch] || !g->prune_lo[ch])
+        abort();
+    for (int j = 0; j < n; j++) {
+        const struct formula *f = g->camps[g->by_channel[ch][j]].score_formula;
+        if (!g->camps[g->by_channel[ch][j]].score_model[0] && formula_bound_key(f, &key) &&
+            formula_same_per(per, f)) {
+            g->prune_in[ch][j >> 6] |= 1ull << (j & 63);
+            g->prune_hi[ch][j] = key;
+            g->prune_lo[ch][j] = formula_low_key(f);
+        }
+    }
+    g->prune_per[ch] = per;
+}
+
 /* g->aud_serve[ch] (rules.h): per placement, the positions of the
  * channel's list that pass the status and placement filters. */
 static void build_serve_masks(struct rules_gen *g, int ch)
@@ -809,6 +858,7 @@ static struct rules_gen *gen_build(struct app *app, const struct gen_src *gs, in
         g->nby_channel[ch] = n;
         build_audiences(g, ch);
         build_boosts(g, ch);
+        build_prune(g, ch);
     }
     /* placements as bits, so decide filters with a mask test, not strcmp */
     for (int i = 0; i < g->ncamps; i++) {

@@ -191,6 +191,15 @@ struct rules_gen {
      * campaign of the channel has one. */
     struct condset *boost[32];
     int *boost_first[32], *boost_member[32];
+    /** Ranking without scoring every candidate (engine/decide_prune.c):
+     *  per channel, the positions whose declared score is boundable
+     *  (formula_bound_key) and has the channel's most common `per`
+     *  (prune_per: one of those formulas; NULL: none), as a bitset of
+     *  CONDSET_WORDS(nby_channel) words, and by position their bound keys
+     *  above and below (formula_bound_key, formula_low_key; 0 elsewhere). */
+    uint64_t *prune_in[32];
+    double *prune_hi[32], *prune_lo[32];
+    const struct formula *prune_per[32];
     /** Per channel with an audience index: which of its positions may
      *  serve at all (active, and the placement targeted), as
      *  (nplacement_names + 2) bitsets of CONDSET_WORDS(nby_channel) words —

@@ -570,8 +570,12 @@ int server_start(const struct server_opts *o, struct server **out)
         server_free(s);
         return ERR_NOMEM;
     }
-    for (int i = 0; i < s->nworkers; i++)
-        pthread_create(&s->workers[i].thread, NULL, worker_main, &s->workers[i]);
+    for (int i = 0; i < s->nworkers; i++) {
+        char name[16]; /* their CPU apart in /proc (the bench scripts) */
+        snprintf(name, sizeof name, "worker-%u", (unsigned)i % 10000u);
+        if (pthread_create(&s->workers[i].thread, NULL, worker_main, &s->workers[i]) == 0)
+            pthread_setname_np(s->workers[i].thread, name);
+    }
     pthread_barrier_wait(&s->ready);
     if (!__atomic_load_n(&s->init_failed, __ATOMIC_SEQ_CST) && s->ops.base &&
         pthread_create(&s->ops.thread, NULL, ops_main, &s->ops)) {
