@@ -28,7 +28,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_OFFERS 256
 
 static uint64_t fnv64(const void *p, size_t n, uint64_t h)
 {
@@ -205,7 +204,7 @@ struct run {
     struct tally t;
     struct hset reach;            /* campaign x customer: flags 1 before, 2 after */
     struct buf out, strs;
-    struct decide_offer offs[2][MAX_OFFERS];
+    struct decide_offer offs[2][REPLAY_MAX_OFFERS];
     json_t *sample;
     long *elig_reached, *elig_passed; /* the edited rule set's eligible hooks, per campaign */
     int elig_n;
@@ -309,42 +308,44 @@ static int tally_side(struct run *R, int side, const struct decide_as_was *a,
     return 0;
 }
 
-/* NUL-terminated copies of an entry's strings, in R->strs. */
-static void entry_req(struct run *R, const struct dlog_entry *e, struct decide_req *q)
+uint32_t replay_sample_below(const struct replay_opts *o)
 {
-    struct buf *b = &R->strs;
-    buf_reset(b);
-    size_t need = e->customer_len + e->channel_len + e->placement_len + e->accept_language_len + 8;
-    if (buf_reserve(b, need)) {
-        R->rc = ERR_NOMEM;
-        return;
-    }
-    char *p = b->p;
-    memcpy(p, e->customer, e->customer_len);
-    p[e->customer_len] = 0;
-    q->customer_id = p;
-    p += e->customer_len + 1;
-    memcpy(p, e->channel, e->channel_len);
-    p[e->channel_len] = 0;
-    q->channel = p;
-    p += e->channel_len + 1;
-    q->placement = NULL;
-    if (e->placement) {
-        memcpy(p, e->placement, e->placement_len);
-        p[e->placement_len] = 0;
-        q->placement = p;
-        p += e->placement_len + 1;
-    }
-    q->accept_language = NULL;
-    if (e->accept_language) {
-        memcpy(p, e->accept_language, e->accept_language_len);
-        p[e->accept_language_len] = 0;
-        q->accept_language = p;
+    return (uint32_t)(o->sample * 1000000.0 + 0.5);
+}
+
+int replay_take(const struct replay_opts *o, uint32_t sample_below, long decisions,
+                const struct dlog_entry *e)
+{
+    if (sample_below < 1000000u &&
+        hash_fnv1a(e->decision_id, 20, HASH_FNV_INIT) % 1000000u >= sample_below)
+        return -1;
+    return o->limit && decisions >= o->limit ? 1 : 0;
+}
+
+int replay_entry_req(struct buf *strs, const struct dlog_entry *e, struct decide_req *q)
+{
+    buf_reset(strs);
+    if (buf_reserve(strs, e->customer_len + e->channel_len + e->placement_len +
+                              e->accept_language_len + 8))
+        return ERR_NOMEM;
+    char *p = strs->p;
+    const char *src[4] = { e->customer, e->channel, e->placement, e->accept_language };
+    size_t len[4] = { e->customer_len, e->channel_len, e->placement_len, e->accept_language_len };
+    const char **dst[4] = { &q->customer_id, &q->channel, &q->placement, &q->accept_language };
+    for (int i = 0; i < 4; i++) {
+        *dst[i] = NULL;
+        if (!src[i])
+            continue;
+        memcpy(p, src[i], len[i]);
+        p[len[i]] = 0;
+        *dst[i] = p;
+        p += len[i] + 1;
     }
     q->context_text = e->context;
     q->context_len = e->context_len;
-    q->limit = e->limit < 1 ? 1 : e->limit > MAX_OFFERS ? MAX_OFFERS : e->limit;
+    q->limit = e->limit < 1 ? 1 : e->limit > REPLAY_MAX_OFFERS ? REPLAY_MAX_OFFERS : e->limit;
     q->dry_run = 1;
+    return 0;
 }
 
 static int decide_side(struct run *R, int side, struct decide_req *q, int explain, json_t **reply)
@@ -405,19 +406,16 @@ static int visit(void *ud, const void *val, size_t len)
     if (dlog_entry_decode(val, len, &e))
         return 0;
     R->seen++;
-    if (R->sample_below < 1000000u &&
-        hash_fnv1a(e.decision_id, 20, HASH_FNV_INIT) % 1000000u >= R->sample_below)
-        return 0;
-    if (R->o->limit && R->decisions >= R->o->limit)
-        return 1;
+    int take = replay_take(R->o, R->sample_below, R->decisions, &e);
+    if (take)
+        return take > 0;
     struct decide_req q = { 0 };
-    entry_req(R, &e, &q);
-    if (R->rc)
+    if ((R->rc = replay_entry_req(&R->strs, &e, &q)))
         return R->rc;
     struct decide_as_was aw[2];
     for (int side = 0; side < 2; side++) {
         aw[side] = (struct decide_as_was){ e.profile, e.stats, e.profile_len, e.stats_len, e.now,
-                                           e.decision_id, R->offs[side], MAX_OFFERS, 0,
+                                           e.decision_id, R->offs[side], REPLAY_MAX_OFFERS, 0,
                                            side ? R->elig_reached : NULL,
                                            side ? R->elig_passed : NULL, side ? R->elig_n : 0 };
         q.as_was = &aw[side];
@@ -522,7 +520,7 @@ json_t *replay_run(struct store *st, struct rules_gen *base, const char *base_di
                    struct reqerr *e)
 {
     struct run R = { .o = o };
-    R.sample_below = (uint32_t)(o->sample * 1000000.0 + 0.5);
+    R.sample_below = replay_sample_below(o);
     if (rules_sim_worker(base, base_dir, &R.rw[0])) {
         rules_gen_release(edit);
         reqerr_set(e, 500, "internal", NULL, "out of memory for the replay's Lua state");

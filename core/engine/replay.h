@@ -84,4 +84,20 @@ json_t *replay_elig_warnings(const struct rules_gen *g, const long *reached, con
 /** The tallies as {id: {"reached","passed"}} (campaigns reached only). */
 json_t *replay_elig_counts(const struct rules_gen *g, const long *reached, const long *passed);
 
+/* What both replays (replay.c, replay_elig.c) do with a logged entry. */
+#define REPLAY_MAX_OFFERS 256 /**< offers a replayed decide may give */
+struct dlog_entry;
+struct decide_req;
+struct buf;
+/** o->sample as the bound replay_take compares hashes of ids with. */
+uint32_t replay_sample_below(const struct replay_opts *o);
+/** Whether entry `e` is replayed: -1 not sampled, 1 o->limit is reached
+ *  (`decisions` replayed so far: stop), 0 replay it. */
+int replay_take(const struct replay_opts *o, uint32_t sample_below, long decisions,
+                const struct dlog_entry *e);
+/** The dry-run decide request that replays `e`: its strings copied
+ *  NUL-terminated into `strs` (reused), the limit clamped to 1 ..
+ *  REPLAY_MAX_OFFERS.  @return 0 or ERR_NOMEM. */
+int replay_entry_req(struct buf *strs, const struct dlog_entry *e, struct decide_req *q);
+
 #endif

@@ -16,12 +16,10 @@
 #include "engine/rules.h"
 #include "base/buf.h"
 #include "base/err.h"
-#include "base/hash.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_OFFERS 256
 
 json_t *replay_elig_warnings(const struct rules_gen *g, const long *reached, const long *passed)
 {
@@ -66,37 +64,9 @@ struct erun {
     long decisions, failed;
     uint32_t sample_below;
     struct buf out, strs;
-    struct decide_offer offs[MAX_OFFERS];
+    struct decide_offer offs[REPLAY_MAX_OFFERS];
     int rc;
 };
-
-/* NUL-terminated copies of an entry's strings (in R->strs). */
-static int entry_req(struct erun *R, const struct dlog_entry *e, struct decide_req *q)
-{
-    struct buf *b = &R->strs;
-    buf_reset(b);
-    if (buf_reserve(b, e->customer_len + e->channel_len + e->placement_len +
-                           e->accept_language_len + 8))
-        return ERR_NOMEM;
-    char *p = b->p;
-    const char *src[4] = { e->customer, e->channel, e->placement, e->accept_language };
-    size_t len[4] = { e->customer_len, e->channel_len, e->placement_len, e->accept_language_len };
-    const char **dst[4] = { &q->customer_id, &q->channel, &q->placement, &q->accept_language };
-    for (int i = 0; i < 4; i++) {
-        *dst[i] = NULL;
-        if (!src[i])
-            continue;
-        memcpy(p, src[i], len[i]);
-        p[len[i]] = 0;
-        *dst[i] = p;
-        p += len[i] + 1;
-    }
-    q->context_text = e->context;
-    q->context_len = e->context_len;
-    q->limit = e->limit < 1 ? 1 : e->limit > MAX_OFFERS ? MAX_OFFERS : e->limit;
-    q->dry_run = 1;
-    return 0;
-}
 
 static int visit(void *ud, const void *val, size_t len)
 {
@@ -104,16 +74,14 @@ static int visit(void *ud, const void *val, size_t len)
     struct dlog_entry e;
     if (dlog_entry_decode(val, len, &e))
         return 0; /* not an entry: skipped, like the replay does */
-    if (R->sample_below < 1000000u &&
-        hash_fnv1a(e.decision_id, 20, HASH_FNV_INIT) % 1000000u >= R->sample_below)
-        return 0;
-    if (R->o->limit && R->decisions >= R->o->limit)
-        return 1;
+    int take = replay_take(R->o, R->sample_below, R->decisions, &e);
+    if (take)
+        return take > 0;
     struct decide_req q = { 0 };
-    if ((R->rc = entry_req(R, &e, &q)))
+    if ((R->rc = replay_entry_req(&R->strs, &e, &q)))
         return R->rc;
     struct decide_as_was aw = { e.profile, e.stats, e.profile_len, e.stats_len, e.now,
-                                e.decision_id, R->offs, MAX_OFFERS, 0,
+                                e.decision_id, R->offs, REPLAY_MAX_OFFERS, 0,
                                 R->reached, R->passed, R->n };
     q.as_was = &aw;
     struct reqerr er = { 0 };
@@ -129,7 +97,7 @@ json_t *replay_eligible(struct store *log, struct rules_gen *g, const char *dir,
                         const struct replay_opts *o, struct reqerr *e)
 {
     struct erun R = { .o = o, .n = g ? g->ncamps : 0 };
-    R.sample_below = (uint32_t)(o->sample * 1000000.0 + 0.5);
+    R.sample_below = replay_sample_below(o);
     R.reached = calloc((size_t)R.n + 1, sizeof *R.reached);
     R.passed = calloc((size_t)R.n + 1, sizeof *R.passed);
     if (!g || !R.reached || !R.passed) {
