@@ -149,6 +149,34 @@ static inline long otfx_wait_int(struct tfx_server *s, const char *path, const c
     return v;
 }
 
+/* Poll GET /api/v1/outbox until nothing is queued, held or in flight —
+ * no delivery can follow — and the campaign's sends (when `campaign` is
+ * not NULL) are "done".  1 when reached within timeout_ms.  What tests
+ * wait for before asserting that something did NOT happen (a duplicate, a
+ * retry), instead of sleeping. */
+static inline int otfx_wait_idle(struct tfx_server *s, const char *campaign, int timeout_ms)
+{
+    char path[300];
+    if (campaign)
+        snprintf(path, sizeof path, "/api/v1/campaigns/%s/sends", campaign);
+    for (int waited = 0; waited <= timeout_ms; waited += 50) {
+        json_t *j = otfx_get(s, "/api/v1/outbox");
+        int idle = otfx_int(j, "queued") == 0 && otfx_int(j, "in_flight") == 0 &&
+                   otfx_int(j, "held") <= 0;
+        json_decref(j);
+        if (idle && campaign) {
+            j = otfx_get(s, path);
+            const char *st = json_string_value(json_object_get(j, "state"));
+            idle = st && !strcmp(st, "done");
+            json_decref(j);
+        }
+        if (idle)
+            return 1;
+        usleep(50000);
+    }
+    return 0;
+}
+
 /* POST /api/v1/admin/clock {"offset": secs} */
 static inline void otfx_clock(struct tfx_server *s, long offset)
 {

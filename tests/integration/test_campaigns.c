@@ -382,7 +382,9 @@ Test(campaigns, delete_archives_and_removes_the_file)
     cr_assert(!ctfx_exists(&srv, "rules/gone.lua"), "a refused edit writes no file");
     /* a file put back for an archived campaign stays archived */
     tfx_write(&srv, "rules/gone.lua", s);
-    usleep(400000);
+    /* a forced reload has read it when it answers (no waiting on the watcher) */
+    cr_assert_eq(ctfx_req(&srv, "POST", "/api/v1/rules/reload", NULL, "{}", &r), 200, "%s", r.body);
+    tfx_resp_free(&r);
     offer = ctfx_offer(&srv, NULL, "gone");
     cr_assert_null(offer, "archived stays archived");
     free(s);
