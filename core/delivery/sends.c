@@ -913,6 +913,7 @@ static void *builder_main(void *arg)
         log_error("sends: no Lua state for the audience builder", "%s", "");
         return NULL;
     }
+    rules_worker_on_demand(rw); /* S.base runs no loop: build_batch refreshes it */
     pthread_mutex_lock(&S.mu);
     while (!S.stop) {
         /* next building send, round robin */

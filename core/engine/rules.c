@@ -988,6 +988,10 @@ json_t *rules_status_json(void)
         json_array_append_new(files, x);
     }
     json_object_set_new(o, "generation", json_integer(g ? (json_int_t)g->seq : 0));
+    int nw = 0;
+    uint64_t live_gen = rules_workers_live(&nw);
+    json_object_set_new(o, "live_generation", json_integer((json_int_t)live_gen));
+    json_object_set_new(o, "workers", json_integer(nw));
     json_object_set_new(o, "campaigns", json_integer(g ? g->ncamps : 0));
     json_object_set_new(o, "channels", json_integer(g ? g->nchans : 0));
     json_object_set_new(o, "build_ms", json_real(g ? g->build_ms : 0));

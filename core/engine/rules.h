@@ -399,6 +399,7 @@ struct rules_worker {
     /** A simulation's throwaway worker (rules_sim_start): never the
      *  thread's own, never refreshed, its hook errors stay out of /metrics. */
     int sim;
+    uint64_t live_seq;    /**< gen->seq, for other threads (atomic: rules_workers_live) */
 };
 
 /** Hook function refs of campaign `camp` of rw->gen, indexed by enum
@@ -430,6 +431,17 @@ void rules_worker_refresh(struct rules_worker *rw);
  *  live generation; rules_sim_start() with an unpublished one. */
 void rules_worker_adopt(struct rules_worker *rw, struct rules_gen *g);
 struct rules_worker *rules_worker_self(void);
+
+/** The newest generation every thread's worker (HTTP workers, delivery,
+ *  sends: rules_worker_start) has adopted — an edit is live everywhere once
+ *  this reaches its generation; 0 before any worker runs.  *nworkers (may
+ *  be NULL) receives how many there are.  Any thread. */
+uint64_t rules_workers_live(int *nworkers);
+
+/** A worker whose thread runs no event loop and refreshes it before each
+ *  use instead (the sends' audience builder): left out of
+ *  rules_workers_live, since it never holds an old generation at work. */
+void rules_worker_on_demand(struct rules_worker *rw);
 
 /* --- simulation (rules_sim.c; any thread) ------------------------------- */
 /** A throwaway worker for running decide against a script that is not

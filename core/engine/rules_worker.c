@@ -16,9 +16,11 @@
 #include "base/log.h"
 #include "lua/luavm.h"
 #include <event2/event.h>
+#include <pthread.h>
 #include <lauxlib.h>
 #include <lua.h>
 #include <stdio.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -98,6 +100,49 @@ static struct content_prog **compile_variants(lua_State *L, int *n, int *nloc)
     return progs;
 }
 
+/* The threads' own workers (rules_worker_start), for rules_workers_live():
+ * which generation every one of them has adopted. */
+#define LIVE_MAX 64
+static pthread_mutex_t live_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct rules_worker *live[LIVE_MAX];
+static int nlive;
+
+static void live_add(struct rules_worker *rw)
+{
+    pthread_mutex_lock(&live_mu);
+    if (nlive < LIVE_MAX)
+        live[nlive++] = rw;
+    pthread_mutex_unlock(&live_mu);
+}
+
+static void live_remove(struct rules_worker *rw)
+{
+    pthread_mutex_lock(&live_mu);
+    for (int i = 0; i < nlive; i++)
+        if (live[i] == rw) {
+            live[i] = live[--nlive];
+            break;
+        }
+    pthread_mutex_unlock(&live_mu);
+}
+
+void rules_worker_on_demand(struct rules_worker *rw) { live_remove(rw); }
+
+uint64_t rules_workers_live(int *nworkers)
+{
+    uint64_t min = UINT64_MAX;
+    pthread_mutex_lock(&live_mu);
+    for (int i = 0; i < nlive; i++) {
+        uint64_t s = __atomic_load_n(&live[i]->live_seq, __ATOMIC_ACQUIRE);
+        if (s < min)
+            min = s;
+    }
+    if (nworkers)
+        *nworkers = nlive;
+    pthread_mutex_unlock(&live_mu);
+    return nlive ? min : 0;
+}
+
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -119,6 +164,7 @@ int rules_worker_start(struct event_base *base, struct rules_worker **out)
     }
     tl_rw = rw;
     rules_worker_refresh(rw);
+    live_add(rw);
     rw->tick = event_new(base, -1, EV_PERSIST, on_tick, rw);
     struct timeval tv = { 0, 250000 };
     event_add(rw->tick, &tv);
@@ -130,6 +176,7 @@ void rules_worker_stop(struct rules_worker *rw)
 {
     if (!rw)
         return;
+    live_remove(rw);
     if (rw->tick)
         event_free(rw->tick);
     rules_gen_release(rw->gen);
@@ -274,6 +321,7 @@ void rules_worker_adopt(struct rules_worker *rw, struct rules_gen *g)
     rw->content = content;
     rules_gen_release(rw->gen);
     rw->gen = g;
+    __atomic_store_n(&rw->live_seq, g->seq, __ATOMIC_RELEASE);
     lua_gc(L, LUA_GCCOLLECT, 0);
     if (!rw->sim)
         log_info("worker adopted rules", "generation=%llu compiled=%d ms=%.1f lua_kb=%zu",

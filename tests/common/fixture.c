@@ -570,3 +570,21 @@ int tfx_metric(const char *text, const char *name, const char *labels, double *v
     }
     return 0;
 }
+
+int tfx_wait_rules_live(struct tfx_server *s, int timeout_ms)
+{
+    for (int waited = 0; waited <= timeout_ms; waited += 20) {
+        struct tfx_resp r;
+        int st = tfx_req(s, "GET", "/api/v1/rules", NULL, &r);
+        long long gen = -1, live = -2;
+        if (st == 200 && r.json) {
+            gen = json_integer_value(json_object_get(r.json, "generation"));
+            live = json_integer_value(json_object_get(r.json, "live_generation"));
+        }
+        tfx_resp_free(&r);
+        if (live >= gen && gen > 0)
+            return 1;
+        usleep(20000);
+    }
+    return 0;
+}

@@ -123,6 +123,12 @@ int tfx_promod(char **output, const char *arg, ...) __attribute__((sentinel));
  *  in Prometheus text; @return 1 and the value, 0 when the series is absent. */
 int tfx_metric(const char *text, const char *name, const char *labels, double *value);
 
+/** Wait until every thread's rules worker has adopted the newest rule set
+ *  (GET /api/v1/rules: live_generation >= generation), polling up to
+ *  timeout_ms.  1 when reached — what a test waits for after an edit,
+ *  instead of sleeping through the workers' 250 ms adoption tick. */
+int tfx_wait_rules_live(struct tfx_server *s, int timeout_ms);
+
 /** Make a fresh temp directory path (mkdtemp) into buf. */
 void tfx_tmpdir(char *buf, size_t len);
 /** rm -rf */

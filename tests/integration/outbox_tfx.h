@@ -177,6 +177,21 @@ static inline int otfx_wait_idle(struct tfx_server *s, const char *campaign, int
     return 0;
 }
 
+/* Poll GET /api/v1/outbox until nothing is in flight: an attempt already
+ * on its way has landed (or failed).  1 when reached within timeout_ms. */
+static inline int otfx_wait_no_flight(struct tfx_server *s, int timeout_ms)
+{
+    for (int waited = 0; waited <= timeout_ms; waited += 20) {
+        json_t *j = otfx_get(s, "/api/v1/outbox");
+        long n = otfx_int(j, "in_flight");
+        json_decref(j);
+        if (n == 0)
+            return 1;
+        usleep(20000);
+    }
+    return 0;
+}
+
 /* POST /api/v1/admin/clock {"offset": secs} */
 static inline void otfx_clock(struct tfx_server *s, long offset)
 {

@@ -70,7 +70,7 @@ Test(plugins, email_reaches_the_provider_with_parts_and_consent)
     cr_assert(otfx_wait_campaign(&srv, "mail"));
     cr_assert_eq(otfx_action(&srv, "mail", "launch"), 200);
     cr_assert_eq(otfx_wait_int(&srv, "/api/v1/campaigns/mail/sends", "sent", 1, 10000), 1);
-    usleep(300000);
+    cr_assert(otfx_wait_idle(&srv, "mail", 15000), "the send never finished");
     cr_assert_eq(rcv_count(rcv), 1, "only the consenting customer with an address");
     struct rcv_entry e;
     json_t *b = entry_json(0, &e);
@@ -226,7 +226,7 @@ Test(plugins, quiet_hours_follow_the_customer_time_zone)
     tfx_resp_free(&r);
     otfx_clock(&srv, otfx_offset_for_hour(8, 1) + 1800); /* 08:30 UTC the next day */
     cr_assert_eq(rcv_wait_unique(rcv, 2, 10000), 2);
-    usleep(500000);
+    cr_assert(otfx_wait_idle(&srv, NULL, 15000), "the outbox never went idle");
     cr_assert_eq(rcv_count(rcv), 2);
     rcv_get(rcv, 1, &e);
     cr_assert_str_eq(e.key, "send:qh:email:utc");
@@ -329,7 +329,8 @@ Test(plugins, broken_plugins_are_contained_and_reported)
     }
     free(before);
     cr_assert(changed, "the plugin was not reloaded");
-    usleep(600000); /* the delivery thread adopts the new generation within 250 ms */
+    /* the delivery thread adopts the new generation on its next tick */
+    cr_assert(tfx_wait_rules_live(&srv, 15000), "a thread kept the old plugin");
     struct tfx_resp r;
     cr_assert_eq(tfx_req(&srv, "POST", "/api/v1/outbox/dead/redrive",
                          "{\"all\": true, \"channel\": \"boom\"}", &r), 200, "%s", r.body);

@@ -289,8 +289,8 @@ Test(reload, lib_change_reaches_requiring_campaigns)
     /* the library file itself is not a campaign */
     cr_assert_null(file_status("/lib/greet.lua"));
     /* a broken library: the campaigns that need it keep their previous version
-     * (in the workers that loaded it: every worker adopts within 250 ms) */
-    usleep(400000);
+     * (in the workers that loaded it: every worker has adopted it) */
+    cr_assert(tfx_wait_rules_live(&srv, 15000), "a worker kept the old library");
     tfx_write(&srv, "rules/lib/greet.lua", "local M = {\nreturn M\n");
     json_t *f = wait_status("/greeter2.lua", "error_previous_live");
     cr_assert(strstr(jstr(json_object_get(f, "error"), "message"), "greet.lua:2:"), "%s",

@@ -238,7 +238,8 @@ Test(sends, pause_holds_resume_continues_stop_drops)
     cr_assert_eq(otfx_action(&srv, "pr", "launch"), 200);
     cr_assert(rcv_wait_unique(rcv, 5, 10000) >= 5);
     cr_assert_eq(otfx_action(&srv, "pr", "pause"), 200);
-    usleep(600000); /* an attempt already in flight may still land */
+    /* an attempt already in flight may still land: wait for it */
+    cr_assert(otfx_wait_no_flight(&srv, 15000), "an attempt stayed in flight");
     size_t at_pause = rcv_count(rcv);
     usleep(1200000);
     cr_assert_eq(rcv_count(rcv), at_pause, "deliveries went on while paused");
@@ -248,7 +249,7 @@ Test(sends, pause_holds_resume_continues_stop_drops)
     json_decref(s);
     cr_assert_eq(otfx_action(&srv, "pr", "launch"), 200, "launch resumes a paused campaign");
     cr_assert_eq(rcv_wait_unique(rcv, 40, 20000), 40);
-    usleep(300000);
+    cr_assert(otfx_wait_idle(&srv, "pr", 15000), "the outbox never went idle");
     cr_assert_eq(rcv_count(rcv), 40, "no message twice across pause and resume");
     s = otfx_get(&srv, "/api/v1/campaigns/pr/sends");
     cr_assert_eq(otfx_int(s, "held"), 0);
@@ -263,7 +264,7 @@ Test(sends, pause_holds_resume_continues_stop_drops)
     cr_assert_eq(otfx_action(&srv, "st", "launch"), 200);
     cr_assert(rcv_wait_unique(rcv, 5, 10000) >= 5);
     cr_assert_eq(otfx_action(&srv, "st", "stop"), 200);
-    usleep(600000);
+    cr_assert(otfx_wait_no_flight(&srv, 15000), "an attempt stayed in flight");
     size_t at_stop = rcv_count(rcv);
     usleep(1200000);
     cr_assert_eq(rcv_count(rcv), at_stop, "deliveries went on after stop");
@@ -302,7 +303,7 @@ Test(sends, sigkill_mid_send_then_restart_delivers_each_exactly_once)
     cr_assert_eq(tfx_server_start(&srv), 0, "restart failed");
     otfx_clock(&srv, otfx_offset_for_hour(12, 0)); /* the test clock is not persisted */
     cr_assert_eq(rcv_wait_unique(rcv, (size_t)N, 90000), (size_t)N, "not every customer was delivered");
-    usleep(500000);
+    cr_assert(otfx_wait_idle(&srv, NULL, 30000), "the outbox never went idle");
     /* every key is one of ours: N distinct expected keys, nothing else */
     size_t total = rcv_count(rcv);
     for (size_t i = 0; i < total; i++) {

@@ -78,7 +78,7 @@ Test(triggers, fires_after_the_delay_unless_cancelled)
     cr_assert_eq(rcv_count(rcv), 0, "nothing before the delay (58 min)");
     otfx_clock(&srv, base_offset + 3601);
     cr_assert_eq(rcv_wait_unique(rcv, 1, 10000), 1);
-    usleep(500000);
+    cr_assert(otfx_wait_idle(&srv, NULL, 15000), "the outbox never went idle");
     cr_assert_eq(rcv_count(rcv), 1);
     struct rcv_entry e;
     rcv_get(rcv, 0, &e);
@@ -107,7 +107,7 @@ Test(triggers, timers_survive_a_crash)
     event("purchase", "t1");
     otfx_clock(&srv, base_offset + 3700);
     cr_assert_eq(rcv_wait_unique(rcv, 1, 10000), 1);
-    usleep(800000);
+    cr_assert(otfx_wait_idle(&srv, NULL, 15000), "the outbox never went idle");
     cr_assert_eq(rcv_count(rcv), 1);
     cr_assert_eq(timers(), 0);
 }
@@ -128,7 +128,7 @@ Test(triggers, only_launched_campaigns_react)
     for (int i = 0; i < 100 && timers() > 0; i++)
         usleep(50000);
     cr_assert_eq(timers(), 0, "the due timer was consumed");
-    usleep(500000);
+    cr_assert(otfx_wait_idle(&srv, NULL, 15000), "the outbox never went idle");
     cr_assert_eq(rcv_count(rcv), 0, "a stopped campaign sends nothing");
 }
 

@@ -169,7 +169,7 @@ static void wait_generation_after(long g)
     for (int i = 0; i < 300 && generation() <= g; i++)
         usleep(10000);
     cr_assert_gt(generation(), g, "the edit was not loaded within 3 s");
-    usleep(300000); /* workers adopt the new generation between requests (tick: 250 ms) */
+    cr_assert(tfx_wait_rules_live(&srv, 15000), "a worker kept the old rules");
 }
 
 Test(bucket, server_split_is_predicted_stable_and_weighted, .fini = srv_teardown, .timeout = 120)
