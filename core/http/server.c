@@ -571,7 +571,8 @@ int server_start(const struct server_opts *o, struct server **out)
         return ERR_NOMEM;
     }
     for (int i = 0; i < s->nworkers; i++)
-        pthread_create(&s->workers[i].thread, NULL, worker_main, &s->workers[i]);
+        if (!pthread_create(&s->workers[i].thread, NULL, worker_main, &s->workers[i]))
+            pthread_setname_np(s->workers[i].thread, "worker"); /* its CPU apart in /proc */
     pthread_barrier_wait(&s->ready);
     if (!__atomic_load_n(&s->init_failed, __ATOMIC_SEQ_CST) && s->ops.base &&
         pthread_create(&s->ops.thread, NULL, ops_main, &s->ops)) {
