@@ -94,6 +94,11 @@ struct slot {
     struct buf b; /* the encoded entry */
 };
 
+/* Three cache lines' worth of groups: what the ring's mutex guards
+ * (written by every logged decide), what every decide reads (written at
+ * start and stop only: on a line of its own, so that dlog_sampled does
+ * not miss in the cache each time another worker took the mutex), and
+ * what the writer thread updates per entry. */
 static struct {
     pthread_mutex_t mu;
     pthread_cond_t wake, done;
@@ -103,14 +108,15 @@ static struct {
     long cap, head, count;
     uint64_t submitted, written;
     uint64_t flush_to;          /* dlog_flush waits until this many are written */
-    int running, stop;
+    int stop;
     pthread_t th;
+    _Alignas(64) int running;
+    uint32_t threshold;         /* sampled when hash % 1e6 < threshold */
     struct store *st;           /* the main environment: entries from before (legacy) */
     struct store *env;          /* the log's own environment */
     int legacy;                 /* the main environment still holds entries */
-    uint32_t threshold;         /* sampled when hash % 1e6 < threshold */
     int64_t retention_ms;
-    uint64_t seq;               /* the next entry's sequence number (writer only) */
+    _Alignas(64) uint64_t seq;  /* the next entry's sequence number (writer only) */
     int64_t last_ts;            /* the greatest key millisecond appended (writer only) */
     _Atomic long n_written, n_dropped, n_swept, n_failed;
 } D = { .mu = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER,
