@@ -14,7 +14,9 @@
 # store's write-lock waits per decide (promod_store_write_lock_wait_*:
 # cap reservations waiting for another writer), the log's drops and the
 # CPU per decide of the log's writer thread (the task named dlog-writer;
-# builds before it was named print 0).  Then `promod replay` (the rules as they are against themselves:
+# builds before it was named print 0), of the worker threads (named
+# worker-N) and of the stores' syncer threads (sync-<dir>; builds before
+# they were named print 0 for both).  Then `promod replay` (the rules as they are against themselves:
 # every decide is run twice) over everything the "on" runs logged, which
 # prints replayed decisions per second.  Load (/proc/loadavg) and CPU steal
 # (/proc/stat) over the run are printed last: quote them with the figures.
@@ -101,8 +103,11 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$SERVER_PID/stat"; }
 sys_ticks() { awk '{print $15}' "/proc/$SERVER_PID/stat"; }
 minflt() { awk '{print $10}' "/proc/$SERVER_PID/stat"; }
 writer_ticks() { # the decision log's writer thread (named dlog-writer), user + system
+  class_ticks 'dlog-writer'
+}
+class_ticks() { # PATTERN: user + system ticks of the server's threads whose name matches
   for t in /proc/"$SERVER_PID"/task/*; do
-    if [ "$(cat "$t/comm" 2>/dev/null)" = dlog-writer ]; then awk '{print $14 + $15}' "$t/stat"; fi
+    case "$(cat "$t/comm" 2>/dev/null)" in $1) awk '{print $14 + $15}' "$t/stat" ;; esac
   done | awk '{s += $1} END {print s + 0}'
 }
 REF_SCRIPT=$SHARED/bench/decide.wrk.lua
@@ -111,10 +116,10 @@ run() { # sample round -> "rps cpu_us_per_decide dropped"
   CUSTOMERS=$WL/customers.txt CHANNEL=web PLACEMENT=home_banner DECIDE_SCRIPT=$REF_SCRIPT \
     wrk -t1 -c"$CONNS" -d2s -s "$REF_SCRIPT" "http://127.0.0.1:$PORT" >/dev/null 2>&1 || true
   local t0 t1 f=$OUT/wrk-dlog-$1-$2.txt
-  t0=$(cpu_ticks); s0=$(sys_ticks); f0=$(minflt); w0=$(writer_ticks)
+  t0=$(cpu_ticks); s0=$(sys_ticks); f0=$(minflt); w0=$(writer_ticks); k0=$(class_ticks 'worker*'); y0=$(class_ticks 'sync-*')
   CUSTOMERS=$WL/customers.txt CHANNEL=web PLACEMENT=home_banner DECIDE_SCRIPT=$REF_SCRIPT \
     wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$REF_SCRIPT" "http://127.0.0.1:$PORT" >"$f" 2>&1 || true
-  t1=$(cpu_ticks); s1=$(sys_ticks); f1=$(minflt); w1=$(writer_ticks)
+  t1=$(cpu_ticks); s1=$(sys_ticks); f1=$(minflt); w1=$(writer_ticks); k1=$(class_ticks 'worker*'); y1=$(class_ticks 'sync-*')
   local rps n dropped
   rps=$(awk '/Requests\/sec/ {print $2}' "$f")
   n=$(awk '/requests in/ {print $1}' "$f")
@@ -122,7 +127,7 @@ run() { # sample round -> "rps cpu_us_per_decide dropped"
   waits=$(metric promod_store_write_lock_waits_total)
   waitsec=$(metric promod_store_write_lock_wait_seconds_total)
   stop_server
-  python3 -c "n = max(1, $n + 0); hz = $(getconf CLK_TCK); print('%s %.1f %s %.1f %.2f %.1f %.2f %.1f' % ('$rps', ($t1 - $t0) * 1e6 / hz / n, '$dropped', 1000.0 * ${waits:-0} / n, 1e6 * ${waitsec:-0} / n, ($s1 - $s0) * 1e6 / hz / n, ($f1 - $f0) / n, ($w1 - $w0) * 1e6 / hz / n))"
+  python3 -c "n = max(1, $n + 0); hz = $(getconf CLK_TCK); print('%s %.1f %s %.1f %.2f %.1f %.2f %.1f %.1f %.1f' % ('$rps', ($t1 - $t0) * 1e6 / hz / n, '$dropped', 1000.0 * ${waits:-0} / n, 1e6 * ${waitsec:-0} / n, ($s1 - $s0) * 1e6 / hz / n, ($f1 - $f0) / n, ($w1 - $w0) * 1e6 / hz / n, ($k1 - $k0) * 1e6 / hz / n, ($y1 - $y0) * 1e6 / hz / n))"
 }
 
 echo "== decide, decision log off (sample 0) and on (sample 1), $ROUNDS interleaved rounds of ${DURATION}s"
@@ -130,11 +135,11 @@ RATIOS=()
 CPURATIOS=()
 for r in $(seq 1 "$ROUNDS"); do
   if [ $((r % 2)) -eq 1 ]; then
-    read -r OFF OFFCPU _ OFFW OFFWUS OFFSYS OFFPF _ < <(run 0 "$r")
-    read -r ON ONCPU DROP ONW ONWUS ONSYS ONPF ONWR < <(run 1 "$r")
+    read -r OFF OFFCPU _ OFFW OFFWUS OFFSYS OFFPF _ OFFWK OFFSY < <(run 0 "$r")
+    read -r ON ONCPU DROP ONW ONWUS ONSYS ONPF ONWR ONWK ONSY < <(run 1 "$r")
   else
-    read -r ON ONCPU DROP ONW ONWUS ONSYS ONPF ONWR < <(run 1 "$r")
-    read -r OFF OFFCPU _ OFFW OFFWUS OFFSYS OFFPF _ < <(run 0 "$r")
+    read -r ON ONCPU DROP ONW ONWUS ONSYS ONPF ONWR ONWK ONSY < <(run 1 "$r")
+    read -r OFF OFFCPU _ OFFW OFFWUS OFFSYS OFFPF _ OFFWK OFFSY < <(run 0 "$r")
   fi
   RATIO=$(python3 -c "print('%.3f' % ($ON / $OFF))")
   CPURATIO=$(python3 -c "print('%.3f' % ($OFFCPU / max(0.001, $ONCPU)))")
@@ -143,6 +148,8 @@ for r in $(seq 1 "$ROUNDS"); do
   printf "round %d: off %8.0f/s   on %8.0f/s   on/off %s\n" "$r" "$OFF" "$ON" "$RATIO"
   printf "   per decide, off / on: server cpu %s / %s us (of it kernel %s / %s us), page faults %s / %s, store write-lock waits %s / %s per 1000 decides, %s / %s us waited; %s entries dropped; the log's writer thread %s us\n" \
     "$OFFCPU" "$ONCPU" "$OFFSYS" "$ONSYS" "$OFFPF" "$ONPF" "$OFFW" "$ONW" "$OFFWUS" "$ONWUS" "$DROP" "$ONWR"
+  printf "   of the server cpu per decide, off / on: worker threads %s / %s us, the stores' syncer threads (sync-*) %s / %s us\n" \
+    "$OFFWK" "$ONWK" "$OFFSY" "$ONSY"
 done
 median() { sort -n | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2] + a[NR/2+1]) / 2}'; }
 echo "median on/off decide rate ratio: $(printf '%s\n' "${RATIOS[@]}" | median) (target >= 0.9)"

@@ -26,8 +26,9 @@
  * quiet hours closed the channel) and the rule set generation.
  *
  * Off the request path: dlog_submit() encodes the entry into the worker's
- * own buffer and trades it for a drained one in a bounded ring (a pointer
- * swap under a mutex, no allocation in steady state); one writer thread
+ * own buffer, moves it into a bounded ring and takes the buffer the writer
+ * drained last (a few stores under a mutex, no allocation in steady
+ * state); one writer thread
  * drains the ring in batches (one per 50 ms at most under load, sooner
  * when the ring is a quarter full or dlog_flush waits), one LMDB write
  * transaction per batch, committed without waiting for the disk.  A full ring drops the entry

@@ -688,6 +688,12 @@ int store_open(const struct store_opts *o, struct store **out)
         store_free(s);
         return ERR_NOMEM;
     }
+    /* named so that their CPU shows apart in /proc/PID/task (bench-dlog.sh):
+     * "sync-" / "grow-" and the environment's directory name */
+    const char *base = strrchr(o->dir, '/');
+    char nm[16];
+    snprintf(nm, sizeof nm, "sync-%s", base && base[1] ? base + 1 : o->dir);
+    pthread_setname_np(s->syncer, nm);
     if (pthread_create(&s->grower, NULL, grower_main, s)) {
         pthread_mutex_lock(&s->mu);
         s->running = 0;
@@ -697,6 +703,8 @@ int store_open(const struct store_opts *o, struct store **out)
         store_free(s);
         return ERR_NOMEM;
     }
+    snprintf(nm, sizeof nm, "grow-%s", base && base[1] ? base + 1 : o->dir);
+    pthread_setname_np(s->grower, nm);
     *out = s;
     return 0;
 fail:
