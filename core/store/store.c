@@ -697,6 +697,9 @@ int store_open(const struct store_opts *o, struct store **out)
         store_free(s);
         return ERR_NOMEM;
     }
+    s->prewarm_done = 1;
+    if (o->prewarm && (rc = store_prewarm_start(s, s->used))) /* the store works without */
+        log_warn("store prewarm not started", "dir=\"%s\" err=\"%s\"", o->dir, strerror(-rc));
     *out = s;
     return 0;
 fail:
@@ -709,6 +712,7 @@ void store_close(struct store *s)
 {
     if (!s)
         return;
+    store_prewarm_stop(s);
     pthread_mutex_lock(&s->gmu);
     s->grow_running = 0;
     pthread_cond_signal(&s->grow_cv);
