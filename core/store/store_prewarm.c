@@ -11,13 +11,17 @@
  * redemption writer faulted on the free pages it reused; redemptions ran
  * at 2,200/s cold against 6,300/s with the file cached, on the same
  * loaded machine (docs/promotions.md, "Performance").  Reading the file
- * in large sequential preads takes under a second for that store.
+ * page by page takes about a second for that store (1.3 s under load).
  *
- * How, without the large folios that MDB_NORDAHEAD avoids: the thread
- * reads through its own descriptor with POSIX_FADV_RANDOM, which makes
- * the kernel read exactly the pages asked for, cached as single 4 KiB
- * pages (readahead is what allocates large folios).  Holes of the sparse
- * file are skipped (SEEK_DATA).  It reads at most half of the memory
+ * How, without the large folios that MDB_NORDAHEAD avoids: reads of 1 MiB
+ * (even through a descriptor with POSIX_FADV_RANDOM) were cached as large
+ * folios on this kernel, and a flush then wrote 2-4.5 MB per redemption
+ * instead of ~20 KB (measured: 576-962 redemptions/s against 2,269-2,503
+ * without the prewarm).  So the thread asks for each page on its own:
+ * POSIX_FADV_WILLNEED of one page (asynchronous, order-0 pages; the disk
+ * merges the neighbours), then a second pass of one-page preads that
+ * waits for them and reads any page the first pass missed.  Holes of the
+ * sparse file are skipped (SEEK_DATA).  It reads at most half of the memory
  * available at start (MemAvailable in /proc/meminfo), so a store larger
  * than memory does not push out everything else, and stops when the
  * store closes.  It reads only: it takes no lock and no transaction, and
@@ -33,8 +37,6 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-
-#define PREWARM_CHUNK (1u << 20)
 
 struct prewarm_arg {
     struct store *s;
@@ -68,30 +70,48 @@ static void *prewarm_main(void *ud)
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     size_t bound = memory_bound(), done = 0;
-    char *buf = malloc(PREWARM_CHUNK);
-    off_t off = 0;
+    long ps = sysconf(_SC_PAGESIZE);
+    size_t page = ps > 0 ? (size_t)ps : 4096;
+    char *buf = malloc(page);
     int stopped = 0;
-    while (buf && (size_t)off < a.end && done < bound) {
-        if (__atomic_load_n(&s->prewarm_stop, __ATOMIC_RELAXED)) {
-            stopped = 1;
-            break;
+    /* pass 1 asks for every page, one page per call (the disk gets them
+     * merged and in parallel); pass 2 reads each, one page per call,
+     * which waits for pass 1's reads and reads what they missed */
+    for (int pass = 0; pass < 2 && buf && !stopped; pass++) {
+        off_t off = 0;
+        done = 0;
+        while ((size_t)off < a.end && done < bound) {
+            if (__atomic_load_n(&s->prewarm_stop, __ATOMIC_RELAXED)) {
+                stopped = 1;
+                break;
+            }
+            off_t d = lseek(a.fd, off, SEEK_DATA); /* skip the holes of a sparse file */
+            if (d < 0 || (size_t)d >= a.end)
+                break;
+            off_t h = lseek(a.fd, d, SEEK_HOLE);
+            if (h < 0 || (size_t)h > a.end)
+                h = (off_t)a.end;
+            for (off = d; off < h && done < bound; off += (off_t)page) {
+                if (pass == 0) {
+                    posix_fadvise(a.fd, off, (off_t)page, POSIX_FADV_WILLNEED);
+                } else {
+                    ssize_t n = pread(a.fd, buf, page, off);
+                    if (n <= 0 && !(n < 0 && errno == EINTR))
+                        break;
+                }
+                done += page;
+                if ((done & ((64u << 20) - 1)) == 0 &&
+                    __atomic_load_n(&s->prewarm_stop, __ATOMIC_RELAXED)) {
+                    stopped = 1;
+                    break;
+                }
+            }
+            if (stopped)
+                break;
+            off = h;
         }
-        off_t d = lseek(a.fd, off, SEEK_DATA); /* skip the holes of a sparse file */
-        if (d < 0 || (size_t)d >= a.end)
-            break;
-        off_t h = lseek(a.fd, d, SEEK_HOLE);
-        if (h < 0 || (size_t)h > a.end)
-            h = (off_t)a.end;
-        size_t want = (size_t)(h - d) < PREWARM_CHUNK ? (size_t)(h - d) : PREWARM_CHUNK;
-        ssize_t n = pread(a.fd, buf, want, d);
-        if (n <= 0) {
-            if (n < 0 && errno == EINTR)
-                continue;
-            break;
-        }
-        done += (size_t)n;
-        __atomic_store_n(&s->prewarm_bytes, (uint64_t)done, __ATOMIC_RELAXED);
-        off = d + n;
+        if (pass == 1)
+            __atomic_store_n(&s->prewarm_bytes, (uint64_t)done, __ATOMIC_RELAXED);
     }
     free(buf);
     close(a.fd);
