@@ -101,7 +101,7 @@ static uint64_t wait_prewarm(struct store *s)
     uint64_t bytes = 0;
     for (int i = 0; i < 60000 && !store_prewarm_status(s, &bytes); i++) {
         struct timespec ts = { 0, 1000000 };
-        nanosleep(&ts, NULL);
+        nanosleep(&ts, NULL); /* polling a condition with a deadline */
     }
     cr_assert_eq(store_prewarm_status(s, &bytes), 1, "the prewarm did not finish within a minute");
     return bytes;
