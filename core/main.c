@@ -198,6 +198,7 @@ static int open_store(struct app *app)
     struct store_opts so = { .dir = app->cfg.data_dir, .map_size = app->cfg.map_size,
                              .map_max = app->cfg.map_max, .no_writemap = !app->cfg.store_writemap,
                              .readahead = app->cfg.store_readahead,
+                             .prewarm = app->cfg.store_prewarm,
                              .sync_interval_ms = (unsigned)app->cfg.sync_interval_ms };
     int rc = store_open(&so, &app->store);
     if (rc)

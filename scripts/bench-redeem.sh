@@ -15,7 +15,11 @@
 #   is driven by this build and by OTHER_PROMOD_BINARY (e.g. a build of
 #   main) in alternating runs: round 1 this, other, round 2 this, other, ...
 #   for each connection count; every server start is followed by an
-#   uncounted warm-up of BENCH_WARM (5) seconds of redemptions.  With
+#   uncounted warm-up of BENCH_WARM (5) seconds of redemptions.  A build
+#   with store_prewarm (on by default) reads the store back into the page
+#   cache at start, during the warm-up; a build without it, or run with
+#   --vs-config 'store_prewarm = false', starts cold (the default pool's
+#   ~570 MB store then takes a disk read per first touch of a page).  With
 #   --vs-config, "old" is this build with those config entries added (e.g.
 #   'store_writemap = false'), run the same way.  Rows also give the ceilings of this HTTP
 #   server on this machine: GET /healthz (no work) and POST

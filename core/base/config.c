@@ -91,6 +91,7 @@ void config_defaults(struct config *c)
     c->map_size = (size_t)1 << 30;
     c->sync_interval_ms = 1000;
     c->store_writemap = 1;
+    c->store_prewarm = 1;
     c->max_body = 1 << 20;
     c->max_import_body = (size_t)64 << 20;
     c->default_limit = 3;
@@ -604,6 +605,8 @@ static int apply(lua_State *L, struct cerr *e, struct config *c)
             rc = get_bool(L, e, k, &c->store_writemap);
         } else if (!strcmp(k, "store_readahead")) {
             rc = get_bool(L, e, k, &c->store_readahead);
+        } else if (!strcmp(k, "store_prewarm")) {
+            rc = get_bool(L, e, k, &c->store_prewarm);
         } else if (!strcmp(k, "sync_interval_ms")) {
             if (!(rc = get_int(L, e, k, 10, 60000, &v)))
                 c->sync_interval_ms = (int)v;

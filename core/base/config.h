@@ -72,6 +72,7 @@ struct config {
     size_t map_max;           /**< largest the map may grow to, bytes; 0 = no limit (0) */
     int store_writemap;       /**< 1 = MDB_WRITEMAP commits (default), 0 = pwrite */
     int store_readahead;      /**< 1 = the kernel's readahead on the store's map (default 0) */
+    int store_prewarm;        /**< 1 = read the store into the page cache after open (default 1) */
     int sync_interval_ms;     /**< background flush of non-durable commits (1000) */
     size_t max_body;          /**< request body limit, bytes (1 MiB) */
     size_t max_import_body;   /**< bulk import/events body limit (64 MiB) */

@@ -511,13 +511,16 @@ int coupons_assign(struct store_txn *wt, const char *camp, const char *customer,
         int fl = coupons_key(fk, sizeof fk, 'f', camp, x.code, NULL);
         if ((rc = store_del(wt, STORE_COUPONS, fk, (size_t)fl)))
             return rc;
-        d[COUPONS_FREE]--;
         struct coupons_code c;
         rc = coupons_code_get(wt, x.code, &c);
+        if (rc && rc != ERR_NOTFOUND)
+            return rc;
+        if (rc == 0 && c.max_uses && c.uses >= c.max_uses && !c.customer[0] &&
+            !(c.flags & (COUPON_DISABLED | COUPON_SHARED)))
+            continue; /* left by the redemption that used it up, which counted it out of `free` */
+        d[COUPONS_FREE]--;
         if (rc == ERR_NOTFOUND)
             continue; /* a stale entry: drop it */
-        if (rc)
-            return rc;
         if ((c.valid_until && c.valid_until < now) || c.customer[0] ||
             (c.flags & (COUPON_DISABLED | COUPON_SHARED)) || (c.max_uses && c.uses >= c.max_uses))
             continue; /* expired or no longer free: not worth giving out */

@@ -7,6 +7,9 @@
  *   "p" campaign \0 pool         → pool record (msgpack object: discount,
  *                                  codes, created, shared)
  *   "f" campaign \0 code         → ""  codes free for assignment
+ *                                        (a used-up code's entry may stay: its
+ *                                        redemption counted it out of `free`,
+ *                                        coupons_assign drops it when met)
  *   "a" campaign \0 customer     → code  (one code per customer per campaign)
  *   "k" code \0 "r" \0 order     → redemption (binary: state, amount,
  *                                  currency, time, budget bucket, customer)

@@ -394,9 +394,16 @@ int coupons_redeem(struct store_txn *wt, const struct coupons_req *q, coupons_ca
         return reqerr_from_code(e, rc, "redemption");
     if (c->max_uses && c->uses >= c->max_uses && !c->customer[0] && !(c->flags & COUPON_SHARED)) {
         /* an unassigned code used up by a customer who had it otherwise: no
-         * longer free for assignment */
+         * longer free for assignment, so counted out of `free` now.  Its
+         * free-list entry stays: deleting it dirtied a random leaf of the
+         * free list (and its branch) in every redemption, a third of the
+         * pages a batch's flush wrote; coupons_assign drops the entry
+         * when it meets it, without counting it out twice (the code is
+         * used up, unassigned and not shared: only this path leaves that) */
         kl = coupons_key(key, sizeof key, 'f', c->campaign, code, NULL);
-        rc = store_del(wt, STORE_COUPONS, key, (size_t)kl);
+        const void *fv;
+        size_t fvl;
+        rc = store_get(wt, STORE_COUPONS, key, (size_t)kl, &fv, &fvl);
         if (rc == 0)
             d[COUPONS_FREE] = -1;
         else if (rc != ERR_NOTFOUND)
@@ -444,6 +451,7 @@ int coupons_rollback(struct store_txn *wt, const char *code_in, const char *orde
         out->replayed = 1;
         return 0;
     }
+    int was_used_up = c->max_uses && c->uses >= c->max_uses;
     if (c->uses)
         c->uses--;
     int64_t d[COUPONS_NSTATS] = { 0 };
@@ -465,10 +473,15 @@ int coupons_rollback(struct store_txn *wt, const char *code_in, const char *orde
         int kl = coupons_key(key, sizeof key, 'f', c->campaign, code, NULL);
         const void *v;
         size_t vl;
-        if (store_get(wt, STORE_COUPONS, key, (size_t)kl, &v, &vl) == ERR_NOTFOUND) {
+        rc = store_get(wt, STORE_COUPONS, key, (size_t)kl, &v, &vl);
+        if (rc == ERR_NOTFOUND) { /* dropped by an assignment, or by a release before 2026-12-04 */
             if ((rc = store_put(wt, STORE_COUPONS, key, (size_t)kl, "", 0)))
                 return reqerr_from_code(e, rc, "rollback");
             d[COUPONS_FREE] = 1;
+        } else if (rc) {
+            return reqerr_from_code(e, rc, "rollback");
+        } else if (was_used_up) {
+            d[COUPONS_FREE] = 1; /* the entry its redemption left: free again */
         }
     }
     if (r.bucket >= 0 && (rc = bucket_add(wt, r.campaign, r.bucket, -r.amount_m)))

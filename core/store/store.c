@@ -705,6 +705,9 @@ int store_open(const struct store_opts *o, struct store **out)
     }
     snprintf(nm, sizeof nm, "grow-%s", base && base[1] ? base + 1 : o->dir);
     pthread_setname_np(s->grower, nm);
+    s->prewarm_done = 1;
+    if (o->prewarm && (rc = store_prewarm_start(s, s->used))) /* the store works without */
+        log_warn("store prewarm not started", "dir=\"%s\" err=\"%s\"", o->dir, strerror(-rc));
     *out = s;
     return 0;
 fail:
@@ -717,6 +720,7 @@ void store_close(struct store *s)
 {
     if (!s)
         return;
+    store_prewarm_stop(s);
     pthread_mutex_lock(&s->gmu);
     s->grow_running = 0;
     pthread_cond_signal(&s->grow_cv);

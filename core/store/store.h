@@ -95,6 +95,7 @@ struct store_opts {
     unsigned sync_interval_ms;/**< background sync of non-durable commits; 0 = 1000 */
     int no_writemap;          /**< 1 = classic pwrite commits instead of MDB_WRITEMAP */
     int readahead;            /**< 1 = leave the kernel's readahead on for the map (see store.c) */
+    int prewarm;              /**< 1 = read the store's pages into the page cache after open (store_prewarm.c) */
 };
 
 enum { STORE_ASYNC = 0, STORE_DURABLE = 1 };
@@ -215,6 +216,12 @@ struct store_stat {
  *  second).  Opens the calling thread's read txn: call with none open.
  *  @return 0, or the error of store_rtxn_begin(). */
 int store_stat(struct store *s, struct store_stat *st);
+
+/** The prewarm started by store_opts.prewarm: the bytes of data.mdb read
+ *  into the page cache so far in `*bytes` (may be NULL).  @return 1 when it
+ *  finished, stopped at its memory bound, or was not asked for; 0 while it
+ *  is still reading. */
+int store_prewarm_status(struct store *s, uint64_t *bytes);
 
 /** Name of a database ("profiles", ...). */
 const char *store_db_name(enum store_db db);

@@ -80,6 +80,18 @@ struct store {
     struct { void (*fn)(void *); void *ud; } hooks[STORE_SYNC_HOOKS]; /* after each flush */
     int nhooks;
     void (*txn_hook)(void *user, uint64_t txnid); /* store_set_txn_hook */
+
+    /* prewarm (store_prewarm.c): a thread reading the file into the page cache */
+    pthread_t prewarmer;
+    int prewarm_started;       /* the thread exists (join it at close) */
+    int prewarm_stop;          /* atomic: close asks it to stop */
+    int prewarm_done;          /* atomic: it finished (or was never started) */
+    uint64_t prewarm_bytes;    /* atomic: bytes read so far */
 };
+
+/* store_prewarm.c: start the reader of [0, used) (0, or -errno: the store
+ * works without it); stop and join it (no-op when not started). */
+int store_prewarm_start(struct store *s, size_t used);
+void store_prewarm_stop(struct store *s);
 
 #endif

@@ -84,6 +84,7 @@ Test(config, defaults)
     cr_assert_eq(cfg.map_max, 0, "the map grows as far as the disk allows");
     cr_assert_eq(cfg.store_writemap, 1);
     cr_assert_eq(cfg.store_readahead, 0);
+    cr_assert_eq(cfg.store_prewarm, 1);
     cr_assert_eq(cfg.sync_interval_ms, 1000);
     cr_assert_eq(cfg.max_body, (size_t)1 << 20);
     cr_assert_eq(cfg.max_import_body, (size_t)64 << 20);
@@ -157,6 +158,7 @@ Test(config, every_key)
             "  map_max_mb = 65536,\n"
             "  store_writemap = false,\n"
             "  store_readahead = true,\n"
+            "  store_prewarm = false,\n"
             "  sync_interval_ms = 250,\n"
             "  max_body_kb = 512,\n"
             "  max_import_body_mb = 16,\n"
@@ -198,6 +200,7 @@ Test(config, every_key)
     cr_assert_eq(cfg.map_max, (size_t)65536 << 20);
     cr_assert_eq(cfg.store_writemap, 0);
     cr_assert_eq(cfg.store_readahead, 1);
+    cr_assert_eq(cfg.store_prewarm, 0);
     cr_assert_eq(cfg.sync_interval_ms, 250);
     cr_assert_eq(cfg.max_body, (size_t)512 << 10);
     cr_assert_eq(cfg.max_import_body, (size_t)16 << 20);

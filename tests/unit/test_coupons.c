@@ -229,6 +229,88 @@ Test(coupons, erasure_keeps_the_money_and_forgets_the_customer)
     reqerr_clear(&e);
 }
 
+static int64_t free_count(struct store_txn *t, const char *camp)
+{
+    struct coupons_stats s;
+    cr_assert_eq(coupons_stats_read(t, camp, &s), 0);
+    return s.v[COUPONS_FREE];
+}
+
+static void redeem_ok(struct store_txn *wt, const char *code, const char *cust, const char *order)
+{
+    struct coupons_req q = { code, cust, order, 1000, "EUR", 10 };
+    struct coupons_outcome out;
+    struct reqerr e = { 0 };
+    cr_assert_eq(coupons_redeem(wt, &q, camp_active, NULL, &out, &e), 0, "%s", e.message);
+    reqerr_clear(&e);
+}
+
+static void rollback_ok(struct store_txn *wt, const char *code, const char *order)
+{
+    struct coupons_outcome out;
+    struct reqerr e = { 0 };
+    cr_assert_eq(coupons_rollback(wt, code, order, 11, &out, &e), 0, "%s", e.message);
+    reqerr_clear(&e);
+}
+
+/* A redemption that uses up an unassigned code counts it out of `free` but
+ * leaves its free-list entry (one random leaf less per redemption);
+ * assignment then skips and drops the entry without counting it out
+ * twice, and a rollback counts it back in.  A store written before (the
+ * entry deleted by the redemption) rolls back the same way. */
+Test(coupons, a_used_up_free_code_is_never_assigned_and_free_stays_exact)
+{
+    struct store_txn *wt;
+    cr_assert_eq(store_wtxn_begin(st, &wt), 0);
+    struct coupons_opts o = { .max_uses = 1, .per_customer = 1 };
+    const char *codes[] = { "LZ-A", "LZ-B", "LZ-C", "LZ-D" };
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(coupons_code_add(wt, "lz", &o, codes[i], NULL, 1), 0);
+    cr_assert_eq(free_count(wt, "lz"), 4);
+    redeem_ok(wt, "LZ-A", "walk-in", "o-a"); /* printed code, never assigned */
+    cr_assert_eq(free_count(wt, "lz"), 3);
+    /* the state a release before this one left: the entry deleted */
+    redeem_ok(wt, "LZ-D", "walk-in-2", "o-d");
+    cr_assert_eq(free_count(wt, "lz"), 2);
+    cr_assert_eq(store_del(wt, STORE_COUPONS, "flz\0LZ-D", 8), 0);
+
+    char code[COUPONS_CODE_MAX + 1], got[2][COUPONS_CODE_MAX + 1];
+    int fresh;
+    cr_assert_eq(coupons_assign(wt, "lz", "ann", 12, got[0], &fresh), 0);
+    cr_assert_eq(coupons_assign(wt, "lz", "bob", 12, got[1], &fresh), 0);
+    for (int i = 0; i < 2; i++)
+        cr_assert(strcmp(got[i], "LZ-A") && strcmp(got[i], "LZ-D"), "assigned the used-up %s", got[i]);
+    cr_assert_str_neq(got[0], got[1]);
+    cr_assert_eq(coupons_assign(wt, "lz", "cid", 12, code, &fresh), ERR_CAPPED);
+    cr_assert_eq(free_count(wt, "lz"), 0, "free %lld", (long long)free_count(wt, "lz"));
+
+    /* rolled back: free again, both forms */
+    rollback_ok(wt, "LZ-A", "o-a");
+    rollback_ok(wt, "LZ-D", "o-d");
+    cr_assert_eq(free_count(wt, "lz"), 2);
+    rollback_ok(wt, "LZ-A", "o-a"); /* replayed: nothing changes */
+    cr_assert_eq(free_count(wt, "lz"), 2);
+    char c1[COUPONS_CODE_MAX + 1], c2[COUPONS_CODE_MAX + 1];
+    cr_assert_eq(coupons_assign(wt, "lz", "cid", 13, c1, &fresh), 0);
+    cr_assert_eq(coupons_assign(wt, "lz", "dan", 13, c2, &fresh), 0);
+    cr_assert(!strcmp(c1, "LZ-A") || !strcmp(c1, "LZ-D"), "%s", c1);
+    cr_assert(!strcmp(c2, "LZ-A") || !strcmp(c2, "LZ-D"), "%s", c2);
+    cr_assert_eq(coupons_assign(wt, "lz", "eve", 13, code, &fresh), ERR_CAPPED);
+    cr_assert_eq(free_count(wt, "lz"), 0);
+
+    /* redeemed again while its entry stays, rolled back while it stays */
+    cr_assert_eq(coupons_code_add(wt, "lz", &o, "LZ-E", NULL, 1), 0);
+    redeem_ok(wt, "LZ-E", "walk-in-3", "o-e");
+    cr_assert_eq(free_count(wt, "lz"), 0);
+    rollback_ok(wt, "LZ-E", "o-e");
+    cr_assert_eq(free_count(wt, "lz"), 1);
+    redeem_ok(wt, "LZ-E", "walk-in-4", "o-e2");
+    cr_assert_eq(free_count(wt, "lz"), 0);
+    cr_assert_eq(coupons_assign(wt, "lz", "fay", 14, code, &fresh), ERR_CAPPED);
+    cr_assert_eq(free_count(wt, "lz"), 0);
+    store_txn_end(wt);
+}
+
 Test(coupons, limiter_buckets)
 {
     cr_assert_null(limiter_new(0, 60, 0), "a limit of 0 is no limiter");
