@@ -25,6 +25,9 @@
 # waits until the builder has filled them; --profiles P uses a workload of
 # P profiles (generated once into bench-out/workload-P); --tag NAME keeps
 # the run's files in bench-out/profile-NAME.
+# PROFILE_VALGRIND_OPTS adds callgrind options: --cache-sim=yes counts the
+# simulated cache misses too (callgrind_annotate on the kept callgrind.out
+# shows them per function: D1mr, DLmr ...).
 # --dlog runs with the decision log at 100% sampling (decision_log_sample
 # = 1) and waits until its writer has written every decide; --all-threads
 # counts every thread of the server (the log's writer, the store's syncer,
@@ -108,7 +111,8 @@ touch "$BASE/.done"
 cp -r "$BASE" "$OUT/data"
 COLLECT=--toggle-collect=dispatch
 [ "$ALL" = 1 ] && COLLECT=--collect-atstart=yes
-valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out" "$COLLECT" \
+# shellcheck disable=SC2086 # PROFILE_VALGRIND_OPTS: more callgrind options, e.g. --cache-sim=yes
+valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out" "$COLLECT" ${PROFILE_VALGRIND_OPTS:-} \
   "$BIN" serve -c "$OUT/promod.lua" 2>"$OUT/valgrind.log" &
 VG=$!
 trap 'kill $VG 2>/dev/null || true' EXIT

@@ -854,7 +854,7 @@ static int cap_gate(struct req *r, struct cand *cd)
     struct throttle_counts n;
     const char *why = NULL;
     if (throttle_read(r->t, &r->scr->tc, c, r->ch, r->now, &n, &r->shared) == 0 &&
-        throttle_check(&n, c, r->ch, r->gcap, &why)) {
+        throttle_check(&n, c, r->ch, r->gcap, cd->xp ? &why : NULL)) {
         if (cd->xp)
             json_object_set_new(cd->xp, "capped", json_string(why));
         return 1;

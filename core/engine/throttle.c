@@ -304,24 +304,31 @@ int throttle_check(const struct throttle_counts *n, const struct rules_campaign 
     static __thread char reason[64];
     for (int i = 0; i < c->cust_caps.n; i++)
         if (n->cust[i] >= c->cust_caps.w[i].limit) {
-            snprintf(reason, sizeof reason, "customer %s", c->cust_caps.w[i].label);
-            *why = reason;
+            if (why) {
+                snprintf(reason, sizeof reason, "customer %s", c->cust_caps.w[i].label);
+                *why = reason;
+            }
             return ERR_CAPPED;
         }
     for (int i = 0; i < c->total_caps.n; i++)
         if (n->total[i] >= c->total_caps.w[i].limit) {
-            snprintf(reason, sizeof reason, "total %s", c->total_caps.w[i].label);
-            *why = reason;
+            if (why) {
+                snprintf(reason, sizeof reason, "total %s", c->total_caps.w[i].label);
+                *why = reason;
+            }
             return ERR_CAPPED;
         }
     for (int i = 0; ch && i < ch->policy.n; i++)
         if (n->chan[i] >= ch->policy.w[i].limit) {
-            snprintf(reason, sizeof reason, "channel %s %s", ch->name, ch->policy.w[i].label);
-            *why = reason;
+            if (why) {
+                snprintf(reason, sizeof reason, "channel %s %s", ch->name, ch->policy.w[i].label);
+                *why = reason;
+            }
             return ERR_CAPPED;
         }
     if (global_cap > 0 && n->global_day >= global_cap) {
-        *why = "global 1d";
+        if (why)
+            *why = "global 1d";
         return ERR_CAPPED;
     }
     return 0;

@@ -73,7 +73,8 @@ int throttle_read(struct store_txn *t, const struct throttle_cust *tc,
 
 /** Would one more offer pass every cap?  On refusal returns ERR_CAPPED and
  *  *why names the limit ("customer 7d", "total 1d", "channel 1d",
- *  "global 1d"). */
+ *  "global 1d"); `why` may be NULL when no one reads the reason (formatting
+ *  it was a visible share of a decide whose walk passes capped campaigns). */
 int throttle_check(const struct throttle_counts *n, const struct rules_campaign *c,
                    const struct rules_channel *ch, long global_cap, const char **why);
 
