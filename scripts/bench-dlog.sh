@@ -66,6 +66,12 @@ cp -r "$ROOT/plugins/." "$RUN/plugins/"
 cp -r "$WL/rules/." "$RUN/rules/"
 echo "== offline import of $PROFILES profiles"
 "$BIN" import profiles "$WL/profiles.ndjson" --data "$DATA" >/dev/null
+# every run starts from the store as imported (the log, $DATA/dlog, is kept
+# for the replay below): with one store for all runs, the campaigns' daily
+# total caps got spent as the runs went on, and later runs stepped over
+# more capped candidates than earlier ones — a drift across the rounds
+# larger than the log's cost
+cp "$DATA/data.mdb" "$OUT/dlog-data.base.mdb"
 
 for s in 0 1; do
   cat > "$RUN/promod-$s.lua" <<CFG
@@ -83,6 +89,8 @@ LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 
 SERVER_PID=
 start_server() { # sample
+  cp "$OUT/dlog-data.base.mdb" "$DATA/data.mdb"
+  rm -f "$DATA/lock.mdb"
   "$BIN" serve -c "$RUN/promod-$1.lua" 2>>"$OUT/dlog-server.log" &
   SERVER_PID=$!
   for _ in $(seq 1 400); do
